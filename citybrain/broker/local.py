@@ -1,0 +1,319 @@
+"""The embedded broker: a real single-node Apache Kafka (KRaft, combined broker/controller).
+
+The jars come from Maven Central through ``infra/kafka/pom.xml``; storage is formatted
+once and kept under ``<state_dir>/kafka``, so stopping and starting keeps every record.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from citybrain.settings import PROJECT_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+#: The pinned Apache Kafka release; keep in step with infra/kafka/pom.xml.
+KAFKA_VERSION = "4.3.1"
+POM = PROJECT_ROOT / "infra" / "kafka" / "pom.xml"
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker cannot be fetched, started or reached; the message says why and the fix."""
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    running: bool
+    pid: int | None
+    bootstrap: str
+    version: str
+    data_dir: Path
+    log_file: Path
+
+    def describe(self) -> str:
+        state = f"running (pid {self.pid})" if self.running else "stopped"
+        return (
+            f"Kafka {self.version} {state} at {self.bootstrap}; "
+            f"data in {self.data_dir}; log {self.log_file}"
+        )
+
+
+class LocalBroker:
+    """Fetch, format, start, stop and inspect the embedded Kafka broker."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.embedded:
+            raise BrokerError(
+                f"CITYBRAIN_BOOTSTRAP_SERVERS is set ({settings.bootstrap_servers}): the platform "
+                "uses that cluster, not the embedded broker. Fix: unset it to manage the local broker."
+            )
+        self.settings = settings
+        self.home = settings.state_dir / "kafka"
+        self.lib_dir = settings.state_dir / "cache" / f"kafka-{KAFKA_VERSION}" / "lib"
+        self.config_dir = self.home / "config"
+        self.data_dir = self.home / "data"
+        self.log_file = self.home / "logs" / "server.out"
+        self.pid_file = self.home / "broker.pid"
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def fetch(self) -> Path:
+        """Resolve the broker's jars from Maven Central (cached) and return the lib folder."""
+        marker = self.lib_dir / ".complete"
+        if marker.exists():
+            return self.lib_dir
+        _require_tool("java", "Install Java 17 or newer (OpenJDK) and put `java` on PATH.")
+        mvn = _require_tool("mvn", "Install Apache Maven 3.8+ and put `mvn` on PATH.")
+        self.lib_dir.mkdir(parents=True, exist_ok=True)
+        log.info("fetching Apache Kafka %s jars from Maven Central", KAFKA_VERSION)
+        cmd = [
+            mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+            f"-DoutputDirectory={self.lib_dir}", "-DincludeScope=runtime",
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BrokerError(
+                f"Maven could not fetch Apache Kafka {KAFKA_VERSION} (exit {proc.returncode}):\n"
+                f"{(proc.stdout + proc.stderr)[-2000:]}\n"
+                "Fix: check that Maven Central is reachable (or a mirror is set in ~/.m2/settings.xml)."
+            )
+        if not any(self.lib_dir.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
+            raise BrokerError(f"Maven finished but kafka_2.13-{KAFKA_VERSION}.jar is not in {self.lib_dir}.")
+        marker.write_text(KAFKA_VERSION)
+        return self.lib_dir
+
+    def _write_config(self) -> Path:
+        s = self.settings
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        props = self.config_dir / "server.properties"
+        props.write_text(
+            "\n".join(
+                [
+                    "# Written by `citybrain broker up`; edits are overwritten.",
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{s.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{s.broker_port},CONTROLLER://127.0.0.1:{s.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.broker_port}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"log.dirs={self.data_dir}",
+                    "num.partitions=1",
+                    "offsets.topic.replication.factor=1",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    # Topics come from contracts only (`citybrain topics apply`).
+                    "auto.create.topics.enable=false",
+                    # Every acknowledged record is fsynced before a clean shutdown completes.
+                    "controlled.shutdown.enable=true",
+                    "",
+                ]
+            )
+        )
+        (self.config_dir / "log4j2.properties").write_text(
+            "\n".join(
+                [
+                    "status = warn",
+                    "appender.out.type = Console",
+                    "appender.out.name = OUT",
+                    "appender.out.layout.type = PatternLayout",
+                    "appender.out.layout.pattern = [%d] %p %m (%c)%n",
+                    "rootLogger.level = info",
+                    "rootLogger.appenderRef.out.ref = OUT",
+                    "logger.kafka.name = kafka",
+                    "logger.kafka.level = info",
+                    "logger.apache.name = org.apache.kafka",
+                    "logger.apache.level = warn",
+                    "",
+                ]
+            )
+        )
+        return props
+
+    def _java_cmd(self, main: str, *args: str) -> list[str]:
+        java = _require_tool("java", "Install Java 17 or newer (OpenJDK) and put `java` on PATH.")
+        return [
+            java, f"-Xmx{self.settings.broker_heap}", f"-Xms{self.settings.broker_heap}",
+            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.config_dir / 'log4j2.properties'}",
+            "-cp", f"{self.lib_dir}/*", main, *args,
+        ]
+
+    def _format_storage(self, props: Path) -> None:
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        log.info("formatting KRaft storage in %s (cluster id %s)", self.data_dir, cluster_id)
+        proc = subprocess.run(
+            self._java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            raise BrokerError(f"Formatting KRaft storage failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def status(self) -> BrokerStatus:
+        pid = self._read_pid()
+        return BrokerStatus(
+            running=pid is not None and _alive(pid) and self._accepts_connections(),
+            pid=pid if pid is not None and _alive(pid) else None,
+            bootstrap=self.settings.bootstrap,
+            version=KAFKA_VERSION,
+            data_dir=self.data_dir,
+            log_file=self.log_file,
+        )
+
+    def up(self) -> BrokerStatus:
+        """Start the broker if it is not running and wait until it serves requests. Idempotent."""
+        pid = self._read_pid()
+        if pid is not None and _alive(pid):
+            self._wait_ready(pid)
+            return self.status()
+        for port in (self.settings.broker_port, self.settings.controller_port):
+            if _port_busy(port):
+                raise BrokerError(
+                    f"Port {port} on 127.0.0.1 is in use by another process, so the embedded broker "
+                    "cannot listen there. Fix: stop that process, or choose free ports with "
+                    "CITYBRAIN_BROKER_PORT / CITYBRAIN_CONTROLLER_PORT."
+                )
+        self.fetch()
+        props = self._write_config()
+        self._format_storage(props)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as out:
+            proc = subprocess.Popen(
+                self._java_cmd("kafka.Kafka", str(props)),
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.home,
+            )
+        self.pid_file.write_text(str(proc.pid))
+        self._wait_ready(proc.pid)
+        return self.status()
+
+    def down(self, timeout_s: float = 60.0) -> bool:
+        """Stop the broker cleanly (SIGTERM, controlled shutdown). Returns False if it was not running."""
+        pid = self._read_pid()
+        if pid is None or not _alive(pid):
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                break
+            time.sleep(0.2)
+        else:
+            log.warning("broker pid %d did not stop in %.0fs; killing it", pid, timeout_s)
+            os.kill(pid, signal.SIGKILL)
+        _reap(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def reset(self) -> None:
+        """Stop the broker and delete its data (every topic and record). Jars stay cached."""
+        self.down()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _read_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        # A stale pid file may name a process that is not our broker any more.
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return pid if b"kafka.Kafka" in cmdline else None
+
+    def _accepts_connections(self) -> bool:
+        return _port_busy(self.settings.broker_port)
+
+    def _wait_ready(self, pid: int) -> None:
+        from kafka import KafkaAdminClient  # heavy import, only when starting
+
+        deadline = time.monotonic() + self.settings.broker_start_timeout_s
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                raise BrokerError(
+                    f"The broker process exited during start-up. Last lines of {self.log_file}:\n"
+                    f"{_tail(self.log_file)}"
+                )
+            if self._accepts_connections():
+                try:
+                    admin = KafkaAdminClient(
+                        **self.settings.kafka_client_config(), request_timeout_ms=5000
+                    )
+                    try:
+                        admin.describe_cluster()
+                    finally:
+                        admin.close()
+                    return
+                except Exception as exc:  # not ready yet: metadata not served
+                    last_error = exc
+            time.sleep(0.5)
+        raise BrokerError(
+            f"The broker did not become ready within {self.settings.broker_start_timeout_s:.0f}s "
+            f"(last error: {last_error}). Log: {self.log_file}\n{_tail(self.log_file)}\n"
+            "Fix: raise CITYBRAIN_BROKER_START_TIMEOUT_S on a slow machine, or read the log."
+        )
+
+
+def _require_tool(name: str, fix: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise BrokerError(f"`{name}` was not found on PATH; the embedded broker needs it. Fix: {fix}")
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); treat it as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _port_busy(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log written)"

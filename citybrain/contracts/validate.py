@@ -1,0 +1,144 @@
+"""Compiled record validation against a contract, with machine-readable rejection reasons.
+
+The contract's JSON Schema is compiled once to Python code (fastjsonschema); the per-record
+path never interprets the schema. A rejection names the field, the rule and a value excerpt,
+which become the dead-letter headers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import fastjsonschema
+
+from citybrain.contracts.model import Contract
+
+EXCERPT_CHARS = 120
+
+#: Plain-language fix for each rule, shown to people next to the message.
+FIXES = {
+    "required": "add the field",
+    "unknown-field": "remove the field, or propose it in the contract (schemas/)",
+    "type": "send the declared type",
+    "enum": "use one of the allowed values",
+    "minimum": "send a value within the declared range",
+    "maximum": "send a value within the declared range",
+    "exclusiveMinimum": "send a value within the declared range",
+    "exclusiveMaximum": "send a value within the declared range",
+    "minLength": "send a longer value",
+    "maxLength": "shorten the value",
+    "pattern": "match the declared pattern",
+    "format": "use the declared format (times as RFC 3339 UTC, e.g. 2026-11-23T08:00:00Z)",
+    "const": "send the declared constant",
+    "minItems": "send more items",
+    "maxItems": "send fewer items",
+    "json-syntax": "send one well-formed JSON object per line",
+    "not-an-object": "send a JSON object per record, not an array or a scalar",
+    "encoding": "send UTF-8 (re-encode the file, e.g. iconv -f GB18030 -t UTF-8)",
+    "empty-record": "remove the empty line or fill in the record",
+    "too-large": "split the record or move large payloads to object storage and send a link",
+    "csv-row-shape": "give every CSV row as many cells as the header has columns",
+    "csv-value": "write the cell in the column's declared type",
+}
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why one record was refused: machine-readable, also written to dead-letter headers."""
+
+    rule: str
+    field: str
+    message: str
+    value_excerpt: str = ""
+
+    @property
+    def fix(self) -> str:
+        return FIXES.get(self.rule, "see the contract")
+
+    def as_dict(self) -> dict[str, str]:
+        return {**asdict(self), "fix": self.fix}
+
+
+def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
+    """A short, printable rendering of a value for messages and headers."""
+    if isinstance(value, (bytes, bytearray)):
+        text = bytes(value[: limit * 4]).decode("utf-8", errors="backslashreplace")
+    elif isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class RecordValidator:
+    """Validate records against one contract; compiled once, called per record."""
+
+    def __init__(self, contract: Contract) -> None:
+        self.contract = contract
+        self._check: Callable[[Any], Any] = fastjsonschema.compile(_strip_annotations(contract.schema))
+
+    def __call__(self, record: Any) -> Rejection | None:
+        """Return None when the record is valid, else the first rule it breaks."""
+        try:
+            self._check(record)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            return self._explain(exc, record)
+        return None
+
+    def _explain(self, exc: fastjsonschema.JsonSchemaValueException, record: Any) -> Rejection:
+        path = [p for p in (exc.path or [])[1:]]  # drop the leading "data"
+        field = ".".join(str(p) for p in path)
+        rule = exc.rule or "schema"
+        if rule == "required" and isinstance(exc.value, dict):
+            missing = [f for f in (exc.rule_definition or []) if f not in exc.value]
+            name = ".".join([*map(str, path), missing[0]]) if missing else field
+            return Rejection("required", name, f"required field `{name}` is missing", "")
+        if rule == "additionalProperties" and isinstance(exc.value, dict):
+            node = _node_at(self.contract.schema, path)
+            known = set((node or {}).get("properties", {}))
+            extra = sorted(k for k in exc.value if k not in known)
+            name = ".".join([*map(str, path), extra[0]]) if extra else field
+            value = exc.value.get(extra[0]) if extra else None
+            allowed = ", ".join(sorted(known))
+            return Rejection(
+                "unknown-field", name,
+                f"field `{name}` is not in contract {self.contract.topic} (allowed: {allowed})",
+                excerpt(value),
+            )
+        if rule == "enum":
+            allowed = ", ".join(map(str, exc.rule_definition or []))
+            return Rejection("enum", field, f"`{field}` = {excerpt(exc.value)!s} is not one of: {allowed}", excerpt(exc.value))
+        if rule == "type":
+            return Rejection(
+                "type", field,
+                f"`{field}` must be {exc.rule_definition}, got {type(exc.value).__name__}",
+                excerpt(exc.value),
+            )
+        message = exc.message.replace("data.", "", 1) if exc.message.startswith("data.") else exc.message
+        return Rejection(rule, field or "(record)", f"`{field or 'record'}`: {message} (rule {rule} = {exc.rule_definition})", excerpt(exc.value))
+
+
+def _node_at(schema: dict[str, Any], path: list[Any]) -> dict[str, Any] | None:
+    node: Any = schema
+    for part in path:
+        if isinstance(part, int) or (isinstance(part, str) and part.isdigit()):
+            node = node.get("items") if isinstance(node, dict) else None
+        else:
+            node = (node.get("properties") or {}).get(part) if isinstance(node, dict) else None
+        if node is None:
+            return None
+    return node
+
+
+def _strip_annotations(schema: Any) -> Any:
+    """Drop CityBrain's x-* annotations; they govern fields, they do not validate values."""
+    if isinstance(schema, dict):
+        return {k: _strip_annotations(v) for k, v in schema.items() if not k.startswith("x-")}
+    if isinstance(schema, list):
+        return [_strip_annotations(v) for v in schema]
+    return schema

@@ -1,0 +1,255 @@
+"""The validated producer: every record ends on its contract's topic or in the dead-letter topic.
+
+Valid records carry the five standard headers (contract id and version, producer, event
+id, trace id). Invalid ones go to ``dlq.ingest.rejected.v1`` as an envelope naming the
+rule, the field and a value excerpt, with the original bytes. A record counts as accepted
+or dead-lettered only once the broker has acknowledged it; a record the broker did not
+acknowledge raises ``DeliveryError`` with the counts, it is never dropped silently.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+from citybrain.contracts.model import Contract
+from citybrain.contracts.validate import Rejection, RecordValidator
+from citybrain.ingest.readers import RawRecord
+from citybrain.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DLQ_TOPIC = "dlq.ingest.rejected.v1"
+DLQ_CONTRACT_ID = "dlq.ingest.rejected"
+DLQ_CONTRACT_VERSION = "1.0.0"
+#: Namespace for deterministic event ids of records that carry none of their own.
+EVENT_ID_NAMESPACE = uuid.UUID("6f0e2a4c-3b1d-5c7e-9a8b-0c1d2e3f4a5b")
+MAX_KEPT_REJECTIONS = 20
+
+
+class DeliveryError(RuntimeError):
+    """The broker did not acknowledge some records. Retriable: the input can be produced again."""
+
+    retriable = True
+
+
+@dataclass
+class ProduceSummary:
+    """What one produce run did. ``read == accepted + dead_lettered`` always holds on return."""
+
+    topic: str
+    read: int = 0
+    accepted: int = 0
+    dead_lettered: int = 0
+    by_rule: Counter[str] = field(default_factory=Counter)
+    rejections: list[tuple[str, Rejection]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @property
+    def balanced(self) -> bool:
+        return self.read == self.accepted + self.dead_lettered
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "read": self.read,
+            "accepted": self.accepted,
+            "dead_lettered": self.dead_lettered,
+            "dead_letter_topic": DLQ_TOPIC,
+            "by_rule": dict(self.by_rule),
+            "rejections": [{"source": s, **r.as_dict()} for s, r in self.rejections],
+            "elapsed_s": round(self.elapsed_s, 3),
+            "records_per_s": round(self.read / self.elapsed_s, 1) if self.elapsed_s else None,
+        }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ValidatedProducer:
+    """Produce records under a contract through one Kafka producer (kafka-python)."""
+
+    def __init__(self, settings: Settings, producer_id: str | None = None) -> None:
+        from kafka import KafkaProducer
+
+        self.settings = settings
+        self.producer_id = producer_id or settings.producer_id
+        self._producer = KafkaProducer(
+            **settings.kafka_client_config(),
+            acks="all",
+            linger_ms=10,
+            batch_size=256 * 1024,
+            max_request_size=max(1024 * 1024, settings.max_record_bytes * 2),
+            retries=5,
+            max_block_ms=15_000,
+        )
+        self._validators: dict[str, RecordValidator] = {}
+
+    def close(self) -> None:
+        self._producer.close()
+
+    def __enter__(self) -> ValidatedProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def validator(self, contract: Contract) -> RecordValidator:
+        if contract.topic not in self._validators:
+            self._validators[contract.topic] = RecordValidator(contract)
+        return self._validators[contract.topic]
+
+    # -- public API ----------------------------------------------------------------------
+
+    def produce_values(
+        self, contract: Contract, values: Iterable[dict[str, Any]], source: str = "api",
+        trace_id: str | None = None,
+    ) -> ProduceSummary:
+        """Produce Python dicts (from an application) under ``contract``."""
+        records = (
+            RawRecord(f"{source}:{i}", b"", value=v) if isinstance(v, dict) else
+            RawRecord(f"{source}:{i}", repr(v).encode(), rejection=Rejection(
+                "not-an-object", "(record)", f"record must be a mapping, got {type(v).__name__}"))
+            for i, v in enumerate(values, 1)
+        )
+        return self.produce(contract, records, trace_id=trace_id)
+
+    def produce(
+        self, contract: Contract, records: Iterable[RawRecord], trace_id: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> ProduceSummary:
+        """Validate and send every record; return the counts once the broker acknowledged them all."""
+        check = self.validator(contract)
+        self._require_topics(contract.topic, DLQ_TOPIC)
+        summary = ProduceSummary(topic=contract.topic)
+        acked = Counter[str]()
+        failures: list[BaseException] = []
+        on_ok = lambda kind: lambda _meta: acked.update((kind,))  # noqa: E731
+        on_error = failures.append
+        contract_headers = [
+            ("contract-id", contract.id.encode()),
+            ("contract-version", contract.version.encode()),
+            ("producer", self.producer_id.encode()),
+        ]
+        ok_accepted, ok_dead = on_ok("accepted"), on_ok("dead")
+        key_field = contract.key_field
+        event_field = contract.event_id_field
+        started = time.perf_counter()
+
+        for record in records:
+            summary.read += 1
+            rejection = record.rejection
+            payload = b""
+            if rejection is None:
+                rejection = check(record.value)
+            if rejection is None:
+                payload = json.dumps(record.value, ensure_ascii=False, separators=(",", ":")).encode()
+                if len(payload) > self.settings.max_record_bytes:
+                    rejection = Rejection(
+                        "too-large", "(record)",
+                        f"record is {len(payload)} bytes as JSON, over the limit of "
+                        f"{self.settings.max_record_bytes} bytes (CITYBRAIN_MAX_RECORD_BYTES)")
+            if rejection is None:
+                value = record.value
+                event_id = str(value[event_field]) if event_field else uuid.uuid5(
+                    EVENT_ID_NAMESPACE, contract.topic + "\0" + payload.decode()).hex
+                headers = contract_headers + [
+                    ("event-id", event_id.encode()),
+                    ("trace-id", (trace_id or os.urandom(16).hex()).encode()),
+                ]
+                future = self._producer.send(
+                    contract.topic, value=payload, key=str(value[key_field]).encode(), headers=headers)
+                future.add_callback(ok_accepted).add_errback(on_error)
+            else:
+                summary.by_rule[rejection.rule] += 1
+                if len(summary.rejections) < MAX_KEPT_REJECTIONS:
+                    summary.rejections.append((record.source, rejection))
+                log.debug("dead-letter %s %s: %s", record.source, rejection.rule, rejection.message)
+                self._send_dead_letter(contract, record, rejection, trace_id).add_callback(ok_dead).add_errback(on_error)
+            if progress and summary.read % 1000 == 0:
+                progress(summary.read)
+
+        self._producer.flush()
+        summary.elapsed_s = time.perf_counter() - started
+        summary.accepted, summary.dead_lettered = acked["accepted"], acked["dead"]
+        if progress:
+            progress(summary.read)
+        if failures or not summary.balanced:
+            raise DeliveryError(
+                f"{summary.read - summary.accepted - summary.dead_lettered} of {summary.read} records were "
+                f"not acknowledged by the broker at {self.settings.bootstrap} (first error: "
+                f"{failures[0] if failures else 'none reported'}). Accepted {summary.accepted}, dead-lettered "
+                f"{summary.dead_lettered}. Fix: check the broker (`citybrain broker status`) and that "
+                f"`citybrain topics apply` has created {contract.topic} and {DLQ_TOPIC}, then produce again."
+            )
+        return summary
+
+    def _require_topics(self, *topics: str) -> None:
+        from kafka.errors import KafkaError
+
+        for topic in topics:
+            try:
+                known = self._producer.partitions_for(topic)
+            except KafkaError as exc:
+                known = None
+                log.debug("metadata for %s failed: %s", topic, exc)
+            if not known:
+                raise DeliveryError(
+                    f"Topic {topic} does not exist on {self.settings.bootstrap} (or the broker did not answer). "
+                    "Fix: run `citybrain topics apply` to create the topics from the contracts."
+                )
+
+    # -- dead letters --------------------------------------------------------------------
+
+    def dead_letter_envelope(
+        self, contract: Contract, record: RawRecord, rejection: Rejection, trace_id: str | None
+    ) -> dict[str, Any]:
+        original = record.raw or (json.dumps(record.value, ensure_ascii=False).encode() if record.value is not None else b"")
+        limit = self.settings.max_record_bytes // 2
+        truncated = len(original) > limit or record.size > len(original)
+        original = original[:limit]
+        envelope: dict[str, Any] = {
+            "event_id": uuid.uuid4().hex,
+            "contract": contract.topic,
+            "rule": rejection.rule,
+            "field": rejection.field,
+            "message": rejection.message[:2000],
+            "fix": rejection.fix,
+            "value_excerpt": rejection.value_excerpt[:400],
+            "source": record.source[:500],
+            "producer": self.producer_id,
+            "trace_id": trace_id or os.urandom(16).hex(),
+            "rejected_at": _now(),
+            "original_size": record.size,
+            "original_truncated": truncated,
+        }
+        try:
+            envelope["original_text"] = original.decode("utf-8")
+        except UnicodeDecodeError:
+            envelope["original_base64"] = base64.b64encode(original).decode()
+        return envelope
+
+    def _send_dead_letter(self, contract: Contract, record: RawRecord, rejection: Rejection, trace_id: str | None):  # type: ignore[no-untyped-def]
+        envelope = self.dead_letter_envelope(contract, record, rejection, trace_id)
+        headers = [
+            ("contract-id", DLQ_CONTRACT_ID.encode()),
+            ("contract-version", DLQ_CONTRACT_VERSION.encode()),
+            ("producer", self.producer_id.encode()),
+            ("event-id", envelope["event_id"].encode()),
+            ("trace-id", envelope["trace_id"].encode()),
+            ("dlq-contract", contract.topic.encode()),
+            ("dlq-rule", rejection.rule.encode()),
+            ("dlq-field", rejection.field.encode()),
+            ("dlq-source", record.source.encode()),
+        ]
+        payload = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
+        return self._producer.send(DLQ_TOPIC, value=payload, key=contract.topic.encode(), headers=headers)

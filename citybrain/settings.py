@@ -1,0 +1,108 @@
+"""CityBrain's one typed settings object, read from ``CITYBRAIN_*`` environment variables.
+
+The code knows only bootstrap servers, security settings and topic names: point
+``CITYBRAIN_BOOTSTRAP_SERVERS`` (plus the security settings) at an existing Kafka cluster
+and the embedded broker is not used at all.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CITYBRAIN_"
+
+#: The repository root: schemas/, infra/ and var/ are found from here.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """A CITYBRAIN_* environment variable is unknown or has an invalid value."""
+
+
+class Settings(BaseSettings):
+    """Everything CityBrain can be configured with; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    # Where the platform keeps local state (broker jars and log, lake). Git-ignored.
+    state_dir: Path = Field(default=PROJECT_ROOT / "var")
+    schemas_dir: Path = Field(default=PROJECT_ROOT / "schemas")
+
+    # Kafka connection. Empty bootstrap servers means "the embedded local broker".
+    bootstrap_servers: str = ""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    # Replication factor for topics the platform creates (1 on the embedded broker).
+    replication_factor: int = Field(default=1, ge=1)
+
+    # Embedded broker (used only when bootstrap_servers is empty).
+    broker_port: int = Field(default=9092, ge=1024, le=65535)
+    controller_port: int = Field(default=9093, ge=1024, le=65535)
+    broker_heap: str = "512m"
+    broker_start_timeout_s: float = Field(default=90.0, gt=0)
+
+    # Producer behaviour.
+    producer_id: str = "citybrain-cli"
+    max_record_bytes: int = Field(default=256 * 1024, ge=1024, le=900 * 1024)
+
+    @property
+    def embedded(self) -> bool:
+        """True when the platform runs its own local broker."""
+        return not self.bootstrap_servers
+
+    @property
+    def bootstrap(self) -> str:
+        return self.bootstrap_servers or f"127.0.0.1:{self.broker_port}"
+
+    def kafka_client_config(self) -> dict[str, object]:
+        """Connection settings for kafka-python clients (producer, consumer, admin)."""
+        cfg: dict[str, object] = {
+            "bootstrap_servers": self.bootstrap.split(","),
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            cfg["sasl_mechanism"] = self.sasl_mechanism
+            cfg["sasl_plain_username"] = self.sasl_username
+            cfg["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        return cfg
+
+
+def _reject_unknown_env(environ: dict[str, str]) -> None:
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
+    if unknown:
+        raise SettingsError(
+            f"Unknown setting(s) {', '.join(unknown)}. Valid settings are: "
+            f"{', '.join(sorted(known))}. Fix: correct the name or unset it."
+        )
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Read settings from the environment, rejecting unknown CITYBRAIN_* variables."""
+    env = dict(os.environ if environ is None else environ)
+    _reject_unknown_env(env)
+    try:
+        if environ is None:
+            return Settings()
+        values = {
+            k[len(ENV_PREFIX):].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)
+        }
+        return Settings(**values)
+    except Exception as exc:  # pydantic.ValidationError, rendered for people
+        raise SettingsError(f"Invalid CityBrain settings: {exc}") from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return load_settings()

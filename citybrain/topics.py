@@ -1,0 +1,167 @@
+"""Topics from contracts: create or update them, publish the contract catalog, read topics back."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator
+
+from citybrain.contracts.model import Contract
+from citybrain.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CATALOG_TOPIC = "catalog.contracts.registry.v1"
+
+
+@dataclass(frozen=True)
+class TopicChange:
+    topic: str
+    action: str  # create | partitions | config | unchanged
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.action:<10} {self.topic}  {self.detail}"
+
+
+def _admin(settings: Settings):  # type: ignore[no-untyped-def]
+    from kafka import KafkaAdminClient
+
+    return KafkaAdminClient(**settings.kafka_client_config(), request_timeout_ms=20_000)
+
+
+def plan_topics(settings: Settings, contracts: Iterable[Contract]) -> list[TopicChange]:
+    """What `apply_topics` would change, without changing anything."""
+    return list(_reconcile(settings, list(contracts), apply=False))
+
+
+def apply_topics(settings: Settings, contracts: Iterable[Contract]) -> list[TopicChange]:
+    """Create missing topics, add partitions, align configs. Idempotent; returns what it did."""
+    return list(_reconcile(settings, list(contracts), apply=True))
+
+
+def _reconcile(settings: Settings, contracts: list[Contract], apply: bool) -> Iterator[TopicChange]:
+    from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
+
+    admin = _admin(settings)
+    try:
+        existing = set(admin.list_topics())
+        wanted = {c.topic: c for c in contracts}
+        to_create = [c for t, c in wanted.items() if t not in existing]
+        if to_create and apply:
+            admin.create_topics([
+                NewTopic(c.topic, c.partitions, settings.replication_factor, topic_configs=c.topic_configs())
+                for c in to_create
+            ])
+        for c in to_create:
+            configs = ", ".join(f"{k}={v}" for k, v in c.topic_configs().items())
+            yield TopicChange(c.topic, "create", f"partitions={c.partitions} {configs}")
+
+        present = [c for t, c in wanted.items() if t in existing]
+        if not present:
+            return
+        described = {d["name"]: d for d in admin.describe_topics([c.topic for c in present])}
+        current_configs = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, c.topic) for c in present]
+        ).get("topic", {})
+        for c in present:
+            changed = False
+            have = len(described[c.topic]["partitions"])
+            if have < c.partitions:
+                if apply:
+                    admin.create_partitions({c.topic: NewPartitions(total_count=c.partitions)})
+                yield TopicChange(c.topic, "partitions", f"{have} -> {c.partitions}")
+                changed = True
+            elif have > c.partitions:
+                log.warning("%s has %d partitions, contract asks %d; Kafka cannot remove partitions", c.topic, have, c.partitions)
+                yield TopicChange(c.topic, "warning", f"has {have} partitions, contract asks {c.partitions}: Kafka cannot remove partitions; left as is")
+            cfg = current_configs.get(c.topic, {})
+            diffs = {k: v for k, v in c.topic_configs().items() if (cfg.get(k) or {}).get("value") != v}
+            if diffs:
+                if apply:
+                    # Incremental would be nicer; the legacy AlterConfigs replaces the topic's
+                    # dynamic configs, so send the full wanted set.
+                    admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, c.topic, configs=c.topic_configs())])
+                before = ", ".join(f"{k}={(cfg.get(k) or {}).get('value')}" for k in diffs)
+                after = ", ".join(f"{k}={v}" for k, v in diffs.items())
+                yield TopicChange(c.topic, "config", f"{before} -> {after}")
+                changed = True
+            if not changed:
+                yield TopicChange(c.topic, "unchanged", "")
+    finally:
+        admin.close()
+
+
+def catalog_record(contract: Contract, published_at: str | None = None) -> dict[str, Any]:
+    """The catalog topic's record for one contract (validated against the catalog contract)."""
+    return {
+        "topic": contract.topic,
+        "contract": contract.id,
+        "version": contract.version,
+        "owner": contract.owner,
+        "title": contract.raw["title"],
+        "compatibility": contract.compatibility,
+        "personal_fields": contract.personal_fields(),
+        "document": json.loads(json.dumps(contract.to_document(), default=str)),
+        "published_at": published_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def read_topic(
+    settings: Settings, topic: str, timeout_s: float = 30.0, group_id: str | None = None
+) -> list[Any]:
+    """Every record of ``topic`` from the beginning up to its end offsets at call time.
+
+    Without ``group_id`` partitions are assigned directly (no consumer group, no commits);
+    with one, the records are read as that consumer group and offsets committed.
+    """
+    import time
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    common = dict(**settings.kafka_client_config(), enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = KafkaConsumer(**common, group_id=group_id) if group_id else KafkaConsumer(**common)
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise LookupError(f"Topic {topic} does not exist. Fix: run `citybrain topics apply`.")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        end = consumer.end_offsets(tps)
+        if group_id:
+            consumer.subscribe([topic])
+        else:
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            positions_done = all(
+                tp in consumer.assignment() and consumer.position(tp) >= end[tp] for tp in tps
+            ) if consumer.assignment() else False
+            if positions_done:
+                break
+            for batch in consumer.poll(timeout_ms=500).values():
+                out.extend(batch)
+        else:
+            raise TimeoutError(f"Reading {topic} did not reach its end offsets within {timeout_s:.0f}s.")
+        if group_id:
+            consumer.commit()
+        return out
+    finally:
+        consumer.close()
+
+
+def publish_catalog(settings: Settings, contracts: Iterable[Contract]) -> int:
+    """Publish every contract to the compacted catalog topic, through the validated producer."""
+    from citybrain.contracts.model import load_all
+    from citybrain.ingest.producer import ValidatedProducer
+
+    contracts = list(contracts)
+    catalog = next((c for c in contracts if c.topic == CATALOG_TOPIC), None) or load_all(settings.schemas_dir)[CATALOG_TOPIC]
+    with ValidatedProducer(settings, producer_id="citybrain-catalog") as producer:
+        summary = producer.produce_values(catalog, (catalog_record(c) for c in contracts), source="catalog")
+    if summary.dead_lettered:
+        raise ValueError(f"{summary.dead_lettered} catalog record(s) were refused: {summary.rejections}")
+    return summary.accepted
