@@ -32,6 +32,8 @@ class Settings(BaseSettings):
 
     # Where the platform keeps local state (broker jars and log, lake). Git-ignored.
     state_dir: Path = Field(default=PROJECT_ROOT / "var")
+    # Downloaded broker jars; shared by every state dir (tests use their own state dir).
+    cache_dir: Path = Field(default=PROJECT_ROOT / "var" / "cache")
     schemas_dir: Path = Field(default=PROJECT_ROOT / "schemas")
 
     # Kafka connection. Empty bootstrap servers means "the embedded local broker".

@@ -59,7 +59,7 @@ class LocalBroker:
             )
         self.settings = settings
         self.home = settings.state_dir / "kafka"
-        self.lib_dir = settings.state_dir / "cache" / f"kafka-{KAFKA_VERSION}" / "lib"
+        self.lib_dir = settings.cache_dir / f"kafka-{KAFKA_VERSION}" / "lib"
         self.config_dir = self.home / "config"
         self.data_dir = self.home / "data"
         self.log_file = self.home / "logs" / "server.out"

@@ -1,0 +1,38 @@
+# CityBrain: the two commands of the README, and the pieces they are made of.
+VENV := .venv/streams
+STAMP := $(VENV)/.installed
+CB := $(VENV)/bin/citybrain
+
+.PHONY: demo test setup unit check broker-up broker-down clean
+
+## The platform's main job on the embedded default (set-up included).
+demo: $(STAMP)
+	$(CB) demo
+
+## The whole test suite against the real local broker (set-up included).
+test: $(STAMP)
+	$(CB) contracts check
+	$(VENV)/bin/pytest
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml infra/setup.sh
+	bash infra/setup.sh
+
+## Unit tests only: no broker, a few seconds.
+unit: $(STAMP)
+	$(VENV)/bin/pytest tests/unit
+
+check: $(STAMP)
+	$(CB) contracts check
+
+broker-up: $(STAMP)
+	$(CB) broker up
+
+broker-down: $(STAMP)
+	$(CB) broker down
+
+## Stop the broker and delete local state (broker data, demo feeds); keeps the jar cache.
+clean:
+	-$(CB) broker down
+	rm -rf var/kafka var/demo var/test

@@ -1,0 +1,58 @@
+"""The integration suite's own real Kafka broker, started by the project's own code.
+
+It listens on its own ports with its own state folder, so a developer's demo broker
+(port 9092) can keep running beside it. Nothing here mocks Kafka.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from citybrain.broker.local import LocalBroker
+from citybrain.settings import PROJECT_ROOT, Settings, load_settings
+from citybrain.topics import apply_topics
+
+TEST_ENV = {
+    "CITYBRAIN_STATE_DIR": str(PROJECT_ROOT / "var" / "test"),
+    "CITYBRAIN_BROKER_PORT": os.environ.get("CITYBRAIN_TEST_BROKER_PORT", "19092"),
+    "CITYBRAIN_CONTROLLER_PORT": os.environ.get("CITYBRAIN_TEST_CONTROLLER_PORT", "19093"),
+}
+
+
+def make_settings(**overrides: str) -> Settings:
+    env = {k: v for k, v in os.environ.items() if k.startswith("CITYBRAIN_") and not k.startswith("CITYBRAIN_TEST_")}
+    env.pop("CITYBRAIN_BOOTSTRAP_SERVERS", None)
+    return load_settings({**env, **TEST_ENV, **overrides})
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return make_settings()
+
+
+@pytest.fixture(scope="session")
+def broker(settings: Settings, contracts):  # type: ignore[no-untyped-def]
+    """A fresh embedded broker for the session, with every contract's topic applied."""
+    b = LocalBroker(settings)
+    b.reset()
+    b.up()
+    apply_topics(settings, contracts.values())
+    yield b
+    b.down()
+    shutil.rmtree(b.home, ignore_errors=True)
+
+
+def cli(*args: str, env_extra: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run the real `citybrain` command line against the test broker."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
+    env.update(TEST_ENV)
+    env.update(env_extra or {})
+    env["COLUMNS"] = "200"
+    exe = Path(sys.executable).with_name("citybrain")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=timeout)

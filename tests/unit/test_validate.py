@@ -1,0 +1,47 @@
+"""Compiled validation: every rejection names the field, the rule and a value excerpt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from citybrain.contracts.model import Contract
+from citybrain.contracts.validate import RecordValidator
+
+
+def test_examples_are_valid(contracts: dict[str, Contract]) -> None:
+    for c in contracts.values():
+        check = RecordValidator(c)
+        for example in c.examples:
+            assert check(example) is None, (c.topic, check(example))
+
+
+@pytest.mark.parametrize("change, rule, field, excerpt", [
+    ({"pm25": 99999}, "maximum", "pm25", "99999"),
+    ({"pm25": "high"}, "type", "pm25", "high"),
+    ({"colour": "grey"}, "unknown-field", "colour", "grey"),
+    ({"airQualityLevel": "awful"}, "enum", "airQualityLevel", "awful"),
+    ({"dateObserved": "yesterday"}, "format", "dateObserved", "yesterday"),
+    ({"location": {"type": "Point", "coordinates": [1.0]}}, "minItems", "location.coordinates", "[1.0]"),
+    ({"location": {"type": "Point", "coordinates": [1.0, 2.0], "z": 1}}, "unknown-field", "location.z", "1"),
+])
+def test_rejection_names_field_rule_and_value(air: Contract, change: dict[str, Any], rule: str, field: str, excerpt: str) -> None:
+    record = {**air.examples[0], **change}
+    rejection = RecordValidator(air)(record)
+    assert rejection is not None
+    assert (rejection.rule, rejection.field) == (rule, field)
+    assert excerpt in rejection.value_excerpt
+    assert field.split(".")[-1] in rejection.message and rejection.fix
+
+
+def test_missing_required_field_is_named(air: Contract) -> None:
+    record = dict(air.examples[0])
+    del record["refDevice"]
+    rejection = RecordValidator(air)(record)
+    assert rejection is not None and (rejection.rule, rejection.field) == ("required", "refDevice")
+
+
+def test_long_values_are_cut_in_excerpts(air: Contract) -> None:
+    rejection = RecordValidator(air)({**air.examples[0], "refDevice": "x" * 5000})
+    assert rejection is not None and rejection.rule == "maxLength" and len(rejection.value_excerpt) <= 120
