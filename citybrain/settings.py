@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CITYBRAIN_"
@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     # Producer behaviour.
     producer_id: str = "citybrain-cli"
     max_record_bytes: int = Field(default=256 * 1024, ge=1024, le=900 * 1024)
+
+    @field_validator("state_dir", "cache_dir", "schemas_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # The broker runs in its own working directory: relative paths would point elsewhere.
+        return value.expanduser().resolve()
 
     @property
     def embedded(self) -> bool:
