@@ -20,13 +20,13 @@ from citybrain.topics import apply_topics
 
 TEST_ENV = {
     "CITYBRAIN_STATE_DIR": str(PROJECT_ROOT / "var" / "test"),
-    "CITYBRAIN_BROKER_PORT": os.environ.get("CITYBRAIN_TEST_BROKER_PORT", "19092"),
-    "CITYBRAIN_CONTROLLER_PORT": os.environ.get("CITYBRAIN_TEST_CONTROLLER_PORT", "19093"),
+    "CITYBRAIN_BROKER_PORT": os.environ.get("CB_TEST_BROKER_PORT", "19092"),
+    "CITYBRAIN_CONTROLLER_PORT": os.environ.get("CB_TEST_CONTROLLER_PORT", "19093"),
 }
 
 
 def make_settings(**overrides: str) -> Settings:
-    env = {k: v for k, v in os.environ.items() if k.startswith("CITYBRAIN_") and not k.startswith("CITYBRAIN_TEST_")}
+    env = {k: v for k, v in os.environ.items() if k.startswith("CITYBRAIN_")}
     env.pop("CITYBRAIN_BOOTSTRAP_SERVERS", None)
     return load_settings({**env, **TEST_ENV, **overrides})
 
