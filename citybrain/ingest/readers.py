@@ -169,7 +169,7 @@ def read_csv(path: Path, contract: Contract, max_bytes: int) -> Iterator[RawReco
                 continue
             value: dict[str, Any] = {}
             problem: Rejection | None = None
-            for name, cell in zip(header, row):
+            for name, cell in zip(header, row, strict=True):
                 if cell == "":
                     continue  # an empty cell is an absent field
                 converted, problem = _convert(name, cell, props[name])
