@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterator
 
 from citybrain.contracts.model import (
@@ -134,8 +133,3 @@ def lint_all(contracts: dict[str, Contract]) -> list[str]:
         problems.extend(lint(c))
     return problems
 
-
-def lint_dir(schemas_dir: Path) -> list[str]:
-    from citybrain.contracts.model import load_all
-
-    return lint_all(load_all(schemas_dir))
