@@ -44,6 +44,10 @@ def write_feed(contract: Contract, directory: Path, count: int, max_record_bytes
     return path
 
 
+def _trace_id(record) -> str:  # type: ignore[no-untyped-def]
+    return dict(record.headers or []).get("trace-id", b"").decode()
+
+
 def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_feed: int, console: Console) -> bool:
     problems = lint_all(contracts)
     if problems:
@@ -86,15 +90,14 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
     dead_back: dict[str, int] = {}
     with console.status(f"reading back {DLQ_TOPIC}..."):
         for record in read_topic(settings, DLQ_TOPIC):
-            headers = dict(record.headers or [])
-            if headers.get("trace-id", b"").decode() == run_id:
-                topic = headers.get("dlq-contract", b"").decode()
+            if _trace_id(record) == run_id:
+                topic = dict(record.headers).get("dlq-contract", b"").decode()
                 dead_back[topic] = dead_back.get(topic, 0) + 1
     for c in feeds:
         s = summaries[c.topic]
         with console.status(f"reading back {c.topic}..."):
             back = sum(1 for r in read_topic(settings, c.topic)
-                       if dict(r.headers or []).get("trace-id", b"").decode() == run_id)
+                       if _trace_id(r) == run_id)
         row_ok = s.balanced and back == s.accepted and dead_back.get(c.topic, 0) == s.dead_lettered
         ok &= row_ok
         table.add_row(c.topic, str(s.read), str(s.accepted), str(s.dead_lettered), str(back),

@@ -43,13 +43,18 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _too_large(source: str, raw: bytes, size: int, max_bytes: int) -> RawRecord:
+    """The rejection of a record over the size limit; only its first ``max_bytes`` are kept."""
+    return RawRecord(source, raw[:max_bytes], rejection=Rejection(
+        "too-large", "(record)",
+        f"{source} is {size} bytes, over the limit of {max_bytes} bytes (CITYBRAIN_MAX_RECORD_BYTES)",
+        excerpt(raw)), original_size=size)
+
+
 def parse_json_record(raw: bytes, source: str, max_bytes: int) -> RawRecord:
     """Parse one JSON document (one JSONL line, one HTTP body) into a RawRecord."""
     if len(raw) > max_bytes:
-        return RawRecord(source, raw[:max_bytes], rejection=Rejection(
-            "too-large", "(record)",
-            f"record is {len(raw)} bytes, over the limit of {max_bytes} bytes (CITYBRAIN_MAX_RECORD_BYTES)",
-            excerpt(raw)), original_size=len(raw))
+        return _too_large(source, raw, len(raw), max_bytes)
     if not raw.strip():
         return RawRecord(source, raw, rejection=Rejection("empty-record", "(record)", "record is empty"))
     try:
@@ -103,10 +108,7 @@ def read_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
         for number, line, size in _lines(f, max_bytes):
             source = f"{path.name}:{number}"
             if size > max_bytes:
-                yield RawRecord(source, line[:max_bytes], rejection=Rejection(
-                    "too-large", "(record)",
-                    f"line {number} is {size} bytes, over the limit of {max_bytes} bytes (CITYBRAIN_MAX_RECORD_BYTES)",
-                    excerpt(line)), original_size=size)
+                yield _too_large(source, line, size, max_bytes)
                 continue
             yield parse_json_record(line, source, max_bytes)
 
@@ -132,9 +134,7 @@ def read_csv(path: Path, contract: Contract, max_bytes: int) -> Iterator[RawReco
                 current["number"], current["raw"] = number, line
                 source = f"{path.name}:{number}"
                 if size > max_bytes:
-                    rejected.append(RawRecord(source, line[:max_bytes], rejection=Rejection(
-                        "too-large", "(record)", f"line {number} is {size} bytes, over the limit of {max_bytes} bytes",
-                        excerpt(line)), original_size=size))
+                    rejected.append(_too_large(source, line, size, max_bytes))
                     continue
                 try:
                     yield line.decode("utf-8") + "\n"
