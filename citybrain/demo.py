@@ -21,7 +21,8 @@ from citybrain.ingest.producer import DLQ_TOPIC, ProduceSummary, ValidatedProduc
 from citybrain.ingest.readers import read_jsonl
 from citybrain.samples import bad_lines, sample_records
 from citybrain.settings import Settings
-from citybrain.topics import CATALOG_TOPIC, apply_topics, publish_catalog, read_topic
+from citybrain.platform import PlatformError, ensure_ready
+from citybrain.topics import CATALOG_TOPIC, read_topic
 
 log = logging.getLogger(__name__)
 
@@ -53,24 +54,14 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
     if problems:
         raise DemoError("contracts fail lint:\n  " + "\n  ".join(problems) + "\nFix: `citybrain contracts check`.")
 
-    if settings.embedded:
-        from citybrain.broker.local import BrokerError, LocalBroker
-
-        try:
-            with console.status("starting the embedded Apache Kafka broker (first run fetches its jars)..."):
-                status = LocalBroker(settings).up()
-        except BrokerError as exc:
-            raise DemoError(str(exc)) from exc
-        console.print(f"[bold]1. broker[/]  {status.describe()}", highlight=False)
-    else:
-        console.print(f"[bold]1. broker[/]  using the cluster at {settings.bootstrap}", highlight=False)
-
-    changes = apply_topics(settings, contracts.values())
-    created = sum(c.action == "create" for c in changes)
-    console.print(f"[bold]2. topics[/]  {len(contracts)} from contracts: {created} created, "
-                  f"{len(changes) - created} already there")
-    published = publish_catalog(settings, contracts.values())
-    console.print(f"[bold]3. catalog[/] {published} contracts published to {CATALOG_TOPIC}")
+    try:
+        ready = ensure_ready(settings, contracts, console)
+    except PlatformError as exc:
+        raise DemoError(str(exc)) from exc
+    console.print(f"[bold]1. broker[/]  {ready.broker}", highlight=False)
+    console.print(f"[bold]2. topics[/]  {len(contracts)} from contracts: {ready.created} created, "
+                  f"{ready.existing} already there")
+    console.print(f"[bold]3. catalog[/] {ready.published} contracts published to {CATALOG_TOPIC}")
 
     run_id = uuid.uuid4().hex
     feeds_dir = settings.state_dir / "demo" / run_id[:12]

@@ -133,25 +133,43 @@ class ValidatedProducer:
         progress: Callable[[int], None] | None = None,
     ) -> ProduceSummary:
         """Validate and send every record; return the counts once the broker acknowledged them all."""
-        check = self.validator(contract)
-        self._require_topics(contract.topic, DLQ_TOPIC)
-        summary = ProduceSummary(topic=contract.topic)
-        acked = Counter[str]()
-        failures: list[BaseException] = []
-        on_ok = lambda kind: lambda _meta: acked.update((kind,))  # noqa: E731
-        on_error = failures.append
-        contract_headers = [
-            ("contract-id", contract.id.encode()),
-            ("contract-version", contract.version.encode()),
-            ("producer", self.producer_id.encode()),
-        ]
-        ok_accepted, ok_dead = on_ok("accepted"), on_ok("dead")
-        key_field = contract.key_field
-        event_field = contract.event_id_field
-        started = time.perf_counter()
+        return self.produce_many(((contract, r) for r in records), trace_id=trace_id, progress=progress,
+                                 topics=[contract])[contract.topic]
 
-        for record in records:
+    def produce_many(
+        self, items: Iterable[tuple[Contract, RawRecord]], trace_id: str | None = None,
+        progress: Callable[[int], None] | None = None, topics: Iterable[Contract] = (),
+        on_rejected: Callable[[Contract, RawRecord, Rejection], None] | None = None,
+    ) -> dict[str, ProduceSummary]:
+        """Validate and send records of several contracts, interleaved; one flush at the end.
+
+        Returns one summary per topic seen (and per contract in ``topics``), counted on
+        broker acknowledgement. ``on_rejected`` is told of every dead-lettered record.
+        """
+        summaries: dict[str, ProduceSummary] = {}
+        acked: dict[str, Counter[str]] = {}
+        failures: list[BaseException] = []
+        ready: dict[str, tuple[RecordValidator, list[tuple[str, bytes]], Any, Any]] = {}
+        started = time.perf_counter()
+        read = 0
+
+        def prepare(contract: Contract) -> tuple[RecordValidator, list[tuple[str, bytes]], Any, Any]:
+            self._require_topics(contract.topic, DLQ_TOPIC)
+            summaries[contract.topic] = ProduceSummary(topic=contract.topic)
+            counter = acked[contract.topic] = Counter()
+            headers = [("contract-id", contract.id.encode()), ("contract-version", contract.version.encode())]
+            entry = (self.validator(contract), headers,
+                     lambda _meta: counter.update(("accepted",)), lambda _meta: counter.update(("dead",)))
+            ready[contract.topic] = entry
+            return entry
+
+        for contract in topics:
+            prepare(contract)
+        for contract, record in items:
+            check, contract_headers, ok_accepted, ok_dead = ready.get(contract.topic) or prepare(contract)
+            summary = summaries[contract.topic]
             summary.read += 1
+            read += 1
             rejection = record.rejection
             payload = b""
             if rejection is None:
@@ -165,38 +183,49 @@ class ValidatedProducer:
                         f"{self.settings.max_record_bytes} bytes (CITYBRAIN_MAX_RECORD_BYTES)")
             if rejection is None:
                 value = record.value
+                event_field = contract.event_id_field
                 event_id = str(value[event_field]) if event_field else uuid.uuid5(
                     EVENT_ID_NAMESPACE, contract.topic + "\0" + payload.decode()).hex
                 headers = contract_headers + [
+                    ("producer", (record.producer or self.producer_id).encode()),
                     ("event-id", event_id.encode()),
                     ("trace-id", (trace_id or new_trace_id()).encode()),
                 ]
                 future = self._producer.send(
-                    contract.topic, value=payload, key=str(value[key_field]).encode(), headers=headers)
-                future.add_callback(ok_accepted).add_errback(on_error)
+                    contract.topic, value=payload, key=str(value[contract.key_field]).encode(), headers=headers)
+                future.add_callback(ok_accepted).add_errback(failures.append)
             else:
                 summary.by_rule[rejection.rule] += 1
                 if len(summary.rejections) < MAX_KEPT_REJECTIONS:
                     summary.rejections.append((record.source, rejection))
                 log.debug("dead-letter %s %s: %s", record.source, rejection.rule, rejection.message)
-                self._send_dead_letter(contract, record, rejection, trace_id).add_callback(ok_dead).add_errback(on_error)
-            if progress and summary.read % 1000 == 0:
-                progress(summary.read)
+                if on_rejected:
+                    on_rejected(contract, record, rejection)
+                self._send_dead_letter(contract, record, rejection, trace_id).add_callback(ok_dead).add_errback(
+                    failures.append)
+            if progress and read % 1000 == 0:
+                progress(read)
 
         self._producer.flush()
-        summary.elapsed_s = time.perf_counter() - started
-        summary.accepted, summary.dead_lettered = acked["accepted"], acked["dead"]
+        elapsed = time.perf_counter() - started
+        for topic, summary in summaries.items():
+            summary.elapsed_s = elapsed
+            summary.accepted, summary.dead_lettered = acked[topic]["accepted"], acked[topic]["dead"]
         if progress:
-            progress(summary.read)
-        if failures or not summary.balanced:
+            progress(read)
+        unbalanced = [s for s in summaries.values() if not s.balanced]
+        if failures or unbalanced:
+            missing = sum(s.read - s.accepted - s.dead_lettered for s in summaries.values())
+            topics_text = ", ".join(sorted(summaries))
             raise DeliveryError(
-                f"{summary.read - summary.accepted - summary.dead_lettered} of {summary.read} records were "
-                f"not acknowledged by the broker at {self.settings.bootstrap} (first error: "
-                f"{failures[0] if failures else 'none reported'}). Accepted {summary.accepted}, dead-lettered "
-                f"{summary.dead_lettered}. Fix: check the broker (`citybrain broker status`) and that "
-                f"`citybrain topics apply` has created {contract.topic} and {DLQ_TOPIC}, then produce again."
+                f"{missing} of {read} records were not acknowledged by the broker at {self.settings.bootstrap} "
+                f"(first error: {failures[0] if failures else 'none reported'}). "
+                + "; ".join(f"{s.topic}: accepted {s.accepted}, dead-lettered {s.dead_lettered}"
+                            for s in summaries.values())
+                + f". Fix: check the broker (`citybrain broker status`) and that `citybrain topics apply` has "
+                f"created {topics_text} and {DLQ_TOPIC}, then produce again."
             )
-        return summary
+        return summaries
 
     def _require_topics(self, *topics: str) -> None:
         from kafka.errors import KafkaError
@@ -231,7 +260,7 @@ class ValidatedProducer:
             "fix": rejection.fix,
             "value_excerpt": rejection.value_excerpt[:400],
             "source": record.source[:500],
-            "producer": self.producer_id,
+            "producer": record.producer or self.producer_id,
             "trace_id": trace_id or new_trace_id(),
             "rejected_at": _now(),
             "original_size": record.size,
@@ -248,7 +277,7 @@ class ValidatedProducer:
         headers = [
             ("contract-id", DLQ_CONTRACT_ID.encode()),
             ("contract-version", DLQ_CONTRACT_VERSION.encode()),
-            ("producer", self.producer_id.encode()),
+            ("producer", envelope["producer"].encode()),
             ("event-id", envelope["event_id"].encode()),
             ("trace-id", envelope["trace_id"].encode()),
             ("dlq-contract", contract.topic.encode()),

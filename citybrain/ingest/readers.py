@@ -33,6 +33,7 @@ class RawRecord:
     value: dict[str, Any] | None = None
     rejection: Rejection | None = None
     original_size: int = -1
+    producer: str | None = None  # who sent it, when not the producing process itself (a gateway's partner)
 
     @property
     def size(self) -> int:

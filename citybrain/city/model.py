@@ -1,0 +1,129 @@
+"""The simulated city's parts: districts, streets, roads, points of interest, devices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from citybrain.geo import Area, AreaIndex
+
+
+@dataclass(frozen=True)
+class District:
+    code: str              # 6 digits
+    name: str
+    name_en: str
+    geometry: dict[str, Any]
+    population: int
+
+
+@dataclass(frozen=True)
+class Street:
+    code: str              # 9 digits: district code + 3
+    district_code: str
+    name: str
+    name_en: str
+    geometry: dict[str, Any]
+    population: int
+    centre: tuple[float, float]   # lon, lat
+    communities: tuple[str, ...]  # residential compounds, for addresses
+    zipcode: str
+
+
+@dataclass(frozen=True)
+class RoadSegment:
+    segment_id: str
+    name: str
+    road_class: str        # arterial | secondary | branch
+    lanes: int
+    free_speed_kmh: float
+    coordinates: tuple[tuple[float, float], tuple[float, float]]
+    street_code: str
+
+    @property
+    def midpoint(self) -> tuple[float, float]:
+        (x0, y0), (x1, y1) = self.coordinates
+        return (x0 + x1) / 2, (y0 + y1) / 2
+
+    @property
+    def capacity_vph(self) -> int:
+        return self.lanes * 1800
+
+
+@dataclass(frozen=True)
+class Poi:
+    poi_id: str
+    name: str
+    category: str          # school | hospital | park | market | construction_site | elderly_care_centre | underpass | metro_station
+    lon: float
+    lat: float
+    street_code: str
+
+
+@dataclass(frozen=True)
+class Device:
+    device_id: str         # aq-0001, nz-0001, tf-0001, wl-0001
+    device_type: str       # air_quality | noise | traffic_flow | water_level
+    owner_department: str
+    lon: float
+    lat: float
+    street_code: str
+    site_type: str
+    vendor: str
+    serial_number: str
+    installed_at: str
+    segment_id: str | None = None
+    reference_level: float | None = None   # water level: flooded above this (m)
+    base_level: float | None = None        # water level: dry-weather level (m)
+
+
+@dataclass
+class City:
+    """A whole simulated city, deterministic from its seed."""
+
+    seed: int
+    name: str
+    name_en: str
+    jurisdiction_id: str
+    districts: list[District]
+    streets: list[Street]
+    roads: list[RoadSegment]
+    pois: list[Poi]
+    devices: list[Device]
+    _index: AreaIndex | None = field(default=None, repr=False)
+
+    @property
+    def population(self) -> int:
+        return sum(s.population for s in self.streets)
+
+    def street(self, code: str) -> Street:
+        return self._streets[code]
+
+    def district(self, code: str) -> District:
+        return self._districts[code]
+
+    @property
+    def _streets(self) -> dict[str, Street]:
+        cache = self.__dict__.setdefault("_street_map", {})
+        if not cache:
+            cache.update({s.code: s for s in self.streets})
+        return cache
+
+    @property
+    def _districts(self) -> dict[str, District]:
+        cache = self.__dict__.setdefault("_district_map", {})
+        if not cache:
+            cache.update({d.code: d for d in self.districts})
+        return cache
+
+    @property
+    def index(self) -> AreaIndex:
+        """Point -> (district, street) lookup over this city's polygons."""
+        if self._index is None:
+            areas = [Area(d.code, d.name, "district", None, d.geometry) for d in self.districts]
+            areas += [Area(s.code, s.name, "street", s.district_code, s.geometry) for s in self.streets]
+            self._index = AreaIndex(areas)
+        return self._index
+
+    def devices_of(self, device_type: str) -> list[Device]:
+        return [d for d in self.devices if d.device_type == device_type]

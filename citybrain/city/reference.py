@@ -1,0 +1,81 @@
+"""The simulated city as reference-topic records (``raw.ref.*``), and as files on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from citybrain.city.catalogue import department_remits, routing_rules
+from citybrain.city.model import City
+from citybrain.departments import DEPARTMENTS
+
+
+def reference_records(city: City, as_of: str) -> dict[str, list[dict[str, Any]]]:
+    """Contract id -> records describing the city as of ``as_of`` (RFC 3339 UTC)."""
+    areas: list[dict[str, Any]] = [
+        {"area_code": d.code, "name": d.name, "name_en": d.name_en, "level": "district",
+         "parent_code": "990100", "population": d.population, "geometry": d.geometry, "updated_at": as_of}
+        for d in city.districts
+    ] + [
+        {"area_code": s.code, "name": s.name, "name_en": s.name_en, "level": "street", "parent_code": s.district_code,
+         "population": s.population, "geometry": s.geometry, "updated_at": as_of}
+        for s in city.streets
+    ]
+    devices = [device_record(d, "active", as_of) for d in city.devices]
+    roads = [
+        {"segment_id": r.segment_id, "name": r.name, "road_class": r.road_class, "lanes": r.lanes,
+         "free_speed_kmh": r.free_speed_kmh, "capacity_vph": r.capacity_vph,
+         "geometry": {"type": "LineString", "coordinates": [list(p) for p in r.coordinates]},
+         "street_code": r.street_code, "updated_at": as_of}
+        for r in city.roads
+    ]
+    pois = [
+        {"poi_id": p.poi_id, "name": p.name, "category": p.category, "lat": p.lat, "long": p.lon,
+         "street_code": p.street_code, "updated_at": as_of}
+        for p in city.pois
+    ]
+    remits = department_remits()
+    departments = [
+        {"department_id": dept, "name": zh, "name_en": en, "remit": remits[dept], "updated_at": as_of}
+        for dept, (zh, en) in DEPARTMENTS.items()
+    ]
+    return {
+        "raw.ref.admin_area": areas,
+        "raw.ref.device": devices,
+        "raw.ref.road_segment": roads,
+        "raw.ref.poi": pois,
+        "raw.ref.department": departments,
+        "raw.ref.routing_rule": routing_rules(as_of),
+    }
+
+
+def device_record(d, status: str, as_of: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """A ``raw.ref.device`` record for one device in the given status."""
+    return {
+        "device_id": d.device_id, "device_type": d.device_type, "owner_department": d.owner_department,
+        "lat": d.lat, "long": d.lon, "street_code": d.street_code, "site_type": d.site_type, "vendor": d.vendor,
+        "serial_number": d.serial_number, "installed_at": d.installed_at, "status": status, "updated_at": as_of,
+    }
+
+
+def write_city_files(city: City, directory: Path, as_of: str) -> list[Path]:
+    """GeoJSON of districts and streets, plus one JSONL file per reference contract."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for level, items in (("districts", city.districts), ("streets", city.streets)):
+        features = [{"type": "Feature", "geometry": a.geometry,
+                     "properties": {"code": a.code, "name": a.name, "name_en": a.name_en,
+                                    "population": a.population,
+                                    **({"district_code": a.district_code} if level == "streets" else {})}}
+                    for a in items]
+        path = directory / f"{level}.geojson"
+        path.write_text(json.dumps({"type": "FeatureCollection", "features": features}, ensure_ascii=False))
+        written.append(path)
+    for contract_id, records in reference_records(city, as_of).items():
+        path = directory / f"{contract_id}.jsonl"
+        with open(path, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        written.append(path)
+    return written

@@ -1,0 +1,47 @@
+"""Get the platform ready to take feeds: broker up (when embedded), topics from contracts, catalog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.console import Console
+
+from citybrain.contracts.model import Contract
+from citybrain.settings import Settings
+from citybrain.topics import apply_topics, publish_catalog
+
+
+class PlatformError(RuntimeError):
+    """The broker could not be started or the topics not created; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Readiness:
+    broker: str
+    created: int
+    existing: int
+    published: int
+
+
+def ensure_ready(settings: Settings, contracts: dict[str, Contract], console: Console) -> Readiness:
+    """Idempotent: start the embedded broker if needed, create or align topics, publish the catalog."""
+    from kafka.errors import KafkaError
+
+    if settings.embedded:
+        from citybrain.broker.local import BrokerError, LocalBroker
+
+        try:
+            with console.status("starting the embedded Apache Kafka broker (first run fetches its jars)..."):
+                broker = LocalBroker(settings).up().describe()
+        except BrokerError as exc:
+            raise PlatformError(str(exc)) from exc
+    else:
+        broker = f"using the cluster at {settings.bootstrap}"
+    try:
+        changes = apply_topics(settings, contracts.values())
+        published = publish_catalog(settings, contracts.values())
+    except KafkaError as exc:
+        raise PlatformError(f"Kafka at {settings.bootstrap} refused or did not answer: {exc!r}. "
+                            "Fix: `citybrain broker status`, or check CITYBRAIN_BOOTSTRAP_SERVERS.") from exc
+    created = sum(c.action == "create" for c in changes)
+    return Readiness(broker, created, len(changes) - created, published)

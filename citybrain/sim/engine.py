@@ -1,0 +1,112 @@
+"""The simulation: the city's feeds tick by tick, in time order, plus the ground truth.
+
+Pure generation, no broker: ``Simulation.ticks()`` yields what leaves the city in each
+tick, so the same seed and options give the same records (tests rely on it), and the
+runner decides how fast to send them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any, Iterator
+
+from citybrain.city.build import build_city
+from citybrain.city.model import City
+from citybrain.city.reference import reference_records
+from citybrain.sim.clock import LOCAL, default_start, iso
+from citybrain.sim.departmental import Departments
+from citybrain.sim.hotline import TicketDesk
+from citybrain.sim.incidents import Incident, plan_incidents
+from citybrain.sim.model import Effects, Emission, SimConfig
+from citybrain.sim.sensors import SensorFleet
+from citybrain.sim.weather import Weather
+
+GROUND_TRUTH_FORMAT = "citybrain.ground_truth/1"
+REFERENCE_PRODUCER = "data-bureau.reference"
+
+
+class Simulation:
+    """One simulated window of city life, deterministic from ``SimConfig``."""
+
+    def __init__(self, cfg: SimConfig, city: City | None = None) -> None:
+        cfg.check()
+        self.cfg = cfg
+        self.city = city or build_city(cfg.seed)
+        self.start = (cfg.start or default_start()).replace(microsecond=0)
+        self.interval = timedelta(minutes=cfg.interval_min)
+        self.steps = max(1, round(timedelta(hours=cfg.hours) / self.interval))
+        self.end = self.start + self.interval * self.steps
+
+        def rng(part: str) -> random.Random:
+            return random.Random(f"citybrain-sim-{cfg.seed}-{part}")
+
+        self.weather = Weather(rng("weather"), self.start, cfg.hours)
+        self.effects = Effects()
+        self.incidents: list[Incident] = plan_incidents(cfg, self.city, self.start, self.end, rng("incidents"))
+        for incident in self.incidents:
+            incident.install(self.effects, self.weather)
+        keep = {d for i in self.incidents for d in i.devices}
+        self.fleet = SensorFleet(self.city, cfg, rng("sensors"), self.weather, self.effects, self.start, keep)
+        self.desk = TicketDesk(self.city, cfg, rng("hotline"), self.effects, self.start)
+        self.departments = Departments(self.city, cfg, rng("departments"), self.weather)
+        self._by_id = {i.id: i for i in self.incidents}
+        self.emitted: Counter[str] = Counter()
+
+    def ticks(self) -> Iterator[tuple[datetime, list[Emission]]]:
+        """(tick time, records leaving the city in that tick), the reference data first."""
+        pending: list[tuple[datetime, int, Emission]] = []
+        seq = 0
+
+        def push(items: list[tuple[datetime, Emission]]) -> None:
+            nonlocal seq
+            for due, emission in items:
+                if due < self.end:
+                    seq += 1
+                    heapq.heappush(pending, (due, seq, emission))
+
+        first = [Emission(contract, record, REFERENCE_PRODUCER, self.start)
+                 for contract, records in reference_records(self.city, iso(self.start)).items() for record in records]
+        first += [e for _due, e in self.departments.elderly_register(self.start)]
+        yield self.start, self._account(first)
+
+        for step in range(1, self.steps + 1):
+            t = self.start + self.interval * step
+            push(self.fleet.tick(t))
+            push(self.desk.tick(t))
+            push(self.departments.tick(t))
+            for incident in self.incidents:
+                push(incident.extra(t, self.interval, self.departments))
+            out: list[Emission] = []
+            while pending and pending[0][0] <= t:
+                out.append(heapq.heappop(pending)[2])
+            yield t, self._account(out)
+
+    def _account(self, emissions: list[Emission]) -> list[Emission]:
+        for e in emissions:
+            self.emitted[e.contract] += 1
+            if e.incident:
+                self._by_id[e.incident].observe(e)
+        return emissions
+
+    def incident(self, kind: str) -> Incident | None:
+        return next((i for i in self.incidents if i.kind == kind), None)
+
+    def ground_truth(self, run_id: str, produced: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The ground-truth document (README: "Ground truth")."""
+        return {
+            "format": GROUND_TRUTH_FORMAT,
+            "run_id": run_id,
+            "seed": self.cfg.seed,
+            "city": {"name": self.city.name, "name_en": self.city.name_en, "districts": len(self.city.districts),
+                     "streets": len(self.city.streets), "devices": len(self.city.devices),
+                     "population": self.city.population},
+            "start": iso(self.start), "end": iso(self.end), "timezone": str(LOCAL),
+            "interval_min": self.cfg.interval_min, "scale": self.cfg.scale,
+            "incidents": [i.truth() for i in self.incidents],
+            "sensor_faults": self.fleet.faults,
+            "emitted": dict(sorted(self.emitted.items())),
+            "produced": produced or {},
+        }
