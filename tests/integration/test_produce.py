@@ -35,7 +35,7 @@ def test_produce_file_with_bad_records(broker, settings, contracts, tmp_path: Pa
     for r in accepted:
         headers = dict(r.headers)
         assert STANDARD_HEADERS <= set(headers)
-        assert headers["contract-id"] == b"raw.hotline.service_request" and headers["contract-version"] == b"1.0.0"
+        assert headers["contract-id"] == b"raw.hotline.service_request" and headers["contract-version"] == contract.version.encode()
         value = json.loads(r.value)
         assert r.key == value["service_request_id"].encode()
     assert len({dict(r.headers)["event-id"] for r in accepted}) == 50
