@@ -55,6 +55,18 @@ class Settings(BaseSettings):
     producer_id: str = "citybrain-cli"
     max_record_bytes: int = Field(default=256 * 1024, ge=1024, le=900 * 1024)
 
+    # Edge gateway (Open311 GeoReport v2 and FIWARE NGSI v2 keyValues intake).
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=8311, ge=1, le=65535)
+    # Partner API keys as "partner:key,partner2:key2"; empty = no key required (local development only).
+    gateway_api_keys: SecretStr | None = None
+    gateway_max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    gateway_max_batch: int = Field(default=1000, ge=1, le=100_000)
+    # Records per second each client may send, and the burst it may send at once.
+    gateway_rate_per_s: float = Field(default=500.0, gt=0)
+    gateway_burst: int = Field(default=2000, ge=1)
+    gateway_max_in_flight: int = Field(default=64, ge=1)
+
     @field_validator("state_dir", "cache_dir", "schemas_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -83,6 +95,22 @@ class Settings(BaseSettings):
                 self.sasl_password.get_secret_value() if self.sasl_password else None
             )
         return cfg
+
+
+def api_keys(settings: Settings) -> dict[str, str]:
+    """Gateway API key -> partner name, from ``CITYBRAIN_GATEWAY_API_KEYS`` ("partner:key,...")."""
+    if settings.gateway_api_keys is None or not settings.gateway_api_keys.get_secret_value().strip():
+        return {}
+    keys: dict[str, str] = {}
+    for item in settings.gateway_api_keys.get_secret_value().split(","):
+        partner, sep, key = item.strip().partition(":")
+        if not sep or not partner or len(key) < 8:
+            raise SettingsError(
+                "CITYBRAIN_GATEWAY_API_KEYS must be comma-separated partner:key pairs with keys of at least 8 "
+                f"characters; an entry for partner {partner or '?'!r} is not. Fix: e.g. "
+                "CITYBRAIN_GATEWAY_API_KEYS=district-app:3f9c...,iot-gw:77ab...")
+        keys[key] = partner
+    return keys
 
 
 def _reject_unknown_env(environ: dict[str, str]) -> None:

@@ -41,6 +41,9 @@ FIXES = {
     "too-large": "split the record or move large payloads to object storage and send a link",
     "csv-row-shape": "give every CSV row as many cells as the header has columns",
     "csv-value": "write the cell in the column's declared type",
+    "outside-jurisdiction": "send a position inside the city (WGS84 lat/long)",
+    "mapping": "use one of the source values the feed declares, or add the value to the feed's mapping (infra/feeds/)",
+    "datetime": "write the time as the feed declares it (see its `format` and `timezone` in infra/feeds/)",
 }
 
 
@@ -81,6 +84,7 @@ class RecordValidator:
     def __init__(self, contract: Contract) -> None:
         self.contract = contract
         self._check: Callable[[Any], Any] = fastjsonschema.compile(_strip_annotations(contract.schema))
+        self._full: Any = None
 
     def __call__(self, record: Any) -> Rejection | None:
         """Return None when the record is valid, else the first rule it breaks."""
@@ -89,6 +93,51 @@ class RecordValidator:
         except fastjsonschema.JsonSchemaValueException as exc:
             return self._explain(exc, record)
         return None
+
+    def explain_all(self, record: Any) -> list[Rejection]:
+        """Every rule the record breaks, one per field (for people at the edge: a 4xx naming each field).
+
+        Only called for records the compiled check already refused, so python-jsonschema
+        stays off the per-record path.
+        """
+        import jsonschema
+
+        if self._full is None:
+            self._full = jsonschema.Draft202012Validator(_strip_annotations(self.contract.schema),
+                                                         format_checker=jsonschema.FormatChecker())
+        found: dict[str, Rejection] = {}
+        for error in self._full.iter_errors(record):
+            for r in self._from_jsonschema(error, record):
+                found.setdefault(r.field, r)
+        first = self(record)
+        if first is not None and first.field not in found:
+            found[first.field] = first
+        return list(found.values())
+
+    def _from_jsonschema(self, error: Any, record: Any) -> list[Rejection]:
+        path = [str(p) for p in error.absolute_path]
+        field = ".".join(path)
+        rule = error.validator
+        if rule == "required":
+            missing = [f for f in error.validator_value if not isinstance(error.instance, dict) or f not in error.instance]
+            return [Rejection("required", ".".join([*path, m]), f"required field `{'.'.join([*path, m])}` is missing")
+                    for m in missing]
+        if rule == "additionalProperties" and isinstance(error.instance, dict):
+            node = _node_at(self.contract.schema, path) or {}
+            known = set(node.get("properties", {}))
+            return [Rejection("unknown-field", ".".join([*path, k]),
+                              f"field `{'.'.join([*path, k])}` is not in contract {self.contract.topic} "
+                              f"(allowed: {', '.join(sorted(known))})", excerpt(error.instance[k]))
+                    for k in sorted(error.instance) if k not in known]
+        if rule == "enum":
+            allowed = ", ".join(map(str, error.validator_value))
+            return [Rejection("enum", field, f"`{field}` = {excerpt(error.instance)} is not one of: {allowed}",
+                              excerpt(error.instance))]
+        if rule == "type":
+            return [Rejection("type", field, f"`{field}` must be {error.validator_value}, got "
+                              f"{type(error.instance).__name__}", excerpt(error.instance))]
+        return [Rejection(rule, field or "(record)", f"`{field or 'record'}`: {error.message} (rule {rule} = "
+                          f"{excerpt(error.validator_value)})", excerpt(error.instance))]
 
     def _explain(self, exc: fastjsonschema.JsonSchemaValueException, record: Any) -> Rejection:
         path = [p for p in (exc.path or [])[1:]]  # drop the leading "data"

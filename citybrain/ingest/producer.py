@@ -201,7 +201,7 @@ class ValidatedProducer:
                 log.debug("dead-letter %s %s: %s", record.source, rejection.rule, rejection.message)
                 if on_rejected:
                     on_rejected(contract, record, rejection)
-                self._send_dead_letter(contract, record, rejection, trace_id).add_callback(ok_dead).add_errback(
+                self._send_dead_letter(contract.topic, record, rejection, trace_id).add_callback(ok_dead).add_errback(
                     failures.append)
             if progress and read % 1000 == 0:
                 progress(read)
@@ -244,8 +244,20 @@ class ValidatedProducer:
 
     # -- dead letters --------------------------------------------------------------------
 
+    def dead_letter(self, target: str, records: list[tuple[RawRecord, Rejection]], trace_id: str | None = None) -> int:
+        """Dead-letter records that belong to no contract (e.g. an unknown FIWARE entity type);
+        ``target`` names what they were sent as. Returns how many the broker acknowledged."""
+        self._require_topics(DLQ_TOPIC)
+        futures = [self._send_dead_letter(target, record, rejection, trace_id) for record, rejection in records]
+        self._producer.flush()
+        failed = [f.exception for f in futures if f.failed()]
+        if failed:
+            raise DeliveryError(f"{len(failed)} of {len(records)} dead letters were not acknowledged by the broker at "
+                                f"{self.settings.bootstrap} (first error: {failed[0]}). Fix: check the broker.")
+        return len(futures)
+
     def dead_letter_envelope(
-        self, contract: Contract, record: RawRecord, rejection: Rejection, trace_id: str | None
+        self, target: str, record: RawRecord, rejection: Rejection, trace_id: str | None
     ) -> dict[str, Any]:
         original = record.raw or (json.dumps(record.value, ensure_ascii=False).encode() if record.value is not None else b"")
         limit = self.settings.max_record_bytes // 2
@@ -253,7 +265,7 @@ class ValidatedProducer:
         original = original[:limit]
         envelope: dict[str, Any] = {
             "event_id": uuid.uuid4().hex,
-            "contract": contract.topic,
+            "contract": target,
             "rule": rejection.rule,
             "field": rejection.field,
             "message": rejection.message[:2000],
@@ -272,18 +284,18 @@ class ValidatedProducer:
             envelope["original_base64"] = base64.b64encode(original).decode()
         return envelope
 
-    def _send_dead_letter(self, contract: Contract, record: RawRecord, rejection: Rejection, trace_id: str | None):  # type: ignore[no-untyped-def]
-        envelope = self.dead_letter_envelope(contract, record, rejection, trace_id)
+    def _send_dead_letter(self, target: str, record: RawRecord, rejection: Rejection, trace_id: str | None):  # type: ignore[no-untyped-def]
+        envelope = self.dead_letter_envelope(target, record, rejection, trace_id)
         headers = [
             ("contract-id", DLQ_CONTRACT_ID.encode()),
             ("contract-version", DLQ_CONTRACT_VERSION.encode()),
             ("producer", envelope["producer"].encode()),
             ("event-id", envelope["event_id"].encode()),
             ("trace-id", envelope["trace_id"].encode()),
-            ("dlq-contract", contract.topic.encode()),
+            ("dlq-contract", target.encode()),
             ("dlq-rule", rejection.rule.encode()),
             ("dlq-field", rejection.field.encode()),
             ("dlq-source", record.source.encode()),
         ]
         payload = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
-        return self._producer.send(DLQ_TOPIC, value=payload, key=contract.topic.encode(), headers=headers)
+        return self._producer.send(DLQ_TOPIC, value=payload, key=target.encode(), headers=headers)

@@ -1,0 +1,60 @@
+"""FIWARE NGSI v2 keyValues intake: Smart Data Model entities mapped to the sensor contracts.
+
+The sensor contracts are the keyValues form of the FIWARE models, so an entity maps to its
+contract by ``type`` alone. Entities in normalized form (``{"type": ..., "value": ...}``
+per attribute) are refused with a message saying to send ``options=keyValues``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from citybrain.gateway.open311 import EdgeError
+
+#: FIWARE entity type -> contract id
+ENTITY_CONTRACTS = {
+    "AirQualityObserved": "raw.sensor.air_quality",
+    "NoiseLevelObserved": "raw.sensor.noise_level",
+    "TrafficFlowObserved": "raw.sensor.traffic_flow",
+    "FloodMonitoring": "raw.sensor.water_level",
+}
+BATCH_ACTIONS = ("append", "appendStrict", "update", "replace")
+
+
+def contract_for(entity: Any) -> tuple[str | None, list[EdgeError]]:
+    """The contract an entity belongs to, or why it cannot be taken."""
+    if not isinstance(entity, dict):
+        return None, [EdgeError(400, f"an entity must be a JSON object, got {type(entity).__name__}", "(entity)",
+                                "not-an-object")]
+    kind = entity.get("type")
+    if kind not in ENTITY_CONTRACTS:
+        return None, [EdgeError(422, f"entity type {kind!r} is not accepted; send one of "
+                                     f"{', '.join(ENTITY_CONTRACTS)}", "type", "enum")]
+    normalized = [k for k, v in entity.items()
+                  if isinstance(v, dict) and "value" in v and k not in ("location",)]
+    if normalized:
+        return None, [EdgeError(400, f"attribute(s) {', '.join(normalized)} are in NGSI normalized form "
+                                     "({type, value, metadata}); CityBrain takes keyValues: send "
+                                     "?options=keyValues with plain values", normalized[0], "type")]
+    return ENTITY_CONTRACTS[kind], []
+
+
+def batch_entities(body: Any, max_batch: int) -> tuple[list[Any] | None, EdgeError | None]:
+    """The entities of a ``POST /v2/op/update`` body, or the error that refuses the whole batch."""
+    if not isinstance(body, dict):
+        return None, EdgeError(400, "the body must be a JSON object {\"actionType\": ..., \"entities\": [...]}",
+                               "(body)", "not-an-object")
+    action = body.get("actionType")
+    if action not in BATCH_ACTIONS:
+        return None, EdgeError(400, f"actionType {action!r} is not supported; use one of {', '.join(BATCH_ACTIONS)}",
+                               "actionType", "enum")
+    extra = sorted(set(body) - {"actionType", "entities"})
+    if extra:
+        return None, EdgeError(400, f"unknown key(s) {', '.join(extra)} in the batch body", extra[0], "unknown-field")
+    entities = body.get("entities")
+    if not isinstance(entities, list) or not entities:
+        return None, EdgeError(400, "`entities` must be a non-empty array of entities", "entities", "minItems")
+    if len(entities) > max_batch:
+        return None, EdgeError(413, f"a batch may hold at most {max_batch} entities, this one has {len(entities)} "
+                                    "(CITYBRAIN_GATEWAY_MAX_BATCH); split it", "entities", "maxItems")
+    return entities, None

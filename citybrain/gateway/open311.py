@@ -1,0 +1,204 @@
+"""Open311 GeoReport v2 for the 12345 hotline: service list, request intake, request views.
+
+Pure functions: what the standard's parameters mean for the ``raw.hotline.service_request``
+contract, and what a caller may see of a request. Field names, error shape
+(``[{"code": ..., "description": ...}]``) and defaults follow GeoReport v2; CityBrain adds
+``field``, ``rule`` and ``fix`` to each error so an integrator knows what to change.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from citybrain.city.catalogue import SERVICES, SERVICES_BY_CODE
+from citybrain.contracts.validate import FIXES, Rejection
+from citybrain.departments import DEPARTMENTS
+from citybrain.geo import AreaIndex
+
+#: GeoReport v2 POST parameters, plus the hotline extensions a partner may send.
+STANDARD_PARAMS = {"api_key", "jurisdiction_id", "service_code", "lat", "long", "address_string", "address_id",
+                   "email", "device_id", "account_id", "first_name", "last_name", "phone", "description", "media_url"}
+EXTENSION_PARAMS = {"channel", "zipcode"}
+#: Fields a public GET may show; personal data never leaves through it, the address only at street level.
+PUBLIC_FIELDS = ("service_request_id", "status", "status_notes", "service_name", "service_code", "agency_responsible",
+                 "service_notice", "requested_datetime", "updated_datetime", "expected_datetime", "address_id",
+                 "zipcode", "lat", "long", "media_url")
+EXTENSION_VIEW_FIELDS = ("lifecycle_state", "category", "priority", "dispatch_department", "channel")
+
+
+#: Contract field -> the GeoReport v2 parameter a caller sent it as.
+PARAM_OF_FIELD = {"caller_email": "email", "caller_phone": "phone", "caller_name": "last_name",
+                  "address": "address_string"}
+
+
+@dataclass(frozen=True)
+class EdgeError:
+    """One problem with a request, rendered as an Open311 error with CityBrain's extra keys."""
+
+    code: int
+    description: str
+    field: str = ""
+    rule: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "description": self.description}
+        if self.field:
+            out["field"] = self.field
+        if self.rule:
+            out.update(rule=self.rule, fix=FIXES.get(self.rule, "see the contract"))
+        return out
+
+    @classmethod
+    def from_rejection(cls, r: Rejection, code: int = 400, params: Mapping[str, str] | None = None) -> EdgeError:
+        """An error naming the field as the caller knows it (``params``: contract field -> parameter)."""
+        name = (params or {}).get(r.field, r.field)
+        message = r.message if name == r.field else f"{r.message} (sent as parameter `{name}`)"
+        return cls(code, message, name, r.rule)
+
+
+def services(jurisdiction_id: str) -> list[dict[str, Any]]:
+    """``GET services.json``: every hotline service, in GeoReport v2 shape."""
+    return [{"service_code": s.service_code, "service_name": s.service_name,
+             "description": f"{s.service_name_en}. Handled by {DEPARTMENTS[s.department][1]} within {s.sla_hours:g} h.",
+             "metadata": False, "type": "realtime", "keywords": ",".join(s.keywords), "group": s.group,
+             "jurisdiction_id": jurisdiction_id}
+            for s in SERVICES]
+
+
+def service_definition(code: str) -> dict[str, Any] | None:
+    """``GET services/{code}.json``: no extra attributes for any hotline service."""
+    return {"service_code": code, "attributes": []} if code in SERVICES_BY_CODE else None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_request_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return f"GW{now:%Y%m%d}{uuid.uuid4().hex[:10].upper()}"
+
+
+def request_record(params: Mapping[str, Any], partner: str, jurisdiction_id: str, index: AreaIndex | None,
+                   ) -> tuple[dict[str, Any] | None, list[EdgeError]]:
+    """Map POST parameters to a ``raw.hotline.service_request`` record, or say what is wrong.
+
+    Checks what the contract cannot: unknown parameters, the service code, the Open311 rule
+    that one of lat/long, address_string or address_id is given, and that a position lies
+    in the city. The contract checks the rest.
+    """
+    errors: list[EdgeError] = []
+    unknown = sorted(k for k in params if k not in STANDARD_PARAMS | EXTENSION_PARAMS and not k.startswith("attribute["))
+    for k in unknown:
+        errors.append(EdgeError(400, f"parameter `{k}` is not a GeoReport v2 parameter nor a CityBrain extension "
+                                     f"(allowed: {', '.join(sorted(STANDARD_PARAMS | EXTENSION_PARAMS))})",
+                                k, "unknown-field"))
+    for k in sorted(k for k in params if k.startswith("attribute[")):
+        errors.append(EdgeError(400, f"`{k}`: no hotline service declares attributes (services.json metadata is "
+                                     "false for all)", k, "unknown-field"))
+    jurisdiction = params.get("jurisdiction_id")
+    if jurisdiction not in (None, "", jurisdiction_id):
+        errors.append(EdgeError(404, f"jurisdiction_id {jurisdiction!r} not found; this endpoint serves "
+                                     f"{jurisdiction_id!r}", "jurisdiction_id", "enum"))
+    code = params.get("service_code")
+    service = SERVICES_BY_CODE.get(str(code)) if code else None
+    if not code:
+        errors.append(EdgeError(400, "service_code is required; list the codes with GET services.json",
+                                "service_code", "required"))
+    elif service is None:
+        errors.append(EdgeError(400, f"service_code {code!r} is not offered; list the codes with GET services.json",
+                                "service_code", "enum"))
+    lat, lon = _number(params, "lat", errors), _number(params, "long", errors)
+    if (lat is None) != (lon is None) and not any(e.field in ("lat", "long") for e in errors):
+        missing = "long" if lon is None else "lat"
+        errors.append(EdgeError(400, f"`{missing}` is required together with the other coordinate", missing, "required"))
+    has_position = lat is not None and lon is not None
+    if not has_position and not params.get("address_string") and not params.get("address_id") \
+            and not any(e.field in ("lat", "long") for e in errors):
+        errors.append(EdgeError(400, "a location is required: send lat and long, address_string, or address_id",
+                                "lat", "required"))
+    street = None
+    if has_position and index is not None and index.areas:
+        found = index.resolve(lon, lat)  # type: ignore[arg-type]
+        if found is None:
+            errors.append(EdgeError(400, f"lat/long ({lat}, {lon}) is outside the jurisdiction {jurisdiction_id}",
+                                    "lat", "outside-jurisdiction"))
+        else:
+            street = found
+    if errors or service is None:
+        return None, errors
+
+    now = _now()
+    name = " ".join(str(params[k]).strip() for k in ("last_name", "first_name") if params.get(k)).strip()
+    record: dict[str, Any] = {
+        "service_request_id": new_request_id(), "status": "open", "service_code": service.service_code,
+        "service_name": service.service_name, "description": params.get("description", ""),
+        "requested_datetime": now, "updated_datetime": now, "channel": params.get("channel") or "web",
+        "category": service.category, "priority": service.priority, "lifecycle_state": "received",
+        "reopen_count": 0, "jurisdiction_id": jurisdiction_id, "partner": partner,
+        "anonymous": not (name or params.get("phone") or params.get("email")),
+    }
+    if has_position:
+        record.update(lat=lat, long=lon)
+    address = params.get("address_string")
+    if address:
+        record["address"] = address
+    elif street is not None:
+        record["address"] = f"{street[0].name}{street[1].name}"
+    for source, target in (("address_id", "address_id"), ("zipcode", "zipcode"), ("media_url", "media_url"),
+                           ("phone", "caller_phone"), ("email", "caller_email"), ("account_id", "account_id")):
+        if params.get(source) not in (None, ""):
+            record[target] = params[source]
+    if name:
+        record["caller_name"] = name
+    return record, []
+
+
+def _number(params: Mapping[str, Any], name: str, errors: list[EdgeError]) -> float | None:
+    value = params.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        errors.append(EdgeError(400, f"`{name}` must be a decimal number (WGS84 degrees), got {value!r}", name, "type"))
+        return None
+    limit = 90 if name == "lat" else 180
+    if not -limit <= number <= limit:
+        errors.append(EdgeError(400, f"`{name}` = {value} is outside -{limit}..{limit} (WGS84 degrees)", name,
+                                "maximum" if number > 0 else "minimum"))
+        return None
+    return number
+
+
+def received_event(record: dict[str, Any]) -> dict[str, Any]:
+    """The ``raw.hotline.ticket_event`` that opens the ticket's closed loop."""
+    return {"event_id": f"{record['service_request_id']}:received:1",
+            "service_request_id": record["service_request_id"], "event_type": "received",
+            "occurred_at": record["requested_datetime"], "department": "hotline_12345",
+            "note": f"received through the Open311 gateway from {record.get('partner', 'a partner')}"}
+
+
+def public_view(state: Mapping[str, Any], index: AreaIndex | None) -> dict[str, Any]:
+    """What GET requests.json shows of a request: Open311 fields, no personal data.
+
+    ``description`` and the exact ``address`` are personal data in the contract, so the
+    address is coarsened to district and street from the position and the description is
+    left out.
+    """
+    view = {k: state[k] for k in PUBLIC_FIELDS if k in state}
+    view["status"] = state.get("status", "open")
+    dept = state.get("dispatch_department")
+    if dept and "agency_responsible" not in view and dept in DEPARTMENTS:
+        view["agency_responsible"] = DEPARTMENTS[dept][0]
+    if index is not None and "lat" in state and "long" in state:
+        found = index.resolve(state["long"], state["lat"])
+        if found:
+            view["address"] = f"{found[0].name}{found[1].name}"
+    for k in EXTENSION_VIEW_FIELDS:
+        if k in state:
+            view[k] = state[k]
+    return view

@@ -1,0 +1,415 @@
+"""`citybrain gateway`: the HTTP edge for partner systems and IoT gateways (aiohttp).
+
+Routes:
+  GET  /open311/v2/services.json               the hotline's services (GeoReport v2)
+  GET  /open311/v2/services/{code}.json        one service's definition
+  POST /open311/v2/requests.json               submit a service request (form or JSON)
+  GET  /open311/v2/requests.json               requests, filtered as GeoReport v2 says
+  GET  /open311/v2/requests/{id}.json          one request, status as the platform knows it
+  POST /v2/entities?options=keyValues          one FIWARE entity (sensor observation)
+  POST /v2/op/update?options=keyValues         a batch of entities, accepted record by record
+  GET  /health                                 broker connection and request-book state
+
+Every record the gateway takes ends on its topic or in the dead-letter topic. A request it
+refuses as a whole (malformed body, bad key, too large, too many, too fast) writes nothing
+and says why; the caller keeps the data and may retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from citybrain.contracts.model import Contract
+from citybrain.contracts.validate import Rejection
+from citybrain.gateway.book import RequestBook
+from citybrain.gateway.fiware import batch_entities, contract_for
+from citybrain.gateway.open311 import PARAM_OF_FIELD, EdgeError, public_view, received_event, request_record, service_definition, services
+from citybrain.ingest.producer import DLQ_TOPIC, DeliveryError, ValidatedProducer
+from citybrain.ingest.readers import RawRecord
+from citybrain.settings import Settings, api_keys
+
+log = logging.getLogger(__name__)
+
+JURISDICTION = "yunzhou.gov.cn"
+MAX_RESULTS = 1000
+
+
+class TokenBuckets:
+    """Per-client rate limits: ``rate`` records a second, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, client: str, n: int = 1) -> float:
+        """0 when ``n`` tokens were taken, else the seconds to wait before retrying."""
+        now = time.monotonic()
+        tokens, last = self._buckets.get(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if n > self.burst:
+            return -1.0
+        if tokens >= n:
+            self._buckets[client] = (tokens - n, now)
+            return 0.0
+        self._buckets[client] = (tokens, now)
+        return (n - tokens) / self.rate
+
+
+def _open311_error(status: int, errors: list[EdgeError], headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response([e.as_dict() for e in errors], status=status, headers=headers,
+                             dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+
+def _ngsi_error(status: int, kind: str, description: str, errors: list[EdgeError] | None = None,
+                headers: dict[str, str] | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": kind, "description": description}
+    if errors:
+        body["errors"] = [e.as_dict() for e in errors]
+    return web.json_response(body, status=status, headers=headers, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+
+def _is_open311(request: web.Request) -> bool:
+    return request.path.startswith("/open311/")
+
+
+def _refusal(request: web.Request, status: int, description: str, field: str = "", rule: str = "",
+             headers: dict[str, str] | None = None) -> web.Response:
+    if _is_open311(request):
+        return _open311_error(status, [EdgeError(status, description, field, rule)], headers)
+    kind = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed", 406: "NotAcceptable",
+            413: "RequestEntityTooLarge", 415: "UnsupportedMediaType", 429: "TooManyRequests",
+            503: "ServiceUnavailable"}.get(status, "Error")
+    return _ngsi_error(status, kind, description, headers=headers)
+
+
+class Gateway:
+    """The application: shared producer, request book, limits, and the handlers."""
+
+    def __init__(self, settings: Settings, contracts: dict[str, Contract]) -> None:
+        self.settings = settings
+        self.contracts = {c.id: c for c in contracts.values()}
+        self.keys = api_keys(settings)
+        self.buckets = TokenBuckets(settings.gateway_rate_per_s, settings.gateway_burst)
+        self.in_flight = asyncio.Semaphore(settings.gateway_max_in_flight)
+        self.producer: ValidatedProducer | None = None
+        self.book = RequestBook(settings)
+        self.counts = {"accepted": 0, "dead_lettered": 0, "refused": 0}
+
+    # -- wiring --------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.gateway_max_body_bytes,
+                              middlewares=[self._errors])
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/open311/v2/services.json", self.list_services)
+        app.router.add_get("/open311/v2/services/{code}.json", self.get_service)
+        app.router.add_post("/open311/v2/requests.json", self.post_request)
+        app.router.add_get("/open311/v2/requests.json", self.list_requests)
+        app.router.add_get("/open311/v2/requests/{rid}.json", self.get_request)
+        app.router.add_post("/v2/entities", self.post_entity)
+        app.router.add_post("/v2/op/update", self.post_batch)
+        app.on_startup.append(self._startup)
+        app.on_cleanup.append(self._cleanup)
+        return app
+
+    async def _startup(self, _app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        self.producer = await loop.run_in_executor(None, lambda: ValidatedProducer(self.settings, "citybrain-gateway"))
+        self.book.start()
+
+    async def _cleanup(self, _app: web.Application) -> None:
+        self.book.stop()
+        if self.producer:
+            await asyncio.get_running_loop().run_in_executor(None, self.producer.close)
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            self.counts["refused"] += 1
+            return _refusal(request, 413, f"the body is larger than {self.settings.gateway_max_body_bytes} bytes "
+                                          "(CITYBRAIN_GATEWAY_MAX_BODY_BYTES); send smaller batches", "(body)", "too-large")
+        except web.HTTPServiceUnavailable:
+            self.counts["refused"] += 1
+            return _refusal(request, 503, f"more than {self.settings.gateway_max_in_flight} writes are in flight "
+                                          "(CITYBRAIN_GATEWAY_MAX_IN_FLIGHT); retry shortly", headers={"Retry-After": "1"})
+        except web.HTTPNotFound:
+            return _refusal(request, 404, f"no such resource: {request.method} {request.path} (see GET "
+                                          "/open311/v2/services.json, POST /v2/entities, POST /v2/op/update)")
+        except web.HTTPMethodNotAllowed as exc:
+            return _refusal(request, 405, f"{request.method} is not allowed on {request.path}; allowed: "
+                                          f"{', '.join(sorted(exc.allowed_methods))}")
+        except DeliveryError as exc:
+            log.error("broker did not acknowledge: %s", exc)
+            return _refusal(request, 503, f"the platform could not store the records just now ({exc}); retry "
+                                          "(records carry their ids, so a retry is safe)", headers={"Retry-After": "5"})
+
+    # -- shared steps --------------------------------------------------------------------
+
+    def _partner(self, request: web.Request, form: dict[str, Any] | None = None) -> tuple[str | None, web.Response | None]:
+        """(partner, None) when the caller may write, else (None, a 403 response)."""
+        if not self.keys:
+            return "anonymous", None
+        key = request.headers.get("X-Api-Key") or request.query.get("api_key") or (form or {}).get("api_key")
+        partner = self.keys.get(str(key)) if key else None
+        if partner is None:
+            self.counts["refused"] += 1
+            what = "no api_key was sent" if not key else "the api_key is not valid"
+            return None, _refusal(request, 403, f"{what}; ask the city data office for a partner key and send it as "
+                                                "api_key (or the X-Api-Key header)", "api_key", "required")
+        return partner, None
+
+    def _limit(self, request: web.Request, client: str, n: int) -> web.Response | None:
+        wait = self.buckets.take(client, n)
+        if wait == 0:
+            return None
+        self.counts["refused"] += 1
+        if wait < 0:
+            return _refusal(request, 413, f"{n} records in one request exceed the burst of {self.buckets.burst} "
+                                          "(CITYBRAIN_GATEWAY_BURST); split it", "entities", "maxItems")
+        return _refusal(request, 429, f"client {client} sends more than {self.buckets.rate:g} records/s "
+                                      f"(burst {self.buckets.burst}); retry after {wait:.1f} s",
+                        headers={"Retry-After": str(max(1, round(wait + 0.5)))})
+
+    async def _produce(self, items: list[tuple[Contract, RawRecord]], unroutable: list[tuple[str, RawRecord, Rejection]]
+                       ) -> None:
+        """Send records (valid ones to their topics, invalid ones to the dead-letter topic) and wait for acks."""
+        if self.in_flight.locked():
+            raise web.HTTPServiceUnavailable()
+        async with self.in_flight:
+            loop = asyncio.get_running_loop()
+            producer = self.producer
+            assert producer is not None
+
+            def work() -> None:
+                if items:
+                    summaries = producer.produce_many(items)
+                    for s in summaries.values():
+                        self.counts["accepted"] += s.accepted
+                        self.counts["dead_lettered"] += s.dead_lettered
+                for target, record, rejection in unroutable:
+                    self.counts["dead_lettered"] += producer.dead_letter(target, [(record, rejection)])
+            await loop.run_in_executor(None, work)
+
+    # -- health --------------------------------------------------------------------------
+
+    async def health(self, _request: web.Request) -> web.Response:
+        return web.json_response({
+            "status": "ok" if self.book.error is None else "degraded", "bootstrap": self.settings.bootstrap,
+            "requests_known": len(self.book), "request_book_caught_up": self.book.caught_up.is_set(),
+            "request_book_error": self.book.error, "areas_loaded": bool(self.book.index and self.book.index.areas),
+            "counts": self.counts, "dead_letter_topic": DLQ_TOPIC,
+        })
+
+    # -- Open311 -------------------------------------------------------------------------
+
+    async def list_services(self, request: web.Request) -> web.Response:
+        return web.json_response(services(JURISDICTION), dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+    async def get_service(self, request: web.Request) -> web.Response:
+        definition = service_definition(request.match_info["code"])
+        if definition is None:
+            return _open311_error(404, [EdgeError(404, f"service_code {request.match_info['code']!r} not found",
+                                                  "service_code", "enum")])
+        return web.json_response(definition)
+
+    async def post_request(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        params, problem = await self._open311_params(request, body)
+        if problem:
+            return problem
+        partner, denied = self._partner(request, params)
+        if denied:
+            return denied
+        limited = self._limit(request, partner or request.remote or "?", 1)
+        if limited:
+            return limited
+        contract = self.contracts["raw.hotline.service_request"]
+        source = f"open311:{partner}"
+        fields = {k: v for k, v in params.items() if k != "api_key"}
+        record, errors = request_record(fields, partner or "anonymous", JURISDICTION, self.book.index)
+        producer_id = f"gateway.{partner}"
+        if record is None:
+            first = errors[0]
+            raw = RawRecord(source, json.dumps(fields, ensure_ascii=False).encode(), producer=producer_id,
+                            rejection=Rejection(first.rule or "invalid", first.field or "(record)", first.description))
+            await self._produce([(contract, raw)], [])
+            status = 404 if any(e.code == 404 for e in errors) else 400
+            return _open311_error(status, errors)
+        assert self.producer is not None
+        problems = self.producer.validator(contract).explain_all(record) if self.producer.validator(contract)(record) else []
+        items = [(contract, RawRecord(source, b"", value=record, producer=producer_id))]
+        if problems:
+            await self._produce(items, [])
+            return _open311_error(400, [EdgeError.from_rejection(p, 400, PARAM_OF_FIELD) for p in problems])
+        items.append((self.contracts["raw.hotline.ticket_event"],
+                      RawRecord(source, b"", value=received_event(record), producer=producer_id)))
+        await self._produce(items, [])
+        self.book.put(record)
+        reply: dict[str, Any] = {"service_request_id": record["service_request_id"],
+                                 "service_notice": f"已受理，工单号 {record['service_request_id']}；"
+                                                   "status at GET /open311/v2/requests/{id}.json"}
+        if record.get("account_id"):
+            reply["account_id"] = record["account_id"]
+        return web.json_response([reply], status=201, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+    async def _open311_params(self, request: web.Request, body: bytes) -> tuple[dict[str, Any], web.Response | None]:
+        ctype = request.content_type
+        if ctype == "application/x-www-form-urlencoded" or ctype == "multipart/form-data":
+            form = await request.post()
+            params: dict[str, Any] = {}
+            for k in form:
+                values = form.getall(k)
+                if len(values) > 1:
+                    return {}, _open311_error(400, [EdgeError(400, f"parameter `{k}` is given {len(values)} times; "
+                                                                   "send it once", k, "maxItems")])
+                params[k] = values[0] if isinstance(values[0], str) else ""
+            return params, None
+        if ctype == "application/json":
+            try:
+                value = json.loads(body)
+            except (ValueError, UnicodeDecodeError) as exc:
+                return {}, _open311_error(400, [EdgeError(400, f"malformed JSON body: {exc}", "(body)", "json-syntax")])
+            if not isinstance(value, dict):
+                return {}, _open311_error(400, [EdgeError(400, "the JSON body must be an object of GeoReport v2 "
+                                                               "parameters", "(body)", "not-an-object")])
+            return value, None
+        return {}, _open311_error(415, [EdgeError(415, f"Content-Type {ctype or '(none)'} is not accepted; send "
+                                                       "application/x-www-form-urlencoded (GeoReport v2) or "
+                                                       "application/json", "(body)", "type")])
+
+    async def list_requests(self, request: web.Request) -> web.Response:
+        q = request.query
+        errors: list[EdgeError] = []
+        times = {}
+        for name in ("start_date", "end_date"):
+            if q.get(name):
+                try:
+                    times[name] = datetime.fromisoformat(q[name].replace("Z", "+00:00")).astimezone(timezone.utc)
+                except ValueError:
+                    errors.append(EdgeError(400, f"{name} {q[name]!r} is not a W3C date-time, e.g. "
+                                                 "2026-11-23T00:00:00Z", name, "format"))
+        statuses = {s for s in q.get("status", "").split(",") if s}
+        if statuses - {"open", "closed"}:
+            errors.append(EdgeError(400, f"status must be open and/or closed, got {q['status']!r}", "status", "enum"))
+        if errors:
+            return _open311_error(400, errors)
+        ids = {i for i in q.get("service_request_id", "").split(",") if i} or None
+        codes = {c for c in q.get("service_code", "").split(",") if c} or None
+        end = times.get("end_date")
+        start = times.get("start_date")
+        if ids is None and start is None:
+            start = (end or datetime.now(timezone.utc)) - timedelta(days=90)   # GeoReport v2 default window
+        found = self.book.query(ids, codes, statuses or None, start, end, MAX_RESULTS)
+        return web.json_response([public_view(r, self.book.index) for r in found],
+                                 dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+    async def get_request(self, request: web.Request) -> web.Response:
+        rid = request.match_info["rid"]
+        state = self.book.get(rid)
+        if state is None:
+            return _open311_error(404, [EdgeError(404, f"service_request_id {rid!r} not found", "service_request_id",
+                                                  "enum")])
+        return web.json_response([public_view(state, self.book.index)], dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+    # -- FIWARE NGSI v2 ------------------------------------------------------------------
+
+    async def _ngsi_body(self, request: web.Request) -> tuple[Any, web.Response | None]:
+        if request.query.get("options") != "keyValues":
+            return None, _ngsi_error(400, "BadRequest", "CityBrain takes FIWARE entities in keyValues form only; "
+                                                        "add ?options=keyValues")
+        if request.content_type != "application/json":
+            return None, _ngsi_error(415, "UnsupportedMediaType",
+                                     f"Content-Type {request.content_type or '(none)'} is not accepted; send application/json")
+        body = await request.read()
+        try:
+            return json.loads(body), None
+        except (ValueError, UnicodeDecodeError) as exc:
+            return None, _ngsi_error(400, "ParseError", f"malformed JSON body: {exc}")
+
+    def _check_entity(self, entity: Any, index: int, source: str, producer: str
+                      ) -> tuple[dict[str, Any], tuple[Contract, RawRecord] | None, tuple[str, RawRecord, Rejection] | None]:
+        """(per-record result, item to produce, or unroutable dead letter)."""
+        contract_id, errors = contract_for(entity)
+        base = {"index": index, "id": entity.get("id") if isinstance(entity, dict) else None,
+                "type": entity.get("type") if isinstance(entity, dict) else None}
+        raw = json.dumps(entity, ensure_ascii=False).encode()
+        if contract_id is None:
+            first = errors[0]
+            rejection = Rejection(first.rule, first.field, first.description)
+            return ({**base, "status": "rejected", "errors": [e.as_dict() for e in errors]}, None,
+                    (f"fiware:{base['type'] or 'unknown'}", RawRecord(source, raw, producer=producer), rejection))
+        contract = self.contracts[contract_id]
+        assert self.producer is not None
+        validator = self.producer.validator(contract)
+        item = (contract, RawRecord(f"{source}#{index}", raw, value=entity, producer=producer))
+        if validator(entity) is None:
+            return {**base, "status": "accepted", "topic": contract.topic}, item, None
+        problems = validator.explain_all(entity)
+        return ({**base, "status": "rejected", "topic": contract.topic,
+                 "errors": [EdgeError.from_rejection(p, 422).as_dict() for p in problems]}, item, None)
+
+    async def post_entity(self, request: web.Request) -> web.Response:
+        partner, denied = self._partner(request)
+        if denied:
+            return denied
+        entity, problem = await self._ngsi_body(request)
+        if problem:
+            return problem
+        limited = self._limit(request, partner or request.remote or "?", 1)
+        if limited:
+            return limited
+        result, item, unroutable = self._check_entity(entity, 0, f"fiware:{partner}", f"gateway.{partner}")
+        await self._produce([item] if item else [], [unroutable] if unroutable else [])
+        if result["status"] == "accepted":
+            return web.Response(status=201, headers={"Location": f"/v2/entities/{result['id']}?type={result['type']}"})
+        errors = [EdgeError(e["code"], e["description"], e.get("field", ""), e.get("rule", "")) for e in result["errors"]]
+        status = 400 if any(e.code == 400 for e in errors) else 422
+        return _ngsi_error(status, "BadRequest" if status == 400 else "Unprocessable",
+                           f"the entity was refused ({len(errors)} problem(s)) and dead-lettered to {DLQ_TOPIC}", errors)
+
+    async def post_batch(self, request: web.Request) -> web.Response:
+        partner, denied = self._partner(request)
+        if denied:
+            return denied
+        body, problem = await self._ngsi_body(request)
+        if problem:
+            return problem
+        entities, error = batch_entities(body, self.settings.gateway_max_batch)
+        if error:
+            self.counts["refused"] += 1
+            return _ngsi_error(error.code, "RequestEntityTooLarge" if error.code == 413 else "BadRequest",
+                               error.description, [error])
+        assert entities is not None
+        limited = self._limit(request, partner or request.remote or "?", len(entities))
+        if limited:
+            return limited
+        results, items, unroutable = [], [], []
+        for i, entity in enumerate(entities):
+            result, item, dead = self._check_entity(entity, i, f"fiware:{partner}", f"gateway.{partner}")
+            results.append(result)
+            if item:
+                items.append(item)
+            if dead:
+                unroutable.append(dead)
+        await self._produce(items, unroutable)
+        accepted = sum(r["status"] == "accepted" for r in results)
+        status = 200 if accepted == len(results) else 422 if accepted == 0 else 207
+        return web.json_response({"accepted": accepted, "rejected": len(results) - accepted,
+                                  "dead_letter_topic": DLQ_TOPIC, "results": results}, status=status,
+                                 dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+
+def run_gateway(settings: Settings, contracts: dict[str, Contract], host: str, port: int) -> None:
+    """Serve until interrupted."""
+    gateway = Gateway(settings, contracts)
+    web.run_app(gateway.app(), host=host, port=port, print=None, access_log=None)
