@@ -1,0 +1,151 @@
+"""The city simulator: deterministic, valid where it should be, faulty where real fleets are,
+and its injected incidents leave the evidence its ground truth claims."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+
+import pytest
+
+from citybrain.contracts.validate import RecordValidator
+from citybrain.sim.engine import GROUND_TRUTH_FORMAT, Simulation
+from citybrain.sim.incidents import complaint_peak
+from citybrain.sim.model import INCIDENT_KINDS, SimConfig, SimError
+
+START = datetime(2026, 7, 20, 16, 0, tzinfo=timezone.utc)   # 00:00 in Shanghai
+CFG = SimConfig(seed=11, start=START, hours=12, scale=0.1)
+
+
+def run(cfg: SimConfig = CFG) -> tuple[Simulation, list]:  # type: ignore[type-arg]
+    sim = Simulation(cfg)
+    return sim, [e for _t, batch in sim.ticks() for e in batch]
+
+
+@pytest.fixture(scope="module")
+def day():  # type: ignore[no-untyped-def]
+    return run()
+
+
+def test_same_seed_same_records_other_seed_other_records() -> None:
+    cfg = SimConfig(seed=3, start=START, hours=2, scale=0.05)
+    _, a = run(cfg)
+    _, b = run(cfg)
+    assert [(e.contract, e.value) for e in a] == [(e.contract, e.value) for e in b]
+    _, c = run(SimConfig(seed=4, start=START, hours=2, scale=0.05))
+    assert [e.value for e in a] != [e.value for e in c]
+
+
+def test_every_feed_is_simulated_and_almost_everything_is_valid(day, contracts) -> None:  # type: ignore[no-untyped-def]
+    _sim, emissions = day
+    by_id = {c.id: RecordValidator(c) for c in contracts.values()}
+    raw_contracts = {c.id for c in contracts.values() if c.zone == "raw"}
+    assert {e.contract for e in emissions} == raw_contracts
+    invalid = Counter((e.contract, by_id[e.contract](e.value).rule) for e in emissions if by_id[e.contract](e.value))
+    assert 0 < sum(invalid.values()) < 0.01 * len(emissions)        # spikes beyond range, like real fleets
+    assert {rule for _c, rule in invalid} <= {"maximum"}
+
+
+def test_records_leave_tick_by_tick_never_before_they_happen() -> None:
+    sim = Simulation(SimConfig(seed=2, start=START, hours=3, scale=0.05))
+    ticks = [(t, batch) for t, batch in sim.ticks()]
+    assert [t for t, _ in ticks] == sorted(t for t, _ in ticks)
+    for t, batch in ticks:
+        for e in batch:
+            if e.contract == "raw.hotline.ticket_event":
+                assert e.value["occurred_at"].endswith("Z") and e.value["occurred_at"] <= t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_ticket_lifecycles_are_closed_loops(day) -> None:  # type: ignore[no-untyped-def]
+    _sim, emissions = day
+    steps: dict[str, list[str]] = defaultdict(list)
+    states: dict[str, list[dict]] = defaultdict(list)  # type: ignore[type-arg]
+    for e in emissions:
+        if e.contract == "raw.hotline.ticket_event":
+            steps[e.value["service_request_id"]].append(e.value["event_type"])
+        elif e.contract == "raw.hotline.service_request":
+            states[e.value["service_request_id"]].append(e.value)
+    assert len(steps) > 100
+    order = ["received", "dispatched", "accepted", "handled", "closed", "followed_up", "reopened"]
+    for tid, kinds in steps.items():
+        assert kinds[0] == "received", tid
+        first_round = kinds[: kinds.index("reopened")] if "reopened" in kinds else kinds
+        assert first_round == sorted(first_round, key=order.index), (tid, kinds)
+        assert [s["lifecycle_state"] for s in states[tid]] == kinds
+        assert all(s["status"] == ("closed" if s["lifecycle_state"] in ("closed", "followed_up") else "open")
+                   for s in states[tid] if s["lifecycle_state"] != "handled")
+    events = [e.value["event_id"] for e in emissions if e.contract == "raw.hotline.ticket_event"]
+    assert len(events) == len(set(events))
+
+
+def test_ground_truth_lists_every_incident_with_what_should_be_detected(day) -> None:  # type: ignore[no-untyped-def]
+    sim, _ = day
+    truth = sim.ground_truth("run-1")
+    assert truth["format"] == GROUND_TRUTH_FORMAT
+    assert [i["kind"] for i in truth["incidents"]] == list(INCIDENT_KINDS)
+    for incident in truth["incidents"]:
+        assert incident["start"] < incident["end"] and incident["expected"], incident["incident_id"]
+    assert truth["sensor_faults"], "fleet faults are part of the ground truth"
+
+
+def test_flood_sensors_rise_before_the_complaints_peak_and_only_at_the_incident_street(day) -> None:  # type: ignore[no-untyped-def]
+    sim, emissions = day
+    flood = sim.incident("underpass_flood")
+    truth = flood.truth()  # type: ignore[union-attr]
+    evidence = truth["evidence"]
+    assert evidence["first_flooded_reading"] < evidence["complaint_peak"]
+    assert len(evidence["tickets"]) >= 5 and len(evidence["police_incidents"]) == 4
+    flooded_underpasses = {e.value["refDevice"] for e in emissions if e.contract == "raw.sensor.water_level"
+                           and e.value.get("siteType") == "underpass" and e.value.get("floodLevelStatus") == "flooded"
+                           and e.value["currentLevel"] < 50}
+    assert flooded_underpasses and flooded_underpasses <= set(truth["devices"])
+
+
+def test_night_construction_raises_noise_at_the_site_at_night(day) -> None:  # type: ignore[no-untyped-def]
+    sim, emissions = day
+    incident = sim.incident("night_construction_noise")
+    window = incident.nights[0]  # type: ignore[union-attr]
+    site = [e.value["LAeq"] for e in emissions if e.contract == "raw.sensor.noise_level"
+            and e.value["refDevice"] in incident.devices  # type: ignore[union-attr]
+            and window[0].isoformat()[:16] <= e.value["dateObservedTo"][:16] < window[1].isoformat()[:16]
+            and e.value["LAeq"] < 160]
+    assert site and sum(site) / len(site) > 60     # a quiet night at a site is about 46 dB(A)
+
+
+def test_broken_sensor_repeats_one_value(day) -> None:  # type: ignore[no-untyped-def]
+    sim, emissions = day
+    incident = sim.incident("broken_sensor")
+    device = incident.devices[0]  # type: ignore[union-attr]
+    after = [e.value["pm25"] for e in emissions if e.contract == "raw.sensor.air_quality"
+             and e.value["refDevice"] == device and e.incident]
+    assert len(after) >= 3 and len(set(after)) == 1
+
+
+def test_spoofed_and_flooding_gateways_are_visible_in_producer_and_position(day) -> None:  # type: ignore[no-untyped-def]
+    sim, emissions = day
+    spoof = sim.incident("spoofed_device")
+    victim = sim.city.devices[[d.device_id for d in sim.city.devices].index(spoof.devices[0])]  # type: ignore[union-attr]
+    fakes = [e for e in emissions if e.producer == spoof.PRODUCER and e.value["refDevice"] == victim.device_id]  # type: ignore[union-attr]
+    assert fakes and all(abs(e.value["location"]["coordinates"][0] - victim.lon) > 0.1 for e in fakes)
+    replays = [e.value for e in emissions if e.producer == spoof.PRODUCER and e.value["refDevice"] == spoof.devices[2]]  # type: ignore[union-attr]
+    genuine = [e.value for e in emissions if e.producer != spoof.PRODUCER and e.value.get("refDevice") == spoof.devices[2]]  # type: ignore[union-attr]
+    assert replays and all(r in genuine for r in replays)
+    flood = sim.incident("gateway_flood")
+    per_tick = Counter(e.at for e in emissions if e.producer == flood.producer)  # type: ignore[union-attr]
+    usual = min(per_tick.values())
+    assert max(per_tick.values()) >= 40 * usual
+
+
+def test_complaint_peak_is_the_busiest_hour() -> None:
+    base = datetime(2026, 7, 21, 0, 0, tzinfo=timezone.utc)
+    times = [base.replace(minute=m) for m in (0, 50)] + [base.replace(hour=3, minute=m) for m in (1, 10, 20, 30)]
+    assert complaint_peak(times) == base.replace(hour=3, minute=31)
+
+
+def test_bad_options_name_the_option_and_the_fix() -> None:
+    with pytest.raises(SimError, match="--interval-min 7"):
+        Simulation(SimConfig(interval_min=7))
+    with pytest.raises(SimError, match="unknown incident kind"):
+        Simulation(SimConfig(incidents=("alien_landing",)))
+    with pytest.raises(SimError, match="--scale"):
+        Simulation(SimConfig(scale=0))
