@@ -1,0 +1,243 @@
+"""The edge gateway over HTTP on localhost, checked against the records on the real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from citybrain.ingest.producer import DLQ_TOPIC
+from citybrain.topics import read_topic
+from tests.integration.conftest import TEST_ENV
+
+pytestmark = pytest.mark.integration
+
+KEY = "test-partner-key-0001"
+FLOOD_KEY = "flood-partner-key-0002"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(method: str, url: str, body: bytes | None = None, ctype: str | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+    req = urllib.request.Request(url, data=body, method=method, headers={**({"Content-Type": ctype} if ctype else {}),
+                                                                         **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            raw = resp.read()
+            return resp.status, dict(resp.headers), json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        return exc.code, dict(exc.headers), json.loads(raw) if raw else None
+
+
+@pytest.fixture(scope="module")
+def gateway(broker, settings):  # type: ignore[no-untyped-def]
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
+    env.update(TEST_ENV)
+    env.update({"CITYBRAIN_GATEWAY_API_KEYS": f"district-app:{KEY},flood-gw:{FLOOD_KEY}",
+                "CITYBRAIN_GATEWAY_RATE_PER_S": "5", "CITYBRAIN_GATEWAY_BURST": "60",
+                "CITYBRAIN_GATEWAY_MAX_BODY_BYTES": "200000"})
+    exe = Path(sys.executable).with_name("citybrain")
+    proc = subprocess.Popen([str(exe), "gateway", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            status, _, health = call("GET", base + "/health")
+            if status == 200 and health["request_book_caught_up"]:
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            pytest.fail(f"gateway exited: {proc.stdout.read() if proc.stdout else ''}")
+        time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("gateway did not become healthy within 60 s")
+    yield base
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def _records(settings, topic: str, **match: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    out = []
+    for r in read_topic(settings, topic):
+        value = json.loads(r.value)
+        headers = {k: v.decode() for k, v in r.headers or []}
+        if all(value.get(k) == v or headers.get(k) == v for k, v in match.items()):
+            out.append({"value": value, "headers": headers})
+    return out
+
+
+def _entity(device: str = "aq-0001", **extra: Any) -> dict[str, Any]:
+    stamp = "2026-11-23T08:00:00Z"
+    return {"id": f"urn:ngsi-ld:AirQualityObserved:{device}:{stamp}:{uuid.uuid4().hex[:8]}", "type": "AirQualityObserved",
+            "dateObserved": stamp, "location": {"type": "Point", "coordinates": [117.45, 38.70]}, "refDevice": device,
+            "pm25": 31.0, **extra}
+
+
+def test_open311_services_and_a_standard_form_request_end_on_the_broker(gateway, settings) -> None:  # type: ignore[no-untyped-def]
+    status, _, listed = call("GET", gateway + "/open311/v2/services.json")
+    assert status == 200 and {"water.waterlogging", "noise.construction"} <= {s["service_code"] for s in listed}
+    form = urllib.parse.urlencode({"api_key": KEY, "service_code": "water.waterlogging", "lat": "38.70",
+                                   "long": "117.45", "description": "下穿隧道积水很深", "first_name": "伟",
+                                   "last_name": "王", "phone": "13800001111"}).encode()
+    status, _, reply = call("POST", gateway + "/open311/v2/requests.json", form, "application/x-www-form-urlencoded")
+    assert status == 201, reply
+    rid = reply[0]["service_request_id"]
+    stored = _records(settings, "raw.hotline.service_request.v1", service_request_id=rid)
+    assert len(stored) == 1
+    assert stored[0]["value"]["caller_phone"] == "13800001111" and stored[0]["value"]["lifecycle_state"] == "received"
+    assert stored[0]["headers"]["producer"] == "gateway.district-app"
+    assert len(_records(settings, "raw.hotline.ticket_event.v1", service_request_id=rid)) == 1
+
+    status, _, view = call("GET", gateway + f"/open311/v2/requests/{rid}.json")
+    assert status == 200 and view[0]["status"] == "open" and view[0]["service_code"] == "water.waterlogging"
+    assert "caller_phone" not in view[0] and "description" not in view[0]
+    status, _, found = call("GET", gateway + f"/open311/v2/requests.json?service_request_id={rid}&status=open")
+    assert [r["service_request_id"] for r in found] == [rid]
+
+
+def test_open311_status_follows_what_the_platform_knows(gateway, settings) -> None:  # type: ignore[no-untyped-def]
+    body = json.dumps({"api_key": KEY, "service_code": "road.damage", "lat": 38.70, "long": 117.45,
+                       "description": "路面有大坑"}).encode()
+    status, _, reply = call("POST", gateway + "/open311/v2/requests.json", body, "application/json")
+    assert status == 201
+    rid = reply[0]["service_request_id"]
+    state = _records(settings, "raw.hotline.service_request.v1", service_request_id=rid)[0]["value"]
+    closed = {**state, "status": "closed", "lifecycle_state": "closed", "dispatch_department": "transport",
+              "updated_datetime": "2099-01-01T00:00:00Z", "status_notes": "已修复"}
+    from citybrain.contracts.model import load_all
+    from citybrain.ingest.producer import ValidatedProducer
+
+    contract = load_all(settings.schemas_dir)["raw.hotline.service_request.v1"]
+    with ValidatedProducer(settings, "transport.workorders") as producer:
+        assert producer.produce_values(contract, [closed]).accepted == 1
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        _, _, view = call("GET", gateway + f"/open311/v2/requests/{rid}.json")
+        if view[0]["status"] == "closed":
+            break
+        time.sleep(0.3)
+    assert view[0]["status"] == "closed" and view[0]["agency_responsible"] == "市交通运输局"
+
+
+def test_open311_bad_request_names_every_bad_field_and_is_dead_lettered(gateway, settings) -> None:  # type: ignore[no-untyped-def]
+    marker = uuid.uuid4().hex
+    form = urllib.parse.urlencode({"api_key": KEY, "service_code": "water.leak", "lat": "38.7", "long": "117.45",
+                                   "description": marker, "email": "not-an-email", "phone": "call me"}).encode()
+    status, _, errors = call("POST", gateway + "/open311/v2/requests.json", form, "application/x-www-form-urlencoded")
+    assert status == 400
+    assert {(e["field"], e["rule"]) for e in errors} == {("email", "pattern"), ("phone", "pattern")}
+    assert all(e["code"] == 400 and e["description"] and e["fix"] for e in errors)
+    dead = [d for d in _records(settings, DLQ_TOPIC) if marker in d["value"].get("original_text", "")]
+    assert len(dead) == 1 and dead[0]["headers"]["dlq-contract"] == "raw.hotline.service_request.v1"
+
+    status, _, errors = call("POST", gateway + "/open311/v2/requests.json",
+                             urllib.parse.urlencode({"api_key": KEY, "service_code": "nope", "colour": "red"}).encode(),
+                             "application/x-www-form-urlencoded")
+    assert status == 400 and {"service_code", "colour"} <= {e["field"] for e in errors}
+    status, _, errors = call("GET", gateway + "/open311/v2/requests/NOPE123.json")
+    assert status == 404 and errors[0]["code"] == 404
+
+
+def test_writes_need_a_valid_key(gateway) -> None:  # type: ignore[no-untyped-def]
+    status, _, errors = call("POST", gateway + "/open311/v2/requests.json",
+                             urllib.parse.urlencode({"service_code": "water.leak"}).encode(),
+                             "application/x-www-form-urlencoded")
+    assert status == 403 and errors[0]["field"] == "api_key"
+    status, _, body = call("POST", gateway + "/v2/entities?options=keyValues", json.dumps(_entity()).encode(),
+                           "application/json", {"X-Api-Key": "wrong-key-123"})
+    assert status == 403 and body["error"] == "Forbidden"
+
+
+def test_fiware_single_entity_good_and_bad(gateway, settings) -> None:  # type: ignore[no-untyped-def]
+    good = _entity()
+    status, headers, _ = call("POST", gateway + "/v2/entities?options=keyValues", json.dumps(good).encode(),
+                              "application/json", {"X-Api-Key": KEY})
+    assert status == 201 and headers["Location"].startswith("/v2/entities/urn:ngsi-ld:AirQualityObserved")
+    assert len(_records(settings, "raw.sensor.air_quality.v1", id=good["id"])) == 1
+
+    bad = _entity(pm25=-4.0, colour="red")
+    status, _, body = call("POST", gateway + "/v2/entities?options=keyValues", json.dumps(bad).encode(),
+                           "application/json", {"X-Api-Key": KEY})
+    assert status == 422 and {(e["field"], e["rule"]) for e in body["errors"]} == {("pm25", "minimum"),
+                                                                                   ("colour", "unknown-field")}
+    assert not _records(settings, "raw.sensor.air_quality.v1", id=bad["id"])
+    assert [d for d in _records(settings, DLQ_TOPIC) if bad["id"] in d["value"].get("original_text", "")]
+
+
+def test_fiware_batch_is_taken_record_by_record_and_counts_add_up(gateway, settings) -> None:  # type: ignore[no-untyped-def]
+    good = [_entity(f"aq-{i:04d}") for i in range(1, 4)]
+    flood = {"id": "urn:ngsi-ld:FloodMonitoring:wl-0001:x", "type": "FloodMonitoring",
+             "dateObserved": "2026-11-23T08:00:00Z", "location": {"type": "Point", "coordinates": [117.45, 38.7]},
+             "refDevice": "wl-0001", "currentLevel": 0.12}
+    bad_type = {"id": "w-1", "type": "WeatherObserved"}
+    bad_value = _entity(pm25="high")
+    body = json.dumps({"actionType": "append", "entities": [*good, flood, bad_type, bad_value]}).encode()
+    status, _, reply = call("POST", gateway + "/v2/op/update?options=keyValues", body, "application/json",
+                            {"X-Api-Key": KEY})
+    assert status == 207, reply
+    assert (reply["accepted"], reply["rejected"]) == (4, 2)
+    assert [r["status"] for r in reply["results"]] == ["accepted"] * 4 + ["rejected"] * 2
+    assert reply["results"][4]["errors"][0]["field"] == "type"
+    assert reply["results"][5]["errors"][0]["field"] == "pm25"
+    for e in good:
+        assert len(_records(settings, "raw.sensor.air_quality.v1", id=e["id"])) == 1
+    assert len(_records(settings, "raw.sensor.water_level.v1", id=flood["id"])) == 1
+    dead = [d for d in _records(settings, DLQ_TOPIC)
+            if '"w-1"' in d["value"].get("original_text", "") or bad_value["id"] in d["value"].get("original_text", "")]
+    assert {d["headers"]["dlq-contract"] for d in dead} == {"fiware:WeatherObserved", "raw.sensor.air_quality.v1"}
+
+    status, _, reply = call("POST", gateway + "/v2/op/update?options=keyValues",
+                            json.dumps({"actionType": "append", "entities": [bad_type]}).encode(), "application/json",
+                            {"X-Api-Key": KEY})
+    assert status == 422 and reply["accepted"] == 0
+
+
+def test_oversized_malformed_and_normalized_bodies_are_refused_whole(gateway) -> None:  # type: ignore[no-untyped-def]
+    huge = json.dumps({"actionType": "append", "entities": [_entity(note="x" * 1000)] * 300}).encode()
+    assert len(huge) > 200_000
+    status, _, body = call("POST", gateway + "/v2/op/update?options=keyValues", huge, "application/json",
+                           {"X-Api-Key": KEY})
+    assert status == 413 and "CITYBRAIN_GATEWAY_MAX_BODY_BYTES" in body["description"]
+    status, _, body = call("POST", gateway + "/v2/entities?options=keyValues", b"{not json", "application/json",
+                           {"X-Api-Key": KEY})
+    assert status == 400 and body["error"] == "ParseError"
+    status, _, body = call("POST", gateway + "/v2/entities", json.dumps(_entity()).encode(), "application/json",
+                           {"X-Api-Key": KEY})
+    assert status == 400 and "keyValues" in body["description"]
+    status, _, body = call("POST", gateway + "/open311/v2/requests.json", b"<xml/>", "application/xml",
+                           {"X-Api-Key": KEY})
+    assert status == 415 and body[0]["code"] == 415
+
+
+def test_a_flooding_client_gets_429_with_retry_after_and_others_are_unaffected(gateway) -> None:  # type: ignore[no-untyped-def]
+    batch = json.dumps({"actionType": "append", "entities": [_entity() for _ in range(40)]}).encode()
+    first, _, _ = call("POST", gateway + "/v2/op/update?options=keyValues", batch, "application/json",
+                       {"X-Api-Key": FLOOD_KEY})
+    second, headers, body = call("POST", gateway + "/v2/op/update?options=keyValues", batch, "application/json",
+                                 {"X-Api-Key": FLOOD_KEY})
+    assert first == 200 and second == 429
+    assert int(headers["Retry-After"]) >= 1 and "records/s" in body["description"]
+    other, _, _ = call("POST", gateway + "/v2/entities?options=keyValues", json.dumps(_entity()).encode(),
+                       "application/json", {"X-Api-Key": KEY})
+    assert other == 201
