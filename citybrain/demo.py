@@ -1,9 +1,10 @@
 """`citybrain demo`: the platform's main job on the embedded default.
 
-Today: broker up, topics from contracts, the contract catalog published, a sample of every
-raw feed (valid records plus the bad input real feeds send) produced through the validated
-producer, and every topic read back from the broker to check that the counts add up.
-Later issues grow this into the whole city-brain demo.
+Today: broker up, topics from contracts, the contract catalog published, a simulated day
+of 云州市 (sensors, hotline, departments, reference data, injected incidents with their
+ground truth) plus the bad input real feeds send, all through the validated producer, and
+every topic read back from the broker to check that the counts add up. Later issues add
+the stream workers, the lake and the DAGs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from citybrain.ingest.producer import DLQ_TOPIC, ProduceSummary, ValidatedProduc
 from citybrain.ingest.readers import read_jsonl
 from citybrain.samples import bad_lines, sample_records
 from citybrain.settings import Settings
+from citybrain.sim.engine import Simulation
+from citybrain.sim.model import SimConfig
+from citybrain.sim.runner import Pacing, run_simulation
 from citybrain.platform import PlatformError, ensure_ready
 from citybrain.topics import CATALOG_TOPIC, read_topic
 
@@ -49,7 +53,8 @@ def _trace_id(record) -> str:  # type: ignore[no-untyped-def]
     return dict(record.headers or []).get("trace-id", b"").decode()
 
 
-def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_feed: int, console: Console) -> bool:
+def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_feed: int, console: Console,
+             sim_hours: float = 24.0, sim_scale: float = 0.25) -> bool:
     problems = lint_all(contracts)
     if problems:
         raise DemoError("contracts fail lint:\n  " + "\n  ".join(problems) + "\nFix: `citybrain contracts check`.")
@@ -63,49 +68,70 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
                   f"{ready.existing} already there")
     console.print(f"[bold]3. catalog[/] {ready.published} contracts published to {CATALOG_TOPIC}")
 
+    sim = Simulation(SimConfig(hours=sim_hours, scale=sim_scale))
+    with console.status(f"simulating {sim.city.name}: {sim_hours:g} h of sensors, hotline and departments...") as status:
+        report = run_simulation(settings, contracts, sim, Pacing(), progress=lambda t, n: status.update(
+            f"simulating {sim.city.name}: {t:%Y-%m-%d %H:%M}Z, {n:,} records"))
+    console.print(f"[bold]4. city[/]    {sim.city.name} ({len(sim.city.streets)} streets, {len(sim.city.devices):,} "
+                  f"devices) simulated {report.ground_truth['start']} .. {report.ground_truth['end']} at scale "
+                  f"{sim_scale:g}: {report.records:,} records in {report.elapsed_s:.1f}s; "
+                  f"{len(report.ground_truth['incidents'])} injected incidents written to "
+                  f"{report.out_dir / 'ground_truth.json'}", highlight=False)
+
     run_id = uuid.uuid4().hex
     feeds_dir = settings.state_dir / "demo" / run_id[:12]
     feeds = [c for c in contracts.values() if c.zone == "raw"]
-    summaries: dict[str, ProduceSummary] = {}
+    samples: dict[str, ProduceSummary] = {}
     with ValidatedProducer(settings, producer_id="citybrain-demo") as producer:
-        with console.status("producing sample feeds...") as status:
+        with console.status("producing the bad input real feeds send...") as status:
             for c in feeds:
                 status.update(f"producing {c.topic}...")
                 path = write_feed(c, feeds_dir, records_per_feed, settings.max_record_bytes)
-                summaries[c.topic] = producer.produce(c, read_jsonl(path, settings.max_record_bytes), trace_id=run_id)
-    console.print(f"[bold]4. produce[/] {len(feeds)} feeds from {feeds_dir}")
+                samples[c.topic] = producer.produce(c, read_jsonl(path, settings.max_record_bytes), trace_id=run_id)
+    console.print(f"[bold]5. edge[/]    every feed also sent {records_per_feed} valid records plus the bad input real "
+                  f"feeds send (files in {feeds_dir})", highlight=False)
 
+    traces = {run_id, report.run_id}
     ok = True
     table = Table("topic", "read", "accepted", "dead-\nlettered", "read\nback", "dead\nletters\nback", "ok",
-                  title=f"5. read back from the broker (run {run_id[:12]})")
+                  title=f"6. read back from the broker (runs {report.run_id[:12]}, {run_id[:12]})")
     dead_back: dict[str, int] = {}
     with console.status(f"reading back {DLQ_TOPIC}..."):
         for record in read_topic(settings, DLQ_TOPIC):
-            if _trace_id(record) == run_id:
+            if _trace_id(record) in traces:
                 topic = dict(record.headers).get("dlq-contract", b"").decode()
                 dead_back[topic] = dead_back.get(topic, 0) + 1
+    totals = {"read": 0, "accepted": 0, "dead": 0}
+    rules: set[str] = set()
     for c in feeds:
-        s = summaries[c.topic]
+        parts = [s for s in (samples.get(c.topic), report.summaries.get(c.topic)) if s is not None]
+        read, accepted, dead = (sum(s.read for s in parts), sum(s.accepted for s in parts),
+                                sum(s.dead_lettered for s in parts))
+        rules |= {rule for s in parts for rule in s.by_rule}
         with console.status(f"reading back {c.topic}..."):
-            back = sum(1 for r in read_topic(settings, c.topic)
-                       if _trace_id(r) == run_id)
-        row_ok = s.balanced and back == s.accepted and dead_back.get(c.topic, 0) == s.dead_lettered
+            back = sum(1 for r in read_topic(settings, c.topic) if _trace_id(r) in traces)
+        row_ok = read == accepted + dead and back == accepted and dead_back.get(c.topic, 0) == dead
         ok &= row_ok
-        table.add_row(c.topic, str(s.read), str(s.accepted), str(s.dead_lettered), str(back),
-                      str(dead_back.get(c.topic, 0)),
+        totals["read"] += read
+        totals["accepted"] += accepted
+        totals["dead"] += dead
+        table.add_row(c.topic, f"{read:,}", f"{accepted:,}", f"{dead:,}", f"{back:,}", f"{dead_back.get(c.topic, 0):,}",
                       "[green]yes[/]" if row_ok else "[red]NO[/]")
     console.print(table)
 
     catalog = {r.key.decode() for r in read_topic(settings, CATALOG_TOPIC)}
     missing = sorted(set(contracts) - catalog)
     ok &= not missing
-    console.print(f"[bold]6. catalog[/] {len(catalog)} contracts discoverable from the broker"
+    console.print(f"[bold]7. catalog[/] {len(catalog)} contracts discoverable from the broker"
                   + (f"; [red]missing {', '.join(missing)}[/]" if missing else ""))
-    total_read = sum(s.read for s in summaries.values())
-    total_ok = sum(s.accepted for s in summaries.values())
-    total_dead = sum(s.dead_lettered for s in summaries.values())
+    incidents = Table("incident", "where", "window (UTC)", title="8. injected incidents (ground truth for detection)")
+    for i in report.ground_truth["incidents"]:
+        where = i.get("street_name") and f"{i['district_name']}{i['street_name']}" or i.get("producer") or \
+            i.get("consumer_group", "-")
+        incidents.add_row(f"{i['incident_id']}: {i['title_en']}", where, f"{i['start'][5:16]} .. {i['end'][5:16]}")
+    console.print(incidents)
     verdict = "[green]counts add up[/]" if ok else "[red]counts do NOT add up[/]"
-    rules = sorted({rule for s in summaries.values() for rule in s.by_rule})
-    console.print(f"dead-letter rules seen: {', '.join(rules)}", highlight=False)
-    console.print(f"[bold]in {total_read} = accepted {total_ok} + dead-lettered {total_dead}[/]: {verdict}")
+    console.print(f"dead-letter rules seen: {', '.join(sorted(rules))}", highlight=False)
+    console.print(f"[bold]in {totals['read']:,} = accepted {totals['accepted']:,} + dead-lettered {totals['dead']:,}[/]: "
+                  f"{verdict}")
     return ok

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_demo_produces_every_feed_and_counts_add_up(broker, contracts) -> None:  # type: ignore[no-untyped-def]
-    proc = cli("demo", "--records", "30")
+    proc = cli("demo", "--records", "30", "--hours", "2", "--scale", "0.05")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "counts add up" in proc.stdout and "NO" not in proc.stdout
     raw_feeds = [c for c in contracts.values() if c.zone == "raw"]
