@@ -56,7 +56,8 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progre
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not verbose:
-        logging.getLogger("kafka").setLevel(logging.ERROR)
+        # kafka-python logs retried metadata and shutdown hiccups at ERROR; real failures raise.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 # -- broker ---------------------------------------------------------------------------------

@@ -109,10 +109,24 @@ def catalog_record(contract: Contract, published_at: str | None = None) -> dict[
     }
 
 
+def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> end offset now: where records produced from now on will start."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        return {(tp.topic, tp.partition): offset for tp, offset in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
 def read_topic(
-    settings: Settings, topic: str, timeout_s: float = 30.0, group_id: str | None = None
+    settings: Settings, topic: str, timeout_s: float = 30.0, group_id: str | None = None,
+    since: dict[tuple[str, int], int] | None = None,
 ) -> list[Any]:
-    """Every record of ``topic`` from the beginning up to its end offsets at call time.
+    """Every record of ``topic`` from the beginning (or the offsets in ``since``) up to its end
+    offsets at call time.
 
     Without ``group_id`` partitions are assigned directly (no consumer group, no commits);
     with one, the records are read as that consumer group and offsets committed.
@@ -134,6 +148,9 @@ def read_topic(
         else:
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)
+            for tp in tps:
+                if since and (tp.topic, tp.partition) in since:
+                    consumer.seek(tp, since[(tp.topic, tp.partition)])
         out: list[Any] = []
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

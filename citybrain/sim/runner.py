@@ -84,6 +84,8 @@ class DepartmentReader:
     """A department's dashboard reading its topics: a little every simulated hour, then (the
     injected consumer surge) everything from the beginning of five topics."""
 
+    SURGE_CAP = 150_000
+
     def __init__(self, settings: Settings, incident: ConsumerSurge) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
@@ -117,7 +119,9 @@ class DepartmentReader:
             self.consumer.seek_to_beginning(*partitions)
         end = self.consumer.end_offsets(partitions)
         count, started = 0, time.monotonic()
-        while any(self.consumer.position(p) < end[p] for p in partitions) and time.monotonic() - started < 60:
+        # A surge reads far more than usual, but is capped so a long-lived broker does not stall the run.
+        while (any(self.consumer.position(p) < end[p] for p in partitions) and count < self.SURGE_CAP
+               and time.monotonic() - started < 20):
             for batch in self.consumer.poll(timeout_ms=500, max_records=5000).values():
                 count += len(batch)
         self.consumer.commit()
