@@ -84,7 +84,7 @@ class DepartmentReader:
     """A department's dashboard reading its topics: a little every simulated hour, then (the
     injected consumer surge) everything from the beginning of five topics."""
 
-    SURGE_CAP = 150_000
+    SURGE_CAP = 20_000   # about 100 times a normal hour's read
 
     def __init__(self, settings: Settings, incident: ConsumerSurge) -> None:
         from kafka import KafkaConsumer, TopicPartition
@@ -93,7 +93,7 @@ class DepartmentReader:
         self._tp = TopicPartition
         self.consumer = KafkaConsumer(**settings.kafka_client_config(), group_id=incident.GROUP,
                                       client_id=incident.GROUP, enable_auto_commit=False,
-                                      auto_offset_reset="latest", consumer_timeout_ms=500)
+                                      auto_offset_reset="latest", fetch_max_wait_ms=50)
         self.next_read: datetime | None = None
         self.surged = False
 
@@ -114,7 +114,8 @@ class DepartmentReader:
 
     def _read(self, t: datetime, topics: list[str], from_beginning: bool, mode: str) -> None:
         partitions = self._partitions(topics)
-        self.consumer.assign(partitions)
+        if set(partitions) != self.consumer.assignment():
+            self.consumer.assign(partitions)
         if from_beginning:
             self.consumer.seek_to_beginning(*partitions)
         end = self.consumer.end_offsets(partitions)
@@ -122,8 +123,11 @@ class DepartmentReader:
         # A surge reads far more than usual, but is capped so a long-lived broker does not stall the run.
         while (any(self.consumer.position(p) < end[p] for p in partitions) and count < self.SURGE_CAP
                and time.monotonic() - started < 20):
-            for batch in self.consumer.poll(timeout_ms=500, max_records=5000).values():
+            for batch in self.consumer.poll(timeout_ms=100, max_records=5000).values():
                 count += len(batch)
+        if from_beginning:   # the dashboard then goes back to following the live end
+            for p in partitions:
+                self.consumer.seek(p, end[p])
         self.consumer.commit()
         self.incident.executed = True
         self.incident.reads.append({"sim_time": iso(t), "wall_time": iso(datetime.now().astimezone()),
