@@ -3,7 +3,7 @@ VENV := .venv/streams
 STAMP := $(VENV)/.installed
 CB := $(VENV)/bin/citybrain
 
-.PHONY: demo test setup unit check broker-up broker-down clean
+.PHONY: demo test setup unit check broker-up broker-down simulate gateway clean
 
 ## The platform's main job on the embedded default (set-up included).
 demo: $(STAMP)
@@ -32,7 +32,15 @@ broker-up: $(STAMP)
 broker-down: $(STAMP)
 	$(CB) broker down
 
+## A simulated day of the city on the embedded broker (ground truth in var/sim/latest/).
+simulate: $(STAMP)
+	$(CB) simulate
+
+## The Open311 / FIWARE gateway on 127.0.0.1:8311 until interrupted.
+gateway: $(STAMP)
+	$(CB) gateway
+
 ## Stop the broker and delete local state (broker data, demo feeds); keeps the jar cache.
 clean:
 	-$(CB) broker down
-	rm -rf var/kafka var/demo var/test
+	rm -rf var/kafka var/demo var/test var/sim
