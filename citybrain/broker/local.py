@@ -48,6 +48,18 @@ class BrokerStatus:
         )
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (URL-safe base64 of 16 bytes) that does not start with '-'.
+
+    An id starting with '-' is taken for an option by the storage tool's argument parser
+    (about 1 format in 64 failed that way); Kafka's own Uuid.randomUuid avoids it too.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class LocalBroker:
     """Fetch, format, start, stop and inspect the embedded Kafka broker."""
 
@@ -156,7 +168,7 @@ class LocalBroker:
     def _format_storage(self, props: Path) -> None:
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         log.info("formatting KRaft storage in %s (cluster id %s)", self.data_dir, cluster_id)
         proc = subprocess.run(
             self._java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),

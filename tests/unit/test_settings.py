@@ -31,3 +31,4 @@ def test_unknown_setting_is_refused_with_valid_names() -> None:
 def test_invalid_value_is_refused() -> None:
     with pytest.raises(SettingsError, match="broker_port"):
         load_settings({"CITYBRAIN_BROKER_PORT": "80"})
+
