@@ -75,6 +75,7 @@ class Simulation:
         for step in range(1, self.steps + 1):
             t = self.start + self.interval * step
             push(self.fleet.tick(t))
+            push(self.fleet.registry_updates(t))
             push(self.desk.tick(t))
             push(self.departments.tick(t))
             for incident in self.incidents:

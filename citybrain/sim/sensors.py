@@ -16,6 +16,7 @@ from typing import Any
 
 from citybrain.city.build import VENDORS
 from citybrain.city.model import City, Device
+from citybrain.city.reference import device_record
 from citybrain.sim.clock import iso, local_hour, traffic_demand
 from citybrain.sim.model import Effects, Emission, SimConfig
 from citybrain.sim.weather import Weather
@@ -75,6 +76,7 @@ class SensorFleet:
         self.drift: dict[str, datetime] = {}
         self.dropout: dict[str, tuple[datetime, datetime]] = {}
         self.skew: dict[str, timedelta] = {}
+        self.maintenance: dict[str, tuple[datetime, datetime]] = {}
         end = start + timedelta(hours=cfg.hours)
         if cfg.faults:
             self._assign_faults(start, end, keep)
@@ -99,7 +101,12 @@ class SensorFleet:
                 self.dropout[d.device_id] = (at, until)
                 self.faults.append({"device_id": d.device_id, "fault": "dropout", "start": iso(at),
                                     "end": iso(min(until, end))})
-            elif r < 0.026:
+            elif r < 0.030:
+                until = at + timedelta(hours=self.rng.uniform(2, 6))
+                self.maintenance[d.device_id] = (at, until)
+                self.faults.append({"device_id": d.device_id, "fault": "maintenance", "start": iso(at),
+                                    "end": iso(min(until, end)), "announced": True})
+            elif r < 0.040:
                 minutes = self.rng.choice([-1, 1]) * self.rng.uniform(2, 30)
                 self.skew[d.device_id] = timedelta(minutes=minutes)
                 self.faults.append({"device_id": d.device_id, "fault": "clock_skew", "start": iso(start),
@@ -125,7 +132,7 @@ class SensorFleet:
         for d in self.devices:
             if d.device_type == "air_quality" and not on_the_hour:
                 continue
-            gap = self.dropout.get(d.device_id)
+            gap = self.dropout.get(d.device_id) or self.maintenance.get(d.device_id)
             if gap and gap[0] <= t < gap[1]:
                 continue
             observed = t + self.skew.get(d.device_id, timedelta(0))
@@ -141,6 +148,19 @@ class SensorFleet:
                 elif r < 0.009:
                     out.append((t + self.interval, Emission(CONTRACT[d.device_type], value, self.producer(d), t)))
             out.append((due, Emission(CONTRACT[d.device_type], value, self.producer(d), t, incident)))
+        return out
+
+    def registry_updates(self, t: datetime) -> list[tuple[datetime, Emission]]:
+        """Device-registry changes during the tick ending at ``t``: devices going into and out of maintenance."""
+        out = []
+        for d in self.devices:
+            window = self.maintenance.get(d.device_id)
+            if not window:
+                continue
+            for when, status in ((window[0], "maintenance"), (window[1], "active")):
+                if t - self.interval < when <= t:
+                    out.append((when, Emission("raw.ref.device", device_record(d, status, iso(when)),
+                                               "data-bureau.reference", when)))
         return out
 
     def producer(self, d: Device) -> str:

@@ -149,3 +149,16 @@ def test_bad_options_name_the_option_and_the_fix() -> None:
         Simulation(SimConfig(incidents=("alien_landing",)))
     with pytest.raises(SimError, match="--scale"):
         Simulation(SimConfig(scale=0))
+
+
+def test_maintenance_is_announced_in_the_registry_and_the_device_is_silent_meanwhile() -> None:
+    sim = Simulation(SimConfig(seed=7, start=START, hours=24, scale=0.3, incidents=()))
+    emissions = [e for _t, batch in sim.ticks() for e in batch]
+    windows = {f["device_id"]: (f["start"], f["end"]) for f in sim.fleet.faults if f["fault"] == "maintenance"}
+    assert windows
+    updates = [e.value for e in emissions if e.contract == "raw.ref.device" and e.value["status"] == "maintenance"]
+    assert {u["device_id"] for u in updates} <= set(windows) and updates
+    for device, (start, end) in windows.items():
+        during = [e for e in emissions if e.value.get("refDevice") == device and e.producer.startswith("gw.")
+                  and start < e.value.get("dateObserved", e.value.get("dateObservedTo", "")) < end]
+        assert not during, device
