@@ -187,6 +187,25 @@ def contracts_check() -> None:
     out.print(f"[green]✓[/] {len(report.compared) + len(report.new)} contracts pass lint and compatibility checks")
 
 
+@contracts_app.command("dispatch")
+def contracts_dispatch(write: bool = typer.Option(False, "--write", help="Write the files (default: check them).")) -> None:
+    """The per-department dispatch contracts, from one template: check them, or --write them."""
+    from citybrain.contracts.dispatch import dispatch_contract_text, dispatch_departments, write_dispatch_contracts
+
+    schemas = _settings().schemas_dir
+    if write:
+        for path in write_dispatch_contracts(schemas):
+            out.print(f"wrote {path.name}", highlight=False)
+        return
+    stale = [d for d in dispatch_departments()
+             if not (schemas / f"dispatch.{d}.work_order.v1.yaml").exists()
+             or (schemas / f"dispatch.{d}.work_order.v1.yaml").read_text(encoding="utf-8") != dispatch_contract_text(d)]
+    if stale:
+        raise _fail(f"dispatch contracts differ from the template for: {', '.join(stale)}. "
+                    "Fix: `citybrain contracts dispatch --write`.")
+    out.print(f"[green]✓[/] {len(dispatch_departments())} dispatch contracts match the template")
+
+
 # -- topics ---------------------------------------------------------------------------------
 
 

@@ -1,0 +1,86 @@
+"""The dispatch contracts: one topic per department, ``dispatch.<dept>.work_order.v1``, one shape.
+
+Contracts are one file per topic, so the twelve dispatch contracts are written from this
+template (``citybrain contracts dispatch --write``); a unit test keeps the files and the
+template equal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from citybrain.departments import DEPARTMENTS
+
+TEMPLATE = """\
+# Written by `citybrain contracts dispatch --write` from citybrain/contracts/dispatch.py: edit the template, not this file.
+contract: dispatch.{dept}.work_order
+version: 1.0.0
+title: Work orders dispatched to {en} ({zh})
+description: >
+  Dispatch (派单) to {zh}: hotline tickets in its remit and the fused city events it must act
+  on (lead or support), each with the SLA deadline of its routing rule. The department
+  subscribes to this topic only; work orders carry no personal data (the caller's contact
+  stays in the restricted raw zone).
+owner: {dept}
+key: work_order_id
+event_id: work_order_id
+compatibility: backward
+topic: {{partitions: 1, cleanup_policy: delete, retention: 400d}}
+schema:
+  $schema: https://json-schema.org/draft/2020-12/schema
+  type: object
+  additionalProperties: false
+  required: [work_order_id, department, role, source, source_id, category, title, priority, street_code, received_at, sla_deadline, rule_id]
+  properties:
+    work_order_id: {{type: string, pattern: "^WO-[A-Za-z0-9_:.-]{{4,160}}$", x-classification: internal}}
+    department: {{const: {dept}, x-classification: public}}
+    role: {{enum: [lead, support], x-classification: public}}
+    source: {{enum: [ticket, city_event], x-classification: public}}
+    source_id: {{type: string, maxLength: 140, x-classification: internal, description: "service_request_id or city event_id"}}
+    category: {{type: string, maxLength: 50, x-classification: public}}
+    service_code: {{type: string, maxLength: 40, x-classification: public}}
+    title: {{type: string, maxLength: 200, x-classification: public}}
+    priority: {{enum: [normal, urgent, emergency], x-classification: public}}
+    district_code: {{type: [string, "null"], maxLength: 12, x-classification: public}}
+    street_code: {{type: [string, "null"], maxLength: 12, x-classification: public}}
+    street_name: {{type: [string, "null"], maxLength: 50, x-classification: public}}
+    received_at: {{type: string, format: date-time, x-classification: public}}
+    sla_deadline: {{type: string, format: date-time, x-classification: public}}
+    sla_hours: {{type: number, exclusiveMinimum: 0, maximum: 2160, x-classification: public}}
+    rule_id: {{type: string, maxLength: 60, x-classification: public}}
+examples:
+  - work_order_id: WO-HL20261122000187-{dept}
+    department: {dept}
+    role: lead
+    source: ticket
+    source_id: HL20261122000187
+    category: example
+    title: 示例工单
+    priority: normal
+    district_code: "990101"
+    street_code: "990101001"
+    street_name: 天宁街道
+    received_at: "2026-11-22T06:32:10Z"
+    sla_deadline: "2026-11-23T06:32:10Z"
+    sla_hours: 24
+    rule_id: example
+"""
+
+
+def dispatch_departments() -> list[str]:
+    """Departments that receive work orders (the hotline answers its own questions on the call)."""
+    return [d for d in DEPARTMENTS if d != "hotline_12345"]
+
+
+def dispatch_contract_text(dept: str) -> str:
+    zh, en = DEPARTMENTS[dept]
+    return TEMPLATE.format(dept=dept, zh=zh, en=en)
+
+
+def write_dispatch_contracts(schemas_dir: Path) -> list[Path]:
+    paths = []
+    for dept in dispatch_departments():
+        path = schemas_dir / f"dispatch.{dept}.work_order.v1.yaml"
+        path.write_text(dispatch_contract_text(dept), encoding="utf-8")
+        paths.append(path)
+    return paths

@@ -1,0 +1,110 @@
+"""Dispatch (派单) and SLA tracking: work orders to departments, alerts before deadlines pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from citybrain.fusion.signals import parse_time
+from citybrain.sim.clock import iso
+
+#: Share of the SLA after which an unhandled ticket is "about to breach".
+WARN_AT = 0.8
+
+
+def dispatch_topic(department: str) -> str:
+    return f"dispatch.{department}.work_order.v1"
+
+
+class Dispatcher:
+    """Routes tickets and city events with the routing rules (``raw.ref.routing_rule`` records)."""
+
+    def __init__(self, rules: dict[str, dict[str, Any]] | None = None) -> None:
+        self.by_service: dict[str, dict[str, Any]] = {}
+        self.by_category: dict[str, dict[str, Any]] = {}
+        for rule in (rules or {}).values():
+            self.update_rule(rule)
+
+    def update_rule(self, rule: dict[str, Any]) -> None:
+        if rule.get("service_code"):
+            self.by_service[rule["service_code"]] = rule
+        self.by_category.setdefault(rule["category"], rule)
+        if str(rule["rule_id"]).startswith("event."):
+            self.by_category[rule["category"]] = rule
+
+    def ticket_orders(self, request: dict[str, Any], street: tuple[str | None, str | None, str | None]) -> list[tuple[str, dict[str, Any]]]:
+        """Work orders for a newly received request: the responsible department and any co-departments."""
+        rule = self.by_service.get(request["service_code"]) or self.by_category.get(request.get("category", ""))
+        if rule is None:
+            return []
+        received = parse_time(request["requested_datetime"])
+        deadline = received + timedelta(hours=float(rule["sla_hours"]))
+        district_code, street_code, street_name = street
+        base = {
+            "source": "ticket", "source_id": request["service_request_id"], "category": rule["category"],
+            "service_code": request["service_code"], "title": request["service_name"],
+            "priority": request.get("priority") or rule["priority"], "district_code": district_code,
+            "street_code": street_code, "street_name": street_name, "received_at": iso(received),
+            "sla_deadline": iso(deadline), "sla_hours": float(rule["sla_hours"]), "rule_id": rule["rule_id"],
+        }
+        return [(dispatch_topic(d), {**base, "work_order_id": f"WO-{request['service_request_id']}-{d}",
+                                     "department": d, "role": "lead" if d == rule["department"] else "support"})
+                for d in [rule["department"], *rule.get("co_departments", [])]
+                if d != "hotline_12345"]   # questions are answered on the call, not dispatched
+
+    def event_orders(self, event: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """Work orders for a new city event: every department that must act on it (联动处置)."""
+        if event["status"] != "open":
+            return []
+        base = {
+            "source": "city_event", "source_id": event["event_id"], "category": event["category"],
+            "title": event["title"], "priority": event["priority"], "district_code": event["district_code"],
+            "street_code": event["street_code"], "street_name": event["street_name"],
+            "received_at": event["detected_at"], "sla_deadline": event["sla_deadline"],
+            "rule_id": f"event.{event['category']}",
+        }
+        return [(dispatch_topic(d), {**base, "work_order_id": f"WO-{event['event_id']}-{d}", "department": d,
+                                     "role": "lead" if d == event["department"] else "support"})
+                for d in [event["department"], *event["co_departments"]]]
+
+
+@dataclass
+class Open:
+    department: str
+    dispatched: datetime
+    deadline: datetime
+    warned: bool = False
+    breached: bool = False
+
+
+class SlaTracker:
+    """Follows each ticket from ``dispatched`` to ``handled``; says when an SLA is at risk or broken."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, Open] = {}
+
+    def event(self, e: dict[str, Any]) -> None:
+        rid, kind = e["service_request_id"], e["event_type"]
+        if kind == "dispatched" and e.get("sla_deadline"):
+            self.open[rid] = Open(e.get("department") or "hotline_12345", parse_time(e["occurred_at"]),
+                                  parse_time(e["sla_deadline"]))
+        elif kind in ("handled", "closed") and rid in self.open:
+            del self.open[rid]
+
+    def alerts(self, now: datetime) -> list[dict[str, Any]]:
+        out = []
+        for rid, o in self.open.items():
+            span = o.deadline - o.dispatched
+            if not o.breached and now >= o.deadline:
+                o.breached = o.warned = True
+                out.append(self._alert(rid, o, "breached", now))
+            elif not o.warned and now >= o.dispatched + span * WARN_AT:
+                o.warned = True
+                out.append(self._alert(rid, o, "about_to_breach", now))
+        return out
+
+    def _alert(self, rid: str, o: Open, kind: str, now: datetime) -> dict[str, Any]:
+        return {"alert_id": f"SLA-{rid}-{kind}", "kind": kind, "service_request_id": rid, "department": o.department,
+                "dispatched_at": iso(o.dispatched), "sla_deadline": iso(o.deadline), "detected_at": iso(now),
+                "overdue_min": max(0, round((now - o.deadline).total_seconds() / 60))}

@@ -1,0 +1,112 @@
+"""Normalise and enrich raw records into signals: one shape for every feed.
+
+A signal is what fusion reasons about: what kind of evidence (a reading, a ticket, a
+police report, an inspection), its category, when it was observed (UTC), where (WGS84 plus
+the district and street resolved from the reference areas), and for readings the measured
+values and whether the device is suspect (unregistered, or far from its registered place).
+Pure functions: the stream workers call them; tests call them on simulator records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from citybrain.geo import AreaIndex, haversine_m
+
+#: A device reporting farther than this from its registered position is suspect.
+POSITION_TOLERANCE_M = 500.0
+SENSOR_TOPICS = {
+    "raw.sensor.air_quality.v1": "air_quality", "raw.sensor.noise_level.v1": "noise",
+    "raw.sensor.traffic_flow.v1": "traffic_flow", "raw.sensor.water_level.v1": "water_level",
+}
+
+
+@dataclass
+class Signal:
+    topic: str
+    event_id: str
+    kind: str                      # reading | ticket | police | inspection
+    category: str                  # device type, hotline category, police or inspection category
+    at: datetime                   # observation time, UTC
+    lon: float | None = None
+    lat: float | None = None
+    district_code: str | None = None
+    street_code: str | None = None
+    street_name: str | None = None
+    device_id: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    state: str | None = None       # ticket lifecycle state, police or inspection status
+
+
+def parse_time(text: str) -> datetime:
+    """RFC 3339 to an aware UTC datetime (any offset accepted, normalised to UTC)."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+class Enricher:
+    """Turns raw records into signals with the reference data it holds (areas, devices)."""
+
+    def __init__(self, index: AreaIndex | None = None, devices: dict[str, dict[str, Any]] | None = None) -> None:
+        self.index = index
+        self.devices = devices if devices is not None else {}
+
+    def update_device(self, record: dict[str, Any]) -> None:
+        self.devices[record["device_id"]] = record
+
+    def signal(self, topic: str, value: dict[str, Any], event_id: str) -> Signal | None:
+        """The signal of one raw record, or None for records that carry no evidence (reference data)."""
+        if topic in SENSOR_TOPICS:
+            return self._reading(topic, value, event_id)
+        if topic == "raw.hotline.service_request.v1":
+            return self._place(Signal(topic, event_id, "ticket", value.get("category") or value["service_code"],
+                                      parse_time(value["requested_datetime"]), value.get("long"), value.get("lat"),
+                                      values={"service_request_id": value["service_request_id"],
+                                              "service_code": value["service_code"],
+                                              "priority": value.get("priority", "normal")},
+                                      state=value.get("lifecycle_state")))
+        if topic == "raw.police.incident_110.v1":
+            return self._place(Signal(topic, event_id, "police", value["category"], parse_time(value["reported_at"]),
+                                      value["long"], value["lat"], values={"incident_id": value["incident_id"]},
+                                      state=value["status"]))
+        if topic == "raw.urban_management.inspection.v1":
+            return self._place(Signal(topic, event_id, "inspection", value["category"],
+                                      parse_time(value["inspected_at"]), value["long"], value["lat"],
+                                      values={"inspection_id": value["inspection_id"]}, state=value["status"]))
+        return None
+
+    def _place(self, s: Signal) -> Signal:
+        if self.index is not None and s.lon is not None and s.lat is not None:
+            found = self.index.resolve(s.lon, s.lat)
+            if found:
+                s.district_code, s.street_code, s.street_name = found[0].code, found[1].code, found[1].name
+            else:
+                s.flags.append("outside_city")
+        return s
+
+    def _reading(self, topic: str, value: dict[str, Any], event_id: str) -> Signal:
+        lon, lat = value["location"]["coordinates"][:2]
+        at = parse_time(value.get("dateObserved") or value.get("dateObservedTo") or value["dateObservedFrom"])
+        measures = {k: v for k, v in value.items()
+                    if k not in ("id", "type", "location", "refDevice", "dateObserved", "dateObservedFrom",
+                                 "dateObservedTo")}
+        s = self._place(Signal(topic, event_id, "reading", SENSOR_TOPICS[topic], at, lon, lat,
+                               device_id=value["refDevice"], values=measures))
+        device = self.devices.get(value["refDevice"])
+        if self.devices and device is None:
+            s.flags.append("unregistered_device")
+        elif device is not None:
+            s.values["site_type"] = device.get("site_type")
+            if haversine_m(lon, lat, device["long"], device["lat"]) > POSITION_TOLERANCE_M:
+                s.flags.append("position_mismatch")
+            if device.get("status") != "active":
+                s.flags.append(f"device_{device.get('status')}")
+            # The registry, not the reading, says where a trusted device is.
+            if "position_mismatch" not in s.flags and device.get("street_code") and s.street_code is None:
+                s.street_code = device["street_code"]
+        return s

@@ -1,0 +1,177 @@
+"""Fusion logic on its own: enrichment, sensor anomalies, one event from many signals, warnings,
+dispatch and SLA alerts, deduplication, and scoring against the ground truth."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from citybrain.city.build import build_city
+from citybrain.city.catalogue import routing_rules
+from citybrain.city.reference import reference_records
+from citybrain.contracts.validate import RecordValidator
+from citybrain.fusion.detect import SensorWatch
+from citybrain.fusion.dispatch import SlaTracker
+from citybrain.fusion.evaluate import evaluate
+from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC, Deduper, Pipeline
+from citybrain.fusion.signals import Enricher, Signal
+from citybrain.ingest.producer import EVENT_ID_NAMESPACE
+from citybrain.sim.engine import Simulation
+from citybrain.sim.model import SimConfig
+
+CITY = build_city(7)
+T0 = datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc)
+
+
+def _pipeline() -> Pipeline:
+    p = Pipeline()
+    for contract, records in reference_records(CITY, "2026-11-22T00:00:00Z").items():
+        for r in records:
+            p.feed(f"{contract}.v1", r, "ref")
+    return p
+
+
+def _reading(device_id: str, at: datetime, **values: object) -> dict:  # type: ignore[type-arg]
+    d = next(x for x in CITY.devices if x.device_id == device_id)
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"id": f"urn:x:{device_id}:{stamp}", "type": "FloodMonitoring", "dateObserved": stamp,
+            "location": {"type": "Point", "coordinates": [d.lon, d.lat]}, "refDevice": device_id, **values}
+
+
+def test_enricher_resolves_the_street_and_flags_suspect_devices() -> None:
+    devices = {r["device_id"]: r for r in reference_records(CITY, "x")["raw.ref.device"]}
+    enricher = Enricher(CITY.index, devices)
+    d = CITY.devices[0]
+    good = enricher.signal("raw.sensor.water_level.v1", _reading(d.device_id, T0), "e1")
+    assert good is not None and good.street_code == d.street_code and good.flags == []
+    moved = _reading(d.device_id, T0)
+    moved["location"] = {"type": "Point", "coordinates": [d.lon + 0.3, d.lat]}
+    assert "position_mismatch" in enricher.signal("raw.sensor.water_level.v1", moved, "e2").flags  # type: ignore[union-attr]
+    ghost = {**_reading(d.device_id, T0), "refDevice": "wl-9999"}
+    assert "unregistered_device" in enricher.signal("raw.sensor.water_level.v1", ghost, "e3").flags  # type: ignore[union-attr]
+
+
+def test_one_wild_reading_is_not_an_anomaly_two_in_a_row_are() -> None:
+    watch = SensorWatch()
+    s = lambda at, level: Signal("raw.sensor.water_level.v1", str(at), "reading", "water_level", at,  # noqa: E731
+                                 device_id="wl-0001", values={"siteType": "underpass", "floodLevelStatus": "flooded",
+                                                              "currentLevel": level, "referenceLevel": 0.27})
+    assert watch.check(s(T0, 0.5)) == []
+    assert [a.kind for a in watch.check(s(T0 + timedelta(minutes=5), 0.5))] == ["water_high"]
+
+
+def test_stuck_gauge_is_reported_once_and_a_dry_gauge_is_not() -> None:
+    watch = SensorWatch()
+    out = []
+    for k in range(10):
+        sig = Signal("t", str(k), "reading", "air_quality", T0 + timedelta(hours=k), device_id="aq-0001",
+                     values={"pm25": 44.2, "pm10": 70.1, "no2": 30.0})
+        out += watch.check(sig)
+    assert [a.kind for a in out] == ["stuck_value"]
+    dry = [watch.check(Signal("t", str(k), "reading", "water_level", T0 + timedelta(minutes=5 * k),
+                              device_id="wl-0002", values={"currentLevel": 0.0})) for k in range(20)]
+    assert not any(dry)
+
+
+def test_calls_gauges_and_a_police_report_become_one_flood_event_with_dispatch() -> None:
+    p = _pipeline()
+    gauge = next(d for d in CITY.devices if d.site_type == "underpass")
+    street = CITY.street(gauge.street_code)
+    out = []
+    for k in range(3):
+        at = T0 + timedelta(minutes=5 * k)
+        out += p.feed("raw.sensor.water_level.v1", _reading(gauge.device_id, at, currentLevel=0.4, referenceLevel=0.27,
+                                                              floodLevelStatus="flooded", siteType="underpass"),
+                      f"r{k}", at)
+    for k in range(3):
+        at = T0 + timedelta(minutes=20 + k)
+        request = {"service_request_id": f"HL2026112200000{k}", "status": "open", "service_code": "water.waterlogging",
+                   "service_name": "道路积水", "description": "积水", "requested_datetime": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                   "updated_datetime": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "channel": "phone", "category": "waterlogging",
+                   "lifecycle_state": "received", "lat": gauge.lat, "long": gauge.lon}
+        out += p.feed("raw.hotline.service_request.v1", request, f"t{k}", at)
+    out += p.feed("raw.police.incident_110.v1", {"incident_id": "110-20261122-00001", "reported_at": "2026-11-22T02:30:00Z",
+                                                 "category": "waterlogged_road", "lat": gauge.lat, "long": gauge.lon,
+                                                 "status": "dispatched"}, "p1", T0 + timedelta(minutes=30))
+    events = [r for t, r in out if t == EVENT_TOPIC]
+    assert len({e["event_id"] for e in events}) == 1
+    last = events[-1]
+    assert last["category"] == "flood" and last["street_code"] == street.code and last["confidence"] == 0.95
+    assert len(last["evidence"]["tickets"]) == 3 and last["evidence"]["records"] == ["110-20261122-00001"]
+    assert last["evidence"]["devices"] == [gauge.device_id]
+    warnings = [r for t, r in out if t == WARNING_TOPIC]
+    assert [w["kind"] for w in warnings] == ["sensor_precedes_complaints"]
+    teams = {t for t, r in out if t.startswith("dispatch.") and r["source"] == "city_event"}
+    assert teams == {"dispatch.water.work_order.v1", "dispatch.transport.work_order.v1",
+                     "dispatch.emergency.work_order.v1", "dispatch.police.work_order.v1"}
+    ticket_orders = [r for t, r in out if t == "dispatch.water.work_order.v1" and r["source"] == "ticket"]
+    assert len(ticket_orders) == 3 and all(r["sla_hours"] == 2 for r in ticket_orders)
+
+
+def test_sla_tracker_warns_before_and_alerts_after_the_deadline_until_handled() -> None:
+    sla = SlaTracker()
+    sla.event({"service_request_id": "HL1", "event_type": "dispatched", "occurred_at": "2026-11-22T00:00:00Z",
+               "department": "water", "sla_deadline": "2026-11-22T10:00:00Z"})
+    sla.event({"service_request_id": "HL2", "event_type": "dispatched", "occurred_at": "2026-11-22T00:00:00Z",
+               "department": "water", "sla_deadline": "2026-11-22T10:00:00Z"})
+    sla.event({"service_request_id": "HL2", "event_type": "handled", "occurred_at": "2026-11-22T01:00:00Z"})
+    assert sla.alerts(datetime(2026, 11, 22, 7, tzinfo=timezone.utc)) == []
+    assert [a["kind"] for a in sla.alerts(datetime(2026, 11, 22, 8, 30, tzinfo=timezone.utc))] == ["about_to_breach"]
+    late = sla.alerts(datetime(2026, 11, 22, 11, tzinfo=timezone.utc))
+    assert [(a["kind"], a["service_request_id"], a["overdue_min"]) for a in late] == [("breached", "HL1", 60)]
+    assert sla.alerts(datetime(2026, 11, 22, 12, tzinfo=timezone.utc)) == []
+
+
+def test_deduper_drops_repeats_within_its_window_only() -> None:
+    d = Deduper(window=timedelta(hours=1))
+    assert not d.is_duplicate("a", T0) and d.is_duplicate("a", T0 + timedelta(minutes=5))
+    assert not d.is_duplicate("b", T0 + timedelta(hours=2))      # pushes "a" out of the window
+    assert not d.is_duplicate("a", T0 + timedelta(hours=2))
+
+
+def test_outputs_satisfy_their_contracts(contracts) -> None:  # type: ignore[no-untyped-def]
+    by_topic = {c.topic: RecordValidator(c) for c in contracts.values()}
+    sim = Simulation(SimConfig(seed=11, start=datetime(2026, 7, 20, 16, tzinfo=timezone.utc), hours=12, scale=0.1))
+    p, produced = Pipeline(), []
+    for t, batch in sim.ticks():
+        for e in batch:
+            topic = f"{e.contract}.v1"
+            produced += p.feed(topic, e.value, uuid.uuid5(EVENT_ID_NAMESPACE, json.dumps(e.value)).hex, t)
+    topics = {t for t, _ in produced}
+    assert {EVENT_TOPIC, WARNING_TOPIC} <= topics and any(t.startswith("dispatch.") for t in topics)
+    for topic, record in produced:
+        assert topic in by_topic, f"no contract for {topic}"
+        problem = by_topic[topic](record)
+        assert problem is None, (topic, problem, record)
+
+
+def test_evaluation_counts_hits_misses_false_alarms_and_lead_time() -> None:
+    truth = {"incidents": [{"incident_id": "I1", "start": "2026-11-22T05:00:00Z", "end": "2026-11-22T08:00:00Z",
+                            "evidence": {"complaint_peak": "2026-11-22T07:00:00Z"},
+                            "expected": [{"output": "city.event", "category": "flood", "street_code": "S1"},
+                                         {"output": "alert.early_warning", "category": "waterlogging", "street_code": "S1"},
+                                         {"output": "alert.security", "kind": "device_spoofing"}]}],
+             "sensor_faults": []}
+    events = [{"event_id": "E1", "category": "flood", "street_code": "S1", "first_seen": "2026-11-22T05:30:00Z",
+               "detected_at": "2026-11-22T06:00:00Z"},
+              {"event_id": "E2", "category": "flood", "street_code": "S9", "first_seen": "2026-11-22T05:30:00Z",
+               "detected_at": "2026-11-22T06:00:00Z"}]
+    result = evaluate(truth, events, [])
+    assert (result["precision"], result["recall"], result["median_lead_time_min"]) == (0.5, 0.5, None)
+    warnings = [{"warning_id": "W1", "category": "waterlogging", "street_code": "S1", "observed_at": "2026-11-22T05:40:00Z",
+                 "detected_at": "2026-11-22T06:15:00Z"}]
+    result = evaluate(truth, events, warnings)
+    assert (result["recall"], result["median_lead_time_min"]) == (1.0, 45.0)
+    assert len(result["not_scored_here"]) == 1
+
+
+def test_dispatch_contract_files_match_their_template() -> None:
+    from citybrain.contracts.dispatch import dispatch_contract_text, dispatch_departments
+    from citybrain.settings import PROJECT_ROOT
+
+    for dept in dispatch_departments():
+        path = PROJECT_ROOT / "schemas" / f"dispatch.{dept}.work_order.v1.yaml"
+        assert path.read_text(encoding="utf-8") == dispatch_contract_text(dept), path.name
