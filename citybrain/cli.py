@@ -338,8 +338,8 @@ def demo(
     raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
 
 
-# The feed commands (city, simulate, gateway, load) live in their own module.
-from citybrain import cli_feeds  # noqa: E402,F401
+# The feed commands (city, simulate, gateway, load) and the stream commands live in their own modules.
+from citybrain import cli_feeds, cli_streams  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     app()

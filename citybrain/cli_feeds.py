@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -98,6 +98,11 @@ def simulate(
         sim = Simulation(cfg)
     except SimError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
+    oldest = datetime.now(timezone.utc) - timedelta(days=25)
+    if sim.start < oldest:
+        raise _fail(f"--start {sim.start:%Y-%m-%d} is more than 25 days ago: records carry their simulated time as "
+                    "Kafka timestamp, and the broker deletes sensor records older than the topics' 30-day retention. "
+                    "Fix: simulate a recent window (the default is yesterday).", EXIT_USAGE)
     if speed < 0 or rate < 0:
         raise _fail("--speed and --rate must be 0 (no limit) or positive.", EXIT_USAGE)
     settings, contracts = _settings(), _contracts()

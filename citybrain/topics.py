@@ -182,3 +182,21 @@ def publish_catalog(settings: Settings, contracts: Iterable[Contract]) -> int:
     if summary.dead_lettered:
         raise ValueError(f"{summary.dead_lettered} catalog record(s) were refused: {summary.rejections}")
     return summary.accepted
+
+
+def group_lag(settings: Settings, group_id: str) -> tuple[int, int]:
+    """(records the consumer group has committed, records still ahead of it) over all its partitions."""
+    from kafka import KafkaAdminClient, KafkaConsumer
+
+    admin = KafkaAdminClient(**settings.kafka_client_config())
+    consumer = KafkaConsumer(**settings.kafka_client_config())
+    try:
+        offsets = admin.list_group_offsets(group_id).get(group_id, {})
+        if not offsets:
+            return 0, -1
+        end = consumer.end_offsets(list(offsets))
+        committed = sum(max(0, o.offset) for o in offsets.values())
+        return committed, sum(end[tp] - max(0, o.offset) for tp, o in offsets.items())
+    finally:
+        consumer.close()
+        admin.close()

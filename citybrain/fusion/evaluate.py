@@ -41,9 +41,10 @@ def _matches(expected: dict[str, Any], incident: dict[str, Any], detection: dict
 def evaluate(truth: dict[str, Any], events: list[dict[str, Any]], warnings: list[dict[str, Any]]) -> dict[str, Any]:
     """Precision, recall and lead time of ``events`` (latest state per event id) and ``warnings``."""
     latest: dict[str, dict[str, Any]] = {}
-    for e in events:
-        latest[e["event_id"]] = {**latest.get(e["event_id"], {}), **e,
-                                 "first_seen": latest.get(e["event_id"], e)["first_seen"]}
+    for e in events:   # the latest state of each event, detected when it was first published
+        first = latest.get(e["event_id"], e)
+        latest[e["event_id"]] = {**e, "first_seen": min(first["first_seen"], e["first_seen"]),
+                                 "detected_at": min(first["detected_at"], e["detected_at"])}
     detections = [("city.event", e) for e in latest.values()] + [("alert.early_warning", w) for w in warnings]
     matched_detections: set[int] = set()
     items, not_scored, leads = [], [], []

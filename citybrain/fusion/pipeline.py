@@ -42,7 +42,11 @@ class Deduper:
 
 
 class Pipeline:
-    def __init__(self) -> None:
+    """``auto_sweep``: check SLAs and close quiet cases as stream time passes (in-order replays);
+    a worker reading partitions at different speeds calls ``sweep`` with its low watermark instead."""
+
+    def __init__(self, auto_sweep: bool = True) -> None:
+        self.auto_sweep = auto_sweep
         self.areas: dict[str, dict[str, Any]] = {}
         self.enricher = Enricher()
         self.watch = SensorWatch()
@@ -87,9 +91,10 @@ class Pipeline:
             self.counts["duplicate"] += 1
             return out
         self.counts[signal.kind] += 1
-        self.now = max(self.now or signal.at, now or signal.at)
+        arrived = now or signal.at
+        self.now = max(self.now or arrived, arrived)
         anomalies = self.watch.check(signal)
-        for kind, record in self.fusion.add(signal, anomalies, self.now):
+        for kind, record in self.fusion.add(signal, anomalies, arrived):
             if kind == "event":
                 out.append((EVENT_TOPIC, record))
                 out += self.dispatcher.event_orders(record)
@@ -97,10 +102,14 @@ class Pipeline:
                 out.append((WARNING_TOPIC, record))
         if signal.kind == "ticket" and signal.state == "received":
             out += self.dispatcher.ticket_orders(value, (signal.district_code, signal.street_code, signal.street_name))
-        if self._last_sweep is None or self.now - self._last_sweep >= timedelta(minutes=5):
-            self._last_sweep = self.now
-            out += [(SLA_TOPIC, a) for a in self.sla.alerts(self.now)]
-            out += [(EVENT_TOPIC, e) for _kind, e in self.fusion.close_quiet(self.now)]
+        if self.auto_sweep and (self._last_sweep is None or self.now - self._last_sweep >= timedelta(minutes=5)):
+            out += self.sweep(self.now)
         for t, _r in out:
             self.counts[t] += 1
         return out
+
+    def sweep(self, now: datetime) -> list[tuple[str, dict[str, Any]]]:
+        """SLA alerts due and city events closed by ``now`` (stream time every input has reached)."""
+        self._last_sweep = now
+        return [(SLA_TOPIC, a) for a in self.sla.alerts(now)] + \
+            [(EVENT_TOPIC, e) for _kind, e in self.fusion.close_quiet(now)]

@@ -192,7 +192,8 @@ class ValidatedProducer:
                     ("trace-id", (trace_id or new_trace_id()).encode()),
                 ]
                 future = self._producer.send(
-                    contract.topic, value=payload, key=str(value[contract.key_field]).encode(), headers=headers)
+                    contract.topic, value=payload, key=str(value[contract.key_field]).encode(), headers=headers,
+                    timestamp_ms=record.timestamp_ms)
                 future.add_callback(ok_accepted).add_errback(failures.append)
             else:
                 summary.by_rule[rejection.rule] += 1

@@ -34,6 +34,7 @@ class RawRecord:
     rejection: Rejection | None = None
     original_size: int = -1
     producer: str | None = None  # who sent it, when not the producing process itself (a gateway's partner)
+    timestamp_ms: int | None = None  # Kafka record timestamp; None = now (the simulator sends simulated time)
 
     @property
     def size(self) -> int:

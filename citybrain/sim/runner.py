@@ -162,7 +162,9 @@ def run_simulation(
         for t, emissions in sim.ticks():
             pacing.before_tick((t - sim.start).total_seconds())
             for e in emissions:
-                yield by_id[e.contract], RawRecord(f"sim:{e.contract}", b"", value=e.value, producer=e.producer)
+                # The Kafka timestamp is the simulated send time, so stream time follows the simulated city.
+                yield by_id[e.contract], RawRecord(f"sim:{e.contract}", b"", value=e.value, producer=e.producer,
+                                                   timestamp_ms=int(t.timestamp() * 1000))
             records += len(emissions)
             pacing.sent(len(emissions))
             if reader:

@@ -11,6 +11,7 @@ import pytest
 from citybrain.ingest.feeds import load_feeds
 from citybrain.ingest.producer import DLQ_TOPIC
 from citybrain.settings import PROJECT_ROOT
+from citybrain.sim.clock import default_start, iso
 from citybrain.sim.exports import broken_rows, to_row, write_export
 from citybrain.topics import read_topic
 from tests.integration.conftest import cli
@@ -24,12 +25,11 @@ def _by_trace(settings, topic: str, trace: str) -> list:  # type: ignore[no-unty
 
 def test_simulate_produces_every_feed_and_writes_the_ground_truth(broker, settings, contracts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "sim"
-    proc = cli("simulate", "--hours", "3", "--scale", "0.05", "--start", "2026-07-21T00:00:00+08:00", "--seed", "5",
-               "--out", str(out), "--json")
+    proc = cli("simulate", "--hours", "3", "--scale", "0.05", "--seed", "5", "--out", str(out), "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads(proc.stdout)
     truth = json.loads((out / "ground_truth.json").read_text())
-    assert truth["format"] == "citybrain.ground_truth/1" and truth["start"] == "2026-07-20T16:00:00Z"
+    assert truth["format"] == "citybrain.ground_truth/1" and truth["start"] == iso(default_start())
     assert {i["kind"] for i in truth["incidents"]} >= {"underpass_flood", "spoofed_device", "consumer_surge"}
     surge = next(i for i in truth["incidents"] if i["kind"] == "consumer_surge")
     assert surge["evidence"]["executed"] and any(r["mode"] == "surge" and r["records"] > 0 for r in surge["evidence"]["reads"])
@@ -62,6 +62,9 @@ def test_load_a_gb18030_police_export_with_bad_rows(broker, settings, contracts,
     stored = [json.loads(r.value) for r in read_topic(settings, "raw.police.incident_110.v1")]
     loaded = [r for r in stored if r["incident_id"] == "110-20261122-77001"]
     assert loaded and loaded[-1]["reported_at"] == "2026-11-22T06:32:10Z" and loaded[-1]["location_text"] == "新华大道与人民街路口"
+
+    old = cli("simulate", "--start", "2026-01-01T00:00:00+08:00", "--hours", "1")
+    assert old.returncode == 2 and "retention" in old.stderr
 
     wrong = cli("load", "urban_inspection", str(path))
     assert wrong.returncode == 2 and "does not match feed urban_inspection" in wrong.stderr

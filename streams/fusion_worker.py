@@ -1,0 +1,134 @@
+"""The fusion worker (faust-streaming): raw feeds in; city events, early warnings, SLA alerts
+and work orders out.
+
+Wiring only: records arrive in batches (``take_events``), the shared package's ``Pipeline``
+does the work (enrich, dedupe, detect, fuse, dispatch), and each output is validated
+against its contract before it is sent. Run it with ``citybrain streams fusion`` (or
+``python streams/fusion_worker.py worker``). Stream time is the records' Kafka timestamp,
+which the simulator sets to simulated time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import faust
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the shared package, when run from a checkout
+
+from citybrain.contracts.model import load_all  # noqa: E402
+from citybrain.contracts.validate import RecordValidator  # noqa: E402
+from citybrain.fusion.pipeline import REFERENCE, Pipeline  # noqa: E402
+from citybrain.ingest.producer import DLQ_TOPIC, EVENT_ID_NAMESPACE, new_trace_id  # noqa: E402
+from citybrain.settings import get_settings  # noqa: E402
+
+log = logging.getLogger("citybrain.streams.fusion")
+
+settings = get_settings()
+CONTRACTS = {c.topic: c for c in load_all(settings.schemas_dir).values()}
+INPUTS = [t for t, c in CONTRACTS.items() if c.zone == "raw"]
+OUTPUTS = [t for t, c in CONTRACTS.items() if c.zone in ("city", "alert", "dispatch")]
+PRODUCER = "streams.fusion"
+BATCH = int(os.environ.get("CITYBRAIN_STREAMS_BATCH", "2000"))   # read by the worker, not a Settings field
+
+(settings.state_dir / "streams").mkdir(parents=True, exist_ok=True)
+app = faust.App(
+    os.environ.get("CITYBRAIN_STREAMS_APP_ID", "citybrain-fusion"),
+    broker=f"kafka://{settings.bootstrap}",
+    store="memory://",
+    datadir=str(settings.state_dir / "streams" / "fusion"),
+    topic_replication_factor=settings.replication_factor,
+    web_enabled=False,
+    consumer_auto_offset_reset="earliest",
+    producer_acks=-1,
+)
+raw = app.topic(*INPUTS, value_serializer="raw")
+outputs = {t: app.topic(t, value_serializer="raw") for t in OUTPUTS}
+dead_letters = app.topic(DLQ_TOPIC, value_serializer="raw")
+validators = {t: RecordValidator(CONTRACTS[t]) for t in OUTPUTS}
+pipeline = Pipeline(auto_sweep=False)
+#: Latest record timestamp per input partition: the low watermark is the stream time all inputs reached.
+latest: dict[tuple[str, int], datetime] = {}
+IDLE = timedelta(hours=1)
+
+
+def _load_reference() -> None:
+    """Areas, devices and routing rules before the first reading, so nothing is fused unplaced."""
+    from citybrain.topics import read_topic
+
+    for topic in REFERENCE:
+        for r in read_topic(settings, topic, timeout_s=60):
+            pipeline.reference(topic, json.loads(r.value))
+
+
+def _event_id(topic: str, headers: dict[str, bytes], payload: bytes) -> str:
+    found = headers.get("event-id")
+    if found:
+        return found.decode()
+    return uuid.uuid5(EVENT_ID_NAMESPACE, topic + "\0" + payload.decode("utf-8", "replace")).hex
+
+
+async def _send(topic: str, record: dict[str, Any], trace: bytes) -> None:
+    contract = CONTRACTS[topic]
+    payload = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+    rejection = validators[topic](record)
+    headers = {"contract-id": contract.id.encode(), "contract-version": contract.version.encode(),
+               "producer": PRODUCER.encode(), "trace-id": trace}
+    if rejection is None:
+        headers["event-id"] = str(record.get(contract.event_id_field or contract.key_field)).encode()
+        await outputs[topic].send(key=str(record[contract.key_field]).encode(), value=payload, headers=headers)
+        return
+    log.error("output for %s breaks its contract (%s on %s); dead-lettered", topic, rejection.rule, rejection.field)
+    envelope = {"event_id": uuid.uuid4().hex, "contract": topic, "rule": rejection.rule, "field": rejection.field,
+                "message": rejection.message, "fix": rejection.fix, "value_excerpt": rejection.value_excerpt,
+                "source": "streams.fusion", "producer": PRODUCER, "trace_id": trace.decode(),
+                "rejected_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "original_size": len(payload), "original_truncated": False,
+                "original_text": payload.decode()[: settings.max_record_bytes // 2]}
+    await dead_letters.send(key=topic.encode(), value=json.dumps(envelope, ensure_ascii=False).encode(), headers={
+        "contract-id": b"dlq.ingest.rejected", "contract-version": b"1.0.0", "producer": PRODUCER.encode(),
+        "event-id": envelope["event_id"].encode(), "trace-id": trace, "dlq-contract": topic.encode(),
+        "dlq-rule": rejection.rule.encode(), "dlq-field": rejection.field.encode(), "dlq-source": b"streams.fusion"})
+
+
+@app.agent(raw)
+async def fuse(stream):  # type: ignore[no-untyped-def]
+    async for events in stream.take_events(BATCH, within=0.5):
+        produced: list[tuple[str, dict[str, Any], bytes]] = []
+        for event in events:
+            message = event.message
+            headers = {k: v for k, v in (event.headers or {}).items()}
+            try:
+                value = json.loads(event.value)
+            except (TypeError, ValueError):
+                continue   # the edge validated it; a raw topic holds JSON objects only
+            trace = headers.get("trace-id") or new_trace_id().encode()
+            now = datetime.fromtimestamp(message.timestamp, timezone.utc)
+            latest[(message.topic, message.partition)] = now
+            if message.topic in REFERENCE:
+                pipeline.reference(message.topic, value)
+                continue
+            for topic, record in pipeline.feed(message.topic, value, _event_id(message.topic, headers, event.value), now):
+                produced.append((topic, record, trace))
+        seen = [t for (topic, _p), t in latest.items() if topic not in REFERENCE]
+        if seen:   # partitions more than an hour behind the newest are idle, not slow: they do not hold time back
+            busy = [t for t in seen if max(seen) - t < IDLE]
+            produced += [(topic, record, b"streams.fusion.sweep") for topic, record in pipeline.sweep(min(busy))]
+        for topic, record, trace in produced:
+            await _send(topic, record, trace)
+
+
+@app.on_before_configured.connect
+def _before(app_: faust.App, **_: Any) -> None:  # type: ignore[no-untyped-def]
+    _load_reference()
+
+
+if __name__ == "__main__":
+    app.main()
