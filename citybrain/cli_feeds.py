@@ -69,6 +69,8 @@ def simulate(
     hours: float = typer.Option(24.0, help="Simulated hours."),
     start: Optional[str] = typer.Option(None, help="Simulated start, ISO 8601 with zone (default: yesterday 00:00 Asia/Shanghai)."),
     seed: int = typer.Option(7, help="Seed: the same seed and options give the same records."),
+    city_seed: int = typer.Option(7, "--city-seed", help="The city's seed (keep one city per broker: its reference "
+                                                         "topics hold one set of streets and devices)."),
     interval_min: int = typer.Option(5, "--interval-min", help="Tick length in simulated minutes (sensor reporting interval)."),
     scale: float = typer.Option(1.0, help="Share of devices and tickets to simulate (0.1 = a tenth)."),
     speed: float = typer.Option(0.0, help="Simulated seconds per real second (288 = a day in 5 minutes); 0 = as fast as the broker takes it."),
@@ -93,7 +95,7 @@ def simulate(
     kinds = INCIDENT_KINDS if incidents == "all" else () if incidents == "none" else tuple(
         k.strip() for k in incidents.split(",") if k.strip())
     try:
-        cfg = SimConfig(seed=seed, start=_parse_start(start), hours=hours, interval_min=interval_min, scale=scale,
+        cfg = SimConfig(seed=seed, city_seed=city_seed, start=_parse_start(start), hours=hours, interval_min=interval_min, scale=scale,
                         incidents=kinds, faults=faults)
         sim = Simulation(cfg)
     except SimError as exc:

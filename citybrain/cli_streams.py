@@ -90,7 +90,7 @@ def _replay(truth: dict) -> tuple[list, list]:  # type: ignore[type-arg]
     checks = {k: RecordValidator(c) for k, c in contracts.items()}
     kinds = tuple(i["kind"] for i in truth["incidents"] if i["kind"] in INCIDENT_KINDS)
     start, end = parse_time(truth["start"]), parse_time(truth["end"])
-    sim = Simulation(SimConfig(seed=truth["seed"], start=start, hours=(end - start).total_seconds() / 3600,
+    sim = Simulation(SimConfig(seed=truth["seed"], city_seed=truth.get("city_seed", 7), start=start, hours=(end - start).total_seconds() / 3600,
                                interval_min=truth["interval_min"], scale=truth["scale"], incidents=kinds))
     pipeline, events, warnings = Pipeline(), [], []
     for t, batch in sim.ticks():

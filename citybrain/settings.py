@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     gateway_burst: int = Field(default=2000, ge=1)
     gateway_max_in_flight: int = Field(default=64, ge=1)
 
+    # Stream workers: the Faust app id (its consumer group and internal topics) and the batch size.
+    streams_app_id: str = Field(default="citybrain-fusion", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    streams_batch: int = Field(default=2000, ge=1, le=100_000)
+
     @field_validator("state_dir", "cache_dir", "schemas_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

@@ -185,13 +185,18 @@ def publish_catalog(settings: Settings, contracts: Iterable[Contract]) -> int:
 
 
 def group_lag(settings: Settings, group_id: str) -> tuple[int, int]:
-    """(records the consumer group has committed, records still ahead of it) over all its partitions."""
+    """(records the consumer group has committed, records still ahead of it) over all its partitions;
+    (0, -1) while the group is not known yet (no commits, or its coordinator is still being elected)."""
     from kafka import KafkaAdminClient, KafkaConsumer
+    from kafka.errors import KafkaError
 
     admin = KafkaAdminClient(**settings.kafka_client_config())
     consumer = KafkaConsumer(**settings.kafka_client_config())
     try:
-        offsets = admin.list_group_offsets(group_id).get(group_id, {})
+        try:
+            offsets = admin.list_group_offsets(group_id).get(group_id, {})
+        except KafkaError:
+            return 0, -1
         if not offsets:
             return 0, -1
         end = consumer.end_offsets(list(offsets))

@@ -10,12 +10,12 @@ which the simulator sets to simulated time.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import os
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +36,14 @@ CONTRACTS = {c.topic: c for c in load_all(settings.schemas_dir).values()}
 INPUTS = [t for t, c in CONTRACTS.items() if c.zone == "raw"]
 OUTPUTS = [t for t, c in CONTRACTS.items() if c.zone in ("city", "alert", "dispatch")]
 PRODUCER = "streams.fusion"
-BATCH = int(os.environ.get("CITYBRAIN_STREAMS_BATCH", "2000"))   # read by the worker, not a Settings field
+BATCH = settings.streams_batch
 
 (settings.state_dir / "streams").mkdir(parents=True, exist_ok=True)
 app = faust.App(
-    os.environ.get("CITYBRAIN_STREAMS_APP_ID", "citybrain-fusion"),
+    settings.streams_app_id,
     broker=f"kafka://{settings.bootstrap}",
     store="memory://",
-    datadir=str(settings.state_dir / "streams" / "fusion"),
+    datadir=str(settings.state_dir / "streams" / settings.streams_app_id),
     topic_replication_factor=settings.replication_factor,
     web_enabled=False,
     consumer_auto_offset_reset="earliest",
@@ -56,7 +56,8 @@ validators = {t: RecordValidator(CONTRACTS[t]) for t in OUTPUTS}
 pipeline = Pipeline(auto_sweep=False)
 #: Latest record timestamp per input partition: the low watermark is the stream time all inputs reached.
 latest: dict[tuple[str, int], datetime] = {}
-IDLE = timedelta(hours=1)
+#: Event streams move stream time; compacted registers (reference data, the elderly-care register) do not.
+CLOCK_TOPICS = {t for t in INPUTS if CONTRACTS[t].cleanup_policy == "delete"}
 
 
 def _load_reference() -> None:
@@ -100,6 +101,8 @@ async def _send(topic: str, record: dict[str, Any], trace: bytes) -> None:
 
 @app.agent(raw)
 async def fuse(stream):  # type: ignore[no-untyped-def]
+    # Reference data first, so no record is fused unplaced; it then stays current from the stream.
+    await asyncio.get_running_loop().run_in_executor(None, _load_reference)
     async for events in stream.take_events(BATCH, within=0.5):
         produced: list[tuple[str, dict[str, Any], bytes]] = []
         for event in events:
@@ -117,17 +120,12 @@ async def fuse(stream):  # type: ignore[no-untyped-def]
                 continue
             for topic, record in pipeline.feed(message.topic, value, _event_id(message.topic, headers, event.value), now):
                 produced.append((topic, record, trace))
-        seen = [t for (topic, _p), t in latest.items() if topic not in REFERENCE]
-        if seen:   # partitions more than an hour behind the newest are idle, not slow: they do not hold time back
-            busy = [t for t in seen if max(seen) - t < IDLE]
-            produced += [(topic, record, b"streams.fusion.sweep") for topic, record in pipeline.sweep(min(busy))]
+        clocks = [t for (topic, _p), t in latest.items() if topic in CLOCK_TOPICS]
+        if clocks:   # the low watermark: a backlog read topic by topic must not close cases early
+            produced += [(topic, record, b"streams.fusion.sweep") for topic, record in pipeline.sweep(min(clocks))]
         for topic, record, trace in produced:
             await _send(topic, record, trace)
-
-
-@app.on_before_configured.connect
-def _before(app_: faust.App, **_: Any) -> None:  # type: ignore[no-untyped-def]
-    _load_reference()
+        log.info("batch of %d: %s", len(events), dict(pipeline.counts))
 
 
 if __name__ == "__main__":

@@ -106,20 +106,27 @@ class Fusion:
             return []
         key = (s.street_code, family if family != "sensor_fault" else f"sensor_fault:{s.device_id}")
         case = self.cases.get(key)
-        if case is None or s.at - case.last_seen > QUIET:
+        out: list[tuple[str, dict[str, Any]]] = []
+        # Evidence hours away (either way: a backlog read topic by topic is not in time order) opens a new case.
+        if case is not None and not (case.first_seen - QUIET <= s.at <= case.last_seen + QUIET):
+            if case.event_id:
+                closed = self._event(case, now)
+                closed["status"] = "closed"
+                out.append(("event", closed))
+            case = None
+        if case is None:
             case = self.cases[key] = Case(s.street_code, family, s.at, s.at, s.district_code, s.street_name, s.lon, s.lat)
         case.first_seen, case.last_seen = min(case.first_seen, s.at), max(case.last_seen, s.at)
         ident = (s.values.get("service_request_id") or s.values.get("incident_id") or s.values.get("inspection_id")
                  or s.event_id)
         target = {"reading": case.readings, "ticket": case.tickets, "record": case.records}[kind]
         if ident in target:
-            return []
+            return out
         target.append(ident)
         if s.device_id and s.device_id not in case.devices:
             case.devices.append(s.device_id)
         if len(case.details) < 12:
             case.details.append(detail)
-        out: list[tuple[str, dict[str, Any]]] = []
         warn_devices = 1 if family == "flood" else 2     # a level gauge is engineered for this; noise needs two
         if kind == "reading" and family in FAMILY_WARNING_CATEGORY and not case.warned and len(case.tickets) < 2 \
                 and len(case.devices) >= warn_devices:
@@ -199,9 +206,11 @@ class HotspotDetector:
         city = self.city.setdefault(s.category, deque())
         times.append(s.at)
         city.append(s.at)
-        for q in (times, city):
-            while q and s.at - q[0] > self.WINDOW:
-                q.popleft()
+        for q in (times, city):   # the window around this call, whatever order calls arrive in
+            kept = [t for t in q if s.at - self.WINDOW <= t <= s.at]
+            if len(kept) != len(q):
+                q.clear()
+                q.extend(kept)
         total = sum(self.population.values())
         share = self.population.get(s.street_code, 0) / total if total else 1 / 108
         others = len(city) - len(times)
@@ -212,13 +221,13 @@ class HotspotDetector:
         if len(times) < threshold or later <= len(times) - later:       # many, and still rising
             return None
         last = self.warned.get(key)
-        if last and s.at - last < timedelta(hours=12):
+        if last and abs(s.at - last) < timedelta(hours=12):
             return None
         self.warned[key] = s.at
         return {
             "warning_id": f"EW-{s.street_code}-{s.category}-{s.at:%Y%m%d%H%M}", "kind": "trending_hotspot",
             "category": s.category, "district_code": s.district_code, "street_code": s.street_code,
-            "street_name": s.street_name, "observed_at": iso(times[0]), "detected_at": iso(now), "severity": 2,
+            "street_name": s.street_name, "observed_at": iso(min(times)), "detected_at": iso(now), "severity": 2,
             "explanation": f"{len(times)} {s.category} calls from {s.street_name or s.street_code} in the last 3 h "
                            f"({later} in the last 90 min), where the rest of the city's calls imply about "
                            f"{expected:.1f} for a street of its population: a concentrated and rising complaint "

@@ -82,7 +82,7 @@ class Departments:
         self.police_seq += 1
         reported = t - timedelta(seconds=rng.uniform(0, self.cfg.interval_min * 60))
         record: dict[str, Any] = {
-            "incident_id": f"110-{reported.astimezone(LOCAL):%Y%m%d}-{self.police_seq:05d}",
+            "incident_id": f"110-{reported.astimezone(LOCAL):%Y%m%d}-{self.cfg.seed % 100:02d}{self.police_seq:05d}",
             "reported_at": iso(reported), "category": category, "severity": rng.choice([1, 1, 2, 2, 3]),
             "lat": lat, "long": lon, "location_text": place,
             "summary": summary or POLICE_CATEGORIES[category][2].format(place=place),
@@ -99,7 +99,8 @@ class Departments:
         self.urban_seq += 1
         at = t - timedelta(seconds=rng.uniform(0, self.cfg.interval_min * 60))
         record: dict[str, Any] = {
-            "inspection_id": f"UM-{at.astimezone(LOCAL):%Y%m%d}-{self.urban_seq:06d}", "inspected_at": iso(at),
+            "inspection_id": f"UM-{at.astimezone(LOCAL):%Y%m%d}-{self.cfg.seed % 100:02d}{self.urban_seq:06d}",
+            "inspected_at": iso(at),
             "inspector_id": f"grid-{street_code[-5:]}-{rng.randint(1, 40):03d}", "grid_code": f"G{street_code}-{rng.randint(1, 30):02d}",
             "category": category, "lat": lat, "long": lon,
             "finding": finding or URBAN_CATEGORIES.get(category, (0, "{place}发现问题"))[1].format(place=place),
@@ -119,7 +120,7 @@ class Departments:
             street = rng.choices(self.city.streets, weights=self.weights)[0]
             birth = date(rng.randint(1930, 1960), rng.randint(1, 12), rng.randint(1, 28))
             resident = {
-                "resident_key": f"EC-{k + 1:08d}", "name": self.people.full_name(),
+                "resident_key": f"EC-{self.cfg.seed % 100:02d}{k + 1:06d}", "name": self.people.full_name(),
                 "id_number": self.people.id_number(street, birth), "phone": self.people.mobile(),
                 "home_address": self.people.address(street), "street_code": street.code, "birth_year": birth.year,
                 "living_alone": rng.random() < 0.35,

@@ -34,7 +34,7 @@ class Simulation:
     def __init__(self, cfg: SimConfig, city: City | None = None) -> None:
         cfg.check()
         self.cfg = cfg
-        self.city = city or build_city(cfg.seed)
+        self.city = city or build_city(cfg.city_seed)
         self.start = (cfg.start or default_start()).replace(microsecond=0)
         self.interval = timedelta(minutes=cfg.interval_min)
         self.steps = max(1, round(timedelta(hours=cfg.hours) / self.interval))
@@ -100,7 +100,7 @@ class Simulation:
         return {
             "format": GROUND_TRUTH_FORMAT,
             "run_id": run_id,
-            "seed": self.cfg.seed,
+            "seed": self.cfg.seed, "city_seed": self.cfg.city_seed,
             "city": {"name": self.city.name, "name_en": self.city.name_en, "districts": len(self.city.districts),
                      "streets": len(self.city.streets), "devices": len(self.city.devices),
                      "population": self.city.population},

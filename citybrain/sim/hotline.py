@@ -105,7 +105,7 @@ class TicketDesk:
         self.seq += 1
         received = t - timedelta(seconds=rng.uniform(0, self.interval.total_seconds()))
         local_day = received.astimezone(LOCAL)
-        ticket_id = f"HL{local_day:%Y%m%d}{self.seq:06d}"
+        ticket_id = f"HL{local_day:%Y%m%d}{self.cfg.seed % 100:02d}{self.seq:06d}"   # the seed keeps worlds apart
         lon, lat = random_point(rng, street, near)
         district = self.city.district(street.district_code)
         place = rng.choice(street.communities) if near is None else self._place_near(street, near)

@@ -113,8 +113,8 @@ class UnderpassFlood(Incident):
         self.location = (self.poi.lon, self.poi.lat)
         self.gauges = [d for d in self.city.devices if d.site_type == "underpass" and d.street_code == self.street_code]
         self.devices = [d.device_id for d in self.gauges]
-        length = min(timedelta(hours=3), self.span * 0.3)
-        self.rain_start = self.at(0.55)
+        length = min(timedelta(hours=3), self.span * 0.45)
+        self.rain_start = min(self.at(0.55), self.run_end - length * 1.2)   # short runs still hold the storm
         self.start, self.end = self.rain_start, min(self.run_end, self.rain_start + length * 1.6)
         self.length = length
 

@@ -18,7 +18,8 @@ class SimError(ValueError):
 
 @dataclass(frozen=True)
 class SimConfig:
-    seed: int = 7
+    seed: int = 7                          # the simulation's randomness
+    city_seed: int = 7                     # the city itself: one city per broker, whatever the run's seed
     start: datetime | None = None          # UTC; default: yesterday's local midnight
     hours: float = 24.0
     interval_min: int = 5

@@ -1,0 +1,99 @@
+"""The fusion worker (faust-streaming) on simulator data, against the real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from citybrain.contracts.validate import RecordValidator
+from citybrain.settings import PROJECT_ROOT
+from citybrain.sim.clock import default_start
+from citybrain.topics import group_lag, read_topic
+from tests.integration.conftest import TEST_ENV, cli
+
+pytestmark = pytest.mark.integration
+
+
+def _outputs(settings, contracts, trace: str) -> dict[str, list[dict]]:  # type: ignore[no-untyped-def,type-arg]
+    found: dict[str, list[dict]] = defaultdict(list)  # type: ignore[type-arg]
+    for c in contracts.values():
+        if c.zone not in ("city", "alert", "dispatch"):
+            continue
+        for r in read_topic(settings, c.topic):
+            if dict(r.headers or []).get("trace-id", b"").decode() in (trace, "streams.fusion.sweep"):
+                found[c.topic].append(json.loads(r.value))
+    return found
+
+
+def test_fusion_worker_turns_a_simulated_storm_into_an_event_warnings_and_work_orders(
+        broker, settings, contracts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    app_id = f"citybrain-fusion-test-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
+    env.update({**TEST_ENV, "CITYBRAIN_STREAMS_APP_ID": app_id})
+    worker = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "streams" / "fusion_worker.py"), "worker", "-l", "warn",
+                               "--without-web"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    def caught_up(timeout: float) -> int:
+        deadline, lag = time.monotonic() + timeout, -1
+        while time.monotonic() < deadline and worker.poll() is None:
+            time.sleep(2)
+            _done, lag = group_lag(settings, app_id)
+            if lag == 0:
+                break
+        return lag
+
+    try:
+        assert caught_up(180) == 0, f"worker did not read the existing topics (exit {worker.poll()})"
+        # The worker runs while the city does: six simulated hours in about twelve seconds.
+        # The day before yesterday: other tests simulate yesterday on the same broker.
+        start = (default_start() - timedelta(days=1)).isoformat()
+        proc = cli("simulate", "--hours", "6", "--scale", "0.05", "--seed", "7", "--start", start, "--out", str(tmp_path),
+                   "--json",
+                   "--incidents", "underpass_flood,night_construction_noise", "--speed", "1800")
+        assert proc.returncode == 0, proc.stderr
+        run = json.loads(proc.stdout)["run_id"]
+        lag = caught_up(180)
+        assert lag == 0, f"worker did not catch up (lag {lag}, exit {worker.poll()})"
+        time.sleep(2)   # the last batch's outputs
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+    truth = json.loads((tmp_path / "ground_truth.json").read_text())
+    flood = next(i for i in truth["incidents"] if i["kind"] == "underpass_flood")
+
+    outputs = _outputs(settings, contracts, run)
+    by_topic = {c.topic: RecordValidator(c) for c in contracts.values()}
+    for topic, records in outputs.items():
+        assert all(by_topic[topic](r) is None for r in records), topic
+
+    in_window = lambda at: flood["start"][:13] <= at[:13] <= flood["end"]  # noqa: E731  (other runs share the broker)
+    events = [e for e in outputs["city.event.incident.v1"]
+              if e["street_code"] == flood["street_code"] and in_window(e["first_seen"])]
+    assert events and {e["category"] for e in events} == {"flood"}
+    event = events[-1]
+    assert set(flood["devices"]) & set(event["evidence"]["devices"]), [(e["status"], e["detected_at"], e["evidence"]) for e in events]
+    assert event["confidence"] >= 0.85 and set(event["evidence"]["tickets"]) & set(flood["evidence"]["tickets"])
+    warnings = [w for w in outputs["alert.early_warning.risk.v1"]
+                if w["street_code"] == flood["street_code"] and in_window(w["observed_at"])]
+    assert warnings and min(w["detected_at"] for w in warnings) < flood["evidence"]["complaint_peak"]
+    orders = [o for o in outputs["dispatch.water.work_order.v1"] if o["source"] == "city_event"]
+    assert {o["source_id"] for o in orders} >= {events[0]["event_id"]}
+    for dept in ("transport", "emergency", "police"):
+        assert any(o["source_id"] == events[0]["event_id"] for o in outputs[f"dispatch.{dept}.work_order.v1"]), dept
+    ticket_orders = [o for topic, records in outputs.items() if topic.startswith("dispatch.") for o in records
+                     if o["source"] == "ticket"]
+    assert len(ticket_orders) > 20
+    assert not [o for o in ticket_orders if o["department"] == "hotline_12345"]
