@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from citybrain.ingest.producer import ValidatedProducer
 from citybrain.samples import sample_records
 from citybrain.settings import PROJECT_ROOT
 from citybrain.topics import read_topic
+from tests.integration.conftest import stop_process_group
 
 pytestmark = pytest.mark.integration
 
@@ -51,9 +51,5 @@ def test_faust_worker_consumes_and_keeps_a_table_with_changelog(broker, settings
                 break
             time.sleep(0.5)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
+        stop_process_group(worker)
     assert any(r.value == b"300" for r in changelog), "Faust did not write the table's final count to its changelog"
