@@ -3,7 +3,7 @@ VENV := .venv/streams
 STAMP := $(VENV)/.installed
 CB := $(VENV)/bin/citybrain
 
-.PHONY: demo test setup unit check broker-up broker-down simulate gateway clean
+.PHONY: demo test setup unit check broker-up broker-down simulate gateway bench clean
 
 ## The platform's main job on the embedded default (set-up included).
 demo: $(STAMP)
@@ -35,6 +35,10 @@ broker-down: $(STAMP)
 ## A simulated day of the city on the embedded broker (ground truth in var/sim/latest/).
 simulate: $(STAMP)
 	$(CB) simulate
+
+## Benchmark of the fusion worker on the local broker (figures in var/bench/latest.json).
+bench: $(STAMP)
+	$(CB) bench
 
 ## The Open311 / FIWARE gateway on 127.0.0.1:8311 until interrupted.
 gateway: $(STAMP)

@@ -124,3 +124,30 @@ def _from_topics(settings, truth: dict) -> tuple[list, list]:  # type: ignore[no
     except (LookupError, TimeoutError) as exc:
         raise _fail(f"{exc} Fix: `citybrain topics apply`, run `citybrain streams fusion`, or use --replay.") from None
     return events, warnings
+
+
+@app.command("bench")
+def bench(
+    backlog_hours: float = typer.Option(6.0, "--backlog-hours", help="Simulated hours of backlog for the throughput run."),
+    rate: float = typer.Option(2000.0, "--rate", help="Records/s of the steady load for the latency run."),
+    seconds: float = typer.Option(60.0, "--seconds", help="Length of the steady load."),
+) -> None:
+    """Measure the fusion worker on the local broker; write var/bench/latest.json (see README, Benchmarks)."""
+    from citybrain.bench import BenchConfig, run_bench
+    from citybrain.cli import _contracts, err
+
+    settings = _settings()
+    result = run_bench(settings, _contracts(), BenchConfig(backlog_hours, rate, seconds),
+                       lambda msg: err.print(msg, highlight=False))
+    path = settings.state_dir / "bench" / "latest.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    table = Table("figure", "measured", "target", title=f"fusion worker benchmark ({result['measured_at']})")
+    targets = result["targets"]
+    table.add_row("sustained events/s (backlog)", f"{result['events_per_s']:,}", f">= {targets['events_per_s']:,}")
+    table.add_row("plain aiokafka consume/s (ceiling)", f"{result['raw_consume_per_s']:,}", "-")
+    table.add_row(f"latency p50/p95/p99 at {rate:,.0f}/s", f"{result['p50_ms']} / {result['p95_ms']} / {result['p99_ms']} ms",
+                  f"p99 <= {targets['p99_ms']} ms")
+    table.add_row("worker peak RSS", f"{result['worker_rss_mb']} MB", f"<= {targets['worker_rss_mb']} MB")
+    out.print(table)
+    out.print(f"written to {path}", highlight=False)

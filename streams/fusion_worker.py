@@ -103,7 +103,7 @@ async def _send(topic: str, record: dict[str, Any], trace: bytes) -> None:
 async def fuse(stream):  # type: ignore[no-untyped-def]
     # Reference data first, so no record is fused unplaced; it then stays current from the stream.
     await asyncio.get_running_loop().run_in_executor(None, _load_reference)
-    async for events in stream.take_events(BATCH, within=0.5):
+    async for events in stream.take_events(BATCH, within=settings.streams_batch_wait_s):
         produced: list[tuple[str, dict[str, Any], bytes]] = []
         for event in events:
             message = event.message

@@ -140,9 +140,12 @@ class DepartmentReader:
 
 def run_simulation(
     settings: Settings, contracts: dict[str, Contract], sim: Simulation, pacing: Pacing, out_dir: Path | None = None,
-    progress: Callable[[datetime, int], None] | None = None,
+    progress: Callable[[datetime, int], None] | None = None, wall_clock: bool = False,
 ) -> SimReport:
-    """Produce the whole simulation; write ``ground_truth.json`` and ``summary.json`` to ``out_dir``."""
+    """Produce the whole simulation; write ``ground_truth.json`` and ``summary.json`` to ``out_dir``.
+
+    ``wall_clock``: stamp records with the time they are sent instead of simulated time (benchmarks).
+    """
     run_id = uuid.uuid4().hex
     out_dir = out_dir or settings.state_dir / "sim" / run_id[:12]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +167,7 @@ def run_simulation(
             for e in emissions:
                 # The Kafka timestamp is the simulated send time, so stream time follows the simulated city.
                 yield by_id[e.contract], RawRecord(f"sim:{e.contract}", b"", value=e.value, producer=e.producer,
-                                                   timestamp_ms=int(t.timestamp() * 1000))
+                                                   timestamp_ms=None if wall_clock else int(t.timestamp() * 1000))
             records += len(emissions)
             pacing.sent(len(emissions))
             if reader:

@@ -1,0 +1,167 @@
+"""`citybrain bench` / `make bench`: what the fusion worker sustains on this machine.
+
+Three measurements on the local broker, written to ``var/bench/latest.json``:
+
+1. ``raw_consume_per_s``: a plain aiokafka consumer reading the raw topics' backlog — the
+   ceiling the framework is compared with.
+2. ``events_per_s``: a fusion worker started on the same backlog with a fresh consumer group;
+   records processed (committed) per second between its first and last commit.
+3. ``p50_ms``/``p95_ms``/``p99_ms``: with the worker caught up, the simulator produces at a
+   steady rate (default 2,000 records/s, wall-clock timestamps); the latency of each ticket
+   from its produce timestamp to the timestamp of the work order dispatched for it.
+
+``worker_rss_mb`` is the worker's peak resident memory (VmHWM) over the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from citybrain.contracts.model import Contract
+from citybrain.settings import PROJECT_ROOT, Settings
+
+WORKER = PROJECT_ROOT / "streams" / "fusion_worker.py"
+
+
+@dataclass
+class BenchConfig:
+    backlog_hours: float = 6.0      # simulated hours produced before the worker starts
+    rate: float = 2000.0            # records/s for the latency phase
+    latency_s: float = 60.0         # seconds of steady load
+
+
+def _peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+async def _raw_consume(settings: Settings, topics: list[str]) -> tuple[int, float]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from kafka import KafkaConsumer
+
+    meta = KafkaConsumer(**settings.kafka_client_config())
+    try:
+        partitions = {t: sorted(meta.partitions_for_topic(t) or ()) for t in topics}
+    finally:
+        meta.close()
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in partitions[t]]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        total = sum(end.values())
+        count, started = 0, time.perf_counter()
+        while count < total:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if not batches:
+                break
+            count += sum(len(b) for b in batches.values())
+        return count, time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConfig,
+              say: Callable[[str], None]) -> dict[str, Any]:
+    from citybrain.platform import ensure_ready
+    from citybrain.sim.engine import Simulation
+    from citybrain.sim.model import SimConfig
+    from citybrain.sim.runner import Pacing, run_simulation
+    from citybrain.topics import group_lag, read_topic
+
+    raw_topics = [c.topic for c in contracts.values() if c.zone == "raw"]
+    from rich.console import Console
+
+    ensure_ready(settings, contracts, Console(stderr=True, quiet=True))
+    say(f"1/4 producing a {cfg.backlog_hours:g}-hour simulated backlog")
+    run_simulation(settings, contracts, Simulation(SimConfig(hours=cfg.backlog_hours, incidents=())), Pacing())
+
+    say("2/4 plain aiokafka consumer over the raw topics")
+    consumed, consume_s = asyncio.run(_raw_consume(settings, raw_topics))
+
+    app_id = f"citybrain-bench-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "CITYBRAIN_STREAMS_APP_ID": app_id}
+    say(f"3/4 fusion worker on the backlog of {consumed:,} records (group {app_id})")
+    worker = subprocess.Popen([sys.executable, str(WORKER), "worker", "-l", "error", "--without-web"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    rss = 0.0
+    try:
+        first: tuple[float, int] | None = None
+        last: tuple[float, int] = (time.perf_counter(), 0)
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline and worker.poll() is None:
+            time.sleep(0.5)
+            rss = max(rss, _peak_rss_mb(worker.pid))
+            done, lag = group_lag(settings, app_id)
+            now = time.perf_counter()
+            if lag < 0:
+                continue
+            if first is None and done > 0:
+                first = (now, done)
+            last = (now, done)
+            if lag == 0 and done >= consumed * 0.99:
+                break
+        if first is None or last[1] <= first[1]:
+            raise RuntimeError(f"the fusion worker did not process the backlog (exit {worker.poll()}); "
+                               "run `citybrain streams fusion -l info` to see why")
+        events_per_s = (last[1] - first[1]) / (last[0] - first[0])
+
+        say(f"4/4 steady load at {cfg.rate:,.0f} records/s for {cfg.latency_s:g} s; latency produce -> work order")
+        sim = Simulation(SimConfig(hours=cfg.rate * cfg.latency_s / 23_000, incidents=(), seed=99))   # ~23k records per simulated hour
+        started_ms = int(time.time() * 1000)
+        run_simulation(settings, contracts, sim, Pacing(rate=cfg.rate), wall_clock=True)
+        time.sleep(3)
+        rss = max(rss, _peak_rss_mb(worker.pid))
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+    received = {}
+    for r in read_topic(settings, "raw.hotline.service_request.v1", timeout_s=120):
+        if r.timestamp >= started_ms:
+            value = json.loads(r.value)
+            if value.get("lifecycle_state") == "received":
+                received[value["service_request_id"]] = r.timestamp
+    latencies = []
+    for c in contracts.values():
+        if c.zone != "dispatch":
+            continue
+        for r in read_topic(settings, c.topic, timeout_s=120):
+            if r.timestamp >= started_ms:
+                order = json.loads(r.value)
+                if order.get("source") == "ticket" and order["source_id"] in received:
+                    latencies.append(r.timestamp - received[order["source_id"]])
+    if len(latencies) < 20:
+        raise RuntimeError(f"only {len(latencies)} latency samples; the worker may have fallen behind")
+    q = statistics.quantiles(latencies, n=100)
+    return {
+        "measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "events_per_s": round(events_per_s), "raw_consume_per_s": round(consumed / consume_s),
+        "p50_ms": round(q[49]), "p95_ms": round(q[94]), "p99_ms": round(q[98]),
+        "worker_rss_mb": round(rss), "latency_samples": len(latencies), "steady_rate_per_s": cfg.rate,
+        "backlog_records": consumed, "cpu_count": os.cpu_count(),
+        "targets": {"events_per_s": 20000, "p99_ms": 250, "worker_rss_mb": 600},
+    }
