@@ -19,8 +19,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,9 +27,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from citybrain.contracts.model import Contract
-from citybrain.settings import PROJECT_ROOT, Settings
-
-WORKER = PROJECT_ROOT / "streams" / "fusion_worker.py"
+from citybrain.settings import Settings
+from citybrain.workers import start_worker, stop_worker
 
 
 @dataclass
@@ -102,8 +99,7 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
     app_id = f"citybrain-bench-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "CITYBRAIN_STREAMS_APP_ID": app_id}
     say(f"3/4 fusion worker on the backlog of {consumed:,} records (group {app_id})")
-    worker = subprocess.Popen([sys.executable, str(WORKER), "worker", "-l", "error", "--without-web"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    worker = start_worker(settings, env=env, level="error")
     rss = 0.0
     try:
         first: tuple[float, int] | None = None
@@ -133,11 +129,7 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
         time.sleep(3)
         rss = max(rss, _peak_rss_mb(worker.pid))
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_worker(worker)
 
     received = {}
     for r in read_topic(settings, "raw.hotline.service_request.v1", timeout_s=120):

@@ -22,6 +22,7 @@ from citybrain.ingest.producer import DLQ_TOPIC, ProduceSummary, ValidatedProduc
 from citybrain.ingest.readers import read_jsonl
 from citybrain.samples import bad_lines, sample_records
 from citybrain.settings import Settings
+from citybrain.workers import start_worker, stop_worker, wait_for_worker
 from citybrain.sim.engine import Simulation
 from citybrain.sim.model import SimConfig
 from citybrain.sim.runner import Pacing, run_simulation
@@ -53,8 +54,26 @@ def _trace_id(record) -> str:  # type: ignore[no-untyped-def]
     return dict(record.headers or []).get("trace-id", b"").decode()
 
 
+def _scores(settings: Settings, truth: dict) -> str:  # type: ignore[type-arg]
+    import json
+
+    from citybrain.fusion.evaluate import evaluate
+    from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC
+
+    def mine(record: dict) -> bool:  # type: ignore[type-arg]
+        return truth["start"] <= (record.get("first_seen") or record.get("observed_at") or "") <= truth["end"]
+
+    events = [e for e in (json.loads(r.value) for r in read_topic(settings, EVENT_TOPIC)) if mine(e)]
+    warnings = [w for w in (json.loads(r.value) for r in read_topic(settings, WARNING_TOPIC)) if mine(w)]
+    r = evaluate(truth, events, warnings)
+    lead = r["median_lead_time_min"]
+    return (f"{r['events']} city events, {r['warnings']} early warnings; against the ground truth precision "
+            f"{r['precision']}, recall {r['recall']}, median lead time {f'{lead:.0f} min' if lead is not None else '-'} "
+            "(`citybrain evaluate` for the table)")
+
+
 def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_feed: int, console: Console,
-             sim_hours: float = 24.0, sim_scale: float = 0.25) -> bool:
+             sim_hours: float = 24.0, sim_scale: float = 0.25, with_streams: bool = True) -> bool:
     problems = lint_all(contracts)
     if problems:
         raise DemoError("contracts fail lint:\n  " + "\n  ".join(problems) + "\nFix: `citybrain contracts check`.")
@@ -70,6 +89,7 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
 
     raw_topics = [c.topic for c in contracts.values() if c.zone == "raw"]
     before = end_offsets(settings, [*raw_topics, DLQ_TOPIC])   # read back only what this run adds
+    worker = start_worker(settings, log=settings.state_dir / "streams" / "fusion-demo.log") if with_streams else None
     sim = Simulation(SimConfig(hours=sim_hours, scale=sim_scale))
     with console.status(f"simulating {sim.city.name}: {sim_hours:g} h of sensors, hotline and departments...") as status:
         report = run_simulation(settings, contracts, sim, Pacing(), progress=lambda t, n: status.update(
@@ -126,7 +146,18 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
     ok &= not missing
     console.print(f"[bold]7. catalog[/] {len(catalog)} contracts discoverable from the broker"
                   + (f"; [red]missing {', '.join(missing)}[/]" if missing else ""))
-    incidents = Table("incident", "where", "window (UTC)", title="8. injected incidents (ground truth for detection)")
+    if worker is not None:
+        with console.status("waiting for the fusion worker to read the day..."):
+            caught_up = wait_for_worker(settings, worker, timeout_s=300)
+        stop_worker(worker)
+        if caught_up:
+            scores = _scores(settings, report.ground_truth)
+            console.print(f"[bold]8. streams[/] fusion worker: {scores}", highlight=False)
+        else:
+            ok = False
+            console.print("[bold]8. streams[/] [red]the fusion worker did not catch up within 5 minutes[/] "
+                          f"(see `citybrain streams fusion -l info`)", highlight=False)
+    incidents = Table("incident", "where", "window (UTC)", title="9. injected incidents (ground truth for detection)")
     for i in report.ground_truth["incidents"]:
         where = i.get("street_name") and f"{i['district_name']}{i['street_name']}" or i.get("producer") or \
             i.get("consumer_group", "-")

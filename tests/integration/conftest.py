@@ -57,14 +57,3 @@ def cli(*args: str, env_extra: dict[str, str] | None = None, timeout: float = 18
     exe = Path(sys.executable).with_name("citybrain")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=timeout)
 
-
-def stop_process_group(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
-    """SIGTERM a worker's process group (its own session), SIGKILL it if it does not exit in 30 s."""
-    import os
-    import signal
-
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)

@@ -14,7 +14,7 @@ from citybrain.ingest.producer import ValidatedProducer
 from citybrain.samples import sample_records
 from citybrain.settings import PROJECT_ROOT
 from citybrain.topics import read_topic
-from tests.integration.conftest import stop_process_group
+from citybrain.workers import stop_worker
 
 pytestmark = pytest.mark.integration
 
@@ -51,5 +51,5 @@ def test_faust_worker_consumes_and_keeps_a_table_with_changelog(broker, settings
                 break
             time.sleep(0.5)
     finally:
-        stop_process_group(worker)
+        stop_worker(worker)
     assert any(r.value == b"300" for r in changelog), "Faust did not write the table's final count to its changelog"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -15,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from citybrain.contracts.validate import RecordValidator
-from citybrain.settings import PROJECT_ROOT
 from citybrain.sim.clock import default_start
 from citybrain.topics import group_lag, read_topic
-from tests.integration.conftest import TEST_ENV, cli, stop_process_group
+from citybrain.workers import start_worker, stop_worker
+from tests.integration.conftest import TEST_ENV, cli
 
 pytestmark = pytest.mark.integration
 
@@ -39,9 +37,8 @@ def test_fusion_worker_turns_a_simulated_storm_into_an_event_warnings_and_work_o
     app_id = f"citybrain-fusion-test-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
     env.update({**TEST_ENV, "CITYBRAIN_STREAMS_APP_ID": app_id})
-    worker = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "streams" / "fusion_worker.py"), "worker", "-l", "warn",
-                               "--without-web"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    worker = start_worker(settings, env=env, log=tmp_path / "worker.log")
+
     def caught_up(timeout: float) -> int:
         deadline, lag = time.monotonic() + timeout, -1
         while time.monotonic() < deadline and worker.poll() is None:
@@ -67,7 +64,7 @@ def test_fusion_worker_turns_a_simulated_storm_into_an_event_warnings_and_work_o
         assert lag == 0, f"worker did not catch up (lag {lag}, exit {worker.poll()})"
         time.sleep(2)   # the last batch's outputs
     finally:
-        stop_process_group(worker)
+        stop_worker(worker)
     truth = json.loads((tmp_path / "ground_truth.json").read_text())
     flood = next(i for i in truth["incidents"] if i["kind"] == "underpass_flood")
 
