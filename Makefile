@@ -47,4 +47,4 @@ gateway: $(STAMP)
 ## Stop the broker and delete local state (broker data, demo feeds); keeps the jar cache.
 clean:
 	-$(CB) broker down
-	rm -rf var/kafka var/demo var/test var/sim
+	rm -rf var/kafka var/demo var/test var/sim var/lake var/streams

@@ -151,3 +151,24 @@ def bench(
     table.add_row("worker peak RSS", f"{result['worker_rss_mb']} MB", f"<= {targets['worker_rss_mb']} MB")
     out.print(table)
     out.print(f"written to {path}", highlight=False)
+
+
+lake_app = typer.Typer(help="The lake: Parquet under var/lake (bronze = validated raw records).", no_args_is_help=True)
+app.add_typer(lake_app, name="lake")
+
+
+@lake_app.command("bronze")
+def lake_bronze(
+    batch: int = typer.Option(20_000, help="Records per partition per file, at most."),
+    max_wait_s: float = typer.Option(5.0, "--max-wait-s", help="Flush at least this often."),
+    exit_when_idle: Optional[float] = typer.Option(None, "--exit-when-idle", help="Stop after this many seconds without new records."),
+) -> None:
+    """Copy every raw topic into lake/bronze as Parquet, exactly once across crashes (see README)."""
+    from citybrain.contracts.model import load_all
+    from citybrain.lake.bronze import run_bronze_sink
+
+    settings = _settings()
+    topics = [c.topic for c in load_all(settings.schemas_dir).values() if c.zone == "raw"]
+    result = run_bronze_sink(settings, topics, settings.state_dir / "lake", batch, max_wait_s, exit_when_idle)
+    out.print(f"bronze: {result['written']:,} records written; {result['recovered_files_removed']} leftover file(s) "
+              "of an interrupted run removed", highlight=False)

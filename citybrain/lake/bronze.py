@@ -1,0 +1,166 @@
+"""The bronze lake sink: validated raw records as Parquet, exactly once across crashes.
+
+Layout: ``<lake>/bronze/<contract>/date=YYYY-MM-DD/hour=HH/p<partition>-<first>-<last>[-<n>].parquet``
+(date and hour of the record's Kafka timestamp, UTC). Each file holds one partition's records
+from offset ``first`` to ``last`` that fall in that hour, with their key, headers, offset and
+timestamp next to the JSON value.
+
+Exactly once without Kafka transactions: a batch's files are written to temporary names
+and renamed into place (atomic), then the partition's checkpoint (the next offset to read)
+is replaced atomically. On start, files of a partition that begin at or after its checkpoint
+are the leftovers of a crash between the two steps: they are deleted, and reading resumes
+at the checkpoint, so every offset lands in exactly one file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from citybrain.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SCHEMA = pa.schema([
+    ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
+    ("timestamp", pa.timestamp("ms", tz="UTC")), ("key", pa.string()), ("event_id", pa.string()),
+    ("producer", pa.string()), ("trace_id", pa.string()), ("value", pa.string()),
+])
+FILE_RE = re.compile(r"^p(?P<partition>\d+)-(?P<first>\d+)-(?P<last>\d+)(-\d+)?\.parquet$")
+
+
+@dataclass(frozen=True)
+class Row:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: str | None
+    headers: dict[str, str]
+    value: str
+
+
+class BronzeWriter:
+    """Writes batches of one topic-partition and keeps its checkpoint."""
+
+    def __init__(self, lake: Path) -> None:
+        self.lake = lake
+        self.bronze = lake / "bronze"
+        self.checkpoints = lake / "_checkpoints" / "bronze"
+
+    def _contract_dir(self, topic: str) -> Path:
+        return self.bronze / topic.rsplit(".v", 1)[0]
+
+    def checkpoint(self, topic: str, partition: int) -> int:
+        path = self.checkpoints / topic / f"{partition}.json"
+        return json.loads(path.read_text())["next_offset"] if path.exists() else 0
+
+    def recover(self, topic: str, partition: int) -> tuple[int, int]:
+        """(offset to resume at, leftover files deleted) for one partition after a crash."""
+        resume = self.checkpoint(topic, partition)
+        removed = 0
+        base = self._contract_dir(topic)
+        if base.exists():
+            for path in base.rglob(f"p{partition}-*.parquet"):
+                m = FILE_RE.match(path.name)
+                if m and int(m["first"]) >= resume:
+                    path.unlink()
+                    removed += 1
+            for tmp in base.rglob(f".p{partition}-*.tmp"):
+                tmp.unlink()
+        return resume, removed
+
+    def write(self, topic: str, partition: int, rows: list[Row]) -> list[Path]:
+        """Write one batch (consecutive offsets of one partition); then move the checkpoint past it."""
+        if not rows:
+            return []
+        first, last = rows[0].offset, rows[-1].offset
+        by_hour: dict[tuple[str, str], list[Row]] = defaultdict(list)
+        for r in rows:
+            t = datetime.fromtimestamp(r.timestamp_ms / 1000, timezone.utc)
+            by_hour[(t.strftime("%Y-%m-%d"), t.strftime("%H"))].append(r)
+        written: list[tuple[Path, Path]] = []
+        for n, ((day, hour), group) in enumerate(sorted(by_hour.items())):
+            directory = self._contract_dir(topic) / f"date={day}" / f"hour={hour}"
+            directory.mkdir(parents=True, exist_ok=True)
+            name = f"p{partition}-{first}-{last}" + (f"-{n}" if len(by_hour) > 1 else "") + ".parquet"
+            tmp = directory / f".{name}.tmp"
+            pq.write_table(_table(group), tmp, compression="zstd")
+            written.append((tmp, directory / name))
+        for tmp, final in written:
+            os.replace(tmp, final)
+        self._set_checkpoint(topic, partition, last + 1)
+        return [final for _tmp, final in written]
+
+    def _set_checkpoint(self, topic: str, partition: int, next_offset: int) -> None:
+        directory = self.checkpoints / topic
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{partition}.json.tmp"
+        tmp.write_text(json.dumps({"next_offset": next_offset, "at": time.time()}))
+        os.replace(tmp, directory / f"{partition}.json")
+
+
+def _table(rows: Iterable[Row]) -> pa.Table:
+    rows = list(rows)
+    return pa.table({
+        "topic": [r.topic for r in rows], "partition": [r.partition for r in rows], "offset": [r.offset for r in rows],
+        "timestamp": [r.timestamp_ms for r in rows], "key": [r.key for r in rows],
+        "event_id": [r.headers.get("event-id") for r in rows], "producer": [r.headers.get("producer") for r in rows],
+        "trace_id": [r.headers.get("trace-id") for r in rows], "value": [r.value for r in rows],
+    }, schema=SCHEMA)
+
+
+def run_bronze_sink(settings: Settings, topics: list[str], lake: Path, batch: int = 20_000, max_wait_s: float = 5.0,
+                    stop_when_idle_s: float | None = None) -> dict[str, Any]:
+    """Copy ``topics`` into the bronze lake until interrupted (or idle for ``stop_when_idle_s``)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    writer = BronzeWriter(lake)
+    consumer = KafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False,
+                             max_poll_records=batch, fetch_max_bytes=64 * 1024 * 1024)
+    tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+    consumer.assign(tps)
+    removed = 0
+    for tp in tps:
+        resume, gone = writer.recover(tp.topic, tp.partition)
+        removed += gone
+        consumer.seek(tp, resume)
+    pending: dict[Any, list[Row]] = defaultdict(list)
+    last_flush = time.monotonic()
+    last_data = time.monotonic()
+    written = 0
+    try:
+        while True:
+            polled = consumer.poll(timeout_ms=500)
+            for tp, records in polled.items():
+                for r in records:
+                    headers = {k: v.decode("utf-8", "replace") for k, v in (r.headers or [])}
+                    pending[tp].append(Row(tp.topic, tp.partition, r.offset, r.timestamp,
+                                           r.key.decode("utf-8", "replace") if r.key else None, headers,
+                                           r.value.decode("utf-8", "replace")))
+            if polled:
+                last_data = time.monotonic()
+            full = any(len(rows) >= batch for rows in pending.values())
+            if pending and (full or time.monotonic() - last_flush >= max_wait_s or not polled):
+                for tp, rows in list(pending.items()):
+                    if rows:
+                        writer.write(tp.topic, tp.partition, rows)
+                        written += len(rows)
+                pending.clear()
+                last_flush = time.monotonic()
+            if stop_when_idle_s is not None and not pending and time.monotonic() - last_data >= stop_when_idle_s:
+                break
+    finally:
+        consumer.close()
+    return {"written": written, "recovered_files_removed": removed}
