@@ -153,22 +153,40 @@ def bench(
     out.print(f"written to {path}", highlight=False)
 
 
-lake_app = typer.Typer(help="The lake: Parquet under var/lake (bronze = validated raw records).", no_args_is_help=True)
+lake_app = typer.Typer(help="The lake: Parquet under var/lake (bronze: validated raw records; silver: curated and "
+                             "fused records).", no_args_is_help=True)
 app.add_typer(lake_app, name="lake")
 
 
-@lake_app.command("bronze")
-def lake_bronze(
-    batch: int = typer.Option(20_000, help="Records per partition per file, at most."),
-    max_wait_s: float = typer.Option(5.0, "--max-wait-s", help="Flush at least this often."),
-    exit_when_idle: Optional[float] = typer.Option(None, "--exit-when-idle", help="Stop after this many seconds without new records."),
-) -> None:
-    """Copy every raw topic into lake/bronze as Parquet, exactly once across crashes (see README)."""
+def _lake_sink(layer: str, batch: int, max_wait_s: float, exit_when_idle: Optional[float]) -> None:
     from citybrain.contracts.model import load_all
-    from citybrain.lake.bronze import run_bronze_sink
+    from citybrain.lake.sink import LAYERS, run_sink
+
+    from kafka.errors import KafkaError
 
     settings = _settings()
-    topics = [c.topic for c in load_all(settings.schemas_dir).values() if c.zone == "raw"]
-    result = run_bronze_sink(settings, topics, settings.state_dir / "lake", batch, max_wait_s, exit_when_idle)
-    out.print(f"bronze: {result['written']:,} records written; {result['recovered_files_removed']} leftover file(s) "
+    topics = [c.topic for c in load_all(settings.schemas_dir).values() if c.zone in LAYERS[layer]]
+    try:
+        result = run_sink(settings, topics, settings.state_dir / "lake", batch, max_wait_s, exit_when_idle, layer)
+    except KafkaError as exc:
+        raise _fail(f"Kafka at {settings.bootstrap} did not answer: {exc}. Fix: `citybrain broker up` (or check "
+                    "CITYBRAIN_BOOTSTRAP_SERVERS); the lake resumes from its checkpoints.") from None
+    out.print(f"{layer}: {result['written']:,} records written; {result['recovered_files_removed']} leftover file(s) "
               "of an interrupted run removed", highlight=False)
+
+
+BATCH_OPT = typer.Option(20_000, help="Records per partition per file, at most.")
+WAIT_OPT = typer.Option(5.0, "--max-wait-s", help="Flush at least this often.")
+IDLE_OPT = typer.Option(None, "--exit-when-idle", help="Stop after this many seconds without new records.")
+
+
+@lake_app.command("bronze")
+def lake_bronze(batch: int = BATCH_OPT, max_wait_s: float = WAIT_OPT, exit_when_idle: Optional[float] = IDLE_OPT) -> None:
+    """Copy every raw topic into lake/bronze as Parquet, exactly once across crashes (see README)."""
+    _lake_sink("bronze", batch, max_wait_s, exit_when_idle)
+
+
+@lake_app.command("silver")
+def lake_silver(batch: int = BATCH_OPT, max_wait_s: float = WAIT_OPT, exit_when_idle: Optional[float] = IDLE_OPT) -> None:
+    """Copy the curated and fused topics (city events, warnings, work orders, metrics) into lake/silver."""
+    _lake_sink("silver", batch, max_wait_s, exit_when_idle)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from citybrain.lake.bronze import BronzeWriter, Row
+from citybrain.lake.sink import LakeWriter, Row
 
 HOUR = 1_763_800_000_000  # a fixed epoch millisecond
 
@@ -17,7 +17,7 @@ def _rows(first: int, n: int, step_ms: int = 1000) -> list[Row]:
 
 
 def test_a_batch_lands_by_hour_and_moves_the_checkpoint(tmp_path: Path) -> None:
-    writer = BronzeWriter(tmp_path)
+    writer = LakeWriter(tmp_path)
     files = writer.write("raw.sensor.noise_level.v1", 2, _rows(0, 10, step_ms=30 * 60 * 1000))   # spans hours
     assert len(files) > 1 and all(f.name.startswith("p2-0-9") for f in files)
     assert all(f.parent.name.startswith("hour=") for f in files)
@@ -27,7 +27,7 @@ def test_a_batch_lands_by_hour_and_moves_the_checkpoint(tmp_path: Path) -> None:
 
 def test_files_written_after_the_last_checkpoint_are_removed_on_recovery(tmp_path: Path) -> None:
     """Regression guard for the crash between renaming a batch's files and moving the checkpoint."""
-    writer = BronzeWriter(tmp_path)
+    writer = LakeWriter(tmp_path)
     writer.write("raw.sensor.noise_level.v1", 2, _rows(0, 5))
     orphan = writer.write("raw.sensor.noise_level.v1", 2, _rows(5, 5))
     writer._set_checkpoint("raw.sensor.noise_level.v1", 2, 5)        # as if the crash came before the checkpoint

@@ -1,6 +1,8 @@
-"""The bronze lake sink: validated raw records as Parquet, exactly once across crashes.
+"""The lake sink: topics as Parquet, exactly once across crashes.
 
-Layout: ``<lake>/bronze/<contract>/date=YYYY-MM-DD/hour=HH/p<partition>-<first>-<last>[-<n>].parquet``
+Bronze holds the validated raw records (``raw.*``), silver the curated and fused ones
+(``city.*``, ``alert.*``, ``dispatch.*``, ``metrics.*``). Layout:
+``<lake>/<layer>/<contract>/date=YYYY-MM-DD/hour=HH/p<partition>-<first>-<last>[-<n>].parquet``
 (date and hour of the record's Kafka timestamp, UTC). Each file holds one partition's records
 from offset ``first`` to ``last`` that fall in that hour, with their key, headers, offset and
 timestamp next to the JSON value.
@@ -51,13 +53,16 @@ class Row:
     value: str
 
 
-class BronzeWriter:
-    """Writes batches of one topic-partition and keeps its checkpoint."""
+LAYERS = {"bronze": ("raw",), "silver": ("city", "alert", "dispatch", "metrics")}
 
-    def __init__(self, lake: Path) -> None:
+
+class LakeWriter:
+    """Writes batches of one topic-partition into a lake layer and keeps its checkpoint."""
+
+    def __init__(self, lake: Path, layer: str = "bronze") -> None:
         self.lake = lake
-        self.bronze = lake / "bronze"
-        self.checkpoints = lake / "_checkpoints" / "bronze"
+        self.bronze = lake / layer
+        self.checkpoints = lake / "_checkpoints" / layer
 
     def _contract_dir(self, topic: str) -> Path:
         return self.bronze / topic.rsplit(".v", 1)[0]
@@ -121,12 +126,12 @@ def _table(rows: Iterable[Row]) -> pa.Table:
     }, schema=SCHEMA)
 
 
-def run_bronze_sink(settings: Settings, topics: list[str], lake: Path, batch: int = 20_000, max_wait_s: float = 5.0,
-                    stop_when_idle_s: float | None = None) -> dict[str, Any]:
-    """Copy ``topics`` into the bronze lake until interrupted (or idle for ``stop_when_idle_s``)."""
+def run_sink(settings: Settings, topics: list[str], lake: Path, batch: int = 20_000, max_wait_s: float = 5.0,
+             stop_when_idle_s: float | None = None, layer: str = "bronze") -> dict[str, Any]:
+    """Copy ``topics`` into a lake layer until interrupted (or idle for ``stop_when_idle_s``)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    writer = BronzeWriter(lake)
+    writer = LakeWriter(lake, layer)
     consumer = KafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False,
                              max_poll_records=batch, fetch_max_bytes=64 * 1024 * 1024)
     tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
