@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +35,7 @@ log = logging.getLogger("citybrain.streams.fusion")
 settings = get_settings()
 CONTRACTS = {c.topic: c for c in load_all(settings.schemas_dir).values()}
 INPUTS = [t for t, c in CONTRACTS.items() if c.zone == "raw"]
-OUTPUTS = [t for t, c in CONTRACTS.items() if c.zone in ("city", "alert", "dispatch")]
+OUTPUTS = [t for t, c in CONTRACTS.items() if c.zone in ("city", "alert", "dispatch", "metrics")]
 PRODUCER = "streams.fusion"
 BATCH = settings.streams_batch
 
@@ -55,7 +56,9 @@ dead_letters = app.topic(DLQ_TOPIC, value_serializer="raw")
 validators = {t: RecordValidator(CONTRACTS[t]) for t in OUTPUTS}
 pipeline = Pipeline(auto_sweep=False)
 #: Latest record timestamp per input partition: the low watermark is the stream time all inputs reached.
-latest: dict[tuple[str, int], datetime] = {}
+latest: dict[tuple[str, int], tuple[datetime, float]] = {}
+#: A partition that delivered nothing for this long (wall clock) is drained or quiet: it stops holding time back.
+IDLE_S = 5.0
 #: Event streams move stream time; compacted registers (reference data, the elderly-care register) do not.
 CLOCK_TOPICS = {t for t in INPUTS if CONTRACTS[t].cleanup_policy == "delete"}
 
@@ -99,6 +102,26 @@ async def _send(topic: str, record: dict[str, Any], trace: bytes) -> None:
         "dlq-rule": rejection.rule.encode(), "dlq-field": rejection.field.encode(), "dlq-source": b"streams.fusion"})
 
 
+def _sweep() -> list[tuple[str, dict[str, Any], bytes]]:
+    """SLA alerts, closed events and closed metric windows up to the low watermark of the event streams."""
+    wall = time.monotonic()
+    clocks = [(t, w) for (topic, _p), (t, w) in latest.items() if topic in CLOCK_TOPICS]
+    if not clocks:
+        return []
+    # A backlog read topic by topic must not close cases early: the slowest active partition sets the time;
+    # when every partition is quiet (drained), the newest time seen does.
+    active = [t for t, w in clocks if wall - w < IDLE_S]
+    watermark = min(active) if active else max(t for t, _w in clocks)
+    return [(topic, record, b"streams.fusion.sweep") for topic, record in pipeline.sweep(watermark)]
+
+
+@app.timer(interval=2.0)
+async def sweep_when_quiet() -> None:
+    """Windows and SLAs also close when no records arrive."""
+    for topic, record, trace in _sweep():
+        await _send(topic, record, trace)
+
+
 @app.agent(raw)
 async def fuse(stream):  # type: ignore[no-untyped-def]
     # Reference data first, so no record is fused unplaced; it then stays current from the stream.
@@ -114,15 +137,13 @@ async def fuse(stream):  # type: ignore[no-untyped-def]
                 continue   # the edge validated it; a raw topic holds JSON objects only
             trace = headers.get("trace-id") or new_trace_id().encode()
             now = datetime.fromtimestamp(message.timestamp, timezone.utc)
-            latest[(message.topic, message.partition)] = now
+            latest[(message.topic, message.partition)] = (now, time.monotonic())
             if message.topic in REFERENCE:
                 pipeline.reference(message.topic, value)
                 continue
             for topic, record in pipeline.feed(message.topic, value, _event_id(message.topic, headers, event.value), now):
                 produced.append((topic, record, trace))
-        clocks = [t for (topic, _p), t in latest.items() if topic in CLOCK_TOPICS]
-        if clocks:   # the low watermark: a backlog read topic by topic must not close cases early
-            produced += [(topic, record, b"streams.fusion.sweep") for topic, record in pipeline.sweep(min(clocks))]
+        produced += _sweep()
         for topic, record, trace in produced:
             await _send(topic, record, trace)
         log.info("batch of %d: %s", len(events), dict(pipeline.counts))

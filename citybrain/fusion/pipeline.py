@@ -2,7 +2,8 @@
 
 ``Pipeline.feed`` takes one raw record (topic, value, event id) in arrival order and
 returns what it causes: ``(topic, record)`` pairs for ``city.event.incident.v1``,
-``alert.early_warning.risk.v1``, ``alert.sla.ticket.v1`` and ``dispatch.<dept>.work_order.v1``.
+``alert.early_warning.risk.v1``, ``alert.sla.ticket.v1``, ``dispatch.<dept>.work_order.v1`` and,
+as windows close, ``metrics.city.aggregate.v1``.
 The Faust workers call it batch by batch; tests and ``citybrain evaluate --replay`` call
 it directly on simulator records.
 """
@@ -16,12 +17,14 @@ from typing import Any
 from citybrain.fusion.detect import SensorWatch
 from citybrain.fusion.dispatch import Dispatcher, SlaTracker
 from citybrain.fusion.fuse import Fusion
+from citybrain.fusion.metrics import Metrics
 from citybrain.fusion.signals import Enricher
 from citybrain.geo import AreaIndex
 
 EVENT_TOPIC = "city.event.incident.v1"
 WARNING_TOPIC = "alert.early_warning.risk.v1"
 SLA_TOPIC = "alert.sla.ticket.v1"
+METRICS_TOPIC = "metrics.city.aggregate.v1"
 REFERENCE = ("raw.ref.admin_area.v1", "raw.ref.device.v1", "raw.ref.routing_rule.v1")
 
 
@@ -54,6 +57,7 @@ class Pipeline:
         self.dispatcher = Dispatcher()
         self.sla = SlaTracker()
         self.dedupe = Deduper()
+        self.metrics = Metrics()
         self.now: datetime | None = None
         self.counts: Counter[str] = Counter()
         self._areas_dirty = False
@@ -93,6 +97,7 @@ class Pipeline:
         self.counts[signal.kind] += 1
         arrived = now or signal.at
         self.now = max(self.now or arrived, arrived)
+        self.metrics.add(signal)
         anomalies = self.watch.check(signal)
         for kind, record in self.fusion.add(signal, anomalies, arrived):
             if kind == "event":
@@ -112,4 +117,5 @@ class Pipeline:
         """SLA alerts due and city events closed by ``now`` (stream time every input has reached)."""
         self._last_sweep = now
         return [(SLA_TOPIC, a) for a in self.sla.alerts(now)] + \
-            [(EVENT_TOPIC, e) for _kind, e in self.fusion.close_quiet(now)]
+            [(EVENT_TOPIC, e) for _kind, e in self.fusion.close_quiet(now)] + \
+            [(METRICS_TOPIC, m) for m in self.metrics.close(now)]

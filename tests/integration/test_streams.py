@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 def _outputs(settings, contracts, trace: str) -> dict[str, list[dict]]:  # type: ignore[no-untyped-def,type-arg]
     found: dict[str, list[dict]] = defaultdict(list)  # type: ignore[type-arg]
     for c in contracts.values():
-        if c.zone not in ("city", "alert", "dispatch"):
+        if c.zone not in ("city", "alert", "dispatch", "metrics"):
             continue
         for r in read_topic(settings, c.topic):
             if dict(r.headers or []).get("trace-id", b"").decode() in (trace, "streams.fusion.sweep"):
@@ -62,7 +62,11 @@ def test_fusion_worker_turns_a_simulated_storm_into_an_event_warnings_and_work_o
         run = json.loads(proc.stdout)["run_id"]
         lag = caught_up(180)
         assert lag == 0, f"worker did not catch up (lag {lag}, exit {worker.poll()})"
-        time.sleep(2)   # the last batch's outputs
+        # Once its inputs go quiet, the worker closes the last windows on its own timer.
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and not _outputs(settings, contracts, run).get("metrics.city.aggregate.v1"):
+            time.sleep(2)
+        time.sleep(8)
     finally:
         stop_worker(worker)
     truth = json.loads((tmp_path / "ground_truth.json").read_text())
@@ -91,3 +95,7 @@ def test_fusion_worker_turns_a_simulated_storm_into_an_event_warnings_and_work_o
                      if o["source"] == "ticket"]
     assert len(ticket_orders) > 20
     assert not [o for o in ticket_orders if o["department"] == "hotline_12345"]
+    metrics = [m for m in outputs["metrics.city.aggregate.v1"] if m["district_code"] == flood["district_code"]
+               and m["window"] == "hour" and flood["start"][:13] <= m["window_start"][:13] <= flood["end"]]
+    assert any(m["source"] == "ticket" and m["category"] == "waterlogging" and m["count"] > 0 for m in metrics), sorted((m["window_start"], m["category"]) for m in outputs["metrics.city.aggregate.v1"] if m["district_code"] == flood["district_code"])[-12:]
+    assert any(m["source"] == "reading" and m["category"] == "water_level" and m["max"] > 0.27 for m in metrics)

@@ -175,3 +175,22 @@ def test_dispatch_contract_files_match_their_template() -> None:
     for dept in dispatch_departments():
         path = PROJECT_ROOT / "schemas" / f"dispatch.{dept}.work_order.v1.yaml"
         assert path.read_text(encoding="utf-8") == dispatch_contract_text(dept), path.name
+
+
+def test_hourly_metrics_close_after_their_window_and_count_every_call_and_reading() -> None:
+    from citybrain.fusion.metrics import Metrics
+
+    m = Metrics()
+    for k in range(12):
+        at = T0 + timedelta(minutes=5 * k)
+        m.add(Signal("t", f"r{k}", "reading", "noise", at, district_code="990101", device_id=f"nz-{k % 3}",
+                     values={"LAeq": 50.0 + k}))
+        m.add(Signal("t", f"t{k}", "ticket", "noise", at, district_code="990101", state="received"))
+    m.add(Signal("t", "x", "reading", "noise", T0, district_code="990101", device_id="nz-9", values={"LAeq": 99.0},
+                 flags=["position_mismatch"]))                        # suspect devices are not counted
+    assert m.close(T0 + timedelta(minutes=70)) == []                  # within the lateness allowance
+    hourly = {r["source"]: r for r in m.close(T0 + timedelta(minutes=80)) if r["window"] == "hour"}
+    assert hourly["ticket"]["count"] == 12
+    assert (hourly["reading"]["count"], hourly["reading"]["mean"], hourly["reading"]["max"],
+            hourly["reading"]["devices"]) == (12, 55.5, 61.0, 3)
+    assert [r["window"] for r in m.close(T0 + timedelta(days=1, hours=1))] == ["day", "day"]
