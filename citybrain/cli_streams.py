@@ -76,13 +76,11 @@ def evaluate_command(
 
 
 def _replay(truth: dict) -> tuple[list, list]:  # type: ignore[type-arg]
-    import uuid
-
     from citybrain.contracts.model import load_all
     from citybrain.contracts.validate import RecordValidator
     from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC, Pipeline
     from citybrain.fusion.signals import parse_time
-    from citybrain.ingest.producer import EVENT_ID_NAMESPACE
+    from citybrain.ingest.producer import event_id
     from citybrain.sim.engine import Simulation
     from citybrain.sim.model import INCIDENT_KINDS, SimConfig
 
@@ -99,9 +97,7 @@ def _replay(truth: dict) -> tuple[list, list]:  # type: ignore[type-arg]
             if checks[e.contract](e.value):
                 continue   # dead-lettered at the edge
             payload = json.dumps(e.value, ensure_ascii=False, separators=(",", ":"))
-            event_id = str(e.value[c.event_id_field]) if c.event_id_field else \
-                uuid.uuid5(EVENT_ID_NAMESPACE, c.topic + "\0" + payload).hex
-            for topic, record in pipeline.feed(c.topic, e.value, event_id, t):
+            for topic, record in pipeline.feed(c.topic, e.value, event_id(c, e.value, payload), t):
                 if topic == EVENT_TOPIC:
                     events.append(record)
                 elif topic == WARNING_TOPIC:
@@ -110,20 +106,12 @@ def _replay(truth: dict) -> tuple[list, list]:  # type: ignore[type-arg]
 
 
 def _from_topics(settings, truth: dict) -> tuple[list, list]:  # type: ignore[no-untyped-def,type-arg]
-    from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC
-    from citybrain.topics import read_topic
-
-    def within(record: dict) -> bool:  # type: ignore[type-arg]
-        seen = record.get("first_seen") or record.get("observed_at") or ""
-        return truth["start"] <= seen <= truth["end"]
+    from citybrain.fusion.evaluate import detections_on_broker
 
     try:
-        events = [e for e in (json.loads(r.value) for r in read_topic(settings, EVENT_TOPIC, timeout_s=120)) if within(e)]
-        warnings = [w for w in (json.loads(r.value) for r in read_topic(settings, WARNING_TOPIC, timeout_s=120))
-                    if within(w)]
+        return detections_on_broker(settings, truth)
     except (LookupError, TimeoutError) as exc:
         raise _fail(f"{exc} Fix: `citybrain topics apply`, run `citybrain streams fusion`, or use --replay.") from None
-    return events, warnings
 
 
 @app.command("bench")

@@ -55,17 +55,9 @@ def _trace_id(record) -> str:  # type: ignore[no-untyped-def]
 
 
 def _scores(settings: Settings, truth: dict) -> str:  # type: ignore[type-arg]
-    import json
+    from citybrain.fusion.evaluate import detections_on_broker, evaluate
 
-    from citybrain.fusion.evaluate import evaluate
-    from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC
-
-    def mine(record: dict) -> bool:  # type: ignore[type-arg]
-        return truth["start"] <= (record.get("first_seen") or record.get("observed_at") or "") <= truth["end"]
-
-    events = [e for e in (json.loads(r.value) for r in read_topic(settings, EVENT_TOPIC)) if mine(e)]
-    warnings = [w for w in (json.loads(r.value) for r in read_topic(settings, WARNING_TOPIC)) if mine(w)]
-    r = evaluate(truth, events, warnings)
+    r = evaluate(truth, *detections_on_broker(settings, truth))
     lead = r["median_lead_time_min"]
     return (f"{r['events']} city events, {r['warnings']} early warnings; against the ground truth precision "
             f"{r['precision']}, recall {r['recall']}, median lead time {f'{lead:.0f} min' if lead is not None else '-'} "
@@ -156,7 +148,7 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
         else:
             ok = False
             console.print("[bold]8. streams[/] [red]the fusion worker did not catch up within 5 minutes[/] "
-                          f"(see `citybrain streams fusion -l info`)", highlight=False)
+                          "(see `citybrain streams fusion -l info`)", highlight=False)
     incidents = Table("incident", "where", "window (UTC)", title="9. injected incidents (ground truth for detection)")
     for i in report.ground_truth["incidents"]:
         where = i.get("street_name") and f"{i['district_name']}{i['street_name']}" or i.get("producer") or \

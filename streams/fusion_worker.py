@@ -15,7 +15,6 @@ import json
 import logging
 import sys
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the shared p
 from citybrain.contracts.model import load_all  # noqa: E402
 from citybrain.contracts.validate import RecordValidator  # noqa: E402
 from citybrain.fusion.pipeline import REFERENCE, Pipeline  # noqa: E402
-from citybrain.ingest.producer import DLQ_TOPIC, EVENT_ID_NAMESPACE, new_trace_id  # noqa: E402
+from citybrain.ingest.producer import DLQ_TOPIC, dead_letter_message, event_id, new_trace_id  # noqa: E402
+from citybrain.ingest.readers import RawRecord  # noqa: E402
 from citybrain.settings import get_settings  # noqa: E402
 
 log = logging.getLogger("citybrain.streams.fusion")
@@ -76,30 +76,25 @@ def _event_id(topic: str, headers: dict[str, bytes], payload: bytes) -> str:
     found = headers.get("event-id")
     if found:
         return found.decode()
-    return uuid.uuid5(EVENT_ID_NAMESPACE, topic + "\0" + payload.decode("utf-8", "replace")).hex
+    text = payload.decode("utf-8", "replace")
+    return event_id(CONTRACTS[topic], json.loads(text), text)
 
 
 async def _send(topic: str, record: dict[str, Any], trace: bytes) -> None:
     contract = CONTRACTS[topic]
     payload = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
     rejection = validators[topic](record)
-    headers = {"contract-id": contract.id.encode(), "contract-version": contract.version.encode(),
-               "producer": PRODUCER.encode(), "trace-id": trace}
     if rejection is None:
-        headers["event-id"] = str(record.get(contract.event_id_field or contract.key_field)).encode()
+        headers = {"contract-id": contract.id.encode(), "contract-version": contract.version.encode(),
+                   "producer": PRODUCER.encode(), "trace-id": trace,
+                   "event-id": str(record.get(contract.event_id_field or contract.key_field)).encode()}
         await outputs[topic].send(key=str(record[contract.key_field]).encode(), value=payload, headers=headers)
         return
     log.error("output for %s breaks its contract (%s on %s); dead-lettered", topic, rejection.rule, rejection.field)
-    envelope = {"event_id": uuid.uuid4().hex, "contract": topic, "rule": rejection.rule, "field": rejection.field,
-                "message": rejection.message, "fix": rejection.fix, "value_excerpt": rejection.value_excerpt,
-                "source": "streams.fusion", "producer": PRODUCER, "trace_id": trace.decode(),
-                "rejected_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                "original_size": len(payload), "original_truncated": False,
-                "original_text": payload.decode()[: settings.max_record_bytes // 2]}
-    await dead_letters.send(key=topic.encode(), value=json.dumps(envelope, ensure_ascii=False).encode(), headers={
-        "contract-id": b"dlq.ingest.rejected", "contract-version": b"1.0.0", "producer": PRODUCER.encode(),
-        "event-id": envelope["event_id"].encode(), "trace-id": trace, "dlq-contract": topic.encode(),
-        "dlq-rule": rejection.rule.encode(), "dlq-field": rejection.field.encode(), "dlq-source": b"streams.fusion"})
+    envelope, dlq_headers = dead_letter_message(topic, RawRecord(PRODUCER, payload, value=record), rejection, PRODUCER,
+                                                trace.decode(), settings.max_record_bytes)
+    await dead_letters.send(key=topic.encode(), value=json.dumps(envelope, ensure_ascii=False).encode(),
+                            headers=dict(dlq_headers))
 
 
 def _sweep() -> list[tuple[str, dict[str, Any], bytes]]:

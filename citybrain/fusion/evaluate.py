@@ -90,3 +90,19 @@ def evaluate(truth: dict[str, Any], events: list[dict[str, Any]], warnings: list
                                                    "detected_at") if d.get(k)} for d in false_positives[:50]],
         "not_scored_here": not_scored,
     }
+
+
+def detections_on_broker(settings: Any, truth: dict[str, Any], timeout_s: float = 120
+                         ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The city events and early warnings on the broker that concern the ground truth's window."""
+    import json
+
+    from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC
+    from citybrain.topics import read_topic
+
+    def within(record: dict[str, Any]) -> bool:
+        return truth["start"] <= (record.get("first_seen") or record.get("observed_at") or "") <= truth["end"]
+
+    return tuple(  # type: ignore[return-value]
+        [r for r in (json.loads(m.value) for m in read_topic(settings, topic, timeout_s=timeout_s)) if within(r)]
+        for topic in (EVENT_TOPIC, WARNING_TOPIC))

@@ -76,6 +76,53 @@ def new_trace_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
+def event_id(contract: Contract, value: dict[str, Any], payload: str) -> str:
+    """The record's stable event id: its contract's event-id field, else a hash of topic and JSON payload."""
+    if contract.event_id_field:
+        return str(value[contract.event_id_field])
+    return uuid.uuid5(EVENT_ID_NAMESPACE, contract.topic + "\0" + payload).hex
+
+
+def dead_letter_message(target: str, record: RawRecord, rejection: Rejection, producer_id: str, trace_id: str | None,
+                        max_record_bytes: int) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    """The dead-letter envelope and its headers for one refused record (``target``: what it was sent as)."""
+    original = record.raw or (json.dumps(record.value, ensure_ascii=False).encode() if record.value is not None else b"")
+    limit = max_record_bytes // 2
+    truncated = len(original) > limit or record.size > len(original)
+    original = original[:limit]
+    envelope: dict[str, Any] = {
+        "event_id": uuid.uuid4().hex,
+        "contract": target,
+        "rule": rejection.rule,
+        "field": rejection.field,
+        "message": rejection.message[:2000],
+        "fix": rejection.fix,
+        "value_excerpt": rejection.value_excerpt[:400],
+        "source": record.source[:500],
+        "producer": record.producer or producer_id,
+        "trace_id": trace_id or new_trace_id(),
+        "rejected_at": _now(),
+        "original_size": record.size,
+        "original_truncated": truncated,
+    }
+    try:
+        envelope["original_text"] = original.decode("utf-8")
+    except UnicodeDecodeError:
+        envelope["original_base64"] = base64.b64encode(original).decode()
+    headers = [
+        ("contract-id", DLQ_CONTRACT_ID.encode()),
+        ("contract-version", DLQ_CONTRACT_VERSION.encode()),
+        ("producer", envelope["producer"].encode()),
+        ("event-id", envelope["event_id"].encode()),
+        ("trace-id", envelope["trace_id"].encode()),
+        ("dlq-contract", target.encode()),
+        ("dlq-rule", rejection.rule.encode()),
+        ("dlq-field", rejection.field.encode()),
+        ("dlq-source", record.source.encode()),
+    ]
+    return envelope, headers
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -183,12 +230,9 @@ class ValidatedProducer:
                         f"{self.settings.max_record_bytes} bytes (CITYBRAIN_MAX_RECORD_BYTES)")
             if rejection is None:
                 value = record.value
-                event_field = contract.event_id_field
-                event_id = str(value[event_field]) if event_field else uuid.uuid5(
-                    EVENT_ID_NAMESPACE, contract.topic + "\0" + payload.decode()).hex
                 headers = contract_headers + [
                     ("producer", (record.producer or self.producer_id).encode()),
-                    ("event-id", event_id.encode()),
+                    ("event-id", event_id(contract, value, payload.decode()).encode()),
                     ("trace-id", (trace_id or new_trace_id()).encode()),
                 ]
                 future = self._producer.send(
@@ -257,46 +301,8 @@ class ValidatedProducer:
                                 f"{self.settings.bootstrap} (first error: {failed[0]}). Fix: check the broker.")
         return len(futures)
 
-    def dead_letter_envelope(
-        self, target: str, record: RawRecord, rejection: Rejection, trace_id: str | None
-    ) -> dict[str, Any]:
-        original = record.raw or (json.dumps(record.value, ensure_ascii=False).encode() if record.value is not None else b"")
-        limit = self.settings.max_record_bytes // 2
-        truncated = len(original) > limit or record.size > len(original)
-        original = original[:limit]
-        envelope: dict[str, Any] = {
-            "event_id": uuid.uuid4().hex,
-            "contract": target,
-            "rule": rejection.rule,
-            "field": rejection.field,
-            "message": rejection.message[:2000],
-            "fix": rejection.fix,
-            "value_excerpt": rejection.value_excerpt[:400],
-            "source": record.source[:500],
-            "producer": record.producer or self.producer_id,
-            "trace_id": trace_id or new_trace_id(),
-            "rejected_at": _now(),
-            "original_size": record.size,
-            "original_truncated": truncated,
-        }
-        try:
-            envelope["original_text"] = original.decode("utf-8")
-        except UnicodeDecodeError:
-            envelope["original_base64"] = base64.b64encode(original).decode()
-        return envelope
-
     def _send_dead_letter(self, target: str, record: RawRecord, rejection: Rejection, trace_id: str | None):  # type: ignore[no-untyped-def]
-        envelope = self.dead_letter_envelope(target, record, rejection, trace_id)
-        headers = [
-            ("contract-id", DLQ_CONTRACT_ID.encode()),
-            ("contract-version", DLQ_CONTRACT_VERSION.encode()),
-            ("producer", envelope["producer"].encode()),
-            ("event-id", envelope["event_id"].encode()),
-            ("trace-id", envelope["trace_id"].encode()),
-            ("dlq-contract", target.encode()),
-            ("dlq-rule", rejection.rule.encode()),
-            ("dlq-field", rejection.field.encode()),
-            ("dlq-source", record.source.encode()),
-        ]
+        envelope, headers = dead_letter_message(target, record, rejection, self.producer_id, trace_id,
+                                                self.settings.max_record_bytes)
         payload = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
         return self._producer.send(DLQ_TOPIC, value=payload, key=target.encode(), headers=headers)

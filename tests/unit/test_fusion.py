@@ -7,10 +7,8 @@ import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from citybrain.city.build import build_city
-from citybrain.city.catalogue import routing_rules
 from citybrain.city.reference import reference_records
 from citybrain.contracts.validate import RecordValidator
 from citybrain.fusion.detect import SensorWatch
