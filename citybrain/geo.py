@@ -66,6 +66,10 @@ class Area:
     geometry: dict[str, Any]
 
 
+#: Points whose (district, street) an index remembers; past this it starts over.
+RESOLVED_MAX = 200_000
+
+
 class AreaIndex:
     """Find the street (and its district) containing a point, with a bounding-box grid.
 
@@ -76,6 +80,7 @@ class AreaIndex:
     def __init__(self, areas: Iterable[Area], cell_deg: float = 0.02) -> None:
         self.cell = cell_deg
         self.areas = {a.code: a for a in areas}
+        self._resolved: dict[tuple[float, float], tuple[Area, Area] | None] = {}
         self._grid: dict[tuple[int, int], list[tuple[Area, tuple[float, float, float, float]]]] = {}
         for area in self.areas.values():
             if area.level != "street":
@@ -96,11 +101,17 @@ class AreaIndex:
         return None
 
     def resolve(self, lon: float, lat: float) -> tuple[Area, Area] | None:
-        """(district, street) containing the point, or None outside the city."""
+        """(district, street) containing the point, or None outside the city. Remembered per
+        point: fixed sensors report from the same coordinates every few minutes."""
+        key = (lon, lat)
+        if key in self._resolved:
+            return self._resolved[key]
         street = self.street_at(lon, lat)
-        if street is None or street.parent_code is None:
-            return None
-        return self.areas[street.parent_code], street
+        found = None if street is None or street.parent_code is None else (self.areas[street.parent_code], street)
+        if len(self._resolved) >= RESOLVED_MAX:
+            self._resolved.clear()
+        self._resolved[key] = found
+        return found
 
     @classmethod
     def from_records(cls, records: Iterable[dict[str, Any]]) -> AreaIndex:

@@ -69,9 +69,12 @@ class Settings(BaseSettings):
 
     # Stream workers: the Faust app id (its consumer group and internal topics) and the batch size.
     streams_app_id: str = Field(default="citybrain-fusion", pattern=r"^[A-Za-z0-9._-]{1,100}$")
-    streams_batch: int = Field(default=2000, ge=1, le=100_000)
-    # Longest a record waits for its batch to fill: the floor of the worker's latency.
-    streams_batch_wait_s: float = Field(default=0.1, gt=0, le=10)
+    # Most records one fetch (one batch of the fusion worker) may hold.
+    streams_batch: int = Field(default=5000, ge=1, le=100_000)
+    # Stream time re-read on start to rebuild the worker's state (dedupe window, open cases,
+    # open day windows); the ticket lifecycle is re-read further back, for tickets under SLA watch.
+    streams_warmup_h: float = Field(default=26.0, ge=0, le=24 * 30)
+    streams_warmup_tickets_h: float = Field(default=96.0, ge=0, le=24 * 30)
 
     @field_validator("state_dir", "cache_dir", "schemas_dir")
     @classmethod

@@ -184,24 +184,27 @@ def publish_catalog(settings: Settings, contracts: Iterable[Contract]) -> int:
     return summary.accepted
 
 
-def group_lag(settings: Settings, group_id: str) -> tuple[int, int]:
-    """(records the consumer group has committed, records still ahead of it) over all its partitions;
-    (0, -1) while the group is not known yet (no commits, or its coordinator is still being elected)."""
-    from kafka import KafkaAdminClient, KafkaConsumer
+def committed_offsets(settings: Settings, group_id: str) -> dict[tuple[str, int], int] | None:
+    """The consumer group's committed offset per (topic, partition); None while the group is not
+    known yet (no commits, or its coordinator is still being elected)."""
+    from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
     admin = KafkaAdminClient(**settings.kafka_client_config())
-    consumer = KafkaConsumer(**settings.kafka_client_config())
     try:
-        try:
-            offsets = admin.list_group_offsets(group_id).get(group_id, {})
-        except KafkaError:
-            return 0, -1
-        if not offsets:
-            return 0, -1
-        end = consumer.end_offsets(list(offsets))
-        committed = sum(max(0, o.offset) for o in offsets.values())
-        return committed, sum(end[tp] - max(0, o.offset) for tp, o in offsets.items())
+        offsets = admin.list_group_offsets(group_id).get(group_id, {})
+    except KafkaError:
+        return None
     finally:
-        consumer.close()
         admin.close()
+    return {(tp.topic, tp.partition): max(0, o.offset) for tp, o in offsets.items()} or None
+
+
+def group_lag(settings: Settings, group_id: str) -> tuple[int, int]:
+    """(records the consumer group has committed, records still ahead of it) over all its partitions;
+    (0, -1) while the group is not known yet."""
+    offsets = committed_offsets(settings, group_id)
+    if offsets is None:
+        return 0, -1
+    end = end_offsets(settings, {t for t, _p in offsets})
+    return sum(offsets.values()), sum(end[tp] - offset for tp, offset in offsets.items())

@@ -44,6 +44,8 @@ FIXES = {
     "outside-jurisdiction": "send a position inside the city (WGS84 lat/long)",
     "mapping": "use one of the source values the feed declares, or add the value to the feed's mapping (infra/feeds/)",
     "datetime": "write the time as the feed declares it (see its `format` and `timezone` in infra/feeds/)",
+    "processing-error": "a stream worker failed on this record: report it with the dead letter's trace id; "
+                        "replay it once fixed (`citybrain produce`)",
 }
 
 

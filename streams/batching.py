@@ -1,0 +1,108 @@
+"""Batch delivery for faust-streaming: one coroutine call per fetch instead of one event at a time.
+
+faust delivers every record through its per-event machinery: two tasks and an
+``asyncio.wait`` per record in the consumer's drain loop, an ``Event`` per record, a queue
+put and get per record, then the stream's own per-event path. Measured here, that costs
+~90 µs per record, more than the fusion work itself (~17 µs), and capped the fusion
+worker at ~9,000 records/s with ``stream.take_events``.
+
+``BatchApp.batch_agent(topic)`` registers a coroutine that receives every fetch of those
+topics as one list of messages. The consumer keeps faust's group membership, flow control
+during rebalances, gap tracking for compacted topics and offset commits; each message is
+acknowledged only after the coroutine returned, so a committed offset never runs ahead of
+the work (at least once; the worker's outputs carry stable ids). Topics without a batch
+agent still go through faust's normal path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable, Iterable
+
+import faust
+from faust.transport.drivers import aiokafka as kafka_driver
+from faust.types import Message
+
+BatchHandler = Callable[[list[Message]], Awaitable[None]]
+
+#: Yield to the event loop after this many records of one fetch, so timers and commits run.
+YIELD_EVERY = 1000
+
+
+class BatchConsumer(kafka_driver.Consumer):
+    """faust's aiokafka consumer with a drain loop that hands whole fetches to batch agents."""
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs against the broker
+        handlers: dict[str, BatchHandler] = getattr(self.app, "batch_handlers", {})
+        callback = self.callback
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        ebb = self.app.producer.buffer.wait_until_ebb
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                await asyncio.sleep(0)
+                batches: dict[BatchHandler, list[Message]] = {}
+                n = 0
+                async for tp, message in self.getmany(timeout=1.0):
+                    n += 1
+                    if n % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
+                    offset = message.offset
+                    read = get_read_offset(tp)
+                    if read is not None and offset < read:
+                        continue   # already delivered before a seek
+                    if read and offset - read > 1 and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, read + 1, offset)   # compacted away: nothing to wait for
+                    handler = handlers.get(message.topic)
+                    if handler is None:
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                    else:
+                        batches.setdefault(handler, []).append(message)
+                    set_read_offset(tp, offset)
+                for handler, messages in batches.items():
+                    await ebb()
+                    await handler(messages)
+                    self._ack_all(messages)
+                if self._commit_every is not None and self._n_acked >= self._commit_every:
+                    self._n_acked = 0
+                    await self.commit()
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+
+    def _ack_all(self, messages: Iterable[Message]) -> None:
+        ack = self.ack
+        for message in messages:
+            ack(message)
+
+
+class BatchTransport(kafka_driver.Transport):
+    Consumer = BatchConsumer
+
+
+class BatchApp(faust.App):
+    """A faust app whose ``batch_agent`` coroutines receive whole fetches."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_handlers: dict[str, BatchHandler] = {}
+
+    def _new_transport(self) -> BatchTransport:
+        return BatchTransport(self.conf.broker_consumer, self)
+
+    def batch_agent(self, topic: faust.TopicT) -> Callable[[BatchHandler], BatchHandler]:
+        """Subscribe to ``topic`` and hand each fetch of it to the decorated coroutine."""
+        def register(handler: BatchHandler) -> BatchHandler:
+            for name in topic.topics:
+                self.batch_handlers[name] = handler
+            self.topics.add(topic)
+            return handler
+        return register
