@@ -160,7 +160,7 @@ def _lake_sink(layer: str, batch: int, max_wait_s: float, exit_when_idle: Option
         raise _fail(f"Kafka at {settings.bootstrap} did not answer: {exc}. Fix: `citybrain broker up` (or check "
                     "CITYBRAIN_BOOTSTRAP_SERVERS); the lake resumes from its checkpoints.") from None
     out.print(f"{layer}: {result['written']:,} records written; {result['recovered_files_removed']} leftover file(s) "
-              "of an interrupted run removed", highlight=False)
+              f"of an interrupted run removed; {result['files_compacted']:,} small file(s) merged", highlight=False)
 
 
 BATCH_OPT = typer.Option(20_000, help="Records per partition per file, at most.")
@@ -178,3 +178,19 @@ def lake_bronze(batch: int = BATCH_OPT, max_wait_s: float = WAIT_OPT, exit_when_
 def lake_silver(batch: int = BATCH_OPT, max_wait_s: float = WAIT_OPT, exit_when_idle: Optional[float] = IDLE_OPT) -> None:
     """Copy the curated and fused topics (city events, warnings, work orders, metrics) into lake/silver."""
     _lake_sink("silver", batch, max_wait_s, exit_when_idle)
+
+
+@lake_app.command("compact")
+def lake_compact(layer: str = typer.Argument("all", help="bronze, silver or all."),
+                 min_files: int = typer.Option(2, min=2, help="Merge an hour's files of one partition from this many.")) -> None:
+    """Merge small Parquet files: one file per partition and hour (safe beside a running sink)."""
+    from citybrain.lake.sink import LAYERS, LakeWriter
+
+    layers = list(LAYERS) if layer == "all" else [layer]
+    if not set(layers) <= set(LAYERS):
+        raise _fail(f"unknown layer {layer!r}. Fix: use one of bronze, silver, all.", code=2)
+    for name in layers:
+        result = LakeWriter(_settings().state_dir / "lake", name).compact(min_files)
+        out.print(f"{name}: {result.merged_files:,} files merged into {result.written_files:,} ({result.rows:,} records)"
+                  + (f"; {result.interrupted} interrupted compaction(s) finished" if result.interrupted else ""),
+                  highlight=False)

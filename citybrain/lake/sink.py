@@ -12,6 +12,12 @@ and renamed into place (atomic), then the partition's checkpoint (the next offse
 is replaced atomically. On start, files of a partition that begin at or after its checkpoint
 are the leftovers of a crash between the two steps: they are deleted, and reading resumes
 at the checkpoint, so every offset lands in exactly one file.
+
+Compaction (``compact``, ``citybrain lake compact``) merges one partition's small files of
+one hour into one file named after the whole offset range. Only files wholly below the
+checkpoint take part, so it can run beside the sink. A journal written before the merged
+file is renamed into place makes it crash-safe: the next compaction or sink start finishes
+an interrupted one (sources deleted if the merged file is in place, else the merged file).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import logging
 import os
 import re
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -60,12 +67,13 @@ class LakeWriter:
     """Writes batches of one topic-partition into a lake layer and keeps its checkpoint."""
 
     def __init__(self, lake: Path, layer: str = "bronze") -> None:
-        self.lake = lake
-        self.bronze = lake / layer
+        self.lake, self.layer = lake, layer
+        self.root = lake / layer
         self.checkpoints = lake / "_checkpoints" / layer
+        self.touched: set[Path] = set()   # hour directories written since the last compaction
 
     def _contract_dir(self, topic: str) -> Path:
-        return self.bronze / topic.rsplit(".v", 1)[0]
+        return self.root / topic.rsplit(".v", 1)[0]
 
     def checkpoint(self, topic: str, partition: int) -> int:
         path = self.checkpoints / topic / f"{partition}.json"
@@ -105,15 +113,86 @@ class LakeWriter:
             written.append((tmp, directory / name))
         for tmp, final in written:
             os.replace(tmp, final)
+            self.touched.add(final.parent)
         self._set_checkpoint(topic, partition, last + 1)
         return [final for _tmp, final in written]
+
+    def finish_compactions(self) -> int:
+        """Complete or undo compactions a crash interrupted; the number found."""
+        journals = sorted((self.lake / "_compactions" / self.layer).glob("*.json"))
+        for journal in journals:
+            plan = json.loads(journal.read_text())
+            target, tmp = self.lake / plan["target"], self.lake / plan["tmp"]
+            if target.exists():
+                for source in plan["sources"]:
+                    (self.lake / source).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
+            journal.unlink()
+        return len(journals)
+
+    def compact(self, min_files: int = 2, hours: Iterable[Path] | None = None) -> CompactResult:
+        """Merge each partition's files of each hour (at least ``min_files`` of them) into one;
+        ``hours``: only these hour directories (default: the whole layer)."""
+        result = CompactResult(interrupted=self.finish_compactions())
+        if not self.root.exists():
+            return result
+        journal_dir = self.lake / "_compactions" / self.layer
+        todo = self.root.glob("*/date=*/hour=*") if hours is None else hours
+        for hour_dir in sorted(p for p in todo if p.is_dir()):
+            topic = _topic_of(hour_dir.parent.parent.name, self.checkpoints)
+            groups: dict[int, list[tuple[int, int, Path]]] = defaultdict(list)
+            for path in hour_dir.glob("p*.parquet"):
+                m = FILE_RE.match(path.name)
+                if m:
+                    groups[int(m["partition"])].append((int(m["first"]), int(m["last"]), path))
+            for partition, files in groups.items():
+                done = self.checkpoint(topic, partition) if topic else 0
+                files = sorted(f for f in files if f[1] < done)
+                if len(files) < min_files:
+                    continue
+                name = f"p{partition}-{files[0][0]}-{files[-1][1]}.parquet"
+                target, tmp = hour_dir / name, hour_dir / f".{name}.tmp"
+                table = pa.concat_tables([pq.read_table(f[2], schema=SCHEMA) for f in files]).sort_by("offset")
+                pq.write_table(table, tmp, compression="zstd")
+                journal_dir.mkdir(parents=True, exist_ok=True)
+                journal = journal_dir / f"{uuid.uuid4().hex}.json"
+                rel = lambda p: str(p.relative_to(self.lake))  # noqa: E731
+                _atomic_write(journal, json.dumps({"target": rel(target), "tmp": rel(tmp),
+                                                   "sources": [rel(f[2]) for f in files if f[2] != target]}))
+                os.replace(tmp, target)
+                for _first, _last, path in files:
+                    if path != target:
+                        path.unlink()
+                journal.unlink()
+                result.merged_files += len(files)
+                result.written_files += 1
+                result.rows += table.num_rows
+        return result
 
     def _set_checkpoint(self, topic: str, partition: int, next_offset: int) -> None:
         directory = self.checkpoints / topic
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".{partition}.json.tmp"
-        tmp.write_text(json.dumps({"next_offset": next_offset, "at": time.time()}))
-        os.replace(tmp, directory / f"{partition}.json")
+        _atomic_write(directory / f"{partition}.json", json.dumps({"next_offset": next_offset, "at": time.time()}))
+
+
+@dataclass
+class CompactResult:
+    merged_files: int = 0    # small files merged away
+    written_files: int = 0   # merged files written in their place
+    rows: int = 0
+    interrupted: int = 0     # earlier compactions a crash had interrupted, finished now
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _topic_of(contract_dir: str, checkpoints: Path) -> str | None:
+    """The topic a contract directory holds (its checkpoints are kept under the topic's name)."""
+    found = sorted(checkpoints.glob(f"{contract_dir}.v*"))
+    return found[-1].name if found else None
 
 
 def _table(rows: Iterable[Row]) -> pa.Table:
@@ -127,8 +206,10 @@ def _table(rows: Iterable[Row]) -> pa.Table:
 
 
 def run_sink(settings: Settings, topics: list[str], lake: Path, batch: int = 20_000, max_wait_s: float = 5.0,
-             stop_when_idle_s: float | None = None, layer: str = "bronze") -> dict[str, Any]:
-    """Copy ``topics`` into a lake layer until interrupted (or idle for ``stop_when_idle_s``)."""
+             stop_when_idle_s: float | None = None, layer: str = "bronze", compact_every_s: float = 300.0,
+             ) -> dict[str, Any]:
+    """Copy ``topics`` into a lake layer until interrupted (or idle for ``stop_when_idle_s``); every
+    ``compact_every_s`` and on the way out, merge the small files of the hours it wrote to."""
     from kafka import KafkaConsumer, TopicPartition
 
     writer = LakeWriter(lake, layer)
@@ -136,6 +217,7 @@ def run_sink(settings: Settings, topics: list[str], lake: Path, batch: int = 20_
                              max_poll_records=batch, fetch_max_bytes=64 * 1024 * 1024)
     tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
     consumer.assign(tps)
+    writer.finish_compactions()
     removed = 0
     for tp in tps:
         resume, gone = writer.recover(tp.topic, tp.partition)
@@ -143,8 +225,14 @@ def run_sink(settings: Settings, topics: list[str], lake: Path, batch: int = 20_
         consumer.seek(tp, resume)
     pending: dict[Any, list[Row]] = defaultdict(list)
     last_flush = time.monotonic()
-    last_data = time.monotonic()
-    written = 0
+    last_data = last_compaction = time.monotonic()
+    written = merged = 0
+
+    def compact() -> None:
+        nonlocal merged
+        merged += writer.compact(hours=writer.touched).merged_files
+        writer.touched.clear()
+
     try:
         while True:
             polled = consumer.poll(timeout_ms=500)
@@ -164,8 +252,12 @@ def run_sink(settings: Settings, topics: list[str], lake: Path, batch: int = 20_
                         written += len(rows)
                 pending.clear()
                 last_flush = time.monotonic()
+            if time.monotonic() - last_compaction >= compact_every_s:
+                compact()
+                last_compaction = time.monotonic()
             if stop_when_idle_s is not None and not pending and time.monotonic() - last_data >= stop_when_idle_s:
                 break
+        compact()
     finally:
         consumer.close()
-    return {"written": written, "recovered_files_removed": removed}
+    return {"written": written, "recovered_files_removed": removed, "files_compacted": merged}

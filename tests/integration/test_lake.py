@@ -46,6 +46,12 @@ def test_bronze_sink_writes_every_record_once_across_a_kill_9(broker, settings, 
     output, _ = second.communicate(timeout=300)
     assert second.returncode == 0, output
 
+    # Small files of the killed run's batches are merged: one file per partition and hour.
+    proc = cli("lake", "compact", "bronze", env_extra={"CITYBRAIN_STATE_DIR": str(lake_state)})
+    assert proc.returncode == 0 and "files merged" in proc.stdout, proc.stderr
+    files = Counter((path.parent, path.name.split("-")[0]) for path in (lake_state / "lake" / "bronze").rglob("*.parquet"))
+    assert files and max(files.values()) == 1, [k for k, n in files.items() if n > 1][:5]
+
     raw = [c.topic for c in contracts.values() if c.zone == "raw"]
     ends = end_offsets(settings, raw)
     rows = Counter()

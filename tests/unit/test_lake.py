@@ -36,3 +36,62 @@ def test_files_written_after_the_last_checkpoint_are_removed_on_recovery(tmp_pat
     assert (resume, removed) == (5, 1)
     left = sorted(p.name for p in (tmp_path / "bronze").rglob("*.parquet"))
     assert left == ["p2-0-4.parquet"] and not list((tmp_path / "bronze").rglob("*.tmp"))
+
+
+def _offsets(files: list[Path]) -> list[int]:
+    return sorted(o for f in files for o in pq.read_table(f).column("offset").to_pylist())
+
+
+def test_compaction_merges_an_hours_small_files_into_one_with_every_record_once(tmp_path: Path) -> None:
+    writer = LakeWriter(tmp_path)
+    for first in range(0, 50, 10):   # five batches of ten records, all in one hour
+        writer.write("raw.sensor.noise_level.v1", 2, _rows(first, 10, step_ms=1))
+    hour = next((tmp_path / "bronze").rglob("hour=*"))
+    assert len(list(hour.glob("*.parquet"))) == 5
+    result = writer.compact()
+    files = list(hour.glob("*.parquet"))
+    assert [f.name for f in files] == ["p2-0-49.parquet"]
+    assert _offsets(files) == list(range(50))
+    assert (result.merged_files, result.written_files, result.rows) == (5, 1, 50)
+    writer.write("raw.sensor.noise_level.v1", 2, _rows(50, 10, step_ms=1))   # the hour keeps growing
+    writer.compact()
+    assert [f.name for f in hour.glob("*.parquet")] == ["p2-0-59.parquet"]
+    assert _offsets(list(hour.glob("*.parquet"))) == list(range(60))
+
+
+def test_compaction_leaves_files_past_the_checkpoint_to_the_sinks_recovery(tmp_path: Path) -> None:
+    writer = LakeWriter(tmp_path)
+    for first in range(0, 30, 10):
+        writer.write("raw.sensor.noise_level.v1", 2, _rows(first, 10, step_ms=1))
+    writer._set_checkpoint("raw.sensor.noise_level.v1", 2, 20)   # as if the sink crashed before moving it past 29
+    writer.compact()
+    hour = next((tmp_path / "bronze").rglob("hour=*"))
+    assert sorted(f.name for f in hour.glob("*.parquet")) == ["p2-0-19.parquet", "p2-20-29.parquet"]
+    assert writer.recover("raw.sensor.noise_level.v1", 2) == (20, 1)
+    assert _offsets(list(hour.glob("*.parquet"))) == list(range(20))
+
+
+def test_an_interrupted_compaction_is_finished_or_undone_never_doubled(tmp_path: Path) -> None:
+    import json
+
+    for renamed in (True, False):
+        lake = tmp_path / str(renamed)
+        writer = LakeWriter(lake)
+        for first in range(0, 30, 10):
+            writer.write("raw.sensor.noise_level.v1", 2, _rows(first, 10, step_ms=1))
+        hour = next((lake / "bronze").rglob("hour=*"))
+        sources = sorted(hour.glob("*.parquet"))
+        merged = hour / "p2-0-29.parquet"
+        tmp = hour / ".p2-0-29.parquet.tmp"
+        pq.write_table(pq.ParquetDataset(sources).read(), tmp)
+        journal = lake / "_compactions" / "bronze" / "crash.json"
+        journal.parent.mkdir(parents=True)
+        rel = lambda p: str(p.relative_to(lake))  # noqa: E731
+        journal.write_text(json.dumps({"target": rel(merged), "tmp": rel(tmp), "sources": [rel(s) for s in sources]}))
+        if renamed:   # crashed after the rename, before deleting the small files
+            tmp.rename(merged)
+        assert writer.finish_compactions() == 1
+        files = list(hour.glob("*.parquet"))
+        assert _offsets(files) == list(range(30)), renamed
+        assert (files == [merged]) is renamed
+        assert not journal.exists() and not tmp.exists()
