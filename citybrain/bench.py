@@ -78,6 +78,25 @@ async def _raw_consume(settings: Settings, topics: list[str]) -> tuple[int, floa
         await consumer.stop()
 
 
+def _unused_seed(settings: Settings) -> int:
+    """A simulator seed whose ticket ids (``HL<local date><seed % 100><seq>``) no earlier run of
+    today used on this broker: the worker rightly drops a repeated ticket id as a duplicate."""
+    import re
+    from zoneinfo import ZoneInfo
+
+    from citybrain.topics import read_topic
+
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y%m%d")
+    pattern = re.compile(rf'"service_request_id":\s*"HL{today}(\d\d)')
+    used = {int(m[1]) for r in read_topic(settings, "raw.hotline.service_request.v1", timeout_s=120)
+            if (m := pattern.search(r.value.decode("utf-8", "replace")))}
+    free = [s for s in range(10, 100) if s not in used]
+    if not free:
+        raise RuntimeError("every ticket-id seed of today is taken on this broker; run `citybrain broker reset` "
+                           "or bench again tomorrow")
+    return free[0]
+
+
 def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConfig,
               say: Callable[[str], None]) -> dict[str, Any]:
     from citybrain.platform import ensure_ready
@@ -123,7 +142,8 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
         events_per_s = (last[1] - first[1]) / (last[0] - first[0])
 
         say(f"4/4 steady load at {cfg.rate:,.0f} records/s for {cfg.latency_s:g} s; latency produce -> work order")
-        sim = Simulation(SimConfig(hours=cfg.rate * cfg.latency_s / 23_000, incidents=(), seed=99))   # ~23k records per simulated hour
+        sim = Simulation(SimConfig(hours=cfg.rate * cfg.latency_s / 23_000, incidents=(),   # ~23k records per simulated hour
+                                   seed=_unused_seed(settings)))
         started_ms = int(time.time() * 1000)
         run_simulation(settings, contracts, sim, Pacing(rate=cfg.rate), wall_clock=True)
         time.sleep(3)
