@@ -78,28 +78,30 @@ async def _raw_consume(settings: Settings, topics: list[str]) -> tuple[int, floa
         await consumer.stop()
 
 
-def _unused_seed(settings: Settings) -> int:
-    """A simulator seed whose ticket ids (``HL<local date><seed % 100><seq>``) no earlier run of
-    today used on this broker: the worker rightly drops a repeated ticket id as a duplicate."""
+def _unused_seed(settings: Settings, start: datetime) -> int:
+    """A simulator seed whose ticket ids (``HL<simulated local date><seed % 100><seq>``) no earlier
+    run of that simulated day used on this broker: the worker rightly drops a repeated ticket id
+    as a duplicate."""
     import re
-    from zoneinfo import ZoneInfo
 
+    from citybrain.sim.clock import LOCAL
     from citybrain.topics import read_topic
 
-    today = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y%m%d")
-    pattern = re.compile(rf'"service_request_id":\s*"HL{today}(\d\d)')
+    day = start.astimezone(LOCAL).strftime("%Y%m%d")
+    pattern = re.compile(rf'"service_request_id":\s*"HL{day}(\d\d)')
     used = {int(m[1]) for r in read_topic(settings, "raw.hotline.service_request.v1", timeout_s=120)
             if (m := pattern.search(r.value.decode("utf-8", "replace")))}
     free = [s for s in range(10, 100) if s not in used]
     if not free:
-        raise RuntimeError("every ticket-id seed of today is taken on this broker; run `citybrain broker reset` "
-                           "or bench again tomorrow")
+        raise RuntimeError(f"every ticket-id seed of simulated day {day} is taken on this broker; run "
+                           "`citybrain broker reset` or bench again tomorrow")
     return free[0]
 
 
 def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConfig,
               say: Callable[[str], None]) -> dict[str, Any]:
     from citybrain.platform import ensure_ready
+    from citybrain.sim.clock import default_start
     from citybrain.sim.engine import Simulation
     from citybrain.sim.model import SimConfig
     from citybrain.sim.runner import Pacing, run_simulation
@@ -142,8 +144,9 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
         events_per_s = (last[1] - first[1]) / (last[0] - first[0])
 
         say(f"4/4 steady load at {cfg.rate:,.0f} records/s for {cfg.latency_s:g} s; latency produce -> work order")
+        start = default_start()
         sim = Simulation(SimConfig(hours=cfg.rate * cfg.latency_s / 23_000, incidents=(),   # ~23k records per simulated hour
-                                   seed=_unused_seed(settings)))
+                                   start=start, seed=_unused_seed(settings, start)))
         started_ms = int(time.time() * 1000)
         run_simulation(settings, contracts, sim, Pacing(rate=cfg.rate), wall_clock=True)
         time.sleep(3)

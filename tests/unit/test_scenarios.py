@@ -1,0 +1,115 @@
+"""Scenario datasets over a lake written by the real lake writer: SQL, immutable releases, catalog, query."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from citybrain.lake.sink import LakeWriter, Row
+from citybrain.scenarios.catalog import catalog, query
+from citybrain.scenarios.datasets import DATASETS, build
+from citybrain.scenarios.release import publish, resolve, verify
+
+T0 = 1_763_769_600_000   # 2025-11-22T00:00:00Z
+
+
+def _write(lake: Path, layer: str, topic: str, values: list[dict]) -> None:  # type: ignore[type-arg]
+    rows = [Row(topic, 0, o, T0 + o * 1000, None, {}, json.dumps(v, ensure_ascii=False)) for o, v in enumerate(values)]
+    LakeWriter(lake, layer).write(topic, 0, rows)
+
+
+def _ticket(rid: str, *steps: tuple[str, str, dict]) -> list[dict]:  # type: ignore[type-arg]
+    return [{"event_id": f"{rid}:{kind}", "service_request_id": rid, "event_type": kind, "occurred_at": at, **extra}
+            for kind, at, extra in steps]
+
+
+@pytest.fixture()
+def lake(tmp_path: Path) -> Path:
+    events = _ticket("HL1", ("received", "2025-11-22T01:00:00Z", {}),
+                     ("dispatched", "2025-11-22T01:05:00Z", {"department": "water", "sla_deadline": "2025-11-22T05:05:00Z"}),
+                     ("accepted", "2025-11-22T01:25:00Z", {"department": "water"}),
+                     ("handled", "2025-11-22T03:00:00Z", {"department": "water", "resolved": True}),
+                     ("followed_up", "2025-11-22T04:00:00Z", {"satisfaction": "satisfied", "resolved": True}))
+    events += _ticket("HL2", ("received", "2025-11-22T02:00:00Z", {}),
+                      ("dispatched", "2025-11-22T02:05:00Z", {"department": "water", "sla_deadline": "2025-11-22T03:05:00Z"}),
+                      ("accepted", "2025-11-22T02:15:00Z", {"department": "water"}),
+                      ("reopened", "2025-11-22T06:00:00Z", {"reason": "still flooded"}))
+    events += _ticket("HL3", ("received", "2025-11-22T02:30:00Z", {}),
+                      ("dispatched", "2025-11-22T02:35:00Z", {"department": "water", "sla_deadline": "2025-11-22T06:35:00Z"}),
+                      ("accepted", "2025-11-22T03:05:00Z", {"department": "water"}),
+                      ("handled", "2025-11-22T04:00:00Z", {"department": "water", "resolved": False}),
+                      ("followed_up", "2025-11-22T05:00:00Z", {"satisfaction": "dissatisfied", "resolved": False}))
+    _write(tmp_path, "bronze", "raw.hotline.ticket_event.v1", events)
+    orders = [{"work_order_id": f"WO-{rid}-water", "department": "water", "role": "lead", "source": "ticket",
+               "source_id": rid, "district_code": "990101"} for rid in ("HL1", "HL2", "HL3")]
+    _write(tmp_path, "silver", "dispatch.water.work_order.v1", orders)
+    _write(tmp_path, "bronze", "raw.ref.road_segment.v1",
+           [{"segment_id": "seg-0001", "name": "江滨路", "road_class": "arterial", "free_speed_kmh": 60.0,
+             "street_code": "990101001"}])
+    _write(tmp_path, "bronze", "raw.sensor.traffic_flow.v1",
+           [{"refRoadSegment": "seg-0001", "dateObservedFrom": f"2025-11-22T08:{m:02d}:00Z", "averageVehicleSpeed": s,
+             "intensity": 100} for m, s in ((0, 30.0), (5, 15.0), (10, 15.0))])
+    return tmp_path
+
+
+def test_respond_on_receipt_kpis_follow_each_ticket_through_its_lifecycle(lake: Path) -> None:
+    table, inputs = build(lake, DATASETS["respond_on_receipt_kpis"])
+    rows = table.to_pylist()
+    assert len(rows) == 1 and len(inputs) == 2
+    row = rows[0]
+    assert (row["department"], row["district_code"], str(row["day"]), row["tickets"]) == ("water", "990101", "2025-11-22", 3)
+    assert row["response_min_median"] == 20.0                    # 20, 10 and 30 minutes
+    assert row["handled_on_time_rate"] == 0.6667 and row["resolution_rate"] == 0.3333
+    assert row["satisfaction_rate"] == 0.5                       # HL1 satisfied, HL3 not; HL2 never followed up
+    assert row["overdue"] == 1 and row["reopened"] == 1          # HL2: past its deadline, never handled
+
+
+def test_congestion_index_compares_speed_with_free_flow(lake: Path) -> None:
+    rows = build(lake, DATASETS["traffic_congestion_index"])[0].to_pylist()
+    assert [(r["segment_id"], r["readings"], r["mean_speed_kmh"], r["congestion_index"]) for r in rows] == \
+        [("seg-0001", 3, 20.0, 66.7)]
+
+
+def test_a_dataset_without_its_inputs_says_what_to_run(tmp_path: Path) -> None:
+    with pytest.raises(LookupError, match="lake bronze"):
+        build(tmp_path, DATASETS["traffic_congestion_index"])
+
+
+def test_a_release_is_immutable_checksummed_with_lineage_and_refused_on_failed_quality(lake: Path) -> None:
+    dataset = DATASETS["traffic_congestion_index"]
+    table, inputs = build(lake, dataset)
+    with pytest.raises(ValueError, match="failed quality"):
+        publish(lake, dataset.name, table, dataset.contract(), {"passed": False, "failed": ["raw.sensor.traffic_flow"]}, inputs)
+    release = publish(lake, dataset.name, table, dataset.contract(), {"passed": True}, inputs,
+                      now=datetime(2025, 11, 23, 1, tzinfo=timezone.utc))
+    m = release.manifest
+    assert m["rows"] == 1 and m["contract"]["fields"]["congestion_index"]
+    assert {e["path"].split("/")[1] for e in m["lineage"]} == {"raw.sensor.traffic_flow", "raw.ref.road_segment"}
+    assert verify(release) == []
+    assert not os.access(release.path / "data.parquet", os.W_OK) or os.geteuid() == 0   # read-only (root ignores modes)
+    (release.path / "data.parquet").chmod(0o644)
+    (release.path / "data.parquet").write_bytes(b"tampered")
+    assert verify(release) == ["data.parquet"]
+
+
+def test_catalog_and_query_use_the_latest_or_a_pinned_release(lake: Path) -> None:
+    dataset = DATASETS["traffic_congestion_index"]
+    table, inputs = build(lake, dataset)
+    first = publish(lake, dataset.name, table, dataset.contract(), {"passed": True}, inputs,
+                    now=datetime(2025, 11, 23, 1, tzinfo=timezone.utc))
+    second = publish(lake, dataset.name, table.slice(0, 0), dataset.contract(), {"passed": True}, inputs,
+                     now=datetime(2025, 11, 23, 2, tzinfo=timezone.utc))
+    entry = next(e for e in catalog(lake, now=datetime(2025, 11, 23, 3, tzinfo=timezone.utc))
+                 if e["dataset"] == dataset.name)
+    assert entry["versions"] == [first.version, second.version] and entry["latest"] == second.version
+    assert (entry["rows"], entry["quality"], entry["age_h"]) == (0, "passed", 1.0)
+    assert query(lake, "SELECT count(*) AS n FROM traffic_congestion_index").to_pylist() == [{"n": 0}]
+    pinned = query(lake, "SELECT congestion_index FROM traffic_congestion_index",
+                   pins={dataset.name: first.version}).to_pylist()
+    assert pinned == [{"congestion_index": 66.7}]
+    with pytest.raises(LookupError, match="no version"):
+        resolve(lake, dataset.name, "v1")
