@@ -21,6 +21,7 @@ from citybrain.contracts.model import Contract
 from citybrain.ingest.producer import DLQ_TOPIC, ProduceSummary, ValidatedProducer
 from citybrain.ingest.readers import read_jsonl
 from citybrain.samples import bad_lines, sample_records
+from citybrain.lake.sink import LAYERS, run_sink
 from citybrain.settings import Settings
 from citybrain.workers import start_worker, stop_worker, wait_for_worker
 from citybrain.sim.engine import Simulation
@@ -149,7 +150,14 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
             ok = False
             console.print("[bold]8. streams[/] [red]the fusion worker did not catch up within 5 minutes[/] "
                           "(see `citybrain streams fusion -l info`)", highlight=False)
-    incidents = Table("incident", "where", "window (UTC)", title="9. injected incidents (ground truth for detection)")
+    lake = settings.state_dir / "lake"
+    with console.status("copying the topics into the lake (bronze: raw records; silver: what the worker made)..."):
+        added = {layer: run_sink(settings, [c.topic for c in contracts.values() if c.zone in zones], lake,
+                                 stop_when_idle_s=2, layer=layer)["written"] for layer, zones in LAYERS.items()}
+    files = sum(1 for layer in LAYERS for _ in (lake / layer).rglob("*.parquet"))
+    console.print(f"[bold]9. lake[/]    bronze +{added['bronze']:,} records, silver +{added['silver']:,}, exactly once; "
+                  f"{files:,} Parquet files (one per partition and hour) under {lake}", highlight=False)
+    incidents = Table("incident", "where", "window (UTC)", title="10. injected incidents (ground truth for detection)")
     for i in report.ground_truth["incidents"]:
         where = i.get("street_name") and f"{i['district_name']}{i['street_name']}" or i.get("producer") or \
             i.get("consumer_group", "-")

@@ -17,3 +17,4 @@ def test_demo_produces_every_feed_and_counts_add_up(broker, contracts) -> None: 
     for c in raw_feeds:
         assert c.topic in proc.stdout
     assert f"{len(contracts)} contracts discoverable from the broker" in proc.stdout
+    assert "9. lake" in proc.stdout and "exactly once" in proc.stdout
