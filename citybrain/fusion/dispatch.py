@@ -77,7 +77,6 @@ class Open:
     dispatched: datetime
     deadline: datetime
     warned: bool = False
-    breached: bool = False
 
 
 class SlaTracker:
@@ -109,7 +108,6 @@ class SlaTracker:
             if self.open.get(rid) is not o:
                 continue   # handled, closed or dispatched again since
             if check == "breach":
-                o.breached = o.warned = True
                 del self.open[rid]   # nothing more to say about it
                 out.append(self._alert(rid, o, "breached", now))
             elif not o.warned and now < o.deadline:

@@ -82,8 +82,8 @@ def warm_up(settings: Settings, pipeline: Pipeline, contracts: dict[str, Contrac
 
     started = time.perf_counter()
     result = WarmUp()
-    committed = {tp: o for tp, o in (committed_offsets(settings, group_id) or {}).items()
-                 if tp[0] in set(topics) and tp[0] not in REFERENCE and o > 0}
+    wanted = set(topics) - set(REFERENCE)
+    committed = {tp: o for tp, o in (committed_offsets(settings, group_id) or {}).items() if tp[0] in wanted and o > 0}
     if not committed or hours <= 0:
         return result
     consumer = KafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False,

@@ -138,15 +138,23 @@ class LakeWriter:
             return result
         journal_dir = self.lake / "_compactions" / self.layer
         todo = self.root.glob("*/date=*/hour=*") if hours is None else hours
+        # Read once per compaction: the topic of each contract directory, each partition's checkpoint.
+        topics: dict[str, str | None] = {}
+        done_at: dict[tuple[str | None, int], int] = {}
         for hour_dir in sorted(p for p in todo if p.is_dir()):
-            topic = _topic_of(hour_dir.parent.parent.name, self.checkpoints)
+            contract_dir = hour_dir.parent.parent.name
+            if contract_dir not in topics:
+                topics[contract_dir] = _topic_of(contract_dir, self.checkpoints)
+            topic = topics[contract_dir]
             groups: dict[int, list[tuple[int, int, Path]]] = defaultdict(list)
             for path in hour_dir.glob("p*.parquet"):
                 m = FILE_RE.match(path.name)
                 if m:
                     groups[int(m["partition"])].append((int(m["first"]), int(m["last"]), path))
             for partition, files in groups.items():
-                done = self.checkpoint(topic, partition) if topic else 0
+                if (topic, partition) not in done_at:
+                    done_at[(topic, partition)] = self.checkpoint(topic, partition) if topic else 0
+                done = done_at[(topic, partition)]
                 files = sorted(f for f in files if f[1] < done)
                 if len(files) < min_files:
                     continue

@@ -15,7 +15,7 @@ import pytest
 from citybrain.city.build import build_city
 from citybrain.sim.clock import default_start
 from citybrain.topics import group_lag, read_topic
-from citybrain.workers import start_worker, stop_worker
+from citybrain.workers import start_worker, stop_worker, wait_for_worker
 from tests.integration.conftest import TEST_ENV, cli
 
 pytestmark = pytest.mark.integration
@@ -44,12 +44,12 @@ def _orders(settings, contracts, run: str) -> list[str]:  # type: ignore[no-unty
             for order in [json.loads(r.value)] if order["source_id"].startswith(f"HLR{run}")]
 
 
-def _caught_up(settings, worker, app_id: str, timeout: float, empty_ok: bool = False) -> bool:  # type: ignore[no-untyped-def]
-    """The worker's group has nothing left to read (``empty_ok``: or has had nothing to commit yet)."""
+def _joined(settings, worker, app_id: str, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    """The worker's group has nothing left to read, or has had nothing to commit yet."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and worker.poll() is None:
         time.sleep(2)
-        if group_lag(settings, app_id)[1] in ((0, -1) if empty_ok else (0,)):
+        if group_lag(settings, app_id)[1] in (0, -1):
             return True
     return False
 
@@ -69,7 +69,7 @@ def test_duplicates_after_a_kill_9_and_restart_are_still_dropped(broker, setting
     worker = start_worker(settings, env=env, log=tmp_path / "worker.log")
     try:
         time.sleep(10)   # joined its group; then reads what other tests left on the broker, if anything
-        assert _caught_up(settings, worker, app_id, 120, empty_ok=True), f"worker did not read the existing topics (exit {worker.poll()})"
+        assert _joined(settings, worker, app_id, 120), f"worker did not read the existing topics (exit {worker.poll()})"
         _produce(tmp_path, "first.jsonl", first)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(_orders(settings, contracts, run)) < 3:
@@ -78,7 +78,7 @@ def test_duplicates_after_a_kill_9_and_restart_are_still_dropped(broker, setting
         before = _orders(settings, contracts, run)
         assert {o.split("-")[1] for o in before} == {t["service_request_id"] for t in first}
         assert len(before) == len(set(before))
-        assert _caught_up(settings, worker, app_id, 30)   # the tickets' offsets are committed
+        assert wait_for_worker(settings, worker, 30, app_id)   # the tickets' offsets are committed
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
@@ -90,8 +90,7 @@ def test_duplicates_after_a_kill_9_and_restart_are_still_dropped(broker, setting
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and len(_orders(settings, contracts, run)) <= len(before) and worker.poll() is None:
             time.sleep(2)
-        assert _caught_up(settings, worker, app_id, 60)
-        time.sleep(3)
+        assert wait_for_worker(settings, worker, 60, app_id)
     finally:
         stop_worker(worker)
     orders = _orders(settings, contracts, run)
