@@ -91,8 +91,9 @@ SELECT t.department, coalesce(place.district_code, 'unknown') AS district_code,
        round(avg(CASE WHEN t.resolved THEN 1.0 ELSE 0.0 END), 4) AS resolution_rate,
        round(avg(CASE WHEN t.satisfaction IS NULL THEN NULL WHEN t.satisfaction = 'dissatisfied' THEN 0.0 ELSE 1.0 END), 4)
          AS satisfaction_rate,
-       sum(CASE WHEN t.handled > t.deadline OR (t.handled IS NULL AND t.deadline < as_of.latest_event) THEN 1 ELSE 0 END) AS overdue,
-       sum(CASE WHEN t.reopened > 0 THEN 1 ELSE 0 END) AS reopened
+       CAST(sum(CASE WHEN t.handled > t.deadline OR (t.handled IS NULL AND t.deadline < as_of.latest_event) THEN 1 ELSE 0 END)
+         AS BIGINT) AS overdue,
+       CAST(sum(CASE WHEN t.reopened > 0 THEN 1 ELSE 0 END) AS BIGINT) AS reopened
 FROM t CROSS JOIN as_of LEFT JOIN place USING (rid)
 WHERE t.dispatched IS NOT NULL AND t.department IS NOT NULL
 GROUP BY 1, 2, 3
@@ -129,7 +130,7 @@ seg AS (
          j(latest, 'street_code') AS street_code, CAST(j(latest, 'free_speed_kmh') AS DOUBLE) AS free_speed_kmh
   FROM (SELECT j(value, 'segment_id') AS segment_id, arg_max(value, "offset") AS latest FROM {road_segments} GROUP BY 1))
 SELECT r.segment_id, seg.road_name, seg.road_class, seg.street_code, r.hour_start, count(*) AS readings,
-       sum(r.intensity) AS vehicles, round(avg(r.speed), 1) AS mean_speed_kmh, seg.free_speed_kmh,
+       CAST(sum(r.intensity) AS BIGINT) AS vehicles, round(avg(r.speed), 1) AS mean_speed_kmh, seg.free_speed_kmh,
        round(greatest(0.0, 1 - avg(r.speed) / seg.free_speed_kmh) * 100, 1) AS congestion_index
 FROM r JOIN seg USING (segment_id)
 WHERE r.speed IS NOT NULL
@@ -137,24 +138,283 @@ GROUP BY r.segment_id, seg.road_name, seg.road_class, seg.street_code, r.hour_st
 ORDER BY r.hour_start, r.segment_id
 """)
 
-DATASETS: dict[str, Dataset] = {d.name: d for d in (RESPOND_ON_RECEIPT, TRAFFIC_CONGESTION)}
+#: Latest record per key of a compacted reference input (areas, devices), as a SQL fragment.
+STREETS = """(SELECT j(latest, 'area_code') AS area_code, j(latest, 'name') AS name, j(latest, 'level') AS level,
+        j(latest, 'parent_code') AS parent_code, CAST(j(latest, 'population') AS BIGINT) AS population
+ FROM (SELECT j(value, 'area_code') AS k, arg_max(value, "offset") AS latest FROM {admin_areas} GROUP BY 1))"""
+DEVICES = """(SELECT k AS device_id, j(latest, 'street_code') AS street_code
+ FROM (SELECT j(value, 'device_id') AS k, arg_max(value, "offset") AS latest FROM {devices} GROUP BY 1))"""
+TICKET_ORDERS = """(SELECT j(value, 'source_id') AS rid, any_value(j(value, 'street_code')) AS street_code,
+        any_value(j(value, 'district_code')) AS district_code, any_value(j(value, 'category')) AS category,
+        any_value(j(value, 'department')) AS department, min(utc(j(value, 'received_at'))) AS received
+ FROM {work_orders} WHERE j(value, 'source') = 'ticket' AND j(value, 'role') = 'lead' GROUP BY 1)"""
+
+HOTLINE_HOTSPOTS = Dataset(
+    name="hotline_hotspots",
+    title="12345 hotline hotspots and emerging risks by street",
+    description="Tickets per street and category from the fused work orders (lead department, located tickets). "
+                "A hotspot has at least 5 tickets and three times the median street of its category; an emerging "
+                "risk has at least 3 tickets in the last 6 hours of the data at three times the street's earlier "
+                "hourly rate. Fused city incidents in the street are counted beside them.",
+    owner="hotline_12345",
+    inputs={"work_orders": "silver/dispatch.*.work_order", "incidents": "silver/city.event.incident",
+            "admin_areas": "bronze/raw.ref.admin_area"},
+    key=("street_code", "category"),
+    fields={
+        "street_code": "street (raw.ref.admin_area)", "street_name": "the street's name",
+        "district_code": "district of the street", "category": "ticket category",
+        "tickets": "tickets of the category in the street", "tickets_last_6h": "of which in the last 6 hours of the data",
+        "vs_category_median": "tickets / the median street's tickets of the category",
+        "recent_rate_ratio": "hourly rate in the last 6 hours / the street's earlier hourly rate",
+        "incidents": "fused city incidents (any category) in the street",
+        "hotspot": "true when tickets >= 5 and >= 3x the category's median street",
+        "emerging": "true when tickets_last_6h >= 3 and the recent rate >= 3x the earlier one",
+        "as_of": "newest ticket in the data (UTC)",
+    },
+    sql="""
+WITH wo AS (SELECT * FROM """ + TICKET_ORDERS + """ WHERE street_code IS NOT NULL),
+span AS (SELECT max(received) AS latest, min(received) AS earliest FROM wo),
+agg AS (
+  SELECT street_code, any_value(district_code) AS district_code, category, count(*) AS tickets,
+         count(*) FILTER (WHERE received > latest - INTERVAL 6 HOUR) AS last_6h,
+         count(*) FILTER (WHERE received <= latest - INTERVAL 6 HOUR) AS before_6h,
+         greatest(epoch(latest - earliest) / 3600.0 - 6, 1.0) AS hours_before, latest AS as_of
+  FROM wo CROSS JOIN span GROUP BY street_code, category, latest, earliest),
+cat AS (SELECT category, median(tickets) AS med FROM agg GROUP BY 1),
+ev AS (SELECT j(value, 'street_code') AS street_code, count(DISTINCT j(value, 'event_id')) AS incidents
+       FROM {incidents} GROUP BY 1),
+streets AS """ + STREETS + """
+SELECT a.street_code, s.name AS street_name, a.district_code, a.category, a.tickets, a.last_6h AS tickets_last_6h,
+       round(a.tickets / cat.med, 2) AS vs_category_median,
+       round((a.last_6h / 6.0) / greatest(a.before_6h / a.hours_before, 0.1), 2) AS recent_rate_ratio,
+       coalesce(ev.incidents, 0) AS incidents,
+       a.tickets >= 5 AND a.tickets >= 3 * cat.med AS hotspot,
+       a.last_6h >= 3 AND (a.last_6h / 6.0) >= 3 * greatest(a.before_6h / a.hours_before, 0.1) AS emerging,
+       a.as_of
+FROM agg a JOIN cat USING (category) LEFT JOIN streets s ON s.area_code = a.street_code LEFT JOIN ev USING (street_code)
+ORDER BY a.tickets DESC, a.street_code, a.category
+""")
+
+ENV_EXCEEDANCES = Dataset(
+    name="environmental_exceedances",
+    title="Environmental exceedances by street and hour, with the complaints that followed",
+    description="Hours in which a street's mean PM2.5 exceeded 75 µg/m³ (GB 3095 grade II, 24-hour limit used as "
+                "an hourly screening value) or its mean noise level LAeq exceeded 60 dB(A) by day / 50 dB(A) by night "
+                "(GB 3096 class 2; night 22:00-06:00 Beijing time), with the hotline complaints of the matching "
+                "category (air_pollution, noise) received in the street from the start of that hour to 6 hours after "
+                "its end. Hour in UTC.",
+    owner="environment",
+    inputs={"air_quality": "bronze/raw.sensor.air_quality", "noise_level": "bronze/raw.sensor.noise_level",
+            "devices": "bronze/raw.ref.device", "work_orders": "silver/dispatch.*.work_order"},
+    key=("street_code", "pollutant", "hour_start"),
+    fields={
+        "street_code": "street of the sensors (device registry)", "pollutant": "pm25 or noise_laeq",
+        "unit": "unit of mean_value and limit_value", "hour_start": "start of the hour (UTC)",
+        "mean_value": "mean of the street's readings in the hour", "peak_value": "highest reading in the hour",
+        "limit_value": "the limit it exceeded", "readings": "readings in the hour", "devices": "sensors reporting",
+        "complaints_within_6h": "matching hotline complaints in the street within 6 hours",
+        "first_complaint_after_min": "minutes from the start of the hour to the first such complaint",
+    },
+    sql="""
+WITH dev AS """ + DEVICES + """,
+r AS (
+  SELECT 'pm25' AS pollutant, 'µg/m³' AS unit, j(value, 'refDevice') AS device_id,
+         date_trunc('hour', utc(j(value, 'dateObserved'))) AS hour_start, CAST(j(value, 'pm25') AS DOUBLE) AS v
+  FROM {air_quality}
+  UNION ALL
+  SELECT 'noise_laeq', 'dB(A)', j(value, 'refDevice'), date_trunc('hour', utc(j(value, 'dateObservedFrom'))),
+         CAST(j(value, 'LAeq') AS DOUBLE)
+  FROM {noise_level}),
+ex AS (
+  SELECT dev.street_code, r.pollutant, r.unit, r.hour_start, round(avg(r.v), 1) AS mean_value, max(r.v) AS peak_value,
+         CAST(CASE WHEN r.pollutant = 'pm25' THEN 75.0
+              WHEN hour(r.hour_start + INTERVAL 8 HOUR) BETWEEN 6 AND 21 THEN 60.0 ELSE 50.0 END AS DOUBLE) AS limit_value,
+         count(*) AS readings, count(DISTINCT r.device_id) AS devices
+  FROM r JOIN dev USING (device_id) WHERE r.v IS NOT NULL AND dev.street_code IS NOT NULL
+  GROUP BY dev.street_code, r.pollutant, r.unit, r.hour_start),
+c AS (SELECT street_code, category, received FROM """ + TICKET_ORDERS + """ WHERE category IN ('noise', 'air_pollution'))
+SELECT ex.street_code, ex.pollutant, ex.unit, ex.hour_start, ex.mean_value, ex.peak_value, ex.limit_value, ex.readings,
+       ex.devices, count(c.received) AS complaints_within_6h,
+       round(min(epoch(c.received - ex.hour_start) / 60.0), 1) AS first_complaint_after_min
+FROM ex LEFT JOIN c ON c.street_code = ex.street_code
+  AND c.category = CASE ex.pollutant WHEN 'pm25' THEN 'air_pollution' ELSE 'noise' END
+  AND c.received >= ex.hour_start AND c.received < ex.hour_start + INTERVAL 7 HOUR
+WHERE ex.mean_value > ex.limit_value
+GROUP BY ALL
+ORDER BY ex.hour_start, ex.street_code, ex.pollutant
+""")
+
+FLOOD_RISK = Dataset(
+    name="flood_risk_by_street",
+    title="Waterlogging and flood risk by street",
+    description="Per street: its water-level gauges (highest level as a share of the reference level, readings in "
+                "warning and flooded state), waterlogging complaints to the hotline and fused flood incidents. "
+                "risk_score 0-100 = 50 x the level ratio (99th percentile, capped at 1) + 20 if any gauge reported flooded "
+                "+ 5 per waterlogging ticket (at most 20) + 10 if a flood incident was fused in the street; "
+                "risk_level low < 30 <= elevated < 60 <= high.",
+    owner="water",
+    inputs={"water_level": "bronze/raw.sensor.water_level", "devices": "bronze/raw.ref.device",
+            "work_orders": "silver/dispatch.*.work_order", "incidents": "silver/city.event.incident",
+            "admin_areas": "bronze/raw.ref.admin_area"},
+    key=("street_code",),
+    fields={
+        "street_code": "street", "street_name": "the street's name", "district_code": "district of the street",
+        "gauges": "water-level gauges in the street", "underpass_gauges": "of which at underpasses",
+        "max_level_ratio": "99th percentile of current level / flooding level over the street's readings (a faulty "
+                       "gauge's single spikes do not count)",
+        "warning_readings": "readings in warning state", "flooded_readings": "readings in flooded state",
+        "waterlogging_tickets": "hotline tickets about waterlogging", "flood_incidents": "fused flood incidents",
+        "risk_score": "0 (none) ... 100 (flooding now)", "risk_level": "low, elevated or high",
+    },
+    sql="""
+WITH dev AS """ + DEVICES + """,
+wl AS (SELECT j(value, 'refDevice') AS device_id, CAST(j(value, 'currentLevel') AS DOUBLE) AS lvl,
+              CAST(j(value, 'referenceLevel') AS DOUBLE) AS ref, j(value, 'floodLevelStatus') AS status,
+              j(value, 'siteType') AS site FROM {water_level}),
+g AS (SELECT dev.street_code, count(DISTINCT wl.device_id) AS gauges,
+             count(DISTINCT wl.device_id) FILTER (WHERE site = 'underpass') AS underpass_gauges,
+             quantile_cont(lvl / nullif(ref, 0), 0.99) AS max_level_ratio,
+             count(*) FILTER (WHERE status = 'warning') AS warning_readings,
+             count(*) FILTER (WHERE status = 'flooded') AS flooded_readings
+      FROM wl JOIN dev USING (device_id) GROUP BY 1),
+t AS (SELECT street_code, count(*) AS waterlogging_tickets FROM """ + TICKET_ORDERS + """
+      WHERE category = 'waterlogging' GROUP BY 1),
+e AS (SELECT j(value, 'street_code') AS street_code, count(DISTINCT j(value, 'event_id')) AS flood_incidents
+      FROM {incidents} WHERE j(value, 'category') = 'flood' GROUP BY 1),
+streets AS """ + STREETS + """,
+scored AS (
+  SELECT s.area_code AS street_code, s.name AS street_name, s.parent_code AS district_code,
+         coalesce(g.gauges, 0) AS gauges, coalesce(g.underpass_gauges, 0) AS underpass_gauges,
+         round(g.max_level_ratio, 3) AS max_level_ratio, coalesce(g.warning_readings, 0) AS warning_readings,
+         coalesce(g.flooded_readings, 0) AS flooded_readings, coalesce(t.waterlogging_tickets, 0) AS waterlogging_tickets,
+         coalesce(e.flood_incidents, 0) AS flood_incidents
+  FROM streets s LEFT JOIN g ON g.street_code = s.area_code LEFT JOIN t ON t.street_code = s.area_code
+       LEFT JOIN e ON e.street_code = s.area_code
+  WHERE s.level = 'street')
+SELECT *, round(least(100.0, 50 * least(coalesce(max_level_ratio, 0), 1.0) + CASE WHEN flooded_readings > 0 THEN 20 ELSE 0 END
+                + least(20, 5 * waterlogging_tickets) + CASE WHEN flood_incidents > 0 THEN 10 ELSE 0 END), 1) AS risk_score,
+       CASE WHEN risk_score >= 60 THEN 'high' WHEN risk_score >= 30 THEN 'elevated' ELSE 'low' END AS risk_level
+FROM scored ORDER BY risk_score DESC, street_code
+""")
+
+ELDERLY_CARE = Dataset(
+    name="elderly_care_demand",
+    title="Elderly-care service demand by street",
+    description="From the civil-affairs elderly-care register (newest record per resident) and the hotline: "
+                "registered residents, how many live alone, their care levels, the services they need, and "
+                "elderly-assistance tickets. Aggregates only, no personal data; streets with fewer than 3 "
+                "registered residents are left out so that no one can be singled out.",
+    owner="civil_affairs",
+    inputs={"elderly_care": "bronze/raw.civil_affairs.elderly_care", "work_orders": "silver/dispatch.*.work_order",
+            "admin_areas": "bronze/raw.ref.admin_area"},
+    key=("street_code",),
+    fields={
+        "street_code": "street", "street_name": "the street's name", "district_code": "district of the street",
+        "residents": "residents in the register", "living_alone": "of whom living alone",
+        "aged_80_plus": "of whom 80 or older (by birth year, as of the record's update)",
+        "full_assistance": "residents needing full assistance", "partial_assistance": "residents needing partial assistance",
+        "need_meals": "residents needing meal service", "need_medical_visit": "residents needing medical visits",
+        "need_emergency_call": "residents needing an emergency-call device",
+        "need_companionship": "residents needing companionship",
+        "assistance_tickets": "hotline tickets in the street about elderly assistance",
+        "demand_score": "full_assistance x 3 + partial_assistance x 2 + living_alone + assistance_tickets x 2",
+    },
+    sql="""
+WITH r AS (
+  SELECT j(latest, 'street_code') AS street_code, j(latest, 'care_level') AS care_level,
+         j(latest, 'living_alone') = 'true' AS alone,
+         year(utc(j(latest, 'updated_at'))) - CAST(j(latest, 'birth_year') AS INTEGER) AS age,
+         coalesce(json_extract_string(latest, '$.needs[*]'), []) AS needs
+  FROM (SELECT j(value, 'resident_key') AS k, arg_max(value, "offset") AS latest FROM {elderly_care} GROUP BY 1)),
+agg AS (
+  SELECT street_code, count(*) AS residents, count(*) FILTER (WHERE alone) AS living_alone,
+         count(*) FILTER (WHERE age >= 80) AS aged_80_plus,
+         count(*) FILTER (WHERE care_level = 'full_assistance') AS full_assistance,
+         count(*) FILTER (WHERE care_level = 'partial_assistance') AS partial_assistance,
+         count(*) FILTER (WHERE list_contains(needs, 'meals')) AS need_meals,
+         count(*) FILTER (WHERE list_contains(needs, 'medical_visit')) AS need_medical_visit,
+         count(*) FILTER (WHERE list_contains(needs, 'emergency_call')) AS need_emergency_call,
+         count(*) FILTER (WHERE list_contains(needs, 'companionship')) AS need_companionship
+  FROM r GROUP BY 1 HAVING count(*) >= 3),
+t AS (SELECT street_code, count(*) AS assistance_tickets FROM """ + TICKET_ORDERS + """
+      WHERE category = 'elderly_assistance' GROUP BY 1),
+streets AS """ + STREETS + """
+SELECT agg.street_code, s.name AS street_name, s.parent_code AS district_code, residents, living_alone, aged_80_plus,
+       full_assistance, partial_assistance, need_meals, need_medical_visit, need_emergency_call, need_companionship,
+       coalesce(t.assistance_tickets, 0) AS assistance_tickets,
+       full_assistance * 3 + partial_assistance * 2 + living_alone + coalesce(t.assistance_tickets, 0) * 2 AS demand_score
+FROM agg LEFT JOIN streets s ON s.area_code = agg.street_code LEFT JOIN t USING (street_code)
+ORDER BY demand_score DESC, street_code
+""")
+
+DISTRICT_SAFETY = Dataset(
+    name="district_safety_index",
+    title="District safety index, composed from the other scenario datasets",
+    description="Per district, from the latest releases of flood_risk_by_street, hotline_hotspots, "
+                "environmental_exceedances and respond_on_receipt_kpis: safety_index = 100 - (0.35 x the highest "
+                "street flood risk + 0.25 x min(100, 20 x hotspot streets) + 0.20 x min(100, 5 x exceedance hours) "
+                "+ 0.20 x 100 x the share of tickets overdue). 100 is the calmest possible district.",
+    owner="data_bureau",
+    inputs={"flood": "gold/flood_risk_by_street", "hotspots": "gold/hotline_hotspots",
+            "exceedances": "gold/environmental_exceedances", "kpis": "gold/respond_on_receipt_kpis",
+            "admin_areas": "bronze/raw.ref.admin_area"},
+    key=("district_code",),
+    fields={
+        "district_code": "district", "district_name": "the district's name", "population": "registered population",
+        "max_flood_risk": "highest flood risk score of its streets", "hotspot_streets": "streets with a hotline hotspot",
+        "emerging_risks": "street/category pairs flagged emerging", "exceedance_hours": "street-hours over an environmental limit",
+        "overdue_share": "share of the district's dispatched tickets overdue",
+        "safety_index": "0 ... 100 (calmest)",
+    },
+    sql="""
+WITH streets AS """ + STREETS + """,
+d AS (SELECT area_code AS district_code, name AS district_name, population FROM streets WHERE level = 'district'),
+f AS (SELECT district_code, max(risk_score) AS max_flood_risk FROM {flood} GROUP BY 1),
+h AS (SELECT district_code, count(DISTINCT street_code) FILTER (WHERE hotspot) AS hotspot_streets,
+             count(*) FILTER (WHERE emerging) AS emerging_risks FROM {hotspots} GROUP BY 1),
+x AS (SELECT substr(street_code, 1, 6) AS district_code, count(*) AS exceedance_hours FROM {exceedances} GROUP BY 1),
+k AS (SELECT district_code, sum(overdue) / greatest(sum(tickets), 1) AS overdue_share FROM {kpis} GROUP BY 1)
+SELECT d.district_code, d.district_name, d.population, coalesce(f.max_flood_risk, 0) AS max_flood_risk,
+       coalesce(h.hotspot_streets, 0) AS hotspot_streets, coalesce(h.emerging_risks, 0) AS emerging_risks,
+       coalesce(x.exceedance_hours, 0) AS exceedance_hours, round(coalesce(k.overdue_share, 0), 4) AS overdue_share,
+       round(100 - (0.35 * coalesce(f.max_flood_risk, 0) + 0.25 * least(100, 20 * coalesce(h.hotspot_streets, 0))
+                    + 0.20 * least(100, 5 * coalesce(x.exceedance_hours, 0)) + 0.20 * 100 * coalesce(k.overdue_share, 0)), 1)
+         AS safety_index
+FROM d LEFT JOIN f USING (district_code) LEFT JOIN h USING (district_code) LEFT JOIN x USING (district_code)
+     LEFT JOIN k USING (district_code)
+ORDER BY safety_index, district_code
+""")
+
+DATASETS: dict[str, Dataset] = {d.name: d for d in (RESPOND_ON_RECEIPT, TRAFFIC_CONGESTION, HOTLINE_HOTSPOTS, ENV_EXCEEDANCES,
+                                                    FLOOD_RISK, ELDERLY_CARE, DISTRICT_SAFETY)}
 
 
 def input_files(lake: Path, pattern: str) -> list[Path]:
+    """The Parquet files of one input: a lake contract directory, or ``gold/<dataset>`` (its latest release)."""
     layer, contract = pattern.split("/", 1)
+    if layer == "gold":
+        versions = sorted((lake / "gold" / contract).glob("v*/data.parquet"))
+        return versions[-1:]
     return sorted((lake / layer).glob(f"{contract}/date=*/hour=*/*.parquet"))
 
 
-def build(lake: Path, dataset: Dataset) -> tuple[pa.Table, list[Path]]:
-    """Run the dataset's SQL over the lake; (result, the input files read)."""
+def build(lake: Path, dataset: Dataset, allowed: set[Path] | None = None) -> tuple[pa.Table, list[Path]]:
+    """Run the dataset's SQL over the lake; (result, the input files read).
+
+    With ``allowed`` (the files whose partitions passed the quality checks), bronze and
+    silver inputs are limited to those files; gold inputs are releases, which passed already."""
     import duckdb
 
     sources, used = {}, []
     for name, pattern in dataset.inputs.items():
         files = input_files(lake, pattern)
+        if allowed is not None and not pattern.startswith("gold/"):
+            files = [f for f in files if f in allowed]
         if not files:
-            raise LookupError(f"{dataset.name}: no Parquet for input {pattern!r} under {lake}. Fix: fill the lake first "
-                              "(`citybrain lake bronze` / `citybrain lake silver`, or `make demo`).")
+            what = ("no release yet: publish it first" if pattern.startswith("gold/") else
+                    "fill the lake first (`citybrain lake bronze` / `citybrain lake silver`, or `make demo`)"
+                    + (" and run the data_quality DAG: only checked, passing partitions are read" if allowed is not None else ""))
+            raise LookupError(f"{dataset.name}: no Parquet for input {pattern!r} under {lake}. Fix: {what}.")
         used += files
         sources[name] = "read_parquet([{}], union_by_name = true)".format(", ".join(f"'{f}'" for f in files))
     con = duckdb.connect()

@@ -1,0 +1,345 @@
+"""Run the quality suites over the lake with Great Expectations 1.x (the data_quality DAG).
+
+Each partition whose files changed since it was last checked is validated against its
+``records`` suite; each contract's hourly summary against its ``partitions`` suite (volume
+per hour, freshness). Results go to the quality table (``<lake>/quality/``, Parquet, one row
+per expectation and partition) and to Great Expectations data docs (HTML). A failing
+partition is moved to ``<lake>/quarantine/`` with a ``reason.json`` and an alert is sent
+to ``alert.data_quality.failure.v1``; scenario datasets read only partitions whose latest
+check passed (``passed_files``).
+
+Great Expectations is imported only here: it lives in the Airflow environment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from citybrain.contracts.model import load_all
+from citybrain.quality.frames import Partition, load, partitions
+from citybrain.quality.suites import load_suites
+
+log = logging.getLogger(__name__)
+
+RESULT_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("checked_at", pa.timestamp("ms", tz="UTC")), ("layer", pa.string()),
+    ("contract", pa.string()), ("partition", pa.string()), ("fingerprint", pa.string()), ("files", pa.string()),
+    ("rows", pa.int64()), ("redelivered", pa.int64()), ("suite", pa.string()), ("expectation", pa.string()),
+    ("check", pa.string()), ("column", pa.string()), ("success", pa.bool_()), ("unexpected_count", pa.int64()),
+    ("unexpected_percent", pa.float64()), ("observed", pa.string()), ("partition_passed", pa.bool_()),
+    ("action", pa.string()),
+])
+REFERENCES = {"device": ("raw.ref.device", "device_id"), "area": ("raw.ref.admin_area", "area_code"),
+              "road_segment": ("raw.ref.road_segment", "segment_id")}
+
+
+@dataclass
+class Report:
+    run_id: str
+    checked: int = 0
+    passed: int = 0
+    failed: list[dict[str, Any]] = field(default_factory=list)       # alerts raised
+    skipped_unchanged: int = 0
+    volume_not_evaluated: list[str] = field(default_factory=list)
+    docs: Path | None = None
+    table: Path | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "checked": self.checked, "passed": self.passed,
+                "failed": len([f for f in self.failed if f.get("partition")]),
+                "alerts": len(self.failed), "skipped_unchanged": self.skipped_unchanged,
+                "quarantined": [f["quarantine"] for f in self.failed if f.get("quarantine")],
+                "docs": str(self.docs) if self.docs else None, "table": str(self.table) if self.table else None}
+
+
+def quality_dir(lake: Path) -> Path:
+    return lake / "quality"
+
+
+def results(lake: Path) -> pa.Table | None:
+    """The whole quality table (every run), or None before the first run."""
+    files = sorted(quality_dir(lake).glob("checked=*/*.parquet"))
+    return pa.concat_tables([pq.read_table(f, schema=RESULT_SCHEMA) for f in files]) if files else None
+
+
+def latest_states(lake: Path) -> dict[str, tuple[str, bool, str]]:
+    """Partition key -> (fingerprint, passed, run id) of its latest check."""
+    table = results(lake)
+    if table is None:
+        return {}
+    out: dict[str, tuple[str, bool, str, Any]] = {}
+    cols = table.select(["layer", "contract", "partition", "fingerprint", "partition_passed", "run_id",
+                         "checked_at", "suite"]).to_pylist()
+    for r in cols:
+        if not r["partition"] or r["suite"].endswith(".partitions"):
+            continue
+        key = f"{r['layer']}/{r['contract']}/{r['partition']}"
+        if key not in out or r["checked_at"] >= out[key][3]:
+            out[key] = (r["fingerprint"], bool(r["partition_passed"]), r["run_id"], r["checked_at"])
+    return {k: v[:3] for k, v in out.items()}
+
+
+def passed_files(lake: Path) -> tuple[set[Path], dict[str, Any]]:
+    """The lake files whose partition passed its latest check with these very files, and a summary."""
+    states = latest_states(lake)
+    ok: set[Path] = set()
+    unchecked, failed, runs = [], [], set()
+    for p in partitions(lake):
+        state = states.get(p.key)
+        if state is None or state[0] != p.fingerprint:
+            unchecked.append(p.key)
+        elif not state[1]:
+            failed.append(p.key)
+        else:
+            runs.add(state[2])
+            ok.update(p.path / f for f in p.files)
+    return ok, {"unchecked": unchecked, "failed": failed, "runs": sorted(runs)}
+
+
+def reference_sets(lake: Path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, (contract, column) in REFERENCES.items():
+        ids: set[str] = set()
+        for f in sorted((lake / "bronze" / contract).glob("date=*/hour=*/*.parquet")):
+            for raw in pq.read_table(f, columns=["value"]).column("value").to_pylist():
+                try:
+                    v = json.loads(raw).get(column)
+                except (ValueError, AttributeError):
+                    continue
+                if v is not None:
+                    ids.add(str(v))
+        out[f"ref_{name}"] = sorted(ids)
+    return out
+
+
+def _rows_of(p: Partition) -> int:
+    return sum(pq.read_metadata(p.path / f).num_rows for f in p.files)
+
+
+def _observed(result: dict[str, Any]) -> str | None:
+    value = result.get("observed_value")
+    if value is None and result.get("partial_unexpected_list"):
+        value = result["partial_unexpected_list"][:5]
+    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)[:200]
+
+
+class GX:
+    """A Great Expectations file context in ``<lake>/quality/gx`` (suites, results, data docs)."""
+
+    def __init__(self, root: Path) -> None:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.gx = gx
+        root.mkdir(parents=True, exist_ok=True)
+        self.ctx = gx.get_context(mode="file", project_root_dir=str(root))
+        self.ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        self.source = self.ctx.data_sources.add_or_update_pandas("citybrain_lake")
+        self._defs: dict[str, Any] = {}
+
+    def definition(self, suite_json: dict[str, Any]) -> Any:
+        name = suite_json["name"]
+        if name not in self._defs:
+            gx = self.gx
+            asset = next((a for a in self.source.assets if a.name == name), None) or self.source.add_dataframe_asset(name)
+            batch = next(iter(asset.batch_definitions), None) or asset.add_batch_definition_whole_dataframe("hour")
+            suite = self.ctx.suites.add_or_update(gx.ExpectationSuite(**suite_json))
+            self._defs[name] = self.ctx.validation_definitions.add_or_update(
+                gx.ValidationDefinition(name=name, data=batch, suite=suite))
+        return self._defs[name]
+
+    def run(self, suite_json: dict[str, Any], frame: Any, params: dict[str, Any], complete: bool = False) -> Any:
+        return self.definition(suite_json).run(
+            batch_parameters={"dataframe": frame}, expectation_parameters=params,
+            result_format={"result_format": "COMPLETE" if complete else "SUMMARY", "partial_unexpected_count": 5})
+
+    def build_docs(self) -> Path:
+        self.ctx.build_data_docs()
+        return Path(self.ctx.root_directory) / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+
+def _rows_for(result: Any) -> list[dict[str, Any]]:
+    out = []
+    for r in result.results:
+        cfg = r.expectation_config
+        res = r.result or {}
+        if r.exception_info and r.exception_info.get("raised_exception"):
+            res = {**res, "observed_value": str(r.exception_info.get("exception_message"))[:200]}
+        out.append({"expectation": cfg.type, "check": (cfg.meta or {}).get("check", "validity"),
+                    "column": cfg.kwargs.get("column") or ",".join(cfg.kwargs.get("column_list") or []) or None,
+                    "success": bool(r.success), "unexpected_count": res.get("unexpected_count"),
+                    "unexpected_percent": res.get("unexpected_percent"), "observed": _observed(res)})
+    return out
+
+
+def run_quality(lake: Path, schemas_dir: Path, expectations_dir: Path, now: datetime | None = None,
+                send_alert: Callable[[dict[str, Any]], None] | None = None, docs: bool = True,
+                progress: Callable[[str], None] | None = None) -> Report:
+    """Validate every changed partition of the lake; quarantine failures; keep the results."""
+    import pandas as pd
+
+    now = now or datetime.now(timezone.utc)
+    say = progress or log.info
+    run_id = now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    report = Report(run_id)
+    contracts = {c.id: c for c in load_all(schemas_dir).values()}
+    suites = load_suites(expectations_dir)
+    states = latest_states(lake)
+    params = reference_sets(lake)
+    engine = GX(quality_dir(lake) / "gx")
+    rows: list[dict[str, Any]] = []
+    by_contract: dict[tuple[str, str], list[Partition]] = defaultdict(list)
+    for p in partitions(lake):
+        by_contract[(p.layer, p.contract)].append(p)
+
+    for (layer, cid), parts in sorted(by_contract.items()):
+        contract = contracts.get(cid)
+        rec_suite = suites.get(f"{layer}.{cid}.records")
+        part_suite = suites.get(f"{layer}.{cid}.partitions")
+        if contract is None or rec_suite is None or part_suite is None:
+            raise LookupError(f"no quality suite for {layer}/{cid}. Fix: `citybrain quality suites` writes the suites "
+                              "of every contract into expectations/ (commit them).")
+        todo = [p for p in parts if states.get(p.key, ("",))[0] != p.fingerprint]
+        report.skipped_unchanged += len(parts) - len(todo)
+        if not todo:
+            continue
+        say(f"quality {layer}/{cid}: {len(todo)} partition(s) to check")
+        # Hourly summary: volume against the contract's own history, freshness of the newest record.
+        counts = {p.key: _rows_of(p) for p in parts}
+        # Closed: a later hour of the contract has data (the feed moved on); the newest hour may still fill.
+        is_closed = [i < len(parts) - 1 for i in range(len(parts))]
+        closed = [counts[p.key] for p, c in zip(parts, is_closed) if c]
+        vol = part_suite["meta"].get("volume") or {}
+        volume_failed: dict[str, dict[str, Any]] = {}
+        part_results: list[dict[str, Any]] = []
+        if part_suite["expectations"]:
+            newest = max(max(pq.read_table(p.path / f, columns=["timestamp"]).column("timestamp").to_pylist())
+                         for p in parts[-1:] for f in p.files)
+            summary = pd.DataFrame({"partition": [p.name for p in parts], "rows": [counts[p.key] for p in parts],
+                                    "closed": is_closed})
+            summary["lag_min"] = [None] * (len(parts) - 1) + [max(0.0, (now - newest).total_seconds() / 60)]
+            run_params: dict[str, Any] = {}
+            exps = part_suite
+            if vol and len(closed) >= vol.get("min_history", 6):
+                median = statistics.median(closed)
+                run_params = {"rows_min": median * vol["low"], "rows_max": median * vol["high"]}
+            elif vol:
+                exps = {**part_suite, "expectations": [e for e in part_suite["expectations"] if e["meta"]["check"] != "volume"]}
+                report.volume_not_evaluated.append(f"{layer}/{cid}: {len(closed)} closed hour(s) of history, "
+                                                   f"{vol.get('min_history', 6)} needed")
+            if exps["expectations"]:
+                res = engine.run(exps, summary, run_params, complete=True)
+                for r in res.results:
+                    cfg = r.expectation_config
+                    check = (cfg.meta or {}).get("check")
+                    if check == "volume":
+                        for i in (r.result or {}).get("unexpected_index_list") or []:
+                            p = parts[int(i)]
+                            volume_failed.setdefault(p.key, {
+                                "expectation": cfg.type, "check": "volume", "column": "rows", "success": False,
+                                "unexpected_count": 1, "unexpected_percent": None,
+                                "observed": f"{counts[p.key]} rows; usual hour {statistics.median(closed):.0f}, "
+                                            f"allowed {vol['low']}x..{vol['high']}x"})
+                part_results = _rows_for(res)
+                for r in part_results:
+                    rows.append({"run_id": run_id, "checked_at": now, "layer": layer, "contract": cid, "partition": None,
+                                 "fingerprint": None, "files": None, "rows": sum(counts.values()), "redelivered": None,
+                                 "suite": exps["name"], **r, "partition_passed": None, "action": None})
+                stale = [r for r in part_results if r["check"] == "freshness" and not r["success"]]
+                if stale and send_alert is not None:
+                    alert = {"alert_id": f"DQ-{run_id}:{layer}:{cid}:freshness", "run_id": run_id, "dataset": cid,
+                             "layer": layer, "check": "freshness",
+                             "failed_expectations": [_alert_exp(r) for r in stale], "detected_at": _iso(now),
+                             "action": "alerted"}
+                    report.failed.append(alert)
+                    send_alert(alert)
+        # Records of each partition.
+        for p in todo:
+            frame, redelivered = load(p)
+            for name in contract.schema.get("properties", {}):
+                if name not in frame.columns:
+                    frame[name] = None
+            res = engine.run(rec_suite, frame, params)
+            checks = _rows_for(res)
+            if p.key in volume_failed:
+                checks.append(volume_failed[p.key])
+            passed = all(c["success"] for c in checks)
+            report.checked += 1
+            report.passed += passed
+            action, moved = None, None
+            if not passed:
+                moved = quarantine(lake, p, run_id, checks, now)
+                action = "quarantined"
+                bad = [c for c in checks if not c["success"]]
+                alert = {"alert_id": f"DQ-{run_id}:{layer}:{cid}:{p.name}", "run_id": run_id, "dataset": cid,
+                         "layer": layer, "partition": p.name, "check": bad[0]["check"],
+                         "failed_expectations": [_alert_exp(c) for c in bad], "rows": len(frame),
+                         "detected_at": _iso(now), "action": action, "quarantine": moved}
+                report.failed.append(alert)
+                if send_alert is not None:
+                    send_alert(alert)
+                say(f"  {p.name}: FAILED {', '.join(sorted({c['check'] for c in bad}))} -> {moved}")
+            for c in checks:
+                rows.append({"run_id": run_id, "checked_at": now, "layer": layer, "contract": cid, "partition": p.name,
+                             "fingerprint": p.fingerprint, "files": ",".join(p.files), "rows": len(frame),
+                             "redelivered": redelivered, "suite": rec_suite["name"], **c,
+                             "partition_passed": passed, "action": action})
+    if rows:
+        out = quality_dir(lake) / f"checked={now.strftime('%Y-%m-%d')}" / f"run-{run_id}.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        pq.write_table(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), tmp, compression="zstd")
+        os.replace(tmp, out)
+        report.table = out
+    if docs:
+        report.docs = engine.build_docs()
+    return report
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _alert_exp(c: dict[str, Any]) -> dict[str, Any]:
+    out = {"expectation": c["expectation"], "check": c["check"]}
+    if c.get("column"):
+        out["column"] = c["column"][:120]
+    if c.get("unexpected_count") is not None:
+        out["unexpected_count"] = int(c["unexpected_count"])
+    if c.get("unexpected_percent") is not None:
+        out["unexpected_percent"] = float(c["unexpected_percent"])
+    if c.get("observed"):
+        out["observed"] = c["observed"][:200]
+    return out
+
+
+def quarantine(lake: Path, p: Partition, run_id: str, checks: list[dict[str, Any]], now: datetime) -> str:
+    """Move a failing partition out of the lake (scenario datasets no longer see it); returns where to."""
+    target = lake / "quarantine" / p.layer / p.contract / f"date={p.date}" / f"hour={p.hour}" / run_id
+    target.mkdir(parents=True, exist_ok=True)
+    for f in p.files:
+        os.replace(p.path / f, target / f)
+    (target / "reason.json").write_text(json.dumps(
+        {"run_id": run_id, "quarantined_at": _iso(now), "partition": p.key,
+         "failed": [c for c in checks if not c["success"]],
+         "fix": "Inspect the records (Parquet here), correct the source or the contract's tuning in "
+                "expectations/tuning.yaml, then move the files back to the lake and run data_quality again."},
+        ensure_ascii=False, indent=2, default=str))
+    try:
+        p.path.rmdir()
+    except OSError:
+        pass
+    return str(target.relative_to(lake))

@@ -1,0 +1,1 @@
+"""The platform watching itself: traffic, authentication, devices, personal data, grants."""
