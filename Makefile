@@ -1,17 +1,19 @@
 # CityBrain: the two commands of the README, and the pieces they are made of.
 VENV := .venv/streams
+AVENV := .venv/airflow
 STAMP := $(VENV)/.installed
 CB := $(VENV)/bin/citybrain
 
-.PHONY: demo test setup unit check broker-up broker-down simulate gateway bench clean
+.PHONY: demo test setup unit dags check broker-up broker-down simulate gateway bench clean
 
 ## The platform's main job on the embedded default (set-up included).
 demo: $(STAMP)
 	$(CB) demo
 
-## The whole test suite against the real local broker (set-up included).
+## The whole test suite against the real local broker and the real Airflow (set-up included).
 test: $(STAMP)
 	$(CB) contracts check
+	$(AVENV)/bin/pytest tests/airflow
 	$(VENV)/bin/pytest
 
 setup: $(STAMP)
@@ -22,6 +24,10 @@ $(STAMP): pyproject.toml infra/setup.sh
 ## Unit tests only: no broker, a few seconds.
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit
+
+## Every Airflow DAG once, in order, on the lake of the last `make demo` (airflow dags test).
+dags: $(STAMP)
+	$(CB) dags run
 
 check: $(STAMP)
 	$(CB) contracts check
@@ -47,4 +53,4 @@ gateway: $(STAMP)
 ## Stop the broker and delete local state (broker data, demo feeds); keeps the jar cache.
 clean:
 	-$(CB) broker down
-	rm -rf var/kafka var/demo var/test var/sim var/lake var/streams
+	rm -rf var/kafka var/demo var/test var/sim var/lake var/streams var/airflow

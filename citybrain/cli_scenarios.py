@@ -61,3 +61,58 @@ def query_cmd(sql: str = typer.Argument(..., help="SQL (DuckDB); every dataset i
     for row in rows[:limit]:
         table.add_row(*("" if v is None else str(v) for v in row.values()))
     out.print(table)
+
+
+dags_app = typer.Typer(help="The Airflow DAGs (data quality, security monitoring, scenario releases), run locally.")
+quality_app = typer.Typer(help="Data-quality suites (Great Expectations) generated from the contracts.")
+app.add_typer(dags_app, name="dags")
+app.add_typer(quality_app, name="quality")
+
+
+@dags_app.command("list")
+def dags_list() -> None:
+    """The DAGs in the order `dags run` runs them."""
+    from citybrain.airflow_local import dag_order
+
+    for dag_id in dag_order():
+        out.print(dag_id)
+
+
+@dags_app.command("run")
+def dags_run(dag_ids: list[str] = typer.Argument(None, help="DAG ids; default: every DAG, in dependency order.")) -> None:
+    """Run DAGs with the real Airflow (`airflow dags test`, SQLite metadata in var/airflow); exit 1 if one fails."""
+    from citybrain.airflow_local import dag_order, run_dag
+
+    known = dag_order()
+    unknown = [d for d in dag_ids or [] if d not in known]
+    if unknown:
+        raise _fail(f"unknown DAG(s) {', '.join(unknown)}; known: {', '.join(known)}", EXIT_USAGE)
+    failed = []
+    for dag_id in dag_ids or known:
+        with out.status(f"airflow dags test {dag_id} ..."):
+            run = run_dag(_settings(), dag_id)
+        mark = "[green]ok[/]" if run.ok else "[red]FAILED[/]"
+        out.print(f"{dag_id}: {mark} in {run.seconds:.0f}s (log {run.log})", highlight=False)
+        for r in run.results:
+            out.print("  " + json.dumps(r, ensure_ascii=False, default=str)[:400], highlight=False, markup=False)
+        if not run.ok:
+            failed.append(dag_id)
+    if failed:
+        raise _fail(f"DAG(s) failed: {', '.join(failed)}; their logs say why", 1)
+
+
+@quality_app.command("suites")
+def quality_suites(check: bool = typer.Option(False, "--check", help="Only report suites that are stale; exit 1 if any.")) -> None:
+    """Write expectations/<layer>/*.json from the contracts and expectations/tuning.yaml."""
+    from citybrain.contracts.model import load_all
+    from citybrain.quality.suites import generate, load_tuning, write
+    from citybrain.settings import PROJECT_ROOT
+
+    settings = _settings()
+    root = PROJECT_ROOT / "expectations"
+    suites = generate(load_all(settings.schemas_dir), load_tuning(root / "tuning.yaml"))
+    stale = write(root, suites, check=check)
+    if check and stale:
+        raise _fail(f"{len(stale)} quality suite(s) differ from the contracts: {', '.join(stale[:5])}. "
+              "Fix: `citybrain quality suites`, then commit expectations/.", 1)
+    out.print(f"{len(suites)} suites {'up to date' if not stale else f'written ({len(stale)} changed)'}")

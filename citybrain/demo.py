@@ -163,8 +163,46 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
             i.get("consumer_group", "-")
         incidents.add_row(f"{i['incident_id']}: {i['title_en']}", where, f"{i['start'][5:16]} .. {i['end'][5:16]}")
     console.print(incidents)
+    ok &= _run_dags(settings, console)
     verdict = "[green]counts add up[/]" if ok else "[red]counts do NOT add up[/]"
     console.print(f"dead-letter rules seen: {', '.join(sorted(rules))}", highlight=False)
     console.print(f"[bold]in {totals['read']:,} = accepted {totals['accepted']:,} + dead-lettered {totals['dead']:,}[/]: "
                   f"{verdict}")
     return ok
+
+
+def _run_dags(settings: Settings, console: Console) -> bool:
+    """Step 11: every Airflow DAG once, in order, with the real Airflow (`airflow dags test`)."""
+    from citybrain.airflow_local import dag_order, run_dag
+    from citybrain.scenarios.catalog import query
+
+    ok, runs = True, {}
+    for dag_id in dag_order():
+        with console.status(f"airflow dags test {dag_id} ..."):
+            run = run_dag(settings, dag_id)
+        runs[dag_id] = run
+        if not run.ok:
+            ok = False
+            console.print(f"[red]11. airflow {dag_id} failed[/] (log: {run.log})", highlight=False)
+    q = next((r for r in runs["data_quality"].results if "checked" in r), None)
+    if q:
+        console.print(f"[bold]11. airflow[/] data_quality: {q['checked']} partitions checked, {q['passed']} passed, "
+                      f"{q['failed']} quarantined (alerts on alert.data_quality.failure.v1); data docs {q['docs']}",
+                      highlight=False)
+    s = next((r for r in runs["security_monitoring"].results if "checks" in r), None)
+    if s:
+        console.print(f"            security_monitoring: {sum(s['by_severity'].values())} findings "
+                      f"({', '.join(s['kinds']) or 'none'}) on alert.security.finding.v1; report in "
+                      f"{settings.state_dir / 'lake' / 'reports' / 'security'}", highlight=False)
+    released = [r for run in runs.values() for r in run.results if "version" in r and "dataset" in r]
+    names = ", ".join("{} {:,} rows".format(r["dataset"], r["rows"]) for r in released)
+    console.print(f"            published {len(released)} scenario datasets ({names}), announced on "
+                  "catalog.datasets.release.v1", highlight=False)
+    if any(r["dataset"] == "flood_risk_by_street" for r in released):
+        top = query(settings.state_dir / "lake", "SELECT street_name, risk_score, risk_level FROM flood_risk_by_street "
+                                                 "ORDER BY risk_score DESC LIMIT 3").to_pylist()
+        console.print("            try `citybrain catalog` and `citybrain query \"SELECT street_name, risk_score FROM "
+                      "flood_risk_by_street ORDER BY risk_score DESC LIMIT 3\"` -> "
+                      + "; ".join(f"{r['street_name']} {r['risk_score']}" for r in top), highlight=False)
+    return ok
+

@@ -15,7 +15,7 @@ need mvn "install Apache Maven 3.8+; it fetches the Kafka broker's jars from Mav
   || { echo "error: $PYTHON is $("$PYTHON" -V 2>&1), CityBrain needs Python 3.11. Fix: set PYTHON=python3.11." >&2; exit 2; }
 
 # Stream workers and the CLI: faust-streaming pins croniter<6, so Airflow gets its own
-# environment (a later step of this script, as production images are separate too).
+# environment (below), as production images are separate too.
 VENV=.venv/streams
 if [ ! -x "$VENV/bin/python" ]; then
   echo "creating $VENV"
@@ -24,4 +24,14 @@ fi
 echo "installing citybrain[streams,dev] into $VENV"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[streams,dev]'
+
+# DAGs: Airflow 3 (needs croniter>=6.2.2) and Great Expectations, with the shared package.
+AVENV=.venv/airflow
+if [ ! -x "$AVENV/bin/python" ]; then
+  echo "creating $AVENV"
+  "$PYTHON" -m venv "$AVENV"
+fi
+echo "installing citybrain[airflow,dev] into $AVENV (Airflow 3, Great Expectations 1.x)"
+"$AVENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+"$AVENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[airflow,dev]'
 touch "$VENV/.installed"

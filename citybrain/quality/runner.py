@@ -219,8 +219,10 @@ def run_quality(lake: Path, schemas_dir: Path, expectations_dir: Path, now: date
         say(f"quality {layer}/{cid}: {len(todo)} partition(s) to check")
         # Hourly summary: volume against the contract's own history, freshness of the newest record.
         counts = {p.key: _rows_of(p) for p in parts}
-        # Closed: a later hour of the contract has data (the feed moved on); the newest hour may still fill.
-        is_closed = [i < len(parts) - 1 for i in range(len(parts))]
+        # Closed: the next hour has data (the feed moved on). The newest hour may still fill, and the hour
+        # before a gap may be cut short by it; a stopped feed is freshness's to catch.
+        starts = {p.start for p in parts}
+        is_closed = [p.end in starts for p in parts]
         closed = [counts[p.key] for p, c in zip(parts, is_closed) if c]
         vol = part_suite["meta"].get("volume") or {}
         volume_failed: dict[str, dict[str, Any]] = {}

@@ -100,7 +100,7 @@ def generate(contracts: dict[str, Contract], tuning: dict[str, Any]) -> dict[str
     out: dict[str, dict[str, Any]] = {}
     for contract in sorted(contracts.values(), key=lambda c: c.id):
         layer = LAYER_OF_ZONE.get(contract.zone)
-        if layer is None or contract.id.startswith("alert.data_quality") or contract.id.startswith("alert.security"):
+        if layer is None:
             continue
         tune = tuning_for(tuning, contract.id)
         for suite in (records_suite(contract, layer, tune), partitions_suite(contract, layer, tune)):

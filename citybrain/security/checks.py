@@ -85,11 +85,12 @@ class Commit:
 
 
 def consumer_traffic(commits: Iterable[Commit], log_start: dict[tuple[str, int], int], factor: float = 10.0,
-                     min_reads: int = 1000, min_history: int = 3, ignore: Iterable[str] = ()) -> list[dict[str, Any]]:
+                     min_reads: int = 1000, min_history: int = 3, ignore: Iterable[str] = (),
+                     same_read: timedelta = timedelta(milliseconds=500)) -> list[dict[str, Any]]:
     """Abnormal reading per consumer group, from its offset commits (``__consumer_offsets``).
 
     Records read between two commits of a partition = the offset difference (the first commit
-    counts from the log start). Commits of a group close in time form one read; a read is
+    counts from the log start). Commits of a group within ``same_read`` form one read; a read is
     abnormal when it is ``factor`` x the group's median read and at least ``min_reads``
     records, or when it touches topics the group never read before (after ``min_history``
     reads)."""
@@ -107,7 +108,7 @@ def consumer_traffic(commits: Iterable[Commit], log_start: dict[tuple[str, int],
             tp = (c.topic, c.partition)
             delta = max(0, c.offset - last.get(tp, log_start.get(tp, 0)))
             last[tp] = max(last.get(tp, 0), c.offset)
-            if reads and c.at - reads[-1]["last"] <= timedelta(seconds=5):
+            if reads and c.at - reads[-1]["last"] <= same_read:
                 r = reads[-1]
             else:
                 r = {"first": c.at, "last": c.at, "records": 0, "topics": set()}
@@ -175,11 +176,19 @@ def device_checks(readings: Iterable[dict[str, Any]], registry: dict[str, tuple[
             if km > max_km:
                 far[device].append({**r, "km": km})
     findings = []
-    for device, rs in sorted(far.items()):
-        findings.append(_device_finding("device_spoofing", "critical", device, rs,
-                                        f"device {device} reported {len(rs)} readings from up to "
-                                        f"{max(r['km'] for r in rs):.1f} km away from where it is installed",
-                                        {"max_km": round(max(r["km"] for r in rs), 1)}))
+    by_producer: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for device, rs in far.items():
+        for r in rs:
+            by_producer[r["producer"] or "?"].append(r)
+    for producer, rs in sorted(by_producer.items()):
+        devices = sorted({r["device"] for r in rs})
+        subject = devices[0] if len(devices) == 1 else producer
+        findings.append(_device_finding("device_spoofing", "critical", subject, rs,
+                                        f"{len(rs)} readings sent by {producer} as device(s) {', '.join(devices[:5])}"
+                                        f"{' and more' if len(devices) > 5 else ''}, from up to "
+                                        f"{max(r['km'] for r in rs):.0f} km away from where they are installed",
+                                        {"max_km": round(max(r["km"] for r in rs), 1), "devices": devices[:50],
+                                         "device_count": len(devices)}))
     for device, rs in sorted(unknown.items()):
         findings.append(_device_finding("unregistered_device", "high", device, rs,
                                         f"{len(rs)} readings from device {device}, which is not in the device registry", {}))

@@ -28,7 +28,11 @@ PLATFORM_GROUPS_PREFIXES = ("citybrain-", "citybrain.")
 
 
 def _files(lake: Path, layer: str, pattern: str) -> list[Path]:
-    return sorted((lake / layer).glob(f"{pattern}/date=*/hour=*/*.parquet"))
+    """A layer's files; bronze includes quarantined partitions (failing quality is still evidence)."""
+    files = sorted((lake / layer).glob(f"{pattern}/date=*/hour=*/*.parquet"))
+    if layer == "bronze":
+        files += sorted((lake / "quarantine" / layer).glob(f"{pattern}/date=*/hour=*/*/*.parquet"))
+    return files
 
 
 def producer_counts(lake: Path) -> list[tuple[str, str, datetime, int]]:

@@ -1,0 +1,89 @@
+"""Run the DAGs with the real Airflow 3 on this machine: ``airflow dags test`` in its own environment.
+
+Airflow lives in ``.venv/airflow`` (created by ``infra/setup.sh``; faust-streaming and Airflow
+cannot share an environment). Its home is ``<state dir>/airflow`` with a SQLite metadata
+database, created on first use; the DAGs are ``dags/`` of this repository. Each DAG run's
+log is kept in ``<state dir>/airflow/runs/<dag>.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from citybrain.scenarios.datasets import DATASETS
+from citybrain.settings import PROJECT_ROOT, Settings
+
+AIRFLOW_VENV = PROJECT_ROOT / ".venv" / "airflow"
+
+
+def dag_order() -> list[str]:
+    """Every DAG in dependency order: quality, security, datasets over the lake, datasets over datasets."""
+    over_lake = [n for n, d in DATASETS.items() if not any(p.startswith("gold/") for p in d.inputs.values())]
+    over_gold = [n for n in DATASETS if n not in over_lake]
+    return ["data_quality", "security_monitoring"] + [f"publish_{n}" for n in over_lake + over_gold]
+
+
+@dataclass
+class DagRun:
+    dag_id: str
+    ok: bool
+    seconds: float
+    log: Path
+    results: list[dict[str, Any]]
+
+
+def airflow_bin() -> Path:
+    path = AIRFLOW_VENV / "bin" / "airflow"
+    if not path.exists():
+        raise FileNotFoundError(f"Airflow is not installed in {AIRFLOW_VENV.relative_to(PROJECT_ROOT)}. "
+                                "Fix: `make setup` (infra/setup.sh creates it).")
+    return path
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    home = settings.state_dir / "airflow"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+    env.update({
+        "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "CITYBRAIN_STATE_DIR": str(settings.state_dir), "GX_ANALYTICS_ENABLED": "false",
+        "PYTHONWARNINGS": "ignore",
+    })
+    if settings.bootstrap_servers:
+        env["CITYBRAIN_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
+    env["CITYBRAIN_BROKER_PORT"] = str(settings.broker_port)
+    return env
+
+
+def ensure_db(settings: Settings) -> None:
+    home = settings.state_dir / "airflow"
+    if (home / "airflow.db").exists():
+        return
+    home.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run([str(airflow_bin()), "db", "migrate"], env=environment(settings), capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"`airflow db migrate` failed (exit {out.returncode}):\n{out.stderr[-2000:]}")
+
+
+def run_dag(settings: Settings, dag_id: str, timeout_s: float = 900) -> DagRun:
+    """``airflow dags test <dag_id>``: the whole DAG in one process; ok when every task succeeded."""
+    ensure_db(settings)
+    runs = settings.state_dir / "airflow" / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    log = runs / f"{dag_id}.log"
+    started, started_wall = time.monotonic(), time.time()
+    with open(log, "w") as f:
+        rc = subprocess.run([str(airflow_bin()), "dags", "test", dag_id], env=environment(settings), stdout=f,
+                            stderr=subprocess.STDOUT, timeout=timeout_s).returncode
+    results = []
+    for path in sorted((settings.state_dir / "airflow" / "results").glob("*.json")):
+        if path.stat().st_mtime >= started_wall:
+            results.append(json.loads(path.read_text()))
+    return DagRun(dag_id, rc == 0, time.monotonic() - started, log, results)

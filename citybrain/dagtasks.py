@@ -1,0 +1,85 @@
+"""What the Airflow DAGs run: thin functions over the quality, security and scenario modules.
+
+The DAG files in ``dags/`` only wire these into tasks and assets, so the same work runs from
+the CLI and the tests. Alerts and announcements are produced under their contracts by the
+validated producer: a record its own contract refuses is dead-lettered, not lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from citybrain.contracts.model import load_all, resolve
+from citybrain.settings import PROJECT_ROOT, Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+QUALITY_ALERTS = "alert.data_quality.failure"
+SECURITY_ALERTS = "alert.security.finding"
+RELEASES = "catalog.datasets.release"
+
+
+def lake_dir(settings: Settings) -> Path:
+    return settings.state_dir / "lake"
+
+
+def keep(settings: Settings, name: str, result: dict[str, Any]) -> dict[str, Any]:
+    """Keep a task's result as JSON in ``<state>/airflow/results/`` (read by the demo and the tests)."""
+    out = settings.state_dir / "airflow" / "results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+    return result
+
+
+def send_all(settings: Settings, contract_id: str, values: list[dict[str, Any]], producer_id: str) -> dict[str, int]:
+    """Produce ``values`` under the contract; counts on broker acknowledgement."""
+    if not values:
+        return {"accepted": 0, "dead_lettered": 0}
+    from citybrain.ingest.producer import ValidatedProducer
+
+    contract = resolve(load_all(settings.schemas_dir), contract_id)
+    with ValidatedProducer(settings, producer_id=producer_id) as producer:
+        summary = producer.produce_values(contract, values, source=producer_id)
+    return {"accepted": summary.accepted, "dead_lettered": summary.dead_lettered}
+
+
+def data_quality(settings: Settings | None = None) -> dict[str, Any]:
+    from citybrain.quality.runner import run_quality
+
+    settings = settings or get_settings()
+    alerts: list[dict[str, Any]] = []
+    report = run_quality(lake_dir(settings), settings.schemas_dir, PROJECT_ROOT / "expectations",
+                         send_alert=alerts.append, progress=log.info)
+    sent = send_all(settings, QUALITY_ALERTS, alerts, "airflow.data_quality")
+    out = {**report.summary(), "alerts_sent": sent, "volume_not_evaluated": report.volume_not_evaluated}
+    log.info("data quality: %s", out)
+    return keep(settings, "data_quality", out)
+
+
+def security_monitoring(settings: Settings | None = None) -> dict[str, Any]:
+    from citybrain.security.monitor import run_security
+
+    settings = settings or get_settings()
+    findings: list[dict[str, Any]] = []
+    report = run_security(settings, lake_dir(settings), send=findings.append, progress=log.info)
+    sent = send_all(settings, SECURITY_ALERTS, findings, "airflow.security_monitoring")
+    out = {"date": report["date"], "checks": report["checks"], "by_severity": report["by_severity"],
+           "findings_sent": sent, "kinds": sorted({f["kind"] for f in findings})}
+    log.info("security monitoring: %s", out)
+    return keep(settings, "security_monitoring", out)
+
+
+def publish_dataset(name: str, settings: Settings | None = None) -> dict[str, Any]:
+    from citybrain.scenarios.publish import release_dataset
+
+    settings = settings or get_settings()
+    announced: list[dict[str, Any]] = []
+    release = release_dataset(lake_dir(settings), name, announce=announced.append)
+    sent = send_all(settings, RELEASES, announced, f"airflow.publish_{name}")
+    out = {"dataset": name, "version": release.version, "rows": release.manifest["rows"],
+           "path": str(release.path), "quality": release.manifest["quality"], "announced": sent}
+    log.info("released %s", out)
+    return keep(settings, f"publish_{name}", out)

@@ -1,0 +1,37 @@
+"""data_quality: every changed partition of the lake against its Great Expectations suite.
+
+Suites live in expectations/ (generated from the contracts, hand-tuned in tuning.yaml).
+Failing partitions are quarantined and alerted on alert.data_quality.failure.v1; results go
+to the quality table in the lake and to Great Expectations data docs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import dag, task
+
+from citybrain.dag_assets import CHECKED
+
+
+@dag(dag_id="data_quality", schedule=timedelta(hours=1), start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+     catchup=False, max_active_runs=1, tags=["citybrain", "quality"], doc_md=__doc__,
+     default_args={"retries": 1, "retry_delay": timedelta(minutes=2)})
+def data_quality():
+    @task(outlets=list(CHECKED.values()))
+    def validate_lake() -> dict:
+        from citybrain.dagtasks import data_quality as run
+
+        return run()
+
+    @task
+    def summarise(result: dict) -> str:
+        line = (f"{result['checked']} partition(s) checked, {result['passed']} passed, {result['failed']} quarantined, "
+                f"{result['alerts_sent']['accepted']} alert(s) sent; data docs: {result['docs']}")
+        print(line)
+        return line
+
+    summarise(validate_lake())
+
+
+data_quality()
