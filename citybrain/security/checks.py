@@ -189,9 +189,17 @@ def device_checks(readings: Iterable[dict[str, Any]], registry: dict[str, tuple[
                                         f"{max(r['km'] for r in rs):.0f} km away from where they are installed",
                                         {"max_km": round(max(r["km"] for r in rs), 1), "devices": devices[:50],
                                          "device_count": len(devices)}))
-    for device, rs in sorted(unknown.items()):
-        findings.append(_device_finding("unregistered_device", "high", device, rs,
-                                        f"{len(rs)} readings from device {device}, which is not in the device registry", {}))
+    unknown_by_producer: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rs in unknown.values():
+        for r in rs:
+            unknown_by_producer[r["producer"] or "?"].append(r)
+    for producer, rs in sorted(unknown_by_producer.items()):
+        devices = sorted({r["device"] for r in rs})
+        subject = devices[0] if len(devices) == 1 else producer
+        findings.append(_device_finding("unregistered_device", "high", subject, rs,
+                                        f"{len(rs)} readings sent by {producer} from device(s) {', '.join(devices[:5])}"
+                                        f"{' and more' if len(devices) > 5 else ''}, not in the device registry",
+                                        {"devices": devices[:50], "device_count": len(devices)}))
     for device, rs in sorted(replayed.items()):
         lag = max((r["sent"] - r["observed"]).total_seconds() / 60 for r in rs)
         findings.append(_device_finding("replayed_messages", "high", device, rs,
