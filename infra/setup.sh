@@ -16,22 +16,18 @@ need mvn "install Apache Maven 3.8+; it fetches the Kafka broker's jars from Mav
 
 # Stream workers and the CLI: faust-streaming pins croniter<6, so Airflow gets its own
 # environment (below), as production images are separate too.
+venv_with() {   # venv_with <dir> <extras> <what for>
+  if [ ! -x "$1/bin/python" ]; then
+    echo "creating $1"
+    "$PYTHON" -m venv "$1"
+  fi
+  echo "installing citybrain[$2] into $1 ($3)"
+  "$1/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  "$1/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$2]"
+}
 VENV=.venv/streams
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "creating $VENV"
-  "$PYTHON" -m venv "$VENV"
-fi
-echo "installing citybrain[streams,dev] into $VENV"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[streams,dev]'
+venv_with "$VENV" streams,dev "stream workers, CLI, tests"
 
 # DAGs: Airflow 3 (needs croniter>=6.2.2) and Great Expectations, with the shared package.
-AVENV=.venv/airflow
-if [ ! -x "$AVENV/bin/python" ]; then
-  echo "creating $AVENV"
-  "$PYTHON" -m venv "$AVENV"
-fi
-echo "installing citybrain[airflow,dev] into $AVENV (Airflow 3, Great Expectations 1.x)"
-"$AVENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$AVENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[airflow,dev]'
+venv_with .venv/airflow airflow,dev "Airflow 3, Great Expectations 1.x"
 touch "$VENV/.installed"

@@ -176,36 +176,35 @@ def device_checks(readings: Iterable[dict[str, Any]], registry: dict[str, tuple[
             if km > max_km:
                 far[device].append({**r, "km": km})
     findings = []
-    by_producer: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for device, rs in far.items():
-        for r in rs:
-            by_producer[r["producer"] or "?"].append(r)
-    for producer, rs in sorted(by_producer.items()):
-        devices = sorted({r["device"] for r in rs})
-        subject = devices[0] if len(devices) == 1 else producer
-        findings.append(_device_finding("device_spoofing", "critical", subject, rs,
-                                        f"{len(rs)} readings sent by {producer} as device(s) {', '.join(devices[:5])}"
-                                        f"{' and more' if len(devices) > 5 else ''}, from up to "
+    for producer, devices, rs in _per_producer(far):
+        findings.append(_device_finding("device_spoofing", "critical", devices[0] if len(devices) == 1 else producer, rs,
+                                        f"{len(rs)} readings sent by {producer} as device(s) {_some(devices)}, from up to "
                                         f"{max(r['km'] for r in rs):.0f} km away from where they are installed",
                                         {"max_km": round(max(r["km"] for r in rs), 1), "devices": devices[:50],
                                          "device_count": len(devices)}))
-    unknown_by_producer: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for rs in unknown.values():
-        for r in rs:
-            unknown_by_producer[r["producer"] or "?"].append(r)
-    for producer, rs in sorted(unknown_by_producer.items()):
-        devices = sorted({r["device"] for r in rs})
-        subject = devices[0] if len(devices) == 1 else producer
-        findings.append(_device_finding("unregistered_device", "high", subject, rs,
-                                        f"{len(rs)} readings sent by {producer} from device(s) {', '.join(devices[:5])}"
-                                        f"{' and more' if len(devices) > 5 else ''}, not in the device registry",
-                                        {"devices": devices[:50], "device_count": len(devices)}))
+    for producer, devices, rs in _per_producer(unknown):
+        findings.append(_device_finding("unregistered_device", "high", devices[0] if len(devices) == 1 else producer, rs,
+                                        f"{len(rs)} readings sent by {producer} from device(s) {_some(devices)}, "
+                                        "not in the device registry", {"devices": devices[:50], "device_count": len(devices)}))
     for device, rs in sorted(replayed.items()):
         lag = max((r["sent"] - r["observed"]).total_seconds() / 60 for r in rs)
         findings.append(_device_finding("replayed_messages", "high", device, rs,
                                         f"{len(rs)} readings of device {device} sent again up to {lag:.0f} min "
                                         "after they were observed", {"max_lag_min": round(lag)}))
     return findings
+
+
+def _per_producer(by_device: dict[str, list[dict[str, Any]]]) -> list[tuple[str, list[str], list[dict[str, Any]]]]:
+    """Readings regrouped per producer: (producer, its devices, its readings)."""
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rs in by_device.values():
+        for r in rs:
+            grouped[r["producer"] or "?"].append(r)
+    return [(p, sorted({r["device"] for r in rs}), rs) for p, rs in sorted(grouped.items())]
+
+
+def _some(devices: list[str]) -> str:
+    return ", ".join(devices[:5]) + (" and more" if len(devices) > 5 else "")
 
 
 def _device_finding(kind: str, severity: str, device: str, rs: list[dict[str, Any]], summary: str,
