@@ -12,13 +12,15 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
-LAYERS = ("bronze", "silver")
+from citybrain.lake.sink import LAYERS as SINK_LAYERS
+
+LAYERS = tuple(SINK_LAYERS)
 PART_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})$")
 
 
@@ -101,6 +103,3 @@ def load(partition: Partition) -> tuple[Any, int]:
         frame = pd.DataFrame(columns=["_event_id", "_producer", "_timestamp", "_key", "_partition", "_offset"])
     return frame, redelivered
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)

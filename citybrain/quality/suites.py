@@ -24,9 +24,10 @@ from typing import Any
 import yaml
 
 from citybrain.contracts.model import Contract
+from citybrain.lake.sink import LAYERS
 
-LAYER_OF_ZONE = {"raw": "bronze", "city": "silver", "dispatch": "silver", "metrics": "silver", "alert": "silver"}
-CHECKS = ("completeness", "validity", "uniqueness", "referential_integrity", "volume", "freshness")
+#: Which lake layer a contract's zone lands in (the sink's own mapping).
+LAYER_OF_ZONE = {zone: layer for layer, zones in LAYERS.items() for zone in zones}
 
 
 def load_tuning(path: Path) -> dict[str, Any]:
