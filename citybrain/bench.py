@@ -58,7 +58,7 @@ async def _raw_consume(settings: Settings, topics: list[str]) -> tuple[int, floa
     finally:
         meta.close()
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**settings.aiokafka_config(), enable_auto_commit=False,
                                 auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024)
     await consumer.start()
     try:

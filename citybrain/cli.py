@@ -339,7 +339,7 @@ def demo(
 
 
 # The feed commands (city, simulate, gateway, load) and the stream commands live in their own modules.
-from citybrain import cli_feeds, cli_scenarios, cli_streams  # noqa: E402,F401
+from citybrain import cli_access, cli_feeds, cli_scenarios, cli_streams  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -78,7 +78,8 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
     console.print(f"[bold]1. broker[/]  {ready.broker}", highlight=False)
     console.print(f"[bold]2. topics[/]  {len(contracts)} from contracts: {ready.created} created, "
                   f"{ready.existing} already there")
-    console.print(f"[bold]3. catalog[/] {ready.published} contracts published to {CATALOG_TOPIC}")
+    console.print(f"[bold]3. catalog[/] {ready.published} contracts published to {CATALOG_TOPIC}; access: "
+                  f"{ready.access}", highlight=False)
 
     raw_topics = [c.topic for c in contracts.values() if c.zone == "raw"]
     before = end_offsets(settings, [*raw_topics, DLQ_TOPIC])   # read back only what this run adds

@@ -1,4 +1,5 @@
-"""Get the platform ready to take feeds: broker up (when embedded), topics from contracts, catalog."""
+"""Get the platform ready to take feeds: broker up (when embedded), topics from contracts, catalog,
+and on the embedded broker the departments' principals and grants from ``infra/access.yaml``."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ class Readiness:
     created: int
     existing: int
     published: int
+    #: "N principals, M grants (K changed)" when the access file was applied, else why not.
+    access: str = "not applied"
 
 
 def ensure_ready(settings: Settings, contracts: dict[str, Contract], console: Console) -> Readiness:
@@ -44,4 +47,19 @@ def ensure_ready(settings: Settings, contracts: dict[str, Contract], console: Co
         raise PlatformError(f"Kafka at {settings.bootstrap} refused or did not answer: {exc!r}. "
                             "Fix: `citybrain broker status`, or check CITYBRAIN_BOOTSTRAP_SERVERS.") from exc
     created = sum(c.action == "create" for c in changes)
-    return Readiness(broker, created, len(changes) - created, published)
+    return Readiness(broker, created, len(changes) - created, published, _apply_access(settings, contracts))
+
+
+def _apply_access(settings: Settings, contracts: dict[str, Contract]) -> str:
+    """The embedded broker gets the declared grants; an external cluster's officer runs `citybrain access apply`."""
+    from citybrain import access
+
+    if not settings.embedded:
+        return "left to `citybrain access apply` on an external cluster"
+    try:
+        model = access.load(access.ACCESS_FILE, contracts)
+        result = access.apply(settings, model, actor="citybrain-platform")
+    except access.AccessError as exc:
+        raise PlatformError(str(exc)) from exc
+    return (f"{len(model.departments)} department principals, {len(access.declared_acl_set(model))} grants from "
+            f"{access.ACCESS_FILE.name} ({result.changes} changed)")

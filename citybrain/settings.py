@@ -7,6 +7,7 @@ and the embedded broker is not used at all.
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +20,14 @@ ENV_PREFIX = "CITYBRAIN_"
 
 #: The repository root: schemas/, infra/ and var/ are found from here.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: The platform's principal on the embedded broker (a super user) and the SASL mechanism it uses.
+ADMIN_USER = "citybrain-admin"
+SASL_MECHANISM = "SCRAM-SHA-512"
+
+
+def credentials_path(state_dir: Path) -> Path:
+    """Where the embedded broker keeps its admin and controller passwords (owner-only)."""
+    return state_dir / "kafka" / "config" / "credentials.json"
 
 
 class SettingsError(ValueError):
@@ -67,6 +76,10 @@ class Settings(BaseSettings):
     gateway_burst: int = Field(default=2000, ge=1)
     gateway_max_in_flight: int = Field(default=64, ge=1)
 
+    # Key of the pseudonyms (HMAC-SHA-256) personal data gets when it leaves the raw zone; at least 32
+    # characters. Unset on a local platform: a random key kept in <state_dir>/access/pseudonym.key.
+    pseudonym_key: SecretStr | None = None
+
     # Stream workers: the Faust app id (its consumer group and internal topics) and the batch size.
     streams_app_id: str = Field(default="citybrain-fusion", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     # Most records one fetch (one batch of the fusion worker) may hold.
@@ -91,18 +104,38 @@ class Settings(BaseSettings):
     def bootstrap(self) -> str:
         return self.bootstrap_servers or f"127.0.0.1:{self.broker_port}"
 
+    def client_auth(self) -> tuple[str, str | None, str | None, str | None]:
+        """(security protocol, SASL mechanism, username, password) the platform's clients use.
+
+        On the embedded broker that is SASL SCRAM-SHA-512 as the admin principal, whose password
+        the broker wrote when it was formatted; CITYBRAIN_SASL_USERNAME/PASSWORD connect as
+        someone else (a department, say). On an external cluster: the settings as given.
+        """
+        password = self.sasl_password.get_secret_value() if self.sasl_password else None
+        if not self.embedded:
+            return self.security_protocol, self.sasl_mechanism, self.sasl_username, password
+        if self.sasl_username:
+            return "SASL_PLAINTEXT", SASL_MECHANISM, self.sasl_username, password
+        path = credentials_path(self.state_dir)
+        if not path.exists():
+            raise SettingsError(
+                f"The embedded broker has no credentials yet ({path} is missing), so no client can log in. "
+                "Fix: `citybrain broker up` creates them with the broker's storage.")
+        creds = json.loads(path.read_text())
+        return "SASL_PLAINTEXT", SASL_MECHANISM, creds["admin_user"], creds["admin_password"]
+
+    def aiokafka_config(self) -> dict[str, object]:
+        """Connection settings for aiokafka clients."""
+        cfg = self.kafka_client_config()
+        cfg["bootstrap_servers"] = self.bootstrap
+        return cfg
+
     def kafka_client_config(self) -> dict[str, object]:
         """Connection settings for kafka-python clients (producer, consumer, admin)."""
-        cfg: dict[str, object] = {
-            "bootstrap_servers": self.bootstrap.split(","),
-            "security_protocol": self.security_protocol,
-        }
-        if self.sasl_mechanism:
-            cfg["sasl_mechanism"] = self.sasl_mechanism
-            cfg["sasl_plain_username"] = self.sasl_username
-            cfg["sasl_plain_password"] = (
-                self.sasl_password.get_secret_value() if self.sasl_password else None
-            )
+        protocol, mechanism, username, password = self.client_auth()
+        cfg: dict[str, object] = {"bootstrap_servers": self.bootstrap.split(","), "security_protocol": protocol}
+        if mechanism:
+            cfg.update(sasl_mechanism=mechanism, sasl_plain_username=username, sasl_plain_password=password)
         return cfg
 
 

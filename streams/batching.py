@@ -17,6 +17,7 @@ agent still go through faust's normal path.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any, Awaitable, Callable, Iterable
 
 import faust
@@ -27,6 +28,15 @@ BatchHandler = Callable[[list[Message]], Awaitable[None]]
 
 #: Yield to the event loop after this many records of one fetch, so timers and commits run.
 YIELD_EVERY = 1000
+
+
+def broker_credentials(settings: Any) -> faust.SASLCredentials | None:
+    """Faust's credentials from CityBrain's settings (the admin principal on the embedded broker)."""
+    protocol, mechanism, username, password = settings.client_auth()
+    if mechanism is None:
+        return None
+    context = ssl.create_default_context() if protocol == "SASL_SSL" else None
+    return faust.SASLCredentials(username=username, password=password, mechanism=mechanism, ssl_context=context)
 
 
 class BatchConsumer(kafka_driver.Consumer):

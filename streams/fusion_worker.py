@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the shared p
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson  # noqa: E402
-from batching import BatchApp  # noqa: E402
+from batching import BatchApp, broker_credentials  # noqa: E402
 from faust.types import Message  # noqa: E402
 
 from citybrain.contracts.model import load_all  # noqa: E402
@@ -36,6 +36,7 @@ from citybrain.fusion.pipeline import REFERENCE, Pipeline  # noqa: E402
 from citybrain.fusion.warmup import Clock, record_event_id, warm_up  # noqa: E402
 from citybrain.ingest.producer import DLQ_TOPIC, dead_letter_message, new_trace_id  # noqa: E402
 from citybrain.ingest.readers import RawRecord  # noqa: E402
+from citybrain.privacy import protector_from_settings  # noqa: E402
 from citybrain.settings import get_settings  # noqa: E402
 
 log = logging.getLogger("citybrain.streams.fusion")
@@ -52,6 +53,7 @@ SWEEP_EVERY_S = 30.0
 app = BatchApp(
     settings.streams_app_id,
     broker=f"kafka://{settings.bootstrap}",
+    broker_credentials=broker_credentials(settings),
     store="memory://",
     datadir=str(settings.state_dir / "streams" / settings.streams_app_id),
     topic_replication_factor=settings.replication_factor,
@@ -64,7 +66,7 @@ raw = app.topic(*INPUTS, value_serializer="raw")
 outputs = {t: app.topic(t, value_serializer="raw") for t in OUTPUTS}
 dead_letters = app.topic(DLQ_TOPIC, value_serializer="raw")
 validators = {t: RecordValidator(CONTRACTS[t]) for t in OUTPUTS}
-pipeline = Pipeline(auto_sweep=False)
+pipeline = Pipeline(auto_sweep=False, protector=protector_from_settings(settings))
 #: Event streams move stream time; compacted registers (reference data, the elderly-care register) do not.
 clock = Clock({t for t in INPUTS if CONTRACTS[t].cleanup_policy == "delete"})
 state = {"ready": False, "swept": None}

@@ -2,12 +2,23 @@
 
 The jars come from Maven Central through ``infra/kafka/pom.xml``; storage is formatted
 once and kept under ``<state_dir>/kafka``, so stopping and starting keeps every record.
+
+It is secured like a production cluster: clients authenticate with SASL SCRAM-SHA-512 and
+Kafka's standard ACL authoriser (``StandardAuthorizer``) allows only what is granted. The
+platform runs as the super user ``citybrain-admin``, whose SCRAM credential is written into
+the storage when it is formatted; departments get their principals and grants from
+``citybrain access apply``. The controller listener authenticates the broker with SASL
+PLAIN (KRaft cannot use SCRAM there: SCRAM credentials live in the metadata it serves).
+Passwords are generated on first start and kept, readable by the owner only, in
+``<state_dir>/kafka/config/credentials.json``.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
+import secrets
 import os
 import shutil
 import signal
@@ -18,13 +29,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from citybrain.settings import PROJECT_ROOT, Settings
+from citybrain.settings import ADMIN_USER, PROJECT_ROOT, SASL_MECHANISM, Settings, credentials_path
 
 log = logging.getLogger(__name__)
 
 #: The pinned Apache Kafka release; keep in step with infra/kafka/pom.xml.
 KAFKA_VERSION = "4.3.1"
 POM = PROJECT_ROOT / "infra" / "kafka" / "pom.xml"
+CONTROLLER_USER = "citybrain-controller"
 
 
 class BrokerError(RuntimeError):
@@ -76,6 +88,7 @@ class LocalBroker:
         self.data_dir = self.home / "data"
         self.log_file = self.home / "logs" / "server.out"
         self.pid_file = self.home / "broker.pid"
+        self.credentials_file = credentials_path(settings.state_dir)
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -104,22 +117,55 @@ class LocalBroker:
         marker.write_text(KAFKA_VERSION)
         return self.lib_dir
 
+    def _credentials(self) -> dict[str, str]:
+        """The admin and controller passwords: created with the storage, kept with it."""
+        if self.credentials_file.exists():
+            return json.loads(self.credentials_file.read_text())
+        if (self.data_dir / "meta.properties").exists():
+            raise BrokerError(
+                f"The broker's storage in {self.data_dir} was formatted before CityBrain secured the broker "
+                "(SASL SCRAM and ACLs), so it has no admin credential. Fix: `citybrain broker reset` "
+                "(deletes the local broker's topics and records) and start again."
+            )
+        creds = {"admin_user": ADMIN_USER, "admin_password": secrets.token_urlsafe(24),
+                 "controller_user": CONTROLLER_USER, "controller_password": secrets.token_urlsafe(24)}
+        self.credentials_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(creds, f)
+        return creds
+
     def _write_config(self) -> Path:
         s = self.settings
         self.config_dir.mkdir(parents=True, exist_ok=True)
+        creds = self._credentials()
+        ctl_user, ctl_pw = creds["controller_user"], creds["controller_password"]
         props = self.config_dir / "server.properties"
-        props.write_text(
-            "\n".join(
-                [
-                    "# Written by `citybrain broker up`; edits are overwritten.",
+        lines = [
+                    "# Written by `citybrain broker up`; edits are overwritten. Holds passwords: owner-only.",
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{s.controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{s.broker_port},CONTROLLER://127.0.0.1:{s.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.broker_port}",
+                    f"listeners=SASL_PLAINTEXT://127.0.0.1:{s.broker_port},CONTROLLER://127.0.0.1:{s.controller_port}",
+                    f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{s.broker_port}",
                     "controller.listener.names=CONTROLLER",
-                    "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=SASL_PLAINTEXT",
+                    "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+                    # Clients: SCRAM-SHA-512. Controller listener: PLAIN with a static user (see module doc).
+                    f"listener.name.sasl_plaintext.sasl.enabled.mechanisms={SASL_MECHANISM}",
+                    f"sasl.mechanism.inter.broker.protocol={SASL_MECHANISM}",
+                    "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                    f'username="{creds["admin_user"]}" password="{creds["admin_password"]}";',
+                    "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+                    "sasl.mechanism.controller.protocol=PLAIN",
+                    "listener.name.controller.plain.sasl.jaas.config="
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                    f'username="{ctl_user}" password="{ctl_pw}" user_{ctl_user}="{ctl_pw}";',
+                    # Kafka's standard ACL authoriser: nothing is allowed that is not granted.
+                    "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                    f"super.users=User:{creds['admin_user']};User:{ctl_user}",
+                    "allow.everyone.if.no.acl.found=false",
                     f"log.dirs={self.data_dir}",
                     "num.partitions=1",
                     "offsets.topic.replication.factor=1",
@@ -134,8 +180,9 @@ class LocalBroker:
                     "controlled.shutdown.enable=true",
                     "",
                 ]
-            )
-        )
+        fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines))
         (self.config_dir / "log4j2.properties").write_text(
             "\n".join(
                 [
@@ -150,6 +197,11 @@ class LocalBroker:
                     "logger.kafka.level = info",
                     "logger.apache.name = org.apache.kafka",
                     "logger.apache.level = warn",
+                    # Failed authentications and authoriser denials, for the security-monitoring DAG.
+                    "logger.selector.name = org.apache.kafka.common.network.Selector",
+                    "logger.selector.level = info",
+                    "logger.authorizer.name = kafka.authorizer.logger",
+                    "logger.authorizer.level = info",
                     "",
                 ]
             )
@@ -169,9 +221,12 @@ class LocalBroker:
         if (self.data_dir / "meta.properties").exists():
             return
         cluster_id = new_cluster_id()
+        creds = self._credentials()
         log.info("formatting KRaft storage in %s (cluster id %s)", self.data_dir, cluster_id)
+        scram = f"{SASL_MECHANISM}=[name={creds['admin_user']},password={creds['admin_password']}]"
         proc = subprocess.run(
-            self._java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
+            self._java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+                           "--add-scram", scram),
             capture_output=True, text=True,
         )
         if proc.returncode != 0:

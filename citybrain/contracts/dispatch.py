@@ -14,13 +14,14 @@ from citybrain.departments import DEPARTMENTS
 TEMPLATE = """\
 # Written by `citybrain contracts dispatch --write` from citybrain/contracts/dispatch.py: edit the template, not this file.
 contract: dispatch.{dept}.work_order
-version: 1.0.0
+version: 1.1.0
 title: Work orders dispatched to {en} ({zh})
 description: >
   Dispatch (派单) to {zh}: hotline tickets in its remit and the fused city events it must act
   on (lead or support), each with the SLA deadline of its routing rule. The department
-  subscribes to this topic only; work orders carry no personal data (the caller's contact
-  stays in the restricted raw zone).
+  subscribes to this topic only; work orders carry no personal data: the caller's contact
+  stays in the restricted raw zone, and `caller_ref` (since 1.1.0) is a keyed pseudonym of
+  it, the same for every ticket of the same caller.
 owner: {dept}
 key: work_order_id
 event_id: work_order_id
@@ -48,6 +49,7 @@ schema:
     sla_deadline: {{type: string, format: date-time, x-classification: public}}
     sla_hours: {{type: number, exclusiveMinimum: 0, maximum: 2160, x-classification: public}}
     rule_id: {{type: string, maxLength: 60, x-classification: public}}
+    caller_ref: {{type: [string, "null"], pattern: "^psn_[0-9a-f]{{24}}$", x-classification: internal, description: "Keyed pseudonym (HMAC-SHA-256) of the caller's phone, else e-mail; links repeat callers without revealing them (since 1.1.0)"}}
 examples:
   - work_order_id: WO-HL20261122000187-{dept}
     department: {dept}
@@ -64,6 +66,7 @@ examples:
     sla_deadline: "2026-11-23T06:32:10Z"
     sla_hours: 24
     rule_id: example
+    caller_ref: psn_3f9c0a1b2c3d4e5f60718293
 """
 
 

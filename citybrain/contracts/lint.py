@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from citybrain.contracts.model import (
-    CLASSIFICATIONS, CLEANUP_POLICIES, COMPATIBILITY_MODES, CONTRACT_ID_RE, RESTRICTED_ZONES,
+    CLASSIFICATIONS, CLEANUP_POLICIES, COMPATIBILITY_MODES, CONTRACT_ID_RE, PROTECTIONS, RESTRICTED_ZONES,
     RETENTION_RE, SUPPORTED_KEYWORDS, TOP_LEVEL_KEYS, ZONES, Contract,
 )
 from citybrain.departments import DEPARTMENTS
@@ -84,6 +84,11 @@ def _lint_schema(where: str, c: Contract) -> Iterator[str]:
                    f"got {f.classification!r}")
         if f.personal and f.classification != "sensitive":
             yield f"{where}: field `{f.path}` is personal data (x-personal) so its classification must be sensitive"
+        if f.personal and c.zone == "raw" and f.protect not in PROTECTIONS:
+            yield (f"{where}: personal field `{f.path}` needs x-protect (one of {', '.join(PROTECTIONS)}): how it "
+                   "leaves the restricted raw zone. Fix: e.g. `x-protect: pseudonymise` for a phone number.")
+        if f.protect is not None and not f.personal:
+            yield f"{where}: field `{f.path}` has x-protect but is not personal data (x-personal: true). Fix: remove one."
         if f.personal and c.zone not in RESTRICTED_ZONES:
             yield (f"{where}: field `{f.path}` is personal data in zone {c.zone!r}; personal data may only "
                    f"leave the restricted zones ({', '.join(RESTRICTED_ZONES)}) pseudonymised or coarsened")

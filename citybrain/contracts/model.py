@@ -53,8 +53,10 @@ SUPPORTED_KEYWORDS = {
     "additionalProperties", "items", "enum", "const", "minimum", "maximum",
     "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern", "format",
     "minItems", "maxItems", "uniqueItems", "default", "examples",
-    "x-classification", "x-personal", "x-unit", "x-standard-field",
+    "x-classification", "x-personal", "x-protect", "x-unit", "x-standard-field",
 }
+#: How a personal field of a raw contract leaves the restricted zone (see citybrain/privacy.py).
+PROTECTIONS = ("pseudonymise", "coarsen_street", "drop")
 
 
 class ContractError(ValueError):
@@ -70,6 +72,8 @@ class FieldInfo:
     classification: str | None
     personal: bool
     required: bool
+    #: x-protect: pseudonymise, coarsen_street or drop (personal fields of raw contracts).
+    protect: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,7 @@ def iter_fields(schema: dict[str, Any], prefix: str = "", parent_required: bool 
             classification=sub.get("x-classification"),
             personal=bool(sub.get("x-personal", False)),
             required=parent_required and name in required,
+            protect=sub.get("x-protect"),
         )
         if "properties" in sub:
             yield from iter_fields(sub, f"{path}.", parent_required and name in required)

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from citybrain.fusion.signals import parse_time
+from citybrain.privacy import Protector
 from citybrain.sim.clock import iso
 
 #: Share of the SLA after which an unhandled ticket is "about to breach".
@@ -22,7 +23,8 @@ def dispatch_topic(department: str) -> str:
 class Dispatcher:
     """Routes tickets and city events with the routing rules (``raw.ref.routing_rule`` records)."""
 
-    def __init__(self, rules: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, rules: dict[str, dict[str, Any]] | None = None, protector: Protector | None = None) -> None:
+        self.protector = protector or Protector.ephemeral()
         self.by_service: dict[str, dict[str, Any]] = {}
         self.by_category: dict[str, dict[str, Any]] = {}
         for rule in (rules or {}).values():
@@ -49,11 +51,17 @@ class Dispatcher:
             "priority": request.get("priority") or rule["priority"], "district_code": district_code,
             "street_code": street_code, "street_name": street_name, "received_at": iso(received),
             "sla_deadline": iso(deadline), "sla_hours": float(rule["sla_hours"]), "rule_id": rule["rule_id"],
+            "caller_ref": self._caller_ref(request),
         }
         return [(dispatch_topic(d), {**base, "work_order_id": f"WO-{request['service_request_id']}-{d}",
                                      "department": d, "role": "lead" if d == rule["department"] else "support"})
                 for d in [rule["department"], *rule.get("co_departments", [])]
                 if d != "hotline_12345"]   # questions are answered on the call, not dispatched
+
+    def _caller_ref(self, request: dict[str, Any]) -> str | None:
+        """The caller's pseudonym (phone, else e-mail); name, address and description stay in the raw zone."""
+        contact = request.get("caller_phone") or request.get("caller_email")
+        return self.protector.pseudonym(contact) if contact else None
 
     def event_orders(self, event: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """Work orders for a new city event: every department that must act on it (联动处置)."""

@@ -20,6 +20,7 @@ from citybrain.fusion.fuse import Fusion
 from citybrain.fusion.metrics import Metrics
 from citybrain.fusion.signals import Enricher
 from citybrain.geo import AreaIndex
+from citybrain.privacy import Protector
 
 EVENT_TOPIC = "city.event.incident.v1"
 WARNING_TOPIC = "alert.early_warning.risk.v1"
@@ -48,13 +49,14 @@ class Pipeline:
     """``auto_sweep``: check SLAs and close quiet cases as stream time passes (in-order replays);
     a worker reading partitions at different speeds calls ``sweep`` with its low watermark instead."""
 
-    def __init__(self, auto_sweep: bool = True) -> None:
+    def __init__(self, auto_sweep: bool = True, protector: Protector | None = None) -> None:
+        """``protector``: pseudonymises callers in work orders (default: a random key, links within this run)."""
         self.auto_sweep = auto_sweep
         self.areas: dict[str, dict[str, Any]] = {}
         self.enricher = Enricher()
         self.watch = SensorWatch()
         self.fusion = Fusion()
-        self.dispatcher = Dispatcher()
+        self.dispatcher = Dispatcher(protector=protector)
         self.sla = SlaTracker()
         self.dedupe = Deduper()
         self.metrics = Metrics()

@@ -167,33 +167,17 @@ def log_starts(settings: Settings, topics: set[str]) -> dict[tuple[str, int], in
 
 
 def broker_grants(settings: Settings) -> set[checks.Grant] | None:
-    """Every ACL on the broker, or None when the broker runs without an authoriser."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePatternFilter, ResourceType
-    from kafka.errors import SecurityDisabledError
+    """Every ALLOW ACL on the broker, or None when the broker runs without an authoriser."""
+    from citybrain import access
 
-    admin = KafkaAdminClient(**settings.kafka_client_config())
-    try:
-        acls, error = admin.describe_acls(ACLFilter(principal=None, host="*", operation=ACLOperation.ANY,
-                                                    permission_type=ACLPermissionType.ANY,
-                                                    resource_pattern=ResourcePatternFilter(ResourceType.ANY, None,
-                                                                                           ACLResourcePatternType.ANY)))
-    except SecurityDisabledError:
-        return None
-    finally:
-        admin.close()
-    if error is not None and getattr(error, "errno", 0) and "SecurityDisabled" in type(error).__name__:
-        return None
-    return {(a.principal, a.resource_pattern.resource_type.name, a.resource_pattern.resource_name,
-             a.resource_pattern.pattern_type.name, a.operation.name) for a in acls
-            if a.permission_type == ACLPermissionType.ALLOW}
+    return access.broker_acl_set(settings)
 
 
 def declared_grants(path: Path) -> set[checks.Grant]:
-    """Grants declared in ``infra/access.yaml`` (empty when the file does not exist yet)."""
+    """Grants declared in ``infra/access.yaml`` (empty when the file does not exist)."""
     if not path.exists():
         return set()
-    from citybrain import access   # declared grants are issue 6's access model
+    from citybrain import access
 
     return access.declared_acl_set(access.load(path))
 
@@ -245,7 +229,7 @@ def run_security(settings: Settings, lake: Path, now: datetime | None = None,
         add("grants", [{"finding_id": "SEC-authorisation_disabled:broker", "kind": "authorisation_disabled",
                         "severity": "high", "subject": settings.bootstrap,
                         "summary": "the broker runs without an ACL authoriser: every client can read and write every topic",
-                        "evidence": {"bootstrap": settings.bootstrap, "security_protocol": settings.security_protocol},
+                        "evidence": {"bootstrap": settings.bootstrap, "security_protocol": settings.client_auth()[0]},
                         "first_seen": checks._iso(now), "last_seen": checks._iso(now)}])
     else:
         add("grants", checks.grant_drift(declared_grants(access_file or settings.schemas_dir.parent / "infra" / "access.yaml"),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from citybrain import access
 from citybrain.broker.local import LocalBroker
 from citybrain.settings import PROJECT_ROOT, Settings, load_settings
 from citybrain.topics import apply_topics
@@ -38,11 +39,13 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def broker(settings: Settings, contracts):  # type: ignore[no-untyped-def]
-    """A fresh embedded broker for the session, with every contract's topic applied."""
+    """A fresh embedded broker (secured: SASL SCRAM + ACLs) for the session, with every contract's
+    topic and the departments' grants from infra/access.yaml applied."""
     b = LocalBroker(settings)
     b.reset()
     b.up()
     apply_topics(settings, contracts.values())
+    access.apply(settings, access.load(access.ACCESS_FILE, contracts), actor="test-suite")
     yield b
     b.down()
     shutil.rmtree(b.home, ignore_errors=True)

@@ -16,6 +16,9 @@ RESULT = Path(os.environ["FAUST_PROBE_RESULT"])
 app = faust.App(
     f"citybrain-faust-probe-{TRACE.decode()}",
     broker=f"kafka://{os.environ['FAUST_PROBE_BOOTSTRAP']}",
+    # The test broker is secured like every CityBrain broker: SASL SCRAM-SHA-512 as the admin principal.
+    broker_credentials=faust.SASLCredentials(username=os.environ["FAUST_PROBE_USER"],
+                                             password=os.environ["FAUST_PROBE_PASSWORD"], mechanism="SCRAM-SHA-512"),
     store="memory://",
     datadir=os.environ["FAUST_PROBE_DATADIR"],
     topic_replication_factor=1,

@@ -25,7 +25,8 @@ def test_faust_worker_consumes_and_keeps_a_table_with_changelog(broker, settings
     with ValidatedProducer(settings) as producer:
         assert producer.produce_values(contract, sample_records(contract, 300), trace_id=trace).accepted == 300
     result = tmp_path / "result"
-    env = {**os.environ, "FAUST_PROBE_TRACE": trace, "FAUST_PROBE_EXPECTED": "300", "FAUST_PROBE_RESULT": str(result),
+    _protocol, _mechanism, user, password = settings.client_auth()
+    env = {**os.environ, "FAUST_PROBE_USER": user, "FAUST_PROBE_PASSWORD": password, "FAUST_PROBE_TRACE": trace, "FAUST_PROBE_EXPECTED": "300", "FAUST_PROBE_RESULT": str(result),
            "FAUST_PROBE_BOOTSTRAP": settings.bootstrap, "FAUST_PROBE_DATADIR": str(tmp_path / "faust")}
     worker = subprocess.Popen(
         [sys.executable, "-m", "faust", "-A", "tests.integration.faust_probe_app", "worker", "-l", "warn"],

@@ -1,0 +1,167 @@
+"""`citybrain access ...`: department principals and grants as code (``infra/access.yaml``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from citybrain.cli import EXIT_USAGE, _contracts, _fail, _settings, app, out
+
+access_app = typer.Typer(help="Department access: principals, grants (infra/access.yaml), credentials, audit log.",
+                         no_args_is_help=True)
+app.add_typer(access_app, name="access")
+
+FILE_OPTION = typer.Option(None, "--file", help="The access file (default: infra/access.yaml).")
+
+
+def _model(path: Optional[Path]):  # type: ignore[no-untyped-def]
+    from citybrain.access import ACCESS_FILE, AccessError, load
+
+    try:
+        return load(path or ACCESS_FILE, _contracts())
+    except AccessError as exc:
+        raise _fail(str(exc), code=EXIT_USAGE) from None
+
+
+def _acl_text(a: tuple[str, str, str, str, str]) -> str:
+    pattern = "*" if a[3] == "PREFIXED" else ""
+    return f"{a[0]:<28} {a[4].lower():<6} {a[1].lower()} {a[2]}{pattern}"
+
+
+@access_app.command("apply")
+def apply_cmd(path: Optional[Path] = FILE_OPTION,
+              dry_run: bool = typer.Option(False, "--dry-run", help="Print the difference, change nothing."),
+              actor: Optional[str] = typer.Option(None, help="Who is applying, for the audit log (default: login name)."),
+              as_json: bool = typer.Option(False, "--json", help="The difference as JSON.")) -> None:
+    """Make the broker's credentials and ACLs match the access file; print and audit every change."""
+    from citybrain.access import AccessError, apply
+
+    model = _model(path)
+    settings = _settings()
+    try:
+        result = apply(settings, model, dry_run=dry_run, actor=actor)
+    except AccessError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        out.print_json(json.dumps({"added": result.added, "removed": result.removed, "users_created": result.users_created,
+                                   "users_deleted": result.users_deleted, "unchanged": result.unchanged,
+                                   "dry_run": dry_run}))
+        return
+    verb = "would be " if dry_run else ""
+    for user in result.users_created:
+        out.print(f"[green]+ credential[/] {user} (SCRAM-SHA-512)", highlight=False)
+    for user in result.users_deleted:
+        out.print(f"[red]- credential[/] {user}", highlight=False)
+    for a in result.added:
+        out.print(f"[green]+ grant[/]  {_acl_text(a)}", highlight=False)
+    for a in result.removed:
+        out.print(f"[red]- revoke[/] {_acl_text(a)}", highlight=False)
+    out.print(f"{result.changes} change(s) {verb}applied to {settings.bootstrap}, {result.unchanged} grant(s) already "
+              f"as declared" + ("" if dry_run else f"; audit log {settings.state_dir / 'access' / 'audit.jsonl'}"),
+              highlight=False)
+
+
+@access_app.command("show")
+def show_cmd(topic: Optional[str] = typer.Option(None, help="Who can read (and write) this topic?"),
+             department: Optional[str] = typer.Option(None, help="What can this department (or principal) read and write?"),
+             path: Optional[Path] = FILE_OPTION,
+             as_json: bool = typer.Option(False, "--json", help="Machine-readable.")) -> None:
+    """Who can read a topic, or what a department can read; without options, every principal's grants."""
+    from citybrain.access import AccessError, topics_of, who_can
+
+    model = _model(path)
+    contracts = {c.topic: c for c in _contracts().values()}
+    if topic is not None:
+        if topic not in contracts:
+            raise _fail(f"{topic!r} is not a contract topic. Fix: see `citybrain contracts list`.", code=EXIT_USAGE)
+        rows = [{"principal": g.principal, "department": model.departments[g.principal], "operation": op,
+                 "grant": g.name + ("*" if g.pattern == "prefixed" else ""), "justification": g.justification}
+                for op in ("read", "write") for g in who_can(model, topic, op)]
+        if as_json:
+            out.print_json(json.dumps({"topic": topic, "personal_fields": contracts[topic].personal_fields(),
+                                       "super_users": ["citybrain-admin"], "grants": rows}, ensure_ascii=False))
+            return
+        personal = contracts[topic].personal_fields()
+        table = Table(title=f"who can use {topic}" + (f" (personal data: {', '.join(personal)})" if personal else ""))
+        for col in ("principal", "department", "operation", "via grant", "justification"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["principal"], r["department"], r["operation"], r["grant"], r["justification"] or "")
+        out.print(table)
+        out.print(f"{len({r['principal'] for r in rows})} department principal(s); the platform's citybrain-admin "
+                  "(super user) can use every topic.", highlight=False)
+        return
+    try:
+        principals = [model.principal_of(department)] if department else sorted(model.departments)
+    except AccessError as exc:
+        raise _fail(str(exc), code=EXIT_USAGE) from None
+    result = {p: {op: sorted(topics_of(model, p, contracts, op)) for op in ("read", "write")} for p in principals}
+    if as_json:
+        out.print_json(json.dumps({p: {"department": model.departments[p], **v} for p, v in result.items()}))
+        return
+    table = Table(title="what each department can read and write" if not department else f"what {principals[0]} can use")
+    for col in ("principal", "department", "reads", "writes"):
+        table.add_column(col)
+    for p, v in result.items():
+        table.add_row(p, model.departments[p], "\n".join(v["read"]), "\n".join(v["write"]) or "-")
+    out.print(table)
+
+
+@access_app.command("client-config")
+def client_config_cmd(department: str = typer.Argument(..., help="Department id (e.g. police) or principal (dept-police)."),
+                      path: Optional[Path] = FILE_OPTION,
+                      as_json: bool = typer.Option(False, "--json", help="As JSON, for the department's client.")) -> None:
+    """What a department's Kafka client needs: bootstrap servers, security protocol, SASL mechanism, username, password."""
+    from citybrain.access import AccessError, client_config
+
+    model = _model(path)
+    try:
+        cfg = client_config(_settings(), model, department)
+    except AccessError as exc:
+        raise _fail(str(exc), code=EXIT_USAGE) from None
+    if as_json:
+        out.print_json(json.dumps(cfg))
+        return
+    for key, value in cfg.items():
+        out.print(f"{key:<18} {value}", highlight=False)
+
+
+@access_app.command("rotate")
+def rotate_cmd(department: str = typer.Argument(..., help="Department id or principal."),
+               path: Optional[Path] = FILE_OPTION,
+               actor: Optional[str] = typer.Option(None, help="Who is rotating, for the audit log.")) -> None:
+    """Give a principal a new password; the old one stops working at once."""
+    from citybrain.access import AccessError, rotate
+
+    model = _model(path)
+    try:
+        principal = model.principal_of(department)
+        rotate(_settings(), model, principal, actor=actor)
+    except AccessError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"{principal}: new password issued; hand over `citybrain access client-config {department} --json`.",
+              highlight=False)
+
+
+@access_app.command("audit")
+def audit_cmd(last: int = typer.Option(50, help="How many of the latest entries."),
+              as_json: bool = typer.Option(False, "--json", help="As JSON lines.")) -> None:
+    """The audit log: every grant, revocation and credential change, who made it and from which file version."""
+    from citybrain.access import read_audit
+
+    entries = read_audit(_settings().state_dir, last)
+    if as_json:
+        for e in entries:
+            out.print(json.dumps(e, ensure_ascii=False), highlight=False, soft_wrap=True)
+        return
+    table = Table(title=f"access audit log (last {len(entries)})")
+    for col in ("at", "actor", "action", "principal", "what", "result"):
+        table.add_column(col)
+    for e in entries:
+        what = f"{e.get('operation', '')} {e.get('resource_type', '')} {e.get('resource', '')}".strip()
+        table.add_row(e["at"], e["actor"], e["action"], e["principal"], what, e["result"])
+    out.print(table)
