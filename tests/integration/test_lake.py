@@ -31,7 +31,10 @@ def test_bronze_sink_writes_every_record_once_across_a_kill_9(broker, settings, 
     assert proc.returncode == 0, proc.stderr
     lake_state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
-    env.update({**TEST_ENV, "CITYBRAIN_STATE_DIR": str(lake_state)})
+    # Its own state folder, so it logs in to the test broker with the admin credentials given explicitly.
+    _protocol, _mechanism, user, password = settings.client_auth()
+    env.update({**TEST_ENV, "CITYBRAIN_STATE_DIR": str(lake_state), "CITYBRAIN_SASL_USERNAME": user,
+                "CITYBRAIN_SASL_PASSWORD": password})
     checkpoints = lake_state / "lake" / "_checkpoints" / "bronze"
 
     first = _sink(env, "--batch", "300", "--max-wait-s", "0.2")
