@@ -104,9 +104,21 @@ def catalog_record(contract: Contract, published_at: str | None = None) -> dict[
         "title": contract.raw["title"],
         "compatibility": contract.compatibility,
         "personal_fields": contract.personal_fields(),
-        "document": json.loads(json.dumps(contract.to_document(), default=str)),
+        "document": _without_personal_examples(contract),
         "published_at": published_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+def _without_personal_examples(contract: Contract) -> dict[str, Any]:
+    """The contract as published: every department reads the catalogue, so example values of
+    personal fields (made up, but shaped like real numbers and addresses) are withheld."""
+    doc = json.loads(json.dumps(contract.to_document(), default=str))
+    personal = contract.personal_fields()
+    for example in doc.get("examples") or []:
+        for name in personal:
+            if isinstance(example, dict) and example.get(name) is not None:
+                example[name] = f"<withheld: personal data, {contract.fields[name].protect or 'restricted'}>"
+    return doc
 
 
 def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, int], int]:

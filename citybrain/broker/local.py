@@ -55,7 +55,7 @@ class BrokerStatus:
     def describe(self) -> str:
         state = f"running (pid {self.pid})" if self.running else "stopped"
         return (
-            f"Kafka {self.version} {state} at {self.bootstrap}; "
+            f"Kafka {self.version} {state} at {self.bootstrap} (SASL SCRAM-SHA-512, ACLs); "
             f"data in {self.data_dir}; log {self.log_file}"
         )
 

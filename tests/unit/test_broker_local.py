@@ -15,3 +15,41 @@ def test_kraft_cluster_ids_never_start_with_a_dash() -> None:
     with mock.patch("citybrain.broker.local.uuid.uuid4", side_effect=[dash_first, uuid.UUID(int=7)]):
         assert new_cluster_id() == base64.urlsafe_b64encode(uuid.UUID(int=7).bytes).decode().rstrip("=")
     assert all(not new_cluster_id().startswith("-") for _ in range(2000))
+
+
+def test_the_broker_config_is_secured_and_owner_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import stat
+
+    from citybrain.broker.local import LocalBroker
+    from citybrain.settings import load_settings
+
+    settings = load_settings({"CITYBRAIN_STATE_DIR": str(tmp_path)})
+    broker = LocalBroker(settings)
+    props = broker._write_config()
+    text = props.read_text()
+    assert "listeners=SASL_PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093" in text
+    assert "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer" in text
+    assert "allow.everyone.if.no.acl.found=false" in text and "PLAINTEXT:PLAINTEXT" not in text
+    assert "super.users=User:citybrain-admin;User:citybrain-controller" in text
+    for path in (props, broker.credentials_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    # The platform's clients log in as the admin with the password the broker was given.
+    protocol, mechanism, user, password = settings.client_auth()
+    assert (protocol, mechanism, user) == ("SASL_PLAINTEXT", "SCRAM-SHA-512", "citybrain-admin")
+    assert f'password="{password}"' in text
+
+
+def test_storage_formatted_before_security_asks_for_a_reset(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from citybrain.broker.local import BrokerError, LocalBroker
+    from citybrain.settings import SettingsError, load_settings
+
+    settings = load_settings({"CITYBRAIN_STATE_DIR": str(tmp_path)})
+    with pytest.raises(SettingsError, match="citybrain broker up"):
+        settings.client_auth()
+    broker = LocalBroker(settings)
+    broker.data_dir.mkdir(parents=True)
+    (broker.data_dir / "meta.properties").write_text("cluster.id=old\n")
+    with pytest.raises(BrokerError, match="citybrain broker reset"):
+        broker._write_config()
