@@ -290,6 +290,36 @@ def client_config(settings: Settings, model: AccessModel, department: str) -> di
             "group_prefix": f"{principal}."}
 
 
+def try_read(config: dict[str, Any], topic: str, idle_s: float = 3.0) -> tuple[bool, int | str]:
+    """Read ``topic`` as a department would (its own credentials, subscribed by name, nothing
+    committed): (True, records read) or (False, the broker's refusal)."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
+
+    async def run() -> tuple[bool, int | str]:
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=config["bootstrap_servers"], security_protocol=config["security_protocol"],
+            sasl_mechanism=config["sasl_mechanism"], sasl_plain_username=config["sasl_username"],
+            sasl_plain_password=config["sasl_password"], group_id=config["group_prefix"] + "probe",
+            auto_offset_reset="earliest", enable_auto_commit=False)
+        read = 0
+        try:
+            await consumer.start()
+            while batches := await consumer.getmany(timeout_ms=int(idle_s * 1000), max_records=10_000):
+                read += sum(len(b) for b in batches.values())
+        except TopicAuthorizationFailedError:
+            return False, "TopicAuthorizationFailed"
+        except KafkaConnectionError as exc:
+            return False, "SaslAuthenticationFailed" if "SaslAuthenticationFailed" in str(exc) else str(exc)
+        finally:
+            await consumer.stop()
+        return True, read
+
+    return asyncio.run(run())
+
+
 # -- local state: credentials and the audit log ---------------------------------------------------
 
 
@@ -330,7 +360,7 @@ class AuditLog:
 
     def record(self, action: str, principal: str, acl: Acl | None = None, error: str | None = None) -> None:
         entry: dict[str, Any] = {"at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-                                 "actor": self.actor, "action": action, "principal": principal,
+                                 "actor": self.actor, "action": action, "principal": principal.removeprefix("User:"),
                                  "source": self.model.source.name, "source_digest": self.model.digest,
                                  "result": "ok" if error is None else f"failed: {error}"}
         if acl is not None:

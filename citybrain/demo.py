@@ -158,7 +158,10 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
     files = sum(1 for layer in LAYERS for _ in (lake / layer).rglob("*.parquet"))
     console.print(f"[bold]9. lake[/]    bronze +{added['bronze']:,} records, silver +{added['silver']:,}, exactly once; "
                   f"{files:,} Parquet files (one per partition and hour) under {lake}", highlight=False)
-    incidents = Table("incident", "where", "window (UTC)", title="10. injected incidents (ground truth for detection)")
+    access_ok, access_text = _department_access(settings, contracts)
+    ok &= access_ok
+    console.print(f"[bold]10. access[/] {access_text}", highlight=False)
+    incidents = Table("incident", "where", "window (UTC)", title="injected incidents (ground truth for detection)")
     for i in report.ground_truth["incidents"]:
         where = i.get("street_name") and f"{i['district_name']}{i['street_name']}" or i.get("producer") or \
             i.get("consumer_group", "-")
@@ -170,6 +173,20 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
     console.print(f"[bold]in {totals['read']:,} = accepted {totals['accepted']:,} + dead-lettered {totals['dead']:,}[/]: "
                   f"{verdict}")
     return ok
+
+
+def _department_access(settings: Settings, contracts: dict[str, Contract]) -> tuple[bool, str]:
+    """Step 10: the police reads its work orders with its own credentials and is refused the rest."""
+    from citybrain import access
+
+    cfg = access.client_config(settings, access.load(access.ACCESS_FILE, contracts), "police")
+    ok, read = access.try_read(cfg, "dispatch.police.work_order.v1")
+    refused = {t: access.try_read(cfg, t, idle_s=1) for t in ("dispatch.water.work_order.v1", "raw.hotline.service_request.v1")}
+    text = (f"{cfg['principal']} read {read:,} work orders from dispatch.police.work_order.v1 with its own credentials"
+            if ok else f"[red]{cfg['principal']} could not read its own work orders: {read}[/]")
+    text += "; refused on " + ", ".join(f"{t} ({why if not allowed else '[red]ALLOWED[/]'})"
+                                        for t, (allowed, why) in refused.items())
+    return ok and not any(allowed for allowed, _ in refused.values()), text
 
 
 def _run_dags(settings: Settings, console: Console) -> bool:

@@ -91,7 +91,7 @@ def test_revoking_a_grant_takes_effect_and_is_audited(work_order, settings, tmp_
         refused = _read(config)
         assert refused.returncode == 3 and "TopicAuthorizationFailed" in refused.stderr
         audit = [json.loads(line) for line in cli("access", "audit", "--json").stdout.splitlines()]
-        assert {"actor": "officer-wang", "action": "revoke", "principal": "User:dept-police",
+        assert {"actor": "officer-wang", "action": "revoke", "principal": "dept-police",
                 "resource": "dispatch.police.work_order.v1", "operation": "read", "result": "ok"}.items() \
             <= next(e for e in reversed(audit) if e["action"] == "revoke").items()
         # The security DAG's drift check sees the broker and the (real) access file disagree.
@@ -114,3 +114,18 @@ def test_show_answers_who_can_read_a_topic_and_what_a_department_can_read(broker
     what = json.loads(cli("access", "show", "--department", "police", "--json").stdout)
     assert what["dept-police"]["read"] == ["catalog.contracts.registry.v1", "dispatch.police.work_order.v1"]
     assert what["dept-police"]["write"] == []      # feeds arrive through the edge, which checks contracts
+
+
+def test_rotating_a_password_locks_out_the_old_one(work_order, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    old = _config("civil_affairs", tmp_path)
+    assert _read(old).returncode == 0
+    proc = cli("access", "rotate", "civil_affairs", "--actor", "officer-wang")
+    assert proc.returncode == 0 and "new password issued" in proc.stdout, proc.stderr
+    refused = _read(old)
+    assert refused.returncode == 4 and "SaslAuthenticationFailed" in refused.stderr
+    new = tmp_path / "new"
+    new.mkdir()
+    assert _read(_config("civil_affairs", new)).returncode == 0
+    audit = [json.loads(line) for line in cli("access", "audit", "--json").stdout.splitlines()]
+    assert any(e["action"] == "rotate_credential" and e["principal"] == "dept-civil_affairs" and e["result"] == "ok"
+               for e in audit)

@@ -28,6 +28,7 @@ def test_demo_produces_every_feed_and_counts_add_up(demo, contracts) -> None:  #
     proc = demo
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "access: 12 department principals" in proc.stdout
+    assert "10. access dept-police read" in proc.stdout and "(TopicAuthorizationFailed)" in proc.stdout
     assert "counts add up" in proc.stdout and "NO" not in proc.stdout
     raw_feeds = [c for c in contracts.values() if c.zone == "raw"]
     for c in raw_feeds:
