@@ -58,6 +58,8 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progre
     if not verbose:
         # kafka-python logs retried metadata and shutdown hiccups at ERROR; real failures raise.
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
+        # aiokafka logs a refused topic at ERROR before raising TopicAuthorizationFailedError.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 # -- broker ---------------------------------------------------------------------------------

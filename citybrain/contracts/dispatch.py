@@ -49,7 +49,7 @@ schema:
     sla_deadline: {{type: string, format: date-time, x-classification: public}}
     sla_hours: {{type: number, exclusiveMinimum: 0, maximum: 2160, x-classification: public}}
     rule_id: {{type: string, maxLength: 60, x-classification: public}}
-    caller_ref: {{type: [string, "null"], pattern: "^psn_[0-9a-f]{{24}}$", x-classification: internal, description: "Keyed pseudonym (HMAC-SHA-256) of the caller's phone, else e-mail; links repeat callers without revealing them (since 1.1.0)"}}
+    caller_ref: {{type: [string, "null"], pattern: "^psn_[a-z2-7]{{24}}$", x-classification: internal, description: "Keyed pseudonym (HMAC-SHA-256) of the caller's phone, else e-mail; links repeat callers without revealing them (since 1.1.0)"}}
 examples:
   - work_order_id: WO-HL20261122000187-{dept}
     department: {dept}
@@ -66,7 +66,7 @@ examples:
     sla_deadline: "2026-11-23T06:32:10Z"
     sla_hours: 24
     rule_id: example
-    caller_ref: psn_3f9c0a1b2c3d4e5f60718293
+    caller_ref: psn_k5wxqzc3oyfmsn2dpv6qhe4t
 """
 
 
