@@ -160,7 +160,30 @@ def topics_of(model: AccessModel, principal: str, topics: Iterable[str], operati
     return {t: g for t in sorted(topics) for g in mine if g.covers(t)}
 
 
+def acl_covers(acl: Acl, topic: str) -> bool:
+    """Does a broker ACL (topic, literal, prefixed or the ``*`` wildcard) apply to ``topic``?"""
+    _principal, rtype, name, pattern, _op = acl
+    if rtype != "TOPIC":
+        return False
+    return name == "*" or (topic.startswith(name) if pattern == "PREFIXED" else topic == name)
+
+
 # -- the broker -----------------------------------------------------------------------------------
+
+
+def broker_acl_set_if_up(settings: Settings) -> set[Acl] | None:
+    """The broker's ACLs when it answers; None when it is down (or has no authoriser)."""
+    if settings.embedded:
+        import socket
+
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", settings.broker_port)) != 0:
+                return None
+    try:
+        return broker_acl_set(settings)
+    except Exception:  # unreachable or refused: the caller shows the declared grants only
+        return None
 
 
 def broker_acl_set(settings: Settings) -> set[Acl] | None:

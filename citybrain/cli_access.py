@@ -71,29 +71,41 @@ def show_cmd(topic: Optional[str] = typer.Option(None, help="Who can read (and w
              path: Optional[Path] = FILE_OPTION,
              as_json: bool = typer.Option(False, "--json", help="Machine-readable.")) -> None:
     """Who can read a topic, or what a department can read; without options, every principal's grants."""
-    from citybrain.access import AccessError, topics_of, who_can
+    from citybrain.access import AccessError, acl_covers, broker_acl_set_if_up, declared_acl_set, topics_of, who_can
 
     model = _model(path)
     contracts = {c.topic: c for c in _contracts().values()}
+    actual = broker_acl_set_if_up(_settings())          # None: broker down, declared grants only
     if topic is not None:
         if topic not in contracts:
             raise _fail(f"{topic!r} is not a contract topic. Fix: see `citybrain contracts list`.", code=EXIT_USAGE)
         rows = [{"principal": g.principal, "department": model.departments[g.principal], "operation": op,
-                 "grant": g.name + ("*" if g.pattern == "prefixed" else ""), "justification": g.justification}
+                 "grant": g.name + ("*" if g.pattern == "prefixed" else ""), "justification": g.justification,
+                 "on_broker": None if actual is None else g.acl() in actual}
                 for op in ("read", "write") for g in who_can(model, topic, op)]
+        # What the broker allows beyond the file is access too: show it (the security DAG calls it drift).
+        declared = declared_acl_set(model)
+        rows += [{"principal": a[0].removeprefix("User:"), "department": "?", "operation": a[4].lower(),
+                  "grant": a[2] + ("*" if a[3] == "PREFIXED" else ""), "justification": "NOT DECLARED in the access file",
+                  "on_broker": True}
+                 for a in sorted(actual or ()) if a not in declared and acl_covers(a, topic)]
         if as_json:
             out.print_json(json.dumps({"topic": topic, "personal_fields": contracts[topic].personal_fields(),
-                                       "super_users": ["citybrain-admin"], "grants": rows}, ensure_ascii=False))
+                                       "super_users": ["citybrain-admin"], "broker_checked": actual is not None,
+                                       "grants": rows}, ensure_ascii=False))
             return
         personal = contracts[topic].personal_fields()
         table = Table(title=f"who can use {topic}" + (f" (personal data: {', '.join(personal)})" if personal else ""))
-        for col in ("principal", "department", "operation", "via grant", "justification"):
+        for col in ("principal", "department", "operation", "via grant", "on broker", "justification"):
             table.add_column(col)
         for r in rows:
-            table.add_row(r["principal"], r["department"], r["operation"], r["grant"], r["justification"] or "")
+            table.add_row(r["principal"], r["department"], r["operation"], r["grant"],
+                          {None: "?", True: "yes", False: "[red]no[/]"}[r["on_broker"]], r["justification"] or "")
         out.print(table)
         out.print(f"{len({r['principal'] for r in rows})} department principal(s); the platform's citybrain-admin "
-                  "(super user) can use every topic.", highlight=False)
+                  "(super user) can use every topic." + ("" if actual is not None else
+                                                          " The broker did not answer: declared grants only."),
+                  highlight=False)
         return
     try:
         principals = [model.principal_of(department)] if department else sorted(model.departments)

@@ -94,6 +94,9 @@ def test_revoking_a_grant_takes_effect_and_is_audited(work_order, settings, tmp_
         assert {"actor": "officer-wang", "action": "revoke", "principal": "dept-police",
                 "resource": "dispatch.police.work_order.v1", "operation": "read", "result": "ok"}.items() \
             <= next(e for e in reversed(audit) if e["action"] == "revoke").items()
+        # `show` (from the committed file) flags the declared grant the broker no longer holds.
+        who = json.loads(cli("access", "show", "--topic", "dispatch.police.work_order.v1", "--json").stdout)
+        assert [(g["principal"], g["on_broker"]) for g in who["grants"]] == [("dept-police", False)]
         # The security DAG's drift check sees the broker and the (real) access file disagree.
         from citybrain.security.checks import grant_drift
         from citybrain.security.monitor import broker_grants, declared_grants
@@ -110,6 +113,7 @@ def test_revoking_a_grant_takes_effect_and_is_audited(work_order, settings, tmp_
 def test_show_answers_who_can_read_a_topic_and_what_a_department_can_read(broker) -> None:  # type: ignore[no-untyped-def]
     who = json.loads(cli("access", "show", "--topic", "raw.hotline.service_request.v1", "--json").stdout)
     assert [g["principal"] for g in who["grants"] if g["operation"] == "read"] == ["dept-hotline_12345"]
+    assert who["broker_checked"] and all(g["on_broker"] for g in who["grants"])
     assert "caller_phone" in who["personal_fields"]
     what = json.loads(cli("access", "show", "--department", "police", "--json").stdout)
     assert what["dept-police"]["read"] == ["catalog.contracts.registry.v1", "dispatch.police.work_order.v1"]
