@@ -14,7 +14,6 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
-import os
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import yaml
 
 from citybrain.contracts.model import Contract, load_all
 from citybrain.departments import DEPARTMENTS
-from citybrain.settings import ADMIN_USER, PROJECT_ROOT, SASL_MECHANISM, Settings
+from citybrain.settings import ADMIN_USER, PROJECT_ROOT, SASL_MECHANISM, Settings, write_private
 
 ACCESS_FILE = PROJECT_ROOT / "infra" / "access.yaml"
 #: Granted to every principal: the contract catalogue, so a department can discover its topics' contracts.
@@ -87,7 +86,7 @@ def load(path: Path = ACCESS_FILE, contracts: dict[str, Contract] | None = None)
         raise AccessError(f"{path.name} is not valid YAML: {exc}") from None
     if contracts is None:
         contracts = load_all(PROJECT_ROOT / "schemas")
-    topics = {c.topic: c for c in contracts.values()}
+    topics = contracts                               # keyed by topic
     errors: list[str] = []
     if doc.get("version") != 1:
         errors.append("`version`: must be 1. Fix: add `version: 1` at the top.")
@@ -174,12 +173,10 @@ def acl_covers(acl: Acl, topic: str) -> bool:
 def broker_acl_set_if_up(settings: Settings) -> set[Acl] | None:
     """The broker's ACLs when it answers; None when it is down (or has no authoriser)."""
     if settings.embedded:
-        import socket
+        from citybrain.broker.local import LocalBroker
 
-        with socket.socket() as sock:
-            sock.settimeout(0.5)
-            if sock.connect_ex(("127.0.0.1", settings.broker_port)) != 0:
-                return None
+        if not LocalBroker(settings).status().running:
+            return None
     try:
         return broker_acl_set(settings)
     except Exception:  # unreachable or refused: the caller shows the declared grants only
@@ -189,11 +186,19 @@ def broker_acl_set_if_up(settings: Settings) -> set[Acl] | None:
 def broker_acl_set(settings: Settings) -> set[Acl] | None:
     """The broker's ALLOW ACLs, or None when it runs without an authoriser."""
     from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(**settings.kafka_client_config())
+    try:
+        return _allow_acls(admin)
+    finally:
+        admin.close()
+
+
+def _allow_acls(admin: Any) -> set[Acl] | None:
     from kafka.admin import (ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType,
                              ResourcePatternFilter, ResourceType)
     from kafka.errors import SecurityDisabledError
 
-    admin = KafkaAdminClient(**settings.kafka_client_config())
     try:
         acls, error = admin.describe_acls(ACLFilter(principal=None, host="*", operation=ACLOperation.ANY,
                                                     permission_type=ACLPermissionType.ANY,
@@ -201,8 +206,6 @@ def broker_acl_set(settings: Settings) -> set[Acl] | None:
                                                                                            ACLResourcePatternType.ANY)))
     except SecurityDisabledError:
         return None
-    finally:
-        admin.close()
     if error is not None and "SecurityDisabled" in type(error).__name__:
         return None
     return {(a.principal, a.resource_pattern.resource_type.name, a.resource_pattern.resource_name,
@@ -230,16 +233,16 @@ def apply(settings: Settings, model: AccessModel, dry_run: bool = False, actor: 
     from kafka.admin import ACL, ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern, ResourceType
     from kafka.admin._users import ScramMechanism, UserScramCredentialDeletion, UserScramCredentialUpsertion
 
-    actual = broker_acl_set(settings)
-    if actual is None:
-        raise AccessError(f"The broker at {settings.bootstrap} runs without an ACL authoriser, so grants cannot be "
-                          "enforced. Fix: run the embedded broker (secured by default) or set "
-                          "authorizer.class.name on the cluster.")
-    declared = declared_acl_set(model)
-    added, removed = sorted(declared - actual), sorted(actual - declared)
     store = CredentialStore(settings.state_dir)
     admin = KafkaAdminClient(**settings.kafka_client_config())
     try:
+        actual = _allow_acls(admin)
+        if actual is None:
+            raise AccessError(f"The broker at {settings.bootstrap} runs without an ACL authoriser, so grants cannot be "
+                              "enforced. Fix: run the embedded broker (secured by default) or set "
+                              "authorizer.class.name on the cluster.")
+        declared = declared_acl_set(model)
+        added, removed = sorted(declared - actual), sorted(actual - declared)
         existing = set(admin.describe_user_scram_credentials())
         managed = set(store.passwords)
         create = sorted(p for p in model.departments if p not in existing or p not in managed)
@@ -286,8 +289,7 @@ def rotate(settings: Settings, model: AccessModel, principal: str, actor: str | 
     from kafka import KafkaAdminClient
     from kafka.admin._users import ScramMechanism, UserScramCredentialUpsertion
 
-    store = CredentialStore(settings.state_dir)
-    password = store.password(principal, new=True)
+    password = secrets.token_urlsafe(24)
     admin = KafkaAdminClient(**settings.kafka_client_config())
     try:
         errors = admin.alter_user_scram_credentials(
@@ -298,6 +300,7 @@ def rotate(settings: Settings, model: AccessModel, principal: str, actor: str | 
     audit.record("rotate_credential", principal, error=errors.get(principal))
     if audit.failures:
         raise AccessError(f"rotating {principal}'s password failed: {audit.failures[0]}")
+    CredentialStore(settings.state_dir).set(principal, password)   # kept only once the broker took it
 
 
 def client_config(settings: Settings, model: AccessModel, department: str) -> dict[str, Any]:
@@ -353,23 +356,22 @@ class CredentialStore:
         self.path = state_dir / "access" / "credentials.json"
         self.passwords: dict[str, str] = json.loads(self.path.read_text()) if self.path.exists() else {}
 
-    def password(self, principal: str, new: bool = False) -> str:
-        if new or principal not in self.passwords:
-            self.passwords[principal] = secrets.token_urlsafe(24)
-            self._save()
+    def password(self, principal: str) -> str:
+        """The principal's password, generated on first use."""
+        if principal not in self.passwords:
+            self.set(principal, secrets.token_urlsafe(24))
         return self.passwords[principal]
+
+    def set(self, principal: str, password: str) -> None:
+        self.passwords[principal] = password
+        self._save()
 
     def forget(self, principal: str) -> None:
         self.passwords.pop(principal, None)
         self._save()
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.passwords, f, indent=1, sort_keys=True)
-        tmp.replace(self.path)
+        write_private(self.path, json.dumps(self.passwords, indent=1, sort_keys=True))
 
 
 class AuditLog:

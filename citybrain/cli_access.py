@@ -74,7 +74,7 @@ def show_cmd(topic: Optional[str] = typer.Option(None, help="Who can read (and w
     from citybrain.access import AccessError, acl_covers, broker_acl_set_if_up, declared_acl_set, topics_of, who_can
 
     model = _model(path)
-    contracts = {c.topic: c for c in _contracts().values()}
+    contracts = _contracts()                         # keyed by topic
     actual = broker_acl_set_if_up(_settings())          # None: broker down, declared grants only
     if topic is not None:
         if topic not in contracts:

@@ -30,6 +30,16 @@ def credentials_path(state_dir: Path) -> Path:
     return state_dir / "kafka" / "config" / "credentials.json"
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a file holding secrets, readable by its owner only, and swap it in atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    tmp.replace(path)
+
+
 class SettingsError(ValueError):
     """A CITYBRAIN_* environment variable is unknown or has an invalid value."""
 

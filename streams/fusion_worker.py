@@ -66,7 +66,8 @@ raw = app.topic(*INPUTS, value_serializer="raw")
 outputs = {t: app.topic(t, value_serializer="raw") for t in OUTPUTS}
 dead_letters = app.topic(DLQ_TOPIC, value_serializer="raw")
 validators = {t: RecordValidator(CONTRACTS[t]) for t in OUTPUTS}
-pipeline = Pipeline(auto_sweep=False, protector=protector_from_settings(settings))
+pipeline = Pipeline(auto_sweep=False, protector=protector_from_settings(settings),
+                    hotline=CONTRACTS["raw.hotline.service_request.v1"])
 #: Event streams move stream time; compacted registers (reference data, the elderly-care register) do not.
 clock = Clock({t for t in INPUTS if CONTRACTS[t].cleanup_policy == "delete"})
 state = {"ready": False, "swept": None}

@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from citybrain.settings import ADMIN_USER, PROJECT_ROOT, SASL_MECHANISM, Settings, credentials_path
+from citybrain.settings import ADMIN_USER, PROJECT_ROOT, SASL_MECHANISM, Settings, credentials_path, write_private
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +129,7 @@ class LocalBroker:
             )
         creds = {"admin_user": ADMIN_USER, "admin_password": secrets.token_urlsafe(24),
                  "controller_user": CONTROLLER_USER, "controller_password": secrets.token_urlsafe(24)}
-        self.credentials_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(creds, f)
+        write_private(self.credentials_file, json.dumps(creds))
         return creds
 
     def _write_config(self) -> Path:
@@ -180,9 +177,7 @@ class LocalBroker:
                     "controlled.shutdown.enable=true",
                     "",
                 ]
-        fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write("\n".join(lines))
+        write_private(props, "\n".join(lines))
         (self.config_dir / "log4j2.properties").write_text(
             "\n".join(
                 [

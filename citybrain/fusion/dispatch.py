@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from citybrain.contracts.model import Contract, load_contract
 from citybrain.fusion.signals import parse_time
 from citybrain.privacy import Protector
+from citybrain.settings import PROJECT_ROOT
 from citybrain.sim.clock import iso
 
+HOTLINE_TOPIC = "raw.hotline.service_request.v1"
 #: Share of the SLA after which an unhandled ticket is "about to breach".
 WARN_AT = 0.8
 
@@ -23,8 +26,11 @@ def dispatch_topic(department: str) -> str:
 class Dispatcher:
     """Routes tickets and city events with the routing rules (``raw.ref.routing_rule`` records)."""
 
-    def __init__(self, rules: dict[str, dict[str, Any]] | None = None, protector: Protector | None = None) -> None:
+    def __init__(self, rules: dict[str, dict[str, Any]] | None = None, protector: Protector | None = None,
+                 hotline: Contract | None = None) -> None:
         self.protector = protector or Protector.ephemeral()
+        #: The requests' contract: its x-protect rules say what of the caller may leave the raw zone.
+        self.hotline = hotline or load_contract(PROJECT_ROOT / "schemas" / f"{HOTLINE_TOPIC}.yaml")
         self.by_service: dict[str, dict[str, Any]] = {}
         self.by_category: dict[str, dict[str, Any]] = {}
         for rule in (rules or {}).values():
@@ -59,9 +65,10 @@ class Dispatcher:
                 if d != "hotline_12345"]   # questions are answered on the call, not dispatched
 
     def _caller_ref(self, request: dict[str, Any]) -> str | None:
-        """The caller's pseudonym (phone, else e-mail); name, address and description stay in the raw zone."""
-        contact = request.get("caller_phone") or request.get("caller_email")
-        return self.protector.pseudonym(contact) if contact else None
+        """The caller's pseudonym (phone, else e-mail), as the contract's x-protect allows; name, address
+        and description stay in the raw zone."""
+        refs = self.protector.protect(self.hotline, request, None)
+        return refs.get("caller_phone_ref") or refs.get("caller_email_ref")
 
     def event_orders(self, event: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """Work orders for a new city event: every department that must act on it (联动处置)."""

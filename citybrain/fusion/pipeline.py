@@ -14,6 +14,7 @@ from collections import Counter, OrderedDict
 from datetime import datetime, timedelta
 from typing import Any
 
+from citybrain.contracts.model import Contract
 from citybrain.fusion.detect import SensorWatch
 from citybrain.fusion.dispatch import Dispatcher, SlaTracker
 from citybrain.fusion.fuse import Fusion
@@ -49,14 +50,16 @@ class Pipeline:
     """``auto_sweep``: check SLAs and close quiet cases as stream time passes (in-order replays);
     a worker reading partitions at different speeds calls ``sweep`` with its low watermark instead."""
 
-    def __init__(self, auto_sweep: bool = True, protector: Protector | None = None) -> None:
-        """``protector``: pseudonymises callers in work orders (default: a random key, links within this run)."""
+    def __init__(self, auto_sweep: bool = True, protector: Protector | None = None,
+                 hotline: Contract | None = None) -> None:
+        """``protector``: pseudonymises callers in work orders (default: a random key, links within this run),
+        as ``hotline`` (the requests' contract, default: the repository's) marks their fields."""
         self.auto_sweep = auto_sweep
         self.areas: dict[str, dict[str, Any]] = {}
         self.enricher = Enricher()
         self.watch = SensorWatch()
         self.fusion = Fusion()
-        self.dispatcher = Dispatcher(protector=protector)
+        self.dispatcher = Dispatcher(protector=protector, hotline=hotline)
         self.sla = SlaTracker()
         self.dedupe = Deduper()
         self.metrics = Metrics()

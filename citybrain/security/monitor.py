@@ -166,13 +166,6 @@ def log_starts(settings: Settings, topics: set[str]) -> dict[tuple[str, int], in
 # -- grants -----------------------------------------------------------------------------------
 
 
-def broker_grants(settings: Settings) -> set[checks.Grant] | None:
-    """Every ALLOW ACL on the broker, or None when the broker runs without an authoriser."""
-    from citybrain import access
-
-    return access.broker_acl_set(settings)
-
-
 def declared_grants(path: Path) -> set[checks.Grant]:
     """Grants declared in ``infra/access.yaml`` (empty when the file does not exist)."""
     if not path.exists():
@@ -224,7 +217,9 @@ def run_security(settings: Settings, lake: Path, now: datetime | None = None,
     zones = {"city": "internal", "dispatch": "internal", "metrics": "internal", "alert": "internal"}
     add("personal_data", checks.personal_data_exposure(
         personal_data_samples(lake, lambda c: zones.get(c.split(".")[0], c.split(".")[0])), now, now))
-    actual = broker_grants(settings)
+    from citybrain.access import broker_acl_set
+
+    actual = broker_acl_set(settings)
     if actual is None:
         add("grants", [{"finding_id": "SEC-authorisation_disabled:broker", "kind": "authorisation_disabled",
                         "severity": "high", "subject": settings.bootstrap,

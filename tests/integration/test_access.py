@@ -99,10 +99,10 @@ def test_revoking_a_grant_takes_effect_and_is_audited(work_order, settings, tmp_
         assert [(g["principal"], g["on_broker"]) for g in who["grants"]] == [("dept-police", False)]
         # The security DAG's drift check sees the broker and the (real) access file disagree.
         from citybrain.security.checks import grant_drift
-        from citybrain.security.monitor import broker_grants, declared_grants
+        from citybrain.security.monitor import declared_grants
         from datetime import datetime, timezone
 
-        drift = grant_drift(declared_grants(access.ACCESS_FILE), broker_grants(settings), datetime.now(timezone.utc))
+        drift = grant_drift(declared_grants(access.ACCESS_FILE), access.broker_acl_set(settings), datetime.now(timezone.utc))
         assert [f["evidence"]["resource"] for f in drift] == ["dispatch.police.work_order.v1"]
     finally:
         restored = cli("access", "apply")
