@@ -22,12 +22,13 @@ import statistics
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 from citybrain.contracts.model import Contract
 from citybrain.settings import Settings
+from citybrain.times import now_iso
 from citybrain.workers import start_worker, stop_worker
 
 
@@ -173,7 +174,7 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
         raise RuntimeError(f"only {len(latencies)} latency samples; the worker may have fallen behind")
     q = statistics.quantiles(latencies, n=100)
     return {
-        "measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "measured_at": now_iso(),
         "events_per_s": round(events_per_s), "raw_consume_per_s": round(consumed / consume_s),
         "p50_ms": round(q[49]), "p95_ms": round(q[94]), "p99_ms": round(q[98]),
         "worker_rss_mb": round(rss), "latency_samples": len(latencies), "steady_rate_per_s": cfg.rate,

@@ -46,7 +46,8 @@ def city_export(directory: Path = typer.Argument(..., help="Where to write the f
     """Write the city as GeoJSON (districts, streets) and one JSONL file per reference contract."""
     from citybrain.city.build import build_city
     from citybrain.city.reference import write_city_files
-    from citybrain.sim.clock import default_start, iso
+    from citybrain.sim.clock import default_start
+    from citybrain.times import iso
 
     for path in write_city_files(build_city(seed), directory, iso(default_start())):
         out.print(str(path), highlight=False)
@@ -199,7 +200,7 @@ def city_exports(
     from citybrain.city.reference import reference_records
     from citybrain.ingest.feeds import FeedError, load_feeds
     from citybrain.settings import PROJECT_ROOT
-    from citybrain.sim.clock import iso
+    from citybrain.times import iso
     from citybrain.sim.engine import Simulation
     from citybrain.sim.exports import EXPORTS, broken_rows, to_row, write_export
     from citybrain.sim.model import SimConfig

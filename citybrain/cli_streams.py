@@ -79,7 +79,7 @@ def _replay(truth: dict) -> tuple[list, list]:  # type: ignore[type-arg]
     from citybrain.contracts.model import load_all
     from citybrain.contracts.validate import RecordValidator
     from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC, Pipeline
-    from citybrain.fusion.signals import parse_time
+    from citybrain.times import parse_time
     from citybrain.ingest.producer import event_id
     from citybrain.sim.engine import Simulation
     from citybrain.sim.model import INCIDENT_KINDS, SimConfig

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
 from citybrain.contracts.model import Contract
 from citybrain.settings import Settings
+from citybrain.times import now_iso
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def catalog_record(contract: Contract, published_at: str | None = None) -> dict[
         "compatibility": contract.compatibility,
         "personal_fields": contract.personal_fields(),
         "document": _without_personal_examples(contract),
-        "published_at": published_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "published_at": published_at or now_iso(),
     }
 
 

@@ -9,10 +9,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from citybrain.contracts.model import Contract, load_contract
-from citybrain.fusion.signals import parse_time
 from citybrain.privacy import Protector
 from citybrain.settings import PROJECT_ROOT
-from citybrain.sim.clock import iso
+from citybrain.times import iso, parse_time
 
 HOTLINE_TOPIC = "raw.hotline.service_request.v1"
 #: Share of the SLA after which an unhandled ticket is "about to breach".

@@ -19,7 +19,7 @@ import statistics
 from datetime import timedelta
 from typing import Any
 
-from citybrain.fusion.signals import parse_time
+from citybrain.times import iso, parse_time
 
 SCORED = {"city.event": "category", "alert.early_warning": "category"}
 SLACK_BEFORE, SLACK_AFTER = timedelta(hours=1), timedelta(hours=2)
@@ -60,7 +60,7 @@ def evaluate(truth: dict[str, Any], events: list[dict[str, Any]], warnings: list
                                     "category": expected.get("category"), "detected": bool(hits)}
             if hits:
                 first = min(parse_time(detections[i][1]["detected_at"]) for i in hits)
-                item["first_detected_at"] = first.strftime("%Y-%m-%dT%H:%M:%SZ")
+                item["first_detected_at"] = iso(first)
                 peak = incident.get("evidence", {}).get("complaint_peak")
                 if output == "alert.early_warning" and peak:
                     lead = (parse_time(peak) - first).total_seconds() / 60

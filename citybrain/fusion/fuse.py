@@ -22,7 +22,7 @@ from typing import Any
 from citybrain.city.catalogue import EVENT_ROUTES
 from citybrain.fusion.detect import Anomaly
 from citybrain.fusion.signals import Signal
-from citybrain.sim.clock import iso
+from citybrain.times import iso
 
 #: Which ticket, police and inspection categories are evidence for which family.
 TICKET_FAMILY = {"waterlogging": "flood", "noise": "noise"}

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from citybrain.fusion.signals import Signal
-from citybrain.sim.clock import iso
+from citybrain.times import iso
 
 LATENESS = timedelta(minutes=15)
 MEASURE = {"air_quality": "pm25", "noise": "LAeq", "traffic_flow": "intensity", "water_level": "currentLevel"}

@@ -10,10 +10,11 @@ Pure functions: the stream workers call them; tests call them on simulator recor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from citybrain.geo import AreaIndex, haversine_m
+from citybrain.times import parse_time
 
 #: A device reporting farther than this from its registered position is suspect.
 POSITION_TOLERANCE_M = 500.0
@@ -39,14 +40,6 @@ class Signal:
     values: dict[str, Any] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     state: str | None = None       # ticket lifecycle state, police or inspection status
-
-
-def parse_time(text: str) -> datetime:
-    """RFC 3339 to an aware UTC datetime (any offset accepted, normalised to UTC)."""
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
 
 
 class Enricher:

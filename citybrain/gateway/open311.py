@@ -17,6 +17,7 @@ from citybrain.city.catalogue import SERVICES, SERVICES_BY_CODE
 from citybrain.contracts.validate import FIXES, Rejection
 from citybrain.departments import DEPARTMENTS
 from citybrain.geo import AreaIndex
+from citybrain.times import now_iso
 
 #: GeoReport v2 POST parameters, plus the hotline extensions a partner may send.
 STANDARD_PARAMS = {"api_key", "jurisdiction_id", "service_code", "lat", "long", "address_string", "address_id",
@@ -73,10 +74,6 @@ def service_definition(code: str) -> dict[str, Any] | None:
     return {"service_code": code, "attributes": []} if code in SERVICES_BY_CODE else None
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def new_request_id(now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
     return f"GW{now:%Y%m%d}{uuid.uuid4().hex[:10].upper()}"
@@ -131,7 +128,7 @@ def request_record(params: Mapping[str, Any], partner: str, jurisdiction_id: str
     if errors or service is None:
         return None, errors
 
-    now = _now()
+    now = now_iso()
     name = " ".join(str(params[k]).strip() for k in ("last_name", "first_name") if params.get(k)).strip()
     record: dict[str, Any] = {
         "service_request_id": new_request_id(), "status": "open", "service_code": service.service_code,

@@ -34,6 +34,7 @@ from citybrain.gateway.open311 import PARAM_OF_FIELD, EdgeError, public_view, re
 from citybrain.ingest.producer import DLQ_TOPIC, DeliveryError, ValidatedProducer
 from citybrain.ingest.readers import RawRecord
 from citybrain.settings import Settings, api_keys
+from citybrain.times import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +295,7 @@ class Gateway:
         for name in ("start_date", "end_date"):
             if q.get(name):
                 try:
-                    times[name] = datetime.fromisoformat(q[name].replace("Z", "+00:00")).astimezone(timezone.utc)
+                    times[name] = parse_time(q[name])
                 except ValueError:
                     errors.append(EdgeError(400, f"{name} {q[name]!r} is not a W3C date-time, e.g. "
                                                  "2026-11-23T00:00:00Z", name, "format"))

@@ -15,7 +15,7 @@ import csv
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 from zoneinfo import ZoneInfo
@@ -25,6 +25,7 @@ import yaml
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import Rejection, excerpt
 from citybrain.ingest.readers import RawRecord, _lines, _too_large
+from citybrain.times import iso
 
 TYPES = ("string", "integer", "number", "boolean", "datetime", "list")
 _TRUE = {"true", "1", "yes", "y", "是", "有", "√"}
@@ -295,7 +296,7 @@ def _convert(feed: Feed, column: Column, cell: Any) -> tuple[Any, Rejection | No
             moment = datetime.strptime(str(text), column.format or "")
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=feed.tz)
-            return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), None
+            return iso(moment), None
     except (TypeError, ValueError):
         pass
     if kind == "datetime":

@@ -24,6 +24,7 @@ from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import Rejection, RecordValidator
 from citybrain.ingest.readers import RawRecord
 from citybrain.settings import Settings
+from citybrain.times import iso_micro
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def dead_letter_message(target: str, record: RawRecord, rejection: Rejection, pr
         "source": record.source[:500],
         "producer": record.producer or producer_id,
         "trace_id": trace_id or new_trace_id(),
-        "rejected_at": _now(),
+        "rejected_at": iso_micro(datetime.now(timezone.utc)),
         "original_size": record.size,
         "original_truncated": truncated,
     }
@@ -121,10 +122,6 @@ def dead_letter_message(target: str, record: RawRecord, rejection: Rejection, pr
         ("dlq-source", record.source.encode()),
     ]
     return envelope, headers
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class ValidatedProducer:

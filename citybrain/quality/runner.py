@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from citybrain.contracts.model import load_all
 from citybrain.quality.frames import Partition, load, partitions
 from citybrain.quality.suites import load_suites
+from citybrain.times import iso
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +268,7 @@ def run_quality(lake: Path, schemas_dir: Path, expectations_dir: Path, now: date
                 if stale and send_alert is not None:
                     alert = {"alert_id": f"DQ-{run_id}:{layer}:{cid}:freshness", "run_id": run_id, "dataset": cid,
                              "layer": layer, "check": "freshness",
-                             "failed_expectations": [_alert_exp(r) for r in stale], "detected_at": _iso(now),
+                             "failed_expectations": [_alert_exp(r) for r in stale], "detected_at": iso(now),
                              "action": "alerted"}
                     report.failed.append(alert)
                     send_alert(alert)
@@ -292,7 +293,7 @@ def run_quality(lake: Path, schemas_dir: Path, expectations_dir: Path, now: date
                 alert = {"alert_id": f"DQ-{run_id}:{layer}:{cid}:{p.name}", "run_id": run_id, "dataset": cid,
                          "layer": layer, "partition": p.name, "check": bad[0]["check"],
                          "failed_expectations": [_alert_exp(c) for c in bad], "rows": len(frame),
-                         "detected_at": _iso(now), "action": action, "quarantine": moved}
+                         "detected_at": iso(now), "action": action, "quarantine": moved}
                 report.failed.append(alert)
                 if send_alert is not None:
                     send_alert(alert)
@@ -312,10 +313,6 @@ def run_quality(lake: Path, schemas_dir: Path, expectations_dir: Path, now: date
     if docs:
         report.docs = engine.build_docs()
     return report
-
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _alert_exp(c: dict[str, Any]) -> dict[str, Any]:
@@ -338,7 +335,7 @@ def quarantine(lake: Path, p: Partition, run_id: str, checks: list[dict[str, Any
     for f in p.files:
         os.replace(p.path / f, target / f)
     (target / "reason.json").write_text(json.dumps(
-        {"run_id": run_id, "quarantined_at": _iso(now), "partition": p.key,
+        {"run_id": run_id, "quarantined_at": iso(now), "partition": p.key,
          "failed": [c for c in checks if not c["success"]],
          "fix": "Inspect the records (Parquet here), correct the source or the contract's tuning in "
                 "expectations/tuning.yaml, then move the files back to the lake and run data_quality again."},

@@ -22,6 +22,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from citybrain.times import iso
+
 MANIFEST_FORMAT = "citybrain.release/1"
 
 
@@ -63,7 +65,7 @@ def publish(lake: Path, dataset: str, table: pa.Table, contract: dict[str, Any],
     pq.write_table(table, tmp / "data.parquet", compression="zstd")
     manifest = {
         "format": MANIFEST_FORMAT, "dataset": dataset, "version": version,
-        "released_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "released_at": iso(now),
         "contract": contract, "rows": table.num_rows,
         "schema": {f.name: str(f.type) for f in table.schema},
         "files": {"data.parquet": sha256(tmp / "data.parquet")},

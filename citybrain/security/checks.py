@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
+from citybrain.times import iso
+
 # -- robust baselines ---------------------------------------------------------------------
 
 
@@ -23,10 +25,6 @@ def robust_baseline(values: list[float]) -> tuple[float, float]:
     median = statistics.median(values)
     mad = statistics.median(abs(v - median) for v in values) * 1.4826
     return median, mad
-
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- producers ----------------------------------------------------------------------------
@@ -68,7 +66,7 @@ def producer_traffic(counts: Iterable[tuple[str, str, datetime, int]], factor: f
                 "evidence": {"topic": topic, "peak_per_bucket": peak, "baseline_median": median, "baseline_mad": round(mad, 1),
                              "factor": round(ratio, 1), "bucket_minutes": int(bucket.total_seconds() // 60),
                              "buckets": len(run), "extra_records": int(extra)},
-                "first_seen": _iso(run[0]), "last_seen": _iso(run[-1] + bucket)})
+                "first_seen": iso(run[0]), "last_seen": iso(run[-1] + bucket)})
     return findings
 
 
@@ -134,7 +132,7 @@ def consumer_traffic(commits: Iterable[Commit], log_start: dict[tuple[str, int],
                                    + (f", from topics it never read before: {', '.join(new_topics)}" if new_topics else ""),
                         "evidence": {"records": r["records"], "baseline_median": median, "topics": sorted(r["topics"]),
                                      "new_topics": new_topics, "reads_before": len(history)},
-                        "first_seen": _iso(r["first"]), "last_seen": _iso(r["last"])})
+                        "first_seen": iso(r["first"]), "last_seen": iso(r["last"])})
             known |= r["topics"]
     return findings
 
@@ -214,7 +212,7 @@ def _device_finding(kind: str, severity: str, device: str, rs: list[dict[str, An
             "subject": device, "summary": summary,
             "evidence": {"readings": len(rs), "producers": sorted({r["producer"] or "?" for r in rs}),
                          "topics": sorted({r["topic"] for r in rs}), **extra},
-            "first_seen": _iso(first), "last_seen": _iso(last)}
+            "first_seen": iso(first), "last_seen": iso(last)}
 
 
 # -- personal data --------------------------------------------------------------------------
@@ -256,7 +254,7 @@ def personal_data_exposure(samples: Iterable[tuple[str, str, str]], first: datet
              "summary": f"{len(found):,} {kind.replace('_', ' ')}(s) in {where} (zone {zones[where]}), where the "
                         "contracts allow no personal data",
              "evidence": {"data_kind": kind, "count": len(found), "zone": zones[where], "masked_samples": sorted(set(found))[:3]},
-             "first_seen": _iso(first), "last_seen": _iso(last)}
+             "first_seen": iso(first), "last_seen": iso(last)}
             for (where, kind), found in sorted(hits.items())]
 
 
@@ -289,14 +287,14 @@ def broker_log_findings(lines: Iterable[str], min_failures: int = 3) -> list[dic
                          "kind": "failed_authentication", "severity": "high" if len(items) >= 10 else "medium",
                          "subject": host, "summary": f"{len(items)} failed authentications from {host}",
                          "evidence": {"failures": len(items), "reasons": sorted({w for _, w in items})[:3]},
-                         "first_seen": _iso(min(times)), "last_seen": _iso(max(times))})
+                         "first_seen": iso(min(times)), "last_seen": iso(max(times))})
     for (principal, op, resource), items in sorted(denied.items()):
         times = [t for t in items if t] or [now]
         findings.append({"finding_id": f"SEC-denied_operation:{principal}:{op}:{resource}",
                          "kind": "denied_operation", "severity": "medium", "subject": principal,
                          "summary": f"{principal} was denied {op} on {resource} {len(items)} time(s)",
                          "evidence": {"operation": op, "resource": resource, "count": len(items)},
-                         "first_seen": _iso(min(times)), "last_seen": _iso(max(times))})
+                         "first_seen": iso(min(times)), "last_seen": iso(max(times))})
     return findings
 
 
@@ -316,5 +314,5 @@ def grant_drift(declared: set[Grant], actual: set[Grant], now: datetime) -> list
                              "summary": f"{op} on {rtype.lower()} {name} ({pattern.lower()}) for {principal} {text}",
                              "evidence": {"drift": kind, "operation": op, "resource_type": rtype, "resource": name,
                                           "pattern": pattern},
-                             "first_seen": _iso(now), "last_seen": _iso(now)})
+                             "first_seen": iso(now), "last_seen": iso(now)})
     return findings

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from citybrain.security import checks
 from citybrain.settings import Settings
+from citybrain.times import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def sensor_readings(lake: Path) -> list[dict[str, Any]]:
     out = []
     for topic, device, producer, lon, lat, observed, sent, ident in rel.fetchall():
         try:
-            obs = datetime.fromisoformat(observed.replace("Z", "+00:00")) if observed else sent
+            obs = parse_time(observed) if observed else sent
         except ValueError:
             obs = sent
         out.append({"topic": topic, "device": device or "?", "producer": producer, "lon": lon, "lat": lat,

@@ -9,11 +9,6 @@ from zoneinfo import ZoneInfo
 LOCAL = ZoneInfo("Asia/Shanghai")
 
 
-def iso(t: datetime) -> str:
-    """RFC 3339 UTC with a Z, to the second: the wire format of every CityBrain time."""
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def local_hour(t: datetime) -> float:
     """Hour of the local day as a float, 0 <= h < 24."""
     lt = t.astimezone(LOCAL)

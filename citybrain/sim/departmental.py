@@ -7,7 +7,8 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from citybrain.city.model import City
-from citybrain.sim.clock import LOCAL, iso, local_hour, traffic_demand
+from citybrain.sim.clock import LOCAL, local_hour, traffic_demand
+from citybrain.times import iso
 from citybrain.sim.hotline import poisson, random_point
 from citybrain.sim.model import Emission, SimConfig
 from citybrain.sim.people import People

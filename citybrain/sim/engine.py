@@ -16,7 +16,8 @@ from typing import Any, Iterator
 from citybrain.city.build import build_city
 from citybrain.city.model import City
 from citybrain.city.reference import reference_records
-from citybrain.sim.clock import LOCAL, default_start, iso
+from citybrain.sim.clock import LOCAL, default_start
+from citybrain.times import iso
 from citybrain.sim.departmental import Departments
 from citybrain.sim.hotline import TicketDesk
 from citybrain.sim.incidents import Incident, plan_incidents

@@ -17,7 +17,8 @@ from citybrain.city.catalogue import SERVICES, SERVICES_BY_CODE, Service
 from citybrain.city.model import City, Street
 from citybrain.departments import DEPARTMENTS
 from citybrain.geo import point_in_geometry
-from citybrain.sim.clock import LOCAL, activity, iso, is_weekend, local_hour
+from citybrain.sim.clock import LOCAL, activity, is_weekend, local_hour
+from citybrain.times import iso
 from citybrain.sim.model import Effects, Emission, SimConfig
 from citybrain.sim.people import People
 

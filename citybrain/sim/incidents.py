@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from citybrain.city.model import City, Device, Poi
-from citybrain.sim.clock import LOCAL, iso
+from citybrain.sim.clock import LOCAL
+from citybrain.times import iso
 from citybrain.sim.model import Effects, Emission, SimConfig
 from citybrain.sim.weather import Storm, Weather
 

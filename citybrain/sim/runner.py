@@ -19,7 +19,7 @@ from citybrain.contracts.model import Contract
 from citybrain.ingest.producer import ProduceSummary, ValidatedProducer
 from citybrain.ingest.readers import RawRecord
 from citybrain.settings import Settings
-from citybrain.sim.clock import iso
+from citybrain.times import iso
 from citybrain.sim.engine import Simulation
 from citybrain.sim.incidents import ConsumerSurge
 

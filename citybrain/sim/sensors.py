@@ -17,7 +17,8 @@ from typing import Any
 from citybrain.city.build import VENDORS
 from citybrain.city.model import City, Device
 from citybrain.city.reference import device_record
-from citybrain.sim.clock import iso, local_hour, traffic_demand
+from citybrain.sim.clock import local_hour, traffic_demand
+from citybrain.times import iso
 from citybrain.sim.model import Effects, Emission, SimConfig
 from citybrain.sim.weather import Weather
 

@@ -11,7 +11,8 @@ import pytest
 from citybrain.ingest.feeds import load_feeds
 from citybrain.ingest.producer import DLQ_TOPIC
 from citybrain.settings import PROJECT_ROOT
-from citybrain.sim.clock import default_start, iso
+from citybrain.sim.clock import default_start
+from citybrain.times import iso
 from citybrain.sim.exports import broken_rows, to_row, write_export
 from citybrain.topics import read_topic
 from tests.integration.conftest import cli
