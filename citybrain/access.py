@@ -26,6 +26,7 @@ import yaml
 from citybrain.contracts.model import Contract, load_all
 from citybrain.departments import DEPARTMENTS
 from citybrain.settings import ADMIN_USER, PROJECT_ROOT, SASL_MECHANISM, Settings, write_private
+from citybrain.errors import InputError
 
 ACCESS_FILE = PROJECT_ROOT / "infra" / "access.yaml"
 #: Granted to every principal: the contract catalogue, so a department can discover its topics' contracts.
@@ -37,7 +38,7 @@ PRINCIPAL_RE = re.compile(r"^[a-z][a-z0-9_.-]{2,60}$")
 Acl = tuple[str, str, str, str, str]
 
 
-class AccessError(ValueError):
+class AccessError(InputError):
     """``infra/access.yaml`` breaks a rule; the message names the entry, the rule and the fix."""
 
 

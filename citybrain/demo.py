@@ -29,12 +29,15 @@ from citybrain.sim.model import SimConfig
 from citybrain.sim.runner import Pacing, run_simulation
 from citybrain.platform import PlatformError, ensure_ready
 from citybrain.topics import CATALOG_TOPIC, end_offsets, read_topic
+from citybrain.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
 
-class DemoError(RuntimeError):
+class DemoError(ServiceError):
     """A step of the demo failed; the message says which and how to fix it."""
+
+    retriable = False
 
 
 def write_feed(contract: Contract, directory: Path, count: int, max_record_bytes: int) -> Path:

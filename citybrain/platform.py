@@ -10,9 +10,10 @@ from rich.console import Console
 from citybrain.contracts.model import Contract
 from citybrain.settings import Settings
 from citybrain.topics import apply_topics, publish_catalog
+from citybrain.errors import ServiceError
 
 
-class PlatformError(RuntimeError):
+class PlatformError(ServiceError):
     """The broker could not be started or the topics not created; the message says how to fix it."""
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from citybrain.contracts.model import PROTECTIONS, Contract
+from citybrain.errors import InputError
 
 __all__ = ["PROTECTIONS", "Protector", "PrivacyError", "load_key", "protector_from_settings"]
 
@@ -33,7 +34,7 @@ PREFIX = "psn_"
 MIN_KEY_CHARS = 32
 
 
-class PrivacyError(ValueError):
+class PrivacyError(InputError):
     """The pseudonymisation key is missing or too weak; the message says how to fix it."""
 
 

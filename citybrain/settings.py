@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from citybrain.errors import InputError
 
 ENV_PREFIX = "CITYBRAIN_"
 
@@ -40,7 +41,7 @@ def write_private(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-class SettingsError(ValueError):
+class SettingsError(InputError):
     """A CITYBRAIN_* environment variable is unknown or has an invalid value."""
 
 

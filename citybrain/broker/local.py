@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from citybrain.settings import ADMIN_USER, PROJECT_ROOT, SASL_MECHANISM, Settings, credentials_path, write_private
+from citybrain.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,12 @@ POM = PROJECT_ROOT / "infra" / "kafka" / "pom.xml"
 CONTROLLER_USER = "citybrain-controller"
 
 
-class BrokerError(RuntimeError):
-    """The embedded broker cannot be fetched, started or reached; the message says why and the fix."""
+class BrokerError(ServiceError):
+    """The embedded broker cannot be fetched, started or reached; the message says why and the fix.
+
+    Not retriable as such: a missing Java, a port in use or a storage from an older set-up needs the fix."""
+
+    retriable = False
 
 
 @dataclass(frozen=True)

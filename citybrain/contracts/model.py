@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
+from citybrain.errors import InputError
 
 ZONES = ("raw", "city", "dispatch", "metrics", "alert", "dlq", "catalog")
 COMPATIBILITY_MODES = ("backward", "forward", "full", "none")
@@ -59,7 +60,7 @@ SUPPORTED_KEYWORDS = {
 PROTECTIONS = ("pseudonymise", "coarsen_street", "drop")
 
 
-class ContractError(ValueError):
+class ContractError(InputError):
     """A contract file cannot be read or fails lint; the message names the file, the field and the fix."""
 
 

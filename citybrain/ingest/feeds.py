@@ -26,13 +26,14 @@ from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import Rejection, excerpt
 from citybrain.ingest.readers import RawRecord, _lines, _too_large
 from citybrain.times import iso
+from citybrain.errors import InputError
 
 TYPES = ("string", "integer", "number", "boolean", "datetime", "list")
 _TRUE = {"true", "1", "yes", "y", "是", "有", "√"}
 _FALSE = {"false", "0", "no", "n", "否", "无", "×"}
 
 
-class FeedError(ValueError):
+class FeedError(InputError):
     """A feed declaration or a whole file cannot be used; nothing from the file was produced."""
 
 

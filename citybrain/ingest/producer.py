@@ -25,6 +25,7 @@ from citybrain.contracts.validate import Rejection, RecordValidator
 from citybrain.ingest.readers import RawRecord
 from citybrain.settings import Settings
 from citybrain.times import iso_micro
+from citybrain.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ EVENT_ID_NAMESPACE = uuid.UUID("6f0e2a4c-3b1d-5c7e-9a8b-0c1d2e3f4a5b")
 MAX_KEPT_REJECTIONS = 20
 
 
-class DeliveryError(RuntimeError):
+class DeliveryError(ServiceError):
     """The broker did not acknowledge some records. Retriable: the input can be produced again."""
 
     retriable = True

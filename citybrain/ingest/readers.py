@@ -16,11 +16,12 @@ from typing import Any, BinaryIO, Iterator
 
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import Rejection, excerpt
+from citybrain.errors import InputError
 
 _CHUNK = 64 * 1024
 
 
-class InputFileError(ValueError):
+class InputFileError(InputError):
     """A whole input file cannot be read against its contract; nothing from it was produced."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
+from citybrain.errors import InputError
 
 #: Tick lengths that divide an hour, so hourly sensors report on the hour.
 INTERVALS = (1, 2, 3, 5, 10, 15, 20, 30, 60)
@@ -12,7 +13,7 @@ INCIDENT_KINDS = ("underpass_flood", "night_construction_noise", "complaint_hots
                   "spoofed_device", "gateway_flood", "consumer_surge")
 
 
-class SimError(ValueError):
+class SimError(InputError):
     """The simulator's options do not make sense; the message names the option and the fix."""
 
 
