@@ -25,8 +25,9 @@ import yaml
 
 from citybrain.contracts.model import Contract, load_all
 from citybrain.departments import DEPARTMENTS
-from citybrain.settings import ADMIN_USER, PROJECT_ROOT, SASL_MECHANISM, Settings, write_private
+from citybrain.settings import ADMIN_USER, PROJECT_ROOT, SASL_MECHANISM, Settings, get_settings, write_private
 from citybrain.errors import InputError
+from citybrain.kafka import clients
 
 ACCESS_FILE = PROJECT_ROOT / "infra" / "access.yaml"
 #: Granted to every principal: the contract catalogue, so a department can discover its topics' contracts.
@@ -86,7 +87,7 @@ def load(path: Path = ACCESS_FILE, contracts: dict[str, Contract] | None = None)
     except yaml.YAMLError as exc:
         raise AccessError(f"{path.name} is not valid YAML: {exc}") from None
     if contracts is None:
-        contracts = load_all(PROJECT_ROOT / "schemas")
+        contracts = load_all(get_settings().schemas_dir)
     topics = contracts                               # keyed by topic
     errors: list[str] = []
     if doc.get("version") != 1:
@@ -186,9 +187,7 @@ def broker_acl_set_if_up(settings: Settings) -> set[Acl] | None:
 
 def broker_acl_set(settings: Settings) -> set[Acl] | None:
     """The broker's ALLOW ACLs, or None when it runs without an authoriser."""
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(**settings.kafka_client_config())
+    admin = clients.admin(settings)
     try:
         return _allow_acls(admin)
     finally:
@@ -230,12 +229,11 @@ class ApplyResult:
 
 def apply(settings: Settings, model: AccessModel, dry_run: bool = False, actor: str | None = None) -> ApplyResult:
     """Make the broker's principals and ACLs match the model; record each change in the audit log."""
-    from kafka import KafkaAdminClient
     from kafka.admin import ACL, ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern, ResourceType
     from kafka.admin._users import ScramMechanism, UserScramCredentialDeletion, UserScramCredentialUpsertion
 
-    store = CredentialStore(settings.state_dir)
-    admin = KafkaAdminClient(**settings.kafka_client_config())
+    store = CredentialStore(settings.access_dir)
+    admin = clients.admin(settings)
     try:
         actual = _allow_acls(admin)
         if actual is None:
@@ -251,7 +249,7 @@ def apply(settings: Settings, model: AccessModel, dry_run: bool = False, actor: 
         result = ApplyResult(added, removed, create, delete, len(declared & actual), dry_run)
         if dry_run:
             return result
-        audit = AuditLog(settings.state_dir, actor, model)
+        audit = AuditLog(settings.access_dir, actor, model)
         if create:
             ups = [UserScramCredentialUpsertion(p, ScramMechanism.SCRAM_SHA_512, store.password(p)) for p in create]
             for user, error in admin.alter_user_scram_credentials(ups).items():
@@ -287,27 +285,26 @@ def apply(settings: Settings, model: AccessModel, dry_run: bool = False, actor: 
 
 def rotate(settings: Settings, model: AccessModel, principal: str, actor: str | None = None) -> None:
     """A new password for ``principal``: the old one stops working at once."""
-    from kafka import KafkaAdminClient
     from kafka.admin._users import ScramMechanism, UserScramCredentialUpsertion
 
     password = secrets.token_urlsafe(24)
-    admin = KafkaAdminClient(**settings.kafka_client_config())
+    admin = clients.admin(settings)
     try:
         errors = admin.alter_user_scram_credentials(
             [UserScramCredentialUpsertion(principal, ScramMechanism.SCRAM_SHA_512, password)])
     finally:
         admin.close()
-    audit = AuditLog(settings.state_dir, actor, model)
+    audit = AuditLog(settings.access_dir, actor, model)
     audit.record("rotate_credential", principal, error=errors.get(principal))
     if audit.failures:
         raise AccessError(f"rotating {principal}'s password failed: {audit.failures[0]}")
-    CredentialStore(settings.state_dir).set(principal, password)   # kept only once the broker took it
+    CredentialStore(settings.access_dir).set(principal, password)   # kept only once the broker took it
 
 
 def client_config(settings: Settings, model: AccessModel, department: str) -> dict[str, Any]:
     """What a department's Kafka client needs to connect as its own principal."""
     principal = model.principal_of(department)
-    store = CredentialStore(settings.state_dir)
+    store = CredentialStore(settings.access_dir)
     if principal not in store.passwords:
         raise AccessError(f"{principal} has no credential yet. Fix: `citybrain access apply` creates it.")
     protocol = "SASL_PLAINTEXT" if settings.embedded else settings.security_protocol
@@ -317,20 +314,19 @@ def client_config(settings: Settings, model: AccessModel, department: str) -> di
             "group_prefix": f"{principal}."}
 
 
-def try_read(config: dict[str, Any], topic: str, idle_s: float = 3.0) -> tuple[bool, int | str]:
-    """Read ``topic`` as a department would (its own credentials, subscribed by name, nothing
-    committed): (True, records read) or (False, the broker's refusal)."""
+def try_read(settings: Settings, config: dict[str, Any], topic: str, idle_s: float = 3.0) -> tuple[bool, int | str]:
+    """Read ``topic`` as a department would (its own credentials from ``config``, subscribed by name,
+    nothing committed): (True, records read) or (False, the broker's refusal). aiokafka, because it
+    raises on a refused topic where kafka-python's consumer silently reads nothing."""
     import asyncio
 
-    from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 
+    department = settings.as_principal(config["sasl_username"], config["sasl_password"])
+
     async def run() -> tuple[bool, int | str]:
-        consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=config["bootstrap_servers"], security_protocol=config["security_protocol"],
-            sasl_mechanism=config["sasl_mechanism"], sasl_plain_username=config["sasl_username"],
-            sasl_plain_password=config["sasl_password"], group_id=config["group_prefix"] + "probe",
-            auto_offset_reset="earliest", enable_auto_commit=False)
+        consumer = clients.aio_consumer(department, topic, group_id=config["group_prefix"] + "probe",
+                                        auto_offset_reset="earliest", enable_auto_commit=False)
         read = 0
         try:
             await consumer.start()
@@ -353,8 +349,8 @@ def try_read(config: dict[str, Any], topic: str, idle_s: float = 3.0) -> tuple[b
 class CredentialStore:
     """Department passwords, generated once; the file is readable by its owner only."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "access" / "credentials.json"
+    def __init__(self, access_dir: Path) -> None:
+        self.path = access_dir / "credentials.json"
         self.passwords: dict[str, str] = json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def password(self, principal: str) -> str:
@@ -378,8 +374,8 @@ class CredentialStore:
 class AuditLog:
     """Append-only JSON lines: who changed which grant or credential, when, from which file version."""
 
-    def __init__(self, state_dir: Path, actor: str | None, model: AccessModel) -> None:
-        self.path = audit_path(state_dir)
+    def __init__(self, access_dir: Path, actor: str | None, model: AccessModel) -> None:
+        self.path = audit_path(access_dir)
         self.actor = actor or _actor()
         self.model = model
         self.failures: list[str] = []
@@ -398,12 +394,12 @@ class AuditLog:
             f.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
 
-def audit_path(state_dir: Path) -> Path:
-    return state_dir / "access" / "audit.jsonl"
+def audit_path(access_dir: Path) -> Path:
+    return access_dir / "audit.jsonl"
 
 
-def read_audit(state_dir: Path, last: int = 50) -> list[dict[str, Any]]:
-    path = audit_path(state_dir)
+def read_audit(access_dir: Path, last: int = 50) -> list[dict[str, Any]]:
+    path = audit_path(access_dir)
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()[-last:] if line.strip()]

@@ -47,7 +47,7 @@ def airflow_bin() -> Path:
 
 
 def environment(settings: Settings) -> dict[str, str]:
-    home = settings.state_dir / "airflow"
+    home = settings.airflow_dir
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
     env.update({
         "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
@@ -63,7 +63,7 @@ def environment(settings: Settings) -> dict[str, str]:
 
 
 def ensure_db(settings: Settings) -> None:
-    home = settings.state_dir / "airflow"
+    home = settings.airflow_dir
     if (home / "airflow.db").exists():
         return
     home.mkdir(parents=True, exist_ok=True)
@@ -75,7 +75,7 @@ def ensure_db(settings: Settings) -> None:
 def run_dag(settings: Settings, dag_id: str, timeout_s: float = 900) -> DagRun:
     """``airflow dags test <dag_id>``: the whole DAG in one process; ok when every task succeeded."""
     ensure_db(settings)
-    runs = settings.state_dir / "airflow" / "runs"
+    runs = settings.airflow_dir / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     log = runs / f"{dag_id}.log"
     started, started_wall = time.monotonic(), time.time()
@@ -83,7 +83,7 @@ def run_dag(settings: Settings, dag_id: str, timeout_s: float = 900) -> DagRun:
         rc = subprocess.run([str(airflow_bin()), "dags", "test", dag_id], env=environment(settings), stdout=f,
                             stderr=subprocess.STDOUT, timeout=timeout_s).returncode
     results = []
-    for path in sorted((settings.state_dir / "airflow" / "results").glob("*.json")):
+    for path in sorted((settings.airflow_dir / "results").glob("*.json")):
         if path.stat().st_mtime >= started_wall:
             results.append(json.loads(path.read_text()))
     return DagRun(dag_id, rc == 0, time.monotonic() - started, log, results)

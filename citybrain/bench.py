@@ -50,17 +50,18 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 async def _raw_consume(settings: Settings, topics: list[str]) -> tuple[int, float]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from kafka import KafkaConsumer
+    from aiokafka import TopicPartition
 
-    meta = KafkaConsumer(**settings.kafka_client_config())
+    from citybrain.kafka import clients
+
+    meta = clients.consumer(settings)
     try:
         partitions = {t: sorted(meta.partitions_for_topic(t) or ()) for t in topics}
     finally:
         meta.close()
 
-    consumer = AIOKafkaConsumer(**settings.aiokafka_config(), enable_auto_commit=False,
-                                auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024)
+    consumer = clients.aio_consumer(settings, enable_auto_commit=False, auto_offset_reset="earliest",
+                                    max_partition_fetch_bytes=4 * 1024 * 1024)
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in topics for p in partitions[t]]
@@ -86,7 +87,7 @@ def _unused_seed(settings: Settings, start: datetime) -> int:
     import re
 
     from citybrain.sim.clock import LOCAL
-    from citybrain.topics import read_topic
+    from citybrain.kafka.topics import read_topic
 
     day = start.astimezone(LOCAL).strftime("%Y%m%d")
     pattern = re.compile(rf'"service_request_id":\s*"HL{day}(\d\d)')
@@ -106,7 +107,7 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
     from citybrain.sim.engine import Simulation
     from citybrain.sim.model import SimConfig
     from citybrain.sim.runner import Pacing, run_simulation
-    from citybrain.topics import group_lag, read_topic
+    from citybrain.kafka.topics import group_lag, read_topic
 
     raw_topics = [c.topic for c in contracts.values() if c.zone == "raw"]
     from rich.console import Console

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 from citybrain.contracts.model import load_all, resolve
-from citybrain.settings import PROJECT_ROOT, Settings, get_settings
+from citybrain.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +21,9 @@ SECURITY_ALERTS = "alert.security.finding"
 RELEASES = "catalog.datasets.release"
 
 
-def lake_dir(settings: Settings) -> Path:
-    return settings.state_dir / "lake"
-
-
 def keep(settings: Settings, name: str, result: dict[str, Any]) -> dict[str, Any]:
     """Keep a task's result as JSON in ``<state>/airflow/results/`` (read by the demo and the tests)."""
-    out = settings.state_dir / "airflow" / "results" / f"{name}.json"
+    out = settings.airflow_dir / "results" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, ensure_ascii=False, indent=2, default=str))
     return result
@@ -51,7 +46,7 @@ def data_quality(settings: Settings | None = None) -> dict[str, Any]:
 
     settings = settings or get_settings()
     alerts: list[dict[str, Any]] = []
-    report = run_quality(lake_dir(settings), settings.schemas_dir, PROJECT_ROOT / "expectations",
+    report = run_quality(settings.lake_dir, settings.schemas_dir, settings.expectations_dir,
                          send_alert=alerts.append, progress=log.info)
     sent = send_all(settings, QUALITY_ALERTS, alerts, "airflow.data_quality")
     out = {**report.summary(), "alerts_sent": sent, "volume_not_evaluated": report.volume_not_evaluated}
@@ -64,7 +59,7 @@ def security_monitoring(settings: Settings | None = None) -> dict[str, Any]:
 
     settings = settings or get_settings()
     findings: list[dict[str, Any]] = []
-    report = run_security(settings, lake_dir(settings), send=findings.append, progress=log.info)
+    report = run_security(settings, settings.lake_dir, send=findings.append, progress=log.info)
     sent = send_all(settings, SECURITY_ALERTS, findings, "airflow.security_monitoring")
     out = {"date": report["date"], "checks": report["checks"], "by_severity": report["by_severity"],
            "findings_sent": sent, "kinds": sorted({f["kind"] for f in findings})}
@@ -77,7 +72,7 @@ def publish_dataset(name: str, settings: Settings | None = None) -> dict[str, An
 
     settings = settings or get_settings()
     announced: list[dict[str, Any]] = []
-    release = release_dataset(lake_dir(settings), name, announce=announced.append)
+    release = release_dataset(settings.lake_dir, name, announce=announced.append)
     sent = send_all(settings, RELEASES, announced, f"airflow.publish_{name}")
     out = {"dataset": name, "version": release.version, "rows": release.manifest["rows"],
            "path": str(release.path), "quality": release.manifest["quality"], "announced": sent}

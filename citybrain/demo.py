@@ -21,14 +21,15 @@ from citybrain.contracts.model import Contract
 from citybrain.ingest.producer import DLQ_TOPIC, ProduceSummary, ValidatedProducer
 from citybrain.ingest.readers import read_jsonl
 from citybrain.samples import bad_lines, sample_records
-from citybrain.lake.sink import LAYERS, run_sink
+from citybrain.lake.layout import ZONES, reports_dir
+from citybrain.lake.sink import run_sink
 from citybrain.settings import Settings
 from citybrain.workers import start_worker, stop_worker, wait_for_worker
 from citybrain.sim.engine import Simulation
 from citybrain.sim.model import SimConfig
 from citybrain.sim.runner import Pacing, run_simulation
 from citybrain.platform import PlatformError, ensure_ready
-from citybrain.topics import CATALOG_TOPIC, end_offsets, read_topic
+from citybrain.kafka.topics import CATALOG_TOPIC, end_offsets, read_topic
 from citybrain.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,12 @@ def _trace_id(record) -> str:  # type: ignore[no-untyped-def]
 
 
 def _scores(settings: Settings, truth: dict) -> str:  # type: ignore[type-arg]
-    from citybrain.fusion.evaluate import detections_on_broker, evaluate
+    from citybrain.fusion.evaluate import evaluate, in_window
+    from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC
+    from citybrain.kafka.topics import read_values
 
-    r = evaluate(truth, *detections_on_broker(settings, truth))
+    events, warnings = (in_window(truth, read_values(settings, t, timeout_s=120)) for t in (EVENT_TOPIC, WARNING_TOPIC))
+    r = evaluate(truth, events, warnings)
     lead = r["median_lead_time_min"]
     return (f"{r['events']} city events, {r['warnings']} early warnings; against the ground truth precision "
             f"{r['precision']}, recall {r['recall']}, median lead time {f'{lead:.0f} min' if lead is not None else '-'} "
@@ -86,7 +90,7 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
 
     raw_topics = [c.topic for c in contracts.values() if c.zone == "raw"]
     before = end_offsets(settings, [*raw_topics, DLQ_TOPIC])   # read back only what this run adds
-    worker = start_worker(settings, log=settings.state_dir / "streams" / "fusion-demo.log") if with_streams else None
+    worker = start_worker(settings, log=settings.streams_dir / "fusion-demo.log") if with_streams else None
     sim = Simulation(SimConfig(hours=sim_hours, scale=sim_scale))
     with console.status(f"simulating {sim.city.name}: {sim_hours:g} h of sensors, hotline and departments...") as status:
         report = run_simulation(settings, contracts, sim, Pacing(), progress=lambda t, n: status.update(
@@ -98,7 +102,7 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
                   f"{report.out_dir / 'ground_truth.json'}", highlight=False)
 
     run_id = uuid.uuid4().hex
-    feeds_dir = settings.state_dir / "demo" / run_id[:12]
+    feeds_dir = settings.demo_dir / run_id[:12]
     feeds = [c for c in contracts.values() if c.zone == "raw"]
     samples: dict[str, ProduceSummary] = {}
     with ValidatedProducer(settings, producer_id="citybrain-demo") as producer:
@@ -154,11 +158,11 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
             ok = False
             console.print("[bold]8. streams[/] [red]the fusion worker did not catch up within 5 minutes[/] "
                           "(see `citybrain streams fusion -l info`)", highlight=False)
-    lake = settings.state_dir / "lake"
+    lake = settings.lake_dir
     with console.status("copying the topics into the lake (bronze: raw records; silver: what the worker made)..."):
         added = {layer: run_sink(settings, [c.topic for c in contracts.values() if c.zone in zones], lake,
-                                 stop_when_idle_s=2, layer=layer)["written"] for layer, zones in LAYERS.items()}
-    files = sum(1 for layer in LAYERS for _ in (lake / layer).rglob("*.parquet"))
+                                 stop_when_idle_s=2, layer=layer)["written"] for layer, zones in ZONES.items()}
+    files = sum(1 for layer in ZONES for _ in (lake / layer).rglob("*.parquet"))
     console.print(f"[bold]9. lake[/]    bronze +{added['bronze']:,} records, silver +{added['silver']:,}, exactly once; "
                   f"{files:,} Parquet files (one per partition and hour) under {lake}", highlight=False)
     access_ok, access_text = _department_access(settings, contracts)
@@ -183,8 +187,8 @@ def _department_access(settings: Settings, contracts: dict[str, Contract]) -> tu
     from citybrain import access
 
     cfg = access.client_config(settings, access.load(access.ACCESS_FILE, contracts), "police")
-    ok, read = access.try_read(cfg, "dispatch.police.work_order.v1")
-    refused = {t: access.try_read(cfg, t, idle_s=1) for t in ("dispatch.water.work_order.v1", "raw.hotline.service_request.v1")}
+    ok, read = access.try_read(settings, cfg, "dispatch.police.work_order.v1")
+    refused = {t: access.try_read(settings, cfg, t, idle_s=1) for t in ("dispatch.water.work_order.v1", "raw.hotline.service_request.v1")}
     text = (f"{cfg['principal']} read {read:,} work orders from dispatch.police.work_order.v1 with its own credentials"
             if ok else f"[red]{cfg['principal']} could not read its own work orders: {read}[/]")
     text += "; refused on " + ", ".join(f"{t} ({why if not allowed else '[red]ALLOWED[/]'})"
@@ -214,13 +218,13 @@ def _run_dags(settings: Settings, console: Console) -> bool:
     if s:
         console.print(f"            security_monitoring: {sum(s['by_severity'].values())} findings "
                       f"({', '.join(s['kinds']) or 'none'}) on alert.security.finding.v1; report in "
-                      f"{settings.state_dir / 'lake' / 'reports' / 'security'}", highlight=False)
+                      f"{reports_dir(settings.lake_dir, 'security')}", highlight=False)
     released = [r for run in runs.values() for r in run.results if "version" in r and "dataset" in r]
     names = ", ".join("{} {:,} rows".format(r["dataset"], r["rows"]) for r in released)
     console.print(f"            published {len(released)} scenario datasets ({names}), announced on "
                   "catalog.datasets.release.v1", highlight=False)
     if any(r["dataset"] == "flood_risk_by_street" for r in released):
-        top = query(settings.state_dir / "lake", "SELECT street_name, risk_score, risk_level FROM flood_risk_by_street "
+        top = query(settings.lake_dir, "SELECT street_name, risk_score, risk_level FROM flood_risk_by_street "
                                                  "ORDER BY risk_score DESC LIMIT 3").to_pylist()
         console.print("            try `citybrain catalog` and `citybrain query \"SELECT street_name, risk_score FROM "
                       "flood_risk_by_street ORDER BY risk_score DESC LIMIT 3\"` -> "

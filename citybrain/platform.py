@@ -9,7 +9,7 @@ from rich.console import Console
 
 from citybrain.contracts.model import Contract
 from citybrain.settings import Settings
-from citybrain.topics import apply_topics, publish_catalog
+from citybrain.kafka.topics import apply_topics, publish_catalog
 from citybrain.errors import ServiceError
 
 

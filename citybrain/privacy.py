@@ -10,7 +10,7 @@ Every personal field of a raw contract (``x-personal: true``) declares ``x-prote
 - ``drop``: free text and names do not leave the raw zone at all.
 
 The key is configuration: ``CITYBRAIN_PSEUDONYM_KEY``, or on a local platform a random key
-created once in ``<state_dir>/access/pseudonym.key`` (owner-only). Changing the key breaks the
+created once in ``<access_dir>/pseudonym.key`` (``var/access/``) (owner-only). Changing the key breaks the
 links between old and new pseudonyms, so rotate it only with a new lake.
 """
 
@@ -80,11 +80,11 @@ class Protector:
         return out
 
 
-def load_key(state_dir: Path, configured: str | None) -> bytes:
+def load_key(access_dir: Path, configured: str | None) -> bytes:
     """The configured key, else the local platform's key file (created on first use, owner-only)."""
     if configured:
         return configured.encode()
-    path = state_dir / "access" / "pseudonym.key"
+    path = access_dir / "pseudonym.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -98,4 +98,4 @@ def load_key(state_dir: Path, configured: str | None) -> bytes:
 
 def protector_from_settings(settings: Any) -> Protector:
     key = settings.pseudonym_key.get_secret_value() if settings.pseudonym_key else None
-    return Protector(load_key(settings.state_dir, key))
+    return Protector(load_key(settings.access_dir, key))

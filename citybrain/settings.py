@@ -26,9 +26,9 @@ ADMIN_USER = "citybrain-admin"
 SASL_MECHANISM = "SCRAM-SHA-512"
 
 
-def credentials_path(state_dir: Path) -> Path:
+def credentials_path(kafka_dir: Path) -> Path:
     """Where the embedded broker keeps its admin and controller passwords (owner-only)."""
-    return state_dir / "kafka" / "config" / "credentials.json"
+    return kafka_dir / "config" / "credentials.json"
 
 
 def write_private(path: Path, text: str) -> None:
@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # Downloaded broker jars; shared by every state dir (tests use their own state dir).
     cache_dir: Path = Field(default=PROJECT_ROOT / "var" / "cache")
     schemas_dir: Path = Field(default=PROJECT_ROOT / "schemas")
+    # Departmental export mappings (one YAML per feed) and the quality suites generated from the contracts.
+    feeds_dir: Path = Field(default=PROJECT_ROOT / "infra" / "feeds")
+    expectations_dir: Path = Field(default=PROJECT_ROOT / "expectations")
 
     # Kafka connection. Empty bootstrap servers means "the embedded local broker".
     bootstrap_servers: str = ""
@@ -100,11 +103,53 @@ class Settings(BaseSettings):
     streams_warmup_h: float = Field(default=26.0, ge=0, le=24 * 30)
     streams_warmup_tickets_h: float = Field(default=96.0, ge=0, le=24 * 30)
 
-    @field_validator("state_dir", "cache_dir", "schemas_dir")
+    @field_validator("state_dir", "cache_dir", "schemas_dir", "feeds_dir", "expectations_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         # The broker runs in its own working directory: relative paths would point elsewhere.
         return value.expanduser().resolve()
+
+    # -- the local state's folders, each named once ------------------------------------------
+
+    @property
+    def lake_dir(self) -> Path:
+        """The lake: bronze, silver, gold, quality results, quarantine, reports (see ``citybrain.lake.layout``)."""
+        return self.state_dir / "lake"
+
+    @property
+    def kafka_dir(self) -> Path:
+        """The embedded broker: its config (with credentials), data and logs."""
+        return self.state_dir / "kafka"
+
+    @property
+    def access_dir(self) -> Path:
+        """Department passwords, the pseudonym key and the access audit log (owner-only files)."""
+        return self.state_dir / "access"
+
+    @property
+    def sim_dir(self) -> Path:
+        """Simulation runs (``<run>/ground_truth.json``, ``latest``)."""
+        return self.state_dir / "sim"
+
+    @property
+    def streams_dir(self) -> Path:
+        """The stream workers' data folders and logs."""
+        return self.state_dir / "streams"
+
+    @property
+    def airflow_dir(self) -> Path:
+        """AIRFLOW_HOME of the local Airflow: metadata database, logs, DAG results."""
+        return self.state_dir / "airflow"
+
+    @property
+    def demo_dir(self) -> Path:
+        """The demo's sample feed files, one folder per run."""
+        return self.state_dir / "demo"
+
+    @property
+    def bench_dir(self) -> Path:
+        """Benchmark figures (``latest.json``)."""
+        return self.state_dir / "bench"
 
     @property
     def embedded(self) -> bool:
@@ -127,13 +172,17 @@ class Settings(BaseSettings):
             return self.security_protocol, self.sasl_mechanism, self.sasl_username, password
         if self.sasl_username:
             return "SASL_PLAINTEXT", SASL_MECHANISM, self.sasl_username, password
-        path = credentials_path(self.state_dir)
+        path = credentials_path(self.kafka_dir)
         if not path.exists():
             raise SettingsError(
                 f"The embedded broker has no credentials yet ({path} is missing), so no client can log in. "
                 "Fix: `citybrain broker up` creates them with the broker's storage.")
         creds = json.loads(path.read_text())
         return "SASL_PLAINTEXT", SASL_MECHANISM, creds["admin_user"], creds["admin_password"]
+
+    def as_principal(self, username: str, password: str) -> Settings:
+        """The same platform, logged in as another principal (a department's own credentials)."""
+        return self.model_copy(update={"sasl_username": username, "sasl_password": SecretStr(password)})
 
     def aiokafka_config(self) -> dict[str, object]:
         """Connection settings for aiokafka clients."""

@@ -28,7 +28,7 @@ def start_worker(settings: Settings, env: dict[str, str] | None = None, log: Pat
 def wait_for_worker(settings: Settings, worker: subprocess.Popen, timeout_s: float,  # type: ignore[type-arg]
                     app_id: str | None = None) -> bool:
     """True once the worker's consumer group has nothing left to read (and its last batch is out)."""
-    from citybrain.topics import group_lag
+    from citybrain.kafka.topics import group_lag
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and worker.poll() is None:

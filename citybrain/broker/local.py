@@ -87,13 +87,13 @@ class LocalBroker:
                 "uses that cluster, not the embedded broker. Fix: unset it to manage the local broker."
             )
         self.settings = settings
-        self.home = settings.state_dir / "kafka"
+        self.home = settings.kafka_dir
         self.lib_dir = settings.cache_dir / f"kafka-{KAFKA_VERSION}" / "lib"
         self.config_dir = self.home / "config"
         self.data_dir = self.home / "data"
         self.log_file = self.home / "logs" / "server.out"
         self.pid_file = self.home / "broker.pid"
-        self.credentials_file = credentials_path(settings.state_dir)
+        self.credentials_file = credentials_path(settings.kafka_dir)
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -314,7 +314,7 @@ class LocalBroker:
         return _port_busy(self.settings.broker_port)
 
     def _wait_ready(self, pid: int) -> None:
-        from kafka import KafkaAdminClient  # heavy import, only when starting
+        from citybrain.kafka import clients  # heavy import, only when starting
 
         deadline = time.monotonic() + self.settings.broker_start_timeout_s
         last_error: Exception | None = None
@@ -326,9 +326,7 @@ class LocalBroker:
                 )
             if self._accepts_connections():
                 try:
-                    admin = KafkaAdminClient(
-                        **self.settings.kafka_client_config(), request_timeout_ms=5000
-                    )
+                    admin = clients.admin(self.settings, request_timeout_ms=5000)
                     try:
                         admin.describe_cluster()
                     finally:

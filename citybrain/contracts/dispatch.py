@@ -80,6 +80,16 @@ def dispatch_contract_text(dept: str) -> str:
     return TEMPLATE.format(dept=dept, zh=zh, en=en)
 
 
+def stale_dispatch_contracts(schemas_dir: Path) -> list[str]:
+    """Departments whose dispatch contract file is missing or differs from the template."""
+    stale = []
+    for dept in dispatch_departments():
+        path = schemas_dir / f"dispatch.{dept}.work_order.v1.yaml"
+        if not path.exists() or path.read_text(encoding="utf-8") != dispatch_contract_text(dept):
+            stale.append(dept)
+    return stale
+
+
 def write_dispatch_contracts(schemas_dir: Path) -> list[Path]:
     paths = []
     for dept in dispatch_departments():

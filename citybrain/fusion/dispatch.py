@@ -8,14 +8,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from citybrain.contracts.model import Contract, load_contract
+from citybrain.contracts.model import Contract
+from citybrain.errors import InputError
 from citybrain.privacy import Protector
-from citybrain.settings import PROJECT_ROOT
 from citybrain.times import iso, parse_time
 
 HOTLINE_TOPIC = "raw.hotline.service_request.v1"
 #: Share of the SLA after which an unhandled ticket is "about to breach".
 WARN_AT = 0.8
+
+
+class RoutingError(InputError, LookupError):
+    """No routing rule says who acts on a city-event category; the message names the rule to publish."""
 
 
 def dispatch_topic(department: str) -> str:
@@ -25,13 +29,15 @@ def dispatch_topic(department: str) -> str:
 class Dispatcher:
     """Routes tickets and city events with the routing rules (``raw.ref.routing_rule`` records)."""
 
-    def __init__(self, rules: dict[str, dict[str, Any]] | None = None, protector: Protector | None = None,
-                 hotline: Contract | None = None) -> None:
-        self.protector = protector or Protector.ephemeral()
-        #: The requests' contract: its x-protect rules say what of the caller may leave the raw zone.
-        self.hotline = hotline or load_contract(PROJECT_ROOT / "schemas" / f"{HOTLINE_TOPIC}.yaml")
+    def __init__(self, protector: Protector, hotline: Contract, rules: dict[str, dict[str, Any]] | None = None) -> None:
+        """``protector`` pseudonymises callers as ``hotline`` (the requests' contract, whose x-protect
+        rules say what of the caller may leave the raw zone) marks their fields."""
+        self.protector = protector
+        self.hotline = hotline
         self.by_service: dict[str, dict[str, Any]] = {}
         self.by_category: dict[str, dict[str, Any]] = {}
+        #: Rules for city events (``rule_id`` ``event.<category>``), by category.
+        self.by_event: dict[str, dict[str, Any]] = {}
         for rule in (rules or {}).values():
             self.update_rule(rule)
 
@@ -41,6 +47,17 @@ class Dispatcher:
         self.by_category.setdefault(rule["category"], rule)
         if str(rule["rule_id"]).startswith("event."):
             self.by_category[rule["category"]] = rule
+            self.by_event[rule["category"]] = rule
+
+    def event_rule(self, category: str) -> dict[str, Any]:
+        """The routing rule of a city-event category, as the reference data has it now."""
+        rule = self.by_event.get(category)
+        if rule is None:
+            raise RoutingError(
+                f"no routing rule for city-event category {category!r} on raw.ref.routing_rule.v1 (rule_id "
+                f"`event.{category}`), so nobody would be dispatched to it. Fix: publish the rule with its department, "
+                f"sla_hours and priority (the city's reference data: `citybrain simulate` publishes the simulated city's).")
+        return rule
 
     def ticket_orders(self, request: dict[str, Any], street: tuple[str | None, str | None, str | None]) -> list[tuple[str, dict[str, Any]]]:
         """Work orders for a newly received request: the responsible department and any co-departments."""

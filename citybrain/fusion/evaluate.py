@@ -92,17 +92,6 @@ def evaluate(truth: dict[str, Any], events: list[dict[str, Any]], warnings: list
     }
 
 
-def detections_on_broker(settings: Any, truth: dict[str, Any], timeout_s: float = 120
-                         ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The city events and early warnings on the broker that concern the ground truth's window."""
-    import json
-
-    from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC
-    from citybrain.topics import read_topic
-
-    def within(record: dict[str, Any]) -> bool:
-        return truth["start"] <= (record.get("first_seen") or record.get("observed_at") or "") <= truth["end"]
-
-    return tuple(  # type: ignore[return-value]
-        [r for r in (json.loads(m.value) for m in read_topic(settings, topic, timeout_s=timeout_s)) if within(r)]
-        for topic in (EVENT_TOPIC, WARNING_TOPIC))
+def in_window(truth: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The detections (city events, early warnings) that concern the ground truth's window."""
+    return [r for r in records if truth["start"] <= (r.get("first_seen") or r.get("observed_at") or "") <= truth["end"]]

@@ -17,9 +17,8 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable, Mapping
 
-from citybrain.city.catalogue import EVENT_ROUTES
 from citybrain.fusion.detect import Anomaly
 from citybrain.fusion.signals import Signal
 from citybrain.times import iso
@@ -75,7 +74,10 @@ class Case:
 class Fusion:
     """Holds open cases; ``add`` returns the city events and early warnings it causes."""
 
-    def __init__(self) -> None:
+    def __init__(self, route: Callable[[str], Mapping[str, Any]]) -> None:
+        """``route(category)``: the routing rule of a city-event category (department, co-departments, SLA
+        hours, priority), asked at every publication so a changed rule takes effect at once."""
+        self.route = route
         self.cases: dict[tuple[str, str], Case] = {}
         self.hotspots = HotspotDetector()
 
@@ -139,11 +141,13 @@ class Fusion:
 
     def _event(self, case: Case, now: datetime) -> dict[str, Any]:
         category = FAMILY_EVENT[case.family]
+        rule = self.route(category)      # first: a category without a rule raises before the case changes
         status = "open" if case.event_id is None else "updated"
         if case.event_id is None:
             case.event_id = f"CE-{case.street_code}-{category}-{case.first_seen:%Y%m%d%H%M}"
         case.published_kinds = case.kinds
-        department, sla_hours, priority, co = EVENT_ROUTES[category]
+        department, sla_hours, priority = rule["department"], float(rule["sla_hours"]), rule["priority"]
+        co = rule.get("co_departments") or ()
         confidence = {1: 0.6, 2: 0.85, 3: 0.95}[max(1, case.kinds)]
         severity = min(4, 1 + case.kinds + (1 if len(case.tickets) >= 10 else 0))
         return {

@@ -1,26 +1,33 @@
 """The stream layer's logic in one object: raw records in, city events, warnings, dispatch out.
 
-``Pipeline.feed`` takes one raw record (topic, value, event id) in arrival order and
-returns what it causes: ``(topic, record)`` pairs for ``city.event.incident.v1``,
-``alert.early_warning.risk.v1``, ``alert.sla.ticket.v1``, ``dispatch.<dept>.work_order.v1`` and,
-as windows close, ``metrics.city.aggregate.v1``.
-The Faust workers call it batch by batch; tests and ``citybrain evaluate --replay`` call
-it directly on simulator records.
+``Pipeline.feed_message`` takes one raw record as it comes off a topic (topic, headers, JSON
+payload, Kafka timestamp, partition) in arrival order and returns what it causes:
+``(topic, record)`` pairs for ``city.event.incident.v1``, ``alert.early_warning.risk.v1``,
+``alert.sla.ticket.v1``, ``dispatch.<dept>.work_order.v1`` and, as windows close,
+``metrics.city.aggregate.v1``. The fusion worker, its warm-up and ``citybrain evaluate
+--replay`` all feed it that way; ``Pipeline.feed`` takes a decoded value and its event id.
 """
 
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Mapping
+
+try:   # the stream workers' environment has orjson (several times faster); the others use the standard library
+    from orjson import loads as _loads
+except ImportError:   # pragma: no cover - depends on the environment
+    from json import loads as _loads
 
 from citybrain.contracts.model import Contract
 from citybrain.fusion.detect import SensorWatch
-from citybrain.fusion.dispatch import Dispatcher, SlaTracker
+from citybrain.fusion.dispatch import HOTLINE_TOPIC, Dispatcher, SlaTracker
 from citybrain.fusion.fuse import Fusion
 from citybrain.fusion.metrics import Metrics
 from citybrain.fusion.signals import Enricher
+from citybrain.fusion.watermark import Clock
 from citybrain.geo import AreaIndex
+from citybrain.kafka.headers import record_event_id
 from citybrain.privacy import Protector
 
 EVENT_TOPIC = "city.event.incident.v1"
@@ -48,18 +55,21 @@ class Deduper:
 
 class Pipeline:
     """``auto_sweep``: check SLAs and close quiet cases as stream time passes (in-order replays);
-    a worker reading partitions at different speeds calls ``sweep`` with its low watermark instead."""
+    a worker reading partitions at different speeds calls ``sweep`` with ``clock.watermark()`` instead."""
 
-    def __init__(self, auto_sweep: bool = True, protector: Protector | None = None,
-                 hotline: Contract | None = None) -> None:
-        """``protector``: pseudonymises callers in work orders (default: a random key, links within this run),
-        as ``hotline`` (the requests' contract, default: the repository's) marks their fields."""
+    def __init__(self, contracts: Mapping[str, Contract], protector: Protector, auto_sweep: bool = True) -> None:
+        """``contracts`` by topic: their event-id rules and the hotline's personal-data rules; ``protector``
+        pseudonymises callers in work orders. There is no default key: a replay that should match the
+        stream passes the platform's (``protector_from_settings``), a test ``Protector.ephemeral()``."""
+        self.contracts = contracts
         self.auto_sweep = auto_sweep
+        #: Event streams move stream time; compacted registers (reference data, the care register) do not.
+        self.clock = Clock({t for t, c in contracts.items() if c.zone == "raw" and c.cleanup_policy == "delete"})
         self.areas: dict[str, dict[str, Any]] = {}
         self.enricher = Enricher()
         self.watch = SensorWatch()
-        self.fusion = Fusion()
-        self.dispatcher = Dispatcher(protector=protector, hotline=hotline)
+        self.dispatcher = Dispatcher(protector=protector, hotline=contracts[HOTLINE_TOPIC])
+        self.fusion = Fusion(route=self.dispatcher.event_rule)
         self.sla = SlaTracker()
         self.dedupe = Deduper()
         self.metrics = Metrics()
@@ -78,6 +88,17 @@ class Pipeline:
             self.enricher.update_device(value)
         elif topic == "raw.ref.routing_rule.v1":
             self.dispatcher.update_rule(value)
+
+    def feed_message(self, topic: str, headers: Mapping[str, bytes], payload: bytes, at: datetime,
+                     partition: int = 0) -> list[tuple[str, dict[str, Any]]]:
+        """Process one record as consumed: decode it, move stream time, take its event id (header, else the
+        contract's rule) and feed it. Raises on a record that cannot be decoded or processed."""
+        value = _loads(payload)
+        if topic in REFERENCE:
+            self.reference(topic, value)
+            return []
+        self.clock.saw(topic, partition, at)
+        return self.feed(topic, value, record_event_id(self.contracts[topic], headers, payload, value), at)
 
     def feed(self, topic: str, value: dict[str, Any], event_id: str, now: datetime | None = None,
              ) -> list[tuple[str, dict[str, Any]]]:

@@ -89,12 +89,13 @@ class RequestBook:
         return len(self._requests)
 
     def _run(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
+        from kafka import TopicPartition
         from kafka.errors import KafkaError
 
+        from citybrain.kafka import clients
+
         try:
-            consumer = KafkaConsumer(**self.settings.kafka_client_config(), enable_auto_commit=False,
-                                     client_id="citybrain-gateway-book")
+            consumer = clients.consumer(self.settings, enable_auto_commit=False, client_id="citybrain-gateway-book")
             partitions = [TopicPartition(t, p) for t in (REQUESTS_TOPIC, AREAS_TOPIC)
                           for p in sorted(consumer.partitions_for_topic(t) or ())]
             consumer.assign(partitions)

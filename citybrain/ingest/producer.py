@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import random
 import time
 import uuid
 from collections import Counter
@@ -23,6 +22,7 @@ from typing import Any, Callable, Iterable
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import Rejection, RecordValidator
 from citybrain.ingest.readers import RawRecord
+from citybrain.kafka.headers import event_id, new_trace_id, standard_headers
 from citybrain.settings import Settings
 from citybrain.times import iso_micro
 from citybrain.errors import ServiceError
@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 DLQ_TOPIC = "dlq.ingest.rejected.v1"
 DLQ_CONTRACT_ID = "dlq.ingest.rejected"
 DLQ_CONTRACT_VERSION = "1.0.0"
-#: Namespace for deterministic event ids of records that carry none of their own.
-EVENT_ID_NAMESPACE = uuid.UUID("6f0e2a4c-3b1d-5c7e-9a8b-0c1d2e3f4a5b")
 MAX_KEPT_REJECTIONS = 20
 
 
@@ -73,18 +71,6 @@ class ProduceSummary:
         }
 
 
-def new_trace_id() -> str:
-    """A 128-bit random trace id (W3C trace-context size). Unique, not secret: no syscall per record."""
-    return f"{random.getrandbits(128):032x}"
-
-
-def event_id(contract: Contract, value: dict[str, Any], payload: str) -> str:
-    """The record's stable event id: its contract's event-id field, else a hash of topic and JSON payload."""
-    if contract.event_id_field:
-        return str(value[contract.event_id_field])
-    return uuid.uuid5(EVENT_ID_NAMESPACE, contract.topic + "\0" + payload).hex
-
-
 def dead_letter_message(target: str, record: RawRecord, rejection: Rejection, producer_id: str, trace_id: str | None,
                         max_record_bytes: int) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
     """The dead-letter envelope and its headers for one refused record (``target``: what it was sent as)."""
@@ -117,6 +103,7 @@ def dead_letter_message(target: str, record: RawRecord, rejection: Rejection, pr
         ("producer", envelope["producer"].encode()),
         ("event-id", envelope["event_id"].encode()),
         ("trace-id", envelope["trace_id"].encode()),
+    ] + [
         ("dlq-contract", target.encode()),
         ("dlq-rule", rejection.rule.encode()),
         ("dlq-field", rejection.field.encode()),
@@ -129,12 +116,12 @@ class ValidatedProducer:
     """Produce records under a contract through one Kafka producer (kafka-python)."""
 
     def __init__(self, settings: Settings, producer_id: str | None = None) -> None:
-        from kafka import KafkaProducer
+        from citybrain.kafka import clients
 
         self.settings = settings
         self.producer_id = producer_id or settings.producer_id
-        self._producer = KafkaProducer(
-            **settings.kafka_client_config(),
+        self._producer = clients.producer(
+            settings,
             acks="all",
             linger_ms=10,
             batch_size=256 * 1024,
@@ -194,16 +181,15 @@ class ValidatedProducer:
         summaries: dict[str, ProduceSummary] = {}
         acked: dict[str, Counter[str]] = {}
         failures: list[BaseException] = []
-        ready: dict[str, tuple[RecordValidator, list[tuple[str, bytes]], Any, Any]] = {}
+        ready: dict[str, tuple[RecordValidator, Any, Any]] = {}
         started = time.perf_counter()
         read = 0
 
-        def prepare(contract: Contract) -> tuple[RecordValidator, list[tuple[str, bytes]], Any, Any]:
+        def prepare(contract: Contract) -> tuple[RecordValidator, Any, Any]:
             self._require_topics(contract.topic, DLQ_TOPIC)
             summaries[contract.topic] = ProduceSummary(topic=contract.topic)
             counter = acked[contract.topic] = Counter()
-            headers = [("contract-id", contract.id.encode()), ("contract-version", contract.version.encode())]
-            entry = (self.validator(contract), headers,
+            entry = (self.validator(contract),
                      lambda _meta: counter.update(("accepted",)), lambda _meta: counter.update(("dead",)))
             ready[contract.topic] = entry
             return entry
@@ -211,7 +197,7 @@ class ValidatedProducer:
         for contract in topics:
             prepare(contract)
         for contract, record in items:
-            check, contract_headers, ok_accepted, ok_dead = ready.get(contract.topic) or prepare(contract)
+            check, ok_accepted, ok_dead = ready.get(contract.topic) or prepare(contract)
             summary = summaries[contract.topic]
             summary.read += 1
             read += 1
@@ -228,11 +214,8 @@ class ValidatedProducer:
                         f"{self.settings.max_record_bytes} bytes (CITYBRAIN_MAX_RECORD_BYTES)")
             if rejection is None:
                 value = record.value
-                headers = contract_headers + [
-                    ("producer", (record.producer or self.producer_id).encode()),
-                    ("event-id", event_id(contract, value, payload.decode()).encode()),
-                    ("trace-id", (trace_id or new_trace_id()).encode()),
-                ]
+                headers = standard_headers(contract, record.producer or self.producer_id,
+                                           event_id(contract, value, payload.decode()), trace_id)
                 future = self._producer.send(
                     contract.topic, value=payload, key=str(value[contract.key_field]).encode(), headers=headers,
                     timestamp_ms=record.timestamp_ms)

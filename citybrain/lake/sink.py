@@ -37,6 +37,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from citybrain.lake import layout
 from citybrain.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,20 +61,17 @@ class Row:
     value: str
 
 
-LAYERS = {"bronze": ("raw",), "silver": ("city", "alert", "dispatch", "metrics")}
-
-
 class LakeWriter:
     """Writes batches of one topic-partition into a lake layer and keeps its checkpoint."""
 
     def __init__(self, lake: Path, layer: str = "bronze") -> None:
         self.lake, self.layer = lake, layer
-        self.root = lake / layer
-        self.checkpoints = lake / "_checkpoints" / layer
+        self.root = layout.layer_dir(lake, layer)
+        self.checkpoints = layout.checkpoints_dir(lake, layer)
         self.touched: set[Path] = set()   # hour directories written since the last compaction
 
     def _contract_dir(self, topic: str) -> Path:
-        return self.root / topic.rsplit(".v", 1)[0]
+        return self.root / layout.contract_of(topic)
 
     def checkpoint(self, topic: str, partition: int) -> int:
         path = self.checkpoints / topic / f"{partition}.json"
@@ -99,13 +97,13 @@ class LakeWriter:
         if not rows:
             return []
         first, last = rows[0].offset, rows[-1].offset
-        by_hour: dict[tuple[str, str], list[Row]] = defaultdict(list)
+        by_hour: dict[datetime, list[Row]] = defaultdict(list)
         for r in rows:
             t = datetime.fromtimestamp(r.timestamp_ms / 1000, timezone.utc)
-            by_hour[(t.strftime("%Y-%m-%d"), t.strftime("%H"))].append(r)
+            by_hour[t.replace(minute=0, second=0, microsecond=0)].append(r)
         written: list[tuple[Path, Path]] = []
-        for n, ((day, hour), group) in enumerate(sorted(by_hour.items())):
-            directory = self._contract_dir(topic) / f"date={day}" / f"hour={hour}"
+        for n, (hour, group) in enumerate(sorted(by_hour.items())):
+            directory = layout.hour_dir(self.lake, self.layer, topic, hour)
             directory.mkdir(parents=True, exist_ok=True)
             name = f"p{partition}-{first}-{last}" + (f"-{n}" if len(by_hour) > 1 else "") + ".parquet"
             tmp = directory / f".{name}.tmp"
@@ -119,7 +117,7 @@ class LakeWriter:
 
     def finish_compactions(self) -> int:
         """Complete or undo compactions a crash interrupted; the number found."""
-        journals = sorted((self.lake / "_compactions" / self.layer).glob("*.json"))
+        journals = sorted(layout.compactions_dir(self.lake, self.layer).glob("*.json"))
         for journal in journals:
             plan = json.loads(journal.read_text())
             target, tmp = self.lake / plan["target"], self.lake / plan["tmp"]
@@ -136,8 +134,8 @@ class LakeWriter:
         result = CompactResult(interrupted=self.finish_compactions())
         if not self.root.exists():
             return result
-        journal_dir = self.lake / "_compactions" / self.layer
-        todo = self.root.glob("*/date=*/hour=*") if hours is None else hours
+        journal_dir = layout.compactions_dir(self.lake, self.layer)
+        todo = self.root.glob(f"*/{layout.HOUR_GLOB}") if hours is None else hours
         # Read once per compaction: the topic of each contract directory, each partition's checkpoint.
         topics: dict[str, str | None] = {}
         done_at: dict[tuple[str | None, int], int] = {}
@@ -218,11 +216,13 @@ def run_sink(settings: Settings, topics: list[str], lake: Path, batch: int = 20_
              ) -> dict[str, Any]:
     """Copy ``topics`` into a lake layer until interrupted (or idle for ``stop_when_idle_s``); every
     ``compact_every_s`` and on the way out, merge the small files of the hours it wrote to."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
+
+    from citybrain.kafka import clients
 
     writer = LakeWriter(lake, layer)
-    consumer = KafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False,
-                             max_poll_records=batch, fetch_max_bytes=64 * 1024 * 1024)
+    consumer = clients.consumer(settings, enable_auto_commit=False, max_poll_records=batch,
+                                fetch_max_bytes=64 * 1024 * 1024)
     tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
     consumer.assign(tps)
     writer.finish_compactions()

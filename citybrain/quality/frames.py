@@ -8,89 +8,29 @@ collapsed and counted, so the uniqueness check fails only on one id carrying two
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
-from citybrain.lake.sink import LAYERS as SINK_LAYERS
-
-LAYERS = tuple(SINK_LAYERS)
-PART_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})$")
-
-
-@dataclass(frozen=True)
-class Partition:
-    layer: str
-    contract: str
-    date: str
-    hour: str
-    path: Path
-    files: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        return f"date={self.date}/hour={self.hour}"
-
-    @property
-    def start(self) -> datetime:
-        return datetime.fromisoformat(f"{self.date}T{self.hour}:00:00+00:00")
-
-    @property
-    def end(self) -> datetime:
-        return self.start + timedelta(hours=1)
-
-    @property
-    def fingerprint(self) -> str:
-        """Changes when the partition's files change (new records, compaction)."""
-        return hashlib.sha256("\n".join(self.files).encode()).hexdigest()[:16]
-
-    @property
-    def key(self) -> str:
-        return f"{self.layer}/{self.contract}/{self.name}"
-
-
-def partitions(lake: Path, layers: tuple[str, ...] = LAYERS) -> list[Partition]:
-    """Every partition of the lake's bronze and silver layers, oldest first per contract."""
-    found = []
-    for layer in layers:
-        for hour_dir in sorted((lake / layer).glob("*/date=*/hour=*")):
-            files = tuple(sorted(p.name for p in hour_dir.glob("*.parquet")))
-            if not files:
-                continue
-            m = PART_RE.match(f"{hour_dir.parent.name}/{hour_dir.name}")
-            if m:
-                found.append(Partition(layer, hour_dir.parent.parent.name, m.group(1), m.group(2), hour_dir, files))
-    return found
+from citybrain.lake import reader
+from citybrain.lake.layout import Partition
 
 
 def load(partition: Partition) -> tuple[Any, int]:
     """(frame, exact redeliveries collapsed) for one partition."""
     import pandas as pd
 
-    table = pq.ParquetDataset([partition.path / f for f in partition.files]).read()
+    table = reader.read([partition.path / f for f in partition.files])
     meta = table.select(["event_id", "producer", "timestamp", "key", "partition", "offset"]).to_pydict()
-    values = table.column("value").to_pylist()
+    raws = table.column("value").to_pylist()
     rows: list[dict[str, Any]] = []
     seen: set[tuple[str | None, str]] = set()
     redelivered = 0
-    for i, raw in enumerate(values):
+    for i, raw in enumerate(raws):
         ident = (meta["event_id"][i], raw)
         if ident in seen:
             redelivered += 1
             continue
         seen.add(ident)
-        try:
-            row = json.loads(raw)
-        except ValueError:
-            row = {}
-        if not isinstance(row, dict):
-            row = {}
+        row = reader.decode(raw)
         row["_event_id"] = meta["event_id"][i]
         row["_producer"] = meta["producer"][i]
         row["_timestamp"] = meta["timestamp"][i]

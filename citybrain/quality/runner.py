@@ -28,7 +28,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from citybrain.contracts.model import load_all
-from citybrain.quality.frames import Partition, load, partitions
+from citybrain.lake import layout, reader
+from citybrain.lake.layout import Partition, partitions, quality_dir
+from citybrain.lake.quarantine import quarantine
+from citybrain.quality.frames import load
 from citybrain.quality.suites import load_suites
 from citybrain.times import iso
 
@@ -65,10 +68,6 @@ class Report:
                 "docs": str(self.docs) if self.docs else None, "table": str(self.table) if self.table else None}
 
 
-def quality_dir(lake: Path) -> Path:
-    return lake / "quality"
-
-
 def results(lake: Path) -> pa.Table | None:
     """The whole quality table (every run), or None before the first run."""
     files = sorted(quality_dir(lake).glob("checked=*/*.parquet"))
@@ -94,35 +93,13 @@ def latest_states(lake: Path) -> dict[str, tuple[str, bool, str]]:
 
 def passed_files(lake: Path) -> tuple[set[Path], dict[str, Any]]:
     """The lake files whose partition passed its latest check with these very files, and a summary."""
-    states = latest_states(lake)
-    ok: set[Path] = set()
-    unchecked, failed, runs = [], [], set()
-    for p in partitions(lake):
-        state = states.get(p.key)
-        if state is None or state[0] != p.fingerprint:
-            unchecked.append(p.key)
-        elif not state[1]:
-            failed.append(p.key)
-        else:
-            runs.add(state[2])
-            ok.update(p.path / f for f in p.files)
-    return ok, {"unchecked": unchecked, "failed": failed, "runs": sorted(runs)}
+    return layout.passed_files(lake, latest_states(lake))
 
 
 def reference_sets(lake: Path) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for name, (contract, column) in REFERENCES.items():
-        ids: set[str] = set()
-        for f in sorted((lake / "bronze" / contract).glob("date=*/hour=*/*.parquet")):
-            for raw in pq.read_table(f, columns=["value"]).column("value").to_pylist():
-                try:
-                    v = json.loads(raw).get(column)
-                except (ValueError, AttributeError):
-                    continue
-                if v is not None:
-                    ids.add(str(v))
-        out[f"ref_{name}"] = sorted(ids)
-    return out
+    """The value sets suites check references against (device ids, area codes, road segments) from bronze."""
+    return {f"ref_{name}": sorted(reader.field_values(layout.files(lake, "bronze", contract), column))
+            for name, (contract, column) in REFERENCES.items()}
 
 
 def _rows_of(p: Partition) -> int:
@@ -326,22 +303,3 @@ def _alert_exp(c: dict[str, Any]) -> dict[str, Any]:
     if c.get("observed"):
         out["observed"] = c["observed"][:200]
     return out
-
-
-def quarantine(lake: Path, p: Partition, run_id: str, checks: list[dict[str, Any]], now: datetime) -> str:
-    """Move a failing partition out of the lake (scenario datasets no longer see it); returns where to."""
-    target = lake / "quarantine" / p.layer / p.contract / f"date={p.date}" / f"hour={p.hour}" / run_id
-    target.mkdir(parents=True, exist_ok=True)
-    for f in p.files:
-        os.replace(p.path / f, target / f)
-    (target / "reason.json").write_text(json.dumps(
-        {"run_id": run_id, "quarantined_at": iso(now), "partition": p.key,
-         "failed": [c for c in checks if not c["success"]],
-         "fix": "Inspect the records (Parquet here), correct the source or the contract's tuning in "
-                "expectations/tuning.yaml, then move the files back to the lake and run data_quality again."},
-        ensure_ascii=False, indent=2, default=str))
-    try:
-        p.path.rmdir()
-    except OSError:
-        pass
-    return str(target.relative_to(lake))

@@ -24,10 +24,10 @@ from typing import Any
 import yaml
 
 from citybrain.contracts.model import Contract
-from citybrain.lake.sink import LAYERS
+from citybrain.lake.layout import ZONES
 
 #: Which lake layer a contract's zone lands in (the sink's own mapping).
-LAYER_OF_ZONE = {zone: layer for layer, zones in LAYERS.items() for zone in zones}
+LAYER_OF_ZONE = {zone: layer for layer, zones in ZONES.items() for zone in zones}
 
 
 def load_tuning(path: Path) -> dict[str, Any]:

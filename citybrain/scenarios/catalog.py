@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from citybrain.scenarios.datasets import DATASETS
 from citybrain.scenarios.release import releases, resolve
+from citybrain.times import parse_time
 
 
 def catalog(lake: Path, now: datetime | None = None) -> list[dict[str, Any]]:
@@ -26,7 +27,7 @@ def catalog(lake: Path, now: datetime | None = None) -> list[dict[str, Any]]:
                                  "versions": [r.version for r in found], "latest": None}
         if found:
             m = found[-1].manifest
-            released = datetime.strptime(m["released_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+            released = parse_time(m["released_at"])
             entry.update(latest=m["version"], rows=m["rows"], released_at=m["released_at"],
                          age_h=round((now - released).total_seconds() / 3600, 1),
                          quality="passed" if m["quality"].get("passed") else "failed",

@@ -14,6 +14,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from citybrain.lake import layout
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -393,9 +395,8 @@ def input_files(lake: Path, pattern: str) -> list[Path]:
     """The Parquet files of one input: a lake contract directory, or ``gold/<dataset>`` (its latest release)."""
     layer, contract = pattern.split("/", 1)
     if layer == "gold":
-        versions = sorted((lake / "gold" / contract).glob("v*/data.parquet"))
-        return versions[-1:]
-    return sorted((lake / layer).glob(f"{contract}/date=*/hour=*/*.parquet"))
+        return layout.release_data(lake, contract)[-1:]
+    return layout.files(lake, layer, contract)
 
 
 def build(lake: Path, dataset: Dataset, allowed: set[Path] | None = None) -> tuple[pa.Table, list[Path]]:

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from citybrain.lake.layout import gold_dir, release_manifests
 from citybrain.times import iso
 
 MANIFEST_FORMAT = "citybrain.release/1"
@@ -41,10 +42,6 @@ class Release:
     version: str
     path: Path
     manifest: dict[str, Any]
-
-
-def gold_dir(lake: Path) -> Path:
-    return lake / "gold"
 
 
 def publish(lake: Path, dataset: str, table: pa.Table, contract: dict[str, Any], quality: dict[str, Any],
@@ -82,8 +79,7 @@ def publish(lake: Path, dataset: str, table: pa.Table, contract: dict[str, Any],
 def releases(lake: Path, dataset: str | None = None) -> list[Release]:
     """Every release in the lake (of one dataset), oldest first."""
     found = []
-    root = gold_dir(lake)
-    for manifest in sorted(root.glob(f"{dataset or '*'}/v*/manifest.json")):
+    for manifest in release_manifests(lake, dataset):
         data = json.loads(manifest.read_text())
         found.append(Release(data["dataset"], data["version"], manifest.parent, data))
     return found

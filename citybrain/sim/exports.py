@@ -13,9 +13,13 @@ import io
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable
 
 from citybrain.ingest.feeds import Feed
+
+if TYPE_CHECKING:  # pragma: no cover
+    from citybrain.sim.model import SimConfig
 
 #: feed -> (file name, encoding): older systems export GB18030, newer ones UTF-8 with a BOM for Excel.
 EXPORTS = {
@@ -86,3 +90,36 @@ def broken_rows(feed: Feed, good: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({**good, dated.name: "2026年11月22日 下午3点"})
     out.append({**good, key.name: ""})
     return out
+
+
+@dataclass(frozen=True)
+class Written:
+    feed: str
+    path: Path
+    encoding: str
+    rows: int
+    broken: int
+
+
+def write_exports(config: SimConfig, feeds: dict[str, Feed], directory: Path) -> list[Written]:
+    """Simulate ``config`` and write one export file per feed of :data:`EXPORTS` into ``directory``:
+    the latest state of each record (by its own id), plus the broken rows real exports carry."""
+    from citybrain.city.reference import reference_records
+    from citybrain.sim.engine import Simulation
+    from citybrain.times import iso
+
+    sim = Simulation(config)
+    by_contract: dict[str, dict[str, dict[str, Any]]] = {}
+    for _t, emissions in sim.ticks():
+        for e in emissions:
+            key = next(iter(e.value.values()))   # the record's own id (first field): latest state wins
+            by_contract.setdefault(e.contract, {})[str(key)] = e.value
+    by_contract["raw.ref.device"] = {d["device_id"]: d for d in reference_records(sim.city, iso(sim.start))["raw.ref.device"]}
+    written = []
+    for name, (filename, encoding) in EXPORTS.items():
+        feed = feeds[name]
+        records = list(by_contract.get(feed.contract, {}).values())
+        broken = broken_rows(feed, to_row(feed, records[0])) if records else []
+        n = write_export(feed, records, directory / filename, encoding, broken)
+        written.append(Written(name, directory / filename, encoding, n, len(broken)))
+    return written

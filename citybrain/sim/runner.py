@@ -87,13 +87,14 @@ class DepartmentReader:
     SURGE_CAP = 20_000   # about 100 times a normal hour's read
 
     def __init__(self, settings: Settings, incident: ConsumerSurge) -> None:
-        from kafka import KafkaConsumer, TopicPartition
+        from kafka import TopicPartition
+
+        from citybrain.kafka import clients
 
         self.incident = incident
         self._tp = TopicPartition
-        self.consumer = KafkaConsumer(**settings.kafka_client_config(), group_id=incident.GROUP,
-                                      client_id=incident.GROUP, enable_auto_commit=False,
-                                      auto_offset_reset="latest", fetch_max_wait_ms=50)
+        self.consumer = clients.consumer(settings, group_id=incident.GROUP, client_id=incident.GROUP,
+                                         enable_auto_commit=False, auto_offset_reset="latest", fetch_max_wait_ms=50)
         self.next_read: datetime | None = None
         self.surged = False
 
@@ -147,7 +148,7 @@ def run_simulation(
     ``wall_clock``: stamp records with the time they are sent instead of simulated time (benchmarks).
     """
     run_id = uuid.uuid4().hex
-    out_dir = out_dir or settings.state_dir / "sim" / run_id[:12]
+    out_dir = out_dir or settings.sim_dir / run_id[:12]
     out_dir.mkdir(parents=True, exist_ok=True)
     by_id = {c.id: c for c in contracts.values()}
     missing = sorted({e for e in ("raw.sensor.air_quality", "raw.hotline.service_request", "raw.ref.poi")
@@ -189,7 +190,7 @@ def run_simulation(
     (out_dir / "ground_truth.json").write_text(json.dumps(truth, ensure_ascii=False, indent=2))
     report = SimReport(run_id, out_dir, truth, summaries, elapsed, records)
     (out_dir / "summary.json").write_text(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
-    latest = settings.state_dir / "sim" / "latest"
+    latest = settings.sim_dir / "latest"
     latest.mkdir(parents=True, exist_ok=True)
     for name in ("ground_truth.json", "summary.json"):
         (latest / name).write_bytes((out_dir / name).read_bytes())

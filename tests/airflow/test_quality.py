@@ -13,7 +13,7 @@ import pytest
 
 from citybrain.contracts.validate import RecordValidator
 from citybrain.lake.sink import LakeWriter, Row
-from citybrain.quality.frames import partitions
+from citybrain.lake.layout import partitions
 from citybrain.quality.runner import passed_files, results, run_quality
 from citybrain.settings import PROJECT_ROOT
 

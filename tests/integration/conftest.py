@@ -17,7 +17,7 @@ import pytest
 from citybrain import access
 from citybrain.broker.local import LocalBroker
 from citybrain.settings import PROJECT_ROOT, Settings, load_settings
-from citybrain.topics import apply_topics
+from citybrain.kafka.topics import apply_topics
 
 TEST_ENV = {
     "CITYBRAIN_STATE_DIR": str(PROJECT_ROOT / "var" / "test"),

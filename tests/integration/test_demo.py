@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from citybrain.security.checks import EMAIL_RE, find_personal_data
-from citybrain.topics import read_topic
+from citybrain.kafka.topics import read_topic
 from tests.integration.conftest import cli
 
 pytestmark = pytest.mark.integration

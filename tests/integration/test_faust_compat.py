@@ -13,7 +13,7 @@ import pytest
 from citybrain.ingest.producer import ValidatedProducer
 from citybrain.samples import sample_records
 from citybrain.settings import PROJECT_ROOT
-from citybrain.topics import read_topic
+from citybrain.kafka.topics import read_topic
 from citybrain.workers import stop_worker
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from citybrain.ingest.producer import DLQ_TOPIC
-from citybrain.topics import read_topic
+from citybrain.kafka.topics import read_topic
 from tests.integration.conftest import TEST_ENV
 
 pytestmark = pytest.mark.integration

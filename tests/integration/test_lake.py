@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from citybrain.topics import end_offsets
+from citybrain.kafka.topics import end_offsets
 from tests.integration.conftest import TEST_ENV, cli
 
 pytestmark = pytest.mark.integration

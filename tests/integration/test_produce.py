@@ -11,7 +11,7 @@ import pytest
 from citybrain.contracts.validate import RecordValidator
 from citybrain.demo import write_feed
 from citybrain.ingest.producer import DLQ_TOPIC
-from citybrain.topics import read_topic
+from citybrain.kafka.topics import read_topic
 from tests.integration.conftest import cli
 
 pytestmark = pytest.mark.integration

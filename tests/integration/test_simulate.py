@@ -14,7 +14,7 @@ from citybrain.settings import PROJECT_ROOT
 from citybrain.sim.clock import default_start
 from citybrain.times import iso
 from citybrain.sim.exports import broken_rows, to_row, write_export
-from citybrain.topics import read_topic
+from citybrain.kafka.topics import read_topic
 from tests.integration.conftest import cli
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ import pytest
 
 from citybrain.contracts.validate import RecordValidator
 from citybrain.sim.clock import default_start
-from citybrain.topics import group_lag, read_topic
+from citybrain.kafka.topics import group_lag, read_topic
 from citybrain.workers import start_worker, stop_worker
 from tests.integration.conftest import TEST_ENV, cli
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from citybrain.contracts.model import Contract
-from citybrain.topics import CATALOG_TOPIC, apply_topics, plan_topics, read_topic
+from citybrain.kafka.topics import CATALOG_TOPIC, apply_topics, plan_topics, read_topic
 from tests.integration.conftest import cli
 
 pytestmark = pytest.mark.integration

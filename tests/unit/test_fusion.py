@@ -7,16 +7,21 @@ import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import pytest
 
 from citybrain.city.build import build_city
 from citybrain.city.reference import reference_records
+from citybrain.contracts.model import load_all
 from citybrain.contracts.validate import RecordValidator
 from citybrain.fusion.detect import SensorWatch
-from citybrain.fusion.dispatch import SlaTracker
+from citybrain.fusion.dispatch import RoutingError, SlaTracker
 from citybrain.fusion.evaluate import evaluate
 from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC, Deduper, Pipeline
 from citybrain.fusion.signals import Enricher, Signal
-from citybrain.ingest.producer import EVENT_ID_NAMESPACE
+from citybrain.kafka.headers import EVENT_ID_NAMESPACE, event_id
+from citybrain.privacy import Protector
+from citybrain.settings import PROJECT_ROOT
+from citybrain.times import iso, parse_time
 from citybrain.sim.engine import Simulation
 from citybrain.sim.model import SimConfig
 
@@ -25,7 +30,7 @@ T0 = datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc)
 
 
 def _pipeline() -> Pipeline:
-    p = Pipeline()
+    p = Pipeline(load_all(PROJECT_ROOT / "schemas"), Protector.ephemeral())
     for contract, records in reference_records(CITY, "2026-11-22T00:00:00Z").items():
         for r in records:
             p.feed(f"{contract}.v1", r, "ref")
@@ -109,6 +114,68 @@ def test_calls_gauges_and_a_police_report_become_one_flood_event_with_dispatch()
     assert len(ticket_orders) == 3 and all(r["sla_hours"] == 2 for r in ticket_orders)
 
 
+def _flood(p: Pipeline, gauge_id: str, start: datetime) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+    gauge = next(d for d in CITY.devices if d.device_id == gauge_id)
+    out = []
+    for k in range(3):
+        at = start + timedelta(minutes=5 * k)
+        out += p.feed("raw.sensor.water_level.v1", _reading(gauge.device_id, at, currentLevel=0.4, referenceLevel=0.27,
+                                                              floodLevelStatus="flooded", siteType="underpass"),
+                      f"r{start:%H%M}{k}", at)
+    out += p.feed("raw.police.incident_110.v1", {"incident_id": f"110-20261122-{start:%H%M}", "reported_at": iso(start),
+                                                 "category": "waterlogged_road", "lat": gauge.lat, "long": gauge.lon,
+                                                 "status": "dispatched"}, f"p{start:%H%M}", start + timedelta(minutes=12))
+    return out
+
+
+def test_a_changed_routing_rule_changes_who_gets_a_city_events_work_orders() -> None:
+    """Regression: event routing asks the routing rules (reference data), not a constant."""
+    p = _pipeline()
+    by_street = {d.street_code: d.device_id for d in CITY.devices if d.site_type == "underpass"}
+    gauges = list(by_street.values())                  # two gauges in two streets: two cases
+    before = {t for t, r in _flood(p, gauges[0], T0) if t.startswith("dispatch.")}
+    assert "dispatch.water.work_order.v1" in before and "dispatch.police.work_order.v1" in before
+    p.feed("raw.ref.routing_rule.v1", {"rule_id": "event.flood", "category": "flood", "department": "emergency",
+                                       "co_departments": ["housing"], "sla_hours": 0.5, "priority": "emergency",
+                                       "effective_from": "2026-11-22T00:00:00Z"}, "ref")
+    out = _flood(p, gauges[1], T0 + timedelta(hours=1))
+    events = [r for t, r in out if t == EVENT_TOPIC]
+    assert events and events[0]["department"] == "emergency" and events[0]["co_departments"] == ["housing"]
+    assert parse_time(events[0]["sla_deadline"]) - parse_time(events[0]["detected_at"]) == timedelta(minutes=30)
+    orders = {t: r for t, r in out if t.startswith("dispatch.") and r["source"] == "city_event"}
+    assert set(orders) == {"dispatch.emergency.work_order.v1", "dispatch.housing.work_order.v1"}
+    assert orders["dispatch.emergency.work_order.v1"]["role"] == "lead"
+
+
+def test_a_city_event_without_a_routing_rule_is_refused_with_the_rule_to_publish() -> None:
+    contracts = load_all(PROJECT_ROOT / "schemas")
+    p = Pipeline(contracts, Protector.ephemeral())
+    for contract, records in reference_records(CITY, "2026-11-22T00:00:00Z").items():
+        for r in records:
+            if contract != "raw.ref.routing_rule" or r["rule_id"] != "event.flood":
+                p.feed(f"{contract}.v1", r, "ref")
+    gauge = next(d.device_id for d in CITY.devices if d.site_type == "underpass")
+    with pytest.raises(RoutingError, match=r"event\.flood.*Fix"):
+        _flood(p, gauge, T0)
+
+
+def test_feed_message_takes_the_event_id_header_else_the_contracts_rule_and_moves_stream_time() -> None:
+    contracts = load_all(PROJECT_ROOT / "schemas")
+    p = _pipeline()
+    gauge = next(d for d in CITY.devices if d.site_type == "underpass")
+    value = _reading(gauge.device_id, T0, currentLevel=0.1, referenceLevel=0.27)
+    payload = json.dumps(value).encode()
+    p.feed_message("raw.sensor.water_level.v1", {"event-id": b"given-id"}, payload, T0, partition=3)
+    assert "given-id" in p.dedupe.seen and p.clock.watermark() == T0
+    later = T0 + timedelta(minutes=5)
+    p.feed_message("raw.sensor.water_level.v1", {}, payload, later, partition=3)
+    assert event_id(contracts["raw.sensor.water_level.v1"], value, payload.decode()) in p.dedupe.seen
+    p.feed_message("raw.ref.device.v1", {}, json.dumps({**p.enricher.devices[gauge.device_id], "status": "maintenance"}).encode(),
+                   T0 + timedelta(days=1))
+    assert p.clock.watermark() == later                 # a register's record does not move stream time
+    assert p.enricher.devices[gauge.device_id]["status"] == "maintenance"
+
+
 def test_sla_tracker_warns_before_and_alerts_after_the_deadline_until_handled() -> None:
     sla = SlaTracker()
     sla.event({"service_request_id": "HL1", "event_type": "dispatched", "occurred_at": "2026-11-22T00:00:00Z",
@@ -133,7 +200,7 @@ def test_deduper_drops_repeats_within_its_window_only() -> None:
 def test_outputs_satisfy_their_contracts(contracts) -> None:  # type: ignore[no-untyped-def]
     by_topic = {c.topic: RecordValidator(c) for c in contracts.values()}
     sim = Simulation(SimConfig(seed=11, start=datetime(2026, 7, 20, 16, tzinfo=timezone.utc), hours=12, scale=0.1))
-    p, produced = Pipeline(), []
+    p, produced = Pipeline(contracts, Protector.ephemeral()), []
     for t, batch in sim.ticks():
         for e in batch:
             topic = f"{e.contract}.v1"

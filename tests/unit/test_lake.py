@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -95,3 +96,29 @@ def test_an_interrupted_compaction_is_finished_or_undone_never_doubled(tmp_path:
         assert _offsets(files) == list(range(30)), renamed
         assert (files == [merged]) is renamed
         assert not journal.exists() and not tmp.exists()
+
+
+def test_the_layout_finds_what_the_writer_wrote_and_the_reader_decodes_it_once(tmp_path: Path) -> None:
+    from citybrain.lake import layout, reader
+
+    writer = LakeWriter(tmp_path)
+    rows = _rows(0, 3) + [Row("raw.sensor.noise_level.v1", 2, 3, HOUR + 3000, "nz-3", {"event-id": "e3"}, "[1, 2]"),
+                          Row("raw.sensor.noise_level.v1", 2, 4, HOUR + 4000, "nz-4", {"event-id": "e4"}, "not json")]
+    written = writer.write("raw.sensor.noise_level.v1", 2, rows)
+    assert layout.files(tmp_path, "bronze", "raw.sensor.*") == written
+    assert layout.files(tmp_path, "silver") == [] and layout.files(tmp_path, "bronze", "raw.hotline.*") == []
+    [part] = layout.partitions(tmp_path)
+    assert (part.layer, part.contract, part.path) == ("bronze", "raw.sensor.noise_level", written[0].parent)
+    assert part.key == f"bronze/raw.sensor.noise_level/{part.name}" and part.end - part.start == timedelta(hours=1)
+    table = reader.read(written, columns=["offset", "value"])
+    assert reader.values(table) == [{"x": 1}] * 3 + [{}, {}]        # not an object, not JSON: no fields, not a crash
+    assert reader.field_values(written, "x") == {"1"}
+
+
+def test_a_registers_latest_record_per_key_wins_by_offset(tmp_path: Path) -> None:
+    from citybrain.lake import reader
+
+    writer = LakeWriter(tmp_path)
+    rows = [Row("raw.ref.device.v1", 0, o, HOUR + o, "aq-1", {}, f'{{"device_id": "aq-1", "lat": {o}}}') for o in range(3)]
+    files = writer.write("raw.ref.device.v1", 0, rows)
+    assert reader.latest_values(files, "device_id") == {"aq-1": {"device_id": "aq-1", "lat": 2}}

@@ -38,15 +38,15 @@ def test_a_short_key_is_refused_with_the_fix() -> None:
 
 
 def test_the_local_key_is_created_once_and_owner_only(tmp_path: Path) -> None:
-    key = load_key(tmp_path, None)
+    key = load_key(tmp_path / "access", None)
     path = tmp_path / "access" / "pseudonym.key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(key) == 64
-    assert load_key(tmp_path, None) == key
-    assert load_key(tmp_path, "c" * 40) == b"c" * 40          # configuration wins
+    assert load_key(tmp_path / "access", None) == key
+    assert load_key(tmp_path / "access", "c" * 40) == b"c" * 40          # configuration wins
 
 
 def test_work_orders_carry_the_callers_pseudonym_and_no_personal_data(contracts) -> None:  # type: ignore[no-untyped-def]
-    d = Dispatcher({"r": RULE}, protector=Protector(KEY))
+    d = Dispatcher(Protector(KEY), contracts["raw.hotline.service_request.v1"], {"r": RULE})
     street = ("990101", "990101001", "天宁街道")
     first = d.ticket_orders(_request(1, phone="13912345678"), street)
     again = d.ticket_orders(_request(2, phone="139 1234 5678"), street)

@@ -6,7 +6,7 @@ import struct
 from datetime import datetime, timedelta, timezone
 
 from citybrain.security import checks
-from citybrain.security.monitor import parse_offset_commit
+from citybrain.kafka.groups import parse_offset_commit
 
 T0 = datetime(2026, 11, 22, 0, 0, tzinfo=timezone.utc)
 FIVE = timedelta(minutes=5)

@@ -1,4 +1,5 @@
-"""Topics from contracts: create or update them, publish the contract catalog, read topics back."""
+"""Topics from contracts: create or update them, publish the contract catalog, read topics back,
+consumer-group offsets and lag."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 from citybrain.contracts.model import Contract
+from citybrain.kafka import clients
 from citybrain.settings import Settings
 from citybrain.times import now_iso
 
@@ -26,12 +28,6 @@ class TopicChange:
         return f"{self.action:<10} {self.topic}  {self.detail}"
 
 
-def _admin(settings: Settings):  # type: ignore[no-untyped-def]
-    from kafka import KafkaAdminClient
-
-    return KafkaAdminClient(**settings.kafka_client_config(), request_timeout_ms=20_000)
-
-
 def plan_topics(settings: Settings, contracts: Iterable[Contract]) -> list[TopicChange]:
     """What `apply_topics` would change, without changing anything."""
     return list(_reconcile(settings, list(contracts), apply=False))
@@ -45,7 +41,7 @@ def apply_topics(settings: Settings, contracts: Iterable[Contract]) -> list[Topi
 def _reconcile(settings: Settings, contracts: list[Contract], apply: bool) -> Iterator[TopicChange]:
     from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
 
-    admin = _admin(settings)
+    admin = clients.admin(settings, request_timeout_ms=20_000)
     try:
         existing = set(admin.list_topics())
         wanted = {c.topic: c for c in contracts}
@@ -123,9 +119,9 @@ def _without_personal_examples(contract: Contract) -> dict[str, Any]:
 
 def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, int], int]:
     """(topic, partition) -> end offset now: where records produced from now on will start."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    consumer = KafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False)
+    consumer = clients.consumer(settings, enable_auto_commit=False)
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         return {(tp.topic, tp.partition): offset for tp, offset in consumer.end_offsets(tps).items()}
@@ -145,10 +141,9 @@ def read_topic(
     """
     import time
 
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    common = dict(**settings.kafka_client_config(), enable_auto_commit=False, auto_offset_reset="earliest")
-    consumer = KafkaConsumer(**common, group_id=group_id) if group_id else KafkaConsumer(**common)
+    consumer = clients.consumer(settings, enable_auto_commit=False, auto_offset_reset="earliest", group_id=group_id)
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
@@ -182,6 +177,11 @@ def read_topic(
         consumer.close()
 
 
+def read_values(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Every record value of ``topic`` (JSON, as written under its contract) up to its end offsets now."""
+    return [json.loads(m.value) for m in read_topic(settings, topic, timeout_s=timeout_s)]
+
+
 def publish_catalog(settings: Settings, contracts: Iterable[Contract]) -> int:
     """Publish every contract to the compacted catalog topic, through the validated producer."""
     from citybrain.contracts.model import load_all
@@ -199,10 +199,9 @@ def publish_catalog(settings: Settings, contracts: Iterable[Contract]) -> int:
 def committed_offsets(settings: Settings, group_id: str) -> dict[tuple[str, int], int] | None:
     """The consumer group's committed offset per (topic, partition); None while the group is not
     known yet (no commits, or its coordinator is still being elected)."""
-    from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    admin = KafkaAdminClient(**settings.kafka_client_config())
+    admin = clients.admin(settings)
     try:
         offsets = admin.list_group_offsets(group_id).get(group_id, {})
     except KafkaError:

@@ -9,11 +9,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from citybrain.cli import EXIT_USAGE, _contracts, _fail, _settings, app, out
+from citybrain.cli.base import EXIT_USAGE, current_contracts, current_settings, fail, group, out
 
-access_app = typer.Typer(help="Department access: principals, grants (infra/access.yaml), credentials, audit log.",
-                         no_args_is_help=True)
-app.add_typer(access_app, name="access")
+access_app = group("access", "Department access: principals, grants (infra/access.yaml), credentials, audit log.")
 
 FILE_OPTION = typer.Option(None, "--file", help="The access file (default: infra/access.yaml).")
 
@@ -22,9 +20,9 @@ def _model(path: Optional[Path]):  # type: ignore[no-untyped-def]
     from citybrain.access import ACCESS_FILE, AccessError, load
 
     try:
-        return load(path or ACCESS_FILE, _contracts())
+        return load(path or ACCESS_FILE, current_contracts())
     except AccessError as exc:
-        raise _fail(str(exc), code=EXIT_USAGE) from None
+        raise fail(str(exc), code=EXIT_USAGE) from None
 
 
 def _acl_text(a: tuple[str, str, str, str, str]) -> str:
@@ -38,14 +36,14 @@ def apply_cmd(path: Optional[Path] = FILE_OPTION,
               actor: Optional[str] = typer.Option(None, help="Who is applying, for the audit log (default: login name)."),
               as_json: bool = typer.Option(False, "--json", help="The difference as JSON.")) -> None:
     """Make the broker's credentials and ACLs match the access file; print and audit every change."""
-    from citybrain.access import AccessError, apply
+    from citybrain.access import AccessError, apply, audit_path
 
     model = _model(path)
-    settings = _settings()
+    settings = current_settings()
     try:
         result = apply(settings, model, dry_run=dry_run, actor=actor)
     except AccessError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
         out.print_json(json.dumps({"added": result.added, "removed": result.removed, "users_created": result.users_created,
                                    "users_deleted": result.users_deleted, "unchanged": result.unchanged,
@@ -61,7 +59,7 @@ def apply_cmd(path: Optional[Path] = FILE_OPTION,
     for a in result.removed:
         out.print(f"[red]- revoke[/] {_acl_text(a)}", highlight=False)
     out.print(f"{result.changes} change(s) {verb}applied to {settings.bootstrap}, {result.unchanged} grant(s) already "
-              f"as declared" + ("" if dry_run else f"; audit log {settings.state_dir / 'access' / 'audit.jsonl'}"),
+              f"as declared" + ("" if dry_run else f"; audit log {audit_path(settings.access_dir)}"),
               highlight=False)
 
 
@@ -74,11 +72,11 @@ def show_cmd(topic: Optional[str] = typer.Option(None, help="Who can read (and w
     from citybrain.access import AccessError, acl_covers, broker_acl_set_if_up, declared_acl_set, topics_of, who_can
 
     model = _model(path)
-    contracts = _contracts()                         # keyed by topic
-    actual = broker_acl_set_if_up(_settings())          # None: broker down, declared grants only
+    contracts = current_contracts()                         # keyed by topic
+    actual = broker_acl_set_if_up(current_settings())          # None: broker down, declared grants only
     if topic is not None:
         if topic not in contracts:
-            raise _fail(f"{topic!r} is not a contract topic. Fix: see `citybrain contracts list`.", code=EXIT_USAGE)
+            raise fail(f"{topic!r} is not a contract topic. Fix: see `citybrain contracts list`.", code=EXIT_USAGE)
         rows = [{"principal": g.principal, "department": model.departments[g.principal], "operation": op,
                  "grant": g.name + ("*" if g.pattern == "prefixed" else ""), "justification": g.justification,
                  "on_broker": None if actual is None else g.acl() in actual}
@@ -110,7 +108,7 @@ def show_cmd(topic: Optional[str] = typer.Option(None, help="Who can read (and w
     try:
         principals = [model.principal_of(department)] if department else sorted(model.departments)
     except AccessError as exc:
-        raise _fail(str(exc), code=EXIT_USAGE) from None
+        raise fail(str(exc), code=EXIT_USAGE) from None
     result = {p: {op: sorted(topics_of(model, p, contracts, op)) for op in ("read", "write")} for p in principals}
     if as_json:
         out.print_json(json.dumps({p: {"department": model.departments[p], **v} for p, v in result.items()}))
@@ -132,9 +130,9 @@ def client_config_cmd(department: str = typer.Argument(..., help="Department id 
 
     model = _model(path)
     try:
-        cfg = client_config(_settings(), model, department)
+        cfg = client_config(current_settings(), model, department)
     except AccessError as exc:
-        raise _fail(str(exc), code=EXIT_USAGE) from None
+        raise fail(str(exc), code=EXIT_USAGE) from None
     if as_json:
         out.print_json(json.dumps(cfg))
         return
@@ -152,9 +150,9 @@ def rotate_cmd(department: str = typer.Argument(..., help="Department id or prin
     model = _model(path)
     try:
         principal = model.principal_of(department)
-        rotate(_settings(), model, principal, actor=actor)
+        rotate(current_settings(), model, principal, actor=actor)
     except AccessError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     out.print(f"{principal}: new password issued; hand over `citybrain access client-config {department} --json`.",
               highlight=False)
 
@@ -165,7 +163,7 @@ def audit_cmd(last: int = typer.Option(50, help="How many of the latest entries.
     """The audit log: every grant, revocation and credential change, who made it and from which file version."""
     from citybrain.access import read_audit
 
-    entries = read_audit(_settings().state_dir, last)
+    entries = read_audit(current_settings().access_dir, last)
     if as_json:
         for e in entries:
             out.print(json.dumps(e, ensure_ascii=False), highlight=False, soft_wrap=True)

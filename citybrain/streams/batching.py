@@ -1,10 +1,11 @@
 """Batch delivery for faust-streaming: one coroutine call per fetch instead of one event at a time.
 
-faust delivers every record through its per-event machinery: two tasks and an
-``asyncio.wait`` per record in the consumer's drain loop, an ``Event`` per record, a queue
-put and get per record, then the stream's own per-event path. Measured here, that costs
-~90 µs per record, more than the fusion work itself (~17 µs), and capped the fusion
-worker at ~9,000 records/s with ``stream.take_events``.
+Why the fusion worker bypasses faust's per-event path: faust delivers every record through
+its per-event machinery: two tasks and an ``asyncio.wait`` per record in the consumer's
+drain loop, an ``Event`` per record, a queue put and get per record, then the stream's own
+per-event path. Measured here, that costs ~90 µs per record, more than the fusion work
+itself (~17 µs), and capped the fusion worker at ~9,000 records/s with
+``stream.take_events``.
 
 ``BatchApp.batch_agent(topic)`` registers a coroutine that receives every fetch of those
 topics as one list of messages. The consumer keeps faust's group membership, flow control
@@ -12,12 +13,18 @@ during rebalances, gap tracking for compacted topics and offset commits; each me
 acknowledged only after the coroutine returned, so a committed offset never runs ahead of
 the work (at least once; the worker's outputs carry stable ids). Topics without a batch
 agent still go through faust's normal path.
+
+The price: ``BatchConsumer._drain_messages`` overrides a private method of faust's aiokafka
+consumer (faust-streaming 0.15, pinned below 0.16 in ``pyproject.toml``). Its test
+(``tests/unit/test_batching.py``) drives the loop in-process and checks the contract the
+worker relies on: one call per fetch per agent, in offset order, acknowledged after the call
+returned, redeliveries before a seek skipped, compaction gaps recorded, other topics on
+faust's own path. A faust upgrade that changes the consumer fails that test first.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 from typing import Any, Awaitable, Callable, Iterable
 
 import faust
@@ -28,15 +35,6 @@ BatchHandler = Callable[[list[Message]], Awaitable[None]]
 
 #: Yield to the event loop after this many records of one fetch, so timers and commits run.
 YIELD_EVERY = 1000
-
-
-def broker_credentials(settings: Any) -> faust.SASLCredentials | None:
-    """Faust's credentials from CityBrain's settings (the admin principal on the embedded broker)."""
-    protocol, mechanism, username, password = settings.client_auth()
-    if mechanism is None:
-        return None
-    context = ssl.create_default_context() if protocol == "SASL_SSL" else None
-    return faust.SASLCredentials(username=username, password=password, mechanism=mechanism, ssl_context=context)
 
 
 class BatchConsumer(kafka_driver.Consumer):

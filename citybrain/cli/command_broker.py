@@ -1,0 +1,76 @@
+"""`citybrain broker ...`: the embedded Apache Kafka broker (KRaft, 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from citybrain.cli.base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, current_settings, fail, group, out, err
+
+broker_app = group("broker", "The embedded Apache Kafka broker (KRaft, 127.0.0.1).")
+
+
+def _broker():  # type: ignore[no-untyped-def]
+    from citybrain.broker.local import BrokerError, LocalBroker
+
+    try:
+        return LocalBroker(current_settings())
+    except BrokerError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+
+
+@broker_app.command("up")
+def broker_up() -> None:
+    """Fetch (once), format (once) and start the broker; wait until it serves requests."""
+    from citybrain.broker.local import BrokerError
+
+    broker = _broker()
+    try:
+        with err.status("starting Apache Kafka (first run fetches its jars with Maven)..."):
+            status = broker.up()
+    except BrokerError as exc:
+        raise fail(str(exc)) from None
+    out.print(status.describe(), highlight=False)
+
+
+@broker_app.command("down")
+def broker_down() -> None:
+    """Stop the broker cleanly. Its data stays on disk."""
+    stopped = _broker().down()
+    out.print("broker stopped" if stopped else "broker was not running")
+
+
+@broker_app.command("status")
+def broker_status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Is the broker running, where, and where is its data. Exit 1 when it is not running."""
+    status = _broker().status()
+    if as_json:
+        out.print_json(json.dumps({
+            "running": status.running, "pid": status.pid, "bootstrap": status.bootstrap,
+            "version": status.version, "data_dir": str(status.data_dir), "log_file": str(status.log_file),
+        }))
+    else:
+        out.print(status.describe(), highlight=False)
+    raise typer.Exit(EXIT_OK if status.running else EXIT_FAILED)
+
+
+@broker_app.command("fetch")
+def broker_fetch() -> None:
+    """Fetch the broker's jars from Maven Central into the cache (done by `up` when needed)."""
+    from citybrain.broker.local import BrokerError
+
+    try:
+        lib = _broker().fetch()
+    except BrokerError as exc:
+        raise fail(str(exc)) from None
+    out.print(f"Kafka jars ready in {lib}", highlight=False)
+
+
+@broker_app.command("reset")
+def broker_reset(yes: bool = typer.Option(False, "--yes", help="Confirm deleting every topic and record.")) -> None:
+    """Stop the broker and delete its data. Jars stay cached."""
+    if not yes:
+        raise fail("this deletes every topic and record of the embedded broker; add --yes to confirm.", EXIT_USAGE)
+    _broker().reset()
+    out.print("broker data deleted")

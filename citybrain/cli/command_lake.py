@@ -1,0 +1,64 @@
+"""`citybrain lake ...`: the lake's sinks (bronze, silver) and compaction."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from citybrain.cli.base import current_settings, fail, group, out
+
+lake_app = group("lake", "The lake: Parquet under var/lake (bronze: validated raw records; silver: curated and "
+                         "fused records).")
+
+
+def _lake_sink(layer: str, batch: int, max_wait_s: float, exit_when_idle: Optional[float]) -> None:
+    from citybrain.contracts.model import load_all
+    from citybrain.lake.layout import ZONES
+    from citybrain.lake.sink import run_sink
+
+    from kafka.errors import KafkaError
+
+    settings = current_settings()
+    topics = [c.topic for c in load_all(settings.schemas_dir).values() if c.zone in ZONES[layer]]
+    try:
+        result = run_sink(settings, topics, settings.lake_dir, batch, max_wait_s, exit_when_idle, layer)
+    except KafkaError as exc:
+        raise fail(f"Kafka at {settings.bootstrap} did not answer: {exc}. Fix: `citybrain broker up` (or check "
+                    "CITYBRAIN_BOOTSTRAP_SERVERS); the lake resumes from its checkpoints.") from None
+    out.print(f"{layer}: {result['written']:,} records written; {result['recovered_files_removed']} leftover file(s) "
+              f"of an interrupted run removed; {result['files_compacted']:,} small file(s) merged", highlight=False)
+
+
+BATCH_OPT = typer.Option(20_000, help="Records per partition per file, at most.")
+WAIT_OPT = typer.Option(5.0, "--max-wait-s", help="Flush at least this often.")
+IDLE_OPT = typer.Option(None, "--exit-when-idle", help="Stop after this many seconds without new records.")
+
+
+@lake_app.command("bronze")
+def lake_bronze(batch: int = BATCH_OPT, max_wait_s: float = WAIT_OPT, exit_when_idle: Optional[float] = IDLE_OPT) -> None:
+    """Copy every raw topic into lake/bronze as Parquet, exactly once across crashes (see README)."""
+    _lake_sink("bronze", batch, max_wait_s, exit_when_idle)
+
+
+@lake_app.command("silver")
+def lake_silver(batch: int = BATCH_OPT, max_wait_s: float = WAIT_OPT, exit_when_idle: Optional[float] = IDLE_OPT) -> None:
+    """Copy the curated and fused topics (city events, warnings, work orders, metrics) into lake/silver."""
+    _lake_sink("silver", batch, max_wait_s, exit_when_idle)
+
+
+@lake_app.command("compact")
+def lake_compact(layer: str = typer.Argument("all", help="bronze, silver or all."),
+                 min_files: int = typer.Option(2, min=2, help="Merge an hour's files of one partition from this many.")) -> None:
+    """Merge small Parquet files: one file per partition and hour (safe beside a running sink)."""
+    from citybrain.lake.layout import LAYERS
+    from citybrain.lake.sink import LakeWriter
+
+    layers = list(LAYERS) if layer == "all" else [layer]
+    if not set(layers) <= set(LAYERS):
+        raise fail(f"unknown layer {layer!r}. Fix: use one of bronze, silver, all.", code=2)
+    for name in layers:
+        result = LakeWriter(current_settings().lake_dir, name).compact(min_files)
+        out.print(f"{name}: {result.merged_files:,} files merged into {result.written_files:,} ({result.rows:,} records)"
+                  + (f"; {result.interrupted} interrupted compaction(s) finished" if result.interrupted else ""),
+                  highlight=False)

@@ -1,0 +1,114 @@
+"""`citybrain streams|evaluate|bench`: the stream workers, how well they detect, how fast they run."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from citybrain.cli.base import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, app, current_contracts, current_settings, err,
+                                    fail, group, out)
+from citybrain.settings import PROJECT_ROOT, Settings
+
+streams_app = group("streams", "The stream workers (faust-streaming).")
+
+WORKERS = {"fusion": PROJECT_ROOT / "streams" / "fusion_worker.py"}
+
+
+@streams_app.command("fusion")
+def streams_fusion(log_level: str = typer.Option("warn", "--log-level", "-l", help="crit, error, warn, info or debug.")) -> None:
+    """Run the fusion worker until interrupted: raw feeds in; city events, early warnings, SLA alerts
+    and work orders out."""
+    worker = WORKERS["fusion"]
+    if log_level not in ("crit", "error", "warn", "info", "debug"):
+        raise fail(f"--log-level {log_level!r}: use crit, error, warn, info or debug.", EXIT_USAGE)
+    current_settings()
+    os.execv(sys.executable, [sys.executable, str(worker), "worker", "-l", log_level, "--without-web"])
+
+
+@app.command("evaluate")
+def evaluate_command(
+    ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground truth file (default var/sim/latest/ground_truth.json)."),
+    replay: bool = typer.Option(False, "--replay", help="Recompute the simulation the ground truth describes and run the "
+                                                       "fusion logic in-process (no broker) instead of reading the topics."),
+    as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
+) -> None:
+    """Score detected city events and early warnings against the simulator's ground truth:
+    precision, recall and the lead time of warnings before the complaint peak."""
+    from citybrain.fusion.evaluate import evaluate
+    from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC
+
+    settings = current_settings()
+    path = ground_truth or settings.sim_dir / "latest" / "ground_truth.json"
+    if not path.exists():
+        raise fail(f"no ground truth at {path}. Fix: run `citybrain simulate` first, or pass --ground-truth.", EXIT_USAGE)
+    truth = json.loads(path.read_text())
+    if replay:
+        from citybrain.fusion.replay import replay_detections
+        from citybrain.privacy import protector_from_settings
+
+        events, warnings = replay_detections(truth, current_contracts(), protector_from_settings(settings))
+        source = "replay of the simulation in-process"
+    else:
+        events, warnings = _from_topics(settings, truth)
+        source = f"{EVENT_TOPIC} and {WARNING_TOPIC} on the broker"
+    result = evaluate(truth, events, warnings)
+    result["source"] = source
+    if as_json:
+        out.print_json(json.dumps(result, ensure_ascii=False))
+        raise typer.Exit(EXIT_OK)
+    table = Table("incident", "expected", "detected", "first detection (UTC)", "lead time",
+                  title=f"detection against {path.name} ({truth['start']} .. {truth['end']}; {source})")
+    for item in result["items"]:
+        table.add_row(item["incident_id"], f"{item['output']} {item['category']}", "yes" if item["detected"] else "[red]no[/]",
+                      item.get("first_detected_at", "-"),
+                      f"{item['lead_time_min']:.0f} min" if "lead_time_min" in item else "-")
+    out.print(table)
+    lead = result["median_lead_time_min"]
+    out.print(f"precision {result['precision']}, recall {result['recall']}, median lead time "
+              f"{f'{lead:.0f} min' if lead is not None else '-'}; {result['detections']} detections "
+              f"({result['events']} events, {result['warnings']} warnings), "
+              f"{result['background_faults_detected']} of {result['background_faults']} background stuck/drifting "
+              f"gauges reported; {len(result['not_scored_here'])} expected security/quality findings are for the DAGs",
+              highlight=False)
+    raise typer.Exit(EXIT_OK if result["detections"] else EXIT_FAILED)
+
+
+def _from_topics(settings: Settings, truth: dict) -> tuple[list, list]:  # type: ignore[type-arg]
+    from citybrain.fusion.evaluate import in_window
+    from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC
+    from citybrain.kafka.topics import read_values
+
+    try:
+        return tuple(in_window(truth, read_values(settings, t, timeout_s=120)) for t in (EVENT_TOPIC, WARNING_TOPIC))  # type: ignore[return-value]
+    except (LookupError, TimeoutError) as exc:
+        raise fail(f"{exc} Fix: `citybrain topics apply`, run `citybrain streams fusion`, or use --replay.") from None
+
+
+@app.command("bench")
+def bench(
+    backlog_hours: float = typer.Option(6.0, "--backlog-hours", help="Simulated hours of backlog for the throughput run."),
+    rate: float = typer.Option(2000.0, "--rate", help="Records/s of the steady load for the latency run."),
+    seconds: float = typer.Option(60.0, "--seconds", help="Length of the steady load."),
+) -> None:
+    """Measure the fusion worker on the local broker; write var/bench/latest.json (see README, Benchmarks)."""
+    from citybrain.bench import BenchConfig, run_bench
+    settings = current_settings()
+    result = run_bench(settings, current_contracts(), BenchConfig(backlog_hours, rate, seconds),
+                       lambda msg: err.print(msg, highlight=False))
+    path = settings.bench_dir / "latest.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    table = Table("figure", "measured", "target", title=f"fusion worker benchmark ({result['measured_at']})")
+    targets = result["targets"]
+    table.add_row("sustained events/s (backlog)", f"{result['events_per_s']:,}", f">= {targets['events_per_s']:,}")
+    table.add_row("plain aiokafka consume/s (ceiling)", f"{result['raw_consume_per_s']:,}", "-")
+    table.add_row(f"latency p50/p95/p99 at {rate:,.0f}/s", f"{result['p50_ms']} / {result['p95_ms']} / {result['p99_ms']} ms",
+                  f"p99 <= {targets['p99_ms']} ms")
+    table.add_row("worker peak RSS", f"{result['worker_rss_mb']} MB", f"<= {targets['worker_rss_mb']} MB")
+    out.print(table)
+    out.print(f"written to {path}", highlight=False)

@@ -1,0 +1,104 @@
+"""Re-reading the recent past: each partition's records before a consumer group's committed offset.
+
+A stream worker keeps its state in memory, and all of it is a function of the raw records
+of the recent past, which the raw topics keep (retention days). On start it re-reads, per
+input partition, ``span`` of stream time before its group's committed offset up to that
+offset (:func:`before_committed`), feeds them through its logic with every output
+discarded (those were published before the restart), and resumes at the committed offset
+with the state it had there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+from citybrain.kafka import clients
+from citybrain.kafka.topics import committed_offsets
+from citybrain.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Backlog:
+    """The records before ``group_id``'s committed offsets; iterate for batches of consumed records
+    (kafka-python ``ConsumerRecord``), in offset order within each partition."""
+
+    settings: Settings
+    group_id: str
+    topics: set[str]
+    span_h: Callable[[str], float]
+    #: Partitions with records to re-read, and (topic, partition) -> committed offset.
+    partitions: int = 0
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        from kafka import TopicPartition
+
+        committed = {tp: o for tp, o in (committed_offsets(self.settings, self.group_id) or {}).items()
+                     if tp[0] in self.topics and o > 0 and self.span_h(tp[0]) > 0}
+        self.committed = committed
+        if not committed:
+            return
+        consumer = clients.consumer(self.settings, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)
+        try:
+            tps = {tp: TopicPartition(*tp) for tp in committed}
+            consumer.assign(list(tps.values()))
+            last = self._last_committed_times(consumer, tps, committed)
+            consumer.resume(*tps.values())
+            starts = consumer.offsets_for_times(
+                {tps[tp]: max(0, ts - int(self.span_h(tp[0]) * 3_600_000)) for tp, ts in last.items()})
+            todo = {}
+            for ktp, found in starts.items():
+                key = (ktp.topic, ktp.partition)
+                begin = found.offset if found is not None else committed[key]
+                if begin < committed[key]:
+                    consumer.seek(ktp, begin)
+                    todo[key] = committed[key]
+                else:
+                    consumer.pause(ktp)
+            self.partitions = len(todo)
+            while todo:
+                polled = consumer.poll(timeout_ms=2000, max_records=10_000)
+                if not polled:
+                    log.warning("re-read stopped early: no records before the committed offsets of %s", sorted(todo))
+                    return
+                batch: list[Any] = []
+                for ktp, records in polled.items():
+                    key = (ktp.topic, ktp.partition)
+                    end = todo.get(key)
+                    if end is None:
+                        continue
+                    batch += [r for r in records if r.offset < end]
+                    if records and records[-1].offset >= end - 1:
+                        del todo[key]
+                        consumer.pause(ktp)
+                if batch:
+                    yield batch
+        finally:
+            consumer.close()
+
+    @staticmethod
+    def _last_committed_times(consumer: Any, tps: dict[tuple[str, int], Any], committed: dict[tuple[str, int], int]
+                              ) -> dict[tuple[str, int], int]:
+        """The stream time each partition had reached: the timestamp of its last committed record."""
+        last: dict[tuple[str, int], int] = {}
+        for tp, ktp in tps.items():
+            consumer.seek(ktp, committed[tp] - 1)
+        deadline = time.monotonic() + 60
+        while len(last) < len(tps) and time.monotonic() < deadline:
+            for ktp, records in consumer.poll(timeout_ms=1000).items():
+                key = (ktp.topic, ktp.partition)
+                if key not in last and records:
+                    last[key] = records[0].timestamp
+                    consumer.pause(ktp)
+        return last
+
+
+def before_committed(settings: Settings, group_id: str, topics: Iterable[str], span_h: Callable[[str], float]) -> Backlog:
+    """The records of ``topics`` from ``span_h(topic)`` hours of stream time before ``group_id``'s
+    committed offsets up to them."""
+    return Backlog(settings, group_id, set(topics), span_h)

@@ -1,0 +1,154 @@
+"""Where everything lives in the lake: one module names every path, the others ask it.
+
+```
+<lake>/bronze|silver/<contract>/date=YYYY-MM-DD/hour=HH/p<partition>-<first>-<last>[-<n>].parquet
+<lake>/_checkpoints/<layer>/<topic>/<partition>.json      the sink's next offset per partition
+<lake>/_compactions/<layer>/<id>.json                      journals of compactions under way
+<lake>/quarantine/<layer>/<contract>/date=/hour=/<run>/    partitions that failed their quality check
+<lake>/quality/checked=<date>/<run>.parquet                every quality check's result
+<lake>/gold/<dataset>/v<UTC time>/data.parquet|manifest.json  immutable scenario releases
+<lake>/reports/<kind>/date=<date>/                         daily reports (security)
+```
+
+``<contract>`` is the topic without its major version (``raw.sensor.noise_level``); date and
+hour are those of the record's Kafka timestamp, in UTC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Iterable, Mapping
+
+#: The layers the sinks write, and the topic zones each holds (gold is written by releases, not sinks).
+ZONES: dict[str, tuple[str, ...]] = {"bronze": ("raw",), "silver": ("city", "alert", "dispatch", "metrics")}
+LAYERS = tuple(ZONES)
+HOUR_GLOB = "date=*/hour=*"
+PART_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})$")
+
+
+def contract_of(topic: str) -> str:
+    """A topic's folder name in the lake: the topic without its major version."""
+    return topic.rsplit(".v", 1)[0]
+
+
+def layer_dir(lake: Path, layer: str) -> Path:
+    return lake / layer
+
+
+def hour_dir(lake: Path, layer: str, topic: str, at: datetime) -> Path:
+    """The folder of ``topic``'s records of the hour ``at`` (UTC) falls in."""
+    return layer_dir(lake, layer) / contract_of(topic) / f"date={at:%Y-%m-%d}" / f"hour={at:%H}"
+
+
+def files(lake: Path, layer: str, contracts: str = "*") -> list[Path]:
+    """Every Parquet file of a layer's contract folders matching ``contracts`` (a glob), sorted."""
+    return sorted(layer_dir(lake, layer).glob(f"{contracts}/{HOUR_GLOB}/*.parquet"))
+
+
+def quarantined_files(lake: Path, layer: str, contracts: str = "*") -> list[Path]:
+    """The files quality checks moved out of a layer (they are still evidence for the security checks)."""
+    return sorted((lake / "quarantine" / layer).glob(f"{contracts}/{HOUR_GLOB}/*/*.parquet"))
+
+
+def checkpoints_dir(lake: Path, layer: str) -> Path:
+    return lake / "_checkpoints" / layer
+
+
+def compactions_dir(lake: Path, layer: str) -> Path:
+    return lake / "_compactions" / layer
+
+
+def quality_dir(lake: Path) -> Path:
+    return lake / "quality"
+
+
+def reports_dir(lake: Path, kind: str) -> Path:
+    return lake / "reports" / kind
+
+
+def gold_dir(lake: Path) -> Path:
+    return lake / "gold"
+
+
+def release_manifests(lake: Path, dataset: str | None = None) -> list[Path]:
+    """Every release's manifest (of one dataset), oldest first (versions sort by time)."""
+    return sorted(gold_dir(lake).glob(f"{dataset or '*'}/v*/manifest.json"))
+
+
+def release_data(lake: Path, dataset: str | None = None) -> list[Path]:
+    """Every release's data file (of one dataset), oldest first."""
+    return sorted(gold_dir(lake).glob(f"{dataset or '*'}/v*/data.parquet"))
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One contract's files of one hour in one layer: the unit quality checks judge."""
+
+    layer: str
+    contract: str
+    date: str
+    hour: str
+    path: Path
+    files: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"date={self.date}/hour={self.hour}"
+
+    @property
+    def start(self) -> datetime:
+        return datetime.fromisoformat(f"{self.date}T{self.hour}:00:00+00:00")
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(hours=1)
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes when the partition's files change (new records, compaction)."""
+        return hashlib.sha256("\n".join(self.files).encode()).hexdigest()[:16]
+
+    @property
+    def key(self) -> str:
+        return f"{self.layer}/{self.contract}/{self.name}"
+
+
+def partitions(lake: Path, layers: Iterable[str] = LAYERS) -> list[Partition]:
+    """Every partition of the given layers that holds files, oldest first per contract."""
+    found = []
+    for layer in layers:
+        for directory in sorted(layer_dir(lake, layer).glob(f"*/{HOUR_GLOB}")):
+            names = tuple(sorted(p.name for p in directory.glob("*.parquet")))
+            if not names:
+                continue
+            m = PART_RE.match(f"{directory.parent.name}/{directory.name}")
+            if m:
+                found.append(Partition(layer, directory.parent.parent.name, m.group(1), m.group(2), directory, names))
+    return found
+
+
+def quarantine_dir(lake: Path, p: Partition, run_id: str) -> Path:
+    return lake / "quarantine" / p.layer / p.contract / f"date={p.date}" / f"hour={p.hour}" / run_id
+
+
+def passed_files(lake: Path, states: Mapping[str, tuple[str, bool, str]]) -> tuple[set[Path], dict[str, object]]:
+    """The files whose partition passed its latest quality check with these very files, and a summary.
+
+    ``states``: partition key -> (fingerprint, passed, run id) of its latest check
+    (``citybrain.quality.runner.latest_states``)."""
+    ok: set[Path] = set()
+    unchecked, failed, runs = [], [], set()
+    for p in partitions(lake):
+        state = states.get(p.key)
+        if state is None or state[0] != p.fingerprint:
+            unchecked.append(p.key)
+        elif not state[1]:
+            failed.append(p.key)
+        else:
+            runs.add(state[2])
+            ok.update(p.path / f for f in p.files)
+    return ok, {"unchecked": unchecked, "failed": failed, "runs": sorted(runs)}

@@ -1,0 +1,33 @@
+"""The standard headers and the one event-id rule (``citybrain.kafka.headers``)."""
+
+from __future__ import annotations
+
+import json
+
+from citybrain.kafka.headers import event_id, read_headers, record_event_id, standard_headers
+
+
+def test_every_record_carries_the_five_standard_headers(contracts) -> None:  # type: ignore[no-untyped-def]
+    c = contracts["alert.sla.ticket.v1"]
+    headers = dict(standard_headers(c, "streams.fusion", "SLA-1-breached", b"trace-1"))
+    assert headers == {"contract-id": c.id.encode(), "contract-version": c.version.encode(),
+                       "producer": b"streams.fusion", "event-id": b"SLA-1-breached", "trace-id": b"trace-1"}
+    fresh = dict(standard_headers(c, "x", "y"))
+    assert len(fresh["trace-id"]) == 32 and fresh["trace-id"] != dict(standard_headers(c, "x", "y"))["trace-id"]
+
+
+def test_the_event_id_is_the_contracts_field_else_a_hash_of_topic_and_payload(contracts) -> None:  # type: ignore[no-untyped-def]
+    with_field = contracts["alert.sla.ticket.v1"]          # event_id: alert_id
+    assert event_id(with_field, {"alert_id": "A1"}, "{}") == "A1"
+    without = contracts["raw.sensor.noise_level.v1"]
+    payload = json.dumps({"id": "n1", "LAeq": 55.0})
+    assert event_id(without, {}, payload) == event_id(without, {}, payload)
+    assert event_id(without, {}, payload) != event_id(without, {}, payload + " ")
+    assert event_id(without, {}, payload) != event_id(contracts["raw.sensor.air_quality.v1"], {}, payload)
+
+
+def test_a_consumed_records_event_id_header_wins_over_the_rule(contracts) -> None:  # type: ignore[no-untyped-def]
+    c = contracts["raw.sensor.noise_level.v1"]
+    payload = b'{"id": "n1"}'
+    assert record_event_id(c, read_headers([("event-id", b"from-producer")]), payload, {"id": "n1"}) == "from-producer"
+    assert record_event_id(c, read_headers(None), payload, {"id": "n1"}) == event_id(c, {"id": "n1"}, payload.decode())
