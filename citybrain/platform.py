@@ -9,7 +9,8 @@ from rich.console import Console
 
 from citybrain.contracts.model import Contract
 from citybrain.settings import Settings
-from citybrain.kafka.topics import apply_topics, publish_catalog
+from citybrain.ingest.catalog import publish_catalog
+from citybrain.kafka.topics import apply_topics
 from citybrain.errors import ServiceError
 
 

@@ -41,6 +41,13 @@ def write_private(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def _state_folder(name: str, doc: str) -> property:
+    """A folder of the local state, named here once: ``<state_dir>/<name>``."""
+    def folder(self: Settings) -> Path:
+        return self.state_dir / name
+    return property(folder, doc=doc)
+
+
 class SettingsError(InputError):
     """A CITYBRAIN_* environment variable is unknown or has an invalid value."""
 
@@ -111,45 +118,16 @@ class Settings(BaseSettings):
 
     # -- the local state's folders, each named once ------------------------------------------
 
-    @property
-    def lake_dir(self) -> Path:
-        """The lake: bronze, silver, gold, quality results, quarantine, reports (see ``citybrain.lake.layout``)."""
-        return self.state_dir / "lake"
-
-    @property
-    def kafka_dir(self) -> Path:
-        """The embedded broker: its config (with credentials), data and logs."""
-        return self.state_dir / "kafka"
-
-    @property
-    def access_dir(self) -> Path:
-        """Department passwords, the pseudonym key and the access audit log (owner-only files)."""
-        return self.state_dir / "access"
-
-    @property
-    def sim_dir(self) -> Path:
-        """Simulation runs (``<run>/ground_truth.json``, ``latest``)."""
-        return self.state_dir / "sim"
-
-    @property
-    def streams_dir(self) -> Path:
-        """The stream workers' data folders and logs."""
-        return self.state_dir / "streams"
-
-    @property
-    def airflow_dir(self) -> Path:
-        """AIRFLOW_HOME of the local Airflow: metadata database, logs, DAG results."""
-        return self.state_dir / "airflow"
-
-    @property
-    def demo_dir(self) -> Path:
-        """The demo's sample feed files, one folder per run."""
-        return self.state_dir / "demo"
-
-    @property
-    def bench_dir(self) -> Path:
-        """Benchmark figures (``latest.json``)."""
-        return self.state_dir / "bench"
+    lake_dir = _state_folder("lake", "The lake: bronze, silver, gold, quality results, quarantine, reports "
+                                     "(see ``citybrain.lake.layout``).")
+    kafka_dir = _state_folder("kafka", "The embedded broker: its config (with credentials), data and logs.")
+    access_dir = _state_folder("access", "Department passwords, the pseudonym key and the access audit log "
+                                         "(owner-only files).")
+    sim_dir = _state_folder("sim", "Simulation runs (``<run>/ground_truth.json``, ``latest``).")
+    streams_dir = _state_folder("streams", "The stream workers' data folders and logs.")
+    airflow_dir = _state_folder("airflow", "AIRFLOW_HOME of the local Airflow: metadata database, logs, DAG results.")
+    demo_dir = _state_folder("demo", "The demo's sample feed files, one folder per run.")
+    bench_dir = _state_folder("bench", "Benchmark figures (``latest.json``).")
 
     @property
     def embedded(self) -> bool:

@@ -7,14 +7,12 @@ Command modules (``command_<group>.py``) import from here and register on :data:
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from citybrain.errors import CityBrainError, InputError
 from citybrain.settings import Settings, SettingsError, get_settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,21 +32,6 @@ def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
     """Print ``message`` as an error and return the exit to raise (``raise fail(...)``)."""
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
-
-
-def exit_code(exc: CityBrainError) -> int:
-    """Bad input exits 2 (nothing was done); a failed service or check exits 1."""
-    return EXIT_USAGE if isinstance(exc, InputError) else EXIT_FAILED
-
-
-@contextmanager
-def failing_on(*errors: type[Exception], code: int | None = None, fix: str = "") -> Iterator[None]:
-    """Turn ``errors`` raised inside the block into an error message and an exit (``code``, else by kind)."""
-    try:
-        yield
-    except errors as exc:
-        chosen = code if code is not None else exit_code(exc) if isinstance(exc, CityBrainError) else EXIT_FAILED
-        raise fail(f"{exc} {fix}".strip(), chosen) from None
 
 
 def current_settings() -> Settings:

@@ -23,6 +23,3 @@ def demo(
     except (DemoError, SimError) as exc:
         raise fail(str(exc)) from None
     raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
-
-
-# The feed commands (city, simulate, gateway, load) and the stream commands live in their own modules.

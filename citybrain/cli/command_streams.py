@@ -12,22 +12,21 @@ from rich.table import Table
 
 from citybrain.cli.base import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, app, current_contracts, current_settings, err,
                                     fail, group, out)
-from citybrain.settings import PROJECT_ROOT, Settings
+from citybrain.settings import Settings
 
 streams_app = group("streams", "The stream workers (faust-streaming).")
-
-WORKERS = {"fusion": PROJECT_ROOT / "streams" / "fusion_worker.py"}
 
 
 @streams_app.command("fusion")
 def streams_fusion(log_level: str = typer.Option("warn", "--log-level", "-l", help="crit, error, warn, info or debug.")) -> None:
     """Run the fusion worker until interrupted: raw feeds in; city events, early warnings, SLA alerts
     and work orders out."""
-    worker = WORKERS["fusion"]
+    from citybrain.workers import FUSION_WORKER
+
     if log_level not in ("crit", "error", "warn", "info", "debug"):
         raise fail(f"--log-level {log_level!r}: use crit, error, warn, info or debug.", EXIT_USAGE)
     current_settings()
-    os.execv(sys.executable, [sys.executable, str(worker), "worker", "-l", log_level, "--without-web"])
+    os.execv(sys.executable, [sys.executable, str(FUSION_WORKER), "worker", "-l", log_level, "--without-web"])
 
 
 @app.command("evaluate")

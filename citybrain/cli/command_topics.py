@@ -17,7 +17,8 @@ def topics_apply(
     """Create or update every topic from its contract, then publish the contract catalog."""
     from kafka.errors import KafkaError
 
-    from citybrain.kafka.topics import apply_topics, plan_topics, publish_catalog
+    from citybrain.ingest.catalog import publish_catalog
+    from citybrain.kafka.topics import apply_topics, plan_topics
 
     settings, contracts = current_settings(), current_contracts()
     try:

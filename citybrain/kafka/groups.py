@@ -4,13 +4,23 @@ what, when) and where each partition's log now starts. The security checks judge
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 from citybrain.kafka import clients
-from citybrain.security.checks import Commit
 from citybrain.settings import Settings
 
+
+@dataclass(frozen=True)
+class Commit:
+    """One offset commit: ``group`` read ``topic``'s ``partition`` up to ``offset``, at ``at``."""
+
+    group: str
+    topic: str
+    partition: int
+    offset: int
+    at: datetime
 
 
 def _string(buf: bytes, pos: int) -> tuple[str, int]:

@@ -1,5 +1,4 @@
-"""Topics from contracts: create or update them, publish the contract catalog, read topics back,
-consumer-group offsets and lag."""
+"""Topics from contracts: create or update them, read them back, consumer-group offsets and lag."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from typing import Any, Iterable, Iterator
 from citybrain.contracts.model import Contract
 from citybrain.kafka import clients
 from citybrain.settings import Settings
-from citybrain.times import now_iso
 
 log = logging.getLogger(__name__)
 
@@ -90,33 +88,6 @@ def _reconcile(settings: Settings, contracts: list[Contract], apply: bool) -> It
         admin.close()
 
 
-def catalog_record(contract: Contract, published_at: str | None = None) -> dict[str, Any]:
-    """The catalog topic's record for one contract (validated against the catalog contract)."""
-    return {
-        "topic": contract.topic,
-        "contract": contract.id,
-        "version": contract.version,
-        "owner": contract.owner,
-        "title": contract.raw["title"],
-        "compatibility": contract.compatibility,
-        "personal_fields": contract.personal_fields(),
-        "document": _without_personal_examples(contract),
-        "published_at": published_at or now_iso(),
-    }
-
-
-def _without_personal_examples(contract: Contract) -> dict[str, Any]:
-    """The contract as published: every department reads the catalogue, so example values of
-    personal fields (made up, but shaped like real numbers and addresses) are withheld."""
-    doc = json.loads(json.dumps(contract.to_document(), default=str))
-    personal = contract.personal_fields()
-    for example in doc.get("examples") or []:
-        for name in personal:
-            if isinstance(example, dict) and example.get(name) is not None:
-                example[name] = f"<withheld: personal data, {contract.fields[name].protect or 'restricted'}>"
-    return doc
-
-
 def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, int], int]:
     """(topic, partition) -> end offset now: where records produced from now on will start."""
     from kafka import TopicPartition
@@ -180,20 +151,6 @@ def read_topic(
 def read_values(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
     """Every record value of ``topic`` (JSON, as written under its contract) up to its end offsets now."""
     return [json.loads(m.value) for m in read_topic(settings, topic, timeout_s=timeout_s)]
-
-
-def publish_catalog(settings: Settings, contracts: Iterable[Contract]) -> int:
-    """Publish every contract to the compacted catalog topic, through the validated producer."""
-    from citybrain.contracts.model import load_all
-    from citybrain.ingest.producer import ValidatedProducer
-
-    contracts = list(contracts)
-    catalog = next((c for c in contracts if c.topic == CATALOG_TOPIC), None) or load_all(settings.schemas_dir)[CATALOG_TOPIC]
-    with ValidatedProducer(settings, producer_id="citybrain-catalog") as producer:
-        summary = producer.produce_values(catalog, (catalog_record(c) for c in contracts), source="catalog")
-    if summary.dead_lettered:
-        raise ValueError(f"{summary.dead_lettered} catalog record(s) were refused: {summary.rejections}")
-    return summary.accepted
 
 
 def committed_offsets(settings: Settings, group_id: str) -> dict[tuple[str, int], int] | None:

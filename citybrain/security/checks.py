@@ -11,10 +11,10 @@ import math
 import re
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
+from citybrain.kafka.groups import Commit
 from citybrain.times import iso
 
 # -- robust baselines ---------------------------------------------------------------------
@@ -73,13 +73,6 @@ def producer_traffic(counts: Iterable[tuple[str, str, datetime, int]], factor: f
 # -- consumer groups ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Commit:
-    group: str
-    topic: str
-    partition: int
-    offset: int
-    at: datetime
 
 
 def consumer_traffic(commits: Iterable[Commit], log_start: dict[tuple[str, int], int], factor: float = 10.0,

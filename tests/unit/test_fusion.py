@@ -37,6 +37,17 @@ def _pipeline() -> Pipeline:
     return p
 
 
+def _flooded_gauge(p: Pipeline, device_id: str, start: datetime) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+    """Three readings of an underpass gauge above its reference level, five minutes apart."""
+    out = []
+    for k in range(3):
+        at = start + timedelta(minutes=5 * k)
+        out += p.feed("raw.sensor.water_level.v1", _reading(device_id, at, currentLevel=0.4, referenceLevel=0.27,
+                                                              floodLevelStatus="flooded", siteType="underpass"),
+                      f"r{start:%H%M}{k}", at)
+    return out
+
+
 def _reading(device_id: str, at: datetime, **values: object) -> dict:  # type: ignore[type-arg]
     d = next(x for x in CITY.devices if x.device_id == device_id)
     stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -83,12 +94,7 @@ def test_calls_gauges_and_a_police_report_become_one_flood_event_with_dispatch()
     p = _pipeline()
     gauge = next(d for d in CITY.devices if d.site_type == "underpass")
     street = CITY.street(gauge.street_code)
-    out = []
-    for k in range(3):
-        at = T0 + timedelta(minutes=5 * k)
-        out += p.feed("raw.sensor.water_level.v1", _reading(gauge.device_id, at, currentLevel=0.4, referenceLevel=0.27,
-                                                              floodLevelStatus="flooded", siteType="underpass"),
-                      f"r{k}", at)
+    out = _flooded_gauge(p, gauge.device_id, T0)
     for k in range(3):
         at = T0 + timedelta(minutes=20 + k)
         request = {"service_request_id": f"HL2026112200000{k}", "status": "open", "service_code": "water.waterlogging",
@@ -115,13 +121,9 @@ def test_calls_gauges_and_a_police_report_become_one_flood_event_with_dispatch()
 
 
 def _flood(p: Pipeline, gauge_id: str, start: datetime) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+    """A flooded underpass gauge and a police report of a waterlogged road beside it."""
     gauge = next(d for d in CITY.devices if d.device_id == gauge_id)
-    out = []
-    for k in range(3):
-        at = start + timedelta(minutes=5 * k)
-        out += p.feed("raw.sensor.water_level.v1", _reading(gauge.device_id, at, currentLevel=0.4, referenceLevel=0.27,
-                                                              floodLevelStatus="flooded", siteType="underpass"),
-                      f"r{start:%H%M}{k}", at)
+    out = _flooded_gauge(p, gauge_id, start)
     out += p.feed("raw.police.incident_110.v1", {"incident_id": f"110-20261122-{start:%H%M}", "reported_at": iso(start),
                                                  "category": "waterlogged_road", "lat": gauge.lat, "long": gauge.lon,
                                                  "status": "dispatched"}, f"p{start:%H%M}", start + timedelta(minutes=12))
