@@ -185,6 +185,22 @@ def broker_acl_set_if_up(settings: Settings) -> set[Acl] | None:
         return None
 
 
+def topic_access(model: AccessModel, topic: str, actual: set[Acl] | None) -> list[dict[str, Any]]:
+    """Who can read and write ``topic``: each declared grant (and whether the broker has it; None when the
+    broker was not asked), then what the broker allows beyond the file, which is access too (the
+    security DAG calls it drift)."""
+    rows = [{"principal": g.principal, "department": model.departments[g.principal], "operation": op,
+             "grant": g.name + ("*" if g.pattern == "prefixed" else ""), "justification": g.justification,
+             "on_broker": None if actual is None else g.acl() in actual}
+            for op in ("read", "write") for g in who_can(model, topic, op)]
+    declared = declared_acl_set(model)
+    rows += [{"principal": a[0].removeprefix("User:"), "department": "?", "operation": a[4].lower(),
+              "grant": a[2] + ("*" if a[3] == "PREFIXED" else ""), "justification": "NOT DECLARED in the access file",
+              "on_broker": True}
+             for a in sorted(actual or ()) if a not in declared and acl_covers(a, topic)]
+    return rows
+
+
 def broker_acl_set(settings: Settings) -> set[Acl] | None:
     """The broker's ALLOW ACLs, or None when it runs without an authoriser."""
     admin = clients.admin(settings)

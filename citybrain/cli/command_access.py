@@ -69,7 +69,7 @@ def show_cmd(topic: Optional[str] = typer.Option(None, help="Who can read (and w
              path: Optional[Path] = FILE_OPTION,
              as_json: bool = typer.Option(False, "--json", help="Machine-readable.")) -> None:
     """Who can read a topic, or what a department can read; without options, every principal's grants."""
-    from citybrain.access import AccessError, acl_covers, broker_acl_set_if_up, declared_acl_set, topics_of, who_can
+    from citybrain.access import AccessError, broker_acl_set_if_up, topic_access, topics_of
 
     model = _model(path)
     contracts = current_contracts()                         # keyed by topic
@@ -77,16 +77,7 @@ def show_cmd(topic: Optional[str] = typer.Option(None, help="Who can read (and w
     if topic is not None:
         if topic not in contracts:
             raise fail(f"{topic!r} is not a contract topic. Fix: see `citybrain contracts list`.", code=EXIT_USAGE)
-        rows = [{"principal": g.principal, "department": model.departments[g.principal], "operation": op,
-                 "grant": g.name + ("*" if g.pattern == "prefixed" else ""), "justification": g.justification,
-                 "on_broker": None if actual is None else g.acl() in actual}
-                for op in ("read", "write") for g in who_can(model, topic, op)]
-        # What the broker allows beyond the file is access too: show it (the security DAG calls it drift).
-        declared = declared_acl_set(model)
-        rows += [{"principal": a[0].removeprefix("User:"), "department": "?", "operation": a[4].lower(),
-                  "grant": a[2] + ("*" if a[3] == "PREFIXED" else ""), "justification": "NOT DECLARED in the access file",
-                  "on_broker": True}
-                 for a in sorted(actual or ()) if a not in declared and acl_covers(a, topic)]
+        rows = topic_access(model, topic, actual)
         if as_json:
             out.print_json(json.dumps({"topic": topic, "personal_fields": contracts[topic].personal_fields(),
                                        "super_users": ["citybrain-admin"], "broker_checked": actual is not None,
