@@ -1,22 +1,22 @@
-"""`citybrain city ...`: the simulated city 云州市, its reference files and departmental exports."""
+"""`citybrain city ...`: the simulated city 云州市, city packs (generate, check), reference files and exports."""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from citybrain.cli.base import EXIT_USAGE, current_contracts, current_settings, fail, group, out
+from citybrain.cli.base import EXIT_USAGE, current_contracts, current_settings, err, fail, group, out
 
-city_app = group("city", "The simulated city 云州市 (Yunzhou): districts, streets, roads, devices.")
+city_app = group("city", "The city: city packs (generate, check) and the simulated city 云州市 (Yunzhou).")
 
 
 @city_app.command("show")
 def city_show(seed: int = typer.Option(7, help="City seed.")) -> None:
     """What the simulated city holds, district by district."""
-    from collections import Counter
-
     from citybrain.city.build import build_city
 
     city = build_city(seed)
@@ -69,3 +69,42 @@ def city_exports(
     for written in write_exports(SimConfig(seed=seed, hours=hours, scale=scale, incidents=()), feeds, directory):
         table.add_row(written.feed, str(written.path), written.encoding, str(written.rows), str(written.broken))
     out.print(table)
+
+
+@city_app.command("generate")
+def city_generate(directory: Path = typer.Argument(..., help="Where to write the pack (a folder)."),
+                  seed: int = typer.Option(7, help="City seed."),
+                  version: str = typer.Option("1.0.0", help="The pack's version (manifest.json).")) -> None:
+    """Write the simulated city 云州市 as a city pack: areas down to communities and grids, departments,
+    services, routing rules, devices (see README, "City packs")."""
+    from citybrain.city.build import build_city
+    from citybrain.city.pack import pack_from_city
+
+    pack = pack_from_city(build_city(seed), version=version)
+    for path in pack.write(directory):
+        out.print(f"{path}  ({path.stat().st_size:,} bytes)", highlight=False)
+    out.print(pack.summary(), highlight=False)
+
+
+@city_app.command("check")
+def city_check(directory: Path = typer.Argument(..., exists=True, file_okay=False, help="The city pack (a folder)."),
+               as_json: bool = typer.Option(False, "--json", help="The problems as JSON.")) -> None:
+    """Check a city pack against its contracts and rules; name every problem at once (file, line or feature,
+    rule, fix). Exit 0 when it passes, 2 when it has problems."""
+    from citybrain.city.pack_check import check_pack
+
+    with err.status(f"checking {directory} ..."):
+        pack, problems = check_pack(directory)
+    if as_json:
+        out.print_json(json.dumps({"pack": str(directory), "passed": not problems,
+                                   "version": pack.manifest.get("version") if pack else None,
+                                   "problems": [p.__dict__ for p in problems]}, ensure_ascii=False))
+    elif problems:
+        table = Table("file", "where", "rule", "problem", "fix", title=f"{len(problems)} problem(s) in {directory}")
+        for p in problems:
+            table.add_row(p.file, p.where, p.rule, p.message, p.fix)
+        out.print(table)
+    else:
+        assert pack is not None
+        out.print(f"[green]✓[/] passes: {pack.summary()}", highlight=False)
+    raise typer.Exit(EXIT_USAGE if problems else 0)

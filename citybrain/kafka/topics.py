@@ -49,6 +49,7 @@ def _reconcile(settings: Settings, contracts: list[Contract], apply: bool) -> It
                 NewTopic(c.topic, c.partitions, settings.replication_factor, topic_configs=c.topic_configs())
                 for c in to_create
             ])
+            _wait_for_leaders(admin, [c.topic for c in to_create])
         for c in to_create:
             configs = ", ".join(f"{k}={v}" for k, v in c.topic_configs().items())
             yield TopicChange(c.topic, "create", f"partitions={c.partitions} {configs}")
@@ -86,6 +87,23 @@ def _reconcile(settings: Settings, contracts: list[Contract], apply: bool) -> It
                 yield TopicChange(c.topic, "unchanged", "")
     finally:
         admin.close()
+
+
+def _wait_for_leaders(admin: Any, topics: list[str], timeout_s: float = 30.0) -> None:
+    """Return once every partition of the new ``topics`` has a leader: a producer writing right after
+    creation otherwise meets ``NotLeaderForPartitionError`` (seen on a freshly formatted broker)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    waiting = list(topics)
+    while waiting and time.monotonic() < deadline:
+        described = admin.describe_topics(waiting)
+        waiting = [d["name"] for d in described if d.get("error_code") or not d.get("partitions")
+                   or any(p.get("error_code") or p.get("leader_id", -1) < 0 for p in d["partitions"])]
+        if waiting:
+            time.sleep(0.2)
+    if waiting:
+        log.warning("topics without a leader %.0f s after creation: %s", timeout_s, ", ".join(sorted(waiting)[:5]))
 
 
 def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[tuple[str, int], int]:

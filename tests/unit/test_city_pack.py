@@ -1,0 +1,172 @@
+"""City packs (``citybrain.city.pack`` and ``pack_check``): the simulated city as a pack passes its
+checks, a small hand-written city of another shape passes too, and every rule of the check
+fails on a pack built to break it, naming the file, the place, the rule and the fix."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from citybrain.city.build import build_city
+from citybrain.city.pack import Pack, pack_from_city
+from citybrain.city.pack_check import check_pack
+
+
+def _rect(x0: float, y0: float, x1: float, y1: float) -> list[list[float]]:
+    return [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+
+
+def _area(code: str, name: str, level: str, parent: str | None, ring: list[list[float]], **props: Any) -> dict[str, Any]:
+    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": {"code": code, "name": name, "level": level, "parent": parent, **props}}
+
+
+def small_city() -> Pack:
+    """临江市: two districts side by side on a river, three towns, five villages and communities, one grid;
+    three departments of its own, two services, a time zone that is not Shanghai's."""
+    areas = [
+        _area("650101", "江北区", "district", None, _rect(87.0, 43.0, 87.2, 43.1), population=300_000),
+        _area("650102", "江南区", "district", None, _rect(87.2, 43.0, 87.3, 43.1), population=120_000),
+        _area("650101001", "北门街道", "street", "650101", _rect(87.0, 43.0, 87.1, 43.1), population=180_000),
+        _area("650101002", "河滨镇", "street", "650101", _rect(87.1, 43.0, 87.2, 43.1), population=120_000),
+        _area("650102001", "南岸街道", "street", "650102", _rect(87.2, 43.0, 87.3, 43.1), population=120_000),
+        _area("650101001001", "钟楼社区", "community", "650101001", _rect(87.0, 43.0, 87.1, 43.05), population=90_000),
+        _area("650101001002", "文庙社区", "community", "650101001", _rect(87.0, 43.05, 87.1, 43.1), population=90_000),
+        _area("650101002001", "柳湾村", "community", "650101002", _rect(87.1, 43.0, 87.2, 43.1), population=120_000),
+        _area("650102001001", "渡口社区", "community", "650102001", _rect(87.2, 43.0, 87.25, 43.1), population=60_000),
+        _area("650102001002", "沙洲社区", "community", "650102001", _rect(87.25, 43.0, 87.3, 43.1), population=60_000),
+        _area("65010100100101", "钟楼一网格", "grid", "650101001001", _rect(87.0, 43.0, 87.1, 43.05),
+              grid_workers=["gw-001", "gw-002"]),
+    ]
+    departments = [{"department_id": "city_services", "name": "城市服务中心", "remit": ["pothole", "flood"]},
+                   {"department_id": "roads", "name": "路政局", "remit": ["pothole"]},
+                   {"department_id": "river_office", "name": "河务局", "remit": ["flood"]}]
+    services = [{"service_code": "roads.pothole", "name": "路面坑洼", "group": "roads", "category": "pothole",
+                 "department": "roads", "sla_hours": 48, "priority": "normal", "keywords": ["坑"]},
+                {"service_code": "river.flood", "name": "河水漫堤", "group": "river", "category": "flood",
+                 "department": "river_office", "co_departments": ["city_services"], "sla_hours": 2, "priority": "urgent"}]
+    routing = [{"rule_id": "roads.pothole", "category": "pothole", "service_code": "roads.pothole", "department": "roads",
+                "sla_hours": 48, "priority": "normal", "escalation": ["community", "street", "district", "department"]},
+               {"rule_id": "river.flood", "category": "flood", "service_code": "river.flood", "department": "river_office",
+                "sla_hours": 2, "priority": "urgent"},
+               {"rule_id": "event.flood", "category": "flood", "department": "river_office", "co_departments": ["city_services"],
+                "sla_hours": 1, "priority": "emergency"}]
+    devices = [{"device_id": "lj-wl-01", "device_type": "water_level", "owner_department": "river_office",
+                "lat": 43.02, "long": 87.22, "street_code": "650102001"},
+               {"device_id": "lj-nz-01", "device_type": "noise", "owner_department": "city_services",
+                "lat": 43.07, "long": 87.05}]
+    manifest = {"format": "citybrain.citypack/1", "version": "0.1.0", "city": {"code": "6501", "name": "临江市"},
+                "jurisdiction_id": "linjiang.gov.cn", "timezone": "Asia/Urumqi"}
+    return Pack(manifest, areas, departments, services, routing, devices)
+
+
+def _rules(tmp_path: Path, pack: Pack) -> list[tuple[str, str, str]]:
+    pack.write(tmp_path)
+    _pack, problems = check_pack(tmp_path)
+    for p in problems:
+        assert p.fix and p.message, p                   # every problem says what is wrong and how to fix it
+    return [(p.file, p.where, p.rule) for p in problems]
+
+
+def test_the_simulated_city_as_a_pack_passes_its_checks(tmp_path: Path) -> None:
+    pack = pack_from_city(build_city(7))
+    levels = {lvl: sum(1 for f in pack.areas if f["properties"]["level"] == lvl) for lvl in ("district", "street", "community", "grid")}
+    assert levels == {"district": 12, "street": 108, "community": 432, "grid": 864}
+    assert _rules(tmp_path, pack) == []
+    loaded, _ = check_pack(tmp_path)
+    assert loaded is not None and loaded.manifest["jurisdiction_id"] == "yunzhou.gov.cn" and len(loaded.devices) == 2191
+
+
+def test_a_small_hand_written_city_of_another_shape_passes(tmp_path: Path) -> None:
+    assert _rules(tmp_path, small_city()) == []
+
+
+def _broken(change: Callable[[Pack], None]) -> Pack:
+    pack = copy.deepcopy(small_city())
+    change(pack)
+    return pack
+
+
+def _area_of(pack: Pack, code: str) -> dict[str, Any]:
+    return next(f for f in pack.areas if f["properties"]["code"] == code)
+
+
+BREAKS: dict[str, tuple[Callable[[Pack], None], tuple[str, str, str]]] = {
+    "polygon not closed": (lambda p: _area_of(p, "650102001002")["geometry"]["coordinates"][0].pop(),
+                           ("areas.geojson", "feature 10 (650102001002)", "polygon-not-closed")),
+    "siblings overlap": (lambda p: _area_of(p, "650101001002")["geometry"].update(coordinates=[_rect(87.0, 43.04, 87.1, 43.1)]),
+                         ("areas.geojson", "feature 6 (650101001001)", "overlap")),
+    "a gap between siblings": (lambda p: _area_of(p, "650102001002")["geometry"].update(coordinates=[_rect(87.26, 43.0, 87.3, 43.1)]),
+                               ("areas.geojson", "feature 5 (650102001)", "gap")),
+    "a child outside its parent": (lambda p: _area_of(p, "650101002001")["geometry"].update(coordinates=[_rect(87.1, 43.0, 87.21, 43.1)]),
+                                   ("areas.geojson", "feature 8 (650101002001)", "outside-parent")),
+    "an unknown parent": (lambda p: _area_of(p, "650101002001")["properties"].update(parent="650199"),
+                          ("areas.geojson", "feature 8 (650101002001)", "unknown-parent")),
+    "a parent two levels up": (lambda p: _area_of(p, "650101002001")["properties"].update(parent="650101"),
+                               ("areas.geojson", "feature 8 (650101002001)", "wrong-parent-level")),
+    "a duplicate code": (lambda p: p.areas.append(copy.deepcopy(_area_of(p, "650102001002"))),
+                         ("areas.geojson", "feature 12 (650102001002)", "duplicate-code")),
+    "projected coordinates, not WGS84": (lambda p: _area_of(p, "650102001002")["geometry"].update(   # metres, CGCS2000 3° zone
+        coordinates=[_rect(520_000, 4_760_000, 524_000, 4_770_000)]),
+        ("areas.geojson", "feature 10 (650102001002)", "coordinates-out-of-range")),
+    "longitude and latitude swapped": (lambda p: _area_of(p, "650102001002")["geometry"].update(
+        coordinates=[[[y, x] for x, y in _rect(87.25, 43.0, 87.3, 43.1)]]),
+        ("areas.geojson", "feature 10 (650102001002)", "outside-parent")),
+    "a service routed to an unknown department": (lambda p: p.services[0].update(department="highways"),
+                                                  ("services.jsonl", "line 1", "unknown-department")),
+    "a rule routed to an unknown co-department": (lambda p: p.routing[2].update(co_departments=["fire"]),
+                                                  ("routing.jsonl", "line 3", "unknown-department")),
+    "a service without an SLA": (lambda p: p.services[1].pop("sla_hours"), ("services.jsonl", "line 2", "required")),
+    "a service no rule dispatches": (lambda p: p.routing.pop(0), ("services.jsonl", "line 1", "unrouted-service")),
+    "a rule for an unknown area": (lambda p: p.routing[0].update(area_code="650109"), ("routing.jsonl", "line 1", "unknown-area")),
+    "a device outside the city": (lambda p: p.devices[1].update(lat=39.9, long=116.4), ("devices.csv", "line 3", "outside-city")),
+    "a device outside its street": (lambda p: p.devices[0].update(street_code="650101001"),
+                                    ("devices.csv", "line 2", "outside-street")),
+    "a grid without its workers": (lambda p: _area_of(p, "65010100100101")["properties"].pop("grid_workers"),
+                                   ("areas.geojson", "feature 11 (65010100100101)", "required")),
+    "an unknown field": (lambda p: p.departments[0].update(phone="12345"), ("departments.jsonl", "line 1", "unknown-field")),
+    "an unknown time zone": (lambda p: p.manifest.update(timezone="China/Beijing"), ("manifest.json", "", "unknown-timezone")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BREAKS))
+def test_a_pack_built_to_break_a_rule_is_refused_naming_it(tmp_path: Path, case: str) -> None:
+    change, expected = BREAKS[case]
+    assert expected in _rules(tmp_path, _broken(change))
+
+
+def test_every_problem_is_named_at_once(tmp_path: Path) -> None:
+    def several(p: Pack) -> None:
+        p.services[0].update(department="highways")
+        p.devices[1].update(lat=39.9, long=116.4)
+        _area_of(p, "650101002001")["properties"].update(parent="650199")
+        p.services[1].pop("sla_hours")               # one record breaking its contract hides nothing else
+
+    rules = {r for _f, _w, r in _rules(tmp_path, _broken(several))}
+    assert {"unknown-department", "outside-city", "unknown-parent", "required"} <= rules
+
+
+def test_a_file_that_is_not_utf8_or_missing_is_named(tmp_path: Path) -> None:
+    small_city().write(tmp_path)
+    (tmp_path / "departments.jsonl").write_bytes("\n".join(json.dumps(d, ensure_ascii=False) for d in small_city().departments)
+                                                 .encode("gb18030"))
+    (tmp_path / "routing.jsonl").unlink()
+    pack, problems = check_pack(tmp_path)
+    assert pack is None
+    assert {(p.file, p.rule) for p in problems} == {("departments.jsonl", "encoding"), ("routing.jsonl", "missing-file")}
+    assert "UTF-8" in next(p.fix for p in problems if p.rule == "encoding")
+
+
+def test_a_broken_line_is_named_and_the_rest_still_checked(tmp_path: Path) -> None:
+    small_city().write(tmp_path)
+    with open(tmp_path / "services.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"service_code": "x.y", "name": \n')
+    (tmp_path / "devices.csv").write_text("device_id,device_type,owner_department,lat,long\nlj-1,noise,roads,north,87.1\n",
+                                          encoding="utf-8")
+    _pack, problems = check_pack(tmp_path)
+    found = {(p.file, p.where, p.rule) for p in problems}
+    assert ("services.jsonl", "line 3", "json-syntax") in found and ("devices.csv", "line 2", "type") in found
