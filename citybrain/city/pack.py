@@ -38,13 +38,9 @@ FORMAT = "citybrain.citypack/1"
 SCHEMAS = PROJECT_ROOT / "schemas" / "citypack"
 #: file -> (its contract, how it is written)
 FILES: dict[str, tuple[str, str]] = {
-    "manifest.json": ("manifest.schema.json", "json"),
-    "areas.geojson": ("area.schema.json", "geojson"),
-    "departments.jsonl": ("department.schema.json", "jsonl"),
-    "services.jsonl": ("service.schema.json", "jsonl"),
-    "routing.jsonl": ("routing.schema.json", "jsonl"),
-    "devices.csv": ("device.schema.json", "csv"),
-}
+    "manifest.json": ("manifest.schema.json", "json"), "areas.geojson": ("area.schema.json", "geojson"),
+    "departments.jsonl": ("department.schema.json", "jsonl"), "services.jsonl": ("service.schema.json", "jsonl"),
+    "routing.jsonl": ("routing.schema.json", "jsonl"), "devices.csv": ("device.schema.json", "csv")}
 LEVELS = ("district", "street", "community", "grid")
 DEVICE_COLUMNS = ("device_id", "device_type", "owner_department", "lat", "long", "street_code", "site_type", "vendor",
                   "serial_number", "installed_at")

@@ -347,15 +347,14 @@ def _catalogue_rules(valid: dict[str, list[tuple[str, Any]]], departments: set[s
     routed_services, routed_categories = set(), set()
     for where, r in valid["routing.jsonl"]:
         known("routing.jsonl", where, r, f"rule {r['rule_id']}")
+        rule = f"rule {r['rule_id']} is for"
         if r.get("area_code") and r["area_code"] not in areas:
-            problems.append(Problem("routing.jsonl", where, "unknown-area",
-                                    f"rule {r['rule_id']} is for area {r['area_code']!r}, which areas.geojson does not have.",
-                                    "use the code of an area of the pack, or drop area_code for a city-wide rule."))
+            problems.append(Problem("routing.jsonl", where, "unknown-area", f"{rule} area {r['area_code']!r}, which "
+                                    "areas.geojson does not have.", "use an area's code, or drop area_code for a city-wide rule."))
+        if r.get("service_code") and r["service_code"] not in services:
+            problems.append(Problem("routing.jsonl", where, "unknown-service", f"{rule} service {r['service_code']!r}, "
+                                    "which services.jsonl does not list.", "correct the service code or add the service."))
         if r.get("service_code"):
-            if r["service_code"] not in services:
-                problems.append(Problem("routing.jsonl", where, "unknown-service",
-                                        f"rule {r['rule_id']} is for service {r['service_code']!r}, which services.jsonl does not list.",
-                                        "correct the service code or add the service."))
             routed_services.add(r["service_code"])
         else:
             routed_categories.add(r["category"])
@@ -383,22 +382,21 @@ def _device_rules(devices: list[tuple[str, dict[str, Any]]], areas: list[dict[st
     districts = [f["geometry"] for f in areas if f["properties"]["level"] == "district"]
     streets = {f["properties"]["code"]: f["geometry"] for f in areas if f["properties"]["level"] == "street"}
     for where, d in devices:
-        lon, lat = d["long"], d["lat"]
+        lon, lat, device, street = d["long"], d["lat"], f"device {d['device_id']}", d.get("street_code")
+
+        def flag(rule: str, message: str, fix: str, where: str = where) -> None:
+            problems.append(Problem("devices.csv", where, rule, message, fix))
+
         if d["owner_department"] not in departments:
-            problems.append(Problem("devices.csv", where, "unknown-department",
-                                    f"device {d['device_id']} belongs to {d['owner_department']!r}, which departments.jsonl does not list.",
-                                    "correct owner_department or add the department."))
+            flag("unknown-department", f"{device} belongs to {d['owner_department']!r}, which departments.jsonl does "
+                 "not list.", "correct owner_department or add the department.")
         if not any(_inside(lon, lat, g) for g in districts):
-            problems.append(Problem("devices.csv", where, "outside-city",
-                                    f"device {d['device_id']} at ({lon}, {lat}) is in none of the pack's districts.",
-                                    "correct its position (lat and long, WGS84; a swapped pair is common) or remove it."))
-        elif d.get("street_code"):
-            if d["street_code"] not in streets:
-                problems.append(Problem("devices.csv", where, "unknown-area",
-                                        f"device {d['device_id']}'s street_code {d['street_code']} is not a street of the pack.",
-                                        "use a street's code, or leave street_code empty (it is resolved from the position)."))
-            elif not _inside(lon, lat, streets[d["street_code"]]):
-                problems.append(Problem("devices.csv", where, "outside-street",
-                                        f"device {d['device_id']} at ({lon}, {lat}) is not in its street {d['street_code']}.",
-                                        "correct its position or its street_code."))
+            flag("outside-city", f"{device} at ({lon}, {lat}) is in none of the pack's districts.",
+                 "correct its position (lat and long, WGS84; a swapped pair is common) or remove it.")
+        elif street and street not in streets:
+            flag("unknown-area", f"{device}'s street_code {street} is not a street of the pack.",
+                 "use a street's code, or leave street_code empty (it is resolved from the position).")
+        elif street and not _inside(lon, lat, streets[street]):
+            flag("outside-street", f"{device} at ({lon}, {lat}) is not in its street {street}.",
+                 "correct its position or its street_code.")
     return problems
