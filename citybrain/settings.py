@@ -128,6 +128,7 @@ class Settings(BaseSettings):
     airflow_dir = _state_folder("airflow", "AIRFLOW_HOME of the local Airflow: metadata database, logs, DAG results.")
     demo_dir = _state_folder("demo", "The demo's sample feed files, one folder per run.")
     bench_dir = _state_folder("bench", "Benchmark figures (``latest.json``).")
+    city_dir = _state_folder("city", "The imported city pack's record (``imported.json``: version, digest, counts).")
 
     @property
     def embedded(self) -> bool:

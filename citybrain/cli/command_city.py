@@ -89,12 +89,15 @@ def city_generate(directory: Path = typer.Argument(..., help="Where to write the
 @city_app.command("check")
 def city_check(directory: Path = typer.Argument(..., exists=True, file_okay=False, help="The city pack (a folder)."),
                as_json: bool = typer.Option(False, "--json", help="The problems as JSON.")) -> None:
-    """Check a city pack against its contracts and rules; name every problem at once (file, line or feature,
-    rule, fix). Exit 0 when it passes, 2 when it has problems."""
+    """Check a city pack against its contracts and rules, then its records against the reference topics'
+    contracts; name every problem at once (file, line or feature, rule, fix). Exit 0 when it passes, 2 when not."""
     from citybrain.city.pack_check import check_pack
+    from citybrain.city.pack_import import contract_problems
 
     with err.status(f"checking {directory} ..."):
         pack, problems = check_pack(directory)
+        if pack is not None and not problems:      # as the records would be published, under the topics' contracts
+            problems = contract_problems(pack, current_contracts())
     if as_json:
         out.print_json(json.dumps({"pack": str(directory), "passed": not problems,
                                    "version": pack.manifest.get("version") if pack else None,
@@ -108,3 +111,34 @@ def city_check(directory: Path = typer.Argument(..., exists=True, file_okay=Fals
         assert pack is not None
         out.print(f"[green]✓[/] passes: {pack.summary()}", highlight=False)
     raise typer.Exit(EXIT_USAGE if problems else 0)
+
+
+@city_app.command("import")
+def city_import(directory: Path = typer.Argument(..., exists=True, file_okay=False, help="The city pack (a folder)."),
+                as_json: bool = typer.Option(False, "--json", help="What was published, as JSON.")) -> None:
+    """Check a city pack whole, then publish what is new or changed to the reference topics (compacted, keyed:
+    an updated area, rule or device replaces only itself) and record the pack's version. Nothing of a pack
+    with problems is published (exit 2)."""
+    from citybrain.city.pack_import import PackError, import_pack
+    from citybrain.ingest.producer import DeliveryError
+
+    settings = current_settings()
+    try:
+        with err.status(f"importing {directory} ..."):
+            result = import_pack(settings, current_contracts(), directory)
+    except PackError as exc:
+        table = Table("file", "where", "rule", "problem", "fix", title=f"{len(exc.problems)} problem(s): nothing imported")
+        for p in exc.problems:
+            table.add_row(p.file, p.where, p.rule, p.message, p.fix)
+        out.print(table)
+        raise fail(str(exc), EXIT_USAGE) from None
+    except (DeliveryError, LookupError, TimeoutError) as exc:
+        raise fail(f"{exc} The pack's version was not recorded; importing again publishes what is missing.") from None
+    if as_json:
+        out.print_json(json.dumps(result.__dict__, default=str, ensure_ascii=False))
+        return
+    for topic in result.published:
+        out.print(f"{topic:<26} {result.published[topic]:>6,} published  {result.unchanged[topic]:>6,} unchanged",
+                  highlight=False)
+    out.print(f"pack {result.version} imported; recorded in {result.record}. Not on a topic yet: "
+              + ", ".join(f"{n:,} {what}" for what, n in result.not_published.items()), highlight=False)

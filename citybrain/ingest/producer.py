@@ -112,6 +112,14 @@ def dead_letter_message(target: str, record: RawRecord, rejection: Rejection, pr
     return envelope, headers
 
 
+def _raw(source: str, value: Any) -> RawRecord:
+    """An application's value as a record to validate (a non-mapping is refused as ``not-an-object``)."""
+    if isinstance(value, dict):
+        return RawRecord(source, b"", value=value)
+    return RawRecord(source, repr(value).encode(), rejection=Rejection(
+        "not-an-object", "(record)", f"record must be a mapping, got {type(value).__name__}"))
+
+
 class ValidatedProducer:
     """Produce records under a contract through one Kafka producer (kafka-python)."""
 
@@ -152,13 +160,12 @@ class ValidatedProducer:
         trace_id: str | None = None,
     ) -> ProduceSummary:
         """Produce Python dicts (from an application) under ``contract``."""
-        records = (
-            RawRecord(f"{source}:{i}", b"", value=v) if isinstance(v, dict) else
-            RawRecord(f"{source}:{i}", repr(v).encode(), rejection=Rejection(
-                "not-an-object", "(record)", f"record must be a mapping, got {type(v).__name__}"))
-            for i, v in enumerate(values, 1)
-        )
-        return self.produce(contract, records, trace_id=trace_id)
+        return self.produce(contract, (_raw(f"{source}:{i}", v) for i, v in enumerate(values, 1)), trace_id=trace_id)
+
+    def produce_values_many(self, items: Iterable[tuple[Contract, Any]], source: str = "api",
+                            trace_id: str | None = None) -> dict[str, ProduceSummary]:
+        """Produce Python dicts of several contracts, interleaved; one summary per topic seen."""
+        return self.produce_many(((c, _raw(f"{source}:{i}", v)) for i, (c, v) in enumerate(items, 1)), trace_id=trace_id)
 
     def produce(
         self, contract: Contract, records: Iterable[RawRecord], trace_id: str | None = None,

@@ -14,6 +14,7 @@ import pytest
 from citybrain.city.build import build_city
 from citybrain.city.pack import Pack, pack_from_city
 from citybrain.city.pack_check import check_pack
+from citybrain.city.pack_import import contract_problems, reference_records
 
 
 def _rect(x0: float, y0: float, x1: float, y1: float) -> list[list[float]]:
@@ -42,9 +43,10 @@ def small_city() -> Pack:
         _area("65010100100101", "钟楼一网格", "grid", "650101001001", _rect(87.0, 43.0, 87.1, 43.05),
               grid_workers=["gw-001", "gw-002"]),
     ]
-    departments = [{"department_id": "city_services", "name": "城市服务中心", "remit": ["pothole", "flood"]},
-                   {"department_id": "roads", "name": "路政局", "remit": ["pothole"]},
-                   {"department_id": "river_office", "name": "河务局", "remit": ["flood"]}]
+    departments = [{"department_id": "city_services", "name": "城市服务中心", "name_en": "City Services Centre",
+                    "remit": ["pothole", "flood"]},
+                   {"department_id": "roads", "name": "路政局", "name_en": "Roads Office", "remit": ["pothole"]},
+                   {"department_id": "river_office", "name": "河务局", "name_en": "River Office", "remit": ["flood"]}]
     services = [{"service_code": "roads.pothole", "name": "路面坑洼", "group": "roads", "category": "pothole",
                  "department": "roads", "sla_hours": 48, "priority": "normal", "keywords": ["坑"]},
                 {"service_code": "river.flood", "name": "河水漫堤", "group": "river", "category": "flood",
@@ -55,9 +57,9 @@ def small_city() -> Pack:
                 "sla_hours": 2, "priority": "urgent"},
                {"rule_id": "event.flood", "category": "flood", "department": "river_office", "co_departments": ["city_services"],
                 "sla_hours": 1, "priority": "emergency"}]
-    devices = [{"device_id": "lj-wl-01", "device_type": "water_level", "owner_department": "river_office",
+    devices = [{"device_id": "lw-0001", "device_type": "water_level", "owner_department": "river_office",
                 "lat": 43.02, "long": 87.22, "street_code": "650102001"},
-               {"device_id": "lj-nz-01", "device_type": "noise", "owner_department": "city_services",
+               {"device_id": "ln-0001", "device_type": "noise", "owner_department": "city_services",
                 "lat": 43.07, "long": 87.05}]
     manifest = {"format": "citybrain.citypack/1", "version": "0.1.0", "city": {"code": "6501", "name": "临江市"},
                 "jurisdiction_id": "linjiang.gov.cn", "timezone": "Asia/Urumqi"}
@@ -72,17 +74,38 @@ def _rules(tmp_path: Path, pack: Pack) -> list[tuple[str, str, str]]:
     return [(p.file, p.where, p.rule) for p in problems]
 
 
-def test_the_simulated_city_as_a_pack_passes_its_checks(tmp_path: Path) -> None:
+def test_the_simulated_city_as_a_pack_passes_its_checks(tmp_path: Path, contracts) -> None:  # type: ignore[no-untyped-def]
     pack = pack_from_city(build_city(7))
     levels = {lvl: sum(1 for f in pack.areas if f["properties"]["level"] == lvl) for lvl in ("district", "street", "community", "grid")}
     assert levels == {"district": 12, "street": 108, "community": 432, "grid": 864}
     assert _rules(tmp_path, pack) == []
     loaded, _ = check_pack(tmp_path)
     assert loaded is not None and loaded.manifest["jurisdiction_id"] == "yunzhou.gov.cn" and len(loaded.devices) == 2191
+    assert contract_problems(loaded, contracts) == []
 
 
-def test_a_small_hand_written_city_of_another_shape_passes(tmp_path: Path) -> None:
+def test_a_small_hand_written_city_of_another_shape_passes(tmp_path: Path, contracts) -> None:  # type: ignore[no-untyped-def]
     assert _rules(tmp_path, small_city()) == []
+    assert contract_problems(small_city(), contracts) == []       # and its records fit the reference topics
+
+
+def test_records_the_reference_topics_would_refuse_are_named_before_anything_is_sent(contracts) -> None:  # type: ignore[no-untyped-def]
+    pack = small_city()
+    pack.devices[0]["device_id"] = "LJ_WL_1"                     # the device topic's ids are like wl-0001
+    del pack.departments[1]["name_en"]                           # the department topic requires an English name
+    found = {(p.file, p.where, p.rule) for p in contract_problems(pack, contracts)}
+    assert found == {("devices.csv", "line 2", "pattern"), ("departments.jsonl", "line 2", "required")}
+
+
+def test_a_pack_becomes_reference_records_keyed_by_code_with_devices_placed_in_their_street(contracts) -> None:  # type: ignore[no-untyped-def]
+    records = reference_records(small_city(), "2026-12-01T00:00:00Z")
+    areas = {r["area_code"]: r for _w, r in records["raw.ref.admin_area.v1"]}
+    assert len(areas) == 10 and areas["650101"]["parent_code"] == "650100"      # grids wait for their topic
+    assert areas["650101001001"]["level"] == "community" and areas["650101001001"]["parent_code"] == "650101001"
+    devices = {r["device_id"]: r for _w, r in records["raw.ref.device.v1"]}
+    assert devices["ln-0001"]["street_code"] == "650101001" and devices["ln-0001"]["status"] == "active"
+    rules = {r["rule_id"]: r for _w, r in records["raw.ref.routing_rule.v1"]}
+    assert rules["roads.pothole"]["escalation"] == ["community", "street", "district", "department"]
 
 
 def _broken(change: Callable[[Pack], None]) -> Pack:

@@ -1,0 +1,159 @@
+"""A city pack onto the reference topics: checked whole, then only what changed is published.
+
+The pack's areas (districts, streets, communities), departments, routing rules and devices
+become records of ``raw.ref.admin_area``, ``raw.ref.department``, ``raw.ref.routing_rule`` and
+``raw.ref.device`` — compacted topics keyed by code, so an updated area, rule or device
+replaces only itself. Every record is checked against its topic's contract before anything
+is sent (:func:`contract_problems`, also run by ``city check`` when it has the contracts): a
+pack with any problem is refused whole and nothing of it is produced. After the broker has
+acknowledged every record, the pack's version, digest and counts are recorded in
+``<state>/city/imported.json``.
+
+Not yet published (no topic carries them today): grids (checked, kept for the grid feed) and
+the service catalogue (the gateway's services.json still comes from code).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from citybrain.city.pack import FILES, Pack
+from citybrain.city.pack_check import Problem, check_pack
+from citybrain.contracts.model import Contract
+from citybrain.contracts.validate import RecordValidator
+from citybrain.errors import InputError
+from citybrain.geo import Area, AreaIndex
+from citybrain.settings import Settings
+from citybrain.times import iso
+
+AREAS, DEPARTMENTS, RULES, DEVICES = ("raw.ref.admin_area.v1", "raw.ref.department.v1", "raw.ref.routing_rule.v1",
+                                      "raw.ref.device.v1")
+#: Reference topic -> (the pack file its records come from, their key field)
+TARGETS = {AREAS: ("areas.geojson", "area_code"), DEPARTMENTS: ("departments.jsonl", "department_id"),
+           RULES: ("routing.jsonl", "rule_id"), DEVICES: ("devices.csv", "device_id")}
+#: Fields that change on every import and so do not make a record changed.
+STAMPS = ("updated_at", "effective_from")
+
+
+class PackError(InputError):
+    """A city pack has problems; nothing of it was imported. ``problems`` lists them all."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__(f"the city pack has {len(problems)} problem(s); nothing was imported. First: {problems[0]}. "
+                         "Fix: `citybrain city check PACK` lists them all.")
+
+
+def reference_records(pack: Pack, as_of: str) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Topic -> (where in the pack, record) for every record the pack publishes."""
+    city_code = str(pack.manifest["city"]["code"]).ljust(6, "0")
+    areas, streets = [], []
+    for i, f in enumerate(pack.areas, 1):
+        p = f["properties"]
+        if p["level"] == "grid":
+            continue
+        record = {"area_code": p["code"], "name": p["name"], "level": p["level"],
+                  "parent_code": p["parent"] or city_code, "geometry": f["geometry"], "updated_at": as_of}
+        record.update({k: p[k] for k in ("name_en", "population") if k in p})
+        areas.append((f"feature {i} ({p['code']})", record))
+        if p["level"] == "street":
+            streets.append(Area(p["code"], p["name"], "street", p["parent"], f["geometry"]))
+    index = AreaIndex(streets)
+    departments = [(f"line {n}", {**{k: d[k] for k in ("department_id", "name", "remit")},
+                                  **({"name_en": d["name_en"]} if "name_en" in d else {}), "updated_at": as_of})
+                   for n, d in enumerate(pack.departments, 1)]
+    rules = [(f"line {n}", {**r, "effective_from": as_of}) for n, r in enumerate(pack.routing, 1)]
+    devices = []
+    for n, d in enumerate(pack.devices, 2):      # line 1 is the header
+        record = {**d, "status": d.get("status", "active"), "updated_at": as_of}
+        if not record.get("street_code"):
+            street = index.street_at(float(d["long"]), float(d["lat"]))
+            if street is not None:
+                record["street_code"] = street.code
+        devices.append((f"line {n}", record))
+    return {AREAS: areas, DEPARTMENTS: departments, RULES: rules, DEVICES: devices}
+
+
+def contract_problems(pack: Pack, contracts: Mapping[str, Contract]) -> list[Problem]:
+    """The pack's records as they would be published, checked against their topics' contracts."""
+    problems = []
+    for topic, items in reference_records(pack, iso(datetime.now(timezone.utc))).items():
+        check = RecordValidator(contracts[topic])
+        file = TARGETS[topic][0]
+        for where, record in items:
+            rejection = check(record)
+            if rejection is not None:
+                problems.append(Problem(file, where, rejection.rule, f"as a record of {topic}: {rejection.message}.",
+                                        rejection.fix or f"make it follow the contract of {topic} (`citybrain contracts show "
+                                        f"{topic}`)."))
+    return problems
+
+
+@dataclass
+class ImportResult:
+    version: str
+    published: dict[str, int] = field(default_factory=dict)     # topic -> records sent (new or changed)
+    unchanged: dict[str, int] = field(default_factory=dict)     # topic -> records already as in the pack
+    not_published: dict[str, int] = field(default_factory=dict)  # what no topic carries yet (grids, services)
+    record: Path | None = None
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return {k: v for k, v in a.items() if k not in STAMPS} == {k: v for k, v in b.items() if k not in STAMPS}
+
+
+def import_pack(settings: Settings, contracts: Mapping[str, Contract], directory: Path,
+                now: datetime | None = None) -> ImportResult:
+    """Check the pack (whole), then publish the records that are new or changed; raises PackError."""
+    from citybrain.ingest.producer import ValidatedProducer
+    from citybrain.kafka.topics import read_values
+
+    pack, problems = check_pack(directory)
+    if pack is not None and not problems:
+        problems = contract_problems(pack, contracts)
+    if problems or pack is None:
+        raise PackError(problems)
+    as_of = iso(now or datetime.now(timezone.utc))
+    result = ImportResult(pack.manifest["version"])
+    todo = []
+    for topic, items in reference_records(pack, as_of).items():
+        key = TARGETS[topic][1]
+        current = {v.get(key): v for v in read_values(settings, topic, timeout_s=60)}
+        changed = [r for _w, r in items if r[key] not in current or not _same(current[r[key]], r)]
+        result.published[topic], result.unchanged[topic] = len(changed), len(items) - len(changed)
+        todo += [(contracts[topic], r) for r in changed]
+    result.not_published = {"grids": sum(1 for f in pack.areas if f["properties"]["level"] == "grid"),
+                            "services": len(pack.services)}
+    with ValidatedProducer(settings, producer_id="citybrain-city-import") as producer:
+        summaries = producer.produce_values_many(todo, source=f"citypack:{pack.manifest['version']}")
+    refused = {t: s.dead_lettered for t, s in summaries.items() if s.dead_lettered}
+    if refused:   # cannot happen after contract_problems; if it does, say so rather than record the version
+        raise InputError(f"the broker's contracts refused records of {refused} (dead-lettered); the pack's version "
+                         "was not recorded. Fix: `citybrain city check PACK`, then import again.")
+    result.record = _record(settings, pack, directory, result, as_of)
+    return result
+
+
+def _record(settings: Settings, pack: Pack, directory: Path, result: ImportResult, as_of: str) -> Path:
+    digest = hashlib.sha256()
+    for name in FILES:
+        digest.update(name.encode() + b"\0" + (directory / name).read_bytes())
+    path = settings.city_dir / "imported.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"version": pack.manifest["version"], "city": pack.manifest["city"],
+                                "jurisdiction_id": pack.manifest["jurisdiction_id"], "timezone": pack.manifest["timezone"],
+                                "sha256": digest.hexdigest(), "imported_at": as_of, "published": result.published,
+                                "unchanged": result.unchanged, "not_published": result.not_published},
+                               ensure_ascii=False, indent=2))
+    return path
+
+
+def imported(settings: Settings) -> dict[str, Any] | None:
+    """The record of the last import, or None before the first."""
+    path = settings.city_dir / "imported.json"
+    return json.loads(path.read_text()) if path.exists() else None
