@@ -59,6 +59,25 @@ def _trace_id(record) -> str:  # type: ignore[no-untyped-def]
     return dict(record.headers or []).get("trace-id", b"").decode()
 
 
+def _import_city(settings: Settings, contracts: dict[str, Contract]) -> str:
+    """The simulated city generated as a city pack and imported like any other city's (the simulator then
+    publishes only what a pack does not hold: roads, points of interest, registry updates)."""
+    from citybrain.city.build import build_city
+    from citybrain.city.pack import pack_from_city
+    from citybrain.city.pack_import import PackError, import_pack
+
+    directory = settings.demo_dir / "citypack"
+    pack = pack_from_city(build_city(SimConfig().city_seed))
+    pack.write(directory)
+    try:
+        result = import_pack(settings, contracts, directory)
+    except PackError as exc:
+        raise DemoError(f"the simulated city's own pack was refused: {exc}") from exc
+    return (f"city pack {pack.manifest['city']['name']} {result.version} ({directory}) imported: "
+            f"{sum(result.published.values()):,} reference records published, {sum(result.unchanged.values()):,} "
+            "unchanged; " + ", ".join(f"{n:,} {what}" for what, n in result.not_published.items()) + " not on a topic yet")
+
+
 def _scores(settings: Settings, truth: dict) -> str:  # type: ignore[type-arg]
     from citybrain.fusion.evaluate import evaluate, in_window
     from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC
@@ -88,10 +107,12 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
     console.print(f"[bold]3. catalog[/] {ready.published} contracts published to {CATALOG_TOPIC}; access: "
                   f"{ready.access}", highlight=False)
 
+    console.print(f"          {_import_city(settings, contracts)}", highlight=False)
+
     raw_topics = [c.topic for c in contracts.values() if c.zone == "raw"]
     before = end_offsets(settings, [*raw_topics, DLQ_TOPIC])   # read back only what this run adds
     worker = start_worker(settings, log=settings.streams_dir / "fusion-demo.log") if with_streams else None
-    sim = Simulation(SimConfig(hours=sim_hours, scale=sim_scale))
+    sim = Simulation(SimConfig(hours=sim_hours, scale=sim_scale, city_from_pack=True))
     with console.status(f"simulating {sim.city.name}: {sim_hours:g} h of sensors, hotline and departments...") as status:
         report = run_simulation(settings, contracts, sim, Pacing(), progress=lambda t, n: status.update(
             f"simulating {sim.city.name}: {t:%Y-%m-%d %H:%M}Z, {n:,} records"))

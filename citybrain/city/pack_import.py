@@ -36,6 +36,8 @@ AREAS, DEPARTMENTS, RULES, DEVICES = ("raw.ref.admin_area.v1", "raw.ref.departme
 #: Reference topic -> (the pack file its records come from, their key field)
 TARGETS = {AREAS: ("areas.geojson", "area_code"), DEPARTMENTS: ("departments.jsonl", "department_id"),
            RULES: ("routing.jsonl", "rule_id"), DEVICES: ("devices.csv", "device_id")}
+#: The contracts (ids, without the major version) whose records come from a pack.
+PACK_CONTRACTS = tuple(topic.rsplit(".v", 1)[0] for topic in TARGETS)
 #: Fields that change on every import and so do not make a record changed.
 STAMPS = ("updated_at", "effective_from")
 

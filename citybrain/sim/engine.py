@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 from citybrain.city.build import build_city
 from citybrain.city.model import City
+from citybrain.city.pack_import import PACK_CONTRACTS
 from citybrain.city.reference import reference_records
 from citybrain.sim.clock import LOCAL, default_start
 from citybrain.times import iso
@@ -68,8 +69,10 @@ class Simulation:
                     seq += 1
                     heapq.heappush(pending, (due, seq, emission))
 
+        from_pack = PACK_CONTRACTS if self.cfg.city_from_pack else ()   # the pack published them
         first = [Emission(contract, record, REFERENCE_PRODUCER, self.start)
-                 for contract, records in reference_records(self.city, iso(self.start)).items() for record in records]
+                 for contract, records in reference_records(self.city, iso(self.start)).items() if contract not in from_pack
+                 for record in records]
         first += [e for _due, e in self.departments.elderly_register(self.start)]
         yield self.start, self._account(first)
 

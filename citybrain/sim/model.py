@@ -29,6 +29,9 @@ class SimConfig:
     elderly_residents: int = 3_000         # at scale 1
     incidents: tuple[str, ...] = INCIDENT_KINDS
     faults: bool = True                    # fleet faults: stuck, drift, dropouts, spikes, duplicates, late, skew
+    #: The city's areas, departments, routing rules and device registry came from an imported city pack:
+    #: do not publish them again at the start (roads, points of interest and registry updates still are).
+    city_from_pack: bool = False
 
     def check(self) -> None:
         if self.interval_min not in INTERVALS:

@@ -162,3 +162,17 @@ def test_maintenance_is_announced_in_the_registry_and_the_device_is_silent_meanw
         during = [e for e in emissions if e.value.get("refDevice") == device and e.producer.startswith("gw.")
                   and start < e.value.get("dateObserved", e.value.get("dateObservedTo", "")) < end]
         assert not during, device
+
+
+def test_a_city_from_an_imported_pack_is_not_published_again_by_the_simulator() -> None:
+    """With ``city_from_pack`` the pack is the source of areas, departments, rules and devices."""
+    from citybrain.city.pack_import import PACK_CONTRACTS
+
+    def first_tick(**options: object) -> set[str]:
+        sim = Simulation(SimConfig(hours=1, scale=0.05, incidents=(), **options))  # type: ignore[arg-type]
+        _t, emissions = next(iter(sim.ticks()))
+        return {e.contract for e in emissions}
+
+    assert set(PACK_CONTRACTS) <= first_tick()
+    from_pack = first_tick(city_from_pack=True)
+    assert not set(PACK_CONTRACTS) & from_pack and {"raw.ref.road_segment", "raw.ref.poi"} <= from_pack
