@@ -29,6 +29,7 @@ from citybrain.sim.engine import Simulation
 from citybrain.sim.model import SimConfig
 from citybrain.sim.runner import Pacing, run_simulation
 from citybrain.platform import PlatformError, ensure_ready
+from citybrain.kafka.headers import read_headers
 from citybrain.kafka.topics import CATALOG_TOPIC, end_offsets, read_topic
 from citybrain.errors import ServiceError
 
@@ -56,7 +57,7 @@ def write_feed(contract: Contract, directory: Path, count: int, max_record_bytes
 
 
 def _trace_id(record) -> str:  # type: ignore[no-untyped-def]
-    return dict(record.headers or []).get("trace-id", b"").decode()
+    return read_headers(record.headers).get("trace-id", b"").decode()
 
 
 def _import_city(settings: Settings, contracts: dict[str, Contract]) -> str:
@@ -143,7 +144,7 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
     with console.status(f"reading back {DLQ_TOPIC}..."):
         for record in read_topic(settings, DLQ_TOPIC, since=before):
             if _trace_id(record) in traces:
-                topic = dict(record.headers).get("dlq-contract", b"").decode()
+                topic = read_headers(record.headers).get("dlq-contract", b"").decode()
                 dead_back[topic] = dead_back.get(topic, 0) + 1
     totals = {"read": 0, "accepted": 0, "dead": 0}
     rules: set[str] = set()

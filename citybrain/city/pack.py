@@ -102,12 +102,15 @@ def _feature(code: str, name: str, level: str, parent: str | None, ring: list[li
             "properties": {"code": code, "name": name, "level": level, "parent": parent, **props}}
 
 
+def _mid(a: list[float] | tuple[float, ...], b: list[float] | tuple[float, ...]) -> list[float]:
+    return [round((a[0] + b[0]) / 2, 7), round((a[1] + b[1]) / 2, 7)]
+
+
 def _split(ring: list[list[float]]) -> list[list[list[float]]]:
     """A quadrilateral ring (4 corners, closed) cut into four by its edge midpoints and centre:
     the four quads tile it exactly, and neighbours cut a shared edge at the same point."""
     p = [tuple(c) for c in ring[:4]]
-    mid = lambda a, b: [round((a[0] + b[0]) / 2, 7), round((a[1] + b[1]) / 2, 7)]  # noqa: E731
-    m01, m12, m23, m30 = mid(p[0], p[1]), mid(p[1], p[2]), mid(p[2], p[3]), mid(p[3], p[0])
+    m01, m12, m23, m30 = _mid(p[0], p[1]), _mid(p[1], p[2]), _mid(p[2], p[3]), _mid(p[3], p[0])
     c = [round(sum(q[0] for q in p) / 4, 7), round(sum(q[1] for q in p) / 4, 7)]
     quads = [[list(p[0]), m01, c, m30], [m01, list(p[1]), m12, c], [c, m12, list(p[2]), m23], [m30, c, m23, list(p[3])]]
     return [q + [q[0]] for q in quads]
@@ -116,8 +119,7 @@ def _split(ring: list[list[float]]) -> list[list[list[float]]]:
 def _halves(ring: list[list[float]]) -> list[list[list[float]]]:
     """A quadrilateral ring cut in two across its first and third edges."""
     p = ring[:4]
-    mid = lambda a, b: [round((a[0] + b[0]) / 2, 7), round((a[1] + b[1]) / 2, 7)]  # noqa: E731
-    m01, m23 = mid(p[0], p[1]), mid(p[2], p[3])
+    m01, m23 = _mid(p[0], p[1]), _mid(p[2], p[3])
     return [[p[0], m01, m23, p[3], p[0]], [m01, p[1], p[2], m23, m01]]
 
 

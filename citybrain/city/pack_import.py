@@ -81,10 +81,12 @@ def reference_records(pack: Pack, as_of: str) -> dict[str, list[tuple[str, dict[
     return {AREAS: areas, DEPARTMENTS: departments, RULES: rules, DEVICES: devices}
 
 
-def contract_problems(pack: Pack, contracts: Mapping[str, Contract]) -> list[Problem]:
-    """The pack's records as they would be published, checked against their topics' contracts."""
+def contract_problems(pack: Pack, contracts: Mapping[str, Contract],
+                      records: dict[str, list[tuple[str, dict[str, Any]]]] | None = None) -> list[Problem]:
+    """The pack's records as they would be published (``records``, else built now), checked against their
+    topics' contracts."""
     problems = []
-    for topic, items in reference_records(pack, iso(datetime.now(timezone.utc))).items():
+    for topic, items in (records or reference_records(pack, iso(datetime.now(timezone.utc)))).items():
         check = RecordValidator(contracts[topic])
         file = TARGETS[topic][0]
         for where, record in items:
@@ -116,14 +118,16 @@ def import_pack(settings: Settings, contracts: Mapping[str, Contract], directory
     from citybrain.kafka.topics import read_values
 
     pack, problems = check_pack(directory)
-    if pack is not None and not problems:
-        problems = contract_problems(pack, contracts)
     if problems or pack is None:
         raise PackError(problems)
     as_of = iso(now or datetime.now(timezone.utc))
+    records = reference_records(pack, as_of)      # built once: checked, then compared and sent
+    problems = contract_problems(pack, contracts, records)
+    if problems:
+        raise PackError(problems)
     result = ImportResult(pack.manifest["version"])
     todo = []
-    for topic, items in reference_records(pack, as_of).items():
+    for topic, items in records.items():
         key = TARGETS[topic][1]
         current = {v.get(key): v for v in read_values(settings, topic, timeout_s=60)}
         changed = [r for _w, r in items if r[key] not in current or not _same(current[r[key]], r)]

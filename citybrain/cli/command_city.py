@@ -86,6 +86,13 @@ def city_generate(directory: Path = typer.Argument(..., help="Where to write the
     out.print(pack.summary(), highlight=False)
 
 
+def _print_problems(problems: list, title: str) -> None:  # type: ignore[type-arg]
+    table = Table("file", "where", "rule", "problem", "fix", title=title)
+    for p in problems:
+        table.add_row(p.file, p.where, p.rule, p.message, p.fix)
+    out.print(table)
+
+
 @city_app.command("check")
 def city_check(directory: Path = typer.Argument(..., exists=True, file_okay=False, help="The city pack (a folder)."),
                as_json: bool = typer.Option(False, "--json", help="The problems as JSON.")) -> None:
@@ -103,10 +110,7 @@ def city_check(directory: Path = typer.Argument(..., exists=True, file_okay=Fals
                                    "version": pack.manifest.get("version") if pack else None,
                                    "problems": [p.__dict__ for p in problems]}, ensure_ascii=False))
     elif problems:
-        table = Table("file", "where", "rule", "problem", "fix", title=f"{len(problems)} problem(s) in {directory}")
-        for p in problems:
-            table.add_row(p.file, p.where, p.rule, p.message, p.fix)
-        out.print(table)
+        _print_problems(problems, f"{len(problems)} problem(s) in {directory}")
     else:
         assert pack is not None
         out.print(f"[green]✓[/] passes: {pack.summary()}", highlight=False)
@@ -127,10 +131,7 @@ def city_import(directory: Path = typer.Argument(..., exists=True, file_okay=Fal
         with err.status(f"importing {directory} ..."):
             result = import_pack(settings, current_contracts(), directory)
     except PackError as exc:
-        table = Table("file", "where", "rule", "problem", "fix", title=f"{len(exc.problems)} problem(s): nothing imported")
-        for p in exc.problems:
-            table.add_row(p.file, p.where, p.rule, p.message, p.fix)
-        out.print(table)
+        _print_problems(exc.problems, f"{len(exc.problems)} problem(s): nothing imported")
         raise fail(str(exc), EXIT_USAGE) from None
     except (DeliveryError, LookupError, TimeoutError) as exc:
         raise fail(f"{exc} The pack's version was not recorded; importing again publishes what is missing.") from None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 from citybrain.kafka import clients
@@ -31,16 +31,14 @@ class Backlog:
     group_id: str
     topics: set[str]
     span_h: Callable[[str], float]
-    #: Partitions with records to re-read, and (topic, partition) -> committed offset.
+    #: Partitions with records to re-read (known once iterated).
     partitions: int = 0
-    committed: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[list[Any]]:
         from kafka import TopicPartition
 
         committed = {tp: o for tp, o in (committed_offsets(self.settings, self.group_id) or {}).items()
                      if tp[0] in self.topics and o > 0 and self.span_h(tp[0]) > 0}
-        self.committed = committed
         if not committed:
             return
         consumer = clients.consumer(self.settings, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)

@@ -195,7 +195,6 @@ def create_app(settings: Settings) -> BatchApp:
         (log.warning if took > 200 else log.info)("batch of %d in %.0f ms: %s", len(messages), took,
                                                   dict(worker.pipeline.counts))
 
-    app.fusion_worker = worker   # type: ignore[attr-defined]
     return app
 
 
