@@ -76,7 +76,7 @@ def _import_city(settings: Settings, contracts: dict[str, Contract]) -> str:
         raise DemoError(f"the simulated city's own pack was refused: {exc}") from exc
     return (f"city pack {pack.manifest['city']['name']} {result.version} ({directory}) imported: "
             f"{sum(result.published.values()):,} reference records published, {sum(result.unchanged.values()):,} "
-            "unchanged; " + ", ".join(f"{n:,} {what}" for what, n in result.not_published.items()) + " not on a topic yet")
+            "unchanged")
 
 
 def _scores(settings: Settings, truth: dict) -> str:  # type: ignore[type-arg]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from citybrain.city.catalogue import SERVICES, Service
+from citybrain.departments import DEPARTMENTS
 from citybrain.geo import Area, AreaIndex
 
 
@@ -90,6 +92,12 @@ class City:
     roads: list[RoadSegment]
     pois: list[Poi]
     devices: list[Device]
+    timezone: str = "Asia/Shanghai"
+    #: The hotline's services and the departments, with the city's own names (department id -> (zh, en)).
+    services: tuple[Service, ...] = SERVICES
+    departments: dict[str, tuple[str, str]] = field(default_factory=lambda: dict(DEPARTMENTS))
+    #: The city pack this city was read from (``citybrain.city.pack.Pack``); None for the generated 云州市.
+    pack: Any = field(default=None, repr=False)
     _index: AreaIndex | None = field(default=None, repr=False)
 
     @property
@@ -124,6 +132,25 @@ class City:
             areas += [Area(s.code, s.name, "street", s.district_code, s.geometry) for s in self.streets]
             self._index = AreaIndex(areas)
         return self._index
+
+    def routing(self) -> list[dict[str, Any]]:
+        """The routing rules of dispatch: the pack's, else the generated city's catalogue."""
+        if self.pack is not None:
+            return list(self.pack.routing)
+        from citybrain.city.catalogue import routing_rules
+
+        return routing_rules("2026-01-01T00:00:00Z")
+
+    def service(self, code: str) -> Service:
+        return {s.service_code: s for s in self.services}[code]
+
+    def service_of(self, *categories: str) -> Service | None:
+        """The first of the city's services in the first of ``categories`` it offers, or None."""
+        for category in categories:
+            for s in self.services:
+                if s.category == category:
+                    return s
+        return None
 
     def devices_of(self, device_type: str) -> list[Device]:
         return [d for d in self.devices if d.device_type == device_type]

@@ -125,7 +125,10 @@ def _halves(ring: list[list[float]]) -> list[list[list[float]]]:
 
 def pack_from_city(city: City, version: str = "1.0.0", grids: bool = True) -> Pack:
     """The simulated city as a pack: its districts and streets, each street cut into four communities
-    (named after its residential compounds) and each community into two grids with two grid workers."""
+    (named after its residential compounds) and each community into two grids with two grid workers.
+    A city read from a pack is that pack."""
+    if city.pack is not None:
+        return city.pack
     areas = [_feature(d.code, d.name, "district", None, d.geometry["coordinates"][0], name_en=d.name_en,
                       population=d.population) for d in city.districts]
     for s in city.streets:
@@ -163,6 +166,6 @@ def pack_from_city(city: City, version: str = "1.0.0", grids: bool = True) -> Pa
                 "serial_number": d.serial_number, "installed_at": d.installed_at} for d in city.devices]
     manifest = {"format": FORMAT, "version": version,
                 "city": {"code": city.districts[0].code[:4], "name": city.name, "name_en": city.name_en},
-                "jurisdiction_id": city.jurisdiction_id, "timezone": "Asia/Shanghai",
+                "jurisdiction_id": city.jurisdiction_id, "timezone": city.timezone,
                 "description": f"The simulated city {city.name} ({city.name_en}), generated from seed {city.seed}."}
     return Pack(manifest, areas, departments, services, routing, devices)

@@ -3,7 +3,8 @@
 A pack is checked like a feed: each file against its contract (``schemas/citypack/``), then
 the rules between files and features — polygons closed and inside WGS84, codes unique,
 parents known and one level up, children inside their parent, siblings neither overlapping
-nor leaving gaps in their parent, services and rules routed to known departments and areas,
+nor leaving gaps in their parent, departments named by CityBrain's department
+roles, services and rules routed to known departments and areas,
 every service routed, devices inside the city and their street. A pack with any problem is
 refused whole (``citybrain city import`` imports nothing of it).
 """
@@ -21,6 +22,7 @@ from typing import Any, Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from citybrain.city.pack import DEVICE_COLUMNS, FILES, LEVELS, SCHEMAS, Pack
+from citybrain.departments import DEPARTMENTS as DEPARTMENT_ROLES
 from citybrain.geo import point_in_geometry
 
 #: Degrees (~0.1 m): a vertex this close to its parent's boundary is on it, not outside.
@@ -332,6 +334,15 @@ def _catalogue_rules(valid: dict[str, list[tuple[str, Any]]], departments: set[s
                      services: set[str | None], areas: set[str | None]) -> list[Problem]:
     problems: list[Problem] = []
     _unique("departments.jsonl", valid["departments.jsonl"], "department_id", problems)
+    for where, d in valid["departments.jsonl"]:
+        if d["department_id"] not in DEPARTMENT_ROLES:
+            problems.append(Problem(
+                "departments.jsonl", where, "unknown-role",
+                f"department id {d['department_id']!r} is not one of CityBrain's department roles, which name the "
+                f"dispatch topics, contract owners and broker principals ({', '.join(DEPARTMENT_ROLES)}).",
+                "use the role id of the department's function and keep the city's own name in `name` (e.g. a "
+                "综合行政执法局 is urban_management); a new role is a change to the platform "
+                "(citybrain/departments.py, `citybrain contracts dispatch --write`, infra/access.yaml)."))
     _unique("services.jsonl", valid["services.jsonl"], "service_code", problems)
     _unique("routing.jsonl", valid["routing.jsonl"], "rule_id", problems)
 

@@ -1,16 +1,14 @@
 """A city pack onto the reference topics: checked whole, then only what changed is published.
 
-The pack's areas (districts, streets, communities), departments, routing rules and devices
-become records of ``raw.ref.admin_area``, ``raw.ref.department``, ``raw.ref.routing_rule`` and
-``raw.ref.device`` — compacted topics keyed by code, so an updated area, rule or device
-replaces only itself. Every record is checked against its topic's contract before anything
-is sent (:func:`contract_problems`, also run by ``city check`` when it has the contracts): a
-pack with any problem is refused whole and nothing of it is produced. After the broker has
+The pack's manifest, areas (districts, streets, communities), grids, departments, services,
+routing rules and devices become records of ``raw.ref.city``, ``raw.ref.admin_area``,
+``raw.ref.grid``, ``raw.ref.department``, ``raw.ref.service``, ``raw.ref.routing_rule`` and ``raw.ref.device`` —
+compacted topics keyed by code, so an updated area, service, rule or device replaces only
+itself. Every record is checked against its topic's contract before anything is sent
+(:func:`contract_problems`, also run by ``city check`` when it has the contracts): a pack with
+any problem is refused whole and nothing of it is produced. After the broker has
 acknowledged every record, the pack's version, digest and counts are recorded in
 ``<state>/city/imported.json``.
-
-Not yet published (no topic carries them today): grids (checked, kept for the grid feed) and
-the service catalogue (the gateway's services.json still comes from code).
 """
 
 from __future__ import annotations
@@ -31,10 +29,12 @@ from citybrain.geo import Area, AreaIndex
 from citybrain.settings import Settings
 from citybrain.times import iso
 
-AREAS, DEPARTMENTS, RULES, DEVICES = ("raw.ref.admin_area.v1", "raw.ref.department.v1", "raw.ref.routing_rule.v1",
-                                      "raw.ref.device.v1")
+CITY, AREAS, GRIDS, DEPARTMENTS, SERVICES, RULES, DEVICES = (
+    "raw.ref.city.v1", "raw.ref.admin_area.v1", "raw.ref.grid.v1", "raw.ref.department.v1", "raw.ref.service.v1",
+    "raw.ref.routing_rule.v1", "raw.ref.device.v1")
 #: Reference topic -> (the pack file its records come from, their key field)
-TARGETS = {AREAS: ("areas.geojson", "area_code"), DEPARTMENTS: ("departments.jsonl", "department_id"),
+TARGETS = {CITY: ("manifest.json", "city_code"), AREAS: ("areas.geojson", "area_code"), GRIDS: ("areas.geojson", "grid_code"),
+           DEPARTMENTS: ("departments.jsonl", "department_id"), SERVICES: ("services.jsonl", "service_code"),
            RULES: ("routing.jsonl", "rule_id"), DEVICES: ("devices.csv", "device_id")}
 #: The contracts (ids, without the major version) whose records come from a pack.
 PACK_CONTRACTS = tuple(topic.rsplit(".v", 1)[0] for topic in TARGETS)
@@ -53,11 +53,19 @@ class PackError(InputError):
 
 def reference_records(pack: Pack, as_of: str) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """Topic -> (where in the pack, record) for every record the pack publishes."""
-    city_code = str(pack.manifest["city"]["code"]).ljust(6, "0")
-    areas, streets = [], []
+    m = pack.manifest
+    city = {"city_code": str(m["city"]["code"]), "name": m["city"]["name"], "jurisdiction_id": m["jurisdiction_id"],
+            "timezone": m["timezone"], "pack_version": str(m["version"]), "updated_at": as_of}
+    city.update({k: v for k, v in (("name_en", m["city"].get("name_en")), ("description", m.get("description"))) if v})
+    city_code = str(m["city"]["code"]).ljust(6, "0")
+    areas, grids, streets = [], [], []
     for i, f in enumerate(pack.areas, 1):
         p = f["properties"]
         if p["level"] == "grid":
+            grid = {"grid_code": p["code"], "name": p["name"], "community_code": p["parent"],
+                    "grid_workers": p.get("grid_workers", []), "geometry": f["geometry"], "updated_at": as_of}
+            grid.update({k: p[k] for k in ("population",) if k in p})
+            grids.append((f"feature {i} ({p['code']})", grid))
             continue
         record = {"area_code": p["code"], "name": p["name"], "level": p["level"],
                   "parent_code": p["parent"] or city_code, "geometry": f["geometry"], "updated_at": as_of}
@@ -69,6 +77,7 @@ def reference_records(pack: Pack, as_of: str) -> dict[str, list[tuple[str, dict[
     departments = [(f"line {n}", {**{k: d[k] for k in ("department_id", "name", "remit")},
                                   **({"name_en": d["name_en"]} if "name_en" in d else {}), "updated_at": as_of})
                    for n, d in enumerate(pack.departments, 1)]
+    services = [(f"line {n}", {**s, "updated_at": as_of}) for n, s in enumerate(pack.services, 1)]
     rules = [(f"line {n}", {**r, "effective_from": as_of}) for n, r in enumerate(pack.routing, 1)]
     devices = []
     for n, d in enumerate(pack.devices, 2):      # line 1 is the header
@@ -78,7 +87,8 @@ def reference_records(pack: Pack, as_of: str) -> dict[str, list[tuple[str, dict[
             if street is not None:
                 record["street_code"] = street.code
         devices.append((f"line {n}", record))
-    return {AREAS: areas, DEPARTMENTS: departments, RULES: rules, DEVICES: devices}
+    return {CITY: [("manifest.json", city)], AREAS: areas, GRIDS: grids, DEPARTMENTS: departments, SERVICES: services, RULES: rules,
+            DEVICES: devices}
 
 
 def contract_problems(pack: Pack, contracts: Mapping[str, Contract],
@@ -103,7 +113,6 @@ class ImportResult:
     version: str
     published: dict[str, int] = field(default_factory=dict)     # topic -> records sent (new or changed)
     unchanged: dict[str, int] = field(default_factory=dict)     # topic -> records already as in the pack
-    not_published: dict[str, int] = field(default_factory=dict)  # what no topic carries yet (grids, services)
     record: Path | None = None
 
 
@@ -133,8 +142,6 @@ def import_pack(settings: Settings, contracts: Mapping[str, Contract], directory
         changed = [r for _w, r in items if r[key] not in current or not _same(current[r[key]], r)]
         result.published[topic], result.unchanged[topic] = len(changed), len(items) - len(changed)
         todo += [(contracts[topic], r) for r in changed]
-    result.not_published = {"grids": sum(1 for f in pack.areas if f["properties"]["level"] == "grid"),
-                            "services": len(pack.services)}
     with ValidatedProducer(settings, producer_id="citybrain-city-import") as producer:
         summaries = producer.produce_values_many(todo, source=f"citypack:{pack.manifest['version']}")
     refused = {t: s.dead_lettered for t, s in summaries.items() if s.dead_lettered}
@@ -154,7 +161,7 @@ def _record(settings: Settings, pack: Pack, directory: Path, result: ImportResul
     path.write_text(json.dumps({"version": pack.manifest["version"], "city": pack.manifest["city"],
                                 "jurisdiction_id": pack.manifest["jurisdiction_id"], "timezone": pack.manifest["timezone"],
                                 "sha256": digest.hexdigest(), "imported_at": as_of, "published": result.published,
-                                "unchanged": result.unchanged, "not_published": result.not_published},
+                                "unchanged": result.unchanged},
                                ensure_ascii=False, indent=2))
     return path
 

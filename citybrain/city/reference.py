@@ -6,48 +6,31 @@ import json
 from pathlib import Path
 from typing import Any
 
-from citybrain.city.catalogue import department_remits, routing_rules
 from citybrain.city.model import City
-from citybrain.departments import DEPARTMENTS
 
 
 def reference_records(city: City, as_of: str) -> dict[str, list[dict[str, Any]]]:
-    """Contract id -> records describing the city as of ``as_of`` (RFC 3339 UTC)."""
-    areas: list[dict[str, Any]] = [
-        {"area_code": d.code, "name": d.name, "name_en": d.name_en, "level": "district",
-         "parent_code": "990100", "population": d.population, "geometry": d.geometry, "updated_at": as_of}
-        for d in city.districts
-    ] + [
-        {"area_code": s.code, "name": s.name, "name_en": s.name_en, "level": "street", "parent_code": s.district_code,
-         "population": s.population, "geometry": s.geometry, "updated_at": as_of}
-        for s in city.streets
-    ]
-    devices = [device_record(d, "active", as_of) for d in city.devices]
-    roads = [
+    """Contract id -> records describing the city as of ``as_of`` (RFC 3339 UTC): what its city pack
+    publishes (the same records ``citybrain city import`` would), plus the roads and places the
+    simulator knows."""
+    from citybrain.city.pack import pack_from_city
+    from citybrain.city.pack_import import reference_records as pack_records
+
+    out = {topic.rsplit(".v", 1)[0]: [r for _where, r in items]
+           for topic, items in pack_records(city.pack or pack_from_city(city), as_of).items()}
+    out["raw.ref.road_segment"] = [
         {"segment_id": r.segment_id, "name": r.name, "road_class": r.road_class, "lanes": r.lanes,
          "free_speed_kmh": r.free_speed_kmh, "capacity_vph": r.capacity_vph,
          "geometry": {"type": "LineString", "coordinates": [list(p) for p in r.coordinates]},
          "street_code": r.street_code, "updated_at": as_of}
         for r in city.roads
     ]
-    pois = [
+    out["raw.ref.poi"] = [
         {"poi_id": p.poi_id, "name": p.name, "category": p.category, "lat": p.lat, "long": p.lon,
          "street_code": p.street_code, "updated_at": as_of}
         for p in city.pois
     ]
-    remits = department_remits()
-    departments = [
-        {"department_id": dept, "name": zh, "name_en": en, "remit": remits[dept], "updated_at": as_of}
-        for dept, (zh, en) in DEPARTMENTS.items()
-    ]
-    return {
-        "raw.ref.admin_area": areas,
-        "raw.ref.device": devices,
-        "raw.ref.road_segment": roads,
-        "raw.ref.poi": pois,
-        "raw.ref.department": departments,
-        "raw.ref.routing_rule": routing_rules(as_of),
-    }
+    return out
 
 
 def device_record(d, status: str, as_of: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]

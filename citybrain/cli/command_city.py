@@ -141,5 +141,4 @@ def city_import(directory: Path = typer.Argument(..., exists=True, file_okay=Fal
     for topic in result.published:
         out.print(f"{topic:<26} {result.published[topic]:>6,} published  {result.unchanged[topic]:>6,} unchanged",
                   highlight=False)
-    out.print(f"pack {result.version} imported; recorded in {result.record}. Not on a topic yet: "
-              + ", ".join(f"{n:,} {what}" for what, n in result.not_published.items()), highlight=False)
+    out.print(f"pack {result.version} imported; recorded in {result.record}.", highlight=False)

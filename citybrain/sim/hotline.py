@@ -13,9 +13,8 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
-from citybrain.city.catalogue import SERVICES, SERVICES_BY_CODE, Service
+from citybrain.city.catalogue import Service
 from citybrain.city.model import City, Street
-from citybrain.departments import DEPARTMENTS
 from citybrain.geo import point_in_geometry
 from citybrain.sim.clock import LOCAL, activity, is_weekend, local_hour
 from citybrain.times import iso
@@ -73,8 +72,9 @@ class TicketDesk:
         self.interval = timedelta(minutes=cfg.interval_min)
         self.streets = city.streets
         self.street_weights = [s.population for s in city.streets]
-        total = sum(s.daily_share for s in SERVICES)
-        self.share = {s.service_code: s.daily_share / total for s in SERVICES}
+        total = sum(s.daily_share for s in city.services)
+        self.share = {s.service_code: s.daily_share / total for s in city.services}
+        self.by_code = {s.service_code: s for s in city.services}
         day = [start + timedelta(minutes=m) for m in range(0, 24 * 60, 10)]
         self.profile_mean = {p: sum(activity(t, p) for t in day) / len(day) for p in ("day", "evening", "night", "flat")}
         self.seq = 0
@@ -87,7 +87,7 @@ class TicketDesk:
         out: list[tuple[datetime, Emission]] = []
         per_hour = self.cfg.tickets_per_day * self.cfg.scale / 24 * (0.85 if is_weekend(t) else 1.0)
         hours = self.cfg.interval_min / 60
-        for service in SERVICES:
+        for service in self.city.services:
             share = self.share[service.service_code]
             if service.category == "heating" and not self.heating_season:
                 share *= 0.05
@@ -97,7 +97,7 @@ class TicketDesk:
                 out += self._ticket(t, service, street, None, None)
         for street_code, code, rate, incident, near in self.effects.ticket_rates:
             for _ in range(poisson(self.rng, rate(t) * hours)):
-                out += self._ticket(t, SERVICES_BY_CODE[code], self.city.street(street_code), near, incident)
+                out += self._ticket(t, self.by_code[code], self.city.street(street_code), near, incident)
         return out
 
     def _ticket(self, t: datetime, service: Service, street: Street, near: tuple[float, float] | None,
@@ -151,7 +151,7 @@ class TicketDesk:
             event.update(extra)
             state["lifecycle_state"] = kind
             state["updated_datetime"] = iso(at)
-            state["status_notes"] = STATUS_NOTES[kind].format(dept=DEPARTMENTS[dept][0])
+            state["status_notes"] = STATUS_NOTES[kind].format(dept=self.city.departments[dept][0])
             out.append((at, Emission("raw.hotline.ticket_event", event, PRODUCER, at, incident)))
             out.append((at, Emission("raw.hotline.service_request", dict(state), PRODUCER, at, incident)))
 
@@ -168,9 +168,9 @@ class TicketDesk:
         for round_ in range(2):
             now += timedelta(minutes=rng.uniform(5, 40) if service.priority == "normal" else rng.uniform(2, 10))
             deadline = now + timedelta(hours=service.sla_hours)
-            state.update(dispatch_department=dept, agency_responsible=DEPARTMENTS[dept][0],
+            state.update(dispatch_department=dept, agency_responsible=self.city.departments[dept][0],
                          expected_datetime=iso(deadline), status="open")
-            step("dispatched", now, "hotline_12345", sla_deadline=iso(deadline), note=f"派发至{DEPARTMENTS[dept][0]}")
+            step("dispatched", now, "hotline_12345", sla_deadline=iso(deadline), note=f"派发至{self.city.departments[dept][0]}")
             now = self._working(now + timedelta(minutes=rng.uniform(10, 120)), service)
             step("accepted", now, dept)
             pace = PACE.get(dept, 0.4) * math.exp(rng.gauss(0, 0.7))

@@ -8,8 +8,10 @@ file, where and when it happened and what the platform is expected to detect.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -17,7 +19,10 @@ from citybrain.city.model import City, Device, Poi
 from citybrain.sim.clock import LOCAL
 from citybrain.times import iso
 from citybrain.sim.model import Effects, Emission, SimConfig
+from citybrain.sim.sensors import vendor_slug
 from citybrain.sim.weather import Storm, Weather
+
+log = logging.getLogger(__name__)
 
 Scheduled = list[tuple[datetime, Emission]]
 
@@ -60,6 +65,16 @@ class Incident:
         self.devices: list[str] = []
         self.evidence: dict[str, Any] = {}
         self.tickets: list[tuple[str, datetime]] = []
+
+    @classmethod
+    def missing(cls, city: City) -> str | None:
+        """What the city lacks for this incident (a place, a device, a service), or None when it can happen."""
+        return None
+
+    def departments_of(self, category: str) -> list[str]:
+        """Who the city's routing rule sends a city event of ``category`` to (lead first)."""
+        rule = next((r for r in self.city.routing() if r.get("rule_id") == f"event.{category}"), None)
+        return [rule["department"], *rule.get("co_departments", [])] if rule else []
 
     def at(self, share: float) -> datetime:
         """The time ``share`` of the way through the simulated window."""
@@ -106,8 +121,15 @@ class UnderpassFlood(Incident):
     title_zh = "暴雨致下穿隧道积水"
     title_en = "Rainstorm floods an underpass"
 
+    @classmethod
+    def missing(cls, city: City) -> str | None:
+        if not any(p.category == "underpass" for p in city.pois):
+            return "no underpass (no water-level gauge with site_type underpass)"
+        return None if city.service_of("waterlogging") else "no hotline service of category waterlogging"
+
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
+        self.service = self.city.service_of("waterlogging").service_code   # type: ignore[union-attr]
         underpasses = [p for p in self.city.pois if p.category == "underpass"]
         self.poi: Poi = self.rng.choice(underpasses)
         self.street_code = self.poi.street_code
@@ -125,7 +147,7 @@ class UnderpassFlood(Incident):
         for d in self.gauges:
             effects.water_gain[d.device_id] = (3.5, self.id)
         s, L = self.rain_start, self.length
-        effects.ticket_rates.append((self.street_code or "", "water.waterlogging",
+        effects.ticket_rates.append((self.street_code or "", self.service,
                                      bump(s + L * 0.3, s + L * 0.6, s + L * 1.4, 14.0), self.id, self.location))
         for seg in self.city.roads:
             if seg.street_code == self.street_code:
@@ -154,7 +176,7 @@ class UnderpassFlood(Incident):
     def expected(self) -> list[dict[str, Any]]:
         return [
             {"output": "city.event", "category": "flood", "street_code": self.street_code,
-             "departments": ["water", "transport", "emergency", "police"]},
+             "departments": self.departments_of("flood")},
             {"output": "alert.early_warning", "kind": "sensor_precedes_complaints", "category": "waterlogging",
              "street_code": self.street_code, "before": "evidence.complaint_peak"},
         ]
@@ -165,8 +187,15 @@ class NightConstructionNoise(Incident):
     title_zh = "工地夜间违规施工噪声扰民"
     title_en = "Night-time construction noise"
 
+    @classmethod
+    def missing(cls, city: City) -> str | None:
+        if not any(p.category == "construction_site" for p in city.pois):
+            return "no construction site (no noise gauge with site_type construction)"
+        return None if city.service_of("noise") else "no hotline service of category noise"
+
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
+        self.service = self.city.service_of("noise").service_code   # type: ignore[union-attr]
         sites = [p for p in self.city.pois if p.category == "construction_site"]
         self.poi = self.rng.choice(sites)
         self.street_code = self.poi.street_code
@@ -191,7 +220,7 @@ class NightConstructionNoise(Incident):
             effects.noise_db.setdefault(d.device_id, []).extend((s, e, 20.0) for s, e in self.nights)
         for s, e in self.nights:
             length = e - s
-            effects.ticket_rates.append((self.street_code or "", "noise.construction",
+            effects.ticket_rates.append((self.street_code or "", self.service,
                                          bump(s + length * 0.1, s + length * 0.35, e, 6.0), self.id, self.location))
         self.inspections = [s + (e - s) * 0.4 for s, e in self.nights]
 
@@ -217,7 +246,7 @@ class NightConstructionNoise(Incident):
     def expected(self) -> list[dict[str, Any]]:
         return [
             {"output": "city.event", "category": "noise_disturbance", "street_code": self.street_code,
-             "departments": ["urban_management", "environment"]},
+             "departments": self.departments_of("noise_disturbance")},
             {"output": "alert.early_warning", "kind": "sensor_precedes_complaints", "category": "noise",
              "street_code": self.street_code, "before": "evidence.complaint_peak"},
         ]
@@ -234,7 +263,9 @@ class ComplaintHotspot(Incident):
         self.street_code = street.code
         self.location = street.centre
         month = self.run_start.astimezone(LOCAL).month
-        self.service = "heating.insufficient" if month in (11, 12, 1, 2, 3) else "garbage.collection"
+        preferred = ("heating", "garbage") if month in (11, 12, 1, 2, 3) else ("garbage", "heating")
+        service = self.city.service_of(*preferred) or self.city.services[0]
+        self.service, self.category = service.service_code, service.category
         self.start = self.at(0.1)
 
     def install(self, effects: Effects, weather: Weather) -> None:
@@ -247,8 +278,7 @@ class ComplaintHotspot(Incident):
         effects.ticket_rates.append((self.street_code or "", self.service, rate, self.id, None))
 
     def expected(self) -> list[dict[str, Any]]:
-        category = "heating" if self.service.startswith("heating") else "garbage"
-        return [{"output": "alert.early_warning", "kind": "trending_hotspot", "category": category,
+        return [{"output": "alert.early_warning", "kind": "trending_hotspot", "category": self.category,
                  "street_code": self.street_code}]
 
     def truth(self) -> dict[str, Any]:
@@ -261,6 +291,10 @@ class BrokenSensor(Incident):
     kind = "broken_sensor"
     title_zh = "传感器故障（读数卡死）"
     title_en = "A broken sensor stuck on one value"
+
+    @classmethod
+    def missing(cls, city: City) -> str | None:
+        return None if city.devices_of("air_quality") else "no air-quality sensor"
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -283,7 +317,7 @@ class BrokenSensor(Incident):
     def expected(self) -> list[dict[str, Any]]:
         return [{"output": "data_quality", "check": "stuck_value", "device_id": self.device.device_id},
                 {"output": "city.event", "category": "sensor_fault", "device_id": self.device.device_id,
-                 "departments": ["data_bureau"]}]
+                 "departments": self.departments_of("sensor_fault")}]
 
 
 class SpoofedDevice(Incident):
@@ -292,11 +326,16 @@ class SpoofedDevice(Incident):
     title_en = "A spoofed device and replayed readings"
     PRODUCER = "gw.unknown-10.8.3.77"
 
+    @classmethod
+    def missing(cls, city: City) -> str | None:
+        return None if len(city.devices_of("air_quality")) >= 2 else "fewer than two air-quality sensors"
+
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         air = [d for d in self.city.devices if d.device_type == "air_quality"]
         self.victim, self.replayed = self.rng.sample(air, 2)
-        self.ghost_id = "aq-9901"
+        known = {d.device_id for d in self.city.devices}
+        self.ghost_id = next(f"aq-{n:04d}" for n in range(9901, 100_000) if f"aq-{n:04d}" not in known)
         self.devices = [self.victim.device_id, self.ghost_id, self.replayed.device_id]
         self.street_code = self.victim.street_code
         self.location = (self.victim.lon, self.victim.lat)
@@ -354,11 +393,22 @@ class GatewayFlood(Incident):
     title_en = "A sensor gateway suddenly sends 50 times its usual volume"
     FACTOR = 50
 
+    @staticmethod
+    def vendor(city: City) -> str | None:
+        """The vendor whose gateway floods: the simulated city's small gauge vendor, else the water-level
+        vendor with the fewest gauges (a small gateway whose burst stands out)."""
+        vendors = Counter(d.vendor for d in city.devices_of("water_level"))
+        return "澄波测控" if "澄波测控" in vendors else min(vendors, key=lambda v: (vendors[v], v)) if vendors else None
+
+    @classmethod
+    def missing(cls, city: City) -> str | None:
+        return None if cls.vendor(city) else "no water-level gauge"
+
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.gauges = [d for d in self.city.devices if d.vendor == "澄波测控"]
+        self.gauges = [d for d in self.city.devices if d.vendor == self.vendor(self.city)]
         self.devices = [d.device_id for d in self.gauges]
-        self.producer = "gw.chengbo"
+        self.producer = f"gw.{vendor_slug(self.gauges[0].vendor)}"
         self.start = self.at(0.35)
         self.end = min(self.run_end, self.start + max(timedelta(minutes=15), self.span * 0.01))
         self.extra_readings = 0
@@ -425,4 +475,12 @@ KINDS: dict[str, type[Incident]] = {c.kind: c for c in (UnderpassFlood, NightCon
 
 
 def plan_incidents(cfg: SimConfig, city: City, start: datetime, end: datetime, rng: random.Random) -> list[Incident]:
-    return [KINDS[kind](n, city, start, end, rng) for n, kind in enumerate(cfg.incidents, 1)]
+    """The configured incidents this city can host (a city without an underpass has no underpass flood)."""
+    out = []
+    for n, kind in enumerate(cfg.incidents, 1):
+        lacks = KINDS[kind].missing(city)
+        if lacks:
+            log.warning("incident %s not simulated in %s: %s", kind, city.name, lacks)
+            continue
+        out.append(KINDS[kind](n, city, start, end, rng))
+    return out

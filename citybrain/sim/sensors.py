@@ -23,6 +23,17 @@ from citybrain.sim.model import Effects, Emission, SimConfig
 from citybrain.sim.weather import Weather
 
 VENDOR_SLUG = {zh: slug for pairs in VENDORS.values() for zh, slug in pairs}
+
+
+def vendor_slug(vendor: str) -> str:
+    """A vendor's gateway name: the simulated city's own, else the vendor's ASCII letters, else a digest."""
+    import hashlib
+    import re
+
+    if vendor in VENDOR_SLUG:
+        return VENDOR_SLUG[vendor]
+    ascii_name = re.sub(r"[^a-z0-9]+", "-", vendor.lower()).strip("-")
+    return ascii_name[:30] or "v" + hashlib.sha256(vendor.encode()).hexdigest()[:8]
 FIWARE_TYPE = {"air_quality": "AirQualityObserved", "noise": "NoiseLevelObserved",
                "traffic_flow": "TrafficFlowObserved", "water_level": "FloodMonitoring"}
 CONTRACT = {"air_quality": "raw.sensor.air_quality", "noise": "raw.sensor.noise_level",
@@ -165,7 +176,7 @@ class SensorFleet:
         return out
 
     def producer(self, d: Device) -> str:
-        return f"gw.{VENDOR_SLUG[d.vendor]}"
+        return f"gw.{vendor_slug(d.vendor)}"
 
     def _incident_of(self, d: Device, t: datetime) -> str | None:
         stuck = self.effects.stuck.get(d.device_id)

@@ -43,23 +43,23 @@ def small_city() -> Pack:
         _area("65010100100101", "钟楼一网格", "grid", "650101001001", _rect(87.0, 43.0, 87.1, 43.05),
               grid_workers=["gw-001", "gw-002"]),
     ]
-    departments = [{"department_id": "city_services", "name": "城市服务中心", "name_en": "City Services Centre",
+    departments = [{"department_id": "urban_management", "name": "城市服务中心", "name_en": "City Services Centre",
                     "remit": ["pothole", "flood"]},
-                   {"department_id": "roads", "name": "路政局", "name_en": "Roads Office", "remit": ["pothole"]},
-                   {"department_id": "river_office", "name": "河务局", "name_en": "River Office", "remit": ["flood"]}]
-    services = [{"service_code": "roads.pothole", "name": "路面坑洼", "group": "roads", "category": "pothole",
-                 "department": "roads", "sla_hours": 48, "priority": "normal", "keywords": ["坑"]},
+                   {"department_id": "transport", "name": "路政局", "name_en": "Roads Office", "remit": ["pothole"]},
+                   {"department_id": "water", "name": "河务局", "name_en": "River Office", "remit": ["flood"]}]
+    services = [{"service_code": "roads.pothole", "name": "路面坑洼", "group": "transport", "category": "pothole",
+                 "department": "transport", "sla_hours": 48, "priority": "normal", "keywords": ["坑"]},
                 {"service_code": "river.flood", "name": "河水漫堤", "group": "river", "category": "flood",
-                 "department": "river_office", "co_departments": ["city_services"], "sla_hours": 2, "priority": "urgent"}]
-    routing = [{"rule_id": "roads.pothole", "category": "pothole", "service_code": "roads.pothole", "department": "roads",
+                 "department": "water", "co_departments": ["urban_management"], "sla_hours": 2, "priority": "urgent"}]
+    routing = [{"rule_id": "roads.pothole", "category": "pothole", "service_code": "roads.pothole", "department": "transport",
                 "sla_hours": 48, "priority": "normal", "escalation": ["community", "street", "district", "department"]},
-               {"rule_id": "river.flood", "category": "flood", "service_code": "river.flood", "department": "river_office",
+               {"rule_id": "river.flood", "category": "flood", "service_code": "river.flood", "department": "water",
                 "sla_hours": 2, "priority": "urgent"},
-               {"rule_id": "event.flood", "category": "flood", "department": "river_office", "co_departments": ["city_services"],
+               {"rule_id": "event.flood", "category": "flood", "department": "water", "co_departments": ["urban_management"],
                 "sla_hours": 1, "priority": "emergency"}]
-    devices = [{"device_id": "lw-0001", "device_type": "water_level", "owner_department": "river_office",
+    devices = [{"device_id": "lw-0001", "device_type": "water_level", "owner_department": "water",
                 "lat": 43.02, "long": 87.22, "street_code": "650102001"},
-               {"device_id": "ln-0001", "device_type": "noise", "owner_department": "city_services",
+               {"device_id": "ln-0001", "device_type": "noise", "owner_department": "urban_management",
                 "lat": 43.07, "long": 87.05}]
     manifest = {"format": "citybrain.citypack/1", "version": "0.1.0", "city": {"code": "6501", "name": "临江市"},
                 "jurisdiction_id": "linjiang.gov.cn", "timezone": "Asia/Urumqi"}
