@@ -12,6 +12,7 @@ services and departments are the pack's own.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 from citybrain.city.build import WATER_SITES
@@ -137,3 +138,14 @@ def city_of_pack(pack: Pack, seed: int = 7) -> City:
                 devices=devices, timezone=m["timezone"], services=_services(pack),
                 departments={d["department_id"]: (d["name"], d.get("name_en", d["name"])) for d in pack.departments},
                 pack=pack)
+
+
+def read_city(directory: Path, seed: int = 7) -> City:
+    """The city of the pack in ``directory``; raises PackError listing every problem of a broken pack."""
+    from citybrain.city.pack_check import check_pack
+    from citybrain.city.pack_import import PackError
+
+    pack, problems = check_pack(directory)
+    if problems or pack is None:
+        raise PackError(problems)
+    return city_of_pack(pack, seed)

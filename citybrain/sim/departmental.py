@@ -48,8 +48,9 @@ class Departments:
         self.weights = [s.population for s in city.streets]
         self.police_seq = 0
         self.urban_seq = 0
-        self.police_per_day = 900 * cfg.scale
-        self.urban_per_day = 800 * cfg.scale
+        # A city without the department has no feed of it (a pack may list fewer departments).
+        self.police_per_day = 900 * cfg.scale * ("police" in city.departments)
+        self.urban_per_day = 800 * cfg.scale * ("urban_management" in city.departments)
         self.residents: list[dict[str, Any]] = []
 
     def tick(self, t: datetime) -> list[tuple[datetime, Emission]]:
@@ -79,6 +80,8 @@ class Departments:
 
     def police_report(self, t: datetime, category: str, lon: float, lat: float, place: str,
                       summary: str | None = None, incident: str | None = None) -> list[tuple[datetime, Emission]]:
+        if "police" not in self.city.departments:
+            return []
         rng = self.rng
         self.police_seq += 1
         reported = t - timedelta(seconds=rng.uniform(0, self.cfg.interval_min * 60))
@@ -96,6 +99,8 @@ class Departments:
 
     def inspection(self, t: datetime, category: str, lon: float, lat: float, street_code: str, place: str,
                    finding: str | None = None, incident: str | None = None) -> list[tuple[datetime, Emission]]:
+        if "urban_management" not in self.city.departments:
+            return []
         rng = self.rng
         self.urban_seq += 1
         at = t - timedelta(seconds=rng.uniform(0, self.cfg.interval_min * 60))
@@ -115,6 +120,8 @@ class Departments:
     def elderly_register(self, t: datetime) -> list[tuple[datetime, Emission]]:
         """The register's current state, sent once at the start (the topic is compacted)."""
         rng = self.rng
+        if "civil_affairs" not in self.city.departments:
+            return []
         n = max(1, int(self.cfg.elderly_residents * self.cfg.scale))
         out = []
         for k in range(n):

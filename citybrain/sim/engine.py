@@ -21,7 +21,7 @@ from citybrain.sim.clock import LOCAL, default_start
 from citybrain.times import iso
 from citybrain.sim.departmental import Departments
 from citybrain.sim.hotline import TicketDesk
-from citybrain.sim.incidents import Incident, plan_incidents
+from citybrain.sim.incidents import KINDS, Incident, plan_incidents
 from citybrain.sim.model import Effects, Emission, SimConfig
 from citybrain.sim.sensors import SensorFleet
 from citybrain.sim.weather import Weather
@@ -36,6 +36,12 @@ class Simulation:
     def __init__(self, cfg: SimConfig, city: City | None = None) -> None:
         cfg.check()
         self.cfg = cfg
+        if city is None and cfg.city_pack:
+            from pathlib import Path
+
+            from citybrain.city.from_pack import read_city
+
+            city = read_city(Path(cfg.city_pack), cfg.city_seed)
         self.city = city or build_city(cfg.city_seed)
         self.start = (cfg.start or default_start()).replace(microsecond=0)
         self.interval = timedelta(minutes=cfg.interval_min)
@@ -111,6 +117,8 @@ class Simulation:
             "start": iso(self.start), "end": iso(self.end), "timezone": str(LOCAL),
             "interval_min": self.cfg.interval_min, "scale": self.cfg.scale,
             "incidents": [i.truth() for i in self.incidents],
+            "incidents_not_simulated": {kind: KINDS[kind].missing(self.city) for kind in self.cfg.incidents
+                                        if KINDS[kind].missing(self.city)},
             "sensor_faults": self.fleet.faults,
             "emitted": dict(sorted(self.emitted.items())),
             "produced": produced or {},

@@ -32,6 +32,9 @@ class SimConfig:
     #: The city's areas, departments, routing rules and device registry came from an imported city pack:
     #: do not publish them again at the start (roads, points of interest and registry updates still are).
     city_from_pack: bool = False
+    #: Simulate this city pack (a folder) instead of the generated 云州市 (``city_seed`` then seeds only
+    #: what the pack does not hold: roads and places).
+    city_pack: str | None = None
 
     def check(self) -> None:
         if self.interval_min not in INTERVALS:

@@ -176,3 +176,40 @@ def test_a_city_from_an_imported_pack_is_not_published_again_by_the_simulator() 
     assert set(PACK_CONTRACTS) <= first_tick()
     from_pack = first_tick(city_from_pack=True)
     assert not set(PACK_CONTRACTS) & from_pack and {"raw.ref.road_segment", "raw.ref.poi"} <= from_pack
+
+
+def test_any_city_pack_is_simulated_with_its_own_areas_services_and_departments(contracts) -> None:  # type: ignore[no-untyped-def]
+    """The example pack 临江市 (examples/citypacks/linjiang): its feeds are valid, name its own places and
+    services, never 云州市's, and the incidents its places allow are injected there."""
+    import json
+
+    from citybrain.settings import PROJECT_ROOT
+
+    sim = Simulation(SimConfig(seed=5, start=START, hours=12, city_pack=str(PROJECT_ROOT / "examples/citypacks/linjiang")))
+    emissions = [e for _t, batch in sim.ticks() for e in batch]
+    by_id = {c.id: RecordValidator(c) for c in contracts.values()}
+    invalid = Counter(by_id[e.contract](e.value).rule for e in emissions if by_id[e.contract](e.value))
+    assert sum(invalid.values()) < 0.01 * len(emissions) and set(invalid) <= {"maximum"}
+    streets = {s.code for s in sim.city.streets}
+    assert sim.city.name == "临江市" and len(streets) == 6
+    tickets = [e.value for e in emissions if e.contract == "raw.hotline.service_request"]
+    assert tickets and {t["service_code"] for t in tickets} <= {s.service_code for s in sim.city.services}
+    assert all(t["address"] is None or t["address"].startswith("临江市") or t["address"].startswith(("西城区", "中心区", "东港区"))
+               for t in tickets if t.get("address"))
+    text = json.dumps([e.value for e in emissions], ensure_ascii=False)
+    assert "云州" not in text and "yunzhou" not in text.lower()
+    assert not any(e.contract == "raw.civil_affairs.elderly_care" for e in emissions)   # 临江市 lists no civil affairs
+    placed = {i.kind: i.street_code for i in sim.incidents}
+    assert placed["underpass_flood"] == "980101001" and placed["night_construction_noise"] == "980102002"
+    city_records = [e.value for e in emissions if e.contract == "raw.ref.city"]
+    assert [(c["jurisdiction_id"], c["timezone"]) for c in city_records] == [("linjiang.gov.cn", "Asia/Urumqi")]
+
+
+def test_an_incident_the_city_cannot_host_is_left_out_and_the_ground_truth_says_why() -> None:
+    from citybrain.city.build import build_city
+
+    city = build_city(7)
+    city.pois[:] = [p for p in city.pois if p.category != "underpass"]
+    sim = Simulation(SimConfig(hours=2, scale=0.05, start=START), city=city)
+    assert sim.incident("underpass_flood") is None
+    assert "underpass" in sim.ground_truth("x")["incidents_not_simulated"]["underpass_flood"]
