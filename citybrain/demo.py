@@ -60,21 +60,22 @@ def _trace_id(record) -> str:  # type: ignore[no-untyped-def]
     return read_headers(record.headers).get("trace-id", b"").decode()
 
 
-def _import_city(settings: Settings, contracts: dict[str, Contract]) -> str:
-    """The simulated city generated as a city pack and imported like any other city's (the simulator then
-    publishes only what a pack does not hold: roads, points of interest, registry updates)."""
+def _import_city(settings: Settings, contracts: dict[str, Contract], directory: Path | None) -> str:
+    """The city pack in ``directory`` imported, else the simulated city generated as a city pack and
+    imported like any other city's (the simulator then publishes only what a pack does not hold: roads,
+    points of interest, registry updates)."""
     from citybrain.city.build import build_city
     from citybrain.city.pack import pack_from_city
     from citybrain.city.pack_import import PackError, import_pack
 
-    directory = settings.demo_dir / "citypack"
-    pack = pack_from_city(build_city(SimConfig().city_seed))
-    pack.write(directory)
+    if directory is None:
+        directory = settings.demo_dir / "citypack"
+        pack_from_city(build_city(SimConfig().city_seed)).write(directory)
     try:
         result = import_pack(settings, contracts, directory)
     except PackError as exc:
-        raise DemoError(f"the simulated city's own pack was refused: {exc}") from exc
-    return (f"city pack {pack.manifest['city']['name']} {result.version} ({directory}) imported: "
+        raise DemoError(f"the city pack {directory} was refused: {exc}") from exc
+    return (f"city pack {result.city} {result.version} ({directory}) imported: "
             f"{sum(result.published.values()):,} reference records published, {sum(result.unchanged.values()):,} "
             "unchanged")
 
@@ -93,7 +94,7 @@ def _scores(settings: Settings, truth: dict) -> str:  # type: ignore[type-arg]
 
 
 def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_feed: int, console: Console,
-             sim_hours: float = 24.0, sim_scale: float = 0.25, with_streams: bool = True) -> bool:
+             sim_hours: float = 24.0, sim_scale: float = 0.25, with_streams: bool = True, pack: Path | None = None) -> bool:
     problems = lint_all(contracts)
     if problems:
         raise DemoError("contracts fail lint:\n  " + "\n  ".join(problems) + "\nFix: `citybrain contracts check`.")
@@ -108,12 +109,13 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
     console.print(f"[bold]3. catalog[/] {ready.published} contracts published to {CATALOG_TOPIC}; access: "
                   f"{ready.access}", highlight=False)
 
-    console.print(f"          {_import_city(settings, contracts)}", highlight=False)
+    console.print(f"          {_import_city(settings, contracts, pack)}", highlight=False)
 
     raw_topics = [c.topic for c in contracts.values() if c.zone == "raw"]
     before = end_offsets(settings, [*raw_topics, DLQ_TOPIC])   # read back only what this run adds
     worker = start_worker(settings, log=settings.streams_dir / "fusion-demo.log") if with_streams else None
-    sim = Simulation(SimConfig(hours=sim_hours, scale=sim_scale, city_from_pack=True))
+    sim = Simulation(SimConfig(hours=sim_hours, scale=sim_scale, city_from_pack=True,
+                               city_pack=str(pack) if pack is not None else None))
     with console.status(f"simulating {sim.city.name}: {sim_hours:g} h of sensors, hotline and departments...") as status:
         report = run_simulation(settings, contracts, sim, Pacing(), progress=lambda t, n: status.update(
             f"simulating {sim.city.name}: {t:%Y-%m-%d %H:%M}Z, {n:,} records"))

@@ -111,6 +111,7 @@ def contract_problems(pack: Pack, contracts: Mapping[str, Contract],
 @dataclass
 class ImportResult:
     version: str
+    city: str = ""
     published: dict[str, int] = field(default_factory=dict)     # topic -> records sent (new or changed)
     unchanged: dict[str, int] = field(default_factory=dict)     # topic -> records already as in the pack
     record: Path | None = None
@@ -134,7 +135,7 @@ def import_pack(settings: Settings, contracts: Mapping[str, Contract], directory
     problems = contract_problems(pack, contracts, records)
     if problems:
         raise PackError(problems)
-    result = ImportResult(pack.manifest["version"])
+    result = ImportResult(pack.manifest["version"], pack.manifest["city"]["name"])
     todo = []
     for topic, items in records.items():
         key = TARGETS[topic][1]

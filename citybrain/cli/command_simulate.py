@@ -39,6 +39,9 @@ def simulate(
     rate: float = typer.Option(0.0, help="At most this many records per second; 0 = no limit."),
     incidents: str = typer.Option("all", help="Incidents to inject: all, none, or a comma list of kinds."),
     faults: bool = typer.Option(True, "--faults/--no-faults", help="Sensor-fleet faults (stuck, drift, dropouts, spikes, duplicates, late, skew)."),
+    pack: Optional[Path] = typer.Option(None, "--pack", exists=True, file_okay=False,
+                                        help="Simulate this city pack (a folder) instead of the generated 云州市; "
+                                             "its reference data is published with the feeds."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Directory for ground_truth.json and summary.json (default var/sim/<run>)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -48,6 +51,7 @@ def simulate(
     Exit 0 when every record was accepted or dead-lettered as designed and the counts add up,
     1 when the broker did not take them, 2 for bad options.
     """
+    from citybrain.city.pack_import import PackError
     from citybrain.ingest.producer import DeliveryError
     from citybrain.platform import PlatformError, ensure_ready
     from citybrain.sim.engine import Simulation
@@ -58,9 +62,9 @@ def simulate(
         k.strip() for k in incidents.split(",") if k.strip())
     try:
         cfg = SimConfig(seed=seed, city_seed=city_seed, start=_parse_start(start), hours=hours, interval_min=interval_min, scale=scale,
-                        incidents=kinds, faults=faults)
+                        incidents=kinds, faults=faults, city_pack=str(pack) if pack else None)
         sim = Simulation(cfg)
-    except SimError as exc:
+    except (SimError, PackError) as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     oldest = datetime.now(timezone.utc) - timedelta(days=25)
     if sim.start < oldest:

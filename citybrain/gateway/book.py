@@ -1,9 +1,11 @@
 """What the gateway knows of requests and places: read back from the broker, kept current.
 
 A background thread reads ``raw.hotline.service_request.v1`` (the latest state of every
-request, whoever changed it: the gateway, the hotline's CRM, a department) and
-``raw.ref.admin_area.v1`` (district and street polygons), so ``GET requests.json`` shows
-the status as the platform knows it.
+request, whoever changed it: the gateway, the hotline's CRM, a department), so ``GET
+requests.json`` shows the status as the platform knows it, and the city's reference data:
+``raw.ref.admin_area.v1`` (the polygons a position is checked against), ``raw.ref.city.v1``
+(the jurisdiction), ``raw.ref.service.v1`` (the services offered) and ``raw.ref.department.v1``
+(who handles them). An imported city pack changes what the gateway serves without a restart.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 from datetime import datetime
 from typing import Any
 
+from citybrain.gateway.open311 import Catalogue
 from citybrain.geo import Area, AreaIndex
 from citybrain.settings import Settings
 
@@ -21,6 +24,9 @@ log = logging.getLogger(__name__)
 
 REQUESTS_TOPIC = "raw.hotline.service_request.v1"
 AREAS_TOPIC = "raw.ref.admin_area.v1"
+CITY_TOPIC, SERVICES_TOPIC, DEPARTMENTS_TOPIC = "raw.ref.city.v1", "raw.ref.service.v1", "raw.ref.department.v1"
+#: Reference topic -> the key field of its records.
+REFERENCE = {CITY_TOPIC: "city_code", SERVICES_TOPIC: "service_code", DEPARTMENTS_TOPIC: "department_id"}
 #: Fields kept per request: what the public view and the filters need.
 KEPT = ("service_request_id", "status", "status_notes", "service_name", "service_code", "agency_responsible",
         "service_notice", "requested_datetime", "updated_datetime", "expected_datetime", "address_id", "zipcode",
@@ -34,6 +40,8 @@ class RequestBook:
         self.settings = settings
         self._requests: dict[str, dict[str, Any]] = {}
         self._areas: dict[str, dict[str, Any]] = {}
+        self._reference: dict[str, dict[str, dict[str, Any]]] = {topic: {} for topic in REFERENCE}
+        self._city: dict[str, Any] | None = None      # the latest city record: the city being served
         self.index: AreaIndex | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -60,6 +68,15 @@ class RequestBook:
         old = self._requests.get(rid)
         if old is None or str(state.get("updated_datetime", "")) >= str(old.get("updated_datetime", "")):
             self._requests[rid] = {k: state[k] for k in KEPT if k in state}
+
+    def catalogue(self) -> Catalogue | None:
+        """The jurisdiction, services and departments as the reference topics have them; None before a
+        city was imported."""
+        with self._lock:
+            if self._city is None:
+                return None
+            return Catalogue(self._city["jurisdiction_id"], dict(self._reference[SERVICES_TOPIC]),
+                             dict(self._reference[DEPARTMENTS_TOPIC]))
 
     def get(self, rid: str) -> dict[str, Any] | None:
         with self._lock:
@@ -96,7 +113,7 @@ class RequestBook:
 
         try:
             consumer = clients.consumer(self.settings, enable_auto_commit=False, client_id="citybrain-gateway-book")
-            partitions = [TopicPartition(t, p) for t in (REQUESTS_TOPIC, AREAS_TOPIC)
+            partitions = [TopicPartition(t, p) for t in (REQUESTS_TOPIC, AREAS_TOPIC, *REFERENCE)
                           for p in sorted(consumer.partitions_for_topic(t) or ())]
             consumer.assign(partitions)
             consumer.seek_to_beginning(*partitions)
@@ -119,7 +136,12 @@ class RequestBook:
                         value = json.loads(rec.value)
                     except (TypeError, ValueError):
                         continue
-                    if tp.topic == AREAS_TOPIC:
+                    if tp.topic in REFERENCE:
+                        with self._lock:
+                            self._reference[tp.topic][str(value.get(REFERENCE[tp.topic]))] = value
+                            if tp.topic == CITY_TOPIC:
+                                self._city = value
+                    elif tp.topic == AREAS_TOPIC:
                         self._areas[value.get("area_code", "")] = value
                         areas_dirty = True
                     else:

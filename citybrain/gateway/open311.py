@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from citybrain.city.catalogue import SERVICES, SERVICES_BY_CODE
 from citybrain.contracts.validate import FIXES, Rejection
-from citybrain.departments import DEPARTMENTS
 from citybrain.geo import AreaIndex
 from citybrain.times import now_iso
 
@@ -60,18 +58,36 @@ class EdgeError:
         return cls(code, message, name, r.rule)
 
 
-def services(jurisdiction_id: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Catalogue:
+    """What the gateway serves, as the city's reference data has it: the jurisdiction (``raw.ref.city``),
+    the services (``raw.ref.service`` records by code) and the departments (``raw.ref.department``)."""
+
+    jurisdiction_id: str
+    services: Mapping[str, Mapping[str, Any]]
+    departments: Mapping[str, Mapping[str, Any]]
+
+    def department_name(self, dept: str, english: bool = False) -> str:
+        d = self.departments.get(dept) or {}
+        return str(d.get("name_en" if english else "name") or d.get("name") or dept)
+
+
+def services(catalogue: Catalogue) -> list[dict[str, Any]]:
     """``GET services.json``: every hotline service, in GeoReport v2 shape."""
-    return [{"service_code": s.service_code, "service_name": s.service_name,
-             "description": f"{s.service_name_en}. Handled by {DEPARTMENTS[s.department][1]} within {s.sla_hours:g} h.",
-             "metadata": False, "type": "realtime", "keywords": ",".join(s.keywords), "group": s.group,
-             "jurisdiction_id": jurisdiction_id}
-            for s in SERVICES]
+    def description(s: Mapping[str, Any]) -> str:
+        return s.get("description") or (f"{s.get('name_en') or s['name']}. Handled by "
+                                        f"{catalogue.department_name(s['department'], english=True)} "
+                                        f"within {float(s['sla_hours']):g} h.")
+
+    return [{"service_code": s["service_code"], "service_name": s["name"], "description": description(s),
+             "metadata": False, "type": "realtime", "keywords": ",".join(s.get("keywords", ())), "group": s["group"],
+             "jurisdiction_id": catalogue.jurisdiction_id}
+            for s in sorted(catalogue.services.values(), key=lambda s: s["service_code"])]
 
 
-def service_definition(code: str) -> dict[str, Any] | None:
+def service_definition(code: str, catalogue: Catalogue) -> dict[str, Any] | None:
     """``GET services/{code}.json``: no extra attributes for any hotline service."""
-    return {"service_code": code, "attributes": []} if code in SERVICES_BY_CODE else None
+    return {"service_code": code, "attributes": []} if code in catalogue.services else None
 
 
 def new_request_id(now: datetime | None = None) -> str:
@@ -79,7 +95,7 @@ def new_request_id(now: datetime | None = None) -> str:
     return f"GW{now:%Y%m%d}{uuid.uuid4().hex[:10].upper()}"
 
 
-def request_record(params: Mapping[str, Any], partner: str, jurisdiction_id: str, index: AreaIndex | None,
+def request_record(params: Mapping[str, Any], partner: str, catalogue: Catalogue, index: AreaIndex | None,
                    ) -> tuple[dict[str, Any] | None, list[EdgeError]]:
     """Map POST parameters to a ``raw.hotline.service_request`` record, or say what is wrong.
 
@@ -88,6 +104,7 @@ def request_record(params: Mapping[str, Any], partner: str, jurisdiction_id: str
     in the city. The contract checks the rest.
     """
     errors: list[EdgeError] = []
+    jurisdiction_id = catalogue.jurisdiction_id
     unknown = sorted(k for k in params if k not in STANDARD_PARAMS | EXTENSION_PARAMS and not k.startswith("attribute["))
     for k in unknown:
         errors.append(EdgeError(400, f"parameter `{k}` is not a GeoReport v2 parameter nor a CityBrain extension "
@@ -101,7 +118,7 @@ def request_record(params: Mapping[str, Any], partner: str, jurisdiction_id: str
         errors.append(EdgeError(404, f"jurisdiction_id {jurisdiction!r} not found; this endpoint serves "
                                      f"{jurisdiction_id!r}", "jurisdiction_id", "enum"))
     code = params.get("service_code")
-    service = SERVICES_BY_CODE.get(str(code)) if code else None
+    service = catalogue.services.get(str(code)) if code else None
     if not code:
         errors.append(EdgeError(400, "service_code is required; list the codes with GET services.json",
                                 "service_code", "required"))
@@ -131,10 +148,10 @@ def request_record(params: Mapping[str, Any], partner: str, jurisdiction_id: str
     now = now_iso()
     name = " ".join(str(params[k]).strip() for k in ("last_name", "first_name") if params.get(k)).strip()
     record: dict[str, Any] = {
-        "service_request_id": new_request_id(), "status": "open", "service_code": service.service_code,
-        "service_name": service.service_name, "description": params.get("description", ""),
+        "service_request_id": new_request_id(), "status": "open", "service_code": service["service_code"],
+        "service_name": service["name"], "description": params.get("description", ""),
         "requested_datetime": now, "updated_datetime": now, "channel": params.get("channel") or "web",
-        "category": service.category, "priority": service.priority, "lifecycle_state": "received",
+        "category": service["category"], "priority": service["priority"], "lifecycle_state": "received",
         "reopen_count": 0, "jurisdiction_id": jurisdiction_id, "partner": partner,
         "anonymous": not (name or params.get("phone") or params.get("email")),
     }
@@ -179,7 +196,7 @@ def received_event(record: dict[str, Any]) -> dict[str, Any]:
             "note": f"received through the Open311 gateway from {record.get('partner', 'a partner')}"}
 
 
-def public_view(state: Mapping[str, Any], index: AreaIndex | None) -> dict[str, Any]:
+def public_view(state: Mapping[str, Any], index: AreaIndex | None, catalogue: Catalogue | None = None) -> dict[str, Any]:
     """What GET requests.json shows of a request: Open311 fields, no personal data.
 
     ``description`` and the exact ``address`` are personal data in the contract, so the
@@ -189,8 +206,8 @@ def public_view(state: Mapping[str, Any], index: AreaIndex | None) -> dict[str, 
     view = {k: state[k] for k in PUBLIC_FIELDS if k in state}
     view["status"] = state.get("status", "open")
     dept = state.get("dispatch_department")
-    if dept and "agency_responsible" not in view and dept in DEPARTMENTS:
-        view["agency_responsible"] = DEPARTMENTS[dept][0]
+    if dept and "agency_responsible" not in view and catalogue is not None and dept in catalogue.departments:
+        view["agency_responsible"] = catalogue.department_name(dept)
     if index is not None and "lat" in state and "long" in state:
         found = index.resolve(state["long"], state["lat"])
         if found:

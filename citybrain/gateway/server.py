@@ -38,7 +38,9 @@ from citybrain.times import parse_time
 
 log = logging.getLogger(__name__)
 
-JURISDICTION = "yunzhou.gov.cn"
+NO_CITY = ("no city has been imported on this broker, so the gateway knows no jurisdiction, services or areas. "
+           "Fix: `citybrain city import PACK` (the demo imports the simulated city's pack); the gateway picks it up "
+           "without a restart.")
 MAX_RESULTS = 1000
 
 
@@ -204,7 +206,10 @@ class Gateway:
     # -- health --------------------------------------------------------------------------
 
     async def health(self, _request: web.Request) -> web.Response:
+        catalogue = self.book.catalogue()
         return web.json_response({
+            "jurisdiction_id": catalogue.jurisdiction_id if catalogue else None,
+            "services": len(catalogue.services) if catalogue else 0,
             "status": "ok" if self.book.error is None else "degraded", "bootstrap": self.settings.bootstrap,
             "requests_known": len(self.book), "request_book_caught_up": self.book.caught_up.is_set(),
             "request_book_error": self.book.error, "areas_loaded": bool(self.book.index and self.book.index.areas),
@@ -214,10 +219,16 @@ class Gateway:
     # -- Open311 -------------------------------------------------------------------------
 
     async def list_services(self, request: web.Request) -> web.Response:
-        return web.json_response(services(JURISDICTION), dumps=lambda v: json.dumps(v, ensure_ascii=False))
+        catalogue = self.book.catalogue()
+        if catalogue is None:
+            return _refusal(request, 503, NO_CITY, rule="no-city", headers={"Retry-After": "30"})
+        return web.json_response(services(catalogue), dumps=lambda v: json.dumps(v, ensure_ascii=False))
 
     async def get_service(self, request: web.Request) -> web.Response:
-        definition = service_definition(request.match_info["code"])
+        catalogue = self.book.catalogue()
+        if catalogue is None:
+            return _refusal(request, 503, NO_CITY, rule="no-city", headers={"Retry-After": "30"})
+        definition = service_definition(request.match_info["code"], catalogue)
         if definition is None:
             return _open311_error(404, [EdgeError(404, f"service_code {request.match_info['code']!r} not found",
                                                   "service_code", "enum")])
@@ -237,7 +248,10 @@ class Gateway:
         contract = self.contracts["raw.hotline.service_request"]
         source = f"open311:{partner}"
         fields = {k: v for k, v in params.items() if k != "api_key"}
-        record, errors = request_record(fields, partner or "anonymous", JURISDICTION, self.book.index)
+        catalogue = self.book.catalogue()
+        if catalogue is None:
+            return _refusal(request, 503, NO_CITY, rule="no-city", headers={"Retry-After": "30"})
+        record, errors = request_record(fields, partner or "anonymous", catalogue, self.book.index)
         producer_id = f"gateway.{partner}"
         if record is None:
             first = errors[0]
@@ -311,7 +325,8 @@ class Gateway:
         if ids is None and start is None:
             start = (end or datetime.now(timezone.utc)) - timedelta(days=90)   # GeoReport v2 default window
         found = self.book.query(ids, codes, statuses or None, start, end, MAX_RESULTS)
-        return web.json_response([public_view(r, self.book.index) for r in found],
+        catalogue = self.book.catalogue()
+        return web.json_response([public_view(r, self.book.index, catalogue) for r in found],
                                  dumps=lambda v: json.dumps(v, ensure_ascii=False))
 
     async def get_request(self, request: web.Request) -> web.Response:
@@ -320,7 +335,7 @@ class Gateway:
         if state is None:
             return _open311_error(404, [EdgeError(404, f"service_request_id {rid!r} not found", "service_request_id",
                                                   "enum")])
-        return web.json_response([public_view(state, self.book.index)], dumps=lambda v: json.dumps(v, ensure_ascii=False))
+        return web.json_response([public_view(state, self.book.index, self.book.catalogue())], dumps=lambda v: json.dumps(v, ensure_ascii=False))
 
     # -- FIWARE NGSI v2 ------------------------------------------------------------------
 

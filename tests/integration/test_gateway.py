@@ -46,8 +46,25 @@ def call(method: str, url: str, body: bytes | None = None, ctype: str | None = N
         return exc.code, dict(exc.headers), json.loads(raw) if raw else None
 
 
+def _import_city(settings, contracts, directory: Path, extra_service: dict[str, Any] | None = None) -> None:  # type: ignore[no-untyped-def]
+    """The simulated city's pack imported (only what changed is published), optionally with one more service."""
+    from citybrain.city.build import build_city
+    from citybrain.city.pack import pack_from_city
+    from citybrain.city.pack_import import import_pack
+
+    pack = pack_from_city(build_city(7), grids=False)
+    if extra_service:
+        pack.services.append(extra_service)
+        pack.routing.append({"rule_id": extra_service["service_code"], "category": extra_service["category"],
+                             "service_code": extra_service["service_code"], "department": extra_service["department"],
+                             "sla_hours": extra_service["sla_hours"], "priority": extra_service["priority"]})
+    pack.write(directory)
+    import_pack(settings, contracts, directory)
+
+
 @pytest.fixture(scope="module")
-def gateway(broker, settings):  # type: ignore[no-untyped-def]
+def gateway(broker, settings, contracts, tmp_path_factory):  # type: ignore[no-untyped-def]
+    _import_city(settings, contracts, tmp_path_factory.mktemp("citypack"))   # the gateway serves the imported city
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
     env.update(TEST_ENV)
@@ -114,6 +131,25 @@ def test_open311_services_and_a_standard_form_request_end_on_the_broker(gateway,
     assert "caller_phone" not in view[0] and "description" not in view[0]
     status, _, found = call("GET", gateway + f"/open311/v2/requests.json?service_request_id={rid}&status=open")
     assert [r["service_request_id"] for r in found] == [rid]
+
+
+def test_a_service_added_to_the_city_pack_is_offered_without_a_restart(gateway, settings, contracts, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    probe = {"service_code": "probe.gateway", "name": "网关探针", "group": "test", "category": "gateway_probe",
+             "department": "data_bureau", "sla_hours": 24, "priority": "normal"}
+    status, _, listed = call("GET", gateway + "/open311/v2/services.json")
+    assert status == 200 and "probe.gateway" not in {s["service_code"] for s in listed}
+    assert {s["jurisdiction_id"] for s in listed} == {"yunzhou.gov.cn"}
+    _import_city(settings, contracts, tmp_path / "pack", extra_service=probe)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        status, _, listed = call("GET", gateway + "/open311/v2/services.json")
+        if "probe.gateway" in {s["service_code"] for s in listed}:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the imported service did not appear in services.json within 30 s")
+    status, _, definition = call("GET", gateway + "/open311/v2/services/probe.gateway.json")
+    assert status == 200 and definition == {"service_code": "probe.gateway", "attributes": []}
 
 
 def test_open311_status_follows_what_the_platform_knows(gateway, settings) -> None:  # type: ignore[no-untyped-def]

@@ -4,23 +4,36 @@ from __future__ import annotations
 
 from citybrain.city.build import build_city
 from citybrain.city.catalogue import SERVICES
+from citybrain.city.model import City
+from citybrain.city.reference import reference_records
 from citybrain.contracts.validate import RecordValidator
 from citybrain.gateway.fiware import batch_entities, contract_for
-from citybrain.gateway.open311 import public_view, request_record, services
+from citybrain.gateway.open311 import Catalogue, public_view, request_record, services
 
 CITY = build_city(7)
+
+
+def catalogue_of(city: City) -> Catalogue:
+    """The gateway's catalogue as the city's reference records give it (what the request book reads)."""
+    ref = reference_records(city, "2026-11-23T00:00:00Z")
+    return Catalogue(ref["raw.ref.city"][0]["jurisdiction_id"], {s["service_code"]: s for s in ref["raw.ref.service"]},
+                     {d["department_id"]: d for d in ref["raw.ref.department"]})
+
+
+YUNZHOU = catalogue_of(CITY)
 GOOD = {"service_code": "water.leak", "lat": "38.70", "long": "117.45", "description": "路面冒水",
         "first_name": "伟", "last_name": "王", "phone": "13800001111", "email": "w@example.cn"}
 
 
 def test_services_list_the_whole_catalogue_in_georeport_shape() -> None:
-    listed = services("yunzhou.gov.cn")
-    assert [s["service_code"] for s in listed] == [s.service_code for s in SERVICES]
+    listed = services(YUNZHOU)
+    assert [s["service_code"] for s in listed] == sorted(s.service_code for s in SERVICES)
+    assert {s["jurisdiction_id"] for s in listed} == {"yunzhou.gov.cn"}
     assert set(listed[0]) >= {"service_code", "service_name", "description", "metadata", "type", "keywords", "group"}
 
 
 def test_a_good_request_maps_to_a_valid_contract_record(contracts) -> None:  # type: ignore[no-untyped-def]
-    record, errors = request_record(GOOD, "district-app", "yunzhou.gov.cn", CITY.index)
+    record, errors = request_record(GOOD, "district-app", YUNZHOU, CITY.index)
     assert errors == [] and record is not None
     assert RecordValidator(contracts["raw.hotline.service_request.v1"])(record) is None
     assert record["caller_name"] == "王 伟" and record["caller_email"] == "w@example.cn"
@@ -31,7 +44,7 @@ def test_a_good_request_maps_to_a_valid_contract_record(contracts) -> None:  # t
 
 def test_every_problem_is_named_at_once() -> None:
     record, errors = request_record({"service_code": "nope", "lat": "abc", "long": "117", "colour": "red",
-                                     "attribute[x]": "1"}, "p", "yunzhou.gov.cn", CITY.index)
+                                     "attribute[x]": "1"}, "p", YUNZHOU, CITY.index)
     assert record is None
     named = {(e.field, e.rule) for e in errors}
     assert {("colour", "unknown-field"), ("attribute[x]", "unknown-field"), ("service_code", "enum"),
@@ -40,19 +53,19 @@ def test_every_problem_is_named_at_once() -> None:
 
 
 def test_location_rules_of_georeport_and_the_jurisdiction() -> None:
-    _, errors = request_record({"service_code": "water.leak", "description": "x"}, "p", "yunzhou.gov.cn", CITY.index)
+    _, errors = request_record({"service_code": "water.leak", "description": "x"}, "p", YUNZHOU, CITY.index)
     assert [(e.field, e.rule) for e in errors] == [("lat", "required")]
-    _, errors = request_record({**GOOD, "lat": "31.2", "long": "121.5"}, "p", "yunzhou.gov.cn", CITY.index)
+    _, errors = request_record({**GOOD, "lat": "31.2", "long": "121.5"}, "p", YUNZHOU, CITY.index)
     assert [(e.field, e.rule) for e in errors] == [("lat", "outside-jurisdiction")]
-    _, errors = request_record({**GOOD, "lat": "95"}, "p", "yunzhou.gov.cn", CITY.index)
+    _, errors = request_record({**GOOD, "lat": "95"}, "p", YUNZHOU, CITY.index)
     assert [(e.field, e.rule) for e in errors] == [("lat", "maximum")]
-    _, errors = request_record({**GOOD, "jurisdiction_id": "other.city"}, "p", "yunzhou.gov.cn", CITY.index)
+    _, errors = request_record({**GOOD, "jurisdiction_id": "other.city"}, "p", YUNZHOU, CITY.index)
     assert errors[0].code == 404
 
 
 def test_public_view_shows_no_personal_data_and_only_a_street_level_address() -> None:
-    record, _ = request_record({**GOOD, "address_string": "锦绣街道某小区3号楼2单元501"}, "p", "yunzhou.gov.cn", CITY.index)
-    view = public_view(record or {}, CITY.index)
+    record, _ = request_record({**GOOD, "address_string": "锦绣街道某小区3号楼2单元501"}, "p", YUNZHOU, CITY.index)
+    view = public_view(record or {}, CITY.index, YUNZHOU)
     for personal in ("caller_name", "caller_phone", "caller_email", "description", "account_id"):
         assert personal not in view
     assert "单元" not in view["address"] and view["address"].endswith("街道")
@@ -74,3 +87,25 @@ def test_batch_body_errors_refuse_the_whole_batch() -> None:
     assert batch_entities({"actionType": "append", "entities": []}, 10)[1].field == "entities"  # type: ignore[union-attr]
     too_many = batch_entities({"actionType": "append", "entities": [{}] * 11}, 10)[1]
     assert too_many is not None and too_many.code == 413
+
+
+def test_another_citys_pack_is_served_with_its_own_jurisdiction_services_and_areas(contracts) -> None:  # type: ignore[no-untyped-def]
+    """Issue 13's symptom: a request of another city was refused as outside yunzhou.gov.cn."""
+    from citybrain.city.from_pack import read_city
+    from citybrain.settings import PROJECT_ROOT
+
+    linjiang = read_city(PROJECT_ROOT / "examples" / "citypacks" / "linjiang")
+    catalogue = catalogue_of(linjiang)
+    assert catalogue.jurisdiction_id == "linjiang.gov.cn"
+    assert {s["service_code"] for s in services(catalogue)} == {s.service_code for s in linjiang.services}
+    request = {"service_code": "lj.street.flooding", "lat": "43.78", "long": "87.55", "jurisdiction_id": "linjiang.gov.cn",
+               "description": "巷子里积水很深"}
+    record, errors = request_record(request, "p", catalogue, linjiang.index)
+    assert errors == [] and record is not None and record["address"] == "西城区红山街道"
+    assert RecordValidator(contracts["raw.hotline.service_request.v1"])(record) is None
+    _, errors = request_record({**request, "service_code": "water.leak"}, "p", catalogue, linjiang.index)
+    assert [(e.field, e.rule) for e in errors] == [("service_code", "enum")]          # 云州市's service is not offered
+    _, errors = request_record({**request, "lat": "38.70", "long": "117.45"}, "p", catalogue, linjiang.index)
+    assert [(e.field, e.rule) for e in errors] == [("lat", "outside-jurisdiction")]   # nor is a place in 云州市
+    view = public_view({**record, "dispatch_department": "water"}, linjiang.index, catalogue)
+    assert view["agency_responsible"] == "临江市水利局"
