@@ -127,7 +127,10 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
 
     run_id = uuid.uuid4().hex
     feeds_dir = settings.demo_dir / run_id[:12]
-    feeds = [c for c in contracts.values() if c.zone == "raw"]
+    # The city's reference topics carry what its pack declares; sample records there would be a false city.
+    from citybrain.city.pack_import import PACK_CONTRACTS
+
+    feeds = [c for c in contracts.values() if c.zone == "raw" and c.id not in PACK_CONTRACTS]
     samples: dict[str, ProduceSummary] = {}
     with ValidatedProducer(settings, producer_id="citybrain-demo") as producer:
         with console.status("producing the bad input real feeds send...") as status:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 EARTH_RADIUS_M = 6_371_008.8
 
@@ -70,6 +70,14 @@ class Area:
 RESOLVED_MAX = 200_000
 
 
+class Place(NamedTuple):
+    """Where a point lies: its district and street and, where the city declares them, its community."""
+
+    district: Area
+    street: Area
+    community: Area | None = None
+
+
 class AreaIndex:
     """Find the street (and its district) containing a point, with a bounding-box grid.
 
@@ -80,9 +88,13 @@ class AreaIndex:
     def __init__(self, areas: Iterable[Area], cell_deg: float = 0.02) -> None:
         self.cell = cell_deg
         self.areas = {a.code: a for a in areas}
-        self._resolved: dict[tuple[float, float], tuple[Area, Area] | None] = {}
+        self._resolved: dict[tuple[float, float], Place | None] = {}
         self._grid: dict[tuple[int, int], list[tuple[Area, tuple[float, float, float, float]]]] = {}
+        #: street code -> its communities with their bounding boxes
+        self._communities: dict[str, list[tuple[Area, tuple[float, float, float, float]]]] = {}
         for area in self.areas.values():
+            if area.level == "community" and area.parent_code:
+                self._communities.setdefault(area.parent_code, []).append((area, bbox(area.geometry)))
             if area.level != "street":
                 continue
             box = bbox(area.geometry)
@@ -100,14 +112,22 @@ class AreaIndex:
                 return area
         return None
 
-    def resolve(self, lon: float, lat: float) -> tuple[Area, Area] | None:
-        """(district, street) containing the point, or None outside the city. Remembered per
-        point: fixed sensors report from the same coordinates every few minutes."""
+    def community_at(self, lon: float, lat: float, street: Area) -> Area | None:
+        """The community of ``street`` containing the point, or None (a city without communities)."""
+        for area, (x0, y0, x1, y1) in self._communities.get(street.code, ()):
+            if x0 <= lon <= x1 and y0 <= lat <= y1 and point_in_geometry(lon, lat, area.geometry):
+                return area
+        return None
+
+    def resolve(self, lon: float, lat: float) -> Place | None:
+        """(district, street, community) containing the point, or None outside the city. Remembered
+        per point: fixed sensors report from the same coordinates every few minutes."""
         key = (lon, lat)
         if key in self._resolved:
             return self._resolved[key]
         street = self.street_at(lon, lat)
-        found = None if street is None or street.parent_code is None else (self.areas[street.parent_code], street)
+        found = None if street is None or street.parent_code is None else \
+            Place(self.areas[street.parent_code], street, self.community_at(lon, lat, street))
         if len(self._resolved) >= RESOLVED_MAX:
             self._resolved.clear()
         self._resolved[key] = found

@@ -14,14 +14,15 @@ from citybrain.departments import DEPARTMENTS
 TEMPLATE = """\
 # Written by `citybrain contracts dispatch --write` from citybrain/contracts/dispatch.py: edit the template, not this file.
 contract: dispatch.{dept}.work_order
-version: 1.1.0
+version: 1.2.0
 title: Work orders dispatched to {en} ({zh})
 description: >
   Dispatch (派单) to {zh}: hotline tickets in its remit and the fused city events it must act
   on (lead or support), each with the SLA deadline of its routing rule. The department
   subscribes to this topic only; work orders carry no personal data: the caller's contact
   stays in the restricted raw zone, and `caller_ref` (since 1.1.0) is a keyed pseudonym of
-  it, the same for every ticket of the same caller.
+  it, the same for every ticket of the same caller. Since 1.2.0 a ticket's work order names the
+  community (社区) its position lies in, where the city's pack declares communities.
 owner: {dept}
 key: work_order_id
 event_id: work_order_id
@@ -45,6 +46,7 @@ schema:
     district_code: {{type: [string, "null"], maxLength: 12, x-classification: public}}
     street_code: {{type: [string, "null"], maxLength: 12, x-classification: public}}
     street_name: {{type: [string, "null"], maxLength: 50, x-classification: public}}
+    community_code: {{type: string, pattern: "^[0-9]{{12}}$", x-classification: public, description: "The community of the ticket's position (since 1.2.0)"}}
     received_at: {{type: string, format: date-time, x-classification: public}}
     sla_deadline: {{type: string, format: date-time, x-classification: public}}
     sla_hours: {{type: number, exclusiveMinimum: 0, maximum: 2160, x-classification: public}}

@@ -59,14 +59,16 @@ class Dispatcher:
                 f"sla_hours and priority (the city's reference data: `citybrain simulate` publishes the simulated city's).")
         return rule
 
-    def ticket_orders(self, request: dict[str, Any], street: tuple[str | None, str | None, str | None]) -> list[tuple[str, dict[str, Any]]]:
-        """Work orders for a newly received request: the responsible department and any co-departments."""
+    def ticket_orders(self, request: dict[str, Any], place: tuple[str | None, ...]) -> list[tuple[str, dict[str, Any]]]:
+        """Work orders for a newly received request: the responsible department and any co-departments.
+        ``place``: (district code, street code, street name[, community code]) of the request's position."""
         rule = self.by_service.get(request["service_code"]) or self.by_category.get(request.get("category", ""))
         if rule is None:
             return []
         received = parse_time(request["requested_datetime"])
         deadline = received + timedelta(hours=float(rule["sla_hours"]))
-        district_code, street_code, street_name = street
+        district_code, street_code, street_name = place[:3]
+        community_code = place[3] if len(place) > 3 else None
         base = {
             "source": "ticket", "source_id": request["service_request_id"], "category": rule["category"],
             "service_code": request["service_code"], "title": request["service_name"],
@@ -75,6 +77,8 @@ class Dispatcher:
             "sla_deadline": iso(deadline), "sla_hours": float(rule["sla_hours"]), "rule_id": rule["rule_id"],
             "caller_ref": self._caller_ref(request),
         }
+        if community_code:
+            base["community_code"] = community_code
         return [(dispatch_topic(d), {**base, "work_order_id": f"WO-{request['service_request_id']}-{d}",
                                      "department": d, "role": "lead" if d == rule["department"] else "support"})
                 for d in [rule["department"], *rule.get("co_departments", [])]

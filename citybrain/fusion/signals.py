@@ -36,6 +36,7 @@ class Signal:
     district_code: str | None = None
     street_code: str | None = None
     street_name: str | None = None
+    community_code: str | None = None   # where the city's pack declares communities
     device_id: str | None = None
     values: dict[str, Any] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
@@ -77,7 +78,8 @@ class Enricher:
         if self.index is not None and s.lon is not None and s.lat is not None:
             found = self.index.resolve(s.lon, s.lat)
             if found:
-                s.district_code, s.street_code, s.street_name = found[0].code, found[1].code, found[1].name
+                s.district_code, s.street_code, s.street_name = found.district.code, found.street.code, found.street.name
+                s.community_code = found.community.code if found.community else None
             else:
                 s.flags.append("outside_city")
         return s

@@ -10,7 +10,7 @@ from citybrain.city.model import City
 from citybrain.sim.clock import LOCAL, local_hour, traffic_demand
 from citybrain.times import iso
 from citybrain.sim.hotline import poisson, random_point
-from citybrain.sim.model import Emission, SimConfig
+from citybrain.sim.model import REFERENCE_POPULATION, Emission, SimConfig
 from citybrain.sim.people import People
 from citybrain.sim.weather import Weather
 
@@ -49,8 +49,9 @@ class Departments:
         self.police_seq = 0
         self.urban_seq = 0
         # A city without the department has no feed of it (a pack may list fewer departments).
-        self.police_per_day = 900 * cfg.scale * ("police" in city.departments)
-        self.urban_per_day = 800 * cfg.scale * ("urban_management" in city.departments)
+        size = city.population / REFERENCE_POPULATION
+        self.police_per_day = 900 * cfg.scale * size * ("police" in city.departments)
+        self.urban_per_day = 800 * cfg.scale * size * ("urban_management" in city.departments)
         self.residents: list[dict[str, Any]] = []
 
     def tick(self, t: datetime) -> list[tuple[datetime, Emission]]:
@@ -122,7 +123,7 @@ class Departments:
         rng = self.rng
         if "civil_affairs" not in self.city.departments:
             return []
-        n = max(1, int(self.cfg.elderly_residents * self.cfg.scale))
+        n = max(1, int(self.cfg.elderly_residents * self.cfg.scale * self.city.population / REFERENCE_POPULATION))
         out = []
         for k in range(n):
             street = rng.choices(self.city.streets, weights=self.weights)[0]

@@ -18,7 +18,7 @@ from citybrain.city.model import City, Street
 from citybrain.geo import point_in_geometry
 from citybrain.sim.clock import LOCAL, activity, is_weekend, local_hour
 from citybrain.times import iso
-from citybrain.sim.model import Effects, Emission, SimConfig
+from citybrain.sim.model import REFERENCE_POPULATION, Effects, Emission, SimConfig
 from citybrain.sim.people import People
 
 PRODUCER = "hotline-12345.crm"
@@ -85,7 +85,8 @@ class TicketDesk:
     def tick(self, t: datetime) -> list[tuple[datetime, Emission]]:
         """New tickets received during the tick ending at ``t``, with their whole future."""
         out: list[tuple[datetime, Emission]] = []
-        per_hour = self.cfg.tickets_per_day * self.cfg.scale / 24 * (0.85 if is_weekend(t) else 1.0)
+        per_hour = (self.cfg.tickets_per_day * self.cfg.scale * self.city.population / REFERENCE_POPULATION / 24
+                    * (0.85 if is_weekend(t) else 1.0))
         hours = self.cfg.interval_min / 60
         for service in self.city.services:
             share = self.share[service.service_code]
