@@ -33,10 +33,12 @@ class Dataset:
                 "key": list(self.key), "fields": self.fields, "inputs": sorted(self.inputs.values())}
 
 
-#: Parse an RFC 3339 UTC time from the JSON into a naive UTC timestamp.
+#: ``utc``: an RFC 3339 UTC time from the JSON as a naive UTC timestamp; ``local``: a naive UTC timestamp
+#: as the city's wall-clock time ({timezone}: the time zone of the city on ``raw.ref.city``).
 MACROS = """
 CREATE OR REPLACE MACRO utc(x) AS CAST(replace(x, 'Z', '') AS TIMESTAMP);
-CREATE OR REPLACE MACRO local_day(x) AS CAST(x + INTERVAL 8 HOUR AS DATE);
+CREATE OR REPLACE MACRO local(x) AS timezone('{timezone}', x AT TIME ZONE 'UTC');
+CREATE OR REPLACE MACRO local_day(x) AS CAST(local(x) AS DATE);
 CREATE OR REPLACE MACRO j(v, f) AS json_extract_string(v, '$.' || f);
 """
 
@@ -45,7 +47,7 @@ RESPOND_ON_RECEIPT = Dataset(
     title="接诉即办 KPIs per department, district and day",
     description="Respond-on-receipt indicators of the 12345 hotline: how fast departments accept dispatched "
                 "tickets, how many they handle within the SLA, resolve and satisfy, and how many run overdue or "
-                "are reopened. Day = the day the ticket was received, Beijing time; overdue as of the newest "
+                "are reopened. Day = the day the ticket was received, in the city's time zone; overdue as of the newest "
                 "lifecycle event in the data.",
     owner="hotline_12345",
     inputs={"ticket_events": "bronze/raw.hotline.ticket_event",
@@ -54,7 +56,7 @@ RESPOND_ON_RECEIPT = Dataset(
     fields={
         "department": "department the ticket was dispatched to (lead)",
         "district_code": "district of the ticket's location (from the fused work order), 'unknown' if unplaced",
-        "day": "day the ticket was received (Asia/Shanghai)",
+        "day": "day the ticket was received (the city's time zone, raw.ref.city)",
         "tickets": "tickets dispatched to the department that day",
         "response_min_median": "median minutes from dispatch to the department accepting",
         "handled_on_time_rate": "share handled by the SLA deadline",
@@ -202,7 +204,7 @@ ENV_EXCEEDANCES = Dataset(
     title="Environmental exceedances by street and hour, with the complaints that followed",
     description="Hours in which a street's mean PM2.5 exceeded 75 µg/m³ (GB 3095 grade II, 24-hour limit used as "
                 "an hourly screening value) or its mean noise level LAeq exceeded 60 dB(A) by day / 50 dB(A) by night "
-                "(GB 3096 class 2; night 22:00-06:00 Beijing time), with the hotline complaints of the matching "
+                "(GB 3096 class 2; night 22:00-06:00 in the city's time zone), with the hotline complaints of the matching "
                 "category (air_pollution, noise) received in the street from the start of that hour to 6 hours after "
                 "its end. Hour in UTC.",
     owner="environment",
@@ -230,7 +232,7 @@ r AS (
 ex AS (
   SELECT dev.street_code, r.pollutant, r.unit, r.hour_start, round(avg(r.v), 1) AS mean_value, max(r.v) AS peak_value,
          CAST(CASE WHEN r.pollutant = 'pm25' THEN 75.0
-              WHEN hour(r.hour_start + INTERVAL 8 HOUR) BETWEEN 6 AND 21 THEN 60.0 ELSE 50.0 END AS DOUBLE) AS limit_value,
+              WHEN hour(local(r.hour_start)) BETWEEN 6 AND 21 THEN 60.0 ELSE 50.0 END AS DOUBLE) AS limit_value,
          count(*) AS readings, count(DISTINCT r.device_id) AS devices
   FROM r JOIN dev USING (device_id) WHERE r.v IS NOT NULL AND dev.street_code IS NOT NULL
   GROUP BY dev.street_code, r.pollutant, r.unit, r.hour_start),
@@ -399,6 +401,23 @@ def input_files(lake: Path, pattern: str) -> list[Path]:
     return layout.files(lake, layer, contract)
 
 
+#: The time zone of city-facing figures before the lake holds a city record.
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
+
+def city_timezone(lake: Path) -> str:
+    """The IANA time zone of the city the lake holds (its latest ``raw.ref.city`` record, as imported
+    from its city pack), else DEFAULT_TIMEZONE."""
+    import re
+
+    from citybrain.lake.reader import latest_values
+
+    cities = latest_values(layout.files(lake, "bronze", "raw.ref.city"), "city_code")
+    latest = max(cities.values(), key=lambda c: str(c.get("updated_at", "")), default=None)
+    zone = str((latest or {}).get("timezone") or DEFAULT_TIMEZONE)
+    return zone if re.fullmatch(r"[A-Za-z0-9_+/-]{1,60}", zone) else DEFAULT_TIMEZONE   # it goes into SQL
+
+
 def build(lake: Path, dataset: Dataset, allowed: set[Path] | None = None) -> tuple[pa.Table, list[Path]]:
     """Run the dataset's SQL over the lake; (result, the input files read).
 
@@ -420,7 +439,7 @@ def build(lake: Path, dataset: Dataset, allowed: set[Path] | None = None) -> tup
         sources[name] = "read_parquet([{}], union_by_name = true)".format(", ".join(f"'{f}'" for f in files))
     con = duckdb.connect()
     try:
-        con.execute(MACROS)
+        con.execute(MACROS.format(timezone=city_timezone(lake)))
         return con.sql(dataset.sql.format(**sources)).to_arrow_table(), used
     finally:
         con.close()

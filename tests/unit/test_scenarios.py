@@ -68,6 +68,18 @@ def test_respond_on_receipt_kpis_follow_each_ticket_through_its_lifecycle(lake: 
     assert row["overdue"] == 1 and row["reopened"] == 1          # HL2: past its deadline, never handled
 
 
+def test_days_are_the_citys_own_days_in_the_time_zone_of_its_pack(lake: Path) -> None:
+    """01:00-02:35Z is 11-22 in Asia/Shanghai (the default) and in Asia/Urumqi, but 11-21 in America/Bogota."""
+    def days(zone: str) -> set[str]:
+        _write(lake, "bronze", "raw.ref.city.v1", [{"city_code": "9801", "name": "临江市", "jurisdiction_id": "linjiang.gov.cn",
+                                                   "timezone": zone, "pack_version": "1", "updated_at": "2026-01-01T00:00:00Z"}])
+        return {str(r["day"]) for r in build(lake, DATASETS["respond_on_receipt_kpis"])[0].to_pylist()}
+
+    assert {str(r["day"]) for r in build(lake, DATASETS["respond_on_receipt_kpis"])[0].to_pylist()} == {"2025-11-22"}
+    assert days("Asia/Urumqi") == {"2025-11-22"}
+    assert days("America/Bogota") == {"2025-11-21"}
+
+
 def test_congestion_index_compares_speed_with_free_flow(lake: Path) -> None:
     rows = build(lake, DATASETS["traffic_congestion_index"])[0].to_pylist()
     assert [(r["segment_id"], r["readings"], r["mean_speed_kmh"], r["congestion_index"]) for r in rows] == \
