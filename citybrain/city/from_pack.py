@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from citybrain.city.build import WATER_SITES
-from citybrain.city.catalogue import Service
+from citybrain.city.catalogue import SERVICES, Service
 from citybrain.city.model import City, Device, District, Poi, RoadSegment, Street
 from citybrain.city.pack import Pack
 from citybrain.geo import Area, AreaIndex, bbox, point_in_geometry
@@ -50,12 +50,28 @@ def _inside(geometry: dict[str, Any], rng: random.Random) -> tuple[float, float]
 
 
 def _services(pack: Pack) -> tuple[Service, ...]:
-    return tuple(Service(
-        service_code=s["service_code"], service_name=s["name"], service_name_en=s.get("name_en", s["name"]),
-        category=s["category"], group=s["group"], department=s["department"], sla_hours=float(s["sla_hours"]),
-        priority=s.get("priority", "normal"), co_departments=tuple(s.get("co_departments", ())),
-        keywords=tuple(s.get("keywords", ())), daily_share=1.0, profile="day",
-        templates=tuple(t.replace("{name}", s["name"]) for t in TEMPLATES)) for s in pack.services)
+    """The pack's services, with the volume, daily rhythm and call texts of the generated city's service of the
+    same category (a pack says what is offered, not how often it is called); an unknown category gets the
+    median share and the pack's name in generic texts."""
+    like: dict[str, list[Service]] = {}
+    for s in SERVICES:
+        like.setdefault(s.category, []).append(s)
+    median = sorted(s.daily_share for s in SERVICES)[len(SERVICES) // 2]
+    in_pack: dict[str, int] = {}
+    for s in pack.services:
+        in_pack[s["category"]] = in_pack.get(s["category"], 0) + 1
+    out = []
+    for s in pack.services:
+        twins = like.get(s["category"], [])
+        share = sum(t.daily_share for t in twins) / in_pack[s["category"]] if twins else median
+        templates = tuple(x for t in twins for x in t.templates) or tuple(x.replace("{name}", s["name"]) for x in TEMPLATES)
+        out.append(Service(
+            service_code=s["service_code"], service_name=s["name"], service_name_en=s.get("name_en", s["name"]),
+            category=s["category"], group=s["group"], department=s["department"], sla_hours=float(s["sla_hours"]),
+            priority=s.get("priority", "normal"), co_departments=tuple(s.get("co_departments", ())),
+            keywords=tuple(s.get("keywords", ())), daily_share=share, profile=twins[0].profile if twins else "day",
+            templates=templates))
+    return tuple(out)
 
 
 def city_of_pack(pack: Pack, seed: int = 7) -> City:
