@@ -1,9 +1,7 @@
-"""The simulated city as reference-topic records (``raw.ref.*``), and as files on disk."""
+"""The simulated city as reference-topic records (``raw.ref.*``)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from citybrain.city.model import City
@@ -40,25 +38,3 @@ def device_record(d, status: str, as_of: str) -> dict[str, Any]:  # type: ignore
         "lat": d.lat, "long": d.lon, "street_code": d.street_code, "site_type": d.site_type, "vendor": d.vendor,
         "serial_number": d.serial_number, "installed_at": d.installed_at, "status": status, "updated_at": as_of,
     }
-
-
-def write_city_files(city: City, directory: Path, as_of: str) -> list[Path]:
-    """GeoJSON of districts and streets, plus one JSONL file per reference contract."""
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for level, items in (("districts", city.districts), ("streets", city.streets)):
-        features = [{"type": "Feature", "geometry": a.geometry,
-                     "properties": {"code": a.code, "name": a.name, "name_en": a.name_en,
-                                    "population": a.population,
-                                    **({"district_code": a.district_code} if level == "streets" else {})}}
-                    for a in items]
-        path = directory / f"{level}.geojson"
-        path.write_text(json.dumps({"type": "FeatureCollection", "features": features}, ensure_ascii=False))
-        written.append(path)
-    for contract_id, records in reference_records(city, as_of).items():
-        path = directory / f"{contract_id}.jsonl"
-        with open(path, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        written.append(path)
-    return written

@@ -36,16 +36,23 @@ def city_show(seed: int = typer.Option(7, help="City seed.")) -> None:
 
 
 @city_app.command("export")
-def city_export(directory: Path = typer.Argument(..., help="Where to write the files."),
-                seed: int = typer.Option(7, help="City seed.")) -> None:
-    """Write the city as GeoJSON (districts, streets) and one JSONL file per reference contract."""
-    from citybrain.city.build import build_city
-    from citybrain.city.reference import write_city_files
-    from citybrain.sim.clock import default_start
-    from citybrain.times import iso
+def city_export(directory: Path = typer.Argument(..., file_okay=False, help="Where to write the pack (a folder).")) -> None:
+    """Write the city as the reference topics hold it now as a city pack: the start of the next pack,
+    and it imports with nothing changed."""
+    from citybrain.city.pack_check import check_pack
+    from citybrain.city.pack_export import export_pack
+    from citybrain.errors import InputError
 
-    for path in write_city_files(build_city(seed), directory, iso(default_start())):
-        out.print(str(path), highlight=False)
+    settings = current_settings()
+    try:
+        with err.status(f"reading the reference topics from {settings.bootstrap} ..."):
+            pack = export_pack(settings)
+    except InputError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    pack.write(directory)
+    _pack, problems = check_pack(directory)
+    out.print(f"{pack.summary()} written to {directory}" + (f"; it has {len(problems)} problem(s): `citybrain city "
+              f"check {directory}`" if problems else "; it passes `city check`"), highlight=False)
 
 
 @city_app.command("exports")

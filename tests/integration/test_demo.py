@@ -30,7 +30,10 @@ def test_demo_produces_every_feed_and_counts_add_up(demo, contracts) -> None:  #
     assert "access: 12 department principals" in proc.stdout
     assert "10. access dept-police read" in proc.stdout and "(TopicAuthorizationFailed)" in proc.stdout
     assert "counts add up" in proc.stdout and "NO" not in proc.stdout
-    raw_feeds = [c for c in contracts.values() if c.zone == "raw"]
+    from citybrain.city.pack_import import PACK_CONTRACTS
+
+    assert "city pack 云州市 1.0.0" in proc.stdout and "imported" in proc.stdout
+    raw_feeds = [c for c in contracts.values() if c.zone == "raw" and c.id not in PACK_CONTRACTS]   # the pack's: step 3
     for c in raw_feeds:
         assert c.topic in proc.stdout
     assert f"{len(contracts)} contracts discoverable from the broker" in proc.stdout
