@@ -46,7 +46,7 @@ RESULT_SCHEMA = pa.schema([
     ("action", pa.string()),
 ])
 REFERENCES = {"device": ("raw.ref.device", "device_id"), "area": ("raw.ref.admin_area", "area_code"),
-              "road_segment": ("raw.ref.road_segment", "segment_id")}
+              "road_segment": ("raw.ref.road_segment", "segment_id"), "service": ("raw.ref.service", "service_code")}
 
 
 @dataclass
@@ -97,7 +97,8 @@ def passed_files(lake: Path) -> tuple[set[Path], dict[str, Any]]:
 
 
 def reference_sets(lake: Path) -> dict[str, list[str]]:
-    """The value sets suites check references against (device ids, area codes, road segments) from bronze."""
+    """The value sets suites check references against (device ids, area codes, road segments, service codes)
+    from bronze."""
     return {f"ref_{name}": sorted(reader.field_values(layout.files(lake, "bronze", contract), column))
             for name, (contract, column) in REFERENCES.items()}
 
