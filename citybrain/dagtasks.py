@@ -68,11 +68,18 @@ def security_monitoring(settings: Settings | None = None) -> dict[str, Any]:
 
 
 def publish_dataset(name: str, settings: Settings | None = None) -> dict[str, Any]:
+    from citybrain.scenarios.datasets import NoInputError
     from citybrain.scenarios.publish import release_dataset
 
     settings = settings or get_settings()
     announced: list[dict[str, Any]] = []
-    release = release_dataset(settings.lake_dir, name, announce=announced.append)
+    try:
+        release = release_dataset(settings.lake_dir, name, announce=announced.append)
+    except NoInputError as exc:   # the city has no such feed: skipped, and said why, rather than failed
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        keep(settings, f"publish_{name}", {"dataset": name, "skipped": str(exc)})
+        raise AirflowSkipException(str(exc)) from None
     sent = send_all(settings, RELEASES, announced, f"airflow.publish_{name}")
     out = {"dataset": name, "version": release.version, "rows": release.manifest["rows"],
            "path": str(release.path), "quality": release.manifest["quality"], "announced": sent}

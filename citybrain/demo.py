@@ -130,7 +130,9 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
     # The city's reference topics carry what its pack declares; sample records there would be a false city.
     from citybrain.city.pack_import import PACK_CONTRACTS
 
-    feeds = [c for c in contracts.values() if c.zone == "raw" and c.id not in PACK_CONTRACTS]
+    # Nor to the feeds of departments the city does not have (临江市 has no civil-affairs register).
+    feeds = [c for c in contracts.values() if c.zone == "raw" and c.id not in PACK_CONTRACTS
+             and c.owner in sim.city.departments]
     samples: dict[str, ProduceSummary] = {}
     with ValidatedProducer(settings, producer_id="citybrain-demo") as producer:
         with console.status("producing the bad input real feeds send...") as status:
@@ -250,6 +252,8 @@ def _run_dags(settings: Settings, console: Console) -> bool:
     names = ", ".join("{} {:,} rows".format(r["dataset"], r["rows"]) for r in released)
     console.print(f"            published {len(released)} scenario datasets ({names}), announced on "
                   "catalog.datasets.release.v1", highlight=False)
+    for r in (r for run in runs.values() for r in run.results if "skipped" in r):
+        console.print(f"            not published: {r['skipped']}", highlight=False)
     if any(r["dataset"] == "flood_risk_by_street" for r in released):
         top = query(settings.lake_dir, "SELECT street_name, risk_score, risk_level FROM flood_risk_by_street "
                                                  "ORDER BY risk_score DESC LIMIT 3").to_pylist()

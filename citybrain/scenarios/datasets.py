@@ -42,6 +42,28 @@ CREATE OR REPLACE MACRO local_day(x) AS CAST(local(x) AS DATE);
 CREATE OR REPLACE MACRO j(v, f) AS json_extract_string(v, '$.' || f);
 """
 
+#: Each ticket's closed loop from its lifecycle events: ``ev`` (the events), ``as_of`` (the newest event) and
+#: ``t`` (per ticket: received, dispatched, lead department, deadline, accepted, handled, resolved,
+#: satisfaction, reopened). Needs the input ``{ticket_events}``.
+TICKET_STATES = """ev AS (
+  SELECT j(value, 'service_request_id') AS rid, j(value, 'event_type') AS kind, utc(j(value, 'occurred_at')) AS occurred,
+         j(value, 'department') AS dept, utc(j(value, 'sla_deadline')) AS deadline,
+         j(value, 'satisfaction') AS satisfaction, j(value, 'resolved') = 'true' AS resolved
+  FROM {ticket_events}),
+as_of AS (SELECT max(occurred) AS latest_event FROM ev),
+t AS (
+  SELECT rid,
+         min(occurred) FILTER (WHERE kind = 'received') AS received,
+         min(occurred) FILTER (WHERE kind = 'dispatched') AS dispatched,
+         arg_min(dept, occurred) FILTER (WHERE kind = 'dispatched') AS department,
+         min(deadline) FILTER (WHERE kind = 'dispatched') AS deadline,
+         min(occurred) FILTER (WHERE kind = 'accepted') AS accepted,
+         min(occurred) FILTER (WHERE kind = 'handled') AS handled,
+         coalesce(bool_or(resolved) FILTER (WHERE kind IN ('handled', 'followed_up')), false) AS resolved,
+         arg_max(satisfaction, occurred) FILTER (WHERE kind = 'followed_up') AS satisfaction,
+         count(*) FILTER (WHERE kind = 'reopened') AS reopened
+  FROM ev GROUP BY rid)"""
+
 RESPOND_ON_RECEIPT = Dataset(
     name="respond_on_receipt_kpis",
     title="接诉即办 KPIs per department, district and day",
@@ -66,24 +88,7 @@ RESPOND_ON_RECEIPT = Dataset(
         "reopened": "tickets reopened at least once",
     },
     sql="""
-WITH ev AS (
-  SELECT j(value, 'service_request_id') AS rid, j(value, 'event_type') AS kind, utc(j(value, 'occurred_at')) AS occurred,
-         j(value, 'department') AS dept, utc(j(value, 'sla_deadline')) AS deadline,
-         j(value, 'satisfaction') AS satisfaction, j(value, 'resolved') = 'true' AS resolved
-  FROM {ticket_events}),
-as_of AS (SELECT max(occurred) AS latest_event FROM ev),
-t AS (
-  SELECT rid,
-         min(occurred) FILTER (WHERE kind = 'received') AS received,
-         min(occurred) FILTER (WHERE kind = 'dispatched') AS dispatched,
-         arg_min(dept, occurred) FILTER (WHERE kind = 'dispatched') AS department,
-         min(deadline) FILTER (WHERE kind = 'dispatched') AS deadline,
-         min(occurred) FILTER (WHERE kind = 'accepted') AS accepted,
-         min(occurred) FILTER (WHERE kind = 'handled') AS handled,
-         coalesce(bool_or(resolved) FILTER (WHERE kind IN ('handled', 'followed_up')), false) AS resolved,
-         arg_max(satisfaction, occurred) FILTER (WHERE kind = 'followed_up') AS satisfaction,
-         count(*) FILTER (WHERE kind = 'reopened') AS reopened
-  FROM ev GROUP BY rid),
+WITH """ + TICKET_STATES + """,
 place AS (
   SELECT j(value, 'source_id') AS rid, any_value(j(value, 'district_code')) AS district_code
   FROM {work_orders} WHERE j(value, 'source') = 'ticket' AND j(value, 'role') = 'lead' GROUP BY 1)
@@ -389,8 +394,61 @@ FROM d LEFT JOIN f USING (district_code) LEFT JOIN h USING (district_code) LEFT 
 ORDER BY safety_index, district_code
 """)
 
+COMMUNITY_ASSESSMENT = Dataset(
+    name="community_assessment",
+    title="社区考核: the hotline's three rates per community, ranked in its street and the city",
+    description="Grid governance assessment (考核) of every community (社区/村) with dispatched tickets, from the "
+                "fused work orders (the lead order names the community the ticket's position lies in) and the "
+                "tickets' lifecycle events: the response rate (accepted by the department before the SLA "
+                "deadline), the resolution rate (confirmed resolved) and the satisfaction rate (of the followed-up "
+                "callers, satisfied or basically satisfied), each with the number of tickets behind it. score = "
+                "100 x (0.3 x response + 0.4 x resolution + 0.3 x satisfaction), ranked in the city and in the street.",
+    owner="hotline_12345",
+    inputs={"ticket_events": "bronze/raw.hotline.ticket_event", "work_orders": "silver/dispatch.*.work_order",
+            "admin_areas": "bronze/raw.ref.admin_area"},
+    key=("community_code",),
+    fields={
+        "community_code": "community (raw.ref.admin_area, level community)", "community_name": "its name",
+        "street_code": "its street", "street_name": "the street's name", "district_code": "its district",
+        "tickets": "tickets dispatched for a position in the community",
+        "responded": "of them, accepted by the department before the deadline", "response_rate": "responded / tickets",
+        "resolved": "of them, confirmed resolved", "resolution_rate": "resolved / tickets",
+        "followed_up": "of them, followed up with the caller", "satisfied": "of those, satisfied or basically satisfied",
+        "satisfaction_rate": "satisfied / followed_up (null when nobody was followed up)",
+        "score": "0 ... 100", "rank_in_city": "1 = best score in the city", "rank_in_street": "1 = best in its street",
+    },
+    sql="""
+WITH """ + TICKET_STATES + """,
+areas AS """ + STREETS + """,
+place AS (
+  SELECT j(value, 'source_id') AS rid, any_value(j(value, 'community_code')) AS community_code
+  FROM {work_orders} WHERE j(value, 'source') = 'ticket' AND j(value, 'role') = 'lead'
+    AND j(value, 'community_code') IS NOT NULL GROUP BY 1),
+c AS (
+  SELECT place.community_code, count(*) AS tickets,
+         count(*) FILTER (WHERE t.accepted IS NOT NULL AND t.accepted <= t.deadline) AS responded,
+         count(*) FILTER (WHERE t.resolved) AS resolved,
+         count(*) FILTER (WHERE t.satisfaction IS NOT NULL) AS followed_up,
+         count(*) FILTER (WHERE t.satisfaction IS NOT NULL AND t.satisfaction <> 'dissatisfied') AS satisfied
+  FROM t JOIN place USING (rid) WHERE t.dispatched IS NOT NULL GROUP BY 1),
+r AS (
+  SELECT c.*, round(responded / tickets, 4) AS response_rate, round(resolved / tickets, 4) AS resolution_rate,
+         CASE WHEN followed_up > 0 THEN round(satisfied / followed_up, 4) END AS satisfaction_rate
+  FROM c)
+SELECT r.community_code, com.name AS community_name, com.parent_code AS street_code, st.name AS street_name,
+       st.parent_code AS district_code, r.tickets, r.responded, r.response_rate, r.resolved, r.resolution_rate,
+       r.followed_up, r.satisfied, r.satisfaction_rate,
+       round(100 * (0.3 * r.response_rate + 0.4 * r.resolution_rate + 0.3 * coalesce(r.satisfaction_rate, 0)), 1) AS score,
+       rank() OVER (ORDER BY round(100 * (0.3 * r.response_rate + 0.4 * r.resolution_rate
+                                          + 0.3 * coalesce(r.satisfaction_rate, 0)), 1) DESC) AS rank_in_city,
+       rank() OVER (PARTITION BY com.parent_code ORDER BY round(100 * (0.3 * r.response_rate + 0.4 * r.resolution_rate
+                                          + 0.3 * coalesce(r.satisfaction_rate, 0)), 1) DESC) AS rank_in_street
+FROM r JOIN areas com ON com.area_code = r.community_code LEFT JOIN areas st ON st.area_code = com.parent_code
+ORDER BY rank_in_city, community_code
+""")
+
 DATASETS: dict[str, Dataset] = {d.name: d for d in (RESPOND_ON_RECEIPT, TRAFFIC_CONGESTION, HOTLINE_HOTSPOTS, ENV_EXCEEDANCES,
-                                                    FLOOD_RISK, ELDERLY_CARE, DISTRICT_SAFETY)}
+                                                    FLOOD_RISK, ELDERLY_CARE, DISTRICT_SAFETY, COMMUNITY_ASSESSMENT)}
 
 
 def input_files(lake: Path, pattern: str) -> list[Path]:
@@ -399,6 +457,11 @@ def input_files(lake: Path, pattern: str) -> list[Path]:
     if layer == "gold":
         return layout.release_data(lake, contract)[-1:]
     return layout.files(lake, layer, contract)
+
+
+class NoInputError(LookupError):
+    """The city has no data at all for an input of a dataset (not even quarantined): e.g. a city whose pack
+    lists no civil-affairs department has no elderly-care register. The dataset cannot be published for it."""
 
 
 #: The time zone of city-facing figures before the lake holds a city record.
@@ -430,6 +493,13 @@ def build(lake: Path, dataset: Dataset, allowed: set[Path] | None = None) -> tup
         files = input_files(lake, pattern)
         if allowed is not None and not pattern.startswith("gold/"):
             files = [f for f in files if f in allowed]
+        layer, contracts = pattern.split("/", 1)
+        if not files and layer != "gold" and layout.files(lake, layer) and not input_files(lake, pattern) \
+                and not layout.quarantined_files(lake, layer, contracts):   # a filled lake without this feed
+            raise NoInputError(f"{dataset.name}: the lake holds no record of input {pattern!r} at all under {lake} "
+                               "(this city has no such feed), so the dataset is not published for it. Fix: if the city "
+                               "has the feed, load it (`citybrain load`, the gateway) or list its department in the "
+                               "city pack.")
         if not files:
             what = ("no release yet: publish it first" if pattern.startswith("gold/") else
                     "fill the lake first (`citybrain lake bronze` / `citybrain lake silver`, or `make demo`)"

@@ -49,7 +49,8 @@ def test_the_second_city_runs_the_whole_demo_path_and_counts_add_up(linjiang) ->
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "city pack 临江市 2026.12.1" in run.stdout and "counts add up" in run.stdout
     assert "临江市 (6 streets, 64 devices) simulated" in run.stdout
-    assert "published 7 scenario datasets" in run.stdout
+    assert "published 7 scenario datasets" in run.stdout           # of 8: no civil affairs, no elderly-care register
+    assert "not published: elderly_care_demand" in run.stdout
 
 
 @pytest.mark.timeout(600)
@@ -81,6 +82,9 @@ def test_its_outputs_name_its_own_areas_departments_and_services(linjiang) -> No
     assert {r["district_name"] for r in safety} == {"西城区", "中心区", "东港区"}
     assert {r["street_name"] for r in gold["flood_risk_by_street"]} <= set(areas.values())
     assert {r["department"] for r in gold["respond_on_receipt_kpis"]} <= departments
+    communities = {code for code, _n in areas.items() if len(code) == 12}
+    ranked = gold["community_assessment"]
+    assert ranked and {r["community_code"] for r in ranked} <= communities and {r["street_code"] for r in ranked} <= streets
     # Nothing of 云州市 anywhere: work orders, city events, releases.
     text = json.dumps([orders, events, gold], ensure_ascii=False, default=str)
     assert not [w for w in YUNZHOU_WORDS if w in text]

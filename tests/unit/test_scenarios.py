@@ -80,6 +80,33 @@ def test_days_are_the_citys_own_days_in_the_time_zone_of_its_pack(lake: Path) ->
     assert days("America/Bogota") == {"2025-11-21"}
 
 
+def test_a_city_without_a_feed_is_told_the_dataset_is_not_for_it(lake: Path) -> None:
+    """A filled lake without any elderly-care record (a city without civil affairs): NoInputError, which the
+    publish DAG turns into a skipped task with the reason, not a failure."""
+    from citybrain.scenarios.datasets import NoInputError
+
+    with pytest.raises(NoInputError, match="raw.civil_affairs.elderly_care"):
+        build(lake, DATASETS["elderly_care_demand"])
+
+
+def test_community_assessment_ranks_communities_by_their_three_rates(lake: Path) -> None:
+    """社区考核: HL1 (resolved, satisfied) in one community, HL2 and HL3 in another; the counts behind each rate."""
+    orders = [{"work_order_id": f"WO-{rid}-water", "department": "water", "role": "lead", "source": "ticket",
+               "source_id": rid, "district_code": "990101", "street_code": "990101001", "community_code": community}
+              for rid, community in (("HL1", "990101001001"), ("HL2", "990101001002"), ("HL3", "990101001002"))]
+    _write(lake, "silver", "dispatch.water.work_order.v1", orders)
+    _write(lake, "bronze", "raw.ref.admin_area.v1", [
+        {"area_code": "990101001", "name": "天宁街道", "level": "street", "parent_code": "990101"},
+        {"area_code": "990101001001", "name": "钟楼社区", "level": "community", "parent_code": "990101001"},
+        {"area_code": "990101001002", "name": "文庙社区", "level": "community", "parent_code": "990101001"}])
+    rows = build(lake, DATASETS["community_assessment"])[0].to_pylist()
+    assert [(r["community_name"], r["tickets"], r["responded"], r["resolved"], r["followed_up"], r["satisfied"],
+             r["rank_in_city"], r["rank_in_street"]) for r in rows] == [
+        ("钟楼社区", 1, 1, 1, 1, 1, 1, 1), ("文庙社区", 2, 2, 0, 1, 0, 2, 2)]
+    assert rows[0]["score"] == 100.0 and rows[1]["score"] == 30.0 and rows[1]["satisfaction_rate"] == 0.0
+    assert {r["street_name"] for r in rows} == {"天宁街道"} and {r["district_code"] for r in rows} == {"990101"}
+
+
 def test_congestion_index_compares_speed_with_free_flow(lake: Path) -> None:
     rows = build(lake, DATASETS["traffic_congestion_index"])[0].to_pylist()
     assert [(r["segment_id"], r["readings"], r["mean_speed_kmh"], r["congestion_index"]) for r in rows] == \
