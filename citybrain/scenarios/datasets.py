@@ -434,16 +434,16 @@ c AS (
 r AS (
   SELECT c.*, round(responded / tickets, 4) AS response_rate, round(resolved / tickets, 4) AS resolution_rate,
          CASE WHEN followed_up > 0 THEN round(satisfied / followed_up, 4) END AS satisfaction_rate
-  FROM c)
-SELECT r.community_code, com.name AS community_name, com.parent_code AS street_code, st.name AS street_name,
-       st.parent_code AS district_code, r.tickets, r.responded, r.response_rate, r.resolved, r.resolution_rate,
-       r.followed_up, r.satisfied, r.satisfaction_rate,
-       round(100 * (0.3 * r.response_rate + 0.4 * r.resolution_rate + 0.3 * coalesce(r.satisfaction_rate, 0)), 1) AS score,
-       rank() OVER (ORDER BY round(100 * (0.3 * r.response_rate + 0.4 * r.resolution_rate
-                                          + 0.3 * coalesce(r.satisfaction_rate, 0)), 1) DESC) AS rank_in_city,
-       rank() OVER (PARTITION BY com.parent_code ORDER BY round(100 * (0.3 * r.response_rate + 0.4 * r.resolution_rate
-                                          + 0.3 * coalesce(r.satisfaction_rate, 0)), 1) DESC) AS rank_in_street
-FROM r JOIN areas com ON com.area_code = r.community_code LEFT JOIN areas st ON st.area_code = com.parent_code
+  FROM c),
+s AS (
+  SELECT r.*, round(100 * (0.3 * response_rate + 0.4 * resolution_rate + 0.3 * coalesce(satisfaction_rate, 0)), 1) AS score
+  FROM r)
+SELECT s.community_code, com.name AS community_name, com.parent_code AS street_code, st.name AS street_name,
+       st.parent_code AS district_code, s.tickets, s.responded, s.response_rate, s.resolved, s.resolution_rate,
+       s.followed_up, s.satisfied, s.satisfaction_rate, s.score,
+       rank() OVER (ORDER BY s.score DESC) AS rank_in_city,
+       rank() OVER (PARTITION BY com.parent_code ORDER BY s.score DESC) AS rank_in_street
+FROM s JOIN areas com ON com.area_code = s.community_code LEFT JOIN areas st ON st.area_code = com.parent_code
 ORDER BY rank_in_city, community_code
 """)
 
