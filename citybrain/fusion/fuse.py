@@ -216,7 +216,8 @@ class HotspotDetector:
                 q.clear()
                 q.extend(kept)
         total = sum(self.population.values())
-        share = self.population.get(s.street_code, 0) / total if total else 1 / 108
+        # Without populations on the reference topic, every street seen so far counts the same.
+        share = self.population.get(s.street_code, 0) / total if total else 1 / len({k[0] for k in self.recent})
         others = len(city) - len(times)
         expected = max(0.2, others * share / max(1e-9, 1 - share))   # what the rest of the city implies
         threshold = max(self.min_count, expected + 4 * math.sqrt(expected) + 3)
