@@ -133,6 +133,34 @@ class City:
             self._index = AreaIndex(areas)
         return self._index
 
+    def grid_at(self, lon: float, lat: float, street_code: str) -> tuple[str, list[str]] | None:
+        """(grid code, its grid workers' ids) of the grid of ``street_code`` containing the point, where the
+        city's pack declares grids; None elsewhere."""
+        from citybrain.geo import point_in_geometry
+
+        for code, workers, geometry in self._grids.get(street_code, ()):
+            if point_in_geometry(lon, lat, geometry):
+                return code, workers
+        return None
+
+    @property
+    def _grids(self) -> dict[str, list[tuple[str, list[str], dict[str, Any]]]]:
+        cache = self.__dict__.get("_grid_map")
+        if cache is None:
+            from citybrain.city.pack import pack_from_city
+
+            features = (self.pack or pack_from_city(self)).areas
+            street_of = {f["properties"]["code"]: f["properties"]["parent"] for f in features
+                         if f["properties"]["level"] == "community"}
+            cache = {}
+            for f in features:
+                p = f["properties"]
+                if p["level"] == "grid" and p["parent"] in street_of:
+                    cache.setdefault(street_of[p["parent"]], []).append((p["code"], list(p.get("grid_workers", [])),
+                                                                         f["geometry"]))
+            self.__dict__["_grid_map"] = cache
+        return cache
+
     def routing(self) -> list[dict[str, Any]]:
         """The routing rules of dispatch: the pack's, else the generated city's catalogue."""
         if self.pack is not None:

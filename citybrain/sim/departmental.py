@@ -39,6 +39,10 @@ URBAN_CATEGORIES = {
 NEEDS = ["meals", "cleaning", "medical_visit", "companionship", "emergency_call", "rehabilitation"]
 
 
+#: Inspection categories a grid worker can fix on patrol.
+SMALL_THINGS = frozenset({"garbage", "street_vending", "illegal_parking", "damaged_facility"})
+
+
 class Departments:
     """Background departmental records; incidents add their own through the same helpers."""
 
@@ -105,14 +109,21 @@ class Departments:
         rng = self.rng
         self.urban_seq += 1
         at = t - timedelta(seconds=rng.uniform(0, self.cfg.interval_min * 60))
+        grid = self.city.grid_at(lon, lat, street_code)
+        inspector, grid_code = (rng.choice(grid[1]) if grid[1] else f"gw-{grid[0]}", grid[0]) if grid else \
+            (f"grid-{street_code[-5:]}-{rng.randint(1, 40):03d}", f"G{street_code}-{rng.randint(1, 30):02d}")
+        # A grid worker fixes a third of the small things on patrol (就地处置); the rest are assigned.
+        on_the_spot = incident is None and category in SMALL_THINGS and rng.random() < 0.35
         record: dict[str, Any] = {
             "inspection_id": f"UM-{at.astimezone(LOCAL):%Y%m%d}-{self.cfg.seed % 100:02d}{self.urban_seq:06d}",
-            "inspected_at": iso(at),
-            "inspector_id": f"grid-{street_code[-5:]}-{rng.randint(1, 40):03d}", "grid_code": f"G{street_code}-{rng.randint(1, 30):02d}",
+            "inspected_at": iso(at), "inspector_id": inspector, "grid_code": grid_code,
             "category": category, "lat": lat, "long": lon,
             "finding": finding or URBAN_CATEGORIES.get(category, (0, "{place}发现问题"))[1].format(place=place),
-            "status": "assigned", "deadline": iso(at + timedelta(hours=24)),
+            "status": "rectified" if on_the_spot else "assigned", "deadline": iso(at + timedelta(hours=24)),
+            "handled_on_the_spot": on_the_spot,
         }
+        if on_the_spot:
+            return [(at, Emission("raw.urban_management.inspection", record, URBAN, at, incident))]
         fixed_at = at + timedelta(hours=rng.uniform(2, 20))
         return [(at, Emission("raw.urban_management.inspection", record, URBAN, at, incident)),
                 (fixed_at, Emission("raw.urban_management.inspection", {**record, "status": "rectified"}, URBAN,
