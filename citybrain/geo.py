@@ -135,9 +135,9 @@ class AreaIndex:
 
     @classmethod
     def from_records(cls, records: Iterable[dict[str, Any]]) -> AreaIndex:
-        """From ``raw.ref.admin_area`` records (the latest per area code wins)."""
+        """From ``raw.ref.admin_area`` records (the latest per area code wins; a withdrawn area is left out)."""
         latest: dict[str, dict[str, Any]] = {}
         for r in records:
             latest[r["area_code"]] = r
         return cls(Area(r["area_code"], r["name"], r["level"], r.get("parent_code"), r["geometry"])
-                   for r in latest.values())
+                   for r in latest.values() if r.get("status") != "withdrawn")

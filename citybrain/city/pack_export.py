@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from citybrain.city.pack import DEVICE_COLUMNS, FORMAT, Pack
-from citybrain.city.pack_import import AREAS, CITY, DEPARTMENTS, DEVICES, GRIDS, RULES, SERVICES, TARGETS
+from citybrain.city.pack_import import AREAS, CITY, DEPARTMENTS, DEVICES, GRIDS, RULES, SERVICES, TARGETS, is_withdrawn
 from citybrain.errors import InputError
 from citybrain.settings import Settings
 
@@ -24,7 +24,7 @@ def _latest(read: Callable[[str], list[dict[str, Any]]], topic: str) -> list[dic
     for v in read(topic):
         if isinstance(v, dict) and v.get(key) is not None:
             latest[str(v[key])] = {k: x for k, x in v.items() if k not in STAMPS}
-    return [latest[k] for k in sorted(latest)]
+    return [latest[k] for k in sorted(latest) if not is_withdrawn(latest[k])]
 
 
 def pack_of_records(read: Callable[[str], list[dict[str, Any]]]) -> Pack:

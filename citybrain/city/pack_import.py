@@ -48,7 +48,8 @@ class PackError(InputError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__(f"the city pack has {len(problems)} problem(s); nothing was imported. First: {problems[0]}. "
-                         "Fix: `citybrain city check PACK` lists them all.")
+                         "Fix: each problem says how (`citybrain city import` lists them all; `citybrain city check "
+                         "PACK` checks the files alone).")
 
 
 def reference_records(pack: Pack, as_of: str) -> dict[str, list[tuple[str, dict[str, Any]]]]:
@@ -114,6 +115,7 @@ class ImportResult:
     city: str = ""
     published: dict[str, int] = field(default_factory=dict)     # topic -> records sent (new or changed)
     unchanged: dict[str, int] = field(default_factory=dict)     # topic -> records already as in the pack
+    withdrawn: dict[str, int] = field(default_factory=dict)     # topic -> records the pack left out, now withdrawn
     record: Path | None = None
 
 
@@ -121,9 +123,49 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return {k: v for k, v in a.items() if k not in STAMPS} == {k: v for k, v in b.items() if k not in STAMPS}
 
 
+#: What a record a newer pack leaves out becomes: kept, marked, so history still resolves its code.
+WITHDRAWN = {DEVICES: "retired"}
+HOTLINE_TOPIC = "raw.hotline.service_request.v1"
+
+
+def is_withdrawn(record: Mapping[str, Any]) -> bool:
+    """A reference record a newer city pack left out (areas, grids, departments, services, rules: ``withdrawn``;
+    devices: ``retired``)."""
+    return record.get("status") in ("withdrawn", "retired")
+
+
+def removal_problems(removed: Mapping[str, list[dict[str, Any]]], areas: Mapping[str, dict[str, Any]],
+                     open_tickets: list[dict[str, Any]]) -> list[Problem]:
+    """The removed areas and services that open tickets still refer to (an open ticket lies in the area, or asks
+    for the service), one problem each with the tickets' count and a few of their ids."""
+    index = AreaIndex.from_records(areas.values())
+    gone_areas = {r["area_code"] for r in removed.get(AREAS, [])}
+    gone_services = {r["service_code"] for r in removed.get(SERVICES, [])}
+    users: dict[tuple[str, str], list[str]] = {}
+    for ticket in open_tickets:
+        if ticket.get("service_code") in gone_services:
+            users.setdefault((SERVICES, ticket["service_code"]), []).append(ticket["service_request_id"])
+        if gone_areas and ticket.get("lat") is not None and ticket.get("long") is not None:
+            place = index.resolve(float(ticket["long"]), float(ticket["lat"]))
+            for area in [a for a in place or () if a is not None and a.code in gone_areas]:
+                users.setdefault((AREAS, area.code), []).append(ticket["service_request_id"])
+    problems = []
+    for (topic, code), tickets in sorted(users.items()):
+        what = "area" if topic == AREAS else "service"
+        problems.append(Problem(
+            TARGETS[topic][0], code, "removed-but-referenced",
+            f"the pack leaves out {what} {code}, which {len(tickets):,} open ticket(s) still refer to "
+            f"(e.g. {', '.join(tickets[:3])}).",
+            f"keep the {what} in the pack until those tickets are closed, or import with --force to withdraw it anyway "
+            "(it stays on its topic as withdrawn, so the tickets still resolve it)."))
+    return problems
+
+
 def import_pack(settings: Settings, contracts: Mapping[str, Contract], directory: Path,
-                now: datetime | None = None) -> ImportResult:
-    """Check the pack (whole), then publish the records that are new or changed; raises PackError."""
+                now: datetime | None = None, force: bool = False) -> ImportResult:
+    """Check the pack (whole), then publish the records that are new or changed, and mark what it leaves out
+    withdrawn; raises PackError, also when it leaves out an area or a service open tickets refer to (unless
+    ``force``)."""
     from citybrain.ingest.producer import ValidatedProducer
     from citybrain.kafka.topics import read_values
 
@@ -137,12 +179,30 @@ def import_pack(settings: Settings, contracts: Mapping[str, Contract], directory
         raise PackError(problems)
     result = ImportResult(pack.manifest["version"], pack.manifest["city"]["name"])
     todo = []
+    removed: dict[str, list[dict[str, Any]]] = {}
+    current_areas: dict[str, dict[str, Any]] = {}
     for topic, items in records.items():
         key = TARGETS[topic][1]
         current = {v.get(key): v for v in read_values(settings, topic, timeout_s=60)}
         changed = [r for _w, r in items if r[key] not in current or not _same(current[r[key]], r)]
         result.published[topic], result.unchanged[topic] = len(changed), len(items) - len(changed)
         todo += [(contracts[topic], r) for r in changed]
+        if topic == AREAS:
+            current_areas = current
+        if topic != CITY:   # another city's record stays: the latest city record is the city being served
+            kept = {r[key] for _w, r in items}
+            removed[topic] = [v for k, v in current.items() if k not in kept and not is_withdrawn(v)]
+    if any(removed.values()) and not force:
+        tickets: dict[str, dict[str, Any]] = {}
+        for v in read_values(settings, HOTLINE_TOPIC, timeout_s=120):
+            tickets[v.get("service_request_id")] = v
+        problems = removal_problems(removed, current_areas, [v for v in tickets.values() if v.get("status") == "open"])
+        if problems:
+            raise PackError(problems)
+    for topic, gone in removed.items():
+        result.withdrawn[topic] = len(gone)
+        todo += [(contracts[topic], {**v, "status": WITHDRAWN.get(topic, "withdrawn"),
+                                     ("effective_from" if topic == RULES else "updated_at"): as_of}) for v in gone]
     with ValidatedProducer(settings, producer_id="citybrain-city-import") as producer:
         summaries = producer.produce_values_many(todo, source=f"citypack:{pack.manifest['version']}")
     refused = {t: s.dead_lettered for t, s in summaries.items() if s.dead_lettered}
@@ -162,7 +222,7 @@ def _record(settings: Settings, pack: Pack, directory: Path, result: ImportResul
     path.write_text(json.dumps({"version": pack.manifest["version"], "city": pack.manifest["city"],
                                 "jurisdiction_id": pack.manifest["jurisdiction_id"], "timezone": pack.manifest["timezone"],
                                 "sha256": digest.hexdigest(), "imported_at": as_of, "published": result.published,
-                                "unchanged": result.unchanged},
+                                "unchanged": result.unchanged, "withdrawn": result.withdrawn},
                                ensure_ascii=False, indent=2))
     return path
 

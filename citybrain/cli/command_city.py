@@ -126,17 +126,20 @@ def city_check(directory: Path = typer.Argument(..., exists=True, file_okay=Fals
 
 @city_app.command("import")
 def city_import(directory: Path = typer.Argument(..., exists=True, file_okay=False, help="The city pack (a folder)."),
-                as_json: bool = typer.Option(False, "--json", help="What was published, as JSON.")) -> None:
+                as_json: bool = typer.Option(False, "--json", help="What was published, as JSON."),
+                force: bool = typer.Option(False, "--force", help="Withdraw areas and services the pack leaves out even "
+                                                                  "where open tickets still refer to them.")) -> None:
     """Check a city pack whole, then publish what is new or changed to the reference topics (compacted, keyed:
-    an updated area, rule or device replaces only itself) and record the pack's version. Nothing of a pack
-    with problems is published (exit 2)."""
+    an updated area, rule or device replaces only itself), mark what it leaves out withdrawn (devices retired),
+    and record the pack's version. Nothing of a pack with problems is published (exit 2), nor of one that
+    leaves out an area or a service open tickets still refer to (unless --force)."""
     from citybrain.city.pack_import import PackError, import_pack
     from citybrain.ingest.producer import DeliveryError
 
     settings = current_settings()
     try:
         with err.status(f"importing {directory} ..."):
-            result = import_pack(settings, current_contracts(), directory)
+            result = import_pack(settings, current_contracts(), directory, force=force)
     except PackError as exc:
         _print_problems(exc.problems, f"{len(exc.problems)} problem(s): nothing imported")
         raise fail(str(exc), EXIT_USAGE) from None
@@ -146,6 +149,7 @@ def city_import(directory: Path = typer.Argument(..., exists=True, file_okay=Fal
         out.print_json(json.dumps(result.__dict__, default=str, ensure_ascii=False))
         return
     for topic in result.published:
-        out.print(f"{topic:<26} {result.published[topic]:>6,} published  {result.unchanged[topic]:>6,} unchanged",
-                  highlight=False)
+        withdrawn = result.withdrawn.get(topic, 0)
+        out.print(f"{topic:<26} {result.published[topic]:>6,} published  {result.unchanged[topic]:>6,} unchanged"
+                  + (f"  {withdrawn:>6,} withdrawn (left out of the pack)" if withdrawn else ""), highlight=False)
     out.print(f"pack {result.version} imported; recorded in {result.record}.", highlight=False)

@@ -42,6 +42,12 @@ class Dispatcher:
             self.update_rule(rule)
 
     def update_rule(self, rule: dict[str, Any]) -> None:
+        """Take a rule as the reference topic has it now; a withdrawn rule routes nothing any more."""
+        if rule.get("status") == "withdrawn":
+            for table in (self.by_service, self.by_category, self.by_event):
+                for k in [k for k, r in table.items() if r.get("rule_id") == rule["rule_id"]]:
+                    del table[k]
+            return
         if rule.get("service_code"):
             self.by_service[rule["service_code"]] = rule
         self.by_category.setdefault(rule["category"], rule)

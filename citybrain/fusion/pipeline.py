@@ -82,7 +82,9 @@ class Pipeline:
         if topic == "raw.ref.admin_area.v1":
             self.areas[value["area_code"]] = value
             self._areas_dirty = True
-            if value.get("level") == "street" and value.get("population"):
+            if value.get("status") == "withdrawn":
+                self.fusion.hotspots.population.pop(value["area_code"], None)
+            elif value.get("level") == "street" and value.get("population"):
                 self.fusion.hotspots.population[value["area_code"]] = int(value["population"])
         elif topic == "raw.ref.device.v1":
             self.enricher.update_device(value)

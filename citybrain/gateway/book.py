@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from citybrain.gateway.open311 import Catalogue
-from citybrain.geo import Area, AreaIndex
+from citybrain.geo import AreaIndex
 from citybrain.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,9 @@ class RequestBook:
         with self._lock:
             if self._city is None:
                 return None
-            return Catalogue(self._city["jurisdiction_id"], dict(self._reference[SERVICES_TOPIC]),
-                             dict(self._reference[DEPARTMENTS_TOPIC]))
+            live = {t: {k: v for k, v in self._reference[t].items() if v.get("status") != "withdrawn"}
+                    for t in (SERVICES_TOPIC, DEPARTMENTS_TOPIC)}
+            return Catalogue(self._city["jurisdiction_id"], live[SERVICES_TOPIC], live[DEPARTMENTS_TOPIC])
 
     def get(self, rid: str) -> dict[str, Any] | None:
         with self._lock:
@@ -149,8 +150,7 @@ class RequestBook:
                             self._keep(value)
             if areas_dirty:
                 try:
-                    self.index = AreaIndex(Area(a["area_code"], a["name"], a["level"], a.get("parent_code"),
-                                                a["geometry"]) for a in self._areas.values())
+                    self.index = AreaIndex.from_records(self._areas.values())
                 except (KeyError, TypeError) as exc:
                     log.warning("admin areas unusable: %r", exc)
                 areas_dirty = False

@@ -10,7 +10,7 @@ import pytest
 
 from citybrain.city.build import build_city
 from citybrain.city.pack import Pack, pack_from_city
-from citybrain.city.pack_import import AREAS, DEVICES, RULES, TARGETS, PackError, import_pack, imported
+from citybrain.city.pack_import import AREAS, CITY, DEVICES, RULES, TARGETS, PackError, import_pack, imported
 from citybrain.kafka.topics import end_offsets, read_values
 
 pytestmark = pytest.mark.integration
@@ -44,8 +44,9 @@ def test_an_import_publishes_what_changed_and_only_that(broker, settings, contra
     _changed, directory2 = _pack(tmp_path, sla_hours=6)
     third = import_pack(settings, contracts, directory2)
     after = end_offsets(settings, TARGETS)
-    assert third.published == {t: (1 if t == RULES else 0) for t in TARGETS}          # one rule changed: one record
-    assert sum(after.values()) - sum(before.values()) == 1
+    # one rule changed: one record, and the city record carries the pack's new version
+    assert third.published == {t: (1 if t in (RULES, CITY) else 0) for t in TARGETS}
+    assert sum(after.values()) - sum(before.values()) == 2
     rule = [v for v in read_values(settings, RULES) if v["rule_id"] == "probe.import"][-1]
     assert rule["sla_hours"] == 6
     recorded = imported(settings)
@@ -76,3 +77,38 @@ def test_the_cli_imports_and_names_every_problem(broker, settings, tmp_path: Pat
                                               .replace('"sla_hours": 24, ', "", 1), encoding="utf-8")
     bad = cli("city", "import", str(directory))
     assert bad.returncode == 2 and "sla_hours" in bad.stdout and "nothing imported" in bad.stdout
+
+
+def test_a_pack_that_leaves_out_a_service_open_tickets_ask_for_is_refused_unless_forced(broker, settings, contracts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Removal: refused with the tickets named while they are open; --force (or closing them) withdraws the
+    service, which stays on its topic as withdrawn."""
+    from citybrain.city.pack_import import SERVICES
+    from citybrain.ingest.producer import ValidatedProducer
+    from citybrain.samples import sample_records
+
+    hotline = contracts["raw.hotline.service_request.v1"]
+    _pack_, with_probe = _pack(tmp_path, sla_hours=24)
+    import_pack(settings, contracts, with_probe)
+    ticket = {**sample_records(hotline, 1)[0], "service_request_id": "HL20261202990001", "service_code": "probe.import",
+              "status": "open", "category": "import_probe"}
+    with ValidatedProducer(settings, producer_id="test-city-import") as producer:
+        assert producer.produce_values(hotline, [ticket]).accepted == 1
+    without = tmp_path / "without-probe"
+    pack_from_city(build_city(7), version="test-without-probe", grids=False).write(without)
+    before = end_offsets(settings, TARGETS)
+    try:
+        with pytest.raises(PackError) as refused:
+            import_pack(settings, contracts, without)
+        assert [(p.where, p.rule) for p in refused.value.problems] == [("probe.import", "removed-but-referenced")]
+        assert "HL20261202990001" in refused.value.problems[0].message
+        assert end_offsets(settings, TARGETS) == before                           # nothing half-imported
+        forced = import_pack(settings, contracts, without, force=True)
+        assert forced.withdrawn[SERVICES] == 1 and forced.withdrawn[RULES] == 1
+        probe = [v for v in read_values(settings, SERVICES) if v["service_code"] == "probe.import"][-1]
+        assert probe["status"] == "withdrawn"
+        again = import_pack(settings, contracts, with_probe)                      # back in the pack: active again
+        assert again.published[SERVICES] == 1 and "status" not in \
+            [v for v in read_values(settings, SERVICES) if v["service_code"] == "probe.import"][-1]
+    finally:   # close the probe ticket, so later imports without the probe service are not refused
+        with ValidatedProducer(settings, producer_id="test-city-import") as producer:
+            producer.produce_values(hotline, [{**ticket, "status": "closed", "lifecycle_state": "closed"}])

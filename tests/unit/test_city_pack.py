@@ -212,3 +212,37 @@ def test_the_city_on_the_reference_topics_exports_as_the_pack_it_was_imported_fr
     strip = lambda rs: sorted(json.dumps({k: v for k, v in r.items() if k not in ("updated_at", "effective_from")},  # noqa: E731
                                          sort_keys=True, ensure_ascii=False) for _w, r in rs)
     assert all(strip(again[t]) == strip(records[t]) for t in records)   # re-imported, nothing would change
+
+
+def test_leaving_out_an_area_or_service_that_open_tickets_refer_to_is_named_with_the_tickets() -> None:
+    from citybrain.city.pack_import import AREAS, SERVICES, removal_problems
+
+    records = reference_records(small_city(), "2026-12-01T00:00:00Z")
+    areas = {r["area_code"]: r for _w, r in records[AREAS]}
+    removed = {AREAS: [areas["650102001002"]], SERVICES: [r for _w, r in records[SERVICES] if r["service_code"] == "river.flood"]}
+    tickets = [{"service_request_id": "T1", "service_code": "roads.pothole", "lat": 43.05, "long": 87.27},   # in 沙洲社区
+               {"service_request_id": "T2", "service_code": "river.flood", "lat": 43.05, "long": 87.05},
+               {"service_request_id": "T3", "service_code": "roads.pothole", "lat": 43.05, "long": 87.05}]  # elsewhere
+    problems = removal_problems(removed, areas, tickets)
+    assert [(p.file, p.where, p.rule) for p in problems] == [
+        ("areas.geojson", "650102001002", "removed-but-referenced"), ("services.jsonl", "river.flood", "removed-but-referenced")]
+    assert "T1" in problems[0].message and "T2" in problems[1].message and "--force" in problems[0].fix
+    assert removal_problems(removed, areas, [tickets[2]]) == []          # nothing refers to them: they may go
+
+
+def test_a_withdrawn_area_resolves_no_position_and_a_withdrawn_rule_routes_nothing(contracts) -> None:  # type: ignore[no-untyped-def]
+    from citybrain.fusion.dispatch import Dispatcher
+    from citybrain.geo import AreaIndex
+    from citybrain.privacy import Protector
+
+    records = reference_records(small_city(), "2026-12-01T00:00:00Z")
+    areas = [r for _w, r in records["raw.ref.admin_area.v1"]]
+    assert AreaIndex.from_records(areas).resolve(87.27, 43.05).community.code == "650102001002"
+    withdrawn = areas + [{**a, "status": "withdrawn"} for a in areas if a["area_code"] == "650102001002"]
+    assert AreaIndex.from_records(withdrawn).resolve(87.27, 43.05).community is None
+    rules = {r["rule_id"]: r for _w, r in records["raw.ref.routing_rule.v1"]}
+    d = Dispatcher(Protector.ephemeral(), contracts["raw.hotline.service_request.v1"], rules)
+    assert d.event_rule("flood")["department"] == "water"
+    d.update_rule({**rules["event.flood"], "status": "withdrawn"})
+    with pytest.raises(LookupError, match="event.flood"):
+        d.event_rule("flood")
