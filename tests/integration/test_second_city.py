@@ -89,3 +89,52 @@ def test_its_outputs_name_its_own_areas_departments_and_services(linjiang) -> No
     text = json.dumps([orders, events, gold], ensure_ascii=False, default=str)
     assert not [w for w in YUNZHOU_WORDS if w in text]
     assert not any(code.startswith("9901") for code in {o.get("district_code") or "" for o in orders})
+
+
+@pytest.mark.timeout(300)
+def test_its_gateway_takes_its_own_requests_and_refuses_yunzhous(linjiang) -> None:  # type: ignore[no-untyped-def]
+    """Issue 13's symptom, as a partner would meet it: a request of another city was refused as outside
+    yunzhou.gov.cn. The gateway on 临江市's broker serves linjiang.gov.cn and its services."""
+    import subprocess
+    import sys
+    import time
+    import urllib.parse
+
+    from tests.integration.test_gateway import _free_port, call
+
+    run, settings = linjiang
+    assert run.returncode == 0
+    port, key = _free_port(), "linjiang-partner-key-0001"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
+    env.update({**ENV, "CITYBRAIN_GATEWAY_API_KEYS": f"lj-app:{key}"})
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("citybrain")), "gateway", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                status, _, health = call("GET", base + "/health")
+                if status == 200 and health["request_book_caught_up"] and health["jurisdiction_id"]:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("the gateway did not become healthy within 90 s")
+        status, _, listed = call("GET", base + "/open311/v2/services.json")
+        assert status == 200 and {s["jurisdiction_id"] for s in listed} == {"linjiang.gov.cn"}
+        assert {s["service_code"] for s in listed} == {s.service_code for s in read_city(PACK).services}
+        form = {"api_key": key, "jurisdiction_id": "linjiang.gov.cn", "service_code": "lj.street.flooding",
+                "lat": "43.78", "long": "87.55", "description": "巷子里积水很深"}
+        status, _, reply = call("POST", base + "/open311/v2/requests.json", urllib.parse.urlencode(form).encode(),
+                                "application/x-www-form-urlencoded")
+        assert status == 201, reply
+        status, _, view = call("GET", base + f"/open311/v2/requests/{reply[0]['service_request_id']}.json")
+        assert status == 200 and view[0]["address"] == "西城区红山街道"
+        status, _, errors = call("POST", base + "/open311/v2/requests.json", urllib.parse.urlencode(
+            {**form, "lat": "38.70", "long": "117.45"}).encode(), "application/x-www-form-urlencoded")
+        assert status == 400 and errors[0]["rule"] == "outside-jurisdiction"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -99,3 +99,67 @@ def test_fusion_worker_turns_a_simulated_storm_into_an_event_warnings_and_work_o
                and m["window"] == "hour" and flood["start"][:13] <= m["window_start"][:13] <= flood["end"]]
     assert any(m["source"] == "ticket" and m["category"] == "waterlogging" and m["count"] > 0 for m in metrics), sorted((m["window_start"], m["category"]) for m in outputs["metrics.city.aggregate.v1"] if m["district_code"] == flood["district_code"])[-12:]
     assert any(m["source"] == "reading" and m["category"] == "water_level" and m["max"] > 0.27 for m in metrics)
+
+
+def test_a_routing_rule_changed_in_the_city_pack_changes_dispatch_without_a_restart(
+        broker, settings, contracts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 13: re-importing the pack with the probe service routed elsewhere, within another SLA, moves the
+    next ticket's work order there while the same worker keeps running."""
+    from citybrain.city.build import build_city
+    from citybrain.city.pack import pack_from_city
+    from citybrain.city.pack_import import import_pack
+    from citybrain.ingest.producer import ValidatedProducer
+    from citybrain.samples import sample_records
+    from citybrain.times import now_iso
+
+    def pack_routing_probe_to(department: str, sla_hours: float) -> Path:
+        pack = pack_from_city(build_city(7), version=f"test-route-{department}", grids=False)
+        pack.services.append({"service_code": "probe.route", "name": "派单探针", "group": "test", "category": "route_probe",
+                              "department": department, "sla_hours": sla_hours, "priority": "normal"})
+        pack.routing.append({"rule_id": "probe.route", "category": "route_probe", "service_code": "probe.route",
+                             "department": department, "sla_hours": sla_hours, "priority": "normal"})
+        directory = tmp_path / f"pack-{department}"
+        pack.write(directory)
+        return directory
+
+    hotline = contracts["raw.hotline.service_request.v1"]
+
+    def ticket(rid: str, status: str = "open") -> None:
+        now = now_iso()
+        record = {**sample_records(hotline, 1)[0], "service_request_id": rid, "service_code": "probe.route",
+                  "category": "route_probe", "status": status, "lifecycle_state": "received" if status == "open" else "closed",
+                  "lat": 38.70, "long": 117.45, "requested_datetime": now, "updated_datetime": now}
+        with ValidatedProducer(settings, producer_id="test-routing") as producer:
+            assert producer.produce_values(hotline, [record]).accepted == 1
+
+    def order_of(rid: str, timeout: float = 90) -> dict:  # type: ignore[type-arg]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for dept in ("data_bureau", "water"):
+                for r in read_topic(settings, f"dispatch.{dept}.work_order.v1", timeout_s=10):
+                    value = json.loads(r.value)
+                    if value.get("source_id") == rid:
+                        return value
+            time.sleep(2)
+        pytest.fail(f"no work order for {rid} within {timeout:.0f} s")
+
+    import_pack(settings, contracts, pack_routing_probe_to("data_bureau", 24))
+    app_id = f"citybrain-fusion-routing-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
+    env.update({**TEST_ENV, "CITYBRAIN_STREAMS_APP_ID": app_id})
+    worker = start_worker(settings, env=env, log=tmp_path / "worker.log")
+    first, second = (f"HL20261202{n}{uuid.uuid4().hex[:4].upper()}" for n in ("91", "92"))
+    try:
+        ticket(first)
+        before = order_of(first, timeout=240)          # the worker first reads what is on the broker
+        assert (before["department"], before["sla_hours"], before["rule_id"]) == ("data_bureau", 24.0, "probe.route")
+        import_pack(settings, contracts, pack_routing_probe_to("water", 6))
+        time.sleep(5)                                  # the rule reaches the running worker on its topic
+        ticket(second)
+        after = order_of(second)
+        assert (after["department"], after["sla_hours"]) == ("water", 6.0)
+        assert worker.poll() is None                   # the same worker, never restarted
+    finally:
+        stop_worker(worker)
+        for rid in (first, second):   # closed: a later pack without the probe service is not refused for them
+            ticket(rid, status="closed")
