@@ -134,7 +134,10 @@ class ValidatedProducer:
             linger_ms=10,
             batch_size=256 * 1024,
             max_request_size=max(1024 * 1024, settings.max_record_bytes * 2),
-            retries=5,
+            # A partition's new leader can take a few seconds to take over (a topic just created on a loaded
+            # machine, a broker restarting): retry NotLeaderForPartition and the like for about 5 s.
+            retries=15,
+            retry_backoff_ms=350,
             max_block_ms=15_000,
         )
         self._validators: dict[str, RecordValidator] = {}
