@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from citybrain.city.catalogue import SERVICES, Service
 from citybrain.departments import DEPARTMENTS
@@ -160,6 +161,11 @@ class City:
                                                                          f["geometry"]))
             self.__dict__["_grid_map"] = cache
         return cache
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The city's time zone: the rhythms of its day and its local dates."""
+        return ZoneInfo(self.timezone)
 
     def routing(self) -> list[dict[str, Any]]:
         """The routing rules of dispatch: the pack's, else the generated city's catalogue."""

@@ -29,7 +29,7 @@ def _parse_start(text: Optional[str]) -> Optional[datetime]:
 @app.command("simulate")
 def simulate(
     hours: float = typer.Option(24.0, help="Simulated hours."),
-    start: Optional[str] = typer.Option(None, help="Simulated start, ISO 8601 with zone (default: yesterday 00:00 Asia/Shanghai)."),
+    start: Optional[str] = typer.Option(None, help="Simulated start, ISO 8601 with zone (default: yesterday 00:00 in the city's time zone)."),
     seed: int = typer.Option(7, help="Seed: the same seed and options give the same records."),
     city_seed: int = typer.Option(7, "--city-seed", help="The city's seed (keep one city per broker: its reference "
                                                          "topics hold one set of streets and devices)."),

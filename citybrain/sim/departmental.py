@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from citybrain.city.model import City
-from citybrain.sim.clock import LOCAL, local_hour, traffic_demand
+from citybrain.sim.clock import local_hour, traffic_demand
 from citybrain.times import iso
 from citybrain.sim.hotline import poisson, random_point
 from citybrain.sim.model import REFERENCE_POPULATION, Emission, SimConfig
@@ -61,10 +61,10 @@ class Departments:
     def tick(self, t: datetime) -> list[tuple[datetime, Emission]]:
         out: list[tuple[datetime, Emission]] = []
         hours = self.cfg.interval_min / 60
-        h = local_hour(t)
+        h = local_hour(t, self.city.tz)
         rain = self.weather.rain(t, self.city.districts[0].code)
         for category, (share, profile, _template) in POLICE_CATEGORIES.items():
-            weight = {"traffic": traffic_demand(t) / 0.36 * (1.6 if rain > 2 else 1.0),
+            weight = {"traffic": traffic_demand(t, self.city.tz) / 0.36 * (1.6 if rain > 2 else 1.0),
                       "night": 2.5 if h >= 20 or h < 2 else 0.5, "day": 1.4 if 7 <= h < 22 else 0.3}[profile]
             for _ in range(poisson(self.rng, self.police_per_day * share / 24 * weight * hours)):
                 street = self.rng.choices(self.city.streets, weights=self.weights)[0]
@@ -91,7 +91,7 @@ class Departments:
         self.police_seq += 1
         reported = t - timedelta(seconds=rng.uniform(0, self.cfg.interval_min * 60))
         record: dict[str, Any] = {
-            "incident_id": f"110-{reported.astimezone(LOCAL):%Y%m%d}-{self.cfg.seed % 100:02d}{self.police_seq:05d}",
+            "incident_id": f"110-{reported.astimezone(self.city.tz):%Y%m%d}-{self.cfg.seed % 100:02d}{self.police_seq:05d}",
             "reported_at": iso(reported), "category": category, "severity": rng.choice([1, 1, 2, 2, 3]),
             "lat": lat, "long": lon, "location_text": place,
             "summary": summary or POLICE_CATEGORIES[category][2].format(place=place),
@@ -115,7 +115,7 @@ class Departments:
         # A grid worker fixes a third of the small things on patrol (就地处置); the rest are assigned.
         on_the_spot = incident is None and category in SMALL_THINGS and rng.random() < 0.35
         record: dict[str, Any] = {
-            "inspection_id": f"UM-{at.astimezone(LOCAL):%Y%m%d}-{self.cfg.seed % 100:02d}{self.urban_seq:06d}",
+            "inspection_id": f"UM-{at.astimezone(self.city.tz):%Y%m%d}-{self.cfg.seed % 100:02d}{self.urban_seq:06d}",
             "inspected_at": iso(at), "inspector_id": inspector, "grid_code": grid_code,
             "category": category, "lat": lat, "long": lon,
             "finding": finding or URBAN_CATEGORIES.get(category, (0, "{place}发现问题"))[1].format(place=place),

@@ -17,7 +17,7 @@ from citybrain.city.build import build_city
 from citybrain.city.model import City
 from citybrain.city.pack_import import PACK_CONTRACTS
 from citybrain.city.reference import reference_records
-from citybrain.sim.clock import LOCAL, default_start
+from citybrain.sim.clock import default_start
 from citybrain.times import iso
 from citybrain.sim.departmental import Departments
 from citybrain.sim.hotline import TicketDesk
@@ -43,7 +43,7 @@ class Simulation:
 
             city = read_city(Path(cfg.city_pack), cfg.city_seed)
         self.city = city or build_city(cfg.city_seed)
-        self.start = (cfg.start or default_start()).replace(microsecond=0)
+        self.start = (cfg.start or default_start(tz=self.city.tz)).replace(microsecond=0)
         self.interval = timedelta(minutes=cfg.interval_min)
         self.steps = max(1, round(timedelta(hours=cfg.hours) / self.interval))
         self.end = self.start + self.interval * self.steps
@@ -51,7 +51,7 @@ class Simulation:
         def rng(part: str) -> random.Random:
             return random.Random(f"citybrain-sim-{cfg.seed}-{part}")
 
-        self.weather = Weather(rng("weather"), self.start, cfg.hours)
+        self.weather = Weather(rng("weather"), self.start, cfg.hours, self.city.tz)
         self.effects = Effects()
         self.incidents: list[Incident] = plan_incidents(cfg, self.city, self.start, self.end, rng("incidents"))
         for incident in self.incidents:
@@ -114,7 +114,7 @@ class Simulation:
             "city": {"name": self.city.name, "name_en": self.city.name_en, "districts": len(self.city.districts),
                      "streets": len(self.city.streets), "devices": len(self.city.devices),
                      "population": self.city.population},
-            "start": iso(self.start), "end": iso(self.end), "timezone": str(LOCAL),
+            "start": iso(self.start), "end": iso(self.end), "timezone": self.city.timezone,
             "interval_min": self.cfg.interval_min, "scale": self.cfg.scale,
             "incidents": [i.truth() for i in self.incidents],
             "incidents_not_simulated": {kind: KINDS[kind].missing(self.city) for kind in self.cfg.incidents

@@ -16,7 +16,7 @@ from typing import Any
 from citybrain.city.catalogue import Service
 from citybrain.city.model import City, Street
 from citybrain.geo import point_in_geometry
-from citybrain.sim.clock import LOCAL, activity, is_weekend, local_hour
+from citybrain.sim.clock import activity, is_weekend, local_hour
 from citybrain.times import iso
 from citybrain.sim.model import REFERENCE_POPULATION, Effects, Emission, SimConfig
 from citybrain.sim.people import People
@@ -76,9 +76,9 @@ class TicketDesk:
         self.share = {s.service_code: s.daily_share / total for s in city.services}
         self.by_code = {s.service_code: s for s in city.services}
         day = [start + timedelta(minutes=m) for m in range(0, 24 * 60, 10)]
-        self.profile_mean = {p: sum(activity(t, p) for t in day) / len(day) for p in ("day", "evening", "night", "flat")}
+        self.profile_mean = {p: sum(activity(t, p, city.tz) for t in day) / len(day) for p in ("day", "evening", "night", "flat")}
         self.seq = 0
-        month = start.astimezone(LOCAL).month
+        month = start.astimezone(city.tz).month
         self.heating_season = month in (11, 12, 1, 2, 3)
         self.created: dict[str, int] = {}
 
@@ -86,13 +86,13 @@ class TicketDesk:
         """New tickets received during the tick ending at ``t``, with their whole future."""
         out: list[tuple[datetime, Emission]] = []
         per_hour = (self.cfg.tickets_per_day * self.cfg.scale * self.city.population / REFERENCE_POPULATION / 24
-                    * (0.85 if is_weekend(t) else 1.0))
+                    * (0.85 if is_weekend(t, self.city.tz) else 1.0))
         hours = self.cfg.interval_min / 60
         for service in self.city.services:
             share = self.share[service.service_code]
             if service.category == "heating" and not self.heating_season:
                 share *= 0.05
-            lam = per_hour * share * activity(t, service.profile) / self.profile_mean[service.profile] * hours
+            lam = per_hour * share * activity(t, service.profile, self.city.tz) / self.profile_mean[service.profile] * hours
             for _ in range(poisson(self.rng, lam)):
                 street = self.rng.choices(self.streets, weights=self.street_weights)[0]
                 out += self._ticket(t, service, street, None, None)
@@ -106,7 +106,7 @@ class TicketDesk:
         rng = self.rng
         self.seq += 1
         received = t - timedelta(seconds=rng.uniform(0, self.interval.total_seconds()))
-        local_day = received.astimezone(LOCAL)
+        local_day = received.astimezone(self.city.tz)
         ticket_id = f"HL{local_day:%Y%m%d}{self.cfg.seed % 100:02d}{self.seq:06d}"   # the seed keeps worlds apart
         lon, lat = random_point(rng, street, near)
         district = self.city.district(street.district_code)
@@ -115,7 +115,7 @@ class TicketDesk:
         state: dict[str, Any] = {
             "service_request_id": ticket_id, "status": "open", "service_code": service.service_code,
             "service_name": service.service_name,
-            "description": rng.choice(service.templates).format(place=place, hour=int(local_hour(received)) or 23),
+            "description": rng.choice(service.templates).format(place=place, hour=int(local_hour(received, self.city.tz)) or 23),
             "requested_datetime": iso(received), "updated_datetime": iso(received),
             "address": self.people.address(street) if near is None else f"{district.name}{street.name}{place}附近",
             "zipcode": street.zipcode, "lat": lat, "long": lon,
@@ -196,7 +196,7 @@ class TicketDesk:
     def _follow_up(self, step, state: dict[str, Any], after: datetime, resolved: bool, overdue: bool) -> str:  # type: ignore[no-untyped-def]
         rng = self.rng
         at = after + timedelta(hours=rng.uniform(1, 24))
-        if not 8 <= local_hour(at) < 21:
+        if not 8 <= local_hour(at, self.city.tz) < 21:
             at += timedelta(hours=11)
         if resolved and not overdue:
             weights = (76, 19, 5)
@@ -215,7 +215,7 @@ class TicketDesk:
         """Non-urgent work waits for the morning."""
         if service.priority != "normal":
             return t
-        h = local_hour(t)
+        h = local_hour(t, self.city.tz)
         if h >= 20:
             return t + timedelta(hours=24 - h + 8.5)
         if h < 8:

@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from citybrain.city.model import City, Device, Poi
-from citybrain.sim.clock import LOCAL
 from citybrain.times import iso
 from citybrain.sim.model import Effects, Emission, SimConfig
 from citybrain.sim.sensors import vendor_slug
@@ -203,7 +202,7 @@ class NightConstructionNoise(Incident):
         self.gauges = [d for d in self.city.devices if d.site_type == "construction" and d.street_code == self.street_code]
         self.devices = [d.device_id for d in self.gauges]
         self.nights: list[tuple[datetime, datetime]] = []
-        local = self.run_start.astimezone(LOCAL)
+        local = self.run_start.astimezone(self.city.tz)
         night = local.replace(hour=22, minute=0, second=0, microsecond=0) - timedelta(days=1)
         while night.astimezone(self.run_start.tzinfo) < self.run_end:
             s = night.astimezone(self.run_start.tzinfo)
@@ -262,7 +261,7 @@ class ComplaintHotspot(Incident):
         street = self.rng.choice(self.city.streets)
         self.street_code = street.code
         self.location = street.centre
-        month = self.run_start.astimezone(LOCAL).month
+        month = self.run_start.astimezone(self.city.tz).month
         preferred = ("heating", "garbage") if month in (11, 12, 1, 2, 3) else ("garbage", "heating")
         service = self.city.service_of(*preferred) or self.city.services[0]
         self.service, self.category = service.service_code, service.category

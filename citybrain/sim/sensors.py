@@ -67,7 +67,7 @@ class SensorFleet:
 
     def __init__(self, city: City, cfg: SimConfig, rng: random.Random, weather: Weather, effects: Effects,
                  start: datetime, keep: set[str]) -> None:
-        self.cfg, self.rng, self.weather, self.effects = cfg, rng, weather, effects
+        self.city, self.cfg, self.rng, self.weather, self.effects = city, cfg, rng, weather, effects
         self.interval = timedelta(minutes=cfg.interval_min)
         self.devices = [d for d in city.devices if d.device_id in keep or rng.random() < cfg.scale]
         self.segments = {r.segment_id: r for r in city.roads}
@@ -134,7 +134,7 @@ class SensorFleet:
             self.river[code] = self.river[code] * self._river_decay + rain
         hour_index = int((t - self.start) / timedelta(hours=1))
         ctx = {
-            "demand": traffic_demand(t), "hour": local_hour(t), "temp": self.weather.temperature(t),
+            "demand": traffic_demand(t, self.city.tz), "hour": local_hour(t, self.city.tz), "temp": self.weather.temperature(t),
             "humidity": self.weather.humidity(t), "pm": self._pm[min(hour_index, len(self._pm) - 1)],
         }
         on_the_hour = t.minute == 0 or self.cfg.interval_min == 60

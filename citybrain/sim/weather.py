@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 
 from citybrain.sim.clock import LOCAL, local_hour
 
@@ -29,8 +29,9 @@ class Storm:
 class Weather:
     """Hourly city weather with a seasonal baseline, plus any storms the incidents add."""
 
-    def __init__(self, rng: random.Random, start: datetime, hours: float) -> None:
-        month = start.astimezone(LOCAL).month
+    def __init__(self, rng: random.Random, start: datetime, hours: float, tz: tzinfo = LOCAL) -> None:
+        self.tz = tz
+        month = start.astimezone(tz).month
         # Northern China: cold dry winters, hot wet summers.
         self.mean_c = [-4, -1, 6, 14, 21, 25, 27, 26, 21, 14, 5, -2][month - 1]
         self.wet = month in (6, 7, 8, 9)
@@ -56,13 +57,13 @@ class Weather:
         return max(0, min(len(self._drizzle) - 1, int((t - self.start) / timedelta(hours=1))))
 
     def temperature(self, t: datetime) -> float:
-        h = local_hour(t)
+        h = local_hour(t, self.tz)
         return self.mean_c + 5.0 * math.cos(2 * math.pi * (h - 15) / 24) + self._temp_noise[self._hour(t)]
 
     def humidity(self, t: datetime) -> float:
         rainy = self._drizzle[self._hour(t)] > 0
         base = 0.65 if self.wet else 0.40
-        h = local_hour(t)
+        h = local_hour(t, self.tz)
         return min(0.98, base + 0.15 * math.cos(2 * math.pi * (h - 4) / 24) + (0.3 if rainy else 0.0))
 
     def rain(self, t: datetime, district: str) -> float:

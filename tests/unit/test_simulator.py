@@ -213,3 +213,13 @@ def test_an_incident_the_city_cannot_host_is_left_out_and_the_ground_truth_says_
     sim = Simulation(SimConfig(hours=2, scale=0.05, start=START), city=city)
     assert sim.incident("underpass_flood") is None
     assert "underpass" in sim.ground_truth("x")["incidents_not_simulated"]["underpass_flood"]
+
+
+def test_a_pack_citys_day_runs_on_its_own_clock() -> None:
+    """临江市 is in Asia/Urumqi (UTC+6): its simulated day starts at its midnight, 18:00 UTC, and the ground truth says so."""
+    from citybrain.settings import PROJECT_ROOT
+
+    sim = Simulation(SimConfig(hours=1, scale=0.05, incidents=(), city_pack=str(PROJECT_ROOT / "examples/citypacks/linjiang")))
+    assert (sim.start.hour, sim.start.minute) == (18, 0)
+    assert sim.ground_truth("x")["timezone"] == "Asia/Urumqi"
+    assert Simulation(SimConfig(hours=1, scale=0.05, incidents=())).start.hour == 16      # 云州市: Asia/Shanghai
