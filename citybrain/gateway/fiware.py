@@ -1,8 +1,11 @@
-"""FIWARE NGSI v2 keyValues intake: Smart Data Model entities mapped to the sensor contracts.
+"""FIWARE NGSI v2 intake: Smart Data Model entities mapped to the sensor contracts.
 
 The sensor contracts are the keyValues form of the FIWARE models, so an entity maps to its
-contract by ``type`` alone. Entities in normalized form (``{"type": ..., "value": ...}``
-per attribute) are refused with a message saying to send ``options=keyValues``.
+contract by ``type`` alone. Both NGSI v2 representations are taken: keyValues
+(``?options=keyValues``, plain values) and normalized, the default (each attribute
+``{"type": ..., "value": ..., "metadata": {...}}``), which :func:`to_key_values` maps to
+keyValues as the NGSI v2 specification defines the two: the attribute's value, a
+``geo:json`` value as is, a ``geo:point`` ("lat, lon") as a GeoJSON Point; metadata is not kept.
 """
 
 from __future__ import annotations
@@ -19,6 +22,41 @@ ENTITY_CONTRACTS = {
     "FloodMonitoring": "raw.sensor.water_level",
 }
 BATCH_ACTIONS = ("append", "appendStrict", "update", "replace")
+#: Keys of a normalized attribute (NGSI v2 "JSON Attribute Representation").
+ATTRIBUTE_KEYS = {"type", "value", "metadata"}
+
+
+def to_key_values(entity: Any) -> tuple[dict[str, Any] | None, list[EdgeError]]:
+    """A normalized NGSI v2 entity in keyValues form, or every attribute that is not a normalized attribute."""
+    if not isinstance(entity, dict):
+        return None, [EdgeError(400, f"an entity must be a JSON object, got {type(entity).__name__}", "(entity)",
+                                "not-an-object")]
+    out: dict[str, Any] = {k: entity[k] for k in ("id", "type") if k in entity}
+    errors = []
+    for name, attr in entity.items():
+        if name in ("id", "type"):
+            continue
+        if not isinstance(attr, dict) or "value" not in attr:
+            errors.append(EdgeError(400, f"attribute `{name}` is not in NGSI v2 normalized form "
+                                         "({\"type\": ..., \"value\": ...}); send every attribute so, or send plain "
+                                         "values with ?options=keyValues", name, "normalized-form"))
+            continue
+        unknown = sorted(set(attr) - ATTRIBUTE_KEYS)
+        if unknown:
+            errors.append(EdgeError(400, f"attribute `{name}` has key(s) {', '.join(unknown)}; a normalized attribute "
+                                         "has only type, value and metadata", name, "unknown-field"))
+            continue
+        value = attr["value"]
+        if attr.get("type") == "geo:point":
+            try:
+                lat, lon = (float(x) for x in str(value).split(","))
+            except ValueError:
+                errors.append(EdgeError(400, f"attribute `{name}` is a geo:point but {value!r} is not \"lat, lon\"",
+                                        name, "type"))
+                continue
+            value = {"type": "Point", "coordinates": [lon, lat]}
+        out[name] = value
+    return (None, errors) if errors else (out, [])
 
 
 def contract_for(entity: Any) -> tuple[str | None, list[EdgeError]]:

@@ -6,8 +6,8 @@ Routes:
   POST /open311/v2/requests.json               submit a service request (form or JSON)
   GET  /open311/v2/requests.json               requests, filtered as GeoReport v2 says
   GET  /open311/v2/requests/{id}.json          one request, status as the platform knows it
-  POST /v2/entities?options=keyValues          one FIWARE entity (sensor observation)
-  POST /v2/op/update?options=keyValues         a batch of entities, accepted record by record
+  POST /v2/entities[?options=keyValues]        one FIWARE entity (sensor observation), normalized or keyValues
+  POST /v2/op/update[?options=keyValues]       a batch of entities, accepted record by record
   GET  /health                                 broker connection and request-book state
 
 Every record the gateway takes ends on its topic or in the dead-letter topic. A request it
@@ -29,7 +29,7 @@ from aiohttp import web
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import Rejection
 from citybrain.gateway.book import RequestBook
-from citybrain.gateway.fiware import batch_entities, contract_for
+from citybrain.gateway.fiware import batch_entities, contract_for, to_key_values
 from citybrain.gateway.open311 import PARAM_OF_FIELD, EdgeError, public_view, received_event, request_record, service_definition, services
 from citybrain.ingest.producer import DLQ_TOPIC, DeliveryError, ValidatedProducer
 from citybrain.ingest.readers import RawRecord
@@ -339,10 +339,17 @@ class Gateway:
 
     # -- FIWARE NGSI v2 ------------------------------------------------------------------
 
+    @staticmethod
+    def _key_values(request: web.Request) -> bool:
+        """NGSI v2: keyValues with ``options=keyValues``, else the normalized representation."""
+        return "keyValues" in request.query.get("options", "").split(",")
+
     async def _ngsi_body(self, request: web.Request) -> tuple[Any, web.Response | None]:
-        if request.query.get("options") != "keyValues":
-            return None, _ngsi_error(400, "BadRequest", "CityBrain takes FIWARE entities in keyValues form only; "
-                                                        "add ?options=keyValues")
+        options = set(filter(None, request.query.get("options", "").split(",")))
+        if options - {"keyValues", "upsert"}:
+            return None, _ngsi_error(400, "BadRequest", f"options {', '.join(sorted(options - {'keyValues', 'upsert'}))} "
+                                                        "not supported; send entities normalized (no options) or with "
+                                                        "?options=keyValues")
         if request.content_type != "application/json":
             return None, _ngsi_error(415, "UnsupportedMediaType",
                                      f"Content-Type {request.content_type or '(none)'} is not accepted; send application/json")
@@ -352,13 +359,18 @@ class Gateway:
         except (ValueError, UnicodeDecodeError) as exc:
             return None, _ngsi_error(400, "ParseError", f"malformed JSON body: {exc}")
 
-    def _check_entity(self, entity: Any, index: int, source: str, producer: str
+    def _check_entity(self, entity: Any, index: int, source: str, producer: str, normalized: bool = False
                       ) -> tuple[dict[str, Any], tuple[Contract, RawRecord] | None, tuple[str, RawRecord, Rejection] | None]:
-        """(per-record result, item to produce, or unroutable dead letter)."""
-        contract_id, errors = contract_for(entity)
+        """(per-record result, item to produce, or unroutable dead letter); a ``normalized`` entity is taken in
+        its keyValues form, and dead-lettered as it was sent."""
         base = {"index": index, "id": entity.get("id") if isinstance(entity, dict) else None,
                 "type": entity.get("type") if isinstance(entity, dict) else None}
         raw = json.dumps(entity, ensure_ascii=False).encode()
+        contract_id, errors = None, []
+        if normalized:
+            entity, errors = to_key_values(entity)
+        if not errors:
+            contract_id, errors = contract_for(entity)
         if contract_id is None:
             first = errors[0]
             rejection = Rejection(first.rule, first.field, first.description)
@@ -384,7 +396,8 @@ class Gateway:
         limited = self._limit(request, partner or request.remote or "?", 1)
         if limited:
             return limited
-        result, item, unroutable = self._check_entity(entity, 0, f"fiware:{partner}", f"gateway.{partner}")
+        result, item, unroutable = self._check_entity(entity, 0, f"fiware:{partner}", f"gateway.{partner}",
+                                                      normalized=not self._key_values(request))
         await self._produce([item] if item else [], [unroutable] if unroutable else [])
         if result["status"] == "accepted":
             return web.Response(status=201, headers={"Location": f"/v2/entities/{result['id']}?type={result['type']}"})
@@ -411,7 +424,8 @@ class Gateway:
             return limited
         results, items, unroutable = [], [], []
         for i, entity in enumerate(entities):
-            result, item, dead = self._check_entity(entity, i, f"fiware:{partner}", f"gateway.{partner}")
+            result, item, dead = self._check_entity(entity, i, f"fiware:{partner}", f"gateway.{partner}",
+                                                    normalized=not self._key_values(request))
             results.append(result)
             if item:
                 items.append(item)

@@ -221,6 +221,25 @@ def test_fiware_single_entity_good_and_bad(gateway, settings) -> None:  # type: 
     assert [d for d in _records(settings, DLQ_TOPIC) if bad["id"] in d["value"].get("original_text", "")]
 
 
+def test_a_normalized_ngsi_v2_entity_ends_on_its_topic_in_keyvalues_form(gateway, settings) -> None:  # type: ignore[no-untyped-def]
+    """NGSI v2's default representation (no options): each attribute {type, value, metadata}."""
+    kv = _entity()
+    normalized = {"id": kv["id"], "type": kv["type"], "dateObserved": {"type": "DateTime", "value": kv["dateObserved"]},
+                  "location": {"type": "geo:json", "value": kv["location"]},
+                  "refDevice": {"type": "Relationship", "value": kv["refDevice"]},
+                  "pm25": {"type": "Number", "value": kv["pm25"], "metadata": {"unitCode": {"type": "Text", "value": "GQ"}}}}
+    status, headers, _ = call("POST", gateway + "/v2/entities", json.dumps(normalized).encode(), "application/json",
+                              {"X-Api-Key": KEY})
+    assert status == 201 and headers["Location"].startswith("/v2/entities/urn:ngsi-ld:AirQualityObserved")
+    stored = _records(settings, "raw.sensor.air_quality.v1", id=kv["id"])
+    assert len(stored) == 1 and stored[0]["value"] == kv
+    status, _, body = call("POST", gateway + "/v2/op/update", json.dumps(
+        {"actionType": "append", "entities": [{**normalized, "id": kv["id"] + "-2"}, _entity()]}).encode(),
+        "application/json", {"X-Api-Key": KEY})
+    assert status == 207 and [r["status"] for r in body["results"]] == ["accepted", "rejected"]
+    assert body["results"][1]["errors"][0]["rule"] == "normalized-form"     # plain values without options=keyValues
+
+
 def test_fiware_batch_is_taken_record_by_record_and_counts_add_up(gateway, settings) -> None:  # type: ignore[no-untyped-def]
     good = [_entity(f"aq-{i:04d}") for i in range(1, 4)]
     flood = {"id": "urn:ngsi-ld:FloodMonitoring:wl-0001:x", "type": "FloodMonitoring",
@@ -249,7 +268,7 @@ def test_fiware_batch_is_taken_record_by_record_and_counts_add_up(gateway, setti
     assert status == 422 and reply["accepted"] == 0
 
 
-def test_oversized_malformed_and_normalized_bodies_are_refused_whole(gateway) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_malformed_and_misformed_bodies_are_refused_whole(gateway) -> None:  # type: ignore[no-untyped-def]
     huge = json.dumps({"actionType": "append", "entities": [_entity(note="x" * 1000)] * 300}).encode()
     assert len(huge) > 200_000
     status, _, body = call("POST", gateway + "/v2/op/update?options=keyValues", huge, "application/json",
@@ -259,8 +278,11 @@ def test_oversized_malformed_and_normalized_bodies_are_refused_whole(gateway) ->
                            {"X-Api-Key": KEY})
     assert status == 400 and body["error"] == "ParseError"
     status, _, body = call("POST", gateway + "/v2/entities", json.dumps(_entity()).encode(), "application/json",
-                           {"X-Api-Key": KEY})
-    assert status == 400 and "keyValues" in body["description"]
+                           {"X-Api-Key": KEY})   # plain values, but no options=keyValues: read as normalized
+    assert status == 400 and body["errors"][0]["rule"] == "normalized-form" and "keyValues" in body["errors"][0]["fix"]
+    status, _, body = call("POST", gateway + "/v2/entities?options=values", json.dumps(_entity()).encode(),
+                           "application/json", {"X-Api-Key": KEY})
+    assert status == 400 and "not supported" in body["description"]
     status, _, body = call("POST", gateway + "/open311/v2/requests.json", b"<xml/>", "application/xml",
                            {"X-Api-Key": KEY})
     assert status == 415 and body[0]["code"] == 415

@@ -71,7 +71,29 @@ def test_public_view_shows_no_personal_data_and_only_a_street_level_address() ->
     assert "单元" not in view["address"] and view["address"].endswith("街道")
 
 
-def test_fiware_entities_route_by_type_and_normalized_form_is_refused() -> None:
+def test_a_normalized_ngsi_v2_entity_is_taken_in_its_keyvalues_form(contracts) -> None:  # type: ignore[no-untyped-def]
+    """NGSI v2's default representation, as IoT agents send it: each attribute {type, value, metadata}."""
+    from citybrain.gateway.fiware import to_key_values
+
+    normalized = {"id": "urn:ngsi-ld:FloodMonitoring:wl-0001:2026-11-23T08:00:00Z", "type": "FloodMonitoring",
+                  "dateObserved": {"type": "DateTime", "value": "2026-11-23T08:00:00Z"},
+                  "location": {"type": "geo:json", "value": {"type": "Point", "coordinates": [117.45, 38.70]}},
+                  "refDevice": {"type": "Relationship", "value": "wl-0001"},
+                  "currentLevel": {"type": "Number", "value": 0.12, "metadata": {"unitCode": {"type": "Text", "value": "MTR"}}}}
+    entity, errors = to_key_values(normalized)
+    assert errors == [] and entity == {"id": normalized["id"], "type": "FloodMonitoring", "dateObserved": "2026-11-23T08:00:00Z",
+                                       "location": {"type": "Point", "coordinates": [117.45, 38.70]}, "refDevice": "wl-0001",
+                                       "currentLevel": 0.12}
+    assert contract_for(entity) == ("raw.sensor.water_level", [])
+    assert RecordValidator(contracts["raw.sensor.water_level.v1"])(entity) is None
+    point, _ = to_key_values({**normalized, "location": {"type": "geo:point", "value": "38.70, 117.45"}})
+    assert point is not None and point["location"] == {"type": "Point", "coordinates": [117.45, 38.70]}
+    _, errors = to_key_values({**normalized, "currentLevel": 0.12, "refDevice": {"type": "Relationship", "valu": "wl-1"}})
+    assert [(e.field, e.rule) for e in errors] == [("refDevice", "normalized-form"), ("currentLevel", "normalized-form")]
+    assert "options=keyValues" in errors[0].as_dict()["fix"]
+
+
+def test_fiware_entities_route_by_type_and_normalized_attributes_sent_as_keyvalues_are_refused() -> None:
     assert contract_for({"type": "FloodMonitoring"}) == ("raw.sensor.water_level", [])
     _, errors = contract_for({"type": "WeatherObserved"})
     assert errors[0].field == "type" and errors[0].code == 422
