@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from citybrain.city.pack_import import PACK_CONTRACTS
 from citybrain.contracts.lint import lint_all
 from citybrain.contracts.model import Contract
 from citybrain.ingest.producer import DLQ_TOPIC, ProduceSummary, ValidatedProducer
@@ -128,8 +129,6 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
     run_id = uuid.uuid4().hex
     feeds_dir = settings.demo_dir / run_id[:12]
     # The city's reference topics carry what its pack declares; sample records there would be a false city.
-    from citybrain.city.pack_import import PACK_CONTRACTS
-
     # Nor to the feeds of departments the city does not have (临江市 has no civil-affairs register).
     feeds = [c for c in contracts.values() if c.zone == "raw" and c.id not in PACK_CONTRACTS
              and c.owner in sim.city.departments]

@@ -54,6 +54,8 @@ VENDORS = {
 }
 OWNERS = {"air_quality": "environment", "noise": "environment", "traffic_flow": "transport", "water_level": "water"}
 PREFIX = {"air_quality": "aq", "noise": "nz", "traffic_flow": "tf", "water_level": "wl"}
+#: Road class -> (lanes, free-flow speed km/h).
+ROAD_CLASSES = {"arterial": (6, 60.0), "secondary": (4, 50.0), "branch": (2, 30.0)}
 #: Water gauges: (dry-weather level, level counted as flooded) in metres, per site type.
 WATER_SITES = {"underpass": (0.0, 0.27), "street": (0.0, 0.15), "drain": (0.35, 1.2), "river": (1.6, 3.5)}
 
@@ -136,7 +138,7 @@ def _roads(rng: random.Random, v, cell_street: dict[tuple[int, int], Street]) ->
     col_names = [n for n, _ in PLACE_NAMES[NY + 1: NY + NX + 2]]
 
     def add(name: str, cls: str, a: tuple[float, float], b: tuple[float, float], cell: tuple[int, int]) -> None:
-        lanes, speed = {"arterial": (6, 60.0), "secondary": (4, 50.0), "branch": (2, 30.0)}[cls]
+        lanes, speed = ROAD_CLASSES[cls]
         roads.append(RoadSegment(f"seg-{len(roads) + 1:04d}", name, cls, lanes, speed, (a, b), cell_street[cell].code))
 
     for j in range(NY + 1):

@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from citybrain.city.build import WATER_SITES
+from citybrain.city.build import ROAD_CLASSES, WATER_SITES
 from citybrain.city.catalogue import SERVICES, Service
 from citybrain.city.model import City, Device, District, Poi, RoadSegment, Street
 from citybrain.city.pack import Pack
@@ -107,10 +107,12 @@ def city_of_pack(pack: Pack, seed: int = 7) -> City:
     def place(name: str, category: str, lon: float, lat: float, street: str) -> None:
         pois.append(Poi(f"poi-{len(pois) + 1:05d}", name, category, lon, lat, street))
 
+    def base(street: str) -> str:
+        return by_code[street].name.removesuffix("街道").removesuffix("镇")
+
     for s in streets:
-        base = s.name.removesuffix("街道").removesuffix("镇")
         for category, suffix in STREET_PLACES:
-            place(base + suffix, category, *_inside(s.geometry, rng), s.code)
+            place(base(s.code) + suffix, category, *_inside(s.geometry, rng), s.code)
 
     devices = []
     underpasses: dict[str, tuple[float, float]] = {}
@@ -125,8 +127,8 @@ def city_of_pack(pack: Pack, seed: int = 7) -> City:
         site = d.get("site_type") or DEFAULT_SITE.get(kind, "street")
         segment = None
         if kind == "traffic_flow":
-            road_class = site if site in ("arterial", "secondary", "branch") else "secondary"
-            lanes, speed = {"arterial": (6, 60.0), "secondary": (4, 50.0), "branch": (2, 30.0)}[road_class]
+            road_class = site if site in ROAD_CLASSES else "secondary"
+            lanes, speed = ROAD_CLASSES[road_class]
             segment = f"seg-{len(roads) + 1:04d}"
             roads.append(RoadSegment(segment, f"{by_code[street].name}{d['device_id']}路段", road_class, lanes, speed,
                                      ((round(lon - SEGMENT_HALF_DEG, 6), lat), (round(lon + SEGMENT_HALF_DEG, 6), lat)),
@@ -144,9 +146,9 @@ def city_of_pack(pack: Pack, seed: int = 7) -> City:
             serial_number=d.get("serial_number") or "", installed_at=d.get("installed_at") or "2020-01-01T00:00:00Z",
             segment_id=segment, reference_level=reference_level, base_level=base_level))
     for street, (lon, lat) in underpasses.items():
-        place(by_code[street].name.removesuffix("街道") + "下穿隧道", "underpass", lon, lat, street)
+        place(base(street) + "下穿隧道", "underpass", lon, lat, street)
     for street, (lon, lat) in sites.items():
-        place(by_code[street].name.removesuffix("街道") + "项目工地", "construction_site", lon, lat, street)
+        place(base(street) + "项目工地", "construction_site", lon, lat, street)
 
     m = pack.manifest
     return City(seed=seed, name=m["city"]["name"], name_en=m["city"].get("name_en", m["city"]["name"]),

@@ -148,9 +148,7 @@ class City:
     def _grids(self) -> dict[str, list[tuple[str, list[str], dict[str, Any]]]]:
         cache = self.__dict__.get("_grid_map")
         if cache is None:
-            from citybrain.city.pack import pack_from_city
-
-            features = (self.pack or pack_from_city(self)).areas
+            features = self.as_pack().areas
             street_of = {f["properties"]["code"]: f["properties"]["parent"] for f in features
                          if f["properties"]["level"] == "community"}
             cache = {}
@@ -167,16 +165,19 @@ class City:
         """The city's time zone: the rhythms of its day and its local dates."""
         return ZoneInfo(self.timezone)
 
+    def as_pack(self) -> Any:
+        """The city as a city pack (``citybrain.city.pack.Pack``): the pack it was read from, else the generated
+        city's, built once."""
+        cached = self.__dict__.get("_as_pack")
+        if cached is None:
+            from citybrain.city.pack import pack_from_city
+
+            cached = self.__dict__["_as_pack"] = pack_from_city(self)
+        return cached
+
     def routing(self) -> list[dict[str, Any]]:
-        """The routing rules of dispatch: the pack's, else the generated city's catalogue."""
-        if self.pack is not None:
-            return list(self.pack.routing)
-        from citybrain.city.catalogue import routing_rules
-
-        return routing_rules("2026-01-01T00:00:00Z")
-
-    def service(self, code: str) -> Service:
-        return {s.service_code: s for s in self.services}[code]
+        """The routing rules of dispatch, as the city's pack declares them."""
+        return list(self.as_pack().routing)
 
     def service_of(self, *categories: str) -> Service | None:
         """The first of the city's services in the first of ``categories`` it offers, or None."""

@@ -11,11 +11,10 @@ def reference_records(city: City, as_of: str) -> dict[str, list[dict[str, Any]]]
     """Contract id -> records describing the city as of ``as_of`` (RFC 3339 UTC): what its city pack
     publishes (the same records ``citybrain city import`` would), plus the roads and places the
     simulator knows."""
-    from citybrain.city.pack import pack_from_city
     from citybrain.city.pack_import import reference_records as pack_records
 
     out = {topic.rsplit(".v", 1)[0]: [r for _where, r in items]
-           for topic, items in pack_records(city.pack or pack_from_city(city), as_of).items()}
+           for topic, items in pack_records(city.as_pack(), as_of).items()}
     out["raw.ref.road_segment"] = [
         {"segment_id": r.segment_id, "name": r.name, "road_class": r.road_class, "lanes": r.lanes,
          "free_speed_kmh": r.free_speed_kmh, "capacity_vph": r.capacity_vph,

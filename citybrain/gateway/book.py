@@ -75,9 +75,8 @@ class RequestBook:
         with self._lock:
             if self._city is None:
                 return None
-            live = {t: {k: v for k, v in self._reference[t].items() if v.get("status") != "withdrawn"}
-                    for t in (SERVICES_TOPIC, DEPARTMENTS_TOPIC)}
-            return Catalogue(self._city["jurisdiction_id"], live[SERVICES_TOPIC], live[DEPARTMENTS_TOPIC])
+            return Catalogue(self._city["jurisdiction_id"], dict(self._reference[SERVICES_TOPIC]),
+                             dict(self._reference[DEPARTMENTS_TOPIC]))
 
     def get(self, rid: str) -> dict[str, Any] | None:
         with self._lock:
@@ -138,8 +137,12 @@ class RequestBook:
                     except (TypeError, ValueError):
                         continue
                     if tp.topic in REFERENCE:
-                        with self._lock:
-                            self._reference[tp.topic][str(value.get(REFERENCE[tp.topic]))] = value
+                        key = str(value.get(REFERENCE[tp.topic]))
+                        with self._lock:   # a withdrawn service or department is no longer served
+                            if value.get("status") == "withdrawn":
+                                self._reference[tp.topic].pop(key, None)
+                            else:
+                                self._reference[tp.topic][key] = value
                             if tp.topic == CITY_TOPIC:
                                 self._city = value
                     elif tp.topic == AREAS_TOPIC:

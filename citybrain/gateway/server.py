@@ -30,7 +30,7 @@ from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import Rejection
 from citybrain.gateway.book import RequestBook
 from citybrain.gateway.fiware import batch_entities, contract_for, to_key_values
-from citybrain.gateway.open311 import PARAM_OF_FIELD, EdgeError, public_view, received_event, request_record, service_definition, services
+from citybrain.gateway.open311 import PARAM_OF_FIELD, Catalogue, EdgeError, public_view, received_event, request_record, service_definition, services
 from citybrain.ingest.producer import DLQ_TOPIC, DeliveryError, ValidatedProducer
 from citybrain.ingest.readers import RawRecord
 from citybrain.settings import Settings, api_keys
@@ -218,16 +218,23 @@ class Gateway:
 
     # -- Open311 -------------------------------------------------------------------------
 
-    async def list_services(self, request: web.Request) -> web.Response:
+    def _catalogue(self, request: web.Request) -> tuple[Catalogue, None] | tuple[None, web.Response]:
+        """The imported city's catalogue, or the 503 that says no city was imported yet."""
         catalogue = self.book.catalogue()
         if catalogue is None:
-            return _refusal(request, 503, NO_CITY, rule="no-city", headers={"Retry-After": "30"})
+            return None, _refusal(request, 503, NO_CITY, rule="no-city", headers={"Retry-After": "30"})
+        return catalogue, None
+
+    async def list_services(self, request: web.Request) -> web.Response:
+        catalogue, refused = self._catalogue(request)
+        if refused:
+            return refused
         return web.json_response(services(catalogue), dumps=lambda v: json.dumps(v, ensure_ascii=False))
 
     async def get_service(self, request: web.Request) -> web.Response:
-        catalogue = self.book.catalogue()
-        if catalogue is None:
-            return _refusal(request, 503, NO_CITY, rule="no-city", headers={"Retry-After": "30"})
+        catalogue, refused = self._catalogue(request)
+        if refused:
+            return refused
         definition = service_definition(request.match_info["code"], catalogue)
         if definition is None:
             return _open311_error(404, [EdgeError(404, f"service_code {request.match_info['code']!r} not found",
@@ -248,9 +255,9 @@ class Gateway:
         contract = self.contracts["raw.hotline.service_request"]
         source = f"open311:{partner}"
         fields = {k: v for k, v in params.items() if k != "api_key"}
-        catalogue = self.book.catalogue()
-        if catalogue is None:
-            return _refusal(request, 503, NO_CITY, rule="no-city", headers={"Retry-After": "30"})
+        catalogue, refused = self._catalogue(request)
+        if refused:
+            return refused
         record, errors = request_record(fields, partner or "anonymous", catalogue, self.book.index)
         producer_id = f"gateway.{partner}"
         if record is None:
@@ -340,12 +347,15 @@ class Gateway:
     # -- FIWARE NGSI v2 ------------------------------------------------------------------
 
     @staticmethod
-    def _key_values(request: web.Request) -> bool:
+    def _options(request: web.Request) -> set[str]:
+        return set(filter(None, request.query.get("options", "").split(",")))
+
+    def _key_values(self, request: web.Request) -> bool:
         """NGSI v2: keyValues with ``options=keyValues``, else the normalized representation."""
-        return "keyValues" in request.query.get("options", "").split(",")
+        return "keyValues" in self._options(request)
 
     async def _ngsi_body(self, request: web.Request) -> tuple[Any, web.Response | None]:
-        options = set(filter(None, request.query.get("options", "").split(",")))
+        options = self._options(request)
         if options - {"keyValues", "upsert"}:
             return None, _ngsi_error(400, "BadRequest", f"options {', '.join(sorted(options - {'keyValues', 'upsert'}))} "
                                                         "not supported; send entities normalized (no options) or with "

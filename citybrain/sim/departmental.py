@@ -110,8 +110,11 @@ class Departments:
         self.urban_seq += 1
         at = t - timedelta(seconds=rng.uniform(0, self.cfg.interval_min * 60))
         grid = self.city.grid_at(lon, lat, street_code)
-        inspector, grid_code = (rng.choice(grid[1]) if grid[1] else f"gw-{grid[0]}", grid[0]) if grid else \
-            (f"grid-{street_code[-5:]}-{rng.randint(1, 40):03d}", f"G{street_code}-{rng.randint(1, 30):02d}")
+        if grid is None:   # a city without grids: a patrol of the street
+            inspector, grid_code = f"grid-{street_code[-5:]}-{rng.randint(1, 40):03d}", f"G{street_code}-{rng.randint(1, 30):02d}"
+        else:
+            grid_code, workers = grid
+            inspector = rng.choice(workers) if workers else f"gw-{grid_code}"
         # A grid worker fixes a third of the small things on patrol (就地处置); the rest are assigned.
         on_the_spot = incident is None and category in SMALL_THINGS and rng.random() < 0.35
         record: dict[str, Any] = {

@@ -53,6 +53,8 @@ class Simulation:
 
         self.weather = Weather(rng("weather"), self.start, cfg.hours, self.city.tz)
         self.effects = Effects()
+        #: Configured incidents the city cannot host, with what it lacks (plan_incidents leaves them out).
+        self.not_simulated = {kind: lacks for kind in cfg.incidents if (lacks := KINDS[kind].missing(self.city))}
         self.incidents: list[Incident] = plan_incidents(cfg, self.city, self.start, self.end, rng("incidents"))
         for incident in self.incidents:
             incident.install(self.effects, self.weather)
@@ -117,8 +119,7 @@ class Simulation:
             "start": iso(self.start), "end": iso(self.end), "timezone": self.city.timezone,
             "interval_min": self.cfg.interval_min, "scale": self.cfg.scale,
             "incidents": [i.truth() for i in self.incidents],
-            "incidents_not_simulated": {kind: KINDS[kind].missing(self.city) for kind in self.cfg.incidents
-                                        if KINDS[kind].missing(self.city)},
+            "incidents_not_simulated": self.not_simulated,
             "sensor_faults": self.fleet.faults,
             "emitted": dict(sorted(self.emitted.items())),
             "produced": produced or {},
