@@ -144,6 +144,42 @@ class City:
                 return code, workers
         return None
 
+    def areas_at(self, lon: float, lat: float, street_code: str) -> dict[str, str]:
+        """The codes of the areas of every level containing a point of ``street_code``: district, street and,
+        where the city's pack declares them, community and grid."""
+        from citybrain.geo import point_in_geometry
+
+        street = self.street(street_code)
+        out = {"district": street.district_code, "street": street_code}
+        for code, geometry in self._communities.get(street_code, ()):
+            if point_in_geometry(lon, lat, geometry):
+                out["community"] = code
+                break
+        grid = self.grid_at(lon, lat, street_code)
+        if grid is not None:
+            out["grid"] = grid[0]
+        return out
+
+    def area_name(self, code: str) -> str:
+        """The name of an area of any level (its code if the city does not know it)."""
+        names = self.__dict__.get("_area_names")
+        if names is None:
+            names = self.__dict__["_area_names"] = {f["properties"]["code"]: f["properties"]["name"]
+                                                    for f in self.as_pack().areas}
+        return names.get(code, code)
+
+    @property
+    def _communities(self) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+        cache = self.__dict__.get("_community_map")
+        if cache is None:
+            cache = {}
+            for f in self.as_pack().areas:
+                p = f["properties"]
+                if p["level"] == "community":
+                    cache.setdefault(p["parent"], []).append((p["code"], f["geometry"]))
+            self.__dict__["_community_map"] = cache
+        return cache
+
     @property
     def _grids(self) -> dict[str, list[tuple[str, list[str], dict[str, Any]]]]:
         cache = self.__dict__.get("_grid_map")

@@ -46,6 +46,9 @@ DEVICE_COLUMNS = ("device_id", "device_type", "owner_department", "lat", "long",
                   "serial_number", "installed_at")
 #: The escalation of a hotline ticket in a community with a grid (网格 -> 社区 -> 街道 -> 区 -> department).
 ESCALATION = ["grid", "community", "street", "district", "department"]
+#: The departments whose matters the simulated city's areas handle first (属地管理: city appearance, property,
+#: neighbourhood care); the others' tickets go to the department at once.
+TERRITORIAL = ("urban_management", "housing", "civil_affairs")
 
 
 @dataclass
@@ -158,7 +161,7 @@ def pack_from_city(city: City, version: str = "1.0.0", grids: bool = True) -> Pa
     routing = []
     for rule in routing_rules("2026-01-01T00:00:00Z"):
         rule = {k: v for k, v in rule.items() if k != "effective_from"}
-        if "service_code" in rule:
+        if "service_code" in rule and rule["department"] in TERRITORIAL and rule["priority"] == "normal":
             rule["escalation"] = ESCALATION
         routing.append(rule)
     devices = [{"device_id": d.device_id, "device_type": d.device_type, "owner_department": d.owner_department,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from citybrain.city.routing import Routing
 from citybrain.contracts.model import Contract
 from citybrain.errors import InputError
 from citybrain.privacy import Protector
@@ -34,30 +35,15 @@ class Dispatcher:
         rules say what of the caller may leave the raw zone) marks their fields."""
         self.protector = protector
         self.hotline = hotline
-        self.by_service: dict[str, dict[str, Any]] = {}
-        self.by_category: dict[str, dict[str, Any]] = {}
-        #: Rules for city events (``rule_id`` ``event.<category>``), by category.
-        self.by_event: dict[str, dict[str, Any]] = {}
-        for rule in (rules or {}).values():
-            self.update_rule(rule)
+        self.routing = Routing((rules or {}).values())
 
     def update_rule(self, rule: dict[str, Any]) -> None:
         """Take a rule as the reference topic has it now; a withdrawn rule routes nothing any more."""
-        if rule.get("status") == "withdrawn":
-            for table in (self.by_service, self.by_category, self.by_event):
-                for k in [k for k, r in table.items() if r.get("rule_id") == rule["rule_id"]]:
-                    del table[k]
-            return
-        if rule.get("service_code"):
-            self.by_service[rule["service_code"]] = rule
-        self.by_category.setdefault(rule["category"], rule)
-        if str(rule["rule_id"]).startswith("event."):
-            self.by_category[rule["category"]] = rule
-            self.by_event[rule["category"]] = rule
+        self.routing.update(rule)
 
     def event_rule(self, category: str) -> dict[str, Any]:
         """The routing rule of a city-event category, as the reference data has it now."""
-        rule = self.by_event.get(category)
+        rule = self.routing.by_event.get(category)
         if rule is None:
             raise RoutingError(
                 f"no routing rule for city-event category {category!r} on raw.ref.routing_rule.v1 (rule_id "
@@ -66,13 +52,24 @@ class Dispatcher:
         return rule
 
     def ticket_orders(self, request: dict[str, Any], place: tuple[str | None, ...]) -> list[tuple[str, dict[str, Any]]]:
-        """Work orders for a newly received request: the responsible department and any co-departments.
-        ``place``: (district code, street code, street name[, community code]) of the request's position."""
-        rule = self.by_service.get(request["service_code"]) or self.by_category.get(request.get("category", ""))
+        """Work orders for a newly received request: the responsible department and any co-departments, under
+        the rule of the smallest area of the position that has one, else the city-wide rule. A ticket whose
+        rule escalates through the city's areas is held by them first (the hotline's system says so with
+        ``dispatched``/``escalated`` ticket events); the department's order, due by the caller's promise,
+        says the matter is the department's from receipt. ``place``: (district code, street code, street
+        name[, community code]) of the request's position."""
+        rule = self._rule(request, place)
         if rule is None:
             return []
         received = parse_time(request["requested_datetime"])
-        deadline = received + timedelta(hours=float(rule["sla_hours"]))
+        return self._orders(request, place, rule, received, float(rule["sla_hours"]))
+
+    def _rule(self, request: dict[str, Any], place: tuple[str | None, ...]) -> dict[str, Any] | None:
+        codes = (place[3] if len(place) > 3 else None, place[1], place[0])
+        return self.routing.ticket_rule(request["service_code"], request.get("category"), codes)
+
+    def _orders(self, request: dict[str, Any], place: tuple[str | None, ...], rule: dict[str, Any],
+                received: datetime, hours: float) -> list[tuple[str, dict[str, Any]]]:
         district_code, street_code, street_name = place[:3]
         community_code = place[3] if len(place) > 3 else None
         base = {
@@ -80,8 +77,8 @@ class Dispatcher:
             "service_code": request["service_code"], "title": request["service_name"],
             "priority": request.get("priority") or rule["priority"], "district_code": district_code,
             "street_code": street_code, "street_name": street_name, "received_at": iso(received),
-            "sla_deadline": iso(deadline), "sla_hours": float(rule["sla_hours"]), "rule_id": rule["rule_id"],
-            "caller_ref": self._caller_ref(request),
+            "sla_deadline": iso(received + timedelta(hours=hours)), "sla_hours": round(hours, 3),
+            "rule_id": rule["rule_id"], "caller_ref": self._caller_ref(request),
         }
         if community_code:
             base["community_code"] = community_code
@@ -118,11 +115,15 @@ class Open:
     dispatched: datetime
     deadline: datetime
     warned: bool = False
+    level: str | None = None
+    area_code: str | None = None
 
 
 class SlaTracker:
     """Follows each ticket from ``dispatched`` to ``handled``; says when an SLA is at risk or broken.
 
+    A ticket escalated through the city's areas (``escalated`` events) is followed level by level: each
+    level's deadline is watched on its own, and the alerts name the level and area that let it pass.
     Due checks wait in a heap by time, so a sweep costs the alerts it raises, not the number of
     open tickets (tens of thousands after a few days)."""
 
@@ -133,8 +134,9 @@ class SlaTracker:
 
     def event(self, e: dict[str, Any]) -> None:
         rid, kind = e["service_request_id"], e["event_type"]
-        if kind == "dispatched" and e.get("sla_deadline"):
-            o = Open(e.get("department") or "hotline_12345", parse_time(e["occurred_at"]), parse_time(e["sla_deadline"]))
+        if kind in ("dispatched", "escalated") and e.get("sla_deadline"):
+            o = Open(e.get("assigned_department") or e.get("department") or "hotline_12345", parse_time(e["occurred_at"]),
+                     parse_time(e["sla_deadline"]), level=e.get("level"), area_code=e.get("area_code"))
             self.open[rid] = o
             for due, check in ((o.dispatched + (o.deadline - o.dispatched) * WARN_AT, "warn"), (o.deadline, "breach")):
                 self._seq += 1
@@ -147,9 +149,9 @@ class SlaTracker:
         while self._due and self._due[0][0] <= now:
             _due, _seq, check, rid, o = heapq.heappop(self._due)
             if self.open.get(rid) is not o:
-                continue   # handled, closed or dispatched again since
+                continue   # handled, closed, dispatched or escalated again since
             if check == "breach":
-                del self.open[rid]   # nothing more to say about it
+                del self.open[rid]   # nothing more to say about it until it is escalated
                 out.append(self._alert(rid, o, "breached", now))
             elif not o.warned and now < o.deadline:
                 o.warned = True
@@ -157,6 +159,12 @@ class SlaTracker:
         return out
 
     def _alert(self, rid: str, o: Open, kind: str, now: datetime) -> dict[str, Any]:
-        return {"alert_id": f"SLA-{rid}-{kind}", "kind": kind, "service_request_id": rid, "department": o.department,
-                "dispatched_at": iso(o.dispatched), "sla_deadline": iso(o.deadline), "detected_at": iso(now),
-                "overdue_min": max(0, round((now - o.deadline).total_seconds() / 60))}
+        alert = {"alert_id": f"SLA-{rid}-{o.level + '-' if o.level else ''}{kind}", "kind": kind,
+                 "service_request_id": rid, "department": o.department, "dispatched_at": iso(o.dispatched),
+                 "sla_deadline": iso(o.deadline), "detected_at": iso(now),
+                 "overdue_min": max(0, round((now - o.deadline).total_seconds() / 60))}
+        if o.level:
+            alert["level"] = o.level
+        if o.area_code:
+            alert["area_code"] = o.area_code
+        return alert

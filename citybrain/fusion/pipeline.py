@@ -135,7 +135,7 @@ class Pipeline:
                 out.append((WARNING_TOPIC, record))
         if signal.kind == "ticket" and signal.state == "received":
             out += self.dispatcher.ticket_orders(value, (signal.district_code, signal.street_code, signal.street_name,
-                                                                  signal.community_code))
+                                                         signal.community_code))
         if self.auto_sweep and (self._last_sweep is None or self.now - self._last_sweep >= timedelta(minutes=5)):
             out += self.sweep(self.now)
         for t, _r in out:

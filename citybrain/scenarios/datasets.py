@@ -44,10 +44,12 @@ CREATE OR REPLACE MACRO j(v, f) AS json_extract_string(v, '$.' || f);
 
 #: Each ticket's closed loop from its lifecycle events: ``ev`` (the events), ``as_of`` (the newest event) and
 #: ``t`` (per ticket: received, dispatched, lead department, deadline, accepted, handled, resolved,
-#: satisfaction, reopened). Needs the input ``{ticket_events}``.
+#: satisfaction, reopened). Needs the input ``{ticket_events}``. The department is the one responsible for the
+#: matter (``assigned_department`` of the dispatch, since ticket events 1.1.0; before that the dispatch's actor);
+#: the deadline that of the last level holding the ticket when it escalated through the city's areas.
 TICKET_STATES = """ev AS (
   SELECT j(value, 'service_request_id') AS rid, j(value, 'event_type') AS kind, utc(j(value, 'occurred_at')) AS occurred,
-         j(value, 'department') AS dept, utc(j(value, 'sla_deadline')) AS deadline,
+         coalesce(j(value, 'assigned_department'), j(value, 'department')) AS dept, utc(j(value, 'sla_deadline')) AS deadline,
          j(value, 'satisfaction') AS satisfaction, j(value, 'resolved') = 'true' AS resolved
   FROM {ticket_events}),
 as_of AS (SELECT max(occurred) AS latest_event FROM ev),
@@ -56,7 +58,8 @@ t AS (
          min(occurred) FILTER (WHERE kind = 'received') AS received,
          min(occurred) FILTER (WHERE kind = 'dispatched') AS dispatched,
          arg_min(dept, occurred) FILTER (WHERE kind = 'dispatched') AS department,
-         min(deadline) FILTER (WHERE kind = 'dispatched') AS deadline,
+         coalesce(max(deadline) FILTER (WHERE kind = 'escalated'), min(deadline) FILTER (WHERE kind = 'dispatched'))
+           AS deadline,
          min(occurred) FILTER (WHERE kind = 'accepted') AS accepted,
          min(occurred) FILTER (WHERE kind = 'handled') AS handled,
          coalesce(bool_or(resolved) FILTER (WHERE kind IN ('handled', 'followed_up')), false) AS resolved,

@@ -15,6 +15,7 @@ from typing import Any
 
 from citybrain.city.catalogue import Service
 from citybrain.city.model import City, Street
+from citybrain.city.routing import Level, Routing, chain, escalates
 from citybrain.geo import point_in_geometry
 from citybrain.sim.clock import activity, is_weekend, local_hour
 from citybrain.times import iso
@@ -29,9 +30,12 @@ PACE = {"housing": 0.55, "urban_management": 0.4, "police": 0.3, "water": 0.35, 
         "civil_affairs": 0.35, "environment": 0.45, "market_regulation": 0.45, "health": 0.4, "emergency": 0.3,
         "hotline_12345": 0.1}
 STATUS_NOTES = {
-    "received": "已受理", "dispatched": "已派发至{dept}", "accepted": "{dept}已签收", "handled": "{dept}已办结",
+    "received": "已受理", "dispatched": "已派发至{dept}", "escalated": "超时未办结，升级至{dept}",
+    "accepted": "{dept}已签收", "handled": "{dept}已办结",
     "closed": "工单已办结", "followed_up": "已回访", "reopened": "市民不满意，工单重启",
 }
+#: The share of tickets an area's office handles itself before its deadline (the rest it lets escalate).
+HANDLED_AT = {"grid": 0.55, "community": 0.45, "street": 0.5, "district": 0.5}
 
 
 def poisson(rng: random.Random, lam: float) -> int:
@@ -81,6 +85,7 @@ class TicketDesk:
         month = start.astimezone(city.tz).month
         self.heating_season = month in (11, 12, 1, 2, 3)
         self.created: dict[str, int] = {}
+        self.routing = Routing(city.routing())
 
     def tick(self, t: datetime) -> list[tuple[datetime, Emission]]:
         """New tickets received during the tick ending at ``t``, with their whole future."""
@@ -127,7 +132,7 @@ class TicketDesk:
             state["caller_name"] = self.people.caller_name()
             state["caller_phone"] = self.people.mobile()
         self.created[service.category] = self.created.get(service.category, 0) + 1
-        return self._life(ticket_id, service, state, received, incident)
+        return self._life(ticket_id, service, state, received, incident, self.city.areas_at(lon, lat, street.code))
 
     def _place_near(self, street: Street, near: tuple[float, float]) -> str:
         from citybrain.geo import haversine_m
@@ -138,21 +143,27 @@ class TicketDesk:
         return min(pois, key=lambda p: haversine_m(p.lon, p.lat, *near)).name
 
     def _life(self, ticket_id: str, service: Service, state: dict[str, Any], received: datetime,
-              incident: str | None) -> list[tuple[datetime, Emission]]:
+              incident: str | None, areas: dict[str, str]) -> list[tuple[datetime, Emission]]:
+        """The ticket's closed loop. Under a routing rule that escalates through the city's areas it goes to
+        the first level its position has and on up, level by level, until one handles it (``_levels``)."""
         rng = self.rng
         out: list[tuple[datetime, Emission]] = []
         steps: dict[str, int] = {}
 
-        def step(kind: str, at: datetime, dept: str, **extra: Any) -> None:
+        def step(kind: str, at: datetime, dept: str | None, **extra: Any) -> None:
+            """One lifecycle step; ``dept`` None: taken by the area office ``extra`` names."""
             steps[kind] = steps.get(kind, 0) + 1
             event: dict[str, Any] = {"event_id": f"{ticket_id}:{kind}:{steps[kind]}", "service_request_id": ticket_id,
-                                     "event_type": kind, "occurred_at": iso(at), "department": dept}
+                                     "event_type": kind, "occurred_at": iso(at)}
+            if dept is not None:
+                event["department"] = dept
             if kind in ("dispatched", "accepted", "handled"):
                 event["operator_id"] = f"op-{rng.randint(1000, 9999)}"
             event.update(extra)
             state["lifecycle_state"] = kind
             state["updated_datetime"] = iso(at)
-            state["status_notes"] = STATUS_NOTES[kind].format(dept=self.city.departments[dept][0])
+            state["status_notes"] = STATUS_NOTES[kind].format(dept=self._holder(extra.get("area_code"),
+                                                                            extra.get("assigned_department") or dept))
             out.append((at, Emission("raw.hotline.ticket_event", event, PRODUCER, at, incident)))
             out.append((at, Emission("raw.hotline.service_request", dict(state), PRODUCER, at, incident)))
 
@@ -165,20 +176,17 @@ class TicketDesk:
             if rng.random() < 0.3:
                 self._follow_up(step, state, now, True, False)
             return out
-        dept = service.department
+        rule = self.routing.ticket_rule(service.service_code, service.category,
+                                        (areas.get("community"), areas["street"], areas["district"]))
+        dept = rule["department"] if rule else service.department
         for round_ in range(2):
             now += timedelta(minutes=rng.uniform(5, 40) if service.priority == "normal" else rng.uniform(2, 10))
-            deadline = now + timedelta(hours=service.sla_hours)
-            state.update(dispatch_department=dept, agency_responsible=self.city.departments[dept][0],
-                         expected_datetime=iso(deadline), status="open")
-            step("dispatched", now, "hotline_12345", sla_deadline=iso(deadline), note=f"派发至{self.city.departments[dept][0]}")
-            now = self._working(now + timedelta(minutes=rng.uniform(10, 120)), service)
-            step("accepted", now, dept)
-            pace = PACE.get(dept, 0.4) * math.exp(rng.gauss(0, 0.7))
-            now = max(now + timedelta(minutes=5), now + timedelta(hours=service.sla_hours * pace))
-            resolved = rng.random() < 0.88
-            step("handled", now, dept, resolved=resolved)
-            overdue = now > deadline
+            promised = now + timedelta(hours=service.sla_hours)
+            state.update(dispatch_department=dept, expected_datetime=iso(promised), status="open")
+            levels = chain(rule, areas) if rule and round_ == 0 and escalates(rule) else \
+                [Level("department", None, service.sla_hours)]
+            now, resolved = self._levels(step, state, levels, dept, service, now)
+            overdue = now > promised
             now += timedelta(minutes=rng.uniform(10, 60))
             state["status"] = "closed"
             step("closed", now, "hotline_12345", resolved=resolved)
@@ -192,6 +200,50 @@ class TicketDesk:
             state["status"] = "open"
             step("reopened", now, "hotline_12345", reason="市民反映问题未解决")
         return out
+
+    def _levels(self, step, state: dict[str, Any], levels: list[Level], dept: str, service: Service,  # type: ignore[no-untyped-def]
+                now: datetime) -> tuple[datetime, bool]:
+        """Dispatch to the first of ``levels`` and escalate on each breach until a level handles the ticket:
+        an area's office within its hours (``HANDLED_AT``), else the department at its own pace.
+        Returns when it was handled and whether the caller's problem was resolved."""
+        rng = self.rng
+        for i, lv in enumerate(levels):
+            deadline = now + timedelta(hours=lv.hours)
+            kind = "dispatched" if i == 0 else "escalated"
+            holder: dict[str, Any] = {"level": lv.level}
+            if lv.area_code:
+                holder["area_code"] = lv.area_code
+                state.update(escalation_level=lv.level, assigned_area_code=lv.area_code,
+                             agency_responsible=self.city.area_name(lv.area_code))
+            else:
+                state.pop("assigned_area_code", None)
+                state.update(escalation_level="department", agency_responsible=self.city.departments[dept][0])
+            step(kind, now, "hotline_12345", sla_deadline=iso(deadline), assigned_department=dept,
+                 note=STATUS_NOTES[kind].format(dept=self._holder(lv.area_code, dept)), **holder)
+            if lv.level == "department":
+                now = self._working(now + timedelta(minutes=rng.uniform(10, 120)), service)
+                step("accepted", now, dept)
+                pace = PACE.get(dept, 0.4) * math.exp(rng.gauss(0, 0.7))
+                now = max(now + timedelta(minutes=5), now + timedelta(hours=lv.hours * pace))
+                resolved = rng.random() < 0.88
+                step("handled", now, dept, resolved=resolved)
+                return now, resolved
+            span = deadline - now
+            if rng.random() < HANDLED_AT[lv.level]:
+                accepted = now + span * rng.uniform(0.05, 0.3)
+                step("accepted", accepted, None, **holder)
+                now = accepted + span * rng.uniform(0.1, 0.6)
+                resolved = rng.random() < 0.85
+                step("handled", now, None, resolved=resolved, **holder)
+                return now, resolved
+            if rng.random() < 0.6:
+                step("accepted", now + span * rng.uniform(0.05, 0.3), None, **holder)
+            now = deadline + timedelta(minutes=rng.uniform(1, 10))
+        raise AssertionError("a ticket's levels end with its department")   # chain() always ends there
+
+    def _holder(self, area_code: str | None, dept: str | None) -> str:
+        """The name of who holds a ticket: an area's office, else a department."""
+        return self.city.area_name(area_code) if area_code else self.city.departments[dept or "hotline_12345"][0]
 
     def _follow_up(self, step, state: dict[str, Any], after: datetime, resolved: bool, overdue: bool) -> str:  # type: ignore[no-untyped-def]
         rng = self.rng

@@ -21,7 +21,9 @@ def _git(repo: Path, *args: str) -> None:
 def _repo(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
     (repo / "schemas").mkdir(parents=True)
-    shutil.copy(SCHEMAS / FILE, repo / "schemas" / FILE)
+    doc = yaml.safe_load((SCHEMAS / FILE).read_text(encoding="utf-8"))
+    doc["version"] = "1.0.0"   # released as 1.0.0 here, whatever minor the contract is at today
+    (repo / "schemas" / FILE).write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
     _git(repo, "init", "-q")
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@example.org", "add", ".")
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "release 1.0.0")

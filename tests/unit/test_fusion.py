@@ -192,6 +192,66 @@ def test_sla_tracker_warns_before_and_alerts_after_the_deadline_until_handled() 
     assert sla.alerts(datetime(2026, 11, 22, 12, tzinfo=timezone.utc)) == []
 
 
+def _garbage_request(rid: str, at: datetime, state: str = "received", **extra: object) -> dict:  # type: ignore[type-arg]
+    street = CITY.streets[0]
+    lon, lat = street.centre
+    return {"service_request_id": rid, "status": "open", "service_code": "garbage.collection", "service_name": "垃圾清运不及时",
+            "description": "垃圾没人收", "requested_datetime": iso(at), "updated_datetime": iso(at), "channel": "phone",
+            "category": "garbage", "lifecycle_state": state, "lat": lat, "long": lon, **extra}
+
+
+def test_a_rule_for_one_area_wins_over_the_city_wide_rule() -> None:
+    p = _pipeline()
+    street = CITY.streets[0]
+    p.feed("raw.ref.routing_rule.v1", {"rule_id": "garbage.one-street", "category": "garbage", "service_code": "garbage.collection",
+                                       "area_code": street.code, "department": "housing", "sla_hours": 10, "priority": "normal",
+                                       "escalation": ["street", "department"], "level_hours": {"street": 7},
+                                       "effective_from": "2026-11-22T00:00:00Z"}, "ref")
+    out = p.feed("raw.hotline.service_request.v1", _garbage_request("HL20261122990002", T0), "r4", T0)
+    [order] = [r for t, r in out if t.startswith("dispatch.")]
+    assert order["department"] == "housing" and order["rule_id"] == "garbage.one-street" and order["sla_hours"] == 10
+    elsewhere = CITY.streets[-1]
+    out = p.feed("raw.hotline.service_request.v1", {**_garbage_request("HL20261122990003", T0),
+                                                    "lat": elsewhere.centre[1], "long": elsewhere.centre[0]}, "r5", T0)
+    assert [r["department"] for t, r in out if t.startswith("dispatch.")] == ["urban_management"]
+
+
+def test_the_levels_of_an_escalation_share_the_sla_unless_level_hours_name_them() -> None:
+    from citybrain.city.routing import chain
+
+    rule = {"sla_hours": 48, "escalation": ["grid", "community", "street", "district", "department"]}
+    areas = {"grid": "99010100100101", "community": "990101001001", "street": "990101001", "district": "990101"}
+    assert [(lv.level, lv.area_code, lv.hours) for lv in chain(rule, areas)] == [
+        ("grid", "99010100100101", 9.6), ("community", "990101001001", 9.6), ("street", "990101001", 9.6),
+        ("district", "990101", 9.6), ("department", None, 9.6)]
+    no_grid = {k: v for k, v in areas.items() if k != "grid"}       # a community without grids starts at the community
+    assert [lv.level for lv in chain(rule, no_grid)] == ["community", "street", "district", "department"]
+    named = chain({**rule, "escalation": ["street"], "level_hours": {"street": 7}}, areas)
+    assert [(lv.level, lv.hours) for lv in named] == [("street", 7.0), ("department", 24.0)]   # department always last
+    assert [lv.level for lv in chain({"sla_hours": 12}, areas)] == ["department"]
+
+
+def test_sla_tracker_follows_an_escalated_ticket_level_by_level() -> None:
+    sla = SlaTracker()
+    sla.event({"service_request_id": "HL3", "event_type": "dispatched", "occurred_at": "2026-11-22T00:00:00Z",
+               "department": "hotline_12345", "assigned_department": "urban_management", "level": "grid",
+               "area_code": "99010100100101", "sla_deadline": "2026-11-22T10:00:00Z"})
+    [grid] = [a for a in sla.alerts(datetime(2026, 11, 22, 10, 5, tzinfo=timezone.utc)) if a["kind"] == "breached"]
+    assert (grid["level"], grid["area_code"], grid["department"]) == ("grid", "99010100100101", "urban_management")
+    sla.event({"service_request_id": "HL3", "event_type": "escalated", "occurred_at": "2026-11-22T10:06:00Z",
+               "department": "hotline_12345", "assigned_department": "urban_management", "level": "community",
+               "area_code": "990101001001", "sla_deadline": "2026-11-22T20:06:00Z"})
+    assert [a["kind"] for a in sla.alerts(datetime(2026, 11, 22, 18, 30, tzinfo=timezone.utc))] == ["about_to_breach"]
+    [community] = sla.alerts(datetime(2026, 11, 22, 21, tzinfo=timezone.utc))
+    assert community["level"] == "community" and community["alert_id"] != grid["alert_id"]
+    sla.event({"service_request_id": "HL3", "event_type": "escalated", "occurred_at": "2026-11-22T21:00:00Z",
+               "assigned_department": "urban_management", "level": "street", "area_code": "990101001",
+               "sla_deadline": "2026-11-23T07:00:00Z"})
+    sla.event({"service_request_id": "HL3", "event_type": "handled", "occurred_at": "2026-11-22T22:00:00Z",
+               "level": "street", "area_code": "990101001"})
+    assert sla.alerts(datetime(2026, 11, 23, 12, tzinfo=timezone.utc)) == []   # the street handled it in time
+
+
 def test_deduper_drops_repeats_within_its_window_only() -> None:
     d = Deduper(window=timedelta(hours=1))
     assert not d.is_duplicate("a", T0) and d.is_duplicate("a", T0 + timedelta(minutes=5))

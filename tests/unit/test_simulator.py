@@ -66,16 +66,52 @@ def test_ticket_lifecycles_are_closed_loops(day) -> None:  # type: ignore[no-unt
         elif e.contract == "raw.hotline.service_request":
             states[e.value["service_request_id"]].append(e.value)
     assert len(steps) > 100
-    order = ["received", "dispatched", "accepted", "handled", "closed", "followed_up", "reopened"]
+    follows = {"received": {"dispatched", "closed"}, "dispatched": {"accepted", "escalated"},
+               "escalated": {"accepted", "escalated"}, "accepted": {"handled", "escalated"}, "handled": {"closed"},
+               "closed": {"followed_up"}, "followed_up": {"reopened"}, "reopened": {"dispatched"}}
     for tid, kinds in steps.items():
         assert kinds[0] == "received", tid
-        first_round = kinds[: kinds.index("reopened")] if "reopened" in kinds else kinds
-        assert first_round == sorted(first_round, key=order.index), (tid, kinds)
+        assert all(b in follows[a] for a, b in zip(kinds, kinds[1:])), (tid, kinds)
         assert [s["lifecycle_state"] for s in states[tid]] == kinds
         assert all(s["status"] == ("closed" if s["lifecycle_state"] in ("closed", "followed_up") else "open")
                    for s in states[tid] if s["lifecycle_state"] != "handled")
     events = [e.value["event_id"] for e in emissions if e.contract == "raw.hotline.ticket_event"]
     assert len(events) == len(set(events))
+
+
+def test_tickets_escalate_through_the_levels_of_their_rule_on_each_breach() -> None:
+    sim, emissions = run(SimConfig(seed=5, start=START, hours=36, scale=0.05))   # long enough for levels to pass
+    rules = {r["service_code"]: r for r in sim.city.routing() if r.get("service_code")}
+    events: dict[str, list[dict]] = defaultdict(list)  # type: ignore[type-arg]
+    states: dict[str, list[dict]] = defaultdict(list)  # type: ignore[type-arg]
+    for e in emissions:
+        if e.contract == "raw.hotline.ticket_event":
+            events[e.value["service_request_id"]].append(e.value)
+        elif e.contract == "raw.hotline.service_request":
+            states[e.value["service_request_id"]].append(e.value)
+    levels = ["grid", "community", "street", "district", "department"]
+    reached = Counter()
+    for tid, evs in events.items():
+        service = states[tid][0]["service_code"]
+        held = [e for e in evs if e["event_type"] in ("dispatched", "escalated")]
+        if not held or "reopened" in [e["event_type"] for e in evs]:
+            continue
+        if not rules[service].get("escalation"):   # straight to the department that answers for the matter
+            assert [(e["level"], e["assigned_department"]) for e in held] == [("department", rules[service]["department"])]
+            continue
+        assert held[0]["level"] == "grid", tid   # every community of the simulated city has grids
+        chain = [e["level"] for e in held]
+        assert chain == levels[: len(chain)], (tid, chain)
+        for lower, upper in zip(held, held[1:]):   # escalated only once the level below let its deadline pass
+            assert upper["occurred_at"] >= lower["sla_deadline"], tid
+            if upper.get("area_code"):            # and to the area containing the one below
+                assert lower["area_code"].startswith(upper["area_code"]), (tid, lower, upper)
+        for e in evs:                            # an area office's steps name the level holding the ticket
+            if e["event_type"] in ("accepted", "handled") and "department" not in e:
+                assert e["level"] == held[-1]["level"] or e["occurred_at"] < held[-1]["occurred_at"]
+        reached[chain[-1]] += 1
+        assert states[tid][-1]["escalation_level"] in levels
+    assert reached["grid"] > reached["community"] > reached["street"] > 0, reached
 
 
 def test_ground_truth_lists_every_incident_with_what_should_be_detected(day) -> None:  # type: ignore[no-untyped-def]
