@@ -127,10 +127,12 @@ class City:
 
     @property
     def index(self) -> AreaIndex:
-        """Point -> (district, street) lookup over this city's polygons."""
+        """Point -> (district, street, community) lookup over this city's polygons."""
         if self._index is None:
             areas = [Area(d.code, d.name, "district", None, d.geometry) for d in self.districts]
             areas += [Area(s.code, s.name, "street", s.district_code, s.geometry) for s in self.streets]
+            areas += [Area(f["properties"]["code"], f["properties"]["name"], "community", f["properties"]["parent"],
+                           f["geometry"]) for f in self.as_pack().areas if f["properties"]["level"] == "community"]
             self._index = AreaIndex(areas)
         return self._index
 
@@ -147,14 +149,10 @@ class City:
     def areas_at(self, lon: float, lat: float, street_code: str) -> dict[str, str]:
         """The codes of the areas of every level containing a point of ``street_code``: district, street and,
         where the city's pack declares them, community and grid."""
-        from citybrain.geo import point_in_geometry
-
-        street = self.street(street_code)
-        out = {"district": street.district_code, "street": street_code}
-        for code, geometry in self._communities.get(street_code, ()):
-            if point_in_geometry(lon, lat, geometry):
-                out["community"] = code
-                break
+        out = {"district": self.street(street_code).district_code, "street": street_code}
+        community = self.index.community_at(lon, lat, self.index.areas[street_code])
+        if community is not None:
+            out["community"] = community.code
         grid = self.grid_at(lon, lat, street_code)
         if grid is not None:
             out["grid"] = grid[0]
@@ -167,18 +165,6 @@ class City:
             names = self.__dict__["_area_names"] = {f["properties"]["code"]: f["properties"]["name"]
                                                     for f in self.as_pack().areas}
         return names.get(code, code)
-
-    @property
-    def _communities(self) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-        cache = self.__dict__.get("_community_map")
-        if cache is None:
-            cache = {}
-            for f in self.as_pack().areas:
-                p = f["properties"]
-                if p["level"] == "community":
-                    cache.setdefault(p["parent"], []).append((p["code"], f["geometry"]))
-            self.__dict__["_community_map"] = cache
-        return cache
 
     @property
     def _grids(self) -> dict[str, list[tuple[str, list[str], dict[str, Any]]]]:

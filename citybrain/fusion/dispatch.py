@@ -58,26 +58,20 @@ class Dispatcher:
         ``dispatched``/``escalated`` ticket events); the department's order, due by the caller's promise,
         says the matter is the department's from receipt. ``place``: (district code, street code, street
         name[, community code]) of the request's position."""
-        rule = self._rule(request, place)
+        district_code, street_code, street_name = place[:3]
+        community_code = place[3] if len(place) > 3 else None
+        rule = self.routing.ticket_rule(request["service_code"], request.get("category"),
+                                        (community_code, street_code, district_code))
         if rule is None:
             return []
         received = parse_time(request["requested_datetime"])
-        return self._orders(request, place, rule, received, float(rule["sla_hours"]))
-
-    def _rule(self, request: dict[str, Any], place: tuple[str | None, ...]) -> dict[str, Any] | None:
-        codes = (place[3] if len(place) > 3 else None, place[1], place[0])
-        return self.routing.ticket_rule(request["service_code"], request.get("category"), codes)
-
-    def _orders(self, request: dict[str, Any], place: tuple[str | None, ...], rule: dict[str, Any],
-                received: datetime, hours: float) -> list[tuple[str, dict[str, Any]]]:
-        district_code, street_code, street_name = place[:3]
-        community_code = place[3] if len(place) > 3 else None
+        hours = float(rule["sla_hours"])
         base = {
             "source": "ticket", "source_id": request["service_request_id"], "category": rule["category"],
             "service_code": request["service_code"], "title": request["service_name"],
             "priority": request.get("priority") or rule["priority"], "district_code": district_code,
             "street_code": street_code, "street_name": street_name, "received_at": iso(received),
-            "sla_deadline": iso(received + timedelta(hours=hours)), "sla_hours": round(hours, 3),
+            "sla_deadline": iso(received + timedelta(hours=hours)), "sla_hours": hours,
             "rule_id": rule["rule_id"], "caller_ref": self._caller_ref(request),
         }
         if community_code:
