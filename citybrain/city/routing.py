@@ -34,21 +34,26 @@ def escalates(rule: dict[str, Any]) -> bool:
     return any(level in AREA_LEVELS for level in rule.get("escalation") or ())
 
 
+def _levels(rule: dict[str, Any]) -> list[str]:
+    names = [level for level in rule.get("escalation") or () if level in AREA_LEVELS or level == "department"]
+    if "department" not in names:
+        names.append("department")
+    return names
+
+
+def level_hours(rule: dict[str, Any], level: str) -> float:
+    """The hours ``level`` has under ``rule``: its ``level_hours``, else an equal share of ``sla_hours`` over
+    the levels the rule names (whether a ticket's position has them all or not)."""
+    given = rule.get("level_hours") or {}
+    return float(given.get(level, float(rule["sla_hours"]) / len(_levels(rule))))
+
+
 def chain(rule: dict[str, Any], areas: dict[str, str | None]) -> list[Level]:
     """The levels a ticket under ``rule`` passes through in turn, from ``areas`` (level -> area code of the
     ticket's position; a level the position lacks, e.g. a community without grids, is skipped). The
     department always comes last, whether the rule names it or not."""
-    names = [level for level in rule.get("escalation") or () if level in AREA_LEVELS or level == "department"]
-    if "department" not in names:
-        names.append("department")
-    given = rule.get("level_hours") or {}
-    share = float(rule["sla_hours"]) / len(names)
-    out = []
-    for level in names:
-        if level == "department" or areas.get(level):
-            out.append(Level(level, areas.get(level) if level != "department" else None,
-                             float(given.get(level, share))))
-    return out
+    return [Level(level, areas.get(level) if level != "department" else None, level_hours(rule, level))
+            for level in _levels(rule) if level == "department" or areas.get(level)]
 
 
 class Routing:

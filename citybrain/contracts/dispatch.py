@@ -14,7 +14,7 @@ from citybrain.departments import DEPARTMENTS
 TEMPLATE = """\
 # Written by `citybrain contracts dispatch --write` from citybrain/contracts/dispatch.py: edit the template, not this file.
 contract: dispatch.{dept}.work_order
-version: 1.2.0
+version: 1.3.0
 title: Work orders dispatched to {en} ({zh})
 description: >
   Dispatch (派单) to {zh}: hotline tickets in its remit and the fused city events it must act
@@ -22,7 +22,10 @@ description: >
   subscribes to this topic only; work orders carry no personal data: the caller's contact
   stays in the restricted raw zone, and `caller_ref` (since 1.1.0) is a keyed pseudonym of
   it, the same for every ticket of the same caller. Since 1.2.0 a ticket's work order names the
-  community (社区) its position lies in, where the city's pack declares communities.
+  community (社区) its position lies in, where the city's pack declares communities. Since 1.3.0
+  `assigned_at` says when the department got the order and `escalated` whether the city's areas
+  let the ticket escalate to it first (属地管理: their orders are on dispatch.territorial.work_order);
+  a reopened ticket dispatched again is a new order (`-r<n>` after its id).
 owner: {dept}
 key: work_order_id
 event_id: work_order_id
@@ -47,7 +50,9 @@ schema:
     street_code: {{type: [string, "null"], maxLength: 12, x-classification: public}}
     street_name: {{type: [string, "null"], maxLength: 50, x-classification: public}}
     community_code: {{type: string, pattern: "^[0-9]{{12}}$", x-classification: public, description: "The community of the ticket's position (since 1.2.0)"}}
-    received_at: {{type: string, format: date-time, x-classification: public}}
+    received_at: {{type: string, format: date-time, x-classification: public, description: "When the hotline received the ticket, or fusion detected the city event"}}
+    assigned_at: {{type: string, format: date-time, x-classification: public, description: "When the department got the order: at receipt, on the hotline's dispatch or on escalation (since 1.3.0)"}}
+    escalated: {{type: boolean, x-classification: public, description: "The ticket came to the department by escalation from the city's areas (since 1.3.0)"}}
     sla_deadline: {{type: string, format: date-time, x-classification: public}}
     sla_hours: {{type: number, exclusiveMinimum: 0, maximum: 2160, x-classification: public}}
     rule_id: {{type: string, maxLength: 60, x-classification: public}}
@@ -65,6 +70,7 @@ examples:
     street_code: "990101001"
     street_name: 天宁街道
     received_at: "2026-11-22T06:32:10Z"
+    assigned_at: "2026-11-22T06:40:02Z"
     sla_deadline: "2026-11-23T06:32:10Z"
     sla_hours: 24
     rule_id: example

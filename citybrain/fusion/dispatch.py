@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from citybrain.city.routing import Routing
+from citybrain.city.routing import AREA_LEVELS, Routing, escalates, level_hours
 from citybrain.contracts.model import Contract
 from citybrain.errors import InputError
 from citybrain.privacy import Protector
 from citybrain.times import iso, parse_time
 
 HOTLINE_TOPIC = "raw.hotline.service_request.v1"
+#: The orders of the city's area offices (grid, community, street, district) for tickets they hold.
+TERRITORIAL_TOPIC = "dispatch.territorial.work_order.v1"
 #: Share of the SLA after which an unhandled ticket is "about to breach".
 WARN_AT = 0.8
 
@@ -52,11 +54,16 @@ class Dispatcher:
         return rule
 
     def ticket_orders(self, request: dict[str, Any], place: tuple[str | None, ...]) -> list[tuple[str, dict[str, Any]]]:
-        """Work orders for a newly received request: the responsible department and any co-departments, under
-        the rule of the smallest area of the position that has one, else the city-wide rule. A ticket whose
-        rule escalates through the city's areas is held by them first (the hotline's system says so with
-        ``dispatched``/``escalated`` ticket events); the department's order, due by the caller's promise,
-        says the matter is the department's from receipt. ``place``: (district code, street code, street
+        """Work orders caused by one state of a hotline request, under the rule of the smallest area of its
+        position that has one, else the city-wide rule.
+
+        A ticket whose rule goes to its department at once gets its orders (the responsible department's
+        and any co-departments') on receipt. One whose rule escalates through the city's areas (属地管理) is
+        dispatched by the hotline's system, and each update that says a new level holds it
+        (``lifecycle_state`` dispatched or escalated, ``escalation_level``) gets that level's order: an area
+        office's on the territorial topic, the departments' when it reaches them. Nobody escalates a request
+        received through the Open311 gateway (``partner``): it goes to its department on receipt. A reopened
+        ticket dispatched again is a new order (``-r<n>``). ``place``: (district code, street code, street
         name[, community code]) of the request's position."""
         district_code, street_code, street_name = place[:3]
         community_code = place[3] if len(place) > 3 else None
@@ -64,19 +71,46 @@ class Dispatcher:
                                         (community_code, street_code, district_code))
         if rule is None:
             return []
+        state, level = request.get("lifecycle_state") or "received", request.get("escalation_level")
+        held_by_areas = escalates(rule) and not request.get("partner")
         received = parse_time(request["requested_datetime"])
-        hours = float(rule["sla_hours"])
         base = {
             "source": "ticket", "source_id": request["service_request_id"], "category": rule["category"],
             "service_code": request["service_code"], "title": request["service_name"],
             "priority": request.get("priority") or rule["priority"], "district_code": district_code,
             "street_code": street_code, "street_name": street_name, "received_at": iso(received),
-            "sla_deadline": iso(received + timedelta(hours=hours)), "sla_hours": hours,
             "rule_id": rule["rule_id"], "caller_ref": self._caller_ref(request),
         }
         if community_code:
             base["community_code"] = community_code
-        return [(dispatch_topic(d), {**base, "work_order_id": f"WO-{request['service_request_id']}-{d}",
+        if state == "received":
+            if held_by_areas:
+                return []   # the hotline's system dispatches it to the first of its levels
+            return self._department_orders(request, rule, base, received, float(rule["sla_hours"]), escalated=False)
+        if state not in ("dispatched", "escalated") or not level:
+            return []
+        at = parse_time(request.get("updated_datetime") or request["requested_datetime"])
+        again = f"-r{request['reopen_count']}" if request.get("reopen_count") else ""
+        if level in AREA_LEVELS:
+            if not request.get("assigned_area_code"):
+                return []
+            hours = level_hours(rule, level)
+            return [(TERRITORIAL_TOPIC, {
+                **base, "work_order_id": f"WO-{request['service_request_id']}-{level}{again}", "level": level,
+                "area_code": request["assigned_area_code"], "department": rule["department"], "role": "lead",
+                "assigned_at": iso(at), "sla_deadline": iso(at + timedelta(hours=hours)), "sla_hours": hours})]
+        if state == "dispatched" and not again and not held_by_areas:
+            return []   # its orders went out on receipt
+        return self._department_orders(request, rule, base, at, level_hours(rule, "department") if held_by_areas
+                                       else float(rule["sla_hours"]), escalated=state == "escalated", suffix=again)
+
+    @staticmethod
+    def _department_orders(request: dict[str, Any], rule: dict[str, Any], base: dict[str, Any], at: datetime,
+                           hours: float, escalated: bool, suffix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        """The orders of the responsible department and its co-departments, assigned ``at`` for ``hours``."""
+        order = {**base, "assigned_at": iso(at), "sla_deadline": iso(at + timedelta(hours=hours)), "sla_hours": hours,
+                 "escalated": escalated}
+        return [(dispatch_topic(d), {**order, "work_order_id": f"WO-{request['service_request_id']}-{d}{suffix}",
                                      "department": d, "role": "lead" if d == rule["department"] else "support"})
                 for d in [rule["department"], *rule.get("co_departments", [])]
                 if d != "hotline_12345"]   # questions are answered on the call, not dispatched
@@ -95,8 +129,8 @@ class Dispatcher:
             "source": "city_event", "source_id": event["event_id"], "category": event["category"],
             "title": event["title"], "priority": event["priority"], "district_code": event["district_code"],
             "street_code": event["street_code"], "street_name": event["street_name"],
-            "received_at": event["detected_at"], "sla_deadline": event["sla_deadline"],
-            "rule_id": f"event.{event['category']}",
+            "received_at": event["detected_at"], "assigned_at": event["detected_at"],
+            "sla_deadline": event["sla_deadline"], "rule_id": f"event.{event['category']}",
         }
         return [(dispatch_topic(d), {**base, "work_order_id": f"WO-{event['event_id']}-{d}", "department": d,
                                      "role": "lead" if d == event["department"] else "support"})

@@ -3,8 +3,8 @@
 ``Pipeline.feed_message`` takes one raw record as it comes off a topic (topic, headers, JSON
 payload, Kafka timestamp, partition) in arrival order and returns what it causes:
 ``(topic, record)`` pairs for ``city.event.incident.v1``, ``alert.early_warning.risk.v1``,
-``alert.sla.ticket.v1``, ``dispatch.<dept>.work_order.v1`` and, as windows close,
-``metrics.city.aggregate.v1``. The fusion worker, its warm-up and ``citybrain evaluate
+``alert.sla.ticket.v1``, ``dispatch.<dept>.work_order.v1``, ``dispatch.territorial.work_order.v1``
+and, as windows close, ``metrics.city.aggregate.v1``. The fusion worker, its warm-up and ``citybrain evaluate
 --replay`` all feed it that way; ``Pipeline.feed`` takes a decoded value and its event id.
 """
 
@@ -133,7 +133,7 @@ class Pipeline:
                 out += self.dispatcher.event_orders(record)
             else:
                 out.append((WARNING_TOPIC, record))
-        if signal.kind == "ticket" and signal.state == "received":
+        if signal.kind == "ticket" and signal.state in ("received", "dispatched", "escalated"):
             out += self.dispatcher.ticket_orders(value, (signal.district_code, signal.street_code, signal.street_name,
                                                          signal.community_code))
         if self.auto_sweep and (self._last_sweep is None or self.now - self._last_sweep >= timedelta(minutes=5)):

@@ -205,15 +205,51 @@ def test_a_rule_for_one_area_wins_over_the_city_wide_rule() -> None:
     street = CITY.streets[0]
     p.feed("raw.ref.routing_rule.v1", {"rule_id": "garbage.one-street", "category": "garbage", "service_code": "garbage.collection",
                                        "area_code": street.code, "department": "housing", "sla_hours": 10, "priority": "normal",
-                                       "escalation": ["street", "department"], "level_hours": {"street": 7},
                                        "effective_from": "2026-11-22T00:00:00Z"}, "ref")
     out = p.feed("raw.hotline.service_request.v1", _garbage_request("HL20261122990002", T0), "r4", T0)
     [order] = [r for t, r in out if t.startswith("dispatch.")]
     assert order["department"] == "housing" and order["rule_id"] == "garbage.one-street" and order["sla_hours"] == 10
     elsewhere = CITY.streets[-1]
-    out = p.feed("raw.hotline.service_request.v1", {**_garbage_request("HL20261122990003", T0),
+    out = p.feed("raw.hotline.service_request.v1", {**_garbage_request("HL20261122990003", T0, partner="app"),
                                                     "lat": elsewhere.centre[1], "long": elsewhere.centre[0]}, "r5", T0)
     assert [r["department"] for t, r in out if t.startswith("dispatch.")] == ["urban_management"]
+
+
+def test_the_areas_get_their_orders_level_by_level_and_the_department_on_escalation() -> None:
+    """属地管理: a ticket under an escalating rule is the street's first (territorial order, the level's own
+    hours), the department's only once the street lets it pass; a gateway ticket, which nobody escalates, and
+    a reopened one are the department's at once."""
+    p = _pipeline()
+    street = CITY.streets[0]
+    p.feed("raw.ref.routing_rule.v1", {"rule_id": "garbage.one-street", "category": "garbage", "service_code": "garbage.collection",
+                                       "area_code": street.code, "department": "housing", "sla_hours": 10, "priority": "normal",
+                                       "escalation": ["street", "department"], "level_hours": {"street": 7},
+                                       "effective_from": "2026-11-22T00:00:00Z"}, "ref")
+    rid = "HL20261122990004"
+    orders = lambda out: [(t, r) for t, r in out if t.startswith("dispatch.")]  # noqa: E731
+    assert orders(p.feed("raw.hotline.service_request.v1", _garbage_request(rid, T0), "a1", T0)) == []
+    held = dict(escalation_level="street", assigned_area_code=street.code)
+    at = T0 + timedelta(minutes=10)
+    [(topic, order)] = orders(p.feed("raw.hotline.service_request.v1", _garbage_request(
+        rid, T0, "dispatched", updated_datetime=iso(at), **held), "a2", at))
+    assert topic == "dispatch.territorial.work_order.v1"
+    assert (order["work_order_id"], order["level"], order["area_code"], order["department"]) == \
+        (f"WO-{rid}-street", "street", street.code, "housing")
+    assert order["assigned_at"] == iso(at) and order["sla_hours"] == 7 and order["sla_deadline"] == iso(at + timedelta(hours=7))
+    assert orders(p.feed("raw.hotline.service_request.v1", _garbage_request(
+        rid, T0, "accepted", updated_datetime=iso(at), **held), "a3", at)) == []
+    up = at + timedelta(hours=7, minutes=2)
+    [(topic, order)] = orders(p.feed("raw.hotline.service_request.v1", _garbage_request(
+        rid, T0, "escalated", updated_datetime=iso(up), escalation_level="department"), "a4", up))
+    assert topic == "dispatch.housing.work_order.v1" and order["work_order_id"] == f"WO-{rid}-housing"
+    assert order["escalated"] is True and order["sla_hours"] == 5 and order["received_at"] == iso(T0)
+    again = up + timedelta(days=1)
+    [(topic, order)] = orders(p.feed("raw.hotline.service_request.v1", _garbage_request(
+        rid, T0, "dispatched", updated_datetime=iso(again), escalation_level="department", reopen_count=1), "a5", again))
+    assert order["work_order_id"] == f"WO-{rid}-housing-r1" and order["escalated"] is False
+    [(topic, order)] = orders(p.feed("raw.hotline.service_request.v1", _garbage_request("HL20261122990005", T0, partner="app"),
+                                     "a6", T0))
+    assert topic == "dispatch.housing.work_order.v1" and order["sla_hours"] == 10
 
 
 def test_the_levels_of_an_escalation_share_the_sla_unless_level_hours_name_them() -> None:

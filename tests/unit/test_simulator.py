@@ -8,7 +8,11 @@ from datetime import datetime, timezone
 
 import pytest
 
+from citybrain.city.reference import reference_records
 from citybrain.contracts.validate import RecordValidator
+from citybrain.fusion.pipeline import Pipeline
+from citybrain.privacy import Protector
+from citybrain.times import iso
 from citybrain.sim.engine import GROUND_TRUTH_FORMAT, Simulation
 from citybrain.sim.incidents import complaint_peak
 from citybrain.sim.model import INCIDENT_KINDS, SimConfig, SimError
@@ -112,6 +116,36 @@ def test_tickets_escalate_through_the_levels_of_their_rule_on_each_breach() -> N
         reached[chain[-1]] += 1
         assert states[tid][-1]["escalation_level"] in levels
     assert reached["grid"] > reached["community"] > reached["street"] > 0, reached
+
+
+def test_work_orders_follow_the_hotline_dispatch_level_by_level(contracts) -> None:  # type: ignore[no-untyped-def]
+    """The fusion worker's orders mirror the hotline system's decisions: an order for every area office that
+    held a ticket, the department's only if the ticket reached it, each valid under its contract."""
+    sim, emissions = run(SimConfig(seed=5, start=START, hours=36, scale=0.05))
+    pipeline = Pipeline(contracts, Protector.ephemeral())
+    for contract, records in reference_records(sim.city, iso(START)).items():
+        for r in records:
+            pipeline.feed(f"{contract}.v1", r, "ref")
+    held: dict[str, set[str]] = defaultdict(set)
+    orders: dict[str, set[str]] = defaultdict(set)
+    validators = {t: RecordValidator(c) for t, c in contracts.items() if t.startswith("dispatch.")}
+    for i, e in enumerate(emissions):
+        if e.contract == "raw.hotline.ticket_event" and e.value["event_type"] in ("dispatched", "escalated"):
+            if "reopened" not in held[e.value["service_request_id"]]:
+                held[e.value["service_request_id"]].add(e.value["level"])
+        elif e.contract == "raw.hotline.ticket_event" and e.value["event_type"] == "reopened":
+            held[e.value["service_request_id"]].add("reopened")
+        if not e.contract.startswith("raw.hotline") and not e.contract.startswith("raw.ref"):
+            continue
+        for topic, order in pipeline.feed(f"{e.contract}.v1", e.value, f"{e.contract}:{i}", e.at):
+            if topic.startswith("dispatch.") and order["source"] == "ticket":
+                assert validators[topic](order) is None, (topic, order)
+                if order["role"] == "lead" and "-r" not in order["work_order_id"][-3:]:
+                    orders[order["source_id"]].add(order.get("level") or "department")
+    territorial = [tid for tid, levels in held.items() if levels - {"department", "reopened"}]
+    assert len(territorial) > 20
+    for tid, levels in held.items():
+        assert orders[tid] == levels - {"reopened"}, (tid, levels, orders[tid])
 
 
 def test_ground_truth_lists_every_incident_with_what_should_be_detected(day) -> None:  # type: ignore[no-untyped-def]
