@@ -4,7 +4,7 @@ AVENV := .venv/airflow
 STAMP := $(VENV)/.installed
 CB := $(VENV)/bin/citybrain
 
-.PHONY: demo test setup unit dags check broker-up broker-down simulate gateway bench clean
+.PHONY: demo test setup unit dags check broker-up broker-down simulate gateway ui bench clean
 
 ## The platform's main job on the embedded default (set-up included).
 demo: $(STAMP)
@@ -12,13 +12,14 @@ demo: $(STAMP)
 
 ## The whole test suite against the real local broker and the real Airflow (set-up included).
 test: $(STAMP)
+	bash infra/browser.sh
 	$(CB) contracts check
 	$(AVENV)/bin/pytest tests/airflow
 	$(VENV)/bin/pytest
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml infra/setup.sh
+$(STAMP): pyproject.toml infra/setup.sh infra/ui/package-lock.json
 	bash infra/setup.sh
 
 ## Unit tests only: no broker, a few seconds.
@@ -45,6 +46,10 @@ simulate: $(STAMP)
 ## Benchmark of the fusion worker on the local broker (figures in var/bench/latest.json).
 bench: $(STAMP)
 	$(CB) bench
+
+## The operations view on 127.0.0.1:8320 (after `make demo`: the demo's day) until interrupted.
+ui: $(STAMP)
+	$(CB) ui
 
 ## The Open311 / FIWARE gateway on 127.0.0.1:8311 until interrupted.
 gateway: $(STAMP)

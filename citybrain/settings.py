@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     gateway_burst: int = Field(default=2000, ge=1)
     gateway_max_in_flight: int = Field(default=64, ge=1)
 
+    # Operations view (`citybrain ui`): where it listens, how long a login lasts, how long a page's data is reused.
+    ui_host: str = "127.0.0.1"
+    ui_port: int = Field(default=8320, ge=1, le=65535)
+    ui_session_minutes: float = Field(default=480.0, gt=0, le=7 * 24 * 60)
+    ui_cache_s: float = Field(default=10.0, ge=0, le=3600)
+
     # Key of the pseudonyms (HMAC-SHA-256) personal data gets when it leaves the raw zone; at least 32
     # characters. Unset on a local platform: a random key kept in <state_dir>/access/pseudonym.key.
     pseudonym_key: SecretStr | None = None

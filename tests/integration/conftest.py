@@ -60,3 +60,9 @@ def cli(*args: str, env_extra: dict[str, str] | None = None, timeout: float = 18
     exe = Path(sys.executable).with_name("citybrain")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=timeout)
 
+
+@pytest.fixture(scope="session")
+def demo(broker):  # type: ignore[no-untyped-def]
+    """One full simulated day (small city scale), the fusion worker, the lake and every DAG: run once per
+    session, for the demo's own tests and for the operations view's browser tests on its data."""
+    return cli("demo", "--records", "30", "--hours", "24", "--scale", "0.05", timeout=1100)

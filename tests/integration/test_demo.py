@@ -17,12 +17,6 @@ from tests.integration.conftest import cli
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def demo(broker):  # type: ignore[no-untyped-def]
-    """One full simulated day (small city scale), the fusion worker, the lake and every DAG."""
-    return cli("demo", "--records", "30", "--hours", "24", "--scale", "0.05", timeout=1100)
-
-
 @pytest.mark.timeout(1200)
 def test_demo_produces_every_feed_and_counts_add_up(demo, contracts) -> None:  # type: ignore[no-untyped-def]
     proc = demo

@@ -1,0 +1,37 @@
+"""`citybrain ui`: the operations view in a browser (city, hotline, data, security)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from citybrain.cli.base import EXIT_USAGE, app, current_contracts, current_settings, err, fail
+
+
+@app.command("ui")
+def ui(
+    host: Optional[str] = typer.Option(None, help="Interface to listen on (default CITYBRAIN_UI_HOST, 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, help="Port (default CITYBRAIN_UI_PORT, 8320)."),
+) -> None:
+    """Serve the operations view on the lake and releases until interrupted; log in with platform credentials."""
+    from citybrain import access
+    from citybrain.ui.server import run_ui
+
+    settings, contracts = current_settings(), current_contracts()
+    try:
+        model = access.load(access.ACCESS_FILE, contracts)
+    except access.AccessError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    host, port = host or settings.ui_host, port or settings.ui_port
+    if not settings.lake_dir.exists():
+        err.print(f"note: the lake {settings.lake_dir} is empty so far: the pages fill once `make demo` (or the "
+                  "lake sinks) wrote it.", highlight=False)
+    err.print(f"CityBrain operations view on http://{host}:{port}/  (log in as dept-<department> with the password "
+              "`citybrain access config <department>` prints, or as the data office)", highlight=False)
+    try:
+        run_ui(settings, contracts, model, host, port)
+    except FileNotFoundError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Fix: choose another --port.") from None

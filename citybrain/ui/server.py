@@ -1,0 +1,211 @@
+"""The operations view's web server (aiohttp): the page, its login and the JSON routes the page reads.
+
+Every ``/api/`` route but login needs a session, and each hands the viewer to ``citybrain.ui.views``,
+which cuts what it returns to the viewer's remit (``Forbidden`` becomes 403). A page's data is
+computed off the event loop and reused for ``ui_cache_s`` per viewer, so many screens on the same
+day cost one read of the lake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from citybrain.access import AccessModel
+from citybrain.contracts.model import Contract
+from citybrain.settings import PROJECT_ROOT, Settings
+from citybrain.ui import views
+from citybrain.ui.auth import Authenticator, RateLimited, Viewer
+from citybrain.ui.live import LiveFeed
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+#: ECharts as the setup pinned it from npm (infra/ui/package.json), served with its licence.
+ECHARTS = PROJECT_ROOT / "infra" / "ui" / "node_modules" / "echarts"
+COOKIE = "cb_session"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(value: Any, status: int = 200) -> web.Response:
+    return web.json_response(value, status=status, dumps=lambda v: json.dumps(v, ensure_ascii=False, default=str))
+
+
+class OperationsView:
+    """One running operations view over one lake."""
+
+    def __init__(self, settings: Settings, contracts: dict[str, Contract], model: AccessModel) -> None:
+        self.settings, self.contracts, self.model = settings, contracts, model
+        self.lake = settings.lake_dir
+        self.auth = Authenticator(settings, model, tuple(c.topic for c in contracts.values()), session_s=settings.ui_session_minutes * 60)
+        self._cache: dict[tuple[str, str, str, int], tuple[float, Any]] = {}
+        self.live = LiveFeed(settings, [views.EVENT_TOPIC, views.WARNING_TOPIC] + sorted(
+            c.topic for c in contracts.values() if c.topic.startswith("dispatch.")))
+
+    def app(self) -> web.Application:
+        if not (ECHARTS / "dist" / "echarts.min.js").exists():
+            raise FileNotFoundError(f"Apache ECharts is not installed ({ECHARTS} is missing). Fix: `make setup` "
+                                    "installs it from npm (infra/ui/package.json).")
+        app = web.Application(middlewares=[self._errors])
+        app.router.add_get("/", self._file(STATIC / "index.html"))
+        app.router.add_get("/health", self.health)
+        app.router.add_post("/api/login", self.login)
+        app.router.add_post("/api/logout", self.logout)
+        app.router.add_get("/api/me", self.me)
+        app.router.add_get("/api/live", self.live_events)
+        for name in ("areas", "city", "hotline", "orders", "data", "security"):
+            app.router.add_get(f"/api/{name}", self._page(name))
+        app.router.add_get("/quality-docs/{path:.*}", self.quality_docs)
+        app.router.add_get("/favicon.ico", self._no_content)
+        app.router.add_static("/static/", STATIC)
+        app.on_startup.append(self._startup)
+        app.on_cleanup.append(self._cleanup)
+        app.router.add_get("/vendor/echarts.min.js", self._file(ECHARTS / "dist" / "echarts.min.js"))
+        app.router.add_get("/vendor/ECHARTS-LICENSE", self._file(ECHARTS / "LICENSE"))
+        return app
+
+    async def _startup(self, _app: web.Application) -> None:
+        self.live.start()
+
+    async def _cleanup(self, _app: web.Application) -> None:
+        await self.live.stop()
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except views.Forbidden as exc:
+            return _json({"error": "forbidden", "detail": str(exc)}, 403)
+        except web.HTTPException:
+            raise
+        except Exception as exc:   # a page must say what failed, not hang on a 500 without a body
+            log.exception("ui %s failed", request.path)
+            return _json({"error": type(exc).__name__, "detail": str(exc)}, 500)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    # -- login ---------------------------------------------------------------------------
+
+    def viewer(self, request: web.Request) -> Viewer:
+        found = self.auth.session(request.cookies.get(COOKIE))
+        if found is None:
+            raise web.HTTPUnauthorized(text=json.dumps({"error": "login required", "detail": "log in with your "
+                                       "platform credentials (`citybrain access config <department>`)"}),
+                                       content_type="application/json")
+        return found
+
+    async def login(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            principal, password = str(body["principal"]), str(body["password"])
+        except (ValueError, KeyError, TypeError):
+            return _json({"error": "bad request", "detail": "send JSON {\"principal\": ..., \"password\": ...}"}, 400)
+        try:
+            token = self.auth.login(principal, password, request.remote or "?")
+        except RateLimited as exc:
+            return web.json_response({"error": "rate limited", "detail": str(exc)}, status=429,
+                                     headers={"Retry-After": str(int(exc.retry_after) + 1)})
+        if token is None:
+            return _json({"error": "login failed", "detail": "unknown principal or wrong password"}, 401)
+        response = _json(self.auth.session(token).as_json())   # type: ignore[union-attr]
+        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/",
+                            max_age=int(self.settings.ui_session_minutes * 60))
+        return response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        self.auth.logout(request.cookies.get(COOKIE))
+        response = _json({"logged_out": True})
+        response.del_cookie(COOKIE, path="/")
+        return response
+
+    async def live_events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: each new record of the live feed the viewer may read, as it arrives."""
+        viewer = self.viewer(request)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+        await response.prepare(request)
+        queue = self.live.subscribe(viewer)
+        try:
+            await response.write(f"event: hello\ndata: {json.dumps({'status': self.live.status})}\n\n".encode())
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=15)
+                except asyncio.TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                if item is None:   # the feed stopped, or this page fell behind: it reconnects
+                    break
+                topic, value = item
+                data = json.dumps({"topic": topic, "record": views._event_row(value)}, ensure_ascii=False)
+                await response.write(f"event: record\ndata: {data}\n\n".encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.live.unsubscribe(queue)
+        return response
+
+    async def me(self, request: web.Request) -> web.Response:
+        return _json(self.viewer(request).as_json())
+
+    # -- pages ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _file(path: Path) -> Handler:
+        async def handler(_request: web.Request) -> web.FileResponse:
+            return web.FileResponse(path)
+        return handler
+
+    async def quality_docs(self, request: web.Request) -> web.StreamResponse:
+        """The data_quality DAG's Great Expectations data docs, for the data office."""
+        if not self.viewer(request).admin:
+            raise views.Forbidden("the quality data docs are the data office's")
+        root = views.data_docs_dir(self.lake).resolve()
+        path = (root / request.match_info["path"]).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            raise web.HTTPNotFound(text="no such data docs page (run the data_quality DAG to build them)")
+        return web.FileResponse(path)
+
+    @staticmethod
+    async def _no_content(_request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def health(self, _request: web.Request) -> web.Response:
+        return _json({"status": "ok", "lake": self.lake.exists()})
+
+    def _page(self, name: str) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            viewer = self.viewer(request)
+            arg = request.query.get("department", "")
+            key = (name, viewer.principal, arg, len(self.live.recent) if name == "city" else 0)
+            hit = self._cache.get(key)
+            if hit and time.monotonic() - hit[0] < self.settings.ui_cache_s:
+                return _json(hit[1])
+            value = await asyncio.to_thread(self._compute, name, viewer, arg or None)
+            self._cache[key] = (time.monotonic(), value)
+            return _json(value)
+        return handler
+
+    def _compute(self, name: str, viewer: Viewer, department: str | None) -> Any:
+        if name == "areas":
+            return views.areas(self.lake)
+        if name == "city":
+            return views.city(self.lake, viewer, self.live.seen_by(viewer))
+        if name == "hotline":
+            return views.hotline(self.lake, viewer)
+        if name == "orders":
+            return [views._event_row(o) | {"department": o.get("department"), "source": o.get("source")}
+                    for o in views.work_orders(self.lake, viewer, department)][-2000:]
+        if name == "data":
+            return views.data(self.lake, viewer, self.contracts)
+        return views.security(self.lake, viewer, self.model)
+
+
+def run_ui(settings: Settings, contracts: dict[str, Contract], model: AccessModel, host: str, port: int) -> None:
+    """Serve until interrupted."""
+    web.run_app(OperationsView(settings, contracts, model).app(), host=host, port=port, print=None, access_log=None)

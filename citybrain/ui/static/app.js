@@ -1,0 +1,290 @@
+// CityBrain operations view: four pages over the platform's JSON routes, charts and maps in Apache ECharts.
+// Chinese first, English on the toggle. window.cb exposes the charts so the browser tests can check their data.
+"use strict";
+
+const T = {
+  zh: {
+    title: "城市大脑", city: "城市运行", hotline: "接诉即办", data: "数据底座", security: "安全态势",
+    login: "登录", logout: "退出", principal: "账号", password: "密码",
+    login_hint: "使用平台账号登录：部门账号 dept-<部门>（citybrain access config <部门>），数据局或平台管理员可看全部。",
+    level: "层级", layer: "感知图层", district: "区", street: "街道", community: "社区", events: "城市事件与工单",
+    evidence: "证据", overdue: "超时工单", contracts: "数据契约与主题", releases: "场景数据集发布",
+    quarantine: "隔离区", findings: "安全发现", grants: "授权（谁能读什么）", footer: "CityBrain 城市大脑 运行视图",
+    open_events: "未关闭事件", warnings: "预警", orders: "工单", devices: "设备", stages: "工单闭环各阶段",
+    rates: "三率趋势（响应·解决·满意）", by_department: "各部门解决率", hotspots: "热点街道（诉求量）",
+    response: "按时办结率", resolution: "解决率", satisfaction: "满意率", tickets: "工单数",
+    throughput: "各主题入湖记录（每小时）", quality: "质量检查（分区）", by_kind: "安全发现（按类型）", by_day: "每日安全发现（按严重度）",
+    passed: "通过", failed: "未通过", none: "暂无数据", ok: "正常", silent: "静默", fault: "故障",
+    received: "受理", dispatched: "派单", accepted: "签收", handled: "办理", closed: "办结", followed_up: "回访", reopened: "重办",
+    as_of: "数据截至", recent: "近24小时事件", failed_checks: "未通过的检查", data_docs: "质量数据文档（Great Expectations）",
+    water_level: "水位", noise: "噪声", air_quality: "空气质量", traffic_flow: "交通流量",
+  },
+  en: {
+    title: "CityBrain", city: "City", hotline: "Hotline 12345", data: "Data", security: "Security",
+    login: "Log in", logout: "Log out", principal: "Principal", password: "Password",
+    login_hint: "Log in with your platform credentials: a department as dept-<department> (citybrain access config <department>); the data office or the platform admin sees all.",
+    level: "Level", layer: "Sensor layer", district: "District", street: "Street", community: "Community",
+    events: "City events and work orders", evidence: "Evidence", overdue: "Overdue work orders",
+    contracts: "Contracts and topics", releases: "Scenario dataset releases", quarantine: "Quarantine",
+    findings: "Security findings", grants: "Grants (who reads what)", footer: "CityBrain operations view",
+    open_events: "open events", warnings: "warnings", orders: "work orders", devices: "devices",
+    stages: "Tickets by stage of the closed loop", rates: "The three rates by day", by_department: "Resolution rate by department",
+    hotspots: "Hotspot streets (tickets)", response: "handled on time", resolution: "resolution", satisfaction: "satisfaction",
+    tickets: "tickets", throughput: "Records into the lake per hour", quality: "Quality checks (partitions)",
+    by_kind: "Findings by kind", by_day: "Findings per day by severity", passed: "passed", failed: "failed", none: "no data yet",
+    ok: "ok", silent: "silent", fault: "fault", received: "received", dispatched: "dispatched", accepted: "accepted",
+    handled: "handled", closed: "closed", followed_up: "followed up", reopened: "reopened", as_of: "data as of",
+    recent: "events in the last 24 h", failed_checks: "Failed checks", data_docs: "Quality data docs (Great Expectations)",
+    water_level: "water level", noise: "noise", air_quality: "air quality", traffic_flow: "traffic flow",
+  },
+};
+const PAGES = ["city", "hotline", "data", "security"];
+const ADMIN_PAGES = ["data", "security"];
+const cb = { lang: localStorage.getItem("cb-lang") || "zh", charts: {}, me: null, page: null, loaded: {} };
+window.cb = cb;
+const t = (k) => T[cb.lang][k] || k;
+const $ = (id) => document.getElementById(id);
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+async function api(path, options) {
+  const r = await fetch(path, Object.assign({ credentials: "same-origin" }, options || {}));
+  const body = await r.json().catch(() => ({}));
+  if (r.status === 401) { showLogin(); throw new Error("login required"); }
+  if (!r.ok) throw new Error(body.detail || body.error || r.statusText);
+  return body;
+}
+
+function chart(id) {
+  if (!cb.charts[id]) cb.charts[id] = echarts.init($(id), "dark", { renderer: "canvas" });
+  return cb.charts[id];
+}
+
+function table(id, rows, cols, onClick) {
+  const el = $(id);
+  if (!rows.length) { el.innerHTML = `<tr><td>${esc(t("none"))}</td></tr>`; return; }
+  el.innerHTML = "<tr>" + cols.map((c) => `<th>${esc(c[1])}</th>`).join("") + "</tr>" +
+    rows.map((r, i) => `<tr data-i="${i}" class="${onClick ? "clickable" : ""}">` +
+      cols.map((c) => `<td>${esc(typeof c[0] === "function" ? c[0](r) : r[c[0]])}</td>`).join("") + "</tr>").join("");
+  if (onClick) el.querySelectorAll("tr[data-i]").forEach((tr) => tr.addEventListener("click", () => onClick(rows[+tr.dataset.i])));
+}
+
+function translate() {
+  document.documentElement.lang = cb.lang === "zh" ? "zh-CN" : "en";
+  $("title").textContent = t("title");
+  $("lang").textContent = cb.lang === "zh" ? "English" : "中文";
+  $("logout").textContent = t("logout");
+  document.querySelectorAll("[data-t]").forEach((el) => { el.textContent = t(el.dataset.t); });
+  document.querySelectorAll("#city-level option").forEach((o) => { o.textContent = t(o.value); });
+  renderTabs();
+}
+
+function renderTabs() {
+  const pages = cb.me ? PAGES.filter((p) => cb.me.admin || !ADMIN_PAGES.includes(p)) : [];
+  $("tabs").innerHTML = pages.map((p) => `<button type="button" data-page="${p}" class="${p === cb.page ? "active" : ""}">${esc(t(p))}</button>`).join("");
+  $("tabs").querySelectorAll("button").forEach((b) => b.addEventListener("click", () => show(b.dataset.page)));
+}
+
+function showLogin() {
+  cb.me = null;
+  document.querySelectorAll(".page").forEach((p) => { p.hidden = true; });
+  $("login").hidden = false; $("logout").hidden = true; $("who").textContent = "";
+  renderTabs();
+}
+
+async function show(page) {
+  cb.page = page;
+  location.hash = page;
+  document.querySelectorAll(".page").forEach((p) => { p.hidden = p.id !== `page-${page}`; });
+  renderTabs();
+  const started = performance.now();
+  try {
+    await RENDER[page]();
+    cb.loaded[page] = Math.round(performance.now() - started);
+  } catch (e) {
+    cb.loaded[page] = -1;
+    console.error(e);
+  }
+  Object.values(cb.charts).forEach((c) => c.resize());
+  document.body.dataset.rendered = page;
+}
+
+// -- City ------------------------------------------------------------------------------------
+let cityData = null, areaData = null;
+
+async function renderCity() {
+  [areaData, cityData] = await Promise.all([areaData || api("/api/areas"), api("/api/city")]);
+  for (const [level, fc] of Object.entries(areaData.levels)) echarts.registerMap(`cb-${level}`, fc);
+  const sensors = [...new Set(cityData.devices.map((d) => d.type))];
+  const sel = $("city-sensor");
+  if (sel.options.length === 1) {
+    sensors.forEach((s) => sel.add(new Option(t(s), s)));
+    if (sensors.length) sel.value = sensors.includes("water_level") ? "water_level" : sensors[0];
+  }
+  drawMap();
+  const rows = cityData.events;
+  table("city-events", rows, [["street_name", t("street")], ["title", t("events")], [(r) => r.severity ?? r.priority, "!"],
+    [(r) => (r.detected_at || r.received_at || "").slice(0, 16).replace("T", " "), "UTC"]],
+    (r) => { $("city-detail").textContent = JSON.stringify(r.evidence || r, null, 1) + (r.explanation ? "\n" + r.explanation : ""); });
+  const counts = Object.values(cityData.by_street);
+  const sum = (k) => counts.reduce((a, c) => a + (c[k] || 0), 0);
+  $("city-summary").textContent = `${t("open_events")} ${sum("events")} · ${t("recent")} ${sum("recent")} · ${t("warnings")} ${sum("warnings")}` +
+    (cb.me.admin ? "" : ` · ${t("orders")} ${sum("orders")}`) + ` · ${t("devices")} ${cityData.devices.length}`;
+}
+
+function drawMap() {
+  const level = $("city-level").value || "street";
+  const fc = areaData.levels[level] || { features: [] };
+  const labels = Object.fromEntries(fc.features.map((f) => [f.properties.name, cb.lang === "zh" ? f.properties.label : (f.properties.label_en || f.properties.label)]));
+  const score = {};
+  for (const [street, c] of Object.entries(cityData.by_street)) {
+    const v = (c.events || 0) * 3 + (c.recent || 0) + (c.warnings || 0) * 2 + (c.orders || 0);
+    const key = level === "district" ? street.slice(0, 6) : street;
+    score[key] = (score[key] || 0) + v;
+  }
+  const data = fc.features.map((f) => {
+    const code = f.properties.name;
+    return { name: code, value: level === "community" ? (score[code.slice(0, 9)] || 0) : (score[code] || 0) };
+  });
+  const kind = $("city-sensor").value;
+  const devices = cityData.devices.filter((d) => d.type === kind && d.lat != null);
+  const colour = { ok: "#4caf50", silent: "#ffb300", fault: "#e53935" };
+  chart("chart-map").setOption({
+    tooltip: { formatter: (p) => p.seriesType === "scatter" ? `${p.data.id}<br>${p.data.v ?? "–"} ${p.data.unit}<br>${t(p.data.health)}`
+      : `${esc(labels[p.name] || p.name)}<br>${p.value || 0}` },
+    visualMap: { min: 0, max: Math.max(1, ...data.map((d) => d.value)), left: 10, bottom: 10, calculable: true,
+      inRange: { color: ["#16324f", "#f9a825", "#d32f2f"] }, seriesIndex: 0, textStyle: { color: "#dfe8f3" } },
+    geo: { map: `cb-${level}`, roam: true, label: { show: level === "district", formatter: (p) => labels[p.name] || p.name, color: "#fff" },
+      itemStyle: { borderColor: "#3d6a99" } },
+    series: [
+      { type: "map", geoIndex: 0, data },
+      { type: "scatter", coordinateSystem: "geo", symbolSize: 6,
+        data: devices.map((d) => ({ value: [d.long, d.lat], id: d.device_id, v: d.value, unit: d.unit, health: d.health,
+          itemStyle: { color: colour[d.health] } })) },
+    ],
+  }, true);
+  chart("chart-map").off("click");
+  chart("chart-map").on("click", (p) => {
+    if (p.seriesType === "scatter") { $("city-detail").textContent = JSON.stringify(p.data, null, 1); return; }
+    const here = cityData.events.filter((e) => String(e.street_code || "").startsWith(p.name.slice(0, level === "district" ? 6 : 9)));
+    $("city-detail").textContent = `${labels[p.name] || p.name}\n` + here.map((e) => `${e.title} ${JSON.stringify(e.evidence || {})}`).join("\n");
+  });
+}
+
+// -- Hotline ---------------------------------------------------------------------------------
+async function renderHotline() {
+  const h = await api("/api/hotline");
+  const stages = Object.keys(h.stages || {});
+  chart("chart-stages").setOption({ title: { text: t("stages"), textStyle: { fontSize: 13 } }, tooltip: {},
+    xAxis: { type: "category", data: stages.map(t) }, yAxis: { type: "value" },
+    series: [{ type: "bar", data: stages.map((s) => h.stages[s]) }] }, true);
+  const kpis = (h.kpis || []).filter((k) => !k.error);
+  const days = [...new Set(kpis.map((k) => k.day))].sort();
+  const mean = (rows, f) => { const v = rows.map((r) => r[f]).filter((x) => x != null); return v.length ? +(v.reduce((a, b) => a + b, 0) / v.length).toFixed(3) : null; };
+  chart("chart-rates").setOption({ title: { text: t("rates"), textStyle: { fontSize: 13 } }, tooltip: { trigger: "axis" }, legend: { top: 20 },
+    xAxis: { type: "category", data: days }, yAxis: { type: "value", min: 0, max: 1 },
+    series: [["handled_on_time_rate", "response"], ["resolution_rate", "resolution"], ["satisfaction_rate", "satisfaction"]].map(([f, n]) => (
+      { type: "line", name: t(n), data: days.map((d) => mean(kpis.filter((k) => k.day === d), f)) })) }, true);
+  const depts = [...new Set(kpis.map((k) => k.department))].sort();
+  chart("chart-departments").setOption({ title: { text: t("by_department"), textStyle: { fontSize: 13 } }, tooltip: {},
+    xAxis: { type: "category", data: depts, axisLabel: { rotate: 30 } }, yAxis: { type: "value", min: 0, max: 1 },
+    series: [{ type: "bar", data: depts.map((d) => mean(kpis.filter((k) => k.department === d), "resolution_rate")) }] }, true);
+  const spots = {};
+  for (const r of (h.hotspots || []).filter((r) => !r.error)) {
+    const k = r.street_name || r.street_code; spots[k] = (spots[k] || 0) + (r.tickets || r.calls || 0);
+  }
+  const top = Object.entries(spots).sort((a, b) => b[1] - a[1]).slice(0, 12);
+  chart("chart-hotspots").setOption({ title: { text: t("hotspots"), textStyle: { fontSize: 13 } }, tooltip: {},
+    xAxis: { type: "value" }, yAxis: { type: "category", data: top.map((x) => x[0]).reverse() },
+    series: [{ type: "bar", data: top.map((x) => x[1]).reverse() }] }, true);
+  $("hotline-summary").textContent = `${t("tickets")} ${kpis.reduce((a, k) => a + (k.tickets || 0), 0)}` +
+    (cb.me.admin ? "" : ` · ${t("orders")} ${h.orders}`) + (h.as_of ? ` · ${t("as_of")} ${h.as_of}` : "");
+  table("hotline-overdue", h.overdue || [], [["work_order_id", "ID"], ["title", t("events")], ["street_name", t("street")], ["sla_deadline", "SLA"]]);
+}
+
+// -- Data ------------------------------------------------------------------------------------
+async function renderData() {
+  const d = await api("/api/data");
+  const hours = [...new Set(d.contracts.flatMap((c) => Object.keys(c.per_hour)))].sort();
+  const busy = d.contracts.filter((c) => c.records > 0).sort((a, b) => b.records - a.records).slice(0, 8);
+  chart("chart-throughput").setOption({ title: { text: t("throughput"), textStyle: { fontSize: 13 } }, tooltip: { trigger: "axis" },
+    legend: { type: "scroll", top: 20 }, xAxis: { type: "category", data: hours }, yAxis: { type: "value" },
+    series: busy.map((c) => ({ type: "line", name: c.topic, stack: "all", areaStyle: {}, data: hours.map((h) => c.per_hour[h] || 0) })) }, true);
+  const byLayer = d.quality;
+  const layers = Object.keys(byLayer);
+  chart("chart-quality").setOption({ title: { text: t("quality"), textStyle: { fontSize: 13 } }, tooltip: {}, legend: { top: 20 },
+    xAxis: { type: "category", data: layers }, yAxis: { type: "value" },
+    series: ["passed", "failed"].map((s) => ({ type: "bar", name: t(s), stack: "q", data: layers.map((l) => byLayer[l][s]) })) }, true);
+  table("data-contracts", d.contracts, [["topic", "topic"], ["owner", "owner"], ["version", "version"], ["zone", "zone"], ["records", "records"]]);
+  $("data-docs").innerHTML = d.data_docs ? `<a href="${esc(d.data_docs)}" target="_blank">${esc(t("data_docs"))}</a>` : esc(t("none"));
+  table("data-failed", d.failed_checks, [["layer", "layer"], ["contract", "contract"], ["partition", "partition"], ["check", "check"],
+    ["column", "column"], ["observed", "observed"]]);
+  table("data-releases", d.releases, [["dataset", "dataset"], ["latest", "version"], ["rows", "rows"], ["quality", "quality"], ["released_at", "released"]]);
+  table("data-quarantine", d.quarantine.map((p) => ({ p })), [["p", "path"]]);
+}
+
+// -- Security --------------------------------------------------------------------------------
+async function renderSecurity() {
+  const s = await api("/api/security");
+  const kinds = Object.keys(s.by_kind);
+  chart("chart-findings").setOption({ title: { text: t("by_kind"), textStyle: { fontSize: 13 } }, tooltip: {},
+    xAxis: { type: "category", data: kinds, axisLabel: { rotate: 20 } }, yAxis: { type: "value" },
+    series: [{ type: "bar", data: kinds.map((k) => s.by_kind[k]) }] }, true);
+  const days = Object.keys(s.by_day).sort();
+  chart("chart-days").setOption({ title: { text: t("by_day"), textStyle: { fontSize: 13 } }, tooltip: { trigger: "axis" }, legend: { top: 20 },
+    xAxis: { type: "category", data: days }, yAxis: { type: "value" },
+    series: ["critical", "high", "medium", "low"].map((sev) => ({ type: "bar", stack: "s", name: sev, data: days.map((d) => s.by_day[d][sev] || 0) })) }, true);
+  table("security-findings", s.findings, [["severity", "severity"], ["kind", "kind"], ["subject", "subject"], ["summary", "summary"], ["last_seen", "last seen"]]);
+  table("security-grants", s.grants, [["principal", "principal"], ["topic", "topic"], ["pattern", "pattern"], ["justification", "justification"]]);
+}
+
+const RENDER = { city: renderCity, hotline: renderHotline, data: renderData, security: renderSecurity };
+
+// -- Live: one EventSource per page; the server's one Kafka consumer feeds them all -----------
+let live = null, refresh = null;
+function listen() {
+  if (live) live.close();
+  live = new EventSource("/api/live");
+  live.addEventListener("hello", (ev) => { cb.live = JSON.parse(ev.data).status; });
+  live.addEventListener("record", (ev) => {
+    const { topic, record } = JSON.parse(ev.data);
+    cb.liveCount = (cb.liveCount || 0) + 1;
+    cb.lastLive = { topic, record };
+    if (cb.page !== "city") return;
+    clearTimeout(refresh);   // a burst of records redraws once
+    refresh = setTimeout(() => renderCity().then(() => { document.body.dataset.live = String(cb.liveCount); }), 500);
+  });
+  live.onerror = () => { if (!cb.me) live.close(); };
+}
+
+async function start() {
+  translate();
+  try { cb.me = await api("/api/me"); } catch (e) { return; }
+  $("login").hidden = true; $("logout").hidden = false;
+  $("who").textContent = cb.me.principal;
+  const wanted = location.hash.slice(1);
+  const allowed = PAGES.filter((p) => cb.me.admin || !ADMIN_PAGES.includes(p));
+  await show(allowed.includes(wanted) ? wanted : "city");
+  listen();
+}
+
+$("login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  $("login-error").textContent = "";
+  const r = await fetch("/api/login", { method: "POST", headers: { "Content-Type": "application/json" }, credentials: "same-origin",
+    body: JSON.stringify({ principal: f.get("principal"), password: f.get("password") }) });
+  if (!r.ok) { const b = await r.json().catch(() => ({})); $("login-error").textContent = b.detail || b.error || r.statusText; return; }
+  ev.target.reset();
+  await start();
+});
+$("logout").addEventListener("click", async () => {
+  await fetch("/api/logout", { method: "POST" });
+  if (live) live.close();
+  areaData = null; showLogin();
+});
+$("lang").addEventListener("click", () => { cb.lang = cb.lang === "zh" ? "en" : "zh"; localStorage.setItem("cb-lang", cb.lang); translate(); if (cb.page && cb.me) show(cb.page); });
+$("city-level").value = "street";
+$("city-level").addEventListener("change", drawMap);
+$("city-sensor").addEventListener("change", drawMap);
+window.addEventListener("resize", () => Object.values(cb.charts).forEach((c) => c.resize()));
+start();

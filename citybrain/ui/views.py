@@ -1,0 +1,264 @@
+"""What each page of the operations view shows, read from the lake and the releases, cut to a viewer's remit.
+
+Every function takes the lake and a ``Viewer`` and returns plain JSON-able data. What a viewer
+may see follows the topics its principal may read on the broker: city events and early warnings
+only with a grant on their topic, sensor readings only for the sensor topics granted, work orders
+only from the viewer's own ``dispatch.<department>`` topic; the data office (admin) sees all.
+Reference data classified public (areas, devices' positions) is shown to every viewer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Sequence
+
+import pyarrow.parquet as pq
+
+from citybrain.lake import layout
+from citybrain.lake.reader import latest_values, values
+from citybrain.times import iso, parse_time
+from citybrain.ui.auth import Viewer
+
+EVENT_TOPIC = "city.event.incident.v1"
+WARNING_TOPIC = "alert.early_warning.risk.v1"
+SLA_TOPIC = "alert.sla.ticket.v1"
+TICKET_EVENT_TOPIC = "raw.hotline.ticket_event.v1"
+#: Sensor topic -> (device type in the registry, the measure the map shows, its unit).
+SENSORS = {
+    "raw.sensor.water_level.v1": ("water_level", "currentLevel", "m"),
+    "raw.sensor.noise_level.v1": ("noise", "LAeq", "dB(A)"),
+    "raw.sensor.air_quality.v1": ("air_quality", "pm25", "µg/m³"),
+    "raw.sensor.traffic_flow.v1": ("traffic_flow", "intensity", "veh"),
+}
+#: A device with no reading in this long before the newest reading of its feed is silent.
+SILENT_AFTER = timedelta(hours=1)
+#: The map also shows the events of the last day of the data, open or closed since.
+RECENT = timedelta(hours=24)
+STAGES = ("received", "dispatched", "accepted", "handled", "closed", "followed_up", "reopened")
+#: Steps that leave a ticket in the stage of another: an escalated ticket is dispatched again.
+STAGE_OF = {"escalated": "dispatched"}
+
+
+class Forbidden(PermissionError):
+    """The viewer's principal may not read what was asked; the message says what and why."""
+
+
+def _silver(lake: Path, topic: str) -> list[dict[str, Any]]:
+    return [v for f in layout.files(lake, "silver", layout.contract_of(topic))
+            for v in values(pq.read_table(f, columns=["value"]))]
+
+
+def _latest_by(records: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    """The last record (in lake order) per ``key``: an event's updates replace its earlier states."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.get(key):
+            out[str(r[key])] = r
+    return out
+
+
+def areas(lake: Path) -> dict[str, Any]:
+    """The city's active areas as one GeoJSON FeatureCollection per level (district, street, community)."""
+    found = latest_values(layout.files(lake, "bronze", "raw.ref.admin_area"), "area_code")
+    cities = latest_values(layout.files(lake, "bronze", "raw.ref.city"), "city_code")
+    city = max(cities.values(), key=lambda c: str(c.get("updated_at", "")), default={})
+    levels: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for code, a in sorted(found.items()):
+        if a.get("status") == "withdrawn" or not a.get("geometry"):
+            continue
+        levels[a["level"]].append({"type": "Feature", "geometry": a["geometry"], "properties": {
+            "name": code, "label": a.get("name"), "label_en": a.get("name_en"), "parent": a.get("parent_code"),
+            "population": a.get("population")}})
+    return {"city": {"name": city.get("name"), "name_en": city.get("name_en"), "timezone": city.get("timezone")},
+            "levels": {level: {"type": "FeatureCollection", "features": feats} for level, feats in levels.items()}}
+
+
+def work_orders(lake: Path, viewer: Viewer, department: str | None = None) -> list[dict[str, Any]]:
+    """The viewer's own work orders (the data office: every department's, or ``department``'s)."""
+    if department and not viewer.admin and department != viewer.department:
+        raise Forbidden(f"{viewer.principal} may read only its own work orders (dispatch.{viewer.department}.work_order), "
+                        f"not {department}'s.")
+    want = department or (None if viewer.admin else viewer.department)
+    if want is None and not viewer.admin:
+        return []
+    pattern = f"dispatch.{want}.work_order" if want else "dispatch.*.work_order"
+    if want and not viewer.may_read(f"dispatch.{want}.work_order.v1"):
+        raise Forbidden(f"{viewer.principal} is not granted read on dispatch.{want}.work_order.v1.")
+    return [v for f in layout.files(lake, "silver", pattern) for v in values(pq.read_table(f, columns=["value"]))]
+
+
+def city(lake: Path, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] = ()) -> dict[str, Any]:
+    """The City page: per street the open city events, early warnings and open work orders, the latest events
+    with their evidence, and the sensors with their last reading and health. ``live``: (topic, record) the
+    live feed has seen since it started and the viewer may read; they replace the lake's older states."""
+    by_street: dict[str, Counter[str]] = defaultdict(Counter)
+    orders = ([] if viewer.admin else work_orders(lake, viewer)) + \
+        [v for t, v in live if t == f"dispatch.{viewer.department}.work_order.v1"]
+    if viewer.may_read(EVENT_TOPIC):
+        latest = _latest_by(_silver(lake, EVENT_TOPIC) + [v for t, v in live if t == EVENT_TOPIC], "event_id")
+        events = sorted(latest.values(), key=lambda e: str(e.get("detected_at")), reverse=True)
+    else:   # a department sees the city events routed to it, through its own work orders
+        mine = [o for o in orders if o.get("source") == "city_event"]
+        events = sorted(_latest_by(mine, "source_id").values(), key=lambda o: str(o.get("received_at")), reverse=True)
+    newest = max((w for w in map(_when, events) if w), default=None)
+    for e in events:
+        street, when = str(e.get("street_code") or ""), _when(e)
+        if e.get("status") != "closed":
+            by_street[street]["events"] += 1
+        if newest and when and newest - when <= RECENT:
+            by_street[street]["recent"] += 1
+    if viewer.may_read(WARNING_TOPIC):
+        warnings = _silver(lake, WARNING_TOPIC) + [v for t, v in live if t == WARNING_TOPIC]
+        for w in _latest_by(warnings, "warning_id").values():
+            by_street[w["street_code"]]["warnings"] += 1
+    if not viewer.admin:
+        for o in _latest_by(orders, "work_order_id").values():
+            if o.get("source") == "ticket":
+                by_street[str(o.get("street_code"))]["orders"] += 1
+    faulty = {d for e in events if e.get("category") == "sensor_fault" and e.get("status") != "closed"
+              for d in (e.get("evidence") or {}).get("devices", [])}
+    return {"by_street": {k: dict(v) for k, v in by_street.items() if k},
+            "events": [_event_row(e) for e in events[:100]], "devices": sensors(lake, viewer, faulty)}
+
+
+def _when(e: dict[str, Any]) -> datetime | None:
+    """When an event was detected, or its work order received."""
+    at = e.get("detected_at") or e.get("received_at")
+    return parse_time(at) if at else None
+
+
+def _event_row(e: dict[str, Any]) -> dict[str, Any]:
+    keep = ("event_id", "work_order_id", "warning_id", "kind", "source", "category", "title", "status", "severity", "confidence", "priority",
+            "street_code", "street_name", "district_code", "detected_at", "received_at", "sla_deadline",
+            "department", "co_departments", "evidence", "explanation", "lat", "long")
+    return {k: e[k] for k in keep if k in e}
+
+
+def sensors(lake: Path, viewer: Viewer, faulty: set[str]) -> list[dict[str, Any]]:
+    """Every registered device of the sensor feeds the viewer may read: position, last reading, health."""
+    import duckdb
+
+    registry = latest_values(layout.files(lake, "bronze", "raw.ref.device"), "device_id")
+    out = []
+    for topic, (kind, measure, unit) in SENSORS.items():
+        files = layout.files(lake, "bronze", layout.contract_of(topic))
+        if not viewer.may_read(topic) or not files:
+            continue
+        at = "coalesce(value->>'dateObserved', value->>'dateObservedTo')"
+        rows = duckdb.sql(f"""
+            SELECT replace(value->>'refDevice', 'urn:ngsi-ld:Device:', '') AS dev, max({at}) AS at,
+                   arg_max(value->>'{measure}', {at}) AS v
+            FROM read_parquet([{", ".join(f"'{f}'" for f in files)}]) GROUP BY 1""").fetchall()
+        last = {dev: (at_, v) for dev, at_, v in rows if dev and at_}
+        # Against the feed's median last reading, so one device with a skewed clock does not silence the rest.
+        times = sorted(parse_time(a) for a, _v in last.values())
+        newest = times[len(times) // 2] if times else None
+        for dev, d in sorted(registry.items()):
+            if d.get("device_type") != kind or d.get("status") == "retired":
+                continue
+            seen, value = last.get(dev, (None, None))
+            health = ("fault" if dev in faulty else "silent" if seen is None or (newest and newest - parse_time(seen) > SILENT_AFTER)
+                      else "ok")
+            out.append({"device_id": dev, "type": kind, "lat": d.get("lat"), "long": d.get("long"),
+                        "street_code": d.get("street_code"), "measure": measure, "unit": unit,
+                        "value": float(value) if value not in (None, "") else None, "observed_at": seen, "health": health})
+    return out
+
+
+def hotline(lake: Path, viewer: Viewer) -> dict[str, Any]:
+    """The Hotline page: tickets by stage of the closed loop, the three rates by department and district per
+    day (released respond_on_receipt_kpis), overdue work orders and hotspots by street."""
+    from citybrain.scenarios.catalog import query
+
+    stages: dict[str, int] = {}
+    if viewer.may_read(TICKET_EVENT_TOPIC):
+        latest: dict[str, str] = {}
+        for f in layout.files(lake, "bronze", layout.contract_of(TICKET_EVENT_TOPIC)):
+            for v in values(pq.read_table(f, columns=["value"])):
+                stage = STAGE_OF.get(v.get("event_type"), v.get("event_type"))
+                if v.get("service_request_id") and stage in STAGES:
+                    latest[v["service_request_id"]] = stage
+        counts = Counter(latest.values())
+        stages = {s: counts.get(s, 0) for s in STAGES}
+    where = "" if viewer.admin else f"WHERE department = '{viewer.department}'"   # a known department id
+    kpis = _rows(query, lake, f"""
+        SELECT department, district_code, CAST(day AS VARCHAR) AS day, tickets, response_min_median,
+               handled_on_time_rate, resolution_rate, satisfaction_rate, overdue, reopened
+        FROM respond_on_receipt_kpis {where} ORDER BY day, department, district_code""")
+    hotspots = _rows(query, lake, """SELECT * FROM hotline_hotspots ORDER BY 1""") if viewer.admin else []
+    orders = [] if viewer.admin else list(_latest_by(work_orders(lake, viewer), "work_order_id").values())
+    newest = max((parse_time(o["received_at"]) for o in orders if o.get("received_at")), default=None)
+    overdue = [_event_row(o) for o in orders if newest and o.get("sla_deadline") and parse_time(o["sla_deadline"]) < newest]
+    return {"stages": stages, "kpis": kpis, "hotspots": hotspots[:500], "orders": len(orders),
+            "overdue": overdue[:200], "as_of": iso(newest) if newest else None}
+
+
+def _rows(query: Any, lake: Path, sql: str) -> list[dict[str, Any]]:
+    try:
+        return query(lake, sql).to_pylist()
+    except Exception as exc:   # no release yet: the page says so instead of failing
+        return [{"error": f"{type(exc).__name__}: {exc}"}]
+
+
+def data(lake: Path, viewer: Viewer, contracts: dict[str, Any]) -> dict[str, Any]:
+    """The Data page (data office only): every contract and topic with its owner and records in the lake per
+    hour, quality results per layer and partition, quarantine, and every release with its manifest."""
+    if not viewer.admin:
+        raise Forbidden(f"{viewer.principal}: the Data page is the data office's (it shows every topic).")
+    from citybrain.scenarios.catalog import catalog
+
+    per_hour: dict[str, Counter[str]] = defaultdict(Counter)
+    for layer in layout.LAYERS:
+        for f in layout.files(lake, layer):
+            rel = f.relative_to(lake / layer).parts   # contract, date=, hour=, file
+            per_hour[rel[0]][f"{rel[1][5:]}T{rel[2][5:]}"] += pq.ParquetFile(f).metadata.num_rows
+    rows = []
+    for c in sorted(contracts.values(), key=lambda c: c.topic):
+        counts = per_hour.get(layout.contract_of(c.topic), Counter())
+        rows.append({"topic": c.topic, "owner": c.owner, "version": c.version, "zone": c.zone,
+                     "records": sum(counts.values()), "per_hour": dict(sorted(counts.items()))})
+    partitions: dict[tuple[str, str, str], bool] = {}
+    failed_checks = []
+    runs = sorted((lake / "quality").glob("checked=*/*.parquet"))
+    for f in runs[-20:]:   # the latest verdict per partition
+        for q in pq.read_table(f, columns=["layer", "contract", "partition", "check", "column", "success",
+                                           "observed", "partition_passed", "checked_at"]).to_pylist():
+            if q["partition"]:
+                partitions[(q["layer"], q["contract"], q["partition"])] = bool(q["partition_passed"])
+            if q["success"] is False:
+                failed_checks.append(_jsonable(q))
+    quality = {layer: {"passed": sum(1 for (l, _c, _p), ok in partitions.items() if l == layer and ok),
+                       "failed": sum(1 for (l, _c, _p), ok in partitions.items() if l == layer and not ok)}
+               for layer in sorted({k[0] for k in partitions})}
+    quarantine = sorted(str(p.relative_to(lake)) for p in (lake / "quarantine").glob("*/*/date=*/hour=*/*")) \
+        if (lake / "quarantine").exists() else []
+    docs = data_docs_dir(lake) / "index.html"
+    return {"contracts": rows, "quality": quality, "failed_checks": failed_checks[-200:], "quarantine": quarantine,
+            "releases": catalog(lake), "data_docs": "/quality-docs/index.html" if docs.exists() else None}
+
+
+def data_docs_dir(lake: Path) -> Path:
+    """Where the data_quality DAG's Great Expectations data docs are (``citybrain.quality.runner.GX``)."""
+    return lake / "quality" / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
+
+
+def security(lake: Path, viewer: Viewer, model: Any) -> dict[str, Any]:
+    """The Security page (data office only): findings by kind and day, and who may read what."""
+    if not viewer.admin:
+        raise Forbidden(f"{viewer.principal}: the Security page is the data office's.")
+    reports = []
+    for f in sorted(layout.reports_dir(lake, "security").glob("date=*/report.json")):
+        reports.append(json.loads(f.read_text()))
+    findings = [f for r in reports for f in r.get("findings", [])]
+    grants = [{"principal": g.principal, "topic": g.name, "pattern": g.pattern, "justification": g.justification}
+              for g in model.grants if g.resource_type == "topic" and g.operation == "read"]
+    return {"findings": findings[-500:], "by_kind": dict(Counter(f["kind"] for f in findings)),
+            "by_day": {r["date"]: r.get("by_severity", {}) for r in reports}, "grants": grants,
+            "checks": reports[-1]["checks"] if reports else {}}
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}

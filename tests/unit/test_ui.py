@@ -1,0 +1,163 @@
+"""The operations view's access: logins, sessions, the rate limit, and a department's remit through every
+API route the page uses (a department is refused other departments' data; the data office sees all)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from citybrain import access
+from citybrain.lake.sink import LakeWriter, Row
+from citybrain.settings import load_settings
+from citybrain.ui import views
+from citybrain.ui.auth import MAX_FAILURES, Authenticator, RateLimited
+from citybrain.ui.server import OperationsView
+
+T0 = 1_763_769_600_000   # 2025-11-22T00:00:00Z
+SQUARE = {"type": "Polygon", "coordinates": [[[117.0, 38.0], [117.1, 38.0], [117.1, 38.1], [117.0, 38.1], [117.0, 38.0]]]}
+
+
+def _write(lake: Path, layer: str, topic: str, records: list[dict[str, Any]]) -> None:
+    rows = [Row(topic, 0, o, T0 + o * 1000, None, {}, json.dumps(v, ensure_ascii=False)) for o, v in enumerate(records)]
+    LakeWriter(lake, layer).write(topic, 0, rows)
+
+
+def _order(dept: str, n: int, source: str = "ticket") -> dict[str, Any]:
+    return {"work_order_id": f"WO-HL{n}-{dept}", "department": dept, "role": "lead", "source": source,
+            "source_id": f"HL{n}", "title": f"{dept} 工单 {n}", "street_code": "990101001", "street_name": "天宁街道",
+            "district_code": "990101", "received_at": "2025-11-22T01:00:00Z", "sla_deadline": "2025-11-22T02:00:00Z"}
+
+
+@pytest.fixture()
+def platform(tmp_path: Path, contracts):  # type: ignore[no-untyped-def]
+    settings = load_settings({"CITYBRAIN_STATE_DIR": str(tmp_path / "var")})
+    lake = settings.lake_dir
+    _write(lake, "silver", "dispatch.police.work_order.v1", [_order("police", 1), _order("police", 2)])
+    _write(lake, "silver", "dispatch.water.work_order.v1",
+           [_order("water", 3), {**_order("water", 4, "city_event"), "source_id": "CE-flood-1"}])
+    _write(lake, "silver", "city.event.incident.v1", [
+        {"event_id": "CE-flood-1", "category": "flood", "title": "天宁街道积水", "status": "open", "severity": 3,
+         "street_code": "990101001", "district_code": "990101", "detected_at": "2025-11-22T01:00:00Z",
+         "department": "water", "evidence": {"devices": ["wl-0001"]}}])
+    _write(lake, "bronze", "raw.ref.admin_area.v1", [
+        {"area_code": "990101", "name": "云中区", "level": "district", "geometry": SQUARE, "updated_at": "2025-11-01T00:00:00Z"},
+        {"area_code": "990101001", "name": "天宁街道", "level": "street", "parent_code": "990101", "geometry": SQUARE,
+         "updated_at": "2025-11-01T00:00:00Z"}])
+    store = access.CredentialStore(settings.access_dir)
+    for principal in ("dept-police", "dept-water", "dept-data_bureau"):
+        store.password(principal)
+    model = access.load(access.ACCESS_FILE, contracts)
+    return settings, model, store, contracts
+
+
+def _auth(platform, session_s: float = 3600.0) -> Authenticator:  # type: ignore[no-untyped-def]
+    settings, model, _store, contracts = platform
+    return Authenticator(settings, model, tuple(c.topic for c in contracts.values()), session_s=session_s)
+
+
+def test_a_department_logs_in_with_its_platform_password_and_only_that(platform) -> None:  # type: ignore[no-untyped-def]
+    _settings, _model, store, _contracts = platform
+    auth = _auth(platform)
+    assert auth.login("dept-police", "not-it", "127.0.0.1") is None
+    assert auth.login("nobody", store.passwords["dept-police"], "127.0.0.1") is None
+    assert auth.login("dept-water", store.passwords["dept-police"], "127.0.0.1") is None   # another's password
+    token = auth.login("dept-police", store.passwords["dept-police"], "127.0.0.1")
+    viewer = auth.session(token)
+    assert viewer is not None and viewer.department == "police" and not viewer.admin
+    assert viewer.may_read("dispatch.police.work_order.v1") and not viewer.may_read("dispatch.water.work_order.v1")
+    assert not viewer.may_read("city.event.incident.v1")
+    assert auth.session("forged-token") is None
+    auth.logout(token)
+    assert auth.session(token) is None
+
+
+def test_sessions_expire(platform) -> None:  # type: ignore[no-untyped-def]
+    auth = _auth(platform, session_s=0.0)
+    token = auth.login("dept-police", platform[2].passwords["dept-police"], "127.0.0.1")
+    assert token is not None and auth.session(token) is None
+
+
+def test_failed_logins_are_rate_limited_and_passwords_never_logged(platform, caplog) -> None:  # type: ignore[no-untyped-def]
+    auth = _auth(platform)
+    right = platform[2].passwords["dept-police"]
+    with caplog.at_level(logging.DEBUG):
+        for i in range(MAX_FAILURES):
+            assert auth.login("dept-police", f"guess-{i}", "10.0.0.9") is None
+        with pytest.raises(RateLimited):
+            auth.login("dept-police", right, "10.0.0.9")       # even the right password waits
+        assert auth.login("dept-police", right, "127.0.0.1")    # the limit is per user and address
+    logged = caplog.text
+    assert "guess-" not in logged and right not in logged and "dept-police" in logged
+
+
+def test_a_department_sees_its_own_orders_and_the_events_routed_to_it_only(platform) -> None:  # type: ignore[no-untyped-def]
+    auth = _auth(platform)
+    police, water = auth.viewer("dept-police"), auth.viewer("dept-water")
+    lake = platform[0].lake_dir
+    assert {o["department"] for o in views.work_orders(lake, police)} == {"police"}
+    with pytest.raises(views.Forbidden, match="only its own work orders"):
+        views.work_orders(lake, police, "water")
+    assert views.city(lake, police)["events"] == []             # no event routed to the police
+    assert [e["work_order_id"] for e in views.city(lake, water)["events"]] == ["WO-HL4-water"]
+    for page in (lambda v: views.data(lake, v, {}), lambda v: views.security(lake, v, platform[1])):
+        with pytest.raises(views.Forbidden):
+            page(police)
+    office = auth.viewer("dept-data_bureau")
+    assert office.admin
+    assert {o["department"] for o in views.work_orders(lake, office)} == {"police", "water"}
+    assert [e["event_id"] for e in views.city(lake, office)["events"]] == ["CE-flood-1"]
+
+
+def test_every_api_route_keeps_a_department_to_its_remit(platform, contracts) -> None:  # type: ignore[no-untyped-def]
+    settings, model, store, _contracts = platform
+    settings = settings.model_copy(update={"ui_cache_s": 0.0})
+
+    async def scenario() -> None:
+        ui = OperationsView(settings, contracts, model)
+        async with TestClient(TestServer(ui.app())) as client:
+            for route in ("/api/me", "/api/areas", "/api/city", "/api/hotline", "/api/orders", "/api/data", "/api/security"):
+                assert (await client.get(route)).status == 401, route
+            bad = await client.post("/api/login", json={"principal": "dept-police", "password": "wrong"})
+            assert bad.status == 401
+            ok = await client.post("/api/login", json={"principal": "dept-police", "password": store.passwords["dept-police"]})
+            assert ok.status == 200 and "HttpOnly" in ok.headers["Set-Cookie"]
+            assert store.passwords["dept-police"] not in await ok.text()
+            orders = await (await client.get("/api/orders")).json()
+            assert orders and {o["department"] for o in orders} == {"police"}
+            for route in ("/api/orders?department=water", "/api/data", "/api/security"):
+                r = await client.get(route)
+                assert r.status == 403, route
+            city = await (await client.get("/api/city")).json()
+            assert city["events"] == [] and "water" not in json.dumps(city, ensure_ascii=False)
+            hotline = await (await client.get("/api/hotline")).json()
+            assert hotline["stages"] == {} and hotline["orders"] == 2
+            areas = await (await client.get("/api/areas")).json()
+            assert {f["properties"]["label"] for f in areas["levels"]["street"]["features"]} == {"天宁街道"}
+            await client.post("/api/logout")
+            assert (await client.get("/api/city")).status == 401
+
+    asyncio.run(scenario())
+
+
+def test_the_live_feed_gives_each_page_only_what_its_viewer_may_read(platform) -> None:  # type: ignore[no-untyped-def]
+    from citybrain.ui.live import LiveFeed
+
+    auth = _auth(platform)
+    feed = LiveFeed(platform[0], ["city.event.incident.v1", "dispatch.police.work_order.v1", "dispatch.water.work_order.v1"])
+
+    async def scenario() -> None:
+        police, office = feed.subscribe(auth.viewer("dept-police")), feed.subscribe(auth.viewer("dept-data_bureau"))
+        feed.publish("city.event.incident.v1", {"event_id": "CE-1"})
+        feed.publish("dispatch.water.work_order.v1", _order("water", 9))
+        feed.publish("dispatch.police.work_order.v1", _order("police", 8))
+        assert [police.get_nowait()[1]["work_order_id"] for _ in range(police.qsize())] == ["WO-HL8-police"]
+        assert office.qsize() == 3
+        assert [t for t, _v in feed.seen_by(auth.viewer("dept-police"))] == ["dispatch.police.work_order.v1"]
+
+    asyncio.run(scenario())
