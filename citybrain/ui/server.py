@@ -19,7 +19,7 @@ from aiohttp import web
 
 from citybrain.access import AccessModel
 from citybrain.contracts.model import Contract
-from citybrain.settings import PROJECT_ROOT, Settings
+from citybrain.settings import ADMIN_USER, PROJECT_ROOT, Settings
 from citybrain.ui import views
 from citybrain.ui.auth import Authenticator, RateLimited, Viewer
 from citybrain.ui.live import LiveFeed
@@ -45,6 +45,7 @@ class OperationsView:
         self.lake = settings.lake_dir
         self.auth = Authenticator(settings, model, tuple(c.topic for c in contracts.values()), session_s=settings.ui_session_minutes * 60)
         self._cache: dict[tuple[str, str, str, int], tuple[float, Any]] = {}
+        self.warm_ms: int | None = None   # how long the start-up read of the lake took, once done
         self.live = LiveFeed(settings, [views.EVENT_TOPIC, views.WARNING_TOPIC] + sorted(
             c.topic for c in contracts.values() if c.topic.startswith("dispatch.")))
 
@@ -72,9 +73,19 @@ class OperationsView:
 
     async def _startup(self, _app: web.Application) -> None:
         self.live.start()
+        self._warm = asyncio.create_task(self._warm_up())
+
+    async def _warm_up(self) -> None:
+        started = time.perf_counter()
+        try:
+            await asyncio.to_thread(views.warm, self.lake, self.auth.viewer(ADMIN_USER))
+        except Exception as exc:   # the pages compute what they need themselves then
+            log.warning("ui warm-up read of the lake failed: %s: %s", type(exc).__name__, exc)
+        self.warm_ms = round((time.perf_counter() - started) * 1000)
 
     async def _cleanup(self, _app: web.Application) -> None:
         await self.live.stop()
+        await asyncio.gather(self._warm, return_exceptions=True)
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -176,7 +187,7 @@ class OperationsView:
         return web.Response(status=204)
 
     async def health(self, _request: web.Request) -> web.Response:
-        return _json({"status": "ok", "lake": self.lake.exists()})
+        return _json({"status": "ok", "lake": self.lake.exists(), "warm_ms": self.warm_ms, "live": self.live.status})
 
     def _page(self, name: str) -> Handler:
         async def handler(request: web.Request) -> web.Response:

@@ -10,10 +10,11 @@ Reference data classified public (areas, devices' positions) is shown to every v
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pyarrow.parquet as pq
 
@@ -42,13 +43,42 @@ STAGES = ("received", "dispatched", "accepted", "handled", "closed", "followed_u
 STAGE_OF = {"escalated": "dispatched"}
 
 
+#: Results over lake files, reused while those files are unchanged: (what, files' names, sizes, mtimes) -> value.
+_MEMO: dict[tuple[Any, ...], Any] = {}
+_MEMO_LOCK = threading.RLock()
+
+
+def _memo(what: str, files: list[Path], compute: Callable[[list[Path]], Any]) -> Any:
+    """``compute(files)``, or its last result if no file was added, removed or rewritten since."""
+    key = (what, tuple((str(f), *_stat(f)) for f in files))
+    with _MEMO_LOCK:   # pages are computed in threads; one computes, the others wait for its result
+        if key not in _MEMO:
+            for old in [k for k in _MEMO if k[0] == what]:   # one result per input: the lake's newest
+                del _MEMO[old]
+            _MEMO[key] = compute(files)
+        return _MEMO[key]
+
+
+def _stat(f: Path) -> tuple[int, int]:
+    st = f.stat()
+    return st.st_size, st.st_mtime_ns
+
+
 class Forbidden(PermissionError):
     """The viewer's principal may not read what was asked; the message says what and why."""
 
 
+def _records(files: list[Path]) -> list[dict[str, Any]]:
+    return [v for f in files for v in values(pq.read_table(f, columns=["value"]))]
+
+
 def _silver(lake: Path, topic: str) -> list[dict[str, Any]]:
-    return [v for f in layout.files(lake, "silver", layout.contract_of(topic))
-            for v in values(pq.read_table(f, columns=["value"]))]
+    return _memo(f"silver:{topic}", layout.files(lake, "silver", layout.contract_of(topic)), _records)
+
+
+def _register(lake: Path, contract: str, key: str) -> dict[str, dict[str, Any]]:
+    """A compacted reference register's current state (areas, devices, the city)."""
+    return _memo(f"register:{contract}", layout.files(lake, "bronze", contract), lambda fs: latest_values(fs, key))
 
 
 def _latest_by(records: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
@@ -62,8 +92,8 @@ def _latest_by(records: list[dict[str, Any]], key: str) -> dict[str, dict[str, A
 
 def areas(lake: Path) -> dict[str, Any]:
     """The city's active areas as one GeoJSON FeatureCollection per level (district, street, community)."""
-    found = latest_values(layout.files(lake, "bronze", "raw.ref.admin_area"), "area_code")
-    cities = latest_values(layout.files(lake, "bronze", "raw.ref.city"), "city_code")
+    found = _register(lake, "raw.ref.admin_area", "area_code")
+    cities = _register(lake, "raw.ref.city", "city_code")
     city = max(cities.values(), key=lambda c: str(c.get("updated_at", "")), default={})
     levels: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for code, a in sorted(found.items()):
@@ -87,7 +117,7 @@ def work_orders(lake: Path, viewer: Viewer, department: str | None = None) -> li
     pattern = f"dispatch.{want}.work_order" if want else "dispatch.*.work_order"
     if want and not viewer.may_read(f"dispatch.{want}.work_order.v1"):
         raise Forbidden(f"{viewer.principal} is not granted read on dispatch.{want}.work_order.v1.")
-    return [v for f in layout.files(lake, "silver", pattern) for v in values(pq.read_table(f, columns=["value"]))]
+    return _memo(f"silver:{pattern}", layout.files(lake, "silver", pattern), _records)
 
 
 def city(lake: Path, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] = ()) -> dict[str, Any]:
@@ -139,20 +169,13 @@ def _event_row(e: dict[str, Any]) -> dict[str, Any]:
 
 def sensors(lake: Path, viewer: Viewer, faulty: set[str]) -> list[dict[str, Any]]:
     """Every registered device of the sensor feeds the viewer may read: position, last reading, health."""
-    import duckdb
-
-    registry = latest_values(layout.files(lake, "bronze", "raw.ref.device"), "device_id")
+    registry = _register(lake, "raw.ref.device", "device_id")
     out = []
     for topic, (kind, measure, unit) in SENSORS.items():
         files = layout.files(lake, "bronze", layout.contract_of(topic))
         if not viewer.may_read(topic) or not files:
             continue
-        at = "coalesce(value->>'dateObserved', value->>'dateObservedTo')"
-        rows = duckdb.sql(f"""
-            SELECT replace(value->>'refDevice', 'urn:ngsi-ld:Device:', '') AS dev, max({at}) AS at,
-                   arg_max(value->>'{measure}', {at}) AS v
-            FROM read_parquet([{", ".join(f"'{f}'" for f in files)}]) GROUP BY 1""").fetchall()
-        last = {dev: (at_, v) for dev, at_, v in rows if dev and at_}
+        last = _memo(f"last:{topic}", files, lambda fs, measure=measure: _last_readings(fs, measure))
         # Against the feed's median last reading, so one device with a skewed clock does not silence the rest.
         times = sorted(parse_time(a) for a, _v in last.values())
         newest = times[len(times) // 2] if times else None
@@ -168,6 +191,18 @@ def sensors(lake: Path, viewer: Viewer, faulty: set[str]) -> list[dict[str, Any]
     return out
 
 
+def _last_readings(files: list[Path], measure: str) -> dict[str, tuple[str, Any]]:
+    """Device id -> (time, value of ``measure``) of its last reading in ``files``."""
+    import duckdb
+
+    at = "coalesce(value->>'dateObserved', value->>'dateObservedTo')"
+    rows = duckdb.sql(f"""
+        SELECT replace(value->>'refDevice', 'urn:ngsi-ld:Device:', '') AS dev, max({at}) AS at,
+               arg_max(value->>'{measure}', {at}) AS v
+        FROM read_parquet([{", ".join(f"'{f}'" for f in files)}]) GROUP BY 1""").fetchall()
+    return {dev: (at_, v) for dev, at_, v in rows if dev and at_}
+
+
 def hotline(lake: Path, viewer: Viewer) -> dict[str, Any]:
     """The Hotline page: tickets by stage of the closed loop, the three rates by department and district per
     day (released respond_on_receipt_kpis), overdue work orders and hotspots by street."""
@@ -175,25 +210,41 @@ def hotline(lake: Path, viewer: Viewer) -> dict[str, Any]:
 
     stages: dict[str, int] = {}
     if viewer.may_read(TICKET_EVENT_TOPIC):
-        latest: dict[str, str] = {}
-        for f in layout.files(lake, "bronze", layout.contract_of(TICKET_EVENT_TOPIC)):
-            for v in values(pq.read_table(f, columns=["value"])):
-                stage = STAGE_OF.get(v.get("event_type"), v.get("event_type"))
-                if v.get("service_request_id") and stage in STAGES:
-                    latest[v["service_request_id"]] = stage
-        counts = Counter(latest.values())
-        stages = {s: counts.get(s, 0) for s in STAGES}
-    where = "" if viewer.admin else f"WHERE department = '{viewer.department}'"   # a known department id
-    kpis = _rows(query, lake, f"""
+        stages = _memo("stages", layout.files(lake, "bronze", layout.contract_of(TICKET_EVENT_TOPIC)), _stages)
+    releases = sorted(lake.glob("gold/*/v*/manifest.json"))
+    kpis = _memo("kpis", releases, lambda _fs: _rows(query, lake, """
         SELECT department, district_code, CAST(day AS VARCHAR) AS day, tickets, response_min_median,
                handled_on_time_rate, resolution_rate, satisfaction_rate, overdue, reopened
-        FROM respond_on_receipt_kpis {where} ORDER BY day, department, district_code""")
-    hotspots = _rows(query, lake, """SELECT * FROM hotline_hotspots ORDER BY 1""") if viewer.admin else []
+        FROM respond_on_receipt_kpis ORDER BY day, department, district_code"""))
+    if not viewer.admin:
+        kpis = [k for k in kpis if k.get("department") == viewer.department]
+    hotspots = _memo("hotspots", releases, lambda _fs: _rows(query, lake, "SELECT * FROM hotline_hotspots ORDER BY 1")) \
+        if viewer.admin else []
     orders = [] if viewer.admin else list(_latest_by(work_orders(lake, viewer), "work_order_id").values())
     newest = max((parse_time(o["received_at"]) for o in orders if o.get("received_at")), default=None)
     overdue = [_event_row(o) for o in orders if newest and o.get("sla_deadline") and parse_time(o["sla_deadline"]) < newest]
     return {"stages": stages, "kpis": kpis, "hotspots": hotspots[:500], "orders": len(orders),
             "overdue": overdue[:200], "as_of": iso(newest) if newest else None}
+
+
+def _stages(files: list[Path]) -> dict[str, int]:
+    """Tickets per stage of the closed loop: each ticket's last step (an escalation counts as dispatched)."""
+    latest: dict[str, str] = {}
+    for v in _records(files):
+        stage = STAGE_OF.get(v.get("event_type"), v.get("event_type"))
+        if v.get("service_request_id") and stage in STAGES:
+            latest[v["service_request_id"]] = stage
+    counts = Counter(latest.values())
+    return {s: counts.get(s, 0) for s in STAGES}
+
+
+def warm(lake: Path, viewer: Viewer) -> None:
+    """Read what the pages share once, so the first screen after a start does not wait for it."""
+    city(lake, viewer)
+    areas(lake)
+    hotline(lake, viewer)
+    if viewer.admin:
+        data(lake, viewer, {})
 
 
 def _rows(query: Any, lake: Path, sql: str) -> list[dict[str, Any]]:
@@ -210,34 +261,45 @@ def data(lake: Path, viewer: Viewer, contracts: dict[str, Any]) -> dict[str, Any
         raise Forbidden(f"{viewer.principal}: the Data page is the data office's (it shows every topic).")
     from citybrain.scenarios.catalog import catalog
 
-    per_hour: dict[str, Counter[str]] = defaultdict(Counter)
-    for layer in layout.LAYERS:
-        for f in layout.files(lake, layer):
-            rel = f.relative_to(lake / layer).parts   # contract, date=, hour=, file
-            per_hour[rel[0]][f"{rel[1][5:]}T{rel[2][5:]}"] += pq.ParquetFile(f).metadata.num_rows
+    per_hour = _memo("per_hour", [f for layer in layout.LAYERS for f in layout.files(lake, layer)],
+                     lambda fs: _records_per_hour(lake, fs))
     rows = []
     for c in sorted(contracts.values(), key=lambda c: c.topic):
-        counts = per_hour.get(layout.contract_of(c.topic), Counter())
+        counts = per_hour.get(layout.contract_of(c.topic), {})
         rows.append({"topic": c.topic, "owner": c.owner, "version": c.version, "zone": c.zone,
                      "records": sum(counts.values()), "per_hour": dict(sorted(counts.items()))})
-    partitions: dict[tuple[str, str, str], bool] = {}
-    failed_checks = []
-    runs = sorted((lake / "quality").glob("checked=*/*.parquet"))
-    for f in runs[-20:]:   # the latest verdict per partition
-        for q in pq.read_table(f, columns=["layer", "contract", "partition", "check", "column", "success",
-                                           "observed", "partition_passed", "checked_at"]).to_pylist():
-            if q["partition"]:
-                partitions[(q["layer"], q["contract"], q["partition"])] = bool(q["partition_passed"])
-            if q["success"] is False:
-                failed_checks.append(_jsonable(q))
-    quality = {layer: {"passed": sum(1 for (l, _c, _p), ok in partitions.items() if l == layer and ok),
-                       "failed": sum(1 for (l, _c, _p), ok in partitions.items() if l == layer and not ok)}
-               for layer in sorted({k[0] for k in partitions})}
+    quality, failed_checks = _memo("quality", sorted((lake / "quality").glob("checked=*/*.parquet"))[-20:], _quality)
     quarantine = sorted(str(p.relative_to(lake)) for p in (lake / "quarantine").glob("*/*/date=*/hour=*/*")) \
         if (lake / "quarantine").exists() else []
     docs = data_docs_dir(lake) / "index.html"
     return {"contracts": rows, "quality": quality, "failed_checks": failed_checks[-200:], "quarantine": quarantine,
             "releases": catalog(lake), "data_docs": "/quality-docs/index.html" if docs.exists() else None}
+
+
+def _records_per_hour(lake: Path, files: list[Path]) -> dict[str, Counter[str]]:
+    """Contract folder -> records per hour (from each file's Parquet footer, not its rows)."""
+    per_hour: dict[str, Counter[str]] = defaultdict(Counter)
+    for f in files:
+        contract, date, hour = f.relative_to(lake).parts[1:4]   # layer, contract, date=, hour=, file
+        per_hour[contract][f"{date[5:]}T{hour[5:]}"] += pq.ParquetFile(f).metadata.num_rows
+    return per_hour
+
+
+def _quality(runs: list[Path]) -> tuple[dict[str, dict[str, int]], list[dict[str, Any]]]:
+    """The latest verdict per partition, counted per layer, and the checks that failed."""
+    partitions: dict[tuple[str, str, str], bool] = {}
+    failed = []
+    for f in runs:
+        for q in pq.read_table(f, columns=["layer", "contract", "partition", "check", "column", "success",
+                                           "observed", "partition_passed", "checked_at"]).to_pylist():
+            if q["partition"]:
+                partitions[(q["layer"], q["contract"], q["partition"])] = bool(q["partition_passed"])
+            if q["success"] is False:
+                failed.append(_jsonable(q))
+    layers = sorted({k[0] for k in partitions})
+    return ({layer: {"passed": sum(1 for k, ok in partitions.items() if k[0] == layer and ok),
+                     "failed": sum(1 for k, ok in partitions.items() if k[0] == layer and not ok)} for layer in layers},
+            failed)
 
 
 def data_docs_dir(lake: Path) -> Path:

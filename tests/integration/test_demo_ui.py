@@ -5,109 +5,45 @@ remit, screenshots saved as test artefacts (``var/test/ui/``)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
 from citybrain.access import CredentialStore
 from citybrain.ingest.producer import ValidatedProducer
 from citybrain.settings import credentials_path
+from citybrain.ui.browser import PAGES, browser, login, open_page, serve
 from tests.integration.conftest import TEST_ENV
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-#: Each page's charts: every one must have drawn data, not an empty canvas.
-PAGES = {"city": ["chart-map"], "hotline": ["chart-stages", "chart-rates", "chart-departments", "chart-hotspots"],
-         "data": ["chart-throughput", "chart-quality"], "security": ["chart-findings", "chart-days"]}
-HAS_DATA = """(ids) => ids.map((id) => {
-  const c = window.cb.charts[id];
-  const series = c ? c.getOption().series : [];
-  return [id, series.reduce((n, s) => n + ((s.data || []).filter((d) => d != null && (d.value ?? d) !== 0).length), 0)];
-})"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def ui(demo, settings):  # type: ignore[no-untyped-def]
     """`citybrain ui` serving the demo's lake, as a data office would start it."""
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")} | TEST_ENV | {"CITYBRAIN_UI_PORT": str(port)}
     out = settings.state_dir / "ui"
-    out.mkdir(parents=True, exist_ok=True)
-    log = (out / "ui.log").open("w")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("citybrain")), "ui"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, (out / "ui.log").read_text()
-            time.sleep(0.3)
-    yield url, out
-    proc.terminate()
-    proc.wait(timeout=20)
-    log.close()
+    with serve(TEST_ENV, out / "ui.log") as url:
+        yield url, out
 
 
 @pytest.fixture(scope="module")
-def browser():  # type: ignore[no-untyped-def]
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "Debian's chromium is missing. Fix: `bash infra/browser.sh` (run by `make test`)."
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+def chrome():  # type: ignore[no-untyped-def]
+    with browser() as b:
         yield b
-        b.close()
 
 
-def _login(browser, url: str, principal: str, password: str, lang: str = "zh"):  # type: ignore[no-untyped-def]
-    page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.add_init_script(f"localStorage.setItem('cb-lang', '{lang}')")
-    page.goto(url + "/")
-    page.fill("input[name=principal]", principal)
-    page.fill("input[name=password]", password)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_selector("body[data-rendered=city]", timeout=30_000)
-    return page, errors
-
-
-def _open(page, name: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    page.click(f"#tabs button[data-page={name}]")
-    page.wait_for_selector(f"body[data-rendered={name}]", timeout=30_000)
-    page.wait_for_timeout(400)   # ECharts animates in; the screenshot shows the settled chart
-    return dict(page.evaluate(HAS_DATA, PAGES[name]))
-
-
-def test_the_data_office_sees_all_four_pages_with_the_demos_data(ui, browser, settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_data_office_sees_all_four_pages_with_the_demos_data(ui, chrome, settings) -> None:  # type: ignore[no-untyped-def]
     url, out = ui
     admin = json.loads(credentials_path(settings.kafka_dir).read_text())
-    page, errors = _login(browser, url, admin["admin_user"], admin["admin_password"])
+    page, errors, _ms = login(chrome, url, admin["admin_user"], admin["admin_password"])
     timings = {}
     for name in PAGES:
-        drawn = _open(page, name)
+        drawn, timings[name] = open_page(page, name)
         assert all(n > 0 for n in drawn.values()), f"{name}: charts without data {drawn}"
-        timings[name] = page.evaluate(f"window.cb.loaded['{name}']")
-        assert timings[name] >= 0, f"{name} failed to render: {errors}"
+        assert page.evaluate(f"window.cb.loaded['{name}']") >= 0, f"{name} failed to render: {errors}"
         page.screenshot(path=str(out / f"{name}.png"), full_page=True)
     assert page.evaluate("document.fonts.check('16px \"Noto Sans CJK SC\"')"), "no CJK font: Chinese would not render"
     assert "城市运行" in page.inner_text("#tabs") and not errors, errors
@@ -121,11 +57,11 @@ def test_the_data_office_sees_all_four_pages_with_the_demos_data(ui, browser, se
     (out / "timings.json").write_text(json.dumps({"render_ms": timings}, indent=1))
 
 
-def test_an_incident_appears_on_the_city_page_within_seconds(ui, browser, settings, contracts) -> None:  # type: ignore[no-untyped-def]
+def test_an_incident_appears_on_the_city_page_within_seconds(ui, chrome, settings, contracts) -> None:  # type: ignore[no-untyped-def]
     """Produced to the broker while the page is open: the view's live feed (one consumer) brings it in."""
     url, out = ui
     admin = json.loads(credentials_path(settings.kafka_dir).read_text())
-    page, errors = _login(browser, url, admin["admin_user"], admin["admin_password"])
+    page, errors, _ms = login(chrome, url, admin["admin_user"], admin["admin_password"])
     page.wait_for_function("window.cb.live && window.cb.live.startsWith('live')", timeout=20_000)
     street = page.evaluate("fetch('/api/areas').then((r) => r.json()).then((a) => a.levels.street.features[0].properties)")
     tag = uuid.uuid4().hex[:8]
@@ -144,10 +80,10 @@ def test_an_incident_appears_on_the_city_page_within_seconds(ui, browser, settin
     (out / "live.json").write_text(json.dumps({"incident_on_page_s": round(seconds, 2)}))
 
 
-def test_a_department_sees_only_its_remit_in_the_browser(ui, browser, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_department_sees_only_its_remit_in_the_browser(ui, chrome, settings) -> None:  # type: ignore[no-untyped-def]
     url, out = ui
     password = CredentialStore(settings.access_dir).passwords["dept-police"]
-    page, errors = _login(browser, url, "dept-police", password)
+    page, errors, _ms = login(chrome, url, "dept-police", password)
     tabs = page.inner_text("#tabs")
     assert "城市运行" in tabs and "接诉即办" in tabs and "数据底座" not in tabs and "安全态势" not in tabs
     page.screenshot(path=str(out / "city-police.png"))
@@ -158,11 +94,11 @@ def test_a_department_sees_only_its_remit_in_the_browser(ui, browser, settings) 
         assert page.evaluate(f"fetch('{route}').then((r) => r.status)") == 403, route
     city = page.evaluate("fetch('/api/city').then((r) => r.json())")
     assert all(e.get("department") in (None, "police") for e in city["events"])
-    _open(page, "hotline")
+    open_page(page, "hotline")
     page.screenshot(path=str(out / "hotline-police.png"), full_page=True)
     assert not errors, errors
     # A wrong password is refused on the page itself.
-    other = browser.new_context().new_page()
+    other = chrome.new_context().new_page()
     other.goto(url + "/")
     other.fill("input[name=principal]", "dept-police")
     other.fill("input[name=password]", "not-the-password")

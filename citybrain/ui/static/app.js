@@ -93,6 +93,7 @@ function showLogin() {
 
 async function show(page) {
   cb.page = page;
+  document.body.dataset.rendered = "";
   location.hash = page;
   document.querySelectorAll(".page").forEach((p) => { p.hidden = p.id !== `page-${page}`; });
   renderTabs();
