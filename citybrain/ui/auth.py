@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from citybrain.access import AccessModel, CredentialStore, topics_of
 from citybrain.settings import ADMIN_USER, Settings, credentials_path
+from citybrain.times import now_iso
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class Authenticator:
     session_s: float = 8 * 3600.0
     _sessions: dict[str, Session] = field(default_factory=dict)
     _failures: dict[tuple[str, str], deque[float]] = field(default_factory=lambda: defaultdict(deque))
+    #: The view's own refused logins (who, from where, when, whether rate-limited), for the Security page.
+    refused: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=500))
 
     def _password_of(self, principal: str) -> str | None:
         if principal == ADMIN_USER:
@@ -88,10 +91,12 @@ class Authenticator:
         while tries and now - tries[0] > WINDOW_S:
             tries.popleft()
         if len(tries) >= MAX_FAILURES:
+            self.refused.append({"principal": principal, "address": address, "at": now_iso(), "rate_limited": True})
             raise RateLimited(WINDOW_S - (now - tries[0]))
         known = self._password_of(principal) if (principal == ADMIN_USER or principal in self.model.departments) else None
         if known is None or not hmac.compare_digest(known.encode(), password.encode()):
             tries.append(now)
+            self.refused.append({"principal": principal, "address": address, "at": now_iso(), "rate_limited": False})
             log.warning("ui login refused for %r from %s (%d recent failure(s))", principal, address, len(tries))
             return None
         tries.clear()

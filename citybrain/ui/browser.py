@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 #: Each page's charts, by element id.
-PAGES = {"city": ["chart-map"], "hotline": ["chart-stages", "chart-rates", "chart-departments", "chart-hotspots"],
+PAGES = {"city": ["chart-map"], "hotline": ["chart-stages", "chart-rates", "chart-departments", "chart-hotspots",
+                                                  "chart-districts"],
          "data": ["chart-throughput", "chart-quality"], "security": ["chart-findings", "chart-days"]}
 #: Per chart id, how many data items its series drew (zeros and gaps left out).
 DRAWN = """(ids) => ids.map((id) => {

@@ -22,6 +22,7 @@ from citybrain.contracts.model import Contract
 from citybrain.settings import ADMIN_USER, PROJECT_ROOT, Settings
 from citybrain.ui import views
 from citybrain.ui.auth import Authenticator, RateLimited, Viewer
+from citybrain.ui.broker_stats import broker_stats
 from citybrain.ui.live import LiveFeed
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class OperationsView:
         app.router.add_post("/api/logout", self.logout)
         app.router.add_get("/api/me", self.me)
         app.router.add_get("/api/live", self.live_events)
-        for name in ("areas", "city", "hotline", "orders", "data", "security"):
+        for name in ("areas", "city", "hotline", "orders", "data", "broker", "security"):
             app.router.add_get(f"/api/{name}", self._page(name))
         app.router.add_get("/quality-docs/{path:.*}", self.quality_docs)
         app.router.add_get("/favicon.ico", self._no_content)
@@ -214,7 +215,11 @@ class OperationsView:
                     for o in views.work_orders(self.lake, viewer, department)][-2000:]
         if name == "data":
             return views.data(self.lake, viewer, self.contracts)
-        return views.security(self.lake, viewer, self.model)
+        if name == "broker":
+            if not viewer.admin:
+                raise views.Forbidden(f"{viewer.principal}: the broker's figures are the data office's.")
+            return broker_stats(self.settings, [c.topic for c in self.contracts.values()])
+        return views.security(self.lake, viewer, self.model) | {"ui_refused_logins": list(self.auth.refused)[-100:]}
 
 
 def run_ui(settings: Settings, contracts: dict[str, Contract], model: AccessModel, host: str, port: int) -> None:

@@ -209,8 +209,18 @@ def hotline(lake: Path, viewer: Viewer) -> dict[str, Any]:
     from citybrain.scenarios.catalog import query
 
     stages: dict[str, int] = {}
+    overdue: list[dict[str, Any]] = []
     if viewer.may_read(TICKET_EVENT_TOPIC):
-        stages = _memo("stages", layout.files(lake, "bronze", layout.contract_of(TICKET_EVENT_TOPIC)), _stages)
+        stage_of = _memo("stages", layout.files(lake, "bronze", layout.contract_of(TICKET_EVENT_TOPIC)), _stages)
+        counts = Counter(stage_of.values())
+        stages = {s: counts.get(s, 0) for s in STAGES}
+        if viewer.may_read(SLA_TOPIC):   # past their deadline and not handled since
+            breached = _latest_by([a for a in _silver(lake, SLA_TOPIC) if a.get("kind") == "breached"], "service_request_id")
+            overdue = [{"work_order_id": rid, "title": a.get("level") or "department", "street_name": a.get("area_code"),
+                        "department": a.get("department"), "sla_deadline": a.get("sla_deadline"),
+                        "overdue_min": a.get("overdue_min")}
+                       for rid, a in sorted(breached.items(), key=lambda kv: str(kv[1].get("sla_deadline")))
+                       if stage_of.get(rid) in ("received", "dispatched", "accepted")]
     releases = sorted(lake.glob("gold/*/v*/manifest.json"))
     kpis = _memo("kpis", releases, lambda _fs: _rows(query, lake, """
         SELECT department, district_code, CAST(day AS VARCHAR) AS day, tickets, response_min_median,
@@ -222,20 +232,19 @@ def hotline(lake: Path, viewer: Viewer) -> dict[str, Any]:
         if viewer.admin else []
     orders = [] if viewer.admin else list(_latest_by(work_orders(lake, viewer), "work_order_id").values())
     newest = max((parse_time(o["received_at"]) for o in orders if o.get("received_at")), default=None)
-    overdue = [_event_row(o) for o in orders if newest and o.get("sla_deadline") and parse_time(o["sla_deadline"]) < newest]
+    overdue += [_event_row(o) for o in orders if newest and o.get("sla_deadline") and parse_time(o["sla_deadline"]) < newest]
     return {"stages": stages, "kpis": kpis, "hotspots": hotspots[:500], "orders": len(orders),
-            "overdue": overdue[:200], "as_of": iso(newest) if newest else None}
+            "overdue": overdue[:200], "overdue_total": len(overdue), "as_of": iso(newest) if newest else None}
 
 
-def _stages(files: list[Path]) -> dict[str, int]:
-    """Tickets per stage of the closed loop: each ticket's last step (an escalation counts as dispatched)."""
+def _stages(files: list[Path]) -> dict[str, str]:
+    """Each ticket's stage of the closed loop: its last step (an escalation counts as dispatched)."""
     latest: dict[str, str] = {}
     for v in _records(files):
         stage = STAGE_OF.get(v.get("event_type"), v.get("event_type"))
         if v.get("service_request_id") and stage in STAGES:
             latest[v["service_request_id"]] = stage
-    counts = Counter(latest.values())
-    return {s: counts.get(s, 0) for s in STAGES}
+    return latest
 
 
 def warm(lake: Path, viewer: Viewer) -> None:

@@ -94,6 +94,9 @@ def test_failed_logins_are_rate_limited_and_passwords_never_logged(platform, cap
         assert auth.login("dept-police", right, "127.0.0.1")    # the limit is per user and address
     logged = caplog.text
     assert "guess-" not in logged and right not in logged and "dept-police" in logged
+    # The Security page lists the refusals: who, from where, whether rate-limited; never a password.
+    assert [r["rate_limited"] for r in auth.refused] == [False] * MAX_FAILURES + [True]
+    assert "guess-" not in str(list(auth.refused)) and right not in str(list(auth.refused))
 
 
 def test_a_department_sees_its_own_orders_and_the_events_routed_to_it_only(platform) -> None:  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ const T = {
     throughput: "各主题入湖记录（每小时）", quality: "质量检查（分区）", by_kind: "安全发现（按类型）", by_day: "每日安全发现（按严重度）",
     passed: "通过", failed: "未通过", none: "暂无数据", ok: "正常", silent: "静默", fault: "故障",
     received: "受理", dispatched: "派单", accepted: "签收", handled: "办理", closed: "办结", followed_up: "回访", reopened: "重办",
-    as_of: "数据截至", recent: "近24小时事件", failed_checks: "未通过的检查", data_docs: "质量数据文档（Great Expectations）",
+    as_of: "数据截至", refused_logins: "运行视图的失败登录", by_district: "各区三率", department: "部门", level_or_title: "层级/事项", where: "区域", overdue_min: "超时（分钟）", groups: "消费组与积压", loading: "读取中…", in_lake: "入湖记录", on_broker: "主题记录", dead_letters: "死信原因", lag: "积压", recent: "近24小时事件", failed_checks: "未通过的检查", data_docs: "质量数据文档（Great Expectations）",
     water_level: "水位", noise: "噪声", air_quality: "空气质量", traffic_flow: "交通流量",
   },
   en: {
@@ -34,6 +34,8 @@ const T = {
     by_kind: "Findings by kind", by_day: "Findings per day by severity", passed: "passed", failed: "failed", none: "no data yet",
     ok: "ok", silent: "silent", fault: "fault", received: "received", dispatched: "dispatched", accepted: "accepted",
     handled: "handled", closed: "closed", followed_up: "followed up", reopened: "reopened", as_of: "data as of",
+    refused_logins: "Refused logins to this view", by_district: "The three rates by district", department: "department", level_or_title: "level / matter", where: "where",
+    overdue_min: "overdue (min)", groups: "Consumer groups and lag", loading: "loading…", in_lake: "in the lake", on_broker: "on the broker", dead_letters: "dead-letter reasons", lag: "lag",
     recent: "events in the last 24 h", failed_checks: "Failed checks", data_docs: "Quality data docs (Great Expectations)",
     water_level: "water level", noise: "noise", air_quality: "air quality", traffic_flow: "traffic flow",
   },
@@ -199,7 +201,16 @@ async function renderHotline() {
     series: [{ type: "bar", data: top.map((x) => x[1]).reverse() }] }, true);
   $("hotline-summary").textContent = `${t("tickets")} ${kpis.reduce((a, k) => a + (k.tickets || 0), 0)}` +
     (cb.me.admin ? "" : ` · ${t("orders")} ${h.orders}`) + (h.as_of ? ` · ${t("as_of")} ${h.as_of}` : "");
-  table("hotline-overdue", h.overdue || [], [["work_order_id", "ID"], ["title", t("events")], ["street_name", t("street")], ["sla_deadline", "SLA"]]);
+  areaData = areaData || await api("/api/areas");
+  const names = Object.fromEntries(((areaData.levels.district || {}).features || []).map((f) => [f.properties.name, cb.lang === "zh" ? f.properties.label : (f.properties.label_en || f.properties.label)]));
+  const districts = [...new Set(kpis.map((k) => k.district_code))].filter((d) => d && d !== "unknown").sort();
+  chart("chart-districts").setOption({ title: { text: t("by_district"), textStyle: { fontSize: 13 } }, tooltip: { trigger: "axis" }, legend: { top: 20 },
+    xAxis: { type: "category", data: districts.map((d) => names[d] || d) }, yAxis: { type: "value", min: 0, max: 1 },
+    series: [["handled_on_time_rate", "response"], ["resolution_rate", "resolution"], ["satisfaction_rate", "satisfaction"]].map(([f, n]) => (
+      { type: "bar", name: t(n), data: districts.map((d) => mean(kpis.filter((k) => k.district_code === d), f)) })) }, true);
+  $("hotline-overdue-count").textContent = h.overdue_total ? `(${h.overdue_total})` : "";
+  table("hotline-overdue", h.overdue || [], [["work_order_id", "ID"], ["department", t("department")], ["title", t("level_or_title")],
+    ["street_name", t("where")], ["sla_deadline", "SLA"], ["overdue_min", t("overdue_min")]]);
 }
 
 // -- Data ------------------------------------------------------------------------------------
@@ -221,6 +232,20 @@ async function renderData() {
     ["column", "column"], ["observed", "observed"]]);
   table("data-releases", d.releases, [["dataset", "dataset"], ["latest", "version"], ["rows", "rows"], ["quality", "quality"], ["released_at", "released"]]);
   table("data-quarantine", d.quarantine.map((p) => ({ p })), [["p", "path"]]);
+  fillBroker(d);   // not awaited: the first screen does not wait for the broker
+}
+
+// The broker's figures after the first screen: they take a round of admin requests.
+async function fillBroker(d) {
+  $("data-broker").textContent = t("loading");
+  const b = await api("/api/broker").catch((e) => ({ error: String(e) }));
+  document.body.dataset.broker = b.error ? "error" : "done";
+  if (b.error) { $("data-broker").textContent = b.error; return; }
+  $("data-broker").textContent = "";
+  const letters = (topic) => Object.entries(b.dead_letters[topic] || b.dead_letters[topic.replace(/\.v\d+$/, "")] || {}).map(([r, n]) => `${r} ${n}`).join(", ");
+  table("data-contracts", d.contracts, [["topic", "topic"], ["owner", "owner"], ["version", "version"], ["zone", "zone"],
+    ["records", t("in_lake")], [(r) => b.records[r.topic] ?? "–", t("on_broker")], [(r) => letters(r.topic), t("dead_letters")]]);
+  table("data-groups", b.groups, [["group", "group"], [(g) => g.topics.join(", "), "topics"], ["committed", "committed"], ["lag", t("lag")]]);
 }
 
 // -- Security --------------------------------------------------------------------------------
@@ -235,6 +260,8 @@ async function renderSecurity() {
     xAxis: { type: "category", data: days }, yAxis: { type: "value" },
     series: ["critical", "high", "medium", "low"].map((sev) => ({ type: "bar", stack: "s", name: sev, data: days.map((d) => s.by_day[d][sev] || 0) })) }, true);
   table("security-findings", s.findings, [["severity", "severity"], ["kind", "kind"], ["subject", "subject"], ["summary", "summary"], ["last_seen", "last seen"]]);
+  table("security-logins", s.ui_refused_logins || [], [["at", "at"], ["principal", "principal"], ["address", "address"],
+    [(r) => (r.rate_limited ? "429" : "401"), "status"]]);
   table("security-grants", s.grants, [["principal", "principal"], ["topic", "topic"], ["pattern", "pattern"], ["justification", "justification"]]);
 }
 
