@@ -17,7 +17,7 @@ from citybrain.settings import credentials_path
 from citybrain.ui.browser import PAGES, browser, login, open_page, serve
 from tests.integration.conftest import TEST_ENV
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]   # the first test waits for the demo
 
 
 @pytest.fixture(scope="module")

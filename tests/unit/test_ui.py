@@ -124,7 +124,8 @@ def test_every_api_route_keeps_a_department_to_its_remit(platform, contracts) ->
     async def scenario() -> None:
         ui = OperationsView(settings, contracts, model)
         async with TestClient(TestServer(ui.app())) as client:
-            for route in ("/api/me", "/api/areas", "/api/city", "/api/hotline", "/api/orders", "/api/data", "/api/security"):
+            for route in ("/api/me", "/api/areas", "/api/city", "/api/hotline", "/api/orders", "/api/data", "/api/broker",
+                          "/api/security", "/api/live", "/quality-docs/index.html"):
                 assert (await client.get(route)).status == 401, route
             bad = await client.post("/api/login", json={"principal": "dept-police", "password": "wrong"})
             assert bad.status == 401
@@ -133,7 +134,8 @@ def test_every_api_route_keeps_a_department_to_its_remit(platform, contracts) ->
             assert store.passwords["dept-police"] not in await ok.text()
             orders = await (await client.get("/api/orders")).json()
             assert orders and {o["department"] for o in orders} == {"police"}
-            for route in ("/api/orders?department=water", "/api/data", "/api/security"):
+            for route in ("/api/orders?department=water", "/api/data", "/api/broker", "/api/security",
+                          "/quality-docs/index.html"):
                 r = await client.get(route)
                 assert r.status == 403, route
             city = await (await client.get("/api/city")).json()
