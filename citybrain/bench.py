@@ -1,6 +1,6 @@
 """`citybrain bench` / `make bench`: what the fusion worker sustains on this machine.
 
-Three measurements on the local broker, written to ``var/bench/latest.json``:
+Four measurements on the local broker, written to ``var/bench/latest.json``:
 
 1. ``raw_consume_per_s``: a plain aiokafka consumer reading the raw topics' backlog — the
    ceiling the framework is compared with.
@@ -9,6 +9,8 @@ Three measurements on the local broker, written to ``var/bench/latest.json``:
 3. ``p50_ms``/``p95_ms``/``p99_ms``: with the worker caught up, the simulator produces at a
    steady rate (default 2,000 records/s, wall-clock timestamps); the latency of each ticket
    from its produce timestamp to the timestamp of the work order dispatched for it.
+4. ``live_pages``: the same steady load again with 50 operations-view pages open on the view's
+   live feed (`citybrain ui`, server-sent events): the latency then, and the records each page got.
 
 ``worker_rss_mb`` is the worker's peak resident memory (VmHWM) over the run.
 """
@@ -37,6 +39,7 @@ class BenchConfig:
     backlog_hours: float = 6.0      # simulated hours produced before the worker starts
     rate: float = 2000.0            # records/s for the latency phase
     latency_s: float = 60.0         # seconds of steady load
+    live_pages: int = 50            # operations-view pages open on the live feed in the last phase
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -100,10 +103,38 @@ def _unused_seed(settings: Settings, start: datetime) -> int:
     return free[0]
 
 
+def _steady_load(settings: Settings, contracts: dict[str, Contract], cfg: BenchConfig) -> None:
+    """``cfg.rate`` records/s of a fresh simulated city for ``cfg.latency_s`` s, stamped with the wall clock."""
+    from citybrain.sim.clock import default_start
+    from citybrain.sim.engine import Simulation
+    from citybrain.sim.model import SimConfig
+    from citybrain.sim.runner import Pacing, run_simulation
+
+    start = default_start()
+    sim = Simulation(SimConfig(hours=cfg.rate * cfg.latency_s / 23_000, incidents=(),   # ~23k records per simulated hour
+                               start=start, seed=_unused_seed(settings, start)))
+    run_simulation(settings, contracts, sim, Pacing(rate=cfg.rate), wall_clock=True)
+    time.sleep(3)
+
+
+def _with_live_pages(settings: Settings, cfg: BenchConfig, load: Callable[[], None]) -> dict[str, Any]:
+    """Run ``load`` with ``cfg.live_pages`` operations-view pages on the live feed; what they received."""
+    from citybrain.settings import credentials_path
+    from citybrain.ui.browser import serve
+    from citybrain.ui.load import LiveClients
+
+    admin = json.loads(credentials_path(settings.kafka_dir).read_text())
+    env = {k: v for k, v in os.environ.items() if k.startswith("CITYBRAIN_")}
+    with serve(env, settings.bench_dir / "ui-live.log") as url, \
+            LiveClients(url, admin["admin_user"], admin["admin_password"], cfg.live_pages) as pages:
+        load()
+        time.sleep(2)
+    return pages.summary()
+
+
 def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConfig,
               say: Callable[[str], None]) -> dict[str, Any]:
     from citybrain.platform import ensure_ready
-    from citybrain.sim.clock import default_start
     from citybrain.sim.engine import Simulation
     from citybrain.sim.model import SimConfig
     from citybrain.sim.runner import Pacing, run_simulation
@@ -113,15 +144,15 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
     from rich.console import Console
 
     ensure_ready(settings, contracts, Console(stderr=True, quiet=True))
-    say(f"1/4 producing a {cfg.backlog_hours:g}-hour simulated backlog")
+    say(f"1/5 producing a {cfg.backlog_hours:g}-hour simulated backlog")
     run_simulation(settings, contracts, Simulation(SimConfig(hours=cfg.backlog_hours, incidents=())), Pacing())
 
-    say("2/4 plain aiokafka consumer over the raw topics")
+    say("2/5 plain aiokafka consumer over the raw topics")
     consumed, consume_s = asyncio.run(_raw_consume(settings, raw_topics))
 
     app_id = f"citybrain-bench-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "CITYBRAIN_STREAMS_APP_ID": app_id}
-    say(f"3/4 fusion worker on the backlog of {consumed:,} records (group {app_id})")
+    say(f"3/5 fusion worker on the backlog of {consumed:,} records (group {app_id})")
     worker = start_worker(settings, env=env, level="error")
     rss = 0.0
     try:
@@ -145,13 +176,12 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
                                "run `citybrain streams fusion -l info` to see why")
         events_per_s = (last[1] - first[1]) / (last[0] - first[0])
 
-        say(f"4/4 steady load at {cfg.rate:,.0f} records/s for {cfg.latency_s:g} s; latency produce -> work order")
-        start = default_start()
-        sim = Simulation(SimConfig(hours=cfg.rate * cfg.latency_s / 23_000, incidents=(),   # ~23k records per simulated hour
-                                   start=start, seed=_unused_seed(settings, start)))
+        say(f"4/5 steady load at {cfg.rate:,.0f} records/s for {cfg.latency_s:g} s; latency produce -> work order")
         started_ms = int(time.time() * 1000)
-        run_simulation(settings, contracts, sim, Pacing(rate=cfg.rate), wall_clock=True)
-        time.sleep(3)
+        _steady_load(settings, contracts, cfg)
+        with_ui_ms = int(time.time() * 1000)
+        say(f"5/5 the same with {cfg.live_pages} operations-view pages open on the live feed")
+        live = _with_live_pages(settings, cfg, lambda: _steady_load(settings, contracts, cfg))
         rss = max(rss, _peak_rss_mb(worker.pid))
     finally:
         stop_worker(worker)
@@ -161,8 +191,9 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
         if r.timestamp >= started_ms:
             value = json.loads(r.value)
             if value.get("lifecycle_state") == "received":
-                received[value["service_request_id"]] = r.timestamp
-    latencies = []
+                received[value["service_request_id"]] = (r.timestamp, r.timestamp >= with_ui_ms)
+    latencies: list[int] = []
+    latencies_ui: list[int] = []
     for c in contracts.values():
         if c.zone != "dispatch":
             continue
@@ -173,11 +204,16 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
                 # hotline's later dispatch (assigned_at after received_at), which is not the worker's latency.
                 if order.get("source") == "ticket" and order["source_id"] in received \
                         and order.get("assigned_at", order.get("received_at")) == order.get("received_at"):
-                    latencies.append(r.timestamp - received[order["source_id"]])
+                    at, ui = received[order["source_id"]]
+                    (latencies_ui if ui else latencies).append(r.timestamp - at)
     if len(latencies) < 20:
         raise RuntimeError(f"only {len(latencies)} latency samples; the worker may have fallen behind")
     q = statistics.quantiles(latencies, n=100)
+    if len(latencies_ui) >= 20:
+        q_ui = statistics.quantiles(latencies_ui, n=100)
+        live.update(p50_ms=round(q_ui[49]), p99_ms=round(q_ui[98]), latency_samples=len(latencies_ui))
     return {
+        "live_pages": live,
         "measured_at": now_iso(),
         "events_per_s": round(events_per_s), "raw_consume_per_s": round(consumed / consume_s),
         "p50_ms": round(q[49]), "p95_ms": round(q[94]), "p99_ms": round(q[98]),

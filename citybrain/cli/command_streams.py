@@ -131,6 +131,13 @@ def bench(
     table.add_row(f"latency p50/p95/p99 at {rate:,.0f}/s", f"{result['p50_ms']} / {result['p95_ms']} / {result['p99_ms']} ms",
                   f"p99 <= {targets['p99_ms']} ms")
     table.add_row("worker peak RSS", f"{result['worker_rss_mb']} MB", f"<= {targets['worker_rss_mb']} MB")
+    live = result["live_pages"]
+    if "p99_ms" in live:
+        table.add_row(f"latency p50/p99 with {live['connections']} live view pages",
+                      f"{live['p50_ms']} / {live['p99_ms']} ms (each page got {live['records_min']:,}-{live['records_max']:,} records)",
+                      f"as without: p99 {result['p99_ms']} ms")
+    else:
+        table.add_row("latency with live view pages", f"not measured: {live.get('errors') or 'too few samples'}", "-")
     ui = result["ui_first_screen_ms"]
     if "skipped" in ui:
         table.add_row("operations view first screen", f"not measured: {ui['skipped']}", "<= 1,000 ms")

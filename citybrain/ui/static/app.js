@@ -188,7 +188,7 @@ async function renderHotline() {
     series: [["handled_on_time_rate", "response"], ["resolution_rate", "resolution"], ["satisfaction_rate", "satisfaction"]].map(([f, n]) => (
       { type: "line", name: t(n), data: days.map((d) => mean(kpis.filter((k) => k.day === d), f)) })) }, true);
   const depts = [...new Set(kpis.map((k) => k.department))].sort();
-  chart("chart-departments").setOption({ title: { text: t("by_department"), textStyle: { fontSize: 13 } }, tooltip: {},
+  chart("chart-departments").setOption({ title: { text: t("by_department"), textStyle: { fontSize: 13 } }, tooltip: {}, grid: { containLabel: true },
     xAxis: { type: "category", data: depts, axisLabel: { rotate: 30 } }, yAxis: { type: "value", min: 0, max: 1 },
     series: [{ type: "bar", data: depts.map((d) => mean(kpis.filter((k) => k.department === d), "resolution_rate")) }] }, true);
   const spots = {};
@@ -252,19 +252,21 @@ async function fillBroker(d) {
 async function renderSecurity() {
   const s = await api("/api/security");
   const kinds = Object.keys(s.by_kind);
-  chart("chart-findings").setOption({ title: { text: t("by_kind"), textStyle: { fontSize: 13 } }, tooltip: {},
+  chart("chart-findings").setOption({ title: { text: t("by_kind"), textStyle: { fontSize: 13 } }, tooltip: {}, grid: { containLabel: true },
     xAxis: { type: "category", data: kinds, axisLabel: { rotate: 20 } }, yAxis: { type: "value" },
     series: [{ type: "bar", data: kinds.map((k) => s.by_kind[k]) }] }, true);
   const days = Object.keys(s.by_day).sort();
   chart("chart-days").setOption({ title: { text: t("by_day"), textStyle: { fontSize: 13 } }, tooltip: { trigger: "axis" }, legend: { top: 20 },
     xAxis: { type: "category", data: days }, yAxis: { type: "value" },
-    series: ["critical", "high", "medium", "low"].map((sev) => ({ type: "bar", stack: "s", name: sev, data: days.map((d) => s.by_day[d][sev] || 0) })) }, true);
+    series: ["critical", "high", "medium", "low"].map((sev) => ({ type: "bar", stack: "s", name: sev, itemStyle: { color: SEVERITY[sev] },
+      data: days.map((d) => s.by_day[d][sev] || 0) })) }, true);
   table("security-findings", s.findings, [["severity", "severity"], ["kind", "kind"], ["subject", "subject"], ["summary", "summary"], ["last_seen", "last seen"]]);
   table("security-logins", s.ui_refused_logins || [], [["at", "at"], ["principal", "principal"], ["address", "address"],
     [(r) => (r.rate_limited ? "429" : "401"), "status"]]);
   table("security-grants", s.grants, [["principal", "principal"], ["topic", "topic"], ["pattern", "pattern"], ["justification", "justification"]]);
 }
 
+const SEVERITY = { critical: "#d32f2f", high: "#f57c00", medium: "#fbc02d", low: "#90caf9" };
 const RENDER = { city: renderCity, hotline: renderHotline, data: renderData, security: renderSecurity };
 
 // -- Live: one EventSource per page; the server's one Kafka consumer feeds them all -----------
