@@ -4,7 +4,7 @@ AVENV := .venv/airflow
 STAMP := $(VENV)/.installed
 CB := $(VENV)/bin/citybrain
 
-.PHONY: demo test setup unit dags check broker-up broker-down simulate gateway ui bench clean
+.PHONY: demo test setup unit dags check broker-up broker-down simulate gateway ui up down status bench clean
 
 ## The platform's main job on the embedded default (set-up included).
 demo: $(STAMP)
@@ -47,6 +47,16 @@ simulate: $(STAMP)
 bench: $(STAMP)
 	$(CB) bench
 
+## The local platform's services in the background, supervised: broker, gateway, fusion worker, lake sinks, view.
+up: $(STAMP)
+	$(CB) up
+
+down: $(STAMP)
+	$(CB) down
+
+status: $(STAMP)
+	$(CB) status
+
 ## The operations view on 127.0.0.1:8320 (after `make demo`: the demo's day) until interrupted.
 ui: $(STAMP)
 	$(CB) ui
@@ -57,5 +67,5 @@ gateway: $(STAMP)
 
 ## Stop the broker and delete local state (broker data, demo feeds); keeps the jar cache.
 clean:
-	-$(CB) broker down
-	rm -rf var/kafka var/demo var/test var/sim var/lake var/streams var/airflow
+	-$(CB) down
+	rm -rf var/kafka var/demo var/test var/sim var/lake var/streams var/airflow var/run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Optional
 
 import typer
@@ -21,6 +22,7 @@ def _lake_sink(layer: str, batch: int, max_wait_s: float, exit_when_idle: Option
 
     settings = current_settings()
     topics = [c.topic for c in load_all(settings.schemas_dir).values() if c.zone in ZONES[layer]]
+    signal.signal(signal.SIGTERM, signal.default_int_handler)   # `citybrain down`: flush, then stop
     try:
         result = run_sink(settings, topics, settings.lake_dir, batch, max_wait_s, exit_when_idle, layer)
     except KafkaError as exc:

@@ -241,9 +241,21 @@ def run_sink(settings: Settings, topics: list[str], lake: Path, batch: int = 20_
         merged += writer.compact(hours=writer.touched).merged_files
         writer.touched.clear()
 
+    def flush() -> None:
+        nonlocal written, last_flush
+        for tp, rows in list(pending.items()):
+            if rows:
+                writer.write(tp.topic, tp.partition, rows)
+                written += len(rows)
+        pending.clear()
+        last_flush = time.monotonic()
+
     try:
         while True:
-            polled = consumer.poll(timeout_ms=500)
+            try:
+                polled = consumer.poll(timeout_ms=500)
+            except KeyboardInterrupt:   # SIGINT, or SIGTERM from `citybrain down`: flush what was read, then stop
+                break
             for tp, records in polled.items():
                 for r in records:
                     headers = {k: v.decode("utf-8", "replace") for k, v in (r.headers or [])}
@@ -254,17 +266,13 @@ def run_sink(settings: Settings, topics: list[str], lake: Path, batch: int = 20_
                 last_data = time.monotonic()
             full = any(len(rows) >= batch for rows in pending.values())
             if pending and (full or time.monotonic() - last_flush >= max_wait_s or not polled):
-                for tp, rows in list(pending.items()):
-                    if rows:
-                        writer.write(tp.topic, tp.partition, rows)
-                        written += len(rows)
-                pending.clear()
-                last_flush = time.monotonic()
+                flush()
             if time.monotonic() - last_compaction >= compact_every_s:
                 compact()
                 last_compaction = time.monotonic()
             if stop_when_idle_s is not None and not pending and time.monotonic() - last_data >= stop_when_idle_s:
                 break
+        flush()
         compact()
     finally:
         consumer.close()

@@ -1,0 +1,153 @@
+"""`citybrain up | down | status | logs`: the local platform's services, started and supervised in the background."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from citybrain.cli.base import EXIT_FAILED, EXIT_USAGE, app, current_contracts, current_settings, err, fail, out
+
+
+@app.command("up")
+def up() -> None:
+    """Start the broker and every service of the local platform in the background, supervised (idempotent)."""
+    from citybrain import supervisor
+    from citybrain.platform import PlatformError, ensure_ready
+
+    settings = current_settings()
+    running = supervisor.supervisor_pid(settings)
+    if running:
+        err.print(f"already up (supervisor pid {running}); `citybrain status` shows the services", highlight=False)
+    else:
+        try:
+            ready = ensure_ready(settings, current_contracts(), err)
+        except PlatformError as exc:
+            raise fail(str(exc)) from None
+        err.print(ready.broker, highlight=False)
+        try:
+            pid = supervisor.launch(settings)
+        except RuntimeError as exc:
+            raise fail(str(exc)) from None
+        err.print(f"up: supervisor pid {pid}; logs and pid files in {supervisor.run_dir(settings)}", highlight=False)
+    _print_status(settings, wait_s=20.0)
+
+
+@app.command("down")
+def down(keep_broker: bool = typer.Option(False, "--keep-broker", help="Leave the embedded broker running.")) -> None:
+    """Stop every supervised service cleanly (workers commit, sinks flush), then the embedded broker."""
+    from citybrain import supervisor
+
+    settings = current_settings()
+    try:
+        stopped = supervisor.shutdown(settings)
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
+    err.print(f"stopped {', '.join(stopped)}" if stopped else "no supervised service was running", highlight=False)
+    left = [f"{n} (pid {p})" for n, p in _service_pids(settings).items() if supervisor.alive(p)]
+    if left:
+        raise fail(f"still running after down: {', '.join(left)}", EXIT_FAILED)
+    if settings.embedded and not keep_broker:
+        from citybrain.broker.local import LocalBroker
+
+        LocalBroker(settings).down()
+        err.print("broker stopped", highlight=False)
+
+
+@app.command("status")
+def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable.")) -> None:
+    """Every service of the local platform: pid, port, up since, restarts, health."""
+    settings = current_settings()
+    if as_json:
+        out.print_json(json.dumps(_rows(settings)))
+        return
+    _print_status(settings)
+
+
+@app.command("logs")
+def logs(
+    service: Optional[str] = typer.Argument(None, help="gateway, fusion, lake-bronze, lake-silver, ui or supervisor."),
+    lines: int = typer.Option(40, "--lines", "-n", help="Lines from the end."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing as the log grows."),
+) -> None:
+    """The last lines of a service's log (all services' when none is named)."""
+    from citybrain import supervisor
+
+    settings = current_settings()
+    names = [service] if service else [*supervisor.BY_NAME, "supervisor"]
+    unknown = [n for n in names if n not in supervisor.BY_NAME and n != "supervisor"]
+    if unknown:
+        raise fail(f"no service {unknown[0]!r}. Known: {', '.join([*supervisor.BY_NAME, 'supervisor'])}.", EXIT_USAGE)
+    for name in names:
+        path = supervisor.run_dir(settings) / f"{name}.log"
+        if not path.exists():
+            err.print(f"{name}: no log yet ({path})", highlight=False)
+            continue
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+        if len(names) > 1:
+            out.print(f"==> {name} <==", highlight=False)
+        out.print("\n".join(text), highlight=False, markup=False)
+    if follow and service:
+        path = supervisor.run_dir(settings) / f"{service}.log"
+        with path.open(errors="replace") as f:
+            f.seek(0, 2)
+            while True:
+                line = f.readline()
+                if line:
+                    out.print(line.rstrip("\n"), highlight=False, markup=False)
+                else:
+                    time.sleep(0.5)
+
+
+@app.command("supervise", hidden=True)
+def supervise() -> None:
+    """The supervisor's own loop (started by `citybrain up`)."""
+    from citybrain import supervisor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    supervisor.Supervisor(current_settings()).run()
+
+
+def _service_pids(settings) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    from citybrain import supervisor
+
+    return {n: s["pid"] for n, s in supervisor.read_state(settings).get("services", {}).items() if s.get("pid")}
+
+
+def _rows(settings) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    from citybrain import supervisor
+    from citybrain.broker.local import LocalBroker
+
+    up = supervisor.supervisor_pid(settings) is not None
+    services = supervisor.read_state(settings).get("services", {})
+    rows: list[dict[str, object]] = []
+    if settings.embedded:
+        b = LocalBroker(settings).status()
+        rows.append({"service": "broker", "pid": b.pid, "port": settings.broker_port, "up": b.running,
+                     "since": None, "restarts": None,
+                     "health": f"Kafka {b.version} at {b.bootstrap}" if b.running else "down"})
+    for svc in supervisor.SERVICES:
+        st = services.get(svc.name, {})
+        running = up and supervisor.alive(st.get("pid"))
+        rows.append({"service": svc.name, "pid": st.get("pid") if running else None, "port": svc.port(settings),
+                     "up": running, "since": st.get("started_at") if running else None,
+                     "restarts": st.get("restarts", 0),
+                     "health": supervisor.health(settings, svc.name) if running else (st.get("status") or "down")})
+    return rows
+
+
+def _print_status(settings, wait_s: float = 0.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + wait_s
+    rows = _rows(settings)
+    while wait_s and time.monotonic() < deadline and any(str(r["health"]).startswith("unknown") for r in rows):
+        time.sleep(1)   # the servers are still opening their ports
+        rows = _rows(settings)
+    table = Table("service", "pid", "port", "up since", "restarts", "health", title="CityBrain local platform")
+    for r in rows:
+        table.add_row(str(r["service"]), str(r["pid"] or "-"), str(r["port"] or "-"), str(r["since"] or "-"),
+                      "-" if r["restarts"] is None else str(r["restarts"]), str(r["health"]))
+    out.print(table)

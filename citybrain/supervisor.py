@@ -1,0 +1,259 @@
+"""`citybrain up`: the local platform's long-running services, supervised.
+
+One supervisor process (``citybrain supervise``, started in the background by ``citybrain up``)
+runs each service as a child in its own process group, with a log and a pid file under
+``<state_dir>/run/``, and writes their state to ``run/state.json``. A service that dies is
+restarted after a backoff that doubles from 1 s to 60 s (reset once it has run for a minute);
+each restart is logged and counted. SIGTERM to the supervisor (``citybrain down``) stops every
+service with SIGTERM (the fusion worker commits, the lake sinks flush, the servers close), then
+SIGKILL after ``STOP_TIMEOUT_S``, and removes the pid files: nothing is left behind.
+The broker is not a child: ``up`` starts the embedded one (it runs detached with its own pid
+file), ``down`` stops it unless told to keep it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from citybrain.settings import Settings, write_private
+from citybrain.times import now_iso
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 30.0
+MAX_BACKOFF_S = 60.0
+#: A service that ran this long before it died starts again after the shortest backoff.
+STABLE_AFTER_S = 60.0
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    args: tuple[str, ...]                      # the `citybrain` command that runs it
+    port: Callable[[Settings], int | None]
+    what: str
+
+
+SERVICES = (
+    Service("gateway", ("gateway",), lambda s: s.gateway_port, "Open311 / FIWARE edge"),
+    Service("fusion", ("streams", "fusion"), lambda s: None, "fusion worker: events, warnings, work orders"),
+    Service("lake-bronze", ("lake", "bronze"), lambda s: None, "lake sink: raw topics to bronze Parquet"),
+    Service("lake-silver", ("lake", "silver"), lambda s: None, "lake sink: curated topics to silver Parquet"),
+    Service("ui", ("ui",), lambda s: s.ui_port, "operations view"),
+)
+BY_NAME = {s.name: s for s in SERVICES}
+
+
+def run_dir(settings: Settings) -> Path:
+    return settings.state_dir / "run"
+
+
+def supervisor_pid(settings: Settings) -> int | None:
+    """The running supervisor's pid, or None (a stale pid file is ignored)."""
+    path = run_dir(settings) / "supervisor.pid"
+    try:
+        pid = int(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if alive(pid) else None
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:   # a zombie is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def read_state(settings: Settings) -> dict[str, Any]:
+    path = run_dir(settings) / "state.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def citybrain_exe() -> str:
+    return str(Path(sys.executable).with_name("citybrain"))
+
+
+class Supervisor:
+    """The loop ``citybrain supervise`` runs until SIGTERM."""
+
+    def __init__(self, settings: Settings, services: tuple[Service, ...] = SERVICES) -> None:
+        self.settings, self.services = settings, services
+        self.dir = run_dir(settings)
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.state: dict[str, dict[str, Any]] = {s.name: {"restarts": 0, "pid": None} for s in services}
+        self.stopping = False
+
+    def start(self, service: Service) -> None:
+        log_path = self.dir / f"{service.name}.log"
+        with log_path.open("ab") as out:
+            out.write(f"--- {now_iso()} supervisor starts {service.name}: citybrain {' '.join(service.args)}\n".encode())
+            out.flush()
+            child = subprocess.Popen([citybrain_exe(), *service.args], stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.children[service.name] = child
+        (self.dir / f"{service.name}.pid").write_text(str(child.pid))
+        self.state[service.name].update(pid=child.pid, started_at=now_iso(), started=time.monotonic(),
+                                        status="running", next_start=None)
+        log.info("started %s (pid %d)", service.name, child.pid)
+
+    def write_state(self) -> None:
+        public = {name: {k: v for k, v in st.items() if k not in ("started", "next_start")} for name, st in self.state.items()}
+        write_private(self.dir / "state.json", json.dumps({"supervisor": os.getpid(), "updated_at": now_iso(),
+                                                           "services": public}, indent=1))
+
+    def check(self) -> None:
+        """Restart what died, after its backoff."""
+        now = time.monotonic()
+        for service in self.services:
+            st = self.state[service.name]
+            child = self.children.get(service.name)
+            if child is not None and child.poll() is not None:
+                ran = now - st["started"]
+                if ran >= STABLE_AFTER_S:
+                    st["backoff"] = 0
+                backoff = min(MAX_BACKOFF_S, 2.0 ** st.get("backoff", 0))
+                st["backoff"] = st.get("backoff", 0) + 1
+                st.update(status=f"exited {child.returncode}, restarting in {backoff:.0f} s", last_exit=child.returncode,
+                          last_exit_at=now_iso(), next_start=now + backoff, pid=None)
+                log.warning("%s (pid %d) exited with %s after %.0f s; restart %d in %.0f s", service.name, child.pid,
+                            child.returncode, ran, st["restarts"] + 1, backoff)
+                del self.children[service.name]
+                (self.dir / f"{service.name}.pid").unlink(missing_ok=True)
+            if service.name not in self.children and st.get("next_start") is not None and now >= st["next_start"]:
+                st["restarts"] += 1
+                self.start(service)
+
+    def stop(self) -> None:
+        """SIGTERM every service's process group, SIGKILL what is left after STOP_TIMEOUT_S."""
+        for child in self.children.values():
+            _signal_group(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline and any(c.poll() is None for c in self.children.values()):
+            time.sleep(0.2)
+        for name, child in self.children.items():
+            if child.poll() is None:
+                log.warning("%s did not stop within %.0f s: killed", name, STOP_TIMEOUT_S)
+                _signal_group(child.pid, signal.SIGKILL)
+                child.wait(timeout=10)
+            _signal_group(child.pid, signal.SIGKILL)   # anything it left in its group
+            self.state[name].update(status=f"stopped ({child.returncode})", pid=None)
+            (self.dir / f"{name}.pid").unlink(missing_ok=True)
+
+    def run(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "supervisor.pid").write_text(str(os.getpid()))
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        try:
+            for service in self.services:
+                self.start(service)
+            while not self.stopping:
+                self.check()
+                self.write_state()
+                time.sleep(0.5)
+        finally:
+            self.stop()
+            self.write_state()
+            (self.dir / "supervisor.pid").unlink(missing_ok=True)
+            log.info("supervisor stopped")
+
+    def _on_term(self, _sig: int, _frame: Any) -> None:
+        self.stopping = True
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def launch(settings: Settings, timeout_s: float = 60.0) -> int:
+    """Start the supervisor in the background (if it is not running); its pid once every service has one."""
+    running = supervisor_pid(settings)
+    if running:
+        return running
+    folder = run_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "state.json").unlink(missing_ok=True)
+    with (folder / "supervisor.log").open("ab") as out:
+        proc = subprocess.Popen([citybrain_exe(), "supervise"], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the supervisor exited with {proc.returncode}: "
+                               f"{(folder / 'supervisor.log').read_text()[-1500:]}")
+        services = read_state(settings).get("services", {})
+        if len(services) == len(SERVICES) and all(s.get("pid") for s in services.values()):
+            return proc.pid
+        time.sleep(0.3)
+    raise RuntimeError(f"the services did not all start within {timeout_s:.0f} s; see {folder}/supervisor.log")
+
+
+def shutdown(settings: Settings, timeout_s: float = STOP_TIMEOUT_S + 30) -> list[str]:
+    """Stop the supervisor and its services; the services that were still running (by name)."""
+    pid = supervisor_pid(settings)
+    if pid is None:
+        return []
+    names = [n for n, s in read_state(settings).get("services", {}).items() if s.get("pid")]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and alive(pid):
+        time.sleep(0.2)
+    if alive(pid):
+        raise RuntimeError(f"the supervisor (pid {pid}) did not stop within {timeout_s:.0f} s")
+    return names
+
+
+def health(settings: Settings, name: str) -> str:
+    """One line on how a running service is doing: its HTTP health, or what its consumers have left to read."""
+    import urllib.request
+
+    try:
+        if name in ("gateway", "ui"):
+            port = BY_NAME[name].port(settings)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                body = json.loads(r.read() or b"{}")
+            return "ok" + (f", {body['live']}" if body.get("live") else "")
+        if name == "fusion":
+            from citybrain.kafka.topics import group_lag
+
+            done, lag = group_lag(settings, settings.streams_app_id)
+            return "no commits yet" if lag < 0 else f"lag {lag:,} records"
+        if name.startswith("lake-"):
+            return f"lag {_sink_lag(settings, name.split('-', 1)[1]):,} records"
+    except Exception as exc:   # a status line, not a crash
+        return f"unknown ({type(exc).__name__}: {exc})"[:120]
+    return "-"
+
+
+def _sink_lag(settings: Settings, layer: str) -> int:
+    """Records on the layer's topics beyond the sink's checkpoints."""
+    from citybrain.contracts.model import load_all
+    from citybrain.kafka.topics import end_offsets
+    from citybrain.lake.layout import ZONES
+    from citybrain.lake.sink import LakeWriter
+
+    topics = [c.topic for c in load_all(settings.schemas_dir).values() if c.zone in ZONES[layer]]
+    writer = LakeWriter(settings.lake_dir, layer)
+    return sum(max(0, end - writer.checkpoint(t, p)) for (t, p), end in end_offsets(settings, topics).items())
