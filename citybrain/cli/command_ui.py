@@ -28,7 +28,7 @@ def ui(
         err.print(f"note: the lake {settings.lake_dir} is empty so far: the pages fill once `make demo` (or the "
                   "lake sinks) wrote it.", highlight=False)
     err.print(f"CityBrain operations view on http://{host}:{port}/  (log in as dept-<department> with the password "
-              "`citybrain access config <department>` prints, or as the data office)", highlight=False)
+              "`citybrain access client-config <department>` prints, or as the data office)", highlight=False)
     try:
         run_ui(settings, contracts, model, host, port)
     except FileNotFoundError as exc:

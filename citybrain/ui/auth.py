@@ -1,7 +1,7 @@
 """Who is looking: logins with the platform's own credentials, sessions that expire, a login rate limit.
 
 A department logs in as its broker principal (``dept-police``) with the password the platform
-generated for it (``citybrain access config police``); the data office logs in as the broker's
+generated for it (``citybrain access client-config police``); the data office logs in as the broker's
 admin principal or as ``dept-data_bureau``. What a viewer may read is what the access model
 grants its principal on the broker (``infra/access.yaml``), so the view never becomes a way
 around the broker's ACLs. Passwords are compared in constant time and never logged.

@@ -109,7 +109,7 @@ class OperationsView:
         found = self.auth.session(request.cookies.get(COOKIE))
         if found is None:
             raise web.HTTPUnauthorized(text=json.dumps({"error": "login required", "detail": "log in with your "
-                                       "platform credentials (`citybrain access config <department>`)"}),
+                                       "platform credentials (`citybrain access client-config <department>`)"}),
                                        content_type="application/json")
         return found
 

@@ -6,7 +6,7 @@ const T = {
   zh: {
     title: "城市大脑", city: "城市运行", hotline: "接诉即办", data: "数据底座", security: "安全态势",
     login: "登录", logout: "退出", principal: "账号", password: "密码",
-    login_hint: "使用平台账号登录：部门账号 dept-<部门>（citybrain access config <部门>），数据局或平台管理员可看全部。",
+    login_hint: "使用平台账号登录：部门账号 dept-<部门>（citybrain access client-config <部门>），数据局或平台管理员可看全部。",
     level: "层级", layer: "感知图层", district: "区", street: "街道", community: "社区", events: "城市事件与工单",
     evidence: "证据", overdue: "超时工单", contracts: "数据契约与主题", releases: "场景数据集发布",
     quarantine: "隔离区", findings: "安全发现", grants: "授权（谁能读什么）", footer: "CityBrain 城市大脑 运行视图",
@@ -22,7 +22,7 @@ const T = {
   en: {
     title: "CityBrain", city: "City", hotline: "Hotline 12345", data: "Data", security: "Security",
     login: "Log in", logout: "Log out", principal: "Principal", password: "Password",
-    login_hint: "Log in with your platform credentials: a department as dept-<department> (citybrain access config <department>); the data office or the platform admin sees all.",
+    login_hint: "Log in with your platform credentials: a department as dept-<department> (citybrain access client-config <department>); the data office or the platform admin sees all.",
     level: "Level", layer: "Sensor layer", district: "District", street: "Street", community: "Community",
     events: "City events and work orders", evidence: "Evidence", overdue: "Overdue work orders",
     contracts: "Contracts and topics", releases: "Scenario dataset releases", quarantine: "Quarantine",
