@@ -16,7 +16,7 @@ const T = {
     throughput: "各主题入湖记录（每小时）", quality: "质量检查（分区）", by_kind: "安全发现（按类型）", by_day: "每日安全发现（按严重度）",
     passed: "通过", failed: "未通过", none: "暂无数据", ok: "正常", silent: "静默", fault: "故障",
     received: "受理", dispatched: "派单", accepted: "签收", handled: "办理", closed: "办结", followed_up: "回访", reopened: "重办",
-    as_of: "数据截至", refused_logins: "运行视图的失败登录", by_district: "各区三率", department: "部门", level_or_title: "层级/事项", where: "区域", overdue_min: "超时（分钟）", groups: "消费组与积压", loading: "读取中…", in_lake: "入湖记录", on_broker: "主题记录", dead_letters: "死信原因", lag: "积压", recent: "近24小时事件", failed_checks: "未通过的检查", data_docs: "质量数据文档（Great Expectations）",
+    as_of: "数据截至", actual_reads: "实际读取（消费组及其提交的主题）", refused_logins: "运行视图的失败登录", by_district: "各区三率", department: "部门", level_or_title: "层级/事项", where: "区域", overdue_min: "超时（分钟）", groups: "消费组与积压", loading: "读取中…", in_lake: "入湖记录", on_broker: "主题记录", dead_letters: "死信原因", lag: "积压", recent: "近24小时事件", failed_checks: "未通过的检查", data_docs: "质量数据文档（Great Expectations）",
     water_level: "水位", noise: "噪声", air_quality: "空气质量", traffic_flow: "交通流量",
   },
   en: {
@@ -34,7 +34,7 @@ const T = {
     by_kind: "Findings by kind", by_day: "Findings per day by severity", passed: "passed", failed: "failed", none: "no data yet",
     ok: "ok", silent: "silent", fault: "fault", received: "received", dispatched: "dispatched", accepted: "accepted",
     handled: "handled", closed: "closed", followed_up: "followed up", reopened: "reopened", as_of: "data as of",
-    refused_logins: "Refused logins to this view", by_district: "The three rates by district", department: "department", level_or_title: "level / matter", where: "where",
+    refused_logins: "Refused logins to this view", actual_reads: "Actual reads (consumer groups and the topics they committed)", by_district: "The three rates by district", department: "department", level_or_title: "level / matter", where: "where",
     overdue_min: "overdue (min)", groups: "Consumer groups and lag", loading: "loading…", in_lake: "in the lake", on_broker: "on the broker", dead_letters: "dead-letter reasons", lag: "lag",
     recent: "events in the last 24 h", failed_checks: "Failed checks", data_docs: "Quality data docs (Great Expectations)",
     water_level: "water level", noise: "noise", air_quality: "air quality", traffic_flow: "traffic flow",
@@ -264,6 +264,18 @@ async function renderSecurity() {
   table("security-logins", s.ui_refused_logins || [], [["at", "at"], ["principal", "principal"], ["address", "address"],
     [(r) => (r.rate_limited ? "429" : "401"), "status"]]);
   table("security-grants", s.grants, [["principal", "principal"], ["topic", "topic"], ["pattern", "pattern"], ["justification", "justification"]]);
+  fillReads();   // not awaited: the broker's answer follows the first screen
+}
+
+// Who actually reads what: each consumer group (a department's are named dept-<department>.*) and the topics it committed.
+async function fillReads() {
+  $("security-broker").textContent = t("loading");
+  const b = await api("/api/broker").catch((e) => ({ error: String(e) }));
+  $("security-broker").textContent = b.error || "";
+  if (b.error) return;
+  // A department may only use groups named after its principal (infra/access.yaml); the rest are the platform's.
+  table("security-reads", b.groups, [[(g) => (g.group.startsWith("dept-") ? g.group.split(".")[0] : "citybrain-admin"), "principal"], ["group", "group"],
+    [(g) => g.topics.join(", "), "topics"], ["committed", "committed"]]);
 }
 
 const SEVERITY = { critical: "#d32f2f", high: "#f57c00", medium: "#fbc02d", low: "#90caf9" };
