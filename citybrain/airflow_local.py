@@ -23,10 +23,11 @@ AIRFLOW_VENV = PROJECT_ROOT / ".venv" / "airflow"
 
 
 def dag_order() -> list[str]:
-    """Every DAG in dependency order: quality, security, datasets over the lake, datasets over datasets."""
+    """Every DAG in dependency order: quality, security, datasets over the lake, datasets over datasets, and
+    last the maintenance of the local state."""
     over_lake = [n for n, d in DATASETS.items() if not any(p.startswith("gold/") for p in d.inputs.values())]
     over_gold = [n for n in DATASETS if n not in over_lake]
-    return ["data_quality", "security_monitoring"] + [f"publish_{n}" for n in over_lake + over_gold]
+    return ["data_quality", "security_monitoring"] + [f"publish_{n}" for n in over_lake + over_gold] + ["maintenance"]
 
 
 @dataclass

@@ -85,3 +85,13 @@ def publish_dataset(name: str, settings: Settings | None = None) -> dict[str, An
            "path": str(release.path), "quality": release.manifest["quality"], "announced": sent}
     log.info("released %s", out)
     return keep(settings, f"publish_{name}", out)
+
+
+def maintenance(settings: Settings | None = None) -> dict[str, Any]:
+    """Retention and compaction of the local state (citybrain.lake.retention)."""
+    from citybrain.lake.retention import maintain
+
+    settings = settings or get_settings()
+    out = maintain(settings)
+    log.info("maintenance: %s", out)
+    return keep(settings, "maintenance", out)

@@ -253,6 +253,11 @@ def _run_dags(settings: Settings, console: Console) -> bool:
                   "catalog.datasets.release.v1", highlight=False)
     for r in (r for run in runs.values() for r in run.results if "skipped" in r):
         console.print(f"            not published: {r['skipped']}", highlight=False)
+    m = next((r for r in runs["maintenance"].results if "removed" in r), None) if "maintenance" in runs else None
+    if m:
+        console.print(f"            maintenance: {sum(m['removed'].values())} old item(s) removed "
+                      f"({m['bytes_freed'] / 1e6:.1f} MB), {m['files_compacted']} small file(s) compacted; keeps "
+                      f"{m['kept_releases_per_dataset']} releases per dataset", highlight=False)
     if any(r["dataset"] == "flood_risk_by_street" for r in released):
         top = query(settings.lake_dir, "SELECT street_name, risk_score, risk_level FROM flood_risk_by_street "
                                                  "ORDER BY risk_score DESC LIMIT 3").to_pylist()

@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     gateway_burst: int = Field(default=2000, ge=1)
     gateway_max_in_flight: int = Field(default=64, ge=1)
 
+    # What the maintenance DAG keeps (citybrain/lake/retention.py): releases per dataset, days of the rest.
+    retention_releases: int = Field(default=5, ge=1, le=1000)
+    retention_docs_days: float = Field(default=7.0, ge=0)
+    retention_quarantine_days: float = Field(default=30.0, ge=0)
+    retention_quality_days: float = Field(default=90.0, ge=0)
+    retention_airflow_log_days: float = Field(default=14.0, ge=0)
+
     # Operations view (`citybrain ui`): where it listens, how long a login lasts, how long a page's data is reused.
     ui_host: str = "127.0.0.1"
     ui_port: int = Field(default=8320, ge=1, le=65535)

@@ -64,3 +64,15 @@ def lake_compact(layer: str = typer.Argument("all", help="bronze, silver or all.
         out.print(f"{name}: {result.merged_files:,} files merged into {result.written_files:,} ({result.rows:,} records)"
                   + (f"; {result.interrupted} interrupted compaction(s) finished" if result.interrupted else ""),
                   highlight=False)
+
+
+@lake_app.command("maintain")
+def lake_maintain(dry_run: bool = typer.Option(False, "--dry-run", help="Say what would go; remove nothing.")) -> None:
+    """What the maintenance DAG does: remove state past its retention (CITYBRAIN_RETENTION_*), compact quiet hours."""
+    from citybrain.lake.retention import maintain
+
+    report = maintain(current_settings(), dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    out.print(f"{verb} " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in report["removed"].items())
+              + f" ({report['bytes_freed'] / 1e6:.1f} MB); {report['files_compacted']} small file(s) compacted; "
+              f"keeps {report['kept_releases_per_dataset']} releases per dataset", highlight=False)
