@@ -6,6 +6,13 @@ contract by ``type`` alone. Both NGSI v2 representations are taken: keyValues
 ``{"type": ..., "value": ..., "metadata": {...}}``), which :func:`to_key_values` maps to
 keyValues as the NGSI v2 specification defines the two: the attribute's value, a
 ``geo:json`` value as is, a ``geo:point`` ("lat, lon") as a GeoJSON Point; metadata is not kept.
+
+NGSI-LD (ETSI GS CIM 009) entities come in its normalized form, mapped by :func:`ld_to_key_values`:
+a Property's ``value`` (a ``{"@type": "DateTime", "@value": ...}`` value as its ``@value``), a
+GeoProperty's GeoJSON ``value``, a Relationship's ``object``; a model's observation time missing
+from the entity is taken from its properties' ``observedAt``. Terms are read as compacted with the
+Smart Data Models' own @context (the gateway fetches no context): a type given as a full IRI is
+known by its last segment. ``unitCode`` and the other sub-properties are not kept.
 """
 
 from __future__ import annotations
@@ -57,6 +64,71 @@ def to_key_values(entity: Any) -> tuple[dict[str, Any] | None, list[EdgeError]]:
             value = {"type": "Point", "coordinates": [lon, lat]}
         out[name] = value
     return (None, errors) if errors else (out, [])
+
+
+#: Keys of an NGSI-LD attribute that are not sub-properties to refuse: how the standard annotates values.
+LD_ATTRIBUTE_KEYS = {"type", "value", "object", "observedAt", "unitCode", "datasetId", "createdAt", "modifiedAt",
+                     "instanceId", "providedBy"}
+#: The field that says when a model's observation happened: taken from ``observedAt`` when the entity lacks it.
+OBSERVED_FIELD = {"AirQualityObserved": "dateObserved", "FloodMonitoring": "dateObserved",
+                  "NoiseLevelObserved": "dateObservedTo", "TrafficFlowObserved": "dateObservedTo"}
+
+
+def ld_term(value: Any) -> Any:
+    """A term given as a full IRI (``https://smartdatamodels.org/dataModel.Environment/AirQualityObserved``) by its
+    last segment, as the model's @context compacts it; anything else as it is."""
+    if isinstance(value, str) and value.startswith(("http://", "https://")):
+        return value.rstrip("/").rsplit("/", 1)[-1].rsplit("#", 1)[-1]
+    return value
+
+
+def ld_to_key_values(entity: Any) -> tuple[dict[str, Any] | None, list[EdgeError]]:
+    """An NGSI-LD normalized entity in keyValues form, or every attribute that cannot be read as NGSI-LD."""
+    if not isinstance(entity, dict):
+        return None, [EdgeError(400, f"an entity must be a JSON object, got {type(entity).__name__}", "(entity)",
+                                "not-an-object")]
+    out: dict[str, Any] = {"id": entity.get("id"), "type": ld_term(entity.get("type"))}
+    errors, observed = [], []
+    for name, attr in entity.items():
+        if name in ("id", "type", "@context"):
+            continue
+        name = ld_term(name)
+        if isinstance(attr, list):   # several instances (datasetId): the default one, else the first
+            attr = next((a for a in attr if isinstance(a, dict) and "datasetId" not in a), attr[0] if attr else None)
+        kind = attr.get("type") if isinstance(attr, dict) else None
+        if kind not in ("Property", "GeoProperty", "Relationship", "LanguageProperty"):
+            errors.append(EdgeError(400, f"attribute `{name}` is not an NGSI-LD Property, GeoProperty or Relationship "
+                                         "({\"type\": \"Property\", \"value\": ...}); send it so, or send plain values with "
+                                         "?options=keyValues", name, "ngsi-ld-form"))
+            continue
+        unknown = sorted(k for k in set(attr) - LD_ATTRIBUTE_KEYS - {"languageMap"} if not k.startswith("@"))
+        if unknown:
+            errors.append(EdgeError(400, f"attribute `{name}` has sub-attribute(s) {', '.join(unknown)}, which CityBrain "
+                                         "does not keep; leave them out", name, "unknown-field"))
+            continue
+        if kind == "Relationship":
+            if "object" not in attr:
+                errors.append(EdgeError(400, f"Relationship `{name}` has no `object`", name, "required"))
+                continue
+            value = attr["object"]
+        elif kind == "LanguageProperty":
+            value = next(iter((attr.get("languageMap") or {}).values()), None)
+        else:
+            if "value" not in attr:
+                errors.append(EdgeError(400, f"{kind} `{name}` has no `value`", name, "required"))
+                continue
+            value = attr["value"]
+            if isinstance(value, dict) and "@value" in value:   # {"@type": "DateTime", "@value": "..."}
+                value = value["@value"]
+        if attr.get("observedAt"):
+            observed.append(attr["observedAt"])
+        out[name] = value
+    if errors:
+        return None, errors
+    field = OBSERVED_FIELD.get(str(out["type"]))
+    if observed and field and field not in out:
+        out[field] = max(observed)
+    return out, []
 
 
 def contract_for(entity: Any) -> tuple[str | None, list[EdgeError]]:

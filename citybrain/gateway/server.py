@@ -29,7 +29,7 @@ from aiohttp import web
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import Rejection
 from citybrain.gateway.book import RequestBook
-from citybrain.gateway.fiware import batch_entities, contract_for, to_key_values
+from citybrain.gateway.fiware import batch_entities, contract_for, ld_term, ld_to_key_values, to_key_values
 from citybrain.gateway.open311 import PARAM_OF_FIELD, Catalogue, EdgeError, public_view, received_event, request_record, service_definition, services
 from citybrain.ingest.producer import DLQ_TOPIC, DeliveryError, ValidatedProducer
 from citybrain.ingest.readers import RawRecord
@@ -78,6 +78,18 @@ def _ngsi_error(status: int, kind: str, description: str, errors: list[EdgeError
     return web.json_response(body, status=status, headers=headers, dumps=lambda v: json.dumps(v, ensure_ascii=False))
 
 
+LD_ERRORS = "https://uri.etsi.org/ngsi-ld/errors/"
+
+
+def _ld_error(status: int, kind: str, detail: str, errors: list[dict[str, Any]] | None = None) -> web.Response:
+    """An NGSI-LD error: RFC 7807 ProblemDetails with the standard's error type."""
+    body: dict[str, Any] = {"type": LD_ERRORS + kind, "title": kind, "detail": detail}
+    if errors:
+        body["errors"] = errors
+    return web.json_response(body, status=status, content_type="application/json",
+                             dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+
 def _is_open311(request: web.Request) -> bool:
     return request.path.startswith("/open311/")
 
@@ -118,6 +130,8 @@ class Gateway:
         app.router.add_get("/open311/v2/requests/{rid}.json", self.get_request)
         app.router.add_post("/v2/entities", self.post_entity)
         app.router.add_post("/v2/op/update", self.post_batch)
+        app.router.add_post("/ngsi-ld/v1/entities", self.post_ld_entity)
+        app.router.add_post("/ngsi-ld/v1/entityOperations/upsert", self.post_ld_upsert)
         app.on_startup.append(self._startup)
         app.on_cleanup.append(self._cleanup)
         return app
@@ -369,16 +383,19 @@ class Gateway:
         except (ValueError, UnicodeDecodeError) as exc:
             return None, _ngsi_error(400, "ParseError", f"malformed JSON body: {exc}")
 
-    def _check_entity(self, entity: Any, index: int, source: str, producer: str, normalized: bool = False
+    def _check_entity(self, entity: Any, index: int, source: str, producer: str, normalized: bool = False,
+                      mapper: Callable[[Any], tuple[dict[str, Any] | None, list[EdgeError]]] | None = None,
                       ) -> tuple[dict[str, Any], tuple[Contract, RawRecord] | None, tuple[str, RawRecord, Rejection] | None]:
-        """(per-record result, item to produce, or unroutable dead letter); a ``normalized`` entity is taken in
-        its keyValues form, and dead-lettered as it was sent."""
+        """(per-record result, item to produce, or unroutable dead letter); a ``normalized`` entity (or one
+        ``mapper`` maps, NGSI-LD's) is taken in its keyValues form, and dead-lettered as it was sent."""
         base = {"index": index, "id": entity.get("id") if isinstance(entity, dict) else None,
-                "type": entity.get("type") if isinstance(entity, dict) else None}
+                "type": ld_term(entity.get("type")) if isinstance(entity, dict) else None}
         raw = json.dumps(entity, ensure_ascii=False).encode()
         contract_id, errors = None, []
-        if normalized:
-            entity, errors = to_key_values(entity)
+        if mapper is None and normalized:
+            mapper = to_key_values
+        if mapper is not None:
+            entity, errors = mapper(entity)
         if not errors:
             contract_id, errors = contract_for(entity)
         if contract_id is None:
@@ -446,6 +463,102 @@ class Gateway:
         status = 200 if accepted == len(results) else 422 if accepted == 0 else 207
         return web.json_response({"accepted": accepted, "rejected": len(results) - accepted,
                                   "dead_letter_topic": DLQ_TOPIC, "results": results}, status=status,
+                                 dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+
+    # -- NGSI-LD (ETSI GS CIM 009) ------------------------------------------------------------
+
+    async def _ld_body(self, request: web.Request) -> tuple[Any, web.Response | None]:
+        """The body of an NGSI-LD request: application/ld+json with its @context in the body, or application/json
+        without one (the context, if any, in a Link header)."""
+        options = self._options(request) | set(filter(None, request.query.get("format", "").split(",")))
+        if options - {"keyValues", "simplified", "concise", "normalized", "update", "replace"}:
+            return None, _ld_error(400, "BadRequestData", f"options {', '.join(sorted(options))} not supported")
+        if request.content_type not in ("application/ld+json", "application/json"):
+            return None, _ld_error(415, "UnsupportedMediaType", f"Content-Type {request.content_type or '(none)'} is not "
+                                   "accepted; send application/ld+json (with @context) or application/json")
+        try:
+            body = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError) as exc:
+            return None, _ld_error(400, "InvalidRequest", f"malformed JSON body: {exc}")
+        entities = body if isinstance(body, list) else [body]
+        with_context = [isinstance(e, dict) and "@context" in e for e in entities]
+        if request.content_type == "application/ld+json" and not all(with_context):
+            return None, _ld_error(400, "BadRequestData", "an application/ld+json entity must carry its @context; "
+                                   "add it, or send application/json with the context in a Link header")
+        if request.content_type == "application/json" and any(with_context):
+            return None, _ld_error(400, "BadRequestData", "an application/json entity must not carry @context; send "
+                                   "it as application/ld+json, or move the context into a Link header")
+        return body, None
+
+    def _ld_mapper(self, request: web.Request) -> Callable[[Any], tuple[dict[str, Any] | None, list[EdgeError]]]:
+        concise = ({"keyValues", "simplified", "concise"} & self._options(request)) or \
+            request.query.get("format") in ("simplified", "concise")
+        if not concise:
+            return ld_to_key_values
+
+        def plain(entity: Any) -> tuple[dict[str, Any] | None, list[EdgeError]]:
+            if not isinstance(entity, dict):
+                return ld_to_key_values(entity)
+            return {ld_term(k): (ld_term(v) if k == "type" else v) for k, v in entity.items() if k != "@context"}, []
+        return plain
+
+    async def post_ld_entity(self, request: web.Request) -> web.Response:
+        """``POST /ngsi-ld/v1/entities``: one entity; 201 with its Location, or the problems."""
+        partner, denied = self._partner(request)
+        if denied:
+            return denied
+        entity, problem = await self._ld_body(request)
+        if problem:
+            return problem
+        if isinstance(entity, list):
+            return _ld_error(400, "BadRequestData", "POST /ngsi-ld/v1/entities takes one entity; send arrays to "
+                             "/ngsi-ld/v1/entityOperations/upsert")
+        limited = self._limit(request, partner or request.remote or "?", 1)
+        if limited:
+            return limited
+        result, item, unroutable = self._check_entity(entity, 0, f"ngsi-ld:{partner}", f"gateway.{partner}",
+                                                      mapper=self._ld_mapper(request))
+        await self._produce([item] if item else [], [unroutable] if unroutable else [])
+        if result["status"] == "accepted":
+            return web.Response(status=201, headers={"Location": f"/ngsi-ld/v1/entities/{result['id']}"})
+        return _ld_error(400, "BadRequestData", f"the entity was refused ({len(result['errors'])} problem(s)) and "
+                         f"dead-lettered to {DLQ_TOPIC}", result["errors"])
+
+    async def post_ld_upsert(self, request: web.Request) -> web.Response:
+        """``POST /ngsi-ld/v1/entityOperations/upsert``: entity by entity; 201 with the ids when all were taken,
+        else 207 with the standard's BatchOperationResult (success ids, errors per entity)."""
+        partner, denied = self._partner(request)
+        if denied:
+            return denied
+        body, problem = await self._ld_body(request)
+        if problem:
+            return problem
+        if not isinstance(body, list) or not body:
+            return _ld_error(400, "BadRequestData", "the body must be a non-empty JSON array of entities")
+        if len(body) > self.settings.gateway_max_batch:
+            return _ld_error(413, "RequestEntityTooLarge", f"a batch may hold at most {self.settings.gateway_max_batch} "
+                             f"entities, this one has {len(body)} (CITYBRAIN_GATEWAY_MAX_BATCH); split it")
+        limited = self._limit(request, partner or request.remote or "?", len(body))
+        if limited:
+            return limited
+        mapper, success, failed, items, unroutable = self._ld_mapper(request), [], [], [], []
+        for i, entity in enumerate(body):
+            result, item, dead = self._check_entity(entity, i, f"ngsi-ld:{partner}", f"gateway.{partner}", mapper=mapper)
+            if item:
+                items.append(item)
+            if dead:
+                unroutable.append(dead)
+            if result["status"] == "accepted":
+                success.append(result["id"])
+            else:
+                failed.append({"entityId": result["id"], "index": i, "error": {
+                    "type": f"{LD_ERRORS}BadRequestData", "title": "the entity was refused and dead-lettered",
+                    "detail": "; ".join(e["description"] for e in result["errors"])[:2000], "errors": result["errors"]}})
+        await self._produce(items, unroutable)
+        if not failed:
+            return web.json_response(success, status=201)
+        return web.json_response({"success": success, "errors": failed, "dead_letter_topic": DLQ_TOPIC}, status=207,
                                  dumps=lambda v: json.dumps(v, ensure_ascii=False))
 
 

@@ -240,6 +240,51 @@ def test_a_normalized_ngsi_v2_entity_ends_on_its_topic_in_keyvalues_form(gateway
     assert body["results"][1]["errors"][0]["rule"] == "normalized-form"     # plain values without options=keyValues
 
 
+SDM_CONTEXT = "https://raw.githubusercontent.com/smart-data-models/dataModel.Environment/master/context.jsonld"
+
+
+def _ld(kv: dict[str, Any]) -> dict[str, Any]:
+    """An entity in NGSI-LD's normalized form, as a FIWARE NGSI-LD broker or vendor sends it."""
+    return {"id": kv["id"], "type": kv["type"],
+            "dateObserved": {"type": "Property", "value": {"@type": "DateTime", "@value": kv["dateObserved"]}},
+            "location": {"type": "GeoProperty", "value": kv["location"]},
+            "refDevice": {"type": "Relationship", "object": kv["refDevice"]},
+            "pm25": {"type": "Property", "value": kv["pm25"], "unitCode": "GQ", "observedAt": kv["dateObserved"]}}
+
+
+def test_ngsi_ld_entities_end_on_their_topic_in_keyvalues_form(gateway, settings) -> None:  # type: ignore[no-untyped-def]
+    """NGSI-LD: application/ld+json with @context, application/json with a Link header, upsert per entity."""
+    kv = _entity()
+    body = {**_ld(kv), "@context": ["https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld", SDM_CONTEXT]}
+    status, headers, _ = call("POST", gateway + "/ngsi-ld/v1/entities", json.dumps(body).encode(), "application/ld+json",
+                              {"X-Api-Key": KEY})
+    assert status == 201 and headers["Location"] == f"/ngsi-ld/v1/entities/{kv['id']}"
+    stored = _records(settings, "raw.sensor.air_quality.v1", id=kv["id"])
+    assert len(stored) == 1 and stored[0]["value"] == kv
+    kv2 = _entity("aq-0002")
+    link = f'<{SDM_CONTEXT}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
+    status, _, _ = call("POST", gateway + "/ngsi-ld/v1/entities", json.dumps(_ld(kv2)).encode(), "application/json",
+                        {"X-Api-Key": KEY, "Link": link})
+    assert status == 201 and _records(settings, "raw.sensor.air_quality.v1", id=kv2["id"])[0]["value"] == kv2
+    # The media type and the context go together, as the standard says; anything else is 415.
+    status, _, problem = call("POST", gateway + "/ngsi-ld/v1/entities", json.dumps(_ld(kv)).encode(),
+                              "application/ld+json", {"X-Api-Key": KEY})
+    assert status == 400 and problem["type"].endswith("/BadRequestData") and "@context" in problem["detail"]
+    status, _, problem = call("POST", gateway + "/ngsi-ld/v1/entities", b"{}", "text/plain", {"X-Api-Key": KEY})
+    assert status == 415 and problem["type"].endswith("/UnsupportedMediaType")
+    # Upsert: entity by entity; a bad one is named in the BatchOperationResult and dead-lettered as sent.
+    good, bad = _ld(_entity("aq-0003")), {**_ld(_entity("aq-0004")), "pm25": 12.0}
+    status, _, result = call("POST", gateway + "/ngsi-ld/v1/entityOperations/upsert", json.dumps([good, bad]).encode(),
+                             "application/json", {"X-Api-Key": KEY})
+    assert status == 207 and result["success"] == [good["id"]]
+    assert result["errors"][0]["entityId"] == bad["id"] and result["errors"][0]["error"]["errors"][0]["rule"] == "ngsi-ld-form"
+    assert [d for d in _records(settings, DLQ_TOPIC) if bad["id"] in d["value"].get("original_text", "")]
+    concise = {**_entity("aq-0005"), "@context": SDM_CONTEXT}
+    status, _, ids = call("POST", gateway + "/ngsi-ld/v1/entityOperations/upsert?options=keyValues",
+                          json.dumps([concise]).encode(), "application/ld+json", {"X-Api-Key": KEY})
+    assert status == 201 and ids == [concise["id"]]
+
+
 def test_fiware_batch_is_taken_record_by_record_and_counts_add_up(gateway, settings) -> None:  # type: ignore[no-untyped-def]
     good = [_entity(f"aq-{i:04d}") for i in range(1, 4)]
     flood = {"id": "urn:ngsi-ld:FloodMonitoring:wl-0001:x", "type": "FloodMonitoring",

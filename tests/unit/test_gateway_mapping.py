@@ -131,3 +131,26 @@ def test_another_citys_pack_is_served_with_its_own_jurisdiction_services_and_are
     assert [(e.field, e.rule) for e in errors] == [("lat", "outside-jurisdiction")]   # nor is a place in 云州市
     view = public_view({**record, "dispatch_department": "water"}, linjiang.index, catalogue)
     assert view["agency_responsible"] == "临江市水利局"
+
+
+def test_ngsi_ld_normalized_entities_map_to_keyvalues_as_the_standard_relates_them() -> None:
+    from citybrain.gateway.fiware import ld_to_key_values
+
+    entity = {"id": "urn:ngsi-ld:NoiseLevelObserved:nl-0001:1", "@context": ["ctx"],
+              "type": "https://smartdatamodels.org/dataModel.Environment/NoiseLevelObserved",
+              "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [117.4, 38.6]}},
+              "refDevice": {"type": "Relationship", "object": "urn:ngsi-ld:Device:nl-0001"},
+              "dateObservedFrom": {"type": "Property", "value": {"@type": "DateTime", "@value": "2026-12-03T10:00:00Z"}},
+              "LAeq": {"type": "Property", "value": 61.2, "unitCode": "2N", "observedAt": "2026-12-03T10:05:00Z"},
+              "name": {"type": "LanguageProperty", "languageMap": {"zh": "天宁街道噪声"}}}
+    kv, errors = ld_to_key_values(entity)
+    assert errors == []
+    assert kv == {"id": entity["id"], "type": "NoiseLevelObserved", "location": entity["location"]["value"],
+                  "refDevice": "urn:ngsi-ld:Device:nl-0001", "dateObservedFrom": "2026-12-03T10:00:00Z", "LAeq": 61.2,
+                  "name": "天宁街道噪声", "dateObservedTo": "2026-12-03T10:05:00Z"}   # the end from observedAt
+    bad = {"id": "x", "type": "NoiseLevelObserved", "LAeq": 61.2, "refDevice": {"type": "Relationship"},
+           "location": {"type": "GeoProperty", "value": {}, "colour": "red"}}
+    kv, errors = ld_to_key_values(bad)
+    assert kv is None
+    assert {(e.field, e.rule) for e in errors} == {("LAeq", "ngsi-ld-form"), ("refDevice", "required"),
+                                                  ("location", "unknown-field")}
