@@ -198,7 +198,10 @@ class OperationsView:
             hit = self._cache.get(key)
             if hit and time.monotonic() - hit[0] < self.settings.ui_cache_s:
                 return _json(hit[1])
-            value = await asyncio.to_thread(self._compute, name, viewer, arg or None)
+            try:
+                value = await asyncio.to_thread(self._compute, name, viewer, arg or None)
+            except FileNotFoundError:   # a sink compacted an hour's files while they were read: read again
+                value = await asyncio.to_thread(self._compute, name, viewer, arg or None)
             self._cache[key] = (time.monotonic(), value)
             return _json(value)
         return handler

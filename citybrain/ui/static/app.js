@@ -205,7 +205,7 @@ async function renderHotline() {
   const names = Object.fromEntries(((areaData.levels.district || {}).features || []).map((f) => [f.properties.name, cb.lang === "zh" ? f.properties.label : (f.properties.label_en || f.properties.label)]));
   const districts = [...new Set(kpis.map((k) => k.district_code))].filter((d) => d && d !== "unknown").sort();
   chart("chart-districts").setOption({ title: { text: t("by_district"), textStyle: { fontSize: 13 } }, tooltip: { trigger: "axis" }, legend: { top: 20 },
-    xAxis: { type: "category", data: districts.map((d) => names[d] || d) }, yAxis: { type: "value", min: 0, max: 1 },
+    xAxis: { type: "category", data: districts.map((d) => names[d] || d), axisLabel: { interval: 0 } }, yAxis: { type: "value", min: 0, max: 1 },
     series: [["handled_on_time_rate", "response"], ["resolution_rate", "resolution"], ["satisfaction_rate", "satisfaction"]].map(([f, n]) => (
       { type: "bar", name: t(n), data: districts.map((d) => mean(kpis.filter((k) => k.district_code === d), f)) })) }, true);
   $("hotline-overdue-count").textContent = h.overdue_total ? `(${h.overdue_total})` : "";
