@@ -30,6 +30,7 @@ from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import Rejection
 from citybrain.gateway.book import RequestBook
 from citybrain.gateway.fiware import batch_entities, contract_for, ld_term, ld_to_key_values, to_key_values
+from citybrain.gateway.lint import LintWarning, lint, lint_ld
 from citybrain.gateway.open311 import PARAM_OF_FIELD, Catalogue, EdgeError, public_view, received_event, request_record, service_definition, services
 from citybrain.ingest.producer import DLQ_TOPIC, DeliveryError, ValidatedProducer
 from citybrain.ingest.readers import RawRecord
@@ -79,6 +80,8 @@ def _ngsi_error(status: int, kind: str, description: str, errors: list[EdgeError
 
 
 LD_ERRORS = "https://uri.etsi.org/ngsi-ld/errors/"
+#: How many of the models' known defects the gateway corrected in a request (citybrain.gateway.lint).
+LINT_HEADER = "X-CityBrain-Lint-Warnings"
 
 
 def _ld_error(status: int, kind: str, detail: str, errors: list[dict[str, Any]] | None = None) -> web.Response:
@@ -394,8 +397,16 @@ class Gateway:
         contract_id, errors = None, []
         if mapper is None and normalized:
             mapper = to_key_values
+        warnings: list[LintWarning] = []
+        if mapper is ld_to_key_values:
+            entity, warnings = lint_ld(entity)
         if mapper is not None:
             entity, errors = mapper(entity)
+        if not errors and isinstance(entity, dict):
+            entity, more = lint(entity)
+            warnings += more
+            if warnings:
+                base["warnings"] = [w.as_dict() for w in warnings]
         if not errors:
             contract_id, errors = contract_for(entity)
         if contract_id is None:
@@ -427,7 +438,8 @@ class Gateway:
                                                       normalized=not self._key_values(request))
         await self._produce([item] if item else [], [unroutable] if unroutable else [])
         if result["status"] == "accepted":
-            return web.Response(status=201, headers={"Location": f"/v2/entities/{result['id']}?type={result['type']}"})
+            return web.Response(status=201, headers={"Location": f"/v2/entities/{result['id']}?type={result['type']}",
+                                                     LINT_HEADER: str(len(result.get("warnings", [])))})
         errors = [EdgeError(e["code"], e["description"], e.get("field", ""), e.get("rule", "")) for e in result["errors"]]
         status = 400 if any(e.code == 400 for e in errors) else 422
         return _ngsi_error(status, "BadRequest" if status == 400 else "Unprocessable",
@@ -463,6 +475,7 @@ class Gateway:
         status = 200 if accepted == len(results) else 422 if accepted == 0 else 207
         return web.json_response({"accepted": accepted, "rejected": len(results) - accepted,
                                   "dead_letter_topic": DLQ_TOPIC, "results": results}, status=status,
+                                 headers={LINT_HEADER: str(sum(len(r.get("warnings", [])) for r in results))},
                                  dumps=lambda v: json.dumps(v, ensure_ascii=False))
 
 
@@ -521,7 +534,8 @@ class Gateway:
                                                       mapper=self._ld_mapper(request))
         await self._produce([item] if item else [], [unroutable] if unroutable else [])
         if result["status"] == "accepted":
-            return web.Response(status=201, headers={"Location": f"/ngsi-ld/v1/entities/{result['id']}"})
+            return web.Response(status=201, headers={"Location": f"/ngsi-ld/v1/entities/{result['id']}",
+                                                     LINT_HEADER: str(len(result.get("warnings", [])))})
         return _ld_error(400, "BadRequestData", f"the entity was refused ({len(result['errors'])} problem(s)) and "
                          f"dead-lettered to {DLQ_TOPIC}", result["errors"])
 
@@ -543,8 +557,10 @@ class Gateway:
         if limited:
             return limited
         mapper, success, failed, items, unroutable = self._ld_mapper(request), [], [], [], []
+        warnings: list[dict[str, Any]] = []
         for i, entity in enumerate(body):
             result, item, dead = self._check_entity(entity, i, f"ngsi-ld:{partner}", f"gateway.{partner}", mapper=mapper)
+            warnings += [{"entityId": result["id"], **w} for w in result.get("warnings", [])]
             if item:
                 items.append(item)
             if dead:
@@ -556,9 +572,11 @@ class Gateway:
                     "type": f"{LD_ERRORS}BadRequestData", "title": "the entity was refused and dead-lettered",
                     "detail": "; ".join(e["description"] for e in result["errors"])[:2000], "errors": result["errors"]}})
         await self._produce(items, unroutable)
+        lint_header = {LINT_HEADER: str(len(warnings))}
         if not failed:
-            return web.json_response(success, status=201)
-        return web.json_response({"success": success, "errors": failed, "dead_letter_topic": DLQ_TOPIC}, status=207,
+            return web.json_response(success, status=201, headers=lint_header)
+        return web.json_response({"success": success, "errors": failed, "warnings": warnings,
+                                  "dead_letter_topic": DLQ_TOPIC}, status=207, headers=lint_header,
                                  dumps=lambda v: json.dumps(v, ensure_ascii=False))
 
 

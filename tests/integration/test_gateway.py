@@ -285,6 +285,31 @@ def test_ngsi_ld_entities_end_on_their_topic_in_keyvalues_form(gateway, settings
     assert status == 201 and ids == [concise["id"]]
 
 
+def test_the_models_known_defects_are_accepted_with_named_warnings(gateway, settings) -> None:  # type: ignore[no-untyped-def]
+    """As vendors copy the models' examples: text coordinates, an interval for dateObserved, a JSON Schema type
+    on an NGSI-LD attribute. Each is corrected, named in the answer and counted in its header."""
+    noise = {"id": f"urn:ngsi-ld:NoiseLevelObserved:nl-0001:{uuid.uuid4().hex[:8]}", "type": "NoiseLevelObserved",
+             "dateObserved": "2026-11-23T08:00:00Z/2026-11-23T08:05:00Z", "refDevice": "nl-0001", "LAeq": 58.5,
+             "location": {"type": "Point", "coordinates": ["117.45", "38.70"]}}
+    status, headers, body = call("POST", gateway + "/v2/op/update?options=keyValues", json.dumps(
+        {"actionType": "append", "entities": [noise, _entity()]}).encode(), "application/json", {"X-Api-Key": KEY})
+    assert status == 200 and headers["X-CityBrain-Lint-Warnings"] == "2"
+    assert [w["rule"] for w in body["results"][0]["warnings"]] == ["coordinates-as-text", "date-interval"]
+    assert "warnings" not in body["results"][1]
+    stored = _records(settings, "raw.sensor.noise_level.v1", id=noise["id"])[0]["value"]
+    assert stored["dateObservedTo"] == "2026-11-23T08:05:00Z" and stored["location"]["coordinates"] == [117.45, 38.70]
+    flood = {"id": f"urn:ngsi-ld:FloodMonitoring:wl-0001:{uuid.uuid4().hex[:8]}", "type": "FloodMonitoring",
+             "dateObserved": {"type": "Property", "value": "2026-11-23T08:00:00Z"},
+             "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [117.45, 38.7]}},
+             "refDevice": {"type": "Relationship", "object": "wl-0001"},
+             "currentLevel": {"type": "Property", "value": 0.3, "unitCode": "MTR"},
+             "floodLevelStatus": {"type": "string", "value": "warning"}}   # as the model's own example types it
+    status, headers, _ = call("POST", gateway + "/ngsi-ld/v1/entities", json.dumps(flood).encode(), "application/json",
+                              {"X-Api-Key": KEY})
+    assert status == 201 and headers["X-CityBrain-Lint-Warnings"] == "1"
+    assert _records(settings, "raw.sensor.water_level.v1", id=flood["id"])[0]["value"]["floodLevelStatus"] == "warning"
+
+
 def test_fiware_batch_is_taken_record_by_record_and_counts_add_up(gateway, settings) -> None:  # type: ignore[no-untyped-def]
     good = [_entity(f"aq-{i:04d}") for i in range(1, 4)]
     flood = {"id": "urn:ngsi-ld:FloodMonitoring:wl-0001:x", "type": "FloodMonitoring",

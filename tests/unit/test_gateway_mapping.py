@@ -154,3 +154,28 @@ def test_ngsi_ld_normalized_entities_map_to_keyvalues_as_the_standard_relates_th
     assert kv is None
     assert {(e.field, e.rule) for e in errors} == {("LAeq", "ngsi-ld-form"), ("refDevice", "required"),
                                                   ("location", "unknown-field")}
+
+
+def test_the_models_known_defects_are_read_with_a_named_warning_and_the_rest_left_to_the_contract() -> None:
+    from citybrain.gateway.lint import lint, lint_ld
+
+    noise = {"id": "n-1", "type": "NoiseLevelObserved", "dateObserved": "2026-12-03T10:00:00Z/2026-12-03T10:05:00Z",
+             "location": {"type": "Point", "coordinates": ["117.45", "38.70"]}, "refDevice": "nl-0001", "LAeq": 61.0}
+    fixed, warnings = lint(noise)
+    assert fixed["dateObservedFrom"] == "2026-12-03T10:00:00Z" and fixed["dateObservedTo"] == "2026-12-03T10:05:00Z"
+    assert "dateObserved" not in fixed and fixed["location"]["coordinates"] == [117.45, 38.70]
+    assert [w.rule for w in warnings] == ["coordinates-as-text", "date-interval"]
+    traffic = {"id": "t-1", "type": "TrafficFlowObserved",
+               "location": {"type": "LineString", "coordinates": [[117.4, 38.6], [117.41, 38.61], [117.42, 38.62]]}}
+    fixed, warnings = lint(traffic)
+    assert fixed["location"] == {"type": "Point", "coordinates": [117.41, 38.61]} and warnings[0].rule == "location-not-a-point"
+    air = {"id": "a-1", "type": "AirQualityObserved", "dateObserved": "2026-12-03T10:00:00Z/2026-12-03T11:00:00Z"}
+    assert lint(air)[0]["dateObserved"] == "2026-12-03T11:00:00Z"      # the end of the observed hour
+    not_numbers = {"id": "a-2", "type": "AirQualityObserved", "location": {"type": "Point", "coordinates": ["east", "38"]}}
+    assert lint(not_numbers) == (not_numbers, [])                       # no meaning to guess: the contract refuses it
+    clean = {"id": "a-3", "type": "AirQualityObserved", "dateObserved": "2026-12-03T10:00:00Z",
+             "location": {"type": "Point", "coordinates": [117.45, 38.7]}}
+    assert lint(clean) == (clean, [])
+    ld, warnings = lint_ld({"id": "f-1", "type": "FloodMonitoring", "stationID": {"type": "string", "value": "FWR013"},
+                            "currentLevel": {"type": "Property", "value": 0.2}})
+    assert ld["stationID"] == {"type": "Property", "value": "FWR013"} and [w.field for w in warnings] == ["stationID"]

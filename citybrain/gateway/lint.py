@@ -1,0 +1,82 @@
+"""The Smart Data Models' known defects, linted rather than fatal.
+
+Vendors copy the models' own examples, and some of those break the models' schemas in ways whose
+meaning is still plain. Such an entity is taken in its corrected form and each correction is a
+named warning in the answer (per record, and counted in ``X-CityBrain-Lint-Warnings``); what is
+not plain stays refused by the contract with its reason.
+
+- ``coordinates-as-text``: ``"coordinates": ["117.45", "38.70"]`` read as numbers;
+- ``location-not-a-point``: a LineString or MultiPoint (a road segment's sensor) read as the Point
+  of its middle vertex;
+- ``date-interval``: ``dateObserved`` as an ISO 8601 interval ``start/end``: for the models that
+  carry both ends (noise, traffic) ``dateObservedFrom``/``dateObservedTo``, for the others its end;
+- ``ngsi-ld-attribute-type``: an NGSI-LD attribute typed with a JSON Schema type name
+  (``"type": "string"``, as FloodMonitoring's own normalized example has) read as a Property.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: Models whose observation is an interval with both ends.
+INTERVAL_MODELS = {"NoiseLevelObserved", "TrafficFlowObserved"}
+JSON_SCHEMA_TYPES = {"string", "number", "integer", "boolean", "object", "array"}
+
+
+@dataclass(frozen=True)
+class LintWarning:
+    field: str
+    rule: str
+    description: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "rule": self.rule, "description": self.description}
+
+
+def lint_ld(entity: Any) -> tuple[Any, list[LintWarning]]:
+    """An NGSI-LD entity with attributes typed as JSON Schema types read as Properties."""
+    if not isinstance(entity, dict):
+        return entity, []
+    out, warnings = dict(entity), []
+    for name, attr in entity.items():
+        if isinstance(attr, dict) and attr.get("type") in JSON_SCHEMA_TYPES and "value" in attr:
+            out[name] = {"type": "Property", "value": attr["value"]}
+            warnings.append(LintWarning(name, "ngsi-ld-attribute-type", f"`{name}` is typed {attr['type']!r}, a JSON "
+                                        "Schema type, not an NGSI-LD attribute type: read as a Property"))
+    return out, warnings
+
+
+def lint(entity: dict[str, Any]) -> tuple[dict[str, Any], list[LintWarning]]:
+    """An entity in keyValues form with the models' plain defects corrected, and a warning for each."""
+    out, warnings = dict(entity), []
+    location = out.get("location")
+    if isinstance(location, dict):
+        location = dict(location)
+        kind, coords = location.get("type"), location.get("coordinates")
+        if kind in ("LineString", "MultiPoint") and isinstance(coords, list) and coords:
+            location = {"type": "Point", "coordinates": coords[len(coords) // 2]}
+            warnings.append(LintWarning("location", "location-not-a-point", f"a {kind} location read as the Point of "
+                                        "its middle vertex; send a Point where the sensor is"))
+        coords = location.get("coordinates")
+        if location.get("type") == "Point" and isinstance(coords, list) and any(isinstance(c, str) for c in coords):
+            try:
+                location["coordinates"] = [float(c) for c in coords]
+                warnings.append(LintWarning("location", "coordinates-as-text",
+                                            "coordinates given as text read as numbers; send JSON numbers"))
+            except ValueError:
+                pass   # not numbers at all: the contract refuses it with its reason
+        out["location"] = location
+    observed = out.get("dateObserved")
+    if isinstance(observed, str) and observed.count("/") == 1:
+        start, end = observed.split("/")
+        if out.get("type") in INTERVAL_MODELS and "dateObservedFrom" not in out and "dateObservedTo" not in out:
+            del out["dateObserved"]
+            out["dateObservedFrom"], out["dateObservedTo"] = start, end
+            where = "dateObservedFrom and dateObservedTo"
+        else:
+            out["dateObserved"] = end
+            where = "its end"
+        warnings.append(LintWarning("dateObserved", "date-interval", f"dateObserved {observed!r} is an interval: read "
+                                    f"as {where}; send a date-time"))
+    return out, warnings
