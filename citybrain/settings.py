@@ -77,6 +77,9 @@ class Settings(BaseSettings):
 
     # Embedded broker (used only when bootstrap_servers is empty).
     broker_port: int = Field(default=9092, ge=1024, le=65535)
+    # Nodes of the embedded broker when `citybrain broker up` forms it (`--nodes` sets it); node i listens on
+    # broker_port + 10 (i - 1) and controller_port + 10 (i - 1). Once formed, <kafka>/cluster.json says.
+    broker_nodes: int = Field(default=1, ge=1, le=5)
     controller_port: int = Field(default=9093, ge=1024, le=65535)
     broker_heap: str = "512m"
     broker_start_timeout_s: float = Field(default=90.0, gt=0)
@@ -148,9 +151,23 @@ class Settings(BaseSettings):
         """True when the platform runs its own local broker."""
         return not self.bootstrap_servers
 
+    def broker_node_count(self) -> int:
+        """Nodes of the embedded broker: as formed (``<kafka>/cluster.json``), else ``broker_nodes``."""
+        path = self.kafka_dir / "cluster.json"
+        try:
+            return int(json.loads(path.read_text())["nodes"])
+        except (OSError, ValueError, KeyError):
+            return self.broker_nodes
+
+    def node_ports(self, index: int) -> tuple[int, int]:
+        """(client port, controller port) of node ``index`` (from 1) of the embedded broker."""
+        return self.broker_port + 10 * (index - 1), self.controller_port + 10 * (index - 1)
+
     @property
     def bootstrap(self) -> str:
-        return self.bootstrap_servers or f"127.0.0.1:{self.broker_port}"
+        if self.bootstrap_servers:
+            return self.bootstrap_servers
+        return ",".join(f"127.0.0.1:{self.node_ports(i)[0]}" for i in range(1, self.broker_node_count() + 1))
 
     def client_auth(self) -> tuple[str, str | None, str | None, str | None]:
         """(security protocol, SASL mechanism, username, password) the platform's clients use.

@@ -1,4 +1,6 @@
-"""The embedded broker: a real single-node Apache Kafka (KRaft, combined broker/controller).
+"""The embedded broker: a real Apache Kafka (KRaft, combined broker/controllers), one node by default,
+or a local cluster of several (``citybrain broker up --nodes 3``: replication factor 3,
+``min.insync.replicas`` 2) for failover.
 
 The jars come from Maven Central through ``infra/kafka/pom.xml``; storage is formatted
 once and kept under ``<state_dir>/kafka``, so stopping and starting keeps every record.
@@ -56,9 +58,13 @@ class BrokerStatus:
     version: str
     data_dir: Path
     log_file: Path
+    nodes: int = 1
+    nodes_up: int = 0
 
     def describe(self) -> str:
         state = f"running (pid {self.pid})" if self.running else "stopped"
+        if self.nodes > 1:
+            state = f"{self.nodes_up} of {self.nodes} nodes running"
         return (
             f"Kafka {self.version} {state} at {self.bootstrap} (SASL SCRAM-SHA-512, ACLs); "
             f"data in {self.data_dir}; log {self.log_file}"
@@ -77,10 +83,39 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-class LocalBroker:
-    """Fetch, format, start, stop and inspect the embedded Kafka broker."""
+#: Where a multi-node local cluster records its size and id (absent: one node).
+CLUSTER_FILE = "cluster.json"
 
-    def __init__(self, settings: Settings) -> None:
+
+@dataclass(frozen=True)
+class Node:
+    """One combined broker/controller of the local cluster. A single node keeps the original layout
+    (``<kafka>/config``, ``data``, ``logs``); node ``i`` of several lives in ``<kafka>/node-<i>/``, on the ports
+    ``Settings.node_ports(i)``."""
+
+    index: int
+    broker_port: int
+    controller_port: int
+    config_dir: Path
+    data_dir: Path
+    log_file: Path
+    pid_file: Path
+
+    @classmethod
+    def of(cls, settings: Settings, index: int, count: int) -> Node:
+        home = settings.kafka_dir
+        root = home if count == 1 else home / f"node-{index}"
+        broker_port, controller_port = settings.node_ports(index)
+        return cls(index, broker_port, controller_port, home / "config" if count == 1 else root / "config",
+                   root / "data", root / "logs" / "server.out",
+                   home / ("broker.pid" if count == 1 else f"node-{index}.pid"))
+
+
+class LocalBroker:
+    """Fetch, format, start, stop and inspect the embedded Kafka broker: one node, or a cluster of several
+    combined broker/controllers on 127.0.0.1 (``citybrain broker up --nodes 3``)."""
+
+    def __init__(self, settings: Settings, nodes: int | None = None) -> None:
         if not settings.embedded:
             raise BrokerError(
                 f"CITYBRAIN_BOOTSTRAP_SERVERS is set ({settings.bootstrap_servers}): the platform "
@@ -88,11 +123,19 @@ class LocalBroker:
             )
         self.settings = settings
         self.home = settings.kafka_dir
+        formed = settings.broker_node_count()
+        if nodes is not None and (self.home / CLUSTER_FILE).exists() and nodes != formed:
+            raise BrokerError(f"The local broker in {self.home} was formed with {formed} node(s), not {nodes}. Fix: "
+                              f"`citybrain broker up --nodes {formed}`, or `citybrain broker reset` and start again.")
+        self.count = nodes or formed
+        if self.count > 1 and (self.home / "data" / "meta.properties").exists():
+            raise BrokerError(f"{self.home} holds a single-node broker's storage; a cluster of {self.count} is formed "
+                              "fresh. Fix: `citybrain broker reset` (deletes the local broker's records) and start again.")
+        self.nodes = [Node.of(settings, i, self.count) for i in range(1, self.count + 1)]
         self.lib_dir = settings.cache_dir / f"kafka-{KAFKA_VERSION}" / "lib"
-        self.config_dir = self.home / "config"
-        self.data_dir = self.home / "data"
-        self.log_file = self.home / "logs" / "server.out"
-        self.pid_file = self.home / "broker.pid"
+        first = self.nodes[0]
+        self.config_dir, self.data_dir, self.log_file, self.pid_file = (first.config_dir, first.data_dir, first.log_file,
+                                                                        first.pid_file)
         self.credentials_file = credentials_path(settings.kafka_dir)
 
     # -- set-up ---------------------------------------------------------------------------
@@ -137,19 +180,21 @@ class LocalBroker:
         write_private(self.credentials_file, json.dumps(creds))
         return creds
 
-    def _write_config(self) -> Path:
-        s = self.settings
-        self.config_dir.mkdir(parents=True, exist_ok=True)
+    def _write_config(self, node: Node | None = None) -> Path:
+        node = node or self.nodes[0]
+        node.config_dir.mkdir(parents=True, exist_ok=True)
         creds = self._credentials()
         ctl_user, ctl_pw = creds["controller_user"], creds["controller_password"]
-        props = self.config_dir / "server.properties"
+        props = node.config_dir / "server.properties"
+        voters = ",".join(f"{n.index}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+        replicas, min_isr = min(3, self.count), min(2, self.count)
         lines = [
                     "# Written by `citybrain broker up`; edits are overwritten. Holds passwords: owner-only.",
                     "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.voters=1@127.0.0.1:{s.controller_port}",
-                    f"listeners=SASL_PLAINTEXT://127.0.0.1:{s.broker_port},CONTROLLER://127.0.0.1:{s.controller_port}",
-                    f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{s.broker_port}",
+                    f"node.id={node.index}",
+                    f"controller.quorum.voters={voters}",
+                    f"listeners=SASL_PLAINTEXT://127.0.0.1:{node.broker_port},CONTROLLER://127.0.0.1:{node.controller_port}",
+                    f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{node.broker_port}",
                     "controller.listener.names=CONTROLLER",
                     "inter.broker.listener.name=SASL_PLAINTEXT",
                     "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
@@ -168,13 +213,16 @@ class LocalBroker:
                     "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
                     f"super.users=User:{creds['admin_user']};User:{ctl_user}",
                     "allow.everyone.if.no.acl.found=false",
-                    f"log.dirs={self.data_dir}",
+                    f"log.dirs={node.data_dir}",
                     "num.partitions=1",
-                    "offsets.topic.replication.factor=1",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
+                    # Replicated as a cluster of this size can: 3 copies, 2 in sync for an acks=all write.
+                    f"default.replication.factor={replicas}",
+                    f"min.insync.replicas={min_isr}",
+                    f"offsets.topic.replication.factor={replicas}",
+                    f"transaction.state.log.replication.factor={replicas}",
+                    f"transaction.state.log.min.isr={min_isr}",
+                    f"share.coordinator.state.topic.replication.factor={replicas}",
+                    f"share.coordinator.state.topic.min.isr={min_isr}",
                     "group.initial.rebalance.delay.ms=0",
                     # Topics come from contracts only (`citybrain topics apply`).
                     "auto.create.topics.enable=false",
@@ -183,7 +231,7 @@ class LocalBroker:
                     "",
                 ]
         write_private(props, "\n".join(lines))
-        (self.config_dir / "log4j2.properties").write_text(
+        (node.config_dir / "log4j2.properties").write_text(
             "\n".join(
                 [
                     "status = warn",
@@ -208,25 +256,38 @@ class LocalBroker:
         )
         return props
 
-    def _java_cmd(self, main: str, *args: str) -> list[str]:
+    def _java_cmd(self, main: str, *args: str, node: Node | None = None) -> list[str]:
         java = _require_tool("java", "Install Java 17 or newer (OpenJDK) and put `java` on PATH.")
         return [
             java, f"-Xmx{self.settings.broker_heap}", f"-Xms{self.settings.broker_heap}",
             "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={self.config_dir / 'log4j2.properties'}",
+            f"-Dlog4j2.configurationFile={(node or self.nodes[0]).config_dir / 'log4j2.properties'}",
             "-cp", f"{self.lib_dir}/*", main, *args,
         ]
 
-    def _format_storage(self, props: Path) -> None:
-        if (self.data_dir / "meta.properties").exists():
-            return
+    def _cluster_id(self) -> str:
+        """One id for every node of the cluster, kept beside them."""
+        path = self.home / CLUSTER_FILE
+        if self.count == 1:
+            return new_cluster_id()
+        if path.exists():
+            return str(json.loads(path.read_text())["cluster_id"])
         cluster_id = new_cluster_id()
+        self.home.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"nodes": self.count, "cluster_id": cluster_id}))
+        return cluster_id
+
+    def _format_storage(self, props: Path, node: Node | None = None) -> None:
+        node = node or self.nodes[0]
+        if (node.data_dir / "meta.properties").exists():
+            return
+        cluster_id = self._cluster_id()
         creds = self._credentials()
-        log.info("formatting KRaft storage in %s (cluster id %s)", self.data_dir, cluster_id)
+        log.info("formatting KRaft storage in %s (cluster id %s)", node.data_dir, cluster_id)
         scram = f"{SASL_MECHANISM}=[name={creds['admin_user']},password={creds['admin_password']}]"
         proc = subprocess.run(
             self._java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
-                           "--add-scram", scram),
+                           "--add-scram", scram, node=node),
             capture_output=True, text=True,
         )
         if proc.returncode != 0:
@@ -235,61 +296,81 @@ class LocalBroker:
     # -- lifecycle -------------------------------------------------------------------------
 
     def status(self) -> BrokerStatus:
-        pid = self._read_pid()
+        pids = [self.node_pid(n) for n in self.nodes]
+        alive = [p for p in pids if p is not None and _alive(p)]
         return BrokerStatus(
-            running=pid is not None and _alive(pid) and self._accepts_connections(),
-            pid=pid if pid is not None and _alive(pid) else None,
+            running=len(alive) == self.count and self._accepts_connections(),
+            pid=alive[0] if alive else None,
             bootstrap=self.settings.bootstrap,
             version=KAFKA_VERSION,
-            data_dir=self.data_dir,
+            data_dir=self.data_dir if self.count == 1 else self.home,
             log_file=self.log_file,
+            nodes=self.count,
+            nodes_up=len(alive),
         )
 
     def up(self) -> BrokerStatus:
-        """Start the broker if it is not running and wait until it serves requests. Idempotent."""
-        pid = self._read_pid()
-        if pid is not None and _alive(pid):
-            self._wait_ready(pid)
-            return self.status()
-        for port in (self.settings.broker_port, self.settings.controller_port):
-            if _port_busy(port):
-                raise BrokerError(
-                    f"Port {port} on 127.0.0.1 is in use by another process, so the embedded broker "
-                    "cannot listen there. Fix: stop that process, or choose free ports with "
-                    "CITYBRAIN_BROKER_PORT / CITYBRAIN_CONTROLLER_PORT."
+        """Start every node that is not running and wait until the broker serves requests. Idempotent: a
+        cluster with a node down gets that node back."""
+        starting = []
+        for node in self.nodes:
+            pid = self.node_pid(node)
+            if pid is not None and _alive(pid):
+                continue
+            for port in (node.broker_port, node.controller_port):
+                if _port_busy(port):
+                    raise BrokerError(
+                        f"Port {port} on 127.0.0.1 is in use by another process, so the embedded broker "
+                        "cannot listen there. Fix: stop that process, or choose free ports with "
+                        "CITYBRAIN_BROKER_PORT / CITYBRAIN_CONTROLLER_PORT."
+                    )
+            starting.append(node)
+        if starting:
+            self.fetch()
+        for node in starting:
+            props = self._write_config(node)
+            self._format_storage(props, node)
+            node.log_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(node.log_file, "ab") as out:
+                proc = subprocess.Popen(
+                    self._java_cmd("kafka.Kafka", str(props), node=node),
+                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True, cwd=node.log_file.parent.parent,
                 )
-        self.fetch()
-        props = self._write_config()
-        self._format_storage(props)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as out:
-            proc = subprocess.Popen(
-                self._java_cmd("kafka.Kafka", str(props)),
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.home,
-            )
-        self.pid_file.write_text(str(proc.pid))
-        self._wait_ready(proc.pid)
+            node.pid_file.write_text(str(proc.pid))
+        for node in self.nodes:
+            self._wait_ready(self.node_pid(node) or 0, node)
         return self.status()
 
     def down(self, timeout_s: float = 60.0) -> bool:
-        """Stop the broker cleanly (SIGTERM, controlled shutdown). Returns False if it was not running."""
-        pid = self._read_pid()
-        if pid is None or not _alive(pid):
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        os.kill(pid, signal.SIGTERM)
+        """Stop every node cleanly (SIGTERM, controlled shutdown). Returns False if none was running."""
+        pids = {n.index: self.node_pid(n) for n in self.nodes}
+        running = {i: p for i, p in pids.items() if p is not None and _alive(p)}
+        for pid in running.values():
+            os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                break
+        while time.monotonic() < deadline and any(_alive(p) for p in running.values()):
             time.sleep(0.2)
-        else:
-            log.warning("broker pid %d did not stop in %.0fs; killing it", pid, timeout_s)
-            os.kill(pid, signal.SIGKILL)
+        for pid in running.values():
+            if _alive(pid):
+                log.warning("broker pid %d did not stop in %.0fs; killing it", pid, timeout_s)
+                os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+        for node in self.nodes:
+            node.pid_file.unlink(missing_ok=True)
+        return bool(running)
+
+    def kill_node(self, index: int) -> int:
+        """SIGKILL one node of the cluster, as a crash would (the failover tests); its pid."""
+        node = self.nodes[index - 1]
+        pid = self.node_pid(node)
+        if pid is None or not _alive(pid):
+            raise BrokerError(f"node {index} is not running")
+        os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.1)
         _reap(pid)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        return pid
 
     def reset(self) -> None:
         """Stop the broker and delete its data (every topic and record). Jars stay cached."""
@@ -299,8 +380,12 @@ class LocalBroker:
     # -- helpers ---------------------------------------------------------------------------
 
     def _read_pid(self) -> int | None:
+        return self.node_pid(self.nodes[0])
+
+    @staticmethod
+    def node_pid(node: Node) -> int | None:
         try:
-            pid = int(self.pid_file.read_text().strip())
+            pid = int(node.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
         # A stale pid file may name a process that is not our broker any more.
@@ -311,33 +396,36 @@ class LocalBroker:
         return pid if b"kafka.Kafka" in cmdline else None
 
     def _accepts_connections(self) -> bool:
-        return _port_busy(self.settings.broker_port)
+        return any(_port_busy(n.broker_port) for n in self.nodes)
 
-    def _wait_ready(self, pid: int) -> None:
+    def _wait_ready(self, pid: int, node: Node | None = None) -> None:
         from citybrain.kafka import clients  # heavy import, only when starting
 
+        node = node or self.nodes[0]
         deadline = time.monotonic() + self.settings.broker_start_timeout_s
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if not _alive(pid):
                 raise BrokerError(
-                    f"The broker process exited during start-up. Last lines of {self.log_file}:\n"
-                    f"{_tail(self.log_file)}"
+                    f"The broker process exited during start-up. Last lines of {node.log_file}:\n"
+                    f"{_tail(node.log_file)}"
                 )
-            if self._accepts_connections():
+            if _port_busy(node.broker_port):
                 try:
                     admin = clients.admin(self.settings, request_timeout_ms=5000)
                     try:
-                        admin.describe_cluster()
+                        brokers = admin.describe_cluster().get("brokers") or []
                     finally:
                         admin.close()
-                    return
+                    if len(brokers) >= self.count:   # every node registered: the cluster is whole
+                        return
+                    last_error = RuntimeError(f"{len(brokers)} of {self.count} brokers registered")
                 except Exception as exc:  # not ready yet: metadata not served
                     last_error = exc
             time.sleep(0.5)
         raise BrokerError(
             f"The broker did not become ready within {self.settings.broker_start_timeout_s:.0f}s "
-            f"(last error: {last_error}). Log: {self.log_file}\n{_tail(self.log_file)}\n"
+            f"(last error: {last_error}). Log: {node.log_file}\n{_tail(node.log_file)}\n"
             "Fix: raise CITYBRAIN_BROKER_START_TIMEOUT_S on a slow machine, or read the log."
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 import typer
 
@@ -11,21 +12,23 @@ from citybrain.cli.base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, current_setting
 broker_app = group("broker", "The embedded Apache Kafka broker (KRaft, 127.0.0.1).")
 
 
-def _broker():  # type: ignore[no-untyped-def]
+def _broker(nodes: int | None = None):  # type: ignore[no-untyped-def]
     from citybrain.broker.local import BrokerError, LocalBroker
 
     try:
-        return LocalBroker(current_settings())
+        return LocalBroker(current_settings(), nodes=nodes)
     except BrokerError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
 
 
 @broker_app.command("up")
-def broker_up() -> None:
+def broker_up(nodes: Optional[int] = typer.Option(
+        None, "--nodes", min=1, max=5, help="Form a local cluster of this many combined broker/controllers "
+        "(3: replication factor 3, min.insync.replicas 2); default: as formed, else one.")) -> None:
     """Fetch (once), format (once) and start the broker; wait until it serves requests."""
     from citybrain.broker.local import BrokerError
 
-    broker = _broker()
+    broker = _broker(nodes)
     try:
         with err.status("starting Apache Kafka (first run fetches its jars with Maven)..."):
             status = broker.up()

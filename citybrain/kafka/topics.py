@@ -44,15 +44,18 @@ def _reconcile(settings: Settings, contracts: list[Contract], apply: bool) -> It
         existing = set(admin.list_topics())
         wanted = {c.topic: c for c in contracts}
         to_create = [c for t, c in wanted.items() if t not in existing]
+        # The cluster's own replication: the embedded broker's as formed (3 copies on a 3-node cluster),
+        # an external cluster's as configured (CITYBRAIN_REPLICATION_FACTOR).
+        replicas = min(3, settings.broker_node_count()) if settings.embedded else settings.replication_factor
         if to_create and apply:
             admin.create_topics([
-                NewTopic(c.topic, c.partitions, settings.replication_factor, topic_configs=c.topic_configs())
+                NewTopic(c.topic, c.partitions, replicas, topic_configs=c.topic_configs())
                 for c in to_create
             ])
             _wait_for_leaders(admin, [c.topic for c in to_create])
         for c in to_create:
             configs = ", ".join(f"{k}={v}" for k, v in c.topic_configs().items())
-            yield TopicChange(c.topic, "create", f"partitions={c.partitions} {configs}")
+            yield TopicChange(c.topic, "create", f"partitions={c.partitions} replicas={replicas} {configs}")
 
         present = [c for t, c in wanted.items() if t in existing]
         if not present:

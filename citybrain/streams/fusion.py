@@ -135,7 +135,7 @@ def create_app(settings: Settings) -> BatchApp:
     settings.streams_dir.mkdir(parents=True, exist_ok=True)
     app = BatchApp(
         settings.streams_app_id,
-        broker=f"kafka://{settings.bootstrap}",
+        broker=";".join(f"kafka://{host}" for host in settings.bootstrap.split(",")),
         broker_credentials=clients.faust_credentials(settings),
         store="memory://",
         datadir=str(settings.streams_dir / settings.streams_app_id),
