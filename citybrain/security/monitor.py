@@ -123,8 +123,9 @@ def run_security(settings: Settings, lake: Path, now: datetime | None = None,
     add("consumer_traffic", checks.consumer_traffic(
         commits, log_starts(settings, {c.topic for c in commits}),
         ignore=[g for g in groups_seen if g.startswith(PLATFORM_GROUPS_PREFIXES) or g == settings.streams_app_id]))
-    log_file = settings.kafka_dir / "logs" / "server.out"
-    lines = log_file.read_text(errors="replace").splitlines() if log_file.exists() else []
+    # The single node's log, or every node's of a local cluster (`citybrain broker up --nodes 3`).
+    logs = [settings.kafka_dir / "logs" / "server.out", *sorted(settings.kafka_dir.glob("node-*/logs/server.out"))]
+    lines = [line for f in logs if f.exists() for line in f.read_text(errors="replace").splitlines()]
     add("broker_log", checks.broker_log_findings(lines))
     add("devices", checks.device_checks(sensor_readings(lake), device_registry(lake)))
     zones = {"city": "internal", "dispatch": "internal", "metrics": "internal", "alert": "internal"}
