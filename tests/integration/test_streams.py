@@ -53,8 +53,9 @@ def test_fusion_worker_turns_a_simulated_storm_into_an_event_warnings_and_work_o
         if caught_up(45) not in (0, -1) or worker.poll() is not None:
             pytest.fail(f"worker did not read the existing topics (exit {worker.poll()})")
         # The worker runs while the city does: six simulated hours in about twelve seconds.
-        # The day before yesterday: other tests simulate yesterday on the same broker.
-        start = (default_start() - timedelta(days=1)).isoformat()
+        # Three days ago: other tests simulate yesterday on the same broker, and a suite that runs across the
+        # city's midnight has a new yesterday by now (the restart test's day is two days earlier still).
+        start = (default_start() - timedelta(days=2)).isoformat()
         proc = cli("simulate", "--hours", "6", "--scale", "0.05", "--seed", "7", "--start", start, "--out", str(tmp_path),
                    "--json",
                    "--incidents", "underpass_flood,night_construction_noise", "--speed", "1800")
