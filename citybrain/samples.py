@@ -33,7 +33,7 @@ def sample_records(contract: Contract, count: int) -> list[dict[str, Any]]:
     for i in range(count):
         record = copy.deepcopy(examples[i % len(examples)])
         step = i // len(examples)
-        for name in {contract.key_field, contract.event_id_field} - {None}:
+        for name in {*contract.key_fields, contract.event_id_field} - {None}:
             if isinstance(record.get(name), str) and step:
                 record[name] = _bump(record[name], step)
         out.append(record)

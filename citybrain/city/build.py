@@ -51,9 +51,11 @@ VENDORS = {
     "noise": [("声华智能", "shenghua"), ("云州环测科技", "yz-envtech")],
     "traffic_flow": [("通衢交通科技", "tongqu"), ("星图感知", "xingtu")],
     "water_level": [("清源水务仪表", "qingyuan"), ("澄波测控", "chengbo")],
+    "weather": [("云州气象仪器", "yz-met")],
 }
-OWNERS = {"air_quality": "environment", "noise": "environment", "traffic_flow": "transport", "water_level": "water"}
-PREFIX = {"air_quality": "aq", "noise": "nz", "traffic_flow": "tf", "water_level": "wl"}
+OWNERS = {"air_quality": "environment", "noise": "environment", "traffic_flow": "transport", "water_level": "water",
+          "weather": "environment"}
+PREFIX = {"air_quality": "aq", "noise": "nz", "traffic_flow": "tf", "water_level": "wl", "weather": "ws"}
 #: Road class -> (lanes, free-flow speed km/h).
 ROAD_CLASSES = {"arterial": (6, 60.0), "secondary": (4, 50.0), "branch": (2, 30.0)}
 #: Water gauges: (dry-weather level, level counted as flooded) in metres, per site type.
@@ -237,4 +239,19 @@ def _devices(rng: random.Random, v, cell_street: dict[tuple[int, int], Street], 
             # Two gauges per underpass (north and south ramps); the small vendor supplies them.
             for dy in (-0.0004, 0.0004):
                 add("water_level", p.lon, round(p.lat + dy, 6), street, "underpass", 1)
+    devices += _weather_stations(sorted(cell_street.values(), key=lambda s: s.code))
     return devices
+
+
+def _weather_stations(streets: list[Street]) -> list[Device]:
+    """One automatic weather station per district, at the centre of its first street; placed without the
+    city's random stream, so the rest of the city is what it was before stations were added."""
+    vendor, slug = VENDORS["weather"][0]
+    first: dict[str, Street] = {}
+    for street in streets:
+        first.setdefault(street.district_code, street)
+    return [Device(device_id=f"{PREFIX['weather']}-{n:04d}", device_type="weather", owner_department=OWNERS["weather"],
+                   lon=round(street.centre[0], 6), lat=round(street.centre[1], 6), street_code=street.code,
+                   site_type="weather_station", vendor=vendor,
+                   serial_number=f"{slug.replace('-', '').upper()}-2019-{10000 + n}", installed_at="2019-06-01T00:00:00Z")
+            for n, street in enumerate(first.values(), 1)]

@@ -23,7 +23,7 @@ from citybrain.geo import Area, AreaIndex, bbox, point_in_geometry
 
 #: A device's site type when the registry gives none.
 DEFAULT_SITE = {"air_quality": "urban_background", "noise": "residential", "traffic_flow": "secondary",
-                "water_level": "street"}
+                "water_level": "street", "weather": "weather_station"}
 #: What a caller says of a service the pack describes only by name.
 TEMPLATES = ("{place}附近{name}问题，请尽快处理。", "{place}反映：{name}，已经持续一段时间了。",
              "{place}居民投诉{name}，希望相关部门尽快到场。")

@@ -65,8 +65,8 @@ class Poi:
 
 @dataclass(frozen=True)
 class Device:
-    device_id: str         # aq-0001, nz-0001, tf-0001, wl-0001
-    device_type: str       # air_quality | noise | traffic_flow | water_level
+    device_id: str         # aq-0001, nz-0001, tf-0001, wl-0001, ws-0001
+    device_type: str       # air_quality | noise | traffic_flow | water_level | weather
     owner_department: str
     lon: float
     lat: float

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -68,18 +70,36 @@ def contracts_check() -> None:
     out.print(f"[green]✓[/] {len(report.compared) + len(report.new)} contracts pass lint and compatibility checks")
 
 
+def _generated(command: str, write: bool, writer: Callable[[Path], list[Path]],
+               stale_of: Callable[[Path], list[str]], what: str, ok: Callable[[Path], str]) -> None:
+    """Write generated contract files, or check that the committed ones are what the generator writes."""
+    schemas = current_settings().schemas_dir
+    if write:
+        for path in writer(schemas):
+            out.print(f"wrote {path.name}", highlight=False)
+        return
+    stale = stale_of(schemas)
+    if stale:
+        raise fail(f"{what}: {', '.join(stale)}. Fix: `citybrain contracts {command} --write`.")
+    out.print(f"[green]✓[/] {ok(schemas)}")
+
+
 @contracts_app.command("dispatch")
 def contracts_dispatch(write: bool = typer.Option(False, "--write", help="Write the files (default: check them).")) -> None:
     """The per-department dispatch contracts, from one template: check them, or --write them."""
     from citybrain.contracts.dispatch import dispatch_departments, stale_dispatch_contracts, write_dispatch_contracts
 
-    schemas = current_settings().schemas_dir
-    if write:
-        for path in write_dispatch_contracts(schemas):
-            out.print(f"wrote {path.name}", highlight=False)
-        return
-    stale = stale_dispatch_contracts(schemas)
-    if stale:
-        raise fail(f"dispatch contracts differ from the template for: {', '.join(stale)}. "
-                    "Fix: `citybrain contracts dispatch --write`.")
-    out.print(f"[green]✓[/] {len(dispatch_departments())} dispatch contracts match the template")
+    _generated("dispatch", write, write_dispatch_contracts, stale_dispatch_contracts,
+               "dispatch contracts differ from the template for",
+               lambda _s: f"{len(dispatch_departments())} dispatch contracts match the template")
+
+
+@contracts_app.command("models")
+def contracts_models(write: bool = typer.Option(False, "--write", help="Write the files (default: check them).")) -> None:
+    """The sensor contracts, from the pinned FIWARE Smart Data Models and schemas/fiware/models.yaml: check them, or
+    --write them."""
+    from citybrain.contracts.sdm import model_specs, stale_model_contracts, write_model_contracts
+
+    _generated("models", write, write_model_contracts, stale_model_contracts,
+               "sensor contracts differ from their Smart Data Models and schemas/fiware/models.yaml",
+               lambda schemas: f"{len(model_specs(schemas))} sensor contracts match their Smart Data Models")

@@ -99,8 +99,10 @@ def _check_one(repo: Path, rel_dir: Path, current: Contract, report: CheckReport
 
 def _metadata_breaks(old: Contract, new: Contract) -> list[str]:
     out = []
-    if old.key_field != new.key_field:
-        out.append(f"key changed from `{old.key_field}` to `{new.key_field}`; records of one key would "
+    # a record the old contract accepted carries its key field (lint makes it required): the new contract must
+    # key it by the same field, so a new key list may only start with it
+    if old.key_fields[0] != new.key_fields[0] or (len(old.key_fields) > 1 and old.key_fields != new.key_fields):
+        out.append(f"key changed from `{old.raw['key']}` to `{new.raw['key']}`; records of one key would "
                    "land on different partitions. Fix: a new major.")
     if new.partitions < old.partitions:
         out.append(f"topic.partitions went down from {old.partitions} to {new.partitions}; Kafka cannot "

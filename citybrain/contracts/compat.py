@@ -66,6 +66,15 @@ def _diff_object(old: dict[str, Any], new: dict[str, Any], prefix: str) -> Itera
     if new_closed and not old_closed:
         yield Change(where, "object-closed", f"`{where}` now refuses unknown fields", frozenset({BACKWARD}))
 
+    for group in _groups(new):
+        if not _guaranteed(group, old_req, _groups(old)):
+            yield Change(where, "requirement-added", f"`{where}` now needs one of {', '.join(sorted(group))}",
+                         frozenset({BACKWARD}))
+    for group in _groups(old):
+        if not _guaranteed(group, new_req, _groups(new)):
+            yield Change(where, "requirement-relaxed", f"`{where}` no longer needs one of {', '.join(sorted(group))}",
+                         frozenset({FORWARD}))
+
     removed = [n for n in old_props if n not in new_props]
     added = [n for n in new_props if n not in old_props]
     renamed: dict[str, str] = {}
@@ -115,7 +124,16 @@ def _diff_object(old: dict[str, Any], new: dict[str, Any], prefix: str) -> Itera
 
 
 def _diff_value(old: dict[str, Any], new: dict[str, Any], field: str) -> Iterator[Change]:
-    old_types, new_types = _types(old), _types(new)
+    old_enum = _enum(old)
+    if old_enum is not None and _enum(new) is None:
+        # the old field took a list of values: the new one narrows it only if it refuses one of them
+        refused = [v for v in old_enum if not _accepts(new, v)]
+        if refused:
+            yield Change(field, "enum-value-removed", f"`{field}` no longer allows value(s) {refused!r}",
+                         frozenset({BACKWARD}))
+        yield Change(field, "enum-dropped", f"`{field}` is no longer restricted to {old_enum!r}", frozenset({FORWARD}))
+        return
+    old_types, new_types = _types(old) or _enum_types(old_enum), _types(new)
     if old_types and new_types:
         lost = [t for t in old_types if not _covered(t, new_types)]
         gained = [t for t in new_types if not _covered(t, old_types)]
@@ -126,7 +144,7 @@ def _diff_value(old: dict[str, Any], new: dict[str, Any], field: str) -> Iterato
     elif new_types and not old_types:
         yield Change(field, "type-narrowed", f"`{field}` is now restricted to type {'/'.join(new_types)}", frozenset({BACKWARD}))
 
-    old_enum, new_enum = _enum(old), _enum(new)
+    new_enum = _enum(new)
     if old_enum is not None and new_enum is not None:
         for value in old_enum:
             if value not in new_enum:
@@ -136,8 +154,6 @@ def _diff_value(old: dict[str, Any], new: dict[str, Any], field: str) -> Iterato
                 yield Change(field, "enum-value-added", f"`{field}` now allows enum value {value!r}", frozenset({FORWARD}))
     elif new_enum is not None:
         yield Change(field, "enum-introduced", f"`{field}` is now restricted to {new_enum!r}", frozenset({BACKWARD}))
-    elif old_enum is not None:
-        yield Change(field, "enum-dropped", f"`{field}` is no longer restricted to {old_enum!r}", frozenset({FORWARD}))
 
     for key in _LOWER_BOUNDS:
         yield from _bound(field, key, old.get(key), new.get(key), tighter_if_greater=True)
@@ -194,3 +210,33 @@ def _enum(schema: dict[str, Any]) -> list[Any] | None:
 def _same_shape(a: dict[str, Any], b: dict[str, Any]) -> bool:
     strip = lambda s: {k: v for k, v in s.items() if k not in ("description", "title", "examples")}  # noqa: E731
     return isinstance(a, dict) and isinstance(b, dict) and strip(a) == strip(b)
+
+
+def _groups(schema: dict[str, Any]) -> list[frozenset[str]]:
+    """The schema's "one of these fields" requirements: ``anyOf`` of ``required``, alone or under ``allOf``."""
+    parts = [schema, *(p for p in schema.get("allOf") or () if isinstance(p, dict))]
+    groups = []
+    for part in parts:
+        alternatives = part.get("anyOf")
+        if isinstance(alternatives, list):
+            groups.append(frozenset(n for alt in alternatives if isinstance(alt, dict) for n in alt.get("required", ())))
+    return groups
+
+
+def _guaranteed(group: frozenset[str], required: set[str], groups: list[frozenset[str]]) -> bool:
+    """Every record meeting ``required`` and ``groups`` carries a field of ``group``."""
+    return bool(group & required) or any(g <= group for g in groups)
+
+
+def _accepts(schema: dict[str, Any], value: Any) -> bool:
+    """Whether a field's schema takes one value (check time only: python-jsonschema)."""
+    import jsonschema
+
+    plain = {k: v for k, v in schema.items() if not k.startswith("x-") and k != "description"}
+    return jsonschema.Draft202012Validator(plain, format_checker=jsonschema.FormatChecker()).is_valid(value)
+
+
+def _enum_types(values: list[Any] | None) -> list[str]:
+    """The JSON types of an enum's values (an untyped enum of strings holds strings only)."""
+    names = {str: "string", bool: "boolean", int: "integer", float: "number", type(None): "null"}
+    return sorted({names.get(type(v), "object") for v in values or ()})

@@ -93,12 +93,16 @@ def _lint_schema(where: str, c: Contract) -> Iterator[str]:
             yield (f"{where}: field `{f.path}` is personal data in zone {c.zone!r}; personal data may only "
                    f"leave the restricted zones ({', '.join(RESTRICTED_ZONES)}) pseudonymised or coarsened")
 
+    for name in c.key_fields[:-1]:
+        if name not in c.fields:
+            yield f"{where}: key field `{name}` is not a top-level property of the schema"
     for role, name in (("key", c.key_field), ("event_id", c.event_id_field)):
         if name is None:
             continue
         info = c.fields.get(name)
         if info is None or not info.required:
-            yield f"{where}: {role} field `{name}` must be a required top-level property of the schema"
+            yield (f"{where}: {role} field `{name}` must be a required top-level property of the schema"
+                   + (" (the last of a key list is the one every record carries)" if role == "key" and len(c.key_fields) > 1 else ""))
 
     yield from _lint_examples(where, c)
 

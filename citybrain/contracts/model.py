@@ -7,7 +7,7 @@ A contract file looks like::
     title: ...
     description: ...
     owner: environment                    # a department id (citybrain.departments)
-    key: id                               # record field used as the Kafka key
+    key: id                               # record field used as the Kafka key, or a list: the first present
     event_id: id                          # optional: field holding a stable event id
     compatibility: backward               # backward | forward | full | none
     topic: {partitions: 6, cleanup_policy: delete, retention: 7d}
@@ -53,7 +53,7 @@ SUPPORTED_KEYWORDS = {
     "$schema", "$id", "$comment", "title", "description", "type", "properties", "required",
     "additionalProperties", "items", "enum", "const", "minimum", "maximum",
     "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern", "format",
-    "minItems", "maxItems", "uniqueItems", "default", "examples",
+    "minItems", "maxItems", "uniqueItems", "default", "examples", "allOf", "anyOf",
     "x-classification", "x-personal", "x-protect", "x-unit", "x-standard-field",
 }
 #: How a personal field of a raw contract leaves the restricted zone (see citybrain/privacy.py).
@@ -111,8 +111,22 @@ class Contract:
         return self.raw["owner"]
 
     @property
+    def key_fields(self) -> list[str]:
+        """The fields the Kafka key is taken from: the first a record carries."""
+        key = self.raw["key"]
+        return [str(k) for k in key] if isinstance(key, list) else [str(key)]
+
+    @property
     def key_field(self) -> str:
-        return self.raw["key"]
+        """The field that always gives the key (the last of ``key_fields``, which lint makes required)."""
+        return self.key_fields[-1]
+
+    def key_of(self, record: dict[str, Any]) -> bytes:
+        """The Kafka key of one valid record."""
+        for name in self.key_fields:
+            if record.get(name) is not None:
+                return str(record[name]).encode()
+        return str(record[self.key_field]).encode()
 
     @property
     def event_id_field(self) -> str | None:

@@ -125,6 +125,8 @@ class RecordValidator:
             missing = [f for f in error.validator_value if not isinstance(error.instance, dict) or f not in error.instance]
             return [Rejection("required", ".".join([*path, m]), f"required field `{'.'.join([*path, m])}` is missing")
                     for m in missing]
+        if rule == "anyOf" and isinstance(error.instance, dict):
+            return [_one_of_missing(error.validator_value, path)]
         if rule == "additionalProperties" and isinstance(error.instance, dict):
             node = _node_at(self.contract.schema, path) or {}
             known = set(node.get("properties", {}))
@@ -150,6 +152,8 @@ class RecordValidator:
             missing = [f for f in (exc.rule_definition or []) if f not in exc.value]
             name = ".".join([*map(str, path), missing[0]]) if missing else field
             return Rejection("required", name, f"required field `{name}` is missing", "")
+        if rule == "anyOf" and isinstance(exc.value, dict):
+            return _one_of_missing(exc.rule_definition or [], path)
         if rule == "additionalProperties" and isinstance(exc.value, dict):
             node = _node_at(self.contract.schema, path)
             known = set((node or {}).get("properties", {}))
@@ -173,6 +177,15 @@ class RecordValidator:
             )
         message = exc.message.replace("data.", "", 1) if exc.message.startswith("data.") else exc.message
         return Rejection(rule, field or "(record)", f"`{field or 'record'}`: {message} (rule {rule} = {exc.rule_definition})", excerpt(exc.value))
+
+
+def _one_of_missing(alternatives: list[Any], path: list[Any]) -> Rejection:
+    """A record that carries none of a group of fields of which the contract needs one (``anyOf`` of ``required``)."""
+    names = [n for alt in alternatives if isinstance(alt, dict) for n in alt.get("required", ())]
+    prefix = "".join(f"{p}." for p in path)
+    listed = ", ".join(f"`{prefix}{n}`" for n in names)
+    return Rejection("required", f"{prefix}{names[0]}" if names else prefix.rstrip(".") or "(record)",
+                     f"the record needs one of {listed}; it has none", "")
 
 
 def _node_at(schema: dict[str, Any], path: list[Any]) -> dict[str, Any] | None:

@@ -3,12 +3,15 @@
 Per device, with a little memory: an anomaly needs two consecutive readings over the
 limit (one wild reading is a spike, not an event), and a device repeating the same
 measurements is reported as stuck. Limits follow the national standards where one exists
-(GB 3096-2008 for noise, HJ 633-2012 for AQI).
+(GB 3096-2008 for noise, HJ 633-2012 for AQI, the China Meteorological Administration's 20 mm/h
+for short-duration heavy rain). Rain is evidence, not an event: a weather station's hourly
+precipitation is remembered per district and named in the flood anomalies of its district's gauges.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from citybrain.fusion.signals import Signal
 from citybrain.sim.clock import local_hour
@@ -21,6 +24,8 @@ NOISE_MARGIN_DB = 10          # an exceedance worth acting on, not a marginal on
 AQI_LIMIT = 150               # above: moderately polluted or worse
 STUCK_READINGS = {"air_quality": 4, "noise": 8, "traffic_flow": 8, "water_level": 8}
 FLOOD_SITES = ("underpass", "street")
+HEAVY_RAIN_MM_H = 20.0        # 短时强降水: 20 mm or more in an hour (CMA)
+RAIN_MEMORY = timedelta(hours=3)   # rain this long before a gauge's reading still explains it
 STUCK_FIELDS = {"air_quality": ("pm25", "pm10", "no2"), "noise": ("LAeq", "LAmax"),
                 "traffic_flow": ("intensity", "averageVehicleSpeed"), "water_level": ("currentLevel",)}
 
@@ -41,9 +46,14 @@ class SensorWatch:
         self._over: dict[str, int] = {}
         self._same: dict[str, tuple[tuple[object, ...], int]] = {}
         self._stuck_reported: set[str] = set()
+        #: district -> [(observed at, mm in the hour, station)] of the last RAIN_MEMORY, from weather stations
+        self._rain: dict[str, list[tuple[datetime, float, str]]] = {}
 
     def check(self, s: Signal) -> list[Anomaly]:
         if s.kind != "reading" or s.device_id is None or {"unregistered_device", "position_mismatch"} & set(s.flags):
+            return []
+        if s.category == "weather":
+            self._remember_rain(s)
             return []
         out: list[Anomaly] = []
         over = self._over_limit(s)
@@ -64,7 +74,7 @@ class SensorWatch:
                     and v.get("currentLevel", 0) >= v.get("referenceLevel", 99):
                 return ("flood", "water_high", 3,
                         f"{v.get('siteType')} gauge {s.device_id} reads {v['currentLevel']:.2f} m, above its "
-                        f"reference level {v['referenceLevel']:.2f} m")
+                        f"reference level {v['referenceLevel']:.2f} m{self._rain_note(s)}")
         elif s.category == "noise":
             day, night = NOISE_LIMITS.get(str(v.get("site_type")), NOISE_DEFAULT)
             h = local_hour(s.at)
@@ -79,6 +89,30 @@ class SensorWatch:
             if aqi > AQI_LIMIT:
                 return ("air", "aqi_exceedance", 2, f"air gauge {s.device_id} reads AQI {aqi}")
         return None
+
+    def _remember_rain(self, s: Signal) -> None:
+        mm = s.values.get("precipitation")
+        if not s.district_code or not isinstance(mm, (int, float)):
+            return
+        seen = self._rain.setdefault(s.district_code, [])
+        seen.append((s.at, float(mm), s.device_id or ""))
+        newest = max(at for at, _mm, _d in seen)
+        seen[:] = [r for r in seen if r[0] > newest - RAIN_MEMORY]
+
+    def heavy_rain(self, district: str | None, at: datetime) -> tuple[datetime, float, str] | None:
+        """The heaviest hour of rain (≥ HEAVY_RAIN_MM_H) a station of ``district`` measured in the
+        RAIN_MEMORY before ``at`` (and up to an hour after: stations report at the end of their hour)."""
+        rains = [r for r in self._rain.get(district or "", ())
+                 if at - RAIN_MEMORY <= r[0] <= at + timedelta(hours=1) and r[1] >= HEAVY_RAIN_MM_H]
+        return max(rains, key=lambda r: r[1]) if rains else None
+
+    def _rain_note(self, s: Signal) -> str:
+        rain = self.heavy_rain(s.district_code, s.at)
+        if rain is None:
+            return ""
+        at, mm, station = rain
+        return (f", after {mm:.0f} mm of rain in the hour to {at:%H:%M} UTC at weather station {station} "
+                f"(heavy rain, ≥{HEAVY_RAIN_MM_H:.0f} mm/h)")
 
     def _stuck(self, s: Signal) -> Anomaly | None:
         fields = STUCK_FIELDS.get(s.category, ())

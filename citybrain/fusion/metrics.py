@@ -16,7 +16,8 @@ from citybrain.fusion.signals import Signal
 from citybrain.times import iso
 
 LATENESS = timedelta(minutes=15)
-MEASURE = {"air_quality": "pm25", "noise": "LAeq", "traffic_flow": "intensity", "water_level": "currentLevel"}
+MEASURE = {"air_quality": "pm25", "noise": "LAeq", "traffic_flow": "intensity", "water_level": "currentLevel",
+           "weather": "precipitation"}
 
 
 @dataclass

@@ -21,7 +21,14 @@ POSITION_TOLERANCE_M = 500.0
 SENSOR_TOPICS = {
     "raw.sensor.air_quality.v1": "air_quality", "raw.sensor.noise_level.v1": "noise",
     "raw.sensor.traffic_flow.v1": "traffic_flow", "raw.sensor.water_level.v1": "water_level",
+    "raw.sensor.weather.v1": "weather",
 }
+#: Where each model says when it observed, in order of preference (an interval by its end).
+OBSERVED_AT = ("dateObserved", "dateObservedTo", "observationDateTime", "dateObservedFrom")
+#: A reading's attributes that are not measurements.
+#: Text attributes the detectors read (a gauge's site and state, a traffic lane's direction).
+MEASURED_TEXT = {"siteType", "floodLevelStatus", "airQualityLevel", "laneDirection", "vehicleType", "sonometerClass"}
+NOT_MEASURED = {"id", "type", "location", "refDevice", "stationID", *OBSERVED_AT}
 
 
 @dataclass
@@ -85,19 +92,32 @@ class Enricher:
         return s
 
     def _reading(self, topic: str, value: dict[str, Any], event_id: str) -> Signal:
-        lon, lat = value["location"]["coordinates"][:2]
-        at = parse_time(value.get("dateObserved") or value.get("dateObservedTo") or value["dateObservedFrom"])
+        # The contracts guarantee an observation time and a position or a device (refDevice, or a
+        # FloodMonitoring stationID); a reading without a position is placed where the registry has its device.
+        device_id = value.get("refDevice") or value.get("stationID")
+        device = self.devices.get(device_id) if device_id else None
+        at = parse_time(next(value[k] for k in OBSERVED_AT if value.get(k)))
+        location = value.get("location")
+        if location:
+            lon, lat = location["coordinates"][:2]
+        elif device is not None:
+            lon, lat = device["long"], device["lat"]
+        else:
+            lon = lat = None
+        # Measurements are the numbers and flags a reading carries; the models' text and structures
+        # (address, source, name, ...) are kept in the lake, not reasoned about.
         measures = {k: v for k, v in value.items()
-                    if k not in ("id", "type", "location", "refDevice", "dateObserved", "dateObservedFrom",
-                                 "dateObservedTo")}
+                    if k not in NOT_MEASURED and (isinstance(v, (int, float, bool)) or k in MEASURED_TEXT)}
         s = self._place(Signal(topic, event_id, "reading", SENSOR_TOPICS[topic], at, lon, lat,
-                               device_id=value["refDevice"], values=measures))
-        device = self.devices.get(value["refDevice"])
+                               device_id=device_id, values=measures))
+        if lon is None:
+            s.flags.append("unplaced")
         if self.devices and device is None:
             s.flags.append("unregistered_device")
         elif device is not None:
             s.values["site_type"] = device.get("site_type")
-            if haversine_m(lon, lat, device["long"], device["lat"]) > POSITION_TOLERANCE_M:
+            if lon is not None and lat is not None and \
+                    haversine_m(lon, lat, device["long"], device["lat"]) > POSITION_TOLERANCE_M:
                 s.flags.append("position_mismatch")
             if device.get("status") != "active":
                 s.flags.append(f"device_{device.get('status')}")

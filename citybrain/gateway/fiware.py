@@ -7,7 +7,8 @@ contract by ``type`` alone. Both NGSI v2 representations are taken: keyValues
 keyValues as the NGSI v2 specification defines the two: the attribute's value, a
 ``geo:json`` value as is, a ``geo:point`` ("lat, lon") as a GeoJSON Point; metadata is not kept.
 
-NGSI-LD (ETSI GS CIM 009) entities come in its normalized form, mapped by :func:`ld_to_key_values`:
+NGSI-LD (ETSI GS CIM 009) entities come normalized or concise (NGSI-LD 1.6 and later: an attribute given
+by its value alone, as the models' ``example.jsonld`` are), mapped by :func:`ld_to_key_values`:
 a Property's ``value`` (a ``{"@type": "DateTime", "@value": ...}`` value as its ``@value``), a
 GeoProperty's GeoJSON ``value``, a Relationship's ``object``; a model's observation time missing
 from the entity is taken from its properties' ``observedAt``. Terms are read as compacted with the
@@ -27,6 +28,7 @@ ENTITY_CONTRACTS = {
     "NoiseLevelObserved": "raw.sensor.noise_level",
     "TrafficFlowObserved": "raw.sensor.traffic_flow",
     "FloodMonitoring": "raw.sensor.water_level",
+    "WeatherObserved": "raw.sensor.weather",
 }
 BATCH_ACTIONS = ("append", "appendStrict", "update", "replace")
 #: Keys of a normalized attribute (NGSI v2 "JSON Attribute Representation").
@@ -66,11 +68,12 @@ def to_key_values(entity: Any) -> tuple[dict[str, Any] | None, list[EdgeError]]:
     return (None, errors) if errors else (out, [])
 
 
+LD_TYPES = ("Property", "GeoProperty", "Relationship", "LanguageProperty")
 #: Keys of an NGSI-LD attribute that are not sub-properties to refuse: how the standard annotates values.
 LD_ATTRIBUTE_KEYS = {"type", "value", "object", "observedAt", "unitCode", "datasetId", "createdAt", "modifiedAt",
                      "instanceId", "providedBy"}
 #: The field that says when a model's observation happened: taken from ``observedAt`` when the entity lacks it.
-OBSERVED_FIELD = {"AirQualityObserved": "dateObserved", "FloodMonitoring": "dateObserved",
+OBSERVED_FIELD = {"AirQualityObserved": "dateObserved", "FloodMonitoring": "dateObserved", "WeatherObserved": "dateObserved",
                   "NoiseLevelObserved": "dateObservedTo", "TrafficFlowObserved": "dateObservedTo"}
 
 
@@ -96,10 +99,18 @@ def ld_to_key_values(entity: Any) -> tuple[dict[str, Any] | None, list[EdgeError
         if isinstance(attr, list):   # several instances (datasetId): the default one, else the first
             attr = next((a for a in attr if isinstance(a, dict) and "datasetId" not in a), attr[0] if attr else None)
         kind = attr.get("type") if isinstance(attr, dict) else None
-        if kind not in ("Property", "GeoProperty", "Relationship", "LanguageProperty"):
-            errors.append(EdgeError(400, f"attribute `{name}` is not an NGSI-LD Property, GeoProperty or Relationship "
-                                         "({\"type\": \"Property\", \"value\": ...}); send it so, or send plain values with "
-                                         "?options=keyValues", name, "ngsi-ld-form"))
+        if kind not in LD_TYPES and isinstance(attr, dict) and kind is not None and ("value" in attr or "object" in attr):
+            errors.append(EdgeError(400, f"attribute `{name}` has type {kind!r}; an NGSI-LD attribute is a "
+                                         f"{', '.join(LD_TYPES)}, or its value alone (concise form)", name,
+                                    "ngsi-ld-form"))
+            continue
+        if kind not in LD_TYPES:
+            # the concise representation: a Property by its value (or {"value": ...} with sub-properties), a
+            # GeoProperty by its GeoJSON
+            concise = isinstance(attr, dict) and "value" in attr and "type" not in attr
+            out[name] = attr["value"] if concise else attr
+            if concise and attr.get("observedAt"):
+                observed.append(attr["observedAt"])
             continue
         unknown = sorted(k for k in set(attr) - LD_ATTRIBUTE_KEYS - {"languageMap"} if not k.startswith("@"))
         if unknown:

@@ -11,17 +11,24 @@ not plain stays refused by the contract with its reason.
 - ``date-interval``: ``dateObserved`` as an ISO 8601 interval ``start/end``: for the models that
   carry both ends (noise, traffic) ``dateObservedFrom``/``dateObservedTo``, for the others its end;
 - ``ngsi-ld-attribute-type``: an NGSI-LD attribute typed with a JSON Schema type name
-  (``"type": "string"``, as FloodMonitoring's own normalized example has) read as a Property.
+  (``"type": "string"``, as FloodMonitoring's own normalized example has) read as a Property;
+- ``attribute-name-case``: an attribute the contract has under another letter case (AirQualityObserved's
+  examples send ``typeOfLocation``, its schema says ``typeofLocation``) read under the contract's name;
+- ``time-without-offset``: a date-time without a UTC offset (``2016-03-15T11:00:00``) read as UTC, which
+  the models' schemas declare their times to be.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Collection
 
 #: Models whose observation is an interval with both ends.
 INTERVAL_MODELS = {"NoiseLevelObserved", "TrafficFlowObserved"}
 JSON_SCHEMA_TYPES = {"string", "number", "integer", "boolean", "object", "array"}
+#: An RFC 3339 date-time but for its missing offset.
+LOCAL_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")
 
 
 @dataclass(frozen=True)
@@ -47,9 +54,18 @@ def lint_ld(entity: Any) -> tuple[Any, list[LintWarning]]:
     return out, warnings
 
 
-def lint(entity: dict[str, Any]) -> tuple[dict[str, Any], list[LintWarning]]:
-    """An entity in keyValues form with the models' plain defects corrected, and a warning for each."""
+def lint(entity: dict[str, Any], fields: Collection[str] = (), times: Collection[str] = ()
+         ) -> tuple[dict[str, Any], list[LintWarning]]:
+    """An entity in keyValues form with the models' plain defects corrected, and a warning for each; ``fields``
+    are its contract's attributes, ``times`` those that are date-times."""
     out, warnings = dict(entity), []
+    by_case = {f.lower(): f for f in fields}
+    for name in list(out):
+        known = by_case.get(name.lower())
+        if known and known != name and name not in fields and known not in out:
+            out[known] = out.pop(name)
+            warnings.append(LintWarning(name, "attribute-name-case", f"`{name}` read as the model's `{known}`; "
+                                        f"send `{known}`"))
     location = out.get("location")
     if isinstance(location, dict):
         location = dict(location)
@@ -79,4 +95,10 @@ def lint(entity: dict[str, Any]) -> tuple[dict[str, Any], list[LintWarning]]:
             where = "its end"
         warnings.append(LintWarning("dateObserved", "date-interval", f"dateObserved {observed!r} is an interval: read "
                                     f"as {where}; send a date-time"))
+    for name in times:
+        value = out.get(name)
+        if isinstance(value, str) and LOCAL_TIME_RE.match(value):
+            out[name] = value + "Z"
+            warnings.append(LintWarning(name, "time-without-offset", f"`{name}` {value!r} has no UTC offset: read as "
+                                        "UTC, as the model declares; send it with Z or an offset"))
     return out, warnings

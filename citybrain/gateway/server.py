@@ -402,13 +402,13 @@ class Gateway:
             entity, warnings = lint_ld(entity)
         if mapper is not None:
             entity, errors = mapper(entity)
-        if not errors and isinstance(entity, dict):
-            entity, more = lint(entity)
+        if not errors:
+            contract_id, errors = contract_for(entity)
+        if contract_id is not None and isinstance(entity, dict):
+            entity, more = lint(entity, *self._lint_fields(contract_id))
             warnings += more
             if warnings:
                 base["warnings"] = [w.as_dict() for w in warnings]
-        if not errors:
-            contract_id, errors = contract_for(entity)
         if contract_id is None:
             first = errors[0]
             rejection = Rejection(first.rule, first.field, first.description)
@@ -423,6 +423,12 @@ class Gateway:
         problems = validator.explain_all(entity)
         return ({**base, "status": "rejected", "topic": contract.topic,
                  "errors": [EdgeError.from_rejection(p, 422).as_dict() for p in problems]}, item, None)
+
+    def _lint_fields(self, contract_id: str) -> tuple[list[str], list[str]]:
+        """A sensor contract's attributes and its date-time attributes, for the lint."""
+        fields = [f for f in self.contracts[contract_id].fields.values() if "." not in f.path]
+        props = self.contracts[contract_id].schema.get("properties", {})
+        return [f.path for f in fields], [f.path for f in fields if props[f.path].get("format") == "date-time"]
 
     async def post_entity(self, request: web.Request) -> web.Response:
         partner, denied = self._partner(request)

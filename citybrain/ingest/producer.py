@@ -227,7 +227,7 @@ class ValidatedProducer:
                 headers = standard_headers(contract, record.producer or self.producer_id,
                                            event_id(contract, value, payload.decode()), trace_id)
                 future = self._producer.send(
-                    contract.topic, value=payload, key=str(value[contract.key_field]).encode(), headers=headers,
+                    contract.topic, value=payload, key=contract.key_of(value), headers=headers,
                     timestamp_ms=record.timestamp_ms)
                 future.add_callback(ok_accepted).add_errback(failures.append)
             else:

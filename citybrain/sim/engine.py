@@ -23,7 +23,7 @@ from citybrain.sim.departmental import Departments
 from citybrain.sim.hotline import TicketDesk
 from citybrain.sim.incidents import KINDS, Incident, plan_incidents
 from citybrain.sim.model import Effects, Emission, SimConfig
-from citybrain.sim.sensors import SensorFleet
+from citybrain.sim.sensors import SensorFleet, WeatherStations
 from citybrain.sim.weather import Weather
 
 GROUND_TRUTH_FORMAT = "citybrain.ground_truth/1"
@@ -60,6 +60,7 @@ class Simulation:
             incident.install(self.effects, self.weather)
         keep = {d for i in self.incidents for d in i.devices}
         self.fleet = SensorFleet(self.city, cfg, rng("sensors"), self.weather, self.effects, self.start, keep)
+        self.stations = WeatherStations(self.city, self.weather, rng("stations"))
         self.desk = TicketDesk(self.city, cfg, rng("hotline"), self.effects, self.start)
         self.departments = Departments(self.city, cfg, rng("departments"), self.weather)
         self._by_id = {i.id: i for i in self.incidents}
@@ -88,6 +89,7 @@ class Simulation:
             t = self.start + self.interval * step
             push(self.fleet.tick(t))
             push(self.fleet.registry_updates(t))
+            push(self.stations.tick(t, self.interval))
             push(self.desk.tick(t))
             push(self.departments.tick(t))
             for incident in self.incidents:

@@ -35,9 +35,10 @@ def vendor_slug(vendor: str) -> str:
     ascii_name = re.sub(r"[^a-z0-9]+", "-", vendor.lower()).strip("-")
     return ascii_name[:30] or "v" + hashlib.sha256(vendor.encode()).hexdigest()[:8]
 FIWARE_TYPE = {"air_quality": "AirQualityObserved", "noise": "NoiseLevelObserved",
-               "traffic_flow": "TrafficFlowObserved", "water_level": "FloodMonitoring"}
+               "traffic_flow": "TrafficFlowObserved", "water_level": "FloodMonitoring", "weather": "WeatherObserved"}
 CONTRACT = {"air_quality": "raw.sensor.air_quality", "noise": "raw.sensor.noise_level",
-            "traffic_flow": "raw.sensor.traffic_flow", "water_level": "raw.sensor.water_level"}
+            "traffic_flow": "raw.sensor.traffic_flow", "water_level": "raw.sensor.water_level",
+            "weather": "raw.sensor.weather"}
 NOISE_BASE = {  # site type: (day, night) LAeq in dB(A)
     "residential": (53, 43), "arterial": (68, 60), "commercial": (61, 49), "school": (56, 41),
     "hospital": (51, 42), "construction": (66, 46),
@@ -69,11 +70,13 @@ class SensorFleet:
                  start: datetime, keep: set[str]) -> None:
         self.city, self.cfg, self.rng, self.weather, self.effects = city, cfg, rng, weather, effects
         self.interval = timedelta(minutes=cfg.interval_min)
-        self.devices = [d for d in city.devices if d.device_id in keep or rng.random() < cfg.scale]
+        # Weather stations report apart (WeatherStations): the fleet's random stream is what it was without them.
+        fleet = [d for d in city.devices if d.device_type != "weather"]
+        self.devices = [d for d in fleet if d.device_id in keep or rng.random() < cfg.scale]
         self.segments = {r.segment_id: r for r in city.roads}
         self.district_of = {s.code: s.district_code for s in city.streets}
         self.location = {d.device_id: {"type": "Point", "coordinates": [d.lon, d.lat]} for d in city.devices}
-        self.mult = {d.device_id: math.exp(rng.gauss(0, 0.15)) for d in city.devices}
+        self.mult = {d.device_id: math.exp(rng.gauss(0, 0.15)) for d in fleet}
         self.runoff = {x.code: 0.0 for x in city.districts}
         self.river = {x.code: 0.0 for x in city.districts}
         self._decay = 0.93 ** (cfg.interval_min / 5)
@@ -288,3 +291,43 @@ class SensorFleet:
         return {"currentLevel": round(level, 3), "referenceLevel": ref,
                 "measuredDistance": round(max(0.0, ref + 2.5 - level), 3), "floodLevelStatus": status,
                 "siteType": d.site_type}
+
+
+class WeatherStations:
+    """The city's automatic weather stations: one WeatherObserved per station on the hour, from the same
+    weather that drives the other sensors, so the rain a station measures is the rain that fills the gauges.
+
+    Every station reports whatever the scale (a district has one or two, and fusion reads rain per
+    district). Precipitation is the hour's total in mm (the mean rate over the hour before ``dateObserved``).
+    """
+
+    def __init__(self, city: City, weather: Weather, rng: random.Random) -> None:
+        self.weather, self.rng = weather, rng
+        self.stations = city.devices_of("weather")
+        self.district_of = {s.code: s.district_code for s in city.streets}
+        self.summer = weather.wet
+
+    def tick(self, t: datetime, interval: timedelta) -> list[tuple[datetime, Emission]]:
+        if not self.stations or not (t.minute == 0 or interval >= timedelta(hours=1)):
+            return []
+        out = []
+        for d in self.stations:
+            district = self.district_of[d.street_code]
+            rain = sum(self.weather.rain(t - timedelta(minutes=15 * k), district) for k in range(4)) / 4
+            temp = self.weather.temperature(t) + self.rng.gauss(0, 0.3)
+            humidity = min(1.0, max(0.05, self.weather.humidity(t) + self.rng.gauss(0, 0.02)))
+            # Magnus formula; the prevailing wind is south-easterly in the wet season, north-westerly otherwise.
+            gamma = math.log(humidity) + 17.62 * temp / (243.12 + temp)
+            stamp = iso(t)
+            value = {
+                "id": f"urn:ngsi-ld:WeatherObserved:{d.device_id}:{stamp}", "type": "WeatherObserved",
+                "dateObserved": stamp, "location": {"type": "Point", "coordinates": [d.lon, d.lat]},
+                "refDevice": d.device_id, "precipitation": round(rain, 1),
+                "temperature": round(temp, 1), "relativeHumidity": round(humidity, 2),
+                "dewPoint": round(243.12 * gamma / (17.62 - gamma), 1),
+                "windSpeed": round(max(0.0, 2.5 + abs(self.rng.gauss(0, 1.2)) + 0.2 * rain), 1),
+                "windDirection": round(((135 if self.summer else 315) + self.rng.gauss(0, 35)) % 360),
+                "atmosphericPressure": round(1013.0 - 0.25 * rain + self.rng.gauss(0, 1.5), 1),
+            }
+            out.append((t, Emission(CONTRACT["weather"], value, f"gw.{vendor_slug(d.vendor)}", t)))
+        return out

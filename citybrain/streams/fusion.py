@@ -121,7 +121,7 @@ class FusionWorker:
         contract = self.contracts[topic]
         payload = orjson.dumps(record)
         headers = standard_headers(contract, PRODUCER, event_id(contract, record, payload.decode()), trace)
-        return str(record[contract.key_field]).encode(), payload, dict(headers)
+        return contract.key_of(record), payload, dict(headers)
 
     def dead_letter(self, topic: str, record: RawRecord, rejection: Rejection, trace: bytes) -> tuple[bytes, bytes, dict[str, bytes]]:
         envelope, headers = dead_letter_message(topic, record, rejection, PRODUCER, trace.decode(),

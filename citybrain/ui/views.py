@@ -33,6 +33,7 @@ SENSORS = {
     "raw.sensor.noise_level.v1": ("noise", "LAeq", "dB(A)"),
     "raw.sensor.air_quality.v1": ("air_quality", "pm25", "µg/m³"),
     "raw.sensor.traffic_flow.v1": ("traffic_flow", "intensity", "veh"),
+    "raw.sensor.weather.v1": ("weather", "precipitation", "mm/h"),
 }
 #: A device with no reading in this long before the newest reading of its feed is silent.
 SILENT_AFTER = timedelta(hours=1)

@@ -24,7 +24,11 @@ def test_same_seed_same_city_other_seed_other_city() -> None:
 def test_city_has_the_size_the_issue_asks_for() -> None:
     assert len(CITY.districts) >= 10 and len(CITY.streets) >= 100
     assert len(CITY.devices) >= 2000 and len(CITY.roads) >= 300
-    assert {d.device_type for d in CITY.devices} == {"air_quality", "noise", "traffic_flow", "water_level"}
+    assert {d.device_type for d in CITY.devices} == {"air_quality", "noise", "traffic_flow", "water_level", "weather"}
+    stations = CITY.devices_of("weather")        # one automatic weather station per district, inside it
+    by_street = {s.code: s for s in CITY.streets}
+    assert sorted(by_street[d.street_code].district_code for d in stations) == sorted(x.code for x in CITY.districts)
+    assert all(CITY.index.resolve(d.lon, d.lat).street.code == d.street_code for d in stations)
     assert 5_000_000 < CITY.population < 20_000_000
     assert len({s.code for s in CITY.streets}) == len(CITY.streets)
 

@@ -80,7 +80,7 @@ def test_the_simulated_city_as_a_pack_passes_its_checks(tmp_path: Path, contract
     assert levels == {"district": 12, "street": 108, "community": 432, "grid": 864}
     assert _rules(tmp_path, pack) == []
     loaded, _ = check_pack(tmp_path)
-    assert loaded is not None and loaded.manifest["jurisdiction_id"] == "yunzhou.gov.cn" and len(loaded.devices) == 2191
+    assert loaded is not None and loaded.manifest["jurisdiction_id"] == "yunzhou.gov.cn" and len(loaded.devices) == 2191 + 12   # 12 weather stations, one per district
     assert contract_problems(loaded, contracts) == []
 
 

@@ -357,3 +357,59 @@ def test_hourly_metrics_close_after_their_window_and_count_every_call_and_readin
     assert (hourly["reading"]["count"], hourly["reading"]["mean"], hourly["reading"]["max"],
             hourly["reading"]["devices"]) == (12, 55.5, 61.0, 3)
     assert [r["window"] for r in m.close(T0 + timedelta(days=1, hours=1))] == ["day", "day"]
+
+
+def test_heavy_rain_at_the_districts_station_is_named_in_the_flood_evidence_and_light_rain_is_not() -> None:
+    p = _pipeline()
+    gauge = next(d for d in CITY.devices if d.device_type == "water_level" and d.site_type == "underpass")
+    district = next(s.district_code for s in CITY.streets if s.code == gauge.street_code)
+    station = next(d for d in CITY.devices_of("weather")
+                   if next(s.district_code for s in CITY.streets if s.code == d.street_code) == district)
+
+    def rain(mm: float, at: datetime) -> None:
+        stamp = iso(at)
+        p.feed("raw.sensor.weather.v1", {"id": f"urn:ngsi-ld:WeatherObserved:{station.device_id}:{stamp}",
+                                         "type": "WeatherObserved", "dateObserved": stamp, "refDevice": station.device_id,
+                                         "precipitation": mm}, f"w{stamp}{mm}", at)
+
+    rain(4.0, T0)                                   # drizzle is remembered, but is not heavy rain
+    assert p.watch.heavy_rain(district, T0 + timedelta(minutes=30)) is None
+    rain(38.0, T0 + timedelta(hours=1))
+    out = _flooded_gauge(p, gauge.device_id, T0 + timedelta(hours=1, minutes=10))
+    warning = next(r for kind, r in out if kind == WARNING_TOPIC)
+    assert f"38 mm of rain in the hour to 03:00 UTC at weather station {station.device_id}" in warning["explanation"]
+    # a gauge of another district flooding in the same hour is not explained by this district's rain
+    other = next(d for d in CITY.devices if d.device_type == "water_level" and d.site_type == "underpass"
+                 and next(s.district_code for s in CITY.streets if s.code == d.street_code) != district)
+    out = _flooded_gauge(p, other.device_id, T0 + timedelta(hours=1, minutes=11))   # (other event ids)
+    assert "rain" not in next(r for kind, r in out if kind == WARNING_TOPIC)["explanation"]
+
+
+def test_a_vendors_reading_without_a_position_or_a_device_id_is_placed_by_what_it_has() -> None:
+    """The models make location and refDevice optional: a reading placed by its registered device, one by
+    its own position (stationID instead of refDevice), text attributes kept out of the measures."""
+    devices = {r["device_id"]: r for r in reference_records(CITY, "x")["raw.ref.device"]}
+    enricher = Enricher(CITY.index, devices)
+    d = next(x for x in CITY.devices if x.device_type == "water_level")
+    no_place = {k: v for k, v in _reading(d.device_id, T0, currentLevel=0.1).items() if k != "location"}
+    s = enricher.signal("raw.sensor.water_level.v1", no_place, "e1")
+    assert s is not None and (s.lon, s.lat, s.street_code, s.flags) == (d.lon, d.lat, d.street_code, [])
+    vendor = {"id": "urn:ngsi-ld:FloodMonitoring:x", "type": "FloodMonitoring", "observationDateTime": iso(T0),
+              "stationID": "HZ-7781", "location": {"type": "Point", "coordinates": [d.lon, d.lat]},
+              "currentLevel": 0.2, "address": {"streetAddress": "x"}, "source": "https://example.org"}
+    s = enricher.signal("raw.sensor.water_level.v1", vendor, "e2")
+    assert s is not None and s.at == T0 and s.device_id == "HZ-7781" and s.street_code == d.street_code
+    assert s.values == {"currentLevel": 0.2} and "unregistered_device" in s.flags
+
+
+def test_weather_stations_report_every_hour_the_rain_that_fills_the_gauges(contracts) -> None:  # type: ignore[no-untyped-def]
+    sim = Simulation(SimConfig(seed=5, start=T0, hours=4, scale=0.02, incidents=("underpass_flood",)))
+    check = RecordValidator(contracts["raw.sensor.weather.v1"])
+    readings = [e.value for _t, batch in sim.ticks() for e in batch if e.contract == "raw.sensor.weather"]
+    assert len(readings) == 3 * len(CITY.devices_of("weather"))     # 03:00, 04:00, 05:00 (the run ends at 06:00)
+    assert all(check(r) is None for r in readings)
+    storm = sim.weather.storms[0]
+    wet = {d.device_id for d in CITY.devices_of("weather")
+           if next(s.district_code for s in CITY.streets if s.code == d.street_code) in storm.districts}
+    assert wet and max(r["precipitation"] for r in readings if r["refDevice"] in wet) >= 20
+    assert max((r["precipitation"] for r in readings if r["refDevice"] not in wet), default=0) < 20

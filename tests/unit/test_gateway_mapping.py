@@ -95,7 +95,8 @@ def test_a_normalized_ngsi_v2_entity_is_taken_in_its_keyvalues_form(contracts) -
 
 def test_fiware_entities_route_by_type_and_normalized_attributes_sent_as_keyvalues_are_refused() -> None:
     assert contract_for({"type": "FloodMonitoring"}) == ("raw.sensor.water_level", [])
-    _, errors = contract_for({"type": "WeatherObserved"})
+    assert contract_for({"type": "WeatherObserved"}) == ("raw.sensor.weather", [])
+    _, errors = contract_for({"type": "WaterQualityObserved"})
     assert errors[0].field == "type" and errors[0].code == 422
     _, errors = contract_for({"type": "AirQualityObserved", "pm25": {"type": "Number", "value": 3}})
     assert errors[0].field == "pm25" and "keyValues" in errors[0].description
@@ -148,7 +149,10 @@ def test_ngsi_ld_normalized_entities_map_to_keyvalues_as_the_standard_relates_th
     assert kv == {"id": entity["id"], "type": "NoiseLevelObserved", "location": entity["location"]["value"],
                   "refDevice": "urn:ngsi-ld:Device:nl-0001", "dateObservedFrom": "2026-12-03T10:00:00Z", "LAeq": 61.2,
                   "name": "天宁街道噪声", "dateObservedTo": "2026-12-03T10:05:00Z"}   # the end from observedAt
-    bad = {"id": "x", "type": "NoiseLevelObserved", "LAeq": 61.2, "refDevice": {"type": "Relationship"},
+    concise = {"id": entity["id"], "type": "NoiseLevelObserved", "LAeq": 61.2, "dateObservedFrom": "2026-12-03T10:00:00Z",
+               "location": {"type": "Point", "coordinates": [117.4, 38.6]}, "refDevice": "urn:ngsi-ld:Device:nl-0001"}
+    assert ld_to_key_values(concise) == (concise, [])                  # NGSI-LD 1.6's concise form: values as they are
+    bad = {"id": "x", "type": "NoiseLevelObserved", "LAeq": {"type": "Number", "value": 61.2}, "refDevice": {"type": "Relationship"},
            "location": {"type": "GeoProperty", "value": {}, "colour": "red"}}
     kv, errors = ld_to_key_values(bad)
     assert kv is None

@@ -17,7 +17,7 @@ const T = {
     passed: "通过", failed: "未通过", none: "暂无数据", ok: "正常", silent: "静默", fault: "故障",
     received: "受理", dispatched: "派单", accepted: "签收", handled: "办理", closed: "办结", followed_up: "回访", reopened: "重办",
     as_of: "数据截至", actual_reads: "实际读取（消费组及其提交的主题）", refused_logins: "运行视图的失败登录", by_district: "各区三率", department: "部门", level_or_title: "层级/事项", where: "区域", overdue_min: "超时（分钟）", groups: "消费组与积压", loading: "读取中…", in_lake: "入湖记录", on_broker: "主题记录", dead_letters: "死信原因", lag: "积压", recent: "近24小时事件", failed_checks: "未通过的检查", data_docs: "质量数据文档（Great Expectations）",
-    water_level: "水位", noise: "噪声", air_quality: "空气质量", traffic_flow: "交通流量",
+    water_level: "水位", noise: "噪声", air_quality: "空气质量", traffic_flow: "交通流量", weather: "降水（气象站）",
   },
   en: {
     title: "CityBrain", city: "City", hotline: "Hotline 12345", data: "Data", security: "Security",
@@ -37,7 +37,7 @@ const T = {
     refused_logins: "Refused logins to this view", actual_reads: "Actual reads (consumer groups and the topics they committed)", by_district: "The three rates by district", department: "department", level_or_title: "level / matter", where: "where",
     overdue_min: "overdue (min)", groups: "Consumer groups and lag", loading: "loading…", in_lake: "in the lake", on_broker: "on the broker", dead_letters: "dead-letter reasons", lag: "lag",
     recent: "events in the last 24 h", failed_checks: "Failed checks", data_docs: "Quality data docs (Great Expectations)",
-    water_level: "water level", noise: "noise", air_quality: "air quality", traffic_flow: "traffic flow",
+    water_level: "water level", noise: "noise", air_quality: "air quality", traffic_flow: "traffic flow", weather: "rain (weather stations)",
   },
 };
 const PAGES = ["city", "hotline", "data", "security"];
