@@ -15,14 +15,20 @@ not plain stays refused by the contract with its reason.
 - ``attribute-name-case``: an attribute the contract has under another letter case (AirQualityObserved's
   examples send ``typeOfLocation``, its schema says ``typeofLocation``) read under the contract's name;
 - ``time-without-offset``: a date-time without a UTC offset (``2016-03-15T11:00:00``) read as UTC, which
-  the models' schemas declare their times to be.
+  the models' schemas declare their times to be;
+- ``boolean-for-number``: ``false`` for a number (AirQualityObserved's normalized example sends
+  ``"precipitation": {"type": "Boolean", "value": false}``) read as 0, none measured; ``true`` has no
+  number and stays refused;
+- ``angle-range``: a bearing of 180° to 360° for an attribute the model ranges -180° to 180°
+  (AirQualityObserved's ``windDirection``; WeatherObserved ranges it 0° to 360°, and its examples send 186)
+  read as the same bearing in the model's range.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Collection
+from typing import Any, Mapping
 
 #: Models whose observation is an interval with both ends.
 INTERVAL_MODELS = {"NoiseLevelObserved", "TrafficFlowObserved"}
@@ -54,10 +60,13 @@ def lint_ld(entity: Any) -> tuple[Any, list[LintWarning]]:
     return out, warnings
 
 
-def lint(entity: dict[str, Any], fields: Collection[str] = (), times: Collection[str] = ()
+def lint(entity: dict[str, Any], props: Mapping[str, Mapping[str, Any]] | None = None
          ) -> tuple[dict[str, Any], list[LintWarning]]:
-    """An entity in keyValues form with the models' plain defects corrected, and a warning for each; ``fields``
-    are its contract's attributes, ``times`` those that are date-times."""
+    """An entity in keyValues form with the models' plain defects corrected, and a warning for each; ``props``
+    are its contract's attributes (their JSON Schemas)."""
+    props = props or {}
+    fields = set(props)
+    times = [f for f, p in props.items() if p.get("format") == "date-time"]
     out, warnings = dict(entity), []
     by_case = {f.lower(): f for f in fields}
     for name in list(out):
@@ -95,6 +104,17 @@ def lint(entity: dict[str, Any], fields: Collection[str] = (), times: Collection
             where = "its end"
         warnings.append(LintWarning("dateObserved", "date-interval", f"dateObserved {observed!r} is an interval: read "
                                     f"as {where}; send a date-time"))
+    for name, prop in props.items():
+        value = out.get(name)
+        if value is False and prop.get("type") in ("number", "integer"):
+            out[name] = 0
+            warnings.append(LintWarning(name, "boolean-for-number", f"`{name}` false read as 0 (none measured); "
+                                        "send a number"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                (prop.get("minimum"), prop.get("maximum")) == (-180, 180) and 180 < value <= 360:
+            out[name] = value - 360
+            warnings.append(LintWarning(name, "angle-range", f"`{name}` {value}° read as {value - 360}°, the same "
+                                        "bearing in the model's -180° to 180°"))
     for name in times:
         value = out.get(name)
         if isinstance(value, str) and LOCAL_TIME_RE.match(value):

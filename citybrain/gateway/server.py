@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
@@ -119,6 +120,8 @@ class Gateway:
         self.producer: ValidatedProducer | None = None
         self.book = RequestBook(settings)
         self.counts = {"accepted": 0, "dead_lettered": 0, "refused": 0}
+        #: Known model defects corrected in accepted records, by lint rule (also a lint-rules header on each record).
+        self.lint_counts: Counter[str] = Counter()
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -230,7 +233,7 @@ class Gateway:
             "status": "ok" if self.book.error is None else "degraded", "bootstrap": self.settings.bootstrap,
             "requests_known": len(self.book), "request_book_caught_up": self.book.caught_up.is_set(),
             "request_book_error": self.book.error, "areas_loaded": bool(self.book.index and self.book.index.areas),
-            "counts": self.counts, "dead_letter_topic": DLQ_TOPIC,
+            "counts": self.counts, "lint_warnings": dict(sorted(self.lint_counts.items())), "dead_letter_topic": DLQ_TOPIC,
         })
 
     # -- Open311 -------------------------------------------------------------------------
@@ -405,7 +408,7 @@ class Gateway:
         if not errors:
             contract_id, errors = contract_for(entity)
         if contract_id is not None and isinstance(entity, dict):
-            entity, more = lint(entity, *self._lint_fields(contract_id))
+            entity, more = lint(entity, self.contracts[contract_id].schema.get("properties", {}))
             warnings += more
             if warnings:
                 base["warnings"] = [w.as_dict() for w in warnings]
@@ -417,18 +420,15 @@ class Gateway:
         contract = self.contracts[contract_id]
         assert self.producer is not None
         validator = self.producer.validator(contract)
-        item = (contract, RawRecord(f"{source}#{index}", raw, value=entity, producer=producer))
+        item = (contract, RawRecord(f"{source}#{index}", raw, value=entity, producer=producer,
+                                    lint=tuple(w.rule for w in warnings)))
         if validator(entity) is None:
+            for w in warnings:
+                self.lint_counts[w.rule] += 1
             return {**base, "status": "accepted", "topic": contract.topic}, item, None
         problems = validator.explain_all(entity)
         return ({**base, "status": "rejected", "topic": contract.topic,
                  "errors": [EdgeError.from_rejection(p, 422).as_dict() for p in problems]}, item, None)
-
-    def _lint_fields(self, contract_id: str) -> tuple[list[str], list[str]]:
-        """A sensor contract's attributes and its date-time attributes, for the lint."""
-        fields = [f for f in self.contracts[contract_id].fields.values() if "." not in f.path]
-        props = self.contracts[contract_id].schema.get("properties", {})
-        return [f.path for f in fields], [f.path for f in fields if props[f.path].get("format") == "date-time"]
 
     async def post_entity(self, request: web.Request) -> web.Response:
         partner, denied = self._partner(request)

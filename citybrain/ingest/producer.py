@@ -23,6 +23,9 @@ from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import Rejection, RecordValidator
 from citybrain.ingest.readers import RawRecord
 from citybrain.kafka.headers import event_id, new_trace_id, standard_headers
+
+#: The edge's corrections of a record (its lint rules, comma-separated), for the quality side to count.
+LINT_HEADER = "lint-rules"
 from citybrain.settings import Settings
 from citybrain.times import iso_micro
 from citybrain.errors import ServiceError
@@ -226,6 +229,8 @@ class ValidatedProducer:
                 value = record.value
                 headers = standard_headers(contract, record.producer or self.producer_id,
                                            event_id(contract, value, payload.decode()), trace_id)
+                if record.lint:
+                    headers.append((LINT_HEADER, ",".join(record.lint).encode()))
                 future = self._producer.send(
                     contract.topic, value=payload, key=contract.key_of(value), headers=headers,
                     timestamp_ms=record.timestamp_ms)

@@ -36,6 +36,7 @@ class RawRecord:
     original_size: int = -1
     producer: str | None = None  # who sent it, when not the producing process itself (a gateway's partner)
     timestamp_ms: int | None = None  # Kafka record timestamp; None = now (the simulator sends simulated time)
+    lint: tuple[str, ...] = ()       # the edge's corrections of a known model defect (gateway lint rules)
 
     @property
     def size(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 import socket
 import subprocess
 import sys
@@ -273,7 +274,7 @@ def test_ngsi_ld_entities_end_on_their_topic_in_keyvalues_form(gateway, settings
     status, _, problem = call("POST", gateway + "/ngsi-ld/v1/entities", b"{}", "text/plain", {"X-Api-Key": KEY})
     assert status == 415 and problem["type"].endswith("/UnsupportedMediaType")
     # Upsert: entity by entity; a bad one is named in the BatchOperationResult and dead-lettered as sent.
-    good, bad = _ld(_entity("aq-0003")), {**_ld(_entity("aq-0004")), "pm25": 12.0}
+    good, bad = _ld(_entity("aq-0003")), {**_ld(_entity("aq-0004")), "pm25": {"type": "Number", "value": 12.0}}
     status, _, result = call("POST", gateway + "/ngsi-ld/v1/entityOperations/upsert", json.dumps([good, bad]).encode(),
                              "application/json", {"X-Api-Key": KEY})
     assert status == 207 and result["success"] == [good["id"]]
@@ -310,12 +311,65 @@ def test_the_models_known_defects_are_accepted_with_named_warnings(gateway, sett
     assert _records(settings, "raw.sensor.water_level.v1", id=flood["id"])[0]["value"]["floodLevelStatus"] == "warning"
 
 
+#: Each form the Smart Data Models publish an example in, and how a vendor sends it.
+EXAMPLE_FORMS = {
+    "example.json": ("/v2/entities?options=keyValues", "application/json"),        # NGSI v2 keyValues
+    "example-normalized.json": ("/v2/entities", "application/json"),               # NGSI v2 normalized
+    "example.jsonld": ("/ngsi-ld/v1/entities", "application/ld+json"),             # NGSI-LD concise, @context inside
+    "example-normalized.jsonld": ("/ngsi-ld/v1/entities", "application/ld+json"),  # NGSI-LD normalized
+}
+#: What the gateway corrects in the models' own examples (citybrain.gateway.lint), per model.
+EXAMPLE_WARNINGS = {
+    "AirQualityObserved": {"attribute-name-case", "time-without-offset", "boolean-for-number", "angle-range"},
+    "TrafficFlowObserved": {"location-not-a-point", "date-interval", "time-without-offset"},
+    "FloodMonitoring": {"ngsi-ld-attribute-type"},
+    "NoiseLevelObserved": set(), "WeatherObserved": set(),
+}
+
+
+def test_every_official_example_of_the_five_models_in_every_form_is_accepted_and_on_its_topic(  # type: ignore[no-untyped-def]
+        gateway, settings, contracts) -> None:
+    """Issue 18's check, as a sensor vendor tries it: the 20 examples the Smart Data Models publish (pinned in
+    schemas/fiware/), each posted as it is but for a fresh id (so a rerun on the same broker finds its own)."""
+    from citybrain.contracts.validate import RecordValidator
+    from citybrain.gateway.fiware import ENTITY_CONTRACTS
+
+    fiware = Path(__file__).resolve().parents[2] / "schemas" / "fiware"
+    before = call("GET", gateway + "/health")[2]["lint_warnings"]
+    posted: dict[str, tuple[str, str]] = {}
+    warned: Counter[str] = Counter()
+    for model, expected_warnings in EXAMPLE_WARNINGS.items():
+        for form, (path, ctype) in EXAMPLE_FORMS.items():
+            entity = json.loads((fiware / model / "examples" / form).read_text(encoding="utf-8"))
+            entity["id"] = f"{entity['id']}:{uuid.uuid4().hex[:8]}"
+            status, headers, problem = call("POST", gateway + path, json.dumps(entity).encode(), ctype, {"X-Api-Key": KEY})
+            assert status == 201, (model, form, problem)
+            assert headers["Location"].startswith(path.split("?")[0] + "/" + entity["id"])
+            warned.update({model: int(headers["X-CityBrain-Lint-Warnings"])})
+            posted[entity["id"]] = (model, form)
+    assert len(posted) == 20
+    for model, expected_warnings in EXAMPLE_WARNINGS.items():
+        assert bool(warned[model]) == bool(expected_warnings), model
+    after = call("GET", gateway + "/health")[2]["lint_warnings"]
+    grew = {rule for rule, n in after.items() if n > before.get(rule, 0)}
+    assert grew == set().union(*EXAMPLE_WARNINGS.values())                      # named, and counted by rule
+    for model in EXAMPLE_WARNINGS:
+        contract = contracts[f"{ENTITY_CONTRACTS[model]}.v1"]
+        check = RecordValidator(contract)
+        stored = {r["value"]["id"]: r for r in _records(settings, contract.topic) if r["value"]["id"] in posted}
+        assert {posted[i] for i in stored} == {(model, form) for form in EXAMPLE_FORMS}, model
+        for record in stored.values():
+            assert check(record["value"]) is None
+            assert record["headers"]["contract-id"] == contract.id
+            assert set(filter(None, record["headers"].get("lint-rules", "").split(","))) <= EXAMPLE_WARNINGS[model]
+
+
 def test_fiware_batch_is_taken_record_by_record_and_counts_add_up(gateway, settings) -> None:  # type: ignore[no-untyped-def]
     good = [_entity(f"aq-{i:04d}") for i in range(1, 4)]
     flood = {"id": "urn:ngsi-ld:FloodMonitoring:wl-0001:x", "type": "FloodMonitoring",
              "dateObserved": "2026-11-23T08:00:00Z", "location": {"type": "Point", "coordinates": [117.45, 38.7]},
              "refDevice": "wl-0001", "currentLevel": 0.12}
-    bad_type = {"id": "w-1", "type": "WeatherObserved"}
+    bad_type = {"id": "w-1", "type": "WaterQualityObserved"}
     bad_value = _entity(pm25="high")
     body = json.dumps({"actionType": "append", "entities": [*good, flood, bad_type, bad_value]}).encode()
     status, _, reply = call("POST", gateway + "/v2/op/update?options=keyValues", body, "application/json",
@@ -330,7 +384,7 @@ def test_fiware_batch_is_taken_record_by_record_and_counts_add_up(gateway, setti
     assert len(_records(settings, "raw.sensor.water_level.v1", id=flood["id"])) == 1
     dead = [d for d in _records(settings, DLQ_TOPIC)
             if '"w-1"' in d["value"].get("original_text", "") or bad_value["id"] in d["value"].get("original_text", "")]
-    assert {d["headers"]["dlq-contract"] for d in dead} == {"fiware:WeatherObserved", "raw.sensor.air_quality.v1"}
+    assert {d["headers"]["dlq-contract"] for d in dead} == {"fiware:WaterQualityObserved", "raw.sensor.air_quality.v1"}
 
     status, _, reply = call("POST", gateway + "/v2/op/update?options=keyValues",
                             json.dumps({"actionType": "append", "entities": [bad_type]}).encode(), "application/json",

@@ -183,3 +183,20 @@ def test_the_models_known_defects_are_read_with_a_named_warning_and_the_rest_lef
     ld, warnings = lint_ld({"id": "f-1", "type": "FloodMonitoring", "stationID": {"type": "string", "value": "FWR013"},
                             "currentLevel": {"type": "Property", "value": 0.2}})
     assert ld["stationID"] == {"type": "Property", "value": "FWR013"} and [w.field for w in warnings] == ["stationID"]
+
+
+def test_a_false_for_a_number_and_a_bearing_past_180_are_read_with_warnings_the_rest_refused(contracts) -> None:  # type: ignore[no-untyped-def]
+    from citybrain.gateway.lint import lint
+
+    air = contracts["raw.sensor.air_quality.v1"]
+    props, check = air.schema["properties"], RecordValidator(air)
+    fixed, warnings = lint({**air.examples[0], "precipitation": False, "windDirection": 186}, props)
+    assert (fixed["precipitation"], fixed["windDirection"]) == (0, -174) and check(fixed) is None
+    assert [(w.field, w.rule) for w in warnings] == [("precipitation", "boolean-for-number"), ("windDirection", "angle-range")]
+    # no plain meaning: true is no amount of rain, 400° is no bearing; the contract refuses them by name
+    for field, value, rule in (("precipitation", True, "type"), ("windDirection", 400, "maximum")):
+        fixed, warnings = lint({**air.examples[0], field: value}, props)
+        assert warnings == [] and (check(fixed).field, check(fixed).rule) == (field, rule)  # type: ignore[union-attr]
+    weather = contracts["raw.sensor.weather.v1"]        # a model that ranges bearings 0..360 keeps 186
+    fixed, warnings = lint({**weather.examples[0], "windDirection": 186}, weather.schema["properties"])
+    assert fixed["windDirection"] == 186 and warnings == []
