@@ -100,12 +100,12 @@ def test_clean_lake_passes_every_suite_and_builds_data_docs(tmp_path: Path) -> N
 
 
 def _drop_required(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    values[3].pop("refDevice")
+    values[3].pop("dateObserved")
     return values
 
 
 def _bad_enum(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    values[4]["airQualityLevel"] = "apocalyptic"
+    values[4]["typeofLocation"] = "underground"          # the model's enum: indoor or outdoor
     return values
 
 
@@ -131,8 +131,8 @@ def _ten_times_the_volume(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("breaker, kind, column", [
-    (_drop_required, "completeness", "refDevice"),
-    (_bad_enum, "validity", "airQualityLevel"),
+    (_drop_required, "completeness", "dateObserved"),
+    (_bad_enum, "validity", "typeofLocation"),
     (_out_of_range, "validity", "pm25"),
     (_same_id_two_payloads, "uniqueness", "_event_id"),
     (_unknown_devices, "referential_integrity", "refDevice"),

@@ -47,8 +47,8 @@ def _values(files: list[Path]) -> list[dict[str, Any]]:
 def test_the_second_city_runs_the_whole_demo_path_and_counts_add_up(linjiang) -> None:  # type: ignore[no-untyped-def]
     run, _settings = linjiang
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    assert "city pack 临江市 2026.12.1" in run.stdout and "counts add up" in run.stdout
-    assert "临江市 (6 streets, 64 devices) simulated" in run.stdout
+    assert "city pack 临江市 2026.12.2" in run.stdout and "counts add up" in run.stdout
+    assert "临江市 (6 streets, 67 devices) simulated" in run.stdout
     assert "published 7 scenario datasets" in run.stdout           # of 8: no civil affairs, no elderly-care register
     assert "not published: elderly_care_demand" in run.stdout
 
