@@ -49,6 +49,8 @@ SERVICES = (
     Service("lake-bronze", ("lake", "bronze"), lambda s: None, "lake sink: raw topics to bronze Parquet"),
     Service("lake-silver", ("lake", "silver"), lambda s: None, "lake sink: curated topics to silver Parquet"),
     Service("ui", ("ui",), lambda s: s.ui_port, "operations view"),
+    Service("notify", ("notify", "run"), lambda s: None,
+            "NGSI-LD notifications to department systems (infra/subscriptions.yaml)"),
 )
 BY_NAME = {s.name: s for s in SERVICES}
 
@@ -242,6 +244,13 @@ def health(settings: Settings, name: str) -> str:
             return "no commits yet" if lag < 0 else f"lag {lag:,} records"
         if name.startswith("lake-"):
             return f"lag {_sink_lag(settings, name.split('-', 1)[1]):,} records"
+        if name == "notify":
+            from citybrain.notify import status_path
+
+            subs = json.loads(status_path(settings).read_text(encoding="utf-8"))["subscriptions"].values()
+            failed = sum(1 for s in subs if s["status"] == "failed")
+            return (f"{len(subs)} subscription(s), {sum(s['delivered'] for s in subs):,} delivered, "
+                    f"{sum(s['dead_lettered'] for s in subs):,} dead-lettered" + (f", {failed} failing" if failed else ""))
     except Exception as exc:   # a status line, not a crash
         return f"unknown ({type(exc).__name__}: {exc})"[:120]
     return "-"

@@ -24,6 +24,7 @@ from citybrain.cli import command_quality  # noqa: F401,E402
 from citybrain.cli import command_access  # noqa: F401,E402
 from citybrain.cli import command_ui  # noqa: F401,E402
 from citybrain.cli import command_up  # noqa: F401,E402
+from citybrain.cli import command_notify  # noqa: F401,E402
 from citybrain.cli.base import app
 
 __all__ = ["app"]

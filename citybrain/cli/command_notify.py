@@ -1,0 +1,72 @@
+"""`citybrain notify ...`: NGSI-LD notifications out to department systems (``infra/subscriptions.yaml``)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from citybrain.cli.base import EXIT_USAGE, current_contracts, current_settings, fail, group, out
+
+notify_app = group("notify", "NGSI-LD notifications out: department systems sent their topics (infra/subscriptions.yaml).")
+
+FILE_OPTION = typer.Option(None, "--file", help="The subscriptions file (default: infra/subscriptions.yaml).")
+
+
+def _subscriptions(path: Optional[Path]):  # type: ignore[no-untyped-def]
+    from citybrain.access import ACCESS_FILE, AccessError, load
+    from citybrain.notify import SUBSCRIPTIONS_FILE, SubscriptionError, load_subscriptions
+
+    contracts = current_contracts()
+    try:
+        return load_subscriptions(path or SUBSCRIPTIONS_FILE, contracts, load(ACCESS_FILE, contracts))
+    except (AccessError, SubscriptionError) as exc:
+        raise fail(str(exc), code=EXIT_USAGE) from None
+
+
+@notify_app.command("check")
+def check_cmd(path: Optional[Path] = FILE_OPTION) -> None:
+    """Validate the subscriptions: principals, their grants on the topics, endpoints."""
+    subs = _subscriptions(path)
+    table = Table("subscription", "principal", "topic", "endpoint", "accept", "format")
+    for s in subs:
+        table.add_row(s.id, s.principal, s.topic, s.endpoint, s.accept, s.format)
+    out.print(table)
+    out.print(f"[green]✓[/] {len(subs)} subscription(s) valid")
+
+
+@notify_app.command("run")
+def run_cmd(path: Optional[Path] = FILE_OPTION,
+            until_idle: Optional[float] = typer.Option(None, "--until-idle", help="Stop once every subscription "
+                                                       "has been caught up and quiet for this many seconds."),
+            retry_base: float = typer.Option(0.5, "--retry-base", help="First retry backoff in seconds (doubles).")) -> None:
+    """Send each record of every subscription's topic to its endpoint as an NGSI-LD Notification."""
+    import signal
+
+    from citybrain.notify import Notifier, SubscriptionError, passwords_for
+
+    settings, subs = current_settings(), _subscriptions(path)
+    try:
+        passwords = passwords_for(settings, subs)
+    except SubscriptionError as exc:
+        raise fail(str(exc)) from None
+    if not subs:
+        out.print("no subscriptions in the file: nothing to send", highlight=False)
+    notifier = Notifier(settings, current_contracts(), subs, passwords, retry_base_s=retry_base)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, notifier.stopping.set)
+        await notifier.run(idle_exit_s=until_idle)
+
+    asyncio.run(main())
+    table = Table("subscription", "delivered", "retries", "dead-lettered", "reasons", "failing")
+    for sub in subs:
+        st = notifier.state[sub.id]
+        table.add_row(sub.id, str(st.delivered), str(st.retries), str(st.dead_lettered),
+                      ", ".join(f"{k} {v}" for k, v in sorted(st.reasons.items())) or "-", "yes" if st.failing else "no")
+    out.print(table)
