@@ -255,15 +255,23 @@ class Notifier:
                 tasks.append(asyncio.create_task(self._report()))
                 if idle_exit_s is not None:
                     tasks.append(asyncio.create_task(self._exit_when_idle(idle_exit_s)))
-                await self.stopping.wait()
-                for t in tasks:
+                stop = asyncio.create_task(self.stopping.wait())
+                # A subscription whose consumer or dead-letter producer failed stops the notifier with its
+                # error (offsets of what it did not finish are not committed), so its supervisor restarts it.
+                await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                for t in (stop, *tasks):
                     t.cancel()
-                for t in tasks:   # a task that failed says why; the others were cancelled
+                errors = []
+                for t in tasks:
                     try:
                         await t
                     except asyncio.CancelledError:
                         pass
+                    except Exception as exc:   # noqa: BLE001 - re-raised below, after the others stopped
+                        errors.append(exc)
         self.write_status()
+        if errors:
+            raise errors[0]
         return self.state
 
     def status(self) -> dict[str, Any]:

@@ -63,7 +63,11 @@ def run_cmd(path: Optional[Path] = FILE_OPTION,
             loop.add_signal_handler(sig, notifier.stopping.set)
         await notifier.run(idle_exit_s=until_idle)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except Exception as exc:   # noqa: BLE001 - a clear line for the supervisor's log, then exit 1
+        raise fail(f"the notifier stopped: {type(exc).__name__}: {exc}. Nothing undelivered was committed: "
+                   "it is sent when the notifier runs again.") from None
     table = Table("subscription", "delivered", "retries", "dead-lettered", "reasons", "failing")
     for sub in subs:
         st = notifier.state[sub.id]
