@@ -13,7 +13,8 @@ a Property's ``value`` (a ``{"@type": "DateTime", "@value": ...}`` value as its 
 GeoProperty's GeoJSON ``value``, a Relationship's ``object``; a model's observation time missing
 from the entity is taken from its properties' ``observedAt``. Terms are read as compacted with the
 Smart Data Models' own @context (the gateway fetches no context): a type given as a full IRI is
-known by its last segment. ``unitCode`` and the other sub-properties are not kept.
+known by its last segment. ``unitCode`` is read against the contract's unit (:mod:`citybrain.gateway.units`);
+the other sub-properties are not kept.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from citybrain.contracts.validate import Rejection
 from citybrain.gateway.book import RequestBook
 from citybrain.gateway.fiware import batch_entities, contract_for, ld_term, ld_to_key_values, to_key_values
 from citybrain.gateway.lint import LintWarning, lint, lint_ld
+from citybrain.gateway.units import apply_units, unit_codes
 from citybrain.gateway.open311 import PARAM_OF_FIELD, Catalogue, EdgeError, public_view, received_event, request_record, service_definition, services
 from citybrain.ingest.producer import DLQ_TOPIC, DeliveryError, ValidatedProducer
 from citybrain.ingest.readers import RawRecord
@@ -397,6 +398,7 @@ class Gateway:
         base = {"index": index, "id": entity.get("id") if isinstance(entity, dict) else None,
                 "type": ld_term(entity.get("type")) if isinstance(entity, dict) else None}
         raw = json.dumps(entity, ensure_ascii=False).encode()
+        codes = unit_codes(entity) if (mapper is not None or normalized) else {}
         contract_id, errors = None, []
         if mapper is None and normalized:
             mapper = to_key_values
@@ -407,8 +409,12 @@ class Gateway:
             entity, errors = mapper(entity)
         if not errors:
             contract_id, errors = contract_for(entity)
+        unit_problem = None
         if contract_id is not None and isinstance(entity, dict):
-            entity, more = lint(entity, self.contracts[contract_id].schema.get("properties", {}))
+            props = self.contracts[contract_id].schema.get("properties", {})
+            entity, more = lint(entity, props)
+            warnings += more
+            entity, more, unit_problem = apply_units(entity, codes, props)
             warnings += more
             if warnings:
                 base["warnings"] = [w.as_dict() for w in warnings]
@@ -421,7 +427,10 @@ class Gateway:
         assert self.producer is not None
         validator = self.producer.validator(contract)
         item = (contract, RawRecord(f"{source}#{index}", raw, value=entity, producer=producer,
-                                    lint=tuple(w.rule for w in warnings)))
+                                    lint=tuple(w.rule for w in warnings), rejection=unit_problem))
+        if unit_problem is not None:
+            return ({**base, "status": "rejected", "topic": contract.topic,
+                     "errors": [EdgeError.from_rejection(unit_problem, 422).as_dict()]}, item, None)
         if validator(entity) is None:
             for w in warnings:
                 self.lint_counts[w.rule] += 1

@@ -364,6 +364,25 @@ def test_every_official_example_of_the_five_models_in_every_form_is_accepted_and
             assert set(filter(None, record["headers"].get("lint-rules", "").split(","))) <= EXAMPLE_WARNINGS[model]
 
 
+def test_a_value_in_another_unit_is_converted_and_one_in_a_unit_of_no_meaning_is_dead_lettered(  # type: ignore[no-untyped-def]
+        gateway, settings) -> None:
+    kv = _entity("aq-0006")
+    ld = {**_ld(kv), "pm25": {"type": "Property", "value": 0.031, "unitCode": "GP"}}           # mg/m³
+    status, headers, _ = call("POST", gateway + "/ngsi-ld/v1/entities", json.dumps(ld).encode(), "application/json",
+                              {"X-Api-Key": KEY})
+    assert status == 201 and headers["X-CityBrain-Lint-Warnings"] == "1"
+    assert _records(settings, "raw.sensor.air_quality.v1", id=kv["id"])[0]["value"]["pm25"] == 31.0
+    bad = _entity("aq-0007")
+    v2 = {"id": bad["id"], "type": "AirQualityObserved", "dateObserved": {"type": "DateTime", "value": bad["dateObserved"]},
+          "location": {"type": "geo:json", "value": bad["location"]}, "refDevice": {"type": "Text", "value": "aq-0007"},
+          "pm25": {"type": "Number", "value": 31.0, "metadata": {"unitCode": {"type": "Text", "value": "MTR"}}}}
+    status, _, body = call("POST", gateway + "/v2/entities", json.dumps(v2).encode(), "application/json", {"X-Api-Key": KEY})
+    assert status == 422 and body["errors"][0]["rule"] == "unit" and body["errors"][0]["field"] == "pm25"
+    assert not _records(settings, "raw.sensor.air_quality.v1", id=bad["id"])
+    dead = [d for d in _records(settings, DLQ_TOPIC) if bad["id"] in d["value"].get("original_text", "")]
+    assert [d["headers"]["dlq-rule"] for d in dead] == ["unit"]
+
+
 def test_fiware_batch_is_taken_record_by_record_and_counts_add_up(gateway, settings) -> None:  # type: ignore[no-untyped-def]
     good = [_entity(f"aq-{i:04d}") for i in range(1, 4)]
     flood = {"id": "urn:ngsi-ld:FloodMonitoring:wl-0001:x", "type": "FloodMonitoring",

@@ -200,3 +200,24 @@ def test_a_false_for_a_number_and_a_bearing_past_180_are_read_with_warnings_the_
     weather = contracts["raw.sensor.weather.v1"]        # a model that ranges bearings 0..360 keeps 186
     fixed, warnings = lint({**weather.examples[0], "windDirection": 186}, weather.schema["properties"])
     assert fixed["windDirection"] == 186 and warnings == []
+
+
+def test_a_unitcode_is_read_against_the_contracts_unit_converted_or_refused(contracts) -> None:  # type: ignore[no-untyped-def]
+    from citybrain.gateway.units import apply_units, unit_codes
+
+    air = contracts["raw.sensor.air_quality.v1"]
+    props = air.schema["properties"]
+    v2 = {"pm25": {"type": "Number", "value": 0.0385, "metadata": {"unitCode": {"type": "Text", "value": "GP"}}},
+          "co": {"type": "Number", "value": 0.8, "metadata": {"unitCode": {"value": "GP"}}}}
+    ld = {"temperature": {"type": "Property", "value": 279.65, "unitCode": "KEL"}}
+    assert unit_codes(v2) == {"pm25": "GP", "co": "GP"} and unit_codes(ld) == {"temperature": "KEL"}
+    record = {**air.examples[0], "pm25": 0.0385, "co": 0.8, "temperature": 279.65}
+    out, warnings, problem = apply_units(record, {"pm25": "GP", "co": "GP", "temperature": "KEL"}, props)
+    assert problem is None and (out["pm25"], out["co"], out["temperature"]) == (38.5, 0.8, 6.5)   # co is in mg/m³
+    assert [(w.field, w.rule) for w in warnings] == [("pm25", "unit-converted"), ("temperature", "unit-converted")]
+    assert RecordValidator(air)(out) is None
+    # no meaning to convert: metres of pm25, or a code nobody defined
+    for code, words in (("MTR", "unitCode 'MTR' (m)"), ("XYZ", "unitCode 'XYZ', which CityBrain does not know")):
+        _, _, problem = apply_units(record, {"pm25": code}, props)
+        assert problem is not None and (problem.rule, problem.field) == ("unit", "pm25") and words in problem.message
+        assert "µg/m³ (unitCode GQ)" in problem.message
