@@ -75,6 +75,12 @@ class SensorWatch:
                 return ("flood", "water_high", 3,
                         f"{v.get('siteType')} gauge {s.device_id} reads {v['currentLevel']:.2f} m, above its "
                         f"reference level {v['referenceLevel']:.2f} m{self._rain_note(s)}")
+            # Rising water while heavy rain falls on the district: the flood before it floods.
+            if v.get("siteType") in FLOOD_SITES and v.get("floodLevelStatus") == "warning" \
+                    and self.heavy_rain(s.district_code, s.at) is not None:
+                return ("flood", "water_rising_in_rain", 2,
+                        f"{v.get('siteType')} gauge {s.device_id} reads {v.get('currentLevel', 0):.2f} m, rising "
+                        f"towards its reference level {v.get('referenceLevel', 0):.2f} m{self._rain_note(s)}")
         elif s.category == "noise":
             day, night = NOISE_LIMITS.get(str(v.get("site_type")), NOISE_DEFAULT)
             h = local_hour(s.at)

@@ -77,6 +77,28 @@ def test_one_wild_reading_is_not_an_anomaly_two_in_a_row_are() -> None:
     assert [a.kind for a in watch.check(s(T0 + timedelta(minutes=5), 0.5))] == ["water_high"]
 
 
+def test_a_gauge_rising_in_heavy_rain_is_a_flood_anomaly_before_it_floods_and_without_the_rain_it_is_not() -> None:
+    def rising(watch: SensorWatch, at: datetime) -> list[str]:
+        s = Signal("raw.sensor.water_level.v1", str(at), "reading", "water_level", at, district_code="990101",
+                   device_id="wl-0001", values={"siteType": "underpass", "floodLevelStatus": "warning",
+                                                "currentLevel": 0.2, "referenceLevel": 0.27})
+        return [a.kind for a in watch.check(s)]
+
+    def rain(watch: SensorWatch, mm: float, district: str = "990101") -> None:
+        watch.check(Signal("raw.sensor.weather.v1", f"w{mm}{district}", "reading", "weather", T0, district_code=district,
+                           device_id="ws-0001", values={"precipitation": mm}))
+
+    for setup in (lambda w: None, lambda w: rain(w, 8.0), lambda w: rain(w, 35.0, "990102")):   # dry, light, elsewhere
+        watch = SensorWatch()
+        setup(watch)
+        assert rising(watch, T0 + timedelta(minutes=5)) + rising(watch, T0 + timedelta(minutes=10)) == []
+    watch = SensorWatch()
+    rain(watch, 35.0)
+    assert rising(watch, T0 + timedelta(minutes=5)) == []                       # one reading is not yet a trend
+    assert rising(watch, T0 + timedelta(minutes=10)) == ["water_rising_in_rain"]
+    assert rising(watch, T0 + timedelta(hours=4)) == []                         # rain three hours gone explains nothing
+
+
 def test_stuck_gauge_is_reported_once_and_a_dry_gauge_is_not() -> None:
     watch = SensorWatch()
     out = []
