@@ -151,6 +151,11 @@ class Settings(BaseSettings):
         """True when the platform runs its own local broker."""
         return not self.bootstrap_servers
 
+    def topic_replicas(self) -> int:
+        """Copies of each topic the platform creates: the embedded broker's as formed (3 on a 3-node cluster),
+        an external cluster's as configured (CITYBRAIN_REPLICATION_FACTOR)."""
+        return min(3, self.broker_node_count()) if self.embedded else self.replication_factor
+
     def broker_node_count(self) -> int:
         """Nodes of the embedded broker: as formed (``<kafka>/cluster.json``), else ``broker_nodes``."""
         path = self.kafka_dir / "cluster.json"

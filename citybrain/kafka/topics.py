@@ -44,9 +44,7 @@ def _reconcile(settings: Settings, contracts: list[Contract], apply: bool) -> It
         existing = set(admin.list_topics())
         wanted = {c.topic: c for c in contracts}
         to_create = [c for t, c in wanted.items() if t not in existing]
-        # The cluster's own replication: the embedded broker's as formed (3 copies on a 3-node cluster),
-        # an external cluster's as configured (CITYBRAIN_REPLICATION_FACTOR).
-        replicas = min(3, settings.broker_node_count()) if settings.embedded else settings.replication_factor
+        replicas = settings.topic_replicas()
         if to_create and apply:
             admin.create_topics([
                 NewTopic(c.topic, c.partitions, replicas, topic_configs=c.topic_configs())

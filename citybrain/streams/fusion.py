@@ -139,7 +139,7 @@ def create_app(settings: Settings) -> BatchApp:
         broker_credentials=clients.faust_credentials(settings),
         store="memory://",
         datadir=str(settings.streams_dir / settings.streams_app_id),
-        topic_replication_factor=settings.replication_factor,
+        topic_replication_factor=settings.topic_replicas(),   # its own topics as replicated as the contracts'
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
