@@ -334,8 +334,9 @@ class Notifier:
                                         sub.id, event_id, sub.endpoint, attempts, error)
                         self._last_activity = time.monotonic()
                     await consumer.commit({tp: records[-1].offset + 1})
-                assigned = consumer.assignment()
-                if assigned:
+                if batches:    # the broker is only asked for the end offsets when a fetch came back empty
+                    self._caught_up[sub.id] = False
+                elif assigned := consumer.assignment():
                     ends = await consumer.end_offsets(list(assigned))
                     positions = [await consumer.position(tp) for tp in assigned]
                     self._caught_up[sub.id] = all(p >= ends[tp] for tp, p in zip(assigned, positions))

@@ -123,7 +123,7 @@ class Contract:
 
     def key_of(self, record: dict[str, Any]) -> bytes:
         """The Kafka key of one valid record."""
-        for name in self.key_fields:
+        for name in self.key_fields[:-1]:
             if record.get(name) is not None:
                 return str(record[name]).encode()
         return str(record[self.key_field]).encode()

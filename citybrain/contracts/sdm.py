@@ -259,11 +259,6 @@ def model_specs(schemas_dir: Path) -> list[dict[str, Any]]:
     return list(load_overlay(schemas_dir)["contracts"])
 
 
-def entity_contracts(schemas_dir: Path) -> dict[str, str]:
-    """Smart Data Model entity type -> the contract id that takes it."""
-    return {spec["model"]: spec["contract"] for spec in model_specs(schemas_dir)}
-
-
 def stale_model_contracts(schemas_dir: Path) -> list[str]:
     """Contracts whose file is missing or differs from what the pinned model and the overlay give."""
     return [spec["contract"] for spec in model_specs(schemas_dir)

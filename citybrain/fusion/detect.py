@@ -70,17 +70,17 @@ class SensorWatch:
     def _over_limit(self, s: Signal) -> tuple[str, str, int, str] | None:
         v = s.values
         if s.category == "water_level":
+            rain = self.heavy_rain(s.district_code, s.at)
             if v.get("siteType") in FLOOD_SITES and v.get("floodLevelStatus") == "flooded" \
                     and v.get("currentLevel", 0) >= v.get("referenceLevel", 99):
                 return ("flood", "water_high", 3,
                         f"{v.get('siteType')} gauge {s.device_id} reads {v['currentLevel']:.2f} m, above its "
-                        f"reference level {v['referenceLevel']:.2f} m{self._rain_note(s)}")
+                        f"reference level {v['referenceLevel']:.2f} m{_rain_note(rain)}")
             # Rising water while heavy rain falls on the district: the flood before it floods.
-            if v.get("siteType") in FLOOD_SITES and v.get("floodLevelStatus") == "warning" \
-                    and self.heavy_rain(s.district_code, s.at) is not None:
+            if v.get("siteType") in FLOOD_SITES and v.get("floodLevelStatus") == "warning" and rain is not None:
                 return ("flood", "water_rising_in_rain", 2,
                         f"{v.get('siteType')} gauge {s.device_id} reads {v.get('currentLevel', 0):.2f} m, rising "
-                        f"towards its reference level {v.get('referenceLevel', 0):.2f} m{self._rain_note(s)}")
+                        f"towards its reference level {v.get('referenceLevel', 0):.2f} m{_rain_note(rain)}")
         elif s.category == "noise":
             day, night = NOISE_LIMITS.get(str(v.get("site_type")), NOISE_DEFAULT)
             h = local_hour(s.at)
@@ -112,14 +112,6 @@ class SensorWatch:
                  if at - RAIN_MEMORY <= r[0] <= at + timedelta(hours=1) and r[1] >= HEAVY_RAIN_MM_H]
         return max(rains, key=lambda r: r[1]) if rains else None
 
-    def _rain_note(self, s: Signal) -> str:
-        rain = self.heavy_rain(s.district_code, s.at)
-        if rain is None:
-            return ""
-        at, mm, station = rain
-        return (f", after {mm:.0f} mm of rain in the hour to {at:%H:%M} UTC at weather station {station} "
-                f"(heavy rain, ≥{HEAVY_RAIN_MM_H:.0f} mm/h)")
-
     def _stuck(self, s: Signal) -> Anomaly | None:
         fields = STUCK_FIELDS.get(s.category, ())
         key = tuple(s.values.get(f) for f in fields)
@@ -137,3 +129,12 @@ class SensorWatch:
         if n == 1:
             self._stuck_reported.discard(s.device_id or "")
         return None
+
+
+def _rain_note(rain: tuple[datetime, float, str] | None) -> str:
+    """The heavy rain that explains a flood anomaly, as its detail names it."""
+    if rain is None:
+        return ""
+    at, mm, station = rain
+    return (f", after {mm:.0f} mm of rain in the hour to {at:%H:%M} UTC at weather station {station} "
+            f"(heavy rain, ≥{HEAVY_RAIN_MM_H:.0f} mm/h)")

@@ -305,7 +305,6 @@ class WeatherStations:
         self.weather, self.rng = weather, rng
         self.stations = city.devices_of("weather")
         self.district_of = {s.code: s.district_code for s in city.streets}
-        self.summer = weather.wet
 
     def tick(self, t: datetime, interval: timedelta) -> list[tuple[datetime, Emission]]:
         if not self.stations or not (t.minute == 0 or interval >= timedelta(hours=1)):
@@ -326,7 +325,7 @@ class WeatherStations:
                 "temperature": round(temp, 1), "relativeHumidity": round(humidity, 2),
                 "dewPoint": round(243.12 * gamma / (17.62 - gamma), 1),
                 "windSpeed": round(max(0.0, 2.5 + abs(self.rng.gauss(0, 1.2)) + 0.2 * rain), 1),
-                "windDirection": round(((135 if self.summer else 315) + self.rng.gauss(0, 35)) % 360),
+                "windDirection": round(((135 if self.weather.wet else 315) + self.rng.gauss(0, 35)) % 360),
                 "atmosphericPressure": round(1013.0 - 0.25 * rain + self.rng.gauss(0, 1.5), 1),
             }
             out.append((t, Emission(CONTRACT["weather"], value, f"gw.{vendor_slug(d.vendor)}", t)))

@@ -34,14 +34,6 @@ def test_busy_port_gives_a_clear_error(broker: LocalBroker, tmp_path) -> None:  
             other.up()
 
 
-def test_missing_java_gives_a_clear_error(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("PATH", str(tmp_path))  # no java, no mvn on PATH
-    fresh = LocalBroker(make_settings(CITYBRAIN_STATE_DIR=str(tmp_path), CITYBRAIN_CACHE_DIR=str(tmp_path / "cache"),
-                                      CITYBRAIN_BROKER_PORT="19392", CITYBRAIN_CONTROLLER_PORT="19393"))
-    with pytest.raises(BrokerError, match="`java` was not found on PATH.*Java 17"):
-        fresh.up()
-
-
 def test_restart_keeps_every_record_and_committed_offsets(broker: LocalBroker, settings, contracts) -> None:  # type: ignore[no-untyped-def]
     contract = contracts["raw.sensor.water_level.v1"]
     trace = os.urandom(8).hex()

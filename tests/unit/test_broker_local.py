@@ -53,3 +53,17 @@ def test_storage_formatted_before_security_asks_for_a_reset(tmp_path) -> None:  
     (broker.data_dir / "meta.properties").write_text("cluster.id=old\n")
     with pytest.raises(BrokerError, match="citybrain broker reset"):
         broker._write_config()
+
+
+def test_missing_java_gives_a_clear_error(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """No broker is started: the set-up check refuses before anything runs."""
+    import pytest
+
+    from citybrain.broker.local import BrokerError, LocalBroker
+    from citybrain.settings import load_settings
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java, no mvn on PATH
+    fresh = LocalBroker(load_settings({"CITYBRAIN_STATE_DIR": str(tmp_path), "CITYBRAIN_CACHE_DIR": str(tmp_path / "cache"),
+                                       "CITYBRAIN_BROKER_PORT": "19392", "CITYBRAIN_CONTROLLER_PORT": "19393"}))
+    with pytest.raises(BrokerError, match="`java` was not found on PATH.*Java 17"):
+        fresh.up()
