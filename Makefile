@@ -13,6 +13,7 @@ demo: $(STAMP)
 ## The whole test suite against the real local broker and the real Airflow (set-up included).
 test: $(STAMP)
 	bash infra/browser.sh
+	bash infra/postgres.sh
 	$(CB) contracts check
 	$(AVENV)/bin/pytest tests/airflow
 	$(VENV)/bin/pytest
@@ -47,8 +48,10 @@ simulate: $(STAMP)
 bench: $(STAMP)
 	$(CB) bench
 
-## The local platform's services in the background, supervised: broker, gateway, fusion worker, lake sinks, view.
+## The local platform's services in the background, supervised: broker, gateway, fusion worker, lake sinks, view,
+## notifier and the live Airflow (PostgreSQL, api-server, scheduler, dag-processor, triggerer, asset events).
 up: $(STAMP)
+	bash infra/postgres.sh
 	$(CB) up
 
 down: $(STAMP)

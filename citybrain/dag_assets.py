@@ -2,6 +2,11 @@
 
 from airflow.sdk import Asset
 
+from citybrain.airflow_events import lake_asset
+
+#: New data in a lake layer: announced by its sink when it compacts the hours it wrote (catalog.lake.compacted.v1),
+#: posted to Airflow as an asset event by `citybrain airflow events`.
+LAKE = {layer: Asset(lake_asset(layer)) for layer in ("bronze", "silver")}
 #: The data_quality DAG checked the lake's layers: bronze (validated raw) and silver (curated).
 CHECKED = {layer: Asset(f"citybrain://lake/{layer}/checked") for layer in ("bronze", "silver")}
 

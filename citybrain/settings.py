@@ -100,6 +100,19 @@ class Settings(BaseSettings):
     gateway_burst: int = Field(default=2000, ge=1)
     gateway_max_in_flight: int = Field(default=64, ge=1)
 
+    # Lake sinks: how often a sink compacts the hours it wrote and announces them (catalog.lake.compacted.v1),
+    # which is how often new data can start the data_quality DAG on a live platform.
+    lake_compact_every_s: float = Field(default=300.0, ge=1, le=24 * 3600)
+
+    # The live Airflow (`citybrain up`): its api-server (UI, REST API, the tasks' execution API) and the
+    # PostgreSQL metadata database the platform runs for it, both on 127.0.0.1. On a cluster, airflow_url
+    # points at the cluster's api-server, with a user and password of its auth manager.
+    airflow_port: int = Field(default=8380, ge=1024, le=65535)
+    airflow_db_port: int = Field(default=8432, ge=1024, le=65535)
+    airflow_url: str | None = Field(default=None, pattern=r"^https?://")
+    airflow_user: str = "admin"
+    airflow_password: SecretStr | None = None
+
     # What the maintenance DAG keeps (citybrain/lake/retention.py): releases per dataset, days of the rest.
     retention_releases: int = Field(default=5, ge=1, le=1000)
     retention_docs_days: float = Field(default=7.0, ge=0)

@@ -41,6 +41,8 @@ class Service:
     args: tuple[str, ...]                      # the `citybrain` command that runs it
     port: Callable[[Settings], int | None]
     what: str
+    stop_tier: int = 0                          # stopped after the lower tiers (what they need: API, then database)
+    airflow: bool = False                       # part of the live Airflow (`up --no-airflow` leaves it out)
 
 
 SERVICES = (
@@ -51,6 +53,18 @@ SERVICES = (
     Service("ui", ("ui",), lambda s: s.ui_port, "operations view"),
     Service("notify", ("notify", "run"), lambda s: None,
             "NGSI-LD notifications to department systems (infra/subscriptions.yaml)"),
+    Service("airflow-db", ("airflow", "service", "db"), lambda s: s.airflow_db_port,
+            "PostgreSQL: the live Airflow's metadata database", stop_tier=2, airflow=True),
+    Service("airflow-api", ("airflow", "service", "api-server"), lambda s: s.airflow_port,
+            "Airflow api-server: UI, REST API, the tasks' execution API", stop_tier=1, airflow=True),
+    Service("airflow-scheduler", ("airflow", "service", "scheduler"), lambda s: None,
+            "Airflow scheduler with the LocalExecutor: runs the DAGs on their schedules and assets", airflow=True),
+    Service("airflow-dag-processor", ("airflow", "service", "dag-processor"), lambda s: None,
+            "Airflow dag-processor: parses dags/ (a new DAG file is picked up within seconds)", airflow=True),
+    Service("airflow-triggerer", ("airflow", "service", "triggerer"), lambda s: None,
+            "Airflow triggerer: deferred tasks", airflow=True),
+    Service("airflow-events", ("airflow", "events"), lambda s: None,
+            "the lake sinks' announcements posted to Airflow as asset events", airflow=True),
 )
 BY_NAME = {s.name: s for s in SERVICES}
 
@@ -145,13 +159,20 @@ class Supervisor:
                 self.start(service)
 
     def stop(self) -> None:
-        """SIGTERM every service's process group, SIGKILL what is left after STOP_TIMEOUT_S."""
-        for child in self.children.values():
+        """SIGTERM every service's process group, tier by tier (running tasks still reach the api-server and the
+        database while the scheduler stops), SIGKILL what is left of a tier after STOP_TIMEOUT_S."""
+        tiers = sorted({s.stop_tier for s in self.services})
+        for tier in tiers:
+            self._stop([s.name for s in self.services if s.stop_tier == tier and s.name in self.children])
+
+    def _stop(self, names: list[str]) -> None:
+        children = {n: self.children[n] for n in names}
+        for child in children.values():
             _signal_group(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        while time.monotonic() < deadline and any(c.poll() is None for c in self.children.values()):
+        while time.monotonic() < deadline and any(c.poll() is None for c in children.values()):
             time.sleep(0.2)
-        for name, child in self.children.items():
+        for name, child in children.items():
             if child.poll() is None:
                 log.warning("%s did not stop within %.0f s: killed", name, STOP_TIMEOUT_S)
                 _signal_group(child.pid, signal.SIGKILL)
@@ -189,7 +210,19 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
-def launch(settings: Settings, timeout_s: float = 60.0) -> int:
+def select(airflow: bool = True, simulate: Service | None = None) -> tuple[Service, ...]:
+    """The services `up` runs: all, or all but the live Airflow's; and the simulated city if asked for."""
+    return tuple(s for s in SERVICES if airflow or not s.airflow) + ((simulate,) if simulate else ())
+
+
+def simulated_city(speed: float) -> Service:
+    """A simulated city feeding the platform in near real time: a day from now, ``speed`` simulated seconds per
+    real second (each start simulates from its own now, with a seed of its own)."""
+    return Service("simulate", ("simulate", "--live", "--speed", f"{speed:g}"), lambda s: None,
+                   f"the simulated city, live at {speed:g}x")
+
+
+def launch(settings: Settings, services: tuple[Service, ...] = SERVICES, timeout_s: float = 60.0) -> int:
     """Start the supervisor in the background (if it is not running); its pid once every service has one."""
     running = supervisor_pid(settings)
     if running:
@@ -197,22 +230,26 @@ def launch(settings: Settings, timeout_s: float = 60.0) -> int:
     folder = run_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "state.json").unlink(missing_ok=True)
+    args = ["--only", ",".join(s.name for s in services if s.name in BY_NAME)]
+    speed = next((s.args[-1] for s in services if s.name == "simulate"), None)
+    if speed:
+        args += ["--simulate", speed]
     with (folder / "supervisor.log").open("ab") as out:
-        proc = subprocess.Popen([citybrain_exe(), "supervise"], stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([citybrain_exe(), "supervise", *args], stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the supervisor exited with {proc.returncode}: "
                                f"{(folder / 'supervisor.log').read_text()[-1500:]}")
-        services = read_state(settings).get("services", {})
-        if len(services) == len(SERVICES) and all(s.get("pid") for s in services.values()):
+        started = read_state(settings).get("services", {})
+        if len(started) == len(services) and all(s.get("pid") for s in started.values()):
             return proc.pid
         time.sleep(0.3)
     raise RuntimeError(f"the services did not all start within {timeout_s:.0f} s; see {folder}/supervisor.log")
 
 
-def shutdown(settings: Settings, timeout_s: float = STOP_TIMEOUT_S + 30) -> list[str]:
+def shutdown(settings: Settings, timeout_s: float = 3 * STOP_TIMEOUT_S + 30) -> list[str]:
     """Stop the supervisor and its services; the services that were still running (by name)."""
     pid = supervisor_pid(settings)
     if pid is None:
@@ -244,6 +281,8 @@ def health(settings: Settings, name: str) -> str:
             return "no commits yet" if lag < 0 else f"lag {lag:,} records"
         if name.startswith("lake-"):
             return f"lag {_sink_lag(settings, name.split('-', 1)[1]):,} records"
+        if name.startswith("airflow-"):
+            return _airflow_health(settings, name)
         if name == "notify":
             from citybrain.notify import status_path
 
@@ -254,6 +293,45 @@ def health(settings: Settings, name: str) -> str:
     except Exception as exc:   # a status line, not a crash
         return f"unknown ({type(exc).__name__}: {exc})"[:120]
     return "-"
+
+
+#: Each Airflow service's entry in the api-server's /api/v2/monitor/health.
+_MONITORED = {"airflow-scheduler": "scheduler", "airflow-dag-processor": "dag_processor", "airflow-triggerer": "triggerer"}
+
+
+def _airflow_health(settings: Settings, name: str) -> str:
+    """PostgreSQL: does it take connections; the api-server: its health and the newest DAG run; the others: their
+    heartbeat as the api-server sees it (import errors for the dag-processor); the bridge: what it posted."""
+    from citybrain.airflow_api import AirflowAPI
+    from citybrain.airflow_live import port_open
+
+    if name == "airflow-db":
+        return "accepting connections" if port_open(settings.airflow_db_port) else "not answering yet"
+    if name == "airflow-events":
+        from citybrain.airflow_events import status_path
+
+        st = json.loads(status_path(settings).read_text())
+        return (f"{st['posted']:,} asset event(s) posted" + (f", last {st['last_posted_at']}" if st.get("last_posted_at")
+                                                             else "") + f"; {st['state']}")[:160]
+    api = AirflowAPI(settings, timeout_s=3)
+    monitor = api.health()
+    if name == "airflow-api":
+        runs = api.runs(limit=1)
+        last = f"; last run {runs[0]['dag_id']} {runs[0]['state']}" if runs else "; no DAG run yet"
+        return f"ok, metadatabase {monitor['metadatabase']['status']}{last}"
+    part = monitor.get(_MONITORED[name]) or {}
+    beat = next((v for k, v in part.items() if k.startswith("latest_") and v), None)
+    line = f"{part.get('status') or 'no heartbeat yet'}"
+    if beat:
+        from datetime import datetime, timezone
+
+        ago = (datetime.now(timezone.utc) - datetime.fromisoformat(beat.replace("Z", "+00:00"))).total_seconds()
+        line += f", heartbeat {ago:.0f} s ago"
+    if name == "airflow-dag-processor":
+        errors = api.import_errors()
+        line += f", {len(errors)} import error(s)" + (f": {', '.join(Path(e['filename']).name for e in errors)}"
+                                                       if errors else "")
+    return line
 
 
 def _sink_lag(settings: Settings, layer: str) -> int:

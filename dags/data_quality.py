@@ -1,5 +1,8 @@
 """data_quality: every changed partition of the lake against its Great Expectations suite.
 
+Runs when a lake sink announces new hours of bronze or silver (the asset events of
+citybrain://lake/bronze and citybrain://lake/silver), and by hand (`citybrain dags trigger`).
+
 Suites live in expectations/ (generated from the contracts, hand-tuned in tuning.yaml).
 Failing partitions are quarantined and alerted on alert.data_quality.failure.v1; results go
 to the quality table in the lake and to Great Expectations data docs.
@@ -11,10 +14,10 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import dag, task
 
-from citybrain.dag_assets import CHECKED
+from citybrain.dag_assets import CHECKED, LAKE
 
 
-@dag(dag_id="data_quality", schedule=timedelta(hours=1), start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+@dag(dag_id="data_quality", schedule=LAKE["bronze"] | LAKE["silver"], start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
      catchup=False, max_active_runs=1, tags=["citybrain", "quality"], doc_md=__doc__,
      default_args={"retries": 1, "retry_delay": timedelta(minutes=2)})
 def data_quality():

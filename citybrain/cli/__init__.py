@@ -20,6 +20,7 @@ from citybrain.cli import command_streams  # noqa: F401,E402
 from citybrain.cli import command_lake  # noqa: F401,E402
 from citybrain.cli import command_catalog  # noqa: F401,E402
 from citybrain.cli import command_dags  # noqa: F401,E402
+from citybrain.cli import command_airflow  # noqa: F401,E402
 from citybrain.cli import command_quality  # noqa: F401,E402
 from citybrain.cli import command_access  # noqa: F401,E402
 from citybrain.cli import command_ui  # noqa: F401,E402

@@ -41,3 +41,56 @@ def dags_run(dag_ids: list[str] = typer.Argument(None, help="DAG ids; default: e
             failed.append(dag_id)
     if failed:
         raise fail(f"DAG(s) failed: {', '.join(failed)}; their logs say why", 1)
+
+
+def _api():  # type: ignore[no-untyped-def]
+    from citybrain.airflow_api import AirflowAPI
+
+    return AirflowAPI(current_settings())
+
+
+@dags_app.command("trigger")
+def dags_trigger(dag_id: str = typer.Argument(..., help="The DAG to run now."),
+                 conf: str = typer.Option("{}", help="The run's conf, a JSON object.")) -> None:
+    """Ask the running Airflow (`citybrain up`) for a run of a DAG now, through its REST API; the scheduler runs it."""
+    from citybrain.airflow_api import AirflowAPIError
+
+    try:
+        body = json.loads(conf)
+    except ValueError as exc:
+        raise fail(f"--conf is not JSON ({exc}). Fix: e.g. --conf '{{\"hours\": 2}}'.", EXIT_USAGE) from None
+    if not isinstance(body, dict):
+        raise fail("--conf must be a JSON object. Fix: e.g. --conf '{\"hours\": 2}'.", EXIT_USAGE)
+    try:
+        run = _api().trigger(dag_id, body)
+    except AirflowAPIError as exc:
+        hint = " Fix: `citybrain dags runs` lists the DAGs the scheduler knows." if exc.status == 404 else ""
+        raise fail(f"{exc}{hint}") from None
+    out.print(f"{run['dag_id']}: run {run['dag_run_id']} {run['state']}; `citybrain dags runs {dag_id}` follows it",
+              highlight=False)
+
+
+@dags_app.command("runs")
+def dags_runs(dag_id: str = typer.Argument(None, help="One DAG; default: every DAG."),
+              limit: int = typer.Option(20, min=1, max=1000, help="Newest runs first, at most this many."),
+              as_json: bool = typer.Option(False, "--json", help="Machine-readable.")) -> None:
+    """The latest DAG runs of the running Airflow (REST API), with what started them; import errors first."""
+    from rich.table import Table
+
+    from citybrain.airflow_api import AirflowAPIError
+
+    api = _api()
+    try:
+        runs, errors = api.runs(dag_id, limit), api.import_errors()
+    except AirflowAPIError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        out.print_json(json.dumps({"dag_runs": runs, "import_errors": errors}, default=str))
+        return
+    for e in errors:
+        out.print(f"[red]import error[/] {e['filename']}: {e['stack_trace'].strip().splitlines()[-1]}", highlight=False)
+    table = Table("dag", "run", "type", "state", "started", "ended", title="DAG runs (newest first)")
+    for r in runs:
+        table.add_row(r["dag_id"], r["dag_run_id"], r["run_type"], r["state"], str(r.get("start_date") or "-"),
+                      str(r.get("end_date") or "-"))
+    out.print(table)

@@ -24,7 +24,8 @@ def _lake_sink(layer: str, batch: int, max_wait_s: float, exit_when_idle: Option
     topics = [c.topic for c in load_all(settings.schemas_dir).values() if c.zone in ZONES[layer]]
     signal.signal(signal.SIGTERM, signal.default_int_handler)   # `citybrain down`: flush, then stop
     try:
-        result = run_sink(settings, topics, settings.lake_dir, batch, max_wait_s, exit_when_idle, layer)
+        result = run_sink(settings, topics, settings.lake_dir, batch, max_wait_s, exit_when_idle, layer,
+                          compact_every_s=settings.lake_compact_every_s)
     except KafkaError as exc:
         raise fail(f"Kafka at {settings.bootstrap} did not answer: {exc}. Fix: `citybrain broker up` (or check "
                     "CITYBRAIN_BOOTSTRAP_SERVERS); the lake resumes from its checkpoints.") from None

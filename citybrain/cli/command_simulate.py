@@ -44,6 +44,8 @@ def simulate(
                                              "its reference data is published with the feeds."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Directory for ground_truth.json and summary.json (default var/sim/<run>)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    live: bool = typer.Option(False, "--live", help="A live city (`citybrain up --simulate N`): start now, with a seed "
+                                                   "of this start, paced by --speed (1 when not given)."),
 ) -> None:
     """Simulate the city's feeds (sensors, hotline, departments, reference data, injected incidents)
     through the validated producer, and write the ground truth of the injected incidents.
@@ -60,8 +62,12 @@ def simulate(
 
     kinds = INCIDENT_KINDS if incidents == "all" else () if incidents == "none" else tuple(
         k.strip() for k in incidents.split(",") if k.strip())
+    start_at = _parse_start(start)
+    if live:   # a restarted live city simulates on from its own now, with records of its own (a new seed)
+        start_at = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+        seed, speed = int(start_at.timestamp()) // 60 % 2**31, speed or 1.0
     try:
-        cfg = SimConfig(seed=seed, city_seed=city_seed, start=_parse_start(start), hours=hours, interval_min=interval_min, scale=scale,
+        cfg = SimConfig(seed=seed, city_seed=city_seed, start=start_at, hours=hours, interval_min=interval_min, scale=scale,
                         incidents=kinds, faults=faults, city_pack=str(pack) if pack else None)
         sim = Simulation(cfg)
     except (SimError, PackError) as exc:

@@ -14,7 +14,12 @@ from citybrain.cli.base import EXIT_FAILED, EXIT_USAGE, app, current_contracts, 
 
 
 @app.command("up")
-def up() -> None:
+def up(
+    airflow: bool = typer.Option(True, "--airflow/--no-airflow", help="Run the live Airflow (PostgreSQL, api-server, "
+                                                                    "scheduler, dag-processor, triggerer) too."),
+    simulate: float = typer.Option(0.0, "--simulate", min=0, help="Feed a simulated city live at this speed "
+                                                                 "(simulated seconds per real second; 0 = none)."),
+) -> None:
     """Start the broker and every service of the local platform in the background, supervised (idempotent)."""
     from citybrain import supervisor
     from citybrain.platform import PlatformError, ensure_ready
@@ -24,13 +29,22 @@ def up() -> None:
     if running:
         err.print(f"already up (supervisor pid {running}); `citybrain status` shows the services", highlight=False)
     else:
+        services = supervisor.select(airflow, supervisor.simulated_city(simulate) if simulate else None)
+        if airflow:
+            from citybrain.airflow_local import airflow_bin
+            from citybrain.airflow_live import LiveAirflowError, pg_bin
+
+            try:
+                airflow_bin(), pg_bin("initdb"), pg_bin("postgres")
+            except (FileNotFoundError, LiveAirflowError) as exc:
+                raise fail(f"{exc} (or `citybrain up --no-airflow` for the platform without Airflow)") from None
         try:
             ready = ensure_ready(settings, current_contracts(), err)
         except PlatformError as exc:
             raise fail(str(exc)) from None
         err.print(ready.broker, highlight=False)
         try:
-            pid = supervisor.launch(settings)
+            pid = supervisor.launch(settings, services)
         except RuntimeError as exc:
             raise fail(str(exc)) from None
         err.print(f"up: supervisor pid {pid}; logs and pid files in {supervisor.run_dir(settings)}", highlight=False)
@@ -70,7 +84,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable.
 
 @app.command("logs")
 def logs(
-    service: Optional[str] = typer.Argument(None, help="gateway, fusion, lake-bronze, lake-silver, ui or supervisor."),
+    service: Optional[str] = typer.Argument(None, help="A service of `citybrain status` (gateway, fusion, airflow-scheduler, "
+                                                       "...) or supervisor."),
     lines: int = typer.Option(40, "--lines", "-n", help="Lines from the end."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing as the log grows."),
 ) -> None:
@@ -78,10 +93,11 @@ def logs(
     from citybrain import supervisor
 
     settings = current_settings()
-    names = [service] if service else [*supervisor.BY_NAME, "supervisor"]
-    unknown = [n for n in names if n not in supervisor.BY_NAME and n != "supervisor"]
+    known = [*supervisor.BY_NAME, "simulate", "supervisor"]
+    names = [service] if service else [n for n in known if (supervisor.run_dir(settings) / f"{n}.log").exists()]
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise fail(f"no service {unknown[0]!r}. Known: {', '.join([*supervisor.BY_NAME, 'supervisor'])}.", EXIT_USAGE)
+        raise fail(f"no service {unknown[0]!r}. Known: {', '.join(known)}.", EXIT_USAGE)
     for name in names:
         path = supervisor.run_dir(settings) / f"{name}.log"
         if not path.exists():
@@ -104,12 +120,20 @@ def logs(
 
 
 @app.command("supervise", hidden=True)
-def supervise() -> None:
+def supervise(only: str = typer.Option("", help="Comma list of services (default: all)."),
+              simulate: float = typer.Option(0.0, help="Also a live simulated city at this speed.")) -> None:
     """The supervisor's own loop (started by `citybrain up`)."""
     from citybrain import supervisor
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    supervisor.Supervisor(current_settings()).run()
+    names = [n for n in only.split(",") if n]
+    unknown = [n for n in names if n not in supervisor.BY_NAME]
+    if unknown:
+        raise fail(f"unknown service(s) {', '.join(unknown)}", EXIT_USAGE)
+    services = tuple(supervisor.BY_NAME[n] for n in names) if names else supervisor.SERVICES
+    if simulate:
+        services += (supervisor.simulated_city(simulate),)
+    supervisor.Supervisor(current_settings(), services).run()
 
 
 def _service_pids(settings) -> dict[str, int]:  # type: ignore[no-untyped-def]
@@ -130,7 +154,9 @@ def _rows(settings) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
         rows.append({"service": "broker", "pid": b.pid, "port": settings.broker_port, "up": b.running,
                      "since": None, "restarts": None,
                      "health": f"Kafka {b.version} at {b.bootstrap}" if b.running else "down"})
-    for svc in supervisor.SERVICES:
+    for svc in supervisor.SERVICES + ((supervisor.simulated_city(0),) if "simulate" in services else ()):
+        if services and svc.name not in services:
+            continue   # not asked for (`up --no-airflow`)
         st = services.get(svc.name, {})
         running = up and supervisor.alive(st.get("pid"))
         rows.append({"service": svc.name, "pid": st.get("pid") if running else None, "port": svc.port(settings),

@@ -221,6 +221,7 @@ def run_sink(settings: Settings, topics: list[str], lake: Path, batch: int = 20_
     from citybrain.kafka import clients
 
     writer = LakeWriter(lake, layer)
+    announcer = Announcer(settings, layer)
     consumer = clients.consumer(settings, enable_auto_commit=False, max_poll_records=batch,
                                 fetch_max_bytes=64 * 1024 * 1024)
     tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
@@ -234,11 +235,14 @@ def run_sink(settings: Settings, topics: list[str], lake: Path, batch: int = 20_
     pending: dict[Any, list[Row]] = defaultdict(list)
     last_flush = time.monotonic()
     last_data = last_compaction = time.monotonic()
-    written = merged = 0
+    written = merged = announced_at = 0
 
     def compact() -> None:
-        nonlocal merged
-        merged += writer.compact(hours=writer.touched).merged_files
+        nonlocal merged, announced_at
+        result = writer.compact(hours=writer.touched)
+        merged += result.merged_files
+        announcer.announce(writer.touched, written - announced_at, result.merged_files)
+        announced_at = written
         writer.touched.clear()
 
     def flush() -> None:
@@ -276,4 +280,45 @@ def run_sink(settings: Settings, topics: list[str], lake: Path, batch: int = 20_
         compact()
     finally:
         consumer.close()
-    return {"written": written, "recovered_files_removed": removed, "files_compacted": merged}
+        announcer.close()
+    return {"written": written, "recovered_files_removed": removed, "files_compacted": merged,
+            "announcements": announcer.sent}
+
+
+class Announcer:
+    """Tells ``catalog.lake.compacted.v1`` which hours of a layer a compaction pass closed (the Airflow bridge
+    turns each announcement into an asset event, so data_quality runs on new data)."""
+
+    CONTRACT = "catalog.lake.compacted"
+
+    def __init__(self, settings: Settings, layer: str) -> None:
+        self.settings, self.layer = settings, layer
+        self.producer: Any = None
+        self.sent = 0
+
+    def announce(self, hours: Iterable[Path], records: int, files_merged: int) -> None:
+        parts = []
+        for hour_dir in sorted(hours):
+            m = layout.PART_RE.match(f"{hour_dir.parent.name}/{hour_dir.name}")
+            if m:
+                parts.append({"contract": hour_dir.parent.parent.name, "date": m[1], "hour": int(m[2])})
+        if not parts:
+            return
+        from citybrain.contracts.model import load_all, resolve
+        from citybrain.ingest.producer import ValidatedProducer
+        from citybrain.times import now_iso
+
+        if self.producer is None:
+            self.producer = ValidatedProducer(self.settings, producer_id=f"lake-{self.layer}")
+        contract = resolve(load_all(self.settings.schemas_dir), self.CONTRACT)
+        summary = self.producer.produce_values(contract, [{
+            "announcement_id": uuid.uuid4().hex, "layer": self.layer, "hours": parts[:2000], "records": records,
+            "files_merged": files_merged, "compacted_at": now_iso()}], source=f"lake-{self.layer}")
+        if summary.accepted != 1:
+            raise RuntimeError(f"the broker did not take the {self.layer} lake's announcement: {summary}")
+        self.sent += 1
+        log.info("%s: announced %d hour(s) of %d contract(s)", self.layer, len(parts), len({p["contract"] for p in parts}))
+
+    def close(self) -> None:
+        if self.producer is not None:
+            self.producer.close()

@@ -1,0 +1,41 @@
+"""`citybrain airflow ...`: the live Airflow's services, as `citybrain up` runs them."""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import typer
+
+from citybrain.cli.base import EXIT_USAGE, current_settings, fail, group, out
+
+airflow_app = group("airflow", "The live Airflow's services (run by `citybrain up`): PostgreSQL, api-server, scheduler, "
+                               "dag-processor, triggerer, and the lake's asset events.")
+
+
+@airflow_app.command("service")
+def airflow_service(name: str = typer.Argument(..., help="db, api-server, scheduler, dag-processor or triggerer.")) -> None:
+    """Run one live Airflow service in the foreground (PostgreSQL for `db`)."""
+    from citybrain.airflow_live import COMPONENTS, LiveAirflowError, run_component, run_db
+
+    settings = current_settings()
+    if name not in ("db", *COMPONENTS):
+        raise fail(f"no Airflow service {name!r}. Known: db, {', '.join(COMPONENTS)}.", EXIT_USAGE)
+    try:
+        if name == "db":
+            raise typer.Exit(run_db(settings))
+        run_component(settings, name)
+    except LiveAirflowError as exc:
+        raise fail(str(exc)) from None
+
+
+@airflow_app.command("events")
+def airflow_events(exit_when_idle: float = typer.Option(None, "--exit-when-idle",
+                                                        help="Stop after this many seconds without announcements.")) -> None:
+    """Post the lake sinks' announcements (catalog.lake.compacted.v1) to Airflow as asset events, in order."""
+    from citybrain.airflow_events import run_bridge
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    counts = run_bridge(current_settings(), stop_when_idle_s=exit_when_idle)
+    out.print(f"{counts['posted']:,} asset event(s) posted, {counts['retries']:,} retried", highlight=False)
