@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -72,6 +73,8 @@ class Settings(BaseSettings):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    # The CA that signed an existing cluster's broker certificates (SSL, SASL_SSL); default: the system's CAs.
+    ssl_cafile: Path | None = None
     # Replication factor for topics the platform creates (1 on the embedded broker).
     replication_factor: int = Field(default=1, ge=1)
 
@@ -215,6 +218,9 @@ class Settings(BaseSettings):
         """Connection settings for aiokafka clients."""
         cfg = self.kafka_client_config()
         cfg["bootstrap_servers"] = self.bootstrap
+        cfg.pop("ssl_cafile", None)
+        if "SSL" in str(cfg["security_protocol"]):
+            cfg["ssl_context"] = self.ssl_context()
         return cfg
 
     def kafka_client_config(self) -> dict[str, object]:
@@ -223,7 +229,15 @@ class Settings(BaseSettings):
         cfg: dict[str, object] = {"bootstrap_servers": self.bootstrap.split(","), "security_protocol": protocol}
         if mechanism:
             cfg.update(sasl_mechanism=mechanism, sasl_plain_username=username, sasl_plain_password=password)
+        if "SSL" in protocol and self.ssl_cafile:
+            cfg["ssl_cafile"] = str(self.ssl_cafile)
         return cfg
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of aiokafka and Faust clients (SSL, SASL_SSL): the cluster's CA, else the system's."""
+        if "SSL" not in self.client_auth()[0]:
+            return None
+        return ssl.create_default_context(cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
 
 
 def api_keys(settings: Settings) -> dict[str, str]:

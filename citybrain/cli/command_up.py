@@ -125,7 +125,7 @@ def supervise(only: str = typer.Option("", help="Comma list of services (default
     """The supervisor's own loop (started by `citybrain up`)."""
     from citybrain import supervisor
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
     names = [n for n in only.split(",") if n]
     unknown = [n for n in names if n not in supervisor.BY_NAME]
     if unknown:

@@ -8,7 +8,6 @@ are the client's own settings (``group_id``, ``acks``, ...), never connection se
 
 from __future__ import annotations
 
-import ssl
 from typing import TYPE_CHECKING, Any
 
 from citybrain.settings import Settings
@@ -56,5 +55,5 @@ def faust_credentials(settings: Settings) -> faust.SASLCredentials | None:
     protocol, mechanism, username, password = settings.client_auth()
     if mechanism is None:
         return None
-    context = ssl.create_default_context() if protocol == "SASL_SSL" else None
+    context = settings.ssl_context()
     return faust.SASLCredentials(username=username, password=password, mechanism=mechanism, ssl_context=context)

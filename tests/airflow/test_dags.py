@@ -29,5 +29,8 @@ def test_scenario_dags_are_scheduled_on_the_assets_they_read(dagbag) -> None:  #
     assert uris("publish_traffic_congestion_index") == {"citybrain://lake/bronze/checked"}
     assert uris("publish_respond_on_receipt_kpis") == {"citybrain://lake/bronze/checked", "citybrain://lake/silver/checked"}
     assert "citybrain://lake/gold/flood_risk_by_street" in uris("publish_district_safety_index")
+    # data_quality runs on new data: either layer's asset event (posted by the lake's bridge) starts it.
+    assert uris("data_quality") == {"citybrain://lake/bronze", "citybrain://lake/silver"}
+    assert type(dagbag.dags["data_quality"].timetable.asset_condition).__name__ == "AssetAny"
     outlets = {o.name for t in dagbag.dags["data_quality"].tasks for o in t.outlets}
     assert outlets == {"citybrain://lake/bronze/checked", "citybrain://lake/silver/checked"}
