@@ -132,6 +132,15 @@ def _with_live_pages(settings: Settings, cfg: BenchConfig, load: Callable[[], No
     return pages.summary()
 
 
+def _broker(settings: Settings) -> str:
+    if not settings.embedded:
+        return f"an existing Kafka cluster ({settings.bootstrap})"
+    from citybrain.broker.local import LocalBroker
+
+    status = LocalBroker(settings).status()
+    return f"Kafka {status.version} (embedded, {settings.broker_node_count()} node(s))"
+
+
 def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConfig,
               say: Callable[[str], None]) -> dict[str, Any]:
     from citybrain.platform import ensure_ready
@@ -218,6 +227,6 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
         "events_per_s": round(events_per_s), "raw_consume_per_s": round(consumed / consume_s),
         "p50_ms": round(q[49]), "p95_ms": round(q[94]), "p99_ms": round(q[98]),
         "worker_rss_mb": round(rss), "latency_samples": len(latencies), "steady_rate_per_s": cfg.rate,
-        "backlog_records": consumed, "cpu_count": os.cpu_count(),
+        "backlog_records": consumed, "cpu_count": os.cpu_count(), "broker": _broker(settings),
         "targets": {"events_per_s": 20000, "p99_ms": 250, "worker_rss_mb": 600},
     }

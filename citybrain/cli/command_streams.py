@@ -113,8 +113,11 @@ def bench(
     backlog_hours: float = typer.Option(6.0, "--backlog-hours", help="Simulated hours of backlog for the throughput run."),
     rate: float = typer.Option(2000.0, "--rate", help="Records/s of the steady load for the latency run."),
     seconds: float = typer.Option(60.0, "--seconds", help="Length of the steady load."),
+    readme: bool = typer.Option(True, "--readme/--no-readme", help="Rewrite the README's benchmark block from this run."),
 ) -> None:
-    """Measure the fusion worker on the local broker; write var/bench/latest.json (see README, Benchmarks)."""
+    """Measure the fusion worker on the local broker; write var/bench/latest.json, add the run to
+    var/bench/history.jsonl and rewrite the README's benchmark block from it (see README, Benchmarks)."""
+    from citybrain import bench_report
     from citybrain.bench import BenchConfig, run_bench
     settings = current_settings()
     result = run_bench(settings, current_contracts(), BenchConfig(backlog_hours, rate, seconds),
@@ -146,3 +149,10 @@ def bench(
                       f"<= 1,000 ms (lake: {ui['lake_records']:,} records)")
     out.print(table)
     out.print(f"written to {path}", highlight=False)
+    history = bench_report.record(settings, result)
+    if readme:
+        try:
+            out.print(f"benchmark block of {bench_report.write_readme(history).name} rewritten from this run",
+                      highlight=False)
+        except bench_report.ReadmeBlockMissing as exc:
+            raise fail(str(exc)) from None

@@ -1,0 +1,130 @@
+"""What `make bench` measured, written where people read it: the README's benchmark block.
+
+Each run is appended to ``var/bench/history.jsonl`` with the machine it ran on and the commit it
+measured; the README's block between ``<!-- bench:start -->`` and ``<!-- bench:end -->`` is then
+rewritten from the latest run (every figure, its target and the margin) and the runs before it
+on this machine, so the README quotes only what a run measured, with its date.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from citybrain.settings import PROJECT_ROOT, Settings
+
+START, END = "<!-- bench:start", "<!-- bench:end -->"
+README = PROJECT_ROOT / "README.md"
+
+
+class ReadmeBlockMissing(RuntimeError):
+    pass
+
+
+def machine() -> dict[str, Any]:
+    """The machine a run measured: CPU model and cores, memory, Python."""
+    model = "unknown CPU"
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    memory_gib = 0.0
+    try:
+        kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal:"))
+        memory_gib = round(kib / 1024 / 1024, 1)
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "memory_gib": memory_gib, "python": platform.python_version()}
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+changes" if dirty else "") if out.returncode == 0 else "unknown"
+    except OSError:
+        return "unknown"
+
+
+def record(settings: Settings, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add the run to the history (with machine, commit and broker); every run so far, oldest first."""
+    result = {**result, "machine": machine(), "commit": commit()}
+    path = settings.bench_dir / "history.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(result) + "\n")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _margin(value: float, target: float, at_most: bool) -> str:
+    """Met or not, and by how much (as a share of the target)."""
+    share = (target - value) / target if at_most else (value - target) / target
+    if share >= 0:
+        return f"met, {share:.0%} margin"
+    return f"**not met** ({-share:.0%} short)" if not at_most else f"**missed** ({value - target:,.0f} over)"
+
+
+def block(history: list[dict[str, Any]]) -> str:
+    """The README's benchmark block: the latest run in full, the earlier runs of the same machine in a line each."""
+    r = history[-1]
+    t, m = r["targets"], r["machine"]
+    ratio = r["events_per_s"] / r["raw_consume_per_s"] if r["raw_consume_per_s"] else 0
+    lines = [
+        f"{START} (written by `make bench` from var/bench/history.jsonl; edits here are overwritten) -->",
+        f"Latest `make bench`: {r['measured_at']}, commit `{r['commit']}`, on {m['cpu']} ({m['cores']} cores, "
+        f"{m['memory_gib']} GiB), Python {m['python']}, {r.get('broker', 'the local broker')} on the same machine; "
+        f"backlog {r['backlog_records']:,} records.",
+        "",
+        "| figure | this run | target | |",
+        "| --- | ---: | ---: | --- |",
+        f"| sustained end-to-end events/s, one worker | {r['events_per_s']:,} | ≥ {t['events_per_s']:,} | "
+        f"{_margin(r['events_per_s'], t['events_per_s'], at_most=False)} |",
+        f"| plain aiokafka consumer on the same backlog, same run (ceiling) | {r['raw_consume_per_s']:,} | – | |",
+        f"| worker / plain consumer | {ratio:.2f} | – | |",
+        f"| latency produce → work order at {r['steady_rate_per_s']:,.0f} records/s, p50 / p95 / p99 "
+        f"({r['latency_samples']:,} tickets) | {r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} ms | "
+        f"p99 ≤ {t['p99_ms']} ms | {_margin(r['p99_ms'], t['p99_ms'], at_most=True)} |",
+    ]
+    live = r.get("live_pages", {})
+    if "p99_ms" in live:
+        lines.append(f"| the same with {live['connections']} live view pages, p50 / p99 (records each page got) | "
+                     f"{live['p50_ms']} / {live['p99_ms']} ms ({live['records_min']:,}–{live['records_max']:,}) | "
+                     f"as without | |")
+    lines.append(f"| worker peak RSS | {r['worker_rss_mb']} MB | ≤ {t['worker_rss_mb']} MB | "
+                 f"{_margin(r['worker_rss_mb'], t['worker_rss_mb'], at_most=True)} |")
+    ui = r.get("ui_first_screen_ms", {})
+    if "pages" in ui:
+        slowest = max(ui["pages"].values())
+        lines.append(f"| operations view first screen ({ui['lake_records']:,}-record lake) | "
+                     + ", ".join(f"{k} {v:,}" for k, v in ui["pages"].items())
+                     + f" ms | ≤ 1,000 ms | {_margin(slowest, 1000, at_most=True)} |")
+    elif ui:
+        lines.append(f"| operations view first screen | not measured: {ui.get('skipped', '?')} | ≤ 1,000 ms | |")
+    same = [h for h in history[:-1] if h.get("machine", {}).get("cpu") == m["cpu"]][-5:]
+    if same:
+        lines += ["", "Earlier runs on this machine (events/s, worker / plain consumer, p99):",
+                  "; ".join(f"{h['measured_at'][:16]}Z `{h['commit']}`: {h['events_per_s']:,}/s, "
+                            f"{h['events_per_s'] / max(1, h['raw_consume_per_s']):.2f}, {h['p99_ms']} ms" for h in same)
+                  + "."]
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_readme(history: list[dict[str, Any]], readme: Path = README) -> Path:
+    """Replace the README's benchmark block with this run's."""
+    text = readme.read_text(encoding="utf-8")
+    found = re.search(re.escape(START) + r".*?" + re.escape(END), text, flags=re.S)
+    if not found:
+        raise ReadmeBlockMissing(f"{readme.name} has no benchmark block ({START} ... {END}); "
+                                 "Fix: put the two markers where the figures belong.")
+    readme.write_text(text[:found.start()] + block(history) + text[found.end():], encoding="utf-8")
+    return readme

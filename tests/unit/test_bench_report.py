@@ -1,0 +1,49 @@
+"""The README's benchmark block is written from the runs themselves: figures, targets, margins, date, machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from citybrain.bench_report import END, START, ReadmeBlockMissing, block, write_readme
+
+MACHINE = {"cpu": "Test CPU @ 2.0GHz", "cores": 2, "memory_gib": 23.5, "python": "3.11.7"}
+
+
+def run(at: str, events: int, p99: int, **extra) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    return {"measured_at": at, "commit": "abc1234", "machine": MACHINE, "broker": "Kafka 4.3.1 (embedded, 1 node(s))",
+            "events_per_s": events, "raw_consume_per_s": 120_000, "p50_ms": 70, "p95_ms": 150, "p99_ms": p99,
+            "worker_rss_mb": 265, "latency_samples": 900, "steady_rate_per_s": 2000.0, "backlog_records": 150_000,
+            "targets": {"events_per_s": 20000, "p99_ms": 250, "worker_rss_mb": 600}, "live_pages": {}, **extra}
+
+
+def test_the_block_quotes_the_latest_run_with_its_margins_and_the_earlier_runs() -> None:
+    text = block([run("2026-12-03T10:00:00Z", 18_000, 268), run("2026-12-04T10:00:00Z", 26_000, 180,
+                                                                 ui_first_screen_ms={"pages": {"City": 724, "Data": 300},
+                                                                                     "lake_records": 160_000})])
+    assert text.startswith(START) and text.endswith(END)
+    assert "2026-12-04T10:00:00Z" in text and "Test CPU @ 2.0GHz (2 cores, 23.5 GiB)" in text
+    assert "| 26,000 | ≥ 20,000 | met, 30% margin |" in text
+    assert "| 70 / 150 / 180 ms | p99 ≤ 250 ms | met, 28% margin |" in text
+    assert "| 0.22 |" in text                                           # worker / plain consumer, same run
+    assert "City 724, Data 300 ms | ≤ 1,000 ms | met, 28% margin" in text
+    assert "2026-12-03T10:00Z `abc1234`: 18,000/s, 0.15, 268 ms" in text  # the run before, in one line
+
+
+def test_a_missed_target_is_said_so() -> None:
+    text = block([run("2026-12-04T10:00:00Z", 15_000, 268)])
+    assert "**not met** (25% short)" in text and "**missed** (18 over)" in text
+    assert "Earlier runs" not in text
+
+
+def test_the_readme_block_is_replaced_and_a_readme_without_one_is_refused(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n{START} old -->\nold figures\n{END}\nafter\n")
+    write_readme([run("2026-12-04T10:00:00Z", 26_000, 180)], readme)
+    text = readme.read_text()
+    assert "old figures" not in text and "26,000" in text and text.startswith("# title\n\nbefore\n")
+    assert text.endswith(f"{END}\nafter\n") and text.count(START) == 1
+    readme.write_text("# no block\n")
+    with pytest.raises(ReadmeBlockMissing, match="bench:start"):
+        write_readme([run("2026-12-04T10:00:00Z", 26_000, 180)], readme)
