@@ -96,6 +96,14 @@ class AirflowAPI:
                                        "may still be parsing dags/)")
         return self.call("POST", "/api/v2/assets/events", {"asset_id": asset, "extra": extra})
 
+    def asset_events(self, uri: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """The asset's events, newest first (each with its ``extra`` and the DAG runs it created)."""
+        asset = self.asset_id(uri)
+        if asset is None:
+            return []
+        return self.call("GET", "/api/v2/assets/events", asset_id=asset, order_by="-timestamp",
+                         limit=limit)["asset_events"]
+
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.call("POST", f"/api/v2/dags/{urllib.parse.quote(dag_id)}/dagRuns",
                          {"logical_date": None, "conf": conf or {}})

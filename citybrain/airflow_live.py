@@ -149,8 +149,16 @@ def init_db(settings: Settings) -> bool:
     return True
 
 
+#: The metadata database is cleaned this long after the service starts, then every CLEAN_EVERY_S.
+CLEAN_FIRST_AFTER_S, CLEAN_EVERY_S = 600.0, 24 * 3600.0
+
+
 def run_db(settings: Settings) -> int:
-    """PostgreSQL in the foreground on 127.0.0.1 (a supervised service); SIGTERM asks it for a fast shutdown."""
+    """PostgreSQL in the foreground on 127.0.0.1 (a supervised service); SIGTERM asks it for a fast shutdown.
+    While it runs, the metadata older than the Airflow log retention is cleaned daily (``clean_db``): Airflow 3
+    keeps tasks out of the metadata database, so the maintenance DAG cannot."""
+    import threading
+
     created = init_db(settings)
     print(f"PostgreSQL data in {pg_data(settings)}" + (" (created now)" if created else ""), flush=True)
     child = subprocess.Popen([*_unprivileged(), pg_bin("postgres"), "-D", str(pg_data(settings)),
@@ -158,7 +166,34 @@ def run_db(settings: Settings) -> int:
                               "-c", "unix_socket_directories=", "-c", "max_connections=100",
                               "-c", "shared_buffers=64MB", "-c", "log_min_messages=warning"])
     signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))   # fast: roll back, disconnect, stop
+
+    def clean_daily() -> None:
+        wait = CLEAN_FIRST_AFTER_S
+        while child.poll() is None:
+            time.sleep(wait)
+            wait = CLEAN_EVERY_S
+            if child.poll() is None and (live_dir(settings) / "migrated").exists():
+                try:
+                    print(clean_db(settings), flush=True)
+                except (LiveAirflowError, subprocess.TimeoutExpired) as exc:
+                    print(f"cleaning the metadata database failed: {exc}", flush=True)
+
+    threading.Thread(target=clean_daily, daemon=True).start()
     return child.wait()
+
+
+def clean_db(settings: Settings, days: float | None = None) -> str:
+    """``airflow db clean``: DAG runs, task instances, logs, events and the like older than ``days`` (default the
+    Airflow log retention) removed from the metadata database, without archive tables."""
+    from datetime import datetime, timedelta, timezone
+
+    before = datetime.now(timezone.utc) - timedelta(days=settings.retention_airflow_log_days if days is None else days)
+    run = subprocess.run([str(airflow_bin()), "db", "clean", "--clean-before-timestamp", before.isoformat(),
+                          "--skip-archive", "--yes"], env=live_environment(settings), capture_output=True, text=True,
+                         timeout=900)
+    if run.returncode != 0:
+        raise LiveAirflowError(f"`airflow db clean` failed (exit {run.returncode}): {run.stderr.strip()[-1500:]}")
+    return f"metadata database: rows from before {before:%Y-%m-%d %H:%M}Z cleaned"
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

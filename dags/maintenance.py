@@ -4,7 +4,8 @@ Releases of each dataset beyond the newest few, Great Expectations data-docs pag
 validation results, quarantined partitions, quality results and Airflow logs past their
 retention (CITYBRAIN_RETENTION_*) are removed; lake hours a sink left in several files are
 compacted once nobody writes them. What was removed and how much space it freed is the
-task's result.
+task's result. (The live Airflow's metadata database is cleaned by its own service, `airflow-db`:
+Airflow 3 keeps tasks out of the metadata database.)
 """
 
 from __future__ import annotations

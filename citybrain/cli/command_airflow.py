@@ -29,6 +29,22 @@ def airflow_service(name: str = typer.Argument(..., help="db, api-server, schedu
         raise fail(str(exc)) from None
 
 
+@airflow_app.command("clean-db")
+def airflow_clean_db(days: float = typer.Option(None, "--days", min=0,
+                                                help="Keep this many days (default CITYBRAIN_RETENTION_AIRFLOW_LOG_DAYS).")) -> None:
+    """Clean the live Airflow's metadata database now (`airflow db clean`; the airflow-db service does it daily)."""
+    from citybrain.airflow_live import LiveAirflowError, clean_db, port_open
+
+    settings = current_settings()
+    if not port_open(settings.airflow_db_port):
+        raise fail(f"the live Airflow's PostgreSQL does not answer on 127.0.0.1:{settings.airflow_db_port}. "
+                   "Fix: `citybrain up`.")
+    try:
+        out.print(clean_db(settings, days), highlight=False)
+    except LiveAirflowError as exc:
+        raise fail(str(exc)) from None
+
+
 @airflow_app.command("events")
 def airflow_events(exit_when_idle: float = typer.Option(None, "--exit-when-idle",
                                                         help="Stop after this many seconds without announcements.")) -> None:

@@ -282,40 +282,56 @@ def run_sink(settings: Settings, topics: list[str], lake: Path, batch: int = 20_
         consumer.close()
         announcer.close()
     return {"written": written, "recovered_files_removed": removed, "files_compacted": merged,
-            "announcements": announcer.sent}
+            "announcements": announcer.sent, "announcements_failed": announcer.failed}
 
 
 class Announcer:
     """Tells ``catalog.lake.compacted.v1`` which hours of a layer a compaction pass closed (the Airflow bridge
-    turns each announcement into an asset event, so data_quality runs on new data)."""
+    turns each announcement into an asset event, so data_quality runs on new data).
+
+    An announcement the broker does not take never stops the sink (the records are safe in the lake either
+    way): it is logged, and its hours go out with the next pass's announcement."""
 
     CONTRACT = "catalog.lake.compacted"
 
     def __init__(self, settings: Settings, layer: str) -> None:
         self.settings, self.layer = settings, layer
         self.producer: Any = None
-        self.sent = 0
+        self.sent = self.failed = 0
+        self.pending: dict[tuple[str, str, int], None] = {}   # hours not announced yet, in order
+        self.records = self.files_merged = 0
 
     def announce(self, hours: Iterable[Path], records: int, files_merged: int) -> None:
-        parts = []
         for hour_dir in sorted(hours):
             m = layout.PART_RE.match(f"{hour_dir.parent.name}/{hour_dir.name}")
             if m:
-                parts.append({"contract": hour_dir.parent.parent.name, "date": m[1], "hour": int(m[2])})
-        if not parts:
+                self.pending[(hour_dir.parent.parent.name, m[1], int(m[2]))] = None
+        self.records += records
+        self.files_merged += files_merged
+        if not self.pending:
             return
         from citybrain.contracts.model import load_all, resolve
         from citybrain.ingest.producer import ValidatedProducer
         from citybrain.times import now_iso
 
-        if self.producer is None:
-            self.producer = ValidatedProducer(self.settings, producer_id=f"lake-{self.layer}")
-        contract = resolve(load_all(self.settings.schemas_dir), self.CONTRACT)
-        summary = self.producer.produce_values(contract, [{
-            "announcement_id": uuid.uuid4().hex, "layer": self.layer, "hours": parts[:2000], "records": records,
-            "files_merged": files_merged, "compacted_at": now_iso()}], source=f"lake-{self.layer}")
-        if summary.accepted != 1:
-            raise RuntimeError(f"the broker did not take the {self.layer} lake's announcement: {summary}")
+        parts = [{"contract": c, "date": d, "hour": h} for c, d, h in list(self.pending)[:2000]]
+        try:
+            if self.producer is None:
+                self.producer = ValidatedProducer(self.settings, producer_id=f"lake-{self.layer}")
+            contract = resolve(load_all(self.settings.schemas_dir), self.CONTRACT)
+            summary = self.producer.produce_values(contract, [{
+                "announcement_id": uuid.uuid4().hex, "layer": self.layer, "hours": parts, "records": self.records,
+                "files_merged": self.files_merged, "compacted_at": now_iso()}], source=f"lake-{self.layer}")
+            if summary.accepted != 1:
+                raise RuntimeError(f"dead-lettered: {summary.by_rule}")
+        except Exception as exc:   # noqa: BLE001 - the lake is written; the announcement waits for the next pass
+            self.failed += 1
+            log.warning("%s: announcing %d hour(s) on %s failed (%s); they go out with the next pass", self.layer,
+                        len(parts), self.CONTRACT, exc)
+            return
+        for p in parts:
+            del self.pending[(p["contract"], p["date"], p["hour"])]
+        self.records = self.files_merged = 0
         self.sent += 1
         log.info("%s: announced %d hour(s) of %d contract(s)", self.layer, len(parts), len({p["contract"] for p in parts}))
 

@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 
 from citybrain import supervisor
+from citybrain.airflow_api import AirflowAPI
+from citybrain.kafka.topics import read_topic
 from citybrain.settings import PROJECT_ROOT
 from citybrain.sim.clock import default_start
 from citybrain.ui.browser import free_port
-from tests.integration.conftest import cli
+from tests.integration.conftest import cli, make_settings
 from tests.integration.test_streams_restart import _orders, _produce, _tickets
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
@@ -85,6 +87,39 @@ def _processes_with(marker: str) -> list[str]:
     return found
 
 
+def _airflow_ui(settings, port: int, broken: str) -> None:  # type: ignore[no-untyped-def]
+    """The Airflow UI as a data engineer sees it, in headless Chromium: the login with the generated admin password,
+    the DAGs with data_quality's asset-triggered run, and the broken file among the import errors (screenshots in
+    var/test/ui/)."""
+    from citybrain.ui.browser import browser
+
+    shots = settings.state_dir / "ui"
+    shots.mkdir(parents=True, exist_ok=True)
+    password = json.loads((settings.airflow_dir / "live" / "passwords.json").read_text())["admin"]
+    with browser() as b:
+        page = b.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_url(lambda u: "/auth/login" in u, timeout=60_000)   # nothing without a login
+        page.fill("input[name=username]", "admin")
+        page.fill("input[name=password]", "not-the-password")
+        with page.expect_response(lambda r: "/auth/token" in r.url) as answer:
+            page.keyboard.press("Enter")
+        assert answer.value.status == 401                      # a wrong password stays out
+        page.wait_for_timeout(1000)
+        assert "/auth/login" in page.url
+        page.screenshot(path=str(shots / "airflow-login-refused.png"))
+        page.fill("input[name=password]", password)
+        page.keyboard.press("Enter")
+        page.wait_for_url(lambda u: "/auth/login" not in u, timeout=60_000)
+        page.get_by_text("Dag Import Error").first.click(timeout=60_000)
+        page.get_by_text(broken).first.wait_for(timeout=60_000)
+        page.screenshot(path=str(shots / "airflow-import-errors.png"))
+        page.goto(f"http://127.0.0.1:{port}/dags")
+        page.get_by_text("data_quality").first.wait_for(timeout=60_000)
+        assert page.get_by_text("publish_").count() >= 7
+        page.screenshot(path=str(shots / "airflow-dags.png"), full_page=True)
+
+
 def _versions(env: dict[str, str]) -> set[str]:
     proc = cli("catalog", "--json", env_extra=env)
     assert proc.returncode == 0, proc.stderr
@@ -145,6 +180,25 @@ def test_the_platform_runs_live_under_up_with_the_real_airflow_scheduler(broker,
         assert {p.split("@")[0] for p in new} >= {r["dag_id"].removeprefix("publish_") for r in published}, new
         events = json.loads((settings.state_dir / "run" / "airflow-events.json").read_text())
         assert events["posted"] >= 1
+        # Counts add up: every announcement the sinks made became exactly one asset event of its layer.
+        api = AirflowAPI(make_settings(**env))
+
+        def announced_and_posted():  # type: ignore[no-untyped-def]
+            announced = {}
+            for r in read_topic(settings, "catalog.lake.compacted.v1"):
+                a = json.loads(r.value)
+                if r.timestamp >= started.timestamp() * 1000:
+                    announced[a["announcement_id"]] = a["layer"]
+            posted = [(e["extra"]["announcement_id"], layer) for layer in ("bronze", "silver")
+                      for e in api.asset_events(f"citybrain://lake/{layer}") if "announcement_id" in (e["extra"] or {})]
+            mine = [p for p in posted if p[0] in announced]
+            return (announced, mine) if announced and len(mine) == len(announced) else None
+        announced, posted = _wait("every announcement posted as an asset event", announced_and_posted, 120, 5)
+        assert sorted(posted) == sorted(announced.items())     # once each, on its layer's asset
+
+        # The metadata database kept bounded: a clean of everything older than a day (nothing yet) succeeds.
+        cleaned = cli("airflow", "clean-db", "--days", "1", env_extra=env, timeout=300)
+        assert cleaned.returncode == 0 and "cleaned" in cleaned.stdout, cleaned.stdout + cleaned.stderr
 
         # A data engineer deploys a DAG, and a broken one: the running dag-processor picks up both.
         deployed.write_text(DEPLOYED_DAG.format(dag_id=f"deployed_{run}"))
@@ -160,6 +214,7 @@ def test_the_platform_runs_live_under_up_with_the_real_airflow_scheduler(broker,
         _wait("the broken DAG's import error in status",
               lambda: f"broken_{run}.py" in _status(env)["airflow-dag-processor"]["health"], 120, 5)
         assert any(f"broken_{run}.py" in e["filename"] for e in _runs(env)["import_errors"])
+        _airflow_ui(settings, int(env["CITYBRAIN_AIRFLOW_PORT"]), f"broken_{run}.py")
 
         # The fusion worker dies without a word between two batches of tickets; up restarts it; nothing is lost.
         first_batch, second_batch = _tickets(run, range(3)), _tickets(run, range(3, 6))
