@@ -48,7 +48,10 @@ def up(
         except RuntimeError as exc:
             raise fail(str(exc)) from None
         err.print(f"up: supervisor pid {pid}; logs and pid files in {supervisor.run_dir(settings)}", highlight=False)
-    _print_status(settings, wait_s=20.0)
+    if airflow and not running:
+        err.print("waiting for the services to answer (the live Airflow takes a minute on first start) ...",
+                  highlight=False)
+    _print_status(settings, wait_s=180.0 if airflow and not running else 20.0)
 
 
 @app.command("down")
