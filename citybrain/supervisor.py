@@ -4,9 +4,10 @@ One supervisor process (``citybrain supervise``, started in the background by ``
 runs each service as a child in its own process group, with a log and a pid file under
 ``<state_dir>/run/``, and writes their state to ``run/state.json``. A service that dies is
 restarted after a backoff that doubles from 1 s to 60 s (reset once it has run for a minute);
-each restart is logged and counted. SIGTERM to the supervisor (``citybrain down``) stops every
-service with SIGTERM (the fusion worker commits, the lake sinks flush, the servers close), then
-SIGKILL after ``STOP_TIMEOUT_S``, and removes the pid files: nothing is left behind.
+each restart is logged and counted. SIGTERM to the supervisor (``citybrain down``) stops the
+services tier by tier (``Service.stop_tier``: everything, then the Airflow api-server, then its
+PostgreSQL) with SIGTERM (the fusion worker commits, the lake sinks flush, the servers close),
+then SIGKILL after ``STOP_TIMEOUT_S``, and removes the pid files: nothing is left behind.
 The broker is not a child: ``up`` starts the embedded one (it runs detached with its own pid
 file), ``down`` stops it unless told to keep it.
 """
