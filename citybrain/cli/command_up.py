@@ -17,8 +17,9 @@ from citybrain.cli.base import EXIT_FAILED, EXIT_USAGE, app, current_contracts, 
 def up(
     airflow: bool = typer.Option(True, "--airflow/--no-airflow", help="Run the live Airflow (PostgreSQL, api-server, "
                                                                     "scheduler, dag-processor, triggerer) too."),
-    simulate: float = typer.Option(0.0, "--simulate", min=0, help="Feed a simulated city live at this speed "
-                                                                 "(simulated seconds per real second; 0 = none)."),
+    simulate: bool = typer.Option(False, "--simulate", help="Feed a simulated city live, from now (a service of "
+                                                           "its own, supervised like the others)."),
+    speed: float = typer.Option(60.0, "--speed", min=0.1, help="With --simulate: simulated seconds per real second."),
 ) -> None:
     """Start the broker and every service of the local platform in the background, supervised (idempotent)."""
     from citybrain import supervisor
@@ -29,7 +30,7 @@ def up(
     if running:
         err.print(f"already up (supervisor pid {running}); `citybrain status` shows the services", highlight=False)
     else:
-        services = supervisor.select(airflow, supervisor.simulated_city(simulate) if simulate else None)
+        services = supervisor.select(airflow, supervisor.simulated_city(speed) if simulate else None)
         if airflow:
             from citybrain.airflow_local import airflow_bin
             from citybrain.airflow_live import LiveAirflowError, pg_bin

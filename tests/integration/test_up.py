@@ -250,3 +250,27 @@ def test_the_platform_runs_live_under_up_with_the_real_airflow_scheduler(broker,
     assert not left, f"still running after down: {left}"
     assert not list(supervisor.run_dir(settings).glob("*.pid"))
     assert broker.status().running                               # --keep-broker
+
+
+def test_up_feeds_a_live_simulated_city_and_down_stops_it(broker, settings) -> None:  # type: ignore[no-untyped-def]
+    """`up --simulate`: the simulated city is one more supervised service, producing from now, paced."""
+    from citybrain.kafka.topics import end_offsets
+
+    env = {"CITYBRAIN_GATEWAY_PORT": str(free_port()), "CITYBRAIN_UI_PORT": str(free_port())}
+    topic = "raw.sensor.water_level.v1"
+    before = sum(end_offsets(settings, [topic]).values())
+    started_ms = time.time() * 1000
+    proc = cli("up", "--no-airflow", "--simulate", "--speed", "300", env_extra=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    try:
+        rows = _status(env)
+        assert rows["simulate"]["up"] and not any(n.startswith("airflow-") for n in rows), rows
+        _wait("the live city's readings on the broker", lambda: sum(end_offsets(settings, [topic]).values()) > before,
+              120, 2)
+        fresh = [r for r in read_topic(settings, topic) if r.timestamp >= started_ms - 60_000]
+        assert fresh, "no reading stamped from now"
+    finally:
+        down = cli("down", "--keep-broker", env_extra=env, timeout=300)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not _processes_with(f"CITYBRAIN_GATEWAY_PORT={env['CITYBRAIN_GATEWAY_PORT']}")
+    assert "simulate" in down.stderr
