@@ -46,8 +46,8 @@ def data_quality(settings: Settings | None = None) -> dict[str, Any]:
 
     settings = settings or get_settings()
     alerts: list[dict[str, Any]] = []
-    report = run_quality(settings.lake_dir, settings.schemas_dir, settings.expectations_dir,
-                         send_alert=alerts.append, progress=log.info)
+    report = run_quality(settings.lake, settings.schemas_dir, settings.expectations_dir,
+                         send_alert=alerts.append, progress=log.info, state_dir=settings.state_dir)
     sent = send_all(settings, QUALITY_ALERTS, alerts, "airflow.data_quality")
     out = {**report.summary(), "alerts_sent": sent, "volume_not_evaluated": report.volume_not_evaluated}
     log.info("data quality: %s", out)
@@ -59,7 +59,7 @@ def security_monitoring(settings: Settings | None = None) -> dict[str, Any]:
 
     settings = settings or get_settings()
     findings: list[dict[str, Any]] = []
-    report = run_security(settings, settings.lake_dir, send=findings.append, progress=log.info)
+    report = run_security(settings, settings.lake, send=findings.append, progress=log.info)
     sent = send_all(settings, SECURITY_ALERTS, findings, "airflow.security_monitoring")
     out = {"date": report["date"], "checks": report["checks"], "by_severity": report["by_severity"],
            "findings_sent": sent, "kinds": sorted({f["kind"] for f in findings})}
@@ -74,7 +74,7 @@ def publish_dataset(name: str, settings: Settings | None = None) -> dict[str, An
     settings = settings or get_settings()
     announced: list[dict[str, Any]] = []
     try:
-        release = release_dataset(settings.lake_dir, name, announce=announced.append)
+        release = release_dataset(settings.lake, name, announce=announced.append)
     except NoInputError as exc:   # the city has no such feed: skipped, and said why, rather than failed
         from airflow.sdk.exceptions import AirflowSkipException
 

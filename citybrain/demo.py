@@ -186,7 +186,7 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
             ok = False
             console.print("[bold]8. streams[/] [red]the fusion worker did not catch up within 5 minutes[/] "
                           "(see `citybrain streams fusion -l info`)", highlight=False)
-    lake = settings.lake_dir
+    lake = settings.lake
     with console.status("copying the topics into the lake (bronze: raw records; silver: what the worker made)..."):
         added = {layer: run_sink(settings, [c.topic for c in contracts.values() if c.zone in zones], lake,
                                  stop_when_idle_s=2, layer=layer)["written"] for layer, zones in ZONES.items()}
@@ -246,7 +246,7 @@ def _run_dags(settings: Settings, console: Console) -> bool:
     if s:
         console.print(f"            security_monitoring: {sum(s['by_severity'].values())} findings "
                       f"({', '.join(s['kinds']) or 'none'}) on alert.security.finding.v1; report in "
-                      f"{reports_dir(settings.lake_dir, 'security')}", highlight=False)
+                      f"{reports_dir(settings.lake, 'security')}", highlight=False)
     released = [r for run in runs.values() for r in run.results if "version" in r and "dataset" in r]
     names = ", ".join("{} {:,} rows".format(r["dataset"], r["rows"]) for r in released)
     console.print(f"            published {len(released)} scenario datasets ({names}), announced on "
@@ -259,7 +259,7 @@ def _run_dags(settings: Settings, console: Console) -> bool:
                       f"({m['bytes_freed'] / 1e6:.1f} MB), {m['files_compacted']} small file(s) compacted; keeps "
                       f"{m['kept_releases_per_dataset']} releases per dataset", highlight=False)
     if any(r["dataset"] == "flood_risk_by_street" for r in released):
-        top = query(settings.lake_dir, "SELECT street_name, risk_score, risk_level FROM flood_risk_by_street "
+        top = query(settings.lake, "SELECT street_name, risk_score, risk_level FROM flood_risk_by_street "
                                                  "ORDER BY risk_score DESC LIMIT 3").to_pylist()
         console.print("            try `citybrain catalog` and `citybrain query \"SELECT street_name, risk_score FROM "
                       "flood_risk_by_street ORDER BY risk_score DESC LIMIT 3\"` -> "

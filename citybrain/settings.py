@@ -12,11 +12,14 @@ import os
 import ssl
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from citybrain.errors import InputError
+
+if TYPE_CHECKING:
+    from citybrain.lake.store import LakePath
 
 ENV_PREFIX = "CITYBRAIN_"
 
@@ -40,6 +43,13 @@ def write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     tmp.replace(path)
+
+
+@lru_cache(maxsize=8)
+def _open_lake(uri: str) -> LakePath:
+    from citybrain.lake.store import open_lake   # pyarrow is imported only by who needs the lake
+
+    return open_lake(uri)
 
 
 def _state_folder(name: str, doc: str) -> property:
@@ -106,6 +116,9 @@ class Settings(BaseSettings):
     # Lake sinks: how often a sink compacts the hours it wrote and announces them (catalog.lake.compacted.v1),
     # which is how often new data can start the data_quality DAG on a live platform.
     lake_compact_every_s: float = Field(default=300.0, ge=1, le=24 * 3600)
+    # The lake's root as a pyarrow filesystem URI (s3://bucket/prefix, gs://bucket/prefix, file:///srv/lake);
+    # empty: the local folder <state_dir>/lake. See citybrain/lake/store.py.
+    lake_uri: str = ""
 
     # The live Airflow (`citybrain up`): its api-server (UI, REST API, the tasks' execution API) and the
     # PostgreSQL metadata database the platform runs for it, both on 127.0.0.1. On a cluster, airflow_url
@@ -142,6 +155,17 @@ class Settings(BaseSettings):
     streams_warmup_h: float = Field(default=26.0, ge=0, le=24 * 30)
     streams_warmup_tickets_h: float = Field(default=96.0, ge=0, le=24 * 30)
 
+    @field_validator("lake_uri")
+    @classmethod
+    def _lake_scheme(cls, value: str) -> str:
+        from citybrain.lake.store import SCHEMES
+
+        scheme = value.split("://", 1)[0].lower() if "://" in value else None
+        if value and scheme not in SCHEMES:
+            raise ValueError(f"CITYBRAIN_LAKE_URI={value!r} is not a pyarrow filesystem URI: use {', '.join(s + '://...' for s in SCHEMES)}, "
+                             "e.g. s3://city-lake/citybrain, or leave it unset for the local lake")
+        return value
+
     @field_validator("state_dir", "cache_dir", "schemas_dir", "feeds_dir", "expectations_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -152,6 +176,12 @@ class Settings(BaseSettings):
 
     lake_dir = _state_folder("lake", "The lake: bronze, silver, gold, quality results, quarantine, reports "
                                      "(see ``citybrain.lake.layout``).")
+
+    @property
+    def lake(self) -> LakePath:
+        """The lake's root: ``lake_uri`` when set (object storage), else the local ``lake_dir``."""
+        return _open_lake(self.lake_uri or str(self.lake_dir))
+
     kafka_dir = _state_folder("kafka", "The embedded broker: its config (with credentials), data and logs.")
     access_dir = _state_folder("access", "Department passwords, the pseudonym key and the access audit log "
                                          "(owner-only files).")

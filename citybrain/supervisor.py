@@ -343,5 +343,5 @@ def _sink_lag(settings: Settings, layer: str) -> int:
     from citybrain.lake.sink import LakeWriter
 
     topics = [c.topic for c in load_all(settings.schemas_dir).values() if c.zone in ZONES[layer]]
-    writer = LakeWriter(settings.lake_dir, layer)
+    writer = LakeWriter(settings.lake, layer)
     return sum(max(0, end - writer.checkpoint(t, p)) for (t, p), end in end_offsets(settings, topics).items())

@@ -15,7 +15,7 @@ def catalog_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
     """The scenario datasets: latest version, rows, quality and age of each, and all their versions."""
     from citybrain.scenarios.catalog import catalog
 
-    entries = catalog(current_settings().lake_dir)
+    entries = catalog(current_settings().lake)
     if as_json:
         out.print_json(json.dumps(entries, ensure_ascii=False))
         return
@@ -45,7 +45,7 @@ def query_cmd(sql: str = typer.Argument(..., help="SQL (DuckDB); every dataset i
             raise fail(f"--pin {p!r}: write DATASET=VERSION (versions: `citybrain catalog`).", code=EXIT_USAGE)
         pins[name] = version
     try:
-        result = query(current_settings().lake_dir, sql, pins)
+        result = query(current_settings().lake, sql, pins)
     except LookupError as exc:
         raise fail(str(exc), code=EXIT_USAGE) from None
     except duckdb.Error as exc:

@@ -24,7 +24,7 @@ def _lake_sink(layer: str, batch: int, max_wait_s: float, exit_when_idle: Option
     topics = [c.topic for c in load_all(settings.schemas_dir).values() if c.zone in ZONES[layer]]
     signal.signal(signal.SIGTERM, signal.default_int_handler)   # `citybrain down`: flush, then stop
     try:
-        result = run_sink(settings, topics, settings.lake_dir, batch, max_wait_s, exit_when_idle, layer,
+        result = run_sink(settings, topics, settings.lake, batch, max_wait_s, exit_when_idle, layer,
                           compact_every_s=settings.lake_compact_every_s)
     except KafkaError as exc:
         raise fail(f"Kafka at {settings.bootstrap} did not answer: {exc}. Fix: `citybrain broker up` (or check "
@@ -61,7 +61,7 @@ def lake_compact(layer: str = typer.Argument("all", help="bronze, silver or all.
     if not set(layers) <= set(LAYERS):
         raise fail(f"unknown layer {layer!r}. Fix: use one of bronze, silver, all.", code=2)
     for name in layers:
-        result = LakeWriter(current_settings().lake_dir, name).compact(min_files)
+        result = LakeWriter(current_settings().lake, name).compact(min_files)
         out.print(f"{name}: {result.merged_files:,} files merged into {result.written_files:,} ({result.rows:,} records)"
                   + (f"; {result.interrupted} interrupted compaction(s) finished" if result.interrupted else ""),
                   highlight=False)

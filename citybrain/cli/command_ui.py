@@ -24,8 +24,8 @@ def ui(
     except access.AccessError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     host, port = host or settings.ui_host, port or settings.ui_port
-    if not settings.lake_dir.exists():
-        err.print(f"note: the lake {settings.lake_dir} is empty so far: the pages fill once `make demo` (or the "
+    if not settings.lake.exists():
+        err.print(f"note: the lake {settings.lake} is empty so far: the pages fill once `make demo` (or the "
                   "lake sinks) wrote it.", highlight=False)
     err.print(f"CityBrain operations view on http://{host}:{port}/  (log in as dept-<department> with the password "
               "`citybrain access client-config <department>` prints, or as the data office)", highlight=False)

@@ -11,7 +11,8 @@
 ```
 
 ``<contract>`` is the topic without its major version (``raw.sensor.noise_level``); date and
-hour are those of the record's Kafka timestamp, in UTC.
+hour are those of the record's Kafka timestamp, in UTC. ``<lake>`` is a local folder or an object
+storage prefix (``CITYBRAIN_LAKE_URI``); paths are ``citybrain.lake.store.LakePath``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Union
+
+from citybrain.lake.store import LakePath, as_lake
+
+#: A lake root: a LakePath, or a local folder or URI (opened with ``as_lake``).
+Lake = Union[LakePath, Path, str]
 
 #: The layers the sinks write, and the topic zones each holds (gold is written by releases, not sinks).
 ZONES: dict[str, tuple[str, ...]] = {"bronze": ("raw",), "silver": ("city", "alert", "dispatch", "metrics")}
@@ -35,53 +41,53 @@ def contract_of(topic: str) -> str:
     return topic.rsplit(".v", 1)[0]
 
 
-def layer_dir(lake: Path, layer: str) -> Path:
-    return lake / layer
+def layer_dir(lake: Lake, layer: str) -> LakePath:
+    return as_lake(lake) / layer
 
 
-def hour_dir(lake: Path, layer: str, topic: str, at: datetime) -> Path:
+def hour_dir(lake: Lake, layer: str, topic: str, at: datetime) -> LakePath:
     """The folder of ``topic``'s records of the hour ``at`` (UTC) falls in."""
     return layer_dir(lake, layer) / contract_of(topic) / f"date={at:%Y-%m-%d}" / f"hour={at:%H}"
 
 
-def files(lake: Path, layer: str, contracts: str = "*") -> list[Path]:
+def files(lake: Lake, layer: str, contracts: str = "*") -> list[LakePath]:
     """Every Parquet file of a layer's contract folders matching ``contracts`` (a glob), sorted."""
     return sorted(layer_dir(lake, layer).glob(f"{contracts}/{HOUR_GLOB}/*.parquet"))
 
 
-def quarantined_files(lake: Path, layer: str, contracts: str = "*") -> list[Path]:
+def quarantined_files(lake: Lake, layer: str, contracts: str = "*") -> list[LakePath]:
     """The files quality checks moved out of a layer (they are still evidence for the security checks)."""
-    return sorted((lake / "quarantine" / layer).glob(f"{contracts}/{HOUR_GLOB}/*/*.parquet"))
+    return sorted((as_lake(lake) / "quarantine" / layer).glob(f"{contracts}/{HOUR_GLOB}/*/*.parquet"))
 
 
-def checkpoints_dir(lake: Path, layer: str) -> Path:
-    return lake / "_checkpoints" / layer
+def checkpoints_dir(lake: Lake, layer: str) -> LakePath:
+    return as_lake(lake) / "_checkpoints" / layer
 
 
-def compactions_dir(lake: Path, layer: str) -> Path:
-    return lake / "_compactions" / layer
+def compactions_dir(lake: Lake, layer: str) -> LakePath:
+    return as_lake(lake) / "_compactions" / layer
 
 
-def quality_dir(lake: Path) -> Path:
-    return lake / "quality"
+def quality_dir(lake: Lake) -> LakePath:
+    return as_lake(lake) / "quality"
 
 
-def reports_dir(lake: Path, kind: str) -> Path:
-    return lake / "reports" / kind
+def reports_dir(lake: Lake, kind: str) -> LakePath:
+    return as_lake(lake) / "reports" / kind
 
 
-def gold_dir(lake: Path) -> Path:
-    return lake / "gold"
+def gold_dir(lake: Lake) -> LakePath:
+    return as_lake(lake) / "gold"
 
 
-def release_manifests(lake: Path, dataset: str | None = None) -> list[Path]:
+def release_manifests(lake: Lake, dataset: str | None = None) -> list[LakePath]:
     """Every release's manifest (of one dataset), oldest first (versions sort by time)."""
     return sorted(gold_dir(lake).glob(f"{dataset or '*'}/v*/manifest.json"))
 
 
-def release_data(lake: Path, dataset: str | None = None) -> list[Path]:
-    """Every release's data file (of one dataset), oldest first."""
-    return sorted(gold_dir(lake).glob(f"{dataset or '*'}/v*/data.parquet"))
+def release_data(lake: Lake, dataset: str | None = None) -> list[LakePath]:
+    """Every release's data file (of one dataset), oldest first (a release exists once its manifest does)."""
+    return [m.parent / "data.parquet" for m in release_manifests(lake, dataset)]
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,7 @@ class Partition:
     contract: str
     date: str
     hour: str
-    path: Path
+    path: LakePath
     files: tuple[str, ...]
 
     @property
@@ -117,7 +123,7 @@ class Partition:
         return f"{self.layer}/{self.contract}/{self.name}"
 
 
-def partitions(lake: Path, layers: Iterable[str] = LAYERS) -> list[Partition]:
+def partitions(lake: Lake, layers: Iterable[str] = LAYERS) -> list[Partition]:
     """Every partition of the given layers that holds files, oldest first per contract."""
     found = []
     for layer in layers:
@@ -131,16 +137,16 @@ def partitions(lake: Path, layers: Iterable[str] = LAYERS) -> list[Partition]:
     return found
 
 
-def quarantine_dir(lake: Path, p: Partition, run_id: str) -> Path:
-    return lake / "quarantine" / p.layer / p.contract / f"date={p.date}" / f"hour={p.hour}" / run_id
+def quarantine_dir(lake: Lake, p: Partition, run_id: str) -> LakePath:
+    return as_lake(lake) / "quarantine" / p.layer / p.contract / f"date={p.date}" / f"hour={p.hour}" / run_id
 
 
-def passed_files(lake: Path, states: Mapping[str, tuple[str, bool, str]]) -> tuple[set[Path], dict[str, object]]:
+def passed_files(lake: Lake, states: Mapping[str, tuple[str, bool, str]]) -> tuple[set[LakePath], dict[str, object]]:
     """The files whose partition passed its latest quality check with these very files, and a summary.
 
     ``states``: partition key -> (fingerprint, passed, run id) of its latest check
     (``citybrain.quality.runner.latest_states``)."""
-    ok: set[Path] = set()
+    ok: set[LakePath] = set()
     unchecked, failed, runs = [], [], set()
     for p in partitions(lake):
         state = states.get(p.key)

@@ -7,21 +7,19 @@ evidence). Moving the files back and running ``data_quality`` again releases it.
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from citybrain.lake.layout import Partition, quarantine_dir
+from citybrain.lake.layout import Lake, Partition, quarantine_dir
+from citybrain.lake.store import as_lake
 from citybrain.times import iso
 
 
-def quarantine(lake: Path, p: Partition, run_id: str, checks: list[dict[str, Any]], now: datetime) -> str:
+def quarantine(lake: Lake, p: Partition, run_id: str, checks: list[dict[str, Any]], now: datetime) -> str:
     """Move a failing partition out of the lake; returns where to, relative to the lake."""
     target = quarantine_dir(lake, p, run_id)
-    target.mkdir(parents=True, exist_ok=True)
     for f in p.files:
-        os.replace(p.path / f, target / f)
+        (p.path / f).replace(target / f)
     (target / "reason.json").write_text(json.dumps(
         {"run_id": run_id, "quarantined_at": iso(now), "partition": p.key,
          "failed": [c for c in checks if not c["success"]],
@@ -32,4 +30,4 @@ def quarantine(lake: Path, p: Partition, run_id: str, checks: list[dict[str, Any
         p.path.rmdir()
     except OSError:
         pass
-    return str(target.relative_to(lake))
+    return str(target.relative_to(as_lake(lake)))

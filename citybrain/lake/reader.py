@@ -9,20 +9,19 @@ decodes to an empty mapping, so a check sees the record and finds its fields mis
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from citybrain.lake import store
+from citybrain.lake.store import LakePath
 
 __all__ = ["decode", "field_values", "latest_values", "read", "values"]
 
 
-def read(files: Sequence[Path], columns: Sequence[str] | None = None) -> pa.Table:
+def read(files: Sequence[LakePath], columns: Sequence[str] | None = None) -> pa.Table:
     """The envelope columns of ``files`` as one Arrow table (all columns unless ``columns``)."""
-    if not files:
-        return pa.table({})
-    return pq.ParquetDataset(list(files)).read(columns=list(columns) if columns else None)
+    return store.read_table(list(files), columns)
 
 
 def decode(raw: str | bytes | None) -> dict[str, Any]:
@@ -39,21 +38,21 @@ def values(table: pa.Table) -> list[dict[str, Any]]:
     return [decode(raw) for raw in table.column("value").to_pylist()]
 
 
-def field_values(files: Iterable[Path], field: str) -> set[str]:
+def field_values(files: Iterable[LakePath], field: str) -> set[str]:
     """Every value ``field`` takes in the records of ``files`` (as text; absent values left out)."""
     found: set[str] = set()
     for f in files:
-        for v in values(pq.read_table(f, columns=["value"])):
+        for v in values(store.read_table(f, columns=["value"])):
             if v.get(field) is not None:
                 found.add(str(v[field]))
     return found
 
 
-def latest_values(files: Iterable[Path], key_field: str) -> dict[str, dict[str, Any]]:
+def latest_values(files: Iterable[LakePath], key_field: str) -> dict[str, dict[str, Any]]:
     """A compacted register's current state: the latest record (by offset) per ``key_field``."""
     latest: dict[str, tuple[int, dict[str, Any]]] = {}
     for f in files:
-        t = pq.read_table(f, columns=["offset", "value"])
+        t = store.read_table(f, columns=["offset", "value"])
         for offset, v in zip(t.column("offset").to_pylist(), values(t)):
             key = v.get(key_field)
             if key and (key not in latest or offset >= latest[key][0]):

@@ -7,37 +7,35 @@ Bronze holds the validated raw records (``raw.*``), silver the curated and fused
 from offset ``first`` to ``last`` that fall in that hour, with their key, headers, offset and
 timestamp next to the JSON value.
 
-Exactly once without Kafka transactions: a batch's files are written to temporary names
-and renamed into place (atomic), then the partition's checkpoint (the next offset to read)
-is replaced atomically. On start, files of a partition that begin at or after its checkpoint
+Exactly once without Kafka transactions: a batch's files are written atomically (locally to
+temporary names renamed into place, on object storage by single uploads: ``citybrain.lake.store``),
+then the partition's checkpoint (the next offset to read) is replaced atomically. On start, files of a partition that begin at or after its checkpoint
 are the leftovers of a crash between the two steps: they are deleted, and reading resumes
 at the checkpoint, so every offset lands in exactly one file.
 
 Compaction (``compact``, ``citybrain lake compact``) merges one partition's small files of
 one hour into one file named after the whole offset range. Only files wholly below the
 checkpoint take part, so it can run beside the sink. A journal written before the merged
-file is renamed into place makes it crash-safe: the next compaction or sink start finishes
-an interrupted one (sources deleted if the merged file is in place, else the merged file).
+file makes it crash-safe: the next compaction or sink start finishes an interrupted one
+(sources deleted if the merged file is in place; else the sources stay and the journal goes).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Iterable
 
 import pyarrow as pa
-import pyarrow.parquet as pq
-
-from citybrain.lake import layout
+from citybrain.lake import layout, store
+from citybrain.lake.layout import Lake
+from citybrain.lake.store import LakePath
 from citybrain.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,13 +62,13 @@ class Row:
 class LakeWriter:
     """Writes batches of one topic-partition into a lake layer and keeps its checkpoint."""
 
-    def __init__(self, lake: Path, layer: str = "bronze") -> None:
-        self.lake, self.layer = lake, layer
+    def __init__(self, lake: Lake, layer: str = "bronze") -> None:
+        self.lake, self.layer = store.as_lake(lake), layer
         self.root = layout.layer_dir(lake, layer)
         self.checkpoints = layout.checkpoints_dir(lake, layer)
-        self.touched: set[Path] = set()   # hour directories written since the last compaction
+        self.touched: set[LakePath] = set()   # hour directories written since the last compaction
 
-    def _contract_dir(self, topic: str) -> Path:
+    def _contract_dir(self, topic: str) -> LakePath:
         return self.root / layout.contract_of(topic)
 
     def checkpoint(self, topic: str, partition: int) -> int:
@@ -92,7 +90,7 @@ class LakeWriter:
                 tmp.unlink()
         return resume, removed
 
-    def write(self, topic: str, partition: int, rows: list[Row]) -> list[Path]:
+    def write(self, topic: str, partition: int, rows: list[Row]) -> list[LakePath]:
         """Write one batch (consecutive offsets of one partition); then move the checkpoint past it."""
         if not rows:
             return []
@@ -101,34 +99,30 @@ class LakeWriter:
         for r in rows:
             t = datetime.fromtimestamp(r.timestamp_ms / 1000, timezone.utc)
             by_hour[t.replace(minute=0, second=0, microsecond=0)].append(r)
-        written: list[tuple[Path, Path]] = []
+        written: list[LakePath] = []
         for n, (hour, group) in enumerate(sorted(by_hour.items())):
             directory = layout.hour_dir(self.lake, self.layer, topic, hour)
-            directory.mkdir(parents=True, exist_ok=True)
             name = f"p{partition}-{first}-{last}" + (f"-{n}" if len(by_hour) > 1 else "") + ".parquet"
-            tmp = directory / f".{name}.tmp"
-            pq.write_table(_table(group), tmp, compression="zstd")
-            written.append((tmp, directory / name))
-        for tmp, final in written:
-            os.replace(tmp, final)
-            self.touched.add(final.parent)
+            store.write_table(_table(group), directory / name)
+            written.append(directory / name)
+            self.touched.add(directory)
         self._set_checkpoint(topic, partition, last + 1)
-        return [final for _tmp, final in written]
+        return written
 
     def finish_compactions(self) -> int:
         """Complete or undo compactions a crash interrupted; the number found."""
         journals = sorted(layout.compactions_dir(self.lake, self.layer).glob("*.json"))
         for journal in journals:
             plan = json.loads(journal.read_text())
-            target, tmp = self.lake / plan["target"], self.lake / plan["tmp"]
+            target = self.lake / plan["target"]
             if target.exists():
                 for source in plan["sources"]:
                     (self.lake / source).unlink(missing_ok=True)
-            tmp.unlink(missing_ok=True)
+            target.with_name(f".{target.name}.tmp").unlink(missing_ok=True)   # a local write cut short
             journal.unlink()
         return len(journals)
 
-    def compact(self, min_files: int = 2, hours: Iterable[Path] | None = None) -> CompactResult:
+    def compact(self, min_files: int = 2, hours: Iterable[LakePath] | None = None) -> CompactResult:
         """Merge each partition's files of each hour (at least ``min_files`` of them) into one;
         ``hours``: only these hour directories (default: the whole layer)."""
         result = CompactResult(interrupted=self.finish_compactions())
@@ -144,7 +138,7 @@ class LakeWriter:
             if contract_dir not in topics:
                 topics[contract_dir] = _topic_of(contract_dir, self.checkpoints)
             topic = topics[contract_dir]
-            groups: dict[int, list[tuple[int, int, Path]]] = defaultdict(list)
+            groups: dict[int, list[tuple[int, int, LakePath]]] = defaultdict(list)
             for path in hour_dir.glob("p*.parquet"):
                 m = FILE_RE.match(path.name)
                 if m:
@@ -157,15 +151,13 @@ class LakeWriter:
                 if len(files) < min_files:
                     continue
                 name = f"p{partition}-{files[0][0]}-{files[-1][1]}.parquet"
-                target, tmp = hour_dir / name, hour_dir / f".{name}.tmp"
-                table = pa.concat_tables([pq.read_table(f[2], schema=SCHEMA) for f in files]).sort_by("offset")
-                pq.write_table(table, tmp, compression="zstd")
-                journal_dir.mkdir(parents=True, exist_ok=True)
+                target = hour_dir / name
+                table = pa.concat_tables([store.read_table(f[2], schema=SCHEMA) for f in files]).sort_by("offset")
                 journal = journal_dir / f"{uuid.uuid4().hex}.json"
                 rel = lambda p: str(p.relative_to(self.lake))  # noqa: E731
-                _atomic_write(journal, json.dumps({"target": rel(target), "tmp": rel(tmp),
-                                                   "sources": [rel(f[2]) for f in files if f[2] != target]}))
-                os.replace(tmp, target)
+                journal.write_text(json.dumps({"target": rel(target),
+                                               "sources": [rel(f[2]) for f in files if f[2] != target]}))
+                store.write_table(table, target)
                 for _first, _last, path in files:
                     if path != target:
                         path.unlink()
@@ -176,9 +168,8 @@ class LakeWriter:
         return result
 
     def _set_checkpoint(self, topic: str, partition: int, next_offset: int) -> None:
-        directory = self.checkpoints / topic
-        directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(directory / f"{partition}.json", json.dumps({"next_offset": next_offset, "at": time.time()}))
+        (self.checkpoints / topic / f"{partition}.json").write_text(
+            json.dumps({"next_offset": next_offset, "at": time.time()}))
 
 
 @dataclass
@@ -189,13 +180,7 @@ class CompactResult:
     interrupted: int = 0     # earlier compactions a crash had interrupted, finished now
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _topic_of(contract_dir: str, checkpoints: Path) -> str | None:
+def _topic_of(contract_dir: str, checkpoints: LakePath) -> str | None:
     """The topic a contract directory holds (its checkpoints are kept under the topic's name)."""
     found = sorted(checkpoints.glob(f"{contract_dir}.v*"))
     return found[-1].name if found else None
@@ -211,7 +196,7 @@ def _table(rows: Iterable[Row]) -> pa.Table:
     }, schema=SCHEMA)
 
 
-def run_sink(settings: Settings, topics: list[str], lake: Path, batch: int = 20_000, max_wait_s: float = 5.0,
+def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_000, max_wait_s: float = 5.0,
              stop_when_idle_s: float | None = None, layer: str = "bronze", compact_every_s: float = 300.0,
              ) -> dict[str, Any]:
     """Copy ``topics`` into a lake layer until interrupted (or idle for ``stop_when_idle_s``); every
@@ -301,7 +286,7 @@ class Announcer:
         self.pending: dict[tuple[str, str, int], None] = {}   # hours not announced yet, in order
         self.records = self.files_merged = 0
 
-    def announce(self, hours: Iterable[Path], records: int, files_merged: int) -> None:
+    def announce(self, hours: Iterable[LakePath], records: int, files_merged: int) -> None:
         for hour_dir in sorted(hours):
             m = layout.PART_RE.match(f"{hour_dir.parent.name}/{hour_dir.name}")
             if m:

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from citybrain.contracts.model import load_all
-from citybrain.lake import layout, reader
-from citybrain.lake.layout import Partition, partitions, quality_dir
+from citybrain.lake import layout, reader, store
+from citybrain.lake.layout import Lake, Partition, partitions, quality_dir
+from citybrain.lake.store import LakePath
 from citybrain.lake.quarantine import quarantine
 from citybrain.quality.frames import load
 from citybrain.quality.suites import load_suites
@@ -58,7 +58,7 @@ class Report:
     skipped_unchanged: int = 0
     volume_not_evaluated: list[str] = field(default_factory=list)
     docs: Path | None = None
-    table: Path | None = None
+    table: LakePath | None = None
 
     def summary(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "checked": self.checked, "passed": self.passed,
@@ -68,13 +68,13 @@ class Report:
                 "docs": str(self.docs) if self.docs else None, "table": str(self.table) if self.table else None}
 
 
-def results(lake: Path) -> pa.Table | None:
+def results(lake: Lake) -> pa.Table | None:
     """The whole quality table (every run), or None before the first run."""
     files = sorted(quality_dir(lake).glob("checked=*/*.parquet"))
-    return pa.concat_tables([pq.read_table(f, schema=RESULT_SCHEMA) for f in files]) if files else None
+    return pa.concat_tables([store.read_table(f, schema=RESULT_SCHEMA) for f in files]) if files else None
 
 
-def latest_states(lake: Path) -> dict[str, tuple[str, bool, str]]:
+def latest_states(lake: Lake) -> dict[str, tuple[str, bool, str]]:
     """Partition key -> (fingerprint, passed, run id) of its latest check."""
     table = results(lake)
     if table is None:
@@ -91,12 +91,12 @@ def latest_states(lake: Path) -> dict[str, tuple[str, bool, str]]:
     return {k: v[:3] for k, v in out.items()}
 
 
-def passed_files(lake: Path) -> tuple[set[Path], dict[str, Any]]:
+def passed_files(lake: Lake) -> tuple[set[LakePath], dict[str, Any]]:
     """The lake files whose partition passed its latest check with these very files, and a summary."""
     return layout.passed_files(lake, latest_states(lake))
 
 
-def reference_sets(lake: Path) -> dict[str, list[str]]:
+def reference_sets(lake: Lake) -> dict[str, list[str]]:
     """The value sets suites check references against (device ids, area codes, road segments, service codes)
     from bronze."""
     return {f"ref_{name}": sorted(reader.field_values(layout.files(lake, "bronze", contract), column))
@@ -104,7 +104,7 @@ def reference_sets(lake: Path) -> dict[str, list[str]]:
 
 
 def _rows_of(p: Partition) -> int:
-    return sum(pq.read_metadata(p.path / f).num_rows for f in p.files)
+    return sum(store.read_metadata(p.path / f).num_rows for f in p.files)
 
 
 def _observed(result: dict[str, Any]) -> str | None:
@@ -114,8 +114,21 @@ def _observed(result: dict[str, Any]) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, default=str)[:200]
 
 
+def gx_dir(lake: Lake, state_dir: Path | None = None) -> Path:
+    """Where the Great Expectations context (suites, validation results, data docs) lives: beside the quality
+    table in a local lake (``<lake>/quality/gx``); on the local disk (``<state>/quality-gx``) when the lake is
+    on object storage, since GX's file context needs a folder."""
+    root = store.as_lake(lake)
+    if root.local:
+        return Path(root.path) / "quality" / "gx"
+    if state_dir is None:
+        raise store.LakeStorageError(f"the lake {root} is on object storage: the quality run needs a local folder "
+                                     "for Great Expectations' context. Fix: pass state_dir (Settings.state_dir).")
+    return state_dir / "quality-gx"
+
+
 class GX:
-    """A Great Expectations file context in ``<lake>/quality/gx`` (suites, results, data docs)."""
+    """A Great Expectations file context (``gx_dir``: suites, results, data docs)."""
 
     def __init__(self, root: Path) -> None:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -167,9 +180,9 @@ def _rows_for(result: Any) -> list[dict[str, Any]]:
     return out
 
 
-def run_quality(lake: Path, schemas_dir: Path, expectations_dir: Path, now: datetime | None = None,
+def run_quality(lake: Lake, schemas_dir: Path, expectations_dir: Path, now: datetime | None = None,
                 send_alert: Callable[[dict[str, Any]], None] | None = None, docs: bool = True,
-                progress: Callable[[str], None] | None = None) -> Report:
+                progress: Callable[[str], None] | None = None, state_dir: Path | None = None) -> Report:
     """Validate every changed partition of the lake; quarantine failures; keep the results."""
     import pandas as pd
 
@@ -181,7 +194,7 @@ def run_quality(lake: Path, schemas_dir: Path, expectations_dir: Path, now: date
     suites = load_suites(expectations_dir)
     states = latest_states(lake)
     params = reference_sets(lake)
-    engine = GX(quality_dir(lake) / "gx")
+    engine = GX(gx_dir(lake, state_dir))
     rows: list[dict[str, Any]] = []
     by_contract: dict[tuple[str, str], list[Partition]] = defaultdict(list)
     for p in partitions(lake):
@@ -210,7 +223,7 @@ def run_quality(lake: Path, schemas_dir: Path, expectations_dir: Path, now: date
         volume_failed: dict[str, dict[str, Any]] = {}
         part_results: list[dict[str, Any]] = []
         if part_suite["expectations"]:
-            newest = max(max(pq.read_table(p.path / f, columns=["timestamp"]).column("timestamp").to_pylist())
+            newest = max(max(store.read_table(p.path / f, columns=["timestamp"]).column("timestamp").to_pylist())
                          for p in parts[-1:] for f in p.files)
             summary = pd.DataFrame({"partition": [p.name for p in parts], "rows": [counts[p.key] for p in parts],
                                     "closed": is_closed})
@@ -283,10 +296,7 @@ def run_quality(lake: Path, schemas_dir: Path, expectations_dir: Path, now: date
                              "partition_passed": passed, "action": action})
     if rows:
         out = quality_dir(lake) / f"checked={now.strftime('%Y-%m-%d')}" / f"run-{run_id}.parquet"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        pq.write_table(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), tmp, compression="zstd")
-        os.replace(tmp, out)
+        store.write_table(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), out)
         report.table = out
     if docs:
         report.docs = engine.build_docs()

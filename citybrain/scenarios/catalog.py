@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from citybrain.lake import store
+from citybrain.lake.layout import Lake
 from citybrain.scenarios.datasets import DATASETS
 from citybrain.scenarios.release import releases, resolve
 from citybrain.times import parse_time
 
 
-def catalog(lake: Path, now: datetime | None = None) -> list[dict[str, Any]]:
+def catalog(lake: Lake, now: datetime | None = None) -> list[dict[str, Any]]:
     """One entry per dataset (declared or released): latest version, rows, quality, age, versions."""
     now = now or datetime.now(timezone.utc)
     by_name: dict[str, list[Any]] = {name: [] for name in DATASETS}
@@ -36,7 +37,7 @@ def catalog(lake: Path, now: datetime | None = None) -> list[dict[str, Any]]:
     return out
 
 
-def query(lake: Path, sql: str, pins: dict[str, str] | None = None) -> pa.Table:
+def query(lake: Lake, sql: str, pins: dict[str, str] | None = None) -> pa.Table:
     """Run ``sql`` with every released dataset as a view of its latest (or pinned) version."""
     import duckdb
 
@@ -45,7 +46,7 @@ def query(lake: Path, sql: str, pins: dict[str, str] | None = None) -> pa.Table:
     try:
         for name in sorted({r.dataset for r in releases(lake)} | set(pins)):
             release = resolve(lake, name, pins.get(name))
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{release.path / 'data.parquet'}')")
+            store.register(con, name, [release.path / "data.parquet"])
         return con.sql(sql).to_arrow_table()
     finally:
         con.close()

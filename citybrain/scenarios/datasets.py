@@ -9,12 +9,13 @@ records' JSON is in the ``value`` column (see ``citybrain.lake.sink``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from citybrain.lake import layout
+from citybrain.lake import layout, store
+from citybrain.lake.layout import Lake
+from citybrain.lake.store import LakePath
 
 
 @dataclass(frozen=True)
@@ -454,7 +455,7 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (RESPOND_ON_RECEIPT, TRAFFIC_
                                                     FLOOD_RISK, ELDERLY_CARE, DISTRICT_SAFETY, COMMUNITY_ASSESSMENT)}
 
 
-def input_files(lake: Path, pattern: str) -> list[Path]:
+def input_files(lake: Lake, pattern: str) -> list[LakePath]:
     """The Parquet files of one input: a lake contract directory, or ``gold/<dataset>`` (its latest release)."""
     layer, contract = pattern.split("/", 1)
     if layer == "gold":
@@ -471,7 +472,7 @@ class NoInputError(LookupError):
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 
 
-def city_timezone(lake: Path) -> str:
+def city_timezone(lake: Lake) -> str:
     """The IANA time zone of the city the lake holds (its latest ``raw.ref.city`` record, as imported
     from its city pack), else DEFAULT_TIMEZONE."""
     import re
@@ -484,14 +485,14 @@ def city_timezone(lake: Path) -> str:
     return zone if re.fullmatch(r"[A-Za-z0-9_+/-]{1,60}", zone) else DEFAULT_TIMEZONE   # it goes into SQL
 
 
-def build(lake: Path, dataset: Dataset, allowed: set[Path] | None = None) -> tuple[pa.Table, list[Path]]:
+def build(lake: Lake, dataset: Dataset, allowed: set[LakePath] | None = None) -> tuple[pa.Table, list[LakePath]]:
     """Run the dataset's SQL over the lake; (result, the input files read).
 
     With ``allowed`` (the files whose partitions passed the quality checks), bronze and
     silver inputs are limited to those files; gold inputs are releases, which passed already."""
     import duckdb
 
-    sources, used = {}, []
+    sources, used, files_of = {}, [], {}
     for name, pattern in dataset.inputs.items():
         files = input_files(lake, pattern)
         if allowed is not None and not pattern.startswith("gold/"):
@@ -509,9 +510,12 @@ def build(lake: Path, dataset: Dataset, allowed: set[Path] | None = None) -> tup
                     + (" and run the data_quality DAG: only checked, passing partitions are read" if allowed is not None else ""))
             raise LookupError(f"{dataset.name}: no Parquet for input {pattern!r} under {lake}. Fix: {what}.")
         used += files
-        sources[name] = "read_parquet([{}], union_by_name = true)".format(", ".join(f"'{f}'" for f in files))
+        files_of[name] = files
+        sources[name] = f"_input_{name}"
     con = duckdb.connect()
     try:
+        for name in sources:
+            store.register(con, sources[name], files_of[name])
         con.execute(MACROS.format(timezone=city_timezone(lake)))
         return con.sql(dataset.sql.format(**sources)).to_arrow_table(), used
     finally:

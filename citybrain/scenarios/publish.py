@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Callable
 
+from citybrain.lake.layout import Lake
+from citybrain.lake.store import as_lake
 from citybrain.quality.runner import passed_files
 from citybrain.scenarios.datasets import DATASETS, build
 from citybrain.scenarios.release import Release, publish
@@ -13,7 +14,7 @@ from citybrain.scenarios.release import Release, publish
 CATALOG_TOPIC_CONTRACT = "catalog.datasets.release"
 
 
-def release_dataset(lake: Path, name: str, announce: Callable[[dict[str, Any]], None] | None = None,
+def release_dataset(lake: Lake, name: str, announce: Callable[[dict[str, Any]], None] | None = None,
                     now: datetime | None = None) -> Release:
     """Build ``name`` from the partitions that passed their latest quality check, release it, announce it.
 
@@ -22,6 +23,7 @@ def release_dataset(lake: Path, name: str, announce: Callable[[dict[str, Any]], 
     if name not in DATASETS:
         raise LookupError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
     dataset = DATASETS[name]
+    lake = as_lake(lake)
     ok, summary = passed_files(lake)
     if not ok:
         quality = {"passed": False, "failed": "no partition of the lake has passed a quality check yet "

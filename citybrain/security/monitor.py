@@ -15,9 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import pyarrow.parquet as pq
-
-from citybrain.lake import layout, reader
+from citybrain.lake import layout, reader, store
+from citybrain.lake.layout import Lake
+from citybrain.lake.store import LakePath
 from citybrain.security import checks
 from citybrain.settings import Settings
 from citybrain.kafka.groups import log_starts, read_commits
@@ -29,37 +29,44 @@ log = logging.getLogger(__name__)
 PLATFORM_GROUPS_PREFIXES = ("citybrain-", "citybrain.")
 
 
-def _files(lake: Path, layer: str, pattern: str) -> list[Path]:
+def _files(lake: Lake, layer: str, pattern: str) -> list[LakePath]:
     """A layer's files; bronze includes quarantined partitions (failing quality is still evidence)."""
     return layout.files(lake, layer, pattern) + (layout.quarantined_files(lake, layer, pattern) if layer == "bronze" else [])
 
 
-def producer_counts(lake: Path) -> list[tuple[str, str, datetime, int]]:
+def producer_counts(lake: Lake) -> list[tuple[str, str, datetime, int]]:
     import duckdb
 
     files = [f for f in _files(lake, "bronze", "raw.*") if "/raw.ref." not in str(f)]
     if not files:
         return []
-    rel = duckdb.sql("SELECT coalesce(producer, '?') AS producer, topic, time_bucket(INTERVAL 5 MINUTE, timestamp) AS b, "
-                     "count(*) AS n FROM read_parquet($files) GROUP BY ALL", params={"files": [str(f) for f in files]})
-    return [(p, t, b.astimezone(timezone.utc), n) for p, t, b, n in rel.fetchall()]
+    con = duckdb.connect()
+    try:
+        rel = con.sql("SELECT coalesce(producer, '?') AS producer, topic, time_bucket(INTERVAL 5 MINUTE, timestamp) AS b, "
+                      f"count(*) AS n FROM {store.register(con, 'bronze', files)} GROUP BY ALL")
+        return [(p, t, b.astimezone(timezone.utc), n) for p, t, b, n in rel.fetchall()]
+    finally:
+        con.close()
 
 
-def sensor_readings(lake: Path) -> list[dict[str, Any]]:
+def sensor_readings(lake: Lake) -> list[dict[str, Any]]:
     import duckdb
 
     files = _files(lake, "bronze", "raw.sensor.*")
     if not files:
         return []
-    rel = duckdb.sql("""
+    con = duckdb.connect()
+    rel = con.sql(f"""
         SELECT topic, json_extract_string(value, '$.refDevice') AS device, producer,
                CAST(json_extract(value, '$.location.coordinates[0]') AS DOUBLE) AS lon,
                CAST(json_extract(value, '$.location.coordinates[1]') AS DOUBLE) AS lat,
                coalesce(json_extract_string(value, '$.dateObserved'), json_extract_string(value, '$.dateObservedFrom')) AS observed,
                timestamp AS sent, json_extract_string(value, '$.id') AS id
-        FROM read_parquet($files)""", params={"files": [str(f) for f in files]})
+        FROM {store.register(con, 'readings', files)}""")
     out = []
-    for topic, device, producer, lon, lat, observed, sent, ident in rel.fetchall():
+    rows = rel.fetchall()
+    con.close()
+    for topic, device, producer, lon, lat, observed, sent, ident in rows:
         try:
             obs = parse_time(observed) if observed else sent
         except ValueError:
@@ -69,7 +76,7 @@ def sensor_readings(lake: Path) -> list[dict[str, Any]]:
     return out
 
 
-def device_registry(lake: Path) -> dict[str, tuple[float, float]]:
+def device_registry(lake: Lake) -> dict[str, tuple[float, float]]:
     """Each registered device's declared position (latest registry record), for the spoofing check."""
     return {d: (float(v["long"]), float(v["lat"])) for d, v in reader.latest_values(_files(lake, "bronze", "raw.ref.device"),
                                                                                     "device_id").items()
@@ -91,19 +98,19 @@ def declared_grants(path: Path) -> set[checks.Grant]:
 # -- run ----------------------------------------------------------------------------------------
 
 
-def personal_data_samples(lake: Path, zone_of: Callable[[str], str]) -> Iterator[tuple[str, str, str]]:
+def personal_data_samples(lake: Lake, zone_of: Callable[[str], str]) -> Iterator[tuple[str, str, str]]:
     for f in _files(lake, "silver", "*"):
         contract = f.parent.parent.parent.name
-        for raw in pq.read_table(f, columns=["value"]).column("value").to_pylist():
+        for raw in store.read_table(f, columns=["value"]).column("value").to_pylist():
             yield f"silver/{contract}", zone_of(contract), raw
     for data in layout.release_data(lake):
-        table = pq.read_table(data)
+        table = store.read_table(data)
         for name in table.column_names:
             if str(table.schema.field(name).type) in ("string", "large_string"):
                 yield f"gold/{data.parent.parent.name}", "gold", "\n".join(str(v) for v in table.column(name).to_pylist() if v)
 
 
-def run_security(settings: Settings, lake: Path, now: datetime | None = None,
+def run_security(settings: Settings, lake: Lake, now: datetime | None = None,
                  send: Callable[[dict[str, Any]], None] | None = None, access_file: Path | None = None,
                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every check; publish findings with ``send``; write the daily report. Returns the report."""
@@ -155,7 +162,7 @@ def run_security(settings: Settings, lake: Path, now: datetime | None = None,
     return report
 
 
-def write_report(lake: Path, report: dict[str, Any]) -> Path:
+def write_report(lake: Lake, report: dict[str, Any]) -> LakePath:
     out = layout.reports_dir(lake, "security") / f"date={report['date']}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str))

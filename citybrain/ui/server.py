@@ -43,7 +43,7 @@ class OperationsView:
 
     def __init__(self, settings: Settings, contracts: dict[str, Contract], model: AccessModel) -> None:
         self.settings, self.contracts, self.model = settings, contracts, model
-        self.lake = settings.lake_dir
+        self.lake = settings.lake
         self.auth = Authenticator(settings, model, tuple(c.topic for c in contracts.values()), session_s=settings.ui_session_minutes * 60)
         self._cache: dict[tuple[str, str, str, int], tuple[float, Any]] = {}
         self.warm_ms: int | None = None   # how long the start-up read of the lake took, once done
@@ -177,7 +177,7 @@ class OperationsView:
         """The data_quality DAG's Great Expectations data docs, for the data office."""
         if not self.viewer(request).admin:
             raise views.Forbidden("the quality data docs are the data office's")
-        root = views.data_docs_dir(self.lake).resolve()
+        root = views.data_docs_dir(self.lake, self.settings.state_dir).resolve()
         path = (root / request.match_info["path"]).resolve()
         if not path.is_relative_to(root) or not path.is_file():
             raise web.HTTPNotFound(text="no such data docs page (run the data_quality DAG to build them)")
@@ -217,7 +217,7 @@ class OperationsView:
             return [views._event_row(o) | {"department": o.get("department"), "source": o.get("source")}
                     for o in views.work_orders(self.lake, viewer, department)][-2000:]
         if name == "data":
-            return views.data(self.lake, viewer, self.contracts)
+            return views.data(self.lake, viewer, self.contracts, self.settings.state_dir)
         if name == "broker":
             if not viewer.admin:
                 raise views.Forbidden(f"{viewer.principal}: the broker's figures are the data office's.")

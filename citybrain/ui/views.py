@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import pyarrow.parquet as pq
-
-from citybrain.lake import layout
+from citybrain.lake import layout, store
+from citybrain.lake.layout import Lake
+from citybrain.lake.store import LakePath
 from citybrain.lake.reader import latest_values, values
 from citybrain.times import iso, parse_time
 from citybrain.ui.auth import Viewer
@@ -49,7 +49,7 @@ _MEMO: dict[tuple[Any, ...], Any] = {}
 _MEMO_LOCK = threading.RLock()
 
 
-def _memo(what: str, files: list[Path], compute: Callable[[list[Path]], Any]) -> Any:
+def _memo(what: str, files: list[LakePath], compute: Callable[[list[LakePath]], Any]) -> Any:
     """``compute(files)``, or its last result if no file was added, removed or rewritten since."""
     key = (what, tuple((str(f), *_stat(f)) for f in files))
     with _MEMO_LOCK:   # pages are computed in threads; one computes, the others wait for its result
@@ -60,7 +60,7 @@ def _memo(what: str, files: list[Path], compute: Callable[[list[Path]], Any]) ->
         return _MEMO[key]
 
 
-def _stat(f: Path) -> tuple[int, int]:
+def _stat(f: LakePath) -> tuple[int, int]:
     st = f.stat()
     return st.st_size, st.st_mtime_ns
 
@@ -69,15 +69,15 @@ class Forbidden(PermissionError):
     """The viewer's principal may not read what was asked; the message says what and why."""
 
 
-def _records(files: list[Path]) -> list[dict[str, Any]]:
-    return [v for f in files for v in values(pq.read_table(f, columns=["value"]))]
+def _records(files: list[LakePath]) -> list[dict[str, Any]]:
+    return [v for f in files for v in values(store.read_table(f, columns=["value"]))]
 
 
-def _silver(lake: Path, topic: str) -> list[dict[str, Any]]:
+def _silver(lake: Lake, topic: str) -> list[dict[str, Any]]:
     return _memo(f"silver:{topic}", layout.files(lake, "silver", layout.contract_of(topic)), _records)
 
 
-def _register(lake: Path, contract: str, key: str) -> dict[str, dict[str, Any]]:
+def _register(lake: Lake, contract: str, key: str) -> dict[str, dict[str, Any]]:
     """A compacted reference register's current state (areas, devices, the city)."""
     return _memo(f"register:{contract}", layout.files(lake, "bronze", contract), lambda fs: latest_values(fs, key))
 
@@ -91,7 +91,7 @@ def _latest_by(records: list[dict[str, Any]], key: str) -> dict[str, dict[str, A
     return out
 
 
-def areas(lake: Path) -> dict[str, Any]:
+def areas(lake: Lake) -> dict[str, Any]:
     """The city's active areas as one GeoJSON FeatureCollection per level (district, street, community)."""
     found = _register(lake, "raw.ref.admin_area", "area_code")
     cities = _register(lake, "raw.ref.city", "city_code")
@@ -107,7 +107,7 @@ def areas(lake: Path) -> dict[str, Any]:
             "levels": {level: {"type": "FeatureCollection", "features": feats} for level, feats in levels.items()}}
 
 
-def work_orders(lake: Path, viewer: Viewer, department: str | None = None) -> list[dict[str, Any]]:
+def work_orders(lake: Lake, viewer: Viewer, department: str | None = None) -> list[dict[str, Any]]:
     """The viewer's own work orders (the data office: every department's, or ``department``'s)."""
     if department and not viewer.admin and department != viewer.department:
         raise Forbidden(f"{viewer.principal} may read only its own work orders (dispatch.{viewer.department}.work_order), "
@@ -121,7 +121,7 @@ def work_orders(lake: Path, viewer: Viewer, department: str | None = None) -> li
     return _memo(f"silver:{pattern}", layout.files(lake, "silver", pattern), _records)
 
 
-def city(lake: Path, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] = ()) -> dict[str, Any]:
+def city(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] = ()) -> dict[str, Any]:
     """The City page: per street the open city events, early warnings and open work orders, the latest events
     with their evidence, and the sensors with their last reading and health. ``live``: (topic, record) the
     live feed has seen since it started and the viewer may read; they replace the lake's older states."""
@@ -168,7 +168,7 @@ def _event_row(e: dict[str, Any]) -> dict[str, Any]:
     return {k: e[k] for k in keep if k in e}
 
 
-def sensors(lake: Path, viewer: Viewer, faulty: set[str]) -> list[dict[str, Any]]:
+def sensors(lake: Lake, viewer: Viewer, faulty: set[str]) -> list[dict[str, Any]]:
     """Every registered device of the sensor feeds the viewer may read: position, last reading, health."""
     registry = _register(lake, "raw.ref.device", "device_id")
     out = []
@@ -192,19 +192,21 @@ def sensors(lake: Path, viewer: Viewer, faulty: set[str]) -> list[dict[str, Any]
     return out
 
 
-def _last_readings(files: list[Path], measure: str) -> dict[str, tuple[str, Any]]:
+def _last_readings(files: list[LakePath], measure: str) -> dict[str, tuple[str, Any]]:
     """Device id -> (time, value of ``measure``) of its last reading in ``files``."""
     import duckdb
 
     at = "coalesce(value->>'dateObserved', value->>'dateObservedTo')"
-    rows = duckdb.sql(f"""
+    con = duckdb.connect()
+    rows = con.sql(f"""
         SELECT replace(value->>'refDevice', 'urn:ngsi-ld:Device:', '') AS dev, max({at}) AS at,
                arg_max(value->>'{measure}', {at}) AS v
-        FROM read_parquet([{", ".join(f"'{f}'" for f in files)}]) GROUP BY 1""").fetchall()
+        FROM {store.register(con, 'readings', files)} GROUP BY 1""").fetchall()
+    con.close()
     return {dev: (at_, v) for dev, at_, v in rows if dev and at_}
 
 
-def hotline(lake: Path, viewer: Viewer) -> dict[str, Any]:
+def hotline(lake: Lake, viewer: Viewer) -> dict[str, Any]:
     """The Hotline page: tickets by stage of the closed loop, the three rates by department and district per
     day (released respond_on_receipt_kpis), overdue work orders and hotspots by street."""
     from citybrain.scenarios.catalog import query
@@ -222,7 +224,7 @@ def hotline(lake: Path, viewer: Viewer) -> dict[str, Any]:
                         "overdue_min": a.get("overdue_min")}
                        for rid, a in sorted(breached.items(), key=lambda kv: str(kv[1].get("sla_deadline")))
                        if stage_of.get(rid) in ("received", "dispatched", "accepted")]
-    releases = sorted(lake.glob("gold/*/v*/manifest.json"))
+    releases = layout.release_manifests(lake)
     kpis = _memo("kpis", releases, lambda _fs: _rows(query, lake, """
         SELECT department, district_code, CAST(day AS VARCHAR) AS day, tickets, response_min_median,
                handled_on_time_rate, resolution_rate, satisfaction_rate, overdue, reopened
@@ -238,7 +240,7 @@ def hotline(lake: Path, viewer: Viewer) -> dict[str, Any]:
             "overdue": overdue[:200], "overdue_total": len(overdue), "as_of": iso(newest) if newest else None}
 
 
-def _stages(files: list[Path]) -> dict[str, str]:
+def _stages(files: list[LakePath]) -> dict[str, str]:
     """Each ticket's stage of the closed loop: its last step (an escalation counts as dispatched)."""
     latest: dict[str, str] = {}
     for v in _records(files):
@@ -248,7 +250,7 @@ def _stages(files: list[Path]) -> dict[str, str]:
     return latest
 
 
-def warm(lake: Path, viewer: Viewer) -> None:
+def warm(lake: Lake, viewer: Viewer) -> None:
     """Read what the pages share once, so the first screen after a start does not wait for it."""
     city(lake, viewer)
     areas(lake)
@@ -257,14 +259,14 @@ def warm(lake: Path, viewer: Viewer) -> None:
         data(lake, viewer, {})
 
 
-def _rows(query: Any, lake: Path, sql: str) -> list[dict[str, Any]]:
+def _rows(query: Any, lake: Lake, sql: str) -> list[dict[str, Any]]:
     try:
         return query(lake, sql).to_pylist()
     except Exception as exc:   # no release yet: the page says so instead of failing
         return [{"error": f"{type(exc).__name__}: {exc}"}]
 
 
-def data(lake: Path, viewer: Viewer, contracts: dict[str, Any]) -> dict[str, Any]:
+def data(lake: Lake, viewer: Viewer, contracts: dict[str, Any], state_dir: Path | None = None) -> dict[str, Any]:
     """The Data page (data office only): every contract and topic with its owner and records in the lake per
     hour, quality results per layer and partition, quarantine, and every release with its manifest."""
     if not viewer.admin:
@@ -278,29 +280,29 @@ def data(lake: Path, viewer: Viewer, contracts: dict[str, Any]) -> dict[str, Any
         counts = per_hour.get(layout.contract_of(c.topic), {})
         rows.append({"topic": c.topic, "owner": c.owner, "version": c.version, "zone": c.zone,
                      "records": sum(counts.values()), "per_hour": dict(sorted(counts.items()))})
-    quality, failed_checks = _memo("quality", sorted((lake / "quality").glob("checked=*/*.parquet"))[-20:], _quality)
-    quarantine = sorted(str(p.relative_to(lake)) for p in (lake / "quarantine").glob("*/*/date=*/hour=*/*")) \
-        if (lake / "quarantine").exists() else []
-    docs = data_docs_dir(lake) / "index.html"
+    lake = store.as_lake(lake)
+    quality, failed_checks = _memo("quality", sorted(layout.quality_dir(lake).glob("checked=*/*.parquet"))[-20:], _quality)
+    quarantine = sorted(str(p.relative_to(lake)) for p in (lake / "quarantine").glob("*/*/date=*/hour=*/*"))
+    docs = data_docs_dir(lake, state_dir) / "index.html"
     return {"contracts": rows, "quality": quality, "failed_checks": failed_checks[-200:], "quarantine": quarantine,
             "releases": catalog(lake), "data_docs": "/quality-docs/index.html" if docs.exists() else None}
 
 
-def _records_per_hour(lake: Path, files: list[Path]) -> dict[str, Counter[str]]:
+def _records_per_hour(lake: Lake, files: list[LakePath]) -> dict[str, Counter[str]]:
     """Contract folder -> records per hour (from each file's Parquet footer, not its rows)."""
     per_hour: dict[str, Counter[str]] = defaultdict(Counter)
     for f in files:
-        contract, date, hour = f.relative_to(lake).parts[1:4]   # layer, contract, date=, hour=, file
-        per_hour[contract][f"{date[5:]}T{hour[5:]}"] += pq.ParquetFile(f).metadata.num_rows
+        contract, date, hour = f.relative_to(store.as_lake(lake)).parts[1:4]   # layer, contract, date=, hour=, file
+        per_hour[contract][f"{date[5:]}T{hour[5:]}"] += store.read_metadata(f).num_rows
     return per_hour
 
 
-def _quality(runs: list[Path]) -> tuple[dict[str, dict[str, int]], list[dict[str, Any]]]:
+def _quality(runs: list[LakePath]) -> tuple[dict[str, dict[str, int]], list[dict[str, Any]]]:
     """The latest verdict per partition, counted per layer, and the checks that failed."""
     partitions: dict[tuple[str, str, str], bool] = {}
     failed = []
     for f in runs:
-        for q in pq.read_table(f, columns=["layer", "contract", "partition", "check", "column", "success",
+        for q in store.read_table(f, columns=["layer", "contract", "partition", "check", "column", "success",
                                            "observed", "partition_passed", "checked_at"]).to_pylist():
             if q["partition"]:
                 partitions[(q["layer"], q["contract"], q["partition"])] = bool(q["partition_passed"])
@@ -312,12 +314,14 @@ def _quality(runs: list[Path]) -> tuple[dict[str, dict[str, int]], list[dict[str
             failed)
 
 
-def data_docs_dir(lake: Path) -> Path:
-    """Where the data_quality DAG's Great Expectations data docs are (``citybrain.quality.runner.GX``)."""
-    return lake / "quality" / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
+def data_docs_dir(lake: Lake, state_dir: Path | None = None) -> Path:
+    """Where the data_quality DAG's Great Expectations data docs are (``citybrain.quality.runner.gx_dir``)."""
+    from citybrain.quality.runner import gx_dir
+
+    return gx_dir(lake, state_dir) / "gx" / "uncommitted" / "data_docs" / "local_site"
 
 
-def security(lake: Path, viewer: Viewer, model: Any) -> dict[str, Any]:
+def security(lake: Lake, viewer: Viewer, model: Any) -> dict[str, Any]:
     """The Security page (data office only): findings by kind and day, and who may read what."""
     if not viewer.admin:
         raise Forbidden(f"{viewer.principal}: the Security page is the data office's.")

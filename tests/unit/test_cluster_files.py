@@ -29,6 +29,7 @@ def test_the_cluster_settings_load_and_speak_tls_with_scram() -> None:
     assert cfg["security_protocol"] == "SASL_SSL" and cfg["sasl_mechanism"] == "SCRAM-SHA-512"
     assert cfg["ssl_cafile"] == "/etc/citybrain/tls/city-ca.pem"
     assert settings.airflow_url == "https://airflow.city.internal" and settings.airflow_user == "citybrain-lake"
+    assert (settings.lake.fs.type_name, str(settings.lake)) == ("s3", "s3://city-lake/citybrain")   # no request made
     with pytest.raises((FileNotFoundError, ssl.SSLError)):   # the CA file is the cluster's, not this machine's
         settings.ssl_context()
 

@@ -31,7 +31,7 @@ def _release(lake: Path, dataset: str, version: str) -> Path:
     (folder / "manifest.json").write_text(json.dumps({"dataset": dataset, "version": version}))
     (folder / "data.parquet").write_bytes(b"PAR1" * 100)
     for f in folder.iterdir():
-        f.chmod(stat.S_IRUSR | stat.S_IRGRP)   # releases are read-only
+        os.chmod(f.path, stat.S_IRUSR | stat.S_IRGRP)   # releases are read-only
     return folder
 
 
@@ -42,6 +42,11 @@ def test_maintenance_removes_only_what_is_past_its_retention(tmp_path: Path) -> 
     for v in versions:
         _release(lake, "flood_risk_by_street", v)
     _release(lake, "hotline_hotspots", versions[0])                 # a dataset's only release: kept however old
+    crashed, publishing = (lake / "gold" / "hotline_hotspots" / v for v in ("v20261202T000000000000Z", "v20261203T115900000000Z"))
+    for folder, age in ((crashed, 1.0), (publishing, 0.0)):         # data written, manifest not (yet)
+        folder.mkdir(parents=True)
+        (folder / "data.parquet").write_bytes(b"PAR1")
+        _aged(folder / "data.parquet", age)
     docs = lake / "quality" / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "validations"
     docs.mkdir(parents=True)
     old_page, new_page = docs / "old.html", docs / "new.html"
@@ -66,11 +71,12 @@ def test_maintenance_removes_only_what_is_past_its_retention(tmp_path: Path) -> 
     kept = sorted(p.name for p in (layout.gold_dir(lake) / "flood_risk_by_street").iterdir())
     assert kept == versions[-3:]
     assert (layout.gold_dir(lake) / "hotline_hotspots" / versions[0]).exists()
+    assert not crashed.exists() and publishing.exists()   # a publish under way is not a crashed one
     assert not old_page.exists() and new_page.exists()
     assert [p.name for p in quarantine.iterdir()] == ["20261202T000000Z-bbbbbb"]
     assert sorted(p.name for p in (lake / "quality").glob("checked=*")) == ["checked=2026-12-01"]
     assert not old_log.exists()
-    assert report["removed"] == {"releases": 4, "data_docs_pages": 1, "validation_results": 0,
+    assert report["removed"] == {"releases": 4, "unfinished_releases": 1, "data_docs_pages": 1, "validation_results": 0,
                                  "quarantined_partitions": 1, "quality_results": 1, "airflow_logs": 1}
     assert report["bytes_freed"] >= 4 * 400
 

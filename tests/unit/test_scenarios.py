@@ -130,7 +130,7 @@ def test_a_release_is_immutable_checksummed_with_lineage_and_refused_on_failed_q
     assert {e["path"].split("/")[1] for e in m["lineage"]} == {"raw.sensor.traffic_flow", "raw.ref.road_segment"}
     assert verify(release) == []
     assert not os.access(release.path / "data.parquet", os.W_OK) or os.geteuid() == 0   # read-only (root ignores modes)
-    (release.path / "data.parquet").chmod(0o644)
+    os.chmod((release.path / "data.parquet").path, 0o644)
     (release.path / "data.parquet").write_bytes(b"tampered")
     assert verify(release) == ["data.parquet"]
 
