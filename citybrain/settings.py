@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     # open day windows); the ticket lifecycle is re-read further back, for tickets under SLA watch.
     streams_warmup_h: float = Field(default=26.0, ge=0, le=24 * 30)
     streams_warmup_tickets_h: float = Field(default=96.0, ge=0, le=24 * 30)
+    # After a restart, outputs the worker's group sent in this span before each output partition's newest record
+    # are not sent again (a crash between sending a batch's outputs and committing its offsets).
+    streams_resend_window_s: float = Field(default=300.0, ge=0, le=24 * 3600)
 
     @field_validator("lake_uri")
     @classmethod

@@ -34,6 +34,9 @@ def evaluate_command(
     ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground truth file (default var/sim/latest/ground_truth.json)."),
     replay: bool = typer.Option(False, "--replay", help="Recompute the simulation the ground truth describes and run the "
                                                        "fusion logic in-process (no broker) instead of reading the topics."),
+    shards: int = typer.Option(1, "--shards", min=1, max=64, help="With --replay: split the records by area key "
+                                                                  "(district) over this many pipelines, as fusion split "
+                                                                  "across workers would."),
     as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
 ) -> None:
     """Score detected city events and early warnings against the simulator's ground truth:
@@ -46,12 +49,14 @@ def evaluate_command(
     if not path.exists():
         raise fail(f"no ground truth at {path}. Fix: run `citybrain simulate` first, or pass --ground-truth.", EXIT_USAGE)
     truth = json.loads(path.read_text())
+    if shards > 1 and not replay:
+        raise fail("--shards splits an in-process replay: use it with --replay.", EXIT_USAGE)
     if replay:
         from citybrain.fusion.replay import replay_detections
         from citybrain.privacy import protector_from_settings
 
-        events, warnings = replay_detections(truth, current_contracts(), protector_from_settings(settings))
-        source = "replay of the simulation in-process"
+        events, warnings = replay_detections(truth, current_contracts(), protector_from_settings(settings), shards)
+        source = "replay of the simulation in-process" + (f", split by district over {shards} pipelines" if shards > 1 else "")
     else:
         events, warnings = _from_topics(settings, truth)
         source = f"{EVENT_TOPIC} and {WARNING_TOPIC} on the broker"

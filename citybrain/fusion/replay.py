@@ -5,6 +5,10 @@ The simulation the ground truth describes is computed again from its seeds; reco
 would refuse are skipped (they were dead-lettered there); the rest are fed to a pipeline as
 the worker feeds them, with the same event ids. Callers' pseudonyms match the stream's when
 ``protector`` is the platform's (``protector_from_settings``).
+
+With ``shards`` above one, the records are split by their area key (``citybrain.fusion.keys``) over
+that many pipelines, each seeing only its share of the districts (and all the reference data), as
+fusion split across workers would: what detection loses to the split shows before any worker runs.
 """
 
 from __future__ import annotations
@@ -14,14 +18,16 @@ from typing import Any, Mapping
 
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import RecordValidator
-from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC, Pipeline
+from citybrain.fusion.keys import AreaKeys, share_of
+from citybrain.fusion.pipeline import EVENT_TOPIC, REFERENCE, WARNING_TOPIC, Pipeline
 from citybrain.privacy import Protector
 from citybrain.times import parse_time
 
 
-def replay_detections(truth: dict[str, Any], contracts: Mapping[str, Contract], protector: Protector
-                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(city events, early warnings) the pipeline raises over the simulation ``truth`` describes."""
+def replay_detections(truth: dict[str, Any], contracts: Mapping[str, Contract], protector: Protector,
+                      shards: int = 1) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(city events, early warnings) the pipeline raises over the simulation ``truth`` describes (split over
+    ``shards`` pipelines by area key)."""
     from citybrain.sim.engine import Simulation
     from citybrain.sim.model import INCIDENT_KINDS, SimConfig
 
@@ -32,7 +38,8 @@ def replay_detections(truth: dict[str, Any], contracts: Mapping[str, Contract], 
     sim = Simulation(SimConfig(seed=truth["seed"], city_seed=truth.get("city_seed", 7), start=start,
                                hours=(end - start).total_seconds() / 3600, interval_min=truth["interval_min"],
                                scale=truth["scale"], incidents=kinds))
-    pipeline = Pipeline(contracts, protector)
+    pipelines = [Pipeline(contracts, protector) for _ in range(max(1, shards))]
+    keys = AreaKeys()
     events: list[dict[str, Any]] = []
     warnings: list[dict[str, Any]] = []
     for t, batch in sim.ticks():
@@ -40,7 +47,13 @@ def replay_detections(truth: dict[str, Any], contracts: Mapping[str, Contract], 
             if checks[e.contract](e.value):
                 continue   # dead-lettered at the edge
             payload = json.dumps(e.value, ensure_ascii=False, separators=(",", ":")).encode()
-            for topic, record in pipeline.feed_message(by_id[e.contract].topic, {}, payload, t):
+            topic_in = by_id[e.contract].topic
+            if topic_in in REFERENCE:
+                keys.reference(topic_in, e.value)
+                targets = pipelines
+            else:
+                targets = [pipelines[share_of(keys.key(topic_in, e.value), len(pipelines))]]
+            for topic, record in (out for p in targets for out in p.feed_message(topic_in, {}, payload, t)):
                 if topic == EVENT_TOPIC:
                     events.append(record)
                 elif topic == WARNING_TOPIC:

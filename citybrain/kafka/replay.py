@@ -45,7 +45,7 @@ class Backlog:
         try:
             tps = {tp: TopicPartition(*tp) for tp in committed}
             consumer.assign(list(tps.values()))
-            last = self._last_committed_times(consumer, tps, committed)
+            last = last_record_times(consumer, tps, committed)
             consumer.resume(*tps.values())
             starts = consumer.offsets_for_times(
                 {tps[tp]: max(0, ts - int(self.span_h(tp[0]) * 3_600_000)) for tp, ts in last.items()})
@@ -79,21 +79,71 @@ class Backlog:
         finally:
             consumer.close()
 
-    @staticmethod
-    def _last_committed_times(consumer: Any, tps: dict[tuple[str, int], Any], committed: dict[tuple[str, int], int]
-                              ) -> dict[tuple[str, int], int]:
-        """The stream time each partition had reached: the timestamp of its last committed record."""
-        last: dict[tuple[str, int], int] = {}
-        for tp, ktp in tps.items():
-            consumer.seek(ktp, committed[tp] - 1)
-        deadline = time.monotonic() + 60
-        while len(last) < len(tps) and time.monotonic() < deadline:
-            for ktp, records in consumer.poll(timeout_ms=1000).items():
+
+
+def last_record_times(consumer: Any, tps: dict[tuple[str, int], Any], before: dict[tuple[str, int], int]
+                      ) -> dict[tuple[str, int], int]:
+    """The timestamp of each partition's record just before ``before`` (a committed offset: the stream time the
+    partition had reached; an end offset: its newest record). Leaves those partitions paused."""
+    last: dict[tuple[str, int], int] = {}
+    for tp, ktp in tps.items():
+        consumer.seek(ktp, before[tp] - 1)
+    deadline = time.monotonic() + 60
+    while len(last) < len(tps) and time.monotonic() < deadline:
+        for ktp, records in consumer.poll(timeout_ms=1000).items():
+            key = (ktp.topic, ktp.partition)
+            if key not in last and records:
+                last[key] = records[0].timestamp
+                consumer.pause(ktp)
+    return last
+
+
+def sent_ids(settings: Settings, topics: Iterable[str], span_s: float, header: str = "app-id",
+             value: str | None = None) -> set[tuple[str, str]]:
+    """(topic, event id) of every record ``topics`` took in the last ``span_s`` before each partition's newest
+    record (by record timestamp), of the records whose ``header`` is ``value`` (all records when ``value`` is None).
+
+    A worker restarted after a crash between sending a batch's outputs and committing its offsets reads these
+    to recognise the outputs it is about to send again (see ``citybrain.streams.fusion``)."""
+    from kafka import TopicPartition
+
+    consumer = clients.consumer(settings, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)
+    found: set[tuple[str, str]] = set()
+    want = value.encode() if value is not None else None
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        ends = {(tp.topic, tp.partition): end for tp, end in consumer.end_offsets(tps).items() if end > 0}
+        if not ends:
+            return found
+        keyed = {key: TopicPartition(*key) for key in ends}
+        consumer.assign(list(keyed.values()))
+        newest = last_record_times(consumer, keyed, ends)
+        consumer.resume(*keyed.values())
+        starts = consumer.offsets_for_times({keyed[k]: max(0, ts - int(span_s * 1000)) for k, ts in newest.items()})
+        todo = {}
+        for ktp, at in starts.items():
+            key = (ktp.topic, ktp.partition)
+            consumer.seek(ktp, at.offset if at is not None else ends[key])
+            todo[key] = ends[key]
+        for key, ktp in keyed.items():
+            if key not in todo:
+                consumer.pause(ktp)
+        deadline = time.monotonic() + 120
+        while todo and time.monotonic() < deadline:
+            for ktp, records in consumer.poll(timeout_ms=1000, max_records=10_000).items():
                 key = (ktp.topic, ktp.partition)
-                if key not in last and records:
-                    last[key] = records[0].timestamp
+                for r in records:
+                    headers = dict(r.headers or ())
+                    if (want is None or headers.get(header) == want) and headers.get("event-id"):
+                        found.add((r.topic, headers["event-id"].decode()))
+                if key in todo and records and records[-1].offset >= todo[key] - 1:
+                    del todo[key]
                     consumer.pause(ktp)
-        return last
+        if todo:
+            log.warning("re-reading the recent outputs stopped before the end of %s", sorted(todo))
+    finally:
+        consumer.close()
+    return found
 
 
 def before_committed(settings: Settings, group_id: str, topics: Iterable[str], span_h: Callable[[str], float]) -> Backlog:

@@ -7,6 +7,12 @@ dedupe, detect, fuse, dispatch), each output is validated against its contract b
 sent, and the batch's offsets are acknowledged once its outputs are on the broker. On start
 the worker loads the reference data, then rebuilds its state from the raw topics
 (:mod:`citybrain.streams.warmup`) so a restart neither forgets duplicates nor reopens cases.
+
+Outputs once by id across a crash: a worker killed after sending a batch's outputs and before
+committing its offsets processes that batch again after the restart, with the same results and
+ids. So on start it reads the ids its group sent in the last ``streams_resend_window_s`` of each
+output partition (header ``app-id``) and does not send those again; the set is dropped once that
+window has passed since the start.
 Stream time is the records' Kafka timestamp, which the simulator sets to simulated time.
 
 ``create_app(settings)`` builds the faust app and its agent and timers around one
@@ -33,6 +39,7 @@ from citybrain.ingest.producer import DLQ_TOPIC, dead_letter_message
 from citybrain.ingest.readers import RawRecord
 from citybrain.kafka import clients
 from citybrain.kafka.headers import event_id, new_trace_id, read_headers, standard_headers
+from citybrain.kafka.replay import sent_ids
 from citybrain.kafka.topics import read_values
 from citybrain.privacy import protector_from_settings
 from citybrain.settings import Settings, get_settings
@@ -62,6 +69,7 @@ class FusionWorker:
 
     def __init__(self, settings: Settings, contracts: dict[str, Contract] | None = None) -> None:
         self.settings = settings
+        self.app_id = settings.streams_app_id.encode()
         self.contracts = {c.topic: c for c in (contracts or load_all(settings.schemas_dir)).values()}
         self.inputs = [t for t, c in self.contracts.items() if c.zone == "raw"]
         self.outputs = [t for t, c in self.contracts.items() if c.zone in ("city", "alert", "dispatch", "metrics")]
@@ -69,6 +77,10 @@ class FusionWorker:
         self.pipeline = Pipeline(self.contracts, protector_from_settings(settings), auto_sweep=False)
         self.ready = False
         self.swept: datetime | None = None
+        #: (topic, event id) sent before the start and not committed for sure: not sent again (see the module).
+        self.sent_before: set[tuple[str, str]] = set()
+        self.sent_before_until = 0.0
+        self.resends_suppressed = 0
 
     def start(self) -> None:
         """Areas, devices and routing rules before the first reading, so nothing is fused unplaced;
@@ -78,11 +90,16 @@ class FusionWorker:
                 self.pipeline.reference(topic, value)
         warm = warm_up(self.settings, self.pipeline, self.settings.streams_app_id, self.inputs,
                        self.settings.streams_warmup_h, self.settings.streams_warmup_tickets_h)
+        if warm.records and self.settings.streams_resend_window_s > 0:   # a restart: what it sent after its last commit may come round again
+            self.sent_before = sent_ids(self.settings, self.outputs, self.settings.streams_resend_window_s,
+                                        "app-id", self.settings.streams_app_id)
+            self.sent_before_until = time.monotonic() + self.settings.streams_resend_window_s
         gc.collect()
         gc.freeze()
         if warm.records:
-            log.warning("state rebuilt from %d records of %d partitions in %.1f s (stream time %s)",
-                        warm.records, warm.partitions, warm.seconds, warm.resumed_at)
+            log.warning("state rebuilt from %d records of %d partitions in %.1f s (stream time %s); %d output ids of "
+                        "the last %.0f s are not sent again", warm.records, warm.partitions, warm.seconds,
+                        warm.resumed_at, len(self.sent_before), self.settings.streams_resend_window_s)
         self.pipeline.counts.clear()
 
     def process(self, messages: list[Message]) -> tuple[list[Produced], list[tuple[str, RawRecord, Rejection, bytes]]]:
@@ -113,15 +130,26 @@ class FusionWorker:
         self.swept = watermark
         return [(topic, record, b"streams.fusion.sweep") for topic, record in self.pipeline.sweep(watermark)]
 
-    def message(self, topic: str, record: dict[str, Any], trace: bytes) -> tuple[bytes, bytes, dict[str, bytes]] | Rejection:
-        """(key, value, headers) of one output, or why it breaks its contract."""
+    def message(self, topic: str, record: dict[str, Any], trace: bytes
+                ) -> tuple[bytes, bytes, dict[str, bytes]] | Rejection | None:
+        """(key, value, headers) of one output, why it breaks its contract, or None: sent before a restart."""
         rejection = self.validators[topic](record)
         if rejection is not None:
             return rejection
         contract = self.contracts[topic]
         payload = orjson.dumps(record)
-        headers = standard_headers(contract, PRODUCER, event_id(contract, record, payload.decode()), trace)
-        return contract.key_of(record), payload, dict(headers)
+        ident = event_id(contract, record, payload.decode())
+        if self.sent_before:
+            if (topic, ident) in self.sent_before:
+                self.resends_suppressed += 1
+                return None
+            if time.monotonic() > self.sent_before_until:
+                log.info("restart window over: %d output(s) sent before the restart were not sent again",
+                         self.resends_suppressed)
+                self.sent_before = set()
+        headers = dict(standard_headers(contract, PRODUCER, ident, trace))
+        headers["app-id"] = self.app_id
+        return contract.key_of(record), payload, headers
 
     def dead_letter(self, topic: str, record: RawRecord, rejection: Rejection, trace: bytes) -> tuple[bytes, bytes, dict[str, bytes]]:
         envelope, headers = dead_letter_message(topic, record, rejection, PRODUCER, trace.decode(),
@@ -155,6 +183,8 @@ def create_app(settings: Settings) -> BatchApp:
         pending = []
         for topic, record, trace in produced:
             message = worker.message(topic, record, trace)
+            if message is None:
+                continue
             if isinstance(message, Rejection):
                 log.error("output for %s breaks its contract (%s on %s); dead-lettered", topic, message.rule, message.field)
                 key, value, headers = worker.dead_letter(topic, RawRecord(PRODUCER, orjson.dumps(record), value=record),

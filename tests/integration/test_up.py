@@ -18,7 +18,7 @@ import pytest
 
 from citybrain import supervisor
 from citybrain.airflow_api import AirflowAPI
-from citybrain.kafka.topics import group_lag, read_topic
+from citybrain.kafka.topics import read_topic
 from citybrain.settings import PROJECT_ROOT
 from citybrain.sim.clock import default_start
 from citybrain.ui.browser import free_port
@@ -216,14 +216,13 @@ def test_the_platform_runs_live_under_up_with_the_real_airflow_scheduler(broker,
         assert any(f"broken_{run}.py" in e["filename"] for e in _runs(env)["import_errors"])
         _airflow_ui(settings, int(env["CITYBRAIN_AIRFLOW_PORT"]), f"broken_{run}.py")
 
-        # The fusion worker dies without a word between two batches of tickets; up restarts it; nothing is lost.
+        # The fusion worker dies without a word between two batches of tickets; up restarts it; nothing is lost
+        # and nothing doubled.
         first_batch, second_batch = _tickets(run, range(3)), _tickets(run, range(3, 6))
         _produce(tmp_path, "first.jsonl", first_batch)
         _wait("work orders of the first tickets", lambda: len(_orders(settings, contracts, run)) >= 3, 300)
-        # Killed once it committed what it dispatched: the worker's outputs are at least once, so a kill between
-        # sending a batch's orders and committing its offsets sends that batch's orders again (see the README).
-        _wait("the first tickets' offsets committed", lambda: group_lag(settings, settings.streams_app_id)[1] == 0,
-              120, 1)
+        # Killed as soon as the orders are there, most likely before it committed the tickets' offsets: the
+        # restarted worker processes them again and must recognise the orders it sent (streams_resend_window_s).
         os.kill(pids["fusion"], signal.SIGKILL)
         _produce(tmp_path, "second.jsonl", second_batch)
 

@@ -81,3 +81,24 @@ def test_a_record_that_fails_is_dead_lettered_with_its_reason_and_the_fetch_goes
 def test_an_output_that_breaks_its_contract_is_refused_not_sent(worker: FusionWorker) -> None:
     rejection = worker.message("alert.sla.ticket.v1", {"alert_id": "SLA-1"}, b"t")
     assert isinstance(rejection, Rejection) and rejection.rule == "required"
+
+
+def test_outputs_sent_before_a_restart_are_not_sent_again_until_the_window_passed(worker: FusionWorker) -> None:
+    import time
+
+    fetch = [_message("raw.hotline.service_request.v1", {
+        "service_request_id": f"HL{k}", "status": "open", "service_code": "water.waterlogging", "service_name": "道路积水",
+        "description": "路口积水很深", "requested_datetime": iso(T0), "updated_datetime": iso(T0), "channel": "phone",
+        "category": "waterlogging", "lifecycle_state": "received", "lat": CITY.devices[0].lat,
+        "long": CITY.devices[0].lon}, T0.timestamp(), k) for k in range(2)]
+    produced, _failed = worker.process(fetch)
+    (t0, r0, tr0), (t1, r1, tr1) = [p for p in produced if p[1].get("source_id") in ("HL0", "HL1")][:2]
+    _key, _value, first = worker.message(t0, r0, tr0)   # type: ignore[misc]
+    assert first["app-id"] == worker.settings.streams_app_id.encode()
+    worker.sent_before = {(t0, first["event-id"].decode())}   # what the restart read back from the output topics
+    worker.sent_before_until = time.monotonic() + 60
+    assert worker.message(t0, r0, tr0) is None and worker.resends_suppressed == 1
+    assert worker.message(t1, r1, tr1) is not None        # an output not sent before goes out
+    worker.sent_before_until = time.monotonic() - 1        # the window passed: the set is dropped
+    assert worker.message(t1, r1, tr1) is not None and worker.sent_before == set()
+    assert worker.message(t0, r0, tr0) is not None

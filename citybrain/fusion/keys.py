@@ -1,0 +1,75 @@
+"""The area key of a raw record: the district whose fusion state it belongs to.
+
+Fusion correlates evidence of one place: a street's cases, a district's rain with its gauges, a
+device's run of readings, a ticket with its lifecycle events and its orders. All of these stay
+within one district, so the district is the key that lets fusion be split across workers (each
+owning a share of the districts) without losing a correlation:
+
+- a sensor reading goes with its device's registered place (so a spoofed or drifting reading stays with
+  its device's history), else with where it says it is;
+- a ticket, a police report or an inspection with the place it reports;
+- a ticket's lifecycle event with its ticket (remembered by ``service_request_id``);
+- a record with no place in the city (outside it, unplaced) has no key: it goes to the first share.
+
+What needs the whole city is the trending-hotspot detector's baseline (a street's calls against the rest
+of the city's calls of that category) and the city-level metrics; ``citybrain evaluate --replay --shards N``
+measures what splitting does to detection.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from citybrain.fusion.signals import SENSOR_TOPICS, Enricher
+from citybrain.geo import AreaIndex
+
+TICKETS = "raw.hotline.service_request.v1"
+TICKET_EVENTS = "raw.hotline.ticket_event.v1"
+
+
+class AreaKeys:
+    """Keys raw records by district, from the reference data it is fed (areas, devices) and the tickets it saw."""
+
+    def __init__(self) -> None:
+        self.enricher = Enricher()
+        self.areas: dict[str, dict[str, Any]] = {}
+        self.tickets: dict[str, str] = {}
+        self._dirty = False
+
+    def reference(self, topic: str, value: dict[str, Any]) -> None:
+        if topic == "raw.ref.admin_area.v1":
+            self.areas[value["area_code"]] = value
+            self._dirty = True
+        elif topic == "raw.ref.device.v1":
+            self.enricher.update_device(value)
+
+    def key(self, topic: str, value: dict[str, Any]) -> str | None:
+        """The district code ``value`` (a record of ``topic``) belongs to, or None when it has no place."""
+        if self._dirty:
+            self.enricher.index = AreaIndex.from_records(self.areas.values())
+            self._dirty = False
+        if topic == TICKET_EVENTS:
+            return self.tickets.get(str(value.get("service_request_id")))
+        if topic in SENSOR_TOPICS:
+            device = self.enricher.devices.get(value.get("refDevice") or value.get("stationID") or "")
+            if device is not None and self.enricher.index is not None \
+                    and device.get("long") is not None and device.get("lat") is not None:
+                found = self.enricher.index.resolve(float(device["long"]), float(device["lat"]))
+                if found:
+                    return found.district.code
+        try:
+            signal = self.enricher.signal(topic, value, "")
+        except (KeyError, TypeError, ValueError):   # the pipeline dead-letters what it cannot read
+            return None
+        district = signal.district_code if signal is not None else None
+        if topic == TICKETS and district:
+            self.tickets[str(value["service_request_id"])] = district
+        return district
+
+
+def share_of(key: str | None, shares: int) -> int:
+    """Which of ``shares`` a key falls in (stable across processes and runs); no key: the first."""
+    if key is None or shares <= 1:
+        return 0
+    return zlib.crc32(key.encode()) % shares
