@@ -14,6 +14,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash infra/browser.sh
 	bash infra/postgres.sh
+	bash infra/s3.sh
 	$(CB) contracts check
 	$(AVENV)/bin/pytest tests/airflow
 	$(VENV)/bin/pytest
