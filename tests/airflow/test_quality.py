@@ -179,3 +179,24 @@ def test_committed_suites_match_the_contracts() -> None:
 
     suites = generate(load_all(SCHEMAS), load_tuning(EXPECTATIONS / "tuning.yaml"))
     assert write(EXPECTATIONS, suites, check=True) == [], "run `citybrain quality suites` and commit expectations/"
+
+
+def test_a_lake_on_object_storage_is_checked_and_quarantined_with_gx_on_local_disk(tmp_path: Path) -> None:
+    """The same run on a root without folders or renames (the object-storage branch of citybrain.lake.store):
+    Great Expectations' context goes to the state folder, the results and the quarantine to the lake."""
+    import pyarrow.fs as pafs
+
+    from citybrain.lake.store import LakePath, LakeStorageError
+
+    lake = LakePath(pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()), "lake", "subtree://")
+    write_lake(lake, lambda h: _out_of_range(clean_hour(h)) if h == BROKEN_HOUR else clean_hour(h))  # type: ignore[arg-type]
+    with pytest.raises(LakeStorageError, match="object storage"):
+        run_quality(lake, SCHEMAS, EXPECTATIONS, now=T0 + timedelta(hours=HOURS, minutes=5))
+    alerts: list[dict[str, Any]] = []
+    report = run_quality(lake, SCHEMAS, EXPECTATIONS, now=T0 + timedelta(hours=HOURS, minutes=5),
+                         send_alert=alerts.append, docs=True, state_dir=tmp_path / "state")
+    [alert] = [a for a in alerts if a.get("partition")]
+    assert alert["partition"] == f"date=2026-11-22/hour={BROKEN_HOUR:02d}" and report.passed == report.checked - 1
+    assert (lake / alert["quarantine"] / "reason.json").exists()
+    assert report.docs is not None and report.docs.is_relative_to(tmp_path / "state" / "quality-gx")
+    assert len(results(lake)) > 0 and len(passed_files(lake)[0]) == HOURS + 1
