@@ -6,6 +6,7 @@
 <lake>/_compactions/<layer>/<id>.json                      journals of compactions under way
 <lake>/quarantine/<layer>/<contract>/date=/hour=/<run>/    partitions that failed their quality check
 <lake>/quality/checked=<date>/<run>.parquet                every quality check's result
+<lake>/quality/data_docs/                                  the data docs' copy, when the lake is on object storage
 <lake>/gold/<dataset>/v<UTC time>/data.parquet|manifest.json  immutable scenario releases
 <lake>/reports/<kind>/date=<date>/                         daily reports (security)
 ```
@@ -74,6 +75,11 @@ def quality_dir(lake: Lake) -> LakePath:
 
 def reports_dir(lake: Lake, kind: str) -> LakePath:
     return as_lake(lake) / "reports" / kind
+
+
+def data_docs_dir(lake: Lake) -> LakePath:
+    """The quality data docs' copy in a lake on object storage (a local lake has them in its GX context)."""
+    return as_lake(lake) / "quality" / "data_docs"
 
 
 def gold_dir(lake: Lake) -> LakePath:

@@ -299,6 +299,20 @@ def write_table(table: pa.Table, path: LakePath, **options: Any) -> None:
     path._atomic(write)
 
 
+def upload_tree(local: Path, target: LakePath) -> int:
+    """Copy the files of a local folder to ``target`` that it lacks or that changed since they were copied
+    (newer than the copy, or of another size); the number copied."""
+    have = {posixpath.relpath(i.path, target.path): i for i in target._list(True) if i.type == pafs.FileType.File}
+    copied = 0
+    for f in sorted(p for p in local.rglob("*") if p.is_file()):
+        rel = f.relative_to(local).as_posix()
+        old, st = have.get(rel), f.stat()
+        if old is None or old.size != st.st_size or (old.mtime_ns or 0) < st.st_mtime_ns:
+            (target / rel).write_bytes(f.read_bytes())
+            copied += 1
+    return copied
+
+
 def dataset(files: Sequence[LakePath]) -> Any:
     """The files as one pyarrow dataset (DuckDB scans it with projection and filter pushdown)."""
     import pyarrow.dataset as ds

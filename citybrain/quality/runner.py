@@ -300,6 +300,10 @@ def run_quality(lake: Lake, schemas_dir: Path, expectations_dir: Path, now: date
         report.table = out
     if docs:
         report.docs = engine.build_docs()
+        root = store.as_lake(lake)
+        if not root.local:   # for the operations view and anyone else who reads the lake, not this disk
+            copied = store.upload_tree(report.docs.parent, layout.data_docs_dir(root))
+            say(f"data docs: {copied} page(s) copied to {layout.data_docs_dir(root)}")
     return report
 
 

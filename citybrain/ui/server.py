@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import mimetypes
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -177,6 +178,15 @@ class OperationsView:
         """The data_quality DAG's Great Expectations data docs, for the data office."""
         if not self.viewer(request).admin:
             raise views.Forbidden("the quality data docs are the data office's")
+        if not self.lake.local:   # the copy the data_quality DAG keeps in the lake
+            from citybrain.lake.layout import data_docs_dir
+
+            rel = PurePosixPath(request.match_info["path"])
+            page = data_docs_dir(self.lake) / str(rel)
+            if ".." in rel.parts or rel.is_absolute() or not await asyncio.to_thread(page.is_file):
+                raise web.HTTPNotFound(text="no such data docs page (run the data_quality DAG to build them)")
+            body = await asyncio.to_thread(page.read_bytes)
+            return web.Response(body=body, content_type=mimetypes.guess_type(page.name)[0] or "application/octet-stream")
         root = views.data_docs_dir(self.lake, self.settings.state_dir).resolve()
         path = (root / request.match_info["path"]).resolve()
         if not path.is_relative_to(root) or not path.is_file():

@@ -283,7 +283,7 @@ def data(lake: Lake, viewer: Viewer, contracts: dict[str, Any], state_dir: Path 
     lake = store.as_lake(lake)
     quality, failed_checks = _memo("quality", sorted(layout.quality_dir(lake).glob("checked=*/*.parquet"))[-20:], _quality)
     quarantine = sorted(str(p.relative_to(lake)) for p in (lake / "quarantine").glob("*/*/date=*/hour=*/*"))
-    docs = data_docs_dir(lake, state_dir) / "index.html"
+    docs = (data_docs_dir(lake, state_dir) if lake.local else layout.data_docs_dir(lake)) / "index.html"
     return {"contracts": rows, "quality": quality, "failed_checks": failed_checks[-200:], "quarantine": quarantine,
             "releases": catalog(lake), "data_docs": "/quality-docs/index.html" if docs.exists() else None}
 

@@ -199,4 +199,7 @@ def test_a_lake_on_object_storage_is_checked_and_quarantined_with_gx_on_local_di
     assert alert["partition"] == f"date=2026-11-22/hour={BROKEN_HOUR:02d}" and report.passed == report.checked - 1
     assert (lake / alert["quarantine"] / "reason.json").exists()
     assert report.docs is not None and report.docs.is_relative_to(tmp_path / "state" / "quality-gx")
+    copy = lake / "quality" / "data_docs"   # the docs' copy in the lake, for readers on other machines
+    assert (copy / "index.html").read_bytes() == report.docs.read_bytes()
+    assert len(list(copy.rglob("*.html"))) == len(list(report.docs.parent.rglob("*.html")))
     assert len(results(lake)) > 0 and len(passed_files(lake)[0]) == HOURS + 1

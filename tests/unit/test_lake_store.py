@@ -136,3 +136,18 @@ def test_a_lake_uri_pyarrow_does_not_know_is_refused_naming_the_fix(tmp_path: Pa
         load_settings({"CITYBRAIN_STATE_DIR": str(tmp_path), "CITYBRAIN_LAKE_URI": "ftp://city/lake"})
     with pytest.raises(LakeStorageError, match="scheme 'ftp'"):
         open_lake("ftp://city/lake")
+
+
+def test_a_local_folder_is_copied_into_the_lake_once_then_only_what_changed(lake: LakePath, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    (site / "validations").mkdir(parents=True)
+    (site / "index.html").write_text("v1")
+    (site / "validations" / "run-1.html").write_text("r1")
+    target = lake / "quality" / "data_docs"
+    assert store.upload_tree(site, target) == 2
+    assert store.upload_tree(site, target) == 0
+    (site / "index.html").write_text("v2 longer")
+    (site / "validations" / "run-2.html").write_text("r2")
+    assert store.upload_tree(site, target) == 2
+    assert (target / "index.html").read_text() == "v2 longer"
+    assert sorted(p.name for p in target.rglob("*.html")) == ["index.html", "run-1.html", "run-2.html"]

@@ -166,3 +166,29 @@ def test_the_live_feed_gives_each_page_only_what_its_viewer_may_read(platform) -
         assert [t for t, _v in feed.seen_by(auth.viewer("dept-police"))] == ["dispatch.police.work_order.v1"]
 
     asyncio.run(scenario())
+
+
+def test_with_the_lake_on_object_storage_the_data_docs_are_served_from_its_copy(platform, contracts, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow.fs as pafs
+
+    from citybrain.lake.store import LakePath
+
+    settings, model, store, _contracts = platform
+    lake = LakePath(pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()), "remote-lake", "subtree://")
+    (lake / "quality" / "data_docs" / "index.html").write_text("<html>质量报告</html>")
+    (tmp_path / "secret.txt").write_text("not for the view")
+
+    async def scenario() -> None:
+        ui = OperationsView(settings, contracts, model)
+        ui.lake = lake   # as CITYBRAIN_LAKE_URI=s3://... would give
+        async with TestClient(TestServer(ui.app())) as client:
+            await client.post("/api/login", json={"principal": "dept-data_bureau",
+                                                  "password": store.passwords["dept-data_bureau"]})
+            page = await client.get("/quality-docs/index.html")
+            assert page.status == 200 and page.content_type == "text/html" and "质量报告" in await page.text()
+            for bad in ("/quality-docs/missing.html", "/quality-docs/../../secret.txt", "/quality-docs/%2E%2E/%2E%2E/secret.txt"):
+                assert (await client.get(bad)).status == 404, bad
+            data = await (await client.get("/api/data")).json()
+            assert data["data_docs"] == "/quality-docs/index.html"
+
+    asyncio.run(scenario())
