@@ -9,8 +9,8 @@ import typer
 
 from citybrain.cli.base import current_settings, fail, group, out
 
-lake_app = group("lake", "The lake: Parquet under var/lake (bronze: validated raw records; silver: curated and "
-                         "fused records).")
+lake_app = group("lake", "The lake: Parquet under var/lake, or on object storage at CITYBRAIN_LAKE_URI (bronze: "
+                         "validated raw records; silver: curated and fused records).")
 
 
 def _lake_sink(layer: str, batch: int, max_wait_s: float, exit_when_idle: Optional[float]) -> None:
@@ -29,6 +29,10 @@ def _lake_sink(layer: str, batch: int, max_wait_s: float, exit_when_idle: Option
     except KafkaError as exc:
         raise fail(f"Kafka at {settings.bootstrap} did not answer: {exc}. Fix: `citybrain broker up` (or check "
                     "CITYBRAIN_BOOTSTRAP_SERVERS); the lake resumes from its checkpoints.") from None
+    except OSError as exc:   # the lake's storage: a full disk, object storage out of reach or refusing the keys
+        raise fail(f"the lake at {settings.lake} refused a write or read: {exc}. Fix: check the disk, or "
+                   "CITYBRAIN_LAKE_URI and the storage's credentials (AWS_ACCESS_KEY_ID, ...); nothing is lost, "
+                   "the sink resumes from its checkpoints.") from None
     out.print(f"{layer}: {result['written']:,} records written; {result['recovered_files_removed']} leftover file(s) "
               f"of an interrupted run removed; {result['files_compacted']:,} small file(s) merged", highlight=False)
 

@@ -152,3 +152,14 @@ def test_a_release_on_s3_is_found_checked_and_queried(s3) -> None:  # type: igno
     assert str(release.path).startswith(f"s3://{BUCKET}/lake/gold/noise_on_s3/")
     assert [r.version for r in releases(lake, "noise_on_s3")] == [release.version] and verify(release) == []
     assert query(lake, "SELECT count(*) AS n FROM noise_on_s3 WHERE level > 60").to_pylist() == [{"n": 2}]
+
+
+def test_a_lake_out_of_reach_is_a_clear_error_naming_the_fix(broker) -> None:  # type: ignore[no-untyped-def]
+    from tests.integration.conftest import cli
+
+    closed = free_port()   # nothing listens there
+    proc = cli("lake", "bronze", "--exit-when-idle", "1", timeout=300, env_extra={
+        **KEYS, "CITYBRAIN_LAKE_URI": f"s3://{BUCKET}/lake?endpoint_override=127.0.0.1:{closed}&scheme=http"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "refused a write or read" in proc.stderr and "CITYBRAIN_LAKE_URI" in proc.stderr
+    assert "Traceback" not in proc.stderr
