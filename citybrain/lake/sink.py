@@ -199,8 +199,9 @@ def _table(rows: Iterable[Row]) -> pa.Table:
 def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_000, max_wait_s: float = 5.0,
              stop_when_idle_s: float | None = None, layer: str = "bronze", compact_every_s: float = 300.0,
              ) -> dict[str, Any]:
-    """Copy ``topics`` into a lake layer until interrupted (or idle for ``stop_when_idle_s``); every
-    ``compact_every_s`` and on the way out, merge the small files of the hours it wrote to."""
+    """Copy ``topics`` into a lake layer until interrupted, or with ``stop_when_idle_s`` until they are drained (polls
+    found nothing for that long, not counting the time writes took, and the positions are at the topics' ends);
+    every ``compact_every_s`` and on the way out, merge the small files of the hours it wrote to."""
     from kafka import TopicPartition
 
     from citybrain.kafka import clients
@@ -219,7 +220,8 @@ def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_
         consumer.seek(tp, resume)
     pending: dict[Any, list[Row]] = defaultdict(list)
     last_flush = time.monotonic()
-    last_data = last_compaction = time.monotonic()
+    last_compaction = time.monotonic()
+    idle_since: float | None = None   # since when polls have found nothing (measured after the work they caused)
     written = merged = announced_at = 0
 
     def compact() -> None:
@@ -251,16 +253,22 @@ def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_
                     pending[tp].append(Row(tp.topic, tp.partition, r.offset, r.timestamp,
                                            r.key.decode("utf-8", "replace") if r.key else None, headers,
                                            r.value.decode("utf-8", "replace")))
-            if polled:
-                last_data = time.monotonic()
             full = any(len(rows) >= batch for rows in pending.values())
             if pending and (full or time.monotonic() - last_flush >= max_wait_s or not polled):
                 flush()
             if time.monotonic() - last_compaction >= compact_every_s:
                 compact()
                 last_compaction = time.monotonic()
-            if stop_when_idle_s is not None and not pending and time.monotonic() - last_data >= stop_when_idle_s:
-                break
+            if polled:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = time.monotonic()   # after the flush: slow storage does not count as quiet topics
+            if stop_when_idle_s is not None and not pending and idle_since is not None \
+                    and time.monotonic() - idle_since >= stop_when_idle_s:
+                ends = consumer.end_offsets(tps)
+                if all(consumer.position(tp) >= ends.get(tp, 0) for tp in tps):   # drained, not just a slow fetch
+                    break
+                idle_since = None
         flush()
         compact()
     finally:

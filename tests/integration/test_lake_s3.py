@@ -163,3 +163,87 @@ def test_a_lake_out_of_reach_is_a_clear_error_naming_the_fix(broker) -> None:  #
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "refused a write or read" in proc.stderr and "CITYBRAIN_LAKE_URI" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+class _SlowStorage:
+    """Local files whose every write takes a while, as on a slow object store (a pyarrow filesystem handler)."""
+
+    def __init__(self, root: str, delay_s: float) -> None:
+        import pyarrow.fs as pafs
+
+        self.fs, self.delay_s = pafs.SubTreeFileSystem(root, pafs.LocalFileSystem()), delay_s
+
+    def handler(self):  # type: ignore[no-untyped-def]
+        import pyarrow.fs as pafs
+
+        outer = self
+
+        class Handler(pafs.FileSystemHandler):
+            def __eq__(self, other: object) -> bool:
+                return self is other
+
+            def __ne__(self, other: object) -> bool:
+                return self is not other
+
+            def get_type_name(self) -> str:
+                return "slow"
+
+            def normalize_path(self, path: str) -> str:
+                return path
+
+            def get_file_info(self, paths):  # type: ignore[no-untyped-def]
+                return outer.fs.get_file_info(paths)
+
+            def get_file_info_selector(self, selector):  # type: ignore[no-untyped-def]
+                return outer.fs.get_file_info(selector)
+
+            def create_dir(self, path: str, recursive: bool) -> None:
+                outer.fs.create_dir(path, recursive=recursive)
+
+            def delete_dir(self, path: str) -> None:
+                outer.fs.delete_dir(path)
+
+            def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
+                outer.fs.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+            def delete_root_dir_contents(self) -> None:
+                outer.fs.delete_dir_contents("", accept_root_dir=True)
+
+            def delete_file(self, path: str) -> None:
+                outer.fs.delete_file(path)
+
+            def move(self, src: str, dest: str) -> None:
+                outer.fs.move(src, dest)
+
+            def copy_file(self, src: str, dest: str) -> None:
+                outer.fs.copy_file(src, dest)
+
+            def open_input_stream(self, path: str):  # type: ignore[no-untyped-def]
+                return outer.fs.open_input_stream(path)
+
+            def open_input_file(self, path: str):  # type: ignore[no-untyped-def]
+                return outer.fs.open_input_file(path)
+
+            def open_output_stream(self, path: str, metadata):  # type: ignore[no-untyped-def]
+                time.sleep(outer.delay_s)
+                return outer.fs.open_output_stream(path)
+
+            def open_append_stream(self, path: str, metadata):  # type: ignore[no-untyped-def]
+                return outer.fs.open_append_stream(path)
+
+        return pafs.PyFileSystem(Handler())
+
+
+def test_a_sink_told_to_stop_when_idle_drains_its_topic_however_slow_the_storage(broker, settings, contracts, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Seen on the demo with the lake on S3: writes slower than the idle time made the sink stop with records
+    still unread. Idle now means polls that find nothing, and the sink stops only at the topics' ends."""
+    from citybrain.lake.sink import run_sink
+
+    topic = "raw.sensor.weather.v1"
+    with ValidatedProducer(settings, producer_id="test-lake-slow") as producer:
+        assert producer.produce_values(contracts[topic], sample_records(contracts[topic], 400)).accepted == 400
+    ends = end_offsets(settings, [topic])
+    lake = LakePath(_SlowStorage(str(tmp_path), 0.3).handler(), "lake", "slow://")
+    result = run_sink(settings, [topic], lake, batch=50, max_wait_s=0.1, stop_when_idle_s=0.5, compact_every_s=3600)
+    rows = store.read_table(layout.files(lake, "bronze", "raw.sensor.weather"), columns=["partition", "offset"])
+    assert result["written"] == rows.num_rows == sum(ends.values())   # every record of the topic, none left unread
