@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${CITYBRAIN_CACHE_DIR:-$ROOT/var/cache}/seaweedfs/$VERSION"
 if [ -x "$OUT/weed" ]; then echo "seaweedfs: $OUT/weed"; exit 0; fi
 if ! command -v go >/dev/null 2>&1; then
-  echo "error: building SeaweedFS (the S3 server of the lake's tests) needs Go. Fix: install Go 1.24 or later." >&2
+  echo "error: building SeaweedFS (the S3 server of the lake's tests) needs Go. Fix: install Go 1.26 or later (its go.mod asks for 1.26.6)." >&2
   exit 2
 fi
 echo "building SeaweedFS $VERSION (the S3 server of the object-storage lake's tests; once, a few minutes)"
