@@ -98,10 +98,9 @@ def last_record_times(consumer: Any, tps: dict[tuple[str, int], Any], before: di
     return last
 
 
-def sent_ids(settings: Settings, topics: Iterable[str], span_s: float, header: str = "app-id",
-             value: str | None = None) -> set[tuple[str, str]]:
+def sent_ids(settings: Settings, topics: Iterable[str], span_s: float, app_id: str) -> set[tuple[str, str]]:
     """(topic, event id) of every record ``topics`` took in the last ``span_s`` before each partition's newest
-    record (by record timestamp), of the records whose ``header`` is ``value`` (all records when ``value`` is None).
+    record (by record timestamp) with the header ``app-id`` = ``app_id`` (sent by that group).
 
     A worker restarted after a crash between sending a batch's outputs and committing its offsets reads these
     to recognise the outputs it is about to send again (see ``citybrain.streams.fusion``)."""
@@ -109,7 +108,7 @@ def sent_ids(settings: Settings, topics: Iterable[str], span_s: float, header: s
 
     consumer = clients.consumer(settings, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)
     found: set[tuple[str, str]] = set()
-    want = value.encode() if value is not None else None
+    want = app_id.encode()
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         ends = {(tp.topic, tp.partition): end for tp, end in consumer.end_offsets(tps).items() if end > 0}
@@ -134,7 +133,7 @@ def sent_ids(settings: Settings, topics: Iterable[str], span_s: float, header: s
                 key = (ktp.topic, ktp.partition)
                 for r in records:
                     headers = dict(r.headers or ())
-                    if (want is None or headers.get(header) == want) and headers.get("event-id"):
+                    if headers.get("app-id") == want and headers.get("event-id"):
                         found.add((r.topic, headers["event-id"].decode()))
                 if key in todo and records and records[-1].offset >= todo[key] - 1:
                     del todo[key]

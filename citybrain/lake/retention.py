@@ -42,7 +42,10 @@ def _remove(path: AnyPath) -> int:
     freed = _size(path)
     if isinstance(path, LakePath):
         if not path.local:
-            path.rmtree() if path.is_dir() else path.unlink()
+            if path.is_dir():
+                path.rmtree()
+            else:
+                path.unlink()
             return freed
         path = Path(path.path)
     if path.is_dir():

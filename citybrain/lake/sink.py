@@ -9,9 +9,10 @@ timestamp next to the JSON value.
 
 Exactly once without Kafka transactions: a batch's files are written atomically (locally to
 temporary names renamed into place, on object storage by single uploads: ``citybrain.lake.store``),
-then the partition's checkpoint (the next offset to read) is replaced atomically. On start, files of a partition that begin at or after its checkpoint
-are the leftovers of a crash between the two steps: they are deleted, and reading resumes
-at the checkpoint, so every offset lands in exactly one file.
+then the partition's checkpoint (the next offset to read) is replaced atomically. On start,
+files of a partition that begin at or after its checkpoint are the leftovers of a crash
+between the two steps: they are deleted, and reading resumes at the checkpoint, so every
+offset lands in exactly one file.
 
 Compaction (``compact``, ``citybrain lake compact``) merges one partition's small files of
 one hour into one file named after the whole offset range. Only files wholly below the
@@ -64,8 +65,8 @@ class LakeWriter:
 
     def __init__(self, lake: Lake, layer: str = "bronze") -> None:
         self.lake, self.layer = store.as_lake(lake), layer
-        self.root = layout.layer_dir(lake, layer)
-        self.checkpoints = layout.checkpoints_dir(lake, layer)
+        self.root = layout.layer_dir(self.lake, layer)
+        self.checkpoints = layout.checkpoints_dir(self.lake, layer)
         self.touched: set[LakePath] = set()   # hour directories written since the last compaction
 
     def _contract_dir(self, topic: str) -> LakePath:

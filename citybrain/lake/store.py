@@ -85,10 +85,6 @@ class LakePath:
         return posixpath.basename(self.path)
 
     @property
-    def suffix(self) -> str:
-        return PurePosixPath(self.path).suffix
-
-    @property
     def parent(self) -> LakePath:
         return LakePath(self.fs, posixpath.dirname(self.path) or self.path, self.root)
 
@@ -101,9 +97,6 @@ class LakePath:
 
     def with_name(self, name: str) -> LakePath:
         return self.parent / name
-
-    def with_suffix(self, suffix: str) -> LakePath:
-        return self.parent / (PurePosixPath(self.name).stem + suffix)
 
     def relative_to(self, other: LakePath | str) -> PurePosixPath:
         base = other.path if isinstance(other, LakePath) else str(other)
@@ -186,11 +179,10 @@ class LakePath:
         return self.read_bytes().decode(encoding, errors)
 
     def open(self, mode: str = "rb") -> IO[bytes]:
-        if mode == "rb":
-            return self.fs.open_input_stream(self.path)
-        if mode == "wb":
-            return self.fs.open_output_stream(self.path)
-        raise ValueError(f"LakePath.open: mode {mode!r} is not supported; use 'rb' or 'wb'")
+        """For reading (writes go through ``write_bytes`` or ``write_table``, which are atomic)."""
+        if mode != "rb":
+            raise ValueError(f"LakePath.open: mode {mode!r} is not supported; read with 'rb', write with write_bytes")
+        return self.fs.open_input_stream(self.path)
 
     def write_bytes(self, data: bytes) -> None:
         """Write the file atomically (readers see the old content or the new, never part of it)."""
@@ -270,10 +262,6 @@ def _match_tree(base: LakePath, parts: list[str]) -> Iterator[LakePath]:
 
 # -- Parquet and DuckDB over the lake ------------------------------------------------------------------------
 
-def _one_fs(files: Sequence[LakePath]) -> pafs.FileSystem:
-    return files[0].fs
-
-
 def read_table(source: LakePath | Sequence[LakePath], columns: Sequence[str] | None = None,
                schema: pa.Schema | None = None) -> pa.Table:
     """One file, or several (as one table), read from the lake."""
@@ -283,7 +271,7 @@ def read_table(source: LakePath | Sequence[LakePath], columns: Sequence[str] | N
     cols = list(columns) if columns else None
     if len(files) == 1:
         return pq.read_table(files[0].path, filesystem=files[0].fs, columns=cols, schema=schema)
-    return pq.ParquetDataset([f.path for f in files], filesystem=_one_fs(files), schema=schema).read(columns=cols)
+    return pq.ParquetDataset([f.path for f in files], filesystem=files[0].fs, schema=schema).read(columns=cols)
 
 
 def read_metadata(path: LakePath) -> pq.FileMetaData:
@@ -294,9 +282,7 @@ def read_metadata(path: LakePath) -> pq.FileMetaData:
 def write_table(table: pa.Table, path: LakePath, **options: Any) -> None:
     """Write ``table`` as Parquet at ``path``, atomically (see the module's docstring)."""
     options.setdefault("compression", "zstd")
-    def write(sink: Any) -> None:
-        pq.write_table(table, sink, **options)
-    path._atomic(write)
+    path._atomic(lambda sink: pq.write_table(table, sink, **options))
 
 
 def upload_tree(local: Path, target: LakePath) -> int:
@@ -318,7 +304,7 @@ def dataset(files: Sequence[LakePath]) -> Any:
     import pyarrow.dataset as ds
 
     files = [as_lake(f) for f in files]
-    return ds.dataset([f.path for f in files], filesystem=_one_fs(files), format="parquet")
+    return ds.dataset([f.path for f in files], filesystem=files[0].fs, format="parquet")
 
 
 def register(con: Any, name: str, files: Sequence[LakePath]) -> str:

@@ -56,16 +56,17 @@ def sensor_readings(lake: Lake) -> list[dict[str, Any]]:
     if not files:
         return []
     con = duckdb.connect()
-    rel = con.sql(f"""
+    try:
+        rows = con.sql(f"""
         SELECT topic, json_extract_string(value, '$.refDevice') AS device, producer,
                CAST(json_extract(value, '$.location.coordinates[0]') AS DOUBLE) AS lon,
                CAST(json_extract(value, '$.location.coordinates[1]') AS DOUBLE) AS lat,
                coalesce(json_extract_string(value, '$.dateObserved'), json_extract_string(value, '$.dateObservedFrom')) AS observed,
                timestamp AS sent, json_extract_string(value, '$.id') AS id
-        FROM {store.register(con, 'readings', files)}""")
+        FROM {store.register(con, 'readings', files)}""").fetchall()
+    finally:
+        con.close()
     out = []
-    rows = rel.fetchall()
-    con.close()
     for topic, device, producer, lon, lat, observed, sent, ident in rows:
         try:
             obs = parse_time(observed) if observed else sent

@@ -7,13 +7,13 @@ dedupe, detect, fuse, dispatch), each output is validated against its contract b
 sent, and the batch's offsets are acknowledged once its outputs are on the broker. On start
 the worker loads the reference data, then rebuilds its state from the raw topics
 (:mod:`citybrain.streams.warmup`) so a restart neither forgets duplicates nor reopens cases.
+Stream time is the records' Kafka timestamp, which the simulator sets to simulated time.
 
 Outputs once by id across a crash: a worker killed after sending a batch's outputs and before
 committing its offsets processes that batch again after the restart, with the same results and
 ids. So on start it reads the ids its group sent in the last ``streams_resend_window_s`` of each
 output partition (header ``app-id``) and does not send those again; the set is dropped once that
 window has passed since the start.
-Stream time is the records' Kafka timestamp, which the simulator sets to simulated time.
 
 ``create_app(settings)`` builds the faust app and its agent and timers around one
 :class:`FusionWorker`; ``main()`` is what ``streams/fusion_worker.py`` and ``citybrain streams
@@ -90,9 +90,9 @@ class FusionWorker:
                 self.pipeline.reference(topic, value)
         warm = warm_up(self.settings, self.pipeline, self.settings.streams_app_id, self.inputs,
                        self.settings.streams_warmup_h, self.settings.streams_warmup_tickets_h)
-        if warm.records and self.settings.streams_resend_window_s > 0:   # a restart: what it sent after its last commit may come round again
+        if warm.records and self.settings.streams_resend_window_s > 0:   # a restart: the uncommitted may come again
             self.sent_before = sent_ids(self.settings, self.outputs, self.settings.streams_resend_window_s,
-                                        "app-id", self.settings.streams_app_id)
+                                        self.settings.streams_app_id)
             self.sent_before_until = time.monotonic() + self.settings.streams_resend_window_s
         gc.collect()
         gc.freeze()
@@ -139,14 +139,13 @@ class FusionWorker:
         contract = self.contracts[topic]
         payload = orjson.dumps(record)
         ident = event_id(contract, record, payload.decode())
-        if self.sent_before:
-            if (topic, ident) in self.sent_before:
-                self.resends_suppressed += 1
-                return None
-            if time.monotonic() > self.sent_before_until:
-                log.info("restart window over: %d output(s) sent before the restart were not sent again",
-                         self.resends_suppressed)
-                self.sent_before = set()
+        if self.sent_before and time.monotonic() > self.sent_before_until:
+            log.info("restart window over: %d output(s) sent before the restart were not sent again",
+                     self.resends_suppressed)
+            self.sent_before = set()
+        if (topic, ident) in self.sent_before:
+            self.resends_suppressed += 1
+            return None
         headers = dict(standard_headers(contract, PRODUCER, ident, trace))
         headers["app-id"] = self.app_id
         return contract.key_of(record), payload, headers

@@ -198,11 +198,13 @@ def _last_readings(files: list[LakePath], measure: str) -> dict[str, tuple[str, 
 
     at = "coalesce(value->>'dateObserved', value->>'dateObservedTo')"
     con = duckdb.connect()
-    rows = con.sql(f"""
-        SELECT replace(value->>'refDevice', 'urn:ngsi-ld:Device:', '') AS dev, max({at}) AS at,
-               arg_max(value->>'{measure}', {at}) AS v
-        FROM {store.register(con, 'readings', files)} GROUP BY 1""").fetchall()
-    con.close()
+    try:
+        rows = con.sql(f"""
+            SELECT replace(value->>'refDevice', 'urn:ngsi-ld:Device:', '') AS dev, max({at}) AS at,
+                   arg_max(value->>'{measure}', {at}) AS v
+            FROM {store.register(con, 'readings', files)} GROUP BY 1""").fetchall()
+    finally:
+        con.close()
     return {dev: (at_, v) for dev, at_, v in rows if dev and at_}
 
 
