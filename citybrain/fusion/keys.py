@@ -73,3 +73,16 @@ def share_of(key: str | None, shares: int) -> int:
     if key is None or shares <= 1:
         return 0
     return zlib.crc32(key.encode()) % shares
+
+
+def partition_of(key: str | None, partitions: int) -> int:
+    """The partition of the fusion worker's by-area topic a key goes to (stable across processes and runs).
+
+    District codes are the administrative division's numbers (GB/T 2260: a city's districts are consecutive),
+    so the number modulo ``partitions`` spreads a city's districts evenly; a hash of the same twelve codes put
+    five of them on one of six partitions. Any other key is hashed; no key: the first partition."""
+    if key is None or partitions <= 1:
+        return 0
+    if key.isdigit():
+        return int(key) % partitions
+    return zlib.crc32(key.encode()) % partitions

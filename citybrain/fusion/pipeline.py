@@ -57,10 +57,13 @@ class Pipeline:
     """``auto_sweep``: check SLAs and close quiet cases as stream time passes (in-order replays);
     a worker reading partitions at different speeds calls ``sweep`` with ``clock.watermark()`` instead."""
 
-    def __init__(self, contracts: Mapping[str, Contract], protector: Protector, auto_sweep: bool = True) -> None:
+    def __init__(self, contracts: Mapping[str, Contract], protector: Protector, auto_sweep: bool = True,
+                 city_calls: dict[str, Any] | None = None) -> None:
         """``contracts`` by topic: their event-id rules and the hotline's personal-data rules; ``protector``
         pseudonymises callers in work orders. There is no default key: a replay that should match the
-        stream passes the platform's (``protector_from_settings``), a test ``Protector.ephemeral()``."""
+        stream passes the platform's (``protector_from_settings``), a test ``Protector.ephemeral()``.
+        ``city_calls``: the city's recent calls by category, shared by the pipelines of one worker that each
+        fuse a share of the city, so the trending-hotspot detector judges a street against the whole city."""
         self.contracts = contracts
         self.auto_sweep = auto_sweep
         #: Event streams move stream time; compacted registers (reference data, the care register) do not.
@@ -70,6 +73,8 @@ class Pipeline:
         self.watch = SensorWatch()
         self.dispatcher = Dispatcher(protector=protector, hotline=contracts[HOTLINE_TOPIC])
         self.fusion = Fusion(route=self.dispatcher.event_rule)
+        if city_calls is not None:
+            self.fusion.hotspots.city = city_calls
         self.sla = SlaTracker()
         self.dedupe = Deduper()
         self.metrics = Metrics()

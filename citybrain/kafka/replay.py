@@ -33,11 +33,15 @@ class Backlog:
     span_h: Callable[[str], float]
     #: Partitions with records to re-read (known once iterated).
     partitions: int = 0
+    #: Where to stop in each partition instead of the group's committed offsets (a partition a worker just gained:
+    #: the first offset it was given).
+    ends: dict[tuple[str, int], int] | None = None
 
     def __iter__(self) -> Iterator[list[Any]]:
         from kafka import TopicPartition
 
-        committed = {tp: o for tp, o in (committed_offsets(self.settings, self.group_id) or {}).items()
+        ends = self.ends if self.ends is not None else committed_offsets(self.settings, self.group_id) or {}
+        committed = {tp: o for tp, o in ends.items()
                      if tp[0] in self.topics and o > 0 and self.span_h(tp[0]) > 0}
         if not committed:
             return

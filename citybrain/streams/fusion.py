@@ -26,6 +26,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
@@ -44,6 +45,7 @@ from citybrain.kafka.topics import read_values
 from citybrain.privacy import protector_from_settings
 from citybrain.settings import Settings, get_settings
 from citybrain.streams.batching import BatchApp
+from citybrain.streams.shares import TICKET_EVENTS, Repartitioner, Shares, by_area_topic, source_of
 from citybrain.streams.warmup import warm_up
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ SWEEP_EVERY_S = 30.0
 GC_THRESHOLD = (50_000, 20, 20)
 FREEZE_EVERY_S = 30.0
 FULL_GC_EVERY_S = 900.0
+#: Keyed by area: how long the group waits for a silent worker before its partitions move (faust's default: 60 s).
+SESSION_TIMEOUT_S = 15.0
 
 Produced = tuple[str, dict[str, Any], bytes]   # (topic, record, trace id)
 
@@ -81,13 +85,41 @@ class FusionWorker:
         self.sent_before: set[tuple[str, str]] = set()
         self.sent_before_until = 0.0
         self.resends_suppressed = 0
+        #: Keyed by area (``streams_partitions`` > 0, see :mod:`citybrain.streams.shares`): the raw topics this
+        #: worker repartitions, the topics it fuses (by area, and the ticket lifecycle), one pipeline per owned
+        #: partition, and the reference data a newly gained partition starts from.
+        self.partitions = settings.streams_partitions
+        self.by_area = by_area_topic(settings.streams_app_id)
+        self.repartitioner = Repartitioner(self.partitions)
+        self.keyed_inputs = [t for t in self.inputs if t != TICKET_EVENTS]
+        self.city_calls: dict[str, Any] = {}
+        self.references: dict[tuple[str, bytes], dict[str, Any]] = {}
+        self.shares = Shares(self.contracts, self.new_share_pipeline)
+        self.gaining = False
+
+    def new_share_pipeline(self) -> Pipeline:
+        pipeline = Pipeline(self.contracts, self.pipeline.dispatcher.protector, auto_sweep=False,
+                            city_calls=self.city_calls)
+        for (topic, _key), value in self.references.items():
+            pipeline.reference(topic, value)
+        return pipeline
+
+    def remember_reference(self, topic: str, value: dict[str, Any]) -> None:
+        self.references[(topic, self.contracts[topic].key_of(value))] = value
 
     def start(self) -> None:
         """Areas, devices and routing rules before the first reading, so nothing is fused unplaced;
-        then the state the worker had at its committed offsets."""
+        then the state the worker had at its committed offsets (keyed by area: per partition, as gained)."""
         for topic in REFERENCE:
             for value in read_values(self.settings, topic, timeout_s=60):
                 self.pipeline.reference(topic, value)
+                if self.partitions:
+                    self.repartitioner.reference(topic, value)
+                    self.remember_reference(topic, value)
+        if self.partitions:
+            gc.collect()
+            gc.freeze()
+            return
         warm = warm_up(self.settings, self.pipeline, self.settings.streams_app_id, self.inputs,
                        self.settings.streams_warmup_h, self.settings.streams_warmup_tickets_h)
         if warm.records and self.settings.streams_resend_window_s > 0:   # a restart: the uncommitted may come again
@@ -121,14 +153,91 @@ class FusionWorker:
                                Rejection("processing-error", "(record)", f"{type(exc).__name__}: {exc}"), trace))
         return produced + self.sweep(), failed
 
+    def route(self, messages: list[Message]) -> dict[int, list[Any]]:
+        """Keyed by area: the by-area partition of each raw record (reference records to every partition)."""
+        routed: dict[int, list[Any]] = {}
+        for m in messages:
+            partitions, record = self.repartitioner.route(m.topic, m.partition, m.offset, int(m.timestamp * 1000),
+                                                          m.headers, m.value or b"")
+            for p in partitions:
+                routed.setdefault(p, []).append(record)
+        return routed
+
+    def gain(self, ends: dict[tuple[str, int], int]) -> None:
+        """Keyed by area: state for partitions just gained, from their recent past; on a takeover, the ids the
+        group sent lately are not sent again (the previous owner may have sent outputs it did not commit)."""
+        from citybrain.kafka.replay import Backlog
+
+        hours = self.settings.streams_warmup_h
+        backlog = Backlog(self.settings, self.settings.streams_app_id, set(t for t, _p in ends),
+                          lambda t: self.settings.streams_warmup_tickets_h if t == TICKET_EVENTS else hours, ends=ends)
+        self.gaining = True   # no sweep of the shares while their state is fed in another thread
+        try:
+            records = self.shares.gain(backlog)
+        finally:
+            self.gaining = False
+        if records and self.settings.streams_resend_window_s > 0:
+            self.sent_before = sent_ids(self.settings, self.outputs, self.settings.streams_resend_window_s,
+                                        self.settings.streams_app_id)
+            self.sent_before_until = time.monotonic() + self.settings.streams_resend_window_s
+            log.warning("%d output ids of the last %.0f s are not sent again", len(self.sent_before),
+                        self.settings.streams_resend_window_s)
+
+    def process_shares(self, messages: list[Message]
+                       ) -> tuple[list[Produced], list[tuple[str, RawRecord, Rejection, bytes]]]:
+        """Keyed by area: feed each record of the by-area topic and the ticket lifecycle to its partition's
+        pipeline (:meth:`gain` first for partitions without state)."""
+        produced: list[Produced] = []
+        failed = []
+        owned = self.shares.owned
+        for message in messages:
+            headers = read_headers(message.headers)
+            topic, partition, offset = source_of(message.topic, message.partition, message.offset, headers)
+            trace = headers.get("trace-id") or new_trace_id().encode()
+            share = owned.get((message.topic, message.partition))
+            if share is None:   # revoked during this batch: its new owner reads it from the committed offset
+                log.info("%s[%d] revoked during a batch; left to its new owner", message.topic, message.partition)
+                continue
+            try:
+                at = datetime.fromtimestamp(message.timestamp, timezone.utc)
+                pipeline = share.pipeline
+                outputs = pipeline.feed_message(topic, headers, message.value, at, partition)
+                if topic in REFERENCE:
+                    value = orjson.loads(message.value)
+                    self.repartitioner.reference(topic, value)
+                    self.remember_reference(topic, value)
+                for out_topic, record in outputs:
+                    produced.append((out_topic, record, trace))
+            except Exception as exc:   # noqa: BLE001 - one record must not stop the city's stream: it is dead-lettered
+                log.exception("record %s@%d:%d failed; dead-lettered", topic, partition, offset)
+                failed.append((topic, RawRecord(f"{topic}@{partition}:{offset}", message.value or b""),
+                               Rejection("processing-error", "(record)", f"{type(exc).__name__}: {exc}"), trace))
+        return produced + self.sweep(), failed
+
+    def counts(self) -> Counter[str]:
+        if not self.partitions:
+            return self.pipeline.counts
+        total: Counter[str] = Counter()
+        for share in self.shares.owned.values():
+            total.update(share.pipeline.counts)
+            share.pipeline.counts.clear()
+        return total
+
     def sweep(self, force: bool = False) -> list[Produced]:
-        """SLA alerts, closed events and closed metric windows up to the low watermark of the event streams."""
-        watermark = self.pipeline.clock.watermark()
-        if watermark is None or (not force and self.swept is not None
-                                 and (watermark - self.swept).total_seconds() < SWEEP_EVERY_S):
+        """SLA alerts, closed events and closed metric windows up to the low watermark of the event streams
+        (keyed by area: of each owned partition's pipeline)."""
+        if not self.partitions:
+            return self._sweep(self.pipeline, self, force)
+        return [out for share in list(self.shares.owned.values()) for out in self._sweep(share.pipeline, share, force)]
+
+    @staticmethod
+    def _sweep(pipeline: Pipeline, state: Any, force: bool) -> list[Produced]:
+        watermark = pipeline.clock.watermark()
+        if watermark is None or (not force and state.swept is not None
+                                 and (watermark - state.swept).total_seconds() < SWEEP_EVERY_S):
             return []
-        self.swept = watermark
-        return [(topic, record, b"streams.fusion.sweep") for topic, record in self.pipeline.sweep(watermark)]
+        state.swept = watermark
+        return [(topic, record, b"streams.fusion.sweep") for topic, record in pipeline.sweep(watermark)]
 
     def message(self, topic: str, record: dict[str, Any], trace: bytes
                 ) -> tuple[bytes, bytes, dict[str, bytes]] | Rejection | None:
@@ -171,8 +280,9 @@ def create_app(settings: Settings) -> BatchApp:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_max_poll_records=settings.streams_batch,
+        # Keyed by area, a killed worker's partitions go to the others once the group misses its heartbeats.
+        **({"broker_session_timeout": SESSION_TIMEOUT_S} if settings.streams_partitions else {}),
     )
-    raw = app.topic(*worker.inputs, value_serializer="raw")
     outputs = {t: app.topic(t, value_serializer="raw") for t in worker.outputs}
     dead_letters = app.topic(DLQ_TOPIC, value_serializer="raw")
     full_gc = {"at": time.monotonic()}
@@ -198,7 +308,7 @@ def create_app(settings: Settings) -> BatchApp:
     @app.timer(interval=2.0)
     async def sweep_when_quiet() -> None:
         """Windows and SLAs also close when no records arrive."""
-        if worker.ready:
+        if worker.ready and not worker.gaining:
             await send(worker.sweep(force=True))
 
     @app.timer(interval=FREEZE_EVERY_S)
@@ -209,20 +319,65 @@ def create_app(settings: Settings) -> BatchApp:
             full_gc["at"] = time.monotonic()
         gc.freeze()
 
-    @app.batch_agent(raw)
-    async def fuse(messages: list[Message]) -> None:
-        started = time.perf_counter()
+    async def ready() -> None:
         if not worker.ready:
             await asyncio.get_running_loop().run_in_executor(None, worker.start)
             worker.ready = True
-        produced, failed = worker.process(messages)
-        await send(produced)
+
+    async def dead_letter(failed: list[tuple[str, RawRecord, Rejection, bytes]]) -> None:
         if failed:
             letters = [worker.dead_letter(*f) for f in failed]
             await asyncio.gather(*[await dead_letters.send(key=k, value=v, headers=h) for k, v, h in letters])
-        took = (time.perf_counter() - started) * 1000
-        (log.warning if took > 200 else log.info)("batch of %d in %.0f ms: %s", len(messages), took,
-                                                  dict(worker.pipeline.counts))
+
+    def took(kind: str, n: int, started: float) -> None:
+        ms = (time.perf_counter() - started) * 1000
+        (log.warning if ms > 200 else log.info)("%s batch of %d in %.0f ms: %s", kind, n, ms, dict(worker.counts()))
+
+    if not worker.partitions:
+        @app.batch_agent(app.topic(*worker.inputs, value_serializer="raw"))
+        async def fuse(messages: list[Message]) -> None:
+            started = time.perf_counter()
+            await ready()
+            produced, failed = worker.process(messages)
+            await send(produced)
+            await dead_letter(failed)
+            took("fused", len(messages), started)
+
+        return app
+
+    @app.batch_agent(app.topic(*worker.keyed_inputs, value_serializer="raw"))
+    async def repartition(messages: list[Message]) -> None:
+        """Raw records to their district's partition of the by-area topic; returns once the broker has them."""
+        started = time.perf_counter()
+        await ready()
+        producer = app.producer._ensure_producer()   # faust's aiokafka producer (acks=all): whole batches
+        pending = []
+        for partition, records in worker.route(messages).items():
+            batch = producer.create_batch()
+            for key, value, ts, headers in records:
+                if batch.append(key=key, value=value, timestamp=ts, headers=headers) is None:
+                    pending.append(await producer.send_batch(batch, worker.by_area, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=ts, headers=headers)
+            pending.append(await producer.send_batch(batch, worker.by_area, partition=partition))
+        await asyncio.gather(*pending)
+        took("repartitioned", len(messages), started)
+
+    @app.batch_agent(app.topic(worker.by_area, TICKET_EVENTS, value_serializer="raw"))
+    async def fuse_shares(messages: list[Message]) -> None:
+        started = time.perf_counter()
+        await ready()
+        gained = worker.shares.missing(messages)
+        if gained:
+            await asyncio.get_running_loop().run_in_executor(None, worker.gain, gained)
+        produced, failed = worker.process_shares(messages)
+        await send(produced)
+        await dead_letter(failed)
+        took("fused", len(messages), started)
+
+    @app.on_partitions_assigned.connect
+    async def drop_lost(app: Any, assigned: Any, **_: Any) -> None:   # noqa: ARG001 - the signal's sender
+        worker.shares.keep_only((tp.topic, tp.partition) for tp in assigned)
 
     return app
 
@@ -243,12 +398,43 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
+def ensure_by_area_topic(settings: Settings) -> None:
+    """Keyed by area: create the group's by-area topic (``streams_partitions`` partitions, replicated as the
+    contracts' topics, kept as long as a warm-up reaches back); refuse one with another partition count."""
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    from citybrain.errors import InputError
+
+    name = by_area_topic(settings.streams_app_id)
+    admin = clients.admin(settings)
+    try:
+        retention_ms = int(max(settings.streams_warmup_h, 24) * 2 * 3_600_000)
+        admin.create_topics([NewTopic(name, settings.streams_partitions, settings.topic_replicas(),
+                                      topic_configs={"retention.ms": str(retention_ms)})])
+        log.info("created %s with %d partitions", name, settings.streams_partitions)
+    except TopicAlreadyExistsError:
+        (found,) = admin.describe_topics([name])
+        have = len(found["partitions"])
+        if have != settings.streams_partitions:
+            raise InputError(
+                f"CITYBRAIN_STREAMS_PARTITIONS={settings.streams_partitions}, but the fusion group "
+                f"{settings.streams_app_id}'s topic {name} has {have} partitions: districts would move between "
+                f"partitions and their state with them. Fix: set CITYBRAIN_STREAMS_PARTITIONS={have}, or start "
+                "the group afresh under another CITYBRAIN_STREAMS_APP_ID.") from None
+    finally:
+        admin.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the fusion worker's faust command line (``worker -l info --without-web``)."""
     import sys
 
     tune_gc()
-    app = create_app(get_settings())
+    settings = get_settings()
+    if settings.streams_partitions:
+        ensure_by_area_topic(settings)
+    app = create_app(settings)
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     app.main()

@@ -1,0 +1,164 @@
+"""Fusion keyed by area: the raw feeds repartitioned by district so several workers share the city.
+
+Two stages run in every fusion worker of one consumer group (``CITYBRAIN_STREAMS_PARTITIONS`` = N > 0):
+
+1. **Repartition** (stateless): each raw record the group hands this worker is keyed by its district
+   (:mod:`citybrain.fusion.keys`: a reading by its device's registered place, a ticket, a police report or an
+   inspection by where it reports) and sent to partition ``partition_of(district, N)`` of the internal topic
+   ``<app id>-by-area-repartition``, with its own headers, its Kafka timestamp and where it came from
+   (``src-topic``, ``src-partition``, ``src-offset``). Reference records (areas, devices, routing rules) go to
+   every partition: each share needs all of them, and every worker's keying stays current from them.
+   The ticket lifecycle is not repartitioned: SLA watch needs only a ticket's own events, and its raw topic is
+   keyed by ticket already.
+2. **Fuse**: one :class:`~citybrain.fusion.pipeline.Pipeline` per partition this worker owns (of the by-area
+   topic and of the ticket lifecycle). A partition gained in a rebalance is warmed up from its own recent past
+   (the records before the first offset it was given; outputs discarded) before its first record; a partition
+   lost is dropped with its state. Every correlation fusion makes stays in one district, so each share detects
+   what the whole city's pipeline detects there. The trending-hotspot detector's city-wide baseline is shared
+   by the shares of one worker (``city_calls``); across workers each judges against the calls of the districts
+   it holds (see the README's "Scale-out").
+
+Why district and not street: a flood correlates a street's gauges with its district's weather station, and the
+metrics are per district; keyed by street, both would need a second aggregation stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+from citybrain.contracts.model import Contract
+from citybrain.fusion.keys import AreaKeys, partition_of
+from citybrain.fusion.pipeline import REFERENCE, Pipeline
+from citybrain.kafka.headers import read_headers
+from citybrain.kafka.replay import Backlog
+
+try:
+    from orjson import loads as _loads
+except ImportError:   # pragma: no cover - the stream workers' environment has orjson
+    from json import loads as _loads
+
+log = logging.getLogger(__name__)
+
+TICKET_EVENTS = "raw.hotline.ticket_event.v1"
+TP = tuple[str, int]
+#: (key, value, timestamp ms, headers) of one record for the by-area topic.
+Routed = tuple[bytes | None, bytes, int, list[tuple[str, bytes]]]
+
+
+def by_area_topic(app_id: str) -> str:
+    """The internal topic of a fusion group's repartitioned feeds (Kafka Streams' ``<app>-...-repartition``)."""
+    return f"{app_id}-by-area-repartition"
+
+
+def source_of(topic: str, partition: int, offset: int, headers: dict[str, bytes]) -> tuple[str, int, int]:
+    """(raw topic, partition, offset) a record came from: its ``src-*`` headers on the by-area topic."""
+    src = headers.get("src-topic")
+    if src is None:
+        return topic, partition, offset
+    return src.decode(), int(headers["src-partition"]), int(headers["src-offset"])
+
+
+class Repartitioner:
+    """Keys raw records by district onto the partitions of the by-area topic."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self.keys = AreaKeys()
+
+    def reference(self, topic: str, value: dict[str, Any]) -> None:
+        self.keys.reference(topic, value)
+
+    def route(self, topic: str, partition: int, offset: int, timestamp_ms: int, headers: Iterable[tuple[str, bytes]],
+              payload: bytes) -> tuple[list[int], Routed]:
+        """(partitions, record) of one raw record: every partition for reference data, else its district's.
+        A record that cannot be read goes to the first partition, whose pipeline dead-letters it."""
+        value: Any = None
+        try:
+            value = _loads(payload)
+        except ValueError:
+            pass
+        out_headers = [*read_headers(headers).items(), ("src-topic", topic.encode()),
+                       ("src-partition", str(partition).encode()), ("src-offset", str(offset).encode())]
+        if topic in REFERENCE and isinstance(value, dict):
+            self.keys.reference(topic, value)
+            return list(range(self.partitions)), (None, payload, timestamp_ms, out_headers)
+        key = None
+        if isinstance(value, dict):
+            try:
+                key = self.keys.key(topic, value)
+            except Exception:   # noqa: BLE001 - the pipeline dead-letters what it cannot read
+                key = None
+        return [partition_of(key, self.partitions)], (key.encode() if key else None, payload, timestamp_ms, out_headers)
+
+
+@dataclass
+class Share:
+    """The fusion state of one partition a worker owns."""
+
+    pipeline: Pipeline
+    swept: datetime | None = None
+
+
+class Shares:
+    """The pipelines of the partitions one worker owns: created and warmed up when gained, dropped when lost."""
+
+    def __init__(self, contracts: dict[str, Contract], new_pipeline: Callable[[], Pipeline]) -> None:
+        self.contracts = contracts
+        self.new_pipeline = new_pipeline
+        self.owned: dict[TP, Share] = {}
+
+    def missing(self, messages: Iterable[Any]) -> dict[TP, int]:
+        """Partitions in ``messages`` without state yet, with the first offset each was given."""
+        found: dict[TP, int] = {}
+        for m in messages:
+            tp = (m.topic, m.partition)
+            if tp not in self.owned and tp not in found:
+                found[tp] = m.offset
+        return found
+
+    def gain(self, backlog: Backlog) -> int:
+        """Create the pipelines of ``backlog.ends`` and feed each its partition's recent past (outputs
+        discarded): the state the previous owner had at that offset. Returns the records re-read."""
+        assert backlog.ends is not None
+        started = time.perf_counter()
+        for tp in backlog.ends:
+            self.owned[tp] = Share(self.new_pipeline())
+        records = 0
+        for batch in backlog:
+            for r in batch:
+                share = self.owned.get((r.topic, r.partition))
+                if share is None:
+                    continue   # lost again while it was being rebuilt
+                headers = read_headers(r.headers)
+                topic, partition, offset = source_of(r.topic, r.partition, r.offset, headers)
+                try:
+                    share.pipeline.feed_message(topic, headers, r.value,
+                                                datetime.fromtimestamp(r.timestamp / 1000, timezone.utc), partition)
+                except Exception:   # noqa: BLE001 - the live pass dead-lettered it; the warm-up only skips it
+                    log.debug("warm-up skipped %s@%d:%d", topic, partition, offset)
+                records += 1
+        for tp in backlog.ends:
+            if tp not in self.owned:
+                continue
+            pipeline = self.owned[tp].pipeline
+            watermark = pipeline.clock.watermark()
+            if watermark is not None:
+                pipeline.sweep(watermark)
+            pipeline.counts.clear()
+        log.warning("gained %s: state rebuilt from %d records in %.1f s",
+                    ", ".join(f"{t}[{p}]" for t, p in sorted(backlog.ends)), records, time.perf_counter() - started)
+        return records
+
+    def keep_only(self, assigned: Iterable[TP]) -> list[TP]:
+        """Drop the state of partitions no longer assigned (another worker owns them now)."""
+        keep = set(assigned)
+        lost = [tp for tp in self.owned if tp not in keep]
+        for tp in lost:
+            del self.owned[tp]
+        if lost:
+            log.warning("lost %s: state dropped", ", ".join(f"{t}[{p}]" for t, p in sorted(lost)))
+        return lost
