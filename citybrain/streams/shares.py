@@ -62,6 +62,14 @@ def source_of(topic: str, partition: int, offset: int, headers: dict[str, bytes]
     return src.decode(), int(headers["src-partition"]), int(headers["src-offset"])
 
 
+def named(tps: Iterable[TP]) -> str:
+    """Partitions for a log line, by topic: ``topic[0,3,5]``."""
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in sorted(tps):
+        by_topic.setdefault(topic, []).append(partition)
+    return ", ".join(f"{t}[{','.join(map(str, ps))}]" for t, ps in by_topic.items())
+
+
 class Repartitioner:
     """Keys raw records by district onto the partitions of the by-area topic."""
 
@@ -149,8 +157,8 @@ class Shares:
             if watermark is not None:
                 pipeline.sweep(watermark)
             pipeline.counts.clear()
-        log.warning("gained %s: state rebuilt from %d records in %.1f s",
-                    ", ".join(f"{t}[{p}]" for t, p in sorted(backlog.ends)), records, time.perf_counter() - started)
+        log.warning("gained %s: state rebuilt from %d records in %.1f s", named(backlog.ends), records,
+                    time.perf_counter() - started)
         return records
 
     def keep_only(self, assigned: Iterable[TP]) -> list[TP]:
@@ -160,5 +168,5 @@ class Shares:
         for tp in lost:
             del self.owned[tp]
         if lost:
-            log.warning("lost %s: state dropped", ", ".join(f"{t}[{p}]" for t, p in sorted(lost)))
+            log.warning("lost %s: state dropped", named(lost))
         return lost
