@@ -11,8 +11,10 @@ itself (~17 µs), and capped the fusion worker at ~9,000 records/s with
 topics as one list of messages. The consumer keeps faust's group membership, flow control
 during rebalances, gap tracking for compacted topics and offset commits; each message is
 acknowledged only after the coroutine returned, so a committed offset never runs ahead of
-the work (at least once; the worker's outputs carry stable ids). Topics without a batch
-agent still go through faust's normal path.
+the work (at least once; the worker's outputs carry stable ids). On a rebalance, faust waits
+for the fetch a batch agent has in hand before it commits and gives partitions away
+(``wait_empty``), so their next owner starts after that work, not before it and does it a
+second time. Topics without a batch agent still go through faust's normal path.
 
 The price: ``BatchConsumer._drain_messages`` overrides a private method of faust's aiokafka
 consumer (faust-streaming 0.15, pinned below 0.16 in ``pyproject.toml``). Its test
@@ -40,6 +42,17 @@ YIELD_EVERY = 1000
 class BatchConsumer(kafka_driver.Consumer):
     """faust's aiokafka consumer with a drain loop that hands whole fetches to batch agents."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Clear while a fetch for batch agents is in hand: collected and not yet acknowledged.
+        self.batches_idle = asyncio.Event()
+        self.batches_idle.set()
+
+    async def wait_empty(self) -> None:
+        """faust's wait before it commits on a rebalance or a stop, first for the fetch in hand."""
+        await self.batches_idle.wait()
+        await super().wait_empty()
+
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs against the broker
         handlers: dict[str, BatchHandler] = getattr(self.app, "batch_handlers", {})
         callback = self.callback
@@ -49,12 +62,14 @@ class BatchConsumer(kafka_driver.Consumer):
         set_read_offset = self._read_offset.__setitem__
         acks_enabled_for = self.app.topics.acks_enabled_for
         ebb = self.app.producer.buffer.wait_until_ebb
+        idle = self.batches_idle
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 await asyncio.sleep(0)
                 batches: dict[BatchHandler, list[Message]] = {}
                 n = 0
                 async for tp, message in self.getmany(timeout=1.0):
+                    idle.clear()
                     n += 1
                     if n % YIELD_EVERY == 0:
                         await asyncio.sleep(0)
@@ -74,6 +89,7 @@ class BatchConsumer(kafka_driver.Consumer):
                     await ebb()
                     await handler(messages)
                     self._ack_all(messages)
+                idle.set()
                 if self._commit_every is not None and self._n_acked >= self._commit_every:
                     self._n_acked = 0
                     await self.commit()
@@ -85,6 +101,8 @@ class BatchConsumer(kafka_driver.Consumer):
             if self.transport.app.should_stop:
                 return
             raise
+        finally:
+            idle.set()
 
     def _ack_all(self, messages: Iterable[Message]) -> None:
         ack = self.ack

@@ -307,8 +307,9 @@ def create_app(settings: Settings) -> BatchApp:
 
     @app.timer(interval=2.0)
     async def sweep_when_quiet() -> None:
-        """Windows and SLAs also close when no records arrive."""
-        if worker.ready and not worker.gaining:
+        """Windows and SLAs also close when no records arrive (not during a rebalance: a share this worker
+        is giving away is swept by its next owner, which knows what was sent before it took over)."""
+        if worker.ready and not worker.gaining and not app.rebalancing:
             await send(worker.sweep(force=True))
 
     @app.timer(interval=FREEZE_EVERY_S)

@@ -3,7 +3,7 @@
 ``BatchConsumer._drain_messages`` replaces a private loop of faust's aiokafka consumer, so
 these tests run that very loop over a scripted fetch and check what the worker relies on:
 one call per fetch per batch agent, in offset order; acknowledgement only after the call
-returned; records delivered before a seek skipped; compaction gaps recorded; topics without
+returned; a rebalance's wait released only once the fetch in hand is acknowledged; records delivered before a seek skipped; compaction gaps recorded; topics without
 a batch agent on faust's own per-event path; commits every ``commit_every`` acks.
 """
 
@@ -43,6 +43,8 @@ class ScriptedConsumer:
         self._read_offset.update(read_offsets)
         self._commit_every, self._n_acked = commit_every, 0
         self.suspend_flow = asyncio.Event()
+        self.batches_idle = asyncio.Event()
+        self.batches_idle.set()
 
         async def ebb() -> None:
             self.log.append(("ebb",))
@@ -100,6 +102,33 @@ def test_one_call_per_fetch_in_offset_order_acknowledged_only_after_it_returned(
     acks = [i for i, entry in enumerate(consumer.log) if entry[0] == "ack"]
     assert len(acks) == 3 and min(acks) > batch_at, consumer.log      # never acknowledged before the work is done
     assert consumer.log[batch_at - 1] == ("ebb",)                       # the producer's buffer drained first
+
+
+def test_a_rebalance_waits_for_the_fetch_in_hand_until_it_is_acknowledged() -> None:
+    """faust commits and gives partitions away after ``wait_empty``: a fetch being worked on then would be
+    worked on again by the partitions' next owner, outputs and all."""
+    waits: list[asyncio.Task[None]] = []
+
+    async def rebalance() -> None:
+        await consumer.batches_idle.wait()
+        consumer.log.append(("rebalance may commit",))
+
+    async def fuse(messages: list[Any]) -> None:
+        waits.append(asyncio.create_task(rebalance()))   # a rebalance starts while the fetch is in hand
+        await asyncio.sleep(0.01)
+        consumer.log.append(("batch done",))
+
+    async def drain_then_settle() -> None:
+        await BatchConsumer._drain_messages(consumer, consumer.fetcher)  # type: ignore[arg-type]
+        await asyncio.gather(*waits)
+
+    fetch = [("a0", _message("raw.a", 1)), ("a0", _message("raw.a", 2))]
+    consumer = ScriptedConsumer(fetch, {"raw.a": fuse}, {}, set(), commit_every=100)
+    asyncio.run(drain_then_settle())
+    released = consumer.log.index(("rebalance may commit",))
+    acks = [i for i, entry in enumerate(consumer.log) if entry[0] == "ack"]
+    assert len(acks) == 2 and released > max(acks), consumer.log
+    assert consumer.batches_idle.is_set()
 
 
 def test_redeliveries_before_a_seek_are_skipped_and_compaction_gaps_recorded() -> None:

@@ -142,6 +142,35 @@ def test_calls_gauges_and_a_police_report_become_one_flood_event_with_dispatch()
     assert len(ticket_orders) == 3 and all(r["sla_hours"] == 2 for r in ticket_orders)
 
 
+def _waterlogging_calls(p: Pipeline, gauge_id: str, times: list[datetime]) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+    gauge = next(d for d in CITY.devices if d.device_id == gauge_id)
+    out = []
+    for k, at in enumerate(times):
+        stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        request = {"service_request_id": f"HL2026112201000{k}", "status": "open", "service_code": "water.waterlogging",
+                   "service_name": "道路积水", "description": "积水", "requested_datetime": stamp,
+                   "updated_datetime": stamp, "channel": "phone", "category": "waterlogging",
+                   "lifecycle_state": "received", "lat": gauge.lat, "long": gauge.lon}
+        out += p.feed("raw.hotline.service_request.v1", request, f"c{k}", at)
+    return out
+
+
+@pytest.mark.parametrize("calls_after_gauge_min, warned", [(20, True), (-30, False)])
+def test_sensors_ahead_of_the_calls_in_event_time_warn_whatever_order_the_feeds_arrive_in(
+        calls_after_gauge_min: int, warned: bool) -> None:
+    """The gauge feed arrives after the hotline's (a lagging feed, partitions moving between workers): the
+    warning still says whether the gauge read before the calls were made, not whether it arrived first."""
+    p = _pipeline()
+    gauge = next(d for d in CITY.devices if d.site_type == "underpass")
+    calls = [T0 + timedelta(minutes=calls_after_gauge_min + k) for k in range(3)]
+    out = _waterlogging_calls(p, gauge.device_id, calls)
+    out += _flooded_gauge(p, gauge.device_id, T0)
+    warnings = [r for t, r in out if t == WARNING_TOPIC and r["kind"] == "sensor_precedes_complaints"]
+    assert bool(warnings) is warned, warnings
+    if warned:
+        assert "only 0 call(s) by then" in warnings[0]["explanation"]
+
+
 def _flood(p: Pipeline, gauge_id: str, start: datetime) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
     """A flooded underpass gauge and a police report of a waterlogged road beside it."""
     gauge = next(d for d in CITY.devices if d.device_id == gauge_id)
