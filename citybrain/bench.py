@@ -1,24 +1,29 @@
 """`citybrain bench` / `make bench`: what the fusion worker sustains on this machine.
 
-Four measurements on the local broker, written to ``var/bench/latest.json``:
+Five measurements on the local broker, written to ``var/bench/latest.json``:
 
 1. ``raw_consume_per_s``: a plain aiokafka consumer reading the raw topics' backlog — the
    ceiling the framework is compared with.
-2. ``events_per_s``: a fusion worker started on the same backlog with a fresh consumer group;
-   records processed (committed) per second between its first and last commit.
-3. ``p50_ms``/``p95_ms``/``p99_ms``: with the worker caught up, the simulator produces at a
+2. ``scale_out``: fusion keyed by area (``CITYBRAIN_STREAMS_PARTITIONS``) on the same backlog,
+   one worker and then two workers of one fresh group each: backlog records per second from
+   the moment the group first has its partitions assigned until it has committed everything,
+   the by-area topic included; the two-worker figure over the one-worker figure is the scaling.
+3. ``events_per_s``: the default fusion worker (one, unkeyed) on the same backlog, measured the
+   same way.
+4. ``p50_ms``/``p95_ms``/``p99_ms``: with the worker caught up, the simulator produces at a
    steady rate (default 2,000 records/s, wall-clock timestamps); the latency of each ticket
    from its produce timestamp to the timestamp of the work order dispatched for it.
-4. ``live_pages``: the same steady load again with 50 operations-view pages open on the view's
+5. ``live_pages``: the same steady load again with 50 operations-view pages open on the view's
    live feed (`citybrain ui`, server-sent events): the latency then, and the records each page got.
 
-``worker_rss_mb`` is the worker's peak resident memory (VmHWM) over the run.
+``worker_rss_mb`` is the default worker's peak resident memory (VmHWM) over the run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import statistics
 import time
@@ -29,17 +34,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 from citybrain.contracts.model import Contract
+from citybrain.streams.shares import by_area_topic
 from citybrain.settings import Settings
 from citybrain.times import now_iso
 from citybrain.workers import start_worker, stop_worker
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class BenchConfig:
-    backlog_hours: float = 6.0      # simulated hours produced before the worker starts
+    backlog_hours: float = 24.0     # simulated hours produced before the workers start
     rate: float = 2000.0            # records/s for the latency phase
     latency_s: float = 60.0         # seconds of steady load
     live_pages: int = 50            # operations-view pages open on the live feed in the last phase
+    partitions: int = 12            # by-area partitions of the keyed runs: one per district of the simulated city
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -132,6 +141,91 @@ def _with_live_pages(settings: Settings, cfg: BenchConfig, load: Callable[[], No
     return pages.summary()
 
 
+def _assigned(settings: Settings, group_id: str) -> int:
+    """Members of the consumer group once it has assigned its partitions (0 while it forms or rebalances)."""
+    from kafka.errors import KafkaError
+
+    from citybrain.kafka import clients
+
+    admin = clients.admin(settings)
+    try:
+        group = admin.describe_groups([group_id]).get(group_id) or {}
+    except KafkaError:
+        return 0
+    finally:
+        admin.close()
+    state = group.get("group_state") or group.get("state")
+    return len(group.get("members") or ()) if state == "Stable" else 0
+
+
+def _throughput(settings: Settings, group_id: str, workers: list[Any], counted: set[str], backlog: int
+                ) -> dict[str, Any]:
+    """Backlog records per second of a fresh group: from the first time it has its partitions assigned until it
+    has committed every record of ``counted`` and has nothing left to read on any topic (its own included)."""
+    from citybrain.kafka.topics import committed_offsets, end_offsets
+
+    started: float | None = None
+    rss, done = 0.0, 0
+    deadline = time.monotonic() + 1800
+    while time.monotonic() < deadline and all(w.poll() is None for w in workers):
+        time.sleep(0.5)
+        rss = max([rss, *(_peak_rss_mb(w.pid) for w in workers)])
+        if started is None:
+            if _assigned(settings, group_id):
+                started = time.perf_counter()
+            continue
+        offsets = committed_offsets(settings, group_id)
+        if offsets is None:
+            continue
+        end = end_offsets(settings, {t for t, _p in offsets})
+        done = sum(o for (t, _p), o in offsets.items() if t in counted)
+        if done >= backlog * 0.99 and all(end[tp] == o for tp, o in offsets.items()):
+            seconds = time.perf_counter() - started
+            return {"per_s": round(done / seconds), "seconds": round(seconds, 1), "records": done,
+                    "workers": len(workers), "rss_mb": round(rss)}
+    exits = [w.poll() for w in workers]
+    raise RuntimeError(f"{len(workers)} fusion worker(s) of group {group_id} did not get through the backlog "
+                       f"({done:,} of {backlog:,} committed, exits {exits}); run `citybrain streams fusion -l info` "
+                       "with the same settings to see why")
+
+
+def _drop_topic(settings: Settings, topic: str) -> None:
+    """A keyed run's by-area topic, of no use once its group is gone."""
+    from kafka.errors import KafkaError, UnknownTopicOrPartitionError
+
+    from citybrain.kafka import clients
+
+    admin = clients.admin(settings)
+    try:
+        admin.delete_topics([topic])
+    except UnknownTopicOrPartitionError:
+        pass   # the workers never got as far as creating it
+    except KafkaError as exc:
+        log.warning("could not delete %s after the benchmark: %s", topic, exc)
+    finally:
+        admin.close()
+
+
+def _scale_out(settings: Settings, cfg: BenchConfig, raw_topics: list[str], backlog: int,
+               say: Callable[[str], None]) -> dict[str, Any]:
+    """Fusion keyed by area on the backlog: one worker, then two of one group (each run a fresh group)."""
+    runs = {}
+    for n in (1, 2):
+        app_id = f"citybrain-bench-keyed{n}-{uuid.uuid4().hex[:8]}"
+        say(f"   {n} keyed worker(s), {cfg.partitions} by-area partitions (group {app_id})")
+        env = {**os.environ, "CITYBRAIN_STREAMS_APP_ID": app_id, "CITYBRAIN_STREAMS_PARTITIONS": str(cfg.partitions)}
+        workers = [start_worker(settings, env=env, level="error") for _ in range(n)]
+        try:
+            runs[n] = _throughput(settings, app_id, workers, set(raw_topics), backlog)
+        finally:
+            for w in workers:
+                stop_worker(w)
+            _drop_topic(settings, by_area_topic(app_id))
+        say(f"   {runs[n]['per_s']:,} records/s ({runs[n]['seconds']} s)")
+    return {"partitions": cfg.partitions, "one": runs[1], "two": runs[2],
+            "scaling": round(runs[2]["per_s"] / runs[1]["per_s"], 2)}
+
+
 def _broker(settings: Settings) -> str:
     if not settings.embedded:
         return f"an existing Kafka cluster ({settings.bootstrap})"
@@ -147,49 +241,35 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
     from citybrain.sim.engine import Simulation
     from citybrain.sim.model import SimConfig
     from citybrain.sim.runner import Pacing, run_simulation
-    from citybrain.kafka.topics import group_lag, read_topic
+    from citybrain.kafka.topics import read_topic
 
     raw_topics = [c.topic for c in contracts.values() if c.zone == "raw"]
     from rich.console import Console
 
     ensure_ready(settings, contracts, Console(stderr=True, quiet=True))
-    say(f"1/5 producing a {cfg.backlog_hours:g}-hour simulated backlog")
+    say(f"1/6 producing a {cfg.backlog_hours:g}-hour simulated backlog")
     run_simulation(settings, contracts, Simulation(SimConfig(hours=cfg.backlog_hours, incidents=())), Pacing())
 
-    say("2/5 plain aiokafka consumer over the raw topics")
+    say("2/6 plain aiokafka consumer over the raw topics")
     consumed, consume_s = asyncio.run(_raw_consume(settings, raw_topics))
 
-    app_id = f"citybrain-bench-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "CITYBRAIN_STREAMS_APP_ID": app_id}
-    say(f"3/5 fusion worker on the backlog of {consumed:,} records (group {app_id})")
-    worker = start_worker(settings, env=env, level="error")
-    rss = 0.0
-    try:
-        first: tuple[float, int] | None = None
-        last: tuple[float, int] = (time.perf_counter(), 0)
-        deadline = time.monotonic() + 1800
-        while time.monotonic() < deadline and worker.poll() is None:
-            time.sleep(0.5)
-            rss = max(rss, _peak_rss_mb(worker.pid))
-            done, lag = group_lag(settings, app_id)
-            now = time.perf_counter()
-            if lag < 0:
-                continue
-            if first is None and done > 0:
-                first = (now, done)
-            last = (now, done)
-            if lag == 0 and done >= consumed * 0.99:
-                break
-        if first is None or last[1] <= first[1]:
-            raise RuntimeError(f"the fusion worker did not process the backlog (exit {worker.poll()}); "
-                               "run `citybrain streams fusion -l info` to see why")
-        events_per_s = (last[1] - first[1]) / (last[0] - first[0])
+    say(f"3/6 fusion keyed by area on the backlog of {consumed:,} records: one worker, then two")
+    scale_out = _scale_out(settings, cfg, raw_topics, consumed, say)
 
-        say(f"4/5 steady load at {cfg.rate:,.0f} records/s for {cfg.latency_s:g} s; latency produce -> work order")
+    app_id = f"citybrain-bench-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "CITYBRAIN_STREAMS_APP_ID": app_id, "CITYBRAIN_STREAMS_PARTITIONS": "0"}
+    say(f"4/6 the default fusion worker (one, unkeyed) on the same backlog (group {app_id})")
+    worker = start_worker(settings, env=env, level="error")
+    try:
+        default = _throughput(settings, app_id, [worker], set(raw_topics), consumed)
+        say(f"   {default['per_s']:,} records/s ({default['seconds']} s)")
+        rss = default["rss_mb"]
+
+        say(f"5/6 steady load at {cfg.rate:,.0f} records/s for {cfg.latency_s:g} s; latency produce -> work order")
         started_ms = int(time.time() * 1000)
         _steady_load(settings, contracts, cfg)
         with_ui_ms = int(time.time() * 1000)
-        say(f"5/5 the same with {cfg.live_pages} operations-view pages open on the live feed")
+        say(f"6/6 the same with {cfg.live_pages} operations-view pages open on the live feed")
         live = _with_live_pages(settings, cfg, lambda: _steady_load(settings, contracts, cfg))
         rss = max(rss, _peak_rss_mb(worker.pid))
     finally:
@@ -224,7 +304,7 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
     return {
         "live_pages": live,
         "measured_at": now_iso(),
-        "events_per_s": round(events_per_s), "raw_consume_per_s": round(consumed / consume_s),
+        "events_per_s": default["per_s"], "raw_consume_per_s": round(consumed / consume_s), "scale_out": scale_out,
         "p50_ms": round(q[49]), "p95_ms": round(q[94]), "p99_ms": round(q[98]),
         "worker_rss_mb": round(rss), "latency_samples": len(latencies), "steady_rate_per_s": cfg.rate,
         "backlog_records": consumed, "cpu_count": os.cpu_count(), "broker": _broker(settings),

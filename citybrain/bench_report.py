@@ -87,10 +87,22 @@ def block(history: list[dict[str, Any]]) -> str:
         "",
         "| figure | this run | target | |",
         "| --- | ---: | ---: | --- |",
-        f"| sustained end-to-end events/s, one worker | {r['events_per_s']:,} | ≥ {t['events_per_s']:,} | "
+        f"| sustained end-to-end events/s, one worker (the default: unkeyed) | {r['events_per_s']:,} | ≥ {t['events_per_s']:,} | "
         f"{_margin(r['events_per_s'], t['events_per_s'], at_most=False)} |",
         f"| plain aiokafka consumer on the same backlog, same run (ceiling) | {r['raw_consume_per_s']:,} | – | |",
         f"| worker / plain consumer | {ratio:.2f} | – | |",
+    ]
+    scale = r.get("scale_out")
+    if scale:
+        one, two, raw = scale["one"]["per_s"], scale["two"]["per_s"], max(1, r["raw_consume_per_s"])
+        lines += [
+            f"| fusion keyed by area ({scale['partitions']} partitions), one worker (/ plain consumer) | "
+            f"{one:,} ({one / raw:.2f}) | – | |",
+            f"| the same, two workers of one group (/ plain consumer) | {two:,} ({two / raw:.2f}) | – | |",
+            f"| two workers / one worker | {scale['scaling']:.2f} | > 1.00 | "
+            f"{_margin(scale['scaling'], 1.0, at_most=False)} |",
+        ]
+    lines += [
         f"| latency produce → work order at {r['steady_rate_per_s']:,.0f} records/s, p50 / p95 / p99 "
         f"({r['latency_samples']:,} tickets) | {r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} ms | "
         f"p99 ≤ {t['p99_ms']} ms | {_margin(r['p99_ms'], t['p99_ms'], at_most=True)} |",
@@ -112,9 +124,11 @@ def block(history: list[dict[str, Any]]) -> str:
         lines.append(f"| operations view first screen | not measured: {ui.get('skipped', '?')} | ≤ 1,000 ms | |")
     same = [h for h in history[:-1] if h.get("machine", {}).get("cpu") == m["cpu"]][-5:]
     if same:
-        lines += ["", "Earlier runs on this machine (events/s, worker / plain consumer, p99):",
+        lines += ["", "Earlier runs on this machine (events/s, worker / plain consumer, p99, keyed scaling):",
                   "; ".join(f"{h['measured_at'][:16]}Z `{h['commit']}`: {h['events_per_s']:,}/s, "
-                            f"{h['events_per_s'] / max(1, h['raw_consume_per_s']):.2f}, {h['p99_ms']} ms" for h in same)
+                            f"{h['events_per_s'] / max(1, h['raw_consume_per_s']):.2f}, {h['p99_ms']} ms"
+                            + (f", two keyed workers / one {h['scale_out']['scaling']:.2f}" if h.get("scale_out") else "")
+                            for h in same)
                   + "."]
     lines.append(END)
     return "\n".join(lines)

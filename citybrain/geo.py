@@ -141,3 +141,11 @@ class AreaIndex:
             latest[r["area_code"]] = r
         return cls(Area(r["area_code"], r["name"], r["level"], r.get("parent_code"), r["geometry"])
                    for r in latest.values() if r.get("status") != "withdrawn")
+
+
+def changed(known: dict[str, Any] | None, record: dict[str, Any]) -> bool:
+    """Whether a reference record (an area, a device) changes what is known of it: the same record published
+    again with only a new ``updated_at`` does not (re-publications are common; an area index is costly to build)."""
+    if known is None:
+        return True
+    return any(known.get(k) != record.get(k) for k in known.keys() | record.keys() if k != "updated_at")

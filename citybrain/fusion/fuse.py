@@ -214,6 +214,7 @@ class HotspotDetector:
     of the city's calls of that category in the same hours."""
 
     WINDOW = timedelta(hours=3)
+    LATE = timedelta(hours=1)                  # how far behind the newest call a call may still arrive
     IGNORED = frozenset({"consultation"})      # questions are not risks
 
     def __init__(self, min_count: int = 6) -> None:
@@ -231,20 +232,27 @@ class HotspotDetector:
         city = self.city.setdefault(s.category, deque())
         times.append(s.at)
         city.append(s.at)
-        for q in (times, city):   # the window around this call, whatever order calls arrive in
-            kept = [t for t in q if s.at - self.WINDOW <= t <= s.at]
+        # Calls arrive out of order (feeds behind one another; in keyed mode the partitions sharing ``city``
+        # are at different stream times): keep what a call up to LATE behind the newest still needs, and
+        # judge each call on the window that ends with it.
+        for q in (times, city):
+            horizon = max(q) - self.WINDOW - self.LATE
+            kept = [t for t in q if t >= horizon]
             if len(kept) != len(q):
                 q.clear()
                 q.extend(kept)
+        since = s.at - self.WINDOW
+        street_calls = [t for t in times if since <= t <= s.at]
+        city_calls = sum(1 for t in city if since <= t <= s.at)
         total = sum(self.population.values())
         # Without populations on the reference topic, every street seen so far counts the same.
         share = self.population.get(s.street_code, 0) / total if total else 1 / len({k[0] for k in self.recent})
-        others = len(city) - len(times)
+        others = city_calls - len(street_calls)
         expected = max(0.2, others * share / max(1e-9, 1 - share))   # what the rest of the city implies
         threshold = max(self.min_count, expected + 4 * math.sqrt(expected) + 3)
         half = s.at - self.WINDOW / 2
-        later = sum(1 for t in times if t >= half)
-        if len(times) < threshold or later <= len(times) - later:       # many, and still rising
+        later = sum(1 for t in street_calls if t >= half)
+        if len(street_calls) < threshold or later <= len(street_calls) - later:       # many, and still rising
             return None
         last = self.warned.get(key)
         if last and abs(s.at - last) < timedelta(hours=12):
@@ -253,8 +261,8 @@ class HotspotDetector:
         return {
             "warning_id": f"EW-{s.street_code}-{s.category}-{s.at:%Y%m%d%H%M}", "kind": "trending_hotspot",
             "category": s.category, "district_code": s.district_code, "street_code": s.street_code,
-            "street_name": s.street_name, "observed_at": iso(min(times)), "detected_at": iso(now), "severity": 2,
-            "explanation": f"{len(times)} {s.category} calls from {s.street_name or s.street_code} in the last 3 h "
+            "street_name": s.street_name, "observed_at": iso(min(street_calls)), "detected_at": iso(now), "severity": 2,
+            "explanation": f"{len(street_calls)} {s.category} calls from {s.street_name or s.street_code} in the last 3 h "
                            f"({later} in the last 90 min), where the rest of the city's calls imply about "
                            f"{expected:.1f} for a street of its population: a concentrated and rising complaint "
                            "risk (集中性、趋势性风险).",

@@ -22,7 +22,7 @@ import zlib
 from typing import Any
 
 from citybrain.fusion.signals import SENSOR_TOPICS, Enricher
-from citybrain.geo import AreaIndex
+from citybrain.geo import AreaIndex, changed
 
 TICKETS = "raw.hotline.service_request.v1"
 TICKET_EVENTS = "raw.hotline.ticket_event.v1"
@@ -35,13 +35,19 @@ class AreaKeys:
         self.enricher = Enricher()
         self.areas: dict[str, dict[str, Any]] = {}
         self.tickets: dict[str, str] = {}
+        #: A device's district from its registered place (None: unplaced), until the reference data changes.
+        self.device_districts: dict[str, str | None] = {}
         self._dirty = False
 
     def reference(self, topic: str, value: dict[str, Any]) -> None:
         if topic == "raw.ref.admin_area.v1":
+            if changed(self.areas.get(value["area_code"]), value):
+                self._dirty = True
+                self.device_districts.clear()
             self.areas[value["area_code"]] = value
-            self._dirty = True
         elif topic == "raw.ref.device.v1":
+            if changed(self.enricher.devices.get(value.get("device_id", "")), value):
+                self.device_districts.pop(value.get("device_id", ""), None)
             self.enricher.update_device(value)
 
     def key(self, topic: str, value: dict[str, Any]) -> str | None:
@@ -52,12 +58,15 @@ class AreaKeys:
         if topic == TICKET_EVENTS:
             return self.tickets.get(str(value.get("service_request_id")))
         if topic in SENSOR_TOPICS:
-            device = self.enricher.devices.get(value.get("refDevice") or value.get("stationID") or "")
-            if device is not None and self.enricher.index is not None \
-                    and device.get("long") is not None and device.get("lat") is not None:
-                found = self.enricher.index.resolve(float(device["long"]), float(device["lat"]))
-                if found:
-                    return found.district.code
+            device_id = value.get("refDevice") or value.get("stationID") or ""
+            if device_id in self.device_districts:
+                district = self.device_districts[device_id]
+            else:
+                district = self._registered_district(device_id)
+                if device_id in self.enricher.devices:   # registered devices only: unknown ids are not kept
+                    self.device_districts[device_id] = district
+            if district:
+                return district
         try:
             signal = self.enricher.signal(topic, value, "")
         except (KeyError, TypeError, ValueError):   # the pipeline dead-letters what it cannot read
@@ -66,6 +75,13 @@ class AreaKeys:
         if topic == TICKETS and district:
             self.tickets[str(value["service_request_id"])] = district
         return district
+
+    def _registered_district(self, device_id: str) -> str | None:
+        device = self.enricher.devices.get(device_id)
+        if device is None or self.enricher.index is None or device.get("long") is None or device.get("lat") is None:
+            return None
+        found = self.enricher.index.resolve(float(device["long"]), float(device["lat"]))
+        return found.district.code if found else None
 
 
 def share_of(key: str | None, shares: int) -> int:

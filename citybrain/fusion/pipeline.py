@@ -26,7 +26,7 @@ from citybrain.fusion.fuse import Fusion
 from citybrain.fusion.metrics import Metrics
 from citybrain.fusion.signals import Enricher
 from citybrain.fusion.watermark import Clock
-from citybrain.geo import AreaIndex
+from citybrain.geo import AreaIndex, changed
 from citybrain.kafka.headers import record_event_id
 from citybrain.privacy import Protector
 
@@ -85,8 +85,9 @@ class Pipeline:
 
     def reference(self, topic: str, value: dict[str, Any]) -> None:
         if topic == "raw.ref.admin_area.v1":
+            if changed(self.areas.get(value["area_code"]), value):
+                self._areas_dirty = True
             self.areas[value["area_code"]] = value
-            self._areas_dirty = True
             if value.get("status") == "withdrawn":
                 self.fusion.hotspots.population.pop(value["area_code"], None)
             elif value.get("level") == "street" and value.get("population"):

@@ -89,8 +89,8 @@ class Repartitioner:
             value = _loads(payload)
         except ValueError:
             pass
-        out_headers = [*read_headers(headers).items(), ("src-topic", topic.encode()),
-                       ("src-partition", str(partition).encode()), ("src-offset", str(offset).encode())]
+        out_headers = [*(headers or ()), ("src-topic", topic.encode()), ("src-partition", str(partition).encode()),
+                       ("src-offset", str(offset).encode())]
         if topic in REFERENCE and isinstance(value, dict):
             self.keys.reference(topic, value)
             return list(range(self.partitions)), (None, payload, timestamp_ms, out_headers)

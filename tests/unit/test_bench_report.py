@@ -29,6 +29,19 @@ def test_the_block_quotes_the_latest_run_with_its_margins_and_the_earlier_runs()
     assert "| 0.22 |" in text                                           # worker / plain consumer, same run
     assert "City 724, Data 300 ms | ≤ 1,000 ms | met, 28% margin" in text
     assert "2026-12-03T10:00Z `abc1234`: 18,000/s, 0.15, 268 ms" in text  # the run before, in one line
+    assert "by area" not in text and "keyed workers" not in text         # a run before the scale-out figures
+
+
+def test_the_keyed_workers_are_quoted_with_their_scaling_and_a_scaling_below_one_is_not_met() -> None:
+    def scale(one: int, two: int) -> dict:  # type: ignore[type-arg]
+        return {"partitions": 12, "one": {"per_s": one}, "two": {"per_s": two}, "scaling": round(two / one, 2)}
+
+    text = block([run("2026-12-03T10:00:00Z", 26_000, 180, scale_out=scale(10_000, 15_000)),
+                  run("2026-12-04T10:00:00Z", 26_000, 180, scale_out=scale(12_000, 9_000))])
+    assert "| fusion keyed by area (12 partitions), one worker (/ plain consumer) | 12,000 (0.10) |" in text
+    assert "| the same, two workers of one group (/ plain consumer) | 9,000 (0.07) |" in text
+    assert "| two workers / one worker | 0.75 | > 1.00 | **not met** (25% short) |" in text
+    assert "two keyed workers / one 1.50" in text                       # the run before
 
 
 def test_a_missed_target_is_said_so() -> None:

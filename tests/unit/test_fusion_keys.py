@@ -47,6 +47,26 @@ def test_a_reading_goes_with_its_device_even_when_it_says_it_is_elsewhere() -> N
     assert unregistered == _district_at(keys, far.lon, far.lat)
 
 
+def test_reference_data_published_again_keeps_the_index_and_a_moved_device_takes_its_new_district() -> None:
+    keys = _keys()
+    reading = lambda device: {"refDevice": device.device_id, "dateObserved": "2026-11-22T01:00:00Z"}  # noqa: E731
+    gauge, far = CITY.devices[0], CITY.devices[-1]
+    home = keys.key("raw.sensor.water_level.v1", reading(gauge))
+    index = keys.enricher.index
+    for contract, records in reference_records(CITY, "2026-11-23T00:00:00Z").items():   # the same city, a day on
+        for r in records:
+            keys.reference(f"{contract}.v1", r)
+    assert keys.key("raw.sensor.water_level.v1", reading(gauge)) == home and keys.enricher.index is index
+    moved = {**next(r for r in reference_records(CITY, "x")["raw.ref.device"] if r["device_id"] == gauge.device_id),
+             "lat": far.lat, "long": far.lon}
+    keys.reference("raw.ref.device.v1", moved)
+    assert keys.key("raw.sensor.water_level.v1", reading(gauge)) == _district_at(keys, far.lon, far.lat) != home
+    area = reference_records(CITY, "x")["raw.ref.admin_area"][0]
+    keys.reference("raw.ref.admin_area.v1", {**area, "name": area["name"] + "（新）"})
+    keys.key("raw.sensor.water_level.v1", reading(gauge))
+    assert keys.enricher.index is not index                       # a real change rebuilds it
+
+
 def test_a_ticket_event_goes_with_its_ticket_and_what_has_no_place_has_no_key() -> None:
     keys = _keys()
     place = CITY.devices[3]
