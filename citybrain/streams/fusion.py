@@ -96,6 +96,8 @@ class FusionWorker:
         self.references: dict[tuple[str, bytes], dict[str, Any]] = {}
         self.shares = Shares(self.contracts, self.new_share_pipeline)
         self.gaining = False
+        #: Keyed by area: between giving partitions up in a rebalance and being assigned again.
+        self.moving = False
 
     def new_share_pipeline(self) -> Pipeline:
         pipeline = Pipeline(self.contracts, self.pipeline.dispatcher.protector, auto_sweep=False,
@@ -309,7 +311,7 @@ def create_app(settings: Settings) -> BatchApp:
     async def sweep_when_quiet() -> None:
         """Windows and SLAs also close when no records arrive (not during a rebalance: a share this worker
         is giving away is swept by its next owner, which knows what was sent before it took over)."""
-        if worker.ready and not worker.gaining and not app.rebalancing:
+        if worker.ready and not worker.gaining and not worker.moving:
             await send(worker.sweep(force=True))
 
     @app.timer(interval=FREEZE_EVERY_S)
@@ -376,9 +378,14 @@ def create_app(settings: Settings) -> BatchApp:
         await dead_letter(failed)
         took("fused", len(messages), started)
 
+    @app.on_partitions_revoked.connect
+    async def moving(app: Any, revoked: Any, **_: Any) -> None:   # noqa: ARG001 - the signal's sender
+        worker.moving = True
+
     @app.on_partitions_assigned.connect
     async def drop_lost(app: Any, assigned: Any, **_: Any) -> None:   # noqa: ARG001 - the signal's sender
         worker.shares.keep_only((tp.topic, tp.partition) for tp in assigned)
+        worker.moving = False
 
     return app
 
