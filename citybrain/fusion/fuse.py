@@ -146,8 +146,8 @@ class Fusion:
             case.ticket_times.append(s.at)
         if s.device_id and s.device_id not in case.devices:
             case.devices.append(s.device_id)
-        if kind == "reading" and s.device_id and s.at < case.device_first.get(s.device_id, s.at + QUIET):
-            case.device_first[s.device_id] = s.at
+        if kind == "reading" and s.device_id:
+            case.device_first[s.device_id] = min(s.at, case.device_first.get(s.device_id, s.at))
         if len(case.details) < 12:
             case.details.append(detail)
         warn_devices = 1 if family == "flood" else 2     # a level gauge is engineered for this; noise needs two
