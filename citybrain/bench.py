@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from citybrain.contracts.model import Contract
-from citybrain.streams.shares import by_area_topic
+from citybrain.streams.shares import by_area_topic, city_calls_topic
 from citybrain.settings import Settings
 from citybrain.times import now_iso
 from citybrain.workers import start_worker, stop_worker
@@ -220,7 +220,8 @@ def _scale_out(settings: Settings, cfg: BenchConfig, raw_topics: list[str], back
         finally:
             for w in workers:
                 stop_worker(w)
-            _drop_topic(settings, by_area_topic(app_id))
+            for topic in (by_area_topic(app_id), city_calls_topic(app_id)):
+                _drop_topic(settings, topic)
         say(f"   {runs[n]['per_s']:,} records/s ({runs[n]['seconds']} s)")
     return {"partitions": cfg.partitions, "one": runs[1], "two": runs[2],
             "scaling": round(runs[2]["per_s"] / runs[1]["per_s"], 2)}

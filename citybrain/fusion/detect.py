@@ -10,6 +10,7 @@ precipitation is remembered per district and named in the flood anomalies of its
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,6 +27,7 @@ STUCK_READINGS = {"air_quality": 4, "noise": 8, "traffic_flow": 8, "water_level"
 FLOOD_SITES = ("underpass", "street")
 HEAVY_RAIN_MM_H = 20.0        # 短时强降水: 20 mm or more in an hour (CMA)
 RAIN_MEMORY = timedelta(hours=3)   # rain this long before a gauge's reading still explains it
+RAIN_KEPT = 240                    # heavy-rain station hours remembered per district, the last received
 STUCK_FIELDS = {"air_quality": ("pm25", "pm10", "no2"), "noise": ("LAeq", "LAmax"),
                 "traffic_flow": ("intensity", "averageVehicleSpeed"), "water_level": ("currentLevel",)}
 
@@ -46,8 +48,8 @@ class SensorWatch:
         self._over: dict[str, int] = {}
         self._same: dict[str, tuple[tuple[object, ...], int]] = {}
         self._stuck_reported: set[str] = set()
-        #: district -> [(observed at, mm in the hour, station)] of the last RAIN_MEMORY, from weather stations
-        self._rain: dict[str, list[tuple[datetime, float, str]]] = {}
+        #: district -> [(observed at, mm in the hour, station)] of heavy rain, from weather stations
+        self._rain: dict[str, deque[tuple[datetime, float, str]]] = {}
 
     def check(self, s: Signal) -> list[Anomaly]:
         if s.kind != "reading" or s.device_id is None or {"unregistered_device", "position_mismatch"} & set(s.flags):
@@ -98,12 +100,11 @@ class SensorWatch:
 
     def _remember_rain(self, s: Signal) -> None:
         mm = s.values.get("precipitation")
-        if not s.district_code or not isinstance(mm, (int, float)):
+        if not s.district_code or not isinstance(mm, (int, float)) or mm < HEAVY_RAIN_MM_H:
             return
-        seen = self._rain.setdefault(s.district_code, [])
-        seen.append((s.at, float(mm), s.device_id or ""))
-        newest = max(at for at, _mm, _d in seen)
-        seen[:] = [r for r in seen if r[0] > newest - RAIN_MEMORY]
+        # Only heavy rain is evidence: the last RAIN_KEPT station hours of it received per district, not pruned by
+        # the newest hour seen, so a day read after a later one (a backlog, a replay) keeps its own rain.
+        self._rain.setdefault(s.district_code, deque(maxlen=RAIN_KEPT)).append((s.at, float(mm), s.device_id or ""))
 
     def heavy_rain(self, district: str | None, at: datetime) -> tuple[datetime, float, str] | None:
         """The heaviest hour of rain (≥ HEAVY_RAIN_MM_H) a station of ``district`` measured in the

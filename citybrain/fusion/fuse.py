@@ -208,6 +208,47 @@ class Fusion:
         return out
 
 
+class CityCalls:
+    """The city's recent calls by category (call id -> time), the baseline the trending-hotspot detector judges
+    a street against. Keyed by call, so a call learnt twice (from a share of this worker and from another
+    worker's publication, or again after its district moved) counts once.
+
+    Keyed by area, the pipelines of one worker share one of these, and ``outbox`` (when kept) collects the calls
+    they add, which the worker publishes on its group's city-calls topic for the other workers to ``learn``."""
+
+    def __init__(self, outbox: bool = False) -> None:
+        self.by_category: dict[str, dict[str, datetime]] = {}
+        self.outbox: list[tuple[str, str, datetime]] | None = [] if outbox else None
+
+    def add(self, category: str, ident: str, at: datetime) -> dict[str, datetime]:
+        """A call a pipeline of this worker read; the category's calls."""
+        calls = self.by_category.setdefault(category, {})
+        if ident not in calls and self.outbox is not None:
+            self.outbox.append((category, ident, at))
+        calls[ident] = at
+        return calls
+
+    def learn(self, category: str, ident: str, at: datetime, horizon: timedelta) -> None:
+        """A call another worker read (forgotten at once when older than ``horizon`` before it: no judgement
+        here needs it)."""
+        calls = self.by_category.setdefault(category, {})
+        calls[ident] = at
+        if len(calls) % 256 == 0:
+            forget(calls, at - horizon)
+
+    def drain(self) -> list[tuple[str, str, datetime]]:
+        """The calls added since the last drain (category, call id, time)."""
+        out = self.outbox or []
+        if self.outbox is not None:
+            self.outbox = []
+        return out
+
+
+def forget(calls: dict[str, datetime], horizon: datetime) -> None:
+    for ident in [i for i, t in calls.items() if t < horizon]:
+        del calls[ident]
+
+
 class HotspotDetector:
     """A complaint category trending up in one street, judged against the rest of the city now
     (集中性、趋势性风险): the street's calls in the last three hours against its population's share
@@ -221,7 +262,7 @@ class HotspotDetector:
         self.min_count = min_count
         self.population: dict[str, int] = {}
         self.recent: dict[tuple[str, str], deque[datetime]] = {}
-        self.city: dict[str, deque[datetime]] = {}
+        self.city = CityCalls()
         self.warned: dict[tuple[str, str], datetime] = {}
 
     def add(self, s: Signal, now: datetime) -> dict[str, Any] | None:
@@ -229,21 +270,22 @@ class HotspotDetector:
             return None
         key = (s.street_code, s.category)
         times = self.recent.setdefault(key, deque())
-        city = self.city.setdefault(s.category, deque())
         times.append(s.at)
-        city.append(s.at)
+        city = self.city.add(s.category, str(s.values.get("service_request_id") or s.event_id), s.at)
         # Calls arrive out of order (feeds behind one another; in keyed mode the partitions sharing ``city``
-        # are at different stream times): keep what a call up to LATE behind the newest still needs, and
-        # judge each call on the window that ends with it.
-        for q in (times, city):
-            horizon = max(q) - self.WINDOW - self.LATE
-            kept = [t for t in q if t >= horizon]
-            if len(kept) != len(q):
-                q.clear()
-                q.extend(kept)
+        # are at different stream times; a backlog holding an earlier day after a later one): each call is
+        # judged on the window that ends with it, and forgets only what is older than a call up to LATE behind
+        # it still needs. Never pruned against the newest call seen, which dropped an earlier day's calls as
+        # they came.
+        horizon = s.at - self.WINDOW - self.LATE
+        kept = [t for t in times if t >= horizon]
+        if len(kept) != len(times):
+            times.clear()
+            times.extend(kept)
+        forget(city, horizon)
         since = s.at - self.WINDOW
         street_calls = [t for t in times if since <= t <= s.at]
-        city_calls = sum(1 for t in city if since <= t <= s.at)
+        city_calls = sum(1 for t in city.values() if since <= t <= s.at)
         total = sum(self.population.values())
         # Without populations on the reference topic, every street seen so far counts the same.
         share = self.population.get(s.street_code, 0) / total if total else 1 / len({k[0] for k in self.recent})

@@ -22,7 +22,7 @@ except ImportError:   # pragma: no cover - depends on the environment
 from citybrain.contracts.model import Contract
 from citybrain.fusion.detect import SensorWatch
 from citybrain.fusion.dispatch import HOTLINE_TOPIC, Dispatcher, SlaTracker
-from citybrain.fusion.fuse import Fusion
+from citybrain.fusion.fuse import CityCalls, Fusion
 from citybrain.fusion.metrics import Metrics
 from citybrain.fusion.signals import Enricher
 from citybrain.fusion.watermark import Clock
@@ -58,12 +58,13 @@ class Pipeline:
     a worker reading partitions at different speeds calls ``sweep`` with ``clock.watermark()`` instead."""
 
     def __init__(self, contracts: Mapping[str, Contract], protector: Protector, auto_sweep: bool = True,
-                 city_calls: dict[str, Any] | None = None) -> None:
+                 city_calls: CityCalls | None = None) -> None:
         """``contracts`` by topic: their event-id rules and the hotline's personal-data rules; ``protector``
         pseudonymises callers in work orders. There is no default key: a replay that should match the
         stream passes the platform's (``protector_from_settings``), a test ``Protector.ephemeral()``.
         ``city_calls``: the city's recent calls by category, shared by the pipelines of one worker that each
-        fuse a share of the city, so the trending-hotspot detector judges a street against the whole city."""
+        fuse a share of the city (and learnt from the group's other workers), so the trending-hotspot detector
+        judges a street against the whole city."""
         self.contracts = contracts
         self.auto_sweep = auto_sweep
         #: Event streams move stream time; compacted registers (reference data, the care register) do not.

@@ -7,8 +7,9 @@ the worker feeds them, with the same event ids. Callers' pseudonyms match the st
 ``protector`` is the platform's (``protector_from_settings``).
 
 With ``shards`` above one, the records are split by their area key (``citybrain.fusion.keys``) over
-that many pipelines, each seeing only its share of the districts (and all the reference data), as
-fusion split across workers would: what detection loses to the split shows before any worker runs.
+that many pipelines, each seeing only its share of the districts (and all the reference data) and sharing the
+city-wide calls baseline, as fusion split across workers does (the workers exchange it on their city-calls
+topic): what detection loses to the split shows before any worker runs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Mapping
 
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import RecordValidator
+from citybrain.fusion.fuse import CityCalls
 from citybrain.fusion.keys import AreaKeys, share_of
 from citybrain.fusion.pipeline import EVENT_TOPIC, REFERENCE, WARNING_TOPIC, Pipeline
 from citybrain.privacy import Protector
@@ -38,7 +40,8 @@ def replay_detections(truth: dict[str, Any], contracts: Mapping[str, Contract], 
     sim = Simulation(SimConfig(seed=truth["seed"], city_seed=truth.get("city_seed", 7), start=start,
                                hours=(end - start).total_seconds() / 3600, interval_min=truth["interval_min"],
                                scale=truth["scale"], incidents=kinds))
-    pipelines = [Pipeline(contracts, protector) for _ in range(max(1, shards))]
+    city = CityCalls()
+    pipelines = [Pipeline(contracts, protector, city_calls=city) for _ in range(max(1, shards))]
     keys = AreaKeys()
     events: list[dict[str, Any]] = []
     warnings: list[dict[str, Any]] = []

@@ -213,6 +213,9 @@ def _device_finding(kind: str, severity: str, device: str, rs: list[dict[str, An
 MOBILE_RE = re.compile(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])")
 RESIDENT_ID_RE = re.compile(r"(?<![0-9])[1-9][0-9]{5}(?:19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx](?![0-9A-Za-z])")
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# Hashes and UUIDs (reading IDs, pseudonyms, trace IDs): a run of 16 or more hex characters, at least one a letter.
+# About one MD5 in a thousand holds an 11-digit run that starts 1[3-9]; the number scans skip these identifiers.
+HEX_ID_RE = re.compile(r"(?<![0-9A-Za-z])(?=[0-9A-Fa-f-]*[A-Fa-f])[0-9A-Fa-f][0-9A-Fa-f-]{15,}(?![0-9A-Za-z])")
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 ID_CHECK = "10X98765432"
 
@@ -225,9 +228,11 @@ def resident_id_valid(text: str) -> bool:
 
 
 def find_personal_data(text: str) -> list[tuple[str, str]]:
-    """(kind, masked sample) for every mobile number, valid resident ID or e-mail address in ``text``."""
-    found = [("mobile_number", m[:3] + "****" + m[-4:]) for m in MOBILE_RE.findall(text)]
-    found += [("resident_id", m[:6] + "********" + m[-4:]) for m in RESIDENT_ID_RE.findall(text) if resident_id_valid(m)]
+    """(kind, masked sample) for every mobile number, valid resident ID or e-mail address in ``text``
+    (numbers inside a hash or UUID are part of an identifier, not a number)."""
+    numbers = HEX_ID_RE.sub(" ", text)
+    found = [("mobile_number", m[:3] + "****" + m[-4:]) for m in MOBILE_RE.findall(numbers)]
+    found += [("resident_id", m[:6] + "********" + m[-4:]) for m in RESIDENT_ID_RE.findall(numbers) if resident_id_valid(m)]
     found += [("email", m[0] + "***@" + m.split("@", 1)[1]) for m in EMAIL_RE.findall(text)]
     return found
 

@@ -25,7 +25,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import socket
 import time
+import uuid
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
@@ -35,6 +38,7 @@ from faust.types import Message
 
 from citybrain.contracts.model import Contract, load_all
 from citybrain.contracts.validate import Rejection, RecordValidator
+from citybrain.fusion.fuse import CityCalls, HotspotDetector
 from citybrain.fusion.pipeline import REFERENCE, Pipeline
 from citybrain.ingest.producer import DLQ_TOPIC, dead_letter_message
 from citybrain.ingest.readers import RawRecord
@@ -45,7 +49,7 @@ from citybrain.kafka.topics import read_values
 from citybrain.privacy import protector_from_settings
 from citybrain.settings import Settings, get_settings
 from citybrain.streams.batching import BatchApp
-from citybrain.streams.shares import TICKET_EVENTS, Repartitioner, Shares, by_area_topic, source_of
+from citybrain.streams.shares import TICKET_EVENTS, Repartitioner, Shares, by_area_topic, city_calls_topic, source_of
 from citybrain.streams.warmup import warm_up
 
 log = logging.getLogger(__name__)
@@ -92,7 +96,13 @@ class FusionWorker:
         self.by_area = by_area_topic(settings.streams_app_id)
         self.repartitioner = Repartitioner(self.partitions)
         self.keyed_inputs = [t for t in self.inputs if t != TICKET_EVENTS]
-        self.city_calls: dict[str, Any] = {}
+        #: The city-wide calls baseline of this worker's shares, published to and learnt from the group's other
+        #: workers on ``city_topic`` (records from the others wait in ``heard`` for the event loop's next batch).
+        self.city_calls = CityCalls(outbox=bool(self.partitions))
+        self.city_topic = city_calls_topic(settings.streams_app_id)
+        self.member = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}".encode()
+        self.heard: list[tuple[str, str, datetime]] = []
+        self.learnt = 0
         self.references: dict[tuple[str, bytes], dict[str, Any]] = {}
         self.shares = Shares(self.contracts, self.new_share_pipeline)
         self.gaining = False
@@ -189,6 +199,7 @@ class FusionWorker:
                        ) -> tuple[list[Produced], list[tuple[str, RawRecord, Rejection, bytes]]]:
         """Keyed by area: feed each record of the by-area topic and the ticket lifecycle to its partition's
         pipeline (:meth:`gain` first for partitions without state)."""
+        self.learn_heard()
         produced: list[Produced] = []
         failed = []
         owned = self.shares.owned
@@ -215,6 +226,29 @@ class FusionWorker:
                 failed.append((topic, RawRecord(f"{topic}@{partition}:{offset}", message.value or b""),
                                Rejection("processing-error", "(record)", f"{type(exc).__name__}: {exc}"), trace))
         return produced + self.sweep(), failed
+
+    def hear(self, records: list[Any]) -> None:
+        """Records of the city-calls topic (any thread's loop): the other workers' calls, for the next batch."""
+        for r in records:
+            if dict(r.headers or ()).get("member") != self.member:
+                call = orjson.loads(r.value)
+                self.heard.append((call["category"], call["id"], datetime.fromtimestamp(call["at"], timezone.utc)))
+
+    def learn_heard(self) -> None:
+        """The other workers' calls into the city baseline (on the event loop, between batches: never while a
+        share is fed)."""
+        heard, self.heard = self.heard, []
+        for category, ident, at in heard:
+            self.city_calls.learn(category, ident, at, HotspotDetector.WINDOW + HotspotDetector.LATE)
+        if heard:
+            self.learnt += len(heard)
+            log.info("learnt %d call(s) of other workers for the city baseline (%d in all)", len(heard), self.learnt)
+
+    def city_call_messages(self) -> list[tuple[bytes, bytes, int, list[tuple[str, bytes]]]]:
+        """(key, value, timestamp ms, headers) of the calls this worker's shares read since the last batch."""
+        return [(category.encode(), orjson.dumps({"category": category, "id": ident, "at": at.timestamp()}),
+                 int(time.time() * 1000), [("member", self.member)])
+                for category, ident, at in self.city_calls.drain()]
 
     def counts(self) -> Counter[str]:
         if not self.partitions:
@@ -353,18 +387,25 @@ def create_app(settings: Settings) -> BatchApp:
         """Raw records to their district's partition of the by-area topic; returns once the broker has them."""
         started = time.perf_counter()
         await ready()
-        producer = app.producer._ensure_producer()   # faust's aiokafka producer (acks=all): whole batches
-        pending = []
-        for partition, records in worker.route(messages).items():
-            batch = producer.create_batch()
-            for key, value, ts, headers in records:
-                if batch.append(key=key, value=value, timestamp=ts, headers=headers) is None:
-                    pending.append(await producer.send_batch(batch, worker.by_area, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=ts, headers=headers)
-            pending.append(await producer.send_batch(batch, worker.by_area, partition=partition))
-        await asyncio.gather(*pending)
+        await asyncio.gather(*[publish(records, worker.by_area, partition)
+                               for partition, records in worker.route(messages).items()])
         took("repartitioned", len(messages), started)
+
+    async def publish(records: list[Any], topic: str, partition: int) -> None:
+        """(key, value, timestamp ms, headers) records to one partition in whole batches, through faust's aiokafka
+        producer (acks=all); returns once the broker has them."""
+        if not records:
+            return
+        producer = app.producer._ensure_producer()
+        pending = []
+        batch = producer.create_batch()
+        for key, value, ts, headers in records:
+            if batch.append(key=key, value=value, timestamp=ts, headers=headers) is None:
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=ts, headers=headers)
+        pending.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*pending)
 
     @app.batch_agent(app.topic(worker.by_area, TICKET_EVENTS, value_serializer="raw"))
     async def fuse_shares(messages: list[Message]) -> None:
@@ -376,7 +417,22 @@ def create_app(settings: Settings) -> BatchApp:
         produced, failed = worker.process_shares(messages)
         await send(produced)
         await dead_letter(failed)
+        await publish(worker.city_call_messages(), worker.city_topic, 0)
         took("fused", len(messages), started)
+
+    @app.task
+    async def learn_city_calls() -> None:
+        """Every other worker's calls, from the start of the group's city-calls topic (outside the group: each
+        worker reads all of it)."""
+        consumer = clients.aio_consumer(settings, worker.city_topic, group_id=None, auto_offset_reset="earliest",
+                                        enable_auto_commit=False)
+        await consumer.start()
+        try:
+            while True:
+                for records in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
+                    worker.hear(records)
+        finally:
+            await consumer.stop()
 
     @app.on_partitions_revoked.connect
     async def moving(app: Any, revoked: Any, **_: Any) -> None:   # noqa: ARG001 - the signal's sender
@@ -408,7 +464,8 @@ def tune_gc() -> None:
 
 def ensure_by_area_topic(settings: Settings) -> None:
     """Keyed by area: create the group's by-area topic (``streams_partitions`` partitions, replicated as the
-    contracts' topics, kept as long as a warm-up reaches back); refuse one with another partition count."""
+    contracts' topics, kept as long as a warm-up reaches back) and its city-calls topic (one partition, a day);
+    refuse a by-area topic with another partition count."""
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
@@ -417,6 +474,11 @@ def ensure_by_area_topic(settings: Settings) -> None:
     name = by_area_topic(settings.streams_app_id)
     admin = clients.admin(settings)
     try:
+        try:
+            admin.create_topics([NewTopic(city_calls_topic(settings.streams_app_id), 1, settings.topic_replicas(),
+                                          topic_configs={"retention.ms": str(24 * 3_600_000)})])
+        except TopicAlreadyExistsError:
+            pass
         retention_ms = int(max(settings.streams_warmup_h, 24) * 2 * 3_600_000)
         admin.create_topics([NewTopic(name, settings.streams_partitions, settings.topic_replicas(),
                                       topic_configs={"retention.ms": str(retention_ms)})])

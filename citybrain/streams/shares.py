@@ -14,9 +14,10 @@ Two stages run in every fusion worker of one consumer group (``CITYBRAIN_STREAMS
    topic and of the ticket lifecycle). A partition gained in a rebalance is warmed up from its own recent past
    (the records before the first offset it was given; outputs discarded) before its first record; a partition
    lost is dropped with its state. Every correlation fusion makes stays in one district, so each share detects
-   what the whole city's pipeline detects there. The trending-hotspot detector's city-wide baseline is shared
-   by the shares of one worker (``city_calls``); across workers each judges against the calls of the districts
-   it holds (see the README's "Scale-out").
+   what the whole city's pipeline detects there. The trending-hotspot detector's city-wide baseline
+   (:class:`~citybrain.fusion.fuse.CityCalls`) is shared by the shares of one worker, and across workers through
+   the group's small aggregate topic ``<app id>-city-calls``: each worker publishes the calls its shares read
+   (category, call id, time) and learns every other worker's, keyed by call so nothing counts twice.
 
 Why district and not street: a flood correlates a street's gauges with its district's weather station, and the
 metrics are per district; keyed by street, both would need a second aggregation stage.
@@ -52,6 +53,12 @@ Routed = tuple[bytes | None, bytes, int, list[tuple[str, bytes]]]
 def by_area_topic(app_id: str) -> str:
     """The internal topic of a fusion group's repartitioned feeds (Kafka Streams' ``<app>-...-repartition``)."""
     return f"{app_id}-by-area-repartition"
+
+
+def city_calls_topic(app_id: str) -> str:
+    """The internal topic on which a fusion group's workers tell each other the calls they read, the city-wide
+    baseline of the trending-hotspot detector (one partition: every worker reads all of it)."""
+    return f"{app_id}-city-calls"
 
 
 def source_of(topic: str, partition: int, offset: int, headers: dict[str, bytes]) -> tuple[str, int, int]:

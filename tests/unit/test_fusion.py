@@ -99,6 +99,23 @@ def test_a_gauge_rising_in_heavy_rain_is_a_flood_anomaly_before_it_floods_and_wi
     assert rising(watch, T0 + timedelta(hours=4)) == []                         # rain three hours gone explains nothing
 
 
+def test_rain_of_an_earlier_day_read_after_a_later_day_still_explains_that_days_rising_water() -> None:
+    """A demo day on the broker before a test's day three days earlier pruned that day's rain as it arrived:
+    the gauge's rise was no anomaly, the calls came first, and the early warning was missed."""
+    watch = SensorWatch()
+
+    def reading(category: str, at: datetime, **values: object) -> list[str]:
+        return [a.kind for a in watch.check(Signal(f"raw.sensor.{category}.v1", f"{category}{at}", "reading", category,
+                                                   at, district_code="990101", device_id=f"{category}-1",
+                                                   values=values))]
+
+    rising = {"siteType": "underpass", "floodLevelStatus": "warning", "currentLevel": 0.2, "referenceLevel": 0.27}
+    reading("weather", T0 + timedelta(days=3), precipitation=40.0)     # a later day first
+    reading("weather", T0, precipitation=35.0)
+    assert reading("water_level", T0 + timedelta(minutes=5), **rising) == []
+    assert reading("water_level", T0 + timedelta(minutes=10), **rising) == ["water_rising_in_rain"]
+
+
 def test_stuck_gauge_is_reported_once_and_a_dry_gauge_is_not() -> None:
     watch = SensorWatch()
     out = []
@@ -464,3 +481,71 @@ def test_weather_stations_report_every_hour_the_rain_that_fills_the_gauges(contr
            if next(s.district_code for s in CITY.streets if s.code == d.street_code) in storm.districts}
     assert wet and max(r["precipitation"] for r in readings if r["refDevice"] in wet) >= 20
     assert max((r["precipitation"] for r in readings if r["refDevice"] not in wet), default=0) < 20
+
+
+def test_a_street_trending_up_is_a_hotspot_whatever_day_the_detector_saw_before() -> None:
+    """The hotspot windows were pruned against the newest call seen: a day read after a later one (a demo day on
+    the broker before a test's day) had each of its calls dropped as it came, and no street trended."""
+    from citybrain.fusion.fuse import HotspotDetector
+
+    def call(detector: HotspotDetector, street: str, at: datetime) -> dict | None:  # type: ignore[type-arg]
+        return detector.add(Signal("raw.hotline.service_request.v1", f"{street}{at}", "ticket", "waterlogging", at,
+                                   district_code="990101", street_code=street, street_name=street), at)
+
+    def rising(detector: HotspotDetector, day: datetime) -> list[dict]:  # type: ignore[type-arg]
+        out = []
+        for k in range(12):                  # the rest of the city: a call every half hour, in six streets
+            out.append(call(detector, f"9901010{k % 6:02d}", day + timedelta(minutes=30 * k)))
+        for k in range(12):                  # one street: twelve calls in the last hour
+            out.append(call(detector, "990101099", day + timedelta(hours=5, minutes=10 + 4 * k)))
+        return [w for w in out if w]
+
+    in_order = rising(HotspotDetector(), T0)
+    assert [w["street_code"] for w in in_order] == ["990101099"], in_order
+    later_first = HotspotDetector()
+    rising(later_first, T0 + timedelta(days=2))
+    assert [w["street_code"] for w in rising(later_first, T0)] == ["990101099"]
+    # The same calls arriving up to LATE behind the street's newest are still counted.
+    shuffled = HotspotDetector()
+    for k in range(12):
+        call(shuffled, f"9901010{k % 6:02d}", T0 + timedelta(minutes=30 * k))
+    late = [call(shuffled, "990101099", T0 + timedelta(hours=5, minutes=10 + 4 * k)) for k in (11, *range(11))]
+    assert [w["street_code"] for w in late if w] == ["990101099"]
+
+
+def test_two_workers_telling_each_other_their_calls_judge_a_street_as_one_worker_does() -> None:
+    """Keyed by area, each worker holds some districts; the city-wide baseline comes from the calls the other
+    workers publish (CityCalls.drain -> learn). Without it a worker judges against its own districts only."""
+    from citybrain.fusion.fuse import CityCalls, HotspotDetector
+
+    def call(street: str, at: datetime, n: int) -> Signal:
+        return Signal("raw.hotline.service_request.v1", f"e{n}", "ticket", "waterlogging", at, district_code=street[:6],
+                      street_code=street, street_name=street, values={"service_request_id": f"HL{n:06d}"})
+
+    # Busy districts 990102/990103 call all day; in 990101 one street (of two) gets twelve calls in an hour.
+    calls = [call(f"99010{2 + k % 2}00{k % 4}", T0 + timedelta(minutes=5 * k), k) for k in range(72)]
+    calls += [call("990101001", T0 + timedelta(hours=5, minutes=10 + 4 * k), 100 + k) for k in range(12)]
+    calls += [call("990101002", T0 + timedelta(hours=k), 200 + k) for k in range(6)]
+    calls.sort(key=lambda s: s.at)
+
+    def run(workers: int, tell: bool) -> list[str]:
+        detectors = [HotspotDetector() for _ in range(workers)]
+        for d in detectors:
+            d.city = CityCalls(outbox=True)
+            d.population = {s.street_code: 1000 for s in calls}
+        warned = []
+        for s in calls:
+            mine = detectors[0 if s.district_code == "990101" or workers == 1 else 1]
+            warning = mine.add(s, s.at)
+            warned += [warning["street_code"]] if warning else []
+            for sender in detectors:
+                for category, ident, at in sender.city.drain():
+                    for other in detectors:
+                        if other is not sender and tell:
+                            other.city.learn(category, ident, at, HotspotDetector.WINDOW + HotspotDetector.LATE)
+        return warned
+
+    one = run(1, tell=True)
+    assert one == []                       # against the whole busy city, twelve calls in one street are usual
+    assert run(2, tell=True) == one
+    assert run(2, tell=False) == ["990101001"]   # the worker of 990101 alone sees a hotspot that is not one

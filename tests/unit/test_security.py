@@ -104,6 +104,17 @@ def test_personal_data_patterns() -> None:
     assert all("13891197442" not in m and valid not in m for _, m in checks.find_personal_data(text))
 
 
+def test_numbers_inside_hashes_and_uuids_are_identifiers_not_personal_data() -> None:
+    # A reading ID (MD5) of a demo day held 14893804841: the scan flagged the fused incident that cited it.
+    ids = "df6524553a3551eb8d05d14893804841, 8c1f2e3a-b4d5-4e6f-9a0b-a13891197442, HL2026112207000008"
+    assert checks.find_personal_data(ids) == []
+    # The same digits as a number, in running text, beside an ID, or as an e-mail's name, are still found.
+    for text in (f"回电13891197442 {ids}", "tel:13891197442;", "电话 13891197442",
+                 f"{id_number('11010519491231002')} df6524553a3551eb8d05d1489380484a"):
+        assert checks.find_personal_data(text), text
+    assert checks.find_personal_data("df6524553a3551eb8d05d14893804841@example.cn") == [("email", "d***@example.cn")]
+
+
 def test_personal_data_exposure_only_outside_restricted_zones() -> None:
     samples = [("bronze/raw.hotline.service_request", "raw", '{"caller_phone":"13891197442"}'),
                ("silver/dispatch.water.work_order", "dispatch", '{"title":"积水","note":"回电13891197442"}'),
