@@ -228,7 +228,8 @@ class FusionWorker:
         return produced + self.sweep(), failed
 
     def hear(self, records: list[Any]) -> None:
-        """Records of the city-calls topic (any thread's loop): the other workers' calls, for the next batch."""
+        """Records of the city-calls topic (from the worker's reading task): the other workers' calls, kept for
+        the next batch."""
         for r in records:
             if dict(r.headers or ()).get("member") != self.member:
                 call = orjson.loads(r.value)
