@@ -30,6 +30,7 @@ import socket
 import time
 import uuid
 from collections import Counter
+from contextlib import suppress
 from datetime import datetime, timezone
 from typing import Any
 
@@ -463,7 +464,7 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
-def ensure_by_area_topic(settings: Settings) -> None:
+def ensure_keyed_topics(settings: Settings) -> None:
     """Keyed by area: create the group's by-area topic (``streams_partitions`` partitions, replicated as the
     contracts' topics, kept as long as a warm-up reaches back) and its city-calls topic (one partition, a day);
     refuse a by-area topic with another partition count."""
@@ -475,11 +476,9 @@ def ensure_by_area_topic(settings: Settings) -> None:
     name = by_area_topic(settings.streams_app_id)
     admin = clients.admin(settings)
     try:
-        try:
+        with suppress(TopicAlreadyExistsError):
             admin.create_topics([NewTopic(city_calls_topic(settings.streams_app_id), 1, settings.topic_replicas(),
                                           topic_configs={"retention.ms": str(24 * 3_600_000)})])
-        except TopicAlreadyExistsError:
-            pass
         retention_ms = int(max(settings.streams_warmup_h, 24) * 2 * 3_600_000)
         admin.create_topics([NewTopic(name, settings.streams_partitions, settings.topic_replicas(),
                                       topic_configs={"retention.ms": str(retention_ms)})])
@@ -504,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     tune_gc()
     settings = get_settings()
     if settings.streams_partitions:
-        ensure_by_area_topic(settings)
+        ensure_keyed_topics(settings)
     app = create_app(settings)
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
