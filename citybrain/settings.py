@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     airflow_user: str = "admin"
     airflow_password: SecretStr | None = None
 
-    # What the maintenance DAG keeps (citybrain/lake/retention.py): releases per dataset, days of the rest.
+    # What the maintenance DAG keeps (citybrain/orchestration/maintenance.py): releases per dataset, days of the rest.
     retention_releases: int = Field(default=5, ge=1, le=1000)
     retention_docs_days: float = Field(default=7.0, ge=0)
     retention_quarantine_days: float = Field(default=30.0, ge=0)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import dag, task
 
-from citybrain.dag_assets import CHECKED, LAKE
+from citybrain.orchestration.assets import CHECKED, LAKE
 
 
 @dag(dag_id="data_quality", schedule=LAKE["bronze"] | LAKE["silver"], start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
@@ -23,7 +23,7 @@ from citybrain.dag_assets import CHECKED, LAKE
 def data_quality():
     @task(outlets=list(CHECKED.values()))
     def validate_lake() -> dict:
-        from citybrain.dagtasks import data_quality as run
+        from citybrain.orchestration.tasks import data_quality as run
 
         return run()
 

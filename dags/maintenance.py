@@ -21,7 +21,7 @@ from airflow.sdk import dag, task
 def maintenance():
     @task
     def retain_and_compact() -> dict:
-        from citybrain.dagtasks import maintenance as run
+        from citybrain.orchestration.tasks import maintenance as run
 
         return run()
 

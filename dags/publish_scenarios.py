@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from airflow.sdk import dag, task
 
 from citybrain.scenarios.datasets import DATASETS
-from citybrain.dag_assets import CHECKED, gold
+from citybrain.orchestration.assets import CHECKED, gold
 
 
 def _schedule(inputs: dict[str, str]) -> list:
@@ -30,7 +30,7 @@ def make(name: str, title: str, inputs: dict[str, str]):
     def publish():
         @task(outlets=[gold(name)])
         def release() -> dict:
-            from citybrain.dagtasks import publish_dataset
+            from citybrain.orchestration.tasks import publish_dataset
 
             return publish_dataset(name)
 

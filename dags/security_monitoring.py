@@ -20,7 +20,7 @@ from airflow.sdk import dag, task
 def security_monitoring():
     @task
     def run_checks() -> dict:
-        from citybrain.dagtasks import security_monitoring as run
+        from citybrain.orchestration.tasks import security_monitoring as run
 
         return run()
 

@@ -7,7 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from citybrain.city.catalogue import SERVICES, Service
-from citybrain.departments import DEPARTMENTS
+from citybrain.contracts.departments import DEPARTMENTS
 from citybrain.geo import Area, AreaIndex
 
 

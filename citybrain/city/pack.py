@@ -31,7 +31,7 @@ from typing import Any
 
 from citybrain.city.catalogue import SERVICES, department_remits, routing_rules
 from citybrain.city.model import City
-from citybrain.departments import DEPARTMENTS
+from citybrain.contracts.departments import DEPARTMENTS
 from citybrain.settings import PROJECT_ROOT
 
 FORMAT = "citybrain.citypack/1"

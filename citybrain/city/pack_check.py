@@ -22,7 +22,7 @@ from typing import Any, Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from citybrain.city.pack import DEVICE_COLUMNS, FILES, LEVELS, SCHEMAS, Pack
-from citybrain.departments import DEPARTMENTS as DEPARTMENT_ROLES
+from citybrain.contracts.departments import DEPARTMENTS as DEPARTMENT_ROLES
 from citybrain.geo import point_in_geometry
 
 #: Degrees (~0.1 m): a vertex this close to its parent's boundary is on it, not outside.
@@ -342,7 +342,7 @@ def _catalogue_rules(valid: dict[str, list[tuple[str, Any]]], departments: set[s
                 f"dispatch topics, contract owners and broker principals ({', '.join(DEPARTMENT_ROLES)}).",
                 "use the role id of the department's function and keep the city's own name in `name` (e.g. a "
                 "综合行政执法局 is urban_management); a new role is a change to the platform "
-                "(citybrain/departments.py, `citybrain contracts dispatch --write`, infra/access.yaml)."))
+                "(citybrain/contracts/departments.py, `citybrain contracts dispatch --write`, infra/access.yaml)."))
     _unique("services.jsonl", valid["services.jsonl"], "service_code", problems)
     _unique("routing.jsonl", valid["routing.jsonl"], "rule_id", problems)
 

@@ -17,7 +17,7 @@ FILE_OPTION = typer.Option(None, "--file", help="The access file (default: infra
 
 
 def _model(path: Optional[Path]):  # type: ignore[no-untyped-def]
-    from citybrain.access import ACCESS_FILE, AccessError, load
+    from citybrain.access.grants import ACCESS_FILE, AccessError, load
 
     try:
         return load(path or ACCESS_FILE, current_contracts())
@@ -36,7 +36,7 @@ def apply_cmd(path: Optional[Path] = FILE_OPTION,
               actor: Optional[str] = typer.Option(None, help="Who is applying, for the audit log (default: login name)."),
               as_json: bool = typer.Option(False, "--json", help="The difference as JSON.")) -> None:
     """Make the broker's credentials and ACLs match the access file; print and audit every change."""
-    from citybrain.access import AccessError, apply, audit_path
+    from citybrain.access.grants import AccessError, apply, audit_path
 
     model = _model(path)
     settings = current_settings()
@@ -69,7 +69,7 @@ def show_cmd(topic: Optional[str] = typer.Option(None, help="Who can read (and w
              path: Optional[Path] = FILE_OPTION,
              as_json: bool = typer.Option(False, "--json", help="Machine-readable.")) -> None:
     """Who can read a topic, or what a department can read; without options, every principal's grants."""
-    from citybrain.access import AccessError, broker_acl_set_if_up, topic_access, topics_of
+    from citybrain.access.grants import AccessError, broker_acl_set_if_up, topic_access, topics_of
 
     model = _model(path)
     contracts = current_contracts()                         # keyed by topic
@@ -117,7 +117,7 @@ def client_config_cmd(department: str = typer.Argument(..., help="Department id 
                       path: Optional[Path] = FILE_OPTION,
                       as_json: bool = typer.Option(False, "--json", help="As JSON, for the department's client.")) -> None:
     """What a department's Kafka client needs: bootstrap servers, security protocol, SASL mechanism, username, password."""
-    from citybrain.access import AccessError, client_config
+    from citybrain.access.grants import AccessError, client_config
 
     model = _model(path)
     try:
@@ -136,7 +136,7 @@ def rotate_cmd(department: str = typer.Argument(..., help="Department id or prin
                path: Optional[Path] = FILE_OPTION,
                actor: Optional[str] = typer.Option(None, help="Who is rotating, for the audit log.")) -> None:
     """Give a principal a new password; the old one stops working at once."""
-    from citybrain.access import AccessError, rotate
+    from citybrain.access.grants import AccessError, rotate
 
     model = _model(path)
     try:
@@ -152,7 +152,7 @@ def rotate_cmd(department: str = typer.Argument(..., help="Department id or prin
 def audit_cmd(last: int = typer.Option(50, help="How many of the latest entries."),
               as_json: bool = typer.Option(False, "--json", help="As JSON lines.")) -> None:
     """The audit log: every grant, revocation and credential change, who made it and from which file version."""
-    from citybrain.access import read_audit
+    from citybrain.access.grants import read_audit
 
     entries = read_audit(current_settings().access_dir, last)
     if as_json:

@@ -16,7 +16,7 @@ airflow_app = group("airflow", "The live Airflow's services (run by `citybrain u
 @airflow_app.command("service")
 def airflow_service(name: str = typer.Argument(..., help="db, api-server, scheduler, dag-processor or triggerer.")) -> None:
     """Run one live Airflow service in the foreground (PostgreSQL for `db`)."""
-    from citybrain.airflow_live import COMPONENTS, LiveAirflowError, run_component, run_db
+    from citybrain.orchestration.live import COMPONENTS, LiveAirflowError, run_component, run_db
 
     settings = current_settings()
     if name not in ("db", *COMPONENTS):
@@ -33,7 +33,7 @@ def airflow_service(name: str = typer.Argument(..., help="db, api-server, schedu
 def airflow_clean_db(days: float = typer.Option(None, "--days", min=0,
                                                 help="Keep this many days (default CITYBRAIN_RETENTION_AIRFLOW_LOG_DAYS).")) -> None:
     """Clean the live Airflow's metadata database now (`airflow db clean`; the airflow-db service does it daily)."""
-    from citybrain.airflow_live import LiveAirflowError, clean_db, port_open
+    from citybrain.orchestration.live import LiveAirflowError, clean_db, port_open
 
     settings = current_settings()
     if not port_open(settings.airflow_db_port):
@@ -49,7 +49,7 @@ def airflow_clean_db(days: float = typer.Option(None, "--days", min=0,
 def airflow_events(exit_when_idle: float = typer.Option(None, "--exit-when-idle",
                                                         help="Stop after this many seconds without announcements.")) -> None:
     """Post the lake sinks' announcements (catalog.lake.compacted.v1) to Airflow as asset events, in order."""
-    from citybrain.airflow_events import run_bridge
+    from citybrain.orchestration.bridge import run_bridge
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
     signal.signal(signal.SIGTERM, signal.default_int_handler)

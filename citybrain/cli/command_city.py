@@ -17,7 +17,7 @@ city_app = group("city", "The city: city packs (generate, check) and the simulat
 @city_app.command("show")
 def city_show(seed: int = typer.Option(7, help="City seed.")) -> None:
     """What the simulated city holds, district by district."""
-    from citybrain.city.build import build_city
+    from citybrain.sim.city import build_city
 
     city = build_city(seed)
     table = Table("district", "code", "streets", "population", "devices", title=f"{city.name} ({city.name_en}), seed {seed}")
@@ -84,7 +84,7 @@ def city_generate(directory: Path = typer.Argument(..., help="Where to write the
                   version: str = typer.Option("1.0.0", help="The pack's version (manifest.json).")) -> None:
     """Write the simulated city 云州市 as a city pack: areas down to communities and grids, departments,
     services, routing rules, devices (see README, "City packs")."""
-    from citybrain.city.build import build_city
+    from citybrain.sim.city import build_city
     from citybrain.city.pack import pack_from_city
 
     pack = pack_from_city(build_city(seed), version=version)

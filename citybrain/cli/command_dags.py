@@ -14,7 +14,7 @@ dags_app = group("dags", "The Airflow DAGs (data quality, security monitoring, s
 @dags_app.command("list")
 def dags_list() -> None:
     """The DAGs in the order `dags run` runs them."""
-    from citybrain.airflow_local import dag_order
+    from citybrain.orchestration.local import dag_order
 
     for dag_id in dag_order():
         out.print(dag_id)
@@ -23,7 +23,7 @@ def dags_list() -> None:
 @dags_app.command("run")
 def dags_run(dag_ids: list[str] = typer.Argument(None, help="DAG ids; default: every DAG, in dependency order.")) -> None:
     """Run DAGs with the real Airflow (`airflow dags test`, SQLite metadata in var/airflow); exit 1 if one fails."""
-    from citybrain.airflow_local import dag_order, run_dag
+    from citybrain.orchestration.local import dag_order, run_dag
 
     known = dag_order()
     unknown = [d for d in dag_ids or [] if d not in known]
@@ -44,7 +44,7 @@ def dags_run(dag_ids: list[str] = typer.Argument(None, help="DAG ids; default: e
 
 
 def _api():  # type: ignore[no-untyped-def]
-    from citybrain.airflow_api import AirflowAPI
+    from citybrain.orchestration.api import AirflowAPI
 
     return AirflowAPI(current_settings())
 
@@ -53,7 +53,7 @@ def _api():  # type: ignore[no-untyped-def]
 def dags_trigger(dag_id: str = typer.Argument(..., help="The DAG to run now."),
                  conf: str = typer.Option("{}", help="The run's conf, a JSON object.")) -> None:
     """Ask the running Airflow (`citybrain up`) for a run of a DAG now, through its REST API; the scheduler runs it."""
-    from citybrain.airflow_api import AirflowAPIError
+    from citybrain.orchestration.api import AirflowAPIError
 
     try:
         body = json.loads(conf)
@@ -77,7 +77,7 @@ def dags_runs(dag_id: str = typer.Argument(None, help="One DAG; default: every D
     """The latest DAG runs of the running Airflow (REST API), with what started them; import errors first."""
     from rich.table import Table
 
-    from citybrain.airflow_api import AirflowAPIError
+    from citybrain.orchestration.api import AirflowAPIError
 
     api = _api()
     try:

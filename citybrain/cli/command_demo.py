@@ -20,7 +20,7 @@ def demo(
 ) -> None:
     """The platform's main job on the embedded default: broker up, topics from contracts,
     a simulated day of the city plus bad input produced and read back, counts checked."""
-    from citybrain.demo import DemoError, run_demo
+    from citybrain.devtools.demo import DemoError, run_demo
     from citybrain.sim.model import SimError
 
     try:

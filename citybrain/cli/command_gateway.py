@@ -16,7 +16,7 @@ def gateway(
 ) -> None:
     """Serve the Open311 GeoReport v2 and FIWARE NGSI v2 (keyValues) edge until interrupted."""
     from citybrain.gateway.server import run_gateway
-    from citybrain.platform import PlatformError, ensure_ready
+    from citybrain.platform.readiness import PlatformError, ensure_ready
     from citybrain.settings import SettingsError, api_keys
 
     settings, contracts = current_settings(), current_contracts()

@@ -16,7 +16,7 @@ lake_app = group("lake", "The lake: Parquet under var/lake, or on object storage
 def _lake_sink(layer: str, batch: int, max_wait_s: float, exit_when_idle: Optional[float]) -> None:
     from citybrain.contracts.model import load_all
     from citybrain.lake.layout import ZONES
-    from citybrain.lake.sink import run_sink
+    from citybrain.streams.lake_sink import run_sink
 
     from kafka.errors import KafkaError
 
@@ -59,7 +59,7 @@ def lake_compact(layer: str = typer.Argument("all", help="bronze, silver or all.
                  min_files: int = typer.Option(2, min=2, help="Merge an hour's files of one partition from this many.")) -> None:
     """Merge small Parquet files: one file per partition and hour (safe beside a running sink)."""
     from citybrain.lake.layout import LAYERS
-    from citybrain.lake.sink import LakeWriter
+    from citybrain.lake.writer import LakeWriter
 
     layers = list(LAYERS) if layer == "all" else [layer]
     if not set(layers) <= set(LAYERS):
@@ -74,7 +74,7 @@ def lake_compact(layer: str = typer.Argument("all", help="bronze, silver or all.
 @lake_app.command("maintain")
 def lake_maintain(dry_run: bool = typer.Option(False, "--dry-run", help="Say what would go; remove nothing.")) -> None:
     """What the maintenance DAG does: remove state past its retention (CITYBRAIN_RETENTION_*), compact quiet hours."""
-    from citybrain.lake.retention import maintain
+    from citybrain.orchestration.maintenance import maintain
 
     report = maintain(current_settings(), dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"

@@ -17,8 +17,8 @@ FILE_OPTION = typer.Option(None, "--file", help="The subscriptions file (default
 
 
 def _subscriptions(path: Optional[Path]):  # type: ignore[no-untyped-def]
-    from citybrain.access import ACCESS_FILE, AccessError, load
-    from citybrain.notify import SUBSCRIPTIONS_FILE, SubscriptionError, load_subscriptions
+    from citybrain.access.grants import ACCESS_FILE, AccessError, load
+    from citybrain.notify.notifier import SUBSCRIPTIONS_FILE, SubscriptionError, load_subscriptions
 
     contracts = current_contracts()
     try:
@@ -46,7 +46,7 @@ def run_cmd(path: Optional[Path] = FILE_OPTION,
     """Send each record of every subscription's topic to its endpoint as an NGSI-LD Notification."""
     import signal
 
-    from citybrain.notify import Notifier, SubscriptionError, passwords_for
+    from citybrain.notify.notifier import Notifier, SubscriptionError, passwords_for
 
     settings, subs = current_settings(), _subscriptions(path)
     try:

@@ -55,7 +55,7 @@ def simulate(
     """
     from citybrain.city.pack_import import PackError
     from citybrain.ingest.producer import DeliveryError
-    from citybrain.platform import PlatformError, ensure_ready
+    from citybrain.platform.readiness import PlatformError, ensure_ready
     from citybrain.sim.engine import Simulation
     from citybrain.sim.model import INCIDENT_KINDS, SimConfig, SimError
     from citybrain.sim.runner import Pacing, run_simulation

@@ -21,7 +21,7 @@ streams_app = group("streams", "The stream workers (faust-streaming).")
 def streams_fusion(log_level: str = typer.Option("warn", "--log-level", "-l", help="crit, error, warn, info or debug.")) -> None:
     """Run the fusion worker until interrupted: raw feeds in; city events, early warnings, SLA alerts
     and work orders out."""
-    from citybrain.workers import FUSION_WORKER
+    from citybrain.platform.workers import FUSION_WORKER
 
     if log_level not in ("crit", "error", "warn", "info", "debug"):
         raise fail(f"--log-level {log_level!r}: use crit, error, warn, info or debug.", EXIT_USAGE)
@@ -53,7 +53,7 @@ def evaluate_command(
         raise fail("--shards splits an in-process replay: use it with --replay.", EXIT_USAGE)
     if replay:
         from citybrain.fusion.replay import replay_detections
-        from citybrain.privacy import protector_from_settings
+        from citybrain.access.privacy import protector_from_settings
 
         events, warnings = replay_detections(truth, current_contracts(), protector_from_settings(settings), shards)
         source = "replay of the simulation in-process" + (f", split by district over {shards} pipelines" if shards > 1 else "")
@@ -97,7 +97,7 @@ def _ui_first_screens(settings: Settings) -> dict:  # type: ignore[type-arg]
     """Each page's first screen for the data office on the lake of the last demo, or why it was not measured."""
     from citybrain.lake import layout, store
     from citybrain.settings import credentials_path
-    from citybrain.ui.browser import first_screens
+    from citybrain.devtools.browser import first_screens
 
     files = [f for layer in layout.LAYERS for f in layout.files(settings.lake, layer)]
     if not files or not layout.gold_dir(settings.lake).exists():
@@ -121,8 +121,8 @@ def bench(
 ) -> None:
     """Measure the fusion worker on the local broker; write var/bench/latest.json, add the run to
     var/bench/history.jsonl and rewrite the README's benchmark block from it (see README, Benchmarks)."""
-    from citybrain import bench_report
-    from citybrain.bench import BenchConfig, run_bench
+    from citybrain.devtools import bench_report
+    from citybrain.devtools.bench import BenchConfig, run_bench
     settings = current_settings()
     result = run_bench(settings, current_contracts(), BenchConfig(backlog_hours, rate, seconds),
                        lambda msg: err.print(msg, highlight=False))

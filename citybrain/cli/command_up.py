@@ -22,8 +22,8 @@ def up(
     speed: float = typer.Option(60.0, "--speed", min=0.1, help="With --simulate: simulated seconds per real second."),
 ) -> None:
     """Start the broker and every service of the local platform in the background, supervised (idempotent)."""
-    from citybrain import supervisor
-    from citybrain.platform import PlatformError, ensure_ready
+    from citybrain.platform import supervisor
+    from citybrain.platform.readiness import PlatformError, ensure_ready
 
     settings = current_settings()
     running = supervisor.supervisor_pid(settings)
@@ -32,8 +32,8 @@ def up(
     else:
         services = supervisor.select(airflow, supervisor.simulated_city(speed) if simulate else None)
         if airflow:
-            from citybrain.airflow_local import airflow_bin
-            from citybrain.airflow_live import LiveAirflowError, pg_bin
+            from citybrain.orchestration.local import airflow_bin
+            from citybrain.orchestration.live import LiveAirflowError, pg_bin
 
             try:
                 airflow_bin(), pg_bin("initdb"), pg_bin("postgres")
@@ -58,7 +58,7 @@ def up(
 @app.command("down")
 def down(keep_broker: bool = typer.Option(False, "--keep-broker", help="Leave the embedded broker running.")) -> None:
     """Stop every supervised service cleanly (workers commit, sinks flush), then the embedded broker."""
-    from citybrain import supervisor
+    from citybrain.platform import supervisor
 
     settings = current_settings()
     try:
@@ -94,7 +94,7 @@ def logs(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing as the log grows."),
 ) -> None:
     """The last lines of a service's log (all services' when none is named)."""
-    from citybrain import supervisor
+    from citybrain.platform import supervisor
 
     settings = current_settings()
     known = [*supervisor.BY_NAME, "simulate", "supervisor"]
@@ -127,7 +127,7 @@ def logs(
 def supervise(only: str = typer.Option("", help="Comma list of services (default: all)."),
               simulate: float = typer.Option(0.0, help="Also a live simulated city at this speed.")) -> None:
     """The supervisor's own loop (started by `citybrain up`)."""
-    from citybrain import supervisor
+    from citybrain.platform import supervisor
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
     names = [n for n in only.split(",") if n]
@@ -141,13 +141,13 @@ def supervise(only: str = typer.Option("", help="Comma list of services (default
 
 
 def _service_pids(settings) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    from citybrain import supervisor
+    from citybrain.platform import supervisor
 
     return {n: s["pid"] for n, s in supervisor.read_state(settings).get("services", {}).items() if s.get("pid")}
 
 
 def _rows(settings) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
-    from citybrain import supervisor
+    from citybrain.platform import supervisor
     from citybrain.broker.local import LocalBroker
 
     up = supervisor.supervisor_pid(settings) is not None

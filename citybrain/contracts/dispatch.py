@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from citybrain.departments import DEPARTMENTS
+from citybrain.contracts.departments import DEPARTMENTS
 
 TEMPLATE = """\
 # Written by `citybrain contracts dispatch --write` from citybrain/contracts/dispatch.py: edit the template, not this file.

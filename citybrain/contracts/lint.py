@@ -8,7 +8,7 @@ from citybrain.contracts.model import (
     CLASSIFICATIONS, CLEANUP_POLICIES, COMPATIBILITY_MODES, CONTRACT_ID_RE, PROTECTIONS, RESTRICTED_ZONES,
     RETENTION_RE, SUPPORTED_KEYWORDS, TOP_LEVEL_KEYS, ZONES, Contract,
 )
-from citybrain.departments import DEPARTMENTS
+from citybrain.contracts.departments import DEPARTMENTS
 
 
 def lint(contract: Contract) -> list[str]:

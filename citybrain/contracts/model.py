@@ -6,7 +6,7 @@ A contract file looks like::
     version: 1.0.0
     title: ...
     description: ...
-    owner: environment                    # a department id (citybrain.departments)
+    owner: environment                    # a department id (citybrain.contracts.departments)
     key: id                               # record field used as the Kafka key, or a list: the first present
     event_id: id                          # optional: field holding a stable event id
     compatibility: backward               # backward | forward | full | none
@@ -56,7 +56,7 @@ SUPPORTED_KEYWORDS = {
     "minItems", "maxItems", "uniqueItems", "default", "examples", "allOf", "anyOf",
     "x-classification", "x-personal", "x-protect", "x-unit", "x-standard-field",
 }
-#: How a personal field of a raw contract leaves the restricted zone (see citybrain/privacy.py).
+#: How a personal field of a raw contract leaves the restricted zone (see citybrain/access/privacy.py).
 PROTECTIONS = ("pseudonymise", "coarsen_street", "drop")
 
 

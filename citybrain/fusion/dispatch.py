@@ -11,7 +11,7 @@ from typing import Any
 from citybrain.city.routing import AREA_LEVELS, Routing, escalates, level_hours
 from citybrain.contracts.model import Contract
 from citybrain.errors import InputError
-from citybrain.privacy import Protector
+from citybrain.access.privacy import Protector
 from citybrain.times import iso, parse_time
 
 HOTLINE_TOPIC = "raw.hotline.service_request.v1"

@@ -28,7 +28,7 @@ from citybrain.fusion.signals import Enricher
 from citybrain.fusion.watermark import Clock
 from citybrain.geo import AreaIndex, changed
 from citybrain.kafka.headers import record_event_id
-from citybrain.privacy import Protector
+from citybrain.access.privacy import Protector
 
 EVENT_TOPIC = "city.event.incident.v1"
 WARNING_TOPIC = "alert.early_warning.risk.v1"

@@ -22,7 +22,7 @@ from citybrain.contracts.validate import RecordValidator
 from citybrain.fusion.fuse import CityCalls
 from citybrain.fusion.keys import AreaKeys, share_of
 from citybrain.fusion.pipeline import EVENT_TOPIC, REFERENCE, WARNING_TOPIC, Pipeline
-from citybrain.privacy import Protector
+from citybrain.access.privacy import Protector
 from citybrain.times import parse_time
 
 

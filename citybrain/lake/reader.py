@@ -1,6 +1,6 @@
 """Reading the lake back: the envelope's columns as Arrow, its JSON ``value`` decoded in one place.
 
-Every lake file holds records in one envelope (``citybrain.lake.sink.SCHEMA``): topic,
+Every lake file holds records in one envelope (``citybrain.lake.writer.SCHEMA``): topic,
 partition, offset, timestamp, key, event id, producer, trace id, and the record's JSON as
 ``value``. A value that is not a JSON object (a sink of an older version, a hand-made file)
 decodes to an empty mapping, so a check sees the record and finds its fields missing.

@@ -3,7 +3,7 @@
 Each dataset declares its inputs (lake contract directories), its SQL and its contract:
 the meaning of every field. ``build`` runs the SQL and returns an Arrow table plus the input
 files it read (the release's lineage). Inputs are referenced in the SQL as ``{name}``; the
-records' JSON is in the ``value`` column (see ``citybrain.lake.sink``).
+records' JSON is in the ``value`` column (see ``citybrain.lake.writer``).
 """
 
 from __future__ import annotations

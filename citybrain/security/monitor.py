@@ -139,7 +139,7 @@ def run_security(settings: Settings, lake: Lake, now: datetime | None = None,
     zones = {"city": "internal", "dispatch": "internal", "metrics": "internal", "alert": "internal"}
     add("personal_data", checks.personal_data_exposure(
         personal_data_samples(lake, lambda c: zones.get(c.split(".")[0], c.split(".")[0])), now, now))
-    from citybrain.access import broker_acl_set
+    from citybrain.access.grants import broker_acl_set
 
     actual = broker_acl_set(settings)
     if actual is None:

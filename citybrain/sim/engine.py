@@ -13,10 +13,10 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
-from citybrain.city.build import build_city
+from citybrain.sim.city import build_city
 from citybrain.city.model import City
 from citybrain.city.pack_import import PACK_CONTRACTS
-from citybrain.city.reference import reference_records
+from citybrain.sim.reference import reference_records
 from citybrain.sim.clock import default_start
 from citybrain.times import iso
 from citybrain.sim.departmental import Departments
@@ -39,7 +39,7 @@ class Simulation:
         if city is None and cfg.city_pack:
             from pathlib import Path
 
-            from citybrain.city.from_pack import read_city
+            from citybrain.sim.from_pack import read_city
 
             city = read_city(Path(cfg.city_pack), cfg.city_seed)
         self.city = city or build_city(cfg.city_seed)

@@ -104,7 +104,7 @@ class Written:
 def write_exports(config: SimConfig, feeds: dict[str, Feed], directory: Path) -> list[Written]:
     """Simulate ``config`` and write one export file per feed of :data:`EXPORTS` into ``directory``:
     the latest state of each record (by its own id), plus the broken rows real exports carry."""
-    from citybrain.city.reference import reference_records
+    from citybrain.sim.reference import reference_records
     from citybrain.sim.engine import Simulation
     from citybrain.times import iso
 

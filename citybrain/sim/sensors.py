@@ -14,9 +14,9 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
-from citybrain.city.build import VENDORS
+from citybrain.sim.city import VENDORS
 from citybrain.city.model import City, Device
-from citybrain.city.reference import device_record
+from citybrain.sim.reference import device_record
 from citybrain.sim.clock import local_hour, traffic_demand
 from citybrain.times import iso
 from citybrain.sim.model import Effects, Emission, SimConfig

@@ -47,7 +47,7 @@ from citybrain.kafka import clients
 from citybrain.kafka.headers import event_id, new_trace_id, read_headers, standard_headers
 from citybrain.kafka.replay import sent_ids
 from citybrain.kafka.topics import read_values
-from citybrain.privacy import protector_from_settings
+from citybrain.access.privacy import protector_from_settings
 from citybrain.settings import Settings, get_settings
 from citybrain.streams.batching import BatchApp
 from citybrain.streams.shares import TICKET_EVENTS, Repartitioner, Shares, by_area_topic, city_calls_topic, source_of

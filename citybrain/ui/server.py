@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from citybrain.access import AccessModel
+from citybrain.access.grants import AccessModel
 from citybrain.contracts.model import Contract
 from citybrain.settings import ADMIN_USER, PROJECT_ROOT, Settings
 from citybrain.ui import views

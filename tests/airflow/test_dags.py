@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from citybrain.airflow_local import dag_order
+from citybrain.orchestration.local import dag_order
 from citybrain.scenarios.datasets import DATASETS
 from citybrain.settings import PROJECT_ROOT
 

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import pytest
 
 from citybrain.contracts.validate import RecordValidator
-from citybrain.lake.sink import LakeWriter, Row
+from citybrain.lake.writer import LakeWriter, Row
 from citybrain.lake.layout import partitions
 from citybrain.quality.runner import passed_files, results, run_quality
 from citybrain.settings import PROJECT_ROOT

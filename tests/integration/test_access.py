@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from citybrain import access
-from citybrain.samples import sample_records
+from citybrain.devtools.samples import sample_records
 from citybrain.ingest.producer import ValidatedProducer
 from citybrain.settings import PROJECT_ROOT
 from tests.integration.conftest import cli

@@ -10,7 +10,7 @@ import pytest
 
 from citybrain.broker.local import BrokerError, LocalBroker
 from citybrain.ingest.producer import ValidatedProducer
-from citybrain.samples import sample_records
+from citybrain.devtools.samples import sample_records
 from citybrain.kafka.topics import read_topic
 from tests.integration.conftest import make_settings
 

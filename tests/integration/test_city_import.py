@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from citybrain.city.build import build_city
+from citybrain.sim.city import build_city
 from citybrain.city.pack import Pack, pack_from_city
 from citybrain.city.pack_import import AREAS, CITY, DEVICES, RULES, TARGETS, PackError, import_pack, imported
 from citybrain.kafka.topics import end_offsets, read_values
@@ -84,7 +84,7 @@ def test_a_pack_that_leaves_out_a_service_open_tickets_ask_for_is_refused_unless
     service, which stays on its topic as withdrawn."""
     from citybrain.city.pack_import import SERVICES
     from citybrain.ingest.producer import ValidatedProducer
-    from citybrain.samples import sample_records
+    from citybrain.devtools.samples import sample_records
 
     hotline = contracts["raw.hotline.service_request.v1"]
     _pack_, with_probe = _pack(tmp_path, sla_hours=24)

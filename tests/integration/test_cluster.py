@@ -17,7 +17,7 @@ from citybrain.broker.local import LocalBroker
 from citybrain.ingest.producer import ValidatedProducer
 from citybrain.kafka import clients
 from citybrain.kafka.topics import apply_topics, read_topic
-from citybrain.samples import sample_records
+from citybrain.devtools.samples import sample_records
 from citybrain.settings import PROJECT_ROOT
 from tests.integration.conftest import make_settings
 
@@ -62,7 +62,7 @@ def test_a_node_killed_mid_stream_loses_no_acknowledged_record(cluster, contract
     import pyarrow.parquet as pq
 
     from citybrain.lake import layout
-    from citybrain.lake.sink import run_sink
+    from citybrain.streams.lake_sink import run_sink
 
     settings, broker = cluster
     contract = contracts[TOPIC]
@@ -111,9 +111,9 @@ def test_the_fusion_worker_carries_on_through_a_node_killed_mid_stream(cluster, 
     import uuid
     from datetime import datetime, timedelta, timezone
 
-    from citybrain.city.build import build_city
+    from citybrain.sim.city import build_city
     from citybrain.sim.clock import default_start
-    from citybrain.workers import start_worker, stop_worker, wait_for_worker
+    from citybrain.platform.workers import start_worker, stop_worker, wait_for_worker
     from tests.integration.conftest import TEST_ENV, cli
 
     settings, broker = cluster

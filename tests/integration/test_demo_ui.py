@@ -11,10 +11,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from citybrain.access import CredentialStore
+from citybrain.access.grants import CredentialStore
 from citybrain.ingest.producer import ValidatedProducer
 from citybrain.settings import credentials_path
-from citybrain.ui.browser import PAGES, browser, login, open_page, serve
+from citybrain.devtools.browser import PAGES, browser, login, open_page, serve
 from tests.integration.conftest import TEST_ENV
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]   # the first test waits for the demo

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from citybrain.ingest.producer import ValidatedProducer
-from citybrain.samples import sample_records
+from citybrain.devtools.samples import sample_records
 from citybrain.settings import PROJECT_ROOT
 from citybrain.kafka.topics import read_topic
-from citybrain.workers import stop_worker
+from citybrain.platform.workers import stop_worker
 
 pytestmark = pytest.mark.integration
 

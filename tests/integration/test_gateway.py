@@ -49,7 +49,7 @@ def call(method: str, url: str, body: bytes | None = None, ctype: str | None = N
 
 def _import_city(settings, contracts, directory: Path, extra_service: dict[str, Any] | None = None) -> None:  # type: ignore[no-untyped-def]
     """The simulated city's pack imported (only what changed is published), optionally with one more service."""
-    from citybrain.city.build import build_city
+    from citybrain.sim.city import build_city
     from citybrain.city.pack import pack_from_city
     from citybrain.city.pack_import import import_pack
 

@@ -20,9 +20,9 @@ from citybrain.ingest.producer import ValidatedProducer
 from citybrain.kafka.topics import end_offsets
 from citybrain.lake import layout, store
 from citybrain.lake.store import LakePath, open_lake
-from citybrain.samples import sample_records
+from citybrain.devtools.samples import sample_records
 from citybrain.settings import PROJECT_ROOT
-from citybrain.ui.browser import free_port
+from citybrain.devtools.browser import free_port
 from tests.integration.conftest import TEST_ENV
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -89,7 +89,7 @@ def s3(settings) -> Iterator[str]:  # type: ignore[no-untyped-def]
 
 def _sink(uri: str, idle_s: float | None) -> subprocess.Popen[bytes]:
     """The bronze sink of one topic into the S3 lake, in its own process (so it can be killed)."""
-    code = ("import sys; from citybrain.settings import get_settings; from citybrain.lake.sink import run_sink; "
+    code = ("import sys; from citybrain.settings import get_settings; from citybrain.streams.lake_sink import run_sink; "
             f"s = get_settings(); run_sink(s, [{TOPIC!r}], s.lake, batch=100, max_wait_s=0.2, "
             f"stop_when_idle_s={idle_s!r})")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
@@ -128,7 +128,7 @@ def test_a_sink_killed_mid_stream_leaves_every_record_in_the_s3_lake_once(broker
     assert len(keys) == len(set(keys)) == sum(ends.values())   # every offset of the topic, once
     assert {p: max(o for q, o in keys if q == p) + 1 for p, _ in keys} == {p: e for p, e in ends.items() if e}
 
-    from citybrain.lake.sink import LakeWriter
+    from citybrain.lake.writer import LakeWriter
 
     LakeWriter(lake, "bronze").compact(min_files=2)
     after = layout.files(lake, "bronze", "raw.sensor.noise_level")
@@ -237,7 +237,7 @@ class _SlowStorage:
 def test_a_sink_told_to_stop_when_idle_drains_its_topic_however_slow_the_storage(broker, settings, contracts, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Seen on the demo with the lake on S3: writes slower than the idle time made the sink stop with records
     still unread. Idle now means polls that find nothing, and the sink stops only at the topics' ends."""
-    from citybrain.lake.sink import run_sink
+    from citybrain.streams.lake_sink import run_sink
 
     topic = "raw.sensor.weather.v1"
     with ValidatedProducer(settings, producer_id="test-lake-slow") as producer:

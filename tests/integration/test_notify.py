@@ -23,7 +23,7 @@ import yaml
 from citybrain.ingest.producer import ValidatedProducer
 from citybrain.ingest.readers import RawRecord
 from citybrain.kafka.topics import read_topic
-from citybrain.notify import DLQ_TOPIC, status_path
+from citybrain.notify.notifier import DLQ_TOPIC, status_path
 from tests.integration.conftest import TEST_ENV
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from citybrain.contracts.validate import RecordValidator
-from citybrain.demo import write_feed
+from citybrain.devtools.demo import write_feed
 from citybrain.ingest.producer import DLQ_TOPIC
 from citybrain.kafka.topics import read_topic
 from tests.integration.conftest import cli

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from citybrain.city.from_pack import read_city
+from citybrain.sim.from_pack import read_city
 from citybrain.settings import PROJECT_ROOT
 from tests.integration.conftest import make_settings
 

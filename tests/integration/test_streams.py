@@ -15,7 +15,7 @@ import pytest
 from citybrain.contracts.validate import RecordValidator
 from citybrain.sim.clock import default_start
 from citybrain.kafka.topics import group_lag, read_topic
-from citybrain.workers import start_worker, stop_worker
+from citybrain.platform.workers import start_worker, stop_worker
 from tests.integration.conftest import TEST_ENV, cli
 
 pytestmark = pytest.mark.integration
@@ -106,11 +106,11 @@ def test_a_routing_rule_changed_in_the_city_pack_changes_dispatch_without_a_rest
         broker, settings, contracts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Issue 13: re-importing the pack with the probe service routed elsewhere, within another SLA, moves the
     next ticket's work order there while the same worker keeps running."""
-    from citybrain.city.build import build_city
+    from citybrain.sim.city import build_city
     from citybrain.city.pack import pack_from_city
     from citybrain.city.pack_import import import_pack
     from citybrain.ingest.producer import ValidatedProducer
-    from citybrain.samples import sample_records
+    from citybrain.devtools.samples import sample_records
     from citybrain.times import now_iso
 
     def pack_routing_probe_to(department: str, sla_hours: float) -> Path:

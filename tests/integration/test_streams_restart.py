@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from citybrain.city.build import build_city
+from citybrain.sim.city import build_city
 from citybrain.sim.clock import default_start
 from citybrain.kafka.topics import group_lag, read_topic
-from citybrain.workers import start_worker, stop_worker, wait_for_worker
+from citybrain.platform.workers import start_worker, stop_worker, wait_for_worker
 from tests.integration.conftest import TEST_ENV, cli
 
 pytestmark = pytest.mark.integration

@@ -24,9 +24,9 @@ import pytest
 from citybrain.fusion.evaluate import evaluate, in_window
 from citybrain.fusion.replay import replay_detections
 from citybrain.kafka.topics import group_lag, read_topic
-from citybrain.privacy import protector_from_settings
+from citybrain.access.privacy import protector_from_settings
 from citybrain.sim.clock import default_start
-from citybrain.workers import start_worker, stop_worker
+from citybrain.platform.workers import start_worker, stop_worker
 from tests.integration.conftest import TEST_ENV, cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

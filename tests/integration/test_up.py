@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from citybrain import supervisor
-from citybrain.airflow_api import AirflowAPI
+from citybrain.platform import supervisor
+from citybrain.orchestration.api import AirflowAPI
 from citybrain.kafka.topics import read_topic
 from citybrain.settings import PROJECT_ROOT
 from citybrain.sim.clock import default_start
-from citybrain.ui.browser import free_port
+from citybrain.devtools.browser import free_port
 from tests.integration.conftest import cli, make_settings
 from tests.integration.test_streams_restart import _orders, _produce, _tickets
 
@@ -91,7 +91,7 @@ def _airflow_ui(settings, port: int, broken: str) -> None:  # type: ignore[no-un
     """The Airflow UI as a data engineer sees it, in headless Chromium: the login with the generated admin password,
     the DAGs with data_quality's asset-triggered run, and the broken file among the import errors (screenshots in
     var/test/ui/)."""
-    from citybrain.ui.browser import browser
+    from citybrain.devtools.browser import browser
 
     shots = settings.state_dir / "ui"
     shots.mkdir(parents=True, exist_ok=True)

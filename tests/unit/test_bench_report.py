@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from citybrain.bench_report import END, START, ReadmeBlockMissing, block, write_readme
+from citybrain.devtools.bench_report import END, START, ReadmeBlockMissing, block, write_readme
 
 MACHINE = {"cpu": "Test CPU @ 2.0GHz", "cores": 2, "memory_gib": 23.5, "python": "3.11.7"}
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 
-from citybrain.city.build import build_city
+from citybrain.sim.city import build_city
 from citybrain.city.catalogue import SERVICES, department_remits, routing_rules
-from citybrain.city.reference import reference_records
+from citybrain.sim.reference import reference_records
 from citybrain.contracts.validate import RecordValidator
-from citybrain.departments import DEPARTMENTS
+from citybrain.contracts.departments import DEPARTMENTS
 from citybrain.geo import Area, AreaIndex, point_in_geometry
 
 CITY = build_city(7)

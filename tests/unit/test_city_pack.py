@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import pytest
 
-from citybrain.city.build import build_city
+from citybrain.sim.city import build_city
 from citybrain.city.pack import Pack, pack_from_city
 from citybrain.city.pack_check import check_pack
 from citybrain.city.pack_import import contract_problems, reference_records
@@ -233,7 +233,7 @@ def test_leaving_out_an_area_or_service_that_open_tickets_refer_to_is_named_with
 def test_a_withdrawn_area_resolves_no_position_and_a_withdrawn_rule_routes_nothing(contracts) -> None:  # type: ignore[no-untyped-def]
     from citybrain.fusion.dispatch import Dispatcher
     from citybrain.geo import AreaIndex
-    from citybrain.privacy import Protector
+    from citybrain.access.privacy import Protector
 
     records = reference_records(small_city(), "2026-12-01T00:00:00Z")
     areas = [r for _w, r in records["raw.ref.admin_area.v1"]]

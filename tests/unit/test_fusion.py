@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from citybrain.city.build import build_city
-from citybrain.city.reference import reference_records
+from citybrain.sim.city import build_city
+from citybrain.sim.reference import reference_records
 from citybrain.contracts.model import load_all
 from citybrain.contracts.validate import RecordValidator
 from citybrain.fusion.detect import SensorWatch
@@ -19,7 +19,7 @@ from citybrain.fusion.evaluate import evaluate
 from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC, Deduper, Pipeline
 from citybrain.fusion.signals import Enricher, Signal
 from citybrain.kafka.headers import EVENT_ID_NAMESPACE, event_id
-from citybrain.privacy import Protector
+from citybrain.access.privacy import Protector
 from citybrain.settings import PROJECT_ROOT
 from citybrain.times import iso, parse_time
 from citybrain.sim.engine import Simulation

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from citybrain.city.build import build_city
-from citybrain.city.reference import reference_records
+from citybrain.sim.city import build_city
+from citybrain.sim.reference import reference_records
 from citybrain.contracts.model import load_all
 from citybrain.fusion.evaluate import evaluate
 from citybrain.fusion.keys import AreaKeys, share_of
 from citybrain.fusion.replay import replay_detections
-from citybrain.privacy import Protector
+from citybrain.access.privacy import Protector
 from citybrain.settings import PROJECT_ROOT
 from citybrain.sim.engine import Simulation
 from citybrain.sim.model import SimConfig

@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("faust", reason="faust-streaming lives in the streams environment")
 
-from citybrain.city.build import build_city  # noqa: E402
-from citybrain.city.reference import reference_records  # noqa: E402
+from citybrain.sim.city import build_city  # noqa: E402
+from citybrain.sim.reference import reference_records  # noqa: E402
 from citybrain.contracts.validate import Rejection  # noqa: E402
 from citybrain.fusion.pipeline import EVENT_TOPIC  # noqa: E402
 from citybrain.settings import load_settings  # noqa: E402

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from citybrain.city.build import build_city
+from citybrain.sim.city import build_city
 from citybrain.city.catalogue import SERVICES
 from citybrain.city.model import City
-from citybrain.city.reference import reference_records
+from citybrain.sim.reference import reference_records
 from citybrain.contracts.validate import RecordValidator
 from citybrain.gateway.fiware import batch_entities, contract_for
 from citybrain.gateway.open311 import Catalogue, public_view, request_record, services
@@ -114,7 +114,7 @@ def test_batch_body_errors_refuse_the_whole_batch() -> None:
 
 def test_another_citys_pack_is_served_with_its_own_jurisdiction_services_and_areas(contracts) -> None:  # type: ignore[no-untyped-def]
     """Issue 13's symptom: a request of another city was refused as outside yunzhou.gov.cn."""
-    from citybrain.city.from_pack import read_city
+    from citybrain.sim.from_pack import read_city
     from citybrain.settings import PROJECT_ROOT
 
     linjiang = read_city(PROJECT_ROOT / "examples" / "citypacks" / "linjiang")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from citybrain.lake.sink import LakeWriter, Row
+from citybrain.lake.writer import LakeWriter, Row
 
 HOUR = 1_763_800_000_000  # a fixed epoch millisecond
 

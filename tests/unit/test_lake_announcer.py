@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from citybrain.ingest.producer import DeliveryError, ProduceSummary
-from citybrain.lake.sink import Announcer
+from citybrain.streams.lake_sink import Announcer
 from citybrain.settings import load_settings
 
 

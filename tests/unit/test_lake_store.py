@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from citybrain.lake import layout, store
-from citybrain.lake.sink import LakeWriter, Row
+from citybrain.lake.writer import LakeWriter, Row
 from citybrain.lake.store import LakePath, LakeStorageError, open_lake
 from citybrain.settings import SettingsError, load_settings
 

@@ -12,7 +12,7 @@ import yaml
 from aiohttp import web
 
 from citybrain import access
-from citybrain.notify import (FAILING_AFTER, MAX_ATTEMPTS, SUBSCRIPTIONS_FILE, Delivery, Subscription, SubscriptionError,
+from citybrain.notify.notifier import (FAILING_AFTER, MAX_ATTEMPTS, SUBSCRIPTIONS_FILE, Delivery, Subscription, SubscriptionError,
                               deliver, entity_of, load_subscriptions, notification)
 
 GOOD = {"id": "water-desk", "principal": "dept-water", "topic": "dispatch.water.work_order.v1",

@@ -6,7 +6,7 @@ import random
 import re
 from datetime import date
 
-from citybrain.city.build import build_city
+from citybrain.sim.city import build_city
 from citybrain.sim.people import People, id_check_digit, is_valid_id_number
 
 

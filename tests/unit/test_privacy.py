@@ -11,7 +11,7 @@ from citybrain.contracts.lint import lint
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import RecordValidator
 from citybrain.fusion.dispatch import Dispatcher
-from citybrain.privacy import PrivacyError, Protector, load_key
+from citybrain.access.privacy import PrivacyError, Protector, load_key
 
 KEY = b"k" * 32
 RULE = {"rule_id": "svc.noise", "category": "noise", "service_code": "noise_complaint", "department": "environment",

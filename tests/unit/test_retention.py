@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from citybrain.lake import layout
-from citybrain.lake.retention import maintain
-from citybrain.lake.sink import LakeWriter, Row
+from citybrain.orchestration.maintenance import maintain
+from citybrain.lake.writer import LakeWriter, Row
 from citybrain.settings import load_settings
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from citybrain.lake.sink import LakeWriter, Row
+from citybrain.lake.writer import LakeWriter, Row
 from citybrain.scenarios.catalog import catalog, query
 from citybrain.scenarios.datasets import DATASETS, build
 from citybrain.scenarios.release import publish, resolve, verify

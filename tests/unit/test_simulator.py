@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from citybrain.city.reference import reference_records
+from citybrain.sim.reference import reference_records
 from citybrain.contracts.validate import RecordValidator
 from citybrain.fusion.pipeline import Pipeline
-from citybrain.privacy import Protector
+from citybrain.access.privacy import Protector
 from citybrain.times import iso
 from citybrain.sim.engine import GROUND_TRUTH_FORMAT, Simulation
 from citybrain.sim.incidents import complaint_peak
@@ -276,7 +276,7 @@ def test_any_city_pack_is_simulated_with_its_own_areas_services_and_departments(
 
 
 def test_an_incident_the_city_cannot_host_is_left_out_and_the_ground_truth_says_why() -> None:
-    from citybrain.city.build import build_city
+    from citybrain.sim.city import build_city
 
     city = build_city(7)
     city.pois[:] = [p for p in city.pois if p.category != "underpass"]

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from citybrain.city.build import build_city
-from citybrain.city.reference import reference_records
+from citybrain.sim.city import build_city
+from citybrain.sim.reference import reference_records
 from citybrain.contracts.model import load_all
 from citybrain.fusion.keys import partition_of
 from citybrain.fusion.pipeline import Pipeline
 from citybrain.kafka.replay import Backlog
-from citybrain.privacy import Protector
+from citybrain.access.privacy import Protector
 from citybrain.settings import PROJECT_ROOT
 from citybrain.streams.shares import Repartitioner, Shares, source_of
 

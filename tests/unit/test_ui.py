@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from citybrain import access
-from citybrain.lake.sink import LakeWriter, Row
+from citybrain.lake.writer import LakeWriter, Row
 from citybrain.settings import load_settings
 from citybrain.ui import views
 from citybrain.ui.auth import MAX_FAILURES, Authenticator, RateLimited

@@ -37,7 +37,7 @@ from citybrain.contracts.model import Contract
 from citybrain.streams.shares import by_area_topic, city_calls_topic
 from citybrain.settings import Settings
 from citybrain.times import now_iso
-from citybrain.workers import start_worker, stop_worker
+from citybrain.platform.workers import start_worker, stop_worker
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,8 @@ def _steady_load(settings: Settings, contracts: dict[str, Contract], cfg: BenchC
 def _with_live_pages(settings: Settings, cfg: BenchConfig, load: Callable[[], None]) -> dict[str, Any]:
     """Run ``load`` with ``cfg.live_pages`` operations-view pages on the live feed; what they received."""
     from citybrain.settings import credentials_path
-    from citybrain.ui.browser import serve
-    from citybrain.ui.load import LiveClients
+    from citybrain.devtools.browser import serve
+    from citybrain.devtools.load import LiveClients
 
     admin = json.loads(credentials_path(settings.kafka_dir).read_text())
     env = {k: v for k, v in os.environ.items() if k.startswith("CITYBRAIN_")}
@@ -238,7 +238,7 @@ def _broker(settings: Settings) -> str:
 
 def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConfig,
               say: Callable[[str], None]) -> dict[str, Any]:
-    from citybrain.platform import ensure_ready
+    from citybrain.platform.readiness import ensure_ready
     from citybrain.sim.clock import default_start
     from citybrain.sim.engine import Simulation
     from citybrain.sim.model import SimConfig

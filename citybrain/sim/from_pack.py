@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from citybrain.city.build import ROAD_CLASSES, WATER_SITES
+from citybrain.sim.city import ROAD_CLASSES, WATER_SITES
 from citybrain.city.catalogue import SERVICES, Service
 from citybrain.city.model import City, Device, District, Poi, RoadSegment, Street
 from citybrain.city.pack import Pack

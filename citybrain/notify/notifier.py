@@ -92,7 +92,7 @@ class Subscription:
 def load_subscriptions(path: Path, contracts: dict[str, Contract], access_model: Any) -> list[Subscription]:
     """The subscriptions of ``path``, each checked: a known principal, a notifiable contract topic the
     principal may read, an http(s) endpoint; an error names the entry, the field, the rule and the fix."""
-    from citybrain.access import topics_of
+    from citybrain.access.grants import topics_of
 
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -248,7 +248,7 @@ class Notifier:
     async def run(self, idle_exit_s: float | None = None) -> dict[str, Delivery]:
         from citybrain.ingest.producer import ValidatedProducer
 
-        with ValidatedProducer(self.settings, producer_id="citybrain.notify") as dlq:
+        with ValidatedProducer(self.settings, producer_id="citybrain.notify.notifier") as dlq:
             timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 tasks = [asyncio.create_task(self._follow(sub, session, dlq)) for sub in self.subscriptions]
@@ -351,7 +351,7 @@ def status_path(settings: Settings) -> Path:
 
 def passwords_for(settings: Settings, subscriptions: list[Subscription]) -> dict[str, str]:
     """Each subscribed principal's own password, from the credential store ``citybrain access apply`` keeps."""
-    from citybrain.access import CredentialStore
+    from citybrain.access.grants import CredentialStore
 
     store = CredentialStore(settings.access_dir).passwords
     missing = sorted({s.principal for s in subscriptions} - set(store))

@@ -40,7 +40,7 @@ def run_bridge(settings: Settings, stop_when_idle_s: float | None = None) -> dic
     """Post every announcement as an asset event, in order, until interrupted (or idle)."""
     from kafka import OffsetAndMetadata, TopicPartition
 
-    from citybrain.airflow_api import AirflowAPI, AirflowAPIError
+    from citybrain.orchestration.api import AirflowAPI, AirflowAPIError
     from citybrain.kafka import clients
     from citybrain.settings import write_private
 

@@ -13,7 +13,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from citybrain.airflow_live import api_url, passwords_path
+from citybrain.orchestration.live import api_url, passwords_path
 from citybrain.settings import Settings
 
 

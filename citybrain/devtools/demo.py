@@ -21,15 +21,15 @@ from citybrain.contracts.lint import lint_all
 from citybrain.contracts.model import Contract
 from citybrain.ingest.producer import DLQ_TOPIC, ProduceSummary, ValidatedProducer
 from citybrain.ingest.readers import read_jsonl
-from citybrain.samples import bad_lines, sample_records
+from citybrain.devtools.samples import bad_lines, sample_records
 from citybrain.lake.layout import ZONES, reports_dir
-from citybrain.lake.sink import run_sink
+from citybrain.streams.lake_sink import run_sink
 from citybrain.settings import Settings
-from citybrain.workers import start_worker, stop_worker, wait_for_worker
+from citybrain.platform.workers import start_worker, stop_worker, wait_for_worker
 from citybrain.sim.engine import Simulation
 from citybrain.sim.model import SimConfig
 from citybrain.sim.runner import Pacing, run_simulation
-from citybrain.platform import PlatformError, ensure_ready
+from citybrain.platform.readiness import PlatformError, ensure_ready
 from citybrain.kafka.headers import read_headers
 from citybrain.kafka.topics import CATALOG_TOPIC, end_offsets, read_topic
 from citybrain.errors import ServiceError
@@ -65,7 +65,7 @@ def _import_city(settings: Settings, contracts: dict[str, Contract], directory: 
     """The city pack in ``directory`` imported, else the simulated city generated as a city pack and
     imported like any other city's (the simulator then publishes only what a pack does not hold: roads,
     points of interest, registry updates)."""
-    from citybrain.city.build import build_city
+    from citybrain.sim.city import build_city
     from citybrain.city.pack import pack_from_city
     from citybrain.city.pack_import import PackError, import_pack
 
@@ -226,7 +226,7 @@ def _department_access(settings: Settings, contracts: dict[str, Contract]) -> tu
 
 def _run_dags(settings: Settings, console: Console) -> bool:
     """Step 11: every Airflow DAG once, in order, with the real Airflow (`airflow dags test`)."""
-    from citybrain.airflow_local import dag_order, run_dag
+    from citybrain.orchestration.local import dag_order, run_dag
     from citybrain.scenarios.catalog import query
 
     ok, runs = True, {}

@@ -285,7 +285,7 @@ def health(settings: Settings, name: str) -> str:
         if name.startswith("airflow-"):
             return _airflow_health(settings, name)
         if name == "notify":
-            from citybrain.notify import status_path
+            from citybrain.notify.notifier import status_path
 
             subs = json.loads(status_path(settings).read_text(encoding="utf-8"))["subscriptions"].values()
             failed = sum(1 for s in subs if s["status"] == "failed")
@@ -303,13 +303,13 @@ _MONITORED = {"airflow-scheduler": "scheduler", "airflow-dag-processor": "dag_pr
 def _airflow_health(settings: Settings, name: str) -> str:
     """PostgreSQL: does it take connections; the api-server: its health and the newest DAG run; the others: their
     heartbeat as the api-server sees it (import errors for the dag-processor); the bridge: what it posted."""
-    from citybrain.airflow_api import AirflowAPI
-    from citybrain.airflow_live import port_open
+    from citybrain.orchestration.api import AirflowAPI
+    from citybrain.orchestration.live import port_open
 
     if name == "airflow-db":
         return "accepting connections" if port_open(settings.airflow_db_port) else "not answering yet"
     if name == "airflow-events":
-        from citybrain.airflow_events import status_path
+        from citybrain.orchestration.bridge import status_path
 
         st = json.loads(status_path(settings).read_text())
         return (f"{st['posted']:,} asset event(s) posted" + (f", last {st['last_posted_at']}" if st.get("last_posted_at")
@@ -340,7 +340,7 @@ def _sink_lag(settings: Settings, layer: str) -> int:
     from citybrain.contracts.model import load_all
     from citybrain.kafka.topics import end_offsets
     from citybrain.lake.layout import ZONES
-    from citybrain.lake.sink import LakeWriter
+    from citybrain.lake.writer import LakeWriter
 
     topics = [c.topic for c in load_all(settings.schemas_dir).values() if c.zone in ZONES[layer]]
     writer = LakeWriter(settings.lake, layer)

@@ -88,8 +88,8 @@ def publish_dataset(name: str, settings: Settings | None = None) -> dict[str, An
 
 
 def maintenance(settings: Settings | None = None) -> dict[str, Any]:
-    """Retention and compaction of the local state (citybrain.lake.retention)."""
-    from citybrain.lake.retention import maintain
+    """Retention and compaction of the local state (citybrain.orchestration.maintenance)."""
+    from citybrain.orchestration.maintenance import maintain
 
     settings = settings or get_settings()
     out = maintain(settings)

@@ -1,4 +1,5 @@
-"""The lake sink: topics as Parquet, exactly once across crashes.
+"""The lake writer: records of topics as Parquet files, exactly once across crashes (no Kafka here:
+:mod:`citybrain.streams.lake_sink` reads the topics and hands their records to it).
 
 Bronze holds the validated raw records (``raw.*``), silver the curated and fused ones
 (``city.*``, ``alert.*``, ``dispatch.*``, ``metrics.*``). Layout:
@@ -31,13 +32,12 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Iterable
 
 import pyarrow as pa
 from citybrain.lake import layout, store
 from citybrain.lake.layout import Lake
 from citybrain.lake.store import LakePath
-from citybrain.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -195,140 +195,3 @@ def _table(rows: Iterable[Row]) -> pa.Table:
         "event_id": [r.headers.get("event-id") for r in rows], "producer": [r.headers.get("producer") for r in rows],
         "trace_id": [r.headers.get("trace-id") for r in rows], "value": [r.value for r in rows],
     }, schema=SCHEMA)
-
-
-def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_000, max_wait_s: float = 5.0,
-             stop_when_idle_s: float | None = None, layer: str = "bronze", compact_every_s: float = 300.0,
-             ) -> dict[str, Any]:
-    """Copy ``topics`` into a lake layer until interrupted, or with ``stop_when_idle_s`` until they are drained (polls
-    found nothing for that long, not counting the time writes took, and the positions are at the topics' ends);
-    every ``compact_every_s`` and on the way out, merge the small files of the hours it wrote to."""
-    from kafka import TopicPartition
-
-    from citybrain.kafka import clients
-
-    writer = LakeWriter(lake, layer)
-    announcer = Announcer(settings, layer)
-    consumer = clients.consumer(settings, enable_auto_commit=False, max_poll_records=batch,
-                                fetch_max_bytes=64 * 1024 * 1024)
-    tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-    consumer.assign(tps)
-    writer.finish_compactions()
-    removed = 0
-    for tp in tps:
-        resume, gone = writer.recover(tp.topic, tp.partition)
-        removed += gone
-        consumer.seek(tp, resume)
-    pending: dict[Any, list[Row]] = defaultdict(list)
-    last_flush = time.monotonic()
-    last_compaction = time.monotonic()
-    idle_since: float | None = None   # since when polls have found nothing (measured after the work they caused)
-    written = merged = announced_at = 0
-
-    def compact() -> None:
-        nonlocal merged, announced_at
-        result = writer.compact(hours=writer.touched)
-        merged += result.merged_files
-        announcer.announce(writer.touched, written - announced_at, result.merged_files)
-        announced_at = written
-        writer.touched.clear()
-
-    def flush() -> None:
-        nonlocal written, last_flush
-        for tp, rows in list(pending.items()):
-            if rows:
-                writer.write(tp.topic, tp.partition, rows)
-                written += len(rows)
-        pending.clear()
-        last_flush = time.monotonic()
-
-    try:
-        while True:
-            try:
-                polled = consumer.poll(timeout_ms=500)
-            except KeyboardInterrupt:   # SIGINT, or SIGTERM from `citybrain down`: flush what was read, then stop
-                break
-            for tp, records in polled.items():
-                for r in records:
-                    headers = {k: v.decode("utf-8", "replace") for k, v in (r.headers or [])}
-                    pending[tp].append(Row(tp.topic, tp.partition, r.offset, r.timestamp,
-                                           r.key.decode("utf-8", "replace") if r.key else None, headers,
-                                           r.value.decode("utf-8", "replace")))
-            full = any(len(rows) >= batch for rows in pending.values())
-            if pending and (full or time.monotonic() - last_flush >= max_wait_s or not polled):
-                flush()
-            if time.monotonic() - last_compaction >= compact_every_s:
-                compact()
-                last_compaction = time.monotonic()
-            if polled:
-                idle_since = None
-            elif idle_since is None:
-                idle_since = time.monotonic()   # after the flush: slow storage does not count as quiet topics
-            if stop_when_idle_s is not None and not pending and idle_since is not None \
-                    and time.monotonic() - idle_since >= stop_when_idle_s:
-                ends = consumer.end_offsets(tps)
-                if all(consumer.position(tp) >= ends.get(tp, 0) for tp in tps):   # drained, not just a slow fetch
-                    break
-                idle_since = None
-        flush()
-        compact()
-    finally:
-        consumer.close()
-        announcer.close()
-    return {"written": written, "recovered_files_removed": removed, "files_compacted": merged,
-            "announcements": announcer.sent, "announcements_failed": announcer.failed}
-
-
-class Announcer:
-    """Tells ``catalog.lake.compacted.v1`` which hours of a layer a compaction pass closed (the Airflow bridge
-    turns each announcement into an asset event, so data_quality runs on new data).
-
-    An announcement the broker does not take never stops the sink (the records are safe in the lake either
-    way): it is logged, and its hours go out with the next pass's announcement."""
-
-    CONTRACT = "catalog.lake.compacted"
-
-    def __init__(self, settings: Settings, layer: str) -> None:
-        self.settings, self.layer = settings, layer
-        self.producer: Any = None
-        self.sent = self.failed = 0
-        self.pending: dict[tuple[str, str, int], None] = {}   # hours not announced yet, in order
-        self.records = self.files_merged = 0
-
-    def announce(self, hours: Iterable[LakePath], records: int, files_merged: int) -> None:
-        for hour_dir in sorted(hours):
-            m = layout.PART_RE.match(f"{hour_dir.parent.name}/{hour_dir.name}")
-            if m:
-                self.pending[(hour_dir.parent.parent.name, m[1], int(m[2]))] = None
-        self.records += records
-        self.files_merged += files_merged
-        if not self.pending:
-            return
-        from citybrain.contracts.model import load_all, resolve
-        from citybrain.ingest.producer import ValidatedProducer
-        from citybrain.times import now_iso
-
-        parts = [{"contract": c, "date": d, "hour": h} for c, d, h in list(self.pending)[:2000]]
-        try:
-            if self.producer is None:
-                self.producer = ValidatedProducer(self.settings, producer_id=f"lake-{self.layer}")
-            contract = resolve(load_all(self.settings.schemas_dir), self.CONTRACT)
-            summary = self.producer.produce_values(contract, [{
-                "announcement_id": uuid.uuid4().hex, "layer": self.layer, "hours": parts, "records": self.records,
-                "files_merged": self.files_merged, "compacted_at": now_iso()}], source=f"lake-{self.layer}")
-            if summary.accepted != 1:
-                raise RuntimeError(f"dead-lettered: {summary.by_rule}")
-        except Exception as exc:   # noqa: BLE001 - the lake is written; the announcement waits for the next pass
-            self.failed += 1
-            log.warning("%s: announcing %d hour(s) on %s failed (%s); they go out with the next pass", self.layer,
-                        len(parts), self.CONTRACT, exc)
-            return
-        for p in parts:
-            del self.pending[(p["contract"], p["date"], p["hour"])]
-        self.records = self.files_merged = 0
-        self.sent += 1
-        log.info("%s: announced %d hour(s) of %d contract(s)", self.layer, len(parts), len({p["contract"] for p in parts}))
-
-    def close(self) -> None:
-        if self.producer is not None:
-            self.producer.close()

@@ -2,7 +2,7 @@
 
 from airflow.sdk import Asset
 
-from citybrain.airflow_events import lake_asset
+from citybrain.orchestration.bridge import lake_asset
 
 #: New data in a lake layer: announced by its sink when it compacts the hours it wrote (catalog.lake.compacted.v1),
 #: posted to Airflow as an asset event by `citybrain airflow events`.

@@ -24,7 +24,7 @@ from typing import Any, Iterable
 import yaml
 
 from citybrain.contracts.model import Contract, load_all
-from citybrain.departments import DEPARTMENTS
+from citybrain.contracts.departments import DEPARTMENTS
 from citybrain.settings import ADMIN_USER, PROJECT_ROOT, SASL_MECHANISM, Settings, get_settings, write_private
 from citybrain.errors import InputError
 from citybrain.kafka import clients

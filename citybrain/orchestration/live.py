@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from citybrain.airflow_local import AIRFLOW_VENV, airflow_bin, environment
+from citybrain.orchestration.local import AIRFLOW_VENV, airflow_bin, environment
 from citybrain.settings import Settings, write_private
 
 #: The Airflow services `citybrain up` runs, by the `airflow` sub-command each one is.

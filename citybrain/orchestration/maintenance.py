@@ -72,7 +72,7 @@ def _prune_empty(root: AnyPath) -> None:
 
 def maintain(settings: Settings, now: datetime | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Apply every retention rule and compact quiet hours; what was removed (counts, bytes) and merged."""
-    from citybrain.lake.sink import LakeWriter
+    from citybrain.lake.writer import LakeWriter
     from citybrain.quality.runner import gx_dir
     from citybrain.scenarios.release import releases
 

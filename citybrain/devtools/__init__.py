@@ -1,0 +1,1 @@
+"""Developer tools: the benchmark, the demo, sample records, the browser harness. Production code does not import them."""

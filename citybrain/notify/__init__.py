@@ -1,0 +1,1 @@
+"""The outbound edge: NGSI-LD notifications to departments' endpoints."""

@@ -1,0 +1,1 @@
+"""Running the platform: the supervisor, readiness of the broker and topics, stream worker processes."""
