@@ -16,6 +16,7 @@ test: $(STAMP)
 	bash infra/postgres.sh
 	bash infra/s3.sh
 	$(CB) contracts check
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 	$(AVENV)/bin/pytest tests/airflow
 	$(VENV)/bin/pytest
 
@@ -43,11 +44,11 @@ broker-down: $(STAMP)
 
 ## A simulated day of the city on the embedded broker (ground truth in var/sim/latest/).
 simulate: $(STAMP)
-	$(CB) simulate
+	$(CB) dev simulate
 
 ## Benchmark of the fusion worker on the local broker (figures in var/bench/latest.json).
 bench: $(STAMP)
-	$(CB) bench
+	$(CB) dev bench --write-docs
 
 ## The local platform's services in the background, supervised: broker, gateway, fusion worker, lake sinks, view,
 ## notifier and the live Airflow (PostgreSQL, api-server, scheduler, dag-processor, triggerer, asset events).

@@ -64,7 +64,7 @@ class SettingsError(InputError):
 
 
 class Settings(BaseSettings):
-    """Everything CityBrain can be configured with; see the README's configuration table."""
+    """Everything CityBrain can be configured with; the docs' settings reference is generated from it."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 

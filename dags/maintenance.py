@@ -17,7 +17,7 @@ from airflow.sdk import dag, task
 
 @dag(dag_id="maintenance", schedule=timedelta(days=1), start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
      catchup=False, max_active_runs=1, tags=["citybrain", "maintenance"], doc_md=__doc__,
-     default_args={"retries": 1, "retry_delay": timedelta(minutes=10)})
+     default_args={"owner": "citybrain-platform", "retries": 2, "retry_delay": timedelta(minutes=10)})
 def maintenance():
     @task
     def retain_and_compact() -> dict:

@@ -26,7 +26,7 @@ def _schedule(inputs: dict[str, str]) -> list:
 def make(name: str, title: str, inputs: dict[str, str]):
     @dag(dag_id=f"publish_{name}", schedule=_schedule(inputs), start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
          catchup=False, max_active_runs=1, tags=["citybrain", "scenario"], doc_md=f"{title}\n\n{__doc__}",
-         default_args={"retries": 1, "retry_delay": timedelta(minutes=2)})
+         default_args={"owner": "citybrain-scenarios", "retries": 2, "retry_delay": timedelta(minutes=2)})
     def publish():
         @task(outlets=[gold(name)])
         def release() -> dict:

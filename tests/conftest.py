@@ -13,7 +13,7 @@ from citybrain.settings import PROJECT_ROOT
 SCHEMAS = PROJECT_ROOT / "schemas"
 
 #: tests/airflow needs Great Expectations and Airflow: `make test` runs it with .venv/airflow's pytest
-#: (the stream environment cannot have them, see the README's "Environments").
+#: (the stream environment cannot have them, see docs/explanation/architecture.md).
 collect_ignore = [] if importlib.util.find_spec("great_expectations") else ["airflow"]
 
 

@@ -1,8 +1,14 @@
 """Who may do what: departments' and services' grants as broker ACLs, their credentials, the access
 audit, and the personal-data protections of :mod:`citybrain.access.privacy`.
 
-``from citybrain import access`` gives the public API of the grants (:mod:`citybrain.access.grants`),
-loaded on first use, so the stream workers' ``citybrain.access.privacy`` does not pull in the broker's admin client.
+``from citybrain import access`` gives the public API below, each name loaded from its module on first
+use, so the stream workers' ``citybrain.access.privacy`` does not pull in the broker's admin client:
+
+- :mod:`~citybrain.access.grants`: the access model from ``infra/access.yaml`` (``load``, ``who_can``, ...);
+- :mod:`~citybrain.access.acls`: the ACLs the broker should hold and holds, ``apply`` and ``rotate``;
+- :mod:`~citybrain.access.credentials`: departments' passwords and client settings;
+- :mod:`~citybrain.access.probe`: reading a topic as a department would;
+- :mod:`~citybrain.access.audit`: the log of every change to a grant or credential.
 """
 
 from __future__ import annotations
@@ -10,35 +16,21 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = [
-    "ACCESS_FILE",
-    "AccessError",
-    "AccessModel",
-    "ApplyResult",
-    "AuditLog",
-    "CATALOG_TOPIC",
-    "CredentialStore",
-    "Grant",
-    "OPERATIONS",
-    "PRINCIPAL_RE",
-    "acl_covers",
-    "apply",
-    "audit_path",
-    "broker_acl_set",
-    "broker_acl_set_if_up",
-    "client_config",
-    "declared_acl_set",
-    "load",
-    "read_audit",
-    "rotate",
-    "topic_access",
-    "topics_of",
-    "try_read",
-    "who_can",
-]
+#: Public name -> the module of citybrain.access that holds it.
+_MODULE_OF = {
+    **dict.fromkeys(("ACCESS_FILE", "AccessError", "AccessModel", "CATALOG_TOPIC", "Grant", "OPERATIONS",
+                     "PRINCIPAL_RE", "acl_covers", "load", "topics_of", "who_can"), "grants"),
+    **dict.fromkeys(("ApplyResult", "apply", "broker_acl_set", "broker_acl_set_if_up", "declared_acl_set", "rotate",
+                     "topic_access"), "acls"),
+    **dict.fromkeys(("CredentialStore", "client_config"), "credentials"),
+    **dict.fromkeys(("try_read",), "probe"),
+    **dict.fromkeys(("AuditLog", "audit_path", "read_audit"), "audit"),
+}
+
+__all__ = sorted(_MODULE_OF)
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module("citybrain.access.grants"), name)
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f"citybrain.access.{_MODULE_OF[name]}"), name)
     raise AttributeError(f"module 'citybrain.access' has no attribute {name!r}")

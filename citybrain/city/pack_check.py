@@ -87,7 +87,7 @@ def _read(directory: Path, name: str, problems: list[Problem]) -> list[tuple[str
     path = directory / name
     if not path.exists():
         problems.append(Problem(name, "", "missing-file", f"the pack has no {name}.",
-                                f"add {name} (see schemas/citypack/{FILES[name][0]} and the README's city pack section)."))
+                                f"add {name} (see schemas/citypack/{FILES[name][0]} and docs/reference/city-pack.md)."))
         return []
     raw = path.read_bytes()
     try:
@@ -342,7 +342,7 @@ def _catalogue_rules(valid: dict[str, list[tuple[str, Any]]], departments: set[s
                 f"dispatch topics, contract owners and broker principals ({', '.join(DEPARTMENT_ROLES)}).",
                 "use the role id of the department's function and keep the city's own name in `name` (e.g. a "
                 "综合行政执法局 is urban_management); a new role is a change to the platform "
-                "(citybrain/contracts/departments.py, `citybrain contracts dispatch --write`, infra/access.yaml)."))
+                "(citybrain/contracts/departments.py, `citybrain dev contracts dispatch`, infra/access.yaml)."))
     _unique("services.jsonl", valid["services.jsonl"], "service_code", problems)
     _unique("routing.jsonl", valid["routing.jsonl"], "rule_id", problems)
 

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 from citybrain.city.pack import FILES, Pack
 from citybrain.city.pack_check import Problem, check_pack
+from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import RecordValidator
 from citybrain.errors import InputError
@@ -30,14 +31,14 @@ from citybrain.settings import Settings
 from citybrain.times import iso
 
 CITY, AREAS, GRIDS, DEPARTMENTS, SERVICES, RULES, DEVICES = (
-    "raw.ref.city.v1", "raw.ref.admin_area.v1", "raw.ref.grid.v1", "raw.ref.department.v1", "raw.ref.service.v1",
-    "raw.ref.routing_rule.v1", "raw.ref.device.v1")
+    topics.REF_CITY, topics.REF_AREAS, topics.REF_GRIDS, topics.REF_DEPARTMENTS, topics.REF_SERVICES,
+    topics.REF_ROUTING_RULES, topics.REF_DEVICES)
 #: Reference topic -> (the pack file its records come from, their key field)
 TARGETS = {CITY: ("manifest.json", "city_code"), AREAS: ("areas.geojson", "area_code"), GRIDS: ("areas.geojson", "grid_code"),
            DEPARTMENTS: ("departments.jsonl", "department_id"), SERVICES: ("services.jsonl", "service_code"),
            RULES: ("routing.jsonl", "rule_id"), DEVICES: ("devices.csv", "device_id")}
 #: The contracts (ids, without the major version) whose records come from a pack.
-PACK_CONTRACTS = tuple(topic.rsplit(".v", 1)[0] for topic in TARGETS)
+PACK_CONTRACTS = tuple(topics.contract_id(topic) for topic in TARGETS)
 #: Fields that change on every import and so do not make a record changed.
 STAMPS = ("updated_at", "effective_from")
 
@@ -125,7 +126,6 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 #: What a record a newer pack leaves out becomes: kept, marked, so history still resolves its code.
 WITHDRAWN = {DEVICES: "retired"}
-HOTLINE_TOPIC = "raw.hotline.service_request.v1"
 
 
 def is_withdrawn(record: Mapping[str, Any]) -> bool:
@@ -194,7 +194,7 @@ def import_pack(settings: Settings, contracts: Mapping[str, Contract], directory
             removed[topic] = [v for k, v in current.items() if k not in kept and not is_withdrawn(v)]
     if any(removed.values()) and not force:
         tickets: dict[str, dict[str, Any]] = {}
-        for v in read_values(settings, HOTLINE_TOPIC, timeout_s=120):
+        for v in read_values(settings, topics.SERVICE_REQUESTS, timeout_s=120):
             tickets[v.get("service_request_id")] = v
         problems = removal_problems(removed, current_areas, [v for v in tickets.values() if v.get("status") == "open"])
         if problems:

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from citybrain.cli.base import EXIT_USAGE, current_contracts, current_settings, fail, group, out
+from citybrain.cli.base import (ExitCode, current_contracts, current_settings, fail, fail_with, group, json_option,
+                                limit_option, old_option, out, renamed)
 
 access_app = group("access", "Department access: principals, grants (infra/access.yaml), credentials, audit log.")
 
@@ -22,7 +23,7 @@ def _model(path: Optional[Path]):  # type: ignore[no-untyped-def]
     try:
         return load(path or ACCESS_FILE, current_contracts())
     except AccessError as exc:
-        raise fail(str(exc), code=EXIT_USAGE) from None
+        raise fail_with(exc) from None
 
 
 def _acl_text(a: tuple[str, str, str, str, str]) -> str:
@@ -34,16 +35,16 @@ def _acl_text(a: tuple[str, str, str, str, str]) -> str:
 def apply_cmd(path: Optional[Path] = FILE_OPTION,
               dry_run: bool = typer.Option(False, "--dry-run", help="Print the difference, change nothing."),
               actor: Optional[str] = typer.Option(None, help="Who is applying, for the audit log (default: login name)."),
-              as_json: bool = typer.Option(False, "--json", help="The difference as JSON.")) -> None:
+              as_json: bool = json_option("The difference as JSON.")) -> None:
     """Make the broker's credentials and ACLs match the access file; print and audit every change."""
-    from citybrain.access.grants import AccessError, apply, audit_path
+    from citybrain.access import AccessError, apply, audit_path
 
     model = _model(path)
     settings = current_settings()
     try:
         result = apply(settings, model, dry_run=dry_run, actor=actor)
     except AccessError as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     if as_json:
         out.print_json(json.dumps({"added": result.added, "removed": result.removed, "users_created": result.users_created,
                                    "users_deleted": result.users_deleted, "unchanged": result.unchanged,
@@ -67,16 +68,16 @@ def apply_cmd(path: Optional[Path] = FILE_OPTION,
 def show_cmd(topic: Optional[str] = typer.Option(None, help="Who can read (and write) this topic?"),
              department: Optional[str] = typer.Option(None, help="What can this department (or principal) read and write?"),
              path: Optional[Path] = FILE_OPTION,
-             as_json: bool = typer.Option(False, "--json", help="Machine-readable.")) -> None:
+             as_json: bool = json_option()) -> None:
     """Who can read a topic, or what a department can read; without options, every principal's grants."""
-    from citybrain.access.grants import AccessError, broker_acl_set_if_up, topic_access, topics_of
+    from citybrain.access import AccessError, broker_acl_set_if_up, topic_access, topics_of
 
     model = _model(path)
     contracts = current_contracts()                         # keyed by topic
     actual = broker_acl_set_if_up(current_settings())          # None: broker down, declared grants only
     if topic is not None:
         if topic not in contracts:
-            raise fail(f"{topic!r} is not a contract topic. Fix: see `citybrain contracts list`.", code=EXIT_USAGE)
+            raise fail(f"{topic!r} is not a contract topic. Fix: see `citybrain contracts list`.", code=ExitCode.BAD_INPUT)
         rows = topic_access(model, topic, actual)
         if as_json:
             out.print_json(json.dumps({"topic": topic, "personal_fields": contracts[topic].personal_fields(),
@@ -99,7 +100,7 @@ def show_cmd(topic: Optional[str] = typer.Option(None, help="Who can read (and w
     try:
         principals = [model.principal_of(department)] if department else sorted(model.departments)
     except AccessError as exc:
-        raise fail(str(exc), code=EXIT_USAGE) from None
+        raise fail_with(exc) from None
     result = {p: {op: sorted(topics_of(model, p, contracts, op)) for op in ("read", "write")} for p in principals}
     if as_json:
         out.print_json(json.dumps({p: {"department": model.departments[p], **v} for p, v in result.items()}))
@@ -115,15 +116,15 @@ def show_cmd(topic: Optional[str] = typer.Option(None, help="Who can read (and w
 @access_app.command("client-config")
 def client_config_cmd(department: str = typer.Argument(..., help="Department id (e.g. police) or principal (dept-police)."),
                       path: Optional[Path] = FILE_OPTION,
-                      as_json: bool = typer.Option(False, "--json", help="As JSON, for the department's client.")) -> None:
+                      as_json: bool = json_option("As JSON, for the department's client.")) -> None:
     """What a department's Kafka client needs: bootstrap servers, security protocol, SASL mechanism, username, password."""
-    from citybrain.access.grants import AccessError, client_config
+    from citybrain.access import AccessError, client_config
 
     model = _model(path)
     try:
         cfg = client_config(current_settings(), model, department)
     except AccessError as exc:
-        raise fail(str(exc), code=EXIT_USAGE) from None
+        raise fail_with(exc) from None
     if as_json:
         out.print_json(json.dumps(cfg))
         return
@@ -136,25 +137,26 @@ def rotate_cmd(department: str = typer.Argument(..., help="Department id or prin
                path: Optional[Path] = FILE_OPTION,
                actor: Optional[str] = typer.Option(None, help="Who is rotating, for the audit log.")) -> None:
     """Give a principal a new password; the old one stops working at once."""
-    from citybrain.access.grants import AccessError, rotate
+    from citybrain.access import AccessError, rotate
 
     model = _model(path)
     try:
         principal = model.principal_of(department)
         rotate(current_settings(), model, principal, actor=actor)
     except AccessError as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     out.print(f"{principal}: new password issued; hand over `citybrain access client-config {department} --json`.",
               highlight=False)
 
 
 @access_app.command("audit")
-def audit_cmd(last: int = typer.Option(50, help="How many of the latest entries."),
-              as_json: bool = typer.Option(False, "--json", help="As JSON lines.")) -> None:
+def audit_cmd(limit: int = limit_option(50, "How many of the latest entries (0: all)."),
+              last: Optional[int] = old_option("--last", "--limit"),
+              as_json: bool = json_option("As JSON lines.")) -> None:
     """The audit log: every grant, revocation and credential change, who made it and from which file version."""
-    from citybrain.access.grants import read_audit
+    from citybrain.access.audit import read_audit
 
-    entries = read_audit(current_settings().access_dir, last)
+    entries = read_audit(current_settings().access_dir, renamed(limit, last, "--last", "--limit"))
     if as_json:
         for e in entries:
             out.print(json.dumps(e, ensure_ascii=False), highlight=False, soft_wrap=True)

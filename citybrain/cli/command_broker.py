@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from citybrain.cli.base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, current_settings, fail, group, out, err
+from citybrain.cli.base import ExitCode, current_settings, err, fail, fail_with, group, json_option, out
 
 broker_app = group("broker", "The embedded Apache Kafka broker (KRaft, 127.0.0.1).")
 
@@ -18,14 +18,16 @@ def _broker(nodes: int | None = None):  # type: ignore[no-untyped-def]
     try:
         return LocalBroker(current_settings(), nodes=nodes)
     except BrokerError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), ExitCode.BAD_INPUT) from None
 
 
 @broker_app.command("up")
 def broker_up(nodes: Optional[int] = typer.Option(
         None, "--nodes", min=1, max=5, help="Form a local cluster of this many combined broker/controllers "
         "(3: replication factor 3, min.insync.replicas 2); default: as formed, else one.")) -> None:
-    """Fetch (once), format (once) and start the broker; wait until it serves requests."""
+    """Fetch (once), format (once) and start the broker; wait until it serves requests.
+
+    Exit 4 when it does not."""
     from citybrain.broker.local import BrokerError
 
     broker = _broker(nodes)
@@ -33,7 +35,7 @@ def broker_up(nodes: Optional[int] = typer.Option(
         with err.status("starting Apache Kafka (first run fetches its jars with Maven)..."):
             status = broker.up()
     except BrokerError as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     out.print(status.describe(), highlight=False)
 
 
@@ -45,8 +47,10 @@ def broker_down() -> None:
 
 
 @broker_app.command("status")
-def broker_status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Is the broker running, where, and where is its data. Exit 1 when it is not running."""
+def broker_status(as_json: bool = json_option()) -> None:
+    """Is the broker running, where, and where is its data.
+
+    Exit 1 when it is not running."""
     status = _broker().status()
     if as_json:
         out.print_json(json.dumps({
@@ -55,18 +59,20 @@ def broker_status(as_json: bool = typer.Option(False, "--json", help="Machine-re
         }))
     else:
         out.print(status.describe(), highlight=False)
-    raise typer.Exit(EXIT_OK if status.running else EXIT_FAILED)
+    raise typer.Exit(ExitCode.OK if status.running else ExitCode.FAILURE)
 
 
 @broker_app.command("fetch")
 def broker_fetch() -> None:
-    """Fetch the broker's jars from Maven Central into the cache (done by `up` when needed)."""
+    """Fetch the broker's jars from Maven Central into the cache (done by `up` when needed).
+
+    Exit 4 when they cannot be fetched."""
     from citybrain.broker.local import BrokerError
 
     try:
         lib = _broker().fetch()
     except BrokerError as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     out.print(f"Kafka jars ready in {lib}", highlight=False)
 
 
@@ -74,6 +80,6 @@ def broker_fetch() -> None:
 def broker_reset(yes: bool = typer.Option(False, "--yes", help="Confirm deleting every topic and record.")) -> None:
     """Stop the broker and delete its data. Jars stay cached."""
     if not yes:
-        raise fail("this deletes every topic and record of the embedded broker; add --yes to confirm.", EXIT_USAGE)
+        raise fail("this deletes every topic and record of the embedded broker; add --yes to confirm.", ExitCode.BAD_INPUT)
     _broker().reset()
     out.print("broker data deleted")

@@ -7,11 +7,11 @@ import json
 import typer
 from rich.table import Table
 
-from citybrain.cli.base import EXIT_USAGE, app, current_settings, fail, out
+from citybrain.cli.base import ExitCode, app, current_settings, fail, json_option, limit_option, out
 
 
 @app.command("catalog")
-def catalog_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable, for scripts.")) -> None:
+def catalog_cmd(as_json: bool = json_option()) -> None:
     """The scenario datasets: latest version, rows, quality and age of each, and all their versions."""
     from citybrain.scenarios.catalog import catalog
 
@@ -31,8 +31,8 @@ def catalog_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
 @app.command("query")
 def query_cmd(sql: str = typer.Argument(..., help="SQL (DuckDB); every dataset is a view named after it."),
               pin: list[str] = typer.Option([], "--pin", help="DATASET=VERSION: query that release, not the latest."),
-              as_json: bool = typer.Option(False, "--json", help="Rows as JSON."),
-              limit: int = typer.Option(50, help="Rows to print (the query itself is not limited).")) -> None:
+              as_json: bool = json_option("Rows as JSON (all of them)."),
+              limit: int = limit_option(50, "Rows to print (0: all; the query itself is not limited).")) -> None:
     """Run SQL over the latest (or pinned) releases of the scenario datasets with DuckDB."""
     import duckdb
 
@@ -42,15 +42,15 @@ def query_cmd(sql: str = typer.Argument(..., help="SQL (DuckDB); every dataset i
     for p in pin:
         name, sep, version = p.partition("=")
         if not sep:
-            raise fail(f"--pin {p!r}: write DATASET=VERSION (versions: `citybrain catalog`).", code=EXIT_USAGE)
+            raise fail(f"--pin {p!r}: write DATASET=VERSION (versions: `citybrain catalog`).", code=ExitCode.BAD_INPUT)
         pins[name] = version
     try:
         result = query(current_settings().lake, sql, pins)
     except LookupError as exc:
-        raise fail(str(exc), code=EXIT_USAGE) from None
+        raise fail(str(exc), code=ExitCode.BAD_INPUT) from None
     except duckdb.Error as exc:
         raise fail(f"the query failed: {exc}".strip() + " Fix: check the SQL; `citybrain catalog` lists the datasets "
-                    "(each is a view of the same name).", code=EXIT_USAGE) from None
+                    "(each is a view of the same name).", code=ExitCode.BAD_INPUT) from None
     rows = result.to_pylist()
     if as_json:
         out.print_json(json.dumps(rows, ensure_ascii=False, default=str))
@@ -58,6 +58,6 @@ def query_cmd(sql: str = typer.Argument(..., help="SQL (DuckDB); every dataset i
     table = Table(title=f"{len(rows):,} row(s)")
     for col in result.column_names:
         table.add_column(col)
-    for row in rows[:limit]:
+    for row in rows[:limit or None]:
         table.add_row(*("" if v is None else str(v) for v in row.values()))
     out.print(table)

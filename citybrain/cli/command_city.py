@@ -1,4 +1,5 @@
-"""`citybrain city ...`: the simulated city 云州市, city packs (generate, check), reference files and exports."""
+"""`citybrain city ...`: the simulated city 云州市 and city packs (generate, check, import, export); sample
+departmental exports under `citybrain dev city exports`."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from citybrain.cli.base import EXIT_USAGE, current_contracts, current_settings, err, fail, group, out
+from citybrain.cli.base import (ExitCode, current_contracts, current_settings, dev_app, err, fail, fail_with, group,
+                                json_option, moved, out)
 
 city_app = group("city", "The city: city packs (generate, check) and the simulated city 云州市 (Yunzhou).")
+dev_city_app = group("city", "Sample departmental export files from the simulated city.", parent=dev_app)
 
 
 @city_app.command("show")
-def city_show(seed: int = typer.Option(7, help="City seed.")) -> None:
+def city_show(seed: int = typer.Option(7, help="City seed."), as_json: bool = json_option()) -> None:
     """What the simulated city holds, district by district."""
     from citybrain.sim.city import build_city
 
@@ -24,11 +27,20 @@ def city_show(seed: int = typer.Option(7, help="City seed.")) -> None:
     streets = Counter(s.district_code for s in city.streets)
     district_of = {s.code: s.district_code for s in city.streets}
     devices = Counter(district_of[d.street_code] for d in city.devices)
+    kinds = Counter(d.device_type for d in city.devices)
+    pois = Counter(p.category for p in city.pois)
+    if as_json:
+        out.print_json(json.dumps({
+            "name": city.name, "name_en": city.name_en, "seed": seed, "population": city.population,
+            "districts": [{"name": d.name, "name_en": d.name_en, "code": d.code, "streets": streets[d.code],
+                           "population": d.population, "devices": devices[d.code]} for d in city.districts],
+            "streets": len(city.streets), "road_segments": len(city.roads),
+            "points_of_interest": dict(sorted(pois.items())), "devices": dict(sorted(kinds.items())),
+        }, ensure_ascii=False))
+        return
     for d in city.districts:
         table.add_row(f"{d.name} {d.name_en}", d.code, str(streets[d.code]), f"{d.population:,}", str(devices[d.code]))
     out.print(table)
-    kinds = Counter(d.device_type for d in city.devices)
-    pois = Counter(p.category for p in city.pois)
     out.print(f"{len(city.streets)} streets, {len(city.roads)} road segments, {len(city.pois)} points of interest "
               f"({', '.join(f'{k} {v}' for k, v in sorted(pois.items()))}), {len(city.devices)} devices "
               f"({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))}); population {city.population:,}",
@@ -48,19 +60,21 @@ def city_export(directory: Path = typer.Argument(..., file_okay=False, help="Whe
         with err.status(f"reading the reference topics from {settings.bootstrap} ..."):
             pack = export_pack(settings)
     except InputError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
+        raise fail_with(exc) from None
     pack.write(directory)
     _pack, problems = check_pack(directory)
     out.print(f"{pack.summary()} written to {directory}" + (f"; it has {len(problems)} problem(s): `citybrain city "
               f"check {directory}`" if problems else "; it passes `city check`"), highlight=False)
 
 
-@city_app.command("exports")
+@dev_city_app.command("exports")
+@moved(city_app, "exports", "citybrain city exports", "citybrain dev city exports")
 def city_exports(
     directory: Path = typer.Argument(..., help="Where to write the export files."),
     hours: float = typer.Option(24.0, help="Simulated hours of departmental records."),
     seed: int = typer.Option(7, help="Seed."),
     scale: float = typer.Option(0.2, help="Share of the city's volume."),
+    as_json: bool = json_option("The files written, as JSON."),
 ) -> None:
     """Write departmental export files (police 110 in GB18030, urban inspections, the elderly-care
     register, the device registry) from a simulated day, ready for `citybrain load`."""
@@ -71,9 +85,14 @@ def city_exports(
     try:
         feeds = load_feeds(current_settings().feeds_dir, current_contracts())
     except FeedError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
+        raise fail_with(exc) from None
+    files = write_exports(SimConfig(seed=seed, hours=hours, scale=scale, incidents=()), feeds, directory)
+    if as_json:
+        out.print_json(json.dumps([{"feed": w.feed, "path": str(w.path), "encoding": w.encoding, "rows": w.rows,
+                                    "broken_rows": w.broken} for w in files], ensure_ascii=False))
+        return
     table = Table("feed", "file", "encoding", "rows", "broken rows")
-    for written in write_exports(SimConfig(seed=seed, hours=hours, scale=scale, incidents=()), feeds, directory):
+    for written in files:
         table.add_row(written.feed, str(written.path), written.encoding, str(written.rows), str(written.broken))
     out.print(table)
 
@@ -83,7 +102,7 @@ def city_generate(directory: Path = typer.Argument(..., help="Where to write the
                   seed: int = typer.Option(7, help="City seed."),
                   version: str = typer.Option("1.0.0", help="The pack's version (manifest.json).")) -> None:
     """Write the simulated city 云州市 as a city pack: areas down to communities and grids, departments,
-    services, routing rules, devices (see README, "City packs")."""
+    services, routing rules, devices (see docs/reference/city-pack.md)."""
     from citybrain.sim.city import build_city
     from citybrain.city.pack import pack_from_city
 
@@ -102,9 +121,11 @@ def _print_problems(problems: list, title: str) -> None:  # type: ignore[type-ar
 
 @city_app.command("check")
 def city_check(directory: Path = typer.Argument(..., exists=True, file_okay=False, help="The city pack (a folder)."),
-               as_json: bool = typer.Option(False, "--json", help="The problems as JSON.")) -> None:
+               as_json: bool = json_option("The problems as JSON.")) -> None:
     """Check a city pack against its contracts and rules, then its records against the reference topics'
-    contracts; name every problem at once (file, line or feature, rule, fix). Exit 0 when it passes, 2 when not."""
+    contracts; name every problem at once (file, line or feature, rule, fix).
+
+    Exit 0 when it passes, 1 when not."""
     from citybrain.city.pack_check import check_pack
     from citybrain.city.pack_import import contract_problems
 
@@ -121,18 +142,20 @@ def city_check(directory: Path = typer.Argument(..., exists=True, file_okay=Fals
     else:
         assert pack is not None
         out.print(f"[green]✓[/] passes: {pack.summary()}", highlight=False)
-    raise typer.Exit(EXIT_USAGE if problems else 0)
+    raise typer.Exit(ExitCode.FAILURE if problems else ExitCode.OK)
 
 
 @city_app.command("import")
 def city_import(directory: Path = typer.Argument(..., exists=True, file_okay=False, help="The city pack (a folder)."),
-                as_json: bool = typer.Option(False, "--json", help="What was published, as JSON."),
+                as_json: bool = json_option("What was published, as JSON."),
                 force: bool = typer.Option(False, "--force", help="Withdraw areas and services the pack leaves out even "
                                                                   "where open tickets still refer to them.")) -> None:
     """Check a city pack whole, then publish what is new or changed to the reference topics (compacted, keyed:
     an updated area, rule or device replaces only itself), mark what it leaves out withdrawn (devices retired),
-    and record the pack's version. Nothing of a pack with problems is published (exit 2), nor of one that
-    leaves out an area or a service open tickets still refer to (unless --force)."""
+    and record the pack's version.
+
+    Nothing of a pack with problems is published (exit 2), nor of one that leaves out an area or a service
+    open tickets still refer to (unless --force). Exit 4 when the broker did not take the records."""
     from citybrain.city.pack_import import PackError, import_pack
     from citybrain.ingest.producer import DeliveryError
 
@@ -142,9 +165,10 @@ def city_import(directory: Path = typer.Argument(..., exists=True, file_okay=Fal
             result = import_pack(settings, current_contracts(), directory, force=force)
     except PackError as exc:
         _print_problems(exc.problems, f"{len(exc.problems)} problem(s): nothing imported")
-        raise fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), ExitCode.BAD_INPUT) from None
     except (DeliveryError, LookupError, TimeoutError) as exc:
-        raise fail(f"{exc} The pack's version was not recorded; importing again publishes what is missing.") from None
+        code = ExitCode.FAILURE if isinstance(exc, LookupError) else ExitCode.SERVICE_UNAVAILABLE
+        raise fail(f"{exc} The pack's version was not recorded; importing again publishes what is missing.", code) from None
     if as_json:
         out.print_json(json.dumps(result.__dict__, default=str, ensure_ascii=False))
         return

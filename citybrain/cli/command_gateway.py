@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from citybrain.cli.base import EXIT_USAGE, app, current_contracts, current_settings, err, fail
+from citybrain.cli.base import app, current_contracts, current_settings, err, fail, fail_with
 
 
 @app.command("gateway")
@@ -14,7 +14,9 @@ def gateway(
     host: Optional[str] = typer.Option(None, help="Interface to listen on (default CITYBRAIN_GATEWAY_HOST, 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, help="Port (default CITYBRAIN_GATEWAY_PORT, 8311)."),
 ) -> None:
-    """Serve the Open311 GeoReport v2 and FIWARE NGSI v2 (keyValues) edge until interrupted."""
+    """Serve the Open311 GeoReport v2 and FIWARE NGSI v2 (keyValues) edge until interrupted.
+
+    Exit 4 when the platform (the broker, its topics) cannot be brought up."""
     from citybrain.gateway.server import run_gateway
     from citybrain.platform.readiness import PlatformError, ensure_ready
     from citybrain.settings import SettingsError, api_keys
@@ -23,11 +25,11 @@ def gateway(
     try:
         keys = api_keys(settings)
     except SettingsError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
+        raise fail_with(exc) from None
     try:
         ready = ensure_ready(settings, contracts, err)
     except PlatformError as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     host, port = host or settings.gateway_host, port or settings.gateway_port
     err.print(f"{ready.broker}", highlight=False)
     err.print(f"CityBrain gateway on http://{host}:{port}  (Open311: /open311/v2/, FIWARE NGSI v2: /v2/; "

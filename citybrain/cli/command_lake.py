@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from typing import Optional
 
 import typer
 
-from citybrain.cli.base import current_settings, fail, group, out
+from citybrain.cli.base import ExitCode, current_settings, fail, group, idle_option, json_option, out
 
 lake_app = group("lake", "The lake: Parquet under var/lake, or on object storage at CITYBRAIN_LAKE_URI (bronze: "
                          "validated raw records; silver: curated and fused records).")
@@ -28,7 +29,8 @@ def _lake_sink(layer: str, batch: int, max_wait_s: float, exit_when_idle: Option
                           compact_every_s=settings.lake_compact_every_s)
     except KafkaError as exc:
         raise fail(f"Kafka at {settings.bootstrap} did not answer: {exc}. Fix: `citybrain broker up` (or check "
-                    "CITYBRAIN_BOOTSTRAP_SERVERS); the lake resumes from its checkpoints.") from None
+                   "CITYBRAIN_BOOTSTRAP_SERVERS); the lake resumes from its checkpoints.",
+                   ExitCode.SERVICE_UNAVAILABLE) from None
     except OSError as exc:   # the lake's storage: a full disk, object storage out of reach or refusing the keys
         raise fail(f"the lake at {settings.lake} refused a write or read: {exc}. Fix: check the disk, or "
                    "CITYBRAIN_LAKE_URI and the storage's credentials (AWS_ACCESS_KEY_ID, ...); nothing is lost, "
@@ -39,12 +41,14 @@ def _lake_sink(layer: str, batch: int, max_wait_s: float, exit_when_idle: Option
 
 BATCH_OPT = typer.Option(20_000, help="Records per partition per file, at most.")
 WAIT_OPT = typer.Option(5.0, "--max-wait-s", help="Flush at least this often.")
-IDLE_OPT = typer.Option(None, "--exit-when-idle", help="Stop after this many seconds without new records.")
+IDLE_OPT = idle_option("Stop after this many seconds without new records.")
 
 
 @lake_app.command("bronze")
 def lake_bronze(batch: int = BATCH_OPT, max_wait_s: float = WAIT_OPT, exit_when_idle: Optional[float] = IDLE_OPT) -> None:
-    """Copy every raw topic into lake/bronze as Parquet, exactly once across crashes (see README)."""
+    """Copy every raw topic into lake/bronze as Parquet, exactly once across crashes (see docs/explanation/exactly-once.md).
+
+    Exit 4 when the broker does not answer, 1 when the lake's storage refuses a write."""
     _lake_sink("bronze", batch, max_wait_s, exit_when_idle)
 
 
@@ -56,27 +60,36 @@ def lake_silver(batch: int = BATCH_OPT, max_wait_s: float = WAIT_OPT, exit_when_
 
 @lake_app.command("compact")
 def lake_compact(layer: str = typer.Argument("all", help="bronze, silver or all."),
-                 min_files: int = typer.Option(2, min=2, help="Merge an hour's files of one partition from this many.")) -> None:
+                 min_files: int = typer.Option(2, min=2, help="Merge an hour's files of one partition from this many."),
+                 as_json: bool = json_option("Each layer's merge as JSON.")) -> None:
     """Merge small Parquet files: one file per partition and hour (safe beside a running sink)."""
     from citybrain.lake.layout import LAYERS
     from citybrain.lake.writer import LakeWriter
 
     layers = list(LAYERS) if layer == "all" else [layer]
     if not set(layers) <= set(LAYERS):
-        raise fail(f"unknown layer {layer!r}. Fix: use one of bronze, silver, all.", code=2)
-    for name in layers:
-        result = LakeWriter(current_settings().lake, name).compact(min_files)
+        raise fail(f"unknown layer {layer!r}. Fix: use one of bronze, silver, all.", ExitCode.BAD_INPUT)
+    results = {name: LakeWriter(current_settings().lake, name).compact(min_files) for name in layers}
+    if as_json:
+        out.print_json(json.dumps({name: {"merged_files": r.merged_files, "written_files": r.written_files, "rows": r.rows,
+                                          "interrupted": r.interrupted} for name, r in results.items()}))
+        return
+    for name, result in results.items():
         out.print(f"{name}: {result.merged_files:,} files merged into {result.written_files:,} ({result.rows:,} records)"
                   + (f"; {result.interrupted} interrupted compaction(s) finished" if result.interrupted else ""),
                   highlight=False)
 
 
 @lake_app.command("maintain")
-def lake_maintain(dry_run: bool = typer.Option(False, "--dry-run", help="Say what would go; remove nothing.")) -> None:
+def lake_maintain(dry_run: bool = typer.Option(False, "--dry-run", help="Say what would go; remove nothing."),
+                  as_json: bool = json_option("The report as JSON.")) -> None:
     """What the maintenance DAG does: remove state past its retention (CITYBRAIN_RETENTION_*), compact quiet hours."""
     from citybrain.orchestration.maintenance import maintain
 
     report = maintain(current_settings(), dry_run=dry_run)
+    if as_json:
+        out.print_json(json.dumps({**report, "dry_run": dry_run}, default=str))
+        return
     verb = "would remove" if dry_run else "removed"
     out.print(f"{verb} " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in report["removed"].items())
               + f" ({report['bytes_freed'] / 1e6:.1f} MB); {report['files_compacted']} small file(s) compacted; "

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.table import Table
 
-from citybrain.cli.base import EXIT_USAGE, current_contracts, current_settings, fail, group, out
+from citybrain.cli.base import (ExitCode, current_contracts, current_settings, fail, fail_with, group, idle_option,
+                                json_option, old_option, out, renamed)
 
 notify_app = group("notify", "NGSI-LD notifications out: department systems sent their topics (infra/subscriptions.yaml).")
 
-FILE_OPTION = typer.Option(None, "--file", help="The subscriptions file (default: infra/subscriptions.yaml).")
+FILE_OPTION = typer.Option(None, "--file", exists=True, dir_okay=False,
+                           help="The subscriptions file (default: infra/subscriptions.yaml).")
 
 
-def _subscriptions(path: Optional[Path]):  # type: ignore[no-untyped-def]
+def _subscriptions(path: Optional[Path], code: ExitCode = ExitCode.BAD_INPUT):  # type: ignore[no-untyped-def]
+    """The subscriptions, or exit with ``code`` naming what is wrong with them."""
     from citybrain.access.grants import ACCESS_FILE, AccessError, load
     from citybrain.notify.notifier import SUBSCRIPTIONS_FILE, SubscriptionError, load_subscriptions
 
@@ -24,13 +28,19 @@ def _subscriptions(path: Optional[Path]):  # type: ignore[no-untyped-def]
     try:
         return load_subscriptions(path or SUBSCRIPTIONS_FILE, contracts, load(ACCESS_FILE, contracts))
     except (AccessError, SubscriptionError) as exc:
-        raise fail(str(exc), code=EXIT_USAGE) from None
+        raise fail(str(exc), code) from None
 
 
 @notify_app.command("check")
-def check_cmd(path: Optional[Path] = FILE_OPTION) -> None:
-    """Validate the subscriptions: principals, their grants on the topics, endpoints."""
-    subs = _subscriptions(path)
+def check_cmd(path: Optional[Path] = FILE_OPTION, as_json: bool = json_option("The valid subscriptions as JSON.")) -> None:
+    """Validate the subscriptions: principals, their grants on the topics, endpoints.
+
+    Exit 1 on a problem."""
+    subs = _subscriptions(path, ExitCode.FAILURE)
+    if as_json:
+        out.print_json(json.dumps([{"id": s.id, "principal": s.principal, "topic": s.topic, "endpoint": s.endpoint,
+                                    "accept": s.accept, "format": s.format} for s in subs], ensure_ascii=False))
+        return
     table = Table("subscription", "principal", "topic", "endpoint", "accept", "format")
     for s in subs:
         table.add_row(s.id, s.principal, s.topic, s.endpoint, s.accept, s.format)
@@ -40,8 +50,9 @@ def check_cmd(path: Optional[Path] = FILE_OPTION) -> None:
 
 @notify_app.command("run")
 def run_cmd(path: Optional[Path] = FILE_OPTION,
-            until_idle: Optional[float] = typer.Option(None, "--until-idle", help="Stop once every subscription "
-                                                       "has been caught up and quiet for this many seconds."),
+            exit_when_idle: Optional[float] = idle_option("Stop once every subscription has been caught up and quiet "
+                                                          "for this many seconds."),
+            until_idle: Optional[float] = old_option("--until-idle", "--exit-when-idle"),
             retry_base: float = typer.Option(0.5, "--retry-base", help="First retry backoff in seconds (doubles).")) -> None:
     """Send each record of every subscription's topic to its endpoint as an NGSI-LD Notification."""
     import signal
@@ -52,16 +63,17 @@ def run_cmd(path: Optional[Path] = FILE_OPTION,
     try:
         passwords = passwords_for(settings, subs)
     except SubscriptionError as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     if not subs:
         out.print("no subscriptions in the file: nothing to send", highlight=False)
+    idle_exit_s = renamed(exit_when_idle, until_idle, "--until-idle", "--exit-when-idle")
     notifier = Notifier(settings, current_contracts(), subs, passwords, retry_base_s=retry_base)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, notifier.stopping.set)
-        await notifier.run(idle_exit_s=until_idle)
+        await notifier.run(idle_exit_s=idle_exit_s)
 
     try:
         asyncio.run(main())

@@ -9,8 +9,8 @@ from typing import Optional
 
 import typer
 
-from citybrain.cli.base import (EXIT_DEAD_LETTERED, EXIT_OK, EXIT_USAGE, app, current_contracts, current_settings,
-                                    err, fail, out, print_summary)
+from citybrain.cli.base import (ExitCode, app, current_contracts, current_settings, err, fail, fail_with, json_option,
+                                limit_option, out, print_summary)
 
 
 @app.command("produce")
@@ -19,12 +19,12 @@ def produce(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="JSONL or CSV file"),
     fmt: Optional[str] = typer.Option(None, "--format", help="jsonl or csv (default: from the file suffix)"),
     trace_id: Optional[str] = typer.Option(None, "--trace-id", help="Trace id for every record (default: one per record)"),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    as_json: bool = json_option("Print the summary as JSON."),
 ) -> None:
     """Validate every record of FILE against the contract; valid ones to its topic, the rest dead-lettered.
 
     Exit 0 when every record was accepted, 3 when some were dead-lettered, 2 when the file
-    cannot be read against the contract, 1 when the broker did not acknowledge records.
+    cannot be read against the contract, 4 when the broker did not acknowledge records.
     """
     from citybrain.contracts.model import ContractError, resolve
     from citybrain.ingest.producer import DeliveryError, ValidatedProducer
@@ -34,41 +34,45 @@ def produce(
     try:
         c = resolve(current_contracts(), contract)
     except ContractError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), ExitCode.BAD_INPUT) from None
     kind = (fmt or file.suffix.lstrip(".")).lower()
     if kind in ("jsonl", "ndjson", "json"):
         records = read_jsonl(file, settings.max_record_bytes)
     elif kind == "csv":
         records = read_csv(file, c, settings.max_record_bytes)
     else:
-        raise fail(f"cannot tell the format of {file.name}: use --format jsonl or --format csv.", EXIT_USAGE)
+        raise fail(f"cannot tell the format of {file.name}: use --format jsonl or --format csv.", ExitCode.BAD_INPUT)
     try:
         with ValidatedProducer(settings) as producer, err.status(f"producing {file.name} to {c.topic}...") as status:
             summary = producer.produce(c, records, trace_id=trace_id,
                                        progress=lambda n: status.update(f"producing {file.name} to {c.topic}: {n:,} records"))
     except InputFileError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), ExitCode.BAD_INPUT) from None
     except DeliveryError as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     if as_json:
         out.print_json(json.dumps(summary.as_dict(), ensure_ascii=False))
     else:
         print_summary(summary)
-    raise typer.Exit(EXIT_OK if summary.dead_lettered == 0 else EXIT_DEAD_LETTERED)
+    raise typer.Exit(ExitCode.OK if summary.dead_lettered == 0 else ExitCode.PARTLY_ACCEPTED)
 
 
 @app.command("consume")
 def consume(
     topic: str = typer.Argument(..., help="Topic to read from the beginning to its current end"),
-    limit: int = typer.Option(20, "--limit", "-n", help="Print at most this many records (0: all)"),
+    limit: int = limit_option(20, "Print at most this many records, the newest (0: all)."),
 ) -> None:
-    """Print a topic's records with their headers, as JSON lines."""
+    """Print a topic's records with their headers, as JSON lines (always: no --json needed).
+
+    Exit 2 for a topic that does not exist, 4 when the broker does not deliver them in time."""
     from citybrain.kafka.topics import read_topic
 
     try:
         records = read_topic(current_settings(), topic)
-    except (LookupError, TimeoutError) as exc:
-        raise fail(str(exc)) from None
+    except LookupError as exc:
+        raise fail(str(exc), ExitCode.BAD_INPUT) from None
+    except TimeoutError as exc:
+        raise fail(str(exc), ExitCode.SERVICE_UNAVAILABLE) from None
     shown = records if limit == 0 else records[-limit:]
     for r in shown:
         headers = {k: v.decode(errors="replace") for k, v in (r.headers or [])}
@@ -87,13 +91,13 @@ def load(
     feed_name: str = typer.Argument(..., metavar="FEED", help="Feed name (infra/feeds/<feed>.yaml), e.g. police_110."),
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="The department's export file."),
     encoding: str = typer.Option("auto", help="auto (detect UTF-8 / GB18030 / BOMs), or a codec such as gb18030."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    as_json: bool = json_option("Print the report as JSON."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write the report as JSON to this file."),
 ) -> None:
     """Load a department's CSV or JSONL export through its declared column mapping and contract.
 
     Exit 0 when every row was accepted, 3 when some were dead-lettered, 2 when the file or
-    feed cannot be used (nothing produced), 1 when the broker did not acknowledge records.
+    feed cannot be used (nothing produced), 4 when the broker did not acknowledge records.
     """
     from citybrain.contracts.model import resolve
     from citybrain.ingest.encoding import check_encoding, detect_encoding
@@ -104,10 +108,10 @@ def load(
     try:
         feeds = load_feeds(settings.feeds_dir, contracts)
     except FeedError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), ExitCode.BAD_INPUT) from None
     feed = feeds.get(feed_name)
     if feed is None:
-        raise fail(f"no feed named {feed_name!r}; declared feeds: {', '.join(sorted(feeds))} (infra/feeds/).", EXIT_USAGE)
+        raise fail(f"no feed named {feed_name!r}; declared feeds: {', '.join(sorted(feeds))} (infra/feeds/).", ExitCode.BAD_INPUT)
     if encoding == "auto":
         detected = detect_encoding(file)
         codec, why = detected.encoding, detected.reason
@@ -115,7 +119,7 @@ def load(
         try:
             codec, why = check_encoding(encoding), "given with --encoding"
         except ValueError as exc:
-            raise fail(str(exc), EXIT_USAGE) from None
+            raise fail(str(exc), ExitCode.BAD_INPUT) from None
     contract = resolve(contracts, feed.contract)
     records = read_feed(feed, file, codec, settings.max_record_bytes)
     try:
@@ -124,9 +128,9 @@ def load(
             summary = producer.produce(contract, records, progress=lambda n: status.update(
                 f"loading {file.name} as {feed.name}: {n:,} rows"))
     except FeedError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), ExitCode.BAD_INPUT) from None
     except DeliveryError as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     result = {"feed": feed.name, "file": file.name, "encoding": codec, "encoding_reason": why, **summary.as_dict()}
     if report:
         report.write_text(json.dumps(result, ensure_ascii=False, indent=2))
@@ -136,4 +140,4 @@ def load(
         out.print(f"{file.name}: feed {feed.name} ({feed.title}) -> {contract.topic}; encoding {codec} ({why})",
                   highlight=False)
         print_summary(summary)
-    raise typer.Exit(EXIT_OK if summary.dead_lettered == 0 else EXIT_DEAD_LETTERED)
+    raise typer.Exit(ExitCode.OK if summary.dead_lettered == 0 else ExitCode.PARTLY_ACCEPTED)

@@ -1,4 +1,4 @@
-"""`citybrain simulate`: the simulated city's feeds through the validated producer."""
+"""`citybrain dev simulate`: the simulated city's feeds through the validated producer."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from citybrain.cli.base import EXIT_FAILED, EXIT_OK, EXIT_USAGE, app, current_contracts, current_settings, err, fail, out
+from citybrain.cli.base import (ExitCode, app, current_contracts, current_settings, dev_app, err, fail, fail_with,
+                                json_option, moved, out)
 
 
 def _parse_start(text: Optional[str]) -> Optional[datetime]:
@@ -20,13 +21,14 @@ def _parse_start(text: Optional[str]) -> Optional[datetime]:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise fail(f"--start {text!r} is not an ISO 8601 time. Fix: e.g. --start 2026-07-21T00:00:00+08:00.", EXIT_USAGE) from None
+        raise fail(f"--start {text!r} is not an ISO 8601 time. Fix: e.g. --start 2026-07-21T00:00:00+08:00.", ExitCode.BAD_INPUT) from None
     if value.tzinfo is None:
-        raise fail(f"--start {text!r} has no time zone. Fix: add Z or an offset, e.g. 2026-07-21T00:00:00+08:00.", EXIT_USAGE)
+        raise fail(f"--start {text!r} has no time zone. Fix: add Z or an offset, e.g. 2026-07-21T00:00:00+08:00.", ExitCode.BAD_INPUT)
     return value.astimezone(timezone.utc)
 
 
-@app.command("simulate")
+@dev_app.command("simulate")
+@moved(app, "simulate", "citybrain simulate", "citybrain dev simulate")
 def simulate(
     hours: float = typer.Option(24.0, help="Simulated hours."),
     start: Optional[str] = typer.Option(None, help="Simulated start, ISO 8601 with zone (default: yesterday 00:00 in the city's time zone)."),
@@ -43,7 +45,7 @@ def simulate(
                                         help="Simulate this city pack (a folder) instead of the generated 云州市; "
                                              "its reference data is published with the feeds."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Directory for ground_truth.json and summary.json (default var/sim/<run>)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    as_json: bool = json_option("Print the summary as JSON."),
     live: bool = typer.Option(False, "--live", help="A live city (`citybrain up --simulate N`): start now, with a seed "
                                                    "of this start, paced by --speed (1 when not given)."),
 ) -> None:
@@ -51,7 +53,7 @@ def simulate(
     through the validated producer, and write the ground truth of the injected incidents.
 
     Exit 0 when every record was accepted or dead-lettered as designed and the counts add up,
-    1 when the broker did not take them, 2 for bad options.
+    1 when they do not, 2 for bad options, 4 when the broker did not take the records.
     """
     from citybrain.city.pack_import import PackError
     from citybrain.ingest.producer import DeliveryError
@@ -71,20 +73,20 @@ def simulate(
                         incidents=kinds, faults=faults, city_pack=str(pack) if pack else None)
         sim = Simulation(cfg)
     except (SimError, PackError) as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), ExitCode.BAD_INPUT) from None
     oldest = datetime.now(timezone.utc) - timedelta(days=25)
     if sim.start < oldest:
         raise fail(f"--start {sim.start:%Y-%m-%d} is more than 25 days ago: records carry their simulated time as "
                     "Kafka timestamp, and the broker deletes sensor records older than the topics' 30-day retention. "
-                    "Fix: simulate a recent window (the default is yesterday).", EXIT_USAGE)
+                    "Fix: simulate a recent window (the default is yesterday).", ExitCode.BAD_INPUT)
     if speed < 0 or rate < 0:
-        raise fail("--speed and --rate must be 0 (no limit) or positive.", EXIT_USAGE)
+        raise fail("--speed and --rate must be 0 (no limit) or positive.", ExitCode.BAD_INPUT)
     settings, contracts = current_settings(), current_contracts()
     console = err if as_json else out
     try:
         ready = ensure_ready(settings, contracts, console)
     except PlatformError as exc:
-        raise fail(str(exc)) from None
+        raise fail_with(exc) from None
     console.print(f"{ready.broker}; topics: {ready.created} created, {ready.existing} already there", highlight=False)
     total_s = (sim.end - sim.start).total_seconds()
     with Progress(TextColumn("[bold]simulating[/] {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
@@ -98,12 +100,12 @@ def simulate(
         try:
             report = run_simulation(settings, contracts, sim, Pacing(speed, rate), out_dir, progress)
         except (DeliveryError, LookupError) as exc:
-            raise fail(str(exc)) from None
+            raise fail_with(exc) from None
     if as_json:
         out.print_json(json.dumps(report.as_dict(), ensure_ascii=False))
     else:
         _print_sim_report(report)
-    raise typer.Exit(EXIT_OK if report.balanced else EXIT_FAILED)
+    raise typer.Exit(ExitCode.OK if report.balanced else ExitCode.FAILURE)
 
 
 def _print_sim_report(report) -> None:  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""`citybrain streams|evaluate|bench`: the stream workers, how well they detect, how fast they run."""
+"""`citybrain streams`: the stream workers; `citybrain dev evaluate|bench`: how well they detect, how fast they run."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.table import Table
 
-from citybrain.cli.base import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, app, current_contracts, current_settings, err,
-                                    fail, group, out)
+from citybrain.cli.base import (ExitCode, app, current_contracts, current_settings, dev_app, err, fail, group,
+                                json_option, moved, out, say_renamed)
 from citybrain.settings import PROJECT_ROOT, Settings
 
 streams_app = group("streams", "The stream workers (faust-streaming).")
@@ -24,12 +25,13 @@ def streams_fusion(log_level: str = typer.Option("warn", "--log-level", "-l", he
     from citybrain.platform.workers import FUSION_WORKER
 
     if log_level not in ("crit", "error", "warn", "info", "debug"):
-        raise fail(f"--log-level {log_level!r}: use crit, error, warn, info or debug.", EXIT_USAGE)
+        raise fail(f"--log-level {log_level!r}: use crit, error, warn, info or debug.", ExitCode.BAD_INPUT)
     current_settings()
     os.execv(sys.executable, [sys.executable, str(FUSION_WORKER), "worker", "-l", log_level, "--without-web"])
 
 
-@app.command("evaluate")
+@dev_app.command("evaluate")
+@moved(app, "evaluate", "citybrain evaluate", "citybrain dev evaluate")
 def evaluate_command(
     ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground truth file (default var/sim/latest/ground_truth.json)."),
     replay: bool = typer.Option(False, "--replay", help="Recompute the simulation the ground truth describes and run the "
@@ -37,20 +39,22 @@ def evaluate_command(
     shards: int = typer.Option(1, "--shards", min=1, max=64, help="With --replay: split the records by area key "
                                                                   "(district) over this many pipelines, as fusion split "
                                                                   "across workers would."),
-    as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
+    as_json: bool = json_option("Print the scores as JSON."),
 ) -> None:
     """Score detected city events and early warnings against the simulator's ground truth:
-    precision, recall and the lead time of warnings before the complaint peak."""
+    precision, recall and the lead time of warnings before the complaint peak.
+
+    Exit 1 when nothing was detected."""
     from citybrain.fusion.evaluate import evaluate
     from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC
 
     settings = current_settings()
     path = ground_truth or settings.sim_dir / "latest" / "ground_truth.json"
     if not path.exists():
-        raise fail(f"no ground truth at {path}. Fix: run `citybrain simulate` first, or pass --ground-truth.", EXIT_USAGE)
+        raise fail(f"no ground truth at {path}. Fix: run `citybrain dev simulate` first, or pass --ground-truth.", ExitCode.BAD_INPUT)
     truth = json.loads(path.read_text())
     if shards > 1 and not replay:
-        raise fail("--shards splits an in-process replay: use it with --replay.", EXIT_USAGE)
+        raise fail("--shards splits an in-process replay: use it with --replay.", ExitCode.BAD_INPUT)
     if replay:
         from citybrain.fusion.replay import replay_detections
         from citybrain.access.privacy import protector_from_settings
@@ -64,7 +68,7 @@ def evaluate_command(
     result["source"] = source
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))
-        raise typer.Exit(EXIT_OK)
+        raise typer.Exit(ExitCode.OK if result["detections"] else ExitCode.FAILURE)
     table = Table("incident", "expected", "detected", "first detection (UTC)", "lead time",
                   title=f"detection against {path.name} ({truth['start']} .. {truth['end']}; {source})")
     for item in result["items"]:
@@ -79,7 +83,7 @@ def evaluate_command(
               f"{result['background_faults_detected']} of {result['background_faults']} background stuck/drifting "
               f"gauges reported; {len(result['not_scored_here'])} expected security/quality findings are for the DAGs",
               highlight=False)
-    raise typer.Exit(EXIT_OK if result["detections"] else EXIT_FAILED)
+    raise typer.Exit(ExitCode.OK if result["detections"] else ExitCode.FAILURE)
 
 
 def _from_topics(settings: Settings, truth: dict) -> tuple[list, list]:  # type: ignore[type-arg]
@@ -90,7 +94,8 @@ def _from_topics(settings: Settings, truth: dict) -> tuple[list, list]:  # type:
     try:
         return tuple(in_window(truth, read_values(settings, t, timeout_s=120)) for t in (EVENT_TOPIC, WARNING_TOPIC))  # type: ignore[return-value]
     except (LookupError, TimeoutError) as exc:
-        raise fail(f"{exc} Fix: `citybrain topics apply`, run `citybrain streams fusion`, or use --replay.") from None
+        code = ExitCode.SERVICE_UNAVAILABLE if isinstance(exc, TimeoutError) else ExitCode.FAILURE
+        raise fail(f"{exc} Fix: `citybrain topics apply`, run `citybrain streams fusion`, or use --replay.", code) from None
 
 
 def _ui_first_screens(settings: Settings) -> dict:  # type: ignore[type-arg]
@@ -101,7 +106,7 @@ def _ui_first_screens(settings: Settings) -> dict:  # type: ignore[type-arg]
 
     files = [f for layer in layout.LAYERS for f in layout.files(settings.lake, layer)]
     if not files or not layout.gold_dir(settings.lake).exists():
-        lake = str(settings.lake).replace(str(PROJECT_ROOT) + "/", "")   # the README names no machine's paths
+        lake = str(settings.lake).replace(str(PROJECT_ROOT) + "/", "")   # the docs name no machine's paths
         return {"skipped": f"no lake with releases under {lake}: run `make demo` first"}
     admin = json.loads(credentials_path(settings.kafka_dir).read_text())
     env = {k: v for k, v in os.environ.items() if k.startswith("CITYBRAIN_")}
@@ -112,17 +117,25 @@ def _ui_first_screens(settings: Settings) -> dict:  # type: ignore[type-arg]
     return {"pages": pages, "lake_records": sum(store.read_metadata(f).num_rows for f in files), "target_ms": 1000}
 
 
-@app.command("bench")
+@dev_app.command("bench")
+@moved(app, "bench", "citybrain bench", "citybrain dev bench")
 def bench(
     backlog_hours: float = typer.Option(24.0, "--backlog-hours", help="Simulated hours of backlog for the throughput run."),
     rate: float = typer.Option(2000.0, "--rate", help="Records/s of the steady load for the latency run."),
     seconds: float = typer.Option(60.0, "--seconds", help="Length of the steady load."),
-    readme: bool = typer.Option(True, "--readme/--no-readme", help="Rewrite the README's benchmark block from this run."),
+    write_docs: bool = typer.Option(False, "--write-docs", help="Also add the run to var/bench/history.jsonl and "
+                                                                "rewrite the published benchmark block from it."),
+    as_json: bool = json_option("The figures as JSON (var/bench/latest.json's content)."),
+    readme: Optional[bool] = typer.Option(None, "--readme/--no-readme", hidden=True, help="Old name of --write-docs."),
 ) -> None:
-    """Measure the fusion worker on the local broker; write var/bench/latest.json, add the run to
-    var/bench/history.jsonl and rewrite the README's benchmark block from it (see README, Benchmarks)."""
+    """Measure the fusion worker on the local broker and write var/bench/latest.json; with --write-docs, also
+    add the run to var/bench/history.jsonl and rewrite the published benchmark block from it."""
     from citybrain.devtools import bench_report
     from citybrain.devtools.bench import BenchConfig, run_bench
+
+    if readme is not None:
+        say_renamed("--readme/--no-readme", "--write-docs (off unless given)")
+        write_docs = readme
     settings = current_settings()
     result = run_bench(settings, current_contracts(), BenchConfig(backlog_hours, rate, seconds),
                        lambda msg: err.print(msg, highlight=False))
@@ -131,6 +144,23 @@ def bench(
     path = settings.bench_dir / "latest.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
+    if as_json:
+        out.print_json(json.dumps(result))
+    else:
+        _print_bench(result, rate, path)
+    if not write_docs:
+        return
+    history = bench_report.record(settings, result)
+    try:
+        written = bench_report.write_readme(history)
+    except bench_report.ReadmeBlockMissing as exc:
+        raise fail(str(exc)) from None
+    err.print(f"benchmark block of {written.name} rewritten from this run; run added to "
+              f"{settings.bench_dir / 'history.jsonl'}", highlight=False)
+
+
+def _print_bench(result: dict, rate: float, path: Path) -> None:  # type: ignore[type-arg]
+    """The benchmark's figures against their targets, as a table."""
     table = Table("figure", "measured", "target", title=f"fusion worker benchmark ({result['measured_at']})")
     targets = result["targets"]
     table.add_row("sustained events/s (backlog), default worker", f"{result['events_per_s']:,}", f">= {targets['events_per_s']:,}")
@@ -157,10 +187,3 @@ def bench(
                       f"<= 1,000 ms (lake: {ui['lake_records']:,} records)")
     out.print(table)
     out.print(f"written to {path}", highlight=False)
-    history = bench_report.record(settings, result)
-    if readme:
-        try:
-            out.print(f"benchmark block of {bench_report.write_readme(history).name} rewritten from this run",
-                      highlight=False)
-        except bench_report.ReadmeBlockMissing as exc:
-            raise fail(str(exc)) from None

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from citybrain.cli.base import EXIT_USAGE, app, current_contracts, current_settings, err, fail
+from citybrain.cli.base import app, current_contracts, current_settings, err, fail, fail_with
 
 
 @app.command("ui")
@@ -22,7 +22,7 @@ def ui(
     try:
         model = access.load(access.ACCESS_FILE, contracts)
     except access.AccessError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
+        raise fail_with(exc) from None
     host, port = host or settings.ui_host, port or settings.ui_port
     if not settings.lake.exists():
         err.print(f"note: the lake {settings.lake} is empty so far: the pages fill once `make demo` (or the "

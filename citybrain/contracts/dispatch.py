@@ -1,7 +1,7 @@
 """The dispatch contracts: one topic per department, ``dispatch.<dept>.work_order.v1``, one shape.
 
 Contracts are one file per topic, so the twelve dispatch contracts are written from this
-template (``citybrain contracts dispatch --write``); a unit test keeps the files and the
+template (``citybrain dev contracts dispatch``); a unit test keeps the files and the
 template equal.
 """
 
@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from citybrain.contracts.departments import DEPARTMENTS
+from citybrain.contracts.topics import work_orders
 
 TEMPLATE = """\
-# Written by `citybrain contracts dispatch --write` from citybrain/contracts/dispatch.py: edit the template, not this file.
+# Written by `citybrain dev contracts dispatch` from citybrain/contracts/dispatch.py: edit the template, not this file.
 contract: dispatch.{dept}.work_order
 version: 1.3.0
 title: Work orders dispatched to {en} ({zh})
@@ -92,7 +93,7 @@ def stale_dispatch_contracts(schemas_dir: Path) -> list[str]:
     """Departments whose dispatch contract file is missing or differs from the template."""
     stale = []
     for dept in dispatch_departments():
-        path = schemas_dir / f"dispatch.{dept}.work_order.v1.yaml"
+        path = schemas_dir / f"{work_orders(dept)}.yaml"
         if not path.exists() or path.read_text(encoding="utf-8") != dispatch_contract_text(dept):
             stale.append(dept)
     return stale
@@ -101,7 +102,7 @@ def stale_dispatch_contracts(schemas_dir: Path) -> list[str]:
 def write_dispatch_contracts(schemas_dir: Path) -> list[Path]:
     paths = []
     for dept in dispatch_departments():
-        path = schemas_dir / f"dispatch.{dept}.work_order.v1.yaml"
+        path = schemas_dir / f"{work_orders(dept)}.yaml"
         path.write_text(dispatch_contract_text(dept), encoding="utf-8")
         paths.append(path)
     return paths

@@ -5,7 +5,7 @@ model's own ``schema.json``, pinned in ``schemas/fiware/`` (``models.yaml`` says
 What CityBrain adds is kept beside it in ``schemas/fiware/models.yaml`` and reviewed like code: the
 contract's metadata, what it truly requires to place and use a reading, the few fields it defines
 itself (a Point location; fields beyond the model), units and classifications, and examples.
-``citybrain contracts models --write`` writes the contract files; a unit test keeps them equal.
+``citybrain dev contracts models`` writes the contract files; a unit test keeps them equal.
 
 The models' schemas use ``$ref``, ``allOf``, ``anyOf`` and ``oneOf``, which the compiled validator and
 the compatibility checker do not read. They are flattened: references resolved against the pinned
@@ -26,7 +26,7 @@ import yaml
 from citybrain.contracts.model import SUPPORTED_KEYWORDS
 from citybrain.errors import InputError
 
-HEADER = ("# Written by `citybrain contracts models --write` from schemas/fiware/models.yaml and the pinned Smart Data "
+HEADER = ("# Written by `citybrain dev contracts models` from schemas/fiware/models.yaml and the pinned Smart Data "
           "Model {model}:\n# edit those, not this file.\n")
 META_KEYS = ("contract", "version", "title", "description", "owner", "standard", "key", "compatibility", "topic")
 #: Keywords that constrain values of one JSON type only (others constrain every value).

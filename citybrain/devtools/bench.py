@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from citybrain.contracts.model import Contract
+from citybrain.contracts.topics import SERVICE_REQUESTS
 from citybrain.streams.shares import by_area_topic, city_calls_topic
 from citybrain.settings import Settings
 from citybrain.times import now_iso
@@ -103,7 +104,7 @@ def _unused_seed(settings: Settings, start: datetime) -> int:
 
     day = start.astimezone(LOCAL).strftime("%Y%m%d")
     pattern = re.compile(rf'"service_request_id":\s*"HL{day}(\d\d)')
-    used = {int(m[1]) for r in read_topic(settings, "raw.hotline.service_request.v1", timeout_s=120)
+    used = {int(m[1]) for r in read_topic(settings, SERVICE_REQUESTS, timeout_s=120)
             if (m := pattern.search(r.value.decode("utf-8", "replace")))}
     free = [s for s in range(10, 100) if s not in used]
     if not free:
@@ -282,7 +283,7 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
         stop_worker(worker)
 
     received = {}
-    for r in read_topic(settings, "raw.hotline.service_request.v1", timeout_s=120):
+    for r in read_topic(settings, SERVICE_REQUESTS, timeout_s=120):
         if r.timestamp >= started_ms:
             value = json.loads(r.value)
             if value.get("lifecycle_state") == "received":

@@ -1,9 +1,9 @@
-"""What `make bench` measured, written where people read it: the README's benchmark block.
+"""What `make bench` measured, written where people read it: the benchmark block of the docs.
 
 Each run is appended to ``var/bench/history.jsonl`` with the machine it ran on and the commit it
-measured; the README's block between ``<!-- bench:start -->`` and ``<!-- bench:end -->`` is then
-rewritten from the latest run (every figure, its target and the margin) and the runs before it
-on this machine, so the README quotes only what a run measured, with its date.
+measured; the block between ``<!-- bench:start -->`` and ``<!-- bench:end -->`` of
+``docs/benchmarks.md`` is then rewritten from the latest run (every figure, its target and the
+margin) and the runs before it on this machine, so the docs quote only what a run measured, with its date.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from typing import Any
 from citybrain.settings import PROJECT_ROOT, Settings
 
 START, END = "<!-- bench:start", "<!-- bench:end -->"
-README = PROJECT_ROOT / "README.md"
+#: The page that holds the benchmark block.
+BENCHMARKS = PROJECT_ROOT / "docs" / "benchmarks.md"
 
 
 class ReadmeBlockMissing(RuntimeError):
-    pass
+    """The page to write has no benchmark block (the name is kept for the CLI, which catches it)."""
 
 
 def machine() -> dict[str, Any]:
@@ -48,8 +49,9 @@ def commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                              text=True, timeout=10)
-        # The README's own benchmark block (which the last run rewrote) is not a change to what is measured.
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!README.md"],
+        # The benchmark page (which the last run rewrote) is not a change to what is measured.
+        page = BENCHMARKS.relative_to(PROJECT_ROOT).as_posix()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", f":!{page}"],
                                cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
         return out.stdout.strip() + ("+changes" if dirty else "") if out.returncode == 0 else "unknown"
     except OSError:
@@ -75,7 +77,7 @@ def _margin(value: float, target: float, at_most: bool) -> str:
 
 
 def block(history: list[dict[str, Any]]) -> str:
-    """The README's benchmark block: the latest run in full, the earlier runs of the same machine in a line each."""
+    """The benchmark block: the latest run in full, the earlier runs of the same machine in a line each."""
     r = history[-1]
     t, m = r["targets"], r["machine"]
     ratio = r["events_per_s"] / r["raw_consume_per_s"] if r["raw_consume_per_s"] else 0
@@ -134,12 +136,15 @@ def block(history: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(history: list[dict[str, Any]], readme: Path = README) -> Path:
-    """Replace the README's benchmark block with this run's."""
-    text = readme.read_text(encoding="utf-8")
+def write_readme(history: list[dict[str, Any]], page: Path = BENCHMARKS) -> Path:
+    """Replace the benchmark block of ``page`` (the docs' benchmarks page) with this run's.
+
+    The name is older than the docs site; the CLI's bench command calls it.
+    """
+    text = page.read_text(encoding="utf-8")
     found = re.search(re.escape(START) + r".*?" + re.escape(END), text, flags=re.S)
     if not found:
-        raise ReadmeBlockMissing(f"{readme.name} has no benchmark block ({START} ... {END}); "
+        raise ReadmeBlockMissing(f"{page.name} has no benchmark block ({START} ... {END}); "
                                  "Fix: put the two markers where the figures belong.")
-    readme.write_text(text[:found.start()] + block(history) + text[found.end():], encoding="utf-8")
-    return readme
+    page.write_text(text[:found.start()] + block(history) + text[found.end():], encoding="utf-8")
+    return page

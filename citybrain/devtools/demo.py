@@ -19,7 +19,10 @@ from rich.table import Table
 from citybrain.city.pack_import import PACK_CONTRACTS
 from citybrain.contracts.lint import lint_all
 from citybrain.contracts.model import Contract
-from citybrain.ingest.producer import DLQ_TOPIC, ProduceSummary, ValidatedProducer
+from citybrain.contracts.topics import (CITY_EVENTS, CONTRACT_REGISTRY, DATASET_RELEASES, EARLY_WARNINGS,
+                                        INGEST_DEAD_LETTERS, QUALITY_ALERTS, SECURITY_FINDINGS, SERVICE_REQUESTS,
+                                        work_orders)
+from citybrain.ingest.producer import ProduceSummary, ValidatedProducer
 from citybrain.ingest.readers import read_jsonl
 from citybrain.devtools.samples import bad_lines, sample_records
 from citybrain.lake.layout import ZONES, reports_dir
@@ -31,7 +34,7 @@ from citybrain.sim.model import SimConfig
 from citybrain.sim.runner import Pacing, run_simulation
 from citybrain.platform.readiness import PlatformError, ensure_ready
 from citybrain.kafka.headers import read_headers
-from citybrain.kafka.topics import CATALOG_TOPIC, end_offsets, read_topic
+from citybrain.kafka.topics import end_offsets, read_topic
 from citybrain.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -83,15 +86,14 @@ def _import_city(settings: Settings, contracts: dict[str, Contract], directory: 
 
 def _scores(settings: Settings, truth: dict) -> str:  # type: ignore[type-arg]
     from citybrain.fusion.evaluate import evaluate, in_window
-    from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC
     from citybrain.kafka.topics import read_values
 
-    events, warnings = (in_window(truth, read_values(settings, t, timeout_s=120)) for t in (EVENT_TOPIC, WARNING_TOPIC))
+    events, warnings = (in_window(truth, read_values(settings, t, timeout_s=120)) for t in (CITY_EVENTS, EARLY_WARNINGS))
     r = evaluate(truth, events, warnings)
     lead = r["median_lead_time_min"]
     return (f"{r['events']} city events, {r['warnings']} early warnings; against the ground truth precision "
             f"{r['precision']}, recall {r['recall']}, median lead time {f'{lead:.0f} min' if lead is not None else '-'} "
-            "(`citybrain evaluate` for the table)")
+            "(`citybrain dev evaluate` for the table)")
 
 
 def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_feed: int, console: Console,
@@ -107,13 +109,13 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
     console.print(f"[bold]1. broker[/]  {ready.broker}", highlight=False)
     console.print(f"[bold]2. topics[/]  {len(contracts)} from contracts: {ready.created} created, "
                   f"{ready.existing} already there")
-    console.print(f"[bold]3. catalog[/] {ready.published} contracts published to {CATALOG_TOPIC}; access: "
+    console.print(f"[bold]3. catalog[/] {ready.published} contracts published to {CONTRACT_REGISTRY}; access: "
                   f"{ready.access}", highlight=False)
 
     console.print(f"          {_import_city(settings, contracts, pack)}", highlight=False)
 
     raw_topics = [c.topic for c in contracts.values() if c.zone == "raw"]
-    before = end_offsets(settings, [*raw_topics, DLQ_TOPIC])   # read back only what this run adds
+    before = end_offsets(settings, [*raw_topics, INGEST_DEAD_LETTERS])   # read back only what this run adds
     worker = start_worker(settings, log=settings.streams_dir / "fusion-demo.log") if with_streams else None
     sim = Simulation(SimConfig(hours=sim_hours, scale=sim_scale, city_from_pack=True,
                                city_pack=str(pack) if pack is not None else None))
@@ -147,8 +149,8 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
     table = Table("topic", "read", "accepted", "dead-\nlettered", "read\nback", "dead\nletters\nback", "ok",
                   title=f"6. read back from the broker (runs {report.run_id[:12]}, {run_id[:12]})")
     dead_back: dict[str, int] = {}
-    with console.status(f"reading back {DLQ_TOPIC}..."):
-        for record in read_topic(settings, DLQ_TOPIC, since=before):
+    with console.status(f"reading back {INGEST_DEAD_LETTERS}..."):
+        for record in read_topic(settings, INGEST_DEAD_LETTERS, since=before):
             if _trace_id(record) in traces:
                 topic = read_headers(record.headers).get("dlq-contract", b"").decode()
                 dead_back[topic] = dead_back.get(topic, 0) + 1
@@ -170,7 +172,7 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
                       "[green]yes[/]" if row_ok else "[red]NO[/]")
     console.print(table)
 
-    catalog = {r.key.decode() for r in read_topic(settings, CATALOG_TOPIC)}
+    catalog = {r.key.decode() for r in read_topic(settings, CONTRACT_REGISTRY)}
     missing = sorted(set(contracts) - catalog)
     ok &= not missing
     console.print(f"[bold]7. catalog[/] {len(catalog)} contracts discoverable from the broker"
@@ -215,9 +217,9 @@ def _department_access(settings: Settings, contracts: dict[str, Contract]) -> tu
     from citybrain import access
 
     cfg = access.client_config(settings, access.load(access.ACCESS_FILE, contracts), "police")
-    ok, read = access.try_read(settings, cfg, "dispatch.police.work_order.v1")
-    refused = {t: access.try_read(settings, cfg, t, idle_s=1) for t in ("dispatch.water.work_order.v1", "raw.hotline.service_request.v1")}
-    text = (f"{cfg['principal']} read {read:,} work orders from dispatch.police.work_order.v1 with its own credentials"
+    ok, read = access.try_read(settings, cfg, work_orders("police"))
+    refused = {t: access.try_read(settings, cfg, t, idle_s=1) for t in (work_orders("water"), SERVICE_REQUESTS)}
+    text = (f"{cfg['principal']} read {read:,} work orders from {work_orders('police')} with its own credentials"
             if ok else f"[red]{cfg['principal']} could not read its own work orders: {read}[/]")
     text += "; refused on " + ", ".join(f"{t} ({why if not allowed else '[red]ALLOWED[/]'})"
                                         for t, (allowed, why) in refused.items())
@@ -240,17 +242,17 @@ def _run_dags(settings: Settings, console: Console) -> bool:
     q = next((r for r in runs["data_quality"].results if "checked" in r), None)
     if q:
         console.print(f"[bold]11. airflow[/] data_quality: {q['checked']} partitions checked, {q['passed']} passed, "
-                      f"{q['failed']} quarantined (alerts on alert.data_quality.failure.v1); data docs {q['docs']}",
+                      f"{q['failed']} quarantined (alerts on {QUALITY_ALERTS}); data docs {q['docs']}",
                       highlight=False)
     s = next((r for r in runs["security_monitoring"].results if "checks" in r), None)
     if s:
         console.print(f"            security_monitoring: {sum(s['by_severity'].values())} findings "
-                      f"({', '.join(s['kinds']) or 'none'}) on alert.security.finding.v1; report in "
+                      f"({', '.join(s['kinds']) or 'none'}) on {SECURITY_FINDINGS}; report in "
                       f"{reports_dir(settings.lake, 'security')}", highlight=False)
     released = [r for run in runs.values() for r in run.results if "version" in r and "dataset" in r]
     names = ", ".join("{} {:,} rows".format(r["dataset"], r["rows"]) for r in released)
     console.print(f"            published {len(released)} scenario datasets ({names}), announced on "
-                  "catalog.datasets.release.v1", highlight=False)
+                  f"{DATASET_RELEASES}", highlight=False)
     for r in (r for run in runs.values() for r in run.results if "skipped" in r):
         console.print(f"            not published: {r['skipped']}", highlight=False)
     m = next((r for r in runs["maintenance"].results if "removed" in r), None) if "maintenance" in runs else None

@@ -9,24 +9,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from citybrain.city.routing import AREA_LEVELS, Routing, escalates, level_hours
+from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
 from citybrain.errors import InputError
 from citybrain.access.privacy import Protector
 from citybrain.times import iso, parse_time
 
-HOTLINE_TOPIC = "raw.hotline.service_request.v1"
-#: The orders of the city's area offices (grid, community, street, district) for tickets they hold.
-TERRITORIAL_TOPIC = "dispatch.territorial.work_order.v1"
 #: Share of the SLA after which an unhandled ticket is "about to breach".
 WARN_AT = 0.8
 
 
 class RoutingError(InputError, LookupError):
     """No routing rule says who acts on a city-event category; the message names the rule to publish."""
-
-
-def dispatch_topic(department: str) -> str:
-    return f"dispatch.{department}.work_order.v1"
 
 
 class Dispatcher:
@@ -95,7 +89,7 @@ class Dispatcher:
             if not request.get("assigned_area_code"):
                 return []
             hours = level_hours(rule, level)
-            return [(TERRITORIAL_TOPIC, {
+            return [(topics.TERRITORIAL_WORK_ORDERS, {
                 **base, "work_order_id": f"WO-{request['service_request_id']}-{level}{again}", "level": level,
                 "area_code": request["assigned_area_code"], "department": rule["department"], "role": "lead",
                 "assigned_at": iso(at), "sla_deadline": iso(at + timedelta(hours=hours)), "sla_hours": hours})]
@@ -110,7 +104,7 @@ class Dispatcher:
         """The orders of the responsible department and its co-departments, assigned ``at`` for ``hours``."""
         order = {**base, "assigned_at": iso(at), "sla_deadline": iso(at + timedelta(hours=hours)), "sla_hours": hours,
                  "escalated": escalated}
-        return [(dispatch_topic(d), {**order, "work_order_id": f"WO-{request['service_request_id']}-{d}{suffix}",
+        return [(topics.work_orders(d), {**order, "work_order_id": f"WO-{request['service_request_id']}-{d}{suffix}",
                                      "department": d, "role": "lead" if d == rule["department"] else "support"})
                 for d in [rule["department"], *rule.get("co_departments", [])]
                 if d != "hotline_12345"]   # questions are answered on the call, not dispatched
@@ -132,7 +126,7 @@ class Dispatcher:
             "received_at": event["detected_at"], "assigned_at": event["detected_at"],
             "sla_deadline": event["sla_deadline"], "rule_id": f"event.{event['category']}",
         }
-        return [(dispatch_topic(d), {**base, "work_order_id": f"WO-{event['event_id']}-{d}", "department": d,
+        return [(topics.work_orders(d), {**base, "work_order_id": f"WO-{event['event_id']}-{d}", "department": d,
                                      "role": "lead" if d == event["department"] else "support"})
                 for d in [event["department"], *event["co_departments"]]]
 

@@ -12,7 +12,7 @@ owning a share of the districts) without losing a correlation:
 - a record with no place in the city (outside it, unplaced) has no key: it goes to the first share.
 
 What needs the whole city is the trending-hotspot detector's baseline (a street's calls against the rest
-of the city's calls of that category) and the city-level metrics; ``citybrain evaluate --replay --shards N``
+of the city's calls of that category) and the city-level metrics; ``citybrain dev evaluate --replay --shards N``
 measures what splitting does to detection.
 """
 
@@ -21,11 +21,9 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
+from citybrain.contracts import topics
 from citybrain.fusion.signals import SENSOR_TOPICS, Enricher
 from citybrain.geo import AreaIndex, changed
-
-TICKETS = "raw.hotline.service_request.v1"
-TICKET_EVENTS = "raw.hotline.ticket_event.v1"
 
 
 class AreaKeys:
@@ -40,12 +38,12 @@ class AreaKeys:
         self._dirty = False
 
     def reference(self, topic: str, value: dict[str, Any]) -> None:
-        if topic == "raw.ref.admin_area.v1":
+        if topic == topics.REF_AREAS:
             if changed(self.areas.get(value["area_code"]), value):
                 self._dirty = True
                 self.device_districts.clear()
             self.areas[value["area_code"]] = value
-        elif topic == "raw.ref.device.v1":
+        elif topic == topics.REF_DEVICES:
             if changed(self.enricher.devices.get(value.get("device_id", "")), value):
                 self.device_districts.pop(value.get("device_id", ""), None)
             self.enricher.update_device(value)
@@ -55,7 +53,7 @@ class AreaKeys:
         if self._dirty:
             self.enricher.index = AreaIndex.from_records(self.areas.values())
             self._dirty = False
-        if topic == TICKET_EVENTS:
+        if topic == topics.TICKET_EVENTS:
             return self.tickets.get(str(value.get("service_request_id")))
         if topic in SENSOR_TOPICS:
             device_id = value.get("refDevice") or value.get("stationID") or ""
@@ -72,7 +70,7 @@ class AreaKeys:
         except (KeyError, TypeError, ValueError):   # the pipeline dead-letters what it cannot read
             return None
         district = signal.district_code if signal is not None else None
-        if topic == TICKETS and district:
+        if topic == topics.SERVICE_REQUESTS and district:
             self.tickets[str(value["service_request_id"])] = district
         return district
 

@@ -4,7 +4,7 @@
 payload, Kafka timestamp, partition) in arrival order and returns what it causes:
 ``(topic, record)`` pairs for ``city.event.incident.v1``, ``alert.early_warning.risk.v1``,
 ``alert.sla.ticket.v1``, ``dispatch.<dept>.work_order.v1``, ``dispatch.territorial.work_order.v1``
-and, as windows close, ``metrics.city.aggregate.v1``. The fusion worker, its warm-up and ``citybrain evaluate
+and, as windows close, ``metrics.city.aggregate.v1``. The fusion worker, its warm-up and ``citybrain dev evaluate
 --replay`` all feed it that way; ``Pipeline.feed`` takes a decoded value and its event id.
 """
 
@@ -19,9 +19,10 @@ try:   # the stream workers' environment has orjson (several times faster); the 
 except ImportError:   # pragma: no cover - depends on the environment
     from json import loads as _loads
 
+from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
 from citybrain.fusion.detect import SensorWatch
-from citybrain.fusion.dispatch import HOTLINE_TOPIC, Dispatcher, SlaTracker
+from citybrain.fusion.dispatch import Dispatcher, SlaTracker
 from citybrain.fusion.fuse import CityCalls, Fusion
 from citybrain.fusion.metrics import Metrics
 from citybrain.fusion.signals import Enricher
@@ -30,11 +31,10 @@ from citybrain.geo import AreaIndex, changed
 from citybrain.kafka.headers import record_event_id
 from citybrain.access.privacy import Protector
 
-EVENT_TOPIC = "city.event.incident.v1"
-WARNING_TOPIC = "alert.early_warning.risk.v1"
-SLA_TOPIC = "alert.sla.ticket.v1"
-METRICS_TOPIC = "metrics.city.aggregate.v1"
-REFERENCE = ("raw.ref.admin_area.v1", "raw.ref.device.v1", "raw.ref.routing_rule.v1")
+#: The fused outputs, by the names the stream workers and the CLI import them by.
+EVENT_TOPIC, WARNING_TOPIC = topics.CITY_EVENTS, topics.EARLY_WARNINGS
+#: The reference topics the pipeline keeps (areas, devices, routing rules) rather than fuses.
+REFERENCE = (topics.REF_AREAS, topics.REF_DEVICES, topics.REF_ROUTING_RULES)
 
 
 class Deduper:
@@ -72,7 +72,7 @@ class Pipeline:
         self.areas: dict[str, dict[str, Any]] = {}
         self.enricher = Enricher()
         self.watch = SensorWatch()
-        self.dispatcher = Dispatcher(protector=protector, hotline=contracts[HOTLINE_TOPIC])
+        self.dispatcher = Dispatcher(protector=protector, hotline=contracts[topics.SERVICE_REQUESTS])
         self.fusion = Fusion(route=self.dispatcher.event_rule)
         if city_calls is not None:
             self.fusion.hotspots.city = city_calls
@@ -85,7 +85,7 @@ class Pipeline:
         self._last_sweep: datetime | None = None
 
     def reference(self, topic: str, value: dict[str, Any]) -> None:
-        if topic == "raw.ref.admin_area.v1":
+        if topic == topics.REF_AREAS:
             if changed(self.areas.get(value["area_code"]), value):
                 self._areas_dirty = True
             self.areas[value["area_code"]] = value
@@ -93,9 +93,9 @@ class Pipeline:
                 self.fusion.hotspots.population.pop(value["area_code"], None)
             elif value.get("level") == "street" and value.get("population"):
                 self.fusion.hotspots.population[value["area_code"]] = int(value["population"])
-        elif topic == "raw.ref.device.v1":
+        elif topic == topics.REF_DEVICES:
             self.enricher.update_device(value)
-        elif topic == "raw.ref.routing_rule.v1":
+        elif topic == topics.REF_ROUTING_RULES:
             self.dispatcher.update_rule(value)
 
     def feed_message(self, topic: str, headers: Mapping[str, bytes], payload: bytes, at: datetime,
@@ -120,7 +120,7 @@ class Pipeline:
             self.enricher.index = AreaIndex.from_records(self.areas.values())
             self._areas_dirty = False
         out: list[tuple[str, dict[str, Any]]] = []
-        if topic == "raw.hotline.ticket_event.v1":
+        if topic == topics.TICKET_EVENTS:
             self.sla.event(value)
             return out
         signal = self.enricher.signal(topic, value, event_id)
@@ -136,10 +136,10 @@ class Pipeline:
         anomalies = self.watch.check(signal)
         for kind, record in self.fusion.add(signal, anomalies, arrived):
             if kind == "event":
-                out.append((EVENT_TOPIC, record))
+                out.append((topics.CITY_EVENTS, record))
                 out += self.dispatcher.event_orders(record)
             else:
-                out.append((WARNING_TOPIC, record))
+                out.append((topics.EARLY_WARNINGS, record))
         if signal.kind == "ticket" and signal.state in ("received", "dispatched", "escalated"):
             out += self.dispatcher.ticket_orders(value, (signal.district_code, signal.street_code, signal.street_name,
                                                          signal.community_code))
@@ -152,6 +152,6 @@ class Pipeline:
     def sweep(self, now: datetime) -> list[tuple[str, dict[str, Any]]]:
         """SLA alerts due and city events closed by ``now`` (stream time every input has reached)."""
         self._last_sweep = now
-        return [(SLA_TOPIC, a) for a in self.sla.alerts(now)] + \
-            [(EVENT_TOPIC, e) for _kind, e in self.fusion.close_quiet(now)] + \
-            [(METRICS_TOPIC, m) for m in self.metrics.close(now)]
+        return [(topics.SLA_ALERTS, a) for a in self.sla.alerts(now)] + \
+            [(topics.CITY_EVENTS, e) for _kind, e in self.fusion.close_quiet(now)] + \
+            [(topics.CITY_METRICS, m) for m in self.metrics.close(now)]

@@ -1,5 +1,5 @@
 """The fusion logic run in-process over a recomputed simulation (no broker): what the stream would
-have detected, for ``citybrain evaluate --replay`` and for tests.
+have detected, for ``citybrain dev evaluate --replay`` and for tests.
 
 The simulation the ground truth describes is computed again from its seeds; records the edge
 would refuse are skipped (they were dead-lettered there); the rest are fed to a pipeline as
@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import RecordValidator
 from citybrain.fusion.fuse import CityCalls
 from citybrain.fusion.keys import AreaKeys, share_of
-from citybrain.fusion.pipeline import EVENT_TOPIC, REFERENCE, WARNING_TOPIC, Pipeline
+from citybrain.fusion.pipeline import REFERENCE, Pipeline
 from citybrain.access.privacy import Protector
 from citybrain.times import parse_time
 
@@ -57,8 +58,8 @@ def replay_detections(truth: dict[str, Any], contracts: Mapping[str, Contract], 
             else:
                 targets = [pipelines[share_of(keys.key(topic_in, e.value), len(pipelines))]]
             for topic, record in (out for p in targets for out in p.feed_message(topic_in, {}, payload, t)):
-                if topic == EVENT_TOPIC:
+                if topic == topics.CITY_EVENTS:
                     events.append(record)
-                elif topic == WARNING_TOPIC:
+                elif topic == topics.EARLY_WARNINGS:
                     warnings.append(record)
     return events, warnings

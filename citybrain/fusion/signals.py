@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from citybrain.contracts import topics
 from citybrain.geo import AreaIndex, haversine_m
 from citybrain.times import parse_time
 
 #: A device reporting farther than this from its registered position is suspect.
 POSITION_TOLERANCE_M = 500.0
 SENSOR_TOPICS = {
-    "raw.sensor.air_quality.v1": "air_quality", "raw.sensor.noise_level.v1": "noise",
-    "raw.sensor.traffic_flow.v1": "traffic_flow", "raw.sensor.water_level.v1": "water_level",
-    "raw.sensor.weather.v1": "weather",
+    topics.AIR_QUALITY: "air_quality", topics.NOISE_LEVEL: "noise", topics.TRAFFIC_FLOW: "traffic_flow",
+    topics.WATER_LEVEL: "water_level", topics.WEATHER: "weather",
 }
 #: Where each model says when it observed, in order of preference (an interval by its end).
 OBSERVED_AT = ("dateObserved", "dateObservedTo", "observationDateTime", "dateObservedFrom")
@@ -64,18 +64,18 @@ class Enricher:
         """The signal of one raw record, or None for records that carry no evidence (reference data)."""
         if topic in SENSOR_TOPICS:
             return self._reading(topic, value, event_id)
-        if topic == "raw.hotline.service_request.v1":
+        if topic == topics.SERVICE_REQUESTS:
             return self._place(Signal(topic, event_id, "ticket", value.get("category") or value["service_code"],
                                       parse_time(value["requested_datetime"]), value.get("long"), value.get("lat"),
                                       values={"service_request_id": value["service_request_id"],
                                               "service_code": value["service_code"],
                                               "priority": value.get("priority", "normal")},
                                       state=value.get("lifecycle_state")))
-        if topic == "raw.police.incident_110.v1":
+        if topic == topics.POLICE_INCIDENTS:
             return self._place(Signal(topic, event_id, "police", value["category"], parse_time(value["reported_at"]),
                                       value["long"], value["lat"], values={"incident_id": value["incident_id"]},
                                       state=value["status"]))
-        if topic == "raw.urban_management.inspection.v1":
+        if topic == topics.INSPECTIONS:
             return self._place(Signal(topic, event_id, "inspection", value["category"],
                                       parse_time(value["inspected_at"]), value["long"], value["lat"],
                                       values={"inspection_id": value["inspection_id"]}, state=value["status"]))

@@ -16,15 +16,16 @@ import threading
 from datetime import datetime
 from typing import Any
 
+from citybrain.contracts import topics
 from citybrain.gateway.open311 import Catalogue
 from citybrain.geo import AreaIndex
 from citybrain.settings import Settings
+from citybrain.times import iso
 
 log = logging.getLogger(__name__)
 
-REQUESTS_TOPIC = "raw.hotline.service_request.v1"
-AREAS_TOPIC = "raw.ref.admin_area.v1"
-CITY_TOPIC, SERVICES_TOPIC, DEPARTMENTS_TOPIC = "raw.ref.city.v1", "raw.ref.service.v1", "raw.ref.department.v1"
+REQUESTS_TOPIC, AREAS_TOPIC = topics.SERVICE_REQUESTS, topics.REF_AREAS
+CITY_TOPIC, SERVICES_TOPIC, DEPARTMENTS_TOPIC = topics.REF_CITY, topics.REF_SERVICES, topics.REF_DEPARTMENTS
 #: Reference topic -> the key field of its records.
 REFERENCE = {CITY_TOPIC: "city_code", SERVICES_TOPIC: "service_code", DEPARTMENTS_TOPIC: "department_id"}
 #: Fields kept per request: what the public view and the filters need.
@@ -96,7 +97,7 @@ class RequestBook:
             requested = r.get("requested_datetime", "")
             if start and requested < start.strftime("%Y-%m-%dT%H:%M:%S"):
                 continue
-            if end and requested > end.strftime("%Y-%m-%dT%H:%M:%SZ"):
+            if end and requested > iso(end):
                 continue
             out.append(r)
         out.sort(key=lambda r: r.get("requested_datetime", ""), reverse=True)

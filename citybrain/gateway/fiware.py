@@ -21,15 +21,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from citybrain.contracts import topics
+from citybrain.contracts.topics import contract_id
 from citybrain.gateway.open311 import EdgeError
 
 #: FIWARE entity type -> contract id
 ENTITY_CONTRACTS = {
-    "AirQualityObserved": "raw.sensor.air_quality",
-    "NoiseLevelObserved": "raw.sensor.noise_level",
-    "TrafficFlowObserved": "raw.sensor.traffic_flow",
-    "FloodMonitoring": "raw.sensor.water_level",
-    "WeatherObserved": "raw.sensor.weather",
+    "AirQualityObserved": contract_id(topics.AIR_QUALITY),
+    "NoiseLevelObserved": contract_id(topics.NOISE_LEVEL),
+    "TrafficFlowObserved": contract_id(topics.TRAFFIC_FLOW),
+    "FloodMonitoring": contract_id(topics.WATER_LEVEL),
+    "WeatherObserved": contract_id(topics.WEATHER),
 }
 BATCH_ACTIONS = ("append", "appendStrict", "update", "replace")
 #: Keys of a normalized attribute (NGSI v2 "JSON Attribute Representation").

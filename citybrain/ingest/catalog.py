@@ -7,7 +7,7 @@ import json
 from typing import Any, Iterable
 
 from citybrain.contracts.model import Contract
-from citybrain.kafka.topics import CATALOG_TOPIC
+from citybrain.contracts.topics import CONTRACT_REGISTRY
 from citybrain.settings import Settings
 from citybrain.times import now_iso
 
@@ -45,7 +45,7 @@ def publish_catalog(settings: Settings, contracts: Iterable[Contract]) -> int:
     from citybrain.ingest.producer import ValidatedProducer
 
     contracts = list(contracts)
-    catalog = next((c for c in contracts if c.topic == CATALOG_TOPIC), None) or load_all(settings.schemas_dir)[CATALOG_TOPIC]
+    catalog = next((c for c in contracts if c.topic == CONTRACT_REGISTRY), None) or load_all(settings.schemas_dir)[CONTRACT_REGISTRY]
     with ValidatedProducer(settings, producer_id="citybrain-catalog") as producer:
         summary = producer.produce_values(catalog, (catalog_record(c) for c in contracts), source="catalog")
     if summary.dead_lettered:

@@ -17,24 +17,25 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from citybrain.contracts.model import Contract
+from citybrain.contracts.model import Contract, load_contract
+from citybrain.contracts.topics import INGEST_DEAD_LETTERS
 from citybrain.contracts.validate import Rejection, RecordValidator
+from citybrain.errors import ServiceError
 from citybrain.ingest.readers import RawRecord
 from citybrain.kafka.headers import event_id, new_trace_id, standard_headers
-
-#: The edge's corrections of a record (its lint rules, comma-separated), for the quality side to count.
-LINT_HEADER = "lint-rules"
-from citybrain.settings import Settings
+from citybrain.settings import Settings, get_settings
 from citybrain.times import iso_micro
-from citybrain.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
-DLQ_TOPIC = "dlq.ingest.rejected.v1"
-DLQ_CONTRACT_ID = "dlq.ingest.rejected"
-DLQ_CONTRACT_VERSION = "1.0.0"
+#: The edge's corrections of a record (its lint rules, comma-separated), for the quality side to count.
+LINT_HEADER = "lint-rules"
+#: The dead letters' topic, by the name the edge's users import it by.
+DLQ_TOPIC = INGEST_DEAD_LETTERS
 MAX_KEPT_REJECTIONS = 20
 
 
@@ -74,9 +75,19 @@ class ProduceSummary:
         }
 
 
+@lru_cache(maxsize=4)
+def dead_letter_contract(schemas_dir: Path) -> Contract:
+    """The dead letters' contract in ``schemas_dir``: its id and version go into every dead letter's headers."""
+    return load_contract(schemas_dir / f"{DLQ_TOPIC}.yaml")
+
+
 def dead_letter_message(target: str, record: RawRecord, rejection: Rejection, producer_id: str, trace_id: str | None,
-                        max_record_bytes: int) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
-    """The dead-letter envelope and its headers for one refused record (``target``: what it was sent as)."""
+                        max_record_bytes: int, dead_letters: Contract | None = None
+                        ) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    """The dead-letter envelope and its headers for one refused record (``target``: what it was sent as).
+
+    ``dead_letters``: the dead letters' contract, whose id and version the headers carry; without it, the one
+    in the configured schemas (``Settings.schemas_dir``)."""
     original = record.raw or (json.dumps(record.value, ensure_ascii=False).encode() if record.value is not None else b"")
     limit = max_record_bytes // 2
     truncated = len(original) > limit or record.size > len(original)
@@ -100,13 +111,8 @@ def dead_letter_message(target: str, record: RawRecord, rejection: Rejection, pr
         envelope["original_text"] = original.decode("utf-8")
     except UnicodeDecodeError:
         envelope["original_base64"] = base64.b64encode(original).decode()
-    headers = [
-        ("contract-id", DLQ_CONTRACT_ID.encode()),
-        ("contract-version", DLQ_CONTRACT_VERSION.encode()),
-        ("producer", envelope["producer"].encode()),
-        ("event-id", envelope["event_id"].encode()),
-        ("trace-id", envelope["trace_id"].encode()),
-    ] + [
+    contract = dead_letters or dead_letter_contract(get_settings().schemas_dir)
+    headers = standard_headers(contract, envelope["producer"], envelope["event_id"], envelope["trace_id"]) + [
         ("dlq-contract", target.encode()),
         ("dlq-rule", rejection.rule.encode()),
         ("dlq-field", rejection.field.encode()),
@@ -299,6 +305,7 @@ class ValidatedProducer:
 
     def _send_dead_letter(self, target: str, record: RawRecord, rejection: Rejection, trace_id: str | None):  # type: ignore[no-untyped-def]
         envelope, headers = dead_letter_message(target, record, rejection, self.producer_id, trace_id,
-                                                self.settings.max_record_bytes)
+                                                self.settings.max_record_bytes,
+                                                dead_letter_contract(self.settings.schemas_dir))
         payload = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
         return self._producer.send(DLQ_TOPIC, value=payload, key=target.encode(), headers=headers)

@@ -6,6 +6,8 @@
   event-id rule;
 - :mod:`citybrain.kafka.topics`: topics from contracts, the contract catalog, reading topics
   back, consumer-group offsets and lag;
+- :mod:`citybrain.kafka.follow`: the one long-running consumer loop (poll, hand over, commit,
+  stop when drained, status file) of the lake sinks, the Airflow bridge and the notifier;
 - :mod:`citybrain.kafka.replay`: the records before a consumer group's committed offsets,
   which a restarting worker re-reads to rebuild its state.
 

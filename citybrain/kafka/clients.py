@@ -1,6 +1,7 @@
 """Kafka clients built from the settings alone: bootstrap servers, security and credentials.
 
-kafka-python serves the CLI, the DAG tasks, the edge and the lake sink; aiokafka (under
+kafka-python serves the CLI, the DAG tasks, the edge, the lake sinks, the Airflow bridge and the
+notifier; aiokafka (under
 faust) the stream workers and the probes that must see a refusal as an error (kafka-python's
 consumer reads nothing, silently, from a topic it may not read). Extra keyword arguments
 are the client's own settings (``group_id``, ``acks``, ...), never connection settings.

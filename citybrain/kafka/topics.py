@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 from citybrain.contracts.model import Contract
+from citybrain.contracts.topics import CONTRACT_REGISTRY
 from citybrain.kafka import clients
 from citybrain.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CATALOG_TOPIC = "catalog.contracts.registry.v1"
+#: The contract catalog's topic, by the name its readers import it by.
+CATALOG_TOPIC = CONTRACT_REGISTRY
 
 
 @dataclass(frozen=True)

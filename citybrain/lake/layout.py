@@ -6,6 +6,7 @@
 <lake>/_compactions/<layer>/<id>.json                      journals of compactions under way
 <lake>/quarantine/<layer>/<contract>/date=/hour=/<run>/    partitions that failed their quality check
 <lake>/quality/checked=<date>/<run>.parquet                every quality check's result
+<lake>/quality/gx/                                         Great Expectations' context and data docs (local lake)
 <lake>/quality/data_docs/                                  the data docs' copy, when the lake is on object storage
 <lake>/gold/<dataset>/v<UTC time>/data.parquet|manifest.json  immutable scenario releases
 <lake>/reports/<kind>/date=<date>/                         daily reports (security)
@@ -25,7 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterable, Mapping, Union
 
-from citybrain.lake.store import LakePath, as_lake
+from citybrain.lake.store import LakePath, LakeStorageError, as_lake
 
 #: A lake root: a LakePath, or a local folder or URI (opened with ``as_lake``).
 Lake = Union[LakePath, Path, str]
@@ -71,6 +72,29 @@ def compactions_dir(lake: Lake, layer: str) -> LakePath:
 
 def quality_dir(lake: Lake) -> LakePath:
     return as_lake(lake) / "quality"
+
+
+def quality_runs(lake: Lake) -> list[LakePath]:
+    """Every quality run's results file, oldest first (by date, then run id)."""
+    return sorted(quality_dir(lake).glob("checked=*/*.parquet"))
+
+
+def gx_dir(lake: Lake, state_dir: Path | None = None) -> Path:
+    """Where the Great Expectations context (suites, validation results, data docs) lives: beside the quality
+    table in a local lake (``<lake>/quality/gx``); on the local disk (``<state>/quality-gx``) when the lake is
+    on object storage, since GX's file context needs a folder."""
+    root = as_lake(lake)
+    if root.local:
+        return Path(root.path) / "quality" / "gx"
+    if state_dir is None:
+        raise LakeStorageError(f"the lake {root} is on object storage: the quality run needs a local folder "
+                               "for Great Expectations' context. Fix: pass state_dir (Settings.state_dir).")
+    return state_dir / "quality-gx"
+
+
+def gx_data_docs_dir(lake: Lake, state_dir: Path | None = None) -> Path:
+    """The folder Great Expectations builds the data docs in (``index.html`` and the validation pages)."""
+    return gx_dir(lake, state_dir) / "gx" / "uncommitted" / "data_docs" / "local_site"
 
 
 def reports_dir(lake: Lake, kind: str) -> LakePath:
@@ -147,11 +171,16 @@ def quarantine_dir(lake: Lake, p: Partition, run_id: str) -> LakePath:
     return as_lake(lake) / "quarantine" / p.layer / p.contract / f"date={p.date}" / f"hour={p.hour}" / run_id
 
 
+def quarantine_runs(lake: Lake) -> list[LakePath]:
+    """Every quarantined partition's folder (one per quality run that failed it), sorted."""
+    return sorted((as_lake(lake) / "quarantine").glob(f"*/*/{HOUR_GLOB}/*"))
+
+
 def passed_files(lake: Lake, states: Mapping[str, tuple[str, bool, str]]) -> tuple[set[LakePath], dict[str, object]]:
     """The files whose partition passed its latest quality check with these very files, and a summary.
 
     ``states``: partition key -> (fingerprint, passed, run id) of its latest check
-    (``citybrain.quality.runner.latest_states``)."""
+    (``citybrain.lake.quality_results.latest_states``)."""
     ok: set[LakePath] = set()
     unchecked, failed, runs = [], [], set()
     for p in partitions(lake):

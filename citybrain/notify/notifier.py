@@ -32,26 +32,35 @@ import asyncio
 import json
 import logging
 import re
+import threading
 import time
 import urllib.parse
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Coroutine
 
 import aiohttp
 import yaml
 
+from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
 from citybrain.errors import InputError
+from citybrain.kafka.follow import Follower, StatusFile, Stopped
 from citybrain.kafka.headers import read_headers, record_event_id
 from citybrain.settings import PROJECT_ROOT, Settings
 from citybrain.times import now_iso
 
+if TYPE_CHECKING:  # pragma: no cover
+    from kafka.consumer.fetcher import ConsumerRecord
+    from kafka.structs import TopicPartition
+
 log = logging.getLogger(__name__)
 
 SUBSCRIPTIONS_FILE = PROJECT_ROOT / "infra" / "subscriptions.yaml"
-DLQ_TOPIC = "dlq.notify.undelivered.v1"
+DLQ_TOPIC = topics.NOTIFY_DEAD_LETTERS
 CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 ACCEPT = ("application/ld+json", "application/json")
 FORMATS = ("normalized", "concise")
@@ -233,7 +242,11 @@ def dead_letter(sub: Subscription, topic: str, partition: int, offset: int, even
 
 class Notifier:
     """Every subscription's consumer and deliveries; ``run`` until stopped, or until all are caught up and
-    quiet for ``idle_exit_s``."""
+    quiet for ``idle_exit_s``.
+
+    Each subscription is followed by a :class:`~citybrain.kafka.follow.Follower` in a thread of its own,
+    with a kafka-python consumer logged in as its principal; its deliveries run on the notifier's event
+    loop, where the HTTP session is, and the thread waits for each before it commits."""
 
     def __init__(self, settings: Settings, contracts: dict[str, Contract], subscriptions: list[Subscription],
                  passwords: dict[str, str], retry_base_s: float = RETRY_BASE_S) -> None:
@@ -241,52 +254,51 @@ class Notifier:
         self.passwords, self.retry_base_s = passwords, retry_base_s
         self.state = {s.id: Delivery() for s in subscriptions}
         self.stopping = asyncio.Event()
-        self._last_activity = time.monotonic()
-        #: subscription -> whether its consumer holds partitions and has read to their end
-        self._caught_up = {s.id: False for s in subscriptions}
+        self._stop = threading.Event()   # ``stopping`` as the followers' threads see it
+        self._followers: dict[str, Follower] = {}
+        self._started = time.monotonic()
 
     async def run(self, idle_exit_s: float | None = None) -> dict[str, Delivery]:
         from citybrain.ingest.producer import ValidatedProducer
 
-        with ValidatedProducer(self.settings, producer_id="citybrain.notify.notifier") as dlq:
+        loop = asyncio.get_running_loop()
+        self._stop.clear()
+        with ValidatedProducer(self.settings, producer_id="citybrain.notify.notifier") as dlq, \
+                ThreadPoolExecutor(max_workers=max(1, len(self.subscriptions)), thread_name_prefix="notify") as pool:
             timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
             async with aiohttp.ClientSession(timeout=timeout) as session:
-                tasks = [asyncio.create_task(self._follow(sub, session, dlq)) for sub in self.subscriptions]
-                tasks.append(asyncio.create_task(self._report()))
+                follows = [loop.run_in_executor(pool, self._follow, sub, session, dlq, loop) for sub in self.subscriptions]
+                watchers = [asyncio.create_task(self._report())]
                 if idle_exit_s is not None:
-                    tasks.append(asyncio.create_task(self._exit_when_idle(idle_exit_s)))
+                    watchers.append(asyncio.create_task(self._exit_when_idle(idle_exit_s)))
                 stop = asyncio.create_task(self.stopping.wait())
                 # A subscription whose consumer or dead-letter producer failed stops the notifier with its
                 # error (offsets of what it did not finish are not committed), so its supervisor restarts it.
-                await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
-                for t in (stop, *tasks):
+                await asyncio.wait([stop, *watchers, *follows], return_when=asyncio.FIRST_COMPLETED)
+                self._stop.set()
+                for t in (stop, *watchers):
                     t.cancel()
-                errors = []
-                for t in tasks:
-                    try:
-                        await t
-                    except asyncio.CancelledError:
-                        pass
-                    except Exception as exc:   # noqa: BLE001 - re-raised below, after the others stopped
-                        errors.append(exc)
+                results = await asyncio.gather(*follows, *watchers, return_exceptions=True)
         self.write_status()
+        errors = [r for r in results if isinstance(r, Exception)]   # not the watchers' cancellation
         if errors:
             raise errors[0]
         return self.state
 
     def status(self) -> dict[str, Any]:
         return {"updated_at": now_iso(), "subscriptions": {
-            s.id: {"principal": s.principal, "topic": s.topic, "endpoint": s.endpoint, "caught_up": self._caught_up[s.id],
+            s.id: {"principal": s.principal, "topic": s.topic, "endpoint": s.endpoint, "caught_up": self._caught_up(s),
                    "delivered": st.delivered, "retries": st.retries, "dead_lettered": st.dead_lettered,
                    "reasons": st.reasons, "status": "failed" if st.failing else "active", "last_error": st.last_error}
             for s in self.subscriptions for st in [self.state[s.id]]}}
 
     def write_status(self) -> None:
-        path = status_path(self.settings)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.status(), ensure_ascii=False, indent=1), encoding="utf-8")
-        tmp.replace(path)
+        StatusFile(status_path(self.settings)).write(self.status())
+
+    def _caught_up(self, sub: Subscription) -> bool:
+        """Whether the subscription's consumer holds partitions and has read them to their ends."""
+        follower = self._followers.get(sub.id)
+        return follower is not None and follower.drained
 
     async def _report(self) -> None:
         while True:
@@ -294,54 +306,71 @@ class Notifier:
             await asyncio.sleep(0.5)
 
     async def _exit_when_idle(self, idle_s: float) -> None:
-        while not all(self._caught_up.values()) or time.monotonic() - self._last_activity < idle_s:
+        """Stop once every subscription is caught up and none has had a record for ``idle_s``."""
+        def quiet() -> bool:
+            followers = [self._followers.get(s.id) for s in self.subscriptions]
+            return (time.monotonic() - self._started >= idle_s
+                    and all(f is not None and f.drained and f.idle_for() >= idle_s for f in followers))
+
+        while not quiet():
             await asyncio.sleep(0.2)
         self.stopping.set()
 
-    async def _follow(self, sub: Subscription, session: aiohttp.ClientSession, dlq: Any) -> None:
+    def _follow(self, sub: Subscription, session: aiohttp.ClientSession, dlq: Any,
+                loop: asyncio.AbstractEventLoop) -> None:
+        """Send the records of one subscription's topic (in a thread of its own) until the notifier stops; each
+        partition's records are committed once every one of them was delivered or dead-lettered."""
         from citybrain.ingest.readers import RawRecord
         from citybrain.kafka import clients
 
         department = self.settings.as_principal(sub.principal, self.passwords[sub.principal])
-        consumer = clients.aio_consumer(department, sub.topic, group_id=sub.group, auto_offset_reset="latest",
-                                        enable_auto_commit=False)
+        consumer = clients.consumer(department, sub.topic, group_id=sub.group, auto_offset_reset="latest",
+                                    enable_auto_commit=False)
         contract, dlq_contract = self.contracts[sub.topic], self.contracts[DLQ_TOPIC]
         state = self.state[sub.id]
-        await consumer.start()
+
+        def send(tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+            for r in records:
+                value = json.loads(r.value)
+                event_id = record_event_id(contract, read_headers(r.headers), r.value, value)
+                body = notification(sub, sub.topic, value, event_id)
+                was_failing = state.failing
+                ok, attempts, status, error = self._on_loop(
+                    loop, deliver(session, sub, body, state, self.retry_base_s))
+                if ok:
+                    state.delivered += 1
+                    continue
+                letter = dead_letter(sub, sub.topic, tp.partition, r.offset, event_id, body, attempts, status, error,
+                                     was_failing)
+                summary = dlq.produce(dlq_contract, [RawRecord(f"notify:{sub.id}", b"", value=letter)])
+                if summary.accepted != 1:
+                    raise RuntimeError(f"the dead letter of {event_id} for {sub.id} was not accepted")
+                state.dead_lettered += 1
+                state.reasons[letter["reason"]] = state.reasons.get(letter["reason"], 0) + 1
+                log.warning("notify %s: %s not delivered to %s after %d attempt(s): %s (dead-lettered)",
+                            sub.id, event_id, sub.endpoint, attempts, error)
+
+        # idle_s=0: every poll that finds nothing says whether it is caught up (the status shows it).
+        follower = Follower(consumer, send, poll_ms=500, max_records=200, idle_s=0.0, exit_when_drained=False,
+                            commit_records=True, stop=self._stop)
+        self._followers[sub.id] = follower
         try:
-            while not self.stopping.is_set():
-                batches = await consumer.getmany(timeout_ms=500, max_records=200)
-                for tp, records in batches.items():
-                    for r in records:
-                        self._last_activity = time.monotonic()
-                        value = json.loads(r.value)
-                        event_id = record_event_id(contract, read_headers(r.headers), r.value, value)
-                        body = notification(sub, sub.topic, value, event_id)
-                        was_failing = state.failing
-                        ok, attempts, status, error = await deliver(session, sub, body, state, self.retry_base_s)
-                        if ok:
-                            state.delivered += 1
-                        else:
-                            letter = dead_letter(sub, sub.topic, tp.partition, r.offset, event_id, body, attempts,
-                                                 status, error, was_failing)
-                            summary = await asyncio.to_thread(
-                                dlq.produce, dlq_contract, [RawRecord(f"notify:{sub.id}", b"", value=letter)])
-                            if summary.accepted != 1:
-                                raise RuntimeError(f"the dead letter of {event_id} for {sub.id} was not accepted")
-                            state.dead_lettered += 1
-                            state.reasons[letter["reason"]] = state.reasons.get(letter["reason"], 0) + 1
-                            log.warning("notify %s: %s not delivered to %s after %d attempt(s): %s (dead-lettered)",
-                                        sub.id, event_id, sub.endpoint, attempts, error)
-                        self._last_activity = time.monotonic()
-                    await consumer.commit({tp: records[-1].offset + 1})
-                if batches:    # the broker is only asked for the end offsets when a fetch came back empty
-                    self._caught_up[sub.id] = False
-                elif assigned := consumer.assignment():
-                    ends = await consumer.end_offsets(list(assigned))
-                    positions = [await consumer.position(tp) for tp in assigned]
-                    self._caught_up[sub.id] = all(p >= ends[tp] for tp, p in zip(assigned, positions))
+            follower.run()
         finally:
-            await consumer.stop()
+            consumer.close()
+
+    def _on_loop(self, loop: asyncio.AbstractEventLoop,
+                 coro: Coroutine[Any, Any, tuple[bool, int, int, str]]) -> tuple[bool, int, int, str]:
+        """Run a delivery on the notifier's event loop and wait for it; once the notifier stops, cancel it and
+        raise :class:`Stopped` (its record is not committed: it is sent again on the next run)."""
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        while True:
+            try:
+                return future.result(timeout=0.2)
+            except FutureTimeout:
+                if self._stop.is_set():
+                    future.cancel()
+                    raise Stopped from None
 
 
 def status_path(settings: Settings) -> Path:
@@ -351,7 +380,7 @@ def status_path(settings: Settings) -> Path:
 
 def passwords_for(settings: Settings, subscriptions: list[Subscription]) -> dict[str, str]:
     """Each subscribed principal's own password, from the credential store ``citybrain access apply`` keeps."""
-    from citybrain.access.grants import CredentialStore
+    from citybrain.access.credentials import CredentialStore
 
     store = CredentialStore(settings.access_dir).passwords
     missing = sorted({s.principal for s in subscriptions} - set(store))

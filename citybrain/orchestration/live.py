@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from citybrain.orchestration.local import AIRFLOW_VENV, airflow_bin, environment
+from citybrain.orchestration.local import AIRFLOW_VENV, AirflowSetupError, airflow_bin, environment
 from citybrain.settings import Settings, write_private
 
 #: The Airflow services `citybrain up` runs, by the `airflow` sub-command each one is.
@@ -38,8 +38,14 @@ USERS = {"admin": "admin", "citybrain-lake": "op"}   # op: may post asset events
 DB_NAME = DB_USER = "airflow"
 
 
-class LiveAirflowError(RuntimeError):
-    """The live Airflow cannot start here; the message says why and the fix."""
+class LiveAirflowError(AirflowSetupError):
+    """The live Airflow cannot start here; the message says why and the fix (not retriable as such)."""
+
+
+class AirflowDatabaseUnavailable(LiveAirflowError):
+    """The live Airflow's PostgreSQL did not answer in time: it may still be starting, so trying again may work."""
+
+    retriable = True
 
 
 def live_dir(settings: Settings) -> Path:
@@ -236,8 +242,8 @@ def run_component(settings: Settings, component: str, db_wait_s: float = 120) ->
     deadline = time.monotonic() + db_wait_s
     while not port_open(settings.airflow_db_port):
         if time.monotonic() > deadline:
-            raise LiveAirflowError(f"PostgreSQL did not answer on 127.0.0.1:{settings.airflow_db_port} within "
-                                   f"{db_wait_s:.0f} s. Fix: `citybrain logs airflow-db` says why.")
+            raise AirflowDatabaseUnavailable(f"PostgreSQL did not answer on 127.0.0.1:{settings.airflow_db_port} "
+                                             f"within {db_wait_s:.0f} s. Fix: `citybrain logs airflow-db` says why.")
         time.sleep(1)
     env = live_environment(settings)
     migrate(settings, env)

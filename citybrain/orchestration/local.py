@@ -16,10 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from citybrain.errors import ServiceError
 from citybrain.scenarios.datasets import DATASETS
 from citybrain.settings import PROJECT_ROOT, Settings
 
 AIRFLOW_VENV = PROJECT_ROOT / ".venv" / "airflow"
+
+
+class AirflowSetupError(ServiceError):
+    """Airflow cannot run here (its metadata database cannot be made or migrated, a service cannot start); the
+    message says why and the fix. Not retriable as such: running again fails the same way until it is fixed."""
+
+    retriable = False
 
 
 def dag_order() -> list[str]:
@@ -70,7 +78,9 @@ def ensure_db(settings: Settings) -> None:
     home.mkdir(parents=True, exist_ok=True)
     out = subprocess.run([str(airflow_bin()), "db", "migrate"], env=environment(settings), capture_output=True, text=True)
     if out.returncode != 0:
-        raise RuntimeError(f"`airflow db migrate` failed (exit {out.returncode}):\n{out.stderr[-2000:]}")
+        raise AirflowSetupError(f"`airflow db migrate` of {home / 'airflow.db'} failed (exit {out.returncode}):\n"
+                                f"{out.stderr[-2000:]}\nFix: what the error above names, then remove {home / 'airflow.db'} "
+                                "so that the next `citybrain dags run` migrates it afresh.")
 
 
 def run_dag(settings: Settings, dag_id: str, timeout_s: float = 900) -> DagRun:

@@ -11,14 +11,16 @@ import json
 import logging
 from typing import Any
 
+from citybrain.contracts import topics
+from citybrain.contracts.topics import contract_id
 from citybrain.contracts.model import load_all, resolve
 from citybrain.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-QUALITY_ALERTS = "alert.data_quality.failure"
-SECURITY_ALERTS = "alert.security.finding"
-RELEASES = "catalog.datasets.release"
+QUALITY_ALERTS = contract_id(topics.QUALITY_ALERTS)
+SECURITY_ALERTS = contract_id(topics.SECURITY_FINDINGS)
+RELEASES = contract_id(topics.DATASET_RELEASES)
 
 
 def keep(settings: Settings, name: str, result: dict[str, Any]) -> dict[str, Any]:

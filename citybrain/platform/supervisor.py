@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from citybrain.settings import Settings, write_private
-from citybrain.times import now_iso
+from citybrain.times import now_iso, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +54,17 @@ SERVICES = (
     Service("ui", ("ui",), lambda s: s.ui_port, "operations view"),
     Service("notify", ("notify", "run"), lambda s: None,
             "NGSI-LD notifications to department systems (infra/subscriptions.yaml)"),
-    Service("airflow-db", ("airflow", "service", "db"), lambda s: s.airflow_db_port,
+    Service("airflow-db", ("dev", "airflow", "service", "db"), lambda s: s.airflow_db_port,
             "PostgreSQL: the live Airflow's metadata database", stop_tier=2, airflow=True),
-    Service("airflow-api", ("airflow", "service", "api-server"), lambda s: s.airflow_port,
+    Service("airflow-api", ("dev", "airflow", "service", "api-server"), lambda s: s.airflow_port,
             "Airflow api-server: UI, REST API, the tasks' execution API", stop_tier=1, airflow=True),
-    Service("airflow-scheduler", ("airflow", "service", "scheduler"), lambda s: None,
+    Service("airflow-scheduler", ("dev", "airflow", "service", "scheduler"), lambda s: None,
             "Airflow scheduler with the LocalExecutor: runs the DAGs on their schedules and assets", airflow=True),
-    Service("airflow-dag-processor", ("airflow", "service", "dag-processor"), lambda s: None,
+    Service("airflow-dag-processor", ("dev", "airflow", "service", "dag-processor"), lambda s: None,
             "Airflow dag-processor: parses dags/ (a new DAG file is picked up within seconds)", airflow=True),
-    Service("airflow-triggerer", ("airflow", "service", "triggerer"), lambda s: None,
+    Service("airflow-triggerer", ("dev", "airflow", "service", "triggerer"), lambda s: None,
             "Airflow triggerer: deferred tasks", airflow=True),
-    Service("airflow-events", ("airflow", "events"), lambda s: None,
+    Service("airflow-events", ("dev", "airflow", "events"), lambda s: None,
             "the lake sinks' announcements posted to Airflow as asset events", airflow=True),
 )
 BY_NAME = {s.name: s for s in SERVICES}
@@ -219,7 +219,7 @@ def select(airflow: bool = True, simulate: Service | None = None) -> tuple[Servi
 def simulated_city(speed: float) -> Service:
     """A simulated city feeding the platform in near real time: a day from now, ``speed`` simulated seconds per
     real second (each start simulates from its own now, with a seed of its own)."""
-    return Service("simulate", ("simulate", "--live", "--speed", f"{speed:g}"), lambda s: None,
+    return Service("simulate", ("dev", "simulate", "--live", "--speed", f"{speed:g}"), lambda s: None,
                    f"the simulated city, live at {speed:g}x")
 
 
@@ -326,7 +326,7 @@ def _airflow_health(settings: Settings, name: str) -> str:
     if beat:
         from datetime import datetime, timezone
 
-        ago = (datetime.now(timezone.utc) - datetime.fromisoformat(beat.replace("Z", "+00:00"))).total_seconds()
+        ago = (datetime.now(timezone.utc) - parse_time(beat)).total_seconds()
         line += f", heartbeat {ago:.0f} s ago"
     if name == "airflow-dag-processor":
         errors = api.import_errors()

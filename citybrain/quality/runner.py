@@ -8,7 +8,10 @@ partition is moved to ``<lake>/quarantine/`` with a ``reason.json`` and an alert
 to ``alert.data_quality.failure.v1``; scenario datasets read only partitions whose latest
 check passed (``passed_files``).
 
-Great Expectations is imported only here: it lives in the Airflow environment.
+Great Expectations is imported only here: it lives in the Airflow environment. Reading the results back
+(``passed_files``, ``results``) and where the GX context lives (``gx_dir``) belong to the lake room
+(``citybrain.lake.quality_results``, ``citybrain.lake.layout``); they are re-exported here for the callers
+that import them from this module.
 """
 
 from __future__ import annotations
@@ -26,27 +29,25 @@ from typing import Any, Callable
 
 import pyarrow as pa
 
+from citybrain.contracts import topics
 from citybrain.contracts.model import load_all
 from citybrain.lake import layout, reader, store
-from citybrain.lake.layout import Lake, Partition, partitions, quality_dir
-from citybrain.lake.store import LakePath
+from citybrain.lake.layout import Lake, Partition, gx_dir, partitions, quality_dir
+from citybrain.lake.quality_results import RESULT_SCHEMA, latest_states, passed_files, results
 from citybrain.lake.quarantine import quarantine
+from citybrain.lake.store import LakePath
 from citybrain.quality.frames import load
 from citybrain.quality.suites import load_suites
 from citybrain.times import iso
 
+__all__ = ["GX", "RESULT_SCHEMA", "Report", "gx_dir", "latest_states", "passed_files", "reference_sets", "results",
+           "run_quality"]
+
 log = logging.getLogger(__name__)
 
-RESULT_SCHEMA = pa.schema([
-    ("run_id", pa.string()), ("checked_at", pa.timestamp("ms", tz="UTC")), ("layer", pa.string()),
-    ("contract", pa.string()), ("partition", pa.string()), ("fingerprint", pa.string()), ("files", pa.string()),
-    ("rows", pa.int64()), ("redelivered", pa.int64()), ("suite", pa.string()), ("expectation", pa.string()),
-    ("check", pa.string()), ("column", pa.string()), ("success", pa.bool_()), ("unexpected_count", pa.int64()),
-    ("unexpected_percent", pa.float64()), ("observed", pa.string()), ("partition_passed", pa.bool_()),
-    ("action", pa.string()),
-])
-REFERENCES = {"device": ("raw.ref.device", "device_id"), "area": ("raw.ref.admin_area", "area_code"),
-              "road_segment": ("raw.ref.road_segment", "segment_id"), "service": ("raw.ref.service", "service_code")}
+#: Reference sets the suites check against: name -> (register topic, its key column).
+REFERENCES = {"device": (topics.REF_DEVICES, "device_id"), "area": (topics.REF_AREAS, "area_code"),
+              "road_segment": (topics.REF_ROAD_SEGMENTS, "segment_id"), "service": (topics.REF_SERVICES, "service_code")}
 
 
 @dataclass
@@ -68,39 +69,11 @@ class Report:
                 "docs": str(self.docs) if self.docs else None, "table": str(self.table) if self.table else None}
 
 
-def results(lake: Lake) -> pa.Table | None:
-    """The whole quality table (every run), or None before the first run."""
-    files = sorted(quality_dir(lake).glob("checked=*/*.parquet"))
-    return pa.concat_tables([store.read_table(f, schema=RESULT_SCHEMA) for f in files]) if files else None
-
-
-def latest_states(lake: Lake) -> dict[str, tuple[str, bool, str]]:
-    """Partition key -> (fingerprint, passed, run id) of its latest check."""
-    table = results(lake)
-    if table is None:
-        return {}
-    out: dict[str, tuple[str, bool, str, Any]] = {}
-    cols = table.select(["layer", "contract", "partition", "fingerprint", "partition_passed", "run_id",
-                         "checked_at", "suite"]).to_pylist()
-    for r in cols:
-        if not r["partition"] or r["suite"].endswith(".partitions"):
-            continue
-        key = f"{r['layer']}/{r['contract']}/{r['partition']}"
-        if key not in out or r["checked_at"] >= out[key][3]:
-            out[key] = (r["fingerprint"], bool(r["partition_passed"]), r["run_id"], r["checked_at"])
-    return {k: v[:3] for k, v in out.items()}
-
-
-def passed_files(lake: Lake) -> tuple[set[LakePath], dict[str, Any]]:
-    """The lake files whose partition passed its latest check with these very files, and a summary."""
-    return layout.passed_files(lake, latest_states(lake))
-
-
 def reference_sets(lake: Lake) -> dict[str, list[str]]:
     """The value sets suites check references against (device ids, area codes, road segments, service codes)
     from bronze."""
-    return {f"ref_{name}": sorted(reader.field_values(layout.files(lake, "bronze", contract), column))
-            for name, (contract, column) in REFERENCES.items()}
+    return {f"ref_{name}": sorted(reader.field_values(layout.files(lake, "bronze", layout.contract_of(topic)), column))
+            for name, (topic, column) in REFERENCES.items()}
 
 
 def _rows_of(p: Partition) -> int:
@@ -112,19 +85,6 @@ def _observed(result: dict[str, Any]) -> str | None:
     if value is None and result.get("partial_unexpected_list"):
         value = result["partial_unexpected_list"][:5]
     return None if value is None else json.dumps(value, ensure_ascii=False, default=str)[:200]
-
-
-def gx_dir(lake: Lake, state_dir: Path | None = None) -> Path:
-    """Where the Great Expectations context (suites, validation results, data docs) lives: beside the quality
-    table in a local lake (``<lake>/quality/gx``); on the local disk (``<state>/quality-gx``) when the lake is
-    on object storage, since GX's file context needs a folder."""
-    root = store.as_lake(lake)
-    if root.local:
-        return Path(root.path) / "quality" / "gx"
-    if state_dir is None:
-        raise store.LakeStorageError(f"the lake {root} is on object storage: the quality run needs a local folder "
-                                     "for Great Expectations' context. Fix: pass state_dir (Settings.state_dir).")
-    return state_dir / "quality-gx"
 
 
 class GX:
@@ -205,7 +165,7 @@ def run_quality(lake: Lake, schemas_dir: Path, expectations_dir: Path, now: date
         rec_suite = suites.get(f"{layer}.{cid}.records")
         part_suite = suites.get(f"{layer}.{cid}.partitions")
         if contract is None or rec_suite is None or part_suite is None:
-            raise LookupError(f"no quality suite for {layer}/{cid}. Fix: `citybrain quality suites` writes the suites "
+            raise LookupError(f"no quality suite for {layer}/{cid}. Fix: `citybrain dev quality suites` writes the suites "
                               "of every contract into expectations/ (commit them).")
         todo = [p for p in parts if states.get(p.key, ("",))[0] != p.fingerprint]
         report.skipped_unchanged += len(parts) - len(todo)

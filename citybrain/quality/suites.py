@@ -10,7 +10,7 @@ Two suites per layer and contract, kept as GX 1.x suite JSON in ``expectations/<
   volume against the median hour of its history, freshness of the newest record.
 
 Values only known at run time (reference ids, volume bounds, the freshness limit) are
-``$PARAMETER``s filled by the runner. ``citybrain quality suites`` rewrites the files;
+``$PARAMETER``s filled by the runner. ``citybrain dev quality suites`` rewrites the files;
 ``--check`` fails when they are stale (the test suite runs it).
 """
 

@@ -9,13 +9,15 @@ records' JSON is in the ``value`` column (see ``citybrain.lake.writer``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+from citybrain.contracts.topics import REF_CITY
 
-from citybrain.lake import layout, store
-from citybrain.lake.layout import Lake
-from citybrain.lake.store import LakePath
+if TYPE_CHECKING:  # the DAG files read DATASETS at parse time: Arrow and the lake's store load in the functions
+    import pyarrow as pa
+
+    from citybrain.lake.layout import Lake
+    from citybrain.lake.store import LakePath
 
 
 @dataclass(frozen=True)
@@ -457,6 +459,8 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (RESPOND_ON_RECEIPT, TRAFFIC_
 
 def input_files(lake: Lake, pattern: str) -> list[LakePath]:
     """The Parquet files of one input: a lake contract directory, or ``gold/<dataset>`` (its latest release)."""
+    from citybrain.lake import layout
+
     layer, contract = pattern.split("/", 1)
     if layer == "gold":
         return layout.release_data(lake, contract)[-1:]
@@ -477,9 +481,10 @@ def city_timezone(lake: Lake) -> str:
     from its city pack), else DEFAULT_TIMEZONE."""
     import re
 
+    from citybrain.lake import layout
     from citybrain.lake.reader import latest_values
 
-    cities = latest_values(layout.files(lake, "bronze", "raw.ref.city"), "city_code")
+    cities = latest_values(layout.files(lake, "bronze", layout.contract_of(REF_CITY)), "city_code")
     latest = max(cities.values(), key=lambda c: str(c.get("updated_at", "")), default=None)
     zone = str((latest or {}).get("timezone") or DEFAULT_TIMEZONE)
     return zone if re.fullmatch(r"[A-Za-z0-9_+/-]{1,60}", zone) else DEFAULT_TIMEZONE   # it goes into SQL
@@ -491,6 +496,8 @@ def build(lake: Lake, dataset: Dataset, allowed: set[LakePath] | None = None) ->
     With ``allowed`` (the files whose partitions passed the quality checks), bronze and
     silver inputs are limited to those files; gold inputs are releases, which passed already."""
     import duckdb
+
+    from citybrain.lake import layout, store
 
     sources, used, files_of = {}, [], {}
     for name, pattern in dataset.inputs.items():

@@ -6,12 +6,10 @@ from datetime import datetime
 from typing import Any, Callable
 
 from citybrain.lake.layout import Lake
+from citybrain.lake.quality_results import passed_files
 from citybrain.lake.store import as_lake
-from citybrain.quality.runner import passed_files
 from citybrain.scenarios.datasets import DATASETS, build
 from citybrain.scenarios.release import Release, publish
-
-CATALOG_TOPIC_CONTRACT = "catalog.datasets.release"
 
 
 def release_dataset(lake: Lake, name: str, announce: Callable[[dict[str, Any]], None] | None = None,

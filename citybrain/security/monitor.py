@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from citybrain.contracts.topics import REF_DEVICES
 from citybrain.lake import layout, reader, store
 from citybrain.lake.layout import Lake
 from citybrain.lake.store import LakePath
@@ -79,8 +80,8 @@ def sensor_readings(lake: Lake) -> list[dict[str, Any]]:
 
 def device_registry(lake: Lake) -> dict[str, tuple[float, float]]:
     """Each registered device's declared position (latest registry record), for the spoofing check."""
-    return {d: (float(v["long"]), float(v["lat"])) for d, v in reader.latest_values(_files(lake, "bronze", "raw.ref.device"),
-                                                                                    "device_id").items()
+    registry = reader.latest_values(_files(lake, "bronze", layout.contract_of(REF_DEVICES)), "device_id")
+    return {d: (float(v["long"]), float(v["lat"])) for d, v in registry.items()
             if v.get("long") is not None and v.get("lat") is not None}
 
 
@@ -139,7 +140,7 @@ def run_security(settings: Settings, lake: Lake, now: datetime | None = None,
     zones = {"city": "internal", "dispatch": "internal", "metrics": "internal", "alert": "internal"}
     add("personal_data", checks.personal_data_exposure(
         personal_data_samples(lake, lambda c: zones.get(c.split(".")[0], c.split(".")[0])), now, now))
-    from citybrain.access.grants import broker_acl_set
+    from citybrain.access.acls import broker_acl_set
 
     actual = broker_acl_set(settings)
     if actual is None:

@@ -6,6 +6,7 @@ import random
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from citybrain.contracts.topics import ELDERLY_CARE, INSPECTIONS, POLICE_INCIDENTS, contract_id
 from citybrain.city.model import City
 from citybrain.sim.clock import local_hour, traffic_demand
 from citybrain.times import iso
@@ -80,7 +81,7 @@ class Departments:
             if self.rng.random() < 0.01 / 24 * hours:   # about 1% of the register changes per day
                 resident.update(care_level=self.rng.choice(["self_care", "partial_assistance", "full_assistance"]),
                                 updated_at=iso(t))
-                out.append((t, Emission("raw.civil_affairs.elderly_care", dict(resident), CIVIL, t)))
+                out.append((t, Emission(contract_id(ELDERLY_CARE), dict(resident), CIVIL, t)))
         return out
 
     def police_report(self, t: datetime, category: str, lon: float, lat: float, place: str,
@@ -99,8 +100,8 @@ class Departments:
         }
         closed = reported + timedelta(minutes=rng.uniform(20, 150))
         done = {**record, "status": "resolved", "closed_at": iso(closed)}
-        return [(reported, Emission("raw.police.incident_110", record, POLICE, reported, incident)),
-                (closed, Emission("raw.police.incident_110", done, POLICE, closed, incident))]
+        return [(reported, Emission(contract_id(POLICE_INCIDENTS), record, POLICE, reported, incident)),
+                (closed, Emission(contract_id(POLICE_INCIDENTS), done, POLICE, closed, incident))]
 
     def inspection(self, t: datetime, category: str, lon: float, lat: float, street_code: str, place: str,
                    finding: str | None = None, incident: str | None = None) -> list[tuple[datetime, Emission]]:
@@ -126,10 +127,10 @@ class Departments:
             "handled_on_the_spot": on_the_spot,
         }
         if on_the_spot:
-            return [(at, Emission("raw.urban_management.inspection", record, URBAN, at, incident))]
+            return [(at, Emission(contract_id(INSPECTIONS), record, URBAN, at, incident))]
         fixed_at = at + timedelta(hours=rng.uniform(2, 20))
-        return [(at, Emission("raw.urban_management.inspection", record, URBAN, at, incident)),
-                (fixed_at, Emission("raw.urban_management.inspection", {**record, "status": "rectified"}, URBAN,
+        return [(at, Emission(contract_id(INSPECTIONS), record, URBAN, at, incident)),
+                (fixed_at, Emission(contract_id(INSPECTIONS), {**record, "status": "rectified"}, URBAN,
                                     fixed_at, incident))]
 
     def elderly_register(self, t: datetime) -> list[tuple[datetime, Emission]]:
@@ -151,5 +152,5 @@ class Departments:
                 "needs": sorted(rng.sample(NEEDS, rng.randint(1, 3))), "updated_at": iso(t),
             }
             self.residents.append(resident)
-            out.append((t, Emission("raw.civil_affairs.elderly_care", dict(resident), CIVIL, t)))
+            out.append((t, Emission(contract_id(ELDERLY_CARE), dict(resident), CIVIL, t)))
         return out

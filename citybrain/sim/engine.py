@@ -110,7 +110,7 @@ class Simulation:
         return next((i for i in self.incidents if i.kind == kind), None)
 
     def ground_truth(self, run_id: str, produced: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The ground-truth document (README: "Ground truth")."""
+        """The ground-truth document (docs/reference/ground-truth.md)."""
         return {
             "format": GROUND_TRUTH_FORMAT,
             "run_id": run_id,

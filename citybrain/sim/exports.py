@@ -11,12 +11,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime
 from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
+from citybrain.contracts.topics import REF_DEVICES, contract_id
 from citybrain.ingest.feeds import Feed
+from citybrain.times import parse_time
 
 if TYPE_CHECKING:  # pragma: no cover
     from citybrain.sim.model import SimConfig
@@ -38,7 +39,7 @@ def _source_value(feed: Feed, column_name: str, value: Any) -> Any:
             return column.separator.join(reverse[v] for v in value)
         return reverse[value]
     if column.type == "datetime":
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(feed.tz)
+        moment = parse_time(str(value)).astimezone(feed.tz)
         return moment.strftime(column.format or "%Y-%m-%d %H:%M:%S")
     if column.type == "boolean":
         return "是" if value else "否"
@@ -114,7 +115,8 @@ def write_exports(config: SimConfig, feeds: dict[str, Feed], directory: Path) ->
         for e in emissions:
             key = next(iter(e.value.values()))   # the record's own id (first field): latest state wins
             by_contract.setdefault(e.contract, {})[str(key)] = e.value
-    by_contract["raw.ref.device"] = {d["device_id"]: d for d in reference_records(sim.city, iso(sim.start))["raw.ref.device"]}
+    devices = contract_id(REF_DEVICES)
+    by_contract[devices] = {d["device_id"]: d for d in reference_records(sim.city, iso(sim.start))[devices]}
     written = []
     for name, (filename, encoding) in EXPORTS.items():
         feed = feeds[name]

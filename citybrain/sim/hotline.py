@@ -13,6 +13,7 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
+from citybrain.contracts.topics import SERVICE_REQUESTS, TICKET_EVENTS, contract_id
 from citybrain.city.catalogue import Service
 from citybrain.city.model import City, Street
 from citybrain.city.routing import Level, Routing, chain, escalates
@@ -164,8 +165,8 @@ class TicketDesk:
             state["updated_datetime"] = iso(at)
             state["status_notes"] = STATUS_NOTES[kind].format(dept=self._holder(extra.get("area_code"),
                                                                             extra.get("assigned_department") or dept))
-            out.append((at, Emission("raw.hotline.ticket_event", event, PRODUCER, at, incident)))
-            out.append((at, Emission("raw.hotline.service_request", dict(state), PRODUCER, at, incident)))
+            out.append((at, Emission(contract_id(TICKET_EVENTS), event, PRODUCER, at, incident)))
+            out.append((at, Emission(contract_id(SERVICE_REQUESTS), dict(state), PRODUCER, at, incident)))
 
         step("received", received, "hotline_12345", operator_id=f"op-{rng.randint(1000, 9999)}")
         now = received

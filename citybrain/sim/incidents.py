@@ -15,6 +15,8 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
+from citybrain.contracts.topics import (AIR_QUALITY, INSPECTIONS, NOISE_LEVEL, POLICE_INCIDENTS, SERVICE_REQUESTS,
+                                        TRAFFIC_FLOW, WATER_LEVEL, contract_id)
 from citybrain.city.model import City, Device, Poi
 from citybrain.times import iso
 from citybrain.sim.model import Effects, Emission, SimConfig
@@ -87,7 +89,7 @@ class Incident:
         return []
 
     def observe(self, e: Emission) -> None:
-        if e.contract == "raw.hotline.service_request" and e.value["lifecycle_state"] == "received":
+        if e.contract == contract_id(SERVICE_REQUESTS) and e.value["lifecycle_state"] == "received":
             self.tickets.append((e.value["service_request_id"], datetime.fromisoformat(e.value["requested_datetime"])))
 
     def expected(self) -> list[dict[str, Any]]:
@@ -165,11 +167,11 @@ class UnderpassFlood(Incident):
 
     def observe(self, e: Emission) -> None:
         super().observe(e)
-        if e.contract == "raw.sensor.water_level" and e.value.get("floodLevelStatus") == "flooded":
+        if e.contract == contract_id(WATER_LEVEL) and e.value.get("floodLevelStatus") == "flooded":
             seen = self.evidence.get("first_flooded_reading")
             if seen is None or e.value["dateObserved"] < seen:
                 self.evidence["first_flooded_reading"] = e.value["dateObserved"]
-        if e.contract == "raw.police.incident_110" and e.value["status"] == "dispatched":
+        if e.contract == contract_id(POLICE_INCIDENTS) and e.value["status"] == "dispatched":
             self.evidence.setdefault("police_incidents", []).append(e.value["incident_id"])
 
     def expected(self) -> list[dict[str, Any]]:
@@ -234,7 +236,7 @@ class NightConstructionNoise(Incident):
 
     def observe(self, e: Emission) -> None:
         super().observe(e)
-        if e.contract == "raw.urban_management.inspection" and e.value["status"] == "assigned":
+        if e.contract == contract_id(INSPECTIONS) and e.value["status"] == "assigned":
             self.evidence.setdefault("inspections", []).append(e.value["inspection_id"])
 
     def truth(self) -> dict[str, Any]:
@@ -308,7 +310,7 @@ class BrokenSensor(Incident):
         effects.stuck[self.device.device_id] = (self.start, self.id)
 
     def observe(self, e: Emission) -> None:
-        if e.contract == "raw.sensor.air_quality":
+        if e.contract == contract_id(AIR_QUALITY):
             self.evidence["stuck_readings"] = self.evidence.get("stuck_readings", 0) + 1
             self.evidence.setdefault("first_stuck_reading", e.value["dateObserved"])
             self.evidence.setdefault("stuck_pm25", e.value.get("pm25"))
@@ -359,15 +361,15 @@ class SpoofedDevice(Incident):
                          "refDevice": device_id, "pm25": 4.0, "pm10": 7.0, "airQualityIndex": 7,
                          "airQualityLevel": "excellent", "temperature": 20.0, "relativeHumidity": 0.5}
                 self.counts[key] += 1
-                out.append((t, Emission("raw.sensor.air_quality", value, self.PRODUCER, t, self.id)))
+                out.append((t, Emission(contract_id(AIR_QUALITY), value, self.PRODUCER, t, self.id)))
         if t - interval < self.replay_at <= t:
             for value in self.captured[:12]:
                 self.counts["replayed_readings"] += 1
-                out.append((t, Emission("raw.sensor.air_quality", value, self.PRODUCER, t, self.id)))
+                out.append((t, Emission(contract_id(AIR_QUALITY), value, self.PRODUCER, t, self.id)))
         return out
 
     def observe(self, e: Emission) -> None:
-        if (e.contract == "raw.sensor.air_quality" and e.value.get("refDevice") == self.replayed.device_id
+        if (e.contract == contract_id(AIR_QUALITY) and e.value.get("refDevice") == self.replayed.device_id
                 and e.producer != self.PRODUCER and e.at < self.replay_at):
             self.captured.append(e.value)
 
@@ -425,7 +427,7 @@ class GatewayFlood(Incident):
                          "dateObserved": stamp, "location": {"type": "Point", "coordinates": [d.lon, d.lat]},
                          "refDevice": d.device_id, "currentLevel": level, "referenceLevel": d.reference_level,
                          "floodLevelStatus": "normal", "siteType": d.site_type}
-                out.append((t, Emission("raw.sensor.water_level", value, self.producer, t, self.id)))
+                out.append((t, Emission(contract_id(WATER_LEVEL), value, self.producer, t, self.id)))
         self.extra_readings += len(out)
         return out
 
@@ -452,9 +454,8 @@ class ConsumerSurge(Incident):
         super().__init__(*args)
         self.start = self.at(0.8)
         self.end = min(self.run_end, self.start + max(timedelta(minutes=30), self.span * 0.02))
-        self.normal_topics = ["raw.sensor.air_quality.v1"]
-        self.surge_topics = ["raw.sensor.air_quality.v1", "raw.sensor.noise_level.v1", "raw.sensor.traffic_flow.v1",
-                             "raw.sensor.water_level.v1", "raw.hotline.service_request.v1"]
+        self.normal_topics = [AIR_QUALITY]
+        self.surge_topics = [AIR_QUALITY, NOISE_LEVEL, TRAFFIC_FLOW, WATER_LEVEL, SERVICE_REQUESTS]
         self.reads: list[dict[str, Any]] = []
         self.executed = False
 

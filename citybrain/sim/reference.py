@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from citybrain.contracts.topics import REF_POIS, REF_ROAD_SEGMENTS, contract_id
 from citybrain.city.model import City
 
 
@@ -13,16 +14,16 @@ def reference_records(city: City, as_of: str) -> dict[str, list[dict[str, Any]]]
     simulator knows."""
     from citybrain.city.pack_import import reference_records as pack_records
 
-    out = {topic.rsplit(".v", 1)[0]: [r for _where, r in items]
+    out = {contract_id(topic): [r for _where, r in items]
            for topic, items in pack_records(city.as_pack(), as_of).items()}
-    out["raw.ref.road_segment"] = [
+    out[contract_id(REF_ROAD_SEGMENTS)] = [
         {"segment_id": r.segment_id, "name": r.name, "road_class": r.road_class, "lanes": r.lanes,
          "free_speed_kmh": r.free_speed_kmh, "capacity_vph": r.capacity_vph,
          "geometry": {"type": "LineString", "coordinates": [list(p) for p in r.coordinates]},
          "street_code": r.street_code, "updated_at": as_of}
         for r in city.roads
     ]
-    out["raw.ref.poi"] = [
+    out[contract_id(REF_POIS)] = [
         {"poi_id": p.poi_id, "name": p.name, "category": p.category, "lat": p.lat, "long": p.lon,
          "street_code": p.street_code, "updated_at": as_of}
         for p in city.pois

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from citybrain.contracts.topics import AIR_QUALITY, REF_POIS, SERVICE_REQUESTS, contract_id
 from citybrain.contracts.model import Contract
 from citybrain.ingest.producer import ProduceSummary, ValidatedProducer
 from citybrain.ingest.readers import RawRecord
@@ -151,7 +152,7 @@ def run_simulation(
     out_dir = out_dir or settings.sim_dir / run_id[:12]
     out_dir.mkdir(parents=True, exist_ok=True)
     by_id = {c.id: c for c in contracts.values()}
-    missing = sorted({e for e in ("raw.sensor.air_quality", "raw.hotline.service_request", "raw.ref.poi")
+    missing = sorted({e for e in (contract_id(AIR_QUALITY), contract_id(SERVICE_REQUESTS), contract_id(REF_POIS))
                       if e not in by_id})
     if missing:
         raise LookupError(f"contracts {', '.join(missing)} are missing from {settings.schemas_dir}; "

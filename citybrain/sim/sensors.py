@@ -14,6 +14,8 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
+from citybrain.contracts.topics import (AIR_QUALITY, NOISE_LEVEL, REF_DEVICES, TRAFFIC_FLOW, WATER_LEVEL, WEATHER,
+                                        contract_id)
 from citybrain.sim.city import VENDORS
 from citybrain.city.model import City, Device
 from citybrain.sim.reference import device_record
@@ -36,9 +38,9 @@ def vendor_slug(vendor: str) -> str:
     return ascii_name[:30] or "v" + hashlib.sha256(vendor.encode()).hexdigest()[:8]
 FIWARE_TYPE = {"air_quality": "AirQualityObserved", "noise": "NoiseLevelObserved",
                "traffic_flow": "TrafficFlowObserved", "water_level": "FloodMonitoring", "weather": "WeatherObserved"}
-CONTRACT = {"air_quality": "raw.sensor.air_quality", "noise": "raw.sensor.noise_level",
-            "traffic_flow": "raw.sensor.traffic_flow", "water_level": "raw.sensor.water_level",
-            "weather": "raw.sensor.weather"}
+CONTRACT = {"air_quality": contract_id(AIR_QUALITY), "noise": contract_id(NOISE_LEVEL),
+            "traffic_flow": contract_id(TRAFFIC_FLOW), "water_level": contract_id(WATER_LEVEL),
+            "weather": contract_id(WEATHER)}
 NOISE_BASE = {  # site type: (day, night) LAeq in dB(A)
     "residential": (53, 43), "arterial": (68, 60), "commercial": (61, 49), "school": (56, 41),
     "hospital": (51, 42), "construction": (66, 46),
@@ -174,7 +176,7 @@ class SensorFleet:
                 continue
             for when, status in ((window[0], "maintenance"), (window[1], "active")):
                 if t - self.interval < when <= t:
-                    out.append((when, Emission("raw.ref.device", device_record(d, status, iso(when)),
+                    out.append((when, Emission(contract_id(REF_DEVICES), device_record(d, status, iso(when)),
                                                "data-bureau.reference", when)))
         return out
 

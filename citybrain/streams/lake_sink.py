@@ -11,13 +11,17 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
+from citybrain.contracts.topics import LAKE_COMPACTIONS, contract_id
 from citybrain.lake import layout
 from citybrain.lake.layout import Lake
 from citybrain.lake.store import LakePath
 from citybrain.lake.writer import LakeWriter, Row
 from citybrain.settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kafka.consumer.fetcher import ConsumerRecord
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_
     from kafka import TopicPartition
 
     from citybrain.kafka import clients
+    from citybrain.kafka.follow import Follower
 
     writer = LakeWriter(lake, layer)
     announcer = Announcer(settings, layer)
@@ -45,9 +50,7 @@ def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_
         removed += gone
         consumer.seek(tp, resume)
     pending: dict[Any, list[Row]] = defaultdict(list)
-    last_flush = time.monotonic()
-    last_compaction = time.monotonic()
-    idle_since: float | None = None   # since when polls have found nothing (measured after the work they caused)
+    last_flush = last_compaction = time.monotonic()
     written = merged = announced_at = 0
 
     def compact() -> None:
@@ -67,34 +70,26 @@ def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_
         pending.clear()
         last_flush = time.monotonic()
 
+    def take(tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        for r in records:
+            headers = {k: v.decode("utf-8", "replace") for k, v in (r.headers or [])}
+            pending[tp].append(Row(tp.topic, tp.partition, r.offset, r.timestamp,
+                                   r.key.decode("utf-8", "replace") if r.key else None, headers,
+                                   r.value.decode("utf-8", "replace")))
+
+    def tick(polled: bool) -> None:
+        """Flush a full batch, every ``max_wait_s``, and whenever a poll found nothing; compact when it is time."""
+        nonlocal last_compaction
+        full = any(len(rows) >= batch for rows in pending.values())
+        if pending and (full or time.monotonic() - last_flush >= max_wait_s or not polled):
+            flush()
+        if time.monotonic() - last_compaction >= compact_every_s:
+            compact()
+            last_compaction = time.monotonic()
+
     try:
-        while True:
-            try:
-                polled = consumer.poll(timeout_ms=500)
-            except KeyboardInterrupt:   # SIGINT, or SIGTERM from `citybrain down`: flush what was read, then stop
-                break
-            for tp, records in polled.items():
-                for r in records:
-                    headers = {k: v.decode("utf-8", "replace") for k, v in (r.headers or [])}
-                    pending[tp].append(Row(tp.topic, tp.partition, r.offset, r.timestamp,
-                                           r.key.decode("utf-8", "replace") if r.key else None, headers,
-                                           r.value.decode("utf-8", "replace")))
-            full = any(len(rows) >= batch for rows in pending.values())
-            if pending and (full or time.monotonic() - last_flush >= max_wait_s or not polled):
-                flush()
-            if time.monotonic() - last_compaction >= compact_every_s:
-                compact()
-                last_compaction = time.monotonic()
-            if polled:
-                idle_since = None
-            elif idle_since is None:
-                idle_since = time.monotonic()   # after the flush: slow storage does not count as quiet topics
-            if stop_when_idle_s is not None and not pending and idle_since is not None \
-                    and time.monotonic() - idle_since >= stop_when_idle_s:
-                ends = consumer.end_offsets(tps)
-                if all(consumer.position(tp) >= ends.get(tp, 0) for tp in tps):   # drained, not just a slow fetch
-                    break
-                idle_since = None
+        # Drained, or SIGINT / SIGTERM from `citybrain down` while polling: flush what was read, then stop.
+        Follower(consumer, take, on_tick=tick, poll_ms=500, idle_s=stop_when_idle_s).run()
         flush()
         compact()
     finally:
@@ -111,7 +106,7 @@ class Announcer:
     An announcement the broker does not take never stops the sink (the records are safe in the lake either
     way): it is logged, and its hours go out with the next pass's announcement."""
 
-    CONTRACT = "catalog.lake.compacted"
+    CONTRACT = contract_id(LAKE_COMPACTIONS)
 
     def __init__(self, settings: Settings, layer: str) -> None:
         self.settings, self.layer = settings, layer

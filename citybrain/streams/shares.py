@@ -44,7 +44,6 @@ except ImportError:   # pragma: no cover - the stream workers' environment has o
 
 log = logging.getLogger(__name__)
 
-TICKET_EVENTS = "raw.hotline.ticket_event.v1"
 TP = tuple[str, int]
 #: (key, value, timestamp ms, headers) of one record for the by-area topic.
 Routed = tuple[bytes | None, bytes, int, list[tuple[str, bytes]]]

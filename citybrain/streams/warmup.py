@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable
 
+from citybrain.contracts.topics import TICKET_EVENTS
 from citybrain.fusion.pipeline import REFERENCE, Pipeline
 from citybrain.kafka.headers import read_headers
 from citybrain.kafka.replay import before_committed
@@ -28,7 +29,6 @@ from citybrain.settings import Settings
 log = logging.getLogger(__name__)
 
 #: Tickets stay under SLA watch for days: their lifecycle topic is re-read over a longer span.
-TICKET_EVENTS = "raw.hotline.ticket_event.v1"
 
 
 @dataclass

@@ -17,7 +17,7 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
-from citybrain.access.grants import AccessModel, CredentialStore, topics_of
+from citybrain.access import AccessModel, CredentialStore, topics_of
 from citybrain.settings import ADMIN_USER, Settings, credentials_path
 from citybrain.times import now_iso
 

@@ -11,11 +11,11 @@ import logging
 from collections import Counter
 from typing import Any, Iterable
 
+from citybrain.contracts.topics import INGEST_DEAD_LETTERS
 from citybrain.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DLQ_TOPIC = "dlq.ingest.rejected.v1"
 #: Consumer groups shown at most (the newest test or bench groups would crowd the table).
 MAX_GROUPS = 40
 
@@ -44,7 +44,7 @@ def broker_stats(settings: Settings, topics: Iterable[str]) -> dict[str, Any]:
             groups.append({"group": name, "topics": sorted({t for t, _p in offsets}), "committed": sum(offsets.values()),
                            "lag": lag})
         reasons: dict[str, Counter[str]] = {}
-        for msg in read_topic(settings, DLQ_TOPIC, timeout_s=20):
+        for msg in read_topic(settings, INGEST_DEAD_LETTERS, timeout_s=20):
             try:
                 letter = json.loads(msg.value)
             except ValueError:

@@ -19,7 +19,9 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from citybrain.access.grants import AccessModel
+from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
+from citybrain.lake import layout
 from citybrain.settings import ADMIN_USER, PROJECT_ROOT, Settings
 from citybrain.ui import views
 from citybrain.ui.auth import Authenticator, RateLimited, Viewer
@@ -48,7 +50,7 @@ class OperationsView:
         self.auth = Authenticator(settings, model, tuple(c.topic for c in contracts.values()), session_s=settings.ui_session_minutes * 60)
         self._cache: dict[tuple[str, str, str, int], tuple[float, Any]] = {}
         self.warm_ms: int | None = None   # how long the start-up read of the lake took, once done
-        self.live = LiveFeed(settings, [views.EVENT_TOPIC, views.WARNING_TOPIC] + sorted(
+        self.live = LiveFeed(settings, [topics.CITY_EVENTS, topics.EARLY_WARNINGS] + sorted(
             c.topic for c in contracts.values() if c.topic.startswith("dispatch.")))
 
     def app(self) -> web.Application:
@@ -179,15 +181,13 @@ class OperationsView:
         if not self.viewer(request).admin:
             raise views.Forbidden("the quality data docs are the data office's")
         if not self.lake.local:   # the copy the data_quality DAG keeps in the lake
-            from citybrain.lake.layout import data_docs_dir
-
             rel = PurePosixPath(request.match_info["path"])
-            page = data_docs_dir(self.lake) / str(rel)
+            page = layout.data_docs_dir(self.lake) / str(rel)
             if ".." in rel.parts or rel.is_absolute() or not await asyncio.to_thread(page.is_file):
                 raise web.HTTPNotFound(text="no such data docs page (run the data_quality DAG to build them)")
             body = await asyncio.to_thread(page.read_bytes)
             return web.Response(body=body, content_type=mimetypes.guess_type(page.name)[0] or "application/octet-stream")
-        root = views.data_docs_dir(self.lake, self.settings.state_dir).resolve()
+        root = layout.gx_data_docs_dir(self.lake, self.settings.state_dir).resolve()
         path = (root / request.match_info["path"]).resolve()
         if not path.is_relative_to(root) or not path.is_file():
             raise web.HTTPNotFound(text="no such data docs page (run the data_quality DAG to build them)")

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from citybrain.contracts import topics
 from citybrain.lake import layout, store
 from citybrain.lake.layout import Lake
 from citybrain.lake.store import LakePath
@@ -23,17 +24,13 @@ from citybrain.lake.reader import latest_values, values
 from citybrain.times import iso, parse_time
 from citybrain.ui.auth import Viewer
 
-EVENT_TOPIC = "city.event.incident.v1"
-WARNING_TOPIC = "alert.early_warning.risk.v1"
-SLA_TOPIC = "alert.sla.ticket.v1"
-TICKET_EVENT_TOPIC = "raw.hotline.ticket_event.v1"
 #: Sensor topic -> (device type in the registry, the measure the map shows, its unit).
 SENSORS = {
-    "raw.sensor.water_level.v1": ("water_level", "currentLevel", "m"),
-    "raw.sensor.noise_level.v1": ("noise", "LAeq", "dB(A)"),
-    "raw.sensor.air_quality.v1": ("air_quality", "pm25", "µg/m³"),
-    "raw.sensor.traffic_flow.v1": ("traffic_flow", "intensity", "veh"),
-    "raw.sensor.weather.v1": ("weather", "precipitation", "mm/h"),
+    topics.WATER_LEVEL: ("water_level", "currentLevel", "m"),
+    topics.NOISE_LEVEL: ("noise", "LAeq", "dB(A)"),
+    topics.AIR_QUALITY: ("air_quality", "pm25", "µg/m³"),
+    topics.TRAFFIC_FLOW: ("traffic_flow", "intensity", "veh"),
+    topics.WEATHER: ("weather", "precipitation", "mm/h"),
 }
 #: A device with no reading in this long before the newest reading of its feed is silent.
 SILENT_AFTER = timedelta(hours=1)
@@ -77,9 +74,10 @@ def _silver(lake: Lake, topic: str) -> list[dict[str, Any]]:
     return _memo(f"silver:{topic}", layout.files(lake, "silver", layout.contract_of(topic)), _records)
 
 
-def _register(lake: Lake, contract: str, key: str) -> dict[str, dict[str, Any]]:
+def _register(lake: Lake, topic: str, key: str) -> dict[str, dict[str, Any]]:
     """A compacted reference register's current state (areas, devices, the city)."""
-    return _memo(f"register:{contract}", layout.files(lake, "bronze", contract), lambda fs: latest_values(fs, key))
+    return _memo(f"register:{topic}", layout.files(lake, "bronze", layout.contract_of(topic)),
+                 lambda fs: latest_values(fs, key))
 
 
 def _latest_by(records: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
@@ -93,8 +91,8 @@ def _latest_by(records: list[dict[str, Any]], key: str) -> dict[str, dict[str, A
 
 def areas(lake: Lake) -> dict[str, Any]:
     """The city's active areas as one GeoJSON FeatureCollection per level (district, street, community)."""
-    found = _register(lake, "raw.ref.admin_area", "area_code")
-    cities = _register(lake, "raw.ref.city", "city_code")
+    found = _register(lake, topics.REF_AREAS, "area_code")
+    cities = _register(lake, topics.REF_CITY, "city_code")
     city = max(cities.values(), key=lambda c: str(c.get("updated_at", "")), default={})
     levels: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for code, a in sorted(found.items()):
@@ -115,9 +113,9 @@ def work_orders(lake: Lake, viewer: Viewer, department: str | None = None) -> li
     want = department or (None if viewer.admin else viewer.department)
     if want is None and not viewer.admin:
         return []
-    pattern = f"dispatch.{want}.work_order" if want else "dispatch.*.work_order"
-    if want and not viewer.may_read(f"dispatch.{want}.work_order.v1"):
-        raise Forbidden(f"{viewer.principal} is not granted read on dispatch.{want}.work_order.v1.")
+    pattern = layout.contract_of(topics.work_orders(want or "*"))
+    if want and not viewer.may_read(topics.work_orders(want)):
+        raise Forbidden(f"{viewer.principal} is not granted read on {topics.work_orders(want)}.")
     return _memo(f"silver:{pattern}", layout.files(lake, "silver", pattern), _records)
 
 
@@ -127,9 +125,10 @@ def city(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] 
     live feed has seen since it started and the viewer may read; they replace the lake's older states."""
     by_street: dict[str, Counter[str]] = defaultdict(Counter)
     orders = ([] if viewer.admin else work_orders(lake, viewer)) + \
-        [v for t, v in live if t == f"dispatch.{viewer.department}.work_order.v1"]
-    if viewer.may_read(EVENT_TOPIC):
-        latest = _latest_by(_silver(lake, EVENT_TOPIC) + [v for t, v in live if t == EVENT_TOPIC], "event_id")
+        [v for t, v in live if t == topics.work_orders(viewer.department)]
+    if viewer.may_read(topics.CITY_EVENTS):
+        latest = _latest_by(_silver(lake, topics.CITY_EVENTS) + [v for t, v in live if t == topics.CITY_EVENTS],
+                            "event_id")
         events = sorted(latest.values(), key=lambda e: str(e.get("detected_at")), reverse=True)
     else:   # a department sees the city events routed to it, through its own work orders
         mine = [o for o in orders if o.get("source") == "city_event"]
@@ -141,8 +140,8 @@ def city(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] 
             by_street[street]["events"] += 1
         if newest and when and newest - when <= RECENT:
             by_street[street]["recent"] += 1
-    if viewer.may_read(WARNING_TOPIC):
-        warnings = _silver(lake, WARNING_TOPIC) + [v for t, v in live if t == WARNING_TOPIC]
+    if viewer.may_read(topics.EARLY_WARNINGS):
+        warnings = _silver(lake, topics.EARLY_WARNINGS) + [v for t, v in live if t == topics.EARLY_WARNINGS]
         for w in _latest_by(warnings, "warning_id").values():
             by_street[w["street_code"]]["warnings"] += 1
     if not viewer.admin:
@@ -170,7 +169,7 @@ def _event_row(e: dict[str, Any]) -> dict[str, Any]:
 
 def sensors(lake: Lake, viewer: Viewer, faulty: set[str]) -> list[dict[str, Any]]:
     """Every registered device of the sensor feeds the viewer may read: position, last reading, health."""
-    registry = _register(lake, "raw.ref.device", "device_id")
+    registry = _register(lake, topics.REF_DEVICES, "device_id")
     out = []
     for topic, (kind, measure, unit) in SENSORS.items():
         files = layout.files(lake, "bronze", layout.contract_of(topic))
@@ -215,12 +214,12 @@ def hotline(lake: Lake, viewer: Viewer) -> dict[str, Any]:
 
     stages: dict[str, int] = {}
     overdue: list[dict[str, Any]] = []
-    if viewer.may_read(TICKET_EVENT_TOPIC):
-        stage_of = _memo("stages", layout.files(lake, "bronze", layout.contract_of(TICKET_EVENT_TOPIC)), _stages)
+    if viewer.may_read(topics.TICKET_EVENTS):
+        stage_of = _memo("stages", layout.files(lake, "bronze", layout.contract_of(topics.TICKET_EVENTS)), _stages)
         counts = Counter(stage_of.values())
         stages = {s: counts.get(s, 0) for s in STAGES}
-        if viewer.may_read(SLA_TOPIC):   # past their deadline and not handled since
-            breached = _latest_by([a for a in _silver(lake, SLA_TOPIC) if a.get("kind") == "breached"], "service_request_id")
+        if viewer.may_read(topics.SLA_ALERTS):   # past their deadline and not handled since
+            breached = _latest_by([a for a in _silver(lake, topics.SLA_ALERTS) if a.get("kind") == "breached"], "service_request_id")
             overdue = [{"work_order_id": rid, "title": a.get("level") or "department", "street_name": a.get("area_code"),
                         "department": a.get("department"), "sla_deadline": a.get("sla_deadline"),
                         "overdue_min": a.get("overdue_min")}
@@ -283,9 +282,9 @@ def data(lake: Lake, viewer: Viewer, contracts: dict[str, Any], state_dir: Path 
         rows.append({"topic": c.topic, "owner": c.owner, "version": c.version, "zone": c.zone,
                      "records": sum(counts.values()), "per_hour": dict(sorted(counts.items()))})
     lake = store.as_lake(lake)
-    quality, failed_checks = _memo("quality", sorted(layout.quality_dir(lake).glob("checked=*/*.parquet"))[-20:], _quality)
-    quarantine = sorted(str(p.relative_to(lake)) for p in (lake / "quarantine").glob("*/*/date=*/hour=*/*"))
-    docs = (data_docs_dir(lake, state_dir) if lake.local else layout.data_docs_dir(lake)) / "index.html"
+    quality, failed_checks = _memo("quality", layout.quality_runs(lake)[-20:], _quality)
+    quarantine = sorted(str(p.relative_to(lake)) for p in layout.quarantine_runs(lake))
+    docs = (layout.gx_data_docs_dir(lake, state_dir) if lake.local else layout.data_docs_dir(lake)) / "index.html"
     return {"contracts": rows, "quality": quality, "failed_checks": failed_checks[-200:], "quarantine": quarantine,
             "releases": catalog(lake), "data_docs": "/quality-docs/index.html" if docs.exists() else None}
 
@@ -314,13 +313,6 @@ def _quality(runs: list[LakePath]) -> tuple[dict[str, dict[str, int]], list[dict
     return ({layer: {"passed": sum(1 for k, ok in partitions.items() if k[0] == layer and ok),
                      "failed": sum(1 for k, ok in partitions.items() if k[0] == layer and not ok)} for layer in layers},
             failed)
-
-
-def data_docs_dir(lake: Lake, state_dir: Path | None = None) -> Path:
-    """Where the data_quality DAG's Great Expectations data docs are (``citybrain.quality.runner.gx_dir``)."""
-    from citybrain.quality.runner import gx_dir
-
-    return gx_dir(lake, state_dir) / "gx" / "uncommitted" / "data_docs" / "local_site"
 
 
 def security(lake: Lake, viewer: Viewer, model: Any) -> dict[str, Any]:

@@ -178,7 +178,7 @@ def test_committed_suites_match_the_contracts() -> None:
     from citybrain.quality.suites import generate, load_tuning, write
 
     suites = generate(load_all(SCHEMAS), load_tuning(EXPECTATIONS / "tuning.yaml"))
-    assert write(EXPECTATIONS, suites, check=True) == [], "run `citybrain quality suites` and commit expectations/"
+    assert write(EXPECTATIONS, suites, check=True) == [], "run `citybrain dev quality suites` and commit expectations/"
 
 
 def test_a_lake_on_object_storage_is_checked_and_quarantined_with_gx_on_local_disk(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from citybrain.access.grants import CredentialStore
+from citybrain.access.credentials import CredentialStore
 from citybrain.ingest.producer import ValidatedProducer
 from citybrain.settings import credentials_path
 from citybrain.devtools.browser import PAGES, browser, login, open_page, serve

@@ -3,6 +3,11 @@ data is granted without a justification."""
 
 from __future__ import annotations
 
+import importlib
+import json
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +15,7 @@ import yaml
 
 from citybrain import access
 from citybrain.contracts.dispatch import dispatch_departments
+from citybrain.settings import load_settings
 
 
 def _write(tmp_path: Path, principals: dict) -> Path:  # type: ignore[type-arg]
@@ -90,3 +96,61 @@ def test_a_write_grant_becomes_a_write_acl(contracts, tmp_path: Path) -> None:  
     assert ("User:dept-police", "TOPIC", "raw.police.incident_110.v1", "LITERAL", "WRITE") in access.declared_acl_set(model)
     assert [g.principal for g in access.who_can(model, "raw.police.incident_110.v1", "write")] == ["dept-police"]
     assert not access.who_can(model, "raw.police.incident_110.v1", "read")
+
+
+def test_each_public_name_comes_from_the_module_named_for_it() -> None:
+    """``from citybrain import access`` and the module that holds a name give the same object."""
+    for name in access.__all__:
+        module = importlib.import_module(f"citybrain.access.{access._MODULE_OF[name]}")
+        assert getattr(access, name) is getattr(module, name), name
+        assert name in module.__all__, name
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        access.nothing_here  # noqa: B018
+
+
+def test_the_stream_workers_privacy_import_leaves_the_grants_and_the_broker_client_unloaded() -> None:
+    """The stream workers import ``citybrain.access.privacy``; the package's lazy lookup keeps the grants and
+    kafka-python's admin client out of them."""
+    code = ("import sys, citybrain.access.privacy; "
+            "print(sorted(m for m in ('citybrain.access.grants', 'citybrain.access.acls', 'kafka') "
+            "if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
+
+
+def test_names_moved_out_of_grants_still_import_from_it() -> None:
+    """Callers that import the broker, credential and audit names from ``citybrain.access.grants`` keep working."""
+    from citybrain.access import grants
+
+    for name, module in grants._MOVED.items():
+        assert getattr(grants, name) is getattr(importlib.import_module(f"citybrain.access.{module}"), name)
+
+
+def test_a_department_gets_its_client_settings_once_it_has_a_credential(contracts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings = load_settings({"CITYBRAIN_STATE_DIR": str(tmp_path / "var")})
+    model = access.load(access.ACCESS_FILE, contracts)
+    with pytest.raises(access.AccessError, match="dept-water has no credential yet"):
+        access.client_config(settings, model, "water")
+    password = access.CredentialStore(settings.access_dir).password("dept-water")
+    store = access.CredentialStore(settings.access_dir)          # read back from disk
+    assert store.passwords == {"dept-water": password}
+    assert stat.S_IMODE(store.path.stat().st_mode) & 0o077 == 0   # owner only
+    config = access.client_config(settings, model, "water")
+    assert (config["principal"], config["sasl_username"], config["sasl_password"], config["group_prefix"]) == (
+        "dept-water", "dept-water", password, "dept-water.")
+
+
+def test_the_audit_log_keeps_every_change_and_names_the_failures(contracts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model = access.load(access.ACCESS_FILE, contracts)
+    log = access.AuditLog(tmp_path, "officer", model)
+    acl = ("User:dept-water", "TOPIC", "dispatch.water.work_order.v1", "LITERAL", "READ")
+    log.record("grant", "User:dept-water", acl=acl)
+    log.record("rotate_credential", "dept-police", error="ResourceNotFound")
+    assert log.failures == ["rotate_credential dept-police: ResourceNotFound"]
+    entries = access.read_audit(tmp_path)
+    assert [(e["action"], e["principal"], e["result"]) for e in entries] == [
+        ("grant", "dept-water", "ok"), ("rotate_credential", "dept-police", "failed: ResourceNotFound")]
+    assert entries[0]["operation"] == "read" and entries[0]["source_digest"] == model.digest
+    lines = access.audit_path(tmp_path).read_text().splitlines()
+    assert [json.loads(line)["actor"] for line in lines] == ["officer"] * 2
+    assert access.read_audit(tmp_path, last=1) == entries[1:]

@@ -1,4 +1,4 @@
-"""The README's benchmark block is written from the runs themselves: figures, targets, margins, date, machine."""
+"""The docs' benchmark block is written from the runs themselves: figures, targets, margins, date, machine."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from citybrain.devtools.bench_report import END, START, ReadmeBlockMissing, block, write_readme
+from citybrain.devtools.bench_report import BENCHMARKS, END, START, ReadmeBlockMissing, block, write_readme
+from citybrain.settings import PROJECT_ROOT
 
 MACHINE = {"cpu": "Test CPU @ 2.0GHz", "cores": 2, "memory_gib": 23.5, "python": "3.11.7"}
 
@@ -50,13 +51,20 @@ def test_a_missed_target_is_said_so() -> None:
     assert "Earlier runs" not in text
 
 
-def test_the_readme_block_is_replaced_and_a_readme_without_one_is_refused(tmp_path: Path) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# title\n\nbefore\n{START} old -->\nold figures\n{END}\nafter\n")
-    write_readme([run("2026-12-04T10:00:00Z", 26_000, 180)], readme)
-    text = readme.read_text()
+def test_the_block_is_replaced_in_its_page_and_a_page_without_one_is_refused(tmp_path: Path) -> None:
+    page = tmp_path / "benchmarks.md"
+    page.write_text(f"# title\n\nbefore\n{START} old -->\nold figures\n{END}\nafter\n")
+    assert write_readme([run("2026-12-04T10:00:00Z", 26_000, 180)], page) == page
+    text = page.read_text()
     assert "old figures" not in text and "26,000" in text and text.startswith("# title\n\nbefore\n")
     assert text.endswith(f"{END}\nafter\n") and text.count(START) == 1
-    readme.write_text("# no block\n")
-    with pytest.raises(ReadmeBlockMissing, match="bench:start"):
-        write_readme([run("2026-12-04T10:00:00Z", 26_000, 180)], readme)
+    page.write_text("# no block\n")
+    with pytest.raises(ReadmeBlockMissing, match="benchmarks.md has no benchmark block"):
+        write_readme([run("2026-12-04T10:00:00Z", 26_000, 180)], page)
+
+
+def test_make_bench_writes_the_docs_benchmarks_page_which_holds_the_block() -> None:
+    assert BENCHMARKS == PROJECT_ROOT / "docs" / "benchmarks.md"
+    text = BENCHMARKS.read_text(encoding="utf-8")
+    assert text.count(START) == 1 and text.count(END) == 1 and text.index(START) < text.index(END)
+    assert START not in (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")

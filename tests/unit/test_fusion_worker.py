@@ -1,5 +1,6 @@
 """The fusion worker's own work, apart from faust and the broker (``citybrain.streams.fusion.FusionWorker``):
-a fetch in, contract-checked outputs with the standard headers out, a failing record dead-lettered."""
+a fetch in, contract-checked outputs with the standard headers out, a failing record dead-lettered; keyed by
+area (``KeyedFusionWorker``), a fetch fused by its district's partition; and each mode's agents and topics."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from citybrain.sim.city import build_city  # noqa: E402
 from citybrain.sim.reference import reference_records  # noqa: E402
 from citybrain.contracts.validate import Rejection  # noqa: E402
 from citybrain.fusion.pipeline import EVENT_TOPIC  # noqa: E402
-from citybrain.settings import load_settings  # noqa: E402
-from citybrain.streams.fusion import PRODUCER, FusionWorker  # noqa: E402
+from citybrain.settings import Settings, load_settings  # noqa: E402
+from citybrain.streams.fusion import PRODUCER, FusionWorker, KeyedFusionWorker  # noqa: E402
+from citybrain.streams.shares import Share  # noqa: E402
 from citybrain.times import iso, parse_time  # noqa: E402
 
 CITY = build_city(7)
@@ -102,3 +104,60 @@ def test_outputs_sent_before_a_restart_are_not_sent_again_until_the_window_passe
     worker.sent_before_until = time.monotonic() - 1        # the window passed: the set is dropped
     assert worker.message(t1, r1, tr1) is not None and worker.sent_before == set()
     assert worker.message(t0, r0, tr0) is not None
+
+
+def _app_settings(tmp_path: Path, partitions: int) -> Settings:
+    return load_settings({"CITYBRAIN_STATE_DIR": str(tmp_path), "CITYBRAIN_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+                          "CITYBRAIN_STREAMS_PARTITIONS": str(partitions)})
+
+
+def test_each_mode_runs_its_own_agents_over_its_own_topics(tmp_path: Path) -> None:
+    """The default worker fuses the raw topics in one agent; keyed by area, one agent repartitions the raw topics
+    but the ticket lifecycle, another fuses the by-area topic and the ticket lifecycle, a task hears the other
+    workers, the rebalance signals are connected and the group notices a silent worker sooner."""
+    from citybrain.streams.fusion import SESSION_TIMEOUT_S, create_app
+    from citybrain.contracts.topics import TICKET_EVENTS
+    from citybrain.streams.shares import by_area_topic
+
+    settings = _app_settings(tmp_path, 0)
+    app = create_app(settings)
+    inputs = FusionWorker(settings).inputs
+    assert {t: h.__name__ for t, h in app.batch_handlers.items()} == {t: "fuse" for t in inputs}
+    assert [t.__name__ for t in app._app_tasks] == ["sweep_when_quiet", "freeze_survivors"]
+    assert app.conf.broker_session_timeout != SESSION_TIMEOUT_S
+
+    keyed = create_app(_app_settings(tmp_path, 4))
+    by_area = by_area_topic(settings.streams_app_id)
+    assert {t: h.__name__ for t, h in keyed.batch_handlers.items()} == {
+        **{t: "repartition" for t in inputs if t != TICKET_EVENTS}, by_area: "fuse_shares", TICKET_EVENTS: "fuse_shares"}
+    assert [t.__name__ for t in keyed._app_tasks] == ["sweep_when_quiet", "freeze_survivors", "learn_city_calls"]
+    assert [r.__name__ for r in keyed.on_partitions_revoked.iter_receivers(keyed)] == ["moving"]
+    assert [r.__name__ for r in keyed.on_partitions_assigned.iter_receivers(keyed)] == ["drop_lost"]
+    assert keyed.conf.broker_session_timeout == SESSION_TIMEOUT_S
+
+
+def test_keyed_by_area_a_fetch_is_fused_by_its_districts_partition_and_not_swept_in_a_rebalance(tmp_path: Path) -> None:
+    worker = KeyedFusionWorker(_app_settings(tmp_path, 4))
+    for contract, records in reference_records(CITY, "2026-11-22T00:00:00Z").items():
+        for r in records:
+            worker.reference(f"{contract}.v1", r)
+    gauge = next(d for d in CITY.devices if d.site_type == "underpass")
+    fetch = [_message("raw.sensor.water_level.v1", {
+        "id": f"urn:x:{gauge.device_id}:{k}", "type": "FloodMonitoring", "dateObserved": iso(T0 + timedelta(minutes=5 * k)),
+        "location": {"type": "Point", "coordinates": [gauge.lon, gauge.lat]}, "refDevice": gauge.device_id,
+        "currentLevel": 0.4, "referenceLevel": 0.27, "floodLevelStatus": "flooded", "siteType": "underpass"},
+        (T0 + timedelta(minutes=5 * k)).timestamp(), k, [("trace-id", b"t-1")]) for k in range(3)]
+    fetch.append(_message("raw.police.incident_110.v1", {
+        "incident_id": "110-20261122-00001", "reported_at": iso(T0 + timedelta(minutes=12)), "category": "waterlogged_road",
+        "lat": gauge.lat, "long": gauge.lon, "status": "dispatched"}, (T0 + timedelta(minutes=12)).timestamp(), 3))
+    ((partition, routed),) = worker.route(fetch).items()     # one district: one partition of the by-area topic
+    by_area = [SimpleNamespace(topic=worker.by_area, value=value, headers=headers, timestamp=ts / 1000,
+                               partition=partition, offset=n) for n, (_key, value, ts, headers) in enumerate(routed)]
+    assert worker.shares.missing(by_area) == {(worker.by_area, partition): 0}
+    worker.shares.owned[(worker.by_area, partition)] = Share(worker.new_share_pipeline())
+    produced, failed = worker.process_shares(by_area)
+    assert failed == [] and EVENT_TOPIC in {t for t, _r, _trace in produced}
+    worker.ready = True
+    assert worker.may_sweep()
+    worker.moving = True                                # partitions given up, not yet assigned again
+    assert not worker.may_sweep()

@@ -31,3 +31,24 @@ def test_a_consumed_records_event_id_header_wins_over_the_rule(contracts) -> Non
     payload = b'{"id": "n1"}'
     assert record_event_id(c, read_headers([("event-id", b"from-producer")]), payload, {"id": "n1"}) == "from-producer"
     assert record_event_id(c, read_headers(None), payload, {"id": "n1"}) == event_id(c, {"id": "n1"}, payload.decode())
+
+
+def test_dead_letters_carry_the_standard_headers_with_their_contracts_version(contracts) -> None:  # type: ignore[no-untyped-def]
+    """Regression: the dead-letter headers were written by hand with the version fixed at 1.0.0."""
+    from citybrain.contracts.model import Contract
+    from citybrain.contracts.topics import INGEST_DEAD_LETTERS
+    from citybrain.contracts.validate import Rejection
+    from citybrain.ingest.producer import dead_letter_message
+    from citybrain.ingest.readers import RawRecord
+
+    record, refused = RawRecord("feed.csv:3", b"not json"), Rejection("not-json", "(record)", "not JSON")
+    real = contracts[INGEST_DEAD_LETTERS]
+    envelope, headers = dead_letter_message("raw.sensor.weather", record, refused, "edge", "trace-1", 1000, real)
+    assert headers == standard_headers(real, "edge", envelope["event_id"], "trace-1") + [
+        ("dlq-contract", b"raw.sensor.weather"), ("dlq-rule", b"not-json"), ("dlq-field", b"(record)"),
+        ("dlq-source", b"feed.csv:3")]
+    minor = Contract({**real.raw, "version": "1.4.2"})
+    _envelope, headers = dead_letter_message("raw.sensor.weather", record, refused, "edge", None, 1000, minor)
+    assert read_headers(headers)["contract-version"] == b"1.4.2"
+    _envelope, headers = dead_letter_message("raw.sensor.weather", record, refused, "edge", None, 1000)
+    assert read_headers(headers)["contract-version"] == real.version.encode()

@@ -1,13 +1,16 @@
-"""The bronze writer's exactly-once bookkeeping, without Kafka."""
+"""The bronze writer's exactly-once bookkeeping, and its sink's loop, without Kafka."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from kafka.structs import TopicPartition
 
 from citybrain.lake.writer import LakeWriter, Row
+from tests.unit.test_follow import ScriptedConsumer
 
 HOUR = 1_763_800_000_000  # a fixed epoch millisecond
 
@@ -122,3 +125,61 @@ def test_a_registers_latest_record_per_key_wins_by_offset(tmp_path: Path) -> Non
     rows = [Row("raw.ref.device.v1", 0, o, HOUR + o, "aq-1", {}, f'{{"device_id": "aq-1", "lat": {o}}}') for o in range(3)]
     files = writer.write("raw.ref.device.v1", 0, rows)
     assert reader.latest_values(files, "device_id") == {"aq-1": {"device_id": "aq-1", "lat": 2}}
+
+
+class _SinkConsumer(ScriptedConsumer):
+    """The scripted consumer, with what the sink asks of it besides the loop's calls."""
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return {tp.partition for tp in self.ends if tp.topic == topic} or None
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        self.held = set(tps)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.positions[tp] = offset
+
+
+class _Announcements:
+    """The sink's announcer, without a broker: what each compaction pass would announce."""
+
+    records: list[int] = []   # of every announcement, across instances
+
+    def __init__(self, settings, layer: str) -> None:  # type: ignore[no-untyped-def]
+        self.sent = self.failed = 0
+
+    def announce(self, hours, records: int, files_merged: int) -> None:  # type: ignore[no-untyped-def]
+        self.records.append(records)
+        self.sent += 1
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_sink_told_to_stop_when_idle_drains_its_topic_through_slow_fetches_and_slow_writes(
+        tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Seen on the demo with the lake on S3 (tests/integration/test_lake_s3.py has it against the broker): writes
+    slower than the idle time, and fetches that came back empty for longer than it, must not stop the sink with
+    records unread; it flushes on a quiet poll, compacts and announces on the way out."""
+    from citybrain.kafka import clients
+    from citybrain.settings import load_settings
+    from citybrain.streams import lake_sink
+
+    topic = "raw.sensor.noise_level.v1"
+    consumer = _SinkConsumer({TopicPartition(topic, 0): 120}, script=[50] + [0] * 20 + [50])   # 20 quiet polls > idle
+    monkeypatch.setattr(clients, "consumer", lambda settings, *topics, **config: consumer)
+    monkeypatch.setattr(lake_sink, "Announcer", _Announcements)
+    write = LakeWriter.write
+
+    def slow_write(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(0.3)   # slower than the idle time
+        return write(self, *args, **kwargs)
+
+    monkeypatch.setattr(LakeWriter, "write", slow_write)
+    settings = load_settings({"CITYBRAIN_STATE_DIR": str(tmp_path)})
+    result = lake_sink.run_sink(settings, [topic], tmp_path / "lake", batch=50, max_wait_s=0.1, stop_when_idle_s=0.2,
+                                compact_every_s=3600)
+    files = list((tmp_path / "lake" / "bronze").rglob("*.parquet"))
+    assert result["written"] == 120 and _offsets(files) == list(range(120))
+    assert result["announcements"] == 1 and _Announcements.records == [120]   # one pass, on the way out
+    assert result["files_compacted"] > 0 and consumer.closed

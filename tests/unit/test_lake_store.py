@@ -106,7 +106,35 @@ def test_quarantine_moves_a_partition_out_with_its_reason(lake: LakePath) -> Non
                        datetime(2026, 12, 3, 12, tzinfo=timezone.utc))
     assert layout.partitions(lake, ["bronze"]) == []
     assert [f.name for f in layout.quarantined_files(lake, "bronze")] == ["p0-0-1.parquet"]
+    assert [str(run.relative_to(lake)) for run in layout.quarantine_runs(lake)] == [moved]
     assert json.loads((lake / moved / "reason.json").read_text())["partition"] == p.key
+
+
+def test_scenarios_read_only_the_files_whose_partition_passed_its_latest_check(lake: LakePath) -> None:
+    """The quality table read back from the lake room (no Great Expectations): a partition passes with the very
+    files its latest check saw; a later failing check, or files changed since, leave it out."""
+    from citybrain.lake.quality_results import RESULT_SCHEMA, passed_files, results
+
+    LakeWriter(lake, "bronze").write(TOPIC, 0, _rows(0, 6))
+    first, second = layout.partitions(lake, ["bronze"])
+    assert results(lake) is None and passed_files(lake) == (set(), {"unchecked": [first.key, second.key],
+                                                                     "failed": [], "runs": []})
+
+    def check(run: str, minute: int, verdicts: list[tuple[layout.Partition, bool]]) -> None:
+        rows = [{"run_id": run, "checked_at": datetime(2026, 12, 3, 12, minute, tzinfo=timezone.utc), "layer": p.layer,
+                 "contract": p.contract, "partition": p.name, "fingerprint": p.fingerprint, "suite": "s.records",
+                 "success": passed, "partition_passed": passed} for p, passed in verdicts]
+        store.write_table(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA),
+                          layout.quality_dir(lake) / "checked=2026-12-03" / f"run-{run}.parquet")
+
+    check("a", 0, [(first, True), (second, True)])
+    check("b", 5, [(second, False)])
+    ok, summary = passed_files(lake)
+    assert ok == {first.path / f for f in first.files}
+    assert summary == {"unchecked": [], "failed": [second.key], "runs": ["a"]}
+    assert [f.name for f in layout.quality_runs(lake)] == ["run-a.parquet", "run-b.parquet"]
+    LakeWriter(lake, "bronze").write(TOPIC, 0, _rows(6, 1))    # the first hour gets a new file: checked again
+    assert passed_files(lake)[1]["unchecked"] == [first.key]
 
 
 def test_glob_matches_names_level_by_level(lake: LakePath) -> None:

@@ -1,8 +1,11 @@
-"""Subscriptions as code, checked against the grants; notifications shaped as NGSI-LD says; retries and failing."""
+"""Subscriptions as code, checked against the grants; notifications shaped as NGSI-LD says; retries and failing;
+the notifier's loop over each subscription (scripted consumers, a real HTTP endpoint on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +13,14 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
+from kafka.structs import TopicPartition
 
 from citybrain import access
+from citybrain.ingest.producer import ProduceSummary
 from citybrain.notify.notifier import (FAILING_AFTER, MAX_ATTEMPTS, SUBSCRIPTIONS_FILE, Delivery, Subscription, SubscriptionError,
-                              deliver, entity_of, load_subscriptions, notification)
+                              deliver, entity_of, load_subscriptions, notification, status_path)
+from citybrain.settings import load_settings
+from tests.unit.test_follow import ScriptedConsumer
 
 GOOD = {"id": "water-desk", "principal": "dept-water", "topic": "dispatch.water.work_order.v1",
         "endpoint": "http://127.0.0.1:8700/notify"}
@@ -139,3 +146,83 @@ def test_no_answer_at_all_is_retried_and_named() -> None:
 
     ok, tries, status, error = asyncio.run(run())
     assert (ok, tries, status) == (False, MAX_ATTEMPTS, 0) and error
+
+
+class _DeadLetters:
+    """The notifier's dead-letter producer, without a broker: it takes every letter."""
+
+    letters: list[dict[str, Any]] = []
+
+    def __init__(self, settings, producer_id: str) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def __enter__(self) -> _DeadLetters:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def produce(self, contract, records):  # type: ignore[no-untyped-def]
+        self.letters.extend(r.value for r in records)
+        return ProduceSummary(contract.topic, read=len(records), accepted=len(records))
+
+
+def _notifier(tmp_path: Path, contracts, monkeypatch, endpoints: dict[str, str], records: int):  # type: ignore[no-untyped-def]
+    """A notifier of one subscription per endpoint (``id: url``), each topic holding ``records`` work orders
+    for it to read from a scripted consumer; and those consumers by subscription id."""
+    from citybrain.ingest import producer
+    from citybrain.kafka import clients
+    from citybrain.notify.notifier import Notifier
+
+    subs = [Subscription(sid, "dept-water", "dispatch.water.work_order.v1", url) for sid, url in endpoints.items()]
+    consumers = {s.id: ScriptedConsumer({TopicPartition(s.topic, 0): records}, group=True) for s in subs}
+    monkeypatch.setattr(clients, "consumer", lambda settings, *topics, group_id, **config:
+                        consumers[group_id.rsplit(".", 1)[1]])
+    monkeypatch.setattr(producer, "ValidatedProducer", _DeadLetters)
+    settings = load_settings({"CITYBRAIN_STATE_DIR": str(tmp_path)})
+    return Notifier(settings, contracts, subs, {"dept-water": "pw"}, retry_base_s=0.001), consumers
+
+
+def test_each_subscription_is_followed_delivered_or_dead_lettered_committed_and_reported(  # type: ignore[no-untyped-def]
+        tmp_path: Path, contracts, monkeypatch) -> None:
+    async def run():  # type: ignore[no-untyped-def]
+        app, seen = _serve([500] * (MAX_ATTEMPTS * 2))   # the first two records fail every try, then all is taken
+        runner, sub = await _start(app)
+        notifier, consumers = _notifier(tmp_path, contracts, monkeypatch, {"desk": sub.endpoint}, records=4)
+        try:
+            return await notifier.run(idle_exit_s=0.3), consumers["desk"], notifier, len(seen)
+        finally:
+            await runner.cleanup()
+
+    state, consumer, notifier, tries = asyncio.run(run())
+    desk = state["desk"]
+    assert (desk.delivered, desk.dead_lettered, desk.reasons, tries) == (2, 2, {"endpoint-error": 2}, 2 * MAX_ATTEMPTS + 2)
+    assert [x["offset"] for x in _DeadLetters.letters] == [0, 1] and consumer.commits[-1] == {
+        TopicPartition("dispatch.water.work_order.v1", 0): 4} and consumer.closed
+    status = json.loads(status_path(notifier.settings).read_text())["subscriptions"]["desk"]
+    assert status["caught_up"] and (status["delivered"], status["dead_lettered"]) == (2, 2)
+
+
+def test_a_notifier_stopped_mid_delivery_stops_at_once_and_commits_nothing_it_did_not_finish(  # type: ignore[no-untyped-def]
+        tmp_path: Path, contracts, monkeypatch) -> None:
+    async def run():  # type: ignore[no-untyped-def]
+        release = asyncio.Event()
+
+        async def hang(request: web.Request) -> web.Response:
+            await release.wait()   # an endpoint that does not answer (within the notifier's timeout)
+            return web.Response(status=204)
+
+        app = web.Application()
+        app.router.add_post("/n", hang)
+        runner, sub = await _start(app)
+        notifier, consumers = _notifier(tmp_path, contracts, monkeypatch, {"desk": sub.endpoint}, records=2)
+        asyncio.get_running_loop().call_later(0.5, notifier.stopping.set)   # `citybrain down` while it waits
+        started = time.monotonic()
+        try:
+            return await notifier.run(), consumers["desk"], time.monotonic() - started
+        finally:
+            release.set()
+            await runner.cleanup()
+
+    state, consumer, took = asyncio.run(run())
+    assert took < 5 and consumer.commits == [] and consumer.closed and state["desk"].delivered == 0

@@ -1,0 +1,46 @@
+"""The fusion worker (faust-streaming): raw feeds in; city events, early warnings, SLA alerts,
+metrics and work orders out.
+
+Each fetch from the raw topics arrives as one batch (``BatchApp.batch_agent``, see
+:mod:`citybrain.streams.batching`), the shared package's ``Pipeline`` does the work (enrich,
+dedupe, detect, fuse, dispatch), each output is validated against its contract before it is
+sent, and the batch's offsets are acknowledged once its outputs are on the broker. On start
+the worker loads the reference data, then rebuilds its state from the raw topics
+(:mod:`citybrain.streams.warmup`) so a restart neither forgets duplicates nor reopens cases.
+Stream time is the records' Kafka timestamp, which the simulator sets to simulated time.
+With ``CITYBRAIN_STREAMS_PARTITIONS`` = N > 0 the workers of a group share the city by district
+instead (:mod:`citybrain.streams.shares`).
+
+Outputs once by id across a crash: a worker killed after sending a batch's outputs and before
+committing its offsets processes that batch again after the restart, with the same results and
+ids. So on start it reads the ids its group sent in the last ``streams_resend_window_s`` of each
+output partition (header ``app-id``) and does not send those again; the set is dropped once that
+window has passed since the start.
+
+Laid out as faust's "Projects and Directory Layout" lays out an app:
+
+- :mod:`~citybrain.streams.fusion.app`: the faust app from the settings, the garbage collector's
+  tuning, ``create_app(settings)`` and ``main()`` (what ``streams/fusion_worker.py`` and
+  ``citybrain streams fusion`` run);
+- :mod:`~citybrain.streams.fusion.topics`: the topic objects, and the keyed group's own topics;
+- :mod:`~citybrain.streams.fusion.worker`: :class:`FusionWorker`, the state and work apart from
+  faust (the default mode, and what the keyed mode shares);
+  :mod:`~citybrain.streams.fusion.keyed`: :class:`KeyedFusionWorker`, keyed by area;
+- :mod:`~citybrain.streams.fusion.loop`: the batch loop both modes' agents share;
+- :mod:`~citybrain.streams.fusion.agents`: one agent per mode, and the sweep timer.
+
+Nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+from citybrain.streams.fusion.app import (FREEZE_EVERY_S, FULL_GC_EVERY_S, GC_THRESHOLD, SESSION_TIMEOUT_S, create_app,
+                                          main, tune_gc)
+from citybrain.streams.fusion.keyed import KeyedFusionWorker
+from citybrain.streams.fusion.topics import ensure_keyed_topics
+from citybrain.streams.fusion.worker import PRODUCER, SWEEP_EVERY_S, FusionWorker, Produced
+
+__all__ = [
+    "FREEZE_EVERY_S", "FULL_GC_EVERY_S", "GC_THRESHOLD", "PRODUCER", "SESSION_TIMEOUT_S", "SWEEP_EVERY_S",
+    "FusionWorker", "KeyedFusionWorker", "Produced", "create_app", "ensure_keyed_topics", "main", "tune_gc",
+]
