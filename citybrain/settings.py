@@ -154,13 +154,18 @@ class Settings(BaseSettings):
     # open day windows); the ticket lifecycle is re-read further back, for tickets under SLA watch.
     streams_warmup_h: float = Field(default=26.0, ge=0, le=24 * 30)
     streams_warmup_tickets_h: float = Field(default=96.0, ge=0, le=24 * 30)
-    # After a restart, outputs the worker's group sent in this span before each output partition's newest record
-    # are not sent again (a crash between sending a batch's outputs and committing its offsets).
-    streams_resend_window_s: float = Field(default=300.0, ge=0, le=24 * 3600)
     # Fusion keyed by area: 0 = one worker reads the raw topics and fuses the whole city; N = the raw feeds are
     # repartitioned by district into N partitions of an internal topic, so up to N workers of one group share the
     # city (see citybrain.streams.fusion). Every worker of a group must use the same N.
     streams_partitions: int = Field(default=0, ge=0, le=1024)
+
+    # How deep JSON the edges (gateway, file loader) read: an entity or record nesting deeper is refused with
+    # rule json-depth (GeoJSON multipolygons nest about 7 levels inside an entity).
+    json_max_depth: int = Field(default=32, ge=4, le=200)
+    # Open311 retries: a POST requests.json sent again with the same Idempotency-Key (and partner) within this
+    # many seconds gets the first ticket back; at most this many keys are kept, the least recently used go first.
+    gateway_idempotency_ttl_s: float = Field(default=24 * 3600.0, gt=0, le=7 * 24 * 3600)
+    gateway_idempotency_keys: int = Field(default=10_000, ge=1, le=1_000_000)
 
     @field_validator("lake_uri")
     @classmethod

@@ -48,7 +48,8 @@ IDLE_OPT = idle_option("Stop after this many seconds without new records.")
 def lake_bronze(batch: int = BATCH_OPT, max_wait_s: float = WAIT_OPT, exit_when_idle: Optional[float] = IDLE_OPT) -> None:
     """Copy every raw topic into lake/bronze as Parquet, exactly once across crashes (see docs/explanation/exactly-once.md).
 
-    Exit 4 when the broker does not answer, 1 when the lake's storage refuses a write."""
+    Exit 4 when the broker does not answer; 1 when the lake's storage refuses a write, another sink holds a topic's lease
+    (the holder is named), or records were lost to retention before the sink read them (count and range named)."""
     _lake_sink("bronze", batch, max_wait_s, exit_when_idle)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.table import Table
@@ -53,8 +53,15 @@ def run_cmd(path: Optional[Path] = FILE_OPTION,
             exit_when_idle: Optional[float] = idle_option("Stop once every subscription has been caught up and quiet "
                                                           "for this many seconds."),
             until_idle: Optional[float] = old_option("--until-idle", "--exit-when-idle"),
-            retry_base: float = typer.Option(0.5, "--retry-base", help="First retry backoff in seconds (doubles).")) -> None:
-    """Send each record of every subscription's topic to its endpoint as an NGSI-LD Notification."""
+            retry_base: float = typer.Option(0.5, "--retry-base", help="First retry backoff in seconds (doubles)."),
+            pause_max: float = typer.Option(60.0, "--pause-max", min=0.01,
+                                            help="Longest wait in seconds between tries of a paused subscription's "
+                                                 "endpoint.")) -> None:
+    """Send each record of every subscription's topic to its endpoint as an NGSI-LD Notification.
+
+    A record the endpoint does not take pauses its subscription until the endpoint takes it.
+
+    Only a record refused for good (a 4xx but 408, 429) or that cannot be read is dead-lettered."""
     import signal
 
     from citybrain.notify.notifier import Notifier, SubscriptionError, passwords_for
@@ -67,7 +74,8 @@ def run_cmd(path: Optional[Path] = FILE_OPTION,
     if not subs:
         out.print("no subscriptions in the file: nothing to send", highlight=False)
     idle_exit_s = renamed(exit_when_idle, until_idle, "--until-idle", "--exit-when-idle")
-    notifier = Notifier(settings, current_contracts(), subs, passwords, retry_base_s=retry_base)
+    notifier = Notifier(settings, current_contracts(), subs, passwords, retry_base_s=retry_base,
+                        pause_max_s=pause_max)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -80,9 +88,64 @@ def run_cmd(path: Optional[Path] = FILE_OPTION,
     except Exception as exc:   # noqa: BLE001 - a clear line for the supervisor's log, then exit 1
         raise fail(f"the notifier stopped: {type(exc).__name__}: {exc}. Nothing undelivered was committed: "
                    "it is sent when the notifier runs again.") from None
-    table = Table("subscription", "delivered", "retries", "dead-lettered", "reasons", "failing")
+    table = Table("subscription", "delivered", "retries", "dead-lettered", "reasons", "paused")
     for sub in subs:
         st = notifier.state[sub.id]
         table.add_row(sub.id, str(st.delivered), str(st.retries), str(st.dead_lettered),
-                      ", ".join(f"{k} {v}" for k, v in sorted(st.reasons.items())) or "-", "yes" if st.failing else "no")
+                      ", ".join(f"{k} {v}" for k, v in sorted(st.reasons.items())) or "-",
+                      f"since {st.paused_since}, {st.waiting} waiting: {st.last_error}" if st.paused else "no")
     out.print(table)
+
+
+def _time_option(name: str, help: str) -> Any:  # noqa: A002 - typer's own word
+    return typer.Option(None, name, help=f"{help} (RFC 3339, e.g. 2026-11-23T08:00:00Z).")
+
+
+@notify_app.command("replay")
+def replay_cmd(path: Optional[Path] = FILE_OPTION,
+               subscription: Optional[str] = typer.Option(None, "--subscription", help="Only this subscription's "
+                                                                                       "dead letters."),
+               since: Optional[str] = _time_option("--since", "Only letters dead-lettered at or after this time"),
+               until: Optional[str] = _time_option("--until", "Only letters dead-lettered before this time"),
+               dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be sent again; send nothing."),
+               as_json: bool = json_option("Each letter's result as JSON.")) -> None:
+    """Send dead-lettered notifications again to their subscriptions' endpoints (dlq.notify.undelivered.v1).
+
+    Each notification keeps its id; one a replay delivered is not sent again by the next.
+
+    Exit 3 when some failed again (they stay dead letters: replay later), 4 when the broker cannot be read."""
+    from citybrain.notify import replay
+    from citybrain.times import parse_time
+
+    settings, subs = current_settings(), _subscriptions(path)
+    if subscription is not None and subscription not in {s.id for s in subs}:
+        raise fail(f"--subscription {subscription!r} is not in the subscriptions file. Fix: one of "
+                   f"{', '.join(s.id for s in subs) or '(none)'}.", ExitCode.BAD_INPUT)
+    window = {}
+    for name, text in (("since", since), ("until", until)):
+        try:
+            window[name] = parse_time(text) if text else None
+        except ValueError:
+            raise fail(f"--{name} {text!r} is not a time. Fix: RFC 3339, e.g. 2026-11-23T08:00:00Z.",
+                       ExitCode.BAD_INPUT) from None
+    try:
+        letters = replay.select(replay.read_dead_letters(settings), subscription, window["since"], window["until"])
+    except replay.DeadLettersUnavailable as exc:
+        raise fail_with(exc) from None
+    results = asyncio.run(replay.replay(letters, subs, replay.ledger_path(settings), dry_run=dry_run))
+    counts = {k: sum(1 for r in results if r.result == k)
+              for k in (replay.DELIVERED, replay.FAILED, replay.SKIPPED, replay.WOULD_SEND)}
+    if as_json:
+        out.print_json(json.dumps({**counts, "dry_run": dry_run, "letters": [r.as_dict() for r in results]},
+                                  ensure_ascii=False))
+    else:
+        table = Table("subscription", "notification", "event", "dead-lettered", "reason", "result", "detail",
+                      title="dead letters" + (" (dry run: nothing sent)" if dry_run else ""))
+        for r in results:
+            d = r.as_dict()
+            table.add_row(d["subscription_id"], d["notification_id"], d["event_id"], d["failed_at"], d["reason"],
+                          d["result"], d["detail"])
+        out.print(table)
+        out.print(", ".join(f"{v} {k}" for k, v in counts.items() if v or k != replay.WOULD_SEND), highlight=False)
+    if counts[replay.FAILED]:
+        raise typer.Exit(ExitCode.PARTLY_ACCEPTED)

@@ -37,7 +37,7 @@ def produce(
         raise fail(str(exc), ExitCode.BAD_INPUT) from None
     kind = (fmt or file.suffix.lstrip(".")).lower()
     if kind in ("jsonl", "ndjson", "json"):
-        records = read_jsonl(file, settings.max_record_bytes)
+        records = read_jsonl(file, settings.max_record_bytes, max_depth=settings.json_max_depth)
     elif kind == "csv":
         records = read_csv(file, c, settings.max_record_bytes)
     else:
@@ -121,7 +121,7 @@ def load(
         except ValueError as exc:
             raise fail(str(exc), ExitCode.BAD_INPUT) from None
     contract = resolve(contracts, feed.contract)
-    records = read_feed(feed, file, codec, settings.max_record_bytes)
+    records = read_feed(feed, file, codec, settings.max_record_bytes, max_depth=settings.json_max_depth)
     try:
         with ValidatedProducer(settings, producer_id=f"load.{feed.name}") as producer, \
                 err.status(f"loading {file.name} as {feed.name}...") as status:

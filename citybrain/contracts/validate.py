@@ -46,6 +46,14 @@ FIXES = {
     "normalized-form": "send every attribute as {\"type\": ..., \"value\": ...} (NGSI v2 normalized), or plain values with ?options=keyValues",
     "mapping": "use one of the source values the feed declares, or add the value to the feed's mapping (infra/feeds/)",
     "datetime": "write the time as the feed declares it (see its `format` and `timezone` in infra/feeds/)",
+    "json-number": "send finite numbers: JSON has no NaN or Infinity (leave the field out, or send null where the "
+                   "contract allows it); integers within 64 bits",
+    "duplicate-key": "send each key once per object",
+    "lone-surrogate": "send text as Unicode characters: a \\uD800-\\uDFFF escape only as half of a surrogate pair",
+    "json-depth": "nest the JSON less deeply (CITYBRAIN_JSON_MAX_DEPTH levels at most per entity or record)",
+    "id-characters": "send the id without control, zero-width or bidirectional-control characters",
+    "idempotency-key": "send a new Idempotency-Key for a new request, the same one only to retry the same request",
+    "internal-error": "report the trace id to the city data office; the request may be sent again",
     "processing-error": "a stream worker failed on this record: report it with the dead letter's trace id; "
                         "replay it once fixed (`citybrain produce`)",
 }
@@ -69,7 +77,7 @@ class Rejection:
 
 
 def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
-    """A short, printable rendering of a value for messages and headers."""
+    """A short, printable rendering of a value for messages and headers (always writable as UTF-8)."""
     if isinstance(value, (bytes, bytearray)):
         text = bytes(value[: limit * 4]).decode("utf-8", errors="backslashreplace")
     elif isinstance(value, str):
@@ -79,7 +87,8 @@ def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
             text = json.dumps(value, ensure_ascii=False, default=str)
         except (TypeError, ValueError):
             text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")   # a lone surrogate as its escape, writable
 
 
 class RecordValidator:

@@ -140,7 +140,8 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
             for c in feeds:
                 status.update(f"producing {c.topic}...")
                 path = write_feed(c, feeds_dir, records_per_feed, settings.max_record_bytes)
-                samples[c.topic] = producer.produce(c, read_jsonl(path, settings.max_record_bytes), trace_id=run_id)
+                records = read_jsonl(path, settings.max_record_bytes, max_depth=settings.json_max_depth)
+                samples[c.topic] = producer.produce(c, records, trace_id=run_id)
     console.print(f"[bold]5. edge[/]    every feed also sent {records_per_feed} valid records plus the bad input real "
                   f"feeds send (files in {feeds_dir})", highlight=False)
 

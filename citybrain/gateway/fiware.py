@@ -19,6 +19,7 @@ the other sub-properties are not kept.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from citybrain.contracts import topics
@@ -62,6 +63,8 @@ def to_key_values(entity: Any) -> tuple[dict[str, Any] | None, list[EdgeError]]:
         if attr.get("type") == "geo:point":
             try:
                 lat, lon = (float(x) for x in str(value).split(","))
+                if not (math.isfinite(lat) and math.isfinite(lon)):
+                    raise ValueError(value)
             except ValueError:
                 errors.append(EdgeError(400, f"attribute `{name}` is a geo:point but {value!r} is not \"lat, lon\"",
                                         name, "type"))
@@ -112,8 +115,8 @@ def ld_to_key_values(entity: Any) -> tuple[dict[str, Any] | None, list[EdgeError
             # GeoProperty by its GeoJSON
             concise = isinstance(attr, dict) and "value" in attr and "type" not in attr
             out[name] = attr["value"] if concise else attr
-            if concise and attr.get("observedAt"):
-                observed.append(attr["observedAt"])
+            if concise:
+                _observed_at(name, attr, observed, errors)
             continue
         unknown = sorted(k for k in set(attr) - LD_ATTRIBUTE_KEYS - {"languageMap"} if not k.startswith("@"))
         if unknown:
@@ -126,7 +129,12 @@ def ld_to_key_values(entity: Any) -> tuple[dict[str, Any] | None, list[EdgeError
                 continue
             value = attr["object"]
         elif kind == "LanguageProperty":
-            value = next(iter((attr.get("languageMap") or {}).values()), None)
+            languages = attr.get("languageMap")
+            if not isinstance(languages, dict):
+                errors.append(EdgeError(400, f"LanguageProperty `{name}` needs a `languageMap` object such as "
+                                             f"{{\"zh\": \"...\"}}, got {type(languages).__name__}", name, "type"))
+                continue
+            value = next(iter(languages.values()), None)
         else:
             if "value" not in attr:
                 errors.append(EdgeError(400, f"{kind} `{name}` has no `value`", name, "required"))
@@ -134,9 +142,8 @@ def ld_to_key_values(entity: Any) -> tuple[dict[str, Any] | None, list[EdgeError
             value = attr["value"]
             if isinstance(value, dict) and "@value" in value:   # {"@type": "DateTime", "@value": "..."}
                 value = value["@value"]
-        if attr.get("observedAt"):
-            observed.append(attr["observedAt"])
-        out[name] = value
+        if _observed_at(name, attr, observed, errors):
+            out[name] = value
     if errors:
         return None, errors
     field = OBSERVED_FIELD.get(str(out["type"]))
@@ -145,12 +152,28 @@ def ld_to_key_values(entity: Any) -> tuple[dict[str, Any] | None, list[EdgeError
     return out, []
 
 
+def _observed_at(name: str, attr: Any, observed: list[str], errors: list[EdgeError]) -> bool:
+    """Keep an attribute's ``observedAt`` in ``observed``; False (and an error) when it is not a date-time text."""
+    when = attr.get("observedAt") if isinstance(attr, dict) else None
+    if when in (None, ""):
+        return True
+    if not isinstance(when, str):
+        errors.append(EdgeError(400, f"`{name}.observedAt` must be a date-time text such as 2026-11-23T08:00:00Z, "
+                                     f"got {type(when).__name__}", f"{name}.observedAt", "type"))
+        return False
+    observed.append(when)
+    return True
+
+
 def contract_for(entity: Any) -> tuple[str | None, list[EdgeError]]:
     """The contract an entity belongs to, or why it cannot be taken."""
     if not isinstance(entity, dict):
         return None, [EdgeError(400, f"an entity must be a JSON object, got {type(entity).__name__}", "(entity)",
                                 "not-an-object")]
     kind = entity.get("type")
+    if not isinstance(kind, str):
+        return None, [EdgeError(400, f"entity type must be one type name, got {type(kind).__name__} "
+                                     f"{str(kind)[:80]}; send one of {', '.join(ENTITY_CONTRACTS)}", "type", "type")]
     if kind not in ENTITY_CONTRACTS:
         return None, [EdgeError(422, f"entity type {kind!r} is not accepted; send one of "
                                      f"{', '.join(ENTITY_CONTRACTS)}", "type", "enum")]

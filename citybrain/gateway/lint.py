@@ -26,6 +26,7 @@ not plain stays refused by the contract with its reason.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -86,7 +87,10 @@ def lint(entity: dict[str, Any], props: Mapping[str, Mapping[str, Any]] | None =
         coords = location.get("coordinates")
         if location.get("type") == "Point" and isinstance(coords, list) and any(isinstance(c, str) for c in coords):
             try:
-                location["coordinates"] = [float(c) for c in coords]
+                numbers = [float(c) for c in coords]
+                if not all(math.isfinite(n) for n in numbers):
+                    raise ValueError(coords)   # "NaN" is no coordinate: the contract refuses the text
+                location["coordinates"] = numbers
                 warnings.append(LintWarning("location", "coordinates-as-text",
                                             "coordinates given as text read as numbers; send JSON numbers"))
             except ValueError:

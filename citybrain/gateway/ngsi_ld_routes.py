@@ -55,7 +55,7 @@ class NgsiLdRoutes(EntityRoutes):
         return [web.post("/ngsi-ld/v1/entities", self.post_entity),
                 web.post("/ngsi-ld/v1/entityOperations/upsert", self.post_upsert)]
 
-    async def _body(self, request: web.Request) -> tuple[Any, web.Response | None]:
+    async def _body(self, request: web.Request, partner: str) -> tuple[Any, web.Response | None]:
         """The body of an NGSI-LD request: application/ld+json with its @context in the body, or application/json
         without one (the context, if any, in a Link header)."""
         options = ngsi_options(request) | set(filter(None, request.query.get("format", "").split(",")))
@@ -66,7 +66,9 @@ class NgsiLdRoutes(EntityRoutes):
                                   "accepted; send application/ld+json (with @context) or application/json")
         body, malformed = await read_json(request)
         if malformed:
-            return None, ld_error(400, "InvalidRequest", malformed)
+            await self.pipeline.dead_letter_body(request, "ngsi-ld:(body)", f"ngsi-ld:{partner}", partner, malformed)
+            return None, ld_error(400, "InvalidRequest", f"{malformed.message}; the body was dead-lettered to "
+                                  f"{DLQ_TOPIC}", [EdgeError(400, malformed.message, "(body)", malformed.rule).as_dict()])
         entities = body if isinstance(body, list) else [body]
         with_context = [isinstance(e, dict) and "@context" in e for e in entities]
         if request.content_type == "application/ld+json" and not all(with_context):

@@ -17,6 +17,7 @@ from citybrain.gateway.fiware import batch_entities
 from citybrain.gateway.open311 import EdgeError
 from citybrain.gateway.pipeline import LINT_HEADER, EntityRoutes, ngsi_error, ngsi_options, read_json, readable_json
 from citybrain.contracts.topics import INGEST_DEAD_LETTERS as DLQ_TOPIC
+from citybrain.ingest.strict_json import envelope_problem
 
 __all__ = ["NgsiV2Routes"]
 
@@ -35,7 +36,7 @@ class NgsiV2Routes(EntityRoutes):
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/v2/entities", self.post_entity), web.post("/v2/op/update", self.post_batch)]
 
-    async def _body(self, request: web.Request) -> tuple[Any, web.Response | None]:
+    async def _body(self, request: web.Request, partner: str) -> tuple[Any, web.Response | None]:
         """The JSON body of an NGSI v2 write, or the 400/415 that says what is wrong with it."""
         options = ngsi_options(request)
         if options - OPTIONS:
@@ -47,7 +48,10 @@ class NgsiV2Routes(EntityRoutes):
                                     f"Content-Type {request.content_type or '(none)'} is not accepted; send application/json")
         body, malformed = await read_json(request)
         if malformed:
-            return None, ngsi_error(400, "ParseError", malformed)
+            await self.pipeline.dead_letter_body(request, "fiware:(body)", f"fiware:{partner}", partner, malformed)
+            return None, ngsi_error(400, "ParseError", f"{malformed.message}; the body was dead-lettered to "
+                                                       f"{DLQ_TOPIC}", [EdgeError(400, malformed.message, "(body)",
+                                                                                  malformed.rule)])
         return body, None
 
     async def post_entity(self, request: web.Request) -> web.Response:
@@ -77,6 +81,10 @@ class NgsiV2Routes(EntityRoutes):
         if refused:
             return refused
         entities, error = batch_entities(body, pipeline.settings.gateway_max_batch)
+        envelope = envelope_problem(body, "entities", pipeline.settings.json_max_depth) if entities else None
+        if envelope is not None:
+            error = EdgeError.from_rejection(envelope.rejection(), 400)
+            await pipeline.dead_letter_body(request, "fiware:(body)", f"fiware:{partner}", partner, envelope)
         if error:
             pipeline.counts["refused"] += 1
             return ngsi_error(error.code, "RequestEntityTooLarge" if error.code == 413 else "BadRequest",

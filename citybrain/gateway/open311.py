@@ -8,6 +8,7 @@ contract, and what a caller may see of a request. Field names, error shape
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -15,6 +16,7 @@ from typing import Any, Mapping
 
 from citybrain.contracts.validate import FIXES, Rejection
 from citybrain.geo import AreaIndex
+from citybrain.ingest.strict_json import id_problem
 from citybrain.times import now_iso
 
 #: GeoReport v2 POST parameters, plus the hotline extensions a partner may send.
@@ -125,6 +127,10 @@ def request_record(params: Mapping[str, Any], partner: str, catalogue: Catalogue
     elif service is None:
         errors.append(EdgeError(400, f"service_code {code!r} is not offered; list the codes with GET services.json",
                                 "service_code", "enum"))
+    for name in ("account_id", "address_id", "device_id"):
+        problem = id_problem(params.get(name), name)
+        if problem is not None:
+            errors.append(EdgeError(400, problem.message, name, problem.rule))
     lat, lon = _number(params, "lat", errors), _number(params, "long", errors)
     if (lat is None) != (lon is None) and not any(e.field in ("lat", "long") for e in errors):
         missing = "long" if lon is None else "lat"
@@ -173,10 +179,14 @@ def request_record(params: Mapping[str, Any], partner: str, catalogue: Catalogue
 
 def _number(params: Mapping[str, Any], name: str, errors: list[EdgeError]) -> float | None:
     value = params.get(name)
-    if value in (None, ""):
+    if value is None or value == "":
         return None
     try:
+        if isinstance(value, bool):   # JSON true is no coordinate, though Python reads it as 1
+            raise TypeError(value)
         number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(value)
     except (TypeError, ValueError):
         errors.append(EdgeError(400, f"`{name}` must be a decimal number (WGS84 degrees), got {value!r}", name, "type"))
         return None

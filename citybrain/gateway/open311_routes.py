@@ -2,7 +2,8 @@
 
   GET  /open311/v2/services.json               the hotline's services
   GET  /open311/v2/services/{code}.json        one service's definition
-  POST /open311/v2/requests.json               submit a service request (form or JSON)
+  POST /open311/v2/requests.json               submit a service request (form or JSON); with an Idempotency-Key
+                                               header (or idempotency_key field) a retry answers the first ticket
   GET  /open311/v2/requests.json               requests, filtered as GeoReport v2 says
   GET  /open311/v2/requests/{rid}.json         one request, status as the platform knows it
 
@@ -17,12 +18,15 @@ from typing import Any
 from aiohttp import web
 
 from citybrain.contracts import topics
+from citybrain.contracts.model import Contract
 from citybrain.contracts.topics import contract_id
 from citybrain.contracts.validate import Rejection
 from citybrain.gateway.open311 import (PARAM_OF_FIELD, Catalogue, EdgeError, public_view, received_event,
                                        request_record, service_definition, services)
+from citybrain.gateway.idempotency import HEADER, PARAM, Attempt, fingerprint, idempotency_key
 from citybrain.gateway.pipeline import RequestPipeline, open311_error, read_json, readable_json, refusal
 from citybrain.ingest.readers import RawRecord
+from citybrain.ingest.strict_json import JsonRefused, dumps_escaped, find_problem
 from citybrain.times import parse_time
 
 __all__ = ["MAX_RESULTS", "NO_CITY", "Open311Routes"]
@@ -73,56 +77,108 @@ class Open311Routes:
         return web.json_response(definition)
 
     async def post_request(self, request: web.Request) -> web.Response:
-        """A service request: its record and the "received" ticket event written, or every problem named."""
+        """A service request: its record and the "received" ticket event written, or every problem named.
+
+        With an Idempotency-Key, a retry of a request already answered gets the first ticket back
+        (citybrain.gateway.idempotency)."""
         pipeline = self.pipeline
         await request.read()   # the body's size limit applies before its Content-Type is looked at
-        params, problem = await self._params(request)
+        contract = pipeline.contracts[contract_id(topics.SERVICE_REQUESTS)]
+        params, problem = await self._params(request, contract)
         if problem:
             return problem
         partner, denied = pipeline.partner(request, params)
         if denied:
             return denied
+        assert partner is not None
         limited = pipeline.limit_partner(request, partner, 1)
         if limited:
             return limited
-        contract = pipeline.contracts[contract_id(topics.SERVICE_REQUESTS)]
-        source = f"open311:{partner}"
-        fields = {k: v for k, v in params.items() if k != "api_key"}
-        catalogue, refused = self._catalogue(request)
-        if refused:
-            return refused
-        record, errors = request_record(fields, partner or "anonymous", catalogue, pipeline.book.index)
-        producer_id = f"gateway.{partner}"
-        if record is None:
-            first = errors[0]
-            raw = RawRecord(source, readable_json(fields).encode(), producer=producer_id,
-                            rejection=Rejection(first.rule or "invalid", first.field or "(record)", first.description))
-            await pipeline.produce([(contract, raw)], [])
-            status = 404 if any(e.code == 404 for e in errors) else 400
-            return open311_error(status, errors)
-        assert pipeline.producer is not None
-        validator = pipeline.producer.validator(contract)
-        problems = validator.explain_all(record) if validator(record) else []
-        items = [(contract, RawRecord(source, b"", value=record, producer=producer_id))]
-        if problems:
+        source, producer_id = f"open311:{partner}", f"gateway.{partner}"
+        fields = {k: v for k, v in params.items() if k not in ("api_key", PARAM)}
+        poison = find_problem(params, pipeline.settings.json_max_depth)
+        key, bad_key = idempotency_key(request.headers, params)
+        if poison is not None or bad_key is not None:
+            error = bad_key or EdgeError.from_rejection(poison.rejection(), 400, PARAM_OF_FIELD)  # type: ignore[union-attr]
+            return await self._refuse(contract, source, producer_id, fields, [error])
+        attempt = pipeline.attempts.get(partner, key) if key else None
+        if attempt is not None:
+            replay = self._replay(request, attempt, fields)
+            if replay is not None:
+                return replay
+            record = attempt.record   # the first attempt was not stored: the same record, the same ticket id
+        else:
+            catalogue, refused = self._catalogue(request)
+            if refused:
+                return refused
+            record, errors = request_record(fields, partner, catalogue, pipeline.book.index)
+            if record is None:
+                return await self._refuse(contract, source, producer_id, fields, errors)
+            assert pipeline.producer is not None
+            validator = pipeline.producer.validator(contract)
+            problems = validator.explain_all(record) if validator(record) else []
+            if problems:
+                await pipeline.produce([(contract, RawRecord(source, b"", value=record, producer=producer_id))], [])
+                return open311_error(400, [EdgeError.from_rejection(p, 400, PARAM_OF_FIELD) for p in problems])
+            if key:
+                attempt = Attempt(fingerprint(fields), record)
+                pipeline.attempts.put(partner, key, attempt)
+        items = [(contract, RawRecord(source, b"", value=record, producer=producer_id)),
+                 (pipeline.contracts[contract_id(topics.TICKET_EVENTS)],
+                  RawRecord(source, b"", value=received_event(record), producer=producer_id))]
+        if attempt is not None:
+            attempt.busy = True
+        try:
             await pipeline.produce(items, [])
-            return open311_error(400, [EdgeError.from_rejection(p, 400, PARAM_OF_FIELD) for p in problems])
-        items.append((pipeline.contracts[contract_id(topics.TICKET_EVENTS)],
-                      RawRecord(source, b"", value=received_event(record), producer=producer_id)))
-        await pipeline.produce(items, [])
+        finally:
+            if attempt is not None:
+                attempt.busy = False
         pipeline.book.put(record)
         reply: dict[str, Any] = {"service_request_id": record["service_request_id"],
                                  "service_notice": f"已受理，工单号 {record['service_request_id']}；"
                                                    "status at GET /open311/v2/requests/{id}.json"}
         if record.get("account_id"):
             reply["account_id"] = record["account_id"]
+        if attempt is not None:
+            attempt.reply = [reply]
         return web.json_response([reply], status=201, dumps=readable_json)
 
-    async def _params(self, request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
-        """The request's parameters, form-encoded as GeoReport v2 says, or a JSON object."""
+    def _replay(self, request: web.Request, attempt: Attempt, fields: dict[str, Any]) -> web.Response | None:
+        """The answer to a keyed request seen before: the first ticket, or why the key cannot be used now; None
+        when the first attempt was not stored and its record is to be sent again."""
+        if attempt.fingerprint != fingerprint(fields):
+            return open311_error(422, [EdgeError(422, f"this {HEADER} was first sent with other parameters; send a "
+                                                      "new key for a new request", HEADER, "idempotency-key")])
+        if attempt.busy:
+            return open311_error(409, [EdgeError(409, f"the first request with this {HEADER} is still being "
+                                                      "written; retry in a second", HEADER, "idempotency-key")],
+                                 headers={"Retry-After": "1"})
+        if attempt.reply is not None:
+            return web.json_response(attempt.reply, status=201, dumps=readable_json,
+                                     headers={"Idempotent-Replayed": "true"})
+        return None
+
+    async def _refuse(self, contract: Contract, source: str, producer_id: str, fields: dict[str, Any],
+                      errors: list[EdgeError]) -> web.Response:
+        """A request refused for what it holds: dead-lettered (as sent) with its first problem, every problem named."""
+        first = errors[0]
+        raw = RawRecord(source, dumps_escaped(fields), producer=producer_id,
+                        rejection=Rejection(first.rule or "invalid", first.field or "(record)", first.description))
+        await self.pipeline.produce([(contract, raw)], [])
+        status = 404 if any(e.code == 404 for e in errors) else 400
+        return open311_error(status, errors)
+
+    async def _params(self, request: web.Request, contract: Contract) -> tuple[dict[str, Any], web.Response | None]:
+        """The request's parameters, form-encoded as GeoReport v2 says, or a JSON object.
+
+        A body that cannot be read is refused, and dead-lettered when the header or query names a known partner."""
         ctype = request.content_type
         if ctype == "application/x-www-form-urlencoded" or ctype == "multipart/form-data":
-            form = await request.post()
+            try:
+                form = await request.post()
+            except UnicodeDecodeError as exc:
+                return {}, await self._unreadable(request, contract, JsonRefused(
+                    "encoding", f"the form is not UTF-8 ({exc.reason} at byte {exc.start}); send it UTF-8 encoded"))
             params: dict[str, Any] = {}
             for k in form:
                 values = form.getall(k)
@@ -134,7 +190,7 @@ class Open311Routes:
         if ctype == "application/json":
             value, malformed = await read_json(request)
             if malformed:
-                return {}, open311_error(400, [EdgeError(400, malformed, "(body)", "json-syntax")])
+                return {}, await self._unreadable(request, contract, malformed)
             if not isinstance(value, dict):
                 return {}, open311_error(400, [EdgeError(400, "the JSON body must be an object of GeoReport v2 "
                                                               "parameters", "(body)", "not-an-object")])
@@ -142,6 +198,12 @@ class Open311Routes:
         return {}, open311_error(415, [EdgeError(415, f"Content-Type {ctype or '(none)'} is not accepted; send "
                                                       "application/x-www-form-urlencoded (GeoReport v2) or "
                                                       "application/json", "(body)", "type")])
+
+    async def _unreadable(self, request: web.Request, contract: Contract, problem: JsonRefused) -> web.Response:
+        """The 400 for a body that cannot be read, dead-lettered when the header or query names a known partner."""
+        partner = self.pipeline.known_partner(request)
+        await self.pipeline.dead_letter_body(request, contract.topic, f"open311:{partner}", partner, problem)
+        return open311_error(400, [EdgeError(400, problem.message, "(body)", problem.rule)])
 
     async def list_requests(self, request: web.Request) -> web.Response:
         q = request.query

@@ -1,17 +1,18 @@
 """The gateway's shared request pipeline: what every protocol's handlers do the same way.
 
 A write goes: API key (``partner``) -> body (``read_json``; aiohttp caps its size at
-CITYBRAIN_GATEWAY_MAX_BODY_BYTES) -> rate limit (``limit``) -> records checked against their
-contract (``check_entity`` for NGSI entities; Open311 maps its own) -> ``produce``: valid records
-to their topics, the rest to the dead-letter topic, acknowledged before the answer. Refusals
-of a whole request are answered in the caller's protocol (``refusal``); ``health`` sums it up.
+CITYBRAIN_GATEWAY_MAX_BODY_BYTES; read strictly by citybrain.ingest.strict_json) -> rate limit
+(``limit``) -> records checked against their contract (``check_entity`` for NGSI entities, each
+alone: one poisoned entity is refused, not its batch; Open311 maps its own) -> ``produce``: valid
+records to their topics, the rest to the dead-letter topic, acknowledged before the answer. A body
+that is not JSON is refused whole and, from a known partner, dead-lettered (``dead_letter_body``).
+Refusals of a whole request are answered in the caller's protocol (``refusal``); ``health`` sums it up.
 The protocols' handlers: ``open311_routes``, ``ngsi_v2_routes``, ``ngsi_ld_routes``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import Counter
 from typing import Any, Callable
@@ -22,12 +23,14 @@ from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import Rejection
 from citybrain.gateway.book import RequestBook
 from citybrain.gateway.fiware import contract_for, ld_term, ld_to_key_values, to_key_values
+from citybrain.gateway.idempotency import IdempotencyKeys
 from citybrain.gateway.lint import LintWarning, lint, lint_ld
 from citybrain.gateway.open311 import EdgeError
 from citybrain.gateway.units import apply_units, unit_codes
 from citybrain.contracts.topics import INGEST_DEAD_LETTERS as DLQ_TOPIC
 from citybrain.ingest.producer import ValidatedProducer
 from citybrain.ingest.readers import RawRecord
+from citybrain.ingest.strict_json import JsonRefused, dumps_escaped, dumps_record, find_problem, id_problem, read_document
 from citybrain.settings import Settings, api_keys
 
 __all__ = ["LINT_HEADER", "EntityMapper", "RequestPipeline", "TokenBuckets", "ngsi_error", "ngsi_options",
@@ -41,8 +44,9 @@ EntityMapper = Callable[[Any], tuple[dict[str, Any] | None, list[EdgeError]]]
 
 
 def readable_json(value: Any) -> str:
-    """JSON with Chinese text left readable (service names, notices, problem descriptions)."""
-    return json.dumps(value, ensure_ascii=False)
+    """JSON with Chinese text left readable (service names, notices, problem descriptions); what a caller sent
+    and an answer echoes (an id, an excerpt) always writable, a lone surrogate as its escape."""
+    return dumps_escaped(value).decode("utf-8")
 
 
 # -- error answers, in the caller's protocol ------------------------------------------------
@@ -64,8 +68,8 @@ def ngsi_error(status: int, kind: str, description: str, errors: list[EdgeError]
 
 #: HTTP status -> the NGSI error name a refusal carries.
 NGSI_KINDS = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed", 406: "NotAcceptable",
-              413: "RequestEntityTooLarge", 415: "UnsupportedMediaType", 429: "TooManyRequests",
-              503: "ServiceUnavailable"}
+              409: "Conflict", 413: "RequestEntityTooLarge", 415: "UnsupportedMediaType", 422: "Unprocessable",
+              429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
 
 
 def refusal(request: web.Request, status: int, description: str, field: str = "", rule: str = "",
@@ -79,15 +83,17 @@ def refusal(request: web.Request, status: int, description: str, field: str = ""
 # -- reading a request ----------------------------------------------------------------------
 
 
-async def read_json(request: web.Request) -> tuple[Any, str | None]:
-    """(the body as JSON, None), or (None, why it is not JSON) for the protocol to word its refusal.
+async def read_json(request: web.Request) -> tuple[Any, JsonRefused | None]:
+    """(the body as JSON, None), or (None, why it cannot be read) for the protocol to word its refusal.
 
-    A body over the app's ``client_max_size`` raises aiohttp's HTTPRequestEntityTooLarge, which the
-    app answers as a 413 refusal (citybrain.gateway.server)."""
+    Values the strict reading refuses (NaN, a key given twice, a lone surrogate, too deep) are marked in
+    place, for ``check_entity`` to refuse their entity alone (``strict_json.find_problem``). A body over
+    the app's ``client_max_size`` raises aiohttp's HTTPRequestEntityTooLarge, which the app answers as a
+    413 refusal (citybrain.gateway.server)."""
     try:
-        return json.loads(await request.read()), None
-    except (ValueError, UnicodeDecodeError) as exc:
-        return None, f"malformed JSON body: {exc}"
+        return read_document(await request.read()), None
+    except JsonRefused as exc:
+        return None, exc
 
 
 def ngsi_options(request: web.Request) -> set[str]:
@@ -127,6 +133,8 @@ class RequestPipeline:
         self.in_flight = asyncio.Semaphore(settings.gateway_max_in_flight)
         self.producer: ValidatedProducer | None = None
         self.book = RequestBook(settings)
+        #: Open311 POSTs by Idempotency-Key, so a retry answers the first ticket (citybrain.gateway.idempotency).
+        self.attempts = IdempotencyKeys(settings.gateway_idempotency_ttl_s, settings.gateway_idempotency_keys)
         self.counts = {"accepted": 0, "dead_lettered": 0, "refused": 0}
         #: Known model defects corrected in accepted records, by lint rule (also a lint-rules header on each record).
         self.lint_counts: Counter[str] = Counter()
@@ -159,6 +167,13 @@ class RequestPipeline:
                                                "api_key (or the X-Api-Key header)", "api_key", "required")
         return partner, None
 
+    def known_partner(self, request: web.Request) -> str | None:
+        """The partner whose key the request's header or query carries, without refusing or counting anything."""
+        if not self.keys:
+            return "anonymous"
+        key = request.headers.get("X-Api-Key") or request.query.get("api_key")
+        return self.keys.get(key) if key else None
+
     def limit_partner(self, request: web.Request, partner: str | None, n: int) -> web.Response | None:
         """:meth:`limit` for a partner, or for the caller's address where requests carry no key."""
         return self.limit(request, partner or request.remote or "?", n)
@@ -185,9 +200,16 @@ class RequestPipeline:
 
         A ``normalized`` entity (or one ``mapper`` maps, NGSI-LD's) is taken in its keyValues form,
         and dead-lettered as it was sent."""
+        kind = entity.get("type") if isinstance(entity, dict) else None
         base = {"index": index, "id": entity.get("id") if isinstance(entity, dict) else None,
-                "type": ld_term(entity.get("type")) if isinstance(entity, dict) else None}
-        raw = json.dumps(entity, ensure_ascii=False).encode()
+                "type": ld_term(kind) if isinstance(kind, str) else None}
+        raw = dumps_escaped(entity)
+        poison = find_problem(entity, self.settings.json_max_depth)
+        if poison is None and isinstance(entity, dict):
+            poison = id_problem(entity.get("id"))
+        if poison is not None:
+            return self._unroutable(base, EdgeError.from_rejection(poison.rejection(), 400), source=source, raw=raw,
+                                    producer=producer)
         codes = unit_codes(entity) if (mapper is not None or normalized) else {}
         contract_id, errors = None, []
         if mapper is None and normalized:
@@ -209,10 +231,7 @@ class RequestPipeline:
             if warnings:
                 base["warnings"] = [w.as_dict() for w in warnings]
         if contract_id is None:
-            first = errors[0]
-            rejection = Rejection(first.rule, first.field, first.description)
-            return ({**base, "status": "rejected", "errors": [e.as_dict() for e in errors]}, None,
-                    (f"fiware:{base['type'] or 'unknown'}", RawRecord(source, raw, producer=producer), rejection))
+            return self._unroutable(base, *errors, source=source, raw=raw, producer=producer)
         contract = self.contracts[contract_id]
         assert self.producer is not None
         validator = self.producer.validator(contract)
@@ -221,13 +240,38 @@ class RequestPipeline:
         if unit_problem is not None:
             return ({**base, "status": "rejected", "topic": contract.topic,
                      "errors": [EdgeError.from_rejection(unit_problem, 422).as_dict()]}, item, None)
-        if validator(entity) is None:
+        problem = validator(entity)
+        if problem is None:
+            try:
+                dumps_record(entity)   # what a mapping made of the values (a unit converted) is still JSON
+            except JsonRefused as exc:
+                problem = exc.rejection()
+                item = (contract, RawRecord(f"{source}#{index}", raw, producer=producer, rejection=problem))
+                return ({**base, "status": "rejected", "topic": contract.topic,
+                         "errors": [EdgeError.from_rejection(problem, 422).as_dict()]}, item, None)
             for w in warnings:
                 self.lint_counts[w.rule] += 1
             return {**base, "status": "accepted", "topic": contract.topic}, item, None
         problems = validator.explain_all(entity)
         return ({**base, "status": "rejected", "topic": contract.topic,
                  "errors": [EdgeError.from_rejection(p, 422).as_dict() for p in problems]}, item, None)
+
+    def _unroutable(self, base: dict[str, Any], *errors: EdgeError, source: str, raw: bytes, producer: str
+                    ) -> tuple[dict[str, Any], None, tuple[str, RawRecord, Rejection]]:
+        """The result of an entity refused before it had a contract, and its dead letter (by its type, if any)."""
+        first = errors[0]
+        rejection = Rejection(first.rule or "invalid", first.field or "(record)", first.description)
+        return ({**base, "status": "rejected", "errors": [e.as_dict() for e in errors]}, None,
+                (f"fiware:{base['type'] or 'unknown'}", RawRecord(source, raw, producer=producer), rejection))
+
+    async def dead_letter_body(self, request: web.Request, target: str, source: str, partner: str | None,
+                               problem: JsonRefused) -> None:
+        """Dead-letter a body refused whole (not JSON, not UTF-8, nested past reading), when a known partner sent
+        it: the caller keeps its data, the city keeps the evidence. A stranger's body is answered, not kept."""
+        if partner is None:
+            return
+        raw = RawRecord(source, await request.read(), producer=f"gateway.{partner}")
+        await self.produce([], [(target, raw, problem.rejection())])
 
     async def produce(self, items: list[tuple[Contract, RawRecord]], unroutable: list[tuple[str, RawRecord, Rejection]]
                       ) -> None:
@@ -272,14 +316,15 @@ class EntityRoutes:
     def __init__(self, pipeline: RequestPipeline) -> None:
         self.pipeline = pipeline
 
-    async def _body(self, request: web.Request) -> tuple[Any, web.Response | None]:
-        """The request's body, or the refusal in the protocol's shape (each protocol reads its own)."""
+    async def _body(self, request: web.Request, partner: str) -> tuple[Any, web.Response | None]:
+        """The request's body, or the refusal in the protocol's shape (each protocol reads its own); a body that
+        cannot be read is dead-lettered under ``partner``."""
         raise NotImplementedError
 
     async def admit(self, request: web.Request) -> tuple[str | None, Any, web.Response | None]:
         """(partner, body, None) for a write the pipeline takes on, else (.., .., the 403/400/415 refusal)."""
         partner, denied = self.pipeline.partner(request)
-        if denied:
+        if denied or partner is None:
             return None, None, denied
-        body, problem = await self._body(request)
+        body, problem = await self._body(request, partner)
         return partner, body, problem

@@ -12,9 +12,11 @@ Routes:
   POST /ngsi-ld/v1/entityOperations/upsert     a batch of NGSI-LD entities, accepted record by record
   GET  /health                                 broker connection and request-book state
 
-Every record the gateway takes ends on its topic or in the dead-letter topic. A request it
-refuses as a whole (malformed body, bad key, too large, too many, too fast) writes nothing
-and says why; the caller keeps the data and may retry.
+Every record the gateway takes ends on its topic or in the dead-letter topic; each entity of a
+batch is judged alone. A request it refuses as a whole (bad key, too large, too many, too fast)
+writes nothing and says why; the caller keeps the data and may retry. A body that is not JSON
+is refused whole and, from a known partner, dead-lettered. Whatever still fails inside a
+handler is answered as a JSON 500 naming a trace id, which the log names with the error.
 
 This module builds the app: each protocol's handlers (``open311_routes``, ``ngsi_v2_routes``,
 ``ngsi_ld_routes``) over one shared ``pipeline.RequestPipeline``, the body limit, and the
@@ -31,20 +33,29 @@ from aiohttp.typedefs import Handler, Middleware
 from citybrain.contracts.model import Contract
 from citybrain.gateway.ngsi_ld_routes import NgsiLdRoutes
 from citybrain.gateway.ngsi_v2_routes import NgsiV2Routes
+from citybrain.gateway.idempotency import HEADER as IDEMPOTENCY_HEADER, PARAM as IDEMPOTENCY_PARAM
 from citybrain.gateway.open311_routes import Open311Routes
 from citybrain.gateway.pipeline import RequestPipeline, refusal
 from citybrain.ingest.producer import DeliveryError
+from citybrain.kafka.headers import new_trace_id
 from citybrain.settings import Settings
 
-__all__ = ["build_app", "refusals", "run_gateway"]
+__all__ = ["TRACE_HEADER", "build_app", "refusals", "run_gateway"]
 
 log = logging.getLogger(__name__)
+
+#: The trace id of an answer the gateway failed on, also in the log line that tells what failed.
+TRACE_HEADER = "X-CityBrain-Trace-Id"
 
 
 def refusals(pipeline: RequestPipeline) -> Middleware:
     """Middleware: a body over the limit, too many writes in flight, an unknown route or method, and a broker
-    that did not acknowledge, each answered as a refusal in the caller's protocol."""
+    that did not acknowledge, each answered as a refusal in the caller's protocol; anything else a handler
+    raises as a JSON 500 with a trace id (never the exception's text), logged under that id."""
     settings = pipeline.settings
+    retry = (f"an Open311 request sent with an {IDEMPOTENCY_HEADER} header (or {IDEMPOTENCY_PARAM} field) and "
+             f"retried with the same key within {settings.gateway_idempotency_ttl_s:g} s gets its first ticket, not a "
+             "second; NGSI entities carry their ids")
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -57,7 +68,8 @@ def refusals(pipeline: RequestPipeline) -> Middleware:
         except web.HTTPServiceUnavailable:
             pipeline.counts["refused"] += 1
             return refusal(request, 503, f"more than {settings.gateway_max_in_flight} writes are in flight "
-                                         "(CITYBRAIN_GATEWAY_MAX_IN_FLIGHT); retry shortly", headers={"Retry-After": "1"})
+                                         f"(CITYBRAIN_GATEWAY_MAX_IN_FLIGHT); retry shortly: {retry}",
+                           headers={"Retry-After": "1"})
         except web.HTTPNotFound:
             return refusal(request, 404, f"no such resource: {request.method} {request.path} (see GET "
                                          "/open311/v2/services.json, POST /v2/entities, POST /v2/op/update)")
@@ -66,8 +78,16 @@ def refusals(pipeline: RequestPipeline) -> Middleware:
                                          f"{', '.join(sorted(exc.allowed_methods))}")
         except DeliveryError as exc:
             log.error("broker did not acknowledge: %s", exc)
-            return refusal(request, 503, f"the platform could not store the records just now ({exc}); retry "
-                                         "(records carry their ids, so a retry is safe)", headers={"Retry-After": "5"})
+            return refusal(request, 503, f"the platform could not store the records just now ({exc}); retry: "
+                                         f"{retry}", headers={"Retry-After": "5"})
+        except web.HTTPException:
+            raise
+        except Exception:
+            trace = new_trace_id()
+            log.exception("unhandled error answering %s %s (trace id %s)", request.method, request.path, trace)
+            return refusal(request, 500, f"the gateway failed on this request (trace id {trace}); it may have stored "
+                                         "none of it: send it again, and if it fails again report the trace id",
+                           rule="internal-error", headers={TRACE_HEADER: trace})
     return middleware
 
 

@@ -12,7 +12,6 @@ names the column, the field and the rule.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +24,7 @@ import yaml
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import Rejection, excerpt
 from citybrain.ingest.readers import RawRecord, _lines, _too_large
+from citybrain.ingest.strict_json import DEFAULT_MAX_DEPTH, JsonRefused, loads
 from citybrain.times import iso
 from citybrain.errors import InputError
 
@@ -125,19 +125,26 @@ def load_feeds(directory: Path, contracts: dict[str, Contract]) -> dict[str, Fee
 # -- reading a file -------------------------------------------------------------------------
 
 
-def read_feed(feed: Feed, path: Path, encoding: str, max_bytes: int) -> Iterator[RawRecord]:
-    """One RawRecord per row or line; raises FeedError (before yielding) when the header does not fit."""
+def read_feed(feed: Feed, path: Path, encoding: str, max_bytes: int,
+              max_depth: int = DEFAULT_MAX_DEPTH) -> Iterator[RawRecord]:
+    """One RawRecord per row or line; raises FeedError (before yielding) when the header does not fit.
+
+    JSON lines are read strictly (citybrain.ingest.strict_json), each line judged alone."""
     if feed.format == "csv":
         yield from _read_csv(feed, path, encoding, max_bytes)
     else:
-        yield from _read_jsonl(feed, path, encoding, max_bytes)
+        yield from _read_jsonl(feed, path, encoding, max_bytes, max_depth)
 
 
 def _decoded_lines(path: Path, encoding: str, max_bytes: int, rejected: list[RawRecord]) -> Iterator[tuple[int, str, bytes]]:
     """(line number, text, original bytes); lines that do not decode are put in ``rejected``."""
     codec = "utf-8" if encoding == "utf-8-sig" else encoding
     if codec == "utf-16":
-        text = path.read_text(encoding="utf-16")
+        try:
+            text = path.read_text(encoding="utf-16")
+        except UnicodeDecodeError as exc:
+            raise FeedError(f"{path.name} is not UTF-16 at byte {exc.start} ({exc.reason}); re-export it as UTF-8 "
+                            "or UTF-16. Nothing from this file was produced.") from None
         for number, line in enumerate(text.splitlines(), 1):
             yield number, line, line.encode("utf-8")
         return
@@ -191,7 +198,7 @@ def _read_csv(feed: Feed, path: Path, encoding: str, max_bytes: int) -> Iterator
     yield from rejected
 
 
-def _read_jsonl(feed: Feed, path: Path, encoding: str, max_bytes: int) -> Iterator[RawRecord]:
+def _read_jsonl(feed: Feed, path: Path, encoding: str, max_bytes: int, max_depth: int) -> Iterator[RawRecord]:
     rejected: list[RawRecord] = []
     for number, text, raw in _decoded_lines(path, encoding, max_bytes, rejected):
         yield from rejected
@@ -201,10 +208,9 @@ def _read_jsonl(feed: Feed, path: Path, encoding: str, max_bytes: int) -> Iterat
             yield RawRecord(source, raw, rejection=Rejection("empty-record", "(record)", f"line {number} is empty"))
             continue
         try:
-            value = json.loads(text)
-        except ValueError as exc:
-            yield RawRecord(source, raw, rejection=Rejection("json-syntax", "(record)", f"malformed JSON: {exc}",
-                                                             excerpt(text)))
+            value = loads(text, max_depth)
+        except JsonRefused as exc:
+            yield RawRecord(source, raw, rejection=exc.rejection())
             continue
         if not isinstance(value, dict):
             yield RawRecord(source, raw, rejection=Rejection("not-an-object", "(record)",

@@ -10,7 +10,6 @@ acknowledge raises ``DeliveryError`` with the counts, it is never dropped silent
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import time
 import uuid
@@ -26,6 +25,7 @@ from citybrain.contracts.topics import INGEST_DEAD_LETTERS
 from citybrain.contracts.validate import Rejection, RecordValidator
 from citybrain.errors import ServiceError
 from citybrain.ingest.readers import RawRecord
+from citybrain.ingest.strict_json import JsonRefused, dumps_escaped, dumps_record
 from citybrain.kafka.headers import event_id, new_trace_id, standard_headers
 from citybrain.settings import Settings, get_settings
 from citybrain.times import iso_micro
@@ -88,20 +88,20 @@ def dead_letter_message(target: str, record: RawRecord, rejection: Rejection, pr
 
     ``dead_letters``: the dead letters' contract, whose id and version the headers carry; without it, the one
     in the configured schemas (``Settings.schemas_dir``)."""
-    original = record.raw or (json.dumps(record.value, ensure_ascii=False).encode() if record.value is not None else b"")
+    original = record.raw or (dumps_escaped(record.value) if record.value is not None else b"")
     limit = max_record_bytes // 2
     truncated = len(original) > limit or record.size > len(original)
     original = original[:limit]
     envelope: dict[str, Any] = {
         "event_id": uuid.uuid4().hex,
-        "contract": target,
+        "contract": _text(target),
         "rule": rejection.rule,
-        "field": rejection.field,
-        "message": rejection.message[:2000],
+        "field": _text(rejection.field)[:200],
+        "message": _text(rejection.message)[:2000],
         "fix": rejection.fix,
-        "value_excerpt": rejection.value_excerpt[:400],
-        "source": record.source[:500],
-        "producer": record.producer or producer_id,
+        "value_excerpt": _text(rejection.value_excerpt)[:400],
+        "source": _text(record.source)[:500],
+        "producer": _text(record.producer or producer_id),
         "trace_id": trace_id or new_trace_id(),
         "rejected_at": iso_micro(datetime.now(timezone.utc)),
         "original_size": record.size,
@@ -113,12 +113,22 @@ def dead_letter_message(target: str, record: RawRecord, rejection: Rejection, pr
         envelope["original_base64"] = base64.b64encode(original).decode()
     contract = dead_letters or dead_letter_contract(get_settings().schemas_dir)
     headers = standard_headers(contract, envelope["producer"], envelope["event_id"], envelope["trace_id"]) + [
-        ("dlq-contract", target.encode()),
-        ("dlq-rule", rejection.rule.encode()),
-        ("dlq-field", rejection.field.encode()),
-        ("dlq-source", record.source.encode()),
+        ("dlq-contract", _header(target)),
+        ("dlq-rule", _header(rejection.rule)),
+        ("dlq-field", _header(rejection.field[:200])),
+        ("dlq-source", _header(record.source)),
     ]
     return envelope, headers
+
+
+def _header(text: str) -> bytes:
+    """A dead-letter header's value: UTF-8, a lone surrogate (from a hostile key, a file name) as its escape."""
+    return text.encode("utf-8", "backslashreplace")
+
+
+def _text(text: str) -> str:
+    """A dead letter's text field, writable as strict JSON: a lone surrogate as its escape."""
+    return _header(text).decode("utf-8")
 
 
 def _raw(source: str, value: Any) -> RawRecord:
@@ -225,7 +235,11 @@ class ValidatedProducer:
             if rejection is None:
                 rejection = check(record.value)
             if rejection is None:
-                payload = json.dumps(record.value, ensure_ascii=False, separators=(",", ":")).encode()
+                try:
+                    payload = dumps_record(record.value)   # NaN, Infinity, a lone surrogate: refused, never written
+                except JsonRefused as exc:
+                    rejection = exc.rejection()
+            if rejection is None:
                 if len(payload) > self.settings.max_record_bytes:
                     rejection = Rejection(
                         "too-large", "(record)",
@@ -307,5 +321,4 @@ class ValidatedProducer:
         envelope, headers = dead_letter_message(target, record, rejection, self.producer_id, trace_id,
                                                 self.settings.max_record_bytes,
                                                 dead_letter_contract(self.settings.schemas_dir))
-        payload = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
-        return self._producer.send(DLQ_TOPIC, value=payload, key=target.encode(), headers=headers)
+        return self._producer.send(DLQ_TOPIC, value=dumps_escaped(envelope, compact=True), key=_header(target), headers=headers)

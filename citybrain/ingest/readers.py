@@ -8,7 +8,6 @@ as a whole (a CSV header that does not match the contract) raises ``InputFileErr
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, BinaryIO, Iterator
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import Rejection, excerpt
 from citybrain.errors import InputError
+from citybrain.ingest.strict_json import DEFAULT_MAX_DEPTH, JsonRefused, loads
 
 _CHUNK = 64 * 1024
 
@@ -43,10 +43,6 @@ class RawRecord:
         return self.original_size if self.original_size >= 0 else len(self.raw)
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _too_large(source: str, raw: bytes, size: int, max_bytes: int) -> RawRecord:
     """The rejection of a record over the size limit; only its first ``max_bytes`` are kept."""
     return RawRecord(source, raw[:max_bytes], rejection=Rejection(
@@ -55,27 +51,21 @@ def _too_large(source: str, raw: bytes, size: int, max_bytes: int) -> RawRecord:
         excerpt(raw)), original_size=size)
 
 
-def parse_json_record(raw: bytes, source: str, max_bytes: int) -> RawRecord:
-    """Parse one JSON document (one JSONL line, one HTTP body) into a RawRecord."""
+def parse_json_record(raw: bytes, source: str, max_bytes: int, max_depth: int = DEFAULT_MAX_DEPTH) -> RawRecord:
+    """Parse one JSON document (one JSONL line) into a RawRecord, read strictly (citybrain.ingest.strict_json)."""
     if len(raw) > max_bytes:
         return _too_large(source, raw, len(raw), max_bytes)
     if not raw.strip():
         return RawRecord(source, raw, rejection=Rejection("empty-record", "(record)", "record is empty"))
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return RawRecord(source, raw, rejection=Rejection(
-            "encoding", "(record)",
-            f"record is not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} ({exc.reason})",
-            excerpt(raw)))
-    try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, ValueError) as exc:
-        return RawRecord(source, raw, rejection=Rejection(
-            "json-syntax", "(record)", f"malformed JSON: {exc}", excerpt(text)))
+        value = loads(raw, max_depth)
+    except JsonRefused as exc:
+        refused = exc.rejection()
+        return RawRecord(source, raw, rejection=Rejection(refused.rule, refused.field, f"record: {refused.message}",
+                                                          refused.value_excerpt or excerpt(raw)))
     if not isinstance(value, dict):
         return RawRecord(source, raw, rejection=Rejection(
-            "not-an-object", "(record)", f"record must be a JSON object, got {type(value).__name__}", excerpt(text)))
+            "not-an-object", "(record)", f"record must be a JSON object, got {type(value).__name__}", excerpt(raw)))
     return RawRecord(source, raw, value=value)
 
 
@@ -106,7 +96,7 @@ def _lines(f: BinaryIO, max_bytes: int) -> Iterator[tuple[int, bytes, int]]:
         yield number, content, size
 
 
-def read_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
+def read_jsonl(path: Path, max_bytes: int, max_depth: int = DEFAULT_MAX_DEPTH) -> Iterator[RawRecord]:
     """One RawRecord per line of a JSON Lines file. A final newline does not make an empty record."""
     with open(path, "rb") as f:
         for number, line, size in _lines(f, max_bytes):
@@ -114,7 +104,7 @@ def read_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
             if size > max_bytes:
                 yield _too_large(source, line, size, max_bytes)
                 continue
-            yield parse_json_record(line, source, max_bytes)
+            yield parse_json_record(line, source, max_bytes, max_depth)
 
 
 # -- CSV ----------------------------------------------------------------------------------
@@ -229,11 +219,13 @@ def _convert(name: str, cell: str, schema: dict[str, Any]) -> tuple[Any, Rejecti
                 if low in _TRUE or low in _FALSE:
                     return low in _TRUE, None
             if t in ("object", "array"):
-                parsed = json.loads(text)
+                parsed = loads(text)
                 if isinstance(parsed, dict if t == "object" else list):
                     return parsed, None
             if t == "null" and text.lower() == "null":
                 return None, None
+        except JsonRefused as exc:
+            return None, Rejection(exc.rule, name, f"`{name}`: {exc.message}", excerpt(cell))
         except ValueError:
             continue
     return None, Rejection("type", name, f"`{name}` must be {'/'.join(types)}, got {cell!r}", excerpt(cell))

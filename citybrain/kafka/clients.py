@@ -18,14 +18,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from aiokafka import AIOKafkaConsumer
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-__all__ = ["admin", "aio_consumer", "consumer", "faust_credentials", "producer"]
+__all__ = ["READ_COMMITTED", "admin", "aio_consumer", "consumer", "faust_credentials", "producer"]
+
+#: The isolation level of every consumer built here: records of aborted transactions are skipped.
+READ_COMMITTED = "read_committed"
 
 
 def consumer(settings: Settings, *topics: str, **config: Any) -> KafkaConsumer:
-    """A kafka-python consumer (subscribed to ``topics`` if given; assign partitions yourself otherwise)."""
+    """A kafka-python consumer (subscribed to ``topics`` if given; assign partitions yourself otherwise),
+    reading committed records only unless ``isolation_level`` says otherwise."""
     from kafka import KafkaConsumer
 
-    return KafkaConsumer(*topics, **settings.kafka_client_config(), **config)
+    return KafkaConsumer(*topics, **settings.kafka_client_config(), **{"isolation_level": READ_COMMITTED, **config})
 
 
 def producer(settings: Settings, **config: Any) -> KafkaProducer:
@@ -43,10 +47,11 @@ def admin(settings: Settings, **config: Any) -> KafkaAdminClient:
 
 
 def aio_consumer(settings: Settings, *topics: str, **config: Any) -> AIOKafkaConsumer:
-    """An aiokafka consumer; start it in a running event loop."""
+    """An aiokafka consumer, reading committed records only unless ``isolation_level`` says otherwise; start it
+    in a running event loop."""
     from aiokafka import AIOKafkaConsumer
 
-    return AIOKafkaConsumer(*topics, **settings.aiokafka_config(), **config)
+    return AIOKafkaConsumer(*topics, **settings.aiokafka_config(), **{"isolation_level": READ_COMMITTED, **config})
 
 
 def faust_credentials(settings: Settings) -> faust.SASLCredentials | None:

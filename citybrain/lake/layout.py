@@ -4,7 +4,10 @@
 <lake>/bronze|silver/<contract>/date=YYYY-MM-DD/hour=HH/p<partition>-<first>-<last>[-<n>].parquet
 <lake>/_checkpoints/<layer>/<topic>/<partition>.json      the sink's next offset per partition
 <lake>/_compactions/<layer>/<id>.json                      journals of compactions under way
+<lake>/_leases/<layer>/<topic>.json                        the one sink writing a topic into a layer (and .lock)
 <lake>/quarantine/<layer>/<contract>/date=/hour=/<run>/    partitions that failed their quality check
+<lake>/quarantine/_unreadable/<layer>/<contract>/date=/hour=/<file>[.reason.json]
+                                                           files a reader could not read, set aside
 <lake>/quality/checked=<date>/<run>.parquet                every quality check's result
 <lake>/quality/gx/                                         Great Expectations' context and data docs (local lake)
 <lake>/quality/data_docs/                                  the data docs' copy, when the lake is on object storage
@@ -60,6 +63,30 @@ def files(lake: Lake, layer: str, contracts: str = "*") -> list[LakePath]:
 def quarantined_files(lake: Lake, layer: str, contracts: str = "*") -> list[LakePath]:
     """The files quality checks moved out of a layer (they are still evidence for the security checks)."""
     return sorted((as_lake(lake) / "quarantine" / layer).glob(f"{contracts}/{HOUR_GLOB}/*/*.parquet"))
+
+
+def unreadable_files(lake: Lake, layer: str, contracts: str = "*") -> list[LakePath]:
+    """The files of a layer readers set aside as unreadable (:func:`unreadable_path`)."""
+    return sorted((as_lake(lake) / "quarantine" / UNREADABLE / layer).glob(f"{contracts}/{HOUR_GLOB}/*.parquet"))
+
+
+#: The quarantine folder of files no reader could read (not a layer: quality's quarantine globs skip it).
+UNREADABLE = "_unreadable"
+
+
+def unreadable_path(path: LakePath) -> LakePath:
+    """Where an unreadable file goes: a layer's file (``<layer>/<contract>/date=/hour=/<file>``) to
+    ``<lake>/quarantine/_unreadable/`` under the same names; any other file to ``_unreadable/`` in its folder."""
+    parts = path.parts
+    if len(parts) >= 5 and parts[-5] in LAYERS and PART_RE.match(f"{parts[-3]}/{parts[-2]}"):
+        lake = path.parent.parent.parent.parent.parent
+        return lake / "quarantine" / UNREADABLE / "/".join(parts[-5:])
+    return path.parent / UNREADABLE / path.name
+
+
+def lease_path(lake: Lake, layer: str, topic: str) -> LakePath:
+    """The lease of the one sink that may write ``topic`` into ``layer``."""
+    return as_lake(lake) / "_leases" / layer / f"{topic}.json"
 
 
 def checkpoints_dir(lake: Lake, layer: str) -> LakePath:

@@ -4,24 +4,80 @@ Every lake file holds records in one envelope (``citybrain.lake.writer.SCHEMA``)
 partition, offset, timestamp, key, event id, producer, trace id, and the record's JSON as
 ``value``. A value that is not a JSON object (a sink of an older version, a hand-made file)
 decodes to an empty mapping, so a check sees the record and finds its fields missing.
+
+A file that cannot be read (torn, corrupt: its whole content fails twice) is set aside by
+:func:`citybrain.lake.quarantine.set_aside` and skipped, with a warning in the log: one bad file
+must not fail every page and check that reads its hour. A file gone between listing and reading
+(compacted away) is skipped too.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Sequence
+import logging
+from typing import Any, Iterable, Iterator, Sequence
 
 import pyarrow as pa
 
 from citybrain.lake import store
+from citybrain.lake.quarantine import set_aside
 from citybrain.lake.store import LakePath
 
-__all__ = ["decode", "field_values", "latest_values", "read", "values"]
+__all__ = ["decode", "field_values", "latest_values", "read", "read_one", "row_count", "tables", "values"]
+
+log = logging.getLogger(__name__)
+
+#: What pyarrow raises on a file it cannot read (a torn footer is ArrowInvalid, a corrupt page OSError).
+READ_ERRORS = (pa.ArrowException, OSError)
 
 
 def read(files: Sequence[LakePath], columns: Sequence[str] | None = None) -> pa.Table:
-    """The envelope columns of ``files`` as one Arrow table (all columns unless ``columns``)."""
-    return store.read_table(list(files), columns)
+    """The envelope columns of ``files`` as one Arrow table (all columns unless ``columns``), unreadable files
+    skipped."""
+    files = list(files)
+    try:
+        return store.read_table(files, columns)
+    except READ_ERRORS:   # one of them is bad (or gone): read them one by one to find which
+        found = [t for _f, t in tables(files, columns)]
+        return pa.concat_tables(found) if found else store.read_table([], columns)
+
+
+def read_one(path: LakePath, columns: Sequence[str] | None = None) -> pa.Table | None:
+    """One file's table; None when it is gone or unreadable (then set aside)."""
+    try:
+        return store.read_table(path, columns)
+    except FileNotFoundError:
+        log.debug("%s: gone since it was listed (compacted); skipped", path)
+        return None
+    except READ_ERRORS:
+        pass
+    try:   # again, whole: a transient fault reads now; a file that reads whole was asked for a missing column
+        whole = store.read_table(path)
+    except FileNotFoundError:
+        return None
+    except READ_ERRORS as exc:
+        set_aside(path, exc)
+        return None
+    return whole.select(list(columns)) if columns else whole
+
+
+def tables(files: Iterable[LakePath], columns: Sequence[str] | None = None) -> Iterator[tuple[LakePath, pa.Table]]:
+    """Each readable file with its table, in order (see :func:`read_one`)."""
+    for f in files:
+        table = read_one(f, columns)
+        if table is not None:
+            yield f, table
+
+
+def row_count(path: LakePath) -> int | None:
+    """The rows of a file from its footer; None when it is gone or unreadable (then set aside)."""
+    try:
+        return store.read_metadata(path).num_rows
+    except FileNotFoundError:
+        return None
+    except READ_ERRORS:
+        table = read_one(path)
+        return None if table is None else table.num_rows
 
 
 def decode(raw: str | bytes | None) -> dict[str, Any]:
@@ -41,8 +97,8 @@ def values(table: pa.Table) -> list[dict[str, Any]]:
 def field_values(files: Iterable[LakePath], field: str) -> set[str]:
     """Every value ``field`` takes in the records of ``files`` (as text; absent values left out)."""
     found: set[str] = set()
-    for f in files:
-        for v in values(store.read_table(f, columns=["value"])):
+    for _f, table in tables(files, ["value"]):
+        for v in values(table):
             if v.get(field) is not None:
                 found.add(str(v[field]))
     return found
@@ -51,8 +107,7 @@ def field_values(files: Iterable[LakePath], field: str) -> set[str]:
 def latest_values(files: Iterable[LakePath], key_field: str) -> dict[str, dict[str, Any]]:
     """A compacted register's current state: the latest record (by offset) per ``key_field``."""
     latest: dict[str, tuple[int, dict[str, Any]]] = {}
-    for f in files:
-        t = store.read_table(f, columns=["offset", "value"])
+    for _f, t in tables(files, ["offset", "value"]):
         for offset, v in zip(t.column("offset").to_pylist(), values(t)):
             key = v.get(key_field)
             if key and (key not in latest or offset >= latest[key][0]):

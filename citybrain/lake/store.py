@@ -9,12 +9,15 @@ writing, ``replace``), plus Parquet and DuckDB helpers that pass the filesystem 
 Writes are atomic on both kinds of storage, which is what the sink's exactly-once protocol needs: on a
 local filesystem a file is written under a hidden temporary name and renamed into place; on object
 storage an object is written by one upload that becomes visible whole when it completes (there is no
-rename there: a "move" is a copy and a delete).
+rename there: a "move" is a copy and a delete). Locally they are durable too: the temporary file is fsynced
+before its rename and its folder after it (and a new folder's parent once it is made), so a power cut leaves
+the old file or the new one, never a renamed name over data still in the page cache.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -28,7 +31,7 @@ import pyarrow.parquet as pq
 from citybrain.errors import InputError
 
 __all__ = ["LakePath", "LakeStorageError", "as_lake", "dataset", "open_lake", "read_metadata", "read_table",
-           "register", "write_table"]
+           "register", "sync_dir", "write_table"]
 
 #: URI schemes the lake root may have (pyarrow's filesystems).
 SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "abfs", "abfss")
@@ -195,9 +198,12 @@ class LakePath:
         if self.local:
             self.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.with_name(f".{self.name}.tmp")
-            with self.fs.open_output_stream(tmp.path) as sink:
+            with open(tmp.path, "wb") as sink:
                 write(sink)
+                sink.flush()
+                os.fsync(sink.fileno())   # the data on disk before the name points at it
             self.fs.move(tmp.path, self.path)
+            sync_dir(self.parent)        # the rename itself on disk
         else:
             try:
                 stream = self.fs.open_output_stream(self.path)
@@ -214,7 +220,10 @@ class LakePath:
             if not exist_ok:
                 raise FileExistsError(str(self))
             return
-        self.fs.create_dir(self.path, recursive=parents)
+        if parents and not self.parent.exists():
+            self.parent.mkdir(parents=True, exist_ok=True)
+        self.fs.create_dir(self.path, recursive=False)
+        sync_dir(self.parent)   # the new folder's entry on disk, so files renamed into it survive a power cut
 
     def unlink(self, missing_ok: bool = False) -> None:
         try:
@@ -238,10 +247,25 @@ class LakePath:
         if self.local:
             target.parent.mkdir(parents=True, exist_ok=True)
             self.fs.move(self.path, target.path)
+            sync_dir(target.parent)
+            if target.parent != self.parent:
+                sync_dir(self.parent)
         else:
             target.write_bytes(self.read_bytes())
             self.unlink()
         return target
+
+
+def sync_dir(folder: LakePath) -> None:
+    """Make the names in a local folder durable (renames, deletions, new entries); nothing on object storage,
+    where an upload or a delete is durable once it returns."""
+    if not folder.local:
+        return
+    fd = os.open(folder.path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _wild(part: str) -> bool:

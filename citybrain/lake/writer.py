@@ -13,7 +13,14 @@ temporary names renamed into place, on object storage by single uploads: ``cityb
 then the partition's checkpoint (the next offset to read) is replaced atomically. On start,
 files of a partition that begin at or after its checkpoint are the leftovers of a crash
 between the two steps: they are deleted, and reading resumes at the checkpoint, so every
-offset lands in exactly one file.
+offset lands in exactly one file. All of it rests on one writer per topic: a sink holds the
+topic's lease (:mod:`citybrain.lake.lease`, :meth:`LakeWriter.hold`) and the writer re-reads it
+before every batch and checkpoint.
+
+A lost checkpoint is rebuilt from the files, never by deleting them: reading resumes after the
+highest offset their names hold (in the layer and in quarantine). The one exception is a batch
+split across hours that a crash cut short (each part carries the batch's row count in its
+Parquet metadata): its parts are leftovers like any other, and it is read again.
 
 Compaction (``compact``, ``citybrain lake compact``) merges one partition's small files of
 one hour into one file named after the whole offset range. Only files wholly below the
@@ -37,6 +44,8 @@ from typing import Iterable
 import pyarrow as pa
 from citybrain.lake import layout, store
 from citybrain.lake.layout import Lake
+from citybrain.lake.lease import LEASE_TTL_S, SETTLE_S, Lease, hold
+from citybrain.lake.reader import tables
 from citybrain.lake.store import LakePath
 
 log = logging.getLogger(__name__)
@@ -47,6 +56,8 @@ SCHEMA = pa.schema([
     ("producer", pa.string()), ("trace_id", pa.string()), ("value", pa.string()),
 ])
 FILE_RE = re.compile(r"^p(?P<partition>\d+)-(?P<first>\d+)-(?P<last>\d+)(-\d+)?\.parquet$")
+#: Parquet metadata key of a batch split across hours: its rows in all its files (to tell a whole batch from a cut one).
+BATCH_ROWS = b"citybrain.batch_rows"
 
 
 @dataclass(frozen=True)
@@ -68,17 +79,54 @@ class LakeWriter:
         self.root = layout.layer_dir(self.lake, layer)
         self.checkpoints = layout.checkpoints_dir(self.lake, layer)
         self.touched: set[LakePath] = set()   # hour directories written since the last compaction
+        self.leases: dict[str, Lease] = {}    # topic -> this writer's lease (held by a sink)
 
     def _contract_dir(self, topic: str) -> LakePath:
         return self.root / layout.contract_of(topic)
 
+    def hold(self, topics: list[str], ttl_s: float = LEASE_TTL_S, settle_s: float = SETTLE_S) -> None:
+        """Take the leases of ``topics`` (``LeaseHeld`` naming the holder when another sink has one); from now on
+        every batch and checkpoint of these topics first checks its lease is still this writer's."""
+        self.leases.update((lease.topic, lease) for lease in hold(self.lake, self.layer, topics, ttl_s, settle_s))
+
+    def heartbeat(self) -> None:
+        """Renew the leases that are due (``LeaseLost`` when one was taken over); cheap when none is."""
+        for lease in self.leases.values():
+            if lease.due():
+                lease.check()
+
+    def release(self) -> None:
+        """Give the leases up (a sink on its way out)."""
+        for lease in self.leases.values():
+            lease.release()
+        self.leases.clear()
+
+    def _checkpoint_path(self, topic: str, partition: int) -> LakePath:
+        return self.checkpoints / topic / f"{partition}.json"
+
+    def _stored_checkpoint(self, topic: str, partition: int) -> int | None:
+        path = self._checkpoint_path(topic, partition)
+        return json.loads(path.read_text())["next_offset"] if path.exists() else None
+
     def checkpoint(self, topic: str, partition: int) -> int:
-        path = self.checkpoints / topic / f"{partition}.json"
-        return json.loads(path.read_text())["next_offset"] if path.exists() else 0
+        """The next offset to read: the stored checkpoint, or, when it is lost, the one its files give."""
+        stored = self._stored_checkpoint(topic, partition)
+        return stored if stored is not None else self._rebuild(topic, partition)[0]
+
+    def started(self, topic: str, partition: int) -> bool:
+        """Whether the lake has written this partition before (a checkpoint, or files that give one)."""
+        return self._stored_checkpoint(topic, partition) is not None or self._rebuild(topic, partition)[1] > 0
 
     def recover(self, topic: str, partition: int) -> tuple[int, int]:
-        """(offset to resume at, leftover files deleted) for one partition after a crash."""
-        resume = self.checkpoint(topic, partition)
+        """(offset to resume at, leftover files deleted) for one partition after a crash. A lost checkpoint is
+        rebuilt from the files and stored again."""
+        resume = self._stored_checkpoint(topic, partition)
+        if resume is None:
+            resume, files = self._rebuild(topic, partition)
+            if files:
+                log.warning("%s/%s[%d]: checkpoint %s missing; rebuilt from %d file(s): resuming at offset %d",
+                            self.layer, topic, partition, self._checkpoint_path(topic, partition), files, resume)
+                self._set_checkpoint(topic, partition, resume)
         removed = 0
         base = self._contract_dir(topic)
         if base.exists():
@@ -91,10 +139,56 @@ class LakeWriter:
                 tmp.unlink()
         return resume, removed
 
+    def _rebuild(self, topic: str, partition: int) -> tuple[int, int]:
+        """(next offset, files seen) from a partition's files: after the highest offset their names hold, in the
+        layer and in quarantine (their records were written); at the start of a split batch a crash cut short."""
+        contract = layout.contract_of(topic)
+        quarantined = self.lake / "quarantine"
+        places = [self._contract_dir(topic), quarantined / self.layer / contract,
+                  quarantined / layout.UNREADABLE / self.layer / contract]
+        spans: dict[tuple[int, int], list[LakePath]] = defaultdict(list)
+        for place in places:
+            for path in place.rglob(f"p{partition}-*.parquet"):
+                m = FILE_RE.match(path.name)
+                if m:
+                    spans[(int(m["first"]), int(m["last"]))].append(path)
+        if not spans:
+            return 0, 0
+        seen = sum(len(paths) for paths in spans.values())
+        first, last = max(spans, key=lambda span: (span[1], span[0]))   # the last batch written
+        if not self._whole(first, last, spans):
+            return first, seen
+        return last + 1, seen
+
+    def _whole(self, first: int, last: int, spans: dict[tuple[int, int], list[LakePath]]) -> bool:
+        """Whether the batch ``first``-``last`` is all there: a batch split across hours knows its rows; the rows
+        of ``first``..``last`` in the readable files that overlap it must add up to them."""
+        wanted = None
+        for path in spans[(first, last)]:
+            if layout.UNREADABLE in path.parts:
+                return True   # its rows cannot be counted: take the name's word
+            try:
+                meta = store.read_metadata(path).metadata or {}
+            except (pa.ArrowException, OSError):
+                return True
+            if BATCH_ROWS in meta:
+                wanted = int(meta[BATCH_ROWS])
+                break
+        if wanted is None:
+            return True   # one file, or written before batches carried their rows
+        held = 0
+        for (lo, hi), paths in spans.items():
+            if hi >= first and lo <= last:
+                for _path, table in tables([p for p in paths if layout.UNREADABLE not in p.parts], ["offset"]):
+                    offsets = table.column("offset").to_pylist()
+                    held += sum(1 for o in offsets if first <= o <= last)
+        return held >= wanted
+
     def write(self, topic: str, partition: int, rows: list[Row]) -> list[LakePath]:
         """Write one batch (consecutive offsets of one partition); then move the checkpoint past it."""
         if not rows:
             return []
+        self._check_lease(topic)
         first, last = rows[0].offset, rows[-1].offset
         by_hour: dict[datetime, list[Row]] = defaultdict(list)
         for r in rows:
@@ -104,11 +198,19 @@ class LakeWriter:
         for n, (hour, group) in enumerate(sorted(by_hour.items())):
             directory = layout.hour_dir(self.lake, self.layer, topic, hour)
             name = f"p{partition}-{first}-{last}" + (f"-{n}" if len(by_hour) > 1 else "") + ".parquet"
-            store.write_table(_table(group), directory / name)
+            table = _table(group)
+            if len(by_hour) > 1:
+                table = table.replace_schema_metadata({BATCH_ROWS: str(len(rows)).encode()})
+            store.write_table(table, directory / name)
             written.append(directory / name)
             self.touched.add(directory)
         self._set_checkpoint(topic, partition, last + 1)
         return written
+
+    def _check_lease(self, topic: str) -> None:
+        lease = self.leases.get(topic)
+        if lease is not None:
+            lease.check()
 
     def finish_compactions(self) -> int:
         """Complete or undo compactions a crash interrupted; the number found."""
@@ -119,6 +221,7 @@ class LakeWriter:
             if target.exists():
                 for source in plan["sources"]:
                     (self.lake / source).unlink(missing_ok=True)
+                store.sync_dir(target.parent)   # the sources gone for good before the journal that names them
             target.with_name(f".{target.name}.tmp").unlink(missing_ok=True)   # a local write cut short
             journal.unlink()
         return len(journals)
@@ -145,15 +248,19 @@ class LakeWriter:
                 if m:
                     groups[int(m["partition"])].append((int(m["first"]), int(m["last"]), path))
             for partition, files in groups.items():
-                if (topic, partition) not in done_at:
-                    done_at[(topic, partition)] = self.checkpoint(topic, partition) if topic else 0
+                if (topic, partition) not in done_at:   # a lost checkpoint: left to the sink's recovery
+                    done_at[(topic, partition)] = (self._stored_checkpoint(topic, partition) or 0) if topic else 0
                 done = done_at[(topic, partition)]
                 files = sorted(f for f in files if f[1] < done)
                 if len(files) < min_files:
                     continue
+                read = dict(tables([f[2] for f in files]))   # an unreadable file is set aside, not merged
+                files = [f for f in files if f[2] in read]
+                if len(files) < min_files:
+                    continue
                 name = f"p{partition}-{files[0][0]}-{files[-1][1]}.parquet"
                 target = hour_dir / name
-                table = pa.concat_tables([store.read_table(f[2], schema=SCHEMA) for f in files]).sort_by("offset")
+                table = pa.concat_tables([read[f[2]].cast(SCHEMA) for f in files]).sort_by("offset")
                 journal = journal_dir / f"{uuid.uuid4().hex}.json"
                 rel = lambda p: str(p.relative_to(self.lake))  # noqa: E731
                 journal.write_text(json.dumps({"target": rel(target),
@@ -162,6 +269,7 @@ class LakeWriter:
                 for _first, _last, path in files:
                     if path != target:
                         path.unlink()
+                store.sync_dir(hour_dir)
                 journal.unlink()
                 result.merged_files += len(files)
                 result.written_files += 1
@@ -169,7 +277,8 @@ class LakeWriter:
         return result
 
     def _set_checkpoint(self, topic: str, partition: int, next_offset: int) -> None:
-        (self.checkpoints / topic / f"{partition}.json").write_text(
+        self._check_lease(topic)
+        self._checkpoint_path(topic, partition).write_text(
             json.dumps({"next_offset": next_offset, "at": time.time()}))
 
 

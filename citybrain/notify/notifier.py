@@ -16,14 +16,23 @@ drop a repeat.
 A subscription sends what its topic receives from the first time it ran (as an NGSI-LD subscription
 notifies of changes after it is made, not a topic's whole retention); from then on its committed
 offsets carry it over restarts, so nothing is skipped while the notifier is down.
-Delivery is at least once, in order per partition: a record's offset is committed once the endpoint
-took it (2xx) or it was dead-lettered. A failure the endpoint may recover from (no connection, a
-timeout, 408, 429, 5xx) is retried with a backoff doubling from ``RETRY_BASE_S``, up to
-``MAX_ATTEMPTS`` tries; anything else (another 4xx) is not retried. What is not delivered goes to
-``dlq.notify.undelivered.v1`` with the reason, the attempts and the notification itself, so nothing
-is lost. An endpoint that failed ``FAILING_AFTER`` records in a row is *failing* (the standard's
-subscription status ``failed``): each further record is tried once, and dead-lettered at once if that
-fails, so one dead endpoint neither stalls for hours nor hides its losses; the first success clears it.
+
+Delivery is at least once, in order per partition, and nothing is lost: a record's offset is committed
+once the endpoint took it (2xx) or it was dead-lettered, and only two kinds of record are:
+
+- ``endpoint-refused``: the endpoint refused it for good (a 4xx other than 408 and 429: sending it again
+  changes nothing); the next record is sent;
+- ``record-unreadable``: it is not JSON, or not its topic's contract, so there is nothing to send.
+
+Any other failure (no connection, a timeout, 408, 429, 5xx) is retried with a backoff doubling from
+``RETRY_BASE_S``, up to ``MAX_ATTEMPTS`` tries. A redirect (3xx) is a failure too, neither followed (a
+notification goes to the subscription's endpoint only, and a followed POST may arrive as a GET) nor
+retried at once. A record still not taken *pauses* its subscription: nothing past it is committed, its partitions are paused
+(the consumer keeps polling, so it stays in its group) and sought back to it, and its endpoint is tried
+again with the first waiting record, the wait doubling on, capped at ``PAUSE_MAX_S``. When the endpoint
+takes it, the subscription resumes where it stopped. The status file names the paused subscriptions,
+since when, how many records wait and the last error. ``citybrain notify replay`` sends dead letters
+again (:mod:`citybrain.notify.replay`).
 """
 
 from __future__ import annotations
@@ -39,19 +48,22 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Coroutine
+from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
 import aiohttp
 import yaml
 
 from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
+from citybrain.contracts.validate import RecordValidator, Rejection
 from citybrain.errors import InputError
-from citybrain.kafka.follow import Follower, StatusFile, Stopped
+from citybrain.ingest.readers import RawRecord, parse_json_record
+from citybrain.kafka.follow import Follower, StatusFile, Stopped, commit
 from citybrain.kafka.headers import read_headers, record_event_id
 from citybrain.settings import PROJECT_ROOT, Settings
-from citybrain.times import now_iso
+from citybrain.times import iso, now_iso
 
 if TYPE_CHECKING:  # pragma: no cover
     from kafka.consumer.fetcher import ConsumerRecord
@@ -64,11 +76,18 @@ DLQ_TOPIC = topics.NOTIFY_DEAD_LETTERS
 CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 ACCEPT = ("application/ld+json", "application/json")
 FORMATS = ("normalized", "concise")
+#: Tries of one notification before its subscription pauses.
 MAX_ATTEMPTS = 5
+#: The first wait between two tries; each wait doubles the one before.
 RETRY_BASE_S = 0.5
+#: The longest wait between two tries of one notification.
 RETRY_MAX_S = 8.0
-FAILING_AFTER = 3
+#: The longest wait between two tries of a paused subscription's endpoint.
+PAUSE_MAX_S = 60.0
+#: How long one try may take, connection to answer.
 TIMEOUT_S = 10.0
+#: Dead-letter reasons: the endpoint refused the notification for good; the record could not be read.
+REFUSED, UNREADABLE = "endpoint-refused", "record-unreadable"
 NOTIFICATION_NS = uuid.UUID("2b1f6c0e-6f3a-5d7c-8e9a-1b2c3d4e5f60")
 #: The NGSI-LD entity type of each notifiable topic family.
 ENTITY_TYPES = {"dispatch.": "WorkOrder", "city.event.incident.": "CityEvent", "alert.early_warning.": "EarlyWarning",
@@ -169,75 +188,134 @@ def entity_of(topic: str, value: dict[str, Any], event_id: str, form: str) -> di
     return entity
 
 
-def notification(sub: Subscription, topic: str, value: dict[str, Any], event_id: str) -> dict[str, Any]:
-    body = {"id": f"urn:ngsi-ld:Notification:{uuid.uuid5(NOTIFICATION_NS, sub.id + chr(0) + event_id)}",
-            "type": "Notification", "subscriptionId": sub.urn, "notifiedAt": now_iso(),
-            "data": [entity_of(topic, value, event_id, sub.format)]}
+def notification_id(sub: Subscription, event_id: str) -> str:
+    """The id of every notification of one record to one subscription: the same each time it is sent (the
+    retries, a redelivery after a restart, a replay), so the endpoint can drop a repeat."""
+    return f"urn:ngsi-ld:Notification:{uuid.uuid5(NOTIFICATION_NS, sub.id + chr(0) + event_id)}"
+
+
+def with_context(sub: Subscription, body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with the ``@context`` in it for ``application/ld+json``, without for ``application/json`` (whose
+    context goes in the ``Link`` header)."""
+    body.pop("@context", None)
     if sub.accept == "application/ld+json":
         body["@context"] = CORE_CONTEXT
     return body
 
 
+def notification(sub: Subscription, topic: str, value: dict[str, Any], event_id: str) -> dict[str, Any]:
+    return with_context(sub, {"id": notification_id(sub, event_id), "type": "Notification",
+                              "subscriptionId": sub.urn, "notifiedAt": now_iso(),
+                              "data": [entity_of(topic, value, event_id, sub.format)]})
+
+
 @dataclass
 class Delivery:
-    """What happened to one subscription: delivered, retried, dead-lettered; whether its endpoint is failing."""
+    """What happened to one subscription: delivered, retried, dead-lettered (by reason); whether it is paused,
+    since when, how many records wait and when its endpoint is tried next."""
 
     delivered: int = 0
     dead_lettered: int = 0
     retries: int = 0
-    failures_in_a_row: int = 0
     last_error: str | None = None
     reasons: dict[str, int] = field(default_factory=dict)
+    #: When the subscription paused (wire time); None while it is active.
+    paused_since: str | None = None
+    #: Records not delivered yet, counted while paused.
+    waiting: int = 0
+    #: Tries of the endpoint that failed since the subscription paused.
+    failed_tries: int = 0
+    next_try_at: str | None = None
+    #: The consumer's partitions are resumed for one try of the first waiting record.
+    trying: bool = False
+    next_try: float = 0.0   # time.monotonic() of ``next_try_at``
 
     @property
-    def failing(self) -> bool:
-        return self.failures_in_a_row >= FAILING_AFTER
+    def paused(self) -> bool:
+        return self.paused_since is not None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one notification: taken (2xx); refused for good (dead-letter it, send the next);
+    or not taken (keep it: the subscription pauses)."""
+
+    delivered: bool
+    attempts: int
+    status: int
+    error: str
+
+    @property
+    def refused(self) -> bool:
+        return not self.delivered and refused_for_good(self.status)
+
+
+def refused_for_good(status: int) -> bool:
+    """A 4xx other than 408 (Request Timeout) and 429 (Too Many Requests): the endpoint will not take this
+    notification however often it is sent."""
+    return 400 <= status < 500 and status not in (408, 429)
+
+
+def retryable(status: int) -> bool:
+    """A failure worth another try at once: no answer, 408, 429, 5xx (not a redirect, not a refusal)."""
+    return status == 0 or status in (408, 429) or status >= 500
+
+
+def backoff(base_s: float, failures: int, cap_s: float) -> float:
+    """The wait after the ``failures``-th failure in a row: ``base_s`` doubled each time, at most ``cap_s``."""
+    return min(cap_s, base_s * 2 ** (failures - 1))
 
 
 async def post(session: aiohttp.ClientSession, sub: Subscription, body: dict[str, Any]) -> tuple[int, str]:
-    """(HTTP status or 0 for no answer, what went wrong) of one try."""
+    """(HTTP status or 0 for no answer, what went wrong) of one try; a redirect is not followed."""
     headers = {"Content-Type": sub.accept}
     if sub.accept == "application/json":
         headers["Link"] = f'<{CORE_CONTEXT}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
     try:
-        async with session.post(sub.endpoint, data=json.dumps(body, ensure_ascii=False).encode(), headers=headers) as r:
+        async with session.post(sub.endpoint, data=json.dumps(body, ensure_ascii=False).encode(), headers=headers,
+                                allow_redirects=False) as r:
             await r.read()
+            if 300 <= r.status < 400:
+                return r.status, (f"HTTP {r.status} redirect to {r.headers.get('Location', '(no Location)')} not "
+                                  "followed: a notification goes to the subscription's endpoint only. Fix: set its "
+                                  "`endpoint` in infra/subscriptions.yaml to the department's notification endpoint")
             return r.status, "" if 200 <= r.status < 300 else f"HTTP {r.status}"
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
         return 0, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def retryable(status: int) -> bool:
-    return status == 0 or status in (408, 429) or status >= 500
-
-
 async def deliver(session: aiohttp.ClientSession, sub: Subscription, body: dict[str, Any], state: Delivery,
-                  base_s: float = RETRY_BASE_S) -> tuple[bool, int, int, str]:
-    """(delivered, attempts, last status, last error) of one notification, retried as the module says."""
-    tries = 1 if state.failing else MAX_ATTEMPTS
+                  base_s: float = RETRY_BASE_S, tries: int = MAX_ATTEMPTS) -> Outcome:
+    """One notification sent until taken, refused for good, or ``tries`` failed (retried as the module says)."""
     status, error = 0, ""
     for attempt in range(1, tries + 1):
         status, error = await post(session, sub, body)
         if not error:
-            state.failures_in_a_row = 0
-            return True, attempt, status, ""
+            return Outcome(True, attempt, status, "")
         if not retryable(status) or attempt == tries:
             break
         state.retries += 1
-        await asyncio.sleep(min(RETRY_MAX_S, base_s * 2 ** (attempt - 1)))
-    state.failures_in_a_row += 1
+        await asyncio.sleep(backoff(base_s, attempt, RETRY_MAX_S))
     state.last_error = error
-    return False, attempt, status, error
+    return Outcome(False, attempt, status, error)
 
 
-def dead_letter(sub: Subscription, topic: str, partition: int, offset: int, event_id: str, body: dict[str, Any],
-                attempts: int, status: int, error: str, failing: bool) -> dict[str, Any]:
-    reason = ("endpoint-failing" if failing else "endpoint-unreachable" if status == 0
-              else "endpoint-refused" if 400 <= status < 500 else "endpoint-error")
-    return {"notification_id": body["id"], "subscription_id": sub.id, "principal": sub.principal,
-            "endpoint": sub.endpoint, "topic": topic, "partition": partition, "offset": offset, "event_id": event_id,
-            "reason": reason, "attempts": attempts, "last_status": status, "message": error[:2000],
-            "failed_at": now_iso(), "notification_text": json.dumps(body, ensure_ascii=False)}
+def read_record(validator: RecordValidator, raw: bytes | None, max_bytes: int) -> dict[str, Any] | Rejection:
+    """A consumed record's value, or the rule it breaks: JSON (UTF-8, one object) under its topic's contract."""
+    parsed = parse_json_record(raw or b"", "record", max_bytes)
+    if parsed.value is None:
+        return parsed.rejection or Rejection("empty-record", "(record)", "record is empty")
+    return validator(parsed.value) or parsed.value
+
+
+def dead_letter(sub: Subscription, record: ConsumerRecord, event_id: str, reason: str, text: str, attempts: int,
+                status: int, message: str) -> dict[str, Any]:
+    """The dead letter of one record: whose it was, where it came from, why, and ``text`` (the notification
+    as sent, or the record as read when it could not be read)."""
+    return {"notification_id": notification_id(sub, event_id), "subscription_id": sub.id, "principal": sub.principal,
+            "endpoint": sub.endpoint, "topic": record.topic, "partition": record.partition, "offset": record.offset,
+            "event_id": event_id, "reason": reason, "attempts": attempts, "last_status": status,
+            "message": message[:2000], "failed_at": now_iso(), "notification_text": text}
 
 
 class Notifier:
@@ -245,13 +323,14 @@ class Notifier:
     quiet for ``idle_exit_s``.
 
     Each subscription is followed by a :class:`~citybrain.kafka.follow.Follower` in a thread of its own,
-    with a kafka-python consumer logged in as its principal; its deliveries run on the notifier's event
-    loop, where the HTTP session is, and the thread waits for each before it commits."""
+    with a kafka-python consumer logged in as its principal (:class:`Feed`); its deliveries run on the
+    notifier's event loop, where the HTTP session is, and the thread waits for each before it commits."""
 
     def __init__(self, settings: Settings, contracts: dict[str, Contract], subscriptions: list[Subscription],
-                 passwords: dict[str, str], retry_base_s: float = RETRY_BASE_S) -> None:
+                 passwords: dict[str, str], retry_base_s: float = RETRY_BASE_S,
+                 pause_max_s: float = PAUSE_MAX_S) -> None:
         self.settings, self.contracts, self.subscriptions = settings, contracts, subscriptions
-        self.passwords, self.retry_base_s = passwords, retry_base_s
+        self.passwords, self.retry_base_s, self.pause_max_s = passwords, retry_base_s, pause_max_s
         self.state = {s.id: Delivery() for s in subscriptions}
         self.stopping = asyncio.Event()
         self._stop = threading.Event()   # ``stopping`` as the followers' threads see it
@@ -286,10 +365,14 @@ class Notifier:
         return self.state
 
     def status(self) -> dict[str, Any]:
+        """Per subscription: counts, ``status`` (the standard's ``failed`` while paused, else ``active``), and
+        whether it is paused, since when, how many records wait, when it tries again, the last error."""
         return {"updated_at": now_iso(), "subscriptions": {
             s.id: {"principal": s.principal, "topic": s.topic, "endpoint": s.endpoint, "caught_up": self._caught_up(s),
                    "delivered": st.delivered, "retries": st.retries, "dead_lettered": st.dead_lettered,
-                   "reasons": st.reasons, "status": "failed" if st.failing else "active", "last_error": st.last_error}
+                   "reasons": st.reasons, "status": "failed" if st.paused else "active", "paused": st.paused,
+                   "paused_since": st.paused_since, "waiting": st.waiting if st.paused else 0,
+                   "next_try_at": st.next_try_at if st.paused else None, "last_error": st.last_error}
             for s in self.subscriptions for st in [self.state[s.id]]}}
 
     def write_status(self) -> None:
@@ -306,7 +389,8 @@ class Notifier:
             await asyncio.sleep(0.5)
 
     async def _exit_when_idle(self, idle_s: float) -> None:
-        """Stop once every subscription is caught up and none has had a record for ``idle_s``."""
+        """Stop once every subscription is caught up and none has had a record for ``idle_s`` (a paused one is
+        not caught up: its records wait)."""
         def quiet() -> bool:
             followers = [self._followers.get(s.id) for s in self.subscriptions]
             return (time.monotonic() - self._started >= idle_s
@@ -318,49 +402,25 @@ class Notifier:
 
     def _follow(self, sub: Subscription, session: aiohttp.ClientSession, dlq: Any,
                 loop: asyncio.AbstractEventLoop) -> None:
-        """Send the records of one subscription's topic (in a thread of its own) until the notifier stops; each
-        partition's records are committed once every one of them was delivered or dead-lettered."""
-        from citybrain.ingest.readers import RawRecord
+        """Send the records of one subscription's topic (in a thread of its own) until the notifier stops."""
         from citybrain.kafka import clients
 
         department = self.settings.as_principal(sub.principal, self.passwords[sub.principal])
         consumer = clients.consumer(department, sub.topic, group_id=sub.group, auto_offset_reset="latest",
                                     enable_auto_commit=False)
-        contract, dlq_contract = self.contracts[sub.topic], self.contracts[DLQ_TOPIC]
-        state = self.state[sub.id]
-
-        def send(tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-            for r in records:
-                value = json.loads(r.value)
-                event_id = record_event_id(contract, read_headers(r.headers), r.value, value)
-                body = notification(sub, sub.topic, value, event_id)
-                was_failing = state.failing
-                ok, attempts, status, error = self._on_loop(
-                    loop, deliver(session, sub, body, state, self.retry_base_s))
-                if ok:
-                    state.delivered += 1
-                    continue
-                letter = dead_letter(sub, sub.topic, tp.partition, r.offset, event_id, body, attempts, status, error,
-                                     was_failing)
-                summary = dlq.produce(dlq_contract, [RawRecord(f"notify:{sub.id}", b"", value=letter)])
-                if summary.accepted != 1:
-                    raise RuntimeError(f"the dead letter of {event_id} for {sub.id} was not accepted")
-                state.dead_lettered += 1
-                state.reasons[letter["reason"]] = state.reasons.get(letter["reason"], 0) + 1
-                log.warning("notify %s: %s not delivered to %s after %d attempt(s): %s (dead-lettered)",
-                            sub.id, event_id, sub.endpoint, attempts, error)
-
-        # idle_s=0: every poll that finds nothing says whether it is caught up (the status shows it).
-        follower = Follower(consumer, send, poll_ms=500, max_records=200, idle_s=0.0, exit_when_drained=False,
-                            commit_records=True, stop=self._stop)
+        feed = Feed(self, sub, consumer, lambda body, tries: self._on_loop(
+            loop, deliver(session, sub, body, self.state[sub.id], self.retry_base_s, tries)), dlq)
+        # idle_s=0: every poll that finds nothing says whether it is caught up (the status shows it). The feed
+        # commits itself: never past the first record its endpoint did not take.
+        follower = Follower(consumer, feed.on_records, on_tick=feed.on_tick, poll_ms=500, max_records=200, idle_s=0.0,
+                            exit_when_drained=False, stop=self._stop)
         self._followers[sub.id] = follower
         try:
             follower.run()
         finally:
             consumer.close()
 
-    def _on_loop(self, loop: asyncio.AbstractEventLoop,
-                 coro: Coroutine[Any, Any, tuple[bool, int, int, str]]) -> tuple[bool, int, int, str]:
+    def _on_loop(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Outcome]) -> Outcome:
         """Run a delivery on the notifier's event loop and wait for it; once the notifier stops, cancel it and
         raise :class:`Stopped` (its record is not committed: it is sent again on the next run)."""
         future = asyncio.run_coroutine_threadsafe(coro, loop)
@@ -371,6 +431,121 @@ class Notifier:
                 if self._stop.is_set():
                     future.cancel()
                     raise Stopped from None
+
+
+class Feed:
+    """One subscription's records through its endpoint, in order (the hooks of its :class:`Follower`): each is
+    delivered, or dead-lettered when refused for good or unreadable; the first one not taken pauses the
+    subscription, and a try of it once the wait is over resumes it where it stopped."""
+
+    def __init__(self, notifier: Notifier, sub: Subscription, consumer: Any,
+                 send: Callable[[dict[str, Any], int], Outcome], dlq: Any) -> None:
+        self.sub, self.consumer, self.send, self.dlq = sub, consumer, send, dlq
+        self.state = notifier.state[sub.id]
+        self.retry_base_s, self.pause_max_s = notifier.retry_base_s, notifier.pause_max_s
+        self.max_bytes = notifier.settings.max_record_bytes
+        self.contract, self.dlq_contract = notifier.contracts[sub.topic], notifier.contracts[DLQ_TOPIC]
+        self.validator = RecordValidator(self.contract)
+
+    def on_records(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        """Send a partition's records until one is not taken; commit what was sent or dead-lettered, and read
+        the rest again once the endpoint is back."""
+        done = records[0].offset   # the next offset to commit: each record before it delivered or dead-lettered
+        try:
+            for r in records:
+                if self.state.paused and not self.state.trying or not self._one(r):
+                    break
+                done = r.offset + 1
+        finally:   # also when the notifier stops mid-delivery (Stopped): what was finished stays finished
+            if done > records[0].offset:
+                commit(self.consumer, tp, done)
+        if done <= records[-1].offset:
+            self.consumer.seek(tp, done)
+            self.consumer.pause(tp)
+
+    def on_tick(self, polled: bool) -> None:
+        """While paused: count what waits; once the wait is over, resume the partitions for one try."""
+        st = self.state
+        if not st.paused:
+            return
+        self._count_waiting()
+        if not st.trying and time.monotonic() >= st.next_try:
+            st.trying = True
+            self.consumer.resume(*self.consumer.paused())
+
+    def _one(self, r: ConsumerRecord) -> bool:
+        """Deliver or dead-letter one record (True), or pause the subscription on it (False)."""
+        headers = read_headers(r.headers)
+        value = read_record(self.validator, r.value, self.max_bytes)
+        if isinstance(value, Rejection):
+            found = headers.get("event-id")
+            event_id = found.decode("utf-8", "replace") if found else f"{r.topic}:{r.partition}:{r.offset}"
+            self._dead_letter(r, event_id, UNREADABLE, (r.value or b"").decode("utf-8", "replace"), 1, 0,
+                              f"rule {value.rule} at {value.field}: {value.message}. Fix: {value.fix} (in the "
+                              "producer of the record)")
+            return True
+        event_id = record_event_id(self.contract, headers, r.value, value)
+        body = notification(self.sub, self.sub.topic, value, event_id)
+        outcome = self.send(body, 1 if self.state.paused else MAX_ATTEMPTS)
+        self.state.trying = False
+        if outcome.delivered:
+            self.state.delivered += 1
+            self._resume()
+            return True
+        if outcome.refused:
+            self._dead_letter(r, event_id, REFUSED, json.dumps(body, ensure_ascii=False), outcome.attempts,
+                              outcome.status, outcome.error)
+            self._resume()
+            return True
+        self._pause(event_id, outcome)
+        return False
+
+    def _dead_letter(self, r: ConsumerRecord, event_id: str, reason: str, text: str, attempts: int, status: int,
+                     message: str) -> None:
+        letter = dead_letter(self.sub, r, event_id, reason, text, attempts, status, message)
+        summary = self.dlq.produce(self.dlq_contract, [RawRecord(f"notify:{self.sub.id}", b"", value=letter)])
+        if summary.accepted != 1:
+            why = "; ".join(f"{x.rule} at {x.field}: {x.message}" for _source, x in summary.rejections) or "not sent"
+            raise RuntimeError(f"the dead letter of {event_id} for {self.sub.id} ({reason}) was not accepted by "
+                               f"{DLQ_TOPIC} ({why}); its record is not committed")
+        self.state.dead_lettered += 1
+        self.state.reasons[reason] = self.state.reasons.get(reason, 0) + 1
+        log.warning("notify %s: %s dead-lettered (%s): %s", self.sub.id, event_id, reason, message)
+
+    def _pause(self, event_id: str, outcome: Outcome) -> None:
+        """Pause on a record not taken (or wait longer, when a try while paused failed)."""
+        st = self.state
+        if st.paused:
+            st.failed_tries += 1
+        else:
+            st.paused_since, st.failed_tries = now_iso(), 0
+        # One backoff: it goes on from the record's own tries, doubling up to PAUSE_MAX_S.
+        wait = backoff(self.retry_base_s, MAX_ATTEMPTS + st.failed_tries, self.pause_max_s)
+        st.next_try = time.monotonic() + wait
+        st.next_try_at = iso(datetime.now(timezone.utc) + timedelta(seconds=wait))
+        self.consumer.pause(*self.consumer.assignment())
+        self._count_waiting()
+        level = logging.WARNING if st.failed_tries == 0 else logging.DEBUG
+        log.log(level, "notify %s: paused at %s: %s did not take it (%s); %d record(s) wait, next try in %.1fs",
+                self.sub.id, event_id, self.sub.endpoint, outcome.error, st.waiting, wait)
+
+    def _resume(self) -> None:
+        st = self.state
+        if st.paused:
+            log.warning("notify %s: %s answers again; resumed (paused since %s)", self.sub.id, self.sub.endpoint,
+                        st.paused_since)
+            st.paused_since, st.next_try_at, st.failed_tries, st.waiting = None, None, 0, 0
+
+    def _count_waiting(self) -> None:
+        """Records not delivered yet: from each partition's position (the first waiting record) to its end."""
+        from kafka.errors import KafkaError
+
+        held = list(self.consumer.assignment() or ())
+        try:
+            ends = self.consumer.end_offsets(held) if held else {}
+            self.state.waiting = sum(max(0, end - (self.consumer.position(tp) or 0)) for tp, end in ends.items())
+        except KafkaError as exc:   # a count for the status only: the next tick counts again
+            log.debug("notify %s: records waiting not counted: %s", self.sub.id, exc)
 
 
 def status_path(settings: Settings) -> Path:

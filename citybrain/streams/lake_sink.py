@@ -3,6 +3,12 @@
 The consumer side of the lake: positions resumed from the writer's checkpoints, batches flushed as
 files, small files compacted and each compaction pass announced on ``catalog.lake.compacted.v1``
 (the Airflow bridge turns the announcement into an asset event, so data_quality runs on new data).
+
+A sink first takes its topics' leases (one sink per topic and layer: a second is refused naming the
+first) and renews them as it polls. It never skips records silently: a checkpoint below a
+partition's log start (the sink was down longer than the topic's retention) stops it with
+:class:`RecordsLostToRetention` naming the records lost, on start and, since the consumer has no
+reset policy, if retention overtakes it while it runs.
 """
 
 from __future__ import annotations
@@ -14,41 +20,60 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Iterable
 
 from citybrain.contracts.topics import LAKE_COMPACTIONS, contract_id
+from citybrain.errors import CityBrainError
 from citybrain.lake import layout
 from citybrain.lake.layout import Lake
+from citybrain.lake.lease import LEASE_TTL_S, SETTLE_S
 from citybrain.lake.store import LakePath
 from citybrain.lake.writer import LakeWriter, Row
 from citybrain.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
+    from kafka import TopicPartition
     from kafka.consumer.fetcher import ConsumerRecord
 
 log = logging.getLogger(__name__)
 
 
+class RecordsLostToRetention(CityBrainError):
+    """A partition's next offset is below its log start: the broker deleted records the lake never got."""
+
+
+def check_log_start(layer: str, resume: dict[TopicPartition, int], starts: dict[TopicPartition, int]) -> None:
+    """Refuse to go on when a partition's next offset is below its log start (:class:`RecordsLostToRetention`,
+    naming each partition's lost offsets); reading on would jump over them."""
+    lost = {tp: (offset, starts[tp]) for tp, offset in resume.items() if starts.get(tp, 0) > offset}
+    if not lost:
+        return
+    total = sum(start - offset for offset, start in lost.values())
+    where = "; ".join(f"{tp.topic}[{tp.partition}] offsets {offset}..{start - 1} ({start - offset:,})"
+                      for tp, (offset, start) in sorted(lost.items()))
+    raise RecordsLostToRetention(
+        f"{layer} lake sink: {total:,} record(s) were deleted by the topics' retention before the lake got them: "
+        f"{where} (at most: a compacted topic has gaps). The sink stops rather than jump over them. Fix: restore "
+        f"them from a copy of the topic if there is one; to accept the loss, set next_offset in the partition's "
+        f"checkpoint (_checkpoints/{layer}/<topic>/<partition>.json in the lake) to the log start named here and start "
+        f"the sink again; keep the sink down for less than the topics' retention (retention.ms).")
+
+
 def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_000, max_wait_s: float = 5.0,
              stop_when_idle_s: float | None = None, layer: str = "bronze", compact_every_s: float = 300.0,
-             ) -> dict[str, Any]:
+             lease_ttl_s: float = LEASE_TTL_S, lease_settle_s: float = SETTLE_S) -> dict[str, Any]:
     """Copy ``topics`` into a lake layer until interrupted, or with ``stop_when_idle_s`` until they are drained (polls
     found nothing for that long, not counting the time writes took, and the positions are at the topics' ends);
-    every ``compact_every_s`` and on the way out, merge the small files of the hours it wrote to."""
+    every ``compact_every_s`` and on the way out, merge the small files of the hours it wrote to. Refused
+    (``LeaseHeld``) while another sink writes one of ``topics`` into ``layer``; stopped by
+    :class:`RecordsLostToRetention` rather than skip records the broker no longer has."""
     from kafka import TopicPartition
+    from kafka.errors import OffsetOutOfRangeError
 
     from citybrain.kafka import clients
     from citybrain.kafka.follow import Follower
 
     writer = LakeWriter(lake, layer)
     announcer = Announcer(settings, layer)
-    consumer = clients.consumer(settings, enable_auto_commit=False, max_poll_records=batch,
-                                fetch_max_bytes=64 * 1024 * 1024)
-    tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-    consumer.assign(tps)
-    writer.finish_compactions()
-    removed = 0
-    for tp in tps:
-        resume, gone = writer.recover(tp.topic, tp.partition)
-        removed += gone
-        consumer.seek(tp, resume)
+    writer.hold(topics, lease_ttl_s, lease_settle_s)   # before anything is read or recovered
+    consumer = None
     pending: dict[Any, list[Row]] = defaultdict(list)
     last_flush = last_compaction = time.monotonic()
     written = merged = announced_at = 0
@@ -78,8 +103,10 @@ def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_
                                    r.value.decode("utf-8", "replace")))
 
     def tick(polled: bool) -> None:
-        """Flush a full batch, every ``max_wait_s``, and whenever a poll found nothing; compact when it is time."""
+        """Renew the leases when due; flush a full batch, every ``max_wait_s``, and whenever a poll found
+        nothing; compact when it is time."""
         nonlocal last_compaction
+        writer.heartbeat()
         full = any(len(rows) >= batch for rows in pending.values())
         if pending and (full or time.monotonic() - last_flush >= max_wait_s or not polled):
             flush()
@@ -88,13 +115,40 @@ def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_
             last_compaction = time.monotonic()
 
     try:
+        # No reset policy: a position the broker no longer has raises instead of jumping to the end (the default).
+        consumer = clients.consumer(settings, enable_auto_commit=False, max_poll_records=batch,
+                                    fetch_max_bytes=64 * 1024 * 1024, auto_offset_reset="none")
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        consumer.assign(tps)
+        writer.finish_compactions()
+        removed = 0
+        resume: dict[TopicPartition, int] = {}
+        starts = consumer.beginning_offsets(tps) if tps else {}
+        for tp in tps:
+            new = not writer.started(tp.topic, tp.partition)
+            resume[tp], gone = writer.recover(tp.topic, tp.partition)
+            removed += gone
+            if new:   # new to the lake: what retention deleted before was never the lake's to lose
+                resume[tp] = max(resume[tp], starts.get(tp, 0))
+        check_log_start(layer, resume, starts)
+        for tp, offset in resume.items():
+            consumer.seek(tp, offset)
         # Drained, or SIGINT / SIGTERM from `citybrain down` while polling: flush what was read, then stop.
-        Follower(consumer, take, on_tick=tick, poll_ms=500, idle_s=stop_when_idle_s).run()
+        try:
+            Follower(consumer, take, on_tick=tick, poll_ms=500, idle_s=stop_when_idle_s).run()
+        except OffsetOutOfRangeError:   # retention overtook the sink while it ran: keep what was read, then say so
+            flush()
+            done = {tp: writer.checkpoint(tp.topic, tp.partition) if writer.started(tp.topic, tp.partition)
+                    else resume[tp] for tp in tps}
+            check_log_start(layer, done, consumer.beginning_offsets(tps))
+            raise
         flush()
         compact()
     finally:
-        consumer.close()
+        if consumer is not None:
+            consumer.close()
         announcer.close()
+        writer.release()
     return {"written": written, "recovered_files_removed": removed, "files_compacted": merged,
             "announcements": announcer.sent, "announcements_failed": announcer.failed}
 

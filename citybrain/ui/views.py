@@ -5,6 +5,9 @@ may see follows the topics its principal may read on the broker: city events and
 only with a grant on their topic, sensor readings only for the sensor topics granted, work orders
 only from the viewer's own ``dispatch.<department>`` topic; the data office (admin) sees all.
 Reference data classified public (areas, devices' positions) is shown to every viewer.
+
+A lake file that cannot be read is set aside by :mod:`citybrain.lake.reader` and left out, with a
+warning in the log: the pages around it keep working.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from citybrain.contracts import topics
 from citybrain.lake import layout, store
 from citybrain.lake.layout import Lake
 from citybrain.lake.store import LakePath
-from citybrain.lake.reader import latest_values, values
+from citybrain.lake.reader import READ_ERRORS, latest_values, row_count, tables, values
 from citybrain.times import iso, parse_time
 from citybrain.ui.auth import Viewer
 
@@ -67,7 +70,7 @@ class Forbidden(PermissionError):
 
 
 def _records(files: list[LakePath]) -> list[dict[str, Any]]:
-    return [v for f in files for v in values(store.read_table(f, columns=["value"]))]
+    return [v for _f, table in tables(files, ["value"]) for v in values(table)]
 
 
 def _silver(lake: Lake, topic: str) -> list[dict[str, Any]]:
@@ -196,14 +199,23 @@ def _last_readings(files: list[LakePath], measure: str) -> dict[str, tuple[str, 
     import duckdb
 
     at = "coalesce(value->>'dateObserved', value->>'dateObservedTo')"
-    con = duckdb.connect()
+
+    def query(files: list[LakePath]) -> list[tuple[Any, ...]]:
+        if not files:
+            return []
+        con = duckdb.connect()
+        try:
+            return con.sql(f"""
+                SELECT replace(value->>'refDevice', 'urn:ngsi-ld:Device:', '') AS dev, max({at}) AS at,
+                       arg_max(value->>'{measure}', {at}) AS v
+                FROM {store.register(con, 'readings', files)} GROUP BY 1""").fetchall()
+        finally:
+            con.close()
+
     try:
-        rows = con.sql(f"""
-            SELECT replace(value->>'refDevice', 'urn:ngsi-ld:Device:', '') AS dev, max({at}) AS at,
-                   arg_max(value->>'{measure}', {at}) AS v
-            FROM {store.register(con, 'readings', files)} GROUP BY 1""").fetchall()
-    finally:
-        con.close()
+        rows = query(files)
+    except (duckdb.Error, *READ_ERRORS):   # a file that cannot be read: set it aside, then the others again
+        rows = query([f for f, _table in tables(files, ["value"])])
     return {dev: (at_, v) for dev, at_, v in rows if dev and at_}
 
 
@@ -294,7 +306,7 @@ def _records_per_hour(lake: Lake, files: list[LakePath]) -> dict[str, Counter[st
     per_hour: dict[str, Counter[str]] = defaultdict(Counter)
     for f in files:
         contract, date, hour = f.relative_to(store.as_lake(lake)).parts[1:4]   # layer, contract, date=, hour=, file
-        per_hour[contract][f"{date[5:]}T{hour[5:]}"] += store.read_metadata(f).num_rows
+        per_hour[contract][f"{date[5:]}T{hour[5:]}"] += row_count(f) or 0   # an unreadable file: set aside
     return per_hour
 
 

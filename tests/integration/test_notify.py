@@ -1,6 +1,7 @@
 """NGSI-LD notifications out, against the real broker and a department system's HTTP endpoint on 127.0.0.1:
-delivered as the standard shapes them, retried, dead-lettered when an endpoint keeps failing, and
-nothing lost or repeated across a SIGKILL of the notifier."""
+delivered as the standard shapes them, retried, dead-lettered when the endpoint refuses them for good, held
+while an endpoint is down and delivered once it is back, and nothing lost or repeated across a SIGKILL of
+the notifier."""
 
 from __future__ import annotations
 
@@ -31,11 +32,12 @@ pytestmark = pytest.mark.integration
 
 class Receiver:
     """A department's system: /ok takes every notification, /flaky refuses each one twice (503) before it
-    takes it, /dead answers 500 to everything."""
+    takes it, /refuse answers 400 to everything, /down answers 503 while ``down`` is set, then takes them."""
 
     def __init__(self) -> None:
-        self.taken: dict[str, list[tuple[dict[str, str], dict[str, Any]]]] = {"ok": [], "flaky": []}
+        self.taken: dict[str, list[tuple[dict[str, str], dict[str, Any]]]] = {"ok": [], "flaky": [], "down": []}
         self.tries: Counter[tuple[str, str]] = Counter()
+        self.down = True
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,8 +45,10 @@ class Receiver:
                 path = self.path.strip("/")
                 note = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 receiver.tries[(path, note["id"])] += 1
-                if path == "dead" or (path == "flaky" and receiver.tries[(path, note["id"])] <= 2):
-                    code = 500 if path == "dead" else 503
+                if path == "refuse":
+                    code = 400
+                elif (path == "flaky" and receiver.tries[(path, note["id"])] <= 2) or (path == "down" and receiver.down):
+                    code = 503
                 else:
                     code = 204
                     receiver.taken[path].append((dict(self.headers), note))
@@ -60,11 +64,11 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def _start(subs: Path) -> subprocess.Popen[str]:
+def _start(subs: Path, *extra: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
     env.update(TEST_ENV)
     exe = Path(sys.executable).with_name("citybrain")
-    return subprocess.Popen([str(exe), "notify", "run", "--file", str(subs), "--retry-base", "0.05"], env=env,
+    return subprocess.Popen([str(exe), "notify", "run", "--file", str(subs), "--retry-base", "0.05", *extra], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -98,16 +102,16 @@ def test_department_systems_get_their_work_orders_as_ngsi_ld_notifications_and_n
         broker, settings, contracts, tmp_path) -> None:
     rx = Receiver()
     run = uuid.uuid4().hex[:6]
-    ok, flaky, dead = f"water-desk-{run}", f"police-desk-{run}", f"transport-desk-{run}"
+    ok, flaky, refused = f"water-desk-{run}", f"police-desk-{run}", f"transport-desk-{run}"
     subs = tmp_path / "subscriptions.yaml"
     subs.write_text(yaml.safe_dump({"version": 1, "subscriptions": [
         {"id": ok, "principal": "dept-water", "topic": "dispatch.water.work_order.v1", "endpoint": rx.base + "/ok"},
         {"id": flaky, "principal": "dept-police", "topic": "dispatch.police.work_order.v1",
          "endpoint": rx.base + "/flaky", "accept": "application/json", "format": "concise"},
-        {"id": dead, "principal": "dept-transport", "topic": "dispatch.transport.work_order.v1",
-         "endpoint": rx.base + "/dead"},
+        {"id": refused, "principal": "dept-transport", "topic": "dispatch.transport.work_order.v1",
+         "endpoint": rx.base + "/refuse"},
     ]}), encoding="utf-8")
-    ours = (ok, flaky, dead)
+    ours = (ok, flaky, refused)
     proc = _start(subs)
     try:
         _wait(settings, proc, lambda s: all(s.get(i, {}).get("caught_up") for i in ours), "every subscription assigned")
@@ -130,13 +134,12 @@ def test_department_systems_get_their_work_orders_as_ngsi_ld_notifications_and_n
         assert "@context" not in rx.taken["flaky"][0][1] and "json-ld#context" in rx.taken["flaky"][0][0]["Link"]
         assert {rx.tries[("flaky", n["id"])] for _h, n in rx.taken["flaky"]} == {3}
         assert (status[flaky]["delivered"], status[flaky]["retries"], status[flaky]["status"]) == (4, 8, "active")
-        # The dead endpoint: three records after every retry, then failing: one try each, dead-lettered at once.
-        assert (status[dead]["delivered"], status[dead]["dead_lettered"], status[dead]["status"]) == (0, 4, "failed")
+        # The refusing endpoint: each record refused for good (400), tried once and dead-lettered; nothing paused.
+        assert (status[refused]["delivered"], status[refused]["dead_lettered"], status[refused]["paused"]) == (0, 4, False)
         letters = [json.loads(r.value) for r in read_topic(settings, DLQ_TOPIC)]
-        letters = [x for x in letters if x["subscription_id"] == dead]
+        letters = [x for x in letters if x["subscription_id"] == refused]
         assert [x["event_id"] for x in letters] == transport
-        assert [(x["reason"], x["attempts"], x["last_status"]) for x in letters] == \
-            [("endpoint-error", 5, 500)] * 3 + [("endpoint-failing", 1, 500)]
+        assert [(x["reason"], x["attempts"], x["last_status"]) for x in letters] == [("endpoint-refused", 1, 400)] * 4
         assert json.loads(letters[0]["notification_text"])["data"][0]["id"] == f"urn:ngsi-ld:WorkOrder:{transport[0]}"
 
         # Killed mid-life: what arrives while it is down is sent after the restart, nothing twice.
@@ -148,6 +151,43 @@ def test_department_systems_get_their_work_orders_as_ngsi_ld_notifications_and_n
         _wait(settings, proc, lambda s: s.get(ok, {}).get("delivered") == 2, "the restarted notifier catching up")
         ids = [n["data"][0]["work_order_id"]["value"] for _h, n in rx.taken["ok"]]
         assert ids == water + later and len(set(n["id"] for _h, n in rx.taken["ok"])) == 6
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=30) == 0
+        finally:
+            proc.kill()
+            rx.server.shutdown()
+
+
+@pytest.mark.timeout(300)
+def test_an_endpoint_down_then_back_gets_every_record_once_in_order_and_none_is_dead_lettered(  # type: ignore[no-untyped-def]
+        broker, settings, contracts, tmp_path) -> None:
+    """Issue 32: the subscription pauses on the first record its endpoint does not take, keeps the others waiting,
+    and resumes where it stopped when the endpoint answers again."""
+    rx = Receiver()
+    sid = f"water-down-{uuid.uuid4().hex[:6]}"
+    subs = tmp_path / "subscriptions.yaml"
+    subs.write_text(yaml.safe_dump({"version": 1, "subscriptions": [
+        {"id": sid, "principal": "dept-water", "topic": "dispatch.water.work_order.v1", "endpoint": rx.base + "/down"},
+    ]}), encoding="utf-8")
+    proc = _start(subs, "--pause-max", "1")
+    try:
+        _wait(settings, proc, lambda s: s.get(sid, {}).get("caught_up"), "the subscription assigned")
+        water = _orders(settings, contracts, "dispatch.water.work_order.v1", 4)
+        status = _wait(settings, proc, lambda s: s[sid]["paused"] and s[sid]["waiting"] == 4,
+                       "the subscription paused with every record waiting")[sid]
+        assert (status["delivered"], status["dead_lettered"], status["status"], status["last_error"]) == (
+            0, 0, "failed", "HTTP 503") and status["paused_since"] and not status["caught_up"]
+
+        rx.down = False
+        status = _wait(settings, proc, lambda s: s[sid]["delivered"] == 4 and s[sid]["caught_up"],
+                       "every record delivered once the endpoint is back")[sid]
+        assert (status["paused"], status["waiting"], status["dead_lettered"], status["status"]) == (False, 0, 0, "active")
+        assert [n["data"][0]["id"] for _h, n in rx.taken["down"]] == [f"urn:ngsi-ld:WorkOrder:{i}" for i in water]
+        assert len({n["id"] for _h, n in rx.taken["down"]}) == 4
+        letters = [json.loads(r.value) for r in read_topic(settings, DLQ_TOPIC)]
+        assert [x for x in letters if x["subscription_id"] == sid] == []
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -128,7 +128,13 @@ def test_a_registers_latest_record_per_key_wins_by_offset(tmp_path: Path) -> Non
 
 
 class _SinkConsumer(ScriptedConsumer):
-    """The scripted consumer, with what the sink asks of it besides the loop's calls."""
+    """The scripted consumer, with what the sink asks of it besides the loop's calls; ``starts``: the partitions'
+    log start offsets (0 unless given: retention deleted nothing)."""
+
+    starts: dict[TopicPartition, int] = {}
+
+    def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.starts.get(tp, 0) for tp in tps}
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         return {tp.partition for tp in self.ends if tp.topic == topic} or None
@@ -169,6 +175,7 @@ def test_a_sink_told_to_stop_when_idle_drains_its_topic_through_slow_fetches_and
     consumer = _SinkConsumer({TopicPartition(topic, 0): 120}, script=[50] + [0] * 20 + [50])   # 20 quiet polls > idle
     monkeypatch.setattr(clients, "consumer", lambda settings, *topics, **config: consumer)
     monkeypatch.setattr(lake_sink, "Announcer", _Announcements)
+    monkeypatch.setattr(_Announcements, "records", [])   # this run's announcements only
     write = LakeWriter.write
 
     def slow_write(self, *args, **kwargs):  # type: ignore[no-untyped-def]

@@ -1,26 +1,34 @@
-"""Subscriptions as code, checked against the grants; notifications shaped as NGSI-LD says; retries and failing;
-the notifier's loop over each subscription (scripted consumers, a real HTTP endpoint on 127.0.0.1)."""
+"""Subscriptions as code, checked against the grants; notifications shaped as NGSI-LD says; retries, redirects not
+followed; the notifier's loop over each subscription (scripted consumers, a real HTTP endpoint on 127.0.0.1): paused
+and resumed without loss, refusals and unreadable records dead-lettered; dead letters replayed, and not twice."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import aiohttp
 import pytest
 import yaml
 from aiohttp import web
 from kafka.structs import TopicPartition
+from typer.testing import CliRunner
 
 from citybrain import access
+from citybrain.contracts.validate import RecordValidator
 from citybrain.ingest.producer import ProduceSummary
-from citybrain.notify.notifier import (FAILING_AFTER, MAX_ATTEMPTS, SUBSCRIPTIONS_FILE, Delivery, Subscription, SubscriptionError,
-                              deliver, entity_of, load_subscriptions, notification, status_path)
-from citybrain.settings import load_settings
-from tests.unit.test_follow import ScriptedConsumer
+from citybrain.notify import replay
+from citybrain.notify.notifier import (MAX_ATTEMPTS, REFUSED, SUBSCRIPTIONS_FILE, UNREADABLE, Delivery, Subscription,
+                                       SubscriptionError, dead_letter, deliver, entity_of, load_subscriptions,
+                                       notification, status_path)
+from citybrain.settings import get_settings, load_settings
+from tests.unit.test_follow import Record, ScriptedConsumer
 
 GOOD = {"id": "water-desk", "principal": "dept-water", "topic": "dispatch.water.work_order.v1",
         "endpoint": "http://127.0.0.1:8700/notify"}
@@ -104,7 +112,7 @@ async def _start(app: web.Application) -> tuple[web.AppRunner, Subscription]:
     ([400], False, 1),                          # a refusal is not retried
 ])
 def test_retries_follow_the_status(statuses: list[int], delivered: bool, attempts: int) -> None:
-    async def run() -> tuple[tuple[bool, int, int, str], int]:
+    async def run():  # type: ignore[no-untyped-def]
         app, seen = _serve(list(statuses))
         runner, sub = await _start(app)
         try:
@@ -114,42 +122,26 @@ def test_retries_follow_the_status(statuses: list[int], delivered: bool, attempt
         finally:
             await runner.cleanup()
 
-    (ok, tries, _status, error), sent = asyncio.run(run())
-    assert (ok, tries, sent) == (delivered, attempts, attempts) and bool(error) == (not delivered)
-
-
-def test_a_failing_endpoint_is_tried_once_and_its_first_success_clears_it() -> None:
-    async def run() -> tuple[list[tuple[bool, int]], bool]:
-        app, _seen = _serve([500, 204])
-        runner, sub = await _start(app)
-        state = Delivery(failures_in_a_row=FAILING_AFTER)
-        try:
-            async with aiohttp.ClientSession() as session:
-                out = []
-                for _ in range(2):
-                    ok, tries, _s, _e = await deliver(session, sub, {"id": "n"}, state, base_s=0.001)
-                    out.append((ok, tries))
-                return out, state.failing
-        finally:
-            await runner.cleanup()
-
-    tries, still_failing = asyncio.run(run())
-    assert tries == [(False, 1), (True, 1)] and not still_failing
+    outcome, sent = asyncio.run(run())
+    assert (outcome.delivered, outcome.attempts, sent) == (delivered, attempts, attempts)
+    assert bool(outcome.error) == (not delivered) and outcome.refused == (statuses == [400])
 
 
 def test_no_answer_at_all_is_retried_and_named() -> None:
     sub = Subscription("d", "p", "dispatch.water.work_order.v1", "http://127.0.0.1:9/n")   # nothing listens on 9
 
-    async def run() -> tuple[bool, int, int, str]:
+    async def run():  # type: ignore[no-untyped-def]
         async with aiohttp.ClientSession() as session:
             return await deliver(session, sub, {"id": "n"}, Delivery(), base_s=0.001)
 
-    ok, tries, status, error = asyncio.run(run())
-    assert (ok, tries, status) == (False, MAX_ATTEMPTS, 0) and error
+    outcome = asyncio.run(run())
+    assert (outcome.delivered, outcome.attempts, outcome.status, outcome.refused) == (False, MAX_ATTEMPTS, 0, False)
+    assert outcome.error
 
 
 class _DeadLetters:
-    """The notifier's dead-letter producer, without a broker: it takes every letter."""
+    """The notifier's dead-letter producer, without a broker: it takes every letter its contract allows, as the
+    real one does, and refuses the others."""
 
     letters: list[dict[str, Any]] = []
 
@@ -163,44 +155,204 @@ class _DeadLetters:
         pass
 
     def produce(self, contract, records):  # type: ignore[no-untyped-def]
-        self.letters.extend(r.value for r in records)
-        return ProduceSummary(contract.topic, read=len(records), accepted=len(records))
+        check = RecordValidator(contract)
+        refused = [(r.source, rejection) for r in records for rejection in [check(r.value)] if rejection is not None]
+        self.letters.extend(r.value for r in records if check(r.value) is None)
+        return ProduceSummary(contract.topic, read=len(records), accepted=len(records) - len(refused),
+                              dead_lettered=len(refused), rejections=refused)
 
 
-def _notifier(tmp_path: Path, contracts, monkeypatch, endpoints: dict[str, str], records: int):  # type: ignore[no-untyped-def]
+class PausableConsumer(ScriptedConsumer):
+    """A scripted consumer that also pauses, resumes and seeks as kafka-python's does; ``values`` replaces the
+    value of the records at those offsets."""
+
+    def __init__(self, ends: dict[TopicPartition, int], value: bytes, values: dict[int, bytes] | None = None) -> None:
+        super().__init__(ends, group=True, value=value)
+        self.values = values or {}
+        self.stopped: set[TopicPartition] = set()
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
+        held, self.held = self.held, self.held - self.stopped
+        try:
+            polled = super().poll(timeout_ms, max_records)
+        finally:
+            self.held = held
+        return {tp: [Record(r.topic, r.partition, r.offset, r.timestamp, value=self.values.get(r.offset, r.value),
+                            headers=r.headers) for r in records] for tp, records in polled.items()}
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.stopped |= set(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.stopped -= set(tps)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self.stopped)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.positions[tp] = offset
+
+
+TOPIC = "dispatch.water.work_order.v1"
+TP = TopicPartition(TOPIC, 0)
+
+
+def _notifier(tmp_path: Path, contracts, monkeypatch, endpoints: dict[str, str], records: int,  # type: ignore[no-untyped-def]
+              values: dict[int, bytes] | None = None):
     """A notifier of one subscription per endpoint (``id: url``), each topic holding ``records`` work orders
-    for it to read from a scripted consumer; and those consumers by subscription id."""
+    (event ids e0, e1, ...; ``values`` replaces some) for it to read from a scripted consumer; and those
+    consumers by subscription id."""
     from citybrain.ingest import producer
     from citybrain.kafka import clients
     from citybrain.notify.notifier import Notifier
 
-    subs = [Subscription(sid, "dept-water", "dispatch.water.work_order.v1", url) for sid, url in endpoints.items()]
-    consumers = {s.id: ScriptedConsumer({TopicPartition(s.topic, 0): records}, group=True) for s in subs}
+    order = json.dumps(contracts[TOPIC].examples[0]).encode()
+    subs = [Subscription(sid, "dept-water", TOPIC, url) for sid, url in endpoints.items()]
+    consumers = {s.id: PausableConsumer({TP: records}, order, values) for s in subs}
     monkeypatch.setattr(clients, "consumer", lambda settings, *topics, group_id, **config:
                         consumers[group_id.rsplit(".", 1)[1]])
     monkeypatch.setattr(producer, "ValidatedProducer", _DeadLetters)
+    monkeypatch.setattr(_DeadLetters, "letters", [])
     settings = load_settings({"CITYBRAIN_STATE_DIR": str(tmp_path)})
-    return Notifier(settings, contracts, subs, {"dept-water": "pw"}, retry_base_s=0.001), consumers
+    return Notifier(settings, contracts, subs, {"dept-water": "pw"}, retry_base_s=0.001, pause_max_s=0.05), consumers
 
 
-def test_each_subscription_is_followed_delivered_or_dead_lettered_committed_and_reported(  # type: ignore[no-untyped-def]
+TAKEN = web.AppKey("taken", list)
+
+
+def _taken(app: web.Application) -> list[str]:
+    """The event ids of the notifications the endpoint took (answered 2xx), in the order it took them."""
+    return [n["data"][0]["id"].rsplit(":", 1)[1] for n in app[TAKEN]]
+
+
+def _serve_until(down: list[int]) -> web.Application:
+    """An endpoint answering ``down[0]`` to everything until ``down`` is emptied, then 204; ``app[TAKEN]`` is
+    what it took."""
+    async def handler(request: web.Request) -> web.Response:
+        note = await request.json()
+        if down:
+            return web.Response(status=down[0])
+        request.app[TAKEN].append(note)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app[TAKEN] = []
+    app.router.add_post("/n", handler)
+    return app
+
+
+def test_an_endpoint_down_for_a_while_then_back_gets_every_record_once_in_order_and_none_is_dead_lettered(  # type: ignore[no-untyped-def]
         tmp_path: Path, contracts, monkeypatch) -> None:
+    """Regression guard of issue 32: a failing endpoint's records were dead-lettered after one round of tries."""
     async def run():  # type: ignore[no-untyped-def]
-        app, seen = _serve([500] * (MAX_ATTEMPTS * 2))   # the first two records fail every try, then all is taken
+        down = [503]
+        app = _serve_until(down)
         runner, sub = await _start(app)
         notifier, consumers = _notifier(tmp_path, contracts, monkeypatch, {"desk": sub.endpoint}, records=4)
+        seen_paused: list[tuple[dict[str, Any], list[Any]]] = []
+
+        async def watch() -> None:   # what the status says while the endpoint is down, then bring it back
+            while not seen_paused:
+                st = notifier.status()["subscriptions"]["desk"]
+                if st["paused"] and st["waiting"] == 4:
+                    seen_paused.append((st, list(consumers["desk"].commits)))
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)   # several tries while paused, each failing
+            down.clear()
+
+        watcher = asyncio.create_task(watch())
         try:
-            return await notifier.run(idle_exit_s=0.3), consumers["desk"], notifier, len(seen)
+            state = await asyncio.wait_for(notifier.run(idle_exit_s=0.3), 30)
+            return state, consumers["desk"], notifier, _taken(app), seen_paused
+        finally:
+            watcher.cancel()
+            await runner.cleanup()
+
+    state, consumer, notifier, taken, seen_paused = asyncio.run(run())
+    desk = state["desk"]
+    assert taken == ["e0", "e1", "e2", "e3"] and (desk.delivered, desk.dead_lettered) == (4, 0)
+    assert _DeadLetters.letters == [] and consumer.commits[-1] == {TP: 4} and not desk.paused
+    (paused, commits_then), = seen_paused
+    assert paused["status"] == "failed" and paused["paused_since"] and paused["last_error"] == "HTTP 503"
+    assert commits_then == []   # nothing committed past the first record not taken
+    status = json.loads(status_path(notifier.settings).read_text())["subscriptions"]["desk"]
+    assert (status["paused"], status["waiting"], status["status"], status["delivered"]) == (False, 0, "active", 4)
+
+
+def test_a_redirect_is_a_failure_and_is_not_followed(tmp_path: Path, contracts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Regression guard: aiohttp followed a 302 (turning the POST into a GET) and the notification counted as
+    delivered although the endpoint never took it."""
+    async def run():  # type: ignore[no-untyped-def]
+        followed: list[str] = []
+
+        async def moved(request: web.Request) -> web.Response:
+            raise web.HTTPFound("/elsewhere")
+
+        async def elsewhere(request: web.Request) -> web.Response:
+            followed.append(request.method)
+            return web.Response(status=200)
+
+        app = web.Application()
+        app.router.add_post("/n", moved)
+        app.router.add_route("*", "/elsewhere", elsewhere)
+        runner, sub = await _start(app)
+        notifier, consumers = _notifier(tmp_path, contracts, monkeypatch, {"desk": sub.endpoint}, records=2)
+        asyncio.get_running_loop().call_later(0.6, notifier.stopping.set)
+        try:
+            return await notifier.run(), consumers["desk"], notifier.status()["subscriptions"]["desk"], followed
         finally:
             await runner.cleanup()
 
-    state, consumer, notifier, tries = asyncio.run(run())
-    desk = state["desk"]
-    assert (desk.delivered, desk.dead_lettered, desk.reasons, tries) == (2, 2, {"endpoint-error": 2}, 2 * MAX_ATTEMPTS + 2)
-    assert [x["offset"] for x in _DeadLetters.letters] == [0, 1] and consumer.commits[-1] == {
-        TopicPartition("dispatch.water.work_order.v1", 0): 4} and consumer.closed
-    status = json.loads(status_path(notifier.settings).read_text())["subscriptions"]["desk"]
-    assert status["caught_up"] and (status["delivered"], status["dead_lettered"]) == (2, 2)
+    state, consumer, status, followed = asyncio.run(run())
+    assert followed == [] and state["desk"].delivered == 0 and state["desk"].retries == 0
+    assert status["paused"] and "HTTP 302 redirect to" in status["last_error"] and "not followed" in status["last_error"]
+    assert consumer.commits == [] and _DeadLetters.letters == []
+
+
+def test_a_record_refused_for_good_is_dead_lettered_alone_and_the_next_is_delivered(  # type: ignore[no-untyped-def]
+        tmp_path: Path, contracts, monkeypatch) -> None:
+    async def run():  # type: ignore[no-untyped-def]
+        app, seen = _serve([400, 429])   # e0 refused for good; e1 taken on its second try
+        runner, sub = await _start(app)
+        notifier, consumers = _notifier(tmp_path, contracts, monkeypatch, {"desk": sub.endpoint}, records=3)
+        try:
+            state = await asyncio.wait_for(notifier.run(idle_exit_s=0.3), 30)
+            return state, consumers["desk"], notifier.status()["subscriptions"]["desk"], seen
+        finally:
+            await runner.cleanup()
+
+    state, consumer, status, seen = asyncio.run(run())
+    (letter,) = _DeadLetters.letters
+    assert (letter["reason"], letter["offset"], letter["event_id"], letter["attempts"], letter["last_status"]) == (
+        REFUSED, 0, "e0", 1, 400)
+    assert json.loads(letter["notification_text"])["id"] == letter["notification_id"] == seen[0]["id"]
+    assert [n["data"][0]["id"].rsplit(":", 1)[1] for n in seen] == ["e0", "e1", "e1", "e2"]
+    assert (state["desk"].delivered, state["desk"].dead_lettered, state["desk"].reasons) == (2, 1, {REFUSED: 1})
+    assert (status["paused"], status["waiting"]) == (False, 0) and consumer.commits[-1] == {TP: 3}
+
+
+def test_an_unreadable_record_is_dead_lettered_with_its_rule_and_the_rest_delivered(  # type: ignore[no-untyped-def]
+        tmp_path: Path, contracts, monkeypatch) -> None:
+    """Regression guard: a record that was not JSON stopped the notifier at every start (a crash loop)."""
+    async def run():  # type: ignore[no-untyped-def]
+        app = _serve_until([])
+        runner, sub = await _start(app)
+        notifier, consumers = _notifier(tmp_path, contracts, monkeypatch, {"desk": sub.endpoint}, records=4,
+                                        values={1: b"{not json", 2: b'{"x": 1}'})
+        try:
+            state = await asyncio.wait_for(notifier.run(idle_exit_s=0.3), 30)
+            return state, consumers["desk"], _taken(app)
+        finally:
+            await runner.cleanup()
+
+    state, consumer, taken = asyncio.run(run())
+    assert taken == ["e0", "e3"] and consumer.commits[-1] == {TP: 4}
+    assert [(x["offset"], x["reason"], x["event_id"]) for x in _DeadLetters.letters] == [(1, UNREADABLE, "e1"),
+                                                                                         (2, UNREADABLE, "e2")]
+    assert "rule json-syntax" in _DeadLetters.letters[0]["message"] and _DeadLetters.letters[0]["notification_text"] \
+        == "{not json"
+    assert "rule required at work_order_id" in _DeadLetters.letters[1]["message"]   # JSON, but not the contract
+    assert state["desk"].reasons == {UNREADABLE: 2}
 
 
 def test_a_notifier_stopped_mid_delivery_stops_at_once_and_commits_nothing_it_did_not_finish(  # type: ignore[no-untyped-def]
@@ -226,3 +378,129 @@ def test_a_notifier_stopped_mid_delivery_stops_at_once_and_commits_nothing_it_di
 
     state, consumer, took = asyncio.run(run())
     assert took < 5 and consumer.commits == [] and consumer.closed and state["desk"].delivered == 0
+
+
+# -- replay ----------------------------------------------------------------------------------------------------
+
+
+def _letters(contracts, sub: Subscription, reasons: list[str]) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """Dead letters of ``sub`` as the notifier writes them, one per reason, of event ids e0, e1, ..."""
+    order = contracts[TOPIC].examples[0]
+    out = []
+    for n, reason in enumerate(reasons):
+        body = notification(sub, TOPIC, order, f"e{n}")
+        text = "{not json" if reason == UNREADABLE else json.dumps(body)
+        out.append(dead_letter(sub, Record(TOPIC, 0, n), f"e{n}", reason, text, 1, 0, "down"))
+    return out
+
+
+def test_replay_sends_dead_letters_again_reports_each_and_does_not_send_one_twice(contracts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    async def run():  # type: ignore[no-untyped-def]
+        app, seen = _serve([204, 400, 400])   # e0 taken; e1 refused, then again on the second replay
+        runner, sub = await _start(app)
+        gone = Subscription("gone", "p", TOPIC, sub.endpoint)
+        letters = _letters(contracts, sub, ["endpoint-error", REFUSED, UNREADABLE]) + _letters(contracts, gone, [REFUSED])
+        ledger = tmp_path / "replayed.jsonl"
+        try:
+            dry = await replay.replay(letters, [sub], ledger, dry_run=True, base_s=0.001)
+            sent_dry = len(seen)
+            first = await replay.replay(letters, [sub], ledger, base_s=0.001)
+            second = await replay.replay(letters, [sub], ledger, base_s=0.001)
+            return dry, sent_dry, first, second, seen, letters
+        finally:
+            await runner.cleanup()
+
+    dry, sent_dry, first, second, seen, letters = asyncio.run(run())
+    assert sent_dry == 0 and [r.result for r in dry] == ["would-send", "would-send", "skipped", "failed"]
+    assert [r.result for r in first] == ["delivered", "failed", "skipped", "failed"]
+    assert [r.result for r in second] == ["skipped", "failed", "skipped", "failed"]
+    assert "already delivered" in second[0].detail and "no subscription 'gone'" in first[3].detail
+    assert [n["id"] for n in seen] == [letters[0]["notification_id"], letters[1]["notification_id"],
+                                       letters[1]["notification_id"]]   # the same ids: the endpoint can drop repeats
+    assert replay.replayed_ids(tmp_path / "replayed.jsonl") == {letters[0]["notification_id"]}
+
+
+def test_replay_keeps_the_order_once_an_endpoint_fails_and_selects_by_subscription_and_time(  # type: ignore[no-untyped-def]
+        contracts, tmp_path: Path) -> None:
+    async def run():  # type: ignore[no-untyped-def]
+        app, seen = _serve([503] * MAX_ATTEMPTS)   # still down for e0: e1 must not overtake it
+        runner, sub = await _start(app)
+        try:
+            letters = _letters(contracts, sub, ["endpoint-error", "endpoint-error"])
+            return await replay.replay(letters, [sub], tmp_path / "l.jsonl", base_s=0.001), len(seen)
+        finally:
+            await runner.cleanup()
+
+    results, sent = asyncio.run(run())
+    assert [r.result for r in results] == ["failed", "failed"] and sent == MAX_ATTEMPTS
+    assert "failed on an earlier letter" in results[1].detail
+    a, b = Subscription("a", "p", TOPIC, "http://x/n"), Subscription("b", "p", TOPIC, "http://x/n")
+    letters = [{**x, "failed_at": at} for x, at in zip(_letters(contracts, a, [REFUSED, REFUSED]) + _letters(contracts, b, [REFUSED]),
+                                                       ["2026-11-23T08:00:00Z", "2026-11-23T09:00:00Z", "2026-11-23T08:30:00Z"])]
+    picked = replay.select(letters + letters[:1], "a", since=replay.parse_time("2026-11-23T07:00:00Z"),
+                           until=replay.parse_time("2026-11-23T09:00:00Z"))
+    assert picked == letters[:1]   # a's, before 09:00, each notification once
+
+
+class _Endpoint:
+    """A department endpoint in a thread (the command runs its own event loop): answers ``statuses`` in turn,
+    then 204."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.seen: list[str] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                endpoint.seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["id"])
+                self.send_response(statuses.pop(0) if statuses else 204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/n"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    for key in [k for k in os.environ if k.startswith("CITYBRAIN_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("CITYBRAIN_STATE_DIR", str(tmp_path / "state"))
+    get_settings.cache_clear()
+    yield tmp_path / "state"
+    get_settings.cache_clear()
+
+
+def test_the_replay_command_reports_as_json_and_exits_by_what_failed_again(  # type: ignore[no-untyped-def]
+        contracts, tmp_path: Path, state_dir: Path, monkeypatch) -> None:
+    from citybrain.cli import app
+
+    endpoint = _Endpoint([204, 400, 400])
+    try:
+        subs = tmp_path / "subscriptions.yaml"
+        subs.write_text(yaml.safe_dump({"version": 1, "subscriptions": [{**GOOD, "endpoint": endpoint.url}]}))
+        sub = Subscription(GOOD["id"], GOOD["principal"], TOPIC, endpoint.url)
+        letters = _letters(contracts, sub, ["endpoint-unreachable", REFUSED])
+        monkeypatch.setattr(replay, "read_dead_letters", lambda settings: letters)
+        cli = CliRunner()
+        args = ["notify", "replay", "--file", str(subs), "--json"]
+        first = cli.invoke(app, args)
+        second = cli.invoke(app, args)
+        only_later = cli.invoke(app, [*args, "--since", "2999-01-01T00:00:00Z"])
+        bad = cli.invoke(app, [*args, "--since", "yesterday"])
+        unknown = cli.invoke(app, [*args, "--subscription", "nobody"])
+    finally:
+        endpoint.server.shutdown()
+    assert first.exit_code == 3 and second.exit_code == 3, first.output
+    report = json.loads(first.stdout)
+    assert (report["delivered"], report["failed"], report["skipped"]) == (1, 1, 0)
+    assert [x["result"] for x in report["letters"]] == ["delivered", "failed"] and "HTTP 400" in report["letters"][1]["detail"]
+    assert (json.loads(second.stdout)["delivered"], json.loads(second.stdout)["skipped"]) == (0, 1)
+    assert endpoint.seen == [letters[0]["notification_id"], letters[1]["notification_id"], letters[1]["notification_id"]]
+    assert only_later.exit_code == 0 and json.loads(only_later.stdout)["letters"] == []
+    assert (bad.exit_code, unknown.exit_code) == (2, 2) and "RFC 3339" in bad.output and "nobody" in unknown.output
+    assert (state_dir / "notify" / "replayed.jsonl").exists()
