@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 import typer
@@ -28,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from citybrain.errors import CityBrainError, InputError, ServiceError
+from citybrain.errors import CityBrainError, ExitCode, exit_code_for  # noqa: F401 - ExitCode: what command modules exit with
 from citybrain.settings import Settings, SettingsError, get_settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,30 +35,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from citybrain.ingest.producer import ProduceSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class ExitCode(IntEnum):
-    """What every ``citybrain`` command exits with; scripts and the supervisor act on these, not on messages."""
-
-    OK = 0
-    #: A check found a problem (a stale file, a service down, a failed DAG), or the run itself failed.
-    FAILURE = 1
-    #: An option, file, contract or setting breaks a rule (an :class:`InputError`, or a usage error): nothing done.
-    BAD_INPUT = 2
-    #: Done, but some records were dead-lettered (their rule and fix are printed).
-    PARTLY_ACCEPTED = 3
-    #: A service the command needs (the broker, Airflow, the platform) failed or did not answer (a
-    #: :class:`ServiceError`): trying again later may succeed.
-    SERVICE_UNAVAILABLE = 4
-
-
-def exit_code_for(exc: BaseException) -> ExitCode:
-    """The exit code of an error by its kind: bad input 2, an unavailable service 4, anything else 1."""
-    if isinstance(exc, InputError):
-        return ExitCode.BAD_INPUT
-    if isinstance(exc, ServiceError):
-        return ExitCode.SERVICE_UNAVAILABLE
-    return ExitCode.FAILURE
 
 
 class PlainWhenPiped(Console):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import logging
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -30,6 +31,7 @@ from pydantic.fields import FieldInfo
 
 from citybrain.contracts.model import Contract, load_all
 from citybrain.contracts.validate import FIXES
+from citybrain.errors import ExitCode
 from citybrain.settings import ENV_PREFIX, PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -87,10 +89,28 @@ def commands(command: Any, ctx: Any = None, path: tuple[str, ...] = (SCRIPT,)) -
     return found
 
 
+def exit_codes() -> list[tuple[int, str, str]]:
+    """(code, name, meaning) of every :class:`~citybrain.errors.ExitCode`, the meaning from its ``#:`` comment."""
+    notes: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(ExitCode).splitlines():
+        line = line.strip()
+        if line.startswith("#:"):
+            pending.append(line[2:].strip())
+        elif "=" in line:
+            notes[line.split("=", 1)[0].strip()] = re.sub(r":class:`([^`]+)`", r"`\1`", " ".join(pending))
+            pending = []
+    return [(int(c), c.name, notes.get(c.name) or "Done.") for c in ExitCode]
+
+
 def cli_page(root: Any) -> str:
-    """The CLI reference: each command's usage, help and parameters, as its ``--help`` gives them."""
+    """The CLI reference: the exit codes, then each command's usage, help and parameters, as ``--help`` gives them."""
     lines = ["# Command line", "", GENERATED_NOTE, "",
-             f"Every command of `{SCRIPT}`, read from the program itself; `{SCRIPT} COMMAND --help` prints the same.", ""]
+             f"Every command of `{SCRIPT}`, read from the program itself; `{SCRIPT} COMMAND --help` prints the same.", "",
+             "## Exit codes", "", f"Every command of `{SCRIPT}` exits with one of these (`citybrain.errors.ExitCode`).", "",
+             "| code | name | meaning |", "| --- | --- | --- |"]
+    lines += [f"| {code} | `{name}` | {_cell(scrub(meaning))} |" for code, name, meaning in exit_codes()]
+    lines.append("")
     for path, command, ctx in commands(root):
         lines += [f"## `{' '.join(path)}`", "", "```text", scrub(command.get_usage(ctx)).strip(), "```", ""]
         if command.help:

@@ -13,7 +13,7 @@ FOUNDATION = {"__init__.py", "settings.py", "errors.py", "times.py", "geo.py"}
 
 def _lint_imports(config: Path) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("lint-imports")
-    return subprocess.run([str(exe), "--config", str(config), "--no-cache"], cwd=PROJECT_ROOT,
+    return subprocess.run([str(exe), str(config), "--no-cache"], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -33,7 +33,7 @@ def test_an_upward_import_breaks_the_layers(tmp_path: Path) -> None:
     writer.write_text(writer.read_text() + "\nfrom citybrain.quality import runner  # noqa: E402,F401\n")
     config = tmp_path / "pyproject.toml"
     config.write_text((PROJECT_ROOT / "pyproject.toml").read_text())
-    done = subprocess.run([str(Path(sys.executable).with_name("lint-imports")), "--config", str(config), "--no-cache"],
+    done = subprocess.run([str(Path(sys.executable).with_name("lint-imports")), str(config), "--no-cache"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert done.returncode != 0, done.stdout
