@@ -22,7 +22,7 @@ FILE_OPTION = typer.Option(None, "--file", exists=True, dir_okay=False,
 def _subscriptions(path: Optional[Path], code: ExitCode = ExitCode.BAD_INPUT):  # type: ignore[no-untyped-def]
     """The subscriptions, or exit with ``code`` naming what is wrong with them."""
     from citybrain.access.grants import ACCESS_FILE, AccessError, load
-    from citybrain.notify.notifier import SUBSCRIPTIONS_FILE, SubscriptionError, load_subscriptions
+    from citybrain.notify.subscriptions import SUBSCRIPTIONS_FILE, SubscriptionError, load_subscriptions
 
     contracts = current_contracts()
     try:
@@ -64,7 +64,8 @@ def run_cmd(path: Optional[Path] = FILE_OPTION,
     Only a record refused for good (a 4xx but 408, 429) or that cannot be read is dead-lettered."""
     import signal
 
-    from citybrain.notify.notifier import Notifier, SubscriptionError, passwords_for
+    from citybrain.notify.notifier import Notifier
+    from citybrain.notify.subscriptions import SubscriptionError, passwords_for
 
     settings, subs = current_settings(), _subscriptions(path)
     try:

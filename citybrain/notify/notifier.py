@@ -1,17 +1,9 @@
 """NGSI-LD notifications out: a department's FIWARE system receives its records without a Kafka client.
 
-Subscriptions are code, like the grants (``infra/subscriptions.yaml``, reviewed like code): each names
-the department principal it serves, the topic, and the endpoint of the department's system. A
-subscription is only taken for a topic the principal may read (``infra/access.yaml``), and the notifier
-reads each topic *as that principal*, with its own credentials and consumer group
-(``<principal>.notify.<id>``), so the broker's ACLs hold whatever the file says.
-
-Each record goes out as an NGSI-LD Notification (ETSI GS CIM 009 §5.3.1: ``id``, ``type: Notification``,
-``subscriptionId``, ``notifiedAt``, ``data``) holding the record as one entity, normalized (Property,
-GeoProperty for the position) or concise as the subscription asks; ``application/ld+json`` carries the
-``@context`` in the body, ``application/json`` in a ``Link`` header, as the standard relates them.
-The notification id is derived from the subscription and the record's event id, so a receiver can
-drop a repeat.
+Each subscription (:mod:`citybrain.notify.subscriptions`) is read *as its principal*, with its own credentials
+and consumer group (``<principal>.notify.<id>``), so the broker's ACLs hold whatever the file says; each
+record goes out as an NGSI-LD Notification (:mod:`citybrain.notify.ngsi`) whose id is the same every time it
+is sent, so a receiver can drop a repeat.
 
 A subscription sends what its topic receives from the first time it ran (as an NGSI-LD subscription
 notifies of changes after it is made, not a topic's whole retention); from then on its committed
@@ -40,11 +32,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import threading
 import time
-import urllib.parse
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -53,16 +42,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
 import aiohttp
-import yaml
 
 from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import RecordValidator, Rejection
-from citybrain.errors import InputError
 from citybrain.ingest.readers import RawRecord, parse_json_record
 from citybrain.kafka.follow import Follower, StatusFile, Stopped, commit
 from citybrain.kafka.headers import read_headers, record_event_id
-from citybrain.settings import PROJECT_ROOT, Settings
+from citybrain.notify.ngsi import CORE_CONTEXT, notification, notification_id
+from citybrain.notify.subscriptions import Subscription
+from citybrain.settings import Settings
 from citybrain.times import iso, now_iso
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,11 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-SUBSCRIPTIONS_FILE = PROJECT_ROOT / "infra" / "subscriptions.yaml"
 DLQ_TOPIC = topics.NOTIFY_DEAD_LETTERS
-CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
-ACCEPT = ("application/ld+json", "application/json")
-FORMATS = ("normalized", "concise")
 #: Tries of one notification before its subscription pauses.
 MAX_ATTEMPTS = 5
 #: The first wait between two tries; each wait doubles the one before.
@@ -88,125 +73,6 @@ PAUSE_MAX_S = 60.0
 TIMEOUT_S = 10.0
 #: Dead-letter reasons: the endpoint refused the notification for good; the record could not be read.
 REFUSED, UNREADABLE = "endpoint-refused", "record-unreadable"
-NOTIFICATION_NS = uuid.UUID("2b1f6c0e-6f3a-5d7c-8e9a-1b2c3d4e5f60")
-#: The NGSI-LD entity type of each notifiable topic family.
-ENTITY_TYPES = {"dispatch.": "WorkOrder", "city.event.incident.": "CityEvent", "alert.early_warning.": "EarlyWarning",
-                "alert.sla.": "SlaAlert"}
-ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
-
-
-class SubscriptionError(InputError):
-    """A subscriptions file the notifier cannot take."""
-
-
-@dataclass(frozen=True)
-class Subscription:
-    id: str
-    principal: str
-    topic: str
-    endpoint: str
-    accept: str = "application/ld+json"
-    format: str = "normalized"
-
-    @property
-    def urn(self) -> str:
-        return f"urn:ngsi-ld:Subscription:{self.id}"
-
-    @property
-    def group(self) -> str:
-        return f"{self.principal}.notify.{self.id}"
-
-
-def load_subscriptions(path: Path, contracts: dict[str, Contract], access_model: Any) -> list[Subscription]:
-    """The subscriptions of ``path``, each checked: a known principal, a notifiable contract topic the
-    principal may read, an http(s) endpoint; an error names the entry, the field, the rule and the fix."""
-    from citybrain.access.grants import topics_of
-
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise SubscriptionError(f"{path.name}: no such file. Fix: create it (see infra/subscriptions.yaml).") from None
-    except yaml.YAMLError as exc:
-        raise SubscriptionError(f"{path.name}: not YAML ({exc}).") from None
-    entries = doc.get("subscriptions") or []
-    if doc.get("version") != 1 or not isinstance(entries, list):
-        raise SubscriptionError(f"{path.name}: needs `version: 1` and a list `subscriptions`.")
-    out, seen = [], set()
-    for n, e in enumerate(entries):
-        where = f"{path.name} subscription {n + 1}"
-        if not isinstance(e, dict):
-            raise SubscriptionError(f"{where}: must be a mapping with id, principal, topic, endpoint.")
-        unknown = sorted(set(e) - {"id", "principal", "topic", "endpoint", "accept", "format"})
-        if unknown:
-            raise SubscriptionError(f"{where}: unknown key(s) {', '.join(unknown)}. Fix: leave them out.")
-        sid = str(e.get("id") or "")
-        if not ID_RE.match(sid) or sid in seen:
-            raise SubscriptionError(f"{where}: `id` {sid!r} must be unique, lower case letters, digits and dashes. "
-                                    "Fix: e.g. water-duty-desk.")
-        seen.add(sid)
-        where = f"{path.name} subscription {sid!r}"
-        principal = str(e.get("principal") or "")
-        if principal not in access_model.departments:
-            raise SubscriptionError(f"{where}: `principal` {principal!r} is not in {access_model.source.name}. Fix: one "
-                                    f"of {', '.join(sorted(access_model.departments))}.")
-        topic = str(e.get("topic") or "")
-        contract = contracts.get(topic)
-        if contract is None or not any(topic.startswith(p) for p in ENTITY_TYPES):
-            raise SubscriptionError(f"{where}: `topic` {topic!r} is not a notifiable contract topic. Fix: a "
-                                    f"dispatch.<department>.work_order, city.event.incident, alert.early_warning or "
-                                    f"alert.sla topic.")
-        if topic not in topics_of(access_model, principal, [topic]):
-            raise SubscriptionError(f"{where}: {principal} may not read {topic} (no grant in "
-                                    f"{access_model.source.name}): a subscription sends nothing a department is not "
-                                    "entitled to. Fix: subscribe to a topic it may read, or grant it first.")
-        endpoint = str(e.get("endpoint") or "")
-        parsed = urllib.parse.urlparse(endpoint)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise SubscriptionError(f"{where}: `endpoint` {endpoint!r} is not an http(s) URL. Fix: the URL of the "
-                                    "department system's notification endpoint.")
-        accept, form = e.get("accept", ACCEPT[0]), e.get("format", FORMATS[0])
-        if accept not in ACCEPT or form not in FORMATS:
-            raise SubscriptionError(f"{where}: `accept` is one of {', '.join(ACCEPT)}, `format` one of "
-                                    f"{', '.join(FORMATS)}. Fix: leave them out for the defaults.")
-        out.append(Subscription(sid, principal, topic, endpoint, accept, form))
-    return out
-
-
-def entity_of(topic: str, value: dict[str, Any], event_id: str, form: str) -> dict[str, Any]:
-    """A record as an NGSI-LD entity: its fields as Properties (or plain values, concise), its position as
-    a GeoProperty ``location``, its id a URN of its entity type and event id."""
-    kind = next(t for prefix, t in ENTITY_TYPES.items() if topic.startswith(prefix))
-    entity: dict[str, Any] = {"id": f"urn:ngsi-ld:{kind}:{event_id}", "type": kind}
-    lon, lat = value.get("long"), value.get("lat")
-    for name, v in value.items():
-        if name in ("long", "lat") or v is None:
-            continue
-        entity[name] = v if form == "concise" else {"type": "Property", "value": v}
-    if isinstance(lon, (int, float)) and isinstance(lat, (int, float)):
-        point = {"type": "Point", "coordinates": [lon, lat]}
-        entity["location"] = point if form == "concise" else {"type": "GeoProperty", "value": point}
-    return entity
-
-
-def notification_id(sub: Subscription, event_id: str) -> str:
-    """The id of every notification of one record to one subscription: the same each time it is sent (the
-    retries, a redelivery after a restart, a replay), so the endpoint can drop a repeat."""
-    return f"urn:ngsi-ld:Notification:{uuid.uuid5(NOTIFICATION_NS, sub.id + chr(0) + event_id)}"
-
-
-def with_context(sub: Subscription, body: dict[str, Any]) -> dict[str, Any]:
-    """``body`` with the ``@context`` in it for ``application/ld+json``, without for ``application/json`` (whose
-    context goes in the ``Link`` header)."""
-    body.pop("@context", None)
-    if sub.accept == "application/ld+json":
-        body["@context"] = CORE_CONTEXT
-    return body
-
-
-def notification(sub: Subscription, topic: str, value: dict[str, Any], event_id: str) -> dict[str, Any]:
-    return with_context(sub, {"id": notification_id(sub, event_id), "type": "Notification",
-                              "subscriptionId": sub.urn, "notifiedAt": now_iso(),
-                              "data": [entity_of(topic, value, event_id, sub.format)]})
 
 
 @dataclass
@@ -551,14 +417,3 @@ class Feed:
 def status_path(settings: Settings) -> Path:
     """Where the running notifier keeps its counts per subscription (rewritten twice a second)."""
     return settings.state_dir / "run" / "notify.json"
-
-
-def passwords_for(settings: Settings, subscriptions: list[Subscription]) -> dict[str, str]:
-    """Each subscribed principal's own password, from the credential store ``citybrain access apply`` keeps."""
-    from citybrain.access.credentials import CredentialStore
-
-    store = CredentialStore(settings.access_dir).passwords
-    missing = sorted({s.principal for s in subscriptions} - set(store))
-    if missing:
-        raise SubscriptionError(f"{', '.join(missing)} have no credential yet. Fix: `citybrain access apply`.")
-    return {s.principal: store[s.principal] for s in subscriptions}

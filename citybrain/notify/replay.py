@@ -25,8 +25,9 @@ from typing import Any, Iterable
 import aiohttp
 
 from citybrain.errors import ServiceError
-from citybrain.notify.notifier import (DLQ_TOPIC, RETRY_BASE_S, TIMEOUT_S, UNREADABLE, Delivery, Subscription, deliver,
-                                       with_context)
+from citybrain.notify.ngsi import with_context
+from citybrain.notify.notifier import DLQ_TOPIC, RETRY_BASE_S, TIMEOUT_S, UNREADABLE, Delivery, deliver
+from citybrain.notify.subscriptions import Subscription
 from citybrain.settings import Settings
 from citybrain.times import now_iso, parse_time
 

@@ -24,9 +24,9 @@ from citybrain import access
 from citybrain.contracts.validate import RecordValidator
 from citybrain.ingest.producer import ProduceSummary
 from citybrain.notify import replay
-from citybrain.notify.notifier import (MAX_ATTEMPTS, REFUSED, SUBSCRIPTIONS_FILE, UNREADABLE, Delivery, Subscription,
-                                       SubscriptionError, dead_letter, deliver, entity_of, load_subscriptions,
-                                       notification, status_path)
+from citybrain.notify.ngsi import entity_of, notification
+from citybrain.notify.notifier import MAX_ATTEMPTS, REFUSED, UNREADABLE, Delivery, dead_letter, deliver, status_path
+from citybrain.notify.subscriptions import SUBSCRIPTIONS_FILE, Subscription, SubscriptionError, load_subscriptions
 from citybrain.settings import get_settings, load_settings
 from tests.unit.test_follow import Record, ScriptedConsumer
 
