@@ -7,7 +7,9 @@ host), since when, its last heartbeat and when it expires. The holder renews it 
 (:meth:`Lease.check`, a heartbeat every third of its time to live) and re-reads it before every batch
 and every checkpoint: a writer that finds its lease taken stops (:class:`LeaseLost`) without moving
 its checkpoint. A holder that crashed stops renewing; once its lease expired, the next sink takes it
-over (and its recovery removes the crashed batch's leftovers).
+over (and its recovery removes the crashed batch's leftovers). A holder whose process is gone from
+this host and pid namespace (a sink killed, then restarted by the supervisor) is taken over at once;
+elsewhere a pid says nothing, and only the expiry does.
 
 Local lake: every read-check-write of a lease runs under an exclusive ``fcntl.flock`` on
 ``<topic>.json.lock`` (released by the kernel when its process dies, so a crash never leaves it
@@ -73,6 +75,20 @@ class Holder:
     since: float      # epoch seconds
     heartbeat: float
     expires: float
+    pidns: str = ""   # the holder's pid namespace (``/proc/self/ns/pid``): a pid means something only inside it
+
+    def gone(self) -> bool:
+        """The holder ran on this host, in this pid namespace, and its process is no more (a crashed or killed
+        sink): its lease need not run out first. Anywhere else nothing can be told, and the expiry decides."""
+        if not self.pidns or self.host != socket.gethostname() or self.pidns != _pid_namespace():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:   # alive, another user's
+            return False
+        return False
 
     def describe(self, now: float) -> str:
         state = f"expires in {self.expires - now:.0f} s" if self.expires > now else \
@@ -102,10 +118,10 @@ class Lease:
             now = time.time()
             holder = self.read()
             if holder is not None and holder.writer != self.writer:
-                if holder.expires > now:
+                if holder.expires > now and not holder.gone():
                     raise LeaseHeld(self._held_message(holder, now))
-                log.warning("%s/%s: taking over the lease of %s (%s)", self.layer, self.topic, holder.who,
-                            holder.describe(now))
+                log.warning("%s/%s: taking over the lease of %s (%s%s)", self.layer, self.topic, holder.who,
+                            holder.describe(now), "; its process is gone" if holder.expires > now else "")
             self.since = now
             self._write(now)
 
@@ -148,7 +164,8 @@ class Lease:
         """The lease as written, or None when there is none (or it is not a lease: then it is taken over)."""
         try:
             data = json.loads(self.path.read_text())
-            return Holder(**{k: data[k] for k in Holder.__dataclass_fields__})
+            return Holder(**{k: data[k] for k in Holder.__dataclass_fields__ if k != "pidns"},
+                          pidns=str(data.get("pidns", "")))
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as exc:
@@ -158,7 +175,8 @@ class Lease:
     # -- helpers -----------------------------------------------------------------------------------------
 
     def _write(self, now: float) -> None:
-        me = Holder(self.writer, _user(), os.getpid(), socket.gethostname(), self.since, now, now + self.ttl_s)
+        me = Holder(self.writer, _user(), os.getpid(), socket.gethostname(), self.since, now, now + self.ttl_s,
+                    _pid_namespace())
         self.path.write_text(json.dumps({**asdict(me), "layer": self.layer, "topic": self.topic,
                                          "since_utc": _iso(me.since), "expires_utc": _iso(me.expires)}))
         self.renewed = now
@@ -182,7 +200,8 @@ class Lease:
         return (f"{self.layer} lake sink for {self.topic} refused: another sink writes it, lease held by "
                 f"{holder.describe(now)} ({self.path}). Two sinks on one topic write its records twice. Fix: stop "
                 f"that sink (`citybrain down`, or kill pid {holder.pid} on {holder.host}) or let it finish; a "
-                f"crashed holder's lease is taken over once it expires ({self.ttl_s:.0f} s without a heartbeat).")
+                f"crashed holder's lease is taken over at once on its own host, elsewhere once it expires "
+                f"({self.ttl_s:.0f} s without a heartbeat).")
 
 
 def hold(lake: Lake, layer: str, topics: Sequence[str], ttl_s: float = LEASE_TTL_S,
@@ -208,6 +227,14 @@ def hold(lake: Lake, layer: str, topics: Sequence[str], ttl_s: float = LEASE_TTL
             lease.release()
         raise
     return leases
+
+
+def _pid_namespace() -> str:
+    """This process's pid namespace (``pid:[4026531836]``), or "" where the system does not say."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
 
 
 def _user() -> str:

@@ -50,6 +50,41 @@ def _offsets(lake: LakePath) -> list[int]:
 
 # -- one writer per topic and layer ------------------------------------------------------------------------
 
+
+def _held_by(lake: LakePath, pid: int, pidns: str | None = None) -> None:
+    """A lease on TOPIC, not expired, written as process ``pid`` of this host would have written it."""
+    holder = Lease(lake, "bronze", TOPIC)
+    holder.path.unlink(missing_ok=True)
+    holder.take()
+    data = json.loads(holder.path.read_text())
+    data.update(pid=pid, writer="f" * 32, **({"pidns": pidns} if pidns is not None else {}))
+    holder.path.write_text(json.dumps(data))
+
+
+def test_a_killed_sink_s_lease_is_taken_over_at_once_on_its_own_host(lake: LakePath) -> None:
+    """Regression guard: a sink killed and restarted by the supervisor was refused for its own dead lease until
+    it expired (60 s of `lake bronze` exiting 1); a holder whose process is gone from this host and pid namespace
+    is taken over at once, a live one is not, and in another pid namespace a pid says nothing."""
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    _held_by(lake, dead.pid)
+    Lease(lake, "bronze", TOPIC).take()   # its process is gone: taken over before the expiry
+
+    alive = subprocess.Popen(["sleep", "30"])
+    try:
+        _held_by(lake, alive.pid)
+        with pytest.raises(LeaseHeld):
+            Lease(lake, "bronze", TOPIC).take()
+    finally:
+        alive.kill()
+        alive.wait()
+    _held_by(lake, dead.pid, pidns="pid:[1]")   # another container's pid namespace: only the expiry decides
+    with pytest.raises(LeaseHeld):
+        Lease(lake, "bronze", TOPIC).take()
+
+
 def test_a_second_writer_on_a_topic_is_refused_naming_the_holder(lake: LakePath) -> None:
     first = LakeWriter(lake, "bronze")
     first.hold([TOPIC], settle_s=0.01)
