@@ -11,17 +11,10 @@ itself (~17 µs), and capped the fusion worker at ~9,000 records/s with
 topics as one list of messages. The consumer keeps faust's group membership, flow control
 during rebalances, gap tracking for compacted topics and offset commits; each message is
 acknowledged only after the coroutine returned, so a committed offset never runs ahead of
-the work (at least once). With ``commits_offsets=True`` the coroutine commits the fetch's
-offsets itself, in a Kafka transaction with its outputs (exactly once): it also receives the
-offset to commit for each partition of the fetch (the consumer's position after it, past any
-transaction markers, so a caught-up group lags by nothing), and faust records those offsets
-as committed instead of acknowledging the messages, so it never commits them a second time
-outside the transaction. On a rebalance, faust waits for the fetch a batch agent has in hand
-before it commits and gives partitions away (``wait_empty``), so their next owner starts
-after that work, not before it and does it a second time. Topics without a batch agent still
-go through faust's normal path. The consumer reads ``read_committed`` (faust does so only
-with its own ``exactly_once`` guarantee, which the worker does not use): records of
-transactions that were aborted never reach an agent.
+the work (at least once; the worker's outputs carry stable ids). On a rebalance, faust waits
+for the fetch a batch agent has in hand before it commits and gives partitions away
+(``wait_empty``), so their next owner starts after that work, not before it and does it a
+second time. Topics without a batch agent still go through faust's normal path.
 
 The price: ``BatchConsumer._drain_messages`` overrides a private method of faust's aiokafka
 consumer (faust-streaming 0.15, pinned below 0.16 in ``pyproject.toml``). Its test
@@ -34,31 +27,16 @@ faust's own path. A faust upgrade that changes the consumer fails that test firs
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from typing import Any, Awaitable, Callable, Iterable
 
 import faust
 from faust.transport.drivers import aiokafka as kafka_driver
-from faust.types import TP, Message
-
-from citybrain.kafka.clients import READ_COMMITTED
+from faust.types import Message
 
 BatchHandler = Callable[[list[Message]], Awaitable[None]]
-#: A batch agent that commits its fetch's offsets itself: (messages, offset to commit per partition).
-CommittingHandler = Callable[[list[Message], dict[TP, int]], Awaitable[None]]
 
 #: Yield to the event loop after this many records of one fetch, so timers and commits run.
 YIELD_EVERY = 1000
-
-
-class BatchConsumerThread(kafka_driver.AIOKafkaConsumerThread):
-    """faust's aiokafka consumer thread, its consumer reading ``read_committed``."""
-
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        # faust picks the isolation level from its own processing guarantee only; aiokafka reads it at start().
-        consumer._isolation_level = READ_COMMITTED
-        return consumer
 
 
 class BatchConsumer(kafka_driver.Consumer):
@@ -75,12 +53,8 @@ class BatchConsumer(kafka_driver.Consumer):
         await self.batches_idle.wait()
         await super().wait_empty()
 
-    def _new_consumer_thread(self) -> BatchConsumerThread:
-        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs against the broker
-        handlers: dict[str, Any] = getattr(self.app, "batch_handlers", {})
-        committing: set[Any] = getattr(self.app, "committing_handlers", set())
+        handlers: dict[str, BatchHandler] = getattr(self.app, "batch_handlers", {})
         callback = self.callback
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
@@ -92,8 +66,7 @@ class BatchConsumer(kafka_driver.Consumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 await asyncio.sleep(0)
-                batches: dict[Any, list[Message]] = {}
-                fetched: dict[Any, set[TP]] = {}
+                batches: dict[BatchHandler, list[Message]] = {}
                 n = 0
                 async for tp, message in self.getmany(timeout=1.0):
                     idle.clear()
@@ -111,17 +84,11 @@ class BatchConsumer(kafka_driver.Consumer):
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                     else:
                         batches.setdefault(handler, []).append(message)
-                        fetched.setdefault(handler, set()).add(tp)
                     set_read_offset(tp, offset)
                 for handler, messages in batches.items():
                     await ebb()
-                    if handler in committing:
-                        ends = {tp: max(await self.position(tp) or 0, get_read_offset(tp) + 1) for tp in fetched[handler]}
-                        await handler(messages, ends)
-                        self._committed_by_agent(ends)
-                    else:
-                        await handler(messages)
-                        self._ack_all(messages)
+                    await handler(messages)
+                    self._ack_all(messages)
                 idle.set()
                 if self._commit_every is not None and self._n_acked >= self._commit_every:
                     self._n_acked = 0
@@ -142,13 +109,6 @@ class BatchConsumer(kafka_driver.Consumer):
         for message in messages:
             ack(message)
 
-    def _committed_by_agent(self, ends: Mapping[TP, int]) -> None:
-        """Offsets a batch agent committed in its transaction: faust's record of them (its seeks, its own commits,
-        its check that partitions keep committing) as if it had committed them itself."""
-        self._committed_offset.update(ends)
-        now = time.monotonic()
-        self._thread.tp_last_committed_at.update({tp: now for tp in ends})
-
 
 class BatchTransport(kafka_driver.Transport):
     Consumer = BatchConsumer
@@ -159,21 +119,16 @@ class BatchApp(faust.App):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.batch_handlers: dict[str, BatchHandler | CommittingHandler] = {}
-        #: Batch agents that commit their fetches' offsets themselves (in a transaction with their outputs).
-        self.committing_handlers: set[CommittingHandler] = set()
+        self.batch_handlers: dict[str, BatchHandler] = {}
 
     def _new_transport(self) -> BatchTransport:
         return BatchTransport(self.conf.broker_consumer, self)
 
-    def batch_agent(self, topic: faust.TopicT, *, commits_offsets: bool = False) -> Callable[[Any], Any]:
-        """Subscribe to ``topic`` and hand each fetch of it to the decorated coroutine; with ``commits_offsets``
-        the coroutine also gets the offset to commit per partition and commits them itself (see the module)."""
-        def register(handler: Any) -> Any:
+    def batch_agent(self, topic: faust.TopicT) -> Callable[[BatchHandler], BatchHandler]:
+        """Subscribe to ``topic`` and hand each fetch of it to the decorated coroutine."""
+        def register(handler: BatchHandler) -> BatchHandler:
             for name in topic.topics:
                 self.batch_handlers[name] = handler
-            if commits_offsets:
-                self.committing_handlers.add(handler)
             self.topics.add(topic)
             return handler
         return register

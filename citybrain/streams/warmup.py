@@ -8,8 +8,8 @@ the records through the pipeline with every output discarded: those outputs were
 before the restart. A duplicate that arrives after a restart is still recognised; a case
 opened before it is updated, not opened again.
 
-Outputs of a batch whose transaction did not commit before a crash were never visible
-(``read_committed``); the restarted worker produces them again, with the same ids.
+Outputs produced after the last commit and before a crash are produced again on restart
+with the same ids (at least once; consumers key on ``event_id``/``work_order_id``).
 """
 
 from __future__ import annotations

@@ -102,16 +102,15 @@ def test_duplicates_after_a_kill_9_and_restart_are_still_dropped(broker, setting
 
 
 def test_a_kill_between_sending_and_committing_sends_no_work_order_twice(broker, settings, contracts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """The worker is killed the moment its work orders are on the broker, inside the transaction that also commits
-    the tickets' offsets (checked: its group still lags); after the restart it fences the dead worker's
-    transactional id, which aborts that transaction, and does those tickets again: read_committed, each work order
-    once; read_uncommitted, the aborted copies are there too (the case under test happened)."""
+    """The worker is killed the moment its work orders are on the broker, before it commits the tickets' offsets
+    (checked: its group still lags); after the restart it processes those tickets again and recognises the orders
+    it sent already (``streams_resend_window_s``): each work order once."""
     from kafka import TopicPartition
 
     from citybrain.kafka import clients
 
     run = uuid.uuid4().hex[:8]
-    app_id = f"citybrain-fusion-txn-{run}"
+    app_id = f"citybrain-fusion-resend-{run}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
     env.update({**TEST_ENV, "CITYBRAIN_STREAMS_APP_ID": app_id})
     start = (default_start() - timedelta(days=4)).isoformat()   # the reference data of the test above's day
@@ -119,7 +118,7 @@ def test_a_kill_between_sending_and_committing_sends_no_work_order_twice(broker,
                "--out", str(tmp_path / "sim"))
     assert proc.returncode == 0, proc.stderr
     water = "dispatch.water.work_order.v1"   # the lead department of waterlogging tickets
-    watch = clients.consumer(settings, enable_auto_commit=False, isolation_level="read_uncommitted")
+    watch = clients.consumer(settings, enable_auto_commit=False)
     tps = [TopicPartition(water, p) for p in sorted(watch.partitions_for_topic(water) or ())]
     watch.assign(tps)
     watch.seek_to_end(*tps)
@@ -131,14 +130,14 @@ def test_a_kill_between_sending_and_committing_sends_no_work_order_twice(broker,
         time.sleep(10)
         assert _joined(settings, worker, app_id, 120), f"worker did not read the existing topics (exit {worker.poll()})"
         uncommitted = False
-        for attempt in range(8):   # the kill must land inside the transaction (a few ms); tried again if it did not
+        for attempt in range(4):   # a kill lands before the commit almost always; tried again if it did not
             batch = _tickets(f"{run}{attempt}", range(3))
             sent += batch
             _produce(tmp_path, f"t{attempt}.jsonl", batch)
             seen: set[str] = set()
             deadline = time.monotonic() + 90
             while len(seen) < 3 and time.monotonic() < deadline:
-                for records in watch.poll(timeout_ms=5).values():
+                for records in watch.poll(timeout_ms=50).values():
                     seen |= {o["source_id"] for r in records for o in [json.loads(r.value)]
                              if o["source_id"].startswith(f"HLR{run}{attempt}")}
             assert len(seen) == 3, f"no work orders for attempt {attempt} (worker exit {worker.poll()})"
@@ -162,15 +161,10 @@ def test_a_kill_between_sending_and_committing_sends_no_work_order_twice(broker,
         time.sleep(5)   # anything sent twice would be on the topic by now
     finally:
         stop_worker(worker)
-    orders = _orders(settings, contracts, run)   # read_committed
+    orders = [o for o in _orders(settings, contracts, run)]
     assert len(orders) == len(set(orders)), sorted(orders)   # no work order sent twice
     assert {o.split("-")[1] for o in orders} == {t["service_request_id"] for t in sent}
-    every = clients.consumer(settings, enable_auto_commit=False, isolation_level="read_uncommitted")
-    every.assign(tps)
-    every.seek_to_beginning(*tps)
-    everything = []
-    while polled := every.poll(timeout_ms=2000):
-        everything += [o["work_order_id"] for records in polled.values() for r in records
-                       for o in [json.loads(r.value)] if o["source_id"].startswith(f"HLR{run}")]
-    every.close()
-    assert len(everything) > len(set(everything)), "no aborted copy: the kill did not land inside a transaction"
+    log = (tmp_path / "worker.log").read_text()
+    suppressed = [int(line.split(" output ids")[0].rsplit("; ", 1)[1]) for line in log.splitlines()
+                  if "output ids of the last" in line]
+    assert suppressed and suppressed[-1] > 0, "the restart recognised none of the orders it had sent"

@@ -4,8 +4,7 @@
 these tests run that very loop over a scripted fetch and check what the worker relies on:
 one call per fetch per batch agent, in offset order; acknowledgement only after the call
 returned; a rebalance's wait released only once the fetch in hand is acknowledged; records delivered before a seek skipped; compaction gaps recorded; topics without
-a batch agent on faust's own per-event path; commits every ``commit_every`` acks; an agent that commits its
-offsets itself given them and nothing acknowledged; the consumer reading ``read_committed``.
+a batch agent on faust's own per-event path; commits every ``commit_every`` acks.
 """
 
 from __future__ import annotations
@@ -33,16 +32,11 @@ class ScriptedConsumer:
     """What ``_drain_messages`` touches of faust's consumer, with one scripted fetch."""
 
     _ack_all = BatchConsumer._ack_all
-    _committed_by_agent = BatchConsumer._committed_by_agent
     consumer_stopped_errors = (RuntimeError,)
 
     def __init__(self, fetch: list[tuple[str, Any]], handlers: dict[str, Any], read_offsets: dict[str, int],
-                 compacted: set[str], commit_every: int, committing: set[Any] | None = None,
-                 positions: dict[str, int] | None = None) -> None:
+                 compacted: set[str], commit_every: int) -> None:
         self.log: list[tuple[Any, ...]] = []
-        self.positions = positions or {}
-        self._committed_offset: dict[str, int] = {}
-        self._thread = SimpleNamespace(tp_last_committed_at={})
         self.fetch = fetch
         self._stopped, self.fetcher = Flag(), SimpleNamespace(_stopped=Flag())
         self._read_offset: dict[str, int | None] = {tp: None for tp, _m in fetch}
@@ -55,7 +49,7 @@ class ScriptedConsumer:
         async def ebb() -> None:
             self.log.append(("ebb",))
 
-        self.app = SimpleNamespace(batch_handlers=handlers, committing_handlers=committing or set(),
+        self.app = SimpleNamespace(batch_handlers=handlers,
                                    topics=SimpleNamespace(acks_enabled_for=lambda topic: topic in compacted),
                                    producer=SimpleNamespace(buffer=SimpleNamespace(wait_until_ebb=ebb)))
         self.transport = SimpleNamespace(app=SimpleNamespace(should_stop=True))
@@ -66,9 +60,6 @@ class ScriptedConsumer:
         for item in self.fetch:
             yield item
         self._stopped.value = True      # one fetch, then the worker stops
-
-    async def position(self, tp: str) -> int | None:
-        return self.positions.get(tp)
 
     async def callback(self, message: Any) -> None:
         self.log.append(("per-event", message.topic, message.offset))
@@ -168,36 +159,6 @@ def test_topics_without_a_batch_agent_take_fausts_own_path_and_commits_follow_ac
     assert consumer.log[-1] == ("commit",) and consumer._n_acked == 0
 
 
-def test_an_agent_that_commits_its_offsets_gets_them_and_nothing_is_acknowledged() -> None:
-    """The fusion worker commits a fetch's offsets in its transaction: it is given, per partition, the consumer's
-    position after the fetch (past a transaction marker after the last record, so a caught-up group lags by
-    nothing), and faust records them as committed instead of acknowledging (it must not commit them again)."""
-    calls: list[tuple[list[int], dict[str, int]]] = []
-
-    async def fuse(messages: list[Any], ends: dict[str, int]) -> None:
-        calls.append(([m.offset for m in messages], ends))
-
-    fetch = [("a0", _message("raw.a", 10)), ("b0", _message("raw.b", 3)), ("a0", _message("raw.a", 11))]
-    consumer = ScriptedConsumer(fetch, {"raw.a": fuse, "raw.b": fuse}, {}, set(), commit_every=1, committing={fuse},
-                                positions={"a0": 13})
-    _drain(consumer)
-    assert calls == [([10, 3, 11], {"a0": 13, "b0": 4})]     # b0's position unknown: after its last record
-    assert consumer._committed_offset == {"a0": 13, "b0": 4} and set(consumer._thread.tp_last_committed_at) == {"a0", "b0"}
-    assert not [e for e in consumer.log if e[0] in ("ack", "commit")], consumer.log
-
-
-def test_the_consumer_reads_committed_records_only() -> None:
-    """Records of an aborted transaction (a worker killed mid-batch) must never reach an agent."""
-    from citybrain.streams.batching import BatchConsumerThread
-
-    async def isolation_level() -> str:
-        app = BatchApp("citybrain-batching-test", broker="kafka://127.0.0.1:1", store="memory://", web_enabled=False)
-        thread = BatchConsumerThread(app.consumer, loop=asyncio.get_running_loop())
-        return thread._create_worker_consumer(app.transport)._isolation_level
-
-    assert asyncio.run(isolation_level()) == "read_committed"
-
-
 def test_a_batch_agent_subscribes_its_topics() -> None:
     app = BatchApp("citybrain-batching-test", broker="kafka://127.0.0.1:1", store="memory://", web_enabled=False)
     topic = app.topic("raw.a.v1", "raw.b.v1", value_serializer="raw")
@@ -207,4 +168,4 @@ def test_a_batch_agent_subscribes_its_topics() -> None:
         pass
 
     assert app.batch_handlers == {"raw.a.v1": fuse, "raw.b.v1": fuse}
-    assert topic in app.topics and app.committing_handlers == set()
+    assert topic in app.topics

@@ -15,7 +15,6 @@ pytest.importorskip("faust", reason="faust-streaming lives in the streams enviro
 
 from citybrain.sim.city import build_city  # noqa: E402
 from citybrain.sim.reference import reference_records  # noqa: E402
-from citybrain.contracts.topics import INGEST_DEAD_LETTERS  # noqa: E402
 from citybrain.contracts.validate import Rejection  # noqa: E402
 from citybrain.fusion.pipeline import EVENT_TOPIC  # noqa: E402
 from citybrain.settings import Settings, load_settings  # noqa: E402
@@ -86,57 +85,25 @@ def test_an_output_that_breaks_its_contract_is_refused_not_sent(worker: FusionWo
     assert isinstance(rejection, Rejection) and rejection.rule == "required"
 
 
-def test_a_batch_goes_out_as_one_transaction_with_its_offsets_and_ids_stable_across_a_replay(worker: FusionWorker) -> None:
-    """The default worker's fetch: its outputs, its dead letters and the offsets it consumed in one transaction of
-    the app id; the same fetch done again (after an aborted transaction) yields the same outputs and ids."""
-    import asyncio
-
-    from citybrain.streams.fusion.loop import BatchLoop
-
-    class Transactions:
-        def __init__(self) -> None:
-            self.committed: list[tuple[str, list, dict]] = []  # type: ignore[type-arg]
-
-        async def commit(self, txn_id: str, records: list, offsets: dict) -> None:  # type: ignore[type-arg]
-            self.committed.append((txn_id, records, offsets))
+def test_outputs_sent_before_a_restart_are_not_sent_again_until_the_window_passed(worker: FusionWorker) -> None:
+    import time
 
     fetch = [_message("raw.hotline.service_request.v1", {
         "service_request_id": f"HL{k}", "status": "open", "service_code": "water.waterlogging", "service_name": "道路积水",
         "description": "路口积水很深", "requested_datetime": iso(T0), "updated_datetime": iso(T0), "channel": "phone",
         "category": "waterlogging", "lifecycle_state": "received", "lat": CITY.devices[0].lat,
         "long": CITY.devices[0].lon}, T0.timestamp(), k) for k in range(2)]
-    fetch.append(_message("raw.sensor.water_level.v1", b"{not json", T0.timestamp(), 2))
-    transactions = Transactions()
-    loop = BatchLoop(SimpleNamespace(), worker, transactions)  # type: ignore[arg-type]
-
-    async def batch() -> None:
-        produced, failed = worker.process(fetch)
-        await loop.commit(None, produced, failed, {("raw.hotline.service_request.v1", 0): 3})
-
-    asyncio.run(batch())
-    ((txn_id, records, offsets),) = transactions.committed
-    assert txn_id == worker.settings.streams_app_id and offsets == {("raw.hotline.service_request.v1", 0): 3}
-    topics = [r[0] for r in records]
-    assert INGEST_DEAD_LETTERS in topics and any(t.startswith("dispatch.") for t in topics)
-    ids = sorted((r[0], dict(r[3])["event-id"]) for r in records if r[0] != INGEST_DEAD_LETTERS)
-    assert all(dict(r[3])["app-id"] == worker.settings.streams_app_id.encode() for r in records if r[0] != INGEST_DEAD_LETTERS)
-
-    replay = FusionWorker(worker.settings)   # a restarted worker, its state from before the fetch
-    for contract, refs in reference_records(CITY, "2026-11-22T00:00:00Z").items():
-        for r in refs:
-            replay.pipeline.reference(f"{contract}.v1", r)
-    worker.__dict__.update(pipeline=replay.pipeline, swept=None)
-    asyncio.run(batch())
-    again = transactions.committed[1][1]
-    assert sorted((r[0], dict(r[3])["event-id"]) for r in again if r[0] != INGEST_DEAD_LETTERS) == ids
-
-
-def test_each_input_partition_keyed_by_area_has_its_own_transactional_id() -> None:
-    from citybrain.streams.fusion.transactions import transactional_id
-
-    assert transactional_id("citybrain-fusion", None) == "citybrain-fusion"
-    assert transactional_id("citybrain-fusion", ("citybrain-fusion-by-area-repartition", 3)) == \
-        "citybrain-fusion-citybrain-fusion-by-area-repartition-3"
+    produced, _failed = worker.process(fetch)
+    (t0, r0, tr0), (t1, r1, tr1) = [p for p in produced if p[1].get("source_id") in ("HL0", "HL1")][:2]
+    _key, _value, first = worker.message(t0, r0, tr0)   # type: ignore[misc]
+    assert first["app-id"] == worker.settings.streams_app_id.encode()
+    worker.sent_before = {(t0, first["event-id"].decode())}   # what the restart read back from the output topics
+    worker.sent_before_until = time.monotonic() + 60
+    assert worker.message(t0, r0, tr0) is None and worker.resends_suppressed == 1
+    assert worker.message(t1, r1, tr1) is not None        # an output not sent before goes out
+    worker.sent_before_until = time.monotonic() - 1        # the window passed: the set is dropped
+    assert worker.message(t1, r1, tr1) is not None and worker.sent_before == set()
+    assert worker.message(t0, r0, tr0) is not None
 
 
 def _app_settings(tmp_path: Path, partitions: int) -> Settings:
@@ -188,9 +155,7 @@ def test_keyed_by_area_a_fetch_is_fused_by_its_districts_partition_and_not_swept
                                partition=partition, offset=n) for n, (_key, value, ts, headers) in enumerate(routed)]
     assert worker.shares.missing(by_area) == {(worker.by_area, partition): 0}
     worker.shares.owned[(worker.by_area, partition)] = Share(worker.new_share_pipeline())
-    done = worker.process_shares(by_area)
-    ((tp, (produced, failed)),) = done.items()               # the partition's outputs, for its own transaction
-    assert tp == (worker.by_area, partition)
+    produced, failed = worker.process_shares(by_area)
     assert failed == [] and EVENT_TOPIC in {t for t, _r, _trace in produced}
     worker.ready = True
     assert worker.may_sweep()

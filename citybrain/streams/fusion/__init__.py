@@ -11,10 +11,11 @@ Stream time is the records' Kafka timestamp, which the simulator sets to simulat
 With ``CITYBRAIN_STREAMS_PARTITIONS`` = N > 0 the workers of a group share the city by district
 instead (:mod:`citybrain.streams.shares`).
 
-Exactly once across a crash: a batch's outputs and the offsets it consumed commit in one Kafka
-transaction (:mod:`~citybrain.streams.fusion.transactions`); a worker killed mid-batch leaves an
-aborted transaction that no ``read_committed`` consumer sees, and its successor, having fenced it by
-its transactional id, does that batch again with the same results and ids.
+Outputs once by id across a crash: a worker killed after sending a batch's outputs and before
+committing its offsets processes that batch again after the restart, with the same results and
+ids. So on start it reads the ids its group sent in the last ``streams_resend_window_s`` of each
+output partition (header ``app-id``) and does not send those again; the set is dropped once that
+window has passed since the start.
 
 Laid out as faust's "Projects and Directory Layout" lays out an app:
 
@@ -26,7 +27,6 @@ Laid out as faust's "Projects and Directory Layout" lays out an app:
   faust (the default mode, and what the keyed mode shares);
   :mod:`~citybrain.streams.fusion.keyed`: :class:`KeyedFusionWorker`, keyed by area;
 - :mod:`~citybrain.streams.fusion.loop`: the batch loop both modes' agents share;
-- :mod:`~citybrain.streams.fusion.transactions`: the transactional producers a batch commits through;
 - :mod:`~citybrain.streams.fusion.agents`: one agent per mode, and the sweep timer.
 
 Nothing happens at import time.

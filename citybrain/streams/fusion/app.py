@@ -14,8 +14,7 @@ from citybrain.streams.batching import BatchApp
 from citybrain.streams.fusion.agents import fusion_agent, keyed_agents, sweep_timer
 from citybrain.streams.fusion.keyed import KeyedFusionWorker
 from citybrain.streams.fusion.loop import BatchLoop
-from citybrain.streams.fusion.topics import ensure_keyed_topics
-from citybrain.streams.fusion.transactions import Transactions
+from citybrain.streams.fusion.topics import Outputs, ensure_keyed_topics
 from citybrain.streams.fusion.worker import FusionWorker
 
 log = logging.getLogger(__name__)
@@ -80,22 +79,13 @@ def freeze_timer(app: BatchApp) -> None:
         gc.freeze()
 
 
-def stop_producers(app: BatchApp, loop: BatchLoop) -> None:
-    """The transactional producers stopped with the app (between batches: no transaction is open then)."""
-
-    @app.on_before_shutdown.connect
-    async def stop_transactions(app: BatchApp, **_: object) -> None:
-        await loop.transactions.close_all()
-
-
 def create_app(settings: Settings) -> BatchApp:
     """The faust app of the fusion worker around one worker of the settings' mode (keyed by area when
-    ``streams_partitions`` > 0): its agents, a sweep timer, a freeze timer, its transactional producers."""
+    ``streams_partitions`` > 0): its agents, a sweep timer, a freeze timer."""
     worker = KeyedFusionWorker(settings) if settings.streams_partitions else FusionWorker(settings)
     app = new_app(settings)
-    loop = BatchLoop(app, worker, Transactions(settings, settings.streams_app_id))
+    loop = BatchLoop(app, worker, Outputs.of(app, worker.outputs))
     sweep_timer(app, loop)
-    stop_producers(app, loop)
     freeze_timer(app)
     if isinstance(worker, KeyedFusionWorker):
         keyed_agents(app, loop, worker)

@@ -28,7 +28,7 @@ from citybrain.kafka.replay import Backlog
 from citybrain.settings import Settings
 from citybrain.streams.fusion.worker import Failed, FusionWorker, Produced
 from citybrain.contracts.topics import TICKET_EVENTS
-from citybrain.streams.shares import TP, Repartitioner, Share, Shares, by_area_topic, city_calls_topic, source_of
+from citybrain.streams.shares import Repartitioner, Shares, by_area_topic, city_calls_topic, source_of
 
 log = logging.getLogger(__name__)
 
@@ -91,43 +91,36 @@ class KeyedFusionWorker(FusionWorker):
         return routed
 
     def gain(self, ends: dict[tuple[str, int], int]) -> None:
-        """State for partitions just gained, from their recent past up to ``ends`` (where the group committed
-        them: the previous owner's outputs up to there are committed, and nothing after)."""
+        """State for partitions just gained, from their recent past; on a takeover, the ids the group sent lately
+        are not sent again (the previous owner may have sent outputs it did not commit)."""
         hours = self.settings.streams_warmup_h
         backlog = Backlog(self.settings, self.settings.streams_app_id, set(t for t, _p in ends),
                           lambda t: self.settings.streams_warmup_tickets_h if t == TICKET_EVENTS else hours, ends=ends)
         self.gaining = True   # no sweep of the shares while their state is fed in another thread
         try:
-            self.shares.gain(backlog)
+            records = self.shares.gain(backlog)
         finally:
             self.gaining = False
+        if records and self.settings.streams_resend_window_s > 0:
+            self.hold_back_resends()
+            log.warning("%d output ids of the last %.0f s are not sent again", len(self.sent_before),
+                        self.settings.streams_resend_window_s)
 
-    def process_shares(self, messages: list[Message]) -> dict[TP, tuple[list[Produced], list[Failed]]]:
+    def process_shares(self, messages: list[Message]) -> tuple[list[Produced], list[Failed]]:
         """Feed each record of the by-area topic and the ticket lifecycle to its partition's pipeline
-        (:meth:`gain` first for partitions without state): each owned partition's outputs (with its sweep) and
-        failed records, committed in that partition's own transaction. A partition revoked during the batch is
-        left out: its new owner reads it from the committed offset."""
+        (:meth:`gain` first for partitions without state)."""
         self.learn_heard()
-        by_tp: dict[TP, list[Message]] = {}
-        for message in messages:
-            by_tp.setdefault((message.topic, message.partition), []).append(message)
-        done = {}
-        for tp, of_tp in by_tp.items():
-            share = self.shares.owned.get(tp)
-            if share is None:
-                log.info("%s[%d] revoked during a batch; left to its new owner", *tp)
-                continue
-            done[tp] = self.process_share(share, of_tp)
-        return done
-
-    def process_share(self, share: Share, messages: list[Message]) -> tuple[list[Produced], list[Failed]]:
-        """One owned partition's records through its pipeline, then its sweep."""
         produced: list[Produced] = []
         failed = []
+        owned = self.shares.owned
         for message in messages:
             headers = read_headers(message.headers)
             topic, partition, offset = source_of(message.topic, message.partition, message.offset, headers)
             trace = headers.get("trace-id") or new_trace_id().encode()
+            share = owned.get((message.topic, message.partition))
+            if share is None:   # revoked during this batch: its new owner reads it from the committed offset
+                log.info("%s[%d] revoked during a batch; left to its new owner", message.topic, message.partition)
+                continue
             try:
                 at = datetime.fromtimestamp(message.timestamp, timezone.utc)
                 pipeline = share.pipeline
@@ -140,7 +133,7 @@ class KeyedFusionWorker(FusionWorker):
                 log.exception("record %s@%d:%d failed; dead-lettered", topic, partition, offset)
                 failed.append((topic, RawRecord(f"{topic}@{partition}:{offset}", message.value or b""),
                                Rejection("processing-error", "(record)", f"{type(exc).__name__}: {exc}"), trace))
-        return produced + self._sweep(share.pipeline, share, False), failed
+        return produced + self.sweep(), failed
 
     def hear(self, records: list[Any]) -> None:
         """Records of the city-calls topic (from the worker's reading task): the other workers' calls, kept for
@@ -179,7 +172,7 @@ class KeyedFusionWorker(FusionWorker):
         swept by its next owner, which knows what was sent before it took over."""
         return self.ready and not self.gaining and not self.moving
 
-    def sweeps(self, force: bool = False) -> dict[TP | None, list[Produced]]:
+    def sweep(self, force: bool = False) -> list[Produced]:
         """SLA alerts, closed events and closed metric windows of each owned partition's pipeline, up to its low
-        watermark, by partition (each goes out in that partition's transaction)."""
-        return {tp: self._sweep(share.pipeline, share, force) for tp, share in list(self.shares.owned.items())}
+        watermark."""
+        return [out for share in list(self.shares.owned.values()) for out in self._sweep(share.pipeline, share, force)]

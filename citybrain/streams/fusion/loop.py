@@ -1,13 +1,7 @@
 """The batch loop both of the fusion worker's modes share: what an agent does with a fetch around its own
-steps. The worker is started (reference data, warm-up) before the first batch; outputs are validated and
-turned into records with their headers, failed records into dead letters, and a batch's records go out with the
-offsets it consumed in one transaction (:mod:`citybrain.streams.fusion.transactions`); the agent returns once it
-is committed. Each batch is logged with what it counted.
-
-Before a transactional id is first used, its producer is started, which fences the id's previous holder and ends
-the transaction it left open; only then are the group's committed offsets read (the warm-up's, and the
-floors below which a fetch's records were already committed: the consumer may have fetched from an offset read
-before that transaction ended, since aiokafka's offset fetch does not wait for pending transactional commits).
+steps. The worker is started (reference data, warm-up) before the first batch; outputs are validated and sent
+with their headers, failed records dead-lettered, and the agent returns only once the broker has all of them,
+so faust acknowledges the fetch's offsets after its outputs are out; each batch is logged with what it counted.
 """
 
 from __future__ import annotations
@@ -16,17 +10,15 @@ import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, AsyncIterator, Callable
 
 import orjson
 from faust.types import Message
 
-from citybrain.contracts.topics import INGEST_DEAD_LETTERS
 from citybrain.contracts.validate import Rejection
 from citybrain.ingest.readers import RawRecord
-from citybrain.kafka.topics import committed_offsets
 from citybrain.streams.batching import BatchApp
-from citybrain.streams.fusion.transactions import TP, Out, Transactions, transactional_id
+from citybrain.streams.fusion.topics import Outputs
 from citybrain.streams.fusion.worker import PRODUCER, Failed, FusionWorker, Produced
 
 log = logging.getLogger(__name__)
@@ -36,28 +28,19 @@ Process = Callable[[list[Message]], tuple[list[Produced], list[Failed]]]
 
 
 class BatchLoop:
-    """One worker's batches on one faust app: started, turned into records, committed in transactions, logged."""
+    """One worker's batches on one faust app: started, sent, dead-lettered, published and logged."""
 
-    def __init__(self, app: BatchApp, worker: FusionWorker, transactions: Transactions) -> None:
+    def __init__(self, app: BatchApp, worker: FusionWorker, outputs: Outputs) -> None:
         self.app = app
         self.worker = worker
-        self.transactions = transactions
-        #: Per input partition, the offset the group had committed when this worker took the partition over.
-        self.floors: dict[TP, int] = {}
-        #: Batches in hand: the sweep timer waits for none (a sweep over a batch's state that then does not
-        #: commit would be sent again when the batch is done again).
-        self.busy = 0
+        self.outputs = outputs
 
     @asynccontextmanager
     async def batch(self, kind: str, messages: list[Message]) -> AsyncIterator[None]:
         """Around one agent's work on a fetch: the worker started first, the batch logged once it is done."""
         started = time.perf_counter()
-        self.busy += 1
-        try:
-            await self.ready()
-            yield
-        finally:
-            self.busy -= 1
+        await self.ready()
+        yield
         self.took(kind, len(messages), started)
 
     async def ready(self) -> None:
@@ -66,73 +49,46 @@ class BatchLoop:
             await self.in_thread(self.worker.start)
             self.worker.ready = True
 
-    async def in_thread(self, work: Callable[..., Any], *args: Any) -> Any:
-        """Blocking work (reading topics, rebuilding state) off the event loop; returns its result once done."""
-        return await asyncio.get_running_loop().run_in_executor(None, work, *args)
+    async def in_thread(self, work: Callable[..., None], *args: Any) -> None:
+        """Blocking work (reading topics, rebuilding state) off the event loop; returns once it is done."""
+        await asyncio.get_running_loop().run_in_executor(None, work, *args)
 
-    def txn_id(self, tp: TP | None) -> str:
-        return transactional_id(self.worker.settings.streams_app_id, tp)
+    async def fuse(self, messages: list[Message], process: Process) -> None:
+        """One fetch through ``process``; returns once the broker has its outputs and its dead letters."""
+        produced, failed = process(messages)
+        await self.send(produced)
+        await self.dead_letter(failed)
 
-    async def take_over(self, keys: Iterable[TP | None], tps: Iterable[TP] | None) -> dict[TP, int]:
-        """Start the producers of ``keys`` (partitions, or None: the default worker's), fencing their previous
-        holders, then read the group's committed offsets, now settled: the floors of ``tps`` (None: every
-        partition the group committed). Returns the floors set."""
-        await self.transactions.start([self.txn_id(k) for k in keys])
-        committed = await self.in_thread(committed_offsets, self.worker.settings, self.worker.settings.streams_app_id)
-        wanted = set(committed or ()) if tps is None else set(tps)
-        floors = {tp: o for tp, o in (committed or {}).items() if tp in wanted}
-        self.floors.update(floors)
-        return floors
-
-    def fresh(self, messages: list[Message]) -> list[Message]:
-        """``messages`` without those below their partition's floor (committed by the partition's previous holder)."""
-        floors = self.floors
-        if not floors:
-            return messages
-        kept = []
-        for m in messages:
-            floor = floors.get((m.topic, m.partition))
-            if floor is not None and m.offset < floor:
-                continue
-            if floor is not None:
-                del floors[(m.topic, m.partition)]   # past it: later fetches start after it
-            kept.append(m)
-        if len(kept) < len(messages):
-            log.warning("%d record(s) the previous holder had committed dropped from a fetch", len(messages) - len(kept))
-        return kept
-
-    async def commit(self, key: TP | None, produced: list[Produced], failed: list[Failed],
-                     offsets: Mapping[TP, int], extra: Iterable[Out] = ()) -> None:
-        """The outputs, dead letters and ``extra`` records of one batch (of the partition ``key``, or of the
-        default worker) with ``offsets`` in one transaction; returns once it is committed."""
-        records = self.records(produced)
-        records += self.dead_letters(failed)
-        records += extra
-        await self.transactions.commit(self.txn_id(key), records, offsets)
-
-    def records(self, produced: list[Produced]) -> list[Out]:
-        """Each output validated, with its key and headers; one that breaks its contract as a dead letter."""
+    async def send(self, produced: list[Produced]) -> None:
+        """Validate and send; return once the broker has every record (the batch may then be acknowledged)."""
         message_of, dead_letter_of = self.worker.message, self.worker.dead_letter
-        records: list[Out] = []
+        outputs, dead_letters = self.outputs.topics, self.outputs.dead_letters
+        pending = []
         for topic, record, trace in produced:
             message = message_of(topic, record, trace)
+            if message is None:
+                continue
             if isinstance(message, Rejection):
                 log.error("output for %s breaks its contract (%s on %s); dead-lettered", topic, message.rule, message.field)
                 key, value, headers = dead_letter_of(topic, RawRecord(PRODUCER, orjson.dumps(record), value=record),
                                                      message, trace)
-                records.append((INGEST_DEAD_LETTERS, key, value, list(headers.items()), None, None))
+                pending.append(await dead_letters.send(key=key, value=value, headers=headers))
                 continue
             key, value, headers = message
-            records.append((topic, key, value, list(headers.items()), None, None))
-        return records
+            pending.append(await outputs[topic].send(key=key, value=value, headers=headers))
+        if pending:
+            await asyncio.gather(*pending)
 
-    def dead_letters(self, failed: list[Failed]) -> list[Out]:
-        """Records that failed, as dead letters with their reason."""
-        return [(INGEST_DEAD_LETTERS, k, v, list(h.items()), None, None) for k, v, h in (self.worker.dead_letter(*f) for f in failed)]
+    async def dead_letter(self, failed: list[Failed]) -> None:
+        """Records that failed to the dead-letter topic, with their reason; returns once the broker has them."""
+        if failed:
+            letters = [self.worker.dead_letter(*f) for f in failed]
+            dead_letters = self.outputs.dead_letters
+            await asyncio.gather(*[await dead_letters.send(key=k, value=v, headers=h) for k, v, h in letters])
 
     async def publish(self, records: list[Any], topic: str, partition: int) -> None:
         """(key, value, timestamp ms, headers) records to one partition in whole batches, through faust's aiokafka
-        producer (acks=all), outside any transaction (at least once); returns once the broker has them."""
+        producer (acks=all); returns once the broker has them."""
         if not records:
             return
         producer = self.app.producer._ensure_producer()
