@@ -78,8 +78,13 @@ def broker_fetch() -> None:
 
 @broker_app.command("reset")
 def broker_reset(yes: bool = typer.Option(False, "--yes", help="Confirm deleting every topic and record.")) -> None:
-    """Stop the broker and delete its data. Jars stay cached."""
+    """Stop the broker and delete its data. Jars stay cached; the lake stays, and its sinks refuse it from now on
+    (it is ahead of the topics made anew): move it aside, or `make clean`, before they run again."""
     if not yes:
         raise fail("this deletes every topic and record of the embedded broker; add --yes to confirm.", ExitCode.BAD_INPUT)
     _broker().reset()
     out.print("broker data deleted")
+    lake = current_settings().lake_dir
+    if lake.exists():
+        err.print(f"note: the lake in {lake} holds the deleted topics' records; the lake sinks refuse a lake ahead of its "
+                  "topics, so move it aside (or `make clean`) before they run again", highlight=False)

@@ -56,6 +56,25 @@ def check_log_start(layer: str, resume: dict[TopicPartition, int], starts: dict[
         f"the sink again; keep the sink down for less than the topics' retention (retention.ms).")
 
 
+class LakeAheadOfTopic(CityBrainError):
+    """A partition's checkpoint is beyond the topic's end: the topic was made anew, or the lake is another broker's."""
+
+
+def check_log_end(layer: str, resume: dict[TopicPartition, int], ends: dict[TopicPartition, int]) -> None:
+    """Refuse to go on when a partition's next offset is beyond its end (:class:`LakeAheadOfTopic`): the topic's
+    offsets start again below what the lake holds, and its records would land under offsets the lake already has."""
+    ahead = {tp: (offset, ends[tp]) for tp, offset in resume.items() if tp in ends and offset > ends[tp]}
+    if not ahead:
+        return
+    where = "; ".join(f"{tp.topic}[{tp.partition}] lake at {offset:,}, topic ends at {end:,}"
+                      for tp, (offset, end) in sorted(ahead.items()))
+    raise LakeAheadOfTopic(
+        f"{layer} lake sink: the lake holds records beyond the end of {len(ahead)} partition(s): {where}. The topics "
+        f"were deleted and made anew (a broker reset), or this lake was written from another broker; reading on "
+        f"would file new records under offsets the lake already has. Fix: move this lake aside (or point "
+        f"CITYBRAIN_LAKE_URI at a new one) and start the sink again; the old lake stays queryable where it is.")
+
+
 def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_000, max_wait_s: float = 5.0,
              stop_when_idle_s: float | None = None, layer: str = "bronze", compact_every_s: float = 300.0,
              lease_ttl_s: float = LEASE_TTL_S, lease_settle_s: float = SETTLE_S) -> dict[str, Any]:
@@ -63,7 +82,8 @@ def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_
     found nothing for that long, not counting the time writes took, and the positions are at the topics' ends);
     every ``compact_every_s`` and on the way out, merge the small files of the hours it wrote to. Refused
     (``LeaseHeld``) while another sink writes one of ``topics`` into ``layer``; stopped by
-    :class:`RecordsLostToRetention` rather than skip records the broker no longer has."""
+    :class:`RecordsLostToRetention` rather than skip records the broker no longer has, and by :class:`LakeAheadOfTopic`
+    when the lake is ahead of the topics (made anew since)."""
     from kafka import TopicPartition
     from kafka.errors import OffsetOutOfRangeError
 
@@ -131,6 +151,7 @@ def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_
             if new:   # new to the lake: what retention deleted before was never the lake's to lose
                 resume[tp] = max(resume[tp], starts.get(tp, 0))
         check_log_start(layer, resume, starts)
+        check_log_end(layer, resume, consumer.end_offsets(tps) if tps else {})
         for tp, offset in resume.items():
             consumer.seek(tp, offset)
         # Drained, or SIGINT / SIGTERM from `citybrain down` while polling: flush what was read, then stop.

@@ -230,6 +230,27 @@ def test_a_checkpoint_below_the_log_start_stops_the_sink_naming_the_records_lost
     LakeWriter(lake, "bronze").hold([TOPIC])       # the lease was given back
 
 
+def test_a_lake_ahead_of_its_topic_stops_the_sink_instead_of_filing_new_records_under_old_offsets(  # type: ignore[no-untyped-def]
+        tmp_path: Path, monkeypatch) -> None:
+    """Seen on a second local `make test`: the test broker was made anew, the test lake kept its checkpoints at 30,
+    and the topic's new records 0..9 were to be filed beside the old ones under the same offsets."""
+    from citybrain.kafka import clients
+    from citybrain.settings import load_settings
+    from citybrain.streams import lake_sink
+    from citybrain.streams.lake_sink import LakeAheadOfTopic
+
+    lake = open_lake(str(tmp_path / "lake"))
+    LakeWriter(lake, "bronze").write(TOPIC, 0, _rows(0, 30))
+    consumer = _SinkConsumer({TopicPartition(TOPIC, 0): 10})
+    monkeypatch.setattr(clients, "consumer", lambda settings, *topics, **kwargs: consumer)
+    monkeypatch.setattr(lake_sink, "Announcer", _Announcements)
+    settings = load_settings({"CITYBRAIN_STATE_DIR": str(tmp_path)})
+    with pytest.raises(LakeAheadOfTopic) as stopped:
+        lake_sink.run_sink(settings, [TOPIC], lake, stop_when_idle_s=0.1)
+    assert f"{TOPIC}[0] lake at 30, topic ends at 10" in str(stopped.value) and "Fix: move this lake aside" in str(stopped.value)
+    assert consumer.polls == 0 and _offsets(lake) == list(range(30))   # nothing read, nothing removed
+
+
 def test_a_partition_new_to_the_lake_starts_at_its_log_start(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """What retention deleted before the lake's first read was never the lake's: not a loss, not a refusal."""
     from citybrain.kafka import clients
