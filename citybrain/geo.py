@@ -1,15 +1,24 @@
 """Plane geometry on WGS84 coordinates: point in polygon, distances, and an area index.
 
 Pure functions over GeoJSON-shaped coordinates (``[lon, lat]``), shared by the simulator,
-the gateway (coarsening an address to its street) and the stream layer (resolving every
-located record to its district and street).
+the gateway (placing a request in the city, coarsening an address to its street) and the stream
+layer (resolving every located record to its district, street and community, as deep as the
+city's areas go).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple, Sequence
+
+import shapely
+from shapely import Point, intersects_xy
+from shapely.errors import GEOSException
+from shapely.geometry import shape
+
+log = logging.getLogger(__name__)
 
 EARTH_RADIUS_M = 6_371_008.8
 
@@ -66,72 +75,114 @@ class Area:
     geometry: dict[str, Any]
 
 
-#: Points whose (district, street) an index remembers; past this it starts over.
+#: The levels of a city's areas, largest first: each area's parent is an area of the level above (a district's
+#: is the city). A city's pack may stop at any of them, and at different ones in different places.
+LEVELS = ("district", "street", "community", "grid")
+#: Where a point is placed first: its street, the level every city with streets divides all of itself into,
+#: else its district (a city, or a district, without streets); communities and grids, which a city may declare
+#: in some places only, refine it.
+ANCHORS = ("street", "district")
+#: Points whose place an index remembers; past this it starts over.
 RESOLVED_MAX = 200_000
 
 
 class Place(NamedTuple):
-    """Where a point lies: its district and street and, where the city declares them, its community."""
+    """Where a point lies, as deep as the city's areas go there: its district always; its street, community and
+    grid where the city declares them (None below the deepest level the city has at that point)."""
 
     district: Area
-    street: Area
+    street: Area | None = None
     community: Area | None = None
+    grid: Area | None = None
 
 
 class AreaIndex:
-    """Find the street (and its district) containing a point, with a bounding-box grid.
+    """Find the areas containing a point, down to the deepest level the city has there.
 
-    Built from ``raw.ref.admin_area`` records (or the simulator's city); lookups cost a
-    few ring tests, not one per street.
+    Built from ``raw.ref.admin_area`` records (or a city's own parts). A point is placed in its street, else
+    (a city, or a part of it, without streets) in its district, and then in the community and grid of that
+    area containing it, where the city declares them: a city whose pack stops at districts places every point
+    in its district, one with communities in some streets only places a point in its street where there is
+    none. Each level has an STRtree over its polygons as GEOS reads them (holes and MultiPolygons included),
+    prepared, so a lookup costs microseconds whatever the size of real boundaries.
     """
 
-    def __init__(self, areas: Iterable[Area], cell_deg: float = 0.02) -> None:
-        self.cell = cell_deg
+    def __init__(self, areas: Iterable[Area]) -> None:
         self.areas = {a.code: a for a in areas}
         self._resolved: dict[tuple[float, float], Place | None] = {}
-        self._grid: dict[tuple[int, int], list[tuple[Area, tuple[float, float, float, float]]]] = {}
-        #: street code -> its communities with their bounding boxes
-        self._communities: dict[str, list[tuple[Area, tuple[float, float, float, float]]]] = {}
+        #: level -> its areas with their polygons; area code -> its children with theirs
+        by_level: dict[str, list[tuple[Area, Any]]] = {}
+        self._children: dict[str, list[tuple[Area, Any]]] = {}
         for area in self.areas.values():
-            if area.level == "community" and area.parent_code:
-                self._communities.setdefault(area.parent_code, []).append((area, bbox(area.geometry)))
-            if area.level != "street":
+            if area.level not in LEVELS:
                 continue
-            box = bbox(area.geometry)
-            for gx in range(self._gx(box[0]), self._gx(box[2]) + 1):
-                for gy in range(self._gx(box[1]), self._gx(box[3]) + 1):
-                    self._grid.setdefault((gx, gy), []).append((area, box))
+            try:
+                polygon = shape(area.geometry)
+            except (GEOSException, AttributeError, KeyError, TypeError, ValueError) as exc:
+                log.warning("area %s (%s) left out of the area index: its geometry is no polygon GEOS can read "
+                            "(%s); fix its coordinates in the city pack", area.code, area.name, exc)
+                continue
+            shapely.prepare(polygon)
+            by_level.setdefault(area.level, []).append((area, polygon))
+            if area.parent_code:
+                self._children.setdefault(area.parent_code, []).append((area, polygon))
+        #: level -> (its areas with their polygons, an STRtree over the polygons)
+        self._levels = {level: (found, shapely.STRtree([p for _a, p in found])) for level, found in by_level.items()}
 
-    def _gx(self, v: float) -> int:
-        return math.floor(v / self.cell)
+    def area_at(self, lon: float, lat: float, level: str) -> Area | None:
+        """The area of ``level`` containing the point (its border included), or None."""
+        found = self._levels.get(level)
+        if found is None:
+            return None
+        areas, tree = found
+        return _first([areas[i][0] for i in sorted(tree.query(Point(lon, lat)))
+                       if intersects_xy(areas[i][1], lon, lat)], lon, lat)
 
     def street_at(self, lon: float, lat: float) -> Area | None:
-        """The street containing the point, or None outside the city."""
-        for area, (x0, y0, x1, y1) in self._grid.get((self._gx(lon), self._gx(lat)), ()):
-            if x0 <= lon <= x1 and y0 <= lat <= y1 and point_in_geometry(lon, lat, area.geometry):
-                return area
-        return None
+        """The street containing the point, or None (outside the city, or where the city has no streets)."""
+        return self.area_at(lon, lat, "street")
 
     def community_at(self, lon: float, lat: float, street: Area) -> Area | None:
-        """The community of ``street`` containing the point, or None (a city without communities)."""
-        for area, (x0, y0, x1, y1) in self._communities.get(street.code, ()):
-            if x0 <= lon <= x1 and y0 <= lat <= y1 and point_in_geometry(lon, lat, area.geometry):
-                return area
-        return None
+        """The community of ``street`` containing the point, or None (a street without communities)."""
+        return self._child_at(lon, lat, street)
+
+    def _child_at(self, lon: float, lat: float, area: Area) -> Area | None:
+        """The child of ``area`` containing the point, or None."""
+        return _first([a for a, polygon in self._children.get(area.code, ()) if intersects_xy(polygon, lon, lat)],
+                      lon, lat)
 
     def resolve(self, lon: float, lat: float) -> Place | None:
-        """(district, street, community) containing the point, or None outside the city. Remembered
+        """The place of the point, as deep as the city's areas go there, or None outside the city. Remembered
         per point: fixed sensors report from the same coordinates every few minutes."""
         key = (lon, lat)
         if key in self._resolved:
             return self._resolved[key]
-        street = self.street_at(lon, lat)
-        found = None if street is None or street.parent_code is None else \
-            Place(self.areas[street.parent_code], street, self.community_at(lon, lat, street))
+        found = self._place(lon, lat)
         if len(self._resolved) >= RESOLVED_MAX:
             self._resolved.clear()
         self._resolved[key] = found
         return found
+
+    def _place(self, lon: float, lat: float) -> Place | None:
+        """The point's street (else district) with its parents up to a district, and the areas below it
+        containing the point."""
+        for level in ANCHORS:
+            area = self.area_at(lon, lat, level)
+            if area is None:
+                continue
+            chain = {area.level: area}
+            parent = self.areas.get(area.parent_code or "")
+            while parent is not None and parent.level in LEVELS and parent.level not in chain:
+                chain[parent.level] = parent
+                parent = self.areas.get(parent.parent_code or "")
+            if "district" not in chain:
+                continue
+            below = self._child_at(lon, lat, area)
+            while below is not None and below.level not in chain:
+                chain[below.level] = below
+                below = self._child_at(lon, lat, below)
+            return Place(chain["district"], chain.get("street"), chain.get("community"), chain.get("grid"))
+        return None
 
     @classmethod
     def from_records(cls, records: Iterable[dict[str, Any]]) -> AreaIndex:
@@ -141,6 +192,14 @@ class AreaIndex:
             latest[r["area_code"]] = r
         return cls(Area(r["area_code"], r["name"], r["level"], r.get("parent_code"), r["geometry"])
                    for r in latest.values() if r.get("status") != "withdrawn")
+
+
+def _first(hits: list[Area], lon: float, lat: float) -> Area | None:
+    """The area a point lies in among the areas whose polygons hold it (in the index's order): on a border that
+    several share, the one ray casting puts it in (every point of a tiled city in exactly one), else the first."""
+    if len(hits) > 1:
+        return next((a for a in hits if point_in_geometry(lon, lat, a.geometry)), hits[0])
+    return hits[0] if hits else None
 
 
 def changed(known: dict[str, Any] | None, record: dict[str, Any]) -> bool:

@@ -127,12 +127,14 @@ class City:
 
     @property
     def index(self) -> AreaIndex:
-        """Point -> (district, street, community) lookup over this city's polygons."""
+        """Point -> (district, street, community, grid) lookup over this city's polygons, as deep as the city's
+        areas go: a city whose pack stops at districts places points in its districts."""
         if self._index is None:
             areas = [Area(d.code, d.name, "district", None, d.geometry) for d in self.districts]
             areas += [Area(s.code, s.name, "street", s.district_code, s.geometry) for s in self.streets]
-            areas += [Area(f["properties"]["code"], f["properties"]["name"], "community", f["properties"]["parent"],
-                           f["geometry"]) for f in self.as_pack().areas if f["properties"]["level"] == "community"]
+            areas += [Area(f["properties"]["code"], f["properties"]["name"], f["properties"]["level"],
+                           f["properties"]["parent"], f["geometry"]) for f in self.as_pack().areas
+                      if f["properties"]["level"] in ("community", "grid")]
             self._index = AreaIndex(areas)
         return self._index
 
@@ -146,9 +148,14 @@ class City:
                 return code, workers
         return None
 
-    def areas_at(self, lon: float, lat: float, street_code: str) -> dict[str, str]:
-        """The codes of the areas of every level containing a point of ``street_code``: district, street and,
-        where the city's pack declares them, community and grid."""
+    def areas_at(self, lon: float, lat: float, street_code: str | None = None) -> dict[str, str]:
+        """The codes of the areas of every level containing a point, by level: district, street and, where the
+        city's pack declares them, community and grid. With ``street_code`` the point is one of that street
+        (the simulator's own choice, even on its border); without it the city's polygons place it, as deep as
+        they go there (a city whose pack stops at districts: its district only; outside the city: nothing)."""
+        if street_code is None:
+            place = self.index.resolve(lon, lat)
+            return {level: area.code for level, area in (place._asdict() if place else {}).items() if area is not None}
         out = {"district": self.street(street_code).district_code, "street": street_code}
         community = self.index.community_at(lon, lat, self.index.areas[street_code])
         if community is not None:

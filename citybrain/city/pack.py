@@ -3,10 +3,12 @@
 A pack is a folder:
 
 ```
-manifest.json       format, the pack's version, the city (code, name), jurisdiction id, time zone
-areas.geojson       GeoJSON (RFC 7946, WGS84) FeatureCollection: districts (区) -> streets/towns (街道/镇)
-                    -> communities/villages (社区/村) -> optional grids (网格), each with code, name,
-                    level, parent and population (grids: their grid workers' ids)
+manifest.json       format, the pack's version, the city (code, name), jurisdiction id, time zone, and
+                    optionally geometry: the coordinates' system (WGS84, GCJ-02, BD-09) and tolerance
+areas.geojson       GeoJSON (RFC 7946) FeatureCollection: districts (区) -> streets/towns (街道/镇)
+                    -> communities/villages (社区/村) -> optional grids (网格), as deep as the city
+                    goes, each with code, name, level, parent and population (grids: their grid
+                    workers' ids)
 departments.jsonl   one department per line: id, names, remit (categories)
 services.jsonl      the hotline's service catalogue: Open311 service code, name, group, category,
                     responsible and co-responsible departments, SLA hours, priority, keywords
@@ -16,8 +18,8 @@ devices.csv         the device registry
 
 Every file has a contract (JSON Schema) in ``schemas/citypack/``; ``citybrain city check``
 checks a pack against them and against the rules between files
-(:mod:`citybrain.city.pack_check`). ``citybrain city generate`` writes the simulated city
-(云州市) as a pack.
+(:mod:`citybrain.city.pack_check`, :class:`Problem`, with :class:`Note` for what a pack may do but
+should know). ``citybrain city generate`` writes the simulated city (云州市) as a pack.
 """
 
 from __future__ import annotations
@@ -49,6 +51,37 @@ ESCALATION = ["grid", "community", "street", "district", "department"]
 #: The departments whose matters the simulated city's areas handle first (属地管理: city appearance, property,
 #: neighbourhood care); the others' tickets go to the department at once.
 TERRITORIAL = ("urban_management", "housing", "civil_affairs")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something that makes a pack unfit to import: where it is, the rule, what is wrong and how to fix it
+    (``area_m2``: the measured area, for the geometry rules that measure one)."""
+
+    file: str
+    where: str          # "line 12", "feature 3 (990101001)", "" for the whole file
+    rule: str
+    message: str
+    fix: str
+    area_m2: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}{' ' + self.where if self.where else ''}: [{self.rule}] {self.message} Fix: {self.fix}"
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something a pack may do but should know about (it stops at districts, its rings run clockwise): said
+    beside the problems, never a reason to refuse it. ``fix`` says what to add or change to have it otherwise."""
+
+    file: str
+    where: str
+    rule: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.file}{' ' + self.where if self.where else ''}: [{self.rule}] {self.message} To change it: {self.fix}"
 
 
 @dataclass

@@ -1,12 +1,18 @@
 """Checking a city pack: every problem at once, each with its file, line or feature, rule and fix.
 
 A pack is checked like a feed: each file against its contract (``schemas/citypack/``), then
-the rules between files and features — polygons closed and inside WGS84, codes unique,
-parents known and one level up, children inside their parent, siblings neither overlapping
-nor leaving gaps in their parent, departments named by CityBrain's department
-roles, services and rules routed to known departments and areas,
-every service routed, devices inside the city and their street. A pack with any problem is
-refused whole (``citybrain city import`` imports nothing of it).
+the rules between files and features — polygons closed, inside WGS84 and valid (GEOS's reason),
+codes unique, parents known and one level up, children inside their parent, siblings neither
+overlapping nor leaving gaps (measured in square metres against the manifest's
+``geometry.tolerance_m2``: :mod:`citybrain.city.geometry`), departments named by CityBrain's
+department roles, services and rules routed to known departments and areas, every service
+routed, devices inside the city and their street. Coordinates the manifest declares as GCJ-02
+or BD-09 are converted to WGS84 first (:mod:`citybrain.city.crs`); the checked pack is the
+converted one, the one that is imported. A pack with any problem is refused whole
+(``citybrain city import`` imports nothing of it).
+
+Beside the problems come notes (:func:`review_pack`): what the pack may do but should know,
+e.g. that it stops at districts and so forgoes street, community and grid dispatch.
 """
 
 from __future__ import annotations
@@ -14,69 +20,93 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from citybrain.city.pack import DEVICE_COLUMNS, FILES, LEVELS, SCHEMAS, Pack
+import numpy as np
+import shapely
+
+from citybrain.city.crs import WGS84, geometry_to_wgs84, pack_in_wgs84
+from citybrain.city.geometry import (DEFAULT_TOLERANCE_M2, ON_EDGE_DEG, Boundary, clockwise_note,
+                                     read_boundary, sibling_problems, within)
+from citybrain.city.pack import DEVICE_COLUMNS, FILES, LEVELS, SCHEMAS, Note, Pack, Problem
 from citybrain.contracts.departments import DEPARTMENTS as DEPARTMENT_ROLES
-from citybrain.geo import point_in_geometry
 
-#: Degrees (~0.1 m): a vertex this close to its parent's boundary is on it, not outside.
-ON_EDGE_DEG = 1e-6
-#: Share of a parent's area its children may miss or exceed before it is a gap or an overlap.
-AREA_TOLERANCE = 0.002
+__all__ = ["ON_EDGE_DEG", "Note", "PackReport", "Problem", "check_pack", "review_pack"]
+
 RULE_OF_KEYWORD = {"additionalProperties": "unknown-field"}
+#: What a pack that stops at a level forgoes (the levels below it are what it lacks).
+FORGONE = {
+    "district": "no street, community or grid dispatch: a position resolves to its district only, devices carry no "
+                "street, a routing rule's escalation starts at the district, and fusion raises no city events or "
+                "early warnings (their contracts place them on a street; tickets are still dispatched)",
+    "street": "no community or grid dispatch: a position resolves to its district and street, and a routing rule's "
+              "escalation starts at the street",
+    "community": "no grid dispatch (no 网格员): a routing rule's escalation starts at the community",
+}
+PLURAL = {"district": "districts", "street": "streets", "community": "communities", "grid": "grids"}
 
 
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    where: str          # "line 12", "feature 3 (990101001)", "" for the whole file
-    rule: str
-    message: str
-    fix: str
+@dataclass
+class PackReport:
+    """A checked pack (None when a file could not be read at all; converted to WGS84), its problems (any one
+    refuses it) and its notes (never a reason to refuse it)."""
 
-    def __str__(self) -> str:
-        return f"{self.file}{' ' + self.where if self.where else ''}: [{self.rule}] {self.message} Fix: {self.fix}"
+    pack: Pack | None
+    problems: list[Problem]
+    notes: list[Note] = field(default_factory=list)
 
 
 def check_pack(directory: Path) -> tuple[Pack | None, list[Problem]]:
     """(the pack, every problem found); the pack is None when a file could not be read at all."""
+    report = review_pack(directory)
+    return report.pack, report.problems
+
+
+def review_pack(directory: Path) -> PackReport:
+    """The pack in ``directory`` checked whole: its problems and its notes."""
     problems: list[Problem] = []
     content: dict[str, list[tuple[str, Any]]] = {}
     for name in FILES:
         content[name] = _read(directory, name, problems)
     if any(p.rule in ("missing-file", "encoding", "json-syntax") and p.where == "" for p in problems):
-        return None, problems
+        return PackReport(None, problems)
     validators = _validators()
-    valid: dict[str, list[tuple[str, Any]]] = {}
+    ok: dict[str, list[int]] = {}
     for name, items in content.items():
         schema = validators[FILES[name][0]]
-        valid[name] = []
-        for where, value in items:
+        ok[name] = []
+        for k, (where, value) in enumerate(items):
             errors = sorted(schema.iter_errors(value), key=lambda e: list(e.absolute_path))
             problems += [_schema_problem(name, where, error) for error in errors]
             if not errors:
-                valid[name].append((where, value))
+                ok[name].append(k)
     pick = lambda name: [v for _w, v in content[name]]  # noqa: E731
     manifest = pick("manifest.json")[0] if content["manifest.json"] else {}
-    pack = Pack(manifest, pick("areas.geojson"), pick("departments.jsonl"), pick("services.jsonl"),
+    settings = manifest.get("geometry", {}) if ok["manifest.json"] else {}
+    crs, tolerance = settings.get("crs", WGS84), float(settings.get("tolerance_m2", DEFAULT_TOLERANCE_M2))
+    read = Pack(manifest, pick("areas.geojson"), pick("departments.jsonl"), pick("services.jsonl"),
                 pick("routing.jsonl"), pick("devices.csv"))
+    pack = pack_in_wgs84(read, crs)
     # The rules between records judge the records that have their contract's shape, so one broken
     # record does not hide the other problems; ids are known from every record that carries one.
+    valid = {name: [content[name][k] for k in ok[name]] for name in FILES}
     if valid["manifest.json"]:
         problems += _manifest_rules(manifest)
-    problems += _area_rules(valid["areas.geojson"])
+    area_problems, boundaries, notes = _area_rules(valid["areas.geojson"], crs, tolerance)
+    problems += area_problems
     departments = {d.get("department_id") for d in pack.departments if isinstance(d, dict)}
     problems += _catalogue_rules(valid, departments,
                                  {s.get("service_code") for s in pack.services if isinstance(s, dict)},
                                  {_code(f) for f in pack.areas})
-    problems += _device_rules(valid["devices.csv"], [f for _w, f in valid["areas.geojson"]], departments)
-    return pack, problems
+    devices = [(where, d, pack.devices[k]) for k, (where, d) in zip(ok["devices.csv"], valid["devices.csv"])]
+    levels = {f["properties"]["code"]: f["properties"]["level"] for _w, f in valid["areas.geojson"]}
+    problems += _device_rules(devices, boundaries, levels, departments)
+    notes += _depth_notes([f for _w, f in valid["areas.geojson"]], [r for _w, r in valid["routing.jsonl"]])
+    return PackReport(pack, problems, notes)
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -186,75 +216,81 @@ def _manifest_rules(manifest: dict[str, Any]) -> list[Problem]:
     return []
 
 
-def _rings(geometry: dict[str, Any]) -> list[list[list[float]]]:
+def _polygons(geometry: dict[str, Any]) -> list[list[Any]]:
+    """The rings of each polygon of a Polygon or MultiPolygon, as written (a polygon without rings has one empty)."""
     polygons = geometry["coordinates"] if geometry["type"] == "MultiPolygon" else [geometry["coordinates"]]
-    return [ring for rings in polygons for ring in rings]
+    return [rings if isinstance(rings, list) and rings else [[]] for rings in polygons]
 
 
-def _area(geometry: dict[str, Any]) -> float:
-    """Area in square degrees of longitude scaled to the latitude (only ever compared with its relatives)."""
-    polygons = geometry["coordinates"] if geometry["type"] == "MultiPolygon" else [geometry["coordinates"]]
-    total = 0.0
-    for rings in polygons:
-        for k, ring in enumerate(rings):
-            scale = math.cos(math.radians(ring[0][1]))
-            a = abs(sum(x0 * y1 - x1 * y0 for (x0, y0, *_), (x1, y1, *_) in zip(ring, ring[1:]))) / 2 * scale
-            total += a if k == 0 else -a
-    return total
+def _positions(ring: Any) -> np.ndarray | None:
+    """A ring's [lon, lat] as an (n, 2) array; None when it is not a list of positions of at least two numbers."""
+    if not isinstance(ring, list):
+        return None
+    try:
+        xy = np.asarray(ring)
+    except ValueError:            # positions of two and three numbers mixed
+        xy = None
+    if xy is not None and xy.dtype.kind in "iuf" and xy.ndim == 2 and xy.shape[1] >= 2:
+        return xy[:, :2].astype(float)
+    if all(isinstance(p, list) and len(p) >= 2 and all(type(v) in (int, float) for v in p[:2]) for p in ring):
+        return np.array([p[:2] for p in ring], dtype=float)
+    return None
 
 
-def _near_edge(lon: float, lat: float, geometry: dict[str, Any]) -> bool:
-    for ring in _rings(geometry):
-        for (x0, y0, *_), (x1, y1, *_) in zip(ring, ring[1:]):
-            dx, dy = x1 - x0, y1 - y0
-            t = max(0.0, min(1.0, ((lon - x0) * dx + (lat - y0) * dy) / (dx * dx + dy * dy or 1)))
-            if math.hypot(lon - x0 - t * dx, lat - y0 - t * dy) <= ON_EDGE_DEG:
-                return True
-    return False
-
-
-def _inside(lon: float, lat: float, geometry: dict[str, Any]) -> bool:
-    """Inside or on the boundary."""
-    return point_in_geometry(lon, lat, geometry) or _near_edge(lon, lat, geometry)
-
-
-def _strictly_inside(lon: float, lat: float, geometry: dict[str, Any]) -> bool:
-    return point_in_geometry(lon, lat, geometry) and not _near_edge(lon, lat, geometry)
-
-
-def _ring_problems(where: str, geometry: dict[str, Any]) -> list[Problem]:
+def _ring_problems(where: str, geometry: dict[str, Any]) -> tuple[list[Problem], shapely.Geometry | None]:
+    """The rings' own shape (GeoJSON's rules), before GEOS can read them; and the geometry when they have it."""
     out = []
-    for ring in _rings(geometry):
-        if not isinstance(ring, list) or len(ring) < 4 or not all(isinstance(p, list) and len(p) >= 2 for p in ring):
-            out.append(Problem("areas.geojson", where, "polygon-too-few-points",
-                               "a ring needs at least 4 positions (a triangle and its first point again).", "redraw the polygon."))
-            continue
-        if ring[0][:2] != ring[-1][:2]:
-            out.append(Problem("areas.geojson", where, "polygon-not-closed",
-                               f"a ring starts at {ring[0][:2]} and ends at {ring[-1][:2]}.",
-                               "repeat the first position at the end of the ring (RFC 7946 3.1.6)."))
-        bad = [p for p in ring if not (-180 <= p[0] <= 180 and -90 <= p[1] <= 90)]
-        if bad:
-            out.append(Problem("areas.geojson", where, "coordinates-out-of-range",
-                               f"{len(bad)} position(s) outside WGS84 longitude/latitude, e.g. {bad[0][:2]}.",
-                               "reproject to WGS84 (EPSG:4326), e.g. `ogr2ogr -t_srs EPSG:4326`; GeoJSON is [lon, lat]."))
-    return out
+    polygons = []
+    for rings in _polygons(geometry):
+        arrays = []
+        for ring in rings:
+            xy = _positions(ring)
+            if xy is None or len(xy) < 4:
+                out.append(Problem("areas.geojson", where, "polygon-too-few-points",
+                                   "a ring needs at least 4 positions of two numbers (a triangle and its first point "
+                                   "again).", "redraw the polygon."))
+                continue
+            arrays.append(xy)
+            if (xy[0] != xy[-1]).any():
+                out.append(Problem("areas.geojson", where, "polygon-not-closed",
+                                   f"a ring starts at {ring[0][:2]} and ends at {ring[-1][:2]}.",
+                                   "repeat the first position at the end of the ring (RFC 7946 3.1.6)."))
+            bad = np.flatnonzero(~((np.abs(xy[:, 0]) <= 180) & (np.abs(xy[:, 1]) <= 90)))
+            if len(bad):
+                out.append(Problem("areas.geojson", where, "coordinates-out-of-range",
+                                   f"{len(bad)} position(s) outside WGS84 longitude/latitude, e.g. {ring[bad[0]][:2]}.",
+                                   "reproject to WGS84 (EPSG:4326), e.g. `ogr2ogr -t_srs EPSG:4326`; GeoJSON is [lon, "
+                                   "lat]. GCJ-02 (Amap, DataV) or BD-09 (Baidu) longitude/latitude is declared in the "
+                                   "manifest (geometry.crs) and converted."))
+        polygons.append(arrays)
+    if out:
+        return out, None
+    parts = [shapely.Polygon(rings[0], rings[1:]) for rings in polygons]
+    return [], parts[0] if geometry["type"] == "Polygon" else shapely.MultiPolygon(parts)
 
 
-def _area_rules(features: list[tuple[str, dict[str, Any]]]) -> list[Problem]:
+def _area_rules(features: list[tuple[str, dict[str, Any]]], crs: str, tolerance_m2: float
+                ) -> tuple[list[Problem], dict[str, Boundary], list[Note]]:
+    """Problems of the areas (as read, in ``crs``), their boundaries by code (in WGS84, those GEOS can measure),
+    and the notes on them."""
     problems: list[Problem] = []
     by_code: dict[str, tuple[str, dict[str, Any]]] = {}
-    usable: dict[str, bool] = {}
+    boundaries: dict[str, Boundary] = {}
     for where, f in features:
         code = f["properties"]["code"]
         if code in by_code:
             problems.append(Problem("areas.geojson", where, "duplicate-code",
                                     f"code {code} is also {by_code[code][0]}.", "give every area its own code."))
             continue
-        ring_problems = _ring_problems(where, f["geometry"])
-        problems += ring_problems
         by_code[code] = (where, f)
-        usable[code] = not ring_problems
+        ring_problems, geometry = _ring_problems(where, f["geometry"])
+        problems += ring_problems
+        if geometry is not None:
+            boundary, invalid = read_boundary(where, code, f["properties"]["level"], geometry_to_wgs84(geometry, crs),
+                                              crs)
+            problems += invalid
+            if boundary is not None:
+                boundaries[code] = boundary
     children: dict[str | None, list[str]] = defaultdict(list)
     for code, (where, f) in by_code.items():
         p = f["properties"]
@@ -278,56 +314,53 @@ def _area_rules(features: list[tuple[str, dict[str, Any]]]) -> list[Problem]:
             continue
         children[parent].append(code)
     for parent, codes in children.items():
-        codes = [c for c in codes if usable[c]]
-        problems += _sibling_rules(parent, codes, by_code, usable)
-    return problems
+        kids = [boundaries[c] for c in codes if c in boundaries]
+        problems += sibling_problems(boundaries.get(parent) if parent else None, kids, tolerance_m2, crs,
+                                     parent_where=by_code[parent][0] if parent else "", top_level=parent is None)
+    notes = clockwise_note(boundaries.values())
+    return problems, boundaries, notes
 
 
-def _sibling_rules(parent: str | None, codes: list[str], by_code: dict[str, tuple[str, dict[str, Any]]],
-                   usable: dict[str, bool]) -> list[Problem]:
-    problems = []
-    geometry = {c: by_code[c][1]["geometry"] for c in codes}
-    vertices = {c: [p for ring in _rings(g) for p in ring[:-1]] for c, g in geometry.items()}
-    if parent is not None and usable.get(parent):
-        pg = by_code[parent][1]["geometry"]
-        for c in codes:
-            out = [p for p in vertices[c] if not _inside(p[0], p[1], pg)]
-            if out:
-                problems.append(Problem("areas.geojson", by_code[c][0], "outside-parent",
-                                        f"{len(out)} vertex(es) of {c} lie outside its parent {parent}, e.g. {out[0][:2]}.",
-                                        "clip the area to its parent, or correct its parent code."))
-    overlapping = set()
-    probes = {c: _probes(vertices[c]) for c in codes}
-    for i, a in enumerate(codes):
-        for b in codes[i + 1:]:
-            if any(_strictly_inside(p[0], p[1], geometry[b]) for p in probes[a]) or \
-                    any(_strictly_inside(p[0], p[1], geometry[a]) for p in probes[b]):
-                overlapping.add(a)
-                problems.append(Problem("areas.geojson", by_code[a][0], "overlap",
-                                        f"{a} and its sibling {b} overlap.",
-                                        "make siblings share their borders (e.g. `ogr2ogr -makevalid`, or snap them in QGIS)."))
-    if parent is not None and usable.get(parent) and codes and not overlapping:
-        whole = _area(by_code[parent][1]["geometry"])
-        covered = sum(_area(geometry[c]) for c in codes)
-        level = by_code[codes[0]][1]["properties"]["level"]
-        if whole and covered < whole * (1 - AREA_TOLERANCE):
-            problems.append(Problem("areas.geojson", by_code[parent][0], "gap",
-                                    f"its {len(codes)} {level} area(s) cover {covered / whole:.1%} of it, leaving a gap.",
-                                    f"extend the {level} areas to the parent's border, or add the missing {level}."))
-        elif whole and covered > whole * (1 + AREA_TOLERANCE):
-            problems.append(Problem("areas.geojson", by_code[parent][0], "overlap",
-                                    f"its {len(codes)} {level} area(s) add up to {covered / whole:.1%} of it: they overlap.",
-                                    "make siblings share their borders instead of covering each other."))
-    return problems
-
-
-def _probes(points: list[list[float]]) -> list[list[float]]:
-    """Points just inside an area (its vertices and edge midpoints nudged towards its centre, and the centre):
-    one of them inside a sibling means the two overlap. Overlaps no probe finds still show in the area sums."""
-    cx, cy = sum(p[0] for p in points) / len(points), sum(p[1] for p in points) / len(points)
-    nudge = lambda x, y: [x + (cx - x) * 0.02, y + (cy - y) * 0.02]  # noqa: E731
-    edges = zip(points, points[1:] + points[:1])
-    return [[cx, cy]] + [nudge(*p[:2]) for p in points] + [nudge((a[0] + b[0]) / 2, (a[1] + b[1]) / 2) for a, b in edges]
+def _depth_notes(features: list[dict[str, Any]], rules: list[dict[str, Any]]) -> list[Note]:
+    """What the pack forgoes by stopping above grids: the level it stops at, the districts (streets, communities)
+    that stop above the others, the escalation steps its routing rules name but it lacks."""
+    levels = {f["properties"]["level"] for f in features}
+    present = [lvl for lvl in LEVELS if lvl in levels]
+    if not present:
+        return []
+    notes = []
+    deepest = present[-1]
+    if deepest != "grid":
+        lacking = [PLURAL[lvl] for lvl in LEVELS[LEVELS.index(deepest) + 1:]]
+        lacking_text = " or ".join([", ".join(lacking[:-1]), lacking[-1]] if len(lacking) > 1 else lacking)
+        notes.append(Note("areas.geojson", "", "depth",
+                          f"the pack stops at {PLURAL[deepest]}, with no {lacking_text}: {FORGONE[deepest]}. It is a "
+                          "complete pack at that depth.",
+                          f"add {LEVELS[LEVELS.index(deepest) + 1]} areas (parent: their {deepest}'s code) to dispatch "
+                          "closer to the ground; grids are optional even then."))
+    parents_with_children = {f["properties"]["parent"] for f in features}
+    for level in present[:-1]:
+        if level == "community":      # communities without grids are common: grids are drawn where workers are
+            continue
+        bare = [f["properties"]["code"] for f in features
+                if f["properties"]["level"] == level and f["properties"]["code"] not in parents_with_children]
+        if bare:
+            below = LEVELS[LEVELS.index(level) + 1]
+            notes.append(Note("areas.geojson", "", "depth",
+                              f"{len(bare)} {level}(s) have no {below} areas while others do, e.g. {', '.join(bare[:5])}: "
+                              f"positions there resolve to the {level} and dispatch stops there.",
+                              f"add their {below} areas, or leave them if that is how the city is organised."))
+    missing = [lvl for lvl in ("grid", "community", "street") if lvl not in levels]
+    named = sorted({lvl for r in rules for lvl in r.get("escalation") or () if lvl in missing},
+                   key=LEVELS.index)
+    if named:
+        count = sum(1 for r in rules if set(r.get("escalation") or ()) & set(named))
+        notes.append(Note("routing.jsonl", "", "escalation-levels",
+                          f"{count} routing rule(s) escalate through {', '.join(named)}, which the pack does not have: "
+                          "a ticket skips those steps and is dispatched to the first level its position has "
+                          "(citybrain.city.routing.chain).",
+                          f"add {', '.join(named)} areas, or drop them from the rules' escalation."))
+    return notes
 
 
 def _catalogue_rules(valid: dict[str, list[tuple[str, Any]]], departments: set[str | None],
@@ -386,13 +419,21 @@ def _unique(file: str, records: Iterable[tuple[str, dict[str, Any]]], key: str, 
         seen.setdefault(r[key], where)
 
 
-def _device_rules(devices: list[tuple[str, dict[str, Any]]], areas: list[dict[str, Any]],
-                  departments: set[str | None]) -> list[Problem]:
+
+
+def _device_rules(devices: list[tuple[str, dict[str, Any], dict[str, Any]]], boundaries: dict[str, Boundary],
+                  levels: dict[str, str], departments: set[str | None]) -> list[Problem]:
+    """Devices (as read, and converted to WGS84) owned by a known department, inside the city and their street
+    (``levels``: code -> level of every area, measurable or not)."""
     problems: list[Problem] = []
-    _unique("devices.csv", devices, "device_id", problems)
-    districts = [f["geometry"] for f in areas if f["properties"]["level"] == "district"]
-    streets = {f["properties"]["code"]: f["geometry"] for f in areas if f["properties"]["level"] == "street"}
-    for where, d in devices:
+    _unique("devices.csv", [(w, d) for w, d, _c in devices], "device_id", problems)
+    districts = [b.geometry for b in boundaries.values() if b.level == "district"]
+    # A device in no measurable district may lie in one GEOS could not read: that district's problem is named.
+    judge_city = all(c in boundaries for c, lvl in levels.items() if lvl == "district")
+    streets = {c: b.geometry for c, b in boundaries.items() if b.level == "street"}
+    xy = np.array([[c["long"], c["lat"]] for _w, _d, c in devices], dtype=float).reshape(-1, 2)
+    in_city = set(within(districts, xy)[0].tolist())
+    for k, (where, d, converted) in enumerate(devices):
         lon, lat, device, street = d["long"], d["lat"], f"device {d['device_id']}", d.get("street_code")
 
         def flag(rule: str, message: str, fix: str, where: str = where) -> None:
@@ -401,13 +442,16 @@ def _device_rules(devices: list[tuple[str, dict[str, Any]]], areas: list[dict[st
         if d["owner_department"] not in departments:
             flag("unknown-department", f"{device} belongs to {d['owner_department']!r}, which departments.jsonl does "
                  "not list.", "correct owner_department or add the department.")
-        if not any(_inside(lon, lat, g) for g in districts):
-            flag("outside-city", f"{device} at ({lon}, {lat}) is in none of the pack's districts.",
-                 "correct its position (lat and long, WGS84; a swapped pair is common) or remove it.")
-        elif street and street not in streets:
+        if k not in in_city:
+            if judge_city:
+                flag("outside-city", f"{device} at ({lon}, {lat}) is in none of the pack's districts.",
+                     "correct its position (lat and long, in the manifest's geometry.crs; a swapped pair is common) "
+                     "or remove it.")
+        elif street and levels.get(street) != "street":
             flag("unknown-area", f"{device}'s street_code {street} is not a street of the pack.",
                  "use a street's code, or leave street_code empty (it is resolved from the position).")
-        elif street and not _inside(lon, lat, streets[street]):
+        elif street and street in streets and not shapely.dwithin(streets[street], shapely.Point(converted["long"], converted["lat"]),
+                                            ON_EDGE_DEG):
             flag("outside-street", f"{device} at ({lon}, {lat}) is not in its street {street}.",
                  "correct its position or its street_code.")
     return problems

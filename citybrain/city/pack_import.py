@@ -4,7 +4,9 @@ The pack's manifest, areas (districts, streets, communities), grids, departments
 routing rules and devices become records of ``raw.ref.city``, ``raw.ref.admin_area``,
 ``raw.ref.grid``, ``raw.ref.department``, ``raw.ref.service``, ``raw.ref.routing_rule`` and ``raw.ref.device`` —
 compacted topics keyed by code, so an updated area, service, rule or device replaces only
-itself. Every record is checked against its topic's contract before anything is sent
+itself. Positions are published in WGS84: a pack whose manifest declares GCJ-02 or BD-09 is
+converted by the check (:mod:`citybrain.city.crs`), and the converted pack is what is published.
+Every record is checked against its topic's contract before anything is sent
 (:func:`contract_problems`, also run by ``city check`` when it has the contracts): a pack with
 any problem is refused whole and nothing of it is produced. After the broker has
 acknowledged every record, the pack's version, digest and counts are recorded in

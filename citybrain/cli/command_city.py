@@ -126,23 +126,36 @@ def city_check(directory: Path = typer.Argument(..., exists=True, file_okay=Fals
     contracts; name every problem at once (file, line or feature, rule, fix).
 
     Exit 0 when it passes, 1 when not."""
-    from citybrain.city.pack_check import check_pack
+    from citybrain.city.pack_check import review_pack
     from citybrain.city.pack_import import contract_problems
 
     with err.status(f"checking {directory} ..."):
-        pack, problems = check_pack(directory)
+        report = review_pack(directory)
+        pack, problems, notes = report.pack, report.problems, report.notes
         if pack is not None and not problems:      # as the records would be published, under the topics' contracts
             problems = contract_problems(pack, current_contracts())
     if as_json:
         out.print_json(json.dumps({"pack": str(directory), "passed": not problems,
                                    "version": pack.manifest.get("version") if pack else None,
-                                   "problems": [p.__dict__ for p in problems]}, ensure_ascii=False))
-    elif problems:
+                                   "problems": [p.__dict__ for p in problems],
+                                   "notes": [n.__dict__ for n in notes]}, ensure_ascii=False))
+        raise typer.Exit(ExitCode.FAILURE if problems else ExitCode.OK)
+    if problems:
         _print_problems(problems, f"{len(problems)} problem(s) in {directory}")
-    else:
+    if notes:
+        _print_notes(notes)
+    if not problems:
         assert pack is not None
         out.print(f"[green]✓[/] passes: {pack.summary()}", highlight=False)
     raise typer.Exit(ExitCode.FAILURE if problems else ExitCode.OK)
+
+
+def _print_notes(notes: list) -> None:  # type: ignore[type-arg]
+    table = Table("file", "where", "note", "what it means", "to have it otherwise",
+                  title=f"{len(notes)} note(s): the pack passes with them")
+    for n in notes:
+        table.add_row(n.file, n.where, n.rule, n.message, n.fix)
+    out.print(table)
 
 
 @city_app.command("import")

@@ -92,17 +92,22 @@ def load(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="The department's export file."),
     encoding: str = typer.Option("auto", help="auto (detect UTF-8 / GB18030 / BOMs), or a codec such as gb18030."),
     as_json: bool = json_option("Print the report as JSON."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Also write the report as JSON to this file."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the report as JSON to this file (default: "
+                                          "var/loads/<feed>-<time>/summary.json); every rejection goes beside it."),
 ) -> None:
     """Load a department's CSV or JSONL export through its declared column mapping and contract.
 
+    Every dead-lettered row is written, with every problem it has, to a JSON Lines file beside
+    the run's summary (``<report>.rejections.jsonl``); the console says where.
     Exit 0 when every row was accepted, 3 when some were dead-lettered, 2 when the file or
     feed cannot be used (nothing produced), 4 when the broker did not acknowledge records.
     """
+    from datetime import datetime, timezone
+
     from citybrain.contracts.model import resolve
     from citybrain.ingest.encoding import check_encoding, detect_encoding
     from citybrain.ingest.feeds import FeedError, load_feeds, read_feed
-    from citybrain.ingest.producer import DeliveryError, ValidatedProducer
+    from citybrain.ingest.producer import BatchProducer, DeliveryError, RejectionReport
 
     settings, contracts = current_settings(), current_contracts()
     try:
@@ -121,23 +126,32 @@ def load(
         except ValueError as exc:
             raise fail(str(exc), ExitCode.BAD_INPUT) from None
     contract = resolve(contracts, feed.contract)
+    if report is None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        report = settings.state_dir / "loads" / f"{feed.name}-{stamp}" / "summary.json"
+    rejections = RejectionReport(report.with_name(f"{report.stem}.rejections.jsonl"))
     records = read_feed(feed, file, codec, settings.max_record_bytes, max_depth=settings.json_max_depth)
     try:
-        with ValidatedProducer(settings, producer_id=f"load.{feed.name}") as producer, \
-                err.status(f"loading {file.name} as {feed.name}...") as status:
-            summary = producer.produce(contract, records, progress=lambda n: status.update(
-                f"loading {file.name} as {feed.name}: {n:,} rows"))
+        with rejections, err.status(f"loading {file.name} as {feed.name}...") as status:
+            summary = BatchProducer(settings, producer_id=f"load.{feed.name}").produce(
+                contract, records, report=rejections,
+                progress=lambda n: status.update(f"loading {file.name} as {feed.name}: {n:,} rows"))
     except FeedError as exc:
         raise fail(str(exc), ExitCode.BAD_INPUT) from None
     except DeliveryError as exc:
         raise fail_with(exc) from None
-    result = {"feed": feed.name, "file": file.name, "encoding": codec, "encoding_reason": why, **summary.as_dict()}
-    if report:
-        report.write_text(json.dumps(result, ensure_ascii=False, indent=2))
+    result = {"feed": feed.name, "file": file.name, "encoding": codec, "encoding_reason": why, **summary.as_dict(),
+              "rejections_file": str(rejections.path) if rejections.records else None}
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(result, ensure_ascii=False, indent=2))
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))
     else:
         out.print(f"{file.name}: feed {feed.name} ({feed.title}) -> {contract.topic}; encoding {codec} ({why})",
                   highlight=False)
         print_summary(summary)
+        if rejections.records:
+            out.print(f"every dead-lettered row, with every problem: {rejections.path} ({rejections.records:,} rows)",
+                      highlight=False)
+        out.print(f"summary: {report}", highlight=False)
     raise typer.Exit(ExitCode.OK if summary.dead_lettered == 0 else ExitCode.PARTLY_ACCEPTED)

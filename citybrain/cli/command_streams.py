@@ -56,7 +56,7 @@ def evaluate_command(
     if shards > 1 and not replay:
         raise fail("--shards splits an in-process replay: use it with --replay.", ExitCode.BAD_INPUT)
     if replay:
-        from citybrain.fusion.replay import replay_detections
+        from citybrain.devtools.replay import replay_detections
         from citybrain.access.privacy import protector_from_settings
 
         events, warnings = replay_detections(truth, current_contracts(), protector_from_settings(settings), shards)
@@ -179,6 +179,14 @@ def _print_bench(result: dict, rate: float, path: Path) -> None:  # type: ignore
                       f"as without: p99 {result['p99_ms']} ms")
     else:
         table.add_row("latency with live view pages", f"not measured: {live.get('errors') or 'too few samples'}", "-")
+    if "loader" in result:
+        loader, pack = result["loader"], result["pack_check"]
+        table.add_row(f"citybrain load, {loader['rows']:,}-row export", f"{loader['rows_per_s']:,.0f} rows/s "
+                      f"({loader['accepted']:,} accepted, {loader['dead_lettered']:,} dead-lettered)",
+                      f">= {targets['loader_rows_per_s']:,} rows/s")
+        table.add_row(f"citybrain city check, {pack['districts']} districts / {pack['streets']} streets",
+                      f"{pack['seconds']:.2f} s ({pack['vertices']:,} vertices, {pack['problems']} problems)",
+                      f"<= {targets['pack_check_s']} s")
     ui = result["ui_first_screen_ms"]
     if "skipped" in ui:
         table.add_row("operations view first screen", f"not measured: {ui['skipped']}", "<= 1,000 ms")

@@ -17,6 +17,13 @@ Five measurements on the local broker, written to ``var/bench/latest.json``:
    live feed (`citybrain ui`, server-sent events): the latency then, and the records each page got.
 
 ``worker_rss_mb`` is the default worker's peak resident memory (VmHWM) over the run.
+
+Then the edges (``edges``):
+
+6. ``loader``: one station's four-year hourly air-quality export (35,064 rows, ``NA`` cells, CO in
+   µg/m³) through ``citybrain load``'s path (``devtools/bench_loader.py``): rows per second.
+7. ``pack_check``: ``city check`` on a pack of real-boundary size, 16 districts of ~10,000 vertices
+   and 300 streets (``devtools/bench_pack.py``): seconds.
 """
 
 from __future__ import annotations
@@ -250,33 +257,33 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
     from rich.console import Console
 
     ensure_ready(settings, contracts, Console(stderr=True, quiet=True))
-    say(f"1/6 producing a {cfg.backlog_hours:g}-hour simulated backlog")
+    say(f"1/8 producing a {cfg.backlog_hours:g}-hour simulated backlog")
     # A seed of its own, as the steady load's: `make demo` simulates the same day with seed 7, and one day's ticket ids
     # carry only the day and the seed, so a demo after a bench (or before it) lost its tickets as duplicates.
     start = default_start()
     run_simulation(settings, contracts, Simulation(SimConfig(hours=cfg.backlog_hours, incidents=(), start=start,
                                                              seed=_unused_seed(settings, start))), Pacing())
 
-    say("2/6 plain aiokafka consumer over the raw topics")
+    say("2/8 plain aiokafka consumer over the raw topics")
     consumed, consume_s = asyncio.run(_raw_consume(settings, raw_topics))
 
-    say(f"3/6 fusion keyed by area on the backlog of {consumed:,} records: one worker, then two")
+    say(f"3/8 fusion keyed by area on the backlog of {consumed:,} records: one worker, then two")
     scale_out = _scale_out(settings, cfg, raw_topics, consumed, say)
 
     app_id = f"citybrain-bench-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "CITYBRAIN_STREAMS_APP_ID": app_id, "CITYBRAIN_STREAMS_PARTITIONS": "0"}
-    say(f"4/6 the default fusion worker (one, unkeyed) on the same backlog (group {app_id})")
+    say(f"4/8 the default fusion worker (one, unkeyed) on the same backlog (group {app_id})")
     worker = start_worker(settings, env=env, level="error")
     try:
         default = _throughput(settings, app_id, [worker], set(raw_topics), consumed)
         say(f"   {default['per_s']:,} records/s ({default['seconds']} s)")
         rss = default["rss_mb"]
 
-        say(f"5/6 steady load at {cfg.rate:,.0f} records/s for {cfg.latency_s:g} s; latency produce -> work order")
+        say(f"5/8 steady load at {cfg.rate:,.0f} records/s for {cfg.latency_s:g} s; latency produce -> work order")
         started_ms = int(time.time() * 1000)
         _steady_load(settings, contracts, cfg)
         with_ui_ms = int(time.time() * 1000)
-        say(f"6/6 the same with {cfg.live_pages} operations-view pages open on the live feed")
+        say(f"6/8 the same with {cfg.live_pages} operations-view pages open on the live feed")
         live = _with_live_pages(settings, cfg, lambda: _steady_load(settings, contracts, cfg))
         rss = max(rss, _peak_rss_mb(worker.pid))
     finally:
@@ -302,6 +309,7 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
                         and order.get("assigned_at", order.get("received_at")) == order.get("received_at"):
                     at, ui = received[order["source_id"]]
                     (latencies_ui if ui else latencies).append(r.timestamp - at)
+    edges = _edges(settings, say)
     if len(latencies) < 20:
         raise RuntimeError(f"only {len(latencies)} latency samples; the worker may have fallen behind")
     q = statistics.quantiles(latencies, n=100)
@@ -314,6 +322,25 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
         "events_per_s": default["per_s"], "raw_consume_per_s": round(consumed / consume_s), "scale_out": scale_out,
         "p50_ms": round(q[49]), "p95_ms": round(q[94]), "p99_ms": round(q[98]),
         "worker_rss_mb": round(rss), "latency_samples": len(latencies), "steady_rate_per_s": cfg.rate,
-        "backlog_records": consumed, "cpu_count": os.cpu_count(), "broker": _broker(settings),
-        "targets": {"events_per_s": 20000, "p99_ms": 250, "worker_rss_mb": 600},
+        "backlog_records": consumed, "cpu_count": os.cpu_count(), "broker": _broker(settings), **edges,
+        "targets": {"events_per_s": 20000, "p99_ms": 250, "worker_rss_mb": 600, "loader_rows_per_s": 20000,
+                    "pack_check_s": 10},
     }
+
+
+def _edges(settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
+    """The loader's rows per second on an ordinary export, and a real-sized city pack's check."""
+    import tempfile
+
+    from citybrain.devtools.bench_loader import HOURS, bench_loader
+    from citybrain.devtools.bench_pack import bench_pack_check
+
+    with tempfile.TemporaryDirectory(prefix="citybrain-bench-") as work:
+        say(f"7/8 the loader: a {HOURS:,}-row hourly air-quality export (NA cells, CO in µg/m³)")
+        loader = bench_loader(Path(work), settings)
+        say(f"   {loader['rows_per_s']:,.0f} rows/s ({loader['accepted']:,} accepted, "
+            f"{loader['dead_lettered']:,} dead-lettered)")
+        say("8/8 city check on a pack of 16 districts of ~10,000 vertices and 300 streets")
+        pack = bench_pack_check(Path(work))
+        say(f"   {pack['seconds']:.2f} s ({pack['problems']} problems)")
+    return {"loader": {k: v for k, v in loader.items() if k not in ("export", "rejections_file")}, "pack_check": pack}

@@ -124,6 +124,16 @@ def block(history: list[dict[str, Any]]) -> str:
                      + f" ms | ≤ 1,000 ms | {_margin(slowest, 1000, at_most=True)} |")
     elif ui:
         lines.append(f"| operations view first screen | not measured: {ui.get('skipped', '?')} | ≤ 1,000 ms | |")
+    loader, pack = r.get("loader"), r.get("pack_check")
+    if loader:
+        lines.append(f"| `citybrain load`: a {loader['rows']:,}-row hourly air-quality export (NA cells, CO in µg/m³), "
+                     f"rows/s ({loader['accepted']:,} accepted, {loader['dead_lettered']:,} dead-lettered) | "
+                     f"{loader['rows_per_s']:,.0f} | ≥ {t['loader_rows_per_s']:,} | "
+                     f"{_margin(loader['rows_per_s'], t['loader_rows_per_s'], at_most=False)} |")
+    if pack:
+        lines.append(f"| `citybrain city check`: {pack['districts']} districts, {pack['streets']} streets, "
+                     f"{pack['vertices']:,} vertices ({pack['problems']} problems) | {pack['seconds']:.2f} s | "
+                     f"≤ {t['pack_check_s']} s | {_margin(pack['seconds'], t['pack_check_s'], at_most=True)} |")
     same = [h for h in history[:-1] if h.get("machine", {}).get("cpu") == m["cpu"]][-5:]
     if same:
         lines += ["", "Earlier runs on this machine (events/s, worker / plain consumer, p99, keyed scaling):",

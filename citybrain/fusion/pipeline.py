@@ -10,9 +10,11 @@ and, as windows close, ``metrics.city.aggregate.v1``. The fusion worker, its war
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, OrderedDict
 from datetime import datetime, timedelta
 from typing import Any, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 try:   # the stream workers' environment has orjson (several times faster); the others use the standard library
     from orjson import loads as _loads
@@ -31,10 +33,13 @@ from citybrain.geo import AreaIndex, changed
 from citybrain.kafka.headers import record_event_id
 from citybrain.access.privacy import Protector
 
+log = logging.getLogger(__name__)
+
 #: The fused outputs, by the names the stream workers and the CLI import them by.
 EVENT_TOPIC, WARNING_TOPIC = topics.CITY_EVENTS, topics.EARLY_WARNINGS
-#: The reference topics the pipeline keeps (areas, devices, routing rules) rather than fuses.
-REFERENCE = (topics.REF_AREAS, topics.REF_DEVICES, topics.REF_ROUTING_RULES)
+#: The reference topics the pipeline keeps (areas, devices, routing rules, the city and its time zone) rather
+#: than fuses.
+REFERENCE = (topics.REF_AREAS, topics.REF_DEVICES, topics.REF_ROUTING_RULES, topics.REF_CITY)
 
 
 class Deduper:
@@ -97,6 +102,23 @@ class Pipeline:
             self.enricher.update_device(value)
         elif topic == topics.REF_ROUTING_RULES:
             self.dispatcher.update_rule(value)
+        elif topic == topics.REF_CITY:
+            self._city_zone(value)
+
+    def _city_zone(self, city: dict[str, Any]) -> None:
+        """The time zone of the city being served (its latest record's), in which the sensor watch tells day
+        from night; a zone this machine does not know leaves the one before."""
+        name = city.get("timezone")
+        try:
+            zone = ZoneInfo(str(name))
+        except (ValueError, ZoneInfoNotFoundError):
+            log.error("city %s's time zone %r is not an IANA time zone this machine knows; day and night stay as "
+                      "before (%s). Fix: give the pack's manifest a zone of the tz database (e.g. Asia/Shanghai) and "
+                      "import it again, or update the tzdata package", city.get("city_code"), name, self.watch.tz)
+            return
+        if zone != self.watch.tz:
+            log.info("city %s: noise judged by day and night in %s", city.get("city_code"), zone)
+            self.watch.tz = zone
 
     def feed_message(self, topic: str, headers: Mapping[str, bytes], payload: bytes, at: datetime,
                      partition: int = 0) -> list[tuple[str, dict[str, Any]]]:

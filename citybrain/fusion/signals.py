@@ -2,7 +2,8 @@
 
 A signal is what fusion reasons about: what kind of evidence (a reading, a ticket, a
 police report, an inspection), its category, when it was observed (UTC), where (WGS84 plus
-the district and street resolved from the reference areas), and for readings the measured
+the district, street and community resolved from the reference areas, as deep as the city's
+areas go there: the district alone in a city without streets), and for readings the measured
 values and whether the device is suspect (unregistered, or far from its registered place).
 Pure functions: the stream workers call them; tests call them on simulator records.
 """
@@ -41,7 +42,7 @@ class Signal:
     lon: float | None = None
     lat: float | None = None
     district_code: str | None = None
-    street_code: str | None = None
+    street_code: str | None = None      # None where the city has no streets (its pack stops at districts)
     street_name: str | None = None
     community_code: str | None = None   # where the city's pack declares communities
     device_id: str | None = None
@@ -84,8 +85,10 @@ class Enricher:
     def _place(self, s: Signal) -> Signal:
         if self.index is not None and s.lon is not None and s.lat is not None:
             found = self.index.resolve(s.lon, s.lat)
-            if found:
-                s.district_code, s.street_code, s.street_name = found.district.code, found.street.code, found.street.name
+            if found:   # as deep as the city's areas go there: a city whose pack stops at districts has no street
+                s.district_code = found.district.code
+                s.street_code = found.street.code if found.street else None
+                s.street_name = found.street.name if found.street else None
                 s.community_code = found.community.code if found.community else None
             else:
                 s.flags.append("outside_city")

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from citybrain.contracts.validate import FIXES, Rejection
-from citybrain.geo import AreaIndex
+from citybrain.geo import AreaIndex, Place
 from citybrain.ingest.strict_json import id_problem
 from citybrain.times import now_iso
 
@@ -140,14 +140,12 @@ def request_record(params: Mapping[str, Any], partner: str, catalogue: Catalogue
             and not any(e.field in ("lat", "long") for e in errors):
         errors.append(EdgeError(400, "a location is required: send lat and long, address_string, or address_id",
                                 "lat", "required"))
-    street = None
+    place = None
     if has_position and index is not None and index.areas:
-        found = index.resolve(lon, lat)  # type: ignore[arg-type]
-        if found is None:
+        place = index.resolve(lon, lat)  # type: ignore[arg-type]
+        if place is None:
             errors.append(EdgeError(400, f"lat/long ({lat}, {lon}) is outside the jurisdiction {jurisdiction_id}",
                                     "lat", "outside-jurisdiction"))
-        else:
-            street = found
     if errors or service is None:
         return None, errors
 
@@ -166,8 +164,8 @@ def request_record(params: Mapping[str, Any], partner: str, catalogue: Catalogue
     address = params.get("address_string")
     if address:
         record["address"] = address
-    elif street is not None:
-        record["address"] = f"{street[0].name}{street[1].name}"
+    elif place is not None:
+        record["address"] = street_address(place)
     for source, target in (("address_id", "address_id"), ("zipcode", "zipcode"), ("media_url", "media_url"),
                            ("phone", "caller_phone"), ("email", "caller_email"), ("account_id", "account_id")):
         if params.get(source) not in (None, ""):
@@ -175,6 +173,12 @@ def request_record(params: Mapping[str, Any], partner: str, catalogue: Catalogue
     if name:
         record["caller_name"] = name
     return record, []
+
+
+def street_address(place: Place) -> str:
+    """A position's address no finer than its street: district and street names, the district's alone where the
+    city has no streets (its pack stops at districts)."""
+    return "".join(area.name for area in (place.district, place.street) if area is not None)
 
 
 def _number(params: Mapping[str, Any], name: str, errors: list[EdgeError]) -> float | None:
@@ -210,8 +214,8 @@ def public_view(state: Mapping[str, Any], index: AreaIndex | None, catalogue: Ca
     """What GET requests.json shows of a request: Open311 fields, no personal data.
 
     ``description`` and the exact ``address`` are personal data in the contract, so the
-    address is coarsened to district and street from the position and the description is
-    left out.
+    address is coarsened to district and street from the position (the district alone in a
+    city without streets there) and the description is left out.
     """
     view = {k: state[k] for k in PUBLIC_FIELDS if k in state}
     view["status"] = state.get("status", "open")
@@ -221,7 +225,7 @@ def public_view(state: Mapping[str, Any], index: AreaIndex | None, catalogue: Ca
     if index is not None and "lat" in state and "long" in state:
         found = index.resolve(state["long"], state["lat"])
         if found:
-            view["address"] = f"{found[0].name}{found[1].name}"
+            view["address"] = street_address(found)
     for k in EXTENSION_VIEW_FIELDS:
         if k in state:
             view[k] = state[k]

@@ -4,33 +4,45 @@ A feed file in ``infra/feeds/<name>.yaml`` says which contract the export fills,
 format (CSV with a header row, or JSON Lines), and for each source column the contract
 field it fills and how to read it: ``type`` (string, integer, number, boolean, datetime,
 list), a datetime ``format`` read in the feed's ``timezone``, a value ``map`` (e.g.
-交通事故 -> traffic_accident), a list ``separator``, or ``ignore: true``. ``constants``
-fill fields the export does not carry. Every row becomes a record or a rejection that
-names the column, the field and the rule.
+交通事故 -> traffic_accident), a list ``separator``, a ``unit`` converted (pint) to the
+field's ``x-unit``, or ``ignore: true``. A column without a field feeds ``computed``
+fields: a ``time`` from year/month/day/hour(/minute/second) columns in a declared zone, or a
+``template`` over columns (``"{station}-{No}"``). ``constants`` fill fields the export
+does not carry; ``na`` lists the texts that mean "no value" besides the empty cell (``NA``, ``-``).
+Every row becomes a record or a rejection that lists every problem it has, each naming the
+column, the field and the rule. Declarations are read with :mod:`citybrain.ingest.yaml_safe`.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import string
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 from zoneinfo import ZoneInfo
 
 import yaml
 
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import Rejection, excerpt
+from citybrain.errors import InputError
 from citybrain.ingest.readers import RawRecord, _lines, _too_large
 from citybrain.ingest.strict_json import DEFAULT_MAX_DEPTH, JsonRefused, loads
+from citybrain.ingest.units import Conversion, UnitError, conversion
+from citybrain.ingest.yaml_safe import BooleanWordError, load_yaml
 from citybrain.times import iso
-from citybrain.errors import InputError
 
 TYPES = ("string", "integer", "number", "boolean", "datetime", "list")
+#: The parts of a computed time, in order; year, month and day are needed, the others default to 0.
+TIME_PARTS = ("year", "month", "day", "hour", "minute", "second")
+_KEYS = {"feed", "title", "contract", "owner", "format", "timezone", "columns", "computed", "constants", "na"}
+_COLUMN_KEYS = {"field", "type", "format", "map", "separator", "required", "ignore", "unit"}
 _TRUE = {"true", "1", "yes", "y", "是", "有", "√"}
 _FALSE = {"false", "0", "no", "n", "否", "无", "×"}
+_UTC = timezone.utc
 
 
 class FeedError(InputError):
@@ -46,6 +58,20 @@ class Column:
     map: dict[str, Any] | None = None
     separator: str = ";"
     required: bool = False
+    unit: str | None = None
+    conversion: Conversion | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Computed:
+    """A field built from several columns: a ``time`` (``parts``: time part -> column) or a ``template``."""
+
+    field: str
+    columns: tuple[str, ...]
+    template: str | None = None
+    parts: dict[str, str] | None = None
+    timezone: str | None = None
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,17 +85,24 @@ class Feed:
     columns: dict[str, Column]
     constants: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    computed: dict[str, Computed] = field(default_factory=dict)
+    na: frozenset[str] = frozenset({""})
 
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
 
+# -- the declaration ----------------------------------------------------------------------------
+
+
 def load_feed(path: Path, contracts: dict[str, Contract]) -> Feed:
-    """Read and check one feed declaration against its contract."""
+    """Read and check one feed declaration against its contract (before any row is read)."""
     where = path.name
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = load_yaml(path.read_text(encoding="utf-8"), where)
+    except BooleanWordError as exc:
+        raise FeedError(str(exc)) from None
     except (OSError, yaml.YAMLError) as exc:
         raise FeedError(f"{where}: cannot read the feed declaration: {exc}") from exc
     if not isinstance(doc, dict):
@@ -77,6 +110,9 @@ def load_feed(path: Path, contracts: dict[str, Contract]) -> Feed:
     missing = sorted({"feed", "title", "contract", "owner", "format", "columns"} - set(doc))
     if missing:
         raise FeedError(f"{where}: missing key(s) {', '.join(missing)}")
+    unknown = sorted(set(map(str, doc)) - _KEYS)
+    if unknown:
+        raise FeedError(f"{where}: unknown key(s) {', '.join(unknown)}; a feed declares {', '.join(sorted(_KEYS))}")
     by_id = {c.id: c for c in contracts.values()}
     contract = by_id.get(doc["contract"])
     if contract is None:
@@ -85,33 +121,136 @@ def load_feed(path: Path, contracts: dict[str, Contract]) -> Feed:
     if doc["format"] not in ("csv", "jsonl"):
         raise FeedError(f"{where}: format {doc['format']!r} must be csv or jsonl")
     props = contract.schema.get("properties", {})
-    columns: dict[str, Column] = {}
-    for name, spec in (doc["columns"] or {}).items():
-        spec = spec or {}
-        if spec.get("ignore"):
-            columns[str(name)] = Column(str(name), None)
-            continue
-        target = spec.get("field")
-        if target not in props:
-            raise FeedError(f"{where}: column {name!r} maps to {target!r}, which is not a field of {contract.topic} "
-                            f"(fields: {', '.join(props)})")
-        kind = spec.get("type", "string")
-        if kind not in TYPES:
-            raise FeedError(f"{where}: column {name!r} has type {kind!r}; use one of {', '.join(TYPES)}")
-        if kind == "datetime" and not spec.get("format"):
-            raise FeedError(f"{where}: datetime column {name!r} needs a `format`, e.g. \"%Y/%m/%d %H:%M:%S\"")
-        columns[str(name)] = Column(str(name), target, kind, spec.get("format"), spec.get("map"),
-                                    spec.get("separator", ";"), bool(spec.get("required", False)))
+    tz = _zone(where, doc.get("timezone", "Asia/Shanghai"), "timezone")
+    specs = {str(name): spec or {} for name, spec in (doc["columns"] or {}).items()}
+    computed = _computed(where, doc.get("computed") or {}, specs, props, contract, "timezone" in doc)
+    used = {name for c in computed.values() for name in c.columns}
+    columns = {name: _column(where, name, spec, props, contract, name in used) for name, spec in specs.items()}
     unknown_constants = sorted(set(doc.get("constants") or {}) - set(props))
     if unknown_constants:
         raise FeedError(f"{where}: constants {', '.join(unknown_constants)} are not fields of {contract.topic}")
-    tz = doc.get("timezone", "Asia/Shanghai")
-    try:
-        ZoneInfo(tz)
-    except Exception:   # zoneinfo raises several kinds
-        raise FeedError(f"{where}: timezone {tz!r} is not an IANA zone name such as Asia/Shanghai") from None
+    na = doc.get("na", [])
+    if not isinstance(na, list) or not all(isinstance(t, str) for t in na):
+        raise FeedError(f"{where}: `na` is a list of the texts that mean \"no value\", e.g. na: [\"NA\", \"\", \"-\"]; "
+                        f"got {na!r} (quote numbers: \"-999\")")
     return Feed(doc["feed"], doc["title"], contract.id, doc["owner"], doc["format"], tz, columns,
-                dict(doc.get("constants") or {}), path)
+                dict(doc.get("constants") or {}), path, computed, frozenset({"", *(t.strip() for t in na)}))
+
+
+def _zone(where: str, name: Any, key: str) -> str:
+    try:
+        ZoneInfo(str(name))
+    except Exception:   # zoneinfo raises several kinds
+        raise FeedError(f"{where}: {key} {name!r} is not an IANA zone name such as Asia/Shanghai") from None
+    return str(name)
+
+
+def _column(where: str, name: str, spec: dict[str, Any], props: dict[str, Any], contract: Contract,
+            used: bool) -> Column:
+    unknown = sorted(set(map(str, spec)) - _COLUMN_KEYS)
+    if unknown:
+        raise FeedError(f"{where}: column {name!r} has unknown key(s) {', '.join(unknown)}; a column declares "
+                        f"{', '.join(sorted(_COLUMN_KEYS))}")
+    required = bool(spec.get("required", False))
+    if spec.get("ignore"):
+        if used:
+            raise FeedError(f"{where}: column {name!r} is `ignore: true` but a computed field uses it; "
+                            "remove `ignore: true`")
+        return Column(name, None, required=required)
+    target = spec.get("field")
+    kind = spec.get("type", "string")
+    if kind not in TYPES:
+        raise FeedError(f"{where}: column {name!r} has type {kind!r}; use one of {', '.join(TYPES)}")
+    if target is None and not used:
+        raise FeedError(f"{where}: column {name!r} has no `field`; give it one, use it in `computed`, "
+                        "or say `ignore: true`")
+    if target is not None and target not in props:
+        raise FeedError(f"{where}: column {name!r} maps to {target!r}, which is not a field of {contract.topic} "
+                        f"(fields: {', '.join(props)})")
+    if kind == "datetime" and not spec.get("format"):
+        raise FeedError(f"{where}: datetime column {name!r} needs a `format`, e.g. \"%Y/%m/%d %H:%M:%S\"")
+    unit, convert = spec.get("unit"), None
+    if unit is not None:
+        convert = _unit(where, name, str(unit), kind, target, props, contract)
+    return Column(name, target, kind, spec.get("format"), spec.get("map"), spec.get("separator", ";"), required,
+                  None if unit is None else str(unit), convert)
+
+
+def _unit(where: str, name: str, unit: str, kind: str, target: str | None, props: dict[str, Any],
+          contract: Contract) -> Conversion | None:
+    """The conversion of a column's declared unit to its field's ``x-unit``; a FeedError naming both when none."""
+    if target is None or kind != "number":
+        raise FeedError(f"{where}: column {name!r} declares unit {unit!r}, which needs `type: number` and a "
+                        "`field` whose contract declares an x-unit; remove `unit` or add them")
+    wanted = props[target].get("x-unit")
+    if not wanted:
+        raise FeedError(f"{where}: column {name!r} declares unit {unit!r} but field {target!r} of {contract.topic} "
+                        "declares no x-unit to convert it to; remove `unit` (the value is sent as it is), or add "
+                        "an x-unit to the contract (schemas/)")
+    try:
+        found = conversion(unit, str(wanted))
+    except UnitError as exc:
+        raise FeedError(f"{where}: column {name!r} is in {unit!r}, which cannot be converted to field {target!r}'s "
+                        f"unit {wanted!r} ({exc}). Fix: declare the unit the export really uses (e.g. ug/m3, mg/m3, "
+                        f"degC, km/h, hPa), or map the column to a field in {unit!r}'s dimension") from None
+    return None if found.identity else found
+
+
+def _computed(where: str, spec: Any, columns: dict[str, dict[str, Any]], props: dict[str, Any],
+              contract: Contract, feed_zone: bool) -> dict[str, Computed]:
+    if not isinstance(spec, dict):
+        raise FeedError(f"{where}: `computed` maps contract fields to a `time` or a `template`")
+    out: dict[str, Computed] = {}
+    for target, body in spec.items():
+        target = str(target)
+        body = body or {}
+        if target not in props:
+            raise FeedError(f"{where}: computed field {target!r} is not a field of {contract.topic} "
+                            f"(fields: {', '.join(props)})")
+        required = bool(body.get("required", False))
+        if ("time" in body) == ("template" in body):
+            raise FeedError(f"{where}: computed field {target!r} needs exactly one of `time: {{year: <column>, "
+                            "month: ..., day: ..., hour: ...}` or `template: \"{column}-{column}\"`")
+        if "template" in body:
+            names = _template_columns(where, target, str(body["template"]), columns)
+            out[target] = Computed(target, names, template=str(body["template"]), required=required)
+            continue
+        parts = body["time"]
+        if not isinstance(parts, dict) or not {"year", "month", "day"} <= set(parts) or set(parts) - set(TIME_PARTS):
+            raise FeedError(f"{where}: computed time {target!r} maps time parts to columns: year, month and day, "
+                            f"optionally hour, minute, second (e.g. time: {{year: year, month: month, day: day, "
+                            f"hour: hour}}); got {parts!r}")
+        missing = [str(c) for c in parts.values() if str(c) not in columns]
+        if missing:
+            raise FeedError(f"{where}: computed time {target!r} reads column(s) {', '.join(missing)}, which the "
+                            f"feed does not declare; declare them under `columns` (e.g. {missing[0]}: {{}})")
+        if "timezone" not in body and not feed_zone:
+            raise FeedError(f"{where}: computed time {target!r} needs the zone its parts are local to: add "
+                            "`timezone: <IANA zone>` to the feed or to the computed field, e.g. Asia/Shanghai")
+        zone = _zone(where, body["timezone"], f"computed time {target!r}'s timezone") if "timezone" in body else None
+        ordered = {p: str(parts[p]) for p in TIME_PARTS if p in parts}
+        out[target] = Computed(target, tuple(ordered.values()), parts=ordered, timezone=zone, required=required)
+    return out
+
+
+def _template_columns(where: str, target: str, template: str, columns: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    names: list[str] = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise FeedError(f"{where}: template {template!r} of computed field {target!r} is not valid ({exc}); write "
+                        "column names in braces, e.g. \"{station}-{No}\" (double a literal brace: {{)") from None
+    for _text, name, _spec, _conv in parsed:
+        if name is None:
+            continue
+        if name not in columns:
+            raise FeedError(f"{where}: template {template!r} of computed field {target!r} names {{{name}}}, which "
+                            f"is not a declared column (columns: {', '.join(columns)})")
+        names.append(name)
+    if not names:
+        raise FeedError(f"{where}: template {template!r} of computed field {target!r} names no column; use a "
+                        "constant instead, or name columns in braces")
+    return tuple(dict.fromkeys(names))
 
 
 def load_feeds(directory: Path, contracts: dict[str, Contract]) -> dict[str, Feed]:
@@ -148,20 +287,20 @@ def _decoded_lines(path: Path, encoding: str, max_bytes: int, rejected: list[Raw
         for number, line in enumerate(text.splitlines(), 1):
             yield number, line, line.encode("utf-8")
         return
+    utf8 = codec in ("utf-8", "utf8")
     with open(path, "rb") as f:
         for number, line, size in _lines(f, max_bytes):
-            source = f"{path.name}:{number}"
             if size > max_bytes:
-                rejected.append(_too_large(source, line, size, max_bytes))
+                rejected.append(_too_large(f"{path.name}:{number}", line, size, max_bytes))
                 continue
             try:
                 text = line.decode(codec)
             except UnicodeDecodeError as exc:
-                rejected.append(RawRecord(source, line, rejection=Rejection(
+                rejected.append(RawRecord(f"{path.name}:{number}", line, rejection=Rejection(
                     "encoding", "(record)",
                     f"line {number} is not {encoding}: byte 0x{line[exc.start]:02x} at offset {exc.start}", excerpt(line))))
                 continue
-            yield number, text, text.encode("utf-8")
+            yield number, text, (line if utf8 else text.encode("utf-8"))
 
 
 def _read_csv(feed: Feed, path: Path, encoding: str, max_bytes: int) -> Iterator[RawRecord]:
@@ -179,27 +318,32 @@ def _read_csv(feed: Feed, path: Path, encoding: str, max_bytes: int) -> Iterator
         raise FeedError(f"{path.name}: the file is empty; expected a header row with the columns of feed {feed.name}")
     header = [h.strip().lstrip("\ufeff") for h in header]
     _check_header(feed, path, header)
+    row_plan = _RowPlan(feed, header)
+    width = len(header)
     yield from rejected
     rejected.clear()
+    name = path.name
     for row in reader:
-        yield from rejected
-        rejected.clear()
+        if rejected:
+            yield from rejected
+            rejected.clear()
         number, raw = current["number"], current["raw"]
-        source = f"{path.name}:{number}"
-        if not any(cell.strip() for cell in row):
+        source = f"{name}:{number}"
+        if not any(map(str.strip, row)):   # stops at the first cell with text: the first, in a real row
             yield RawRecord(source, raw, rejection=Rejection("empty-record", "(record)", f"line {number} is empty"))
             continue
-        if len(row) != len(header):
+        if len(row) != width:
             yield RawRecord(source, raw, rejection=Rejection(
-                "csv-row-shape", "(record)", f"line {number} has {len(row)} cells but the header has {len(header)} columns",
+                "csv-row-shape", "(record)", f"line {number} has {len(row)} cells but the header has {width} columns",
                 excerpt(raw)))
             continue
-        yield _map_row(feed, dict(zip(header, row, strict=True)), source, raw)
+        yield row_plan.record(row, source, raw)
     yield from rejected
 
 
 def _read_jsonl(feed: Feed, path: Path, encoding: str, max_bytes: int, max_depth: int) -> Iterator[RawRecord]:
     rejected: list[RawRecord] = []
+    plans: dict[tuple[str, ...], _RowPlan] = {}
     for number, text, raw in _decoded_lines(path, encoding, max_bytes, rejected):
         yield from rejected
         rejected.clear()
@@ -222,7 +366,11 @@ def _read_jsonl(feed: Feed, path: Path, encoding: str, max_bytes: int, max_depth
                 "unknown-field", unknown[0], f"key `{unknown[0]}` is not a column of feed {feed.name} "
                 f"(declared: {', '.join(feed.columns)})", excerpt(value[unknown[0]])))
             continue
-        yield _map_row(feed, {k: v for k, v in value.items()}, source, raw)
+        keys = tuple(value)   # the line's own key order: the record's field order, as it always was
+        row_plan = plans.get(keys)
+        if row_plan is None:
+            row_plan = plans[keys] = _RowPlan(feed, [*keys, *(c for c in feed.columns if c not in value)])
+        yield row_plan.record([*value.values(), *(None for c in feed.columns if c not in value)], source, raw)
     yield from rejected
 
 
@@ -230,7 +378,8 @@ def _check_header(feed: Feed, path: Path, header: list[str]) -> None:
     unknown = [h for h in header if h not in feed.columns]
     dupes = sorted({h for h in header if header.count(h) > 1})
     missing = [c.name for c in feed.columns.values() if c.required and c.name not in header]
-    if unknown or dupes or missing:
+    needed = sorted({n for c in feed.computed.values() for n in c.columns} - set(header) - set(missing))
+    if unknown or dupes or missing or needed:
         parts = []
         if unknown:
             parts.append(f"undeclared column(s) {', '.join(unknown)}")
@@ -238,37 +387,264 @@ def _check_header(feed: Feed, path: Path, header: list[str]) -> None:
             parts.append(f"duplicate column(s) {', '.join(dupes)}")
         if missing:
             parts.append(f"missing required column(s) {', '.join(missing)}")
+        if needed:
+            parts.append(f"missing column(s) {', '.join(needed)} that computed fields are built from")
         raise FeedError(
             f"{path.name}: the header does not match feed {feed.name}: {'; '.join(parts)}. Fix: export the columns "
             f"the feed declares ({', '.join(feed.columns)}), or declare new columns (or `ignore: true`) in "
             f"{feed.source.name if feed.source else 'the feed file'}. Nothing from this file was produced.")
 
 
-def _map_row(feed: Feed, row: dict[str, Any], source: str, raw: bytes) -> RawRecord:
-    value: dict[str, Any] = dict(feed.constants)
-    for name, cell in row.items():
-        column = feed.columns[name]
-        if column.field is None or cell is None or (isinstance(cell, str) and cell.strip() == ""):
-            continue
-        converted, problem = _convert(feed, column, cell)
+# -- one row --------------------------------------------------------------------------------
+
+_BAD_CELL = (ValueError, TypeError, KeyError, OverflowError)
+_UNKNOWN: Any = object()   # a day whose offset is not looked up yet
+
+
+class _RowPlan:
+    """How to turn one row of a given header into a record: worked out once per file (per key order for JSON).
+
+    Cells are text (CSV) or JSON values; ``None`` is a missing key. A cell that is None or, as text
+    (stripped), one of the feed's NA tokens is an absent field.
+    """
+
+    def __init__(self, feed: Feed, header: Sequence[str]) -> None:
+        self.feed = feed
+        self.na = feed.na
+        index = {name: i for i, name in enumerate(header)}
+        columns = [feed.columns[n] for n in header]
+        #: (cell index, field, column, reader, number, conversion): the columns that fill a field of their own, in
+        #: the header's order (the record's field order); plain number cells (most) are read inline first
+        self.cells = [(index[c.name], c.field, c, _cell_reader(feed, c), c.type == "number" and c.map is None,
+                       c.conversion) for c in columns if c.field is not None]
+        #: required columns without a field of their own (they feed computed fields)
+        self.required = [(index[c.name], c) for c in columns if c.required and c.field is None]
+        self.times = [(c, [index[n] for n in c.columns], _LocalTime(ZoneInfo(c.timezone or feed.timezone)))
+                      for c in feed.computed.values() if c.parts]
+        self.templates = [(c, [index[n] for n in c.columns]) for c in feed.computed.values() if c.template]
+
+    def record(self, row: Sequence[Any], source: str, raw: bytes) -> RawRecord:
+        """The row as a record, or refused with every problem it has (and what could be read, for the contract's
+        rules to be reported too)."""
+        feed, na = self.feed, self.na
+        value: dict[str, Any] = dict(feed.constants)
+        problems: list[Rejection] = []
+        isfinite = math.isfinite
+        for i, target, column, read, number, convert in self.cells:
+            cell = row[i]
+            if number and cell.__class__ is str and cell not in na:
+                try:
+                    found = float(cell)   # reads " 4 " as 4: most cells need no strip
+                    if isfinite(found):
+                        value[target] = convert(found) if convert else found
+                        continue
+                except ValueError:
+                    pass
+            self._cell(target, column, read, cell, value, problems)
+        for i, column in self.required:
+            text = _stripped(row[i])
+            if text is None or (text.__class__ is str and text in na):
+                problems.append(_absent(feed, column, None, text))
+        for computed, inputs, clock in self.times:
+            texts = self._inputs(computed, inputs, row, problems)
+            if texts is not None:
+                built, problem = clock.wire_time(computed, texts)
+                if problem is None:
+                    value[computed.field] = built
+                else:
+                    problems.append(problem)
+        for computed, inputs in self.templates:
+            texts = self._inputs(computed, inputs, row, problems)
+            if texts is not None:
+                value[computed.field] = computed.template.format_map(dict(zip(computed.columns, texts)))  # type: ignore[union-attr]
+        if problems:
+            return RawRecord(source, raw, value=value, rejection=problems[0], problems=tuple(problems))
+        return RawRecord(source, raw, value=value)
+
+    def _cell(self, target: str, column: Column, read: Callable[[Any], Any], cell: Any, value: dict[str, Any],
+              problems: list[Rejection]) -> None:
+        """One cell into ``value``, or its problem into ``problems``: read as it is, then stripped."""
+        if self._put(target, column, read, cell, value, problems):
+            return
+        text = _stripped(cell)
+        if text != cell and self._put(target, column, read, text, value, problems):
+            return
+        problems.append(_convert(self.feed, column, text)[1] or _unreadable(column, text))
+
+    def _put(self, target: str, column: Column, read: Callable[[Any], Any], text: Any, value: dict[str, Any],
+             problems: list[Rejection]) -> bool:
+        """True when ``text`` is settled: absent (an NA cell: a problem if the column is required) or read."""
+        if text is None or (text.__class__ is str and text in self.na):
+            if column.required:
+                problems.append(_absent(self.feed, column, target, text))
+            return True
+        try:
+            value[target] = read(text)
+        except _BAD_CELL:
+            return False
+        return True
+
+    def _inputs(self, computed: Computed, inputs: list[int], row: Sequence[Any], problems: list[Rejection]
+                ) -> list[str] | None:
+        """The texts a computed field is built from; None (and, when it is required, a problem) if one is NA."""
+        texts = []
+        for i, name in zip(inputs, computed.columns):
+            text = row[i]
+            if text.__class__ is str:
+                text = text.strip()
+            if text is None or (text.__class__ is str and text in self.na):
+                if computed.required:
+                    problems.append(_absent(self.feed, self.feed.columns[name], computed.field, text))
+                return None
+            texts.append(text if text.__class__ is str else str(text))
+        return texts
+
+
+class _LocalTime:
+    """Local wall times of one zone to the wire format; a day's UTC offset is looked up once."""
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self.zone = zone
+        self.steady: dict[tuple[int, int, int], timedelta | None] = {}   # day -> its one offset; None: it changes
+
+    def wire_time(self, computed: Computed, texts: list[str]) -> tuple[str | None, Rejection | None]:
+        try:
+            try:
+                parts = [int(t) for t in texts]
+            except ValueError:
+                parts = [_whole(t) for t in texts]   # "3.0"
+            day = (parts[0], parts[1], parts[2])
+            offset = self.steady.get(day, _UNKNOWN)
+            if offset is _UNKNOWN:
+                offset = self._day(day)
+            if offset is not None:
+                return iso(datetime(*parts, tzinfo=_UTC) - offset), None
+            local = datetime(*parts, tzinfo=self.zone)
+        except (ValueError, TypeError, OverflowError) as exc:
+            shown = ", ".join(f"{p}={t!r}" for p, t in zip(computed.parts or {}, texts))
+            return None, Rejection("datetime", computed.field, f"computed time `{computed.field}` from columns "
+                                                              f"{', '.join(computed.columns)}: {shown} is not a "
+                                                              f"time ({exc})", excerpt(shown))
+        moment = local.astimezone(_UTC)
+        if moment.astimezone(self.zone).replace(tzinfo=None) != local.replace(tzinfo=None):
+            return None, Rejection("datetime", computed.field,
+                                   f"computed time `{computed.field}`: {local:%Y-%m-%d %H:%M:%S} does not exist in "
+                                   f"{self.zone.key} (a daylight-saving gap); fix the export's time",
+                                   f"{local:%Y-%m-%d %H:%M:%S}")
+        return iso(moment), None
+
+    def _day(self, day: tuple[int, int, int]) -> timedelta | None:
+        """The UTC offset of every moment of a local day, or None on a day the offset changes (raises for no day)."""
+        start = datetime(*day, tzinfo=self.zone)
+        end = datetime(*day, 23, 59, 59, tzinfo=self.zone)
+        offsets = {start.utcoffset(), start.replace(fold=1).utcoffset(), end.utcoffset(),
+                   end.replace(fold=1).utcoffset()}
+        steady = offsets.pop() if len(offsets) == 1 else None
+        if len(self.steady) > 100_000:
+            self.steady.clear()
+        self.steady[day] = steady
+        return steady
+
+
+def _stripped(cell: Any) -> Any:
+    return cell.strip() if cell.__class__ is str else cell
+
+
+def _cell_reader(feed: Feed, column: Column) -> Callable[[Any], Any]:
+    """A cell (text, or a JSON value) to its field value; raises on a cell it cannot read, so that the caller
+    tries once more with the text stripped."""
+    kind, mapping, convert, zone = column.type, column.map, column.conversion, feed.tz
+    if mapping is not None and kind != "list":
+        return mapping.__getitem__
+    if kind == "number":
+        isfinite = math.isfinite
+
+        def number(text: Any) -> float:
+            if text.__class__ is bool:
+                raise TypeError
+            value = float(text)
+            if not isfinite(value):
+                raise ValueError
+            return convert(value) if convert else value
+        return number
+    if kind == "string":
+        def text_cell(text: Any) -> str:
+            if text.__class__ is not str:
+                return str(text)
+            if len(text.strip()) != len(text):
+                raise ValueError   # padded: read again stripped (it may be an NA token)
+            return text   # type: ignore[no-any-return]
+        return text_cell
+    if kind == "integer":
+        def integer(text: Any) -> int:
+            if text.__class__ is int:
+                return text   # type: ignore[no-any-return]
+            if text.__class__ is str and text.isdigit():
+                return int(text)
+            if text.__class__ is bool:
+                raise TypeError
+            value = float(text)
+            if not value.is_integer():
+                raise ValueError
+            return int(value)
+        return integer
+
+    def general(text: Any) -> Any:
+        value, problem = _convert_value(column, text, zone)
         if problem:
-            return RawRecord(source, raw, rejection=problem)
-        value[column.field] = converted
-    return RawRecord(source, raw, value=value)
+            raise ValueError
+        return value
+    return general
+
+
+def _absent(feed: Feed, column: Column, target: str | None, text: Any) -> Rejection:
+    shown = "missing" if text is None else ("empty" if text == "" else f"{text!r}, an NA token of feed {feed.name}")
+    if target is None:
+        return Rejection("required", column.name, f"required column `{column.name}` is {shown}")
+    return Rejection("required", target, f"required field `{target}` is absent: column `{column.name}` is {shown}")
+
+
+def _unreadable(column: Column, text: Any) -> Rejection:
+    return Rejection("type", column.field or column.name, f"column `{column.name}`: {text!r} is not a {column.type}",
+                     excerpt(text))
+
+
+def _whole(text: str) -> int:
+    number = float(text)
+    if not number.is_integer():
+        raise ValueError(f"{text!r} is not a whole number")
+    return int(number)
 
 
 def _convert(feed: Feed, column: Column, cell: Any) -> tuple[Any, Rejection | None]:
+    """A cell's value, or the rejection that names its column, field and rule."""
+    text = cell.strip() if isinstance(cell, str) else cell
+    value, problem = _convert_value(column, text, feed.tz)
+    if problem != "failed":
+        return value, problem   # type: ignore[return-value]
     field_name = column.field or column.name
     where = f"column `{column.name}` (field `{field_name}`)"
-    text = cell.strip() if isinstance(cell, str) else cell
+    if column.type == "datetime":
+        return None, Rejection("datetime", field_name, f"{where}: {text!r} does not match the format "
+                                                       f"{column.format!r} ({feed.timezone})", excerpt(text))
+    return None, Rejection("type", field_name, f"{where}: {text!r} is not a {column.type}", excerpt(text))
+
+
+def _convert_value(column: Column, text: Any, zone: ZoneInfo) -> tuple[Any, Rejection | str | None]:
+    """(value, None), (None, a mapping Rejection), or (None, "failed") for a cell not of the column's type."""
     kind = column.type
     if column.map is not None:
+        field_name = column.field or column.name
         parts = [p.strip() for p in str(text).split(column.separator) if p.strip()] if kind == "list" else [text]
-        unknown = [p for p in parts if p not in column.map]
+        try:
+            unknown = [p for p in parts if p not in column.map]
+        except TypeError:   # a JSON list or object where a word was expected
+            unknown = parts
         if unknown:
             allowed = ", ".join(map(str, column.map))
-            return None, Rejection("mapping", field_name, f"{where}: value {unknown[0]!r} is not in the feed's "
-                                                          f"mapping (known: {allowed})", excerpt(text))
+            return None, Rejection("mapping", field_name, f"column `{column.name}` (field `{field_name}`): value "
+                                                          f"{unknown[0]!r} is not in the feed's mapping (known: "
+                                                          f"{allowed})", excerpt(text))
         mapped = [column.map[p] for p in parts]
         return (mapped if kind == "list" else mapped[0]), None
     try:
@@ -287,7 +663,7 @@ def _convert(feed: Feed, column: Column, cell: Any) -> tuple[Any, Rejection | No
             number = float(text)
             if not math.isfinite(number):
                 raise ValueError
-            return number, None
+            return (column.conversion(number) if column.conversion else number), None
         if kind == "boolean":
             if isinstance(text, bool):
                 return text, None
@@ -302,11 +678,8 @@ def _convert(feed: Feed, column: Column, cell: Any) -> tuple[Any, Rejection | No
         if kind == "datetime":
             moment = datetime.strptime(str(text), column.format or "")
             if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=feed.tz)
+                moment = moment.replace(tzinfo=zone)
             return iso(moment), None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         pass
-    if kind == "datetime":
-        return None, Rejection("datetime", field_name, f"{where}: {text!r} does not match the format "
-                                                       f"{column.format!r} ({feed.timezone})", excerpt(text))
-    return None, Rejection("type", field_name, f"{where}: {text!r} is not a {kind}", excerpt(text))
+    return None, "failed"

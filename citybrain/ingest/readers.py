@@ -1,8 +1,9 @@
 """Read JSONL and CSV files into records, turning every unreadable line into a Rejection.
 
 Readers never raise for a bad record: each input line ends as a ``RawRecord`` carrying
-either a parsed value or the reason it could not be read. Only a file that cannot be read
-as a whole (a CSV header that does not match the contract) raises ``InputFileError``.
+either a parsed value or the reason it could not be read (every problem of the line, the
+first as its ``rejection``). Only a file that cannot be read as a whole (a CSV header that
+does not match the contract) raises ``InputFileError``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ class InputFileError(InputError):
 
 @dataclass(frozen=True)
 class RawRecord:
-    """One input record: where it came from, its original bytes, and its value or rejection."""
+    """One input record: where it came from, its original bytes, and its value or rejection.
+
+    A refused record may still carry ``value``, what could be read of it, so that the contract's rules are
+    reported too; ``problems`` lists every problem the reader found (``rejection`` is the first).
+    """
 
     source: str
     raw: bytes
@@ -37,6 +42,7 @@ class RawRecord:
     producer: str | None = None  # who sent it, when not the producing process itself (a gateway's partner)
     timestamp_ms: int | None = None  # Kafka record timestamp; None = now (the simulator sends simulated time)
     lint: tuple[str, ...] = ()       # the edge's corrections of a known model defect (gateway lint rules)
+    problems: tuple[Rejection, ...] = ()
 
     @property
     def size(self) -> int:
@@ -162,16 +168,17 @@ def read_csv(path: Path, contract: Contract, max_bytes: int) -> Iterator[RawReco
                     f"line {number} has {len(row)} cells but the header has {len(header)} columns", excerpt(raw)))
                 continue
             value: dict[str, Any] = {}
-            problem: Rejection | None = None
+            problems: list[Rejection] = []
             for name, cell in zip(header, row, strict=True):
                 if cell == "":
                     continue  # an empty cell is an absent field
                 converted, problem = _convert(name, cell, props[name])
                 if problem:
-                    break
-                value[name] = converted
-            if problem:
-                yield RawRecord(source, raw, rejection=problem)
+                    problems.append(problem)
+                else:
+                    value[name] = converted
+            if problems:
+                yield RawRecord(source, raw, value=value, rejection=problems[0], problems=tuple(problems))
             else:
                 yield RawRecord(source, raw, value=value)
         yield from rejected

@@ -89,12 +89,22 @@ def run_dag(settings: Settings, dag_id: str, timeout_s: float = 900) -> DagRun:
     runs = settings.airflow_dir / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     log = runs / f"{dag_id}.log"
-    started, started_wall = time.monotonic(), time.time()
+    before = _result_stamps(settings)
+    started = time.monotonic()
     with open(log, "w") as f:
         rc = subprocess.run([str(airflow_bin()), "dags", "test", dag_id], env=environment(settings), stdout=f,
                             stderr=subprocess.STDOUT, timeout=timeout_s).returncode
-    results = []
-    for path in sorted((settings.airflow_dir / "results").glob("*.json")):
-        if path.stat().st_mtime >= started_wall:
-            results.append(json.loads(path.read_text()))
+    written = sorted(p for p, stamp in _result_stamps(settings).items() if before.get(p) != stamp)
+    results = [json.loads(p.read_text()) for p in written]
     return DagRun(dag_id, rc == 0, time.monotonic() - started, log, results)
+
+
+def _result_stamps(settings: Settings) -> dict[Path, tuple[int, int]]:
+    """Each kept result with its (mtime in ns, size): a run's results are those it wrote or rewrote, told by the
+    file's own stamp before and after rather than by the process's clock (the file system's is coarser)."""
+    folder = settings.airflow_dir / "results"
+    stamps = {}
+    for path in folder.glob("*.json"):
+        st = path.stat()
+        stamps[path] = (st.st_mtime_ns, st.st_size)
+    return stamps

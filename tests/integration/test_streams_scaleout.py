@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from citybrain.fusion.evaluate import evaluate, in_window
-from citybrain.fusion.replay import replay_detections
+from citybrain.devtools.replay import replay_detections
 from citybrain.kafka.topics import group_lag, read_topic
 from citybrain.access.privacy import protector_from_settings
 from citybrain.sim.clock import default_start

@@ -75,8 +75,18 @@ def test_area_index_respects_holes_and_says_none_outside() -> None:
     ring = [[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]
     hole = [[4, 4], [6, 4], [6, 6], [4, 6], [4, 4]]
     index = AreaIndex([Area("100000", "d", "district", None, {"type": "Polygon", "coordinates": [ring]}),
-                       Area("100000001", "s", "street", "100000", {"type": "Polygon", "coordinates": [ring, hole]})],
-                      cell_deg=1.0)
+                       Area("100000001", "s", "street", "100000", {"type": "Polygon", "coordinates": [ring, hole]})])
     assert index.resolve(1, 1)[1].code == "100000001"  # type: ignore[index]
     assert index.street_at(5, 5) is None
-    assert index.street_at(11, 5) is None
+    assert index.resolve(5, 5) == (index.areas["100000"], None, None, None)   # the street's hole: its district only
+    assert index.street_at(11, 5) is None and index.resolve(11, 5) is None
+
+
+def test_the_city_places_a_point_as_deep_as_its_areas_go_as_the_simulator_does() -> None:
+    """Regression: the city's own index (districts to grids) places each device where the simulator's street
+    says, down to its community and grid."""
+    for d in CITY.devices[::5]:
+        found = CITY.areas_at(d.lon, d.lat)
+        assert found == CITY.areas_at(d.lon, d.lat, d.street_code) and set(found) == {"district", "street",
+                                                                                       "community", "grid"}, d
+    assert CITY.areas_at(121.5, 31.2) == {}

@@ -89,6 +89,15 @@ def test_a_small_hand_written_city_of_another_shape_passes(tmp_path: Path, contr
     assert contract_problems(small_city(), contracts) == []       # and its records fit the reference topics
 
 
+def test_the_example_pack_passes_under_the_default_tolerance() -> None:
+    """Regression: 临江市's hand-written grids sit 157 m² off their community (coordinates rounded to 6 decimals);
+    the default tolerance (1,000 m²) takes such slivers, as the old share-of-area check did."""
+    from citybrain.settings import PROJECT_ROOT
+
+    pack, problems = check_pack(PROJECT_ROOT / "examples" / "citypacks" / "linjiang")
+    assert pack is not None and problems == []
+
+
 def test_records_the_reference_topics_would_refuse_are_named_before_anything_is_sent(contracts) -> None:  # type: ignore[no-untyped-def]
     pack = small_city()
     pack.devices[0]["device_id"] = "LJ_WL_1"                     # the device topic's ids are like wl-0001
@@ -153,6 +162,8 @@ BREAKS: dict[str, tuple[Callable[[Pack], None], tuple[str, str, str]]] = {
                                    ("areas.geojson", "feature 11 (65010100100101)", "required")),
     "an unknown field": (lambda p: p.departments[0].update(phone="12345"), ("departments.jsonl", "line 1", "unknown-field")),
     "an unknown time zone": (lambda p: p.manifest.update(timezone="China/Beijing"), ("manifest.json", "", "unknown-timezone")),
+    "an unknown coordinate system": (lambda p: p.manifest.update(geometry={"crs": "CGCS2000"}), ("manifest.json", "", "enum")),
+    "a negative tolerance": (lambda p: p.manifest.update(geometry={"tolerance_m2": -1}), ("manifest.json", "", "minimum")),
 }
 
 

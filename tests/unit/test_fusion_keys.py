@@ -11,7 +11,7 @@ from citybrain.sim.reference import reference_records
 from citybrain.contracts.model import load_all
 from citybrain.fusion.evaluate import evaluate
 from citybrain.fusion.keys import AreaKeys, share_of
-from citybrain.fusion.replay import replay_detections
+from citybrain.devtools.replay import replay_detections
 from citybrain.access.privacy import Protector
 from citybrain.settings import PROJECT_ROOT
 from citybrain.sim.engine import Simulation

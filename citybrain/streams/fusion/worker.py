@@ -62,11 +62,12 @@ class FusionWorker:
         self.resends_suppressed = 0
 
     def reference(self, topic: str, value: dict[str, Any]) -> None:
-        """One record of reference data (areas, devices, routing rules) read on start."""
+        """One record of reference data (areas, devices, routing rules, the city) read on start."""
         self.pipeline.reference(topic, value)
 
     def load_reference(self) -> None:
-        """Areas, devices and routing rules before the first reading, so nothing is fused unplaced."""
+        """Areas, devices, routing rules and the city before the first reading, so nothing is fused unplaced nor
+        judged by another city's clock."""
         for topic in REFERENCE:
             for value in read_values(self.settings, topic, timeout_s=60):
                 self.reference(topic, value)
