@@ -4,7 +4,8 @@ A pack is a folder:
 
 ```
 manifest.json       format, the pack's version, the city (code, name), jurisdiction id, time zone, and
-                    optionally geometry: the coordinates' system (WGS84, GCJ-02, BD-09) and tolerance
+                    optionally geometry: the coordinates' system (WGS84, GCJ-02, BD-09) and tolerance,
+                    the city's postal-code pattern and its languages (defaults: China's six digits, zh)
 areas.geojson       GeoJSON (RFC 7946) FeatureCollection: districts (区) -> streets/towns (街道/镇)
                     -> communities/villages (社区/村) -> optional grids (网格), as deep as the city
                     goes, each with code, name, level, parent and population (grids: their grid
@@ -46,6 +47,8 @@ FILES: dict[str, tuple[str, str]] = {
 LEVELS = ("district", "street", "community", "grid")
 DEVICE_COLUMNS = ("device_id", "device_type", "owner_department", "lat", "long", "street_code", "site_type", "vendor",
                   "serial_number", "installed_at")
+#: The languages of a city whose manifest declares none (its Open311 notices are written in the first).
+DEFAULT_LANGUAGES = ("zh",)
 #: The escalation of a hotline ticket in a community with a grid (网格 -> 社区 -> 街道 -> 区 -> department).
 ESCALATION = ["grid", "community", "street", "district", "department"]
 #: The departments whose matters the simulated city's areas handle first (属地管理: city appearance, property,
@@ -131,6 +134,11 @@ class Pack:
             path.write_text(text, encoding="utf-8")
             written.append(path)
         return written
+
+
+def languages(city: dict[str, Any]) -> tuple[str, ...]:
+    """The languages of a manifest or a ``raw.ref.city`` record, first the one the city answers in."""
+    return tuple(city.get("languages") or DEFAULT_LANGUAGES)
 
 
 def _feature(code: str, name: str, level: str, parent: str | None, ring: list[list[float]], **props: Any) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from citybrain.city.geometry import (DEFAULT_TOLERANCE_M2, ON_EDGE_DEG, Boundary
                                      read_boundary, sibling_problems, within)
 from citybrain.city.pack import DEVICE_COLUMNS, FILES, LEVELS, SCHEMAS, Note, Pack, Problem
 from citybrain.contracts.departments import DEPARTMENTS as DEPARTMENT_ROLES
+from citybrain.ingest.postal import DEFAULT_PATTERN, pattern_problem
 
 __all__ = ["ON_EDGE_DEG", "Note", "PackReport", "Problem", "check_pack", "review_pack"]
 
@@ -208,12 +209,19 @@ def _schema_problem(name: str, where: str, error: Any) -> Problem:
 
 
 def _manifest_rules(manifest: dict[str, Any]) -> list[Problem]:
+    problems = []
     try:
         ZoneInfo(manifest["timezone"])
     except (ZoneInfoNotFoundError, ValueError):
-        return [Problem("manifest.json", "", "unknown-timezone", f"timezone {manifest['timezone']!r} is not an IANA zone.",
-                        "use e.g. Asia/Shanghai or Asia/Urumqi.")]
-    return []
+        problems.append(Problem("manifest.json", "", "unknown-timezone",
+                                f"timezone {manifest['timezone']!r} is not an IANA zone.",
+                                "use e.g. Asia/Shanghai or Asia/Urumqi."))
+    postal = pattern_problem(manifest.get("postal_code_pattern", DEFAULT_PATTERN))
+    if postal is not None:
+        problems.append(Problem("manifest.json", "", "postal-code-pattern", f"{postal}.",
+                                "write a Python regular expression matching the city's whole postal codes, e.g. "
+                                "^[0-9]{5}(-[0-9]{4})?$ for US ZIP codes, or leave it out for China's six digits."))
+    return problems
 
 
 def _polygons(geometry: dict[str, Any]) -> list[list[Any]]:

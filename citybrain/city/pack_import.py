@@ -22,13 +22,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from citybrain.city.pack import FILES, Pack
+from citybrain.city.pack import FILES, Pack, languages
 from citybrain.city.pack_check import Problem, check_pack
 from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import RecordValidator
 from citybrain.errors import InputError
 from citybrain.geo import Area, AreaIndex
+from citybrain.ingest.postal import DEFAULT_PATTERN, PostalCodes
 from citybrain.settings import Settings
 from citybrain.times import iso
 
@@ -60,7 +61,9 @@ def reference_records(pack: Pack, as_of: str) -> dict[str, list[tuple[str, dict[
     m = pack.manifest
     city = {"city_code": str(m["city"]["code"]), "name": m["city"]["name"], "jurisdiction_id": m["jurisdiction_id"],
             "timezone": m["timezone"], "pack_version": str(m["version"]), "updated_at": as_of}
-    city.update({k: v for k, v in (("name_en", m["city"].get("name_en")), ("description", m.get("description"))) if v})
+    city.update({k: v for k, v in (("name_en", m["city"].get("name_en")), ("description", m.get("description")),
+                                   ("postal_code_pattern", m.get("postal_code_pattern")),
+                                   ("languages", m.get("languages"))) if v})
     city_code = str(m["city"]["code"]).ljust(6, "0")
     areas, grids, streets = [], [], []
     for i, f in enumerate(pack.areas, 1):
@@ -223,6 +226,8 @@ def _record(settings: Settings, pack: Pack, directory: Path, result: ImportResul
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"version": pack.manifest["version"], "city": pack.manifest["city"],
                                 "jurisdiction_id": pack.manifest["jurisdiction_id"], "timezone": pack.manifest["timezone"],
+                                "postal_code_pattern": pack.manifest.get("postal_code_pattern", DEFAULT_PATTERN),
+                                "languages": list(languages(pack.manifest)),
                                 "sha256": digest.hexdigest(), "imported_at": as_of, "published": result.published,
                                 "unchanged": result.unchanged, "withdrawn": result.withdrawn},
                                ensure_ascii=False, indent=2))
@@ -233,3 +238,12 @@ def imported(settings: Settings) -> dict[str, Any] | None:
     """The record of the last import, or None before the first."""
     path = settings.city_dir / "imported.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def imported_postal_codes(settings: Settings) -> PostalCodes | None:
+    """The postal codes of the city last imported here (a record written before they were kept: China's six
+    digits), or None before the first import."""
+    record = imported(settings)
+    if record is None:
+        return None
+    return PostalCodes.of_city({**record.get("city", {}), **record})

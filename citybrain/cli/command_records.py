@@ -98,12 +98,14 @@ def load(
     """Load a department's CSV or JSONL export through its declared column mapping and contract.
 
     Every dead-lettered row is written, with every problem it has, to a JSON Lines file beside
-    the run's summary (``<report>.rejections.jsonl``); the console says where.
+    the run's summary (``<report>.rejections.jsonl``); the console says where. Postal codes are
+    checked against the imported city's pattern (its pack's ``postal_code_pattern``).
     Exit 0 when every row was accepted, 3 when some were dead-lettered, 2 when the file or
     feed cannot be used (nothing produced), 4 when the broker did not acknowledge records.
     """
     from datetime import datetime, timezone
 
+    from citybrain.city.pack_import import imported_postal_codes
     from citybrain.contracts.model import resolve
     from citybrain.ingest.encoding import check_encoding, detect_encoding
     from citybrain.ingest.feeds import FeedError, load_feeds, read_feed
@@ -130,7 +132,8 @@ def load(
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         report = settings.state_dir / "loads" / f"{feed.name}-{stamp}" / "summary.json"
     rejections = RejectionReport(report.with_name(f"{report.stem}.rejections.jsonl"))
-    records = read_feed(feed, file, codec, settings.max_record_bytes, max_depth=settings.json_max_depth)
+    records = read_feed(feed, file, codec, settings.max_record_bytes, max_depth=settings.json_max_depth,
+                        postal=imported_postal_codes(settings))
     try:
         with rejections, err.status(f"loading {file.name} as {feed.name}...") as status:
             summary = BatchProducer(settings, producer_id=f"load.{feed.name}").produce(

@@ -10,13 +10,16 @@ by the set of records each version accepts:
 
 ``backward`` mode forbids the first kind, ``forward`` the second, ``full`` both.
 Removing a field breaks backward in every case (old records carry it, consumers read it);
-removing an enum value is a narrowing and is caught like any other.
+removing an enum value is a narrowing and is caught like any other. A changed ``pattern`` breaks backward
+unless it provably accepts every value the old one did (:func:`citybrain.contracts.patterns.widens`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Iterator
+
+from citybrain.contracts.patterns import widens
 
 BACKWARD = "backward"
 FORWARD = "forward"
@@ -163,6 +166,10 @@ def _diff_value(old: dict[str, Any], new: dict[str, Any], field: str) -> Iterato
     for key in ("pattern", "format"):
         o, n = old.get(key), new.get(key)
         if o == n:
+            continue
+        if key == "pattern" and o is not None and n is not None and widens(o, n):
+            yield Change(field, "pattern-widened", f"`{field}` pattern widened from {o!r} to {n!r}: every value "
+                         "the old one accepted still passes", frozenset({FORWARD}))
             continue
         breaks = ({BACKWARD} if n is not None else set()) | ({FORWARD} if o is not None else set())
         yield Change(field, f"{key}-changed", f"`{field}` {key} changed from {o!r} to {n!r}", frozenset(breaks))

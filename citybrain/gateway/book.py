@@ -31,7 +31,8 @@ REFERENCE = {CITY_TOPIC: "city_code", SERVICES_TOPIC: "service_code", DEPARTMENT
 #: Fields kept per request: what the public view and the filters need.
 KEPT = ("service_request_id", "status", "status_notes", "service_name", "service_code", "agency_responsible",
         "service_notice", "requested_datetime", "updated_datetime", "expected_datetime", "address_id", "zipcode",
-        "lat", "long", "media_url", "lifecycle_state", "category", "priority", "dispatch_department", "channel")
+        "lat", "long", "media_url", "lifecycle_state", "category", "priority", "dispatch_department", "channel",
+        "source_request_id", "source_requested_datetime")
 
 
 class RequestBook:
@@ -71,13 +72,13 @@ class RequestBook:
             self._requests[rid] = {k: state[k] for k in KEPT if k in state}
 
     def catalogue(self) -> Catalogue | None:
-        """The jurisdiction, services and departments as the reference topics have them; None before a
-        city was imported."""
+        """The jurisdiction, postal codes, languages, services and departments as the reference topics have them;
+        None before a city was imported."""
         with self._lock:
             if self._city is None:
                 return None
-            return Catalogue(self._city["jurisdiction_id"], dict(self._reference[SERVICES_TOPIC]),
-                             dict(self._reference[DEPARTMENTS_TOPIC]))
+            return Catalogue.of_city(self._city, dict(self._reference[SERVICES_TOPIC]),
+                                     dict(self._reference[DEPARTMENTS_TOPIC]))
 
     def get(self, rid: str) -> dict[str, Any] | None:
         with self._lock:

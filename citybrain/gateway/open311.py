@@ -4,6 +4,13 @@ Pure functions: what the standard's parameters mean for the ``raw.hotline.servic
 contract, and what a caller may see of a request. Field names, error shape
 (``[{"code": ..., "description": ...}]``) and defaults follow GeoReport v2; CityBrain adds
 ``field``, ``rule`` and ``fix`` to each error so an integrator knows what to change.
+
+The city's reference record (``raw.ref.city``) says which postal codes are its own and its languages:
+a request with another postal code is refused naming the city's pattern, and what the gateway writes
+for people (the service notice, the services' descriptions, the agencies' names) is in the city's
+first language (:data:`MESSAGES`: English or Chinese). A request forwarded from another 311 system
+keeps that system's id and time (``service_request_id``, ``requested_datetime``, ``source_system``)
+beside the platform's own.
 """
 
 from __future__ import annotations
@@ -14,25 +21,45 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from citybrain.city.pack import DEFAULT_LANGUAGES, languages
 from citybrain.contracts.validate import FIXES, Rejection
 from citybrain.geo import AreaIndex, Place
+from citybrain.ingest.postal import DEFAULT_PATTERN, PostalCodes
 from citybrain.ingest.strict_json import id_problem
-from citybrain.times import now_iso
+from citybrain.times import iso, now_iso, parse_time
 
 #: GeoReport v2 POST parameters, plus the hotline extensions a partner may send.
 STANDARD_PARAMS = {"api_key", "jurisdiction_id", "service_code", "lat", "long", "address_string", "address_id",
                    "email", "device_id", "account_id", "first_name", "last_name", "phone", "description", "media_url"}
-EXTENSION_PARAMS = {"channel", "zipcode"}
+EXTENSION_PARAMS = {"channel", "zipcode", "service_request_id", "requested_datetime", "source_system"}
 #: Fields a public GET may show; personal data never leaves through it, the address only at street level.
 PUBLIC_FIELDS = ("service_request_id", "status", "status_notes", "service_name", "service_code", "agency_responsible",
                  "service_notice", "requested_datetime", "updated_datetime", "expected_datetime", "address_id",
-                 "zipcode", "lat", "long", "media_url")
+                 "zipcode", "lat", "long", "media_url", "source_request_id", "source_requested_datetime")
 EXTENSION_VIEW_FIELDS = ("lifecycle_state", "category", "priority", "dispatch_department", "channel")
 
 
 #: Contract field -> the GeoReport v2 parameter a caller sent it as.
 PARAM_OF_FIELD = {"caller_email": "email", "caller_phone": "phone", "caller_name": "last_name",
-                  "address": "address_string"}
+                  "address": "address_string", "source_request_id": "service_request_id",
+                  "source_requested_datetime": "requested_datetime"}
+
+#: What the gateway writes for people, per language (a city answers in its first language when it is here,
+#: in Chinese otherwise). ``{id}`` in a notice is a placeholder for the caller, not filled.
+MESSAGES: dict[str, dict[str, str]] = {
+    "zh": {"received": "已受理，工单号 {rid}；status at GET /open311/v2/requests/{{id}}.json",
+           "service": "{name}。由{department}在 {hours:g} 小时内办理。"},
+    "en": {"received": "Received as ticket {rid}; status at GET /open311/v2/requests/{{id}}.json",
+           "service": "{name}. Handled by {department} within {hours:g} h."},
+}
+#: The language of a city whose first language has no messages.
+FALLBACK_LANGUAGE = "zh"
+
+
+def message_language(city_languages: tuple[str, ...] | list[str]) -> str:
+    """The language of :data:`MESSAGES` the city's first language picks (``en-US`` -> ``en``)."""
+    first = city_languages[0].split("-")[0].lower() if city_languages else FALLBACK_LANGUAGE
+    return first if first in MESSAGES else FALLBACK_LANGUAGE
 
 
 @dataclass(frozen=True)
@@ -62,24 +89,46 @@ class EdgeError:
 
 @dataclass(frozen=True)
 class Catalogue:
-    """What the gateway serves, as the city's reference data has it: the jurisdiction (``raw.ref.city``),
-    the services (``raw.ref.service`` records by code) and the departments (``raw.ref.department``)."""
+    """What the gateway serves, as the city's reference data has it: the jurisdiction, postal codes and languages
+    (``raw.ref.city``), the services (``raw.ref.service`` records by code) and the departments
+    (``raw.ref.department``)."""
 
     jurisdiction_id: str
     services: Mapping[str, Mapping[str, Any]]
     departments: Mapping[str, Mapping[str, Any]]
+    postal_codes: PostalCodes = PostalCodes(DEFAULT_PATTERN, "the city")
+    languages: tuple[str, ...] = DEFAULT_LANGUAGES
 
-    def department_name(self, dept: str, english: bool = False) -> str:
+    @classmethod
+    def of_city(cls, city: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]],
+                departments: Mapping[str, Mapping[str, Any]]) -> Catalogue:
+        """The catalogue of a ``raw.ref.city`` record (a record written before 1.1.0: six-digit postal codes, zh)."""
+        return cls(city["jurisdiction_id"], services, departments, PostalCodes.of_city(city), languages(dict(city)))
+
+    @property
+    def messages(self) -> Mapping[str, str]:
+        """:data:`MESSAGES` in the city's language."""
+        return MESSAGES[message_language(self.languages)]
+
+    @property
+    def english(self) -> bool:
+        return message_language(self.languages) == "en"
+
+    def department_name(self, dept: str, english: bool | None = None) -> str:
+        """A department's name in the city's language (``english``: in English, or not, whatever the city's)."""
         d = self.departments.get(dept) or {}
-        return str(d.get("name_en" if english else "name") or d.get("name") or dept)
+        return str(d.get("name_en" if (self.english if english is None else english) else "name") or d.get("name")
+                   or dept)
 
 
 def services(catalogue: Catalogue) -> list[dict[str, Any]]:
     """``GET services.json``: every hotline service, in GeoReport v2 shape."""
+    english = catalogue.english
+
     def description(s: Mapping[str, Any]) -> str:
-        return s.get("description") or (f"{s.get('name_en') or s['name']}. Handled by "
-                                        f"{catalogue.department_name(s['department'], english=True)} "
-                                        f"within {float(s['sla_hours']):g} h.")
+        name = (s.get("name_en") or s["name"]) if english else s["name"]
+        return s.get("description") or catalogue.messages["service"].format(
+            name=name, department=catalogue.department_name(s["department"]), hours=float(s["sla_hours"]))
 
     return [{"service_code": s["service_code"], "service_name": s["name"], "description": description(s),
              "metadata": False, "type": "realtime", "keywords": ",".join(s.get("keywords", ())), "group": s["group"],
@@ -102,8 +151,12 @@ def request_record(params: Mapping[str, Any], partner: str, catalogue: Catalogue
     """Map POST parameters to a ``raw.hotline.service_request`` record, or say what is wrong.
 
     Checks what the contract cannot: unknown parameters, the service code, the Open311 rule
-    that one of lat/long, address_string or address_id is given, and that a position lies
-    in the city. The contract checks the rest.
+    that one of lat/long, address_string or address_id is given, that a position lies
+    in the city and that a postal code is one of the city's. The contract checks the rest.
+    A request forwarded from another 311 system keeps its ``service_request_id`` (as
+    ``source_request_id``, of ``source_system``: the partner unless sent) and its
+    ``requested_datetime`` (as ``source_requested_datetime``, in UTC); the record's own id and
+    ``requested_datetime`` are the platform's.
     """
     errors: list[EdgeError] = []
     jurisdiction_id = catalogue.jurisdiction_id
@@ -140,6 +193,19 @@ def request_record(params: Mapping[str, Any], partner: str, catalogue: Catalogue
             and not any(e.field in ("lat", "long") for e in errors):
         errors.append(EdgeError(400, "a location is required: send lat and long, address_string, or address_id",
                                 "lat", "required"))
+    zipcode = params.get("zipcode")
+    if zipcode not in (None, ""):
+        postal = catalogue.postal_codes.problem(zipcode)
+        if postal is not None:
+            errors.append(EdgeError(400, postal.message, "zipcode", postal.rule))
+    source_time = params.get("requested_datetime")
+    if source_time not in (None, ""):
+        try:
+            source_time = iso(parse_time(str(source_time)))
+        except ValueError:
+            errors.append(EdgeError(400, f"requested_datetime {source_time!r} is not a W3C date-time, e.g. "
+                                         "2026-11-23T08:00:00-08:00 (the time the request was made in its own "
+                                         "system)", "requested_datetime", "format"))
     place = None
     if has_position and index is not None and index.areas:
         place = index.resolve(lon, lat)  # type: ignore[arg-type]
@@ -172,6 +238,13 @@ def request_record(params: Mapping[str, Any], partner: str, catalogue: Catalogue
             record[target] = params[source]
     if name:
         record["caller_name"] = name
+    if params.get("service_request_id") not in (None, ""):
+        record.update(source_request_id=params["service_request_id"],
+                      source_system=params.get("source_system") or partner)
+    elif params.get("source_system") not in (None, ""):
+        record["source_system"] = params["source_system"]
+    if source_time not in (None, ""):
+        record["source_requested_datetime"] = source_time
     return record, []
 
 

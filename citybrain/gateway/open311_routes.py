@@ -21,8 +21,8 @@ from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
 from citybrain.contracts.topics import contract_id
 from citybrain.contracts.validate import Rejection
-from citybrain.gateway.open311 import (PARAM_OF_FIELD, Catalogue, EdgeError, public_view, received_event,
-                                       request_record, service_definition, services)
+from citybrain.gateway.open311 import (FALLBACK_LANGUAGE, MESSAGES, PARAM_OF_FIELD, Catalogue, EdgeError, public_view,
+                                       received_event, request_record, service_definition, services)
 from citybrain.gateway.idempotency import HEADER, PARAM, Attempt, fingerprint, idempotency_key
 from citybrain.gateway.pipeline import RequestPipeline, open311_error, read_json, readable_json, refusal
 from citybrain.ingest.readers import RawRecord
@@ -134,9 +134,10 @@ class Open311Routes:
             if attempt is not None:
                 attempt.busy = False
         pipeline.book.put(record)
+        catalogue = pipeline.book.catalogue()
+        messages = catalogue.messages if catalogue is not None else MESSAGES[FALLBACK_LANGUAGE]
         reply: dict[str, Any] = {"service_request_id": record["service_request_id"],
-                                 "service_notice": f"已受理，工单号 {record['service_request_id']}；"
-                                                   "status at GET /open311/v2/requests/{id}.json"}
+                                 "service_notice": messages["received"].format(rid=record["service_request_id"])}
         if record.get("account_id"):
             reply["account_id"] = record["account_id"]
         if attempt is not None:

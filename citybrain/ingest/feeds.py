@@ -6,11 +6,15 @@ field it fills and how to read it: ``type`` (string, integer, number, boolean, d
 list), a datetime ``format`` read in the feed's ``timezone``, a value ``map`` (e.g.
 交通事故 -> traffic_accident), a list ``separator``, a ``unit`` converted (pint) to the
 field's ``x-unit``, or ``ignore: true``. A column without a field feeds ``computed``
-fields: a ``time`` from year/month/day/hour(/minute/second) columns in a declared zone, or a
-``template`` over columns (``"{station}-{No}"``). ``constants`` fill fields the export
-does not carry; ``na`` lists the texts that mean "no value" besides the empty cell (``NA``, ``-``).
-Every row becomes a record or a rejection that lists every problem it has, each naming the
-column, the field and the rule. Declarations are read with :mod:`citybrain.ingest.yaml_safe`.
+fields: a ``time`` from year/month/day/hour(/minute/second) columns in a declared zone, a
+``template`` over columns (``"{station}-{No}"``), optionally through a value ``map`` (one column
+feeding a second field: a 311 export's Status gives both ``status`` and ``lifecycle_state``), or
+``received: true``, the time the loader reads the file (the platform's receive time beside the
+export's own). ``constants`` fill fields the export does not carry; ``na`` lists the texts that mean
+"no value" besides the empty cell (``NA``, ``-``). A postal code (:data:`citybrain.ingest.postal.FIELDS`)
+is checked against the city's own pattern when the loader knows the city. Every row becomes a record
+or a rejection that lists every problem it has, each naming the column, the field and the rule.
+Declarations are read with :mod:`citybrain.ingest.yaml_safe`.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import Rejection, excerpt
 from citybrain.errors import InputError
 from citybrain.ingest.readers import RawRecord, _lines, _too_large
+from citybrain.ingest.postal import FIELDS as POSTAL_FIELDS
+from citybrain.ingest.postal import PostalCodes
 from citybrain.ingest.strict_json import DEFAULT_MAX_DEPTH, JsonRefused, loads
 from citybrain.ingest.units import Conversion, UnitError, conversion
 from citybrain.ingest.yaml_safe import BooleanWordError, load_yaml
-from citybrain.times import iso
+from citybrain.times import iso, now_iso
 
 TYPES = ("string", "integer", "number", "boolean", "datetime", "list")
 #: The parts of a computed time, in order; year, month and day are needed, the others default to 0.
@@ -64,7 +70,8 @@ class Column:
 
 @dataclass(frozen=True)
 class Computed:
-    """A field built from several columns: a ``time`` (``parts``: time part -> column) or a ``template``."""
+    """A field built from several columns: a ``time`` (``parts``: time part -> column) or a ``template`` (its text
+    through ``map`` when one is given); or, with ``received``, the time the file is read."""
 
     field: str
     columns: tuple[str, ...]
@@ -72,6 +79,8 @@ class Computed:
     parts: dict[str, str] | None = None
     timezone: str | None = None
     required: bool = False
+    map: dict[str, Any] | None = None
+    received: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,7 +208,7 @@ def _unit(where: str, name: str, unit: str, kind: str, target: str | None, props
 def _computed(where: str, spec: Any, columns: dict[str, dict[str, Any]], props: dict[str, Any],
               contract: Contract, feed_zone: bool) -> dict[str, Computed]:
     if not isinstance(spec, dict):
-        raise FeedError(f"{where}: `computed` maps contract fields to a `time` or a `template`")
+        raise FeedError(f"{where}: `computed` maps contract fields to a `time`, a `template` or `received: true`")
     out: dict[str, Computed] = {}
     for target, body in spec.items():
         target = str(target)
@@ -208,12 +217,22 @@ def _computed(where: str, spec: Any, columns: dict[str, dict[str, Any]], props: 
             raise FeedError(f"{where}: computed field {target!r} is not a field of {contract.topic} "
                             f"(fields: {', '.join(props)})")
         required = bool(body.get("required", False))
-        if ("time" in body) == ("template" in body):
+        kinds = [k for k in ("time", "template", "received") if k in body]
+        if len(kinds) != 1 or body.get("received", True) is not True:
             raise FeedError(f"{where}: computed field {target!r} needs exactly one of `time: {{year: <column>, "
-                            "month: ..., day: ..., hour: ...}` or `template: \"{column}-{column}\"`")
+                            "month: ..., day: ..., hour: ...}`, `template: \"{column}-{column}\"` (optionally with "
+                            "a `map` of its texts) or `received: true` (the time the file is read)")
+        mapping = body.get("map")
+        if mapping is not None and ("template" not in body or not isinstance(mapping, dict)):
+            raise FeedError(f"{where}: computed field {target!r}: `map` maps a template's texts to field values "
+                            f"(e.g. map: {{Closed: closed}}) and needs a `template`; got {mapping!r}")
+        if "received" in body:
+            out[target] = Computed(target, (), received=True)
+            continue
         if "template" in body:
             names = _template_columns(where, target, str(body["template"]), columns)
-            out[target] = Computed(target, names, template=str(body["template"]), required=required)
+            out[target] = Computed(target, names, template=str(body["template"]), required=required,
+                                   map=None if mapping is None else {str(k): v for k, v in mapping.items()})
             continue
         parts = body["time"]
         if not isinstance(parts, dict) or not {"year", "month", "day"} <= set(parts) or set(parts) - set(TIME_PARTS):
@@ -265,14 +284,16 @@ def load_feeds(directory: Path, contracts: dict[str, Contract]) -> dict[str, Fee
 
 
 def read_feed(feed: Feed, path: Path, encoding: str, max_bytes: int,
-              max_depth: int = DEFAULT_MAX_DEPTH) -> Iterator[RawRecord]:
+              max_depth: int = DEFAULT_MAX_DEPTH, postal: PostalCodes | None = None) -> Iterator[RawRecord]:
     """One RawRecord per row or line; raises FeedError (before yielding) when the header does not fit.
 
-    JSON lines are read strictly (citybrain.ingest.strict_json), each line judged alone."""
+    JSON lines are read strictly (citybrain.ingest.strict_json), each line judged alone. ``postal``: the
+    city's postal codes, which a postal-code field must be one of (None: the contract's pattern alone)."""
+    received = now_iso()
     if feed.format == "csv":
-        yield from _read_csv(feed, path, encoding, max_bytes)
+        yield from _read_csv(feed, path, encoding, max_bytes, postal, received)
     else:
-        yield from _read_jsonl(feed, path, encoding, max_bytes, max_depth)
+        yield from _read_jsonl(feed, path, encoding, max_bytes, max_depth, postal, received)
 
 
 def _decoded_lines(path: Path, encoding: str, max_bytes: int, rejected: list[RawRecord]) -> Iterator[tuple[int, str, bytes]]:
@@ -303,7 +324,8 @@ def _decoded_lines(path: Path, encoding: str, max_bytes: int, rejected: list[Raw
             yield number, text, (line if utf8 else text.encode("utf-8"))
 
 
-def _read_csv(feed: Feed, path: Path, encoding: str, max_bytes: int) -> Iterator[RawRecord]:
+def _read_csv(feed: Feed, path: Path, encoding: str, max_bytes: int, postal: PostalCodes | None,
+              received: str) -> Iterator[RawRecord]:
     rejected: list[RawRecord] = []
     current = {"number": 0, "raw": b""}
 
@@ -318,7 +340,7 @@ def _read_csv(feed: Feed, path: Path, encoding: str, max_bytes: int) -> Iterator
         raise FeedError(f"{path.name}: the file is empty; expected a header row with the columns of feed {feed.name}")
     header = [h.strip().lstrip("\ufeff") for h in header]
     _check_header(feed, path, header)
-    row_plan = _RowPlan(feed, header)
+    row_plan = _RowPlan(feed, header, postal, received)
     width = len(header)
     yield from rejected
     rejected.clear()
@@ -341,7 +363,8 @@ def _read_csv(feed: Feed, path: Path, encoding: str, max_bytes: int) -> Iterator
     yield from rejected
 
 
-def _read_jsonl(feed: Feed, path: Path, encoding: str, max_bytes: int, max_depth: int) -> Iterator[RawRecord]:
+def _read_jsonl(feed: Feed, path: Path, encoding: str, max_bytes: int, max_depth: int, postal: PostalCodes | None,
+                received: str) -> Iterator[RawRecord]:
     rejected: list[RawRecord] = []
     plans: dict[tuple[str, ...], _RowPlan] = {}
     for number, text, raw in _decoded_lines(path, encoding, max_bytes, rejected):
@@ -369,7 +392,8 @@ def _read_jsonl(feed: Feed, path: Path, encoding: str, max_bytes: int, max_depth
         keys = tuple(value)   # the line's own key order: the record's field order, as it always was
         row_plan = plans.get(keys)
         if row_plan is None:
-            row_plan = plans[keys] = _RowPlan(feed, [*keys, *(c for c in feed.columns if c not in value)])
+            row_plan = plans[keys] = _RowPlan(feed, [*keys, *(c for c in feed.columns if c not in value)], postal,
+                                              received)
         yield row_plan.record([*value.values(), *(None for c in feed.columns if c not in value)], source, raw)
     yield from rejected
 
@@ -408,7 +432,7 @@ class _RowPlan:
     (stripped), one of the feed's NA tokens is an absent field.
     """
 
-    def __init__(self, feed: Feed, header: Sequence[str]) -> None:
+    def __init__(self, feed: Feed, header: Sequence[str], postal: PostalCodes | None = None, received: str = "") -> None:
         self.feed = feed
         self.na = feed.na
         index = {name: i for i, name in enumerate(header)}
@@ -422,12 +446,16 @@ class _RowPlan:
         self.times = [(c, [index[n] for n in c.columns], _LocalTime(ZoneInfo(c.timezone or feed.timezone)))
                       for c in feed.computed.values() if c.parts]
         self.templates = [(c, [index[n] for n in c.columns]) for c in feed.computed.values() if c.template]
+        #: fields stamped with the time the file is read
+        self.received = {c.field: received for c in feed.computed.values() if c.received}
+        #: (field, its column, the city's postal codes) for the postal-code fields the feed fills
+        self.postal = [] if postal is None else [(c.field, c.name, postal) for c in columns if c.field in POSTAL_FIELDS]
 
     def record(self, row: Sequence[Any], source: str, raw: bytes) -> RawRecord:
         """The row as a record, or refused with every problem it has (and what could be read, for the contract's
         rules to be reported too)."""
         feed, na = self.feed, self.na
-        value: dict[str, Any] = dict(feed.constants)
+        value: dict[str, Any] = {**feed.constants, **self.received}
         problems: list[Rejection] = []
         isfinite = math.isfinite
         for i, target, column, read, number, convert in self.cells:
@@ -456,7 +484,20 @@ class _RowPlan:
         for computed, inputs in self.templates:
             texts = self._inputs(computed, inputs, row, problems)
             if texts is not None:
-                value[computed.field] = computed.template.format_map(dict(zip(computed.columns, texts)))  # type: ignore[union-attr]
+                text = computed.template.format_map(dict(zip(computed.columns, texts)))  # type: ignore[union-attr]
+                if computed.map is None:
+                    value[computed.field] = text
+                elif text in computed.map:
+                    value[computed.field] = computed.map[text]
+                else:
+                    problems.append(Rejection("mapping", computed.field, f"computed field `{computed.field}` from "
+                                              f"column(s) {', '.join(computed.columns)}: value {text!r} is not in "
+                                              f"the feed's map (known: {', '.join(computed.map)})", excerpt(text)))
+        for target, column_name, postal in self.postal:
+            if target in value:
+                problem = postal.problem(value[target], target, column_name)
+                if problem is not None:
+                    problems.append(problem)
         if problems:
             return RawRecord(source, raw, value=value, rejection=problems[0], problems=tuple(problems))
         return RawRecord(source, raw, value=value)

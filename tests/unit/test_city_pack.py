@@ -164,6 +164,9 @@ BREAKS: dict[str, tuple[Callable[[Pack], None], tuple[str, str, str]]] = {
     "an unknown time zone": (lambda p: p.manifest.update(timezone="China/Beijing"), ("manifest.json", "", "unknown-timezone")),
     "an unknown coordinate system": (lambda p: p.manifest.update(geometry={"crs": "CGCS2000"}), ("manifest.json", "", "enum")),
     "a negative tolerance": (lambda p: p.manifest.update(geometry={"tolerance_m2": -1}), ("manifest.json", "", "minimum")),
+    "a postal-code pattern that is no regular expression": (lambda p: p.manifest.update(postal_code_pattern="^[0-9{5}$"),
+                                                            ("manifest.json", "", "postal-code-pattern")),
+    "a language that is no BCP 47 tag": (lambda p: p.manifest.update(languages=["English"]), ("manifest.json", "", "pattern")),
 }
 
 
@@ -257,3 +260,18 @@ def test_a_withdrawn_area_resolves_no_position_and_a_withdrawn_rule_routes_nothi
     d.update_rule({**rules["event.flood"], "status": "withdrawn"})
     with pytest.raises(LookupError, match="event.flood"):
         d.event_rule("flood")
+
+
+def test_a_packs_postal_codes_and_languages_reach_the_city_record_and_export_back(tmp_path: Path, contracts) -> None:  # type: ignore[no-untyped-def]
+    """Declared: on raw.ref.city and back in the exported manifest; left out: the record as before (six digits, zh)."""
+    from citybrain.city.pack_export import pack_of_records
+
+    pack = small_city()
+    pack.manifest.update(postal_code_pattern="^[0-9]{5}(-[0-9]{4})?$", languages=["en", "es"])
+    assert _rules(tmp_path, pack) == [] and contract_problems(pack, contracts) == []
+    records = reference_records(pack, "2026-12-01T00:00:00Z")
+    city = records["raw.ref.city.v1"][0][1]
+    assert (city["postal_code_pattern"], city["languages"]) == ("^[0-9]{5}(-[0-9]{4})?$", ["en", "es"])
+    assert pack_of_records(lambda topic: [r for _w, r in records[topic]]).manifest == pack.manifest
+    plain = reference_records(small_city(), "2026-12-01T00:00:00Z")["raw.ref.city.v1"][0][1]
+    assert not {"postal_code_pattern", "languages"} & set(plain)

@@ -90,3 +90,29 @@ def test_nested_field_path_is_named() -> None:
 
 def test_mode_none_accepts_anything() -> None:
     assert rules(changed(lambda s: s["properties"].pop("status")), "none") == set()
+
+
+@pytest.mark.parametrize("old, new", [
+    ("^[0-9]{6}$", "^[0-9A-Za-z][0-9A-Za-z -]{1,9}$"),      # China's postal codes -> any country's
+    ("^[0-9]{5}(-[0-9]{4})?$", "^[0-9A-Za-z][0-9A-Za-z -]{1,9}$"),
+    ("^[a-z]+$", "^[a-z]*$"),
+    ("^(ab|c)+$", "^[abc]+$"),
+])
+def test_a_widened_pattern_is_backward_compatible_but_breaks_forward(old: str, new: str) -> None:
+    before = changed(lambda s: s["properties"]["note"].update({"pattern": old}))
+    after = changed(lambda s: s["properties"]["note"].update({"pattern": new}))
+    assert breaking(before, after, "backward") == []
+    assert [c.rule for c in breaking(before, after, "forward")] == ["pattern-widened"]
+
+
+@pytest.mark.parametrize("old, new", [
+    ("^[0-9A-Za-z][0-9A-Za-z -]{1,9}$", "^[0-9]{6}$"),      # narrowed
+    ("^[0-9]{6}$", "^[0-9]{5}$"),                           # changed: no value passes both
+    ("^[abc]+$", "^(ab|c)+$"),                              # "a" is lost
+    ("^\\d{6}$", "^[0-9]{6}$"),                             # \d is any Unicode digit: not judged, breaking
+    ("[0-9]{6}", "[0-9A-Z]{6}"),                            # unanchored: not judged, breaking
+])
+def test_a_pattern_not_proved_wider_breaks_backward(old: str, new: str) -> None:
+    before = changed(lambda s: s["properties"]["note"].update({"pattern": old}))
+    after = changed(lambda s: s["properties"]["note"].update({"pattern": new}))
+    assert [c.rule for c in breaking(before, after, "backward")] == ["pattern-changed"]

@@ -1,0 +1,67 @@
+"""The city's own postal codes, checked where requests enter (the Open311 gateway, loaded hotline exports).
+
+The contract ``raw.hotline.service_request`` takes a postal code of any country; the city says which of them
+are its own (its pack's ``postal_code_pattern``, carried on ``raw.ref.city``), and a code that is not is
+refused at the edge, naming the field, the city's pattern and the fix. A city that declares nothing keeps
+China's six digits.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from citybrain.contracts.validate import Rejection, excerpt
+
+__all__ = ["DEFAULT_PATTERN", "FIELDS", "PostalCodes", "pattern_problem"]
+
+#: The postal codes of a city whose pack declares none: China's six digits (GB/T 8065 postal codes).
+DEFAULT_PATTERN = "^[0-9]{6}$"
+#: Contract fields that hold a postal code.
+FIELDS = ("zipcode",)
+
+
+def pattern_problem(pattern: Any) -> str | None:
+    """Why ``pattern`` cannot be a city's postal-code pattern, or None."""
+    if not isinstance(pattern, str):
+        return f"postal_code_pattern must be a regular expression (text), got {pattern!r}"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"postal_code_pattern {pattern!r} is not a regular expression ({exc})"
+    return None
+
+
+@dataclass(frozen=True)
+class PostalCodes:
+    """The postal codes of ``city``: those ``pattern`` matches whole."""
+
+    pattern: str
+    city: str
+    _compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        problem = pattern_problem(self.pattern)
+        if problem is not None:
+            raise ValueError(f"{self.city}: {problem}. Fix: correct postal_code_pattern in the city pack's "
+                             "manifest.json and import it again")
+        object.__setattr__(self, "_compiled", re.compile(self.pattern))
+
+    @classmethod
+    def of_city(cls, city: Mapping[str, Any]) -> PostalCodes:
+        """The postal codes of a ``raw.ref.city`` record (or an imported pack's record): its pattern, else
+        China's six digits."""
+        name = str(city.get("name_en") or city.get("name") or city.get("city_code") or "the city")
+        return cls(str(city.get("postal_code_pattern") or DEFAULT_PATTERN), name)
+
+    def problem(self, value: Any, field_name: str = "zipcode", sent_as: str | None = None) -> Rejection | None:
+        """None for one of the city's postal codes, else the rejection naming the field (``sent_as``: the
+        column or parameter it came in), the city's pattern and the fix."""
+        if isinstance(value, str) and self._compiled.fullmatch(value):
+            return None
+        where = f"`{field_name}`" + (f" (sent as `{sent_as}`)" if sent_as and sent_as != field_name else "")
+        return Rejection("postal-code", field_name,
+                         f"{where} = {value!r} is not a postal code of {self.city}, whose pack declares the pattern "
+                         f"{self.pattern!r}. Fix: send the code as the city writes it, leave {field_name} out, or "
+                         "correct postal_code_pattern in the city pack's manifest.json", excerpt(value))
