@@ -14,7 +14,10 @@ closed form, so they are solved by fixed-point iteration to within 1e-9 degrees 
 widely copied one-step inverses leave centimetres (5e-7 degrees at Tiananmen). Outside China's published box
 GCJ-02 and WGS84 are the same, as the published transform has it. Everything works on ``(n, 2)``
 arrays of ``[lon, lat]`` and on shapely geometries through :func:`shapely.transform`, whose edges
-are split to :data:`SEGMENT_DEG` first so that what lies on an edge stays on it.
+are split first where the shift bends them by more than :data:`BEND_DEG`, so that what lies on an
+edge stays on it. Converted geometries are published to :data:`DECIMALS` decimals (about 1 cm), not
+at the 17 digits of a double: Beijing's 16 districts (6 decimals, GCJ-02) come out 1.2 times the
+size of their file, where they came out 3.3 times with every edge split to 500 m at full precision.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import json
 import logging
 import math
 from dataclasses import replace
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import shapely
@@ -38,12 +41,18 @@ SYSTEMS = (WGS84, GCJ02, BD09)
 _A = 6378245.0
 _EE = 0.00669342162296594323
 _X_PI = math.pi * 3000.0 / 180.0
-#: Degrees (~500 m): edges are split to this length before they are converted. GCJ-02 bends a straight edge
-#: of this length by at most 3 cm (median 4 mm) away from its ends' straight line; one of 0.1° by up to 10 m.
-SEGMENT_DEG = 0.005
+#: Degrees of latitude (5.6 cm): the most a converted edge may stray from the curve the shift bends it into, half
+#: the last digit of a 6-decimal export (what that export's own rounding already moves a vertex by). GCJ-02 bends
+#: a straight edge of 500 m by up to 3 cm (median 4 mm), one of 0.1° by up to 10 m; an edge bent further than
+#: this is split into as many equal pieces as keep each one within it.
+BEND_DEG = 5e-7
+#: Decimals of a converted coordinate: 1e-7° is about 1 cm, finer than any boundary a city draws.
+DECIMALS = 7
 #: Iterative inverses stop when a step moves less than this (degrees, about 0.1 mm).
 INVERSE_EPS_DEG = 1e-9
 _MAX_STEPS = 30
+#: Rounds of measuring an edge's pieces and splitting it finer (one is nearly always enough).
+_SPLIT_ROUNDS = 4
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -137,14 +146,43 @@ def from_wgs84(xy: np.ndarray, crs: str) -> np.ndarray:
     raise ValueError(f"coordinate system {crs!r} is not one CityBrain converts; use one of {', '.join(SYSTEMS)}.")
 
 
-def _split_ring(xy: np.ndarray) -> np.ndarray:
-    """A closed ring with each edge longer than :data:`SEGMENT_DEG` split into equal pieces, the points computed
-    from the edge's lower end (by longitude, then latitude), so the two areas on either side of a shared edge
-    split it at the very same points whichever way their rings run."""
+def _bend(a: np.ndarray, b: np.ndarray, crs: str) -> np.ndarray:
+    """How far the shift bends each straight edge from ``a[i]`` to ``b[i]``, at its midpoint (degrees of latitude)."""
+    w = to_wgs84(np.vstack([a, b, (a + b) / 2]), crs).reshape(3, len(a), 2)
+    off = w[2] - (w[0] + w[1]) / 2
+    return np.hypot(off[:, 0] * np.cos(np.radians(w[2][:, 1])), off[:, 1])
+
+
+def _pieces(low: np.ndarray, high: np.ndarray, crs: str) -> np.ndarray:
+    """Into how many equal pieces each edge from ``low[i]`` to ``high[i]`` is split so that none bends more than
+    :data:`BEND_DEG`. A piece bends about ``1 / n²`` of its edge (the shift is smooth), which gives the first
+    count; the pieces are then measured, and an edge with one still bent too far is split finer."""
+    n = np.maximum(1, np.ceil(np.sqrt(_bend(low, high, crs) / BEND_DEG))).astype(int)
+    todo = np.flatnonzero(n > 1)
+    for _ in range(_SPLIT_ROUNDS):
+        if not len(todo):
+            break
+        m = n[todo]
+        edge = np.repeat(np.arange(len(todo)), m)
+        k = np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m)         # 0 .. m-1 along each edge
+        step = (high[todo] - low[todo])[edge] / m[edge][:, None]
+        start = low[todo][edge] + k[:, None] * step
+        worst = np.zeros(len(todo))
+        np.maximum.at(worst, edge, _bend(start, start + step, crs))
+        finer = worst > BEND_DEG
+        n[todo[finer]] = np.ceil(m[finer] * np.sqrt(worst[finer] / BEND_DEG)).astype(int)
+        todo = todo[finer]
+    return n
+
+
+def _split_ring(xy: np.ndarray, crs: str) -> np.ndarray:
+    """A closed ring in ``crs`` with each edge the shift bends by more than :data:`BEND_DEG` split into equal pieces
+    (:func:`_pieces`), counted and placed from the edge's lower end (by longitude, then latitude), so the two areas
+    on either side of a shared edge split it at the very same points whichever way their rings run."""
     a, b = xy[:-1], xy[1:]
-    n = np.maximum(1, np.ceil(np.hypot(b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]) / SEGMENT_DEG)).astype(int)
     flip = (a[:, 0] > b[:, 0]) | ((a[:, 0] == b[:, 0]) & (a[:, 1] > b[:, 1]))
     low, high = np.where(flip[:, None], b, a), np.where(flip[:, None], a, b)
+    n = _pieces(low, high, crs)
     edge = np.repeat(np.arange(len(a)), n)
     k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)         # 0 .. n-1 along each edge, from a
     steps = np.where(flip[edge], n[edge] - k, k) / n[edge]                 # the same point, counted from the low end
@@ -153,21 +191,40 @@ def _split_ring(xy: np.ndarray) -> np.ndarray:
     return np.vstack([points, xy[-1:]])
 
 
-def split_edges(geometry: shapely.Geometry) -> shapely.Geometry:
-    """A (Multi)Polygon with its edges split to :data:`SEGMENT_DEG` (see :func:`_split_ring`)."""
-    polygons = [shapely.Polygon(_split_ring(shapely.get_coordinates(p.exterior)),
-                                [_split_ring(shapely.get_coordinates(h)) for h in p.interiors])
+def split_edges(geometry: shapely.Geometry, crs: str) -> shapely.Geometry:
+    """A (Multi)Polygon in ``crs`` with the edges the shift bends split (see :func:`_split_ring`)."""
+    polygons = [shapely.Polygon(_split_ring(shapely.get_coordinates(p.exterior), crs),
+                                [_split_ring(shapely.get_coordinates(h), crs) for h in p.interiors])
                 for p in shapely.get_parts(geometry)]
     return polygons[0] if geometry.geom_type == "Polygon" else shapely.MultiPolygon(polygons)
 
 
 def geometry_to_wgs84(geometry: shapely.Geometry, crs: str) -> shapely.Geometry:
-    """A shapely (Multi)Polygon in ``crs`` converted to WGS84, all its coordinates in one array. Edges longer than
-    :data:`SEGMENT_DEG` are split first: the shift bends a straight edge, and a street's vertex on its district's
-    long edge must stay on it (within 3 cm), not leave a sliver between them."""
+    """A shapely (Multi)Polygon in ``crs`` converted to WGS84, to :data:`DECIMALS` decimals.
+
+    Edges the shift bends are split first: a street's vertex on its district's long edge must stay on it (within
+    :data:`BEND_DEG`), not leave a sliver between them. Each coordinate is rounded on its own, so a border two
+    areas share stays the same on both sides; where rounding would make the geometry invalid (rings a few
+    millimetres apart), GEOS snaps it to the same grid keeping it valid."""
     if crs == WGS84:
         return geometry
-    return shapely.transform(split_edges(geometry), lambda xy: to_wgs84(xy, crs))
+    converted = shapely.transform(split_edges(geometry, crs), lambda xy: to_wgs84(xy, crs))
+    rounded = shapely.transform(converted, lambda xy: np.round(xy, DECIMALS))
+    if rounded.is_valid or not converted.is_valid:
+        return rounded
+    log.debug("rounding to %d decimals made a geometry invalid (%s); snapped to the grid by GEOS instead",
+              DECIMALS, shapely.is_valid_reason(rounded))
+    return shapely.set_precision(converted, 10.0 ** -DECIMALS)
+
+
+def _lon_lat(coordinates: Any) -> Any:
+    """GeoJSON coordinates with each position cut to its longitude and latitude: GEOS reads no more than three
+    numbers, and the conversion keeps two."""
+    if not isinstance(coordinates, list):
+        return coordinates
+    if coordinates and all(isinstance(v, (int, float)) for v in coordinates):
+        return coordinates[:2]
+    return [_lon_lat(c) for c in coordinates]
 
 
 def pack_in_wgs84(pack: Pack, crs: str) -> Pack:
@@ -179,7 +236,8 @@ def pack_in_wgs84(pack: Pack, crs: str) -> Pack:
     areas = []
     for feature in pack.areas:
         try:
-            geometry = shapely.from_geojson(json.dumps(feature["geometry"]))
+            geometry = shapely.from_geojson(json.dumps({**feature["geometry"],
+                                                        "coordinates": _lon_lat(feature["geometry"]["coordinates"])}))
         except (KeyError, TypeError, ValueError, shapely.errors.ShapelyError):
             geometry = None
         if geometry is None or geometry.geom_type not in ("Polygon", "MultiPolygon") or geometry.is_empty:

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import shapely
 
-from citybrain.city.crs import WGS84, geometry_to_wgs84, pack_in_wgs84
+from citybrain.city.crs import WGS84, pack_in_wgs84
 from citybrain.city.geometry import (DEFAULT_TOLERANCE_M2, ON_EDGE_DEG, Boundary, clockwise_note,
                                      read_boundary, sibling_problems, within)
 from citybrain.city.pack import DEVICE_COLUMNS, FILES, LEVELS, SCHEMAS, Note, Pack, Problem
@@ -97,7 +97,8 @@ def review_pack(directory: Path) -> PackReport:
     valid = {name: [content[name][k] for k in ok[name]] for name in FILES}
     if valid["manifest.json"]:
         problems += _manifest_rules(manifest)
-    area_problems, boundaries, notes = _area_rules(valid["areas.geojson"], crs, tolerance)
+    areas = [(where, f, pack.areas[k]) for k, (where, f) in zip(ok["areas.geojson"], valid["areas.geojson"])]
+    area_problems, boundaries, notes = _area_rules(areas, crs, tolerance)
     problems += area_problems
     departments = {d.get("department_id") for d in pack.departments if isinstance(d, dict)}
     problems += _catalogue_rules(valid, departments,
@@ -277,14 +278,20 @@ def _ring_problems(where: str, geometry: dict[str, Any]) -> tuple[list[Problem],
     return [], parts[0] if geometry["type"] == "Polygon" else shapely.MultiPolygon(parts)
 
 
-def _area_rules(features: list[tuple[str, dict[str, Any]]], crs: str, tolerance_m2: float
+def _in_wgs84(geometry: shapely.Geometry, converted: dict[str, Any], crs: str) -> shapely.Geometry:
+    """An area's geometry (read from its positions, in ``crs``) in WGS84: the converted pack's, so that what is
+    measured is what is published, and no area is converted twice."""
+    return geometry if crs == WGS84 else shapely.from_geojson(json.dumps(converted["geometry"]))
+
+
+def _area_rules(features: list[tuple[str, dict[str, Any], dict[str, Any]]], crs: str, tolerance_m2: float
                 ) -> tuple[list[Problem], dict[str, Boundary], list[Note]]:
-    """Problems of the areas (as read, in ``crs``), their boundaries by code (in WGS84, those GEOS can measure),
-    and the notes on them."""
+    """Problems of the areas (where, as read in ``crs``, as converted to WGS84), their boundaries by code (in WGS84,
+    those GEOS can measure), and the notes on them."""
     problems: list[Problem] = []
     by_code: dict[str, tuple[str, dict[str, Any]]] = {}
     boundaries: dict[str, Boundary] = {}
-    for where, f in features:
+    for where, f, converted in features:
         code = f["properties"]["code"]
         if code in by_code:
             problems.append(Problem("areas.geojson", where, "duplicate-code",
@@ -294,8 +301,8 @@ def _area_rules(features: list[tuple[str, dict[str, Any]]], crs: str, tolerance_
         ring_problems, geometry = _ring_problems(where, f["geometry"])
         problems += ring_problems
         if geometry is not None:
-            boundary, invalid = read_boundary(where, code, f["properties"]["level"], geometry_to_wgs84(geometry, crs),
-                                              crs)
+            boundary, invalid = read_boundary(where, code, f["properties"]["level"],
+                                              _in_wgs84(geometry, converted, crs), crs)
             problems += invalid
             if boundary is not None:
                 boundaries[code] = boundary
@@ -425,8 +432,6 @@ def _unique(file: str, records: Iterable[tuple[str, dict[str, Any]]], key: str, 
             problems.append(Problem(file, where, "duplicate-id", f"{key} {r[key]} is also on {seen[r[key]]}.",
                                     f"give every record its own {key}."))
         seen.setdefault(r[key], where)
-
-
 
 
 def _device_rules(devices: list[tuple[str, dict[str, Any], dict[str, Any]]], boundaries: dict[str, Boundary],

@@ -3,10 +3,11 @@
 The inverse of :func:`citybrain.city.pack_import.reference_records`: the latest record per key
 of each reference topic a pack feeds, with the import's stamps (``updated_at``,
 ``effective_from``, a device's ``status``) left out, so a data office can start its next pack
-from what the platform serves today, and an exported pack imports with nothing changed. Its
-positions are WGS84 whatever the imported pack declared (the topics hold WGS84), so its manifest
-has no ``geometry``: the default tolerance applies again (``raw.ref.city`` does not keep a
-pack's ``geometry.tolerance_m2``; a pack that needed a larger one needs it added back).
+from what the platform serves today. Its positions are WGS84 whatever the imported pack declared
+(the topics hold WGS84), and its manifest has no ``geometry``: ``raw.ref.city`` does not keep a
+pack's ``geometry.tolerance_m2``, so the default tolerance applies again, and a city imported with
+a larger one imports unchanged only once the ``geometry`` block of its last manifest (its
+``tolerance_m2``; its ``crs`` is WGS84 now) is carried over.
 """
 
 from __future__ import annotations

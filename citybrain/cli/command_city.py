@@ -49,8 +49,11 @@ def city_show(seed: int = typer.Option(7, help="City seed."), as_json: bool = js
 
 @city_app.command("export")
 def city_export(directory: Path = typer.Argument(..., file_okay=False, help="Where to write the pack (a folder).")) -> None:
-    """Write the city as the reference topics hold it now as a city pack: the start of the next pack,
-    and it imports with nothing changed."""
+    """Write the city as the reference topics hold it now as a city pack: the start of the next pack.
+
+    Its positions are WGS84 and its manifest has no `geometry` (raw.ref.city does not keep it): a city
+    imported with a `geometry.tolerance_m2` above the default needs that block carried over from its
+    last manifest, or the exported pack may not pass `city check`."""
     from citybrain.city.pack_check import check_pack
     from citybrain.city.pack_export import export_pack
     from citybrain.errors import InputError

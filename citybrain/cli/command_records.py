@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from citybrain.cli.base import (ExitCode, app, current_contracts, current_settings, err, fail, fail_with, json_option,
                                 limit_option, out, print_summary)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from citybrain.ingest.producer import ProduceSummary
 
 
 @app.command("produce")
@@ -99,9 +102,11 @@ def load(
 
     Every dead-lettered row is written, with every problem it has, to a JSON Lines file beside
     the run's summary (``<report>.rejections.jsonl``); the console says where. Postal codes are
-    checked against the imported city's pattern (its pack's ``postal_code_pattern``).
+    checked against the imported city's pattern (its pack's ``postal_code_pattern``), or six digits
+    when no city pack was imported here.
     Exit 0 when every row was accepted, 3 when some were dead-lettered, 2 when the file or
-    feed cannot be used (nothing produced), 4 when the broker did not acknowledge records.
+    feed cannot be used (nothing produced), 4 when the broker did not acknowledge records, 1 when
+    reading the file stopped part-way (the rows sent before it are counted in the report).
     """
     from datetime import datetime, timezone
 
@@ -109,7 +114,8 @@ def load(
     from citybrain.contracts.model import resolve
     from citybrain.ingest.encoding import check_encoding, detect_encoding
     from citybrain.ingest.feeds import FeedError, load_feeds, read_feed
-    from citybrain.ingest.producer import BatchProducer, DeliveryError, RejectionReport
+    from citybrain.ingest.postal import PostalCodes
+    from citybrain.ingest.producer import BatchProducer, DeliveryError, LoadInterrupted, RejectionReport
 
     settings, contracts = current_settings(), current_contracts()
     try:
@@ -128,12 +134,19 @@ def load(
         except ValueError as exc:
             raise fail(str(exc), ExitCode.BAD_INPUT) from None
     contract = resolve(contracts, feed.contract)
-    if report is None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        report = settings.state_dir / "loads" / f"{feed.name}-{stamp}" / "summary.json"
-    rejections = RejectionReport(report.with_name(f"{report.stem}.rejections.jsonl"))
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    summary_path = report or settings.state_dir / "loads" / f"{feed.name}-{stamp}" / "summary.json"
+    rejections = RejectionReport(summary_path.with_name(f"{summary_path.stem}.rejections.jsonl"))
     records = read_feed(feed, file, codec, settings.max_record_bytes, max_depth=settings.json_max_depth,
-                        postal=imported_postal_codes(settings))
+                        postal=imported_postal_codes(settings) or PostalCodes.default())
+
+    def write_report(summary: ProduceSummary, **extra: str) -> dict[str, Any]:
+        result = {"feed": feed.name, "file": file.name, "encoding": codec, "encoding_reason": why,
+                  **summary.as_dict(), "rejections_file": str(rejections.path) if rejections.records else None, **extra}
+        summary_path.parent.mkdir(parents=True, exist_ok=True)
+        summary_path.write_text(json.dumps(result, ensure_ascii=False, indent=2))
+        return result
+
     try:
         with rejections, err.status(f"loading {file.name} as {feed.name}...") as status:
             summary = BatchProducer(settings, producer_id=f"load.{feed.name}").produce(
@@ -143,10 +156,12 @@ def load(
         raise fail(str(exc), ExitCode.BAD_INPUT) from None
     except DeliveryError as exc:
         raise fail_with(exc) from None
-    result = {"feed": feed.name, "file": file.name, "encoding": codec, "encoding_reason": why, **summary.as_dict(),
-              "rejections_file": str(rejections.path) if rejections.records else None}
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(result, ensure_ascii=False, indent=2))
+    except LoadInterrupted as exc:
+        write_report(exc.summary, interrupted=str(exc))
+        print_summary(exc.summary)
+        out.print(f"summary: {summary_path}", highlight=False)
+        raise fail_with(exc) from None
+    result = write_report(summary)
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))
     else:
@@ -156,5 +171,5 @@ def load(
         if rejections.records:
             out.print(f"every dead-lettered row, with every problem: {rejections.path} ({rejections.records:,} rows)",
                       highlight=False)
-        out.print(f"summary: {report}", highlight=False)
+        out.print(f"summary: {summary_path}", highlight=False)
     raise typer.Exit(ExitCode.OK if summary.dead_lettered == 0 else ExitCode.PARTLY_ACCEPTED)

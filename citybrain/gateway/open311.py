@@ -24,9 +24,9 @@ from typing import Any, Mapping
 from citybrain.city.pack import DEFAULT_LANGUAGES, languages
 from citybrain.contracts.validate import FIXES, Rejection
 from citybrain.geo import AreaIndex, Place
-from citybrain.ingest.postal import DEFAULT_PATTERN, PostalCodes
+from citybrain.ingest.postal import PostalCodes
 from citybrain.ingest.strict_json import id_problem
-from citybrain.times import iso, now_iso, parse_time
+from citybrain.times import iso, now_iso
 
 #: GeoReport v2 POST parameters, plus the hotline extensions a partner may send.
 STANDARD_PARAMS = {"api_key", "jurisdiction_id", "service_code", "lat", "long", "address_string", "address_id",
@@ -96,7 +96,7 @@ class Catalogue:
     jurisdiction_id: str
     services: Mapping[str, Mapping[str, Any]]
     departments: Mapping[str, Mapping[str, Any]]
-    postal_codes: PostalCodes = PostalCodes(DEFAULT_PATTERN, "the city")
+    postal_codes: PostalCodes = PostalCodes.default()
     languages: tuple[str, ...] = DEFAULT_LANGUAGES
 
     @classmethod
@@ -114,11 +114,10 @@ class Catalogue:
     def english(self) -> bool:
         return message_language(self.languages) == "en"
 
-    def department_name(self, dept: str, english: bool | None = None) -> str:
-        """A department's name in the city's language (``english``: in English, or not, whatever the city's)."""
+    def department_name(self, dept: str) -> str:
+        """A department's name in the city's language (its Chinese name where it has no English one)."""
         d = self.departments.get(dept) or {}
-        return str(d.get("name_en" if (self.english if english is None else english) else "name") or d.get("name")
-                   or dept)
+        return str(d.get("name_en" if self.english else "name") or d.get("name") or dept)
 
 
 def services(catalogue: Catalogue) -> list[dict[str, Any]]:
@@ -155,8 +154,8 @@ def request_record(params: Mapping[str, Any], partner: str, catalogue: Catalogue
     in the city and that a postal code is one of the city's. The contract checks the rest.
     A request forwarded from another 311 system keeps its ``service_request_id`` (as
     ``source_request_id``, of ``source_system``: the partner unless sent) and its
-    ``requested_datetime`` (as ``source_requested_datetime``, in UTC); the record's own id and
-    ``requested_datetime`` are the platform's.
+    ``requested_datetime`` (as ``source_requested_datetime``, in UTC; refused without an offset);
+    the record's own id and ``requested_datetime`` are the platform's.
     """
     errors: list[EdgeError] = []
     jurisdiction_id = catalogue.jurisdiction_id
@@ -200,12 +199,9 @@ def request_record(params: Mapping[str, Any], partner: str, catalogue: Catalogue
             errors.append(EdgeError(400, postal.message, "zipcode", postal.rule))
     source_time = params.get("requested_datetime")
     if source_time not in (None, ""):
-        try:
-            source_time = iso(parse_time(str(source_time)))
-        except ValueError:
-            errors.append(EdgeError(400, f"requested_datetime {source_time!r} is not a W3C date-time, e.g. "
-                                         "2026-11-23T08:00:00-08:00 (the time the request was made in its own "
-                                         "system)", "requested_datetime", "format"))
+        source_time, problem = _source_time(str(source_time))
+        if problem is not None:
+            errors.append(problem)
     place = None
     if has_position and index is not None and index.areas:
         place = index.resolve(lon, lat)  # type: ignore[arg-type]
@@ -246,6 +242,24 @@ def request_record(params: Mapping[str, Any], partner: str, catalogue: Catalogue
     if source_time not in (None, ""):
         record["source_requested_datetime"] = source_time
     return record, []
+
+
+def _source_time(text: str) -> tuple[str, EdgeError | None]:
+    """A forwarded ``requested_datetime`` in the wire format, or why it cannot be read.
+
+    A time without an offset is refused rather than read as UTC: it is the partner's local time, which
+    UTC would put hours off without a word."""
+    try:
+        sent = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text, EdgeError(400, f"requested_datetime {text!r} is not a W3C date-time, e.g. "
+                                    "2026-11-23T08:00:00-08:00 (the time the request was made in its own system)",
+                               "requested_datetime", "format")
+    if sent.tzinfo is None:
+        return text, EdgeError(400, f"requested_datetime {text!r} has no offset, so its zone is unknown; send it "
+                                    "with its offset (2026-11-23T08:00:00-08:00) or in UTC (2026-11-23T16:00:00Z)",
+                               "requested_datetime", "format")
+    return iso(sent), None
 
 
 def street_address(place: Place) -> str:

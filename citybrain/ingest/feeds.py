@@ -7,14 +7,17 @@ list), a datetime ``format`` read in the feed's ``timezone``, a value ``map`` (e
 交通事故 -> traffic_accident), a list ``separator``, a ``unit`` converted (pint) to the
 field's ``x-unit``, or ``ignore: true``. A column without a field feeds ``computed``
 fields: a ``time`` from year/month/day/hour(/minute/second) columns in a declared zone, a
-``template`` over columns (``"{station}-{No}"``), optionally through a value ``map`` (one column
-feeding a second field: a 311 export's Status gives both ``status`` and ``lifecycle_state``), or
-``received: true``, the time the loader reads the file (the platform's receive time beside the
-export's own). ``constants`` fill fields the export does not carry; ``na`` lists the texts that mean
-"no value" besides the empty cell (``NA``, ``-``). A postal code (:data:`citybrain.ingest.postal.FIELDS`)
-is checked against the city's own pattern when the loader knows the city. Every row becomes a record
-or a rejection that lists every problem it has, each naming the column, the field and the rule.
-Declarations are read with :mod:`citybrain.ingest.yaml_safe`.
+``template`` over columns (``"{station}-{No}"``, each column's text as it is), optionally through a
+value ``map`` (one column feeding a second field: a 311 export's Status gives both ``status`` and
+``lifecycle_state``) or read as a local time (``type: datetime`` with a ``format``: a time column
+feeding a second field), or ``received: true``, the time the loader reads the file (the platform's
+receive time beside the export's own). ``constants`` fill fields the export does not carry; ``na``
+lists the texts that mean "no value" besides the empty cell (``NA``, ``-``), compared with the cell
+trimmed. A local time the zone repeats (the hour daylight saving time ends) or skips is refused: the
+export must carry the offset. Numbers are ASCII digits (no ``1_000``, no other scripts' digits). A
+postal code (:data:`citybrain.ingest.postal.FIELDS`) is checked against the city's own pattern when the
+loader knows the city. Every row becomes a record or a rejection that lists every problem it has,
+each naming the column, the field and the rule. Declarations are read with :mod:`citybrain.ingest.yaml_safe`.
 """
 
 from __future__ import annotations
@@ -42,10 +45,12 @@ from citybrain.ingest.yaml_safe import BooleanWordError, load_yaml
 from citybrain.times import iso, now_iso
 
 TYPES = ("string", "integer", "number", "boolean", "datetime", "list")
-#: The parts of a computed time, in order; year, month and day are needed, the others default to 0.
+#: The parts of a computed time, in order; year, month and day are needed, the others default to 0 (a minute or
+#: second needs its hour).
 TIME_PARTS = ("year", "month", "day", "hour", "minute", "second")
 _KEYS = {"feed", "title", "contract", "owner", "format", "timezone", "columns", "computed", "constants", "na"}
 _COLUMN_KEYS = {"field", "type", "format", "map", "separator", "required", "ignore", "unit"}
+_COMPUTED_KEYS = {"time", "template", "received", "required", "map", "timezone", "type", "format"}
 _TRUE = {"true", "1", "yes", "y", "是", "有", "√"}
 _FALSE = {"false", "0", "no", "n", "否", "无", "×"}
 _UTC = timezone.utc
@@ -71,7 +76,8 @@ class Column:
 @dataclass(frozen=True)
 class Computed:
     """A field built from several columns: a ``time`` (``parts``: time part -> column) or a ``template`` (its text
-    through ``map`` when one is given); or, with ``received``, the time the file is read."""
+    through ``map`` when one is given, or read as a local time in ``format`` when that is given); or, with
+    ``received``, the time the file is read. ``timezone``: the zone of its local times, else the feed's."""
 
     field: str
     columns: tuple[str, ...]
@@ -81,6 +87,7 @@ class Computed:
     required: bool = False
     map: dict[str, Any] | None = None
     received: bool = False
+    format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +220,13 @@ def _computed(where: str, spec: Any, columns: dict[str, dict[str, Any]], props: 
     for target, body in spec.items():
         target = str(target)
         body = body or {}
+        if not isinstance(body, dict):
+            raise FeedError(f"{where}: computed field {target!r} is a mapping such as {{template: \"{{column}}\"}}; "
+                            f"got {body!r}")
+        unknown = sorted(set(map(str, body)) - _COMPUTED_KEYS)
+        if unknown:
+            raise FeedError(f"{where}: computed field {target!r} has unknown key(s) {', '.join(unknown)}; a computed "
+                            f"field declares {', '.join(sorted(_COMPUTED_KEYS))}")
         if target not in props:
             raise FeedError(f"{where}: computed field {target!r} is not a field of {contract.topic} "
                             f"(fields: {', '.join(props)})")
@@ -226,19 +240,33 @@ def _computed(where: str, spec: Any, columns: dict[str, dict[str, Any]], props: 
         if mapping is not None and ("template" not in body or not isinstance(mapping, dict)):
             raise FeedError(f"{where}: computed field {target!r}: `map` maps a template's texts to field values "
                             f"(e.g. map: {{Closed: closed}}) and needs a `template`; got {mapping!r}")
+        kind, fmt = body.get("type"), body.get("format")
+        if (kind, fmt) != (None, None) and ("template" not in body or kind != "datetime" or not isinstance(fmt, str)
+                                            or mapping is not None):
+            raise FeedError(f"{where}: computed field {target!r}: `type: datetime` with a `format` reads a template's "
+                            "text as a local time (e.g. template: \"{CreatedDate}\", type: datetime, format: "
+                            f"\"%m/%d/%Y %I:%M:%S %p\"), without a `map`; got type {kind!r}, format {fmt!r}")
         if "received" in body:
             out[target] = Computed(target, (), received=True)
             continue
+        zone = _zone(where, body["timezone"], f"computed field {target!r}'s timezone") if "timezone" in body else None
+        if fmt is not None and "timezone" not in body and not feed_zone:
+            raise FeedError(f"{where}: computed field {target!r} reads a local time and needs its zone: add "
+                            "`timezone: <IANA zone>` to the feed or to the computed field, e.g. America/Los_Angeles")
         if "template" in body:
             names = _template_columns(where, target, str(body["template"]), columns)
             out[target] = Computed(target, names, template=str(body["template"]), required=required,
-                                   map=None if mapping is None else {str(k): v for k, v in mapping.items()})
+                                   map=None if mapping is None else {str(k): v for k, v in mapping.items()},
+                                   timezone=zone, format=fmt)
             continue
         parts = body["time"]
         if not isinstance(parts, dict) or not {"year", "month", "day"} <= set(parts) or set(parts) - set(TIME_PARTS):
             raise FeedError(f"{where}: computed time {target!r} maps time parts to columns: year, month and day, "
                             f"optionally hour, minute, second (e.g. time: {{year: year, month: month, day: day, "
                             f"hour: hour}}); got {parts!r}")
+        if "hour" not in parts and {"minute", "second"} & set(parts):
+            raise FeedError(f"{where}: computed time {target!r} has a minute or second but no hour; add `hour: "
+                            "<column>` (a time without its hour is no time of day), or leave minute and second out")
         missing = [str(c) for c in parts.values() if str(c) not in columns]
         if missing:
             raise FeedError(f"{where}: computed time {target!r} reads column(s) {', '.join(missing)}, which the "
@@ -246,7 +274,6 @@ def _computed(where: str, spec: Any, columns: dict[str, dict[str, Any]], props: 
         if "timezone" not in body and not feed_zone:
             raise FeedError(f"{where}: computed time {target!r} needs the zone its parts are local to: add "
                             "`timezone: <IANA zone>` to the feed or to the computed field, e.g. Asia/Shanghai")
-        zone = _zone(where, body["timezone"], f"computed time {target!r}'s timezone") if "timezone" in body else None
         ordered = {p: str(parts[p]) for p in TIME_PARTS if p in parts}
         out[target] = Computed(target, tuple(ordered.values()), parts=ordered, timezone=zone, required=required)
     return out
@@ -259,9 +286,14 @@ def _template_columns(where: str, target: str, template: str, columns: dict[str,
     except ValueError as exc:
         raise FeedError(f"{where}: template {template!r} of computed field {target!r} is not valid ({exc}); write "
                         "column names in braces, e.g. \"{station}-{No}\" (double a literal brace: {{)") from None
-    for _text, name, _spec, _conv in parsed:
+    for _text, name, spec, conversion in parsed:
         if name is None:
             continue
+        if spec or conversion:
+            raise FeedError(f"{where}: template {template!r} of computed field {target!r} formats {{{name}}} "
+                            f"(with {'!' + conversion if conversion else ':' + str(spec)}); a template puts each "
+                            f"column's text in as it is. Fix: write {{{name}}} alone, and have the export carry the "
+                            "text the field needs")
         if name not in columns:
             raise FeedError(f"{where}: template {template!r} of computed field {target!r} names {{{name}}}, which "
                             f"is not a declared column (columns: {', '.join(columns)})")
@@ -445,7 +477,11 @@ class _RowPlan:
         self.required = [(index[c.name], c) for c in columns if c.required and c.field is None]
         self.times = [(c, [index[n] for n in c.columns], _LocalTime(ZoneInfo(c.timezone or feed.timezone)))
                       for c in feed.computed.values() if c.parts]
-        self.templates = [(c, [index[n] for n in c.columns]) for c in feed.computed.values() if c.template]
+        #: (computed field, its cells' indexes, its text as (literal, column or None) pieces, the zone of its time)
+        self.templates = [(c, [index[n] for n in c.columns], _pieces(c.template), ZoneInfo(c.timezone or feed.timezone))
+                          for c in feed.computed.values() if c.template]
+        #: an NA token that reads as a number ("-999"): number cells are compared with it trimmed before reading
+        self.numeric_na = any(_reads_as_number(t) for t in self.na)
         #: fields stamped with the time the file is read
         self.received = {c.field: received for c in feed.computed.values() if c.received}
         #: (field, its column, the city's postal codes) for the postal-code fields the feed fills
@@ -454,13 +490,14 @@ class _RowPlan:
     def record(self, row: Sequence[Any], source: str, raw: bytes) -> RawRecord:
         """The row as a record, or refused with every problem it has (and what could be read, for the contract's
         rules to be reported too)."""
-        feed, na = self.feed, self.na
+        feed, na, numeric_na = self.feed, self.na, self.numeric_na
         value: dict[str, Any] = {**feed.constants, **self.received}
         problems: list[Rejection] = []
         isfinite = math.isfinite
         for i, target, column, read, number, convert in self.cells:
             cell = row[i]
-            if number and cell.__class__ is str and cell not in na:
+            if (number and cell.__class__ is str and cell.isascii() and "_" not in cell
+                    and (cell.strip() if numeric_na else cell) not in na):
                 try:
                     found = float(cell)   # reads " 4 " as 4: most cells need no strip
                     if isfinite(found):
@@ -481,11 +518,18 @@ class _RowPlan:
                     value[computed.field] = built
                 else:
                     problems.append(problem)
-        for computed, inputs in self.templates:
+        for computed, inputs, pieces, zone in self.templates:
             texts = self._inputs(computed, inputs, row, problems)
             if texts is not None:
-                text = computed.template.format_map(dict(zip(computed.columns, texts)))  # type: ignore[union-attr]
-                if computed.map is None:
+                cells = dict(zip(computed.columns, texts))
+                text = "".join(literal + (cells[name] if name is not None else "") for literal, name in pieces)
+                if computed.format is not None:
+                    built, problem = _template_time(computed, text, zone)
+                    if problem is None:
+                        value[computed.field] = built
+                    else:
+                        problems.append(problem)
+                elif computed.map is None:
                     value[computed.field] = text
                 elif text in computed.map:
                     value[computed.field] = computed.map[text]
@@ -514,8 +558,8 @@ class _RowPlan:
 
     def _put(self, target: str, column: Column, read: Callable[[Any], Any], text: Any, value: dict[str, Any],
              problems: list[Rejection]) -> bool:
-        """True when ``text`` is settled: absent (an NA cell: a problem if the column is required) or read."""
-        if text is None or (text.__class__ is str and text in self.na):
+        """True when ``text`` is settled: absent (an NA cell, trimmed: a problem if the column is required) or read."""
+        if text is None or (text.__class__ is str and text.strip() in self.na):
             if column.required:
                 problems.append(_absent(self.feed, column, target, text))
             return True
@@ -550,29 +594,30 @@ class _LocalTime:
 
     def wire_time(self, computed: Computed, texts: list[str]) -> tuple[str | None, Rejection | None]:
         try:
+            if not _plain_number("".join(texts)):
+                raise ValueError("write ASCII digits 0-9, without '_'")
             try:
-                parts = [int(t) for t in texts]
+                numbers = [int(t) for t in texts]
             except ValueError:
-                parts = [_whole(t) for t in texts]   # "3.0"
-            day = (parts[0], parts[1], parts[2])
+                numbers = [_whole(t) for t in texts]   # "3.0"
+            parts = dict(zip(computed.parts or (), numbers))   # by name: {year, month, day, hour} in any order
+            day = (parts["year"], parts["month"], parts["day"])
             offset = self.steady.get(day, _UNKNOWN)
             if offset is _UNKNOWN:
                 offset = self._day(day)
             if offset is not None:
-                return iso(datetime(*parts, tzinfo=_UTC) - offset), None
-            local = datetime(*parts, tzinfo=self.zone)
+                return iso(datetime(**parts, tzinfo=_UTC) - offset), None
+            local = datetime(**parts)
         except (ValueError, TypeError, OverflowError) as exc:
             shown = ", ".join(f"{p}={t!r}" for p, t in zip(computed.parts or {}, texts))
             return None, Rejection("datetime", computed.field, f"computed time `{computed.field}` from columns "
                                                               f"{', '.join(computed.columns)}: {shown} is not a "
                                                               f"time ({exc})", excerpt(shown))
-        moment = local.astimezone(_UTC)
-        if moment.astimezone(self.zone).replace(tzinfo=None) != local.replace(tzinfo=None):
-            return None, Rejection("datetime", computed.field,
-                                   f"computed time `{computed.field}`: {local:%Y-%m-%d %H:%M:%S} does not exist in "
-                                   f"{self.zone.key} (a daylight-saving gap); fix the export's time",
+        try:
+            return _wall_time(local, self.zone), None
+        except _NotOneMoment as exc:
+            return None, Rejection("datetime", computed.field, f"computed time `{computed.field}`: {exc}",
                                    f"{local:%Y-%m-%d %H:%M:%S}")
-        return iso(moment), None
 
     def _day(self, day: tuple[int, int, int]) -> timedelta | None:
         """The UTC offset of every moment of a local day, or None on a day the offset changes (raises for no day)."""
@@ -585,6 +630,58 @@ class _LocalTime:
             self.steady.clear()
         self.steady[day] = steady
         return steady
+
+
+class _NotOneMoment(ValueError):
+    """A local wall time that is no single moment in its zone: skipped or repeated by a daylight-saving change."""
+
+
+def _wall_time(local: datetime, zone: ZoneInfo) -> str:
+    """A parsed time in the wire format: an aware one as it is, a naive one as a wall time of ``zone``; raises
+    _NotOneMoment for a wall time the zone skips (spring) or repeats (autumn), which no rule can place."""
+    if local.tzinfo is not None:
+        return iso(local)
+    first = local.replace(tzinfo=zone)
+    if first.utcoffset() == local.replace(tzinfo=zone, fold=1).utcoffset():
+        return iso(first)
+    shown = f"{local:%Y-%m-%d %H:%M:%S}"
+    if first.astimezone(_UTC).astimezone(zone).replace(tzinfo=None) != local:
+        raise _NotOneMoment(f"{shown} does not exist in {zone.key} (a daylight-saving gap): fix the export's time, "
+                           "or have the export carry the offset or UTC")
+    raise _NotOneMoment(f"{shown} occurs twice in {zone.key} (the hour repeated when daylight saving time ends): the "
+                       "export must carry the offset or UTC")
+
+
+def _template_time(computed: Computed, text: str, zone: ZoneInfo) -> tuple[str | None, Rejection | None]:
+    """A templated text read as a local time in the computed field's ``format``, or the rejection saying why not."""
+    where = f"computed field `{computed.field}` from column(s) {', '.join(computed.columns)}"
+    try:
+        return _wall_time(datetime.strptime(text, computed.format or ""), zone), None
+    except _NotOneMoment as exc:
+        return None, Rejection("datetime", computed.field, f"{where}: {exc}", excerpt(text))
+    except ValueError:
+        return None, Rejection("datetime", computed.field, f"{where}: {text!r} does not match the format "
+                                                           f"{computed.format!r} ({zone.key})", excerpt(text))
+
+
+def _pieces(template: str | None) -> tuple[tuple[str, str | None], ...]:
+    """A template as (literal text, column name or None) pieces; checked when the feed was read."""
+    return tuple((literal, name) for literal, name, _spec, _conversion in string.Formatter().parse(template or ""))
+
+
+def _plain_number(text: str) -> bool:
+    """True for a text that may be a number: ASCII only, without ``_`` (Python's float() and int() also read
+    ``1_000`` and other scripts' digits, which no export means as a number)."""
+    return text.isascii() and "_" not in text
+
+
+def _reads_as_number(token: str) -> bool:
+    """True for an NA token a number cell could be read as (``-999``)."""
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return _plain_number(token)
 
 
 def _stripped(cell: Any) -> Any:
@@ -603,6 +700,8 @@ def _cell_reader(feed: Feed, column: Column) -> Callable[[Any], Any]:
         def number(text: Any) -> float:
             if text.__class__ is bool:
                 raise TypeError
+            if text.__class__ is str and not _plain_number(text):
+                raise ValueError
             value = float(text)
             if not isfinite(value):
                 raise ValueError
@@ -620,10 +719,12 @@ def _cell_reader(feed: Feed, column: Column) -> Callable[[Any], Any]:
         def integer(text: Any) -> int:
             if text.__class__ is int:
                 return text   # type: ignore[no-any-return]
-            if text.__class__ is str and text.isdigit():
+            if text.__class__ is str and text.isascii() and text.isdigit():
                 return int(text)
             if text.__class__ is bool:
                 raise TypeError
+            if text.__class__ is str and not _plain_number(text):
+                raise ValueError
             value = float(text)
             if not value.is_integer():
                 raise ValueError
@@ -688,6 +789,11 @@ def _convert_value(column: Column, text: Any, zone: ZoneInfo) -> tuple[Any, Reje
                                                           f"{allowed})", excerpt(text))
         mapped = [column.map[p] for p in parts]
         return (mapped if kind == "list" else mapped[0]), None
+    if kind in ("integer", "number") and isinstance(text, str) and not _plain_number(text):
+        field_name = column.field or column.name
+        return None, Rejection("type", field_name, f"column `{column.name}` (field `{field_name}`): {text!r} is not a "
+                                                   f"{kind}: write ASCII digits 0-9, without '_' separators or other "
+                                                   "scripts' digits", excerpt(text))
     try:
         if kind == "string":
             return (text if isinstance(text, str) else str(text)), None
@@ -718,9 +824,12 @@ def _convert_value(column: Column, text: Any, zone: ZoneInfo) -> tuple[Any, Reje
             return [part.strip() for part in str(text).split(column.separator) if part.strip()], None
         if kind == "datetime":
             moment = datetime.strptime(str(text), column.format or "")
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=zone)
-            return iso(moment), None
+            try:
+                return _wall_time(moment, zone), None
+            except _NotOneMoment as exc:
+                field_name = column.field or column.name
+                return None, Rejection("datetime", field_name, f"column `{column.name}` (field `{field_name}`): {exc}",
+                                       excerpt(text))
     except (TypeError, ValueError, OverflowError):
         pass
     return None, "failed"

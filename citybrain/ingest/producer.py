@@ -10,7 +10,8 @@ A refused record's dead letter names its first problem and lists the others in i
 a :class:`RejectionReport` keeps every problem of every refused record as JSON lines.
 :class:`BatchProducer` is the same contract for whole files (``citybrain load``): records
 go out in Kafka record batches built by aiokafka, which a file's tens of thousands of rows
-need (kafka-python's per-record ``send`` alone caps a load near 7,000 records/s).
+need (kafka-python's per-record ``send`` alone caps a load near 7,000 records/s). A file whose reading
+stops part-way raises :class:`LoadInterrupted` once what was sent before is acknowledged, with its counts.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
-import json
 import logging
 import time
 import uuid
@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterable
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from citybrain.contracts.model import Contract, load_contract
 from citybrain.contracts.topics import INGEST_DEAD_LETTERS
 from citybrain.contracts.validate import Rejection, RecordValidator
-from citybrain.errors import ServiceError
+from citybrain.errors import CityBrainError, ServiceError
 from citybrain.ingest.readers import RawRecord
 from citybrain.ingest.strict_json import JsonRefused, dumps_escaped, dumps_record
 from citybrain.kafka.headers import event_id, new_trace_id, standard_headers
@@ -49,9 +49,6 @@ LINT_HEADER = "lint-rules"
 #: The dead letters' topic, by the name the edge's users import it by.
 DLQ_TOPIC = INGEST_DEAD_LETTERS
 MAX_KEPT_REJECTIONS = 20
-#: ``dumps_record``'s JSON, its encoder made once (``json.dumps`` builds one per call for non-default options);
-#: a record it refuses goes through ``dumps_record`` for the reason.
-_RECORD_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
 class DeliveryError(ServiceError):
@@ -88,6 +85,23 @@ class ProduceSummary:
             "elapsed_s": round(self.elapsed_s, 3),
             "records_per_s": round(self.read / self.elapsed_s, 1) if self.elapsed_s else None,
         }
+
+
+class LoadInterrupted(CityBrainError):
+    """Reading a file's records stopped part-way (``cause``); ``summary`` counts what was read before, and what of
+    it the broker acknowledged (accepted or dead-lettered). Not retriable: what stopped the reading is to be fixed
+    first."""
+
+    def __init__(self, summary: ProduceSummary, cause: Exception, unacknowledged: int,
+                 delivery_error: BaseException | None) -> None:
+        self.summary, self.cause = summary, cause
+        lost = (f"; {unacknowledged} were not acknowledged by the broker (first error: {delivery_error})"
+                if unacknowledged else "")
+        super().__init__(
+            f"reading the records stopped after {summary.read} ({type(cause).__name__}: {cause}). Before it, "
+            f"{summary.accepted} were accepted to {summary.topic} and {summary.dead_lettered} dead-lettered to "
+            f"{DLQ_TOPIC}{lost}. Fix: correct what stopped the reading, then load the whole file again (a record "
+            "sent again unchanged carries the same event id, so consumers count it once).")
 
 
 @lru_cache(maxsize=4)
@@ -163,14 +177,10 @@ def _judge(check: RecordValidator, record: RawRecord, max_record_bytes: int) -> 
     if rejection is not None:
         return b"", "", rejection
     try:
-        text = _RECORD_JSON(record.value)
-        payload = text.encode("utf-8")
-    except (ValueError, UnicodeEncodeError):
-        try:
-            payload = dumps_record(record.value)   # NaN, Infinity, a lone surrogate: refused, never written
-            text = payload.decode("utf-8")
-        except JsonRefused as exc:
-            return b"", "", exc.rejection()
+        payload = dumps_record(record.value)   # NaN, Infinity, a lone surrogate: refused, never written
+    except JsonRefused as exc:
+        return b"", "", exc.rejection()
+    text = payload.decode("utf-8")   # the event id is a hash of this exact text
     if len(payload) > max_record_bytes:
         return b"", "", Rejection("too-large", "(record)", f"record is {len(payload)} bytes as JSON, over the limit "
                                                            f"of {max_record_bytes} bytes (CITYBRAIN_MAX_RECORD_BYTES)")
@@ -190,6 +200,22 @@ def problems_of(record: RawRecord, first: Rejection, check: RecordValidator | No
                 seen.add(problem.field)
                 found.append(problem)
     return found
+
+
+def _book_refused(summary: ProduceSummary, contract: Contract, record: RawRecord, rejection: Rejection,
+                 explain: RecordValidator | None, report: RejectionReport | None) -> Rejection:
+    """A refused record into ``summary`` (its rule counted, the first MAX_KEPT_REJECTIONS kept), the log and
+    ``report`` (every problem, the contract's rules explained with ``explain``); returns the rejection its dead
+    letter carries: the first problem, the others listed."""
+    problems = problems_of(record, rejection, explain)
+    rejection = summarised(problems)
+    summary.by_rule[rejection.rule] += 1
+    if len(summary.rejections) < MAX_KEPT_REJECTIONS:
+        summary.rejections.append((record.source, rejection))
+    log.debug("dead-letter %s %s: %s", record.source, rejection.rule, rejection.message)
+    if report is not None:
+        report.add(contract, record, problems)
+    return rejection
 
 
 def summarised(problems: list[Rejection]) -> Rejection:
@@ -343,14 +369,8 @@ class ValidatedProducer:
                     timestamp_ms=record.timestamp_ms)
                 future.add_callback(ok_accepted).add_errback(failures.append)
             else:
-                problems = problems_of(record, rejection, check if report is not None else None)
-                rejection = summarised(problems)
-                summary.by_rule[rejection.rule] += 1
-                if len(summary.rejections) < MAX_KEPT_REJECTIONS:
-                    summary.rejections.append((record.source, rejection))
-                log.debug("dead-letter %s %s: %s", record.source, rejection.rule, rejection.message)
-                if report is not None:
-                    report.add(contract, record, problems)
+                rejection = _book_refused(summary, contract, record, rejection,
+                                          check if report is not None else None, report)
                 if on_rejected:
                     on_rejected(contract, record, rejection)
                 self._send_dead_letter(contract.topic, record, rejection, trace_id).add_callback(ok_dead).add_errback(
@@ -463,6 +483,16 @@ class BatchProducer:
             await producer.stop()
 
 
+def _until_failure(records: Iterable[RawRecord], stopped: list[Exception]) -> Iterator[RawRecord]:
+    """``records`` until reading them raises: the error goes into ``stopped`` (for the run to count what it sent
+    before), the iteration ends."""
+    try:
+        yield from records
+    except Exception as exc:   # noqa: BLE001 - any reader's error; reported with the counts by LoadInterrupted
+        log.debug("reading the records stopped: %r", exc)
+        stopped.append(exc)
+
+
 class _BatchRun:
     """One file's records into record batches, one open batch per topic partition."""
 
@@ -476,6 +506,9 @@ class _BatchRun:
         self.by_key: dict[tuple[str, bytes], int] = {}
 
     async def run(self, records: Iterable[RawRecord], progress: Callable[[int], None] | None) -> ProduceSummary:
+        """Send every record and count what the broker acknowledged. Raises DeliveryError when some were not,
+        LoadInterrupted when reading stopped part-way (after what was sent is acknowledged), and what stopped it
+        as it is when it stopped before the first record (a header that does not fit: nothing was sent)."""
         from aiokafka.partitioner import murmur2
 
         contract, summary, owner = self.contract, self.summary, self.owner
@@ -484,7 +517,8 @@ class _BatchRun:
         dead_letters = dead_letter_contract(owner.settings.schemas_dir)
         max_bytes, topic, producer_id = owner.settings.max_record_bytes, contract.topic, owner.producer_id
         started = time.perf_counter()
-        for record in records:
+        stopped: list[Exception] = []
+        for record in _until_failure(records, stopped):
             summary.read += 1
             payload, text, rejection = _judge(check, record, max_bytes)
             if rejection is None:
@@ -495,14 +529,7 @@ class _BatchRun:
                     headers.append((LINT_HEADER, ",".join(record.lint).encode()))
                 full = self._append(topic, contract.key_of(value), payload, headers, record.timestamp_ms, murmur2)
             else:
-                problems = problems_of(record, rejection, check)
-                rejection = summarised(problems)
-                summary.by_rule[rejection.rule] += 1
-                if len(summary.rejections) < MAX_KEPT_REJECTIONS:
-                    summary.rejections.append((record.source, rejection))
-                log.debug("dead-letter %s %s: %s", record.source, rejection.rule, rejection.message)
-                if self.report is not None:
-                    self.report.add(contract, record, problems)
+                rejection = _book_refused(summary, contract, record, rejection, check, self.report)
                 envelope, headers = dead_letter_message(topic, record, rejection, producer_id, self.trace_id,
                                                         max_bytes, dead_letters)
                 full = self._append(DLQ_TOPIC, _header(topic), dumps_escaped(envelope, compact=True), headers, None,
@@ -525,6 +552,11 @@ class _BatchRun:
         summary.elapsed_s = time.perf_counter() - started
         if progress:
             progress(summary.read)
+        if stopped:
+            if summary.read == 0:
+                raise stopped[0]
+            raise LoadInterrupted(summary, stopped[0], summary.read - summary.accepted - summary.dead_lettered,
+                                  failures[0] if failures else None)
         if failures or not summary.balanced:
             raise DeliveryError(
                 f"{summary.read - summary.accepted - summary.dead_lettered} of {summary.read} records were not "

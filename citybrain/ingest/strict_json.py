@@ -189,10 +189,14 @@ def id_problem(value: Any, field: str = "id") -> JsonRefused | None:
     return None
 
 
+#: The records' JSON encoder, made once (``json.dumps`` makes one per call for these options); event ids hash its output.
+_RECORD_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
 def dumps_record(value: Any) -> bytes:
     """A record as compact UTF-8 JSON; raises JsonRefused for NaN, Infinity or a lone surrogate in it."""
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+        return _RECORD_JSON(value).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise _lone_surrogate("the record's JSON holds", exc.object, "") from None
     except ValueError as exc:

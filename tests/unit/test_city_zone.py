@@ -69,11 +69,16 @@ def test_fusion_takes_its_zone_from_the_citys_record_and_keeps_it_against_an_unk
 
 def test_before_the_city_is_known_day_and_night_are_utcs_and_the_worker_says_so(
         caplog: pytest.LogCaptureFixture) -> None:
+    """Regression: at 23:00 UTC the test could not tell UTC from Urumqi (05:00 there, night too). At 05:00 UTC it
+    is night in UTC and day in both cities (13:00 in Shanghai, 11:00 in Urumqi): 63 dB(A), an exceedance of the
+    night limit and not of the day one, is raised only if the zone before the city is known is UTC's."""
     watch = SensorWatch()
-    late = AT + timedelta(hours=8)   # 23:00 UTC: night there, day in neither city
+    early = AT - timedelta(hours=10)
+    assert [noise_limit("residential", early, zone) for zone in (timezone.utc, SHANGHAI, URUMQI)] == [
+        (50, "night"), (60, "day"), (60, "day")]
     with caplog.at_level(logging.WARNING, logger="citybrain.fusion.detect"):
-        raised = [a for t in (late, late + timedelta(minutes=5)) for a in watch.check(_noise(t, 63.0))]
-    assert [a.kind for a in raised] == ["noise_exceedance"] and "night limit" in raised[0].detail
+        raised = [a for t in (early, early + timedelta(minutes=5)) for a in watch.check(_noise(t, 63.0))]
+    assert [a.kind for a in raised] == ["noise_exceedance"] and "night limit of 50 dB(A)" in raised[0].detail
     assert caplog.text.count("no raw.ref.city record yet") == 1
 
 

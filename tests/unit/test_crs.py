@@ -60,30 +60,54 @@ def test_a_geometry_is_converted_vertex_by_vertex_keeping_its_parts_and_holes() 
     multi = shapely.MultiPolygon([holed, shapely.box(116.6, 39.8, 116.7, 39.9)])
     converted = crs.geometry_to_wgs84(multi, crs.GCJ02)
     assert converted.geom_type == "MultiPolygon" and len(converted.geoms[0].interiors) == 1
-    # every vertex converted as a point is one of the geometry's; its edges were split to 0.005° first
+    # every vertex converted as a point, to 7 decimals, is one of the geometry's; its bent edges were split first
     vertices = {tuple(v) for v in shapely.get_coordinates(converted)}
-    assert {tuple(v) for v in crs.gcj02_to_wgs84(shapely.get_coordinates(multi))} <= vertices
-    assert len(shapely.get_coordinates(converted)) >= 4 * (40 + 10 + 20) + 3      # 0.2°, 0.05°, 0.1° edges
+    assert {tuple(v) for v in np.round(crs.gcj02_to_wgs84(shapely.get_coordinates(multi)), 7)} <= vertices
+    assert len(vertices) > len(shapely.get_coordinates(multi))
     assert crs.geometry_to_wgs84(multi, crs.WGS84) is multi
 
 
+def test_converted_coordinates_have_seven_decimals_not_seventeen() -> None:
+    """Regression: converted boundaries were published at a double's 17 digits, twice the size of their file."""
+    coordinates = shapely.get_coordinates(crs.geometry_to_wgs84(shapely.box(116.3, 39.8, 116.4, 39.9), crs.GCJ02))
+    assert (np.round(coordinates, crs.DECIMALS) == coordinates).all()
+    assert max(len(repr(float(v)).split(".")[1]) for v in coordinates.ravel()) == 7
+
+
+def test_rounding_that_would_make_a_geometry_invalid_snaps_it_valid_instead() -> None:
+    """A hole 3 mm from its shell, 3e-8° off the 1e-7° grid: rounded on its own, its edge would lie on the
+    shell's; GEOS snaps the polygon to the same grid keeping it valid."""
+    x, y = 116.4, 39.9
+    shell = np.array([[x, y], [x + 5e-4, y], [x + 5e-4, y + 5e-4], [x, y + 5e-4], [x, y]])
+    hole = np.array([[x + 1e-4, y + 3e-8], [x + 2e-4, y + 1e-4], [x + 3e-4, y + 3e-8], [x + 1e-4, y + 3e-8]])
+    wgs84 = shapely.Polygon(shell, [hole])
+    assert wgs84.is_valid and not shapely.transform(wgs84, lambda xy: np.round(xy, 7)).is_valid
+    in_gcj02 = shapely.transform(wgs84, crs.wgs84_to_gcj02)
+    converted = crs.geometry_to_wgs84(in_gcj02, crs.GCJ02)
+    assert converted.is_valid and converted.area == pytest.approx(wgs84.area, rel=1e-3)
+    coordinates = shapely.get_coordinates(converted)
+    assert np.abs(np.round(coordinates, 7) - coordinates).max() < 1e-12
+
+
 def test_an_edge_shared_by_two_areas_is_split_at_the_same_points_whichever_way_they_run() -> None:
-    west, east = shapely.box(116.3, 39.8, 116.4, 39.9), shapely.box(116.4, 39.8, 116.5, 39.9)
-    a, b = (crs.geometry_to_wgs84(g, crs.GCJ02) for g in (west, east))
-    on_border = lambda g: {tuple(v) for v in shapely.get_coordinates(g) if abs(v[0] - a.bounds[2]) < 1e-3}  # noqa: E731
-    assert len(on_border(a)) >= 21 and on_border(a) == on_border(b)
+    south, north = shapely.box(116.3, 39.8, 116.4, 39.9), shapely.box(116.3, 39.9, 116.4, 40.0)
+    a, b = (crs.geometry_to_wgs84(g, crs.GCJ02) for g in (south, north))
+    border = crs.gcj02_to_wgs84(np.array([[116.35, 39.9]]))[0, 1]
+    on_border = lambda g: {tuple(v) for v in shapely.get_coordinates(g) if abs(v[1] - border) < 1e-3}  # noqa: E731
+    assert len(on_border(a)) > 2 and on_border(a) == on_border(b)
     assert a.intersection(b).area == 0
 
 
-def test_a_vertex_on_a_long_edge_stays_on_it() -> None:
-    """A street's corner halfway along its district's 0.1° (~9 km) edge in Beijing: converted without splitting
-    the edge, the shift bends it by 5 m and leaves a sliver; split first, the corner stays on it within 3 cm."""
+def test_a_long_edge_stays_within_the_bend_allowed_along_its_whole_length() -> None:
+    """A 0.1° (~9 km) edge in Beijing: converted without splitting, the shift bends it by 2 m and leaves a sliver
+    against a street's corner on it; split where bent, every point of it stays within 5.6 cm (BEND_DEG)."""
     district = shapely.box(116.4, 39.8, 116.5, 39.9)
-    corner = shapely.Point(crs.gcj02_to_wgs84(np.array([[116.45, 39.9]]))[0])
-    split = crs.geometry_to_wgs84(district, crs.GCJ02).exterior.distance(corner)
-    assert split * 111_000 < 0.03
-    unsplit = shapely.transform(district, crs.gcj02_to_wgs84).exterior.distance(corner)
-    assert unsplit * 111_000 > 4
+    along = np.column_stack([np.linspace(116.4, 116.5, 201), np.full(201, 39.9)])
+    points = shapely.points(crs.gcj02_to_wgs84(along))
+    split = crs.geometry_to_wgs84(district, crs.GCJ02).exterior
+    assert shapely.distance(split, points).max() * 111_000 < crs.BEND_DEG * 111_000 + 0.01   # + rounding's 1 cm
+    unsplit = shapely.transform(district, crs.gcj02_to_wgs84).exterior
+    assert shapely.distance(unsplit, points).max() * 111_000 > 1.5
 
 
 def test_an_unknown_system_is_named_with_the_known_ones() -> None:

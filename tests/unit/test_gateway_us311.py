@@ -130,6 +130,21 @@ def test_a_zip_breaking_the_citys_pattern_is_refused_naming_the_field_and_the_fi
     assert [(e.field, e.rule) for e in errors] == [("requested_datetime", "format")]
 
 
+def test_a_forwarded_time_without_an_offset_is_refused_not_read_as_utc(contracts: dict[str, Contract]) -> None:
+    """MyLA311's 08:07:31 sent without its -08:00 would land eight hours early as UTC: it is refused instead."""
+    _city, catalogue, index = served(los_angeles())
+    first = forwarded(contracts)[0]
+    local = first["requested_datetime"].removesuffix("-08:00")
+    assert local == "2024-01-01T08:07:31"
+    record, errors = request_record({**first, "requested_datetime": local}, "myla311", catalogue, index)
+    assert record is None and [(e.code, e.field, e.rule) for e in errors] == [(400, "requested_datetime", "format")]
+    description = errors[0].as_dict()["description"]
+    assert local in description and "with its offset" in description and "in UTC" in description
+    for sent in ("2024-01-01T16:07:31Z", first["requested_datetime"]):   # in UTC, or with its offset: taken
+        record, errors = request_record({**first, "requested_datetime": sent}, "myla311", catalogue, index)
+        assert errors == [] and record is not None and record["source_requested_datetime"] == "2024-01-01T16:07:31Z"
+
+
 def test_a_city_without_a_declared_language_or_pattern_keeps_chinese_and_six_digits() -> None:
     pack = los_angeles()
     del pack.manifest["postal_code_pattern"], pack.manifest["languages"]

@@ -147,9 +147,11 @@ def test_a_boolean_looking_yaml_key_is_refused_naming_line_and_fix(contracts: di
     with pytest.raises(FeedError, match=r"feed\.yaml, line 12, column 3: the key No is unquoted.*boolean False.*"
                                         r"quote it, \"No\""):
         _declare(tmp_path, contracts, text)
-    text = _variant('{"N": 0, NNE', "{N: 0, NNE")
-    with pytest.raises(FeedError, match=r"line 29, column 11: the key N is unquoted"):
+    text = _variant('{"N": 0, NNE', "{On: 0, NNE")
+    with pytest.raises(FeedError, match=r"line 29, column 11: the key On is unquoted.*the boolean True"):
         _declare(tmp_path, contracts, text)
+    feed = _declare(tmp_path, contracts, _variant('{"N": 0, NNE', "{N: 0, NNE"))
+    assert feed.columns["wd"].map is not None and feed.columns["wd"].map["N"] == 0   # PyYAML reads N as a word
     text = _variant("DEWP: {ignore: true}", "DEWP: {ignore: yes}")
     with pytest.raises(FeedError, match=r"the value yes is unquoted"):
         _declare(tmp_path, contracts, text)

@@ -63,10 +63,18 @@ def test_units_that_cannot_be_converted_say_why(source: str, target: str, messag
         conversion(source, target)
 
 
-@pytest.mark.parametrize("text", ["No: {}", "a: {N: 0}", "on: 1", "a: [Off]", "a: y", "a: NO", "true: 1"])
-def test_yaml_11_boolean_words_are_refused_unquoted(text: str) -> None:
-    with pytest.raises(BooleanWordError, match=r"f\.yaml, line 1, column \d+: the (key|value) .* Fix: quote it"):
+@pytest.mark.parametrize("text, boolean", [("No: {}", False), ("a: {On: 0}", True), ("on: 1", True),
+                                           ("a: [Off]", False), ("a: Yes", True), ("a: NO", False), ("true: 1", True)])
+def test_yaml_11_boolean_words_are_refused_unquoted_naming_the_boolean_pyyaml_makes(text: str, boolean: bool) -> None:
+    with pytest.raises(BooleanWordError, match=rf"f\.yaml, line 1, column \d+: the (key|value) .* reads it as the "
+                                               rf"boolean {boolean}\. Fix: quote it"):
         load_yaml(text, "f.yaml")
+
+
+def test_words_pyyaml_reads_as_text_are_not_refused() -> None:
+    """y/n (YAML 1.1's spec lists them, PyYAML does not) and odd spellings (yEs) are the words they look like."""
+    assert load_yaml("a: {N: 0, S: 180}\nb: [y, n, Y]\nc: yEs\n", "f.yaml") == {
+        "a": {"N": 0, "S": 180}, "b": ["y", "n", "Y"], "c": "yEs"}
 
 
 def test_quoted_words_and_real_booleans_are_kept() -> None:

@@ -9,6 +9,7 @@ row is read.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,7 @@ def test_every_row_of_the_export_loads_with_its_us_zip_and_its_own_number_and_ti
     assert first["zipcode"] == "90026" and first["service_code"] == "la.bulky_items"
     assert first["source_requested_datetime"] == "2024-01-01T16:07:31Z"     # 08:07:31 AM in Los Angeles (PST)
     assert first["updated_datetime"] == "2024-01-03T22:15:10Z"
-    assert first["requested_datetime"] != first["source_requested_datetime"]  # the platform's receive time
+    assert first["requested_datetime"] == first["source_requested_datetime"]  # the export's time, not the load's
     assert (first["status"], first["lifecycle_state"], first["channel"]) == ("closed", "closed", "app")
     states = [(v["status"], v["lifecycle_state"]) for v in by_number.values()]
     assert states.count(("open", "received")) == 5 and states.count(("closed", "closed")) == 5
@@ -111,16 +112,36 @@ def test_a_status_the_feeds_map_does_not_know_is_named(feed: Feed, tmp_path: Pat
 
 
 def test_a_computed_map_needs_a_template(contracts: dict[str, Contract], tmp_path: Path) -> None:
-    text = FEED.read_text(encoding="utf-8").replace("requested_datetime: {received: true}",
-                                                    "requested_datetime: {received: true, map: {a: b}}")
+    text = FEED.read_text(encoding="utf-8").replace('description: {template: "{RequestType} requested through '
+                                                    '{RequestSource}", required: true}',
+                                                    "description: {received: true, map: {a: b}}")
+    assert "{received: true, map: {a: b}}" in text
     (tmp_path / "bad.yaml").write_text(text, encoding="utf-8")
     with pytest.raises(FeedError, match="needs a `template`"):
         load_feed(tmp_path / "bad.yaml", contracts)
 
 
-def test_the_loader_takes_the_postal_codes_of_the_city_last_imported(tmp_path: Path) -> None:
-    import json
+def test_loading_the_same_export_twice_sends_the_same_records_with_the_same_event_ids(
+        feed: Feed, contracts: dict[str, Contract], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload is byte-identical: requested_datetime (the SLA clock) is the export's CreatedDate, not the load's
+    time, so fusion does not count the tickets again."""
+    from citybrain.ingest.strict_json import dumps_record
+    from citybrain.kafka.headers import event_id
 
+    contract = contracts["raw.hotline.service_request.v1"]
+
+    def sent() -> list[tuple[bytes, str]]:
+        payloads = [dumps_record(r.value) for r in read_feed(feed, SAMPLE, "utf-8", MAX, postal=LOS_ANGELES)]
+        return [(p, event_id(contract, json.loads(p), p.decode("utf-8"))) for p in payloads]
+
+    loads = iter(["2026-11-22T14:00:00Z", "2026-11-23T09:30:00Z"])   # two loads a day apart
+    monkeypatch.setattr("citybrain.ingest.feeds.now_iso", lambda: next(loads))
+    first = sent()
+    assert sent() == first and len({e for _p, e in first}) == 12
+    assert json.loads(first[0][0])["requested_datetime"] == "2024-01-01T16:07:31Z"   # 08:07:31 AM in Los Angeles
+
+
+def test_the_loader_takes_the_postal_codes_of_the_city_last_imported(tmp_path: Path) -> None:
     from citybrain.city.pack_import import imported_postal_codes
     from citybrain.settings import load_settings
 

@@ -17,6 +17,7 @@ import pytest
 import shapely
 from shapely.geometry import mapping, shape
 
+from citybrain.city import crs
 from citybrain.city.crs import gcj02_to_bd09, gcj02_to_wgs84, geometry_to_wgs84
 from citybrain.city.geometry import AREAS, DEFAULT_TOLERANCE_M2, area_m2
 from citybrain.city.pack import Pack
@@ -104,11 +105,11 @@ def test_the_fix_it_names_clears_it_and_leaves_a_hole_and_an_exclave_converted_t
     assert shunyi.geom_type == "Polygon" and len(shunyi.interiors) == 1       # the hole of the airport exclave ...
     assert chaoyang.geom_type == "MultiPolygon" and len(chaoyang.geoms) == 2  # ... which is 朝阳区's island
     assert shapely.Polygon(shunyi.interiors[0]).equals(chaoyang.geoms[1])
-    # the checked pack is in WGS84: each of the file's positions converted by the published GCJ-02 transform,
-    # its edges longer than 0.005° split first
+    # the checked pack is in WGS84: each of the file's positions converted by the published GCJ-02 transform, to
+    # 7 decimals, its edges the shift bends split first
     raw = np.array(json.loads(DATA.read_text(encoding="utf-8"))["features"][0]["geometry"]["coordinates"][0][0])
     ring = np.array(_area(report.pack, DONGCHENG)["geometry"]["coordinates"][0][0])
-    assert {tuple(p) for p in gcj02_to_wgs84(raw)} <= {tuple(p) for p in ring} and len(ring) > len(raw)
+    assert {tuple(p) for p in np.round(gcj02_to_wgs84(raw), 7)} <= {tuple(p) for p in ring} and len(ring) > len(raw)
     assert report.pack.manifest["geometry"]["crs"] == "WGS84"
     records = reference_records(report.pack, "2026-12-01T00:00:00Z")             # what the import publishes
     published = {r["area_code"]: r for _w, r in records["raw.ref.admin_area.v1"]}
@@ -116,6 +117,55 @@ def test_the_fix_it_names_clears_it_and_leaves_a_hole_and_an_exclave_converted_t
     # the districts tile Beijing: 16,407 km², as the statistics bureau's 16,410.54 km² within 0.1%
     total = sum(area_m2(shape(f["geometry"])) for f in report.pack.areas) / 1e6
     assert total == pytest.approx(BEIJING_KM2, rel=1e-3)
+
+
+def test_a_converted_pack_is_published_at_seven_decimals_about_the_size_of_its_file(tmp_path: Path) -> None:
+    """Regression: converted boundaries were published at a double's 17 digits and with every edge split to 500 m,
+    3.3 times the size of the file they came from; a full-resolution district could pass the 256 KiB record
+    limit. At 7 decimals (1 cm), split only where the shift bends an edge, Beijing's districts come out 1.21 times
+    their file's size, and still check clean: each shared border is the same on both sides."""
+    pack = repaired(beijing_pack())
+    report = _review(tmp_path / "in", pack)
+    assert report.problems == [] and report.pack is not None
+    report.pack.write(tmp_path / "out")
+    ratio = (tmp_path / "out" / AREAS).stat().st_size / (tmp_path / "in" / AREAS).stat().st_size
+    assert 1.0 < ratio < 1.3
+    coordinates = np.concatenate([shapely.get_coordinates(shape(f["geometry"])) for f in report.pack.areas])
+    assert (np.round(coordinates, 7) == coordinates).all()
+    assert all(shape(f["geometry"]).is_valid for f in report.pack.areas)
+    dongcheng, xicheng = (shape(_area(report.pack, c)["geometry"]) for c in (DONGCHENG, XICHENG))
+    border = dongcheng.intersection(xicheng)
+    assert border.area == 0 and border.length > 0.05                # ~6 km of shared border, and no sliver
+
+
+def test_each_area_is_converted_once_and_measured_as_published(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """Regression: the check converted every area to WGS84 twice, for the pack and again to measure it."""
+    pack = repaired(beijing_pack())
+    pack.write(tmp_path)
+    converted: list[str] = []
+    real = crs.split_edges       # the first step of every conversion of a geometry, whoever asks for it
+
+    def counted(geometry: shapely.Geometry, system: str) -> shapely.Geometry:
+        converted.append(system)
+        return real(geometry, system)
+
+    monkeypatch.setattr(crs, "split_edges", counted)
+    assert review_pack(tmp_path).problems == []
+    assert converted == ["GCJ-02"] * len(pack.areas)
+
+
+def test_positions_of_more_than_three_numbers_are_converted_too(tmp_path: Path) -> None:
+    """GEOS reads no more than three numbers a position; a district written with four is still converted (it was
+    left in GCJ-02, 550 m off its neighbours) and the pack checks clean."""
+    pack = repaired(beijing_pack())
+    f = _area(pack, DONGCHENG)
+    f["geometry"]["coordinates"] = [[[[*p, 44.0, 0.0] for p in ring] for ring in part]
+                                    for part in f["geometry"]["coordinates"]]
+    report = _review(tmp_path, pack)
+    assert report.problems == [] and report.pack is not None
+    clean = _review(tmp_path / "clean", repaired(beijing_pack())).pack
+    assert clean is not None and _area(report.pack, DONGCHENG)["geometry"] == _area(clean, DONGCHENG)["geometry"]
 
 
 def test_a_pack_that_stops_at_districts_passes_with_notes_on_what_it_forgoes(tmp_path: Path) -> None:
@@ -143,7 +193,8 @@ def test_bd09_coordinates_are_converted_like_the_same_boundaries_in_gcj02(tmp_pa
     # to 0.1%, compare)
     assert np.allclose([d["long"] for d in gcj.devices], [d["long"] for d in report.pack.devices], atol=1e-8, rtol=0)
     for a, b in zip(gcj.areas, report.pack.areas):
-        assert np.allclose(a["geometry"]["coordinates"][0][0][0], b["geometry"]["coordinates"][0][0][0], atol=1e-8, rtol=0)
+        assert np.allclose(a["geometry"]["coordinates"][0][0][0], b["geometry"]["coordinates"][0][0][0],
+                           atol=1.01e-7, rtol=0)                 # both rounded to 7 decimals: one step apart at most
         assert area_m2(shape(a["geometry"])) == pytest.approx(area_m2(shape(b["geometry"])), rel=1e-3)
 
 
@@ -201,6 +252,24 @@ def test_the_manifest_tolerance_decides_what_overlap_is_a_problem(tmp_path: Path
     loose = _break(nudged)
     loose.manifest["geometry"]["tolerance_m2"] = max(a for a in measured if a is not None) + 1
     assert not [p for p in _review(tmp_path / "loose", loose).problems if p.rule == "overlap"]
+
+
+def test_an_exported_pack_needs_the_tolerance_it_was_imported_with_carried_over(tmp_path: Path) -> None:
+    """``raw.ref.city`` keeps no ``geometry``: a city imported with a tolerance above the default exports without
+    it and fails the check, until the manifest's ``geometry`` block is carried over (as the docs say to)."""
+    from citybrain.city.pack_export import pack_of_records
+
+    loose = _break(lambda p: _shifted(p, XICHENG, 0.00002))
+    measured = [p.area_m2 or 0.0 for p in _review(tmp_path / "strict", copy.deepcopy(loose)).problems]
+    loose.manifest["geometry"]["tolerance_m2"] = max(measured) + 10
+    imported = _review(tmp_path / "loose", loose)
+    assert imported.problems == [] and imported.pack is not None
+    records = reference_records(imported.pack, "2026-12-01T00:00:00Z")
+    exported = pack_of_records(lambda topic: [r for _w, r in records.get(topic, [])])
+    assert "geometry" not in exported.manifest
+    assert {p.rule for p in _review(tmp_path / "exported", exported).problems} == {"overlap", "gap"}   # slivers
+    exported.manifest["geometry"] = {"tolerance_m2": loose.manifest["geometry"]["tolerance_m2"]}
+    assert _review(tmp_path / "carried", exported).problems == []
 
 
 def test_streets_of_a_real_district_are_measured_against_it(tmp_path: Path) -> None:
