@@ -6,7 +6,6 @@ columns, no id column, a column named `No`. Each rule has a test built to break 
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -16,8 +15,8 @@ from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import RecordValidator
 from citybrain.ingest.feeds import Feed, FeedError, load_feed, read_feed
 from citybrain.ingest.producer import RejectionReport, problems_of, summarised
-from citybrain.ingest.readers import RawRecord
 from citybrain.settings import PROJECT_ROOT
+from tests.unit.csv_rows import judged, read_rows, write_rows
 
 FEED = PROJECT_ROOT / "infra" / "feeds" / "air_quality_hourly.yaml"
 SAMPLE = PROJECT_ROOT / "tests" / "data" / "exports" / "PRSA_Data_Aotizhongxin_excerpt.csv"
@@ -29,29 +28,10 @@ def feed(contracts: dict[str, Contract]) -> Feed:
     return load_feed(FEED, contracts)
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _write(path: Path, rows: list[dict[str, str]]) -> Path:
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def _judged(records: list[RawRecord], check: RecordValidator) -> tuple[list[RawRecord], list[RawRecord]]:
-    accepted = [r for r in records if r.rejection is None and check(r.value) is None]
-    refused = [r for r in records if r.rejection is not None or check(r.value) is not None]
-    return accepted, refused
-
-
 def test_the_real_export_loads_every_row_with_na_cells_as_absent_fields(feed: Feed, air: Contract) -> None:
-    source = _rows(SAMPLE)
+    source = read_rows(SAMPLE)
     records = list(read_feed(feed, SAMPLE, "utf-8", MAX))
-    accepted, refused = _judged(records, RecordValidator(air))
+    accepted, refused = judged(records, RecordValidator(air))
     assert len(records) == len(source) == 410
     assert (len(accepted), len(refused)) == (410, 0)     # before: every row with an NA cell was dead-lettered
     by_no = {r.value["id"].rsplit("-", 1)[1]: r.value for r in records}   # type: ignore[index]
@@ -63,7 +43,7 @@ def test_the_real_export_loads_every_row_with_na_cells_as_absent_fields(feed: Fe
 
 
 def test_values_are_sent_in_the_contract_unit_and_times_in_utc(feed: Feed) -> None:
-    source = {row["No"]: row for row in _rows(SAMPLE)}
+    source = {row["No"]: row for row in read_rows(SAMPLE)}
     records = {r.value["id"]: r.value for r in read_feed(feed, SAMPLE, "utf-8", MAX)}   # type: ignore[index]
     first = records["urn:ngsi-ld:AirQualityObserved:Aotizhongxin-1"]
     assert first["co"] == 0.3 and first["pm25"] == 4.0 and first["temperature"] == -0.7
@@ -77,11 +57,11 @@ def test_values_are_sent_in_the_contract_unit_and_times_in_utc(feed: Feed) -> No
 
 
 def test_na_in_a_required_field_is_dead_lettered_naming_the_field(feed: Feed, tmp_path: Path) -> None:
-    rows = _rows(SAMPLE)[:5]
+    rows = read_rows(SAMPLE)[:5]
     rows[1]["station"] = "NA"
     rows[2]["year"] = "NA"
     rows[3]["No"] = ""
-    records = list(read_feed(feed, _write(tmp_path / "na.csv", rows), "utf-8", MAX))
+    records = list(read_feed(feed, write_rows(tmp_path / "na.csv", rows), "utf-8", MAX))
     refused = {r.source: r.rejection for r in records if r.rejection}
     assert [r.rejection is None for r in records] == [True, False, False, False, True]
     station, year, number = refused["na.csv:3"], refused["na.csv:4"], refused["na.csv:5"]
@@ -91,9 +71,9 @@ def test_na_in_a_required_field_is_dead_lettered_naming_the_field(feed: Feed, tm
 
 
 def test_every_problem_of_a_row_is_listed_and_reported(feed: Feed, air: Contract, tmp_path: Path) -> None:
-    rows = _rows(SAMPLE)[:2]
+    rows = read_rows(SAMPLE)[:2]
     rows[1].update({"station": "NA", "wd": "北风", "PM10": "lots", "PM2.5": "99999", "month": "13"})
-    record = list(read_feed(feed, _write(tmp_path / "bad.csv", rows), "utf-8", MAX))[1]
+    record = list(read_feed(feed, write_rows(tmp_path / "bad.csv", rows), "utf-8", MAX))[1]
     assert [(p.rule, p.field) for p in record.problems] == [
         ("type", "pm10"), ("mapping", "windDirection"), ("required", "refDevice"), ("datetime", "dateObserved"),
         ("required", "id")]   # the id is built from the station too
@@ -176,11 +156,11 @@ def test_computed_fields_are_checked_against_the_declared_columns(contracts: dic
 def test_a_local_time_that_does_not_exist_or_is_no_date_is_refused(contracts: dict[str, Contract],
                                                                    tmp_path: Path) -> None:
     feed = _declare(tmp_path, contracts, _variant("timezone: Asia/Shanghai ", "timezone: America/New_York "))
-    rows = _rows(SAMPLE)[:3]
+    rows = read_rows(SAMPLE)[:3]
     rows[0].update({"year": "2021", "month": "3", "day": "14", "hour": "2"})    # clocks jump from 02:00 to 03:00
     rows[1].update({"year": "2021", "month": "3", "day": "14", "hour": "3"})
     rows[2].update({"month": "2", "day": "30"})
-    records = list(read_feed(feed, _write(tmp_path / "t.csv", rows), "utf-8", MAX))
+    records = list(read_feed(feed, write_rows(tmp_path / "t.csv", rows), "utf-8", MAX))
     assert records[0].rejection is not None and "daylight-saving gap" in records[0].rejection.message
     assert records[1].value["dateObserved"] == "2021-03-14T07:00:00Z"   # type: ignore[index]
     assert records[2].rejection is not None and records[2].rejection.rule == "datetime"

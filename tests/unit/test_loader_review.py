@@ -23,25 +23,13 @@ from citybrain.ingest.producer import BatchProducer, LoadInterrupted, ProduceSum
 from citybrain.ingest.readers import RawRecord
 from citybrain.ingest.strict_json import dumps_record
 from citybrain.settings import PROJECT_ROOT, get_settings, load_settings
+from tests.unit.csv_rows import read_rows, write_rows
 
 AIR_FEED = PROJECT_ROOT / "infra" / "feeds" / "air_quality_hourly.yaml"
 AIR_SAMPLE = PROJECT_ROOT / "tests" / "data" / "exports" / "PRSA_Data_Aotizhongxin_excerpt.csv"
 US311 = PROJECT_ROOT / "tests" / "data" / "us311"
 LA_FEED, LA_SAMPLE = US311 / "myla311.yaml", US311 / "myla311_service_requests_excerpt.csv"
 MAX = 256 * 1024
-
-
-def _rows(path: Path, count: int | None = None) -> list[dict[str, str]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))[:count]
-
-
-def _write(path: Path, rows: list[dict[str, str]]) -> Path:
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def _air(tmp_path: Path, contracts: dict[str, Contract], old: str = "", new: str = "") -> Feed:
@@ -62,8 +50,8 @@ def test_a_computed_time_is_built_by_part_name_not_by_position(contracts: dict[s
         "  hour: {type: integer}\n", "  hour: {type: integer}\n  second: {type: integer}\n")
     (tmp_path / "air.yaml").write_text(text, encoding="utf-8")
     feed = load_feed(tmp_path / "air.yaml", contracts)
-    rows = [{**row, "second": "30"} for row in _rows(AIR_SAMPLE, 1)]
-    records = list(read_feed(feed, _write(tmp_path / "t.csv", rows), "utf-8", MAX))
+    rows = [{**row, "second": "30"} for row in read_rows(AIR_SAMPLE, 1)]
+    records = list(read_feed(feed, write_rows(tmp_path / "t.csv", rows), "utf-8", MAX))
     assert records[0].value["dateObserved"] == "2013-02-28T16:00:30Z"   # type: ignore[index]
 
 
@@ -85,7 +73,7 @@ def test_a_template_format_spec_is_refused_when_the_feed_is_read(contracts: dict
 def test_a_template_puts_in_a_column_whose_name_has_a_dot(contracts: dict[str, Contract], tmp_path: Path) -> None:
     """{PM2.5} is the column PM2.5 (str.format would look up PM2, then its attribute 5)."""
     feed = _air(tmp_path, contracts, "{station}-{No}", "{station}-{No}-{PM2.5}")
-    records = list(read_feed(feed, _write(tmp_path / "t.csv", _rows(AIR_SAMPLE, 1)), "utf-8", MAX))
+    records = list(read_feed(feed, write_rows(tmp_path / "t.csv", read_rows(AIR_SAMPLE, 1)), "utf-8", MAX))
     assert records[0].value["id"] == "urn:ngsi-ld:AirQualityObserved:Aotizhongxin-1-4"   # type: ignore[index]
 
 
@@ -94,9 +82,9 @@ def test_a_template_puts_in_a_column_whose_name_has_a_dot(contracts: dict[str, C
 
 def test_a_numeric_na_token_is_compared_with_the_cell_trimmed(contracts: dict[str, Contract], tmp_path: Path) -> None:
     feed = _air(tmp_path, contracts, 'na: ["NA", "-"]', 'na: ["NA", "-", "-999"]')
-    rows = _rows(AIR_SAMPLE, 3)
+    rows = read_rows(AIR_SAMPLE, 3)
     rows[0]["PM10"], rows[1]["PM10"], rows[2]["PM10"] = " -999", "-999 ", "-999.5"
-    records = list(read_feed(feed, _write(tmp_path / "t.csv", rows), "utf-8", MAX))
+    records = list(read_feed(feed, write_rows(tmp_path / "t.csv", rows), "utf-8", MAX))
     assert [r.rejection for r in records] == [None, None, None]
     assert "pm10" not in records[0].value and "pm10" not in records[1].value   # type: ignore[operator]
     assert records[2].value["pm10"] == -999.5                                   # type: ignore[index]
@@ -106,10 +94,10 @@ def test_a_numeric_na_token_is_compared_with_the_cell_trimmed(contracts: dict[st
 def test_a_number_in_other_digits_or_with_underscores_is_refused_naming_the_field(
         contracts: dict[str, Contract], tmp_path: Path, cell: str) -> None:
     feed = _air(tmp_path, contracts)
-    rows = _rows(AIR_SAMPLE, 2)
+    rows = read_rows(AIR_SAMPLE, 2)
     rows[0]["PRES"] = cell
     rows[1]["PRES"] = "\u3000" + "1023" + "\u3000"   # an ideographic space around ASCII digits: trimmed, read
-    records = list(read_feed(feed, _write(tmp_path / "t.csv", rows), "utf-8", MAX))
+    records = list(read_feed(feed, write_rows(tmp_path / "t.csv", rows), "utf-8", MAX))
     problem = records[0].rejection
     assert problem is not None and (problem.rule, problem.field) == ("type", "pressure")
     assert "column `PRES` (field `pressure`)" in problem.message and "ASCII digits" in problem.message
@@ -118,9 +106,9 @@ def test_a_number_in_other_digits_or_with_underscores_is_refused_naming_the_fiel
 
 def test_time_parts_in_other_digits_are_refused(contracts: dict[str, Contract], tmp_path: Path) -> None:
     feed = _air(tmp_path, contracts)
-    rows = _rows(AIR_SAMPLE, 2)
+    rows = read_rows(AIR_SAMPLE, 2)
     rows[0]["year"], rows[1]["day"] = "２０１３", "1_0"
-    records = list(read_feed(feed, _write(tmp_path / "t.csv", rows), "utf-8", MAX))
+    records = list(read_feed(feed, write_rows(tmp_path / "t.csv", rows), "utf-8", MAX))
     assert [(r.rejection.rule, r.rejection.field) for r in records] == [   # type: ignore[union-attr]
         ("datetime", "dateObserved"), ("datetime", "dateObserved")]
 
@@ -132,10 +120,10 @@ def test_an_hour_repeated_when_daylight_saving_ends_is_refused_naming_the_zone(c
                                                                                 tmp_path: Path) -> None:
     """A US hourly export's two 01:00 rows of 7 November 2021 would otherwise get the same UTC time."""
     feed = _air(tmp_path, contracts, "timezone: Asia/Shanghai ", "timezone: America/New_York ")
-    rows = _rows(AIR_SAMPLE, 3)
+    rows = read_rows(AIR_SAMPLE, 3)
     for row, hour in zip(rows, ("0", "1", "2")):
         row.update({"year": "2021", "month": "11", "day": "7", "hour": hour})
-    records = list(read_feed(feed, _write(tmp_path / "t.csv", rows), "utf-8", MAX))
+    records = list(read_feed(feed, write_rows(tmp_path / "t.csv", rows), "utf-8", MAX))
     refused = records[1].rejection
     assert refused is not None and (refused.rule, refused.field) == ("datetime", "dateObserved")
     assert "2021-11-07 01:00:00 occurs twice in America/New_York" in refused.message
@@ -147,11 +135,11 @@ def test_an_hour_repeated_when_daylight_saving_ends_is_refused_naming_the_zone(c
 def test_a_time_column_repeated_or_skipped_by_daylight_saving_is_refused(contracts: dict[str, Contract],
                                                                          tmp_path: Path) -> None:
     feed = load_feed(LA_FEED, contracts)
-    rows = _rows(LA_SAMPLE, 3)
+    rows = read_rows(LA_SAMPLE, 3)
     rows[0]["CreatedDate"] = "11/05/2023 01:30:00 AM"   # Los Angeles' clocks go back at 02:00 PDT
     rows[1]["CreatedDate"] = "03/12/2023 02:30:00 AM"   # and jump from 02:00 to 03:00
     rows[2]["CreatedDate"] = "11/05/2023 02:30:00 AM"   # once: PST
-    records = list(read_feed(feed, _write(tmp_path / "la.csv", rows), "utf-8", MAX))
+    records = list(read_feed(feed, write_rows(tmp_path / "la.csv", rows), "utf-8", MAX))
     repeated = {p.field: p for p in records[0].problems}
     assert set(repeated) == {"source_requested_datetime", "requested_datetime"}
     assert all(p.rule == "datetime" and "occurs twice in America/Los_Angeles" in p.message
@@ -277,10 +265,10 @@ def test_a_file_whose_reading_stops_part_way_is_counted_up_to_there(contracts: d
     """Rows already sent when the CSV reader gives up (a cell over csv's field size limit) are acknowledged and
     counted in the error, not lost in a traceback."""
     feed = load_feed(LA_FEED, contracts)
-    rows = _rows(LA_SAMPLE, 4)
+    rows = read_rows(LA_SAMPLE, 4)
     rows[1]["Status"] = "Escalated"                          # dead-lettered: not in the feed's map
     rows[2]["NCName"] = "x" * (csv.field_size_limit() + 1)   # csv.Error: field larger than field limit
-    records = read_feed(feed, _write(tmp_path / "la.csv", rows), "utf-8", MAX)
+    records = read_feed(feed, write_rows(tmp_path / "la.csv", rows), "utf-8", MAX)
     with pytest.raises(LoadInterrupted) as caught:
         _run(contracts["raw.hotline.service_request.v1"], records, tmp_path)
     summary = caught.value.summary
@@ -293,8 +281,8 @@ def test_a_file_whose_reading_stops_part_way_is_counted_up_to_there(contracts: d
 def test_a_header_that_does_not_fit_stops_the_load_before_anything_is_sent(contracts: dict[str, Contract],
                                                                            tmp_path: Path) -> None:
     feed = load_feed(LA_FEED, contracts)
-    rows = [{("Zip" if k == "ZipCode" else k): v for k, v in row.items()} for row in _rows(LA_SAMPLE, 2)]
-    records = read_feed(feed, _write(tmp_path / "la.csv", rows), "utf-8", MAX)
+    rows = [{("Zip" if k == "ZipCode" else k): v for k, v in row.items()} for row in read_rows(LA_SAMPLE, 2)]
+    records = read_feed(feed, write_rows(tmp_path / "la.csv", rows), "utf-8", MAX)
     with pytest.raises(FeedError, match="undeclared column.s. Zip"):
         _run(contracts["raw.hotline.service_request.v1"], records, tmp_path)
 

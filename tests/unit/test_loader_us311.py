@@ -8,7 +8,6 @@ row is read.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -18,8 +17,8 @@ from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import RecordValidator
 from citybrain.ingest.feeds import Feed, FeedError, load_feed, read_feed
 from citybrain.ingest.postal import PostalCodes
-from citybrain.ingest.readers import RawRecord
 from citybrain.settings import PROJECT_ROOT
+from tests.unit.csv_rows import judged, read_rows, write_rows
 
 DATA = PROJECT_ROOT / "tests" / "data" / "us311"
 FEED, SAMPLE = DATA / "myla311.yaml", DATA / "myla311_service_requests_excerpt.csv"
@@ -37,30 +36,11 @@ def check(contracts: dict[str, Contract]) -> RecordValidator:
     return RecordValidator(contracts["raw.hotline.service_request.v1"])
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _write(path: Path, rows: list[dict[str, str]]) -> Path:
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def _judged(records: list[RawRecord], check: RecordValidator) -> tuple[list[RawRecord], list[RawRecord]]:
-    accepted = [r for r in records if r.rejection is None and check(r.value) is None]
-    refused = [r for r in records if r.rejection is not None or check(r.value) is not None]
-    return accepted, refused
-
-
 def test_every_row_of_the_export_loads_with_its_us_zip_and_its_own_number_and_time(feed: Feed,
                                                                                   check: RecordValidator) -> None:
-    source = _rows(SAMPLE)
+    source = read_rows(SAMPLE)
     records = list(read_feed(feed, SAMPLE, "utf-8", MAX, postal=LOS_ANGELES))
-    accepted, refused = _judged(records, check)
+    accepted, refused = judged(records, check)
     assert len(records) == len(source) == 12
     assert (len(accepted), len(refused)) == (12, 0)
     by_number = {r.value["source_request_id"]: r.value for r in accepted}   # type: ignore[index]
@@ -80,12 +60,12 @@ def test_every_row_of_the_export_loads_with_its_us_zip_and_its_own_number_and_ti
 
 def test_a_zip_that_is_not_the_citys_is_refused_naming_the_field_the_pattern_and_the_fix(
         feed: Feed, check: RecordValidator, tmp_path: Path) -> None:
-    rows = _rows(SAMPLE)
+    rows = read_rows(SAMPLE)
     rows[1]["ZipCode"] = "9OO64"          # letters O for zeros: a postal code to the contract, not to Los Angeles
     rows[2]["ZipCode"] = "K1A 0B1"        # Ottawa's
     rows[3]["ZipCode"] = "90044-1234"     # ZIP+4: Los Angeles' own
-    records = list(read_feed(feed, _write(tmp_path / "la.csv", rows), "utf-8", MAX, postal=LOS_ANGELES))
-    accepted, refused = _judged(records, check)
+    records = list(read_feed(feed, write_rows(tmp_path / "la.csv", rows), "utf-8", MAX, postal=LOS_ANGELES))
+    accepted, refused = judged(records, check)
     assert (len(accepted), len(refused)) == (10, 2) and len(accepted) + len(refused) == len(rows)
     for record in refused:
         assert record.rejection is not None and record.rejection.rule == "postal-code"
@@ -103,9 +83,9 @@ def test_a_city_that_declares_no_pattern_keeps_chinas_six_digits(feed: Feed) -> 
 
 
 def test_a_status_the_feeds_map_does_not_know_is_named(feed: Feed, tmp_path: Path) -> None:
-    rows = _rows(SAMPLE)[:2]
+    rows = read_rows(SAMPLE)[:2]
     rows[0]["Status"] = "Escalated"
-    records = list(read_feed(feed, _write(tmp_path / "la.csv", rows), "utf-8", MAX))
+    records = list(read_feed(feed, write_rows(tmp_path / "la.csv", rows), "utf-8", MAX))
     problems = {(p.rule, p.field) for p in records[0].problems}
     assert problems == {("mapping", "lifecycle_state"), ("mapping", "status")}
     assert records[1].rejection is None
