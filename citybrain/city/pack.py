@@ -46,7 +46,9 @@ FILES: dict[str, tuple[str, str]] = {
     "routing.jsonl": ("routing.schema.json", "jsonl"), "devices.csv": ("device.schema.json", "csv")}
 LEVELS = ("district", "street", "community", "grid")
 DEVICE_COLUMNS = ("device_id", "device_type", "owner_department", "lat", "long", "street_code", "site_type", "vendor",
-                  "serial_number", "installed_at")
+                  "serial_number", "installed_at", "reporting_interval_s")
+#: Columns a pack writes only when one of its devices has a value (packs written before them stay byte-identical).
+OPTIONAL_DEVICE_COLUMNS = ("reporting_interval_s",)
 #: The languages of a city whose manifest declares none (its Open311 notices are written in the first).
 DEFAULT_LANGUAGES = ("zh",)
 #: The escalation of a hotline ticket in a community with a grid (网格 -> 社区 -> 街道 -> 区 -> department).
@@ -104,10 +106,11 @@ class Pack:
             return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=DEVICE_COLUMNS, lineterminator="\n")
+        columns = [c for c in DEVICE_COLUMNS if c not in OPTIONAL_DEVICE_COLUMNS or any(d.get(c) for d in self.devices)]
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for d in self.devices:
-            writer.writerow({k: d.get(k, "") for k in DEVICE_COLUMNS})
+            writer.writerow({k: d.get(k, "") for k in columns})
         return {
             "manifest.json": json.dumps(self.manifest, ensure_ascii=False, indent=2) + "\n",
             "areas.geojson": json.dumps({"type": "FeatureCollection", "features": self.areas}, ensure_ascii=False) + "\n",

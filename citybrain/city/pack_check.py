@@ -169,10 +169,10 @@ def _read_csv(name: str, text: str, problems: list[Problem]) -> list[tuple[str, 
     out = []
     for n, row in enumerate(reader, 2):
         value: dict[str, Any] = {k: v for k, v in row.items() if k is not None and v not in (None, "")}
-        for column in ("lat", "long"):
+        for column, kind in (("lat", float), ("long", float), ("reporting_interval_s", int)):
             if column in value:
                 try:
-                    value[column] = float(value[column])
+                    value[column] = kind(value[column])
                 except ValueError:
                     pass     # the contract names it: type
         out.append((f"line {n}", value))

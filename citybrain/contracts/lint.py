@@ -104,6 +104,12 @@ def _lint_schema(where: str, c: Contract) -> Iterator[str]:
             yield (f"{where}: {role} field `{name}` must be a required top-level property of the schema"
                    + (" (the last of a key list is the one every record carries)" if role == "key" and len(c.key_fields) > 1 else ""))
 
+    for name in c.event_time_fields:
+        prop = (c.schema.get("properties") or {}).get(name)
+        if not isinstance(prop, dict) or prop.get("format") != "date-time":
+            yield (f"{where}: event_time field `{name}` must be a top-level property with format date-time "
+                   "(the lake files each record under the hour it names). Fix: name such a field, or drop event_time.")
+
     yield from _lint_examples(where, c)
 
 

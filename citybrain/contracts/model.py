@@ -9,6 +9,8 @@ A contract file looks like::
     owner: environment                    # a department id (citybrain.contracts.departments)
     key: id                               # record field used as the Kafka key, or a list: the first present
     event_id: id                          # optional: field holding a stable event id
+    event_time: dateObserved              # optional: field(s) holding the time the record describes, the first
+                                          # present wins; the lake files a record under its hour
     compatibility: backward               # backward | forward | full | none
     topic: {partitions: 6, cleanup_policy: delete, retention: 7d}
     standard: FIWARE AirQualityObserved   # optional: the public standard it follows
@@ -41,7 +43,7 @@ RETENTION_RE = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _RETENTION_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 TOP_LEVEL_KEYS = {
-    "contract", "version", "title", "description", "owner", "key", "event_id",
+    "contract", "version", "title", "description", "owner", "key", "event_id", "event_time",
     "compatibility", "topic", "standard", "headers", "schema", "examples", "deprecated",
 }
 REQUIRED_KEYS = {
@@ -131,6 +133,15 @@ class Contract:
     @property
     def event_id_field(self) -> str | None:
         return self.raw.get("event_id")
+
+    @property
+    def event_time_fields(self) -> list[str]:
+        """The fields holding the time a record describes (``event_time``), the first a record carries; empty when
+        the contract names none (its records' time is their Kafka timestamp)."""
+        names = self.raw.get("event_time")
+        if names is None:
+            return []
+        return [str(n) for n in names] if isinstance(names, list) else [str(names)]
 
     @property
     def compatibility(self) -> str:

@@ -28,7 +28,8 @@ from citybrain.errors import InputError
 
 HEADER = ("# Written by `citybrain dev contracts models` from schemas/fiware/models.yaml and the pinned Smart Data "
           "Model {model}:\n# edit those, not this file.\n")
-META_KEYS = ("contract", "version", "title", "description", "owner", "standard", "key", "compatibility", "topic")
+META_KEYS = ("contract", "version", "title", "description", "owner", "standard", "key", "event_time", "compatibility",
+             "topic")
 #: Keywords that constrain values of one JSON type only (others constrain every value).
 TYPE_KEYWORDS = {
     "string": {"minLength", "maxLength", "pattern", "format"},

@@ -27,6 +27,8 @@ __all__ = ["decode", "field_values", "latest_values", "read", "read_one", "row_c
 
 log = logging.getLogger(__name__)
 
+#: Envelope columns files gained after the first lake was written, and their types: a file without one reads it as nulls.
+LATER_COLUMNS = {"event_time": pa.timestamp("ms", tz="UTC")}
 #: What pyarrow raises on a file it cannot read (a torn footer is ArrowInvalid, a corrupt page OSError).
 READ_ERRORS = (pa.ArrowException, OSError)
 
@@ -58,7 +60,12 @@ def read_one(path: LakePath, columns: Sequence[str] | None = None) -> pa.Table |
     except READ_ERRORS as exc:
         set_aside(path, exc)
         return None
-    return whole.select(list(columns)) if columns else whole
+    if not columns:
+        return whole
+    for name, kind in LATER_COLUMNS.items():   # null in a file written before files had it
+        if name in columns and name not in whole.column_names:
+            whole = whole.append_column(name, pa.nulls(whole.num_rows, kind))
+    return whole.select(list(columns))
 
 
 def tables(files: Iterable[LakePath], columns: Sequence[str] | None = None) -> Iterator[tuple[LakePath, pa.Table]]:

@@ -4,9 +4,11 @@
 Bronze holds the validated raw records (``raw.*``), silver the curated and fused ones
 (``city.*``, ``alert.*``, ``dispatch.*``, ``metrics.*``). Layout:
 ``<lake>/<layer>/<contract>/date=YYYY-MM-DD/hour=HH/p<partition>-<first>-<last>[-<n>].parquet``
-(date and hour of the record's Kafka timestamp, UTC). Each file holds one partition's records
-from offset ``first`` to ``last`` that fall in that hour, with their key, headers, offset and
-timestamp next to the JSON value.
+(date and hour of the record's event time, UTC: the field its contract names as ``event_time``, else its Kafka
+timestamp). Each file holds one partition's records from offset ``first`` to ``last`` that fall in that hour, with
+their key, headers, offset, Kafka timestamp (when the platform took the record: its load time) and event time next
+to the JSON value. A backfill of last year's readings lands in last year's hours, each record keeping the day it
+was loaded.
 
 Exactly once without Kafka transactions: a batch's files are written atomically (locally to
 temporary names renamed into place, on object storage by single uploads: ``citybrain.lake.store``),
@@ -39,7 +41,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import pyarrow as pa
 from citybrain.lake import layout, store
@@ -50,10 +52,16 @@ from citybrain.lake.store import LakePath
 
 log = logging.getLogger(__name__)
 
+try:   # the stream workers' environment has orjson (the sink reads every record's event time); others the standard library
+    from orjson import loads as _loads
+except ImportError:   # pragma: no cover - the Airflow environment
+    from json import loads as _loads
+
 SCHEMA = pa.schema([
     ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
     ("timestamp", pa.timestamp("ms", tz="UTC")), ("key", pa.string()), ("event_id", pa.string()),
     ("producer", pa.string()), ("trace_id", pa.string()), ("value", pa.string()),
+    ("event_time", pa.timestamp("ms", tz="UTC")),
 ])
 FILE_RE = re.compile(r"^p(?P<partition>\d+)-(?P<first>\d+)-(?P<last>\d+)(-\d+)?\.parquet$")
 #: Parquet metadata key of a batch split across hours: its rows in all its files (to tell a whole batch from a cut one).
@@ -72,10 +80,13 @@ class Row:
 
 
 class LakeWriter:
-    """Writes batches of one topic-partition into a lake layer and keeps its checkpoint."""
+    """Writes batches of one topic-partition into a lake layer and keeps its checkpoint. ``event_times``: topic ->
+    the fields holding its records' event time (``Contract.event_time_fields``); a topic without any is filed by
+    Kafka timestamp."""
 
-    def __init__(self, lake: Lake, layer: str = "bronze") -> None:
+    def __init__(self, lake: Lake, layer: str = "bronze", event_times: Mapping[str, Sequence[str]] | None = None) -> None:
         self.lake, self.layer = store.as_lake(lake), layer
+        self.event_times = {topic: tuple(names) for topic, names in (event_times or {}).items() if names}
         self.root = layout.layer_dir(self.lake, layer)
         self.checkpoints = layout.checkpoints_dir(self.lake, layer)
         self.touched: set[LakePath] = set()   # hour directories written since the last compaction
@@ -190,10 +201,12 @@ class LakeWriter:
             return []
         self._check_lease(topic)
         first, last = rows[0].offset, rows[-1].offset
-        by_hour: dict[datetime, list[Row]] = defaultdict(list)
+        names = self.event_times.get(topic)
+        by_hour: dict[datetime, list[tuple[Row, int | None]]] = defaultdict(list)
         for r in rows:
-            t = datetime.fromtimestamp(r.timestamp_ms / 1000, timezone.utc)
-            by_hour[t.replace(minute=0, second=0, microsecond=0)].append(r)
+            event_ms = event_time_ms(r.value, names) if names else None
+            t = datetime.fromtimestamp((r.timestamp_ms if event_ms is None else event_ms) / 1000, timezone.utc)
+            by_hour[t.replace(minute=0, second=0, microsecond=0)].append((r, event_ms))
         written: list[LakePath] = []
         for n, (hour, group) in enumerate(sorted(by_hour.items())):
             directory = layout.hour_dir(self.lake, self.layer, topic, hour)
@@ -260,7 +273,7 @@ class LakeWriter:
                     continue
                 name = f"p{partition}-{files[0][0]}-{files[-1][1]}.parquet"
                 target = hour_dir / name
-                table = pa.concat_tables([read[f[2]].cast(SCHEMA) for f in files]).sort_by("offset")
+                table = pa.concat_tables([conform(read[f[2]]) for f in files]).sort_by("offset")
                 journal = journal_dir / f"{uuid.uuid4().hex}.json"
                 rel = lambda p: str(p.relative_to(self.lake))  # noqa: E731
                 journal.write_text(json.dumps({"target": rel(target),
@@ -296,11 +309,39 @@ def _topic_of(contract_dir: str, checkpoints: LakePath) -> str | None:
     return found[-1].name if found else None
 
 
-def _table(rows: Iterable[Row]) -> pa.Table:
+def event_time_ms(value: str, names: Sequence[str]) -> int | None:
+    """The event time (ms since the epoch) a record's JSON names in the first of ``names`` it carries; None when it
+    carries none or an unreadable one (the record was validated on its way in: this is a file written by hand)."""
+    try:
+        record: Any = _loads(value)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    for name in names:
+        text = record.get(name)
+        if isinstance(text, str):
+            try:
+                t = datetime.fromisoformat(text)
+            except ValueError:
+                return None
+            return int((t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+    return None
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """A file's table in today's :data:`SCHEMA` (files written before records kept their event time lack it)."""
+    if "event_time" not in table.column_names:
+        table = table.append_column("event_time", pa.nulls(table.num_rows, pa.timestamp("ms", tz="UTC")))
+    return table.select(SCHEMA.names).cast(SCHEMA)
+
+
+def _table(rows: Iterable[tuple[Row, int | None]]) -> pa.Table:
     rows = list(rows)
     return pa.table({
-        "topic": [r.topic for r in rows], "partition": [r.partition for r in rows], "offset": [r.offset for r in rows],
-        "timestamp": [r.timestamp_ms for r in rows], "key": [r.key for r in rows],
-        "event_id": [r.headers.get("event-id") for r in rows], "producer": [r.headers.get("producer") for r in rows],
-        "trace_id": [r.headers.get("trace-id") for r in rows], "value": [r.value for r in rows],
+        "topic": [r.topic for r, _e in rows], "partition": [r.partition for r, _e in rows],
+        "offset": [r.offset for r, _e in rows], "timestamp": [r.timestamp_ms for r, _e in rows],
+        "key": [r.key for r, _e in rows], "event_id": [r.headers.get("event-id") for r, _e in rows],
+        "producer": [r.headers.get("producer") for r, _e in rows], "trace_id": [r.headers.get("trace-id") for r, _e in rows],
+        "value": [r.value for r, _e in rows], "event_time": [e for _r, e in rows],
     }, schema=SCHEMA)

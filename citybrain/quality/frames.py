@@ -1,7 +1,8 @@
 """The lake's partitions (one contract's records of one hour) as pandas frames for validation.
 
 A frame has one row per record: the record's top-level fields, plus the lake's metadata as
-``_event_id``, ``_producer``, ``_timestamp``, ``_key``, ``_partition``, ``_offset``. Exact
+``_event_id``, ``_producer``, ``_timestamp`` (when the platform took it), ``_event_time`` (when it happened, where its
+contract names that; else empty), ``_key``, ``_partition``, ``_offset``. Exact
 redeliveries (same event id and same payload, as at-least-once producers send them) are
 collapsed and counted, so the uniqueness check fails only on one id carrying two payloads.
 """
@@ -20,6 +21,7 @@ def load(partition: Partition) -> tuple[Any, int]:
 
     table = reader.read([partition.path / f for f in partition.files])
     meta = table.select(["event_id", "producer", "timestamp", "key", "partition", "offset"]).to_pydict()
+    events = table.column("event_time").to_pylist() if "event_time" in table.column_names else [None] * table.num_rows
     raws = table.column("value").to_pylist()
     rows: list[dict[str, Any]] = []
     seen: set[tuple[str | None, str]] = set()
@@ -34,12 +36,13 @@ def load(partition: Partition) -> tuple[Any, int]:
         row["_event_id"] = meta["event_id"][i]
         row["_producer"] = meta["producer"][i]
         row["_timestamp"] = meta["timestamp"][i]
+        row["_event_time"] = events[i]
         row["_key"] = meta["key"][i]
         row["_partition"] = meta["partition"][i]
         row["_offset"] = meta["offset"][i]
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
-        frame = pd.DataFrame(columns=["_event_id", "_producer", "_timestamp", "_key", "_partition", "_offset"])
+        frame = pd.DataFrame(columns=["_event_id", "_producer", "_timestamp", "_event_time", "_key", "_partition", "_offset"])
     return frame, redelivered
 

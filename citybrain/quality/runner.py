@@ -2,7 +2,11 @@
 
 Each partition whose files changed since it was last checked is validated against its
 ``records`` suite; each contract's hourly summary against its ``partitions`` suite (volume
-per hour, freshness). Results go to the quality table (``<lake>/quality/``, Parquet, one row
+per hour, freshness of the newest event time among the records that came in live); each
+device that declares its reporting interval against the ``devices`` suite (readings missed,
+gaps named). Partitions are hours of event time: a backfill (records loaded more than
+``backfill_after_min`` after they happened) lands in the hours it describes, is reported as
+one, and is not taken for a live feed. Results go to the quality table (``<lake>/quality/``, Parquet, one row
 per expectation and partition) and to Great Expectations data docs (HTML). A failing
 partition is moved to ``<lake>/quarantine/`` with a ``reason.json`` and an alert is sent
 to ``alert.data_quality.failure.v1``; scenario datasets read only partitions whose latest
@@ -23,7 +27,7 @@ import statistics
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,6 +40,7 @@ from citybrain.lake.layout import Lake, Partition, gx_dir, partitions, quality_d
 from citybrain.lake.quality_results import RESULT_SCHEMA, latest_states, passed_files, results
 from citybrain.lake.quarantine import quarantine
 from citybrain.lake.store import LakePath
+from citybrain.quality import devices as device_checks
 from citybrain.quality.frames import load
 from citybrain.quality.suites import load_suites
 from citybrain.times import iso
@@ -58,6 +63,9 @@ class Report:
     failed: list[dict[str, Any]] = field(default_factory=list)       # alerts raised
     skipped_unchanged: int = 0
     volume_not_evaluated: list[str] = field(default_factory=list)
+    freshness_not_evaluated: list[str] = field(default_factory=list)
+    backfills: list[dict[str, Any]] = field(default_factory=list)     # per contract: records loaded late, their span
+    device_gaps: list[str] = field(default_factory=list)              # devices missing readings, gaps named
     docs: Path | None = None
     table: LakePath | None = None
 
@@ -66,6 +74,8 @@ class Report:
                 "failed": len([f for f in self.failed if f.get("partition")]),
                 "alerts": len(self.failed), "skipped_unchanged": self.skipped_unchanged,
                 "quarantined": [f["quarantine"] for f in self.failed if f.get("quarantine")],
+                "backfills": self.backfills, "freshness_not_evaluated": self.freshness_not_evaluated,
+                "device_gaps": self.device_gaps,
                 "docs": str(self.docs) if self.docs else None, "table": str(self.table) if self.table else None}
 
 
@@ -78,6 +88,33 @@ def reference_sets(lake: Lake) -> dict[str, list[str]]:
 
 def _rows_of(p: Partition) -> int:
     return sum(store.read_metadata(p.path / f).num_rows for f in p.files)
+
+
+#: Minutes after its event time a record must come in to count as a backfill, where the suite names none.
+BACKFILL_AFTER_MIN = 1440
+
+
+def _newest_live(parts: list[Partition], backfill_after: timedelta) -> datetime | None:
+    """The newest event time among records that came in live (within ``backfill_after`` of it), newest hour first;
+    None when every record came in a backfill."""
+    for p in reversed(parts):
+        table = reader.read([p.path / f for f in p.files], ["timestamp", "event_time"])
+        loaded, events = table.column("timestamp").to_pylist(), table.column("event_time").to_pylist()
+        live = [e or t for t, e in zip(loaded, events) if e is None or t - e <= backfill_after]
+        if live:
+            return max(live)
+    return None
+
+
+def _late(frame: Any, backfill_after: timedelta) -> Any:
+    """The rows of a partition's frame that came in a backfill."""
+    if frame.empty or "_event_time" not in frame.columns:
+        return frame.iloc[0:0]
+    import pandas as pd
+
+    loaded = pd.to_datetime(frame["_timestamp"], utc=True)
+    happened = pd.to_datetime(frame["_event_time"], utc=True)
+    return frame[(loaded - happened) > backfill_after]
 
 
 def _observed(result: dict[str, Any]) -> str | None:
@@ -156,6 +193,10 @@ def run_quality(lake: Lake, schemas_dir: Path, expectations_dir: Path, now: date
     params = reference_sets(lake)
     engine = GX(gx_dir(lake, state_dir))
     rows: list[dict[str, Any]] = []
+    # device -> reporting interval (s), read before any check can move the register's partitions to quarantine
+    registry = device_checks.cadences(reader.latest_values(
+        layout.files(lake, "bronze", layout.contract_of(topics.REF_DEVICES)), "device_id")) \
+        if any(name.endswith(".devices") for name in suites) else {}
     by_contract: dict[tuple[str, str], list[Partition]] = defaultdict(list)
     for p in partitions(lake):
         by_contract[(p.layer, p.contract)].append(p)
@@ -182,21 +223,30 @@ def run_quality(lake: Lake, schemas_dir: Path, expectations_dir: Path, now: date
         vol = part_suite["meta"].get("volume") or {}
         volume_failed: dict[str, dict[str, Any]] = {}
         part_results: list[dict[str, Any]] = []
+        backfill_after = timedelta(minutes=part_suite["meta"].get("backfill_after_min") or BACKFILL_AFTER_MIN)
         if part_suite["expectations"]:
-            newest = max(max(store.read_table(p.path / f, columns=["timestamp"]).column("timestamp").to_pylist())
-                         for p in parts[-1:] for f in p.files)
+            skip: set[str] = set()
+            newest = None
+            if any(e["meta"]["check"] == "freshness" for e in part_suite["expectations"]):
+                newest = _newest_live(parts, backfill_after)
+                if newest is None:
+                    skip.add("freshness")
+                    report.freshness_not_evaluated.append(
+                        f"{layer}/{cid}: every record came in a backfill (loaded more than {backfill_after} after its "
+                        "event time); freshness is judged once records come in live")
             summary = pd.DataFrame({"partition": [p.name for p in parts], "rows": [counts[p.key] for p in parts],
                                     "closed": is_closed})
-            summary["lag_min"] = [None] * (len(parts) - 1) + [max(0.0, (now - newest).total_seconds() / 60)]
+            lag = None if newest is None else max(0.0, (now - newest).total_seconds() / 60)
+            summary["lag_min"] = [None] * (len(parts) - 1) + [lag]
             run_params: dict[str, Any] = {}
-            exps = part_suite
             if vol and len(closed) >= vol.get("min_history", 6):
                 median = statistics.median(closed)
                 run_params = {"rows_min": median * vol["low"], "rows_max": median * vol["high"]}
             elif vol:
-                exps = {**part_suite, "expectations": [e for e in part_suite["expectations"] if e["meta"]["check"] != "volume"]}
+                skip.add("volume")
                 report.volume_not_evaluated.append(f"{layer}/{cid}: {len(closed)} closed hour(s) of history, "
                                                    f"{vol.get('min_history', 6)} needed")
+            exps = {**part_suite, "expectations": [e for e in part_suite["expectations"] if e["meta"]["check"] not in skip]}
             if exps["expectations"]:
                 res = engine.run(exps, summary, run_params, complete=True)
                 for r in res.results:
@@ -224,8 +274,14 @@ def run_quality(lake: Lake, schemas_dir: Path, expectations_dir: Path, now: date
                     report.failed.append(alert)
                     send_alert(alert)
         # Records of each partition.
+        late_rows, late_spans = 0, []
         for p in todo:
             frame, redelivered = load(p)
+            late = _late(frame, backfill_after)
+            if len(late):
+                late_rows += len(late)
+                late_spans.append((min(late["_event_time"]), max(late["_event_time"]),
+                                   min(late["_timestamp"]), max(late["_timestamp"])))
             for name in contract.schema.get("properties", {}):
                 if name not in frame.columns:
                     frame[name] = None
@@ -254,6 +310,17 @@ def run_quality(lake: Lake, schemas_dir: Path, expectations_dir: Path, now: date
                              "fingerprint": p.fingerprint, "files": ",".join(p.files), "rows": len(frame),
                              "redelivered": redelivered, "suite": rec_suite["name"], **c,
                              "partition_passed": passed, "action": action})
+        if late_rows:
+            backfill = {"layer": layer, "contract": cid, "records": late_rows,
+                        "observed_from": iso(min(s[0] for s in late_spans)), "observed_to": iso(max(s[1] for s in late_spans)),
+                        "loaded_from": iso(min(s[2] for s in late_spans)), "loaded_to": iso(max(s[3] for s in late_spans))}
+            report.backfills.append(backfill)
+            say(f"  backfill: {late_rows} record(s) observed {backfill['observed_from']}..{backfill['observed_to']}, "
+                f"loaded {backfill['loaded_from']}..{backfill['loaded_to']}")
+        dev_suite = suites.get(f"{layer}.{cid}.devices")
+        if dev_suite is not None:
+            rows += _device_completeness(engine, dev_suite, lake, layer, contract, registry, run_id, now, report,
+                                         send_alert, say)
     if rows:
         out = quality_dir(lake) / f"checked={now.strftime('%Y-%m-%d')}" / f"run-{run_id}.parquet"
         store.write_table(pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), out)
@@ -265,6 +332,50 @@ def run_quality(lake: Lake, schemas_dir: Path, expectations_dir: Path, now: date
             copied = store.upload_tree(report.docs.parent, layout.data_docs_dir(root))
             say(f"data docs: {copied} page(s) copied to {layout.data_docs_dir(root)}")
     return report
+
+
+def _device_completeness(engine: GX, suite: dict[str, Any], lake: Lake, layer: str, contract: Any,
+                         registry: dict[str, int], run_id: str, now: datetime, report: Report,
+                         send_alert: Callable[[dict[str, Any]], None] | None,
+                         say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Run a contract's ``devices`` suite over every device that declares its cadence; one result row for the suite,
+    one per device with gaps (named), and an alert naming the devices over the limit."""
+    field_name = suite["meta"]["device_field"]
+    files = layout.files(lake, layer, contract.id)
+    measured = device_checks.measure(files, contract.key_fields[0] == field_name, field_name, registry)
+    if not measured:
+        return []
+    res = engine.run(suite, device_checks.frame(measured), {}, complete=True)
+    base = {"run_id": run_id, "checked_at": now, "layer": layer, "contract": contract.id, "partition": None,
+            "fingerprint": None, "files": None, "rows": sum(m.observed for m in measured), "redelivered": None,
+            "suite": suite["name"], "partition_passed": None, "action": None}
+    out = [{**base, **r} for r in _rows_for(res)]
+    limit = float(suite["expectations"][0]["kwargs"]["max_value"])
+    over = []
+    for m in measured:
+        if not m.gaps:
+            continue
+        ok = m.missing_share <= limit
+        text = m.describe()
+        report.device_gaps.append(text)
+        out.append({**base, "expectation": suite["expectations"][0]["type"], "check": "completeness",
+                    "column": f"{field_name}={m.device}", "success": ok, "unexpected_count": m.missing,
+                    "unexpected_percent": round(100 * m.missing_share, 3), "observed": text})
+        if not ok:
+            over.append(m)
+    if over:
+        say(f"  devices: {len(over)} of {len(measured)} miss more than {limit:.0%} of their readings")
+        alert = {"alert_id": f"DQ-{run_id}:{layer}:{contract.id}:devices", "run_id": run_id, "dataset": contract.id,
+                 "layer": layer, "check": "completeness",
+                 "failed_expectations": [{"expectation": suite["expectations"][0]["type"], "check": "completeness",
+                                          "column": f"{field_name}={m.device}"[:120], "unexpected_count": m.missing,
+                                          "unexpected_percent": round(100 * m.missing_share, 3),
+                                          "observed": m.describe()[:200]} for m in over[:20]],
+                 "detected_at": iso(now), "action": "alerted"}
+        report.failed.append(alert)
+        if send_alert is not None:
+            send_alert(alert)
+    return out
 
 
 def _alert_exp(c: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,10 @@ Two suites per layer and contract, kept as GX 1.x suite JSON in ``expectations/<
   Schema), uniqueness of event ids (exact redeliveries collapsed first), referential
   integrity (devices, areas, road segments known to the reference topics).
 - ``<layer>.<contract>.partitions`` runs on a summary with one row per hour of the contract:
-  volume against the median hour of its history, freshness of the newest record.
+  volume against the median hour of its history, freshness of the newest record's event time (records
+  loaded long after they happened are a backfill: recognised, reported, and not taken for a live feed).
+- ``<layer>.<contract>.devices`` (contracts tuned with ``device_completeness``) runs on one row per device
+  that declares its reporting interval: the share of its readings missing between its first and last one.
 
 Values only known at run time (reference ids, volume bounds, the freshness limit) are
 ``$PARAMETER``s filled by the runner. ``citybrain dev quality suites`` rewrites the files;
@@ -93,7 +96,20 @@ def partitions_suite(contract: Contract, layer: str, tune: dict[str, Any]) -> di
                          min_value=None, max_value=float(tune["freshness_min"])))
     return {"name": f"{layer}.{contract.id}.partitions", "expectations": exps,
             "meta": {"generated_from": f"{contract.id}@{contract.version}", "layer": layer,
-                     "volume": tune.get("volume") or None, "tuning": "expectations/tuning.yaml"}}
+                     "volume": tune.get("volume") or None, "backfill_after_min": tune.get("backfill_after_min"),
+                     "tuning": "expectations/tuning.yaml"}}
+
+
+def devices_suite(contract: Contract, layer: str, tune: dict[str, Any]) -> dict[str, Any] | None:
+    """Completeness per device against its declared reporting interval; None when the contract is not tuned for it."""
+    spec = tune.get("device_completeness")
+    if not spec:
+        return None
+    exps = [_exp("expect_column_values_to_be_between", "completeness", column="missing_share", min_value=None,
+                 max_value=float(spec["max_missing_share"]))]
+    return {"name": f"{layer}.{contract.id}.devices", "expectations": exps,
+            "meta": {"generated_from": f"{contract.id}@{contract.version}", "layer": layer,
+                     "device_field": spec["field"], "tuning": "expectations/tuning.yaml"}}
 
 
 def generate(contracts: dict[str, Contract], tuning: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -104,8 +120,10 @@ def generate(contracts: dict[str, Contract], tuning: dict[str, Any]) -> dict[str
         if layer is None:
             continue
         tune = tuning_for(tuning, contract.id)
-        for suite in (records_suite(contract, layer, tune), partitions_suite(contract, layer, tune)):
-            out[f"{layer}/{suite['name']}.json"] = suite
+        for suite in (records_suite(contract, layer, tune), partitions_suite(contract, layer, tune),
+                      devices_suite(contract, layer, tune)):
+            if suite is not None:
+                out[f"{layer}/{suite['name']}.json"] = suite
     return out
 
 

@@ -90,7 +90,9 @@ def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_
     from citybrain.kafka import clients
     from citybrain.kafka.follow import Follower
 
-    writer = LakeWriter(lake, layer)
+    from citybrain.contracts.model import load_all
+
+    writer = LakeWriter(lake, layer, {c.topic: c.event_time_fields for c in load_all(settings.schemas_dir).values()})
     announcer = Announcer(settings, layer)
     writer.hold(topics, lease_ttl_s, lease_settle_s)   # before anything is read or recovered
     consumer = None

@@ -203,3 +203,74 @@ def test_a_lake_on_object_storage_is_checked_and_quarantined_with_gx_on_local_di
     assert (copy / "index.html").read_bytes() == report.docs.read_bytes()
     assert len(list(copy.rglob("*.html"))) == len(list(report.docs.parent.rglob("*.html")))
     assert len(results(lake)) > 0 and len(passed_files(lake)[0]) == HOURS + 1
+
+
+# -- backfills and completeness per device (issue 31) -------------------------------------------------------
+
+EXPORT = PROJECT_ROOT / "tests" / "data" / "exports" / "PRSA_Data_Aotizhongxin_excerpt.csv"
+LOADED = datetime(2026, 12, 7, 9, 30, tzinfo=timezone.utc)
+
+
+def backfilled_lake(tmp_path: Path, keep: Callable[[int], bool], interval_s: int | None = 3600) -> Path:
+    """The real hourly export (tests/data/exports) loaded through its feed today, as the sink files it: each record
+    under the hour it was observed, its Kafka timestamp the load time. The station declares an hourly cadence."""
+    from citybrain.contracts.model import load_all
+    from citybrain.ingest.feeds import load_feed, read_feed
+
+    contracts = load_all(SCHEMAS)
+    feed = load_feed(PROJECT_ROOT / "infra" / "feeds" / "air_quality_hourly.yaml", contracts)
+    records = [r.value for r in read_feed(feed, EXPORT, "utf-8", 1 << 20)
+               if r.value and keep(int(r.value["id"].rsplit("-", 1)[1]))]
+    lake = tmp_path / "lake"
+    writer = LakeWriter(lake, "bronze", {c.topic: c.event_time_fields for c in contracts.values()})
+    at = int(LOADED.timestamp() * 1000)
+    device = {"device_id": "Aotizhongxin", "device_type": "air_quality", "owner_department": "environment",
+              "lat": 39.982, "long": 116.397, "status": "active", "updated_at": iso(LOADED),
+              **({"reporting_interval_s": interval_s} if interval_s else {})}
+    writer.write("raw.ref.device.v1", 0, [Row("raw.ref.device.v1", 0, 0, at, "Aotizhongxin", {"event-id": "d0"},
+                                              json.dumps(device))])
+    writer.write(AQ, 0, [Row(AQ, 0, i, at + i, v["refDevice"], {"event-id": v["id"], "producer": "citybrain-loader"},
+                             json.dumps(v)) for i, v in enumerate(records)])
+    return lake
+
+
+def test_a_backfill_lands_in_its_own_hours_is_recognised_and_not_judged_stale(tmp_path: Path) -> None:
+    """Before: four years of readings loaded today landed in today's hour and were called 2 minutes fresh."""
+    lake = backfilled_lake(tmp_path, lambda no: no <= 12 or no >= 16751)
+    hours = {p.name for p in partitions(lake) if p.contract == "raw.sensor.air_quality"}
+    assert len(hours) == 16 and "date=2013-02-28/hour=16" in hours and "date=2015-01-27/hour=17" in hours
+    assert not any(h.startswith("date=2026-12-07") for h in hours)
+    report, alerts = check(lake, now=LOADED + timedelta(minutes=5))
+    [backfill] = report.backfills
+    assert backfill["contract"] == "raw.sensor.air_quality" and backfill["records"] == 16
+    assert (backfill["observed_from"], backfill["observed_to"]) == ("2013-02-28T16:00:00Z", "2015-01-27T17:00:00Z")
+    assert backfill["loaded_from"].startswith("2026-12-07T09:30")
+    assert any("raw.sensor.air_quality" in line and "backfill" in line for line in report.freshness_not_evaluated)
+    assert not [a for a in alerts if a["check"] == "freshness"]
+
+
+def test_completeness_per_device_names_the_gaps_against_its_declared_cadence(tmp_path: Path, contracts) -> None:
+    # Rows 1-12 and 16751-16754 of the real export, row 5 removed: two gaps, one of an hour.
+    lake = backfilled_lake(tmp_path, lambda no: (no <= 12 and no != 5) or no >= 16751)
+    report, alerts = check(lake, now=LOADED + timedelta(minutes=5))
+    [alert] = [a for a in alerts if a["dataset"] == "raw.sensor.air_quality"]
+    assert alert["check"] == "completeness" and "partition" not in alert and alert["action"] == "alerted"
+    assert RecordValidator(contracts["alert.data_quality.failure.v1"])(alert) is None
+    [failed] = alert["failed_expectations"]
+    assert failed["column"] == "refDevice=Aotizhongxin"
+    assert failed["unexpected_count"] == 16754 - 15      # slots from the first to the last reading, less the readings
+    [gaps] = report.device_gaps
+    assert "2013-02-28T20:00:00Z (1 missing)" in gaps                         # row 5: 2013-03-01 04:00 Beijing time
+    assert f"2013-03-01T04:00:00Z..2015-01-27T13:00:00Z ({16751 - 13} missing)" in gaps
+    rows = [r for r in results(lake).to_pylist() if r["suite"] == "bronze.raw.sensor.air_quality.devices"]
+    assert [r["success"] for r in rows] == [False, False] and rows[1]["observed"] == gaps
+
+
+def test_a_device_without_gaps_or_without_a_cadence_passes(tmp_path: Path) -> None:
+    complete = backfilled_lake(tmp_path / "a", lambda no: no <= 12)
+    report, alerts = check(complete, now=LOADED)
+    assert report.device_gaps == [] and not [a for a in alerts if a["check"] == "completeness"]
+    assert [r["observed"] for r in results(complete).to_pylist() if r["suite"].endswith(".devices")] != []
+    undeclared = backfilled_lake(tmp_path / "b", lambda no: no <= 12 and no != 5, interval_s=None)
+    report, alerts = check(undeclared, now=LOADED)
+    assert report.device_gaps == [] and not [r for r in results(undeclared).to_pylist() if r["suite"].endswith(".devices")]

@@ -53,6 +53,8 @@ def _broken(c: Contract, mutate) -> list[str]:  # type: ignore[no-untyped-def]
     (lambda r: r.update({"colour": "blue"}), "unknown key(s) colour"),
     (lambda r: r.update({"version": "2.0.0"}), "must be named raw.sensor.air_quality.v2.yaml"),
     (lambda r: r["schema"]["properties"]["pm25"].update({"type": "numeric"}), "not valid JSON Schema 2020-12"),
+    (lambda r: r.update({"event_time": "pm25"}), "event_time field `pm25` must be a top-level property with format date-time"),
+    (lambda r: r.update({"event_time": ["observedAt"]}), "event_time field `observedAt`"),
 ])
 def test_lint_catches(air: Contract, mutate, expected: str) -> None:  # type: ignore[no-untyped-def]
     problems = _broken(air, mutate)

@@ -29,6 +29,25 @@ def test_a_batch_lands_by_hour_and_moves_the_checkpoint(tmp_path: Path) -> None:
     assert writer.checkpoint("raw.sensor.noise_level.v1", 2) == 10
 
 
+def test_a_backfill_lands_in_the_hours_its_records_name_and_keeps_when_it_was_loaded(tmp_path: Path) -> None:
+    """Issue 31: four years of readings loaded today went into today's hour. Records are filed by the event time
+    their contract names (the first field present), their Kafka timestamp kept as the load time; a record without
+    one (or a topic whose contract names none) is filed by its Kafka timestamp."""
+    topic = "raw.sensor.air_quality.v1"
+    values = ['{"dateObserved": "2014-03-01T05:00:00+08:00"}', '{"dateObserved": "2016-11-30T23:59:59Z"}',
+              '{"other": 1}', 'not json']
+    rows = [Row(topic, 0, o, HOUR, None, {}, v) for o, v in enumerate(values)]
+    files = LakeWriter(tmp_path, "bronze", {topic: ["observedAt", "dateObserved"]}).write(topic, 0, rows)
+    hours = sorted(f"{f.parent.parent.name}/{f.parent.name}" for f in files)
+    assert hours == ["date=2014-02-28/hour=21", "date=2016-11-30/hour=23", "date=2025-11-22/hour=08"]
+    by_offset = {r["offset"]: r for f in files for r in pq.read_table(f).to_pylist()}
+    assert [by_offset[o]["event_time"] is None for o in range(4)] == [False, False, True, True]
+    assert str(by_offset[0]["event_time"]) == "2014-02-28 21:00:00+00:00"
+    assert {int(r["timestamp"].timestamp() * 1000) for r in by_offset.values()} == {HOUR}   # the load time kept
+    other = LakeWriter(tmp_path / "plain", "bronze").write(topic, 0, rows)   # no event time declared: by Kafka time
+    assert [f.parent.name for f in other] == ["hour=08"]
+
+
 def test_files_written_after_the_last_checkpoint_are_removed_on_recovery(tmp_path: Path) -> None:
     """Regression guard for the crash between renaming a batch's files and moving the checkpoint."""
     writer = LakeWriter(tmp_path)
