@@ -205,7 +205,12 @@ class Settings(BaseSettings):
     airflow_dir = _state_folder("airflow", "AIRFLOW_HOME of the local Airflow: metadata database, logs, DAG results.")
     demo_dir = _state_folder("demo", "The demo's sample feed files, one folder per run.")
     bench_dir = _state_folder("bench", "Benchmark figures (``latest.json``).")
-    city_dir = _state_folder("city", "The imported city pack's record (``imported.json``: version, digest, counts).")
+    city_dir = _state_folder("city", "The imported city pack's record (``imported.json``: version, digest, counts) "
+                                     "and what it added to the platform for its own departments (``departments.json``, "
+                                     "``access.yaml``).")
+    city_contracts_dir = _state_folder("city/contracts", "The dispatch contracts of the imported city's departments "
+                                                         "beyond CityBrain's roles, written from the template by "
+                                                         "`citybrain city import` and loaded beside ``schemas/``.")
 
     @property
     def embedded(self) -> bool:

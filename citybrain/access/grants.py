@@ -1,7 +1,9 @@
 """The access model: principals, their departments and grants, from ``infra/access.yaml``.
 
 ``load`` reads the file and checks it against the contracts and the city's departments, every
-broken rule at once; ``who_can``, ``topics_of`` and ``acl_covers`` answer the questions officers
+broken rule at once, with the city's own file (``<state>/city/access.yaml``): the principals and
+grants ``citybrain city import`` made from this module's templates for the departments a city pack
+declares beyond the built-in roles; ``who_can``, ``topics_of`` and ``acl_covers`` answer the questions officers
 ask of it. What the broker should hold is :mod:`citybrain.access.acls`; the credentials
 :mod:`citybrain.access.credentials`; the audit log :mod:`citybrain.access.audit`.
 """
@@ -13,20 +15,23 @@ import importlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import yaml
 
-from citybrain.contracts.topics import CONTRACT_REGISTRY
-from citybrain.contracts.model import Contract, load_all
-from citybrain.contracts.departments import DEPARTMENTS
+from citybrain.contracts.topics import CONTRACT_REGISTRY, work_orders
+from citybrain.contracts.model import Contract, load_platform
+from citybrain.contracts.departments import DEPARTMENTS, city_departments
 from citybrain.settings import ADMIN_USER, PROJECT_ROOT, get_settings
 from citybrain.errors import InputError
 
-__all__ = ["ACCESS_FILE", "CATALOG_TOPIC", "OPERATIONS", "PRINCIPAL_RE", "AccessError", "AccessModel", "Acl", "Grant",
-           "acl_covers", "load", "topics_of", "who_can"]
+__all__ = ["ACCESS_FILE", "CATALOG_TOPIC", "CITY_ACCESS_FILE", "OPERATIONS", "PRINCIPAL_RE", "AccessError", "AccessModel",
+           "Acl", "Grant", "acl_covers", "city_access_text", "department_grants", "department_principal", "load",
+           "topics_of", "who_can"]
 
 ACCESS_FILE = PROJECT_ROOT / "infra" / "access.yaml"
+#: The city's access file in the state's city folder: what ``citybrain city import`` granted its own departments.
+CITY_ACCESS_FILE = "access.yaml"
 #: Granted to every principal: the contract catalogue, so a department can discover its topics' contracts.
 CATALOG_TOPIC = CONTRACT_REGISTRY
 OPERATIONS = ("read", "write")
@@ -78,25 +83,46 @@ class AccessModel:
                           f"Known: {', '.join(sorted(self.departments))}. Fix: use one of them, or declare it.")
 
 
-def load(path: Path = ACCESS_FILE, contracts: dict[str, Contract] | None = None) -> AccessModel:
-    """Read and check the access file; every broken rule is reported at once."""
+def load(path: Path = ACCESS_FILE, contracts: dict[str, Contract] | None = None,
+         city_dir: Path | None = None) -> AccessModel:
+    """Read and check the access file, with the principals and grants ``citybrain city import`` wrote for the
+    city's departments beyond the built-in roles (``<city_dir>/access.yaml``; by default the settings' state);
+    every broken rule is reported at once."""
     if not path.exists():
         raise AccessError(f"{path} does not exist. Fix: declare the departments' grants there (see docs/how-to/data-office/access.md).")
-    text = path.read_text()
+    if contracts is None or city_dir is None:
+        settings = get_settings()
+        contracts = load_platform(settings) if contracts is None else contracts
+        city_dir = settings.city_dir if city_dir is None else city_dir
+    city = city_dir / CITY_ACCESS_FILE
+    texts = [path.read_text()] + ([city.read_text()] if city.exists() else [])
+    errors: list[str] = []
+    model = AccessModel(source=path, digest=hashlib.sha256("\0".join(texts).encode()).hexdigest()[:16], departments={})
+    _principals(model, path, texts[0], DEPARTMENTS, contracts, errors)
+    if len(texts) > 1:
+        _principals(model, city, texts[1], city_departments(city_dir), contracts, errors)
+    if errors:
+        names = " and ".join([path.name] + ([f"the city's {CITY_ACCESS_FILE}"] if len(texts) > 1 else []))
+        raise AccessError(f"{names} {'has' if len(texts) == 1 else 'have'} {len(errors)} problem(s):\n  "
+                          + "\n  ".join(errors))
+    return model
+
+
+def _principals(model: AccessModel, path: Path, text: str, departments: Mapping[str, tuple[str, str]],
+                topics: dict[str, Contract], errors: list[str]) -> None:
+    """The principals of one access file (the platform's, or the city's with its own ``departments``) into
+    ``model``; every broken rule into ``errors``."""
     try:
         doc = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise AccessError(f"{path.name} is not valid YAML: {exc}") from None
-    if contracts is None:
-        contracts = load_all(get_settings().schemas_dir)
-    topics = contracts                               # keyed by topic
-    errors: list[str] = []
+        errors.append(f"{path.name} is not valid YAML: {exc}")
+        return
     if doc.get("version") != 1:
-        errors.append("`version`: must be 1. Fix: add `version: 1` at the top.")
-    model = AccessModel(source=path, digest=hashlib.sha256(text.encode()).hexdigest()[:16], departments={})
+        errors.append(f"{path.name} `version`: must be 1. Fix: add `version: 1` at the top.")
     principals = doc.get("principals") or {}
     if not isinstance(principals, dict) or not principals:
-        errors.append("`principals`: must map principal names to their department and grants. Fix: see the file's header.")
+        errors.append(f"{path.name} `principals`: must map principal names to their department and grants. Fix: see "
+                      "the file's header.")
         principals = {}
     for name, spec in principals.items():
         where = f"principals.{name}"
@@ -104,20 +130,49 @@ def load(path: Path = ACCESS_FILE, contracts: dict[str, Contract] | None = None)
             errors.append(f"{where}: a principal name is 3-61 lower-case letters, digits, `._-` and not the platform's "
                           f"{ADMIN_USER}. Fix: rename it, e.g. dept-<department>.")
             continue
+        if name in model.departments:
+            errors.append(f"{where} in {path.name}: the principal is already declared. Fix: declare each principal once.")
+            continue
         spec = spec or {}
         dept = spec.get("department")
-        if dept not in DEPARTMENTS:
+        if dept not in departments:
             errors.append(f"{where}.department: {dept!r} is not a department of the city. Fix: one of "
-                          f"{', '.join(DEPARTMENTS)}.")
+                          f"{', '.join(departments) or '(none: import the city pack that declares it)'}.")
             continue
         model.departments[name] = dept
         model.grants.append(Grant(name, "topic", CATALOG_TOPIC, "literal", "read"))
         model.grants.append(Grant(name, "group", f"{name}.", "prefixed", "read"))
         for i, g in enumerate(spec.get("grants") or []):
             errors += _grant(model, name, f"{where}.grants[{i}]", g or {}, topics)
-    if errors:
-        raise AccessError(f"{path.name} has {len(errors)} problem(s):\n  " + "\n  ".join(errors))
-    return model
+
+
+# -- the city's own departments: their principal and grants from templates ------------------------
+
+
+def department_principal(department: str) -> str:
+    """The broker principal of a department, as every department's is named (``dept-<department>``)."""
+    return f"dept-{department}"
+
+
+def department_grants(department: str) -> list[dict[str, str]]:
+    """The grants of a city's own department, as the built-in roles without feeds of their own have them: its work
+    orders, which carry the tickets and the fused city events in its remit (lead or support). The contract
+    catalogue and its own consumer groups come with every principal."""
+    return [{"read": work_orders(department)}]
+
+
+def city_access_text(departments: Iterable[str]) -> str:
+    """The city's access file (``infra/access.yaml``'s format): one principal per department, from the template."""
+    doc = {"version": 1, "principals": {department_principal(d): {"department": d, "grants": department_grants(d)}
+                                        for d in departments}}
+    return CITY_ACCESS_HEADER + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
+CITY_ACCESS_HEADER = """\
+# Written by `citybrain city import` from the templates of citybrain/access/grants.py: the principals and
+# grants of the city pack's departments beyond CityBrain's roles (docs/how-to/data-office/access.md).
+# Loaded with infra/access.yaml; change the pack and import it again rather than this file.
+"""
 
 
 def _grant(model: AccessModel, principal: str, where: str, g: dict[str, Any], topics: dict[str, Contract]) -> list[str]:

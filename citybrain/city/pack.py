@@ -10,7 +10,8 @@ areas.geojson       GeoJSON (RFC 7946) FeatureCollection: districts (区) -> str
                     -> communities/villages (社区/村) -> optional grids (网格), as deep as the city
                     goes, each with code, name, level, parent and population (grids: their grid
                     workers' ids)
-departments.jsonl   one department per line: id, names, remit (categories)
+departments.jsonl   one department per line: id (a CityBrain role, or the city's own department:
+                    :mod:`citybrain.city.pack_departments`), names, remit (categories)
 services.jsonl      the hotline's service catalogue: Open311 service code, name, group, category,
                     responsible and co-responsible departments, SLA hours, priority, keywords
 routing.jsonl       routing rules of dispatch: category (and area) -> department, SLA, escalation

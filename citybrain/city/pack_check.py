@@ -4,8 +4,9 @@ A pack is checked like a feed: each file against its contract (``schemas/citypac
 the rules between files and features — polygons closed, inside WGS84 and valid (GEOS's reason),
 codes unique, parents known and one level up, children inside their parent, siblings neither
 overlapping nor leaving gaps (measured in square metres against the manifest's
-``geometry.tolerance_m2``: :mod:`citybrain.city.geometry`), departments named by CityBrain's
-department roles, services and rules routed to known departments and areas, every service
+``geometry.tolerance_m2``: :mod:`citybrain.city.geometry`), departments beyond CityBrain's roles
+with a valid id (their topics, principals and grants: :mod:`citybrain.city.pack_departments`),
+services and rules routed to departments the pack declares and to known areas, every service
 routed, devices inside the city and their street. Coordinates the manifest declares as GCJ-02
 or BD-09 are converted to WGS84 first (:mod:`citybrain.city.crs`); the checked pack is the
 converted one, the one that is imported. A pack with any problem is refused whole
@@ -33,7 +34,8 @@ from citybrain.city.crs import WGS84, pack_in_wgs84
 from citybrain.city.geometry import (DEFAULT_TOLERANCE_M2, ON_EDGE_DEG, Boundary, clockwise_note,
                                      read_boundary, sibling_problems, within)
 from citybrain.city.pack import DEVICE_COLUMNS, FILES, LEVELS, SCHEMAS, Note, Pack, Problem
-from citybrain.contracts.departments import DEPARTMENTS as DEPARTMENT_ROLES
+from citybrain.contracts.departments import DEPARTMENT_ID_RE, RESERVED_IDS, DEPARTMENTS as DEPARTMENT_ROLES
+from citybrain.contracts.topics import work_orders
 from citybrain.ingest.postal import DEFAULT_PATTERN, pattern_problem
 
 __all__ = ["ON_EDGE_DEG", "Note", "PackReport", "Problem", "check_pack", "review_pack"]
@@ -383,23 +385,33 @@ def _catalogue_rules(valid: dict[str, list[tuple[str, Any]]], departments: set[s
     problems: list[Problem] = []
     _unique("departments.jsonl", valid["departments.jsonl"], "department_id", problems)
     for where, d in valid["departments.jsonl"]:
-        if d["department_id"] not in DEPARTMENT_ROLES:
+        dept = d["department_id"]
+        if dept in DEPARTMENT_ROLES:
+            continue
+        if not DEPARTMENT_ID_RE.match(dept) or dept in RESERVED_IDS:
+            why = (f"is reserved ({work_orders(dept)} is the city's area offices' topic)" if dept in RESERVED_IDS
+                   else "is not lower snake case (letters and digits in words joined by single underscores, 2-40 "
+                        "characters, starting with a letter)")
             problems.append(Problem(
-                "departments.jsonl", where, "unknown-role",
-                f"department id {d['department_id']!r} is not one of CityBrain's department roles, which name the "
-                f"dispatch topics, contract owners and broker principals ({', '.join(DEPARTMENT_ROLES)}).",
-                "use the role id of the department's function and keep the city's own name in `name` (e.g. a "
-                "综合行政执法局 is urban_management); a new role is a change to the platform "
-                "(citybrain/contracts/departments.py, `citybrain dev contracts dispatch`, infra/access.yaml)."))
+                "departments.jsonl", where, "department-id",
+                f"department_id {dept!r} {why}; a department beyond CityBrain's roles names its dispatch topic "
+                f"({work_orders('<department_id>')}) and its broker principal (dept-<department_id>).",
+                "choose an id like parks or market_supervision, and use it in services.jsonl, routing.jsonl and "
+                "devices.csv; or, for a department doing a role's work, the role's id "
+                f"({', '.join(DEPARTMENT_ROLES)}) with the city's own name in `name`."))
     _unique("services.jsonl", valid["services.jsonl"], "service_code", problems)
     _unique("routing.jsonl", valid["routing.jsonl"], "rule_id", problems)
 
     def known(file: str, where: str, record: dict[str, Any], what: str) -> None:
-        for d in [record["department"], *record.get("co_departments", [])]:
+        named = [("department", record["department"]), *(("co_departments", d) for d in record.get("co_departments", []))]
+        for field_name, d in named:
             if d not in departments:
                 problems.append(Problem(file, where, "unknown-department",
-                                        f"{what} is routed to department {d!r}, which departments.jsonl does not list.",
-                                        "add the department to departments.jsonl, or route to a listed one."))
+                                        f"{what}: {field_name} names department {d!r}, which departments.jsonl does "
+                                        "not declare.",
+                                        f"declare {d!r} in departments.jsonl (id, name, name_en, remit; a department "
+                                        "beyond CityBrain's roles gets its dispatch topic, principal and grants on "
+                                        "import), or route to a declared one."))
 
     for where, s in valid["services.jsonl"]:
         known("services.jsonl", where, s, f"service {s['service_code']}")

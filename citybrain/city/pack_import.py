@@ -10,13 +10,16 @@ Every record is checked against its topic's contract before anything is sent
 (:func:`contract_problems`, also run by ``city check`` when it has the contracts): a pack with
 any problem is refused whole and nothing of it is produced. After the broker has
 acknowledged every record, the pack's version, digest and counts are recorded in
-``<state>/city/imported.json``.
+``<state>/city/imported.json``. Before any record is sent, the departments the pack declares beyond
+CityBrain's roles get their dispatch contracts, topics, principals and grants
+(:mod:`citybrain.city.pack_departments`), so a rule routing to one finds its topic.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +27,7 @@ from typing import Any, Mapping
 
 from citybrain.city.pack import FILES, Pack, languages
 from citybrain.city.pack_check import Problem, check_pack
+from citybrain.city.pack_departments import department_problems, write_departments
 from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import RecordValidator
@@ -32,6 +36,8 @@ from citybrain.geo import Area, AreaIndex
 from citybrain.ingest.postal import DEFAULT_PATTERN, PostalCodes
 from citybrain.settings import Settings
 from citybrain.times import iso
+
+log = logging.getLogger(__name__)
 
 CITY, AREAS, GRIDS, DEPARTMENTS, SERVICES, RULES, DEVICES = (
     topics.REF_CITY, topics.REF_AREAS, topics.REF_GRIDS, topics.REF_DEPARTMENTS, topics.REF_SERVICES,
@@ -123,6 +129,31 @@ class ImportResult:
     unchanged: dict[str, int] = field(default_factory=dict)     # topic -> records already as in the pack
     withdrawn: dict[str, int] = field(default_factory=dict)     # topic -> records the pack left out, now withdrawn
     record: Path | None = None
+    departments: dict[str, str] = field(default_factory=dict)   # the pack's own department -> its dispatch topic
+    access: str = ""                                            # what became of their principals and grants
+
+
+def _make_departments(settings: Settings, pack: Pack) -> tuple[dict[str, str], str]:
+    """The pack's own departments onto the platform before any of its rules routes to them: their contracts and
+    grants written (:mod:`citybrain.city.pack_departments`), their topics created, and on the embedded broker
+    their principals and ACLs applied, as ``citybrain up`` applies the roles'. Returns department -> topic and
+    what became of the grants."""
+    from citybrain import access
+    from citybrain.contracts.model import load_all, load_platform
+    from citybrain.kafka.topics import apply_topics
+
+    written = write_departments(settings.city_dir, settings.city_contracts_dir, pack)
+    if not written:
+        return {}, ""
+    made = load_all(settings.city_contracts_dir)
+    apply_topics(settings, made.values())
+    log.info("the city's own departments' topics: %s", ", ".join(made))
+    if not settings.embedded:
+        return ({c.owner: c.topic for c in made.values()},
+                "principals and grants written; `citybrain access apply` puts them on the cluster")
+    model = access.load(access.ACCESS_FILE, load_platform(settings), settings.city_dir)
+    applied = access.apply(settings, model, actor="citybrain-city-import")
+    return {c.owner: c.topic for c in made.values()}, f"principals and grants applied ({applied.changes} changed)"
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -179,7 +210,7 @@ def import_pack(settings: Settings, contracts: Mapping[str, Contract], directory
         raise PackError(problems)
     as_of = iso(now or datetime.now(timezone.utc))
     records = reference_records(pack, as_of)      # built once: checked, then compared and sent
-    problems = contract_problems(pack, contracts, records)
+    problems = contract_problems(pack, contracts, records) + department_problems(pack, settings.city_contracts_dir)
     if problems:
         raise PackError(problems)
     result = ImportResult(pack.manifest["version"], pack.manifest["city"]["name"])
@@ -208,6 +239,7 @@ def import_pack(settings: Settings, contracts: Mapping[str, Contract], directory
         result.withdrawn[topic] = len(gone)
         todo += [(contracts[topic], {**v, "status": WITHDRAWN.get(topic, "withdrawn"),
                                      ("effective_from" if topic == RULES else "updated_at"): as_of}) for v in gone]
+    result.departments, result.access = _make_departments(settings, pack)     # before a rule routes to them
     with ValidatedProducer(settings, producer_id="citybrain-city-import") as producer:
         summaries = producer.produce_values_many(todo, source=f"citypack:{pack.manifest['version']}")
     refused = {t: s.dead_lettered for t, s in summaries.items() if s.dead_lettered}

@@ -111,11 +111,12 @@ def current_settings() -> Settings:
 
 
 def current_contracts() -> dict[str, Contract]:
-    """Every contract in the settings' schemas folder, by topic; exit 2 on a broken one."""
-    from citybrain.contracts.model import ContractError, load_all
+    """Every contract the platform runs on (the schemas folder's and the imported city's own departments'), by
+    topic; exit 2 on a broken one."""
+    from citybrain.contracts.model import ContractError, load_platform
 
     try:
-        return load_all(current_settings().schemas_dir)
+        return load_platform(current_settings())
     except ContractError as exc:
         raise fail(str(exc), ExitCode.BAD_INPUT) from None
 

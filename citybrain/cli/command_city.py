@@ -126,31 +126,47 @@ def _print_problems(problems: list, title: str) -> None:  # type: ignore[type-ar
 def city_check(directory: Path = typer.Argument(..., exists=True, file_okay=False, help="The city pack (a folder)."),
                as_json: bool = json_option("The problems as JSON.")) -> None:
     """Check a city pack against its contracts and rules, then its records against the reference topics'
-    contracts; name every problem at once (file, line or feature, rule, fix).
+    contracts; name every problem at once (file, line or feature, rule, fix). Show what importing it would
+    create for the departments it declares beyond CityBrain's roles: dispatch topics, principals, grants.
 
     Exit 0 when it passes, 1 when not."""
     from citybrain.city.pack_check import review_pack
+    from citybrain.city.pack_departments import creation_plan, department_problems
     from citybrain.city.pack_import import contract_problems
 
     with err.status(f"checking {directory} ..."):
         report = review_pack(directory)
         pack, problems, notes = report.pack, report.problems, report.notes
         if pack is not None and not problems:      # as the records would be published, under the topics' contracts
-            problems = contract_problems(pack, current_contracts())
+            problems = (contract_problems(pack, current_contracts())
+                        + department_problems(pack, current_settings().city_contracts_dir))
+        plan = creation_plan(pack) if pack is not None else []
     if as_json:
         out.print_json(json.dumps({"pack": str(directory), "passed": not problems,
                                    "version": pack.manifest.get("version") if pack else None,
                                    "problems": [p.__dict__ for p in problems],
-                                   "notes": [n.__dict__ for n in notes]}, ensure_ascii=False))
+                                   "notes": [n.__dict__ for n in notes],
+                                   "creates": [{**c.__dict__, "grants": list(c.grants)} for c in plan]},
+                                  ensure_ascii=False))
         raise typer.Exit(ExitCode.FAILURE if problems else ExitCode.OK)
     if problems:
         _print_problems(problems, f"{len(problems)} problem(s) in {directory}")
     if notes:
         _print_notes(notes)
+    if plan:
+        _print_plan(plan)
     if not problems:
         assert pack is not None
         out.print(f"[green]✓[/] passes: {pack.summary()}", highlight=False)
     raise typer.Exit(ExitCode.FAILURE if problems else ExitCode.OK)
+
+
+def _print_plan(plan: list) -> None:  # type: ignore[type-arg]
+    table = Table("department", "name", "dispatch topic (its contract from the template)", "principal", "grants",
+                  title=f"import creates, for {len(plan)} department(s) beyond CityBrain's roles")
+    for c in plan:
+        table.add_row(c.department, f"{c.name} ({c.name_en})", c.topic, c.principal, "\n".join(c.grants))
+    out.print(table)
 
 
 def _print_notes(notes: list) -> None:  # type: ignore[type-arg]
@@ -172,6 +188,7 @@ def city_import(directory: Path = typer.Argument(..., exists=True, file_okay=Fal
 
     Nothing of a pack with problems is published (exit 2), nor of one that leaves out an area or a service
     open tickets still refer to (unless --force). Exit 4 when the broker did not take the records."""
+    from citybrain.access.grants import department_principal
     from citybrain.city.pack_import import PackError, import_pack
     from citybrain.ingest.producer import DeliveryError
 
@@ -192,4 +209,9 @@ def city_import(directory: Path = typer.Argument(..., exists=True, file_okay=Fal
         withdrawn = result.withdrawn.get(topic, 0)
         out.print(f"{topic:<26} {result.published[topic]:>6,} published  {result.unchanged[topic]:>6,} unchanged"
                   + (f"  {withdrawn:>6,} withdrawn (left out of the pack)" if withdrawn else ""), highlight=False)
+    for department, topic in result.departments.items():
+        out.print(f"department {department}: topic {topic}, principal {department_principal(department)}",
+                  highlight=False)
+    if result.access:
+        out.print(f"the city's own departments: {result.access}", highlight=False)
     out.print(f"pack {result.version} imported; recorded in {result.record}.", highlight=False)

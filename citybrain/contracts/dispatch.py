@@ -1,8 +1,9 @@
 """The dispatch contracts: one topic per department, ``dispatch.<dept>.work_order.v1``, one shape.
 
-Contracts are one file per topic, so the twelve dispatch contracts are written from this
+Contracts are one file per topic, so the built-in roles' dispatch contracts are written from this
 template (``citybrain dev contracts dispatch``); a unit test keeps the files and the
-template equal.
+template equal. A city pack's own departments get theirs from the same template, written by
+``citybrain city import`` into the state's city folder (:mod:`citybrain.city.pack_departments`).
 """
 
 from __future__ import annotations
@@ -84,8 +85,10 @@ def dispatch_departments() -> list[str]:
     return [d for d in DEPARTMENTS if d != "hotline_12345"]
 
 
-def dispatch_contract_text(dept: str) -> str:
-    zh, en = DEPARTMENTS[dept]
+def dispatch_contract_text(dept: str, names: tuple[str, str] | None = None) -> str:
+    """The dispatch contract of a built-in role, or of a city's own department given its ``names`` (Chinese,
+    English): the same template, version and shape, so the city's departments get their orders as the roles do."""
+    zh, en = names or DEPARTMENTS[dept]
     return TEMPLATE.format(dept=dept, zh=zh, en=en)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 from citybrain.contracts.model import (
     CLASSIFICATIONS, CLEANUP_POLICIES, COMPATIBILITY_MODES, CONTRACT_ID_RE, PROTECTIONS, RESTRICTED_ZONES,
@@ -11,12 +11,13 @@ from citybrain.contracts.model import (
 from citybrain.contracts.departments import DEPARTMENTS
 
 
-def lint(contract: Contract) -> list[str]:
-    """Every problem with one contract, each naming the field or key, the rule and the fix."""
-    return list(_lint(contract))
+def lint(contract: Contract, departments: Collection[str] = DEPARTMENTS) -> list[str]:
+    """Every problem with one contract, each naming the field or key, the rule and the fix; its owner must be one
+    of ``departments`` (the built-in roles, or with the imported city's own: ``known_departments``)."""
+    return list(_lint(contract, departments))
 
 
-def _lint(c: Contract) -> Iterator[str]:
+def _lint(c: Contract, departments: Collection[str]) -> Iterator[str]:
     where = c.source.name if c.source else c.id
     raw = c.raw
 
@@ -28,8 +29,8 @@ def _lint(c: Contract) -> Iterator[str]:
                f"with zone one of {', '.join(ZONES)}")
     if c.source is not None and c.source.name != f"{c.topic}.yaml":
         yield f"{where}: file must be named {c.topic}.yaml (topic name of version {c.version})"
-    if c.owner not in DEPARTMENTS:
-        yield f"{where}: owner {c.owner!r} is not a known department; known: {', '.join(sorted(DEPARTMENTS))}"
+    if c.owner not in departments:
+        yield f"{where}: owner {c.owner!r} is not a known department; known: {', '.join(sorted(departments))}"
     if c.compatibility not in COMPATIBILITY_MODES:
         yield f"{where}: compatibility {c.compatibility!r} must be one of {', '.join(COMPATIBILITY_MODES)}"
     for key in ("title", "description"):
@@ -142,9 +143,9 @@ def _keywords(schema: Any, path: str = "") -> Iterator[tuple[str, str]]:
             yield from _keywords(value, f"{path}[]")
 
 
-def lint_all(contracts: dict[str, Contract]) -> list[str]:
+def lint_all(contracts: dict[str, Contract], departments: Collection[str] = DEPARTMENTS) -> list[str]:
     problems: list[str] = []
     for c in contracts.values():
-        problems.extend(lint(c))
+        problems.extend(lint(c, departments))
     return problems
 

@@ -25,10 +25,13 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import yaml
 from citybrain.errors import InputError
+
+if TYPE_CHECKING:
+    from citybrain.settings import Settings
 
 ZONES = ("raw", "city", "dispatch", "metrics", "alert", "dlq", "catalog")
 COMPATIBILITY_MODES = ("backward", "forward", "full", "none")
@@ -251,15 +254,23 @@ def contract_files(schemas_dir: Path) -> list[Path]:
     return sorted(p for p in schemas_dir.glob("*.yaml") if not p.name.startswith("_"))
 
 
-def load_all(schemas_dir: Path) -> dict[str, Contract]:
-    """Every contract in ``schemas_dir``, keyed by topic name."""
+def load_all(schemas_dir: Path, *more: Path) -> dict[str, Contract]:
+    """Every contract in ``schemas_dir`` and in the folders of ``more`` that exist, keyed by topic name; a topic
+    declared twice is refused."""
     contracts: dict[str, Contract] = {}
-    for path in contract_files(schemas_dir):
+    for path in [*contract_files(schemas_dir), *(p for folder in more if folder.is_dir() for p in contract_files(folder))]:
         c = load_contract(path)
         if c.topic in contracts:
             raise ContractError(f"{path}: topic {c.topic} is already declared by {contracts[c.topic].source}.")
         contracts[c.topic] = c
     return contracts
+
+
+def load_platform(settings: Settings) -> dict[str, Contract]:
+    """Every contract the platform runs on: ``schemas/`` and the dispatch contracts ``citybrain city import`` wrote
+    for the city's departments beyond the built-in roles (``Settings.city_contracts_dir``). Topic creation, the
+    access model, the stream workers, the lake and the operations view load them here."""
+    return load_all(settings.schemas_dir, settings.city_contracts_dir)
 
 
 def resolve(contracts: dict[str, Contract], name: str) -> Contract:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from citybrain.city.pack_import import PACK_CONTRACTS
+from citybrain.contracts.departments import known_departments
 from citybrain.contracts.lint import lint_all
 from citybrain.contracts.model import Contract
 from citybrain.contracts.topics import (CITY_EVENTS, CONTRACT_REGISTRY, DATASET_RELEASES, EARLY_WARNINGS,
@@ -98,7 +99,7 @@ def _scores(settings: Settings, truth: dict) -> str:  # type: ignore[type-arg]
 
 def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_feed: int, console: Console,
              sim_hours: float = 24.0, sim_scale: float = 0.25, with_streams: bool = True, pack: Path | None = None) -> bool:
-    problems = lint_all(contracts)
+    problems = lint_all(contracts, known_departments(settings.city_dir))
     if problems:
         raise DemoError("contracts fail lint:\n  " + "\n  ".join(problems) + "\nFix: `citybrain contracts check`.")
 

@@ -49,7 +49,8 @@ def data_quality(settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or get_settings()
     alerts: list[dict[str, Any]] = []
     report = run_quality(settings.lake, settings.schemas_dir, settings.expectations_dir,
-                         send_alert=alerts.append, progress=log.info, state_dir=settings.state_dir)
+                         send_alert=alerts.append, progress=log.info, state_dir=settings.state_dir,
+                         city_contracts_dir=settings.city_contracts_dir)
     sent = send_all(settings, QUALITY_ALERTS, alerts, "airflow.data_quality")
     out = {**report.summary(), "alerts_sent": sent, "volume_not_evaluated": report.volume_not_evaluated}
     log.info("data quality: %s", out)

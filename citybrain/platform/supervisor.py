@@ -337,11 +337,11 @@ def _airflow_health(settings: Settings, name: str) -> str:
 
 def _sink_lag(settings: Settings, layer: str) -> int:
     """Records on the layer's topics beyond the sink's checkpoints."""
-    from citybrain.contracts.model import load_all
+    from citybrain.contracts.model import load_platform
     from citybrain.kafka.topics import end_offsets
     from citybrain.lake.layout import ZONES
     from citybrain.lake.writer import LakeWriter
 
-    topics = [c.topic for c in load_all(settings.schemas_dir).values() if c.zone in ZONES[layer]]
+    topics = [c.topic for c in load_platform(settings).values() if c.zone in ZONES[layer]]
     writer = LakeWriter(settings.lake, layer)
     return sum(max(0, end - writer.checkpoint(t, p)) for (t, p), end in end_offsets(settings, topics).items())

@@ -42,7 +42,7 @@ from citybrain.lake.quarantine import quarantine
 from citybrain.lake.store import LakePath
 from citybrain.quality import devices as device_checks
 from citybrain.quality.frames import load
-from citybrain.quality.suites import load_suites
+from citybrain.quality.suites import generate, load_suites, load_tuning
 from citybrain.times import iso
 
 __all__ = ["GX", "RESULT_SCHEMA", "Report", "gx_dir", "latest_states", "passed_files", "reference_sets", "results",
@@ -179,16 +179,21 @@ def _rows_for(result: Any) -> list[dict[str, Any]]:
 
 def run_quality(lake: Lake, schemas_dir: Path, expectations_dir: Path, now: datetime | None = None,
                 send_alert: Callable[[dict[str, Any]], None] | None = None, docs: bool = True,
-                progress: Callable[[str], None] | None = None, state_dir: Path | None = None) -> Report:
-    """Validate every changed partition of the lake; quarantine failures; keep the results."""
+                progress: Callable[[str], None] | None = None, state_dir: Path | None = None,
+                city_contracts_dir: Path | None = None) -> Report:
+    """Validate every changed partition of the lake; quarantine failures; keep the results. The dispatch contracts
+    of the city's own departments (``city_contracts_dir``) get their suites generated here, with the committed
+    tuning, as ``citybrain dev quality suites`` generates the committed ones."""
     import pandas as pd
 
     now = now or datetime.now(timezone.utc)
     say = progress or log.info
     run_id = now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     report = Report(run_id)
-    contracts = {c.id: c for c in load_all(schemas_dir).values()}
+    city = load_all(city_contracts_dir) if city_contracts_dir is not None else {}
+    contracts = {c.id: c for c in [*load_all(schemas_dir).values(), *city.values()]}
     suites = load_suites(expectations_dir)
+    suites.update({s["name"]: s for s in generate(city, load_tuning(expectations_dir / "tuning.yaml")).values()})
     states = latest_states(lake)
     params = reference_sets(lake)
     engine = GX(gx_dir(lake, state_dir))

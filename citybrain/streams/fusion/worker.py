@@ -19,7 +19,7 @@ import orjson
 from faust.types import Message
 
 from citybrain.access.privacy import protector_from_settings
-from citybrain.contracts.model import Contract, load_all
+from citybrain.contracts.model import Contract, load_platform
 from citybrain.contracts.validate import Rejection, RecordValidator
 from citybrain.fusion.pipeline import REFERENCE, Pipeline
 from citybrain.contracts.topics import INGEST_DEAD_LETTERS
@@ -49,7 +49,7 @@ class FusionWorker:
     def __init__(self, settings: Settings, contracts: dict[str, Contract] | None = None) -> None:
         self.settings = settings
         self.app_id = settings.streams_app_id.encode()
-        self.contracts = {c.topic: c for c in (contracts or load_all(settings.schemas_dir)).values()}
+        self.contracts = {c.topic: c for c in (contracts or load_platform(settings)).values()}
         self.inputs = [t for t, c in self.contracts.items() if c.zone == "raw"]
         self.outputs = [t for t, c in self.contracts.items() if c.zone in ("city", "alert", "dispatch", "metrics")]
         self.validators = {t: RecordValidator(self.contracts[t]) for t in self.outputs}
