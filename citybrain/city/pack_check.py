@@ -407,8 +407,8 @@ def _catalogue_rules(valid: dict[str, list[tuple[str, Any]]], departments: set[s
         for field_name, d in named:
             if d not in departments:
                 problems.append(Problem(file, where, "unknown-department",
-                                        f"{what}: {field_name} names department {d!r}, which departments.jsonl does "
-                                        "not declare.",
+                                        f"{what}: {field_name} {d!r} is not a department departments.jsonl "
+                                        "declares.",
                                         f"declare {d!r} in departments.jsonl (id, name, name_en, remit; a department "
                                         "beyond CityBrain's roles gets its dispatch topic, principal and grants on "
                                         "import), or route to a declared one."))

@@ -126,9 +126,9 @@ def test_a_routing_rule_or_service_naming_an_undeclared_department_is_refused_na
     from citybrain.city.pack_check import check_pack
     _pack, problems = check_pack(tmp_path)
     rule = problems[-1]
-    assert "rule parks.fallen_tree: department names department 'parks'" in rule.message
+    assert "rule parks.fallen_tree: department 'parks' is not a department departments.jsonl declares" in rule.message
     assert rule.fix.startswith("declare 'parks' in departments.jsonl")
-    assert "co_departments names department 'forestry'" in problems[1].message
+    assert "service parks.fallen_tree: co_departments 'forestry' is not a department" in problems[1].message
 
 
 @pytest.mark.parametrize("bad, rule", [("parks_", "department-id"), ("parks__greening", "department-id"),
