@@ -7,6 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from citybrain.city.catalogue import SERVICES, Service
+from citybrain.city.working_time import WorkingTime
 from citybrain.contracts.departments import DEPARTMENTS
 from citybrain.geo import Area, AreaIndex
 
@@ -193,6 +194,15 @@ class City:
     def tz(self) -> ZoneInfo:
         """The city's time zone: the rhythms of its day and its local dates."""
         return ZoneInfo(self.timezone)
+
+    @property
+    def working(self) -> WorkingTime | None:
+        """The city's working time, as its pack's manifest declares it (``working_hours``), in which the SLAs of
+        rules with ``sla_clock: working`` run; None: every SLA on the calendar (the simulated 云州市)."""
+        if "_working" not in self.__dict__:
+            block = self.as_pack().manifest.get("working_hours")
+            self.__dict__["_working"] = WorkingTime.from_block(block, self.tz) if block else None
+        return self.__dict__["_working"]  # type: ignore[no-any-return]
 
     def as_pack(self) -> Any:
         """The city as a city pack (``citybrain.city.pack.Pack``): the pack it was read from, else the generated

@@ -7,7 +7,8 @@ overlapping nor leaving gaps (measured in square metres against the manifest's
 ``geometry.tolerance_m2``: :mod:`citybrain.city.geometry`), departments beyond CityBrain's roles
 with a valid id (their topics, principals and grants: :mod:`citybrain.city.pack_departments`),
 services and rules routed to departments the pack declares and to known areas, every service
-routed, devices inside the city and their street. Coordinates the manifest declares as GCJ-02
+routed, working hours the SLA clock can count with (:mod:`citybrain.city.working_time`) wherever a rule
+counts in them, devices inside the city and their street. Coordinates the manifest declares as GCJ-02
 or BD-09 are converted to WGS84 first (:mod:`citybrain.city.crs`); the checked pack is the
 converted one, the one that is imported. A pack with any problem is refused whole
 (``citybrain city import`` imports nothing of it).
@@ -34,6 +35,7 @@ from citybrain.city.crs import WGS84, pack_in_wgs84
 from citybrain.city.geometry import (DEFAULT_TOLERANCE_M2, ON_EDGE_DEG, Boundary, clockwise_note,
                                      read_boundary, sibling_problems, within)
 from citybrain.city.pack import DEVICE_COLUMNS, FILES, LEVELS, SCHEMAS, Note, Pack, Problem
+from citybrain.city.working_time import working_hours_problems
 from citybrain.contracts.departments import DEPARTMENT_ID_RE, RESERVED_IDS, DEPARTMENTS as DEPARTMENT_ROLES
 from citybrain.contracts.topics import work_orders
 from citybrain.ingest.postal import DEFAULT_PATTERN, pattern_problem
@@ -103,6 +105,8 @@ def review_pack(directory: Path) -> PackReport:
     area_problems, boundaries, notes = _area_rules(areas, crs, tolerance)
     problems += area_problems
     departments = {d.get("department_id") for d in pack.departments if isinstance(d, dict)}
+    if valid["manifest.json"]:
+        problems += _clock_rules(manifest, valid["routing.jsonl"])
     problems += _catalogue_rules(valid, departments,
                                  {s.get("service_code") for s in pack.services if isinstance(s, dict)},
                                  {_code(f) for f in pack.areas})
@@ -224,7 +228,22 @@ def _manifest_rules(manifest: dict[str, Any]) -> list[Problem]:
         problems.append(Problem("manifest.json", "", "postal-code-pattern", f"{postal}.",
                                 "write a Python regular expression matching the city's whole postal codes, e.g. "
                                 "^[0-9]{5}(-[0-9]{4})?$ for US ZIP codes, or leave it out for China's six digits."))
+    if "working_hours" in manifest:
+        problems += [Problem("manifest.json", "", "working-hours", f"{field}: {message}", fix[:1].upper() + fix[1:])
+                     for field, message, fix in working_hours_problems(manifest["working_hours"])]
     return problems
+
+
+def _clock_rules(manifest: dict[str, Any], rules: list[tuple[str, dict[str, Any]]]) -> list[Problem]:
+    """A rule whose SLA counts working time needs the manifest to say when the city works."""
+    if "working_hours" in manifest:
+        return []
+    return [Problem("routing.jsonl", where, "no-working-hours",
+                    f"rule {r['rule_id']} counts its SLA in working time (sla_clock: working), but manifest.json "
+                    "declares no working_hours.",
+                    'add working_hours to the manifest (e.g. {"days": ["mon", "tue", "wed", "thu", "fri"], "start": '
+                    '"09:00", "end": "18:00"}), or drop sla_clock for the calendar clock.')
+            for where, r in rules if r.get("sla_clock") == "working"]
 
 
 def _polygons(geometry: dict[str, Any]) -> list[list[Any]]:

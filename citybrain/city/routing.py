@@ -8,7 +8,8 @@ the hotline's system dispatches the ticket to the first level its position has, 
 to the next on breach, each step a ``dispatched`` or ``escalated`` ticket event. Each level has
 ``level_hours[level]`` hours, by default an equal share of the rule's ``sla_hours``; the caller's
 promise (``expected_datetime``) stays received + ``sla_hours``. A rule without ``escalation`` goes
-to its department at once. The simulator and the fusion worker read the same rules through this
+to its department at once. Hours count on the rule's ``sla_clock``: the calendar, or the city's working
+time (:mod:`citybrain.city.working_time`). The simulator and the fusion worker read the same rules through this
 module, so both agree on who holds a ticket when.
 """
 

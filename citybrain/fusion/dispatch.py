@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import heapq
+import logging
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
+from typing import Any, Mapping
 
 from citybrain.city.routing import AREA_LEVELS, Routing, escalates, level_hours
+from citybrain.city.working_time import WorkingTime, deadline
 from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
 from citybrain.errors import InputError
 from citybrain.access.privacy import Protector
 from citybrain.times import iso, parse_time
+
+log = logging.getLogger(__name__)
 
 #: Share of the SLA after which an unhandled ticket is "about to breach".
 WARN_AT = 0.8
@@ -32,6 +36,10 @@ class Dispatcher:
         self.protector = protector
         self.hotline = hotline
         self.routing = Routing((rules or {}).values())
+        #: The city's working time (its ``raw.ref.city`` record's ``working_hours``), which the SLA of a rule
+        #: with ``sla_clock: working`` counts in; None: the city declares none, and every SLA runs on the calendar.
+        self.working: WorkingTime | None = None
+        self._unclocked: set[str] = set()
 
     def update_rule(self, rule: dict[str, Any]) -> None:
         """Take a rule as the reference topic has it now; a withdrawn rule routes nothing any more."""
@@ -92,17 +100,27 @@ class Dispatcher:
             return [(topics.TERRITORIAL_WORK_ORDERS, {
                 **base, "work_order_id": f"WO-{request['service_request_id']}-{level}{again}", "level": level,
                 "area_code": request["assigned_area_code"], "department": rule["department"], "role": "lead",
-                "assigned_at": iso(at), "sla_deadline": iso(at + timedelta(hours=hours)), "sla_hours": hours})]
+                "assigned_at": iso(at), "sla_deadline": iso(self.sla_deadline(rule, at, hours)), "sla_hours": hours})]
         if state == "dispatched" and not again and not held_by_areas:
             return []   # its orders went out on receipt
         return self._department_orders(request, rule, base, at, level_hours(rule, "department") if held_by_areas
                                        else float(rule["sla_hours"]), escalated=state == "escalated", suffix=again)
 
-    @staticmethod
-    def _department_orders(request: dict[str, Any], rule: dict[str, Any], base: dict[str, Any], at: datetime,
+    def sla_deadline(self, rule: Mapping[str, Any], at: datetime, hours: float) -> datetime:
+        """When ``hours`` of ``rule``'s SLA from ``at`` run out, on the rule's clock: the calendar, or the city's
+        working time (``sla_clock: working``; the calendar, said once per rule, while the city declares none)."""
+        if rule.get("sla_clock") == "working" and self.working is None and rule["rule_id"] not in self._unclocked:
+            self._unclocked.add(rule["rule_id"])
+            log.warning("rule %s counts its SLA in working time, but the city's raw.ref.city record declares no "
+                        "working_hours: its deadlines run on the calendar. Fix: add working_hours to the pack's "
+                        "manifest and import it again (`citybrain city check` names this too)", rule["rule_id"])
+        return deadline(rule, at, hours, self.working)
+
+    def _department_orders(self, request: dict[str, Any], rule: dict[str, Any], base: dict[str, Any], at: datetime,
                            hours: float, escalated: bool, suffix: str = "") -> list[tuple[str, dict[str, Any]]]:
-        """The orders of the responsible department and its co-departments, assigned ``at`` for ``hours``."""
-        order = {**base, "assigned_at": iso(at), "sla_deadline": iso(at + timedelta(hours=hours)), "sla_hours": hours,
+        """The orders of the responsible department and its co-departments, assigned ``at`` for ``hours`` on the
+        rule's SLA clock."""
+        order = {**base, "assigned_at": iso(at), "sla_deadline": iso(self.sla_deadline(rule, at, hours)), "sla_hours": hours,
                  "escalated": escalated}
         return [(topics.work_orders(d), {**order, "work_order_id": f"WO-{request['service_request_id']}-{d}{suffix}",
                                      "department": d, "role": "lead" if d == rule["department"] else "support"})

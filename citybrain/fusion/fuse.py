@@ -91,10 +91,13 @@ class Case:
 class Fusion:
     """Holds open cases; ``add`` returns the city events and early warnings it causes."""
 
-    def __init__(self, route: Callable[[str], Mapping[str, Any]]) -> None:
+    def __init__(self, route: Callable[[str], Mapping[str, Any]],
+                 deadline: Callable[[Mapping[str, Any], datetime, float], datetime] | None = None) -> None:
         """``route(category)``: the routing rule of a city-event category (department, co-departments, SLA
-        hours, priority), asked at every publication so a changed rule takes effect at once."""
+        hours, priority), asked at every publication so a changed rule takes effect at once. ``deadline(rule, at,
+        hours)``: when the SLA runs out on the rule's clock (default: the calendar)."""
         self.route = route
+        self.deadline = deadline or (lambda _rule, at, hours: at + timedelta(hours=hours))
         self.cases: dict[tuple[str, str], Case] = {}
         self.hotspots = HotspotDetector()
 
@@ -178,7 +181,7 @@ class Fusion:
             "lat": round(case.lat, 3) if case.lat is not None else None,
             "long": round(case.lon, 3) if case.lon is not None else None, "first_seen": iso(case.first_seen), "last_seen": iso(case.last_seen),
             "detected_at": iso(now), "department": department, "co_departments": list(co),
-            "sla_deadline": iso(now + timedelta(hours=sla_hours)),
+            "sla_deadline": iso(self.deadline(rule, now, sla_hours)),
             "evidence": {"readings": case.readings[:50], "devices": case.devices[:20], "tickets": case.tickets[:50],
                          "records": case.records[:20]},
             "explanation": "; ".join(case.details),

@@ -21,6 +21,7 @@ try:   # the stream workers' environment has orjson (several times faster); the 
 except ImportError:   # pragma: no cover - depends on the environment
     from json import loads as _loads
 
+from citybrain.city.working_time import WorkingHoursError, WorkingTime
 from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
 from citybrain.fusion.detect import SensorWatch
@@ -78,7 +79,7 @@ class Pipeline:
         self.enricher = Enricher()
         self.watch = SensorWatch()
         self.dispatcher = Dispatcher(protector=protector, hotline=contracts[topics.SERVICE_REQUESTS])
-        self.fusion = Fusion(route=self.dispatcher.event_rule)
+        self.fusion = Fusion(route=self.dispatcher.event_rule, deadline=self.dispatcher.sla_deadline)
         if city_calls is not None:
             self.fusion.hotspots.city = city_calls
         self.sla = SlaTracker()
@@ -107,7 +108,8 @@ class Pipeline:
 
     def _city_zone(self, city: dict[str, Any]) -> None:
         """The time zone of the city being served (its latest record's), in which the sensor watch tells day
-        from night; a zone this machine does not know leaves the one before."""
+        from night and SLAs count the city's working hours; a zone this machine does not know leaves the one
+        before."""
         name = city.get("timezone")
         try:
             zone = ZoneInfo(str(name))
@@ -119,6 +121,24 @@ class Pipeline:
         if zone != self.watch.tz:
             log.info("city %s: noise judged by day and night in %s", city.get("city_code"), zone)
             self.watch.tz = zone
+        self._working_time(city, zone)
+
+    def _working_time(self, city: dict[str, Any], zone: ZoneInfo) -> None:
+        """The city's working time, in which the SLAs of rules with ``sla_clock: working`` run; a record without
+        one puts every SLA on the calendar, one the clock cannot count with leaves the working time before."""
+        block = city.get("working_hours")
+        try:
+            working = WorkingTime.from_block(block, zone) if block is not None else None
+        except WorkingHoursError as e:
+            log.error("city %s's working hours cannot be counted in (%s); SLAs stay on the working time before. "
+                      "Fix: correct the pack's manifest (`citybrain city check`) and import it again",
+                      city.get("city_code"), e)
+            return
+        if working != self.dispatcher.working:
+            log.info("city %s: SLAs with sla_clock working count %s", city.get("city_code"),
+                     f"{block['start']}-{block['end']} on {', '.join(block['days'])} in {zone}" if block else
+                     "on the calendar (no working_hours)")
+            self.dispatcher.working = working
 
     def feed_message(self, topic: str, headers: Mapping[str, bytes], payload: bytes, at: datetime,
                      partition: int = 0) -> list[tuple[str, dict[str, Any]]]:

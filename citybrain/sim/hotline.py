@@ -17,6 +17,7 @@ from citybrain.contracts.topics import SERVICE_REQUESTS, TICKET_EVENTS, contract
 from citybrain.city.catalogue import Service
 from citybrain.city.model import City, Street
 from citybrain.city.routing import Level, Routing, chain, escalates
+from citybrain.city.working_time import deadline as sla_deadline
 from citybrain.geo import point_in_geometry
 from citybrain.sim.clock import activity, is_weekend, local_hour
 from citybrain.times import iso
@@ -182,11 +183,11 @@ class TicketDesk:
         dept = rule["department"] if rule else service.department
         for round_ in range(2):
             now += timedelta(minutes=rng.uniform(5, 40) if service.priority == "normal" else rng.uniform(2, 10))
-            promised = now + timedelta(hours=service.sla_hours)
+            promised = sla_deadline(rule or {}, now, service.sla_hours, self.city.working)
             state.update(dispatch_department=dept, expected_datetime=iso(promised), status="open")
             levels = chain(rule, areas) if rule and round_ == 0 and escalates(rule) else \
                 [Level("department", None, service.sla_hours)]
-            now, resolved = self._levels(step, state, levels, dept, service, now)
+            now, resolved = self._levels(step, state, levels, dept, service, now, rule or {})
             overdue = now > promised
             now += timedelta(minutes=rng.uniform(10, 60))
             state["status"] = "closed"
@@ -203,13 +204,14 @@ class TicketDesk:
         return out
 
     def _levels(self, step, state: dict[str, Any], levels: list[Level], dept: str, service: Service,  # type: ignore[no-untyped-def]
-                now: datetime) -> tuple[datetime, bool]:
+                now: datetime, rule: dict[str, Any]) -> tuple[datetime, bool]:
         """Dispatch to the first of ``levels`` and escalate on each breach until a level handles the ticket:
-        an area's office within its hours (``HANDLED_AT``), else the department at its own pace.
+        an area's office within its hours (``HANDLED_AT``), else the department at its own pace. Each level's
+        hours run on ``rule``'s SLA clock (the calendar, or the city's working time).
         Returns when it was handled and whether the caller's problem was resolved."""
         rng = self.rng
         for i, lv in enumerate(levels):
-            deadline = now + timedelta(hours=lv.hours)
+            deadline = sla_deadline(rule, now, lv.hours, self.city.working)
             kind = "dispatched" if i == 0 else "escalated"
             holder: dict[str, Any] = {"level": lv.level}
             if lv.area_code:
