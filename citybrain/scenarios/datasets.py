@@ -119,7 +119,8 @@ TRAFFIC_CONGESTION = Dataset(
     name="traffic_congestion_index",
     title="Traffic congestion index per road segment and hour",
     description="From the traffic-flow sensors: mean speed against the segment's free-flow speed. The index is "
-                "0 at free flow and 100 at a standstill (1 - mean speed / free-flow speed, in percent). Hour in UTC.",
+                "0 at free flow and 100 at a standstill (1 - mean speed / free-flow speed, in percent). Hour in UTC, "
+                "and on the city's clock beside it.",
     owner="transport",
     inputs={"traffic_flow": "bronze/raw.sensor.traffic_flow", "road_segments": "bronze/raw.ref.road_segment"},
     key=("segment_id", "hour_start"),
@@ -129,6 +130,7 @@ TRAFFIC_CONGESTION = Dataset(
         "road_class": "arterial, secondary or branch",
         "street_code": "street the segment lies in",
         "hour_start": "start of the hour (UTC)",
+        "hour_start_local": "the same moment on the city's clock (its time zone, raw.ref.city): for local days and hours",
         "readings": "sensor readings in the hour",
         "vehicles": "vehicles counted in the hour",
         "mean_speed_kmh": "mean of the readings' average vehicle speed (km/h)",
@@ -144,7 +146,8 @@ seg AS (
   SELECT segment_id, j(latest, 'name') AS road_name, j(latest, 'road_class') AS road_class,
          j(latest, 'street_code') AS street_code, CAST(j(latest, 'free_speed_kmh') AS DOUBLE) AS free_speed_kmh
   FROM (SELECT j(value, 'segment_id') AS segment_id, arg_max(value, "offset") AS latest FROM {road_segments} GROUP BY 1))
-SELECT r.segment_id, seg.road_name, seg.road_class, seg.street_code, r.hour_start, count(*) AS readings,
+SELECT r.segment_id, seg.road_name, seg.road_class, seg.street_code, r.hour_start,
+       local(r.hour_start) AS hour_start_local, count(*) AS readings,
        CAST(sum(r.intensity) AS BIGINT) AS vehicles, round(avg(r.speed), 1) AS mean_speed_kmh, seg.free_speed_kmh,
        round(greatest(0.0, 1 - avg(r.speed) / seg.free_speed_kmh) * 100, 1) AS congestion_index
 FROM r JOIN seg USING (segment_id)
@@ -217,7 +220,7 @@ ENV_EXCEEDANCES = Dataset(
                 "an hourly screening value) or its mean noise level LAeq exceeded 60 dB(A) by day / 50 dB(A) by night "
                 "(GB 3096 class 2; night 22:00-06:00 in the city's time zone), with the hotline complaints of the matching "
                 "category (air_pollution, noise) received in the street from the start of that hour to 6 hours after "
-                "its end. Hour in UTC.",
+                "its end. Hour in UTC, and on the city's clock beside it.",
     owner="environment",
     inputs={"air_quality": "bronze/raw.sensor.air_quality", "noise_level": "bronze/raw.sensor.noise_level",
             "devices": "bronze/raw.ref.device", "work_orders": "silver/dispatch.*.work_order"},
@@ -225,6 +228,7 @@ ENV_EXCEEDANCES = Dataset(
     fields={
         "street_code": "street of the sensors (device registry)", "pollutant": "pm25 or noise_laeq",
         "unit": "unit of mean_value and limit_value", "hour_start": "start of the hour (UTC)",
+        "hour_start_local": "the same moment on the city's clock (its time zone, raw.ref.city): for local days and hours",
         "mean_value": "mean of the street's readings in the hour", "peak_value": "highest reading in the hour",
         "limit_value": "the limit it exceeded", "readings": "readings in the hour", "devices": "sensors reporting",
         "complaints_within_6h": "matching hotline complaints in the street within 6 hours",
@@ -248,8 +252,8 @@ ex AS (
   FROM r JOIN dev USING (device_id) WHERE r.v IS NOT NULL AND dev.street_code IS NOT NULL
   GROUP BY dev.street_code, r.pollutant, r.unit, r.hour_start),
 c AS (SELECT street_code, category, received FROM """ + TICKET_ORDERS + """ WHERE category IN ('noise', 'air_pollution'))
-SELECT ex.street_code, ex.pollutant, ex.unit, ex.hour_start, ex.mean_value, ex.peak_value, ex.limit_value, ex.readings,
-       ex.devices, count(c.received) AS complaints_within_6h,
+SELECT ex.street_code, ex.pollutant, ex.unit, ex.hour_start, local(ex.hour_start) AS hour_start_local, ex.mean_value,
+       ex.peak_value, ex.limit_value, ex.readings, ex.devices, count(c.received) AS complaints_within_6h,
        round(min(epoch(c.received - ex.hour_start) / 60.0), 1) AS first_complaint_after_min
 FROM ex LEFT JOIN c ON c.street_code = ex.street_code
   AND c.category = CASE ex.pollutant WHEN 'pm25' THEN 'air_pollution' ELSE 'noise' END

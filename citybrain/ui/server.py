@@ -166,7 +166,9 @@ class OperationsView:
         return response
 
     async def me(self, request: web.Request) -> web.Response:
-        return _json(self.viewer(request).as_json())
+        """The viewer, and the city it watches with the zone the page shows times in (UTC stays on the wire)."""
+        viewer = self.viewer(request)
+        return _json(viewer.as_json() | {"city": await asyncio.to_thread(views.the_city, self.lake)})
 
     # -- pages ---------------------------------------------------------------------------
 

@@ -92,11 +92,17 @@ def _latest_by(records: list[dict[str, Any]], key: str) -> dict[str, dict[str, A
     return out
 
 
+def the_city(lake: Lake) -> dict[str, Any]:
+    """The city the lake serves (its latest ``raw.ref.city`` record): names and the IANA zone the page shows times
+    in (UTC until a city is imported: the wire's own)."""
+    cities = _register(lake, topics.REF_CITY, "city_code")
+    city = max(cities.values(), key=lambda c: str(c.get("updated_at", "")), default={})
+    return {"name": city.get("name"), "name_en": city.get("name_en"), "timezone": city.get("timezone") or "UTC"}
+
+
 def areas(lake: Lake) -> dict[str, Any]:
     """The city's active areas as one GeoJSON FeatureCollection per level (district, street, community)."""
     found = _register(lake, topics.REF_AREAS, "area_code")
-    cities = _register(lake, topics.REF_CITY, "city_code")
-    city = max(cities.values(), key=lambda c: str(c.get("updated_at", "")), default={})
     levels: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for code, a in sorted(found.items()):
         if a.get("status") == "withdrawn" or not a.get("geometry"):
@@ -104,8 +110,7 @@ def areas(lake: Lake) -> dict[str, Any]:
         levels[a["level"]].append({"type": "Feature", "geometry": a["geometry"], "properties": {
             "name": code, "label": a.get("name"), "label_en": a.get("name_en"), "parent": a.get("parent_code"),
             "population": a.get("population")}})
-    return {"city": {"name": city.get("name"), "name_en": city.get("name_en"), "timezone": city.get("timezone")},
-            "levels": {level: {"type": "FeatureCollection", "features": feats} for level, feats in levels.items()}}
+    return {"city": the_city(lake), "levels": {level: {"type": "FeatureCollection", "features": feats} for level, feats in levels.items()}}
 
 
 def work_orders(lake: Lake, viewer: Viewer, department: str | None = None) -> list[dict[str, Any]]:

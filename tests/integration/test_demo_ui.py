@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -47,12 +47,18 @@ def test_the_data_office_sees_all_four_pages_with_the_demos_data(ui, chrome, set
         page.screenshot(path=str(out / f"{name}.png"), full_page=True)
     assert page.evaluate("document.fonts.check('16px \"Noto Sans CJK SC\"')"), "no CJK font: Chinese would not render"
     assert "城市运行" in page.inner_text("#tabs") and not errors, errors
+    assert "北京时间" in page.inner_text("#zone")          # the demo city's zone (raw.ref.city), named on screen
     page.click("#lang")
     page.wait_for_selector("body[data-rendered]")
     assert "City" in page.inner_text("#tabs")
     page.click("#tabs button[data-page=city]")
     page.wait_for_selector("body[data-rendered=city]")
     page.wait_for_timeout(400)
+    assert "China Standard Time" in page.inner_text("#zone")
+    # On screen the city's clock, in the tooltip the wire's UTC: 2026-11-22 10:05 shown, 2026-11-22T02:05:00Z behind it.
+    shown, wire = page.eval_on_selector("#city-events td[title]", "td => [td.textContent, td.title]")
+    assert wire.endswith("Z") and shown == (datetime.fromisoformat(wire.replace("Z", "+00:00")) + timedelta(hours=8)
+                                            ).strftime("%Y-%m-%d %H:%M"), (shown, wire)
     page.screenshot(path=str(out / "city-en.png"))
     (out / "timings.json").write_text(json.dumps({"render_ms": timings}, indent=1))
 

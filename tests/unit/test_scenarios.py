@@ -113,6 +113,33 @@ def test_congestion_index_compares_speed_with_free_flow(lake: Path) -> None:
         [("seg-0001", 3, 20.0, 66.7)]
 
 
+def test_hourly_datasets_give_each_hour_on_the_citys_clock_beside_utc(lake: Path) -> None:
+    """08:00Z is 16:00 in Asia/Shanghai (the default) and 03:00 in America/Bogota; 14:00Z is 22:00 (night) in
+    Shanghai, 09:00 (day) in Bogotá. A local day or hour is the city's, for scenario teams that aggregate by it;
+    hour_start itself stays UTC."""
+    def hours() -> list[tuple[str, str]]:
+        return [(str(r["hour_start"]), str(r["hour_start_local"]))
+                for r in build(lake, DATASETS["traffic_congestion_index"])[0].to_pylist()]
+
+    def exceedances() -> list[tuple[str, str, float]]:
+        return [(str(r["hour_start"]), str(r["hour_start_local"]), r["limit_value"])
+                for r in build(lake, DATASETS["environmental_exceedances"])[0].to_pylist()]
+
+    _write(lake, "bronze", "raw.ref.device.v1", [{"device_id": d, "street_code": "990101001", "status": "active",
+                                                 "updated_at": "2025-11-01T00:00:00Z"} for d in ("nz-0001", "aq-0001")])
+    _write(lake, "bronze", "raw.sensor.noise_level.v1", [{"refDevice": "nz-0001", "dateObservedFrom": "2025-11-22T14:10:00Z",
+                                                         "LAeq": 55.0}])
+    _write(lake, "bronze", "raw.sensor.air_quality.v1", [{"refDevice": "aq-0001", "dateObserved": "2025-11-22T14:10:00Z",
+                                                         "pm25": 20.0}])
+    assert hours() == [("2025-11-22 08:00:00", "2025-11-22 16:00:00")]
+    assert exceedances() == [("2025-11-22 14:00:00", "2025-11-22 22:00:00", 50.0)]     # over the night limit
+    _write(lake, "bronze", "raw.ref.city.v1", [{"city_code": "0001", "name": "Bogotá", "jurisdiction_id": "bogota.gov.co",
+                                               "timezone": "America/Bogota", "pack_version": "1",
+                                               "updated_at": "2026-01-01T00:00:00Z"}])
+    assert hours() == [("2025-11-22 08:00:00", "2025-11-22 03:00:00")]
+    assert exceedances() == []                                                          # under the day limit
+
+
 def test_a_dataset_without_its_inputs_says_what_to_run(tmp_path: Path) -> None:
     with pytest.raises(LookupError, match="lake bronze"):
         build(tmp_path, DATASETS["traffic_congestion_index"])

@@ -192,3 +192,32 @@ def test_with_the_lake_on_object_storage_the_data_docs_are_served_from_its_copy(
             assert data["data_docs"] == "/quality-docs/index.html"
 
     asyncio.run(scenario())
+
+
+def test_the_page_learns_the_citys_zone_to_show_times_in_and_utc_until_a_city_is_imported(platform) -> None:  # type: ignore[no-untyped-def]
+    """Times stay UTC on the wire; /api/me names the zone of the city's latest raw.ref.city record for the screen."""
+    settings, model, store, contracts = platform
+    settings = settings.model_copy(update={"ui_cache_s": 0.0})
+
+    async def me(client: TestClient) -> dict[str, Any]:
+        response = await client.get("/api/me")
+        assert response.status == 200
+        return await response.json()   # type: ignore[no-any-return]
+
+    async def scenario() -> None:
+        async with TestClient(TestServer(OperationsView(settings, contracts, model).app())) as client:
+            await client.post("/api/login", json={"principal": "dept-police", "password": store.passwords["dept-police"]})
+            before = await me(client)
+            assert before["principal"] == "dept-police" and before["city"]["timezone"] == "UTC"
+            _write(settings.lake_dir, "bronze", "raw.ref.city.v1", [
+                {"city_code": "9901", "name": "云州市", "jurisdiction_id": "yunzhou.gov.cn", "timezone": "Asia/Shanghai",
+                 "pack_version": "1.0.0", "updated_at": "2025-11-01T00:00:00Z"},
+                {"city_code": "0644", "name": "Los Angeles", "jurisdiction_id": "lacity.org",
+                 "timezone": "America/Los_Angeles", "pack_version": "2026.1.0", "updated_at": "2025-11-20T00:00:00Z"}])
+            city = (await me(client))["city"]
+            assert city == {"name": "Los Angeles", "name_en": None, "timezone": "America/Los_Angeles"}
+            assert (await (await client.get("/api/areas")).json())["city"] == city
+            orders = await (await client.get("/api/orders")).json()
+            assert orders[0]["sla_deadline"] == "2025-11-22T02:00:00Z"       # the wire's UTC, for the page to convert
+
+    asyncio.run(scenario())

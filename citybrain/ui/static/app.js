@@ -18,6 +18,7 @@ const T = {
     received: "受理", dispatched: "派单", accepted: "签收", handled: "办理", closed: "办结", followed_up: "回访", reopened: "重办",
     as_of: "数据截至", actual_reads: "实际读取（消费组及其提交的主题）", refused_logins: "运行视图的失败登录", by_district: "各区三率", department: "部门", level_or_title: "层级/事项", where: "区域", overdue_min: "超时（分钟）", groups: "消费组与积压", loading: "读取中…", in_lake: "入湖记录", on_broker: "主题记录", dead_letters: "死信原因", lag: "积压", recent: "近24小时事件", failed_checks: "未通过的检查", data_docs: "质量数据文档（Great Expectations）",
     water_level: "水位", noise: "噪声", air_quality: "空气质量", traffic_flow: "交通流量", weather: "降水（气象站）",
+    zone: "时区", beijing_time: "北京时间", utc_hint: "线上数据为 UTC；悬停时间可见 UTC 原值",
   },
   en: {
     title: "CityBrain", city: "City", hotline: "Hotline 12345", data: "Data", security: "Security",
@@ -38,6 +39,7 @@ const T = {
     overdue_min: "overdue (min)", groups: "Consumer groups and lag", loading: "loading…", in_lake: "in the lake", on_broker: "on the broker", dead_letters: "dead-letter reasons", lag: "lag",
     recent: "events in the last 24 h", failed_checks: "Failed checks", data_docs: "Quality data docs (Great Expectations)",
     water_level: "water level", noise: "noise", air_quality: "air quality", traffic_flow: "traffic flow", weather: "rain (weather stations)",
+    zone: "Time zone", beijing_time: "China Standard Time", utc_hint: "UTC on the wire; hover a time for its UTC value",
   },
 };
 const PAGES = ["city", "hotline", "data", "security"];
@@ -47,6 +49,25 @@ window.cb = cb;
 const t = (k) => T[cb.lang][k] || k;
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+// Times: UTC on the wire and in each time's tooltip; on screen the city's own clock, the zone of its raw.ref.city
+// record (/api/me), named in the header.
+const zone = () => (cb.me && cb.me.city && cb.me.city.timezone) || "UTC";
+const zoneName = () => (zone() === "Asia/Shanghai" ? t("beijing_time") : zone());
+const MINUTES = { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+let clock = null;
+function local(at) {
+  if (!at) return "";
+  const d = new Date(at);
+  if (isNaN(d)) return String(at);
+  if (!clock || clock.zone !== zone()) {
+    let f;   // a zone this browser does not know: UTC, as on the wire
+    try { f = new Intl.DateTimeFormat("en-CA", { ...MINUTES, timeZone: zone() }); } catch (e) { f = new Intl.DateTimeFormat("en-CA", { ...MINUTES, timeZone: "UTC" }); }
+    clock = { zone: zone(), f };
+  }
+  const p = Object.fromEntries(clock.f.formatToParts(d).map((x) => [x.type, x.value]));
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}`;
+}
 
 async function api(path, options) {
   const r = await fetch(path, Object.assign({ credentials: "same-origin" }, options || {}));
@@ -61,12 +82,13 @@ function chart(id) {
   return cb.charts[id];
 }
 
+// A column: [field or function of the row, heading(, function of the row giving the cell's tooltip)].
 function table(id, rows, cols, onClick) {
   const el = $(id);
   if (!rows.length) { el.innerHTML = `<tr><td>${esc(t("none"))}</td></tr>`; return; }
   el.innerHTML = "<tr>" + cols.map((c) => `<th>${esc(c[1])}</th>`).join("") + "</tr>" +
     rows.map((r, i) => `<tr data-i="${i}" class="${onClick ? "clickable" : ""}">` +
-      cols.map((c) => `<td>${esc(typeof c[0] === "function" ? c[0](r) : r[c[0]])}</td>`).join("") + "</tr>").join("");
+      cols.map((c) => `<td${c[2] ? ` title="${esc(c[2](r))}"` : ""}>${esc(typeof c[0] === "function" ? c[0](r) : r[c[0]])}</td>`).join("") + "</tr>").join("");
   if (onClick) el.querySelectorAll("tr[data-i]").forEach((tr) => tr.addEventListener("click", () => onClick(rows[+tr.dataset.i])));
 }
 
@@ -75,6 +97,8 @@ function translate() {
   $("title").textContent = t("title");
   $("lang").textContent = cb.lang === "zh" ? "English" : "中文";
   $("logout").textContent = t("logout");
+  $("zone").textContent = cb.me ? `${t("zone")}${cb.lang === "zh" ? "：" : ": "}${zoneName()}` : "";
+  $("zone").title = `${zone()} · ${t("utc_hint")}`;
   document.querySelectorAll("[data-t]").forEach((el) => { el.textContent = t(el.dataset.t); });
   document.querySelectorAll("#city-level option").forEach((o) => { o.textContent = t(o.value); });
   renderTabs();
@@ -89,7 +113,7 @@ function renderTabs() {
 function showLogin() {
   cb.me = null;
   document.querySelectorAll(".page").forEach((p) => { p.hidden = true; });
-  $("login").hidden = false; $("logout").hidden = true; $("who").textContent = "";
+  $("login").hidden = false; $("logout").hidden = true; $("who").textContent = ""; $("zone").textContent = "";
   renderTabs();
 }
 
@@ -126,7 +150,7 @@ async function renderCity() {
   drawMap();
   const rows = cityData.events;
   table("city-events", rows, [["street_name", t("street")], ["title", t("events")], [(r) => r.severity ?? r.priority, "!"],
-    [(r) => (r.detected_at || r.received_at || "").slice(0, 16).replace("T", " "), "UTC"]],
+    [(r) => local(r.detected_at || r.received_at), zoneName(), (r) => r.detected_at || r.received_at]],
     (r) => { $("city-detail").textContent = JSON.stringify(r.evidence || r, null, 1) + (r.explanation ? "\n" + r.explanation : ""); });
   const counts = Object.values(cityData.by_street);
   const sum = (k) => counts.reduce((a, c) => a + (c[k] || 0), 0);
@@ -200,7 +224,8 @@ async function renderHotline() {
     xAxis: { type: "value" }, yAxis: { type: "category", data: top.map((x) => x[0]).reverse() },
     series: [{ type: "bar", data: top.map((x) => x[1]).reverse() }] }, true);
   $("hotline-summary").textContent = `${t("tickets")} ${kpis.reduce((a, k) => a + (k.tickets || 0), 0)}` +
-    (cb.me.admin ? "" : ` · ${t("orders")} ${h.orders}`) + (h.as_of ? ` · ${t("as_of")} ${h.as_of}` : "");
+    (cb.me.admin ? "" : ` · ${t("orders")} ${h.orders}`) + (h.as_of ? ` · ${t("as_of")} ${local(h.as_of)} ${zoneName()}` : "");
+  $("hotline-summary").title = h.as_of || "";
   areaData = areaData || await api("/api/areas");
   const names = Object.fromEntries(((areaData.levels.district || {}).features || []).map((f) => [f.properties.name, cb.lang === "zh" ? f.properties.label : (f.properties.label_en || f.properties.label)]));
   const districts = [...new Set(kpis.map((k) => k.district_code))].filter((d) => d && d !== "unknown").sort();
@@ -210,7 +235,7 @@ async function renderHotline() {
       { type: "bar", name: t(n), data: districts.map((d) => mean(kpis.filter((k) => k.district_code === d), f)) })) }, true);
   $("hotline-overdue-count").textContent = h.overdue_total ? `(${h.overdue_total})` : "";
   table("hotline-overdue", h.overdue || [], [["work_order_id", "ID"], ["department", t("department")], ["title", t("level_or_title")],
-    ["street_name", t("where")], ["sla_deadline", "SLA"], ["overdue_min", t("overdue_min")]]);
+    ["street_name", t("where")], [(r) => local(r.sla_deadline), `SLA (${zoneName()})`, (r) => r.sla_deadline], ["overdue_min", t("overdue_min")]]);
 }
 
 // -- Data ------------------------------------------------------------------------------------
@@ -230,7 +255,7 @@ async function renderData() {
   $("data-docs").innerHTML = d.data_docs ? `<a href="${esc(d.data_docs)}" target="_blank">${esc(t("data_docs"))}</a>` : esc(t("none"));
   table("data-failed", d.failed_checks, [["layer", "layer"], ["contract", "contract"], ["partition", "partition"], ["check", "check"],
     ["column", "column"], ["observed", "observed"]]);
-  table("data-releases", d.releases, [["dataset", "dataset"], ["latest", "version"], ["rows", "rows"], ["quality", "quality"], ["released_at", "released"]]);
+  table("data-releases", d.releases, [["dataset", "dataset"], ["latest", "version"], ["rows", "rows"], ["quality", "quality"], [(r) => local(r.released_at), `released (${zoneName()})`, (r) => r.released_at]]);
   table("data-quarantine", d.quarantine.map((p) => ({ p })), [["p", "path"]]);
   fillBroker(d);   // not awaited: the first screen does not wait for the broker
 }
@@ -260,8 +285,8 @@ async function renderSecurity() {
     xAxis: { type: "category", data: days }, yAxis: { type: "value" },
     series: ["critical", "high", "medium", "low"].map((sev) => ({ type: "bar", stack: "s", name: sev, itemStyle: { color: SEVERITY[sev] },
       data: days.map((d) => s.by_day[d][sev] || 0) })) }, true);
-  table("security-findings", s.findings, [["severity", "severity"], ["kind", "kind"], ["subject", "subject"], ["summary", "summary"], ["last_seen", "last seen"]]);
-  table("security-logins", s.ui_refused_logins || [], [["at", "at"], ["principal", "principal"], ["address", "address"],
+  table("security-findings", s.findings, [["severity", "severity"], ["kind", "kind"], ["subject", "subject"], ["summary", "summary"], [(r) => local(r.last_seen), `last seen (${zoneName()})`, (r) => r.last_seen]]);
+  table("security-logins", s.ui_refused_logins || [], [[(r) => local(r.at), `at (${zoneName()})`, (r) => r.at], ["principal", "principal"], ["address", "address"],
     [(r) => (r.rate_limited ? "429" : "401"), "status"]]);
   table("security-grants", s.grants, [["principal", "principal"], ["topic", "topic"], ["pattern", "pattern"], ["justification", "justification"]]);
   fillReads();   // not awaited: the broker's answer follows the first screen
@@ -303,6 +328,7 @@ async function start() {
   try { cb.me = await api("/api/me"); } catch (e) { return; }
   $("login").hidden = true; $("logout").hidden = false;
   $("who").textContent = cb.me.principal;
+  translate();   // the header names the city's zone once it is known
   const wanted = location.hash.slice(1);
   const allowed = PAGES.filter((p) => cb.me.admin || !ADMIN_PAGES.includes(p));
   await show(allowed.includes(wanted) ? wanted : "city");
