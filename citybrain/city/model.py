@@ -33,6 +33,12 @@ class Street:
     communities: tuple[str, ...]  # residential compounds, for addresses
     zipcode: str
 
+    @property
+    def is_district(self) -> bool:
+        """A district standing in for streets its city's pack does not have there: the simulator's unit is the
+        street, and such a district is its own (its code is the district's; its records name no street)."""
+        return self.code == self.district_code
+
 
 @dataclass(frozen=True)
 class RoadSegment:
@@ -132,7 +138,8 @@ class City:
         areas go: a city whose pack stops at districts places points in its districts."""
         if self._index is None:
             areas = [Area(d.code, d.name, "district", None, d.geometry) for d in self.districts]
-            areas += [Area(s.code, s.name, "street", s.district_code, s.geometry) for s in self.streets]
+            areas += [Area(s.code, s.name, "street", s.district_code, s.geometry) for s in self.streets
+                      if not s.is_district]
             areas += [Area(f["properties"]["code"], f["properties"]["name"], f["properties"]["level"],
                            f["properties"]["parent"], f["geometry"]) for f in self.as_pack().areas
                       if f["properties"]["level"] in ("community", "grid")]
@@ -152,11 +159,14 @@ class City:
     def areas_at(self, lon: float, lat: float, street_code: str | None = None) -> dict[str, str]:
         """The codes of the areas of every level containing a point, by level: district, street and, where the
         city's pack declares them, community and grid. With ``street_code`` the point is one of that street
-        (the simulator's own choice, even on its border); without it the city's polygons place it, as deep as
-        they go there (a city whose pack stops at districts: its district only; outside the city: nothing)."""
+        (the simulator's own choice, even on its border; a district standing in for streets gives the district
+        alone); without it the city's polygons place it, as deep as they go there (a city whose pack stops at
+        districts: its district only; outside the city: nothing)."""
         if street_code is None:
             place = self.index.resolve(lon, lat)
             return {level: area.code for level, area in (place._asdict() if place else {}).items() if area is not None}
+        if self.street(street_code).is_district:
+            return {"district": street_code}
         out = {"district": self.street(street_code).district_code, "street": street_code}
         community = self.index.community_at(lon, lat, self.index.areas[street_code])
         if community is not None:

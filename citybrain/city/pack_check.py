@@ -46,8 +46,8 @@ RULE_OF_KEYWORD = {"additionalProperties": "unknown-field"}
 #: What a pack that stops at a level forgoes (the levels below it are what it lacks).
 FORGONE = {
     "district": "no street, community or grid dispatch: a position resolves to its district only, devices carry no "
-                "street, a routing rule's escalation starts at the district, and fusion raises no city events or "
-                "early warnings (their contracts place them on a street; tickets are still dispatched)",
+                "street, a routing rule's escalation starts at the district, and fusion's city events and early "
+                "warnings name the district, no street",
     "street": "no community or grid dispatch: a position resolves to its district and street, and a routing rule's "
               "escalation starts at the street",
     "community": "no grid dispatch (no 网格员): a routing rule's escalation starts at the community",

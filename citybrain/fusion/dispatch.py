@@ -140,7 +140,7 @@ class Dispatcher:
         base = {
             "source": "city_event", "source_id": event["event_id"], "category": event["category"],
             "title": event["title"], "priority": event["priority"], "district_code": event["district_code"],
-            "street_code": event["street_code"], "street_name": event["street_name"],
+            "street_code": event.get("street_code"), "street_name": event["street_name"],
             "received_at": event["detected_at"], "assigned_at": event["detected_at"],
             "sla_deadline": event["sla_deadline"], "rule_id": f"event.{event['category']}",
         }

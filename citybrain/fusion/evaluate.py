@@ -28,8 +28,8 @@ SLACK_BEFORE, SLACK_AFTER = timedelta(hours=1), timedelta(hours=2)
 def _matches(expected: dict[str, Any], incident: dict[str, Any], detection: dict[str, Any]) -> bool:
     if detection.get("category") != expected.get("category"):
         return False
-    where = expected.get("street_code")
-    if where and detection.get("street_code") != where:
+    where = expected.get("street_code")   # the simulator's unit: a street, or a district standing in for streets
+    if where and (detection.get("street_code") or detection.get("district_code")) != where:
         return False
     device = expected.get("device_id")
     if device and device not in (detection.get("evidence", {}).get("devices") or []):

@@ -4,7 +4,9 @@ Evidence is grouped by street and family (flood, noise, sensor fault). Waterlogg
 an underpass gauge above its reference level and a police report of a waterlogged road in
 the same street within a few hours are one flood event with all three as evidence, not
 three rows. A case becomes an event once its evidence is strong enough, is updated when
-new kinds of evidence arrive, and closes when the street has been quiet for a while.
+new kinds of evidence arrive, and closes when the street has been quiet for a while. Where
+the city has no streets (its pack stops at districts there), the district takes the street's
+place: its events and warnings name the district and no street.
 
 Early warnings come before the complaints pile up (未诉先办): a sensor family turning
 anomalous in a street before its residents call, and a complaint category trending up in
@@ -37,12 +39,13 @@ QUIET = timedelta(hours=3)     # a case closes after this long without new evide
 
 @dataclass
 class Case:
-    street_code: str
+    area_code: str                 # the street, else the district (a city without streets there)
     family: str
     first_seen: datetime
     last_seen: datetime
     district_code: str | None = None
-    street_name: str | None = None
+    street_code: str | None = None
+    area_name: str | None = None   # the street's name, else the district's
     lon: float | None = None
     lat: float | None = None
     readings: list[str] = field(default_factory=list)
@@ -88,6 +91,12 @@ class Case:
         return len(self.readings) >= 3
 
 
+def _street(code: str | None, name: str | None) -> dict[str, Any]:
+    """The street fields of an event or warning: no ``street_code`` where the city has no street there (its
+    ``district_code`` says where; contracts city.event.incident 1.1.0, alert.early_warning.risk 1.1.0)."""
+    return {"street_code": code, "street_name": name} if code else {"street_name": None}
+
+
 class Fusion:
     """Holds open cases; ``add`` returns the city events and early warnings it causes."""
 
@@ -124,9 +133,9 @@ class Fusion:
         return out
 
     def _evidence(self, family: str, s: Signal, kind: str, detail: str, now: datetime) -> list[tuple[str, dict[str, Any]]]:
-        if not s.street_code:
+        if not s.area_code:
             return []
-        key = (s.street_code, family if family != "sensor_fault" else f"sensor_fault:{s.device_id}")
+        key = (s.area_code, family if family != "sensor_fault" else f"sensor_fault:{s.device_id}")
         case = self.cases.get(key)
         out: list[tuple[str, dict[str, Any]]] = []
         # Evidence hours away (either way: a backlog read topic by topic is not in time order) opens a new case.
@@ -137,7 +146,8 @@ class Fusion:
                 out.append(("event", closed))
             case = None
         if case is None:
-            case = self.cases[key] = Case(s.street_code, family, s.at, s.at, s.district_code, s.street_name, s.lon, s.lat)
+            case = self.cases[key] = Case(s.area_code, family, s.at, s.at, s.district_code, s.street_code, s.area_name,
+                                          s.lon, s.lat)
         case.first_seen, case.last_seen = min(case.first_seen, s.at), max(case.last_seen, s.at)
         ident = (s.values.get("service_request_id") or s.values.get("incident_id") or s.values.get("inspection_id")
                  or s.event_id)
@@ -168,16 +178,17 @@ class Fusion:
         rule = self.route(category)      # first: a category without a rule raises before the case changes
         status = "open" if case.event_id is None else "updated"
         if case.event_id is None:
-            case.event_id = f"CE-{case.street_code}-{category}-{case.first_seen:%Y%m%d%H%M}"
+            case.event_id = f"CE-{case.area_code}-{category}-{case.first_seen:%Y%m%d%H%M}"
         case.published_kinds = case.kinds
         department, sla_hours, priority = rule["department"], float(rule["sla_hours"]), rule["priority"]
         co = rule.get("co_departments") or ()
         confidence = {1: 0.6, 2: 0.85, 3: 0.95}[max(1, case.kinds)]
         severity = min(4, 1 + case.kinds + (1 if len(case.tickets) >= 10 else 0))
         return {
-            "event_id": case.event_id, "category": category, "title": f"{case.street_name or case.street_code}{TITLES[category]}",
+            "event_id": case.event_id, "category": category,
+            "title": f"{case.area_name or case.area_code}{TITLES[category]}",
             "status": status, "severity": severity, "confidence": confidence, "priority": priority,
-            "district_code": case.district_code, "street_code": case.street_code, "street_name": case.street_name,
+            "district_code": case.district_code, **_street(case.street_code, case.area_name),
             "lat": round(case.lat, 3) if case.lat is not None else None,
             "long": round(case.lon, 3) if case.lon is not None else None, "first_seen": iso(case.first_seen), "last_seen": iso(case.last_seen),
             "detected_at": iso(now), "department": department, "co_departments": list(co),
@@ -190,11 +201,11 @@ class Fusion:
     def _sensor_warning(self, case: Case, detail: str, now: datetime, devices: int) -> dict[str, Any]:
         category = FAMILY_WARNING_CATEGORY[case.family]
         return {
-            "warning_id": f"EW-{case.street_code}-{category}-{case.first_seen:%Y%m%d%H%M}",
+            "warning_id": f"EW-{case.area_code}-{category}-{case.first_seen:%Y%m%d%H%M}",
             "kind": "sensor_precedes_complaints", "category": category, "district_code": case.district_code,
-            "street_code": case.street_code, "street_name": case.street_name, "observed_at": iso(case.first_seen),
+            **_street(case.street_code, case.area_name), "observed_at": iso(case.first_seen),
             "detected_at": iso(now), "severity": 3 if case.family == "flood" else 2,
-            "explanation": f"{detail}. Sensors in {case.street_name or case.street_code} show {category} before residents "
+            "explanation": f"{detail}. Sensors in {case.area_name or case.area_code} show {category} before residents "
                            f"call (only {case.calls_before_sensors(devices)} call(s) by then): act before the complaints arrive (未诉先办).",
         }
 
@@ -255,7 +266,8 @@ def forget(calls: dict[str, datetime], horizon: datetime) -> None:
 class HotspotDetector:
     """A complaint category trending up in one street, judged against the rest of the city now
     (集中性、趋势性风险): the street's calls in the last three hours against its population's share
-    of the city's calls of that category in the same hours."""
+    of the city's calls of that category in the same hours. Where the city has no streets, a district
+    is judged the same way, with its share of the districts' population."""
 
     WINDOW = timedelta(hours=3)
     LATE = timedelta(hours=1)                  # how far behind the newest call a call may still arrive
@@ -263,15 +275,17 @@ class HotspotDetector:
 
     def __init__(self, min_count: int = 6) -> None:
         self.min_count = min_count
-        self.population: dict[str, int] = {}
+        self.population: dict[str, int] = {}            # street -> residents
+        self.district_population: dict[str, int] = {}   # district -> residents, for a city without streets there
         self.recent: dict[tuple[str, str], deque[datetime]] = {}
         self.city = CityCalls()
         self.warned: dict[tuple[str, str], datetime] = {}
 
     def add(self, s: Signal, now: datetime) -> dict[str, Any] | None:
-        if not s.street_code or s.category in self.IGNORED:
+        area = s.area_code
+        if not area or s.category in self.IGNORED:
             return None
-        key = (s.street_code, s.category)
+        key = (area, s.category)
         times = self.recent.setdefault(key, deque())
         times.append(s.at)
         city = self.city.add(s.category, str(s.values.get("service_request_id") or s.event_id), s.at)
@@ -289,9 +303,10 @@ class HotspotDetector:
         since = s.at - self.WINDOW
         street_calls = [t for t in times if since <= t <= s.at]
         city_calls = sum(1 for t in city.values() if since <= t <= s.at)
-        total = sum(self.population.values())
+        population = self.population if s.street_code else self.district_population
+        total = sum(population.values())
         # Without populations on the reference topic, every street seen so far counts the same.
-        share = self.population.get(s.street_code, 0) / total if total else 1 / len({k[0] for k in self.recent})
+        share = population.get(area, 0) / total if total else 1 / len({k[0] for k in self.recent})
         others = city_calls - len(street_calls)
         expected = max(0.2, others * share / max(1e-9, 1 - share))   # what the rest of the city implies
         threshold = max(self.min_count, expected + 4 * math.sqrt(expected) + 3)
@@ -304,11 +319,11 @@ class HotspotDetector:
             return None
         self.warned[key] = s.at
         return {
-            "warning_id": f"EW-{s.street_code}-{s.category}-{s.at:%Y%m%d%H%M}", "kind": "trending_hotspot",
-            "category": s.category, "district_code": s.district_code, "street_code": s.street_code,
-            "street_name": s.street_name, "observed_at": iso(min(street_calls)), "detected_at": iso(now), "severity": 2,
-            "explanation": f"{len(street_calls)} {s.category} calls from {s.street_name or s.street_code} in the last 3 h "
+            "warning_id": f"EW-{area}-{s.category}-{s.at:%Y%m%d%H%M}", "kind": "trending_hotspot",
+            "category": s.category, "district_code": s.district_code, **_street(s.street_code, s.street_name),
+            "observed_at": iso(min(street_calls)), "detected_at": iso(now), "severity": 2,
+            "explanation": f"{len(street_calls)} {s.category} calls from {s.area_name or area} in the last 3 h "
                            f"({later} in the last 90 min), where the rest of the city's calls imply about "
-                           f"{expected:.1f} for a street of its population: a concentrated and rising complaint "
-                           "risk (集中性、趋势性风险).",
+                           f"{expected:.1f} for a {'street' if s.street_code else 'district'} of its population: a "
+                           "concentrated and rising complaint risk (集中性、趋势性风险).",
         }

@@ -1,9 +1,9 @@
 """The area key of a raw record: the district whose fusion state it belongs to.
 
-Fusion correlates evidence of one place: a street's cases, a district's rain with its gauges, a
-device's run of readings, a ticket with its lifecycle events and its orders. All of these stay
-within one district, so the district is the key that lets fusion be split across workers (each
-owning a share of the districts) without losing a correlation:
+Fusion correlates evidence of one place: a street's cases (a district's, where the city has no streets
+there), a district's rain with its gauges, a device's run of readings, a ticket with its lifecycle events
+and its orders. All of these stay within one district, so the district is the key that lets fusion be
+split across workers (each owning a share of the districts) without losing a correlation:
 
 - a sensor reading goes with its device's registered place (so a spoofed or drifting reading stays with
   its device's history), else with where it says it is;

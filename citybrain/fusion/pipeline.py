@@ -97,8 +97,11 @@ class Pipeline:
             self.areas[value["area_code"]] = value
             if value.get("status") == "withdrawn":
                 self.fusion.hotspots.population.pop(value["area_code"], None)
+                self.fusion.hotspots.district_population.pop(value["area_code"], None)
             elif value.get("level") == "street" and value.get("population"):
                 self.fusion.hotspots.population[value["area_code"]] = int(value["population"])
+            elif value.get("level") == "district" and value.get("population"):
+                self.fusion.hotspots.district_population[value["area_code"]] = int(value["population"])
         elif topic == topics.REF_DEVICES:
             self.enricher.update_device(value)
         elif topic == topics.REF_ROUTING_RULES:

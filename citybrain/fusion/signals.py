@@ -42,6 +42,7 @@ class Signal:
     lon: float | None = None
     lat: float | None = None
     district_code: str | None = None
+    district_name: str | None = None
     street_code: str | None = None      # None where the city has no streets (its pack stops at districts)
     street_name: str | None = None
     community_code: str | None = None   # where the city's pack declares communities
@@ -49,6 +50,17 @@ class Signal:
     values: dict[str, Any] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     state: str | None = None       # ticket lifecycle state, police or inspection status
+
+    @property
+    def area_code(self) -> str | None:
+        """The deepest area fusion groups evidence by: the street, else the district (a city without streets
+        there); None for a record with no place in the city."""
+        return self.street_code or self.district_code
+
+    @property
+    def area_name(self) -> str | None:
+        """The name of ``area_code``'s area, where the reference areas gave it."""
+        return self.street_name if self.street_code else self.district_name
 
 
 class Enricher:
@@ -86,7 +98,7 @@ class Enricher:
         if self.index is not None and s.lon is not None and s.lat is not None:
             found = self.index.resolve(s.lon, s.lat)
             if found:   # as deep as the city's areas go there: a city whose pack stops at districts has no street
-                s.district_code = found.district.code
+                s.district_code, s.district_name = found.district.code, found.district.name
                 s.street_code = found.street.code if found.street else None
                 s.street_name = found.street.name if found.street else None
                 s.community_code = found.community.code if found.community else None

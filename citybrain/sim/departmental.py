@@ -13,6 +13,7 @@ from citybrain.times import iso
 from citybrain.sim.hotline import poisson, random_point
 from citybrain.sim.model import REFERENCE_POPULATION, Emission, SimConfig
 from citybrain.sim.people import People
+from citybrain.sim.reference import street_of
 from citybrain.sim.weather import Weather
 
 POLICE = "police.dispatch-110"
@@ -146,7 +147,8 @@ class Departments:
             resident = {
                 "resident_key": f"EC-{self.cfg.seed % 100:02d}{k + 1:06d}", "name": self.people.full_name(),
                 "id_number": self.people.id_number(street, birth), "phone": self.people.mobile(),
-                "home_address": self.people.address(street), "street_code": street.code, "birth_year": birth.year,
+                "home_address": self.people.address(street), **street_of(self.city, street.code),
+                "birth_year": birth.year,
                 "living_alone": rng.random() < 0.35,
                 "care_level": rng.choices(["self_care", "partial_assistance", "full_assistance"], weights=(5, 3, 1))[0],
                 "needs": sorted(rng.sample(NEEDS, rng.randint(1, 3))), "updated_at": iso(t),

@@ -7,6 +7,10 @@ road segment under each traffic gauge; a school, park, market and elderly-care c
 street; an underpass where the registry has underpass water gauges, a construction site where
 it has construction noise gauges. Nothing of the generated 云州市 leaks in: names, codes,
 services and departments are the pack's own.
+
+The simulator's unit is the street. A district the pack does not divide into streets (a pack that stops at
+districts, or one district of a pack that does) stands in as its own street (``Street.is_district``): its
+devices, roads, places, calls and residents are the district's, and its records name the district, no street.
 """
 
 from __future__ import annotations
@@ -82,14 +86,15 @@ def city_of_pack(pack: Pack, seed: int = 7) -> City:
     for p, _g in props:
         if p["level"] == "community":
             communities.setdefault(p["parent"], []).append(p["name"])
+    divided = {p["parent"] for p, _g in props if p["level"] == "street"}
     streets = []
     for p, g in props:
-        if p["level"] != "street":
-            continue
-        streets.append(Street(
-            code=p["code"], district_code=p["parent"], name=p["name"], name_en=p.get("name_en", p["name"]), geometry=g,
-            population=int(p.get("population") or 30_000), centre=_centre(g, rng),
-            communities=tuple(communities.get(p["code"]) or [p["name"]]), zipcode=p["code"][:6]))
+        if p["level"] == "street" or (p["level"] == "district" and p["code"] not in divided):
+            streets.append(Street(
+                code=p["code"], district_code=p["parent"] if p["level"] == "street" else p["code"], name=p["name"],
+                name_en=p.get("name_en", p["name"]), geometry=g, population=int(p.get("population") or 30_000),
+                centre=_centre(g, rng), communities=tuple(communities.get(p["code"]) or [p["name"]]),
+                zipcode=p["code"][:6]))
     districts = [District(p["code"], p["name"], p.get("name_en", p["name"]), g,
                           int(p.get("population") or sum(s.population for s in streets if s.district_code == p["code"])))
                  for p, g in props if p["level"] == "district"]
@@ -117,12 +122,12 @@ def city_of_pack(pack: Pack, seed: int = 7) -> City:
     devices = []
     underpasses: dict[str, tuple[float, float]] = {}
     sites: dict[str, tuple[float, float]] = {}
-    index = AreaIndex(Area(s.code, s.name, "street", s.district_code, s.geometry) for s in streets)
+    units = AreaIndex(Area(s.code, s.name, "street", s.district_code, s.geometry) for s in streets)
     for d in pack.devices:
         lon, lat = float(d["long"]), float(d["lat"])
-        street = d.get("street_code") or getattr(index.street_at(lon, lat), "code", "")
+        street = d.get("street_code") or getattr(units.street_at(lon, lat), "code", "")
         if street not in by_code:
-            continue   # outside every street: `city check` refuses such a pack
+            continue   # outside every street and undivided district: `city check` refuses such a pack
         kind = d["device_type"]
         site = d.get("site_type") or DEFAULT_SITE.get(kind, "street")
         segment = None

@@ -18,7 +18,7 @@ from citybrain.city.catalogue import Service
 from citybrain.city.model import City, Street
 from citybrain.city.routing import Level, Routing, chain, escalates
 from citybrain.city.working_time import deadline as sla_deadline
-from citybrain.geo import point_in_geometry
+from citybrain.geo import bbox, point_in_geometry
 from citybrain.sim.clock import activity, is_weekend, local_hour
 from citybrain.times import iso
 from citybrain.sim.model import REFERENCE_POPULATION, Effects, Emission, SimConfig
@@ -56,14 +56,14 @@ def poisson(rng: random.Random, lam: float) -> int:
 
 def random_point(rng: random.Random, street: Street, near: tuple[float, float] | None = None,
                  radius_deg: float = 0.003) -> tuple[float, float]:
-    """A point inside the street, near ``near`` when given."""
-    ring = street.geometry["coordinates"][0]
-    xs, ys = [p[0] for p in ring], [p[1] for p in ring]
+    """A point inside the street (a Polygon or, as real boundaries often are, a MultiPolygon), near ``near``
+    when given."""
+    x0, y0, x1, y1 = bbox(street.geometry)
     for _ in range(50):
         if near:
             lon, lat = near[0] + rng.uniform(-radius_deg, radius_deg), near[1] + rng.uniform(-radius_deg, radius_deg)
         else:
-            lon, lat = rng.uniform(min(xs), max(xs)), rng.uniform(min(ys), max(ys))
+            lon, lat = rng.uniform(x0, x1), rng.uniform(y0, y1)
         if point_in_geometry(lon, lat, street.geometry):
             return round(lon, 6), round(lat, 6)
     return street.centre
@@ -124,7 +124,8 @@ class TicketDesk:
             "service_name": service.service_name,
             "description": rng.choice(service.templates).format(place=place, hour=int(local_hour(received, self.city.tz)) or 23),
             "requested_datetime": iso(received), "updated_datetime": iso(received),
-            "address": self.people.address(street) if near is None else f"{district.name}{street.name}{place}附近",
+            "address": self.people.address(street) if near is None
+            else f"{district.name}{'' if street.is_district else street.name}{place}附近",
             "zipcode": street.zipcode, "lat": lat, "long": lon,
             "channel": rng.choices([c for c, _ in CHANNELS], weights=[w for _, w in CHANNELS])[0],
             "anonymous": anonymous, "category": service.category, "priority": service.priority,
@@ -179,7 +180,7 @@ class TicketDesk:
                 self._follow_up(step, state, now, True, False)
             return out
         rule = self.routing.ticket_rule(service.service_code, service.category,
-                                        (areas.get("community"), areas["street"], areas["district"]))
+                                        (areas.get("community"), areas.get("street"), areas["district"]))
         dept = rule["department"] if rule else service.department
         for round_ in range(2):
             now += timedelta(minutes=rng.uniform(5, 40) if service.priority == "normal" else rng.uniform(2, 10))

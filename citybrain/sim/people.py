@@ -57,9 +57,11 @@ class People:
         return first17 + id_check_digit(first17)
 
     def address(self, street: Street) -> str:
+        """A home address in ``street`` (a district standing in for streets: in the district, no street)."""
         district = self.city.district(street.district_code)
         community = self.rng.choice(street.communities)
-        return (f"{self.city.name}{district.name}{street.name}{community}{self.rng.randint(1, 30)}号楼"
+        where = "" if street.is_district else f"{street.name}{community}"
+        return (f"{self.city.name}{district.name}{where}{self.rng.randint(1, 30)}号楼"
                 f"{self.rng.randint(1, 6)}单元{self.rng.randint(1, 28)}{self.rng.randint(1, 4):02d}室")
 
     def email(self) -> str:

@@ -176,7 +176,7 @@ class SensorFleet:
                 continue
             for when, status in ((window[0], "maintenance"), (window[1], "active")):
                 if t - self.interval < when <= t:
-                    out.append((when, Emission(contract_id(REF_DEVICES), device_record(d, status, iso(when)),
+                    out.append((when, Emission(contract_id(REF_DEVICES), device_record(self.city, d, status, iso(when)),
                                                "data-bureau.reference", when)))
         return out
 

@@ -128,10 +128,11 @@ def work_orders(lake: Lake, viewer: Viewer, department: str | None = None) -> li
 
 
 def city(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] = ()) -> dict[str, Any]:
-    """The City page: per street the open city events, early warnings and open work orders, the latest events
-    with their evidence, and the sensors with their last reading and health. ``live``: (topic, record) the
-    live feed has seen since it started and the viewer may read; they replace the lake's older states."""
-    by_street: dict[str, Counter[str]] = defaultdict(Counter)
+    """The City page: per area (the street, else the district of a city without streets there) the open city
+    events, early warnings and open work orders, the latest events with their evidence, and the sensors with
+    their last reading and health. ``live``: (topic, record) the live feed has seen since it started and the
+    viewer may read; they replace the lake's older states."""
+    by_area: dict[str, Counter[str]] = defaultdict(Counter)
     orders = ([] if viewer.admin else work_orders(lake, viewer)) + \
         [v for t, v in live if t == topics.work_orders(viewer.department)]
     if viewer.may_read(topics.CITY_EVENTS):
@@ -143,23 +144,29 @@ def city(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] 
         events = sorted(_latest_by(mine, "source_id").values(), key=lambda o: str(o.get("received_at")), reverse=True)
     newest = max((w for w in map(_when, events) if w), default=None)
     for e in events:
-        street, when = str(e.get("street_code") or ""), _when(e)
+        area, when = _area(e), _when(e)
         if e.get("status") != "closed":
-            by_street[street]["events"] += 1
+            by_area[area]["events"] += 1
         if newest and when and newest - when <= RECENT:
-            by_street[street]["recent"] += 1
+            by_area[area]["recent"] += 1
     if viewer.may_read(topics.EARLY_WARNINGS):
         warnings = _silver(lake, topics.EARLY_WARNINGS) + [v for t, v in live if t == topics.EARLY_WARNINGS]
         for w in _latest_by(warnings, "warning_id").values():
-            by_street[w["street_code"]]["warnings"] += 1
+            by_area[_area(w)]["warnings"] += 1
     if not viewer.admin:
         for o in _latest_by(orders, "work_order_id").values():
             if o.get("source") == "ticket":
-                by_street[str(o.get("street_code"))]["orders"] += 1
+                by_area[_area(o)]["orders"] += 1
     faulty = {d for e in events if e.get("category") == "sensor_fault" and e.get("status") != "closed"
               for d in (e.get("evidence") or {}).get("devices", [])}
-    return {"by_street": {k: dict(v) for k, v in by_street.items() if k},
+    return {"by_area": {k: dict(v) for k, v in by_area.items() if k},
             "events": [_event_row(e) for e in events[:100]], "devices": sensors(lake, viewer, faulty)}
+
+
+def _area(record: dict[str, Any]) -> str:
+    """The deepest area an event, warning or work order names: its street, else its district (a city whose
+    pack has no streets there); "" for none."""
+    return str(record.get("street_code") or record.get("district_code") or "")
 
 
 def _when(e: dict[str, Any]) -> datetime | None:

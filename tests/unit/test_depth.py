@@ -1,14 +1,19 @@
 """A city at any depth: a pack that stops at districts places every position in its district (the gateway, the
-city model and fusion alike); one that goes deeper places a position as deep as its areas go there.
+city model and fusion alike), is simulated district by district and fused into events of its districts; one that
+goes deeper places a position as deep as its areas go there.
 
 The district-only city is Beijing's 16 real districts (``tests/data/boundaries``, GCJ-02, so the points below are
-GCJ-02 too); the deeper one is the example pack 临江市, whose grids cover two of its twelve communities.
+GCJ-02 too) with 临江市's departments, services and routing rules; the deeper one is the example pack 临江市, whose
+grids cover two of its twelve communities.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -16,17 +21,22 @@ import shapely
 from shapely.geometry import mapping, shape
 
 from citybrain.city.pack import Pack
+from citybrain.city.pack_check import check_pack
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import RecordValidator
 from citybrain.access.privacy import Protector
+from citybrain.fusion.evaluate import evaluate
 from citybrain.fusion.keys import AreaKeys
 from citybrain.fusion.pipeline import Pipeline
 from citybrain.fusion.signals import Enricher
 from citybrain.gateway.open311 import Catalogue, public_view, request_record
 from citybrain.geo import Area, AreaIndex
+from citybrain.kafka.headers import EVENT_ID_NAMESPACE
 from citybrain.settings import PROJECT_ROOT
 from citybrain.sim.city import build_city
+from citybrain.sim.engine import Simulation
 from citybrain.sim.from_pack import city_of_pack
+from citybrain.sim.model import SimConfig
 from citybrain.sim.reference import reference_records
 
 BEIJING = json.loads((PROJECT_ROOT / "tests" / "data" / "boundaries" / "beijing-110000-gcj02.json").read_text())
@@ -34,6 +44,17 @@ LINJIANG = json.loads((PROJECT_ROOT / "examples" / "citypacks" / "linjiang" / "a
 #: Inside 东城区; Beijing Capital Airport, in 朝阳区's exclave inside 顺义区; 顺义区 proper; Tianjin, outside Beijing.
 DONGCHENG, AIRPORT, SHUNYI, TIANJIN = (116.4135, 39.9182), (116.60, 40.08), (116.65, 40.13), (117.20, 39.10)
 TICKET = {"service_code": "water.leak", "description": "路面冒水", "phone": "13800001111"}
+#: Beijing's devices: two underpass gauges and a weather station in 东城区, a noise gauge in 顺义区.
+DEVICES = [
+    {"device_id": "wl-0001", "device_type": "water_level", "owner_department": "water", "long": DONGCHENG[0],
+     "lat": DONGCHENG[1], "site_type": "underpass"},
+    {"device_id": "wl-0002", "device_type": "water_level", "owner_department": "water", "long": DONGCHENG[0] + 0.002,
+     "lat": DONGCHENG[1] + 0.002, "site_type": "underpass"},
+    {"device_id": "ws-0001", "device_type": "weather", "owner_department": "emergency", "long": DONGCHENG[0],
+     "lat": DONGCHENG[1]},
+    {"device_id": "nz-0001", "device_type": "noise", "owner_department": "environment", "long": SHUNYI[0],
+     "lat": SHUNYI[1]},
+]
 
 
 def _beijing_areas() -> list[dict[str, Any]]:
@@ -42,6 +63,19 @@ def _beijing_areas() -> list[dict[str, Any]]:
     return [{"area_code": str(f["properties"]["adcode"]), "name": f["properties"]["name"], "level": "district",
              "parent_code": "110000", "geometry": f["geometry"], "updated_at": "2026-12-01T00:00:00Z"}
             for f in BEIJING["features"]]
+
+
+def _beijing_pack() -> Pack:
+    """Beijing as a pack that stops at districts: its districts, ``DEVICES``, and 临江市's departments,
+    services and routing rules (a pack's catalogue does not depend on its depth)."""
+    linjiang, problems = check_pack(PROJECT_ROOT / "examples" / "citypacks" / "linjiang")
+    assert linjiang is not None and not problems
+    areas = [{"type": "Feature", "geometry": f["geometry"],
+              "properties": {"code": str(f["properties"]["adcode"]), "name": f["properties"]["name"],
+                             "level": "district", "parent": None}} for f in BEIJING["features"]]
+    return Pack({"city": {"code": "1100", "name": "北京市"}, "jurisdiction_id": "beijing.gov.cn",
+                 "timezone": "Asia/Shanghai", "version": "1.0.0"}, areas, linjiang.departments, linjiang.services,
+                linjiang.routing, DEVICES)
 
 
 def _catalogue() -> Catalogue:
@@ -121,13 +155,76 @@ def test_fusion_places_the_records_of_a_district_only_city_in_their_district(con
 
 
 def test_the_city_model_of_a_district_only_pack_places_a_position_in_its_district() -> None:
-    areas = [{"type": "Feature", "geometry": f["geometry"],
-              "properties": {"code": str(f["properties"]["adcode"]), "name": f["properties"]["name"],
-                             "level": "district", "parent": None}} for f in BEIJING["features"]]
-    city = city_of_pack(Pack({"city": {"code": "1100", "name": "北京市"}, "jurisdiction_id": "beijing.gov.cn",
-                              "timezone": "Asia/Shanghai"}, areas, [], [], [], []))
+    city = city_of_pack(_beijing_pack())
     assert city.areas_at(*DONGCHENG) == {"district": "110101"}
     assert city.areas_at(*AIRPORT) == {"district": "110105"} and city.areas_at(*TIANJIN) == {}
+    assert city.areas_at(*DONGCHENG, street_code="110101") == {"district": "110101"}   # the simulator's unit
+
+
+def test_a_district_only_pack_is_simulated_district_by_district_with_valid_records(
+        contracts: dict[str, Contract]) -> None:
+    """Regression: the simulator built its units from the pack's streets only, so a pack that stops at
+    districts had no street to place its devices in and dropped them all."""
+    city = city_of_pack(_beijing_pack())
+    assert [(d.device_id, d.street_code) for d in city.devices] == \
+        [("wl-0001", "110101"), ("wl-0002", "110101"), ("ws-0001", "110101"), ("nz-0001", "110113")]
+    assert len(city.streets) == 16 and all(s.is_district for s in city.streets)
+    sim = Simulation(SimConfig(seed=5, start=datetime(2026, 7, 20, 16, tzinfo=timezone.utc), hours=3, scale=1.0,
+                               incidents=()), city=city)
+    emissions = [e for _t, batch in sim.ticks() for e in batch]
+    by_id = {c.id: RecordValidator(c) for c in contracts.values()}
+    assert [(e.contract, by_id[e.contract](e.value)) for e in emissions if by_id[e.contract](e.value)] == []
+    readings = Counter(e.value.get("refDevice") or e.value.get("stationID") for e in emissions
+                       if e.contract.startswith("raw.sensor."))
+    assert set(readings) == {"wl-0001", "wl-0002", "ws-0001", "nz-0001"}
+    placed = [e.value for e in emissions if e.contract in ("raw.ref.poi", "raw.ref.road_segment", "raw.ref.device")]
+    assert placed and not any("street_code" in r for r in placed)       # a district is no street
+    tickets = [e.value for e in emissions if e.contract == "raw.hotline.service_request"]
+    index = AreaIndex.from_records(_beijing_areas())
+    assert tickets and all(index.resolve(t["long"], t["lat"]) is not None for t in tickets)
+
+
+def test_a_district_only_citys_flood_is_one_event_of_its_district_dispatched_to_its_departments(
+        contracts: dict[str, Contract]) -> None:
+    """The simulated flood at 东城区's underpass (gauges, calls, 110 reports) fused without streets: one event and
+    an early warning naming 东城区 and no street, valid under their contracts, with work orders to the
+    departments of the city's ``event.flood`` rule; the ground truth scores both found."""
+    sim = Simulation(SimConfig(seed=5, start=datetime(2026, 7, 20, 16, tzinfo=timezone.utc), hours=12, scale=0.2,
+                               incidents=("underpass_flood",)), city=city_of_pack(_beijing_pack()))
+    pipeline, produced = Pipeline(contracts, Protector.ephemeral()), []
+    for t, batch in sim.ticks():
+        for e in batch:
+            produced += pipeline.feed(f"{e.contract}.v1", e.value,
+                                      uuid.uuid5(EVENT_ID_NAMESPACE, json.dumps(e.value)).hex, t)
+    by_topic = {c.topic: RecordValidator(c) for c in contracts.values()}
+    assert [(t, by_topic[t](r)) for t, r in produced if by_topic[t](r)] == []
+    events = [r for t, r in produced if t == "city.event.incident.v1"]
+    warnings = [r for t, r in produced if t == "alert.early_warning.risk.v1"]
+    assert {(e["event_id"], e["district_code"], e["title"]) for e in events} == \
+        {("CE-110101-flood-202607202335", "110101", "东城区道路积水/内涝")}
+    assert all("street_code" not in r and r["street_name"] is None for r in events + warnings)
+    # a district's background calls join its flood case early, so the calls rising there warn first
+    assert [(w["kind"], w["category"], w["district_code"]) for w in warnings] == \
+        [("trending_hotspot", "waterlogging", "110101")]
+    orders = {(t, r["role"], r["district_code"], r["street_code"]) for t, r in produced
+              if t.startswith("dispatch.") and r["source"] == "city_event"}
+    assert orders == {("dispatch.water.work_order.v1", "lead", "110101", None)} | \
+        {(f"dispatch.{d}.work_order.v1", "support", "110101", None) for d in ("emergency", "police", "transport")}
+    assert evaluate(sim.ground_truth("t"), events, warnings)["recall"] == 1.0
+
+
+def test_a_city_event_or_warning_names_a_street_or_a_district(contracts: dict[str, Contract]) -> None:
+    """Since city.event.incident and alert.early_warning.risk 1.1.0 a record without a street needs its district."""
+    event = contracts["city.event.incident.v1"].raw["examples"][0]
+    warning = contracts["alert.early_warning.risk.v1"].raw["examples"][0]
+    for contract, record in (("city.event.incident.v1", event), ("alert.early_warning.risk.v1", warning)):
+        check = RecordValidator(contracts[contract])
+        no_street = {k: v for k, v in record.items() if k != "street_code"}
+        assert check(record) is None and check({**no_street, "street_name": None}) is None
+        nowhere = {k: v for k, v in no_street.items() if k != "district_code"}
+        for nowhere in (nowhere, {**nowhere, "district_code": None}):
+            problem = check(nowhere)
+            assert problem is not None and (problem.rule, problem.field) == ("required", "street_code"), nowhere
 
 
 def test_a_position_is_placed_as_deep_as_the_city_goes_there() -> None:

@@ -3,6 +3,7 @@ dispatch and SLA alerts, deduplication, and scoring against the ground truth."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -363,20 +364,37 @@ def test_deduper_drops_repeats_within_its_window_only() -> None:
     assert not d.is_duplicate("a", T0 + timedelta(hours=2))
 
 
-def test_outputs_satisfy_their_contracts(contracts) -> None:  # type: ignore[no-untyped-def]
-    by_topic = {c.topic: RecordValidator(c) for c in contracts.values()}
+@pytest.fixture(scope="module")
+def fused(contracts) -> list[tuple[str, dict]]:  # type: ignore[no-untyped-def,type-arg]
+    """What fusion makes of twelve hours of the simulated city, pseudonyms under a fixed test key."""
     sim = Simulation(SimConfig(seed=11, start=datetime(2026, 7, 20, 16, tzinfo=timezone.utc), hours=12, scale=0.1))
-    p, produced = Pipeline(contracts, Protector.ephemeral()), []
+    p, produced = Pipeline(contracts, Protector(b"citybrain-unit-test-key-0123456789")), []
     for t, batch in sim.ticks():
         for e in batch:
             topic = f"{e.contract}.v1"
             produced += p.feed(topic, e.value, uuid.uuid5(EVENT_ID_NAMESPACE, json.dumps(e.value)).hex, t)
+    return produced
+
+
+def test_outputs_satisfy_their_contracts(contracts, fused) -> None:  # type: ignore[no-untyped-def]
+    by_topic = {c.topic: RecordValidator(c) for c in contracts.values()}
+    produced = fused
     topics = {t for t, _ in produced}
     assert {EVENT_TOPIC, WARNING_TOPIC} <= topics and any(t.startswith("dispatch.") for t in topics)
     for topic, record in produced:
         assert topic in by_topic, f"no contract for {topic}"
         problem = by_topic[topic](record)
         assert problem is None, (topic, problem, record)
+
+
+def test_the_generated_citys_events_warnings_and_orders_stay_the_same(fused) -> None:  # type: ignore[no-untyped-def]
+    """Fusing by district where a city has no streets leaves a city with streets as it was: the same events, warnings
+    and work orders with the same ids, street_code filled. A change meant for it updates this fingerprint."""
+    h = hashlib.sha256()
+    for topic, record in fused:
+        h.update(json.dumps([topic, record], sort_keys=True, ensure_ascii=False).encode())
+    assert len(fused) == 1648 and all(r.get("street_code") for t, r in fused if t in (EVENT_TOPIC, WARNING_TOPIC))
+    assert h.hexdigest() == "8e6505e2870a39a636422eabbab9304bd632c515497279e7f0fd3aa66716130c"
 
 
 def test_evaluation_counts_hits_misses_false_alarms_and_lead_time() -> None:

@@ -117,6 +117,29 @@ def test_a_department_sees_its_own_orders_and_the_events_routed_to_it_only(platf
     assert [e["event_id"] for e in views.city(lake, office)["events"]] == ["CE-flood-1"]
 
 
+def test_the_city_page_counts_a_district_only_citys_events_warnings_and_orders_in_their_district(
+        platform) -> None:  # type: ignore[no-untyped-def]
+    """A city whose pack stops at districts: its events, warnings and work orders name a district and no street, and
+    the City page counts them in that district (it dropped them, keyed by an empty street)."""
+    lake = platform[0].lake_dir
+    rows = [Row("city.event.incident.v1", 1, 0, T0, None, {}, json.dumps(
+        {"event_id": "CE-110101-flood-1", "category": "flood", "title": "东城区道路积水/内涝", "status": "open",
+         "district_code": "110101", "street_name": None, "detected_at": "2025-11-22T01:30:00Z",
+         "department": "water", "evidence": {"devices": ["wl-0001"]}}, ensure_ascii=False))]
+    LakeWriter(lake, "silver").write("city.event.incident.v1", 1, rows)
+    _write(lake, "silver", "alert.early_warning.risk.v1", [
+        {"warning_id": "EW-110101-waterlogging-1", "kind": "trending_hotspot", "category": "waterlogging",
+         "district_code": "110101", "street_name": None, "detected_at": "2025-11-22T01:20:00Z"}])
+    _write(lake, "silver", "dispatch.housing.work_order.v1",
+           [{**_order("housing", 5), "street_code": None, "street_name": None, "district_code": "110101"}])
+    auth = _auth(platform)
+    office = views.city(lake, auth.viewer("dept-data_bureau"))
+    assert office["by_area"]["110101"] == {"events": 1, "recent": 1, "warnings": 1}
+    assert office["by_area"]["990101001"] == {"events": 1, "recent": 1}          # a street stays a street
+    housing = views.city(lake, auth.viewer("dept-housing"))
+    assert housing["by_area"] == {"110101": {"orders": 1}}
+
+
 def test_every_api_route_keeps_a_department_to_its_remit(platform, contracts) -> None:  # type: ignore[no-untyped-def]
     settings, model, store, _contracts = platform
     settings = settings.model_copy(update={"ui_cache_s": 0.0})

@@ -147,12 +147,13 @@ async function renderCity() {
     sensors.forEach((s) => sel.add(new Option(t(s), s)));
     if (sensors.length) sel.value = sensors.includes("water_level") ? "water_level" : sensors[0];
   }
+  if (!areaData.levels.street) $("city-level").value = "district";   // a city whose pack stops at districts
   drawMap();
   const rows = cityData.events;
   table("city-events", rows, [["street_name", t("street")], ["title", t("events")], [(r) => r.severity ?? r.priority, "!"],
     [(r) => local(r.detected_at || r.received_at), zoneName(), (r) => r.detected_at || r.received_at]],
     (r) => { $("city-detail").textContent = JSON.stringify(r.evidence || r, null, 1) + (r.explanation ? "\n" + r.explanation : ""); });
-  const counts = Object.values(cityData.by_street);
+  const counts = Object.values(cityData.by_area);
   const sum = (k) => counts.reduce((a, c) => a + (c[k] || 0), 0);
   $("city-summary").textContent = `${t("open_events")} ${sum("events")} · ${t("recent")} ${sum("recent")} · ${t("warnings")} ${sum("warnings")}` +
     (cb.me.admin ? "" : ` · ${t("orders")} ${sum("orders")}`) + ` · ${t("devices")} ${cityData.devices.length}`;
@@ -163,9 +164,9 @@ function drawMap() {
   const fc = areaData.levels[level] || { features: [] };
   const labels = Object.fromEntries(fc.features.map((f) => [f.properties.name, cb.lang === "zh" ? f.properties.label : (f.properties.label_en || f.properties.label)]));
   const score = {};
-  for (const [street, c] of Object.entries(cityData.by_street)) {
+  for (const [area, c] of Object.entries(cityData.by_area)) {   // a street, or a district without streets
     const v = (c.events || 0) * 3 + (c.recent || 0) + (c.warnings || 0) * 2 + (c.orders || 0);
-    const key = level === "district" ? street.slice(0, 6) : street;
+    const key = level === "district" ? area.slice(0, 6) : area;
     score[key] = (score[key] || 0) + v;
   }
   const data = fc.features.map((f) => {
@@ -192,7 +193,8 @@ function drawMap() {
   chart("chart-map").off("click");
   chart("chart-map").on("click", (p) => {
     if (p.seriesType === "scatter") { $("city-detail").textContent = JSON.stringify(p.data, null, 1); return; }
-    const here = cityData.events.filter((e) => String(e.street_code || "").startsWith(p.name.slice(0, level === "district" ? 6 : 9)));
+    const here = cityData.events.filter((e) => String(e.street_code || e.district_code || "")
+      .startsWith(p.name.slice(0, level === "district" ? 6 : 9)));
     $("city-detail").textContent = `${labels[p.name] || p.name}\n` + here.map((e) => `${e.title} ${JSON.stringify(e.evidence || {})}`).join("\n");
   });
 }
