@@ -1,7 +1,8 @@
 """Checking a city pack: every problem at once, each with its file, line or feature, rule and fix.
 
 A pack is checked like a feed: each file against its contract (``schemas/citypack/``), then
-the rules between files and features — polygons closed, inside WGS84 and valid (GEOS's reason),
+the rules between files and features — codes of the schemes the manifest declares (``codes``:
+:mod:`citybrain.ingest.codes`), polygons closed, inside WGS84 and valid (GEOS's reason),
 codes unique, parents known and one level up, children inside their parent, siblings neither
 overlapping nor leaving gaps (measured in square metres against the manifest's
 ``geometry.tolerance_m2``: :mod:`citybrain.city.geometry`), departments beyond CityBrain's roles
@@ -38,6 +39,9 @@ from citybrain.city.pack import DEVICE_COLUMNS, FILES, LEVELS, SCHEMAS, Note, Pa
 from citybrain.city.working_time import working_hours_problems
 from citybrain.contracts.departments import DEPARTMENT_ID_RE, RESERVED_IDS, DEPARTMENTS as DEPARTMENT_ROLES
 from citybrain.contracts.topics import work_orders
+from citybrain.ingest.codes import DEFAULTS as DEFAULT_CODES
+from citybrain.ingest.codes import CodeSchemes
+from citybrain.ingest.codes import pattern_problem as code_pattern_problem
 from citybrain.ingest.postal import DEFAULT_PATTERN, pattern_problem
 
 __all__ = ["ON_EDGE_DEG", "Note", "PackReport", "Problem", "check_pack", "review_pack"]
@@ -52,6 +56,8 @@ FORGONE = {
               "escalation starts at the street",
     "community": "no grid dispatch (no 网格员): a routing rule's escalation starts at the community",
 }
+#: Schemes of another city, for the fixes: Los Angeles's city, council districts and sanitation devices.
+CODE_EXAMPLES = {"city": "^US-[A-Z]{2}-[A-Z]{2,4}$", "area": "^LA-[A-Z0-9]{2,8}$", "device": "^LASAN-[A-Z]{2}-[0-9]{3}$"}
 PLURAL = {"district": "districts", "street": "streets", "community": "communities", "grid": "grids"}
 
 
@@ -101,6 +107,7 @@ def review_pack(directory: Path) -> PackReport:
     valid = {name: [content[name][k] for k in ok[name]] for name in FILES}
     if valid["manifest.json"]:
         problems += _manifest_rules(manifest)
+        problems += _code_rules(manifest, valid)
     areas = [(where, f, pack.areas[k]) for k, (where, f) in zip(ok["areas.geojson"], valid["areas.geojson"])]
     area_problems, boundaries, notes = _area_rules(areas, crs, tolerance)
     problems += area_problems
@@ -231,6 +238,39 @@ def _manifest_rules(manifest: dict[str, Any]) -> list[Problem]:
     if "working_hours" in manifest:
         problems += [Problem("manifest.json", "", "working-hours", f"{field}: {message}", fix[:1].upper() + fix[1:])
                      for field, message, fix in working_hours_problems(manifest["working_hours"])]
+    for kind, pattern in (manifest.get("codes") or {}).items():
+        problem = code_pattern_problem(kind, pattern)
+        if problem is not None:
+            problems.append(Problem("manifest.json", "", "code-pattern", f"{problem}.",
+                                    f"write codes.{kind} as the city's whole codes, e.g. {CODE_EXAMPLES[kind]}, or "
+                                    f"leave it out for China's {DEFAULT_CODES[kind]}."))
+    return problems
+
+
+def _code_rules(manifest: dict[str, Any], valid: dict[str, list[tuple[str, Any]]]) -> list[Problem]:
+    """The city's code, its areas' codes and parents and its devices' ids and streets, each against the scheme
+    the manifest declares (China's where it declares none)."""
+    declared = manifest.get("codes") or {}
+    if any(code_pattern_problem(kind, pattern) for kind, pattern in declared.items()):
+        return []   # the pattern itself is the problem, reported by _manifest_rules
+    codes = CodeSchemes.of_city(manifest)
+    problems = []
+
+    def check(file: str, where: str, kind: str, field: str, value: Any) -> None:
+        if value is not None and not codes.matches(kind, value):
+            problems.append(Problem(file, where, "code-scheme", f"{field} {value!r} does not match codes.{kind} "
+                                    f"{codes.patterns[kind]!r}{'' if kind in declared else ' (the default)'}.",
+                                    f"write the {kind} code as the city's scheme has it, or declare the scheme the "
+                                    f"city uses as codes.{kind} in manifest.json (e.g. {CODE_EXAMPLES[kind]})."))
+
+    check("manifest.json", "", "city", "city.code", (manifest.get("city") or {}).get("code"))
+    for where, f in valid["areas.geojson"]:
+        props = f.get("properties") or {}
+        check("areas.geojson", where, "area", "code", props.get("code"))
+        check("areas.geojson", where, "area", "parent", props.get("parent"))
+    for where, d in valid["devices.csv"]:
+        check("devices.csv", where, "device", "device_id", d.get("device_id"))
+        check("devices.csv", where, "area", "street_code", d.get("street_code"))
     return problems
 
 

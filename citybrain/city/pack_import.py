@@ -33,6 +33,7 @@ from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import RecordValidator
 from citybrain.errors import InputError
 from citybrain.geo import Area, AreaIndex
+from citybrain.ingest.codes import CodeSchemes
 from citybrain.ingest.postal import DEFAULT_PATTERN, PostalCodes
 from citybrain.settings import Settings
 from citybrain.times import iso
@@ -68,7 +69,7 @@ def reference_records(pack: Pack, as_of: str) -> dict[str, list[tuple[str, dict[
     city = {"city_code": str(m["city"]["code"]), "name": m["city"]["name"], "jurisdiction_id": m["jurisdiction_id"],
             "timezone": m["timezone"], "pack_version": str(m["version"]), "updated_at": as_of}
     city.update({k: v for k, v in (("name_en", m["city"].get("name_en")), ("description", m.get("description")),
-                                   ("postal_code_pattern", m.get("postal_code_pattern")),
+                                   ("postal_code_pattern", m.get("postal_code_pattern")), ("codes", m.get("codes")),
                                    ("languages", m.get("languages")), ("working_hours", m.get("working_hours"))) if v})
     city_code = str(m["city"]["code"]).ljust(6, "0")
     areas, grids, streets = [], [], []
@@ -259,6 +260,7 @@ def _record(settings: Settings, pack: Pack, directory: Path, result: ImportResul
     path.write_text(json.dumps({"version": pack.manifest["version"], "city": pack.manifest["city"],
                                 "jurisdiction_id": pack.manifest["jurisdiction_id"], "timezone": pack.manifest["timezone"],
                                 "postal_code_pattern": pack.manifest.get("postal_code_pattern", DEFAULT_PATTERN),
+                                "codes": pack.manifest.get("codes", {}),     # declared only: the rest default
                                 "languages": list(languages(pack.manifest)),
                                 "sha256": digest.hexdigest(), "imported_at": as_of, "published": result.published,
                                 "unchanged": result.unchanged, "withdrawn": result.withdrawn},
@@ -279,3 +281,12 @@ def imported_postal_codes(settings: Settings) -> PostalCodes | None:
     if record is None:
         return None
     return PostalCodes.of_city({**record.get("city", {}), **record})
+
+
+def imported_codes(settings: Settings) -> CodeSchemes | None:
+    """The code schemes of the city last imported here (a record written before they were kept: China's), or
+    None before the first import."""
+    record = imported(settings)
+    if record is None:
+        return None
+    return CodeSchemes.of_city({**record.get("city", {}), **record})

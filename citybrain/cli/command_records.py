@@ -103,15 +103,16 @@ def load(
     Every dead-lettered row is written, with every problem it has, to a JSON Lines file beside
     the run's summary (``<report>.rejections.jsonl``); the console says where. Postal codes are
     checked against the imported city's pattern (its pack's ``postal_code_pattern``), or six digits
-    when no city pack was imported here.
+    when no city pack was imported here; device ids and area codes likewise against its ``codes``.
     Exit 0 when every row was accepted, 3 when some were dead-lettered, 2 when the file or
     feed cannot be used (nothing produced), 4 when the broker did not acknowledge records, 1 when
     reading the file stopped part-way (the rows sent before it are counted in the report).
     """
     from datetime import datetime, timezone
 
-    from citybrain.city.pack_import import imported_postal_codes
+    from citybrain.city.pack_import import imported_codes, imported_postal_codes
     from citybrain.contracts.model import resolve
+    from citybrain.ingest.codes import CodeSchemes
     from citybrain.ingest.encoding import check_encoding, detect_encoding
     from citybrain.ingest.feeds import FeedError, load_feeds, read_feed
     from citybrain.ingest.postal import PostalCodes
@@ -138,7 +139,8 @@ def load(
     summary_path = report or settings.state_dir / "loads" / f"{feed.name}-{stamp}" / "summary.json"
     rejections = RejectionReport(summary_path.with_name(f"{summary_path.stem}.rejections.jsonl"))
     records = read_feed(feed, file, codec, settings.max_record_bytes, max_depth=settings.json_max_depth,
-                        postal=imported_postal_codes(settings) or PostalCodes.default())
+                        postal=imported_postal_codes(settings) or PostalCodes.default(),
+                        codes=imported_codes(settings) or CodeSchemes.of_city({}))
 
     def write_report(summary: ProduceSummary, **extra: str) -> dict[str, Any]:
         result = {"feed": feed.name, "file": file.name, "encoding": codec, "encoding_reason": why,

@@ -16,7 +16,7 @@ from citybrain.contracts.topics import work_orders
 TEMPLATE = """\
 # Written by `citybrain dev contracts dispatch` from citybrain/contracts/dispatch.py: edit the template, not this file.
 contract: dispatch.{dept}.work_order
-version: 1.3.0
+version: 1.4.0
 title: Work orders dispatched to {en} ({zh})
 description: >
   Dispatch (派单) to {zh}: hotline tickets in its remit and the fused city events it must act
@@ -48,10 +48,10 @@ schema:
     service_code: {{type: string, maxLength: 40, x-classification: public}}
     title: {{type: string, maxLength: 200, x-classification: public}}
     priority: {{enum: [normal, urgent, emergency], x-classification: public}}
-    district_code: {{type: [string, "null"], maxLength: 12, x-classification: public}}
-    street_code: {{type: [string, "null"], maxLength: 12, x-classification: public}}
+    district_code: {{type: [string, "null"], maxLength: 64, x-classification: public, description: "The city's own scheme (since 1.4.0; at most 12 characters before)"}}
+    street_code: {{type: [string, "null"], maxLength: 64, x-classification: public, description: "The city's own scheme (since 1.4.0; at most 12 characters before)"}}
     street_name: {{type: [string, "null"], maxLength: 50, x-classification: public}}
-    community_code: {{type: string, pattern: "^[0-9]{{12}}$", x-classification: public, description: "The community of the ticket's position (since 1.2.0)"}}
+    community_code: {{type: string, pattern: "^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,63}}$", x-classification: public, description: "The community of the ticket's position (since 1.2.0), in the city's own scheme (since 1.4.0; 12 digits before)"}}
     received_at: {{type: string, format: date-time, x-classification: public, description: "When the hotline received the ticket, or fusion detected the city event"}}
     assigned_at: {{type: string, format: date-time, x-classification: public, description: "When the department got the order: at receipt, on the hotline's dispatch or on escalation (since 1.3.0)"}}
     escalated: {{type: boolean, x-classification: public, description: "The ticket came to the department by escalation from the city's areas (since 1.3.0)"}}

@@ -44,6 +44,8 @@ FIXES = {
     "outside-jurisdiction": "send a position inside the city (WGS84 lat/long)",
     "postal-code": "send the postal code in the city's format (the pattern its city pack's manifest declares as "
                    "postal_code_pattern), or leave it out",
+    "code-scheme": "send the code as the city writes it (the pattern its city pack's manifest declares under codes: "
+                   "city, area, device), or correct the manifest's codes",
     "unit": "send the value in the contract's unit (x-unit), with its UN/CEFACT unitCode or none",
     "normalized-form": "send every attribute as {\"type\": ..., \"value\": ...} (NGSI v2 normalized), or plain values with ?options=keyValues",
     "mapping": "use one of the source values the feed declares, or add the value to the feed's mapping (infra/feeds/)",

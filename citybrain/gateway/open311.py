@@ -24,6 +24,8 @@ from typing import Any, Mapping
 from citybrain.city.pack import DEFAULT_LANGUAGES, languages
 from citybrain.contracts.validate import FIXES, Rejection
 from citybrain.geo import AreaIndex, Place
+from citybrain.ingest.codes import DEFAULTS as DEFAULT_CODES
+from citybrain.ingest.codes import CodeSchemes
 from citybrain.ingest.postal import PostalCodes
 from citybrain.ingest.strict_json import id_problem
 from citybrain.times import iso, now_iso
@@ -89,8 +91,8 @@ class EdgeError:
 
 @dataclass(frozen=True)
 class Catalogue:
-    """What the gateway serves, as the city's reference data has it: the jurisdiction, postal codes and languages
-    (``raw.ref.city``), the services (``raw.ref.service`` records by code) and the departments
+    """What the gateway serves, as the city's reference data has it: the jurisdiction, postal codes, code schemes
+    and languages (``raw.ref.city``), the services (``raw.ref.service`` records by code) and the departments
     (``raw.ref.department``)."""
 
     jurisdiction_id: str
@@ -98,12 +100,15 @@ class Catalogue:
     departments: Mapping[str, Mapping[str, Any]]
     postal_codes: PostalCodes = PostalCodes.default()
     languages: tuple[str, ...] = DEFAULT_LANGUAGES
+    codes: CodeSchemes = CodeSchemes(DEFAULT_CODES, "the city")
 
     @classmethod
     def of_city(cls, city: Mapping[str, Any], services: Mapping[str, Mapping[str, Any]],
                 departments: Mapping[str, Mapping[str, Any]]) -> Catalogue:
-        """The catalogue of a ``raw.ref.city`` record (a record written before 1.1.0: six-digit postal codes, zh)."""
-        return cls(city["jurisdiction_id"], services, departments, PostalCodes.of_city(city), languages(dict(city)))
+        """The catalogue of a ``raw.ref.city`` record (a record written before 1.1.0: six-digit postal codes, zh;
+        before 1.2.0: China's code schemes)."""
+        return cls(city["jurisdiction_id"], services, departments, PostalCodes.of_city(city), languages(dict(city)),
+                   CodeSchemes.of_city(city))
 
     @property
     def messages(self) -> Mapping[str, str]:

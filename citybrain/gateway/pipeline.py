@@ -3,7 +3,8 @@
 A write goes: API key (``partner``) -> body (``read_json``; aiohttp caps its size at
 CITYBRAIN_GATEWAY_MAX_BODY_BYTES; read strictly by citybrain.ingest.strict_json) -> rate limit
 (``limit``) -> records checked against their contract (``check_entity`` for NGSI entities, each
-alone: one poisoned entity is refused, not its batch; Open311 maps its own) -> ``produce``: valid
+alone: one poisoned entity is refused, not its batch; its device and area codes must be the imported
+city's own, :mod:`citybrain.ingest.codes`; Open311 maps its own) -> ``produce``: valid
 records to their topics, the rest to the dead-letter topic, acknowledged before the answer. A body
 that is not JSON is refused whole and, from a known partner, dead-lettered (``dead_letter_body``).
 Refusals of a whole request are answered in the caller's protocol (``refusal``); ``health`` sums it up.
@@ -241,6 +242,14 @@ class RequestPipeline:
             return ({**base, "status": "rejected", "topic": contract.topic,
                      "errors": [EdgeError.from_rejection(unit_problem, 422).as_dict()]}, item, None)
         problem = validator(entity)
+        catalogue = self.book.catalogue()
+        foreign = catalogue.codes.record_problems(entity) if catalogue is not None else []
+        if problem is None and foreign:   # the contract takes any city's codes; this city declares its own
+            item = (contract, RawRecord(f"{source}#{index}", raw, value=entity, producer=producer,
+                                        lint=tuple(w.rule for w in warnings), rejection=foreign[0],
+                                        problems=tuple(foreign)))
+            return ({**base, "status": "rejected", "topic": contract.topic,
+                     "errors": [EdgeError.from_rejection(p, 422).as_dict() for p in foreign]}, item, None)
         if problem is None:
             try:
                 dumps_record(entity)   # what a mapping made of the values (a unit converted) is still JSON

@@ -15,8 +15,9 @@ receive time beside the export's own). ``constants`` fill fields the export does
 lists the texts that mean "no value" besides the empty cell (``NA``, ``-``), compared with the cell
 trimmed. A local time the zone repeats (the hour daylight saving time ends) or skips is refused: the
 export must carry the offset. Numbers are ASCII digits (no ``1_000``, no other scripts' digits). A
-postal code (:data:`citybrain.ingest.postal.FIELDS`) is checked against the city's own pattern when the
-loader knows the city. Every row becomes a record or a rejection that lists every problem it has,
+postal code (:data:`citybrain.ingest.postal.FIELDS`), device id and area code
+(:data:`citybrain.ingest.codes.FIELDS`) are checked against the city's own patterns when the loader knows
+the city. Every row becomes a record or a rejection that lists every problem it has,
 each naming the column, the field and the rule. Declarations are read with :mod:`citybrain.ingest.yaml_safe`.
 """
 
@@ -37,6 +38,7 @@ from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import Rejection, excerpt
 from citybrain.errors import InputError
 from citybrain.ingest.readers import RawRecord, _lines, _too_large
+from citybrain.ingest.codes import CodeSchemes
 from citybrain.ingest.postal import FIELDS as POSTAL_FIELDS
 from citybrain.ingest.postal import PostalCodes
 from citybrain.ingest.strict_json import DEFAULT_MAX_DEPTH, JsonRefused, loads
@@ -316,16 +318,18 @@ def load_feeds(directory: Path, contracts: dict[str, Contract]) -> dict[str, Fee
 
 
 def read_feed(feed: Feed, path: Path, encoding: str, max_bytes: int,
-              max_depth: int = DEFAULT_MAX_DEPTH, postal: PostalCodes | None = None) -> Iterator[RawRecord]:
+              max_depth: int = DEFAULT_MAX_DEPTH, postal: PostalCodes | None = None,
+              codes: CodeSchemes | None = None) -> Iterator[RawRecord]:
     """One RawRecord per row or line; raises FeedError (before yielding) when the header does not fit.
 
     JSON lines are read strictly (citybrain.ingest.strict_json), each line judged alone. ``postal``: the
-    city's postal codes, which a postal-code field must be one of (None: the contract's pattern alone)."""
+    city's postal codes, which a postal-code field must be one of (None: the contract's pattern alone);
+    ``codes``: the city's code schemes, likewise for its device ids and area codes."""
     received = now_iso()
     if feed.format == "csv":
-        yield from _read_csv(feed, path, encoding, max_bytes, postal, received)
+        yield from _read_csv(feed, path, encoding, max_bytes, postal, received, codes)
     else:
-        yield from _read_jsonl(feed, path, encoding, max_bytes, max_depth, postal, received)
+        yield from _read_jsonl(feed, path, encoding, max_bytes, max_depth, postal, received, codes)
 
 
 def _decoded_lines(path: Path, encoding: str, max_bytes: int, rejected: list[RawRecord]) -> Iterator[tuple[int, str, bytes]]:
@@ -357,7 +361,7 @@ def _decoded_lines(path: Path, encoding: str, max_bytes: int, rejected: list[Raw
 
 
 def _read_csv(feed: Feed, path: Path, encoding: str, max_bytes: int, postal: PostalCodes | None,
-              received: str) -> Iterator[RawRecord]:
+              received: str, codes: CodeSchemes | None) -> Iterator[RawRecord]:
     rejected: list[RawRecord] = []
     current = {"number": 0, "raw": b""}
 
@@ -372,7 +376,7 @@ def _read_csv(feed: Feed, path: Path, encoding: str, max_bytes: int, postal: Pos
         raise FeedError(f"{path.name}: the file is empty; expected a header row with the columns of feed {feed.name}")
     header = [h.strip().lstrip("\ufeff") for h in header]
     _check_header(feed, path, header)
-    row_plan = _RowPlan(feed, header, postal, received)
+    row_plan = _RowPlan(feed, header, postal, received, codes)
     width = len(header)
     yield from rejected
     rejected.clear()
@@ -396,7 +400,7 @@ def _read_csv(feed: Feed, path: Path, encoding: str, max_bytes: int, postal: Pos
 
 
 def _read_jsonl(feed: Feed, path: Path, encoding: str, max_bytes: int, max_depth: int, postal: PostalCodes | None,
-                received: str) -> Iterator[RawRecord]:
+                received: str, codes: CodeSchemes | None) -> Iterator[RawRecord]:
     rejected: list[RawRecord] = []
     plans: dict[tuple[str, ...], _RowPlan] = {}
     for number, text, raw in _decoded_lines(path, encoding, max_bytes, rejected):
@@ -425,7 +429,7 @@ def _read_jsonl(feed: Feed, path: Path, encoding: str, max_bytes: int, max_depth
         row_plan = plans.get(keys)
         if row_plan is None:
             row_plan = plans[keys] = _RowPlan(feed, [*keys, *(c for c in feed.columns if c not in value)], postal,
-                                              received)
+                                              received, codes)
         yield row_plan.record([*value.values(), *(None for c in feed.columns if c not in value)], source, raw)
     yield from rejected
 
@@ -464,7 +468,8 @@ class _RowPlan:
     (stripped), one of the feed's NA tokens is an absent field.
     """
 
-    def __init__(self, feed: Feed, header: Sequence[str], postal: PostalCodes | None = None, received: str = "") -> None:
+    def __init__(self, feed: Feed, header: Sequence[str], postal: PostalCodes | None = None, received: str = "",
+                 codes: CodeSchemes | None = None) -> None:
         self.feed = feed
         self.na = feed.na
         index = {name: i for i, name in enumerate(header)}
@@ -486,6 +491,9 @@ class _RowPlan:
         self.received = {c.field: received for c in feed.computed.values() if c.received}
         #: (field, its column, the city's postal codes) for the postal-code fields the feed fills
         self.postal = [] if postal is None else [(c.field, c.name, postal) for c in columns if c.field in POSTAL_FIELDS]
+        #: the city's code schemes, and the column each field came in
+        self.codes = codes
+        self.sent_as = {c.field: c.name for c in columns if c.field is not None}
 
     def record(self, row: Sequence[Any], source: str, raw: bytes) -> RawRecord:
         """The row as a record, or refused with every problem it has (and what could be read, for the contract's
@@ -542,6 +550,8 @@ class _RowPlan:
                 problem = postal.problem(value[target], target, column_name)
                 if problem is not None:
                     problems.append(problem)
+        if self.codes is not None:
+            problems += self.codes.record_problems(value, self.sent_as)
         if problems:
             return RawRecord(source, raw, value=value, rejection=problems[0], problems=tuple(problems))
         return RawRecord(source, raw, value=value)

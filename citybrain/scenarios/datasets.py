@@ -391,7 +391,8 @@ d AS (SELECT area_code AS district_code, name AS district_name, population FROM 
 f AS (SELECT district_code, max(risk_score) AS max_flood_risk FROM {flood} GROUP BY 1),
 h AS (SELECT district_code, count(DISTINCT street_code) FILTER (WHERE hotspot) AS hotspot_streets,
              count(*) FILTER (WHERE emerging) AS emerging_risks FROM {hotspots} GROUP BY 1),
-x AS (SELECT substr(street_code, 1, 6) AS district_code, count(*) AS exceedance_hours FROM {exceedances} GROUP BY 1),
+x AS (SELECT s.parent_code AS district_code, count(*) AS exceedance_hours
+      FROM {exceedances} e JOIN streets s ON s.area_code = e.street_code GROUP BY 1),
 k AS (SELECT district_code, sum(overdue) / greatest(sum(tickets), 1) AS overdue_share FROM {kpis} GROUP BY 1)
 SELECT d.district_code, d.district_name, d.population, coalesce(f.max_flood_risk, 0) AS max_flood_risk,
        coalesce(h.hotspot_streets, 0) AS hotspot_streets, coalesce(h.emerging_risks, 0) AS emerging_risks,

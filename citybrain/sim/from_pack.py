@@ -94,7 +94,7 @@ def city_of_pack(pack: Pack, seed: int = 7) -> City:
                 code=p["code"], district_code=p["parent"] if p["level"] == "street" else p["code"], name=p["name"],
                 name_en=p.get("name_en", p["name"]), geometry=g, population=int(p.get("population") or 30_000),
                 centre=_centre(g, rng), communities=tuple(communities.get(p["code"]) or [p["name"]]),
-                zipcode=p["code"][:6]))
+                zipcode=p["parent"] if p["level"] == "street" else p["code"]))
     districts = [District(p["code"], p["name"], p.get("name_en", p["name"]), g,
                           int(p.get("population") or sum(s.population for s in streets if s.district_code == p["code"])))
                  for p, g in props if p["level"] == "district"]

@@ -100,7 +100,7 @@ def test_the_example_pack_passes_under_the_default_tolerance() -> None:
 
 def test_records_the_reference_topics_would_refuse_are_named_before_anything_is_sent(contracts) -> None:  # type: ignore[no-untyped-def]
     pack = small_city()
-    pack.devices[0]["device_id"] = "LJ_WL_1"                     # the device topic's ids are like wl-0001
+    pack.devices[0]["device_id"] = "LJ/WL/1"                     # no topic key or file name carries a slash
     del pack.departments[1]["name_en"]                           # the department topic requires an English name
     found = {(p.file, p.where, p.rule) for p in contract_problems(pack, contracts)}
     assert found == {("devices.csv", "line 2", "pattern"), ("departments.jsonl", "line 2", "required")}

@@ -41,11 +41,19 @@ def _rect(x0: float, y0: float, x1: float, y1: float) -> dict[str, Any]:
 
 
 def los_angeles() -> Pack:
-    """A small pack of a US city: two districts (the San Fernando Valley and the basin), English first."""
-    areas = [{"type": "Feature", "geometry": _rect(-118.70, 34.12, -118.15, 34.34),
-              "properties": {"code": "064401", "name": "San Fernando Valley", "level": "district", "parent": None}},
-             {"type": "Feature", "geometry": _rect(-118.70, 33.70, -118.15, 34.12),
-              "properties": {"code": "064402", "name": "Los Angeles Basin", "level": "district", "parent": None}}]
+    """A small pack of a US city with its own code schemes: two districts (the San Fernando Valley and the basin)
+    of two council districts each (about 260,000 people each), one sanitation sensor, English first."""
+    districts = {"LA-SFV": ("San Fernando Valley", 34.12, 34.34, ("LA-CD03", "LA-CD06")),
+                 "LA-BASIN": ("Los Angeles Basin", 33.70, 34.12, ("LA-CD11", "LA-CD13"))}
+    areas = []
+    for code, (name, south, north, streets) in districts.items():
+        areas.append({"type": "Feature", "geometry": _rect(-118.70, south, -118.15, north),
+                      "properties": {"code": code, "name": name, "level": "district", "parent": None,
+                                     "population": 520_000}})
+        for street, (west, east) in zip(streets, ((-118.70, -118.425), (-118.425, -118.15))):
+            areas.append({"type": "Feature", "geometry": _rect(west, south, east, north),
+                          "properties": {"code": street, "name": f"Council District {int(street[-2:])}",
+                                         "level": "street", "parent": code, "population": 260_000}})
     departments = [{"department_id": "urban_management", "name": "LA Sanitation and Environment",
                     "name_en": "LA Sanitation and Environment", "remit": ["garbage"]},
                    {"department_id": "transport", "name": "Bureau of Street Lighting",
@@ -55,11 +63,17 @@ def los_angeles() -> Pack:
     services = [{"service_code": code, "name": name, "group": "city_services", "category": category,
                  "department": dept, "sla_hours": hours, "priority": "normal"}
                 for code, (name, category, dept, hours) in TYPES.items()]
+    routing = [{"rule_id": s["service_code"], "category": s["category"], "service_code": s["service_code"],
+                "department": s["department"], "sla_hours": s["sla_hours"], "priority": "normal"} for s in services]
+    devices = [{"device_id": "LASAN-AQ-017", "device_type": "air_quality", "owner_department": "urban_management",
+                "lat": 34.0522, "long": -118.2437}]                     # City Hall, Council District 13 (east basin)
     manifest = {"format": "citybrain.citypack/1", "version": "2026.1.0",
-                "city": {"code": "0644", "name": "Los Angeles", "name_en": "Los Angeles"},
+                "city": {"code": "US-CA-LA", "name": "Los Angeles", "name_en": "Los Angeles"},
                 "jurisdiction_id": "lacity.org", "timezone": "America/Los_Angeles",
-                "postal_code_pattern": "^[0-9]{5}(-[0-9]{4})?$", "languages": ["en", "es"]}
-    return Pack(manifest, areas, departments, services, [], [])
+                "postal_code_pattern": "^[0-9]{5}(-[0-9]{4})?$", "languages": ["en", "es"],
+                "codes": {"city": "^US-[A-Z]{2}-[A-Z]{2,4}$", "area": "^LA-[A-Z0-9]{2,8}$",
+                          "device": "^LASAN-[A-Z]{2}-[0-9]{3}$"}}
+    return Pack(manifest, areas, departments, services, routing, devices)
 
 
 def served(pack: Pack) -> tuple[dict[str, Any], Catalogue, AreaIndex]:
@@ -110,7 +124,7 @@ def test_a_forwarded_311_export_maps_with_us_zips_its_own_number_and_time(contra
     assert first["requested_datetime"] > "2026"                                 # the platform's own receive time
     view = public_view({**first, "dispatch_department": "transport"}, index, catalogue)
     assert view["source_request_id"] == "1-3449383281" and view["agency_responsible"] == "Bureau of Street Lighting"
-    assert view["address"] == "Los Angeles Basin"
+    assert view["address"].endswith("Council District 13")             # Sunset Blvd, coarsened to its street
 
 
 def test_a_zip_breaking_the_citys_pattern_is_refused_naming_the_field_and_the_fix(contracts: dict[str, Contract]) -> None:

@@ -159,19 +159,25 @@ async function renderCity() {
     (cb.me.admin ? "" : ` · ${t("orders")} ${sum("orders")}`) + ` · ${t("devices")} ${cityData.devices.length}`;
 }
 
+// The streets an area's counts roll up from (areaData.streets: found by parent links, not code digits); an area
+// with no street above or below it (a district of a city without streets) counts for itself.
+function unitsOf(code) {
+  const streets = (areaData.streets || {})[code] || [];
+  return streets.length ? streets : [code];
+}
+
 function drawMap() {
   const level = $("city-level").value || "street";
   const fc = areaData.levels[level] || { features: [] };
   const labels = Object.fromEntries(fc.features.map((f) => [f.properties.name, cb.lang === "zh" ? f.properties.label : (f.properties.label_en || f.properties.label)]));
+  // Per street its score; an area's is its streets' (areaData.streets: found by parent links, not code digits).
   const score = {};
   for (const [area, c] of Object.entries(cityData.by_area)) {   // a street, or a district without streets
-    const v = (c.events || 0) * 3 + (c.recent || 0) + (c.warnings || 0) * 2 + (c.orders || 0);
-    const key = level === "district" ? area.slice(0, 6) : area;
-    score[key] = (score[key] || 0) + v;
+    score[area] = (c.events || 0) * 3 + (c.recent || 0) + (c.warnings || 0) * 2 + (c.orders || 0);
   }
   const data = fc.features.map((f) => {
     const code = f.properties.name;
-    return { name: code, value: level === "community" ? (score[code.slice(0, 9)] || 0) : (score[code] || 0) };
+    return { name: code, value: unitsOf(code).reduce((a, s) => a + (score[s] || 0), 0) };
   });
   const kind = $("city-sensor").value;
   const devices = cityData.devices.filter((d) => d.type === kind && d.lat != null);
@@ -193,8 +199,8 @@ function drawMap() {
   chart("chart-map").off("click");
   chart("chart-map").on("click", (p) => {
     if (p.seriesType === "scatter") { $("city-detail").textContent = JSON.stringify(p.data, null, 1); return; }
-    const here = cityData.events.filter((e) => String(e.street_code || e.district_code || "")
-      .startsWith(p.name.slice(0, level === "district" ? 6 : 9)));
+    const units = new Set(unitsOf(p.name));
+    const here = cityData.events.filter((e) => units.has(String(e.street_code || e.district_code || "")));
     $("city-detail").textContent = `${labels[p.name] || p.name}\n` + here.map((e) => `${e.title} ${JSON.stringify(e.evidence || {})}`).join("\n");
   });
 }
