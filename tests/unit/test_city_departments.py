@@ -76,7 +76,8 @@ def test_import_writes_the_contract_principal_and_grants_where_contracts_and_acc
     platform = load_platform(settings)
     assert set(platform) == set(contracts) | {PARKS_TOPIC}   # the repo's contracts untouched, the city's beside them
     parks = platform[PARKS_TOPIC]
-    assert (parks.owner, parks.version, parks.raw["title"]) == ("parks", "1.3.0", "Work orders dispatched to Parks and "
+    roles = contracts["dispatch.police.work_order.v1"].version   # the template's version, the roles' own
+    assert (parks.owner, parks.version, parks.raw["title"]) == ("parks", roles, "Work orders dispatched to Parks and "
                                                                 "Greening Bureau (园林绿化局)")
     # A contract like any other: lint passes with the city's departments known, and not without them.
     known = known_departments(settings.city_dir)
