@@ -113,7 +113,7 @@ def review_pack(directory: Path) -> PackReport:
     problems += area_problems
     departments = {d.get("department_id") for d in pack.departments if isinstance(d, dict)}
     if valid["manifest.json"]:
-        problems += _clock_rules(manifest, valid["routing.jsonl"])
+        problems += _clock_rules(manifest, valid["routing.jsonl"], valid["services.jsonl"])
     problems += _catalogue_rules(valid, departments,
                                  {s.get("service_code") for s in pack.services if isinstance(s, dict)},
                                  {_code(f) for f in pack.areas})
@@ -274,16 +274,19 @@ def _code_rules(manifest: dict[str, Any], valid: dict[str, list[tuple[str, Any]]
     return problems
 
 
-def _clock_rules(manifest: dict[str, Any], rules: list[tuple[str, dict[str, Any]]]) -> list[Problem]:
-    """A rule whose SLA counts working time needs the manifest to say when the city works."""
+def _clock_rules(manifest: dict[str, Any], rules: list[tuple[str, dict[str, Any]]],
+                 services: list[tuple[str, dict[str, Any]]]) -> list[Problem]:
+    """A rule or service whose SLA counts working time needs the manifest to say when the city works."""
     if "working_hours" in manifest:
         return []
-    return [Problem("routing.jsonl", where, "no-working-hours",
-                    f"rule {r['rule_id']} counts its SLA in working time (sla_clock: working), but manifest.json "
-                    "declares no working_hours.",
-                    'add working_hours to the manifest (e.g. {"days": ["mon", "tue", "wed", "thu", "fri"], "start": '
-                    '"09:00", "end": "18:00"}), or drop sla_clock for the calendar clock.')
-            for where, r in rules if r.get("sla_clock") == "working"]
+    fix = ('add working_hours to the manifest (e.g. {"days": ["mon", "tue", "wed", "thu", "fri"], "start": '
+           '"09:00", "end": "18:00"}), or drop sla_clock for the calendar clock.')
+    return [Problem(file, where, "no-working-hours", f"{what} counts its SLA in working time (sla_clock: working), "
+                    "but manifest.json declares no working_hours.", fix)
+            for file, what, where, r in [*(("routing.jsonl", f"rule {r['rule_id']}", w, r) for w, r in rules),
+                                         *(("services.jsonl", f"service {s['service_code']}", w, s)
+                                           for w, s in services)]
+            if r.get("sla_clock") == "working"]
 
 
 def _polygons(geometry: dict[str, Any]) -> list[list[Any]]:

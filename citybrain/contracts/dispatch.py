@@ -16,7 +16,7 @@ from citybrain.contracts.topics import work_orders
 TEMPLATE = """\
 # Written by `citybrain dev contracts dispatch` from citybrain/contracts/dispatch.py: edit the template, not this file.
 contract: dispatch.{dept}.work_order
-version: 1.4.0
+version: 1.5.0
 title: Work orders dispatched to {en} ({zh})
 description: >
   Dispatch (派单) to {zh}: hotline tickets in its remit and the fused city events it must act
@@ -27,7 +27,9 @@ description: >
   community (社区) its position lies in, where the city's pack declares communities. Since 1.3.0
   `assigned_at` says when the department got the order and `escalated` whether the city's areas
   let the ticket escalate to it first (属地管理: their orders are on dispatch.territorial.work_order);
-  a reopened ticket dispatched again is a new order (`-r<n>` after its id).
+  a reopened ticket dispatched again is a new order (`-r<n>` after its id). Since 1.5.0
+  `sla_clock: working` says the deadline counts only the city's working hours (its rule's
+  `sla_clock`); an order without it runs on the calendar.
 owner: {dept}
 key: work_order_id
 event_id: work_order_id
@@ -57,6 +59,7 @@ schema:
     escalated: {{type: boolean, x-classification: public, description: "The ticket came to the department by escalation from the city's areas (since 1.3.0)"}}
     sla_deadline: {{type: string, format: date-time, x-classification: public}}
     sla_hours: {{type: number, exclusiveMinimum: 0, maximum: 2160, x-classification: public}}
+    sla_clock: {{enum: [calendar, working], x-classification: public, description: "The clock sla_hours count on: working, only the city's working hours (its pack's working_hours); absent or calendar, every hour (since 1.5.0)"}}
     rule_id: {{type: string, maxLength: 60, x-classification: public}}
     caller_ref: {{type: [string, "null"], pattern: "^psn_[a-z2-7]{{24}}$", x-classification: internal, description: "Keyed pseudonym (HMAC-SHA-256) of the caller's phone, else e-mail; links repeat callers without revealing them (since 1.1.0)"}}
 examples:

@@ -19,7 +19,8 @@ from citybrain.times import iso, parse_time
 
 log = logging.getLogger(__name__)
 
-#: Share of the SLA after which an unhandled ticket is "about to breach".
+#: Share of the SLA after which an unhandled ticket is "about to breach" (of the working time to the deadline
+#: when the ticket's rule counts its SLA in the city's working time).
 WARN_AT = 0.8
 
 
@@ -40,6 +41,9 @@ class Dispatcher:
         #: with ``sla_clock: working`` counts in; None: the city declares none, and every SLA runs on the calendar.
         self.working: WorkingTime | None = None
         self._unclocked: set[str] = set()
+        #: The SLA clock of each ticket routed here while the city declares working hours, by service request id
+        #: (ticket events do not say it: their rule does); forgotten when the ticket is closed.
+        self._ticket_clocks: dict[str, str] = {}
 
     def update_rule(self, rule: dict[str, Any]) -> None:
         """Take a rule as the reference topic has it now; a withdrawn rule routes nothing any more."""
@@ -73,6 +77,8 @@ class Dispatcher:
                                         (community_code, street_code, district_code))
         if rule is None:
             return []
+        if self.working is not None:
+            self._ticket_clocks[request["service_request_id"]] = rule.get("sla_clock", "calendar")
         state, level = request.get("lifecycle_state") or "received", request.get("escalation_level")
         held_by_areas = escalates(rule) and not request.get("partner")
         received = parse_time(request["requested_datetime"])
@@ -81,7 +87,7 @@ class Dispatcher:
             "service_code": request["service_code"], "title": request["service_name"],
             "priority": request.get("priority") or rule["priority"], "district_code": district_code,
             "street_code": street_code, "street_name": street_name, "received_at": iso(received),
-            "rule_id": rule["rule_id"], "caller_ref": self._caller_ref(request),
+            "rule_id": rule["rule_id"], "caller_ref": self._caller_ref(request), **self._clock_field(rule),
         }
         if community_code:
             base["community_code"] = community_code
@@ -116,6 +122,29 @@ class Dispatcher:
                         "manifest and import it again (`citybrain city check` names this too)", rule["rule_id"])
         return deadline(rule, at, hours, self.working)
 
+    def _clock_field(self, rule: Mapping[str, Any]) -> dict[str, str]:
+        """A work order's ``sla_clock``: ``working`` when its deadline counts the city's working time; left out on
+        the calendar (absent and ``calendar`` say the same, so the simulated city's orders stay as they were)."""
+        return {"sla_clock": "working"} if rule.get("sla_clock") == "working" and self.working is not None else {}
+
+    def ticket_clock(self, event: Mapping[str, Any]) -> WorkingTime | None:
+        """The city's working time when a ticket event's deadline counts in it, None when it runs on the calendar.
+        The clock is its rule's: the rule this dispatcher routed the ticket by, else (a ticket whose request this
+        pipeline did not see: the ticket lifecycle is fused apart from the requests when the city is shared out
+        by area) the one the rules of its department all agree on. A closed ticket is forgotten."""
+        rid = event["service_request_id"]
+        clock = self._ticket_clocks.pop(rid, None) if event.get("event_type") == "closed" else \
+            self._ticket_clocks.get(rid)
+        if self.working is None:
+            return None
+        if clock is None:
+            department = event.get("assigned_department") or event.get("department")
+            clocks = {r.get("sla_clock", "calendar") for table in (self.routing.by_service, self.routing.by_area,
+                                                                   self.routing.by_category)
+                      for r in table.values() if r.get("department") == department}
+            clock = clocks.pop() if len(clocks) == 1 else "calendar"
+        return self.working if clock == "working" else None
+
     def _department_orders(self, request: dict[str, Any], rule: dict[str, Any], base: dict[str, Any], at: datetime,
                            hours: float, escalated: bool, suffix: str = "") -> list[tuple[str, dict[str, Any]]]:
         """The orders of the responsible department and its co-departments, assigned ``at`` for ``hours`` on the
@@ -143,6 +172,7 @@ class Dispatcher:
             "street_code": event.get("street_code"), "street_name": event["street_name"],
             "received_at": event["detected_at"], "assigned_at": event["detected_at"],
             "sla_deadline": event["sla_deadline"], "rule_id": f"event.{event['category']}",
+            **self._clock_field(self.routing.by_event.get(event["category"]) or {}),
         }
         return [(topics.work_orders(d), {**base, "work_order_id": f"WO-{event['event_id']}-{d}", "department": d,
                                      "role": "lead" if d == event["department"] else "support"})
@@ -157,6 +187,16 @@ class Open:
     warned: bool = False
     level: str | None = None
     area_code: str | None = None
+    #: The city's working time when the deadline counts in it (the warning then comes at WARN_AT of the working
+    #: time to the deadline); None: the calendar.
+    working: WorkingTime | None = None
+
+    def warn_at(self) -> datetime:
+        """When the ticket is "about to breach": WARN_AT of the time to its deadline, on its SLA clock."""
+        if self.working is None:
+            return self.dispatched + (self.deadline - self.dispatched) * WARN_AT
+        left = self.working.between(self.dispatched, self.deadline)
+        return self.working.add(self.dispatched, left.total_seconds() * WARN_AT / 3600)
 
 
 class SlaTracker:
@@ -172,13 +212,15 @@ class SlaTracker:
         self._due: list[tuple[datetime, int, str, str, Open]] = []
         self._seq = 0
 
-    def event(self, e: dict[str, Any]) -> None:
+    def event(self, e: dict[str, Any], working: WorkingTime | None = None) -> None:
+        """Follow one ticket event; ``working``: the city's working time when the ticket's SLA counts in it
+        (its rule's ``sla_clock: working``), which puts the "about to breach" warning at WARN_AT of that time."""
         rid, kind = e["service_request_id"], e["event_type"]
         if kind in ("dispatched", "escalated") and e.get("sla_deadline"):
             o = Open(e.get("assigned_department") or e.get("department") or "hotline_12345", parse_time(e["occurred_at"]),
-                     parse_time(e["sla_deadline"]), level=e.get("level"), area_code=e.get("area_code"))
+                     parse_time(e["sla_deadline"]), level=e.get("level"), area_code=e.get("area_code"), working=working)
             self.open[rid] = o
-            for due, check in ((o.dispatched + (o.deadline - o.dispatched) * WARN_AT, "warn"), (o.deadline, "breach")):
+            for due, check in ((o.warn_at(), "warn"), (o.deadline, "breach")):
                 self._seq += 1
                 heapq.heappush(self._due, (due, self._seq, check, rid, o))
         elif kind in ("handled", "closed") and rid in self.open:

@@ -166,7 +166,7 @@ class Pipeline:
             self._areas_dirty = False
         out: list[tuple[str, dict[str, Any]]] = []
         if topic == topics.TICKET_EVENTS:
-            self.sla.event(value)
+            self.sla.event(value, self.dispatcher.ticket_clock(value))
             return out
         signal = self.enricher.signal(topic, value, event_id)
         if signal is None:

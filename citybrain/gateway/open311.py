@@ -50,9 +50,11 @@ PARAM_OF_FIELD = {"caller_email": "email", "caller_phone": "phone", "caller_name
 #: in Chinese otherwise). ``{id}`` in a notice is a placeholder for the caller, not filled.
 MESSAGES: dict[str, dict[str, str]] = {
     "zh": {"received": "已受理，工单号 {rid}；status at GET /open311/v2/requests/{{id}}.json",
-           "service": "{name}。由{department}在 {hours:g} 小时内办理。"},
+           "service": "{name}。由{department}在 {hours:g} 小时内办理。",
+           "service_working": "{name}。由{department}在 {hours:g} 个工作小时内办理。"},
     "en": {"received": "Received as ticket {rid}; status at GET /open311/v2/requests/{{id}}.json",
-           "service": "{name}. Handled by {department} within {hours:g} h."},
+           "service": "{name}. Handled by {department} within {hours:g} h.",
+           "service_working": "{name}. Handled by {department} within {hours:g} working hours."},
 }
 #: The language of a city whose first language has no messages.
 FALLBACK_LANGUAGE = "zh"
@@ -131,7 +133,8 @@ def services(catalogue: Catalogue) -> list[dict[str, Any]]:
 
     def description(s: Mapping[str, Any]) -> str:
         name = (s.get("name_en") or s["name"]) if english else s["name"]
-        return s.get("description") or catalogue.messages["service"].format(
+        message = "service_working" if s.get("sla_clock") == "working" else "service"
+        return s.get("description") or catalogue.messages[message].format(
             name=name, department=catalogue.department_name(s["department"]), hours=float(s["sla_hours"]))
 
     return [{"service_code": s["service_code"], "service_name": s["name"], "description": description(s),

@@ -170,6 +170,24 @@ def test_a_city_without_a_declared_language_or_pattern_keeps_chinese_and_six_dig
     assert [(e.field, e.rule) for e in errors] == [("zipcode", "postal-code")]
 
 
+def test_a_service_counted_in_working_hours_says_so_in_english_and_chinese(contracts: dict[str, Contract]) -> None:
+    """services.json tells callers a working-clock service's hours are working hours; the others stay as they were."""
+    pack = los_angeles()
+    pack.manifest["working_hours"] = {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "08:00", "end": "17:00"}
+    bulky = next(s for s in pack.services if s["service_code"] == "la.bulky_items")
+    bulky["sla_clock"] = "working"
+    assert contract_problems(pack, contracts) == []
+    _city, catalogue, _index = served(pack)
+    listed = {s["service_code"]: s["description"] for s in services(catalogue)}
+    assert listed["la.bulky_items"] == "Bulky Items. Handled by LA Sanitation and Environment within 72 working hours."
+    assert listed["la.feedback"].endswith(" h.") and "working" not in listed["la.feedback"]
+    pack.manifest["languages"] = ["zh"]
+    _city, catalogue, _index = served(pack)
+    listed = {s["service_code"]: s["description"] for s in services(catalogue)}
+    assert listed["la.bulky_items"] == "Bulky Items。由LA Sanitation and Environment在 72 个工作小时内办理。"
+    assert listed["la.feedback"].endswith(" 小时内办理。") and "工作" not in listed["la.feedback"]
+
+
 def test_the_open311_routes_answer_in_english_and_a_retry_keeps_the_first_ticket(contracts: dict[str, Contract]) -> None:
     from tests.unit.test_gateway_server import KeepingProducer
 

@@ -147,12 +147,12 @@ def test_a_rule_on_the_working_clock_gives_its_work_orders_a_deadline_in_the_cit
     p.feed("raw.ref.routing_rule.v1", working, "ref")
     [order] = [r for t, r in p.feed("raw.hotline.service_request.v1", _garbage_request("HL20261122990101", T0), "w1", T0)
                if t.startswith("dispatch.")]
-    assert (order["sla_hours"], order["sla_deadline"]) == (10, "2026-11-24T02:00:00Z")
+    assert (order["sla_hours"], order["sla_deadline"], order["sla_clock"]) == (10, "2026-11-24T02:00:00Z", "working")
     assert RecordValidator(contracts["dispatch.urban_management.work_order.v1"])(order) is None
     p.feed("raw.ref.routing_rule.v1", _garbage_rule(), "ref")
     [order] = [r for t, r in p.feed("raw.hotline.service_request.v1", _garbage_request("HL20261122990102", T0), "w2", T0)
                if t.startswith("dispatch.")]
-    assert order["sla_deadline"] == "2026-11-22T12:00:00Z"
+    assert order["sla_deadline"] == "2026-11-22T12:00:00Z" and "sla_clock" not in order   # absent: the calendar
 
 
 def test_a_working_rule_in_a_city_without_working_hours_runs_on_the_calendar_and_says_so(
@@ -166,7 +166,7 @@ def test_a_working_rule_in_a_city_without_working_hours_runs_on_the_calendar_and
     for n in (1, 2):
         [order] = [r for t, r in p.feed("raw.hotline.service_request.v1", _garbage_request(f"HL2026112299020{n}", T0),
                                         f"c{n}", T0) if t.startswith("dispatch.")]
-        assert order["sla_deadline"] == "2026-11-22T12:00:00Z"
+        assert order["sla_deadline"] == "2026-11-22T12:00:00Z" and "sla_clock" not in order
     assert caplog.text.count("counts its SLA in working time") == 1
     p.feed("raw.ref.city.v1", _city_record(working_hours=NATIONAL_DAY), "ref")
     assert p.dispatcher.working == CHINA
@@ -187,7 +187,89 @@ def test_a_city_events_deadline_and_its_work_orders_follow_the_rules_clock() -> 
     out = _flood(p, gauge, T0)
     [event] = [r for t, r in out if t == "city.event.incident.v1"][:1]
     assert event["sla_deadline"] == "2026-11-23T01:30:00Z"
-    assert {r["sla_deadline"] for t, r in out if t.startswith("dispatch.")} == {"2026-11-23T01:30:00Z"}
+    assert {(r["sla_deadline"], r["sla_clock"]) for t, r in out if t.startswith("dispatch.")} == \
+        {("2026-11-23T01:30:00Z", "working")}
+
+
+def test_a_territorial_order_on_the_working_clock_says_so(contracts) -> None:  # type: ignore[no-untyped-def]
+    """An escalating rule on the working clock: the street office's order carries sla_clock working, valid on
+    dispatch.territorial.work_order 1.2.0."""
+    from citybrain.contracts.validate import RecordValidator
+    from citybrain.times import iso
+    from tests.unit.test_fusion import CITY, T0, _garbage_request, _pipeline
+
+    p = _pipeline()
+    p.feed("raw.ref.city.v1", _city_record(working_hours=NATIONAL_DAY), "ref")
+    p.feed("raw.ref.routing_rule.v1", _garbage_rule(sla_clock="working", escalation=["street", "department"]), "ref")
+    at = T0 + timedelta(minutes=8)
+    out = p.feed("raw.hotline.service_request.v1", _garbage_request(
+        "HL20261122990301", T0, "dispatched", updated_datetime=iso(at), escalation_level="street",
+        assigned_area_code=CITY.streets[0].code), "t1", at)
+    [order] = [r for t, r in out if t == "dispatch.territorial.work_order.v1"]
+    assert order["sla_clock"] == "working"
+    assert RecordValidator(contracts["dispatch.territorial.work_order.v1"])(order) is None
+
+
+# -- the "about to breach" warning at 80% of the working time --------------------------------------------------
+
+#: Friday 27 November 2026, 17:00 in Shanghai: eight working hours (09:00-18:00) are one on Friday and seven on
+#: Monday, due Monday 16:00; 80% of them (6.4 h) is Monday 14:24, while 80% of the 71 calendar hours to the
+#: deadline would be Monday 01:48, hours before anyone could act on the warning.
+FRIDAY_5PM = _sh(2026, 11, 27, 17, 0)
+DUE = CHINA.add(FRIDAY_5PM, 8)
+
+
+def _dispatched(rid: str, department: str = "urban_management") -> dict[str, object]:
+    from citybrain.times import iso
+
+    return {"event_id": f"{rid}:dispatched:1", "service_request_id": rid, "event_type": "dispatched",
+            "occurred_at": iso(FRIDAY_5PM), "department": department, "assigned_department": department,
+            "level": "department", "sla_deadline": iso(DUE)}
+
+
+def _warned(alerts: list[dict[str, object]]) -> list[object]:
+    return [a["service_request_id"] for a in alerts if a["kind"] == "about_to_breach"]
+
+
+def test_a_working_clock_ticket_is_warned_at_80_percent_of_the_working_time_not_in_the_night_before() -> None:
+    from citybrain.fusion.dispatch import SlaTracker
+
+    assert DUE == _sh(2026, 11, 30, 16, 0)
+    sla = SlaTracker()
+    sla.event(_dispatched("HL20261127000501"), CHINA)
+    sla.event(_dispatched("HL20261127000502"))                       # the same deadline, counted on the calendar
+    assert _warned(sla.alerts(_sh(2026, 11, 30, 1, 47))) == []
+    assert _warned(sla.alerts(_sh(2026, 11, 30, 1, 48))) == ["HL20261127000502"]   # Monday 01:48 on the calendar
+    assert _warned(sla.alerts(_sh(2026, 11, 30, 14, 23))) == []
+    assert _warned(sla.alerts(_sh(2026, 11, 30, 14, 24))) == ["HL20261127000501"]
+    assert [a["kind"] for a in sla.alerts(_sh(2026, 11, 30, 16, 1))] == ["breached", "breached"]
+
+
+def test_the_pipeline_warns_a_ticket_on_its_rules_clock() -> None:
+    """Ticket events do not name their clock: the rule the pipeline routed the request by does; a ticket whose
+    request it did not see (its lifecycle fused apart) takes the clock its department's rules agree on."""
+    from citybrain.access.privacy import Protector
+    from citybrain.contracts.model import load_all
+    from citybrain.fusion.pipeline import Pipeline
+    from citybrain.settings import PROJECT_ROOT
+    from tests.unit.test_fusion import _garbage_request, _pipeline
+
+    p = _pipeline()
+    p.feed("raw.ref.city.v1", _city_record(working_hours=NATIONAL_DAY), "ref")
+    p.feed("raw.ref.routing_rule.v1", _garbage_rule(sla_clock="working"), "ref")
+    p.feed("raw.hotline.service_request.v1", _garbage_request("HL20261127000601", FRIDAY_5PM), "r1", FRIDAY_5PM)
+    p.feed("raw.hotline.ticket_event.v1", _dispatched("HL20261127000601"), "e1", FRIDAY_5PM)
+    p.feed("raw.hotline.ticket_event.v1", _dispatched("HL20261127000602"), "e2", FRIDAY_5PM)  # request unseen
+    assert _warned(p.sla.alerts(_sh(2026, 11, 30, 2, 0))) == ["HL20261127000602"]  # its department's rules disagree
+    assert _warned(p.sla.alerts(_sh(2026, 11, 30, 14, 24))) == ["HL20261127000601"]
+
+    lifecycle = Pipeline(load_all(PROJECT_ROOT / "schemas"), Protector.ephemeral())   # a ticket-lifecycle share
+    lifecycle.feed("raw.ref.city.v1", _city_record(working_hours=NATIONAL_DAY), "ref")
+    lifecycle.feed("raw.ref.routing_rule.v1", _garbage_rule(sla_clock="working"), "ref")
+    lifecycle.feed("raw.hotline.ticket_event.v1", _dispatched("HL20261127000603"), "e3", FRIDAY_5PM)
+    lifecycle.feed("raw.hotline.ticket_event.v1", _dispatched("HL20261127000604", "water"), "e4", FRIDAY_5PM)
+    assert _warned(lifecycle.sla.alerts(_sh(2026, 11, 30, 2, 0))) == ["HL20261127000604"]   # no water rule
+    assert _warned(lifecycle.sla.alerts(_sh(2026, 11, 30, 14, 24))) == ["HL20261127000603"]
 
 
 def test_the_packs_working_hours_reach_the_city_record_export_back_and_are_checked(tmp_path, contracts) -> None:  # type: ignore[no-untyped-def]
@@ -199,11 +281,16 @@ def test_the_packs_working_hours_reach_the_city_record_export_back_and_are_check
     pack = small_city()
     pack.manifest["working_hours"] = NATIONAL_DAY
     pack.routing[0]["sla_clock"] = "working"
+    pack.services[0]["sla_clock"] = "working"
     pack.write(tmp_path / "ok")
     assert check_pack(tmp_path / "ok")[1] == [] and contract_problems(pack, contracts) == []
     records = reference_records(pack, "2026-12-01T00:00:00Z")
     assert records["raw.ref.city.v1"][0][1]["working_hours"] == NATIONAL_DAY
-    assert pack_of_records(lambda topic: [r for _w, r in records[topic]]).manifest == pack.manifest
+    assert records["raw.ref.service.v1"][0][1]["sla_clock"] == "working"
+    exported = pack_of_records(lambda topic: [r for _w, r in records[topic]])
+    assert exported.manifest == pack.manifest
+    assert {s["service_code"]: s.get("sla_clock") for s in exported.services} == \
+        {s["service_code"]: s.get("sla_clock") for s in pack.services}
     assert "working_hours" not in reference_records(small_city(), "2026-12-01T00:00:00Z")["raw.ref.city.v1"][0][1]
 
     pack.manifest["working_hours"] = {**NATIONAL_DAY, "start": "18:00", "end": "09:00", "days": ["mon", "funday"]}
@@ -217,7 +304,8 @@ def test_the_packs_working_hours_reach_the_city_record_export_back_and_are_check
     pack.routing[1]["sla_clock"] = "business"
     pack.write(tmp_path / "none")
     found = {(p.file, p.where, p.rule) for p in check_pack(tmp_path / "none")[1]}
-    assert found == {("routing.jsonl", "line 1", "no-working-hours"), ("routing.jsonl", "line 2", "enum")}
+    assert found == {("routing.jsonl", "line 1", "no-working-hours"), ("routing.jsonl", "line 2", "enum"),
+                     ("services.jsonl", "line 1", "no-working-hours")}
 
 
 def test_a_pack_city_on_the_working_clock_is_simulated_with_its_hotlines_deadlines_in_working_hours(tmp_path) -> None:  # type: ignore[no-untyped-def]
