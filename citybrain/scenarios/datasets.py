@@ -162,6 +162,12 @@ STREETS = """(SELECT j(latest, 'area_code') AS area_code, j(latest, 'name') AS n
  FROM (SELECT j(value, 'area_code') AS k, arg_max(value, "offset") AS latest FROM {admin_areas} GROUP BY 1))"""
 DEVICES = """(SELECT k AS device_id, j(latest, 'street_code') AS street_code
  FROM (SELECT j(value, 'device_id') AS k, arg_max(value, "offset") AS latest FROM {devices} GROUP BY 1))"""
+#: A record's deepest area: its street, else its district (a city whose pack has no streets there).
+AREA = "coalesce(street_code, district_code)"
+AREA_LEVEL = "CASE WHEN street_code IS NOT NULL THEN 'street' ELSE 'district' END"
+#: Columns of an area dataset's row beyond its street ones, appended after them (released schemas only widen).
+AREA_FIELDS = {"area_code": "the deepest area: the street, else the district (a city whose pack has no streets there)",
+               "area_level": "street or district", "area_name": "the area's name"}
 TICKET_ORDERS = """(SELECT j(value, 'source_id') AS rid, any_value(j(value, 'street_code')) AS street_code,
         any_value(j(value, 'district_code')) AS district_code, any_value(j(value, 'category')) AS category,
         any_value(j(value, 'department')) AS department, min(utc(j(value, 'received_at'))) AS received
@@ -170,37 +176,41 @@ TICKET_ORDERS = """(SELECT j(value, 'source_id') AS rid, any_value(j(value, 'str
 HOTLINE_HOTSPOTS = Dataset(
     name="hotline_hotspots",
     title="12345 hotline hotspots and emerging risks by street",
-    description="Tickets per street and category from the fused work orders (lead department, located tickets). "
+    description="Tickets per street and category from the fused work orders (lead department, located tickets); "
+                "per district where the city's pack has no streets there (area_code, area_level). "
                 "A hotspot has at least 5 tickets and three times the median street of its category; an emerging "
                 "risk has at least 3 tickets in the last 6 hours of the data at three times the street's earlier "
                 "hourly rate. Fused city incidents in the street are counted beside them.",
     owner="hotline_12345",
     inputs={"work_orders": "silver/dispatch.*.work_order", "incidents": "silver/city.event.incident",
             "admin_areas": "bronze/raw.ref.admin_area"},
-    key=("street_code", "category"),
+    key=("area_code", "category"),
     fields={
-        "street_code": "street (raw.ref.admin_area)", "street_name": "the street's name",
-        "district_code": "district of the street", "category": "ticket category",
+        "street_code": "street (raw.ref.admin_area); null for a district's row", "street_name": "the street's name",
+        "district_code": "district of the street, or the district's own row", "category": "ticket category",
         "tickets": "tickets of the category in the street", "tickets_last_6h": "of which in the last 6 hours of the data",
         "vs_category_median": "tickets / the median street's tickets of the category",
         "recent_rate_ratio": "hourly rate in the last 6 hours / the street's earlier hourly rate",
         "incidents": "fused city incidents (any category) in the street",
         "hotspot": "true when tickets >= 5 and >= 3x the category's median street",
         "emerging": "true when tickets_last_6h >= 3 and the recent rate >= 3x the earlier one",
-        "as_of": "newest ticket in the data (UTC)",
+        "as_of": "newest ticket in the data (UTC)", **AREA_FIELDS,
     },
     sql="""
-WITH wo AS (SELECT * FROM """ + TICKET_ORDERS + """ WHERE street_code IS NOT NULL),
+WITH wo AS (SELECT *, """ + AREA + """ AS area_code, """ + AREA_LEVEL + """ AS area_level
+            FROM """ + TICKET_ORDERS + """ WHERE """ + AREA + """ IS NOT NULL),
 span AS (SELECT max(received) AS latest, min(received) AS earliest FROM wo),
 agg AS (
-  SELECT street_code, any_value(district_code) AS district_code, category, count(*) AS tickets,
+  SELECT area_code, any_value(area_level) AS area_level, any_value(street_code) AS street_code,
+         any_value(district_code) AS district_code, category, count(*) AS tickets,
          count(*) FILTER (WHERE received > latest - INTERVAL 6 HOUR) AS last_6h,
          count(*) FILTER (WHERE received <= latest - INTERVAL 6 HOUR) AS before_6h,
          greatest(epoch(latest - earliest) / 3600.0 - 6, 1.0) AS hours_before, latest AS as_of
-  FROM wo CROSS JOIN span GROUP BY street_code, category, latest, earliest),
+  FROM wo CROSS JOIN span GROUP BY area_code, category, latest, earliest),
 cat AS (SELECT category, median(tickets) AS med FROM agg GROUP BY 1),
-ev AS (SELECT j(value, 'street_code') AS street_code, count(DISTINCT j(value, 'event_id')) AS incidents
-       FROM {incidents} GROUP BY 1),
+ev AS (SELECT """ + AREA + """ AS area_code, count(DISTINCT event_id) AS incidents
+       FROM (SELECT j(value, 'street_code') AS street_code, j(value, 'district_code') AS district_code,
+                    j(value, 'event_id') AS event_id FROM {incidents}) GROUP BY 1),
 streets AS """ + STREETS + """
 SELECT a.street_code, s.name AS street_name, a.district_code, a.category, a.tickets, a.last_6h AS tickets_last_6h,
        round(a.tickets / cat.med, 2) AS vs_category_median,
@@ -208,9 +218,10 @@ SELECT a.street_code, s.name AS street_name, a.district_code, a.category, a.tick
        coalesce(ev.incidents, 0) AS incidents,
        a.tickets >= 5 AND a.tickets >= 3 * cat.med AS hotspot,
        a.last_6h >= 3 AND (a.last_6h / 6.0) >= 3 * greatest(a.before_6h / a.hours_before, 0.1) AS emerging,
-       a.as_of
-FROM agg a JOIN cat USING (category) LEFT JOIN streets s ON s.area_code = a.street_code LEFT JOIN ev USING (street_code)
-ORDER BY a.tickets DESC, a.street_code, a.category
+       a.as_of, a.area_code, a.area_level, ar.name AS area_name
+FROM agg a JOIN cat USING (category) LEFT JOIN streets s ON s.area_code = a.street_code
+     LEFT JOIN streets ar ON ar.area_code = a.area_code LEFT JOIN ev ON ev.area_code = a.area_code
+ORDER BY a.tickets DESC, a.area_code, a.category
 """)
 
 ENV_EXCEEDANCES = Dataset(
@@ -268,6 +279,8 @@ FLOOD_RISK = Dataset(
     title="Waterlogging and flood risk by street",
     description="Per street: its water-level gauges (highest level as a share of the reference level, readings in "
                 "warning and flooded state), waterlogging complaints to the hotline and fused flood incidents. "
+                "Per district where the city's pack has no streets there (area_code, area_level): its tickets and "
+                "incidents (the device registry places gauges by street only). "
                 "risk_score 0-100 = 50 x the level ratio (99th percentile, capped at 1) + 20 if any gauge reported flooded "
                 "+ 5 per waterlogging ticket (at most 20) + 10 if a flood incident was fused in the street; "
                 "risk_level low < 30 <= elevated < 60 <= high.",
@@ -275,15 +288,16 @@ FLOOD_RISK = Dataset(
     inputs={"water_level": "bronze/raw.sensor.water_level", "devices": "bronze/raw.ref.device",
             "work_orders": "silver/dispatch.*.work_order", "incidents": "silver/city.event.incident",
             "admin_areas": "bronze/raw.ref.admin_area"},
-    key=("street_code",),
+    key=("area_code",),
     fields={
-        "street_code": "street", "street_name": "the street's name", "district_code": "district of the street",
+        "street_code": "street; null for a district's row", "street_name": "the street's name",
+        "district_code": "district of the street (the district itself for a district's row)",
         "gauges": "water-level gauges in the street", "underpass_gauges": "of which at underpasses",
         "max_level_ratio": "99th percentile of current level / flooding level over the street's readings (a faulty "
                        "gauge's single spikes do not count)",
         "warning_readings": "readings in warning state", "flooded_readings": "readings in flooded state",
         "waterlogging_tickets": "hotline tickets about waterlogging", "flood_incidents": "fused flood incidents",
-        "risk_score": "0 (none) ... 100 (flooding now)", "risk_level": "low, elevated or high",
+        "risk_score": "0 (none) ... 100 (flooding now)", "risk_level": "low, elevated or high", **AREA_FIELDS,
     },
     sql="""
 WITH dev AS """ + DEVICES + """,
@@ -296,24 +310,30 @@ g AS (SELECT dev.street_code, count(DISTINCT wl.device_id) AS gauges,
              count(*) FILTER (WHERE status = 'warning') AS warning_readings,
              count(*) FILTER (WHERE status = 'flooded') AS flooded_readings
       FROM wl JOIN dev USING (device_id) GROUP BY 1),
-t AS (SELECT street_code, count(*) AS waterlogging_tickets FROM """ + TICKET_ORDERS + """
+t AS (SELECT """ + AREA + """ AS area_code, count(*) AS waterlogging_tickets FROM """ + TICKET_ORDERS + """
       WHERE category = 'waterlogging' GROUP BY 1),
-e AS (SELECT j(value, 'street_code') AS street_code, count(DISTINCT j(value, 'event_id')) AS flood_incidents
-      FROM {incidents} WHERE j(value, 'category') = 'flood' GROUP BY 1),
+e AS (SELECT """ + AREA + """ AS area_code, count(DISTINCT event_id) AS flood_incidents
+      FROM (SELECT j(value, 'street_code') AS street_code, j(value, 'district_code') AS district_code,
+                   j(value, 'event_id') AS event_id FROM {incidents} WHERE j(value, 'category') = 'flood') GROUP BY 1),
 streets AS """ + STREETS + """,
+areas AS (SELECT * FROM streets WHERE level = 'street' OR (level = 'district' AND area_code NOT IN
+            (SELECT parent_code FROM streets WHERE level = 'street' AND parent_code IS NOT NULL))),
 scored AS (
-  SELECT s.area_code AS street_code, s.name AS street_name, s.parent_code AS district_code,
+  SELECT CASE WHEN s.level = 'street' THEN s.area_code END AS street_code,
+         CASE WHEN s.level = 'street' THEN s.name END AS street_name,
+         CASE WHEN s.level = 'street' THEN s.parent_code ELSE s.area_code END AS district_code,
          coalesce(g.gauges, 0) AS gauges, coalesce(g.underpass_gauges, 0) AS underpass_gauges,
          round(g.max_level_ratio, 3) AS max_level_ratio, coalesce(g.warning_readings, 0) AS warning_readings,
          coalesce(g.flooded_readings, 0) AS flooded_readings, coalesce(t.waterlogging_tickets, 0) AS waterlogging_tickets,
-         coalesce(e.flood_incidents, 0) AS flood_incidents
-  FROM streets s LEFT JOIN g ON g.street_code = s.area_code LEFT JOIN t ON t.street_code = s.area_code
-       LEFT JOIN e ON e.street_code = s.area_code
-  WHERE s.level = 'street')
-SELECT *, round(least(100.0, 50 * least(coalesce(max_level_ratio, 0), 1.0) + CASE WHEN flooded_readings > 0 THEN 20 ELSE 0 END
+         coalesce(e.flood_incidents, 0) AS flood_incidents, s.area_code, s.level AS area_level, s.name AS area_name
+  FROM areas s LEFT JOIN g ON g.street_code = s.area_code LEFT JOIN t ON t.area_code = s.area_code
+       LEFT JOIN e ON e.area_code = s.area_code)
+SELECT * EXCLUDE (area_code, area_level, area_name),
+       round(least(100.0, 50 * least(coalesce(max_level_ratio, 0), 1.0) + CASE WHEN flooded_readings > 0 THEN 20 ELSE 0 END
                 + least(20, 5 * waterlogging_tickets) + CASE WHEN flood_incidents > 0 THEN 10 ELSE 0 END), 1) AS risk_score,
-       CASE WHEN risk_score >= 60 THEN 'high' WHEN risk_score >= 30 THEN 'elevated' ELSE 'low' END AS risk_level
-FROM scored ORDER BY risk_score DESC, street_code
+       CASE WHEN risk_score >= 60 THEN 'high' WHEN risk_score >= 30 THEN 'elevated' ELSE 'low' END AS risk_level,
+       area_code, area_level, area_name
+FROM scored ORDER BY risk_score DESC, area_code
 """)
 
 ELDERLY_CARE = Dataset(
@@ -380,7 +400,8 @@ DISTRICT_SAFETY = Dataset(
     key=("district_code",),
     fields={
         "district_code": "district", "district_name": "the district's name", "population": "registered population",
-        "max_flood_risk": "highest flood risk score of its streets", "hotspot_streets": "streets with a hotline hotspot",
+        "max_flood_risk": "highest flood risk score of its streets",
+        "hotspot_streets": "streets (districts without streets) with a hotline hotspot",
         "emerging_risks": "street/category pairs flagged emerging", "exceedance_hours": "street-hours over an environmental limit",
         "overdue_share": "share of the district's dispatched tickets overdue",
         "safety_index": "0 ... 100 (calmest)",
@@ -389,7 +410,7 @@ DISTRICT_SAFETY = Dataset(
 WITH streets AS """ + STREETS + """,
 d AS (SELECT area_code AS district_code, name AS district_name, population FROM streets WHERE level = 'district'),
 f AS (SELECT district_code, max(risk_score) AS max_flood_risk FROM {flood} GROUP BY 1),
-h AS (SELECT district_code, count(DISTINCT street_code) FILTER (WHERE hotspot) AS hotspot_streets,
+h AS (SELECT district_code, count(DISTINCT """ + AREA + """) FILTER (WHERE hotspot) AS hotspot_streets,
              count(*) FILTER (WHERE emerging) AS emerging_risks FROM {hotspots} GROUP BY 1),
 x AS (SELECT s.parent_code AS district_code, count(*) AS exceedance_hours
       FROM {exceedances} e JOIN streets s ON s.area_code = e.street_code GROUP BY 1),

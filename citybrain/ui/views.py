@@ -192,13 +192,23 @@ def city(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] 
     faulty = {d for e in events if e.get("category") == "sensor_fault" and e.get("status") != "closed"
               for d in (e.get("evidence") or {}).get("devices", [])}
     return {"by_area": {k: dict(v) for k, v in by_area.items() if k},
-            "events": [_event_row(e) for e in events[:100]], "devices": sensors(lake, viewer, faulty)}
+            "events": [_with_area(_event_row(e), lake) for e in events[:100]], "devices": sensors(lake, viewer, faulty)}
 
 
 def _area(record: dict[str, Any]) -> str:
     """The deepest area an event, warning or work order names: its street, else its district (a city whose
     pack has no streets there); "" for none."""
     return str(record.get("street_code") or record.get("district_code") or "")
+
+
+def _with_area(row: dict[str, Any], lake: Lake) -> dict[str, Any]:
+    """An event row with its deepest area's code and name (street, else district), which the City page's table
+    shows: a district's event has no street_name to show."""
+    code = _area(row)
+    name = row.get("street_name") if row.get("street_code") else None
+    if code and not name:
+        name = _register(lake, topics.REF_AREAS, "area_code").get(code, {}).get("name")
+    return {**row, "area_code": code or None, "area_name": name}
 
 
 def _when(e: dict[str, Any]) -> datetime | None:

@@ -179,3 +179,90 @@ def test_catalog_and_query_use_the_latest_or_a_pinned_release(lake: Path) -> Non
     assert pinned == [{"congestion_index": 66.7}]
     with pytest.raises(LookupError, match="no version"):
         resolve(lake, dataset.name, "v1")
+
+
+def _located(lake: Path, orders: list[tuple[str, str, str | None, str]], incidents: list[tuple[str, str | None, str]],
+             areas: list[tuple[str, str, str, str | None]]) -> None:
+    """Lead ticket orders (id, district, street, category), fused incidents (district, street, category) and the
+    city's areas (code, name, level, parent) in the lake."""
+    _write(lake, "silver", "dispatch.water.work_order.v1", [
+        {"work_order_id": f"WO-{rid}-water", "department": "water", "role": "lead", "source": "ticket", "source_id": rid,
+         "district_code": district, "street_code": street, "category": category,
+         "received_at": f"2025-11-22T{i:02d}:00:00Z"} for i, (rid, district, street, category) in enumerate(orders)])
+    _write(lake, "silver", "city.event.incident.v1", [
+        {"event_id": f"CE-{district}-{category}-{i}", "district_code": district, "street_code": street, "category": category}
+        for i, (district, street, category) in enumerate(incidents)])
+    _write(lake, "bronze", "raw.ref.admin_area.v1", [
+        {"area_code": code, "name": name, "level": level, "parent_code": parent} for code, name, level, parent in areas])
+    _write(lake, "bronze", "raw.ref.device.v1", [{"device_id": "wl-0001", "street_code": "990101001", "status": "active",
+                                                 "updated_at": "2025-11-01T00:00:00Z"}])
+    _write(lake, "bronze", "raw.sensor.water_level.v1", [
+        {"refDevice": "wl-0001", "currentLevel": 0.3, "referenceLevel": 0.6, "floodLevelStatus": "warning",
+         "siteType": "underpass"}])
+
+
+def test_street_datasets_give_a_district_only_city_rows_per_district(tmp_path: Path) -> None:
+    """Beijing's 东城区 and 西城区 without streets: their tickets and incidents name only the district, and the
+    street datasets count them per district (they had no row at all: everything was grouped by street)."""
+    _located(tmp_path, [(f"HL{i}", "110101", None, "waterlogging") for i in range(6)]
+             + [("HL8", "110102", None, "waterlogging"), ("HL9", "110105", None, "waterlogging")],
+             [("110101", None, "flood")],
+             [("110101", "东城区", "district", "11"), ("110102", "西城区", "district", "11"),
+              ("110105", "朝阳区", "district", "11")])
+    hotspots = build(tmp_path, DATASETS["hotline_hotspots"])[0].to_pylist()
+    assert [(r["area_code"], r["area_level"], r["area_name"], r["street_code"], r["street_name"], r["district_code"],
+             r["category"], r["tickets"], r["incidents"], r["hotspot"]) for r in hotspots] == [
+        ("110101", "district", "东城区", None, None, "110101", "waterlogging", 6, 1, True),     # 6 >= 3 x the median 1
+        ("110102", "district", "西城区", None, None, "110102", "waterlogging", 1, 0, False),
+        ("110105", "district", "朝阳区", None, None, "110105", "waterlogging", 1, 0, False)]
+    flood = build(tmp_path, DATASETS["flood_risk_by_street"])[0].to_pylist()
+    assert [(r["area_code"], r["area_level"], r["area_name"], r["street_code"], r["district_code"],
+             r["waterlogging_tickets"], r["flood_incidents"], r["risk_score"], r["risk_level"]) for r in flood] == [
+        ("110101", "district", "东城区", None, "110101", 6, 1, 30.0, "elevated"),
+        ("110102", "district", "西城区", None, "110102", 1, 0, 5.0, "low"),
+        ("110105", "district", "朝阳区", None, "110105", 1, 0, 5.0, "low")]
+    _release_inputs_of_district_safety(tmp_path)
+    safety = build(tmp_path, DATASETS["district_safety_index"])[0].to_pylist()
+    assert [(r["district_code"], r["hotspot_streets"], r["max_flood_risk"]) for r in safety] == [
+        ("110101", 1, 30.0), ("110102", 0, 5.0), ("110105", 0, 5.0)]        # 东城区's own hotspot counts
+
+
+def _release_inputs_of_district_safety(lake: Path) -> None:
+    """Releases of district_safety_index's four inputs: the two area datasets built from the lake, no exceedance
+    and no ticket KPIs (a city without environmental sensors or ticket events in the data)."""
+    import pyarrow as pa
+
+    now = datetime(2025, 11, 23, 1, tzinfo=timezone.utc)
+    for name in ("hotline_hotspots", "flood_risk_by_street"):
+        table, inputs = build(lake, DATASETS[name])
+        publish(lake, name, table, DATASETS[name].contract(), {"passed": True}, inputs, now=now)
+    for name in ("environmental_exceedances", "respond_on_receipt_kpis"):
+        fields = DATASETS[name].fields
+        empty = pa.table({f: pa.array([], pa.int64() if f in ("tickets", "overdue") else pa.string()) for f in fields})
+        publish(lake, name, empty, DATASETS[name].contract(), {"passed": True}, [], now=now)
+
+
+def test_a_city_with_streets_keeps_its_street_rows_and_gains_the_area_columns_after_them(tmp_path: Path) -> None:
+    """The simulated city's released rows are unchanged: the same columns in the same order with the same values,
+    area_code, area_level and area_name appended; a district with streets has no row of its own."""
+    _located(tmp_path, [("HL1", "990101", "990101001", "waterlogging"), ("HL2", "990101", "990101001", "waterlogging")],
+             [("990101", "990101001", "flood")],
+             [("990101", "天宁区", "district", "99"), ("990101001", "天宁街道", "street", "990101"),
+              ("990101002", "文庙街道", "street", "990101")])
+    hotspots = build(tmp_path, DATASETS["hotline_hotspots"])[0]
+    assert hotspots.column_names == ["street_code", "street_name", "district_code", "category", "tickets",
+                                     "tickets_last_6h", "vs_category_median", "recent_rate_ratio", "incidents",
+                                     "hotspot", "emerging", "as_of", "area_code", "area_level", "area_name"]
+    row = hotspots.to_pylist()[0]
+    assert len(hotspots) == 1 and (row["street_code"], row["street_name"], row["district_code"], row["tickets"],
+                                   row["incidents"], row["area_code"], row["area_level"], row["area_name"]) == (
+        "990101001", "天宁街道", "990101", 2, 1, "990101001", "street", "天宁街道")
+    flood = build(tmp_path, DATASETS["flood_risk_by_street"])[0]
+    assert flood.column_names == ["street_code", "street_name", "district_code", "gauges", "underpass_gauges",
+                                  "max_level_ratio", "warning_readings", "flooded_readings", "waterlogging_tickets",
+                                  "flood_incidents", "risk_score", "risk_level", "area_code", "area_level", "area_name"]
+    assert [(r["street_code"], r["street_name"], r["district_code"], r["gauges"], r["underpass_gauges"],
+             r["max_level_ratio"], r["waterlogging_tickets"], r["flood_incidents"], r["risk_score"], r["area_code"],
+             r["area_level"]) for r in flood.to_pylist()] == [
+        ("990101001", "天宁街道", "990101", 1, 1, 0.5, 2, 1, 45.0, "990101001", "street"),
+        ("990101002", "文庙街道", "990101", 0, 0, None, 0, 0, 0.0, "990101002", "street")]

@@ -140,6 +140,26 @@ def test_the_city_page_counts_a_district_only_citys_events_warnings_and_orders_i
     assert housing["by_area"] == {"110101": {"orders": 1}}
 
 
+def test_the_city_pages_events_name_their_deepest_area_a_street_else_a_district(platform) -> None:  # type: ignore[no-untyped-def]
+    """The events table shows each event's area: a district's event has no street_name, so its district's name from
+    the city's areas (the column was empty); a street's event its street, named by the areas where it names none."""
+    lake = platform[0].lake_dir
+    _write(lake, "bronze", "raw.ref.admin_area.v1", [
+        {"area_code": "110101", "name": "东城区", "level": "district", "geometry": SQUARE,
+         "updated_at": "2025-11-01T00:00:00Z"}])
+    _write(lake, "silver", "city.event.incident.v1", [
+        {"event_id": "CE-110101-flood-1", "category": "flood", "title": "东城区道路积水/内涝", "status": "open",
+         "district_code": "110101", "street_name": None, "detected_at": "2025-11-22T01:30:00Z", "department": "water"},
+        {"event_id": "CE-990101001-noise-1", "category": "noise", "title": "噪声扰民", "status": "open",
+         "district_code": "990101", "street_code": "990101001", "street_name": "天宁街道（街道）",
+         "detected_at": "2025-11-22T01:40:00Z", "department": "environment"}])
+    events = views.city(lake, _auth(platform).viewer("dept-data_bureau"))["events"]
+    assert {e["event_id"]: (e["area_code"], e["area_name"]) for e in events} == {
+        "CE-990101001-noise-1": ("990101001", "天宁街道（街道）"),     # the event's own street name
+        "CE-110101-flood-1": ("110101", "东城区"),
+        "CE-flood-1": ("990101001", "天宁街道")}                      # no street_name: the street's, from the areas
+
+
 def test_every_api_route_keeps_a_department_to_its_remit(platform, contracts) -> None:  # type: ignore[no-untyped-def]
     settings, model, store, _contracts = platform
     settings = settings.model_copy(update={"ui_cache_s": 0.0})

@@ -7,7 +7,7 @@ const T = {
     title: "城市大脑", city: "城市运行", hotline: "接诉即办", data: "数据底座", security: "安全态势",
     login: "登录", logout: "退出", principal: "账号", password: "密码",
     login_hint: "使用平台账号登录：部门账号 dept-<部门>（citybrain access client-config <部门>），数据局或平台管理员可看全部。",
-    level: "层级", layer: "感知图层", district: "区", street: "街道", community: "社区", events: "城市事件与工单",
+    level: "层级", layer: "感知图层", district: "区", street: "街道", area: "区域", community: "社区", events: "城市事件与工单",
     evidence: "证据", overdue: "超时工单", contracts: "数据契约与主题", releases: "场景数据集发布",
     quarantine: "隔离区", findings: "安全发现", grants: "授权（谁能读什么）", footer: "CityBrain 城市大脑 运行视图",
     open_events: "未关闭事件", warnings: "预警", orders: "工单", devices: "设备", stages: "工单闭环各阶段",
@@ -24,7 +24,7 @@ const T = {
     title: "CityBrain", city: "City", hotline: "Hotline 12345", data: "Data", security: "Security",
     login: "Log in", logout: "Log out", principal: "Principal", password: "Password",
     login_hint: "Log in with your platform credentials: a department as dept-<department> (citybrain access client-config <department>); the data office or the platform admin sees all.",
-    level: "Level", layer: "Sensor layer", district: "District", street: "Street", community: "Community",
+    level: "Level", layer: "Sensor layer", district: "District", street: "Street", area: "Area", community: "Community",
     events: "City events and work orders", evidence: "Evidence", overdue: "Overdue work orders",
     contracts: "Contracts and topics", releases: "Scenario dataset releases", quarantine: "Quarantine",
     findings: "Security findings", grants: "Grants (who reads what)", footer: "CityBrain operations view",
@@ -150,7 +150,7 @@ async function renderCity() {
   if (!areaData.levels.street) $("city-level").value = "district";   // a city whose pack stops at districts
   drawMap();
   const rows = cityData.events;
-  table("city-events", rows, [["street_name", t("street")], ["title", t("events")], [(r) => r.severity ?? r.priority, "!"],
+  table("city-events", rows, [[(r) => r.area_name ?? r.area_code ?? "", t("area"), (r) => r.area_code ?? ""], ["title", t("events")], [(r) => r.severity ?? r.priority, "!"],
     [(r) => local(r.detected_at || r.received_at), zoneName(), (r) => r.detected_at || r.received_at]],
     (r) => { $("city-detail").textContent = JSON.stringify(r.evidence || r, null, 1) + (r.explanation ? "\n" + r.explanation : ""); });
   const counts = Object.values(cityData.by_area);
@@ -225,7 +225,7 @@ async function renderHotline() {
     series: [{ type: "bar", data: depts.map((d) => mean(kpis.filter((k) => k.department === d), "resolution_rate")) }] }, true);
   const spots = {};
   for (const r of (h.hotspots || []).filter((r) => !r.error)) {
-    const k = r.street_name || r.street_code; spots[k] = (spots[k] || 0) + (r.tickets || r.calls || 0);
+    const k = r.area_name || r.street_name || r.area_code || r.street_code; spots[k] = (spots[k] || 0) + (r.tickets || r.calls || 0);
   }
   const top = Object.entries(spots).sort((a, b) => b[1] - a[1]).slice(0, 12);
   chart("chart-hotspots").setOption({ title: { text: t("hotspots"), textStyle: { fontSize: 13 } }, tooltip: {},
