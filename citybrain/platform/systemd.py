@@ -63,6 +63,22 @@ class Deployment:
                            ("--state-dir", self.state_dir)):
             if path is not None and not path.is_absolute():
                 raise UnitError(f"{what} {str(path)!r}: systemd needs absolute paths. Fix: give the full path.")
+        named = _state_dir_in(self.env_file)
+        if named is not None and named != self.state_dir:
+            raise UnitError(f"{self.env_file} sets CITYBRAIN_STATE_DIR={named}, and the units may write only to "
+                            f"--state-dir {self.state_dir} (the environment file overrides the units' own setting). "
+                            f"Fix: --state-dir {named}, or change the environment file.")
+
+
+def _state_dir_in(env_file: Path) -> Path | None:
+    """The state folder an existing environment file names (systemd's KEY=VALUE lines), or None."""
+    try:
+        lines = env_file.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    values = [line.split("=", 1)[1].strip().strip("'\"") for line in lines
+              if line.strip().startswith("CITYBRAIN_STATE_DIR=")]
+    return Path(values[-1]) if values else None
 
 
 def unit_name(service: Service) -> str:

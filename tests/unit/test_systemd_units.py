@@ -21,6 +21,7 @@ from citybrain.cli import app
 from citybrain.cli.base import ExitCode
 from citybrain.platform.supervisor import SERVICES
 from citybrain.platform.systemd import BROKER_UNIT, SINK_TEMPLATE, TARGET, Deployment, unit_name, write
+from citybrain.settings import PROJECT_ROOT
 from tests.unit.test_docs import resolve
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
@@ -150,6 +151,17 @@ def test_a_bad_option_is_refused_with_the_fix(tmp_path: Path, args: list[str], c
     result = CliRunner().invoke(app, ["deploy", "systemd", "--out", str(tmp_path / "units"), *args])
     assert result.exit_code == ExitCode.BAD_INPUT, result.output
     assert complaint in " ".join(result.output.split()) and not (tmp_path / "units").exists()
+
+
+def test_an_environment_file_naming_another_state_folder_is_refused(tmp_path: Path) -> None:
+    """The environment file overrides the units' CITYBRAIN_STATE_DIR; the services could not write there."""
+    env = tmp_path / "citybrain.env"
+    shutil.copy(PROJECT_ROOT / "infra" / "cluster" / "citybrain.env", env)   # names /var/lib/citybrain, the default
+    cli = CliRunner()
+    assert cli.invoke(app, ["deploy", "systemd", "--out", str(tmp_path / "ok"), "--env-file", str(env)]).exit_code == 0
+    env.write_text(env.read_text() + "CITYBRAIN_STATE_DIR=/srv/citybrain\n")
+    result = cli.invoke(app, ["deploy", "systemd", "--out", str(tmp_path / "units"), "--env-file", str(env)])
+    assert result.exit_code == ExitCode.BAD_INPUT and "--state-dir /srv/citybrain" in " ".join(result.output.split())
 
 
 def test_check_fails_when_a_unit_was_edited(tmp_path: Path) -> None:
