@@ -13,8 +13,14 @@ __all__ = ["iso", "iso_micro", "now_iso", "parse_time"]
 
 
 def iso(t: datetime) -> str:
-    """RFC 3339 UTC with a Z, to the second: the wire format of every CityBrain time."""
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 UTC with a Z, to the second: the wire format of every CityBrain time.
+
+    Cut from ``isoformat`` (half the time of ``strftime``, once per record of a file); years before 1000, which
+    ``strftime`` writes unpadded, go through ``strftime`` so every text stays as it was."""
+    utc = t.astimezone(timezone.utc)
+    if utc.year >= 1000:
+        return utc.isoformat()[:19] + "Z"
+    return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def iso_micro(t: datetime) -> str:

@@ -16,6 +16,8 @@ import fastjsonschema
 from citybrain.contracts.model import Contract
 
 EXCERPT_CHARS = 120
+#: groups of fields of which a record needs one, each group as its alternatives' field names
+_Groups = tuple[tuple[tuple[str, ...], ...], ...]
 
 #: Plain-language fix for each rule, shown to people next to the message.
 FIXES = {
@@ -100,13 +102,26 @@ class RecordValidator:
 
     def __init__(self, contract: Contract) -> None:
         self.contract = contract
-        self._check: Callable[[Any], Any] = fastjsonschema.compile(_strip_annotations(contract.schema))
+        schema = _strip_annotations(contract.schema)
+        self._check: Callable[[Any], Any] = fastjsonschema.compile(schema)
+        #: the record's groups of fields of which it needs one (``anyOf`` of ``required``), and the schema without
+        #: them: compiled, such a group tries its branches in turn, an exception for each that fails, per record
+        self._groups, rest = _presence_groups(schema)
+        self._rest: Callable[[Any], Any] = fastjsonschema.compile(rest) if self._groups else self._check
         self._full: Any = None
 
     def __call__(self, record: Any) -> Rejection | None:
-        """Return None when the record is valid, else the first rule it breaks."""
+        """Return None when the record is valid, else the first rule it breaks.
+
+        A record that has one field of every group is checked against the rest of the schema: the same checks in
+        the same order, less the ones it is known to pass. Any other goes through the whole schema, which says why.
+        """
+        check = self._check
+        if self._groups and record.__class__ is dict and all(
+                any(all(name in record for name in names) for names in group) for group in self._groups):
+            check = self._rest
         try:
-            self._check(record)
+            check(record)
         except fastjsonschema.JsonSchemaValueException as exc:
             return self._explain(exc, record)
         return None
@@ -200,6 +215,37 @@ def _one_of_missing(alternatives: list[Any], path: list[Any]) -> Rejection:
     listed = ", ".join(f"`{prefix}{n}`" for n in names)
     return Rejection("required", f"{prefix}{names[0]}" if names else prefix.rstrip(".") or "(record)",
                      f"the record needs one of {listed}; it has none", "")
+
+
+def _presence_groups(schema: Any) -> tuple[_Groups, Any]:
+    """The top level's groups of fields of which a record needs one (an ``anyOf`` whose every branch is only
+    ``required``, by itself or in ``allOf``), each as its branches' field names; and the schema without them."""
+    if not isinstance(schema, dict):
+        return (), schema
+    groups: list[tuple[tuple[str, ...], ...]] = []
+    rest = dict(schema)
+    if _only_required(schema.get("anyOf")):
+        groups.append(tuple(tuple(branch["required"]) for branch in schema["anyOf"]))
+        del rest["anyOf"]
+    if isinstance(schema.get("allOf"), list):
+        kept = []
+        for part in schema["allOf"]:
+            if isinstance(part, dict) and set(part) == {"anyOf"} and _only_required(part["anyOf"]):
+                groups.append(tuple(tuple(branch["required"]) for branch in part["anyOf"]))
+            else:
+                kept.append(part)
+        if kept:
+            rest["allOf"] = kept
+        else:
+            del rest["allOf"]
+    return tuple(groups), rest
+
+
+def _only_required(branches: Any) -> bool:
+    """True for a non-empty list of branches that each only require fields (``{"required": [names]}``)."""
+    return isinstance(branches, list) and bool(branches) and all(
+        isinstance(b, dict) and set(b) == {"required"} and isinstance(b["required"], list)
+        and all(isinstance(n, str) for n in b["required"]) for b in branches)
 
 
 def _node_at(schema: dict[str, Any], path: list[Any]) -> dict[str, Any] | None:

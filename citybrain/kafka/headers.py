@@ -7,16 +7,21 @@ the lake can collapse them), ``trace-id`` which request or input it belongs to.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from typing import Any, Iterable
 
 from citybrain.contracts.model import Contract
 
-__all__ = ["EVENT_ID_NAMESPACE", "event_id", "new_trace_id", "read_headers", "record_event_id", "standard_headers"]
+__all__ = ["EVENT_ID_NAMESPACE", "event_id", "new_trace_id", "read_headers", "record_event_id", "standard_headers",
+           "uuid5_hex"]
 
 #: Namespace for deterministic event ids of records that carry none of their own.
 EVENT_ID_NAMESPACE = uuid.UUID("6f0e2a4c-3b1d-5c7e-9a8b-0c1d2e3f4a5b")
+#: RFC 4122 version 5 and variant bits, as ``uuid.UUID(version=5)`` sets them
+_UUID5_KEEP = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID5_MARK = (5 << 76) | (0x8000 << 48)
 
 
 def new_trace_id() -> str:
@@ -28,7 +33,15 @@ def event_id(contract: Contract, value: dict[str, Any], payload: str) -> str:
     """The record's stable event id: its contract's event-id field, else a hash of topic and JSON payload."""
     if contract.event_id_field:
         return str(value[contract.event_id_field])
-    return uuid.uuid5(EVENT_ID_NAMESPACE, contract.topic + "\0" + payload).hex
+    return uuid5_hex(EVENT_ID_NAMESPACE, contract.topic + "\0" + payload)
+
+
+def uuid5_hex(namespace: uuid.UUID, name: str) -> str:
+    """``uuid.uuid5(namespace, name).hex``, without building the UUID object: a quarter of the time, once per
+    record of a file."""
+    number = int.from_bytes(hashlib.sha1(namespace.bytes + name.encode("utf-8"), usedforsecurity=False).digest()[:16])
+    return f"{number & _UUID5_KEEP | _UUID5_MARK:032x}"
+
 
 
 def standard_headers(contract: Contract, producer: str, event: str, trace_id: str | bytes | None = None

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import uuid
 
-from citybrain.kafka.headers import event_id, read_headers, record_event_id, standard_headers
+import pytest
+
+from citybrain.kafka.headers import (EVENT_ID_NAMESPACE, event_id, read_headers, record_event_id, standard_headers,
+                                     uuid5_hex)
 
 
 def test_every_record_carries_the_five_standard_headers(contracts) -> None:  # type: ignore[no-untyped-def]
@@ -52,3 +56,12 @@ def test_dead_letters_carry_the_standard_headers_with_their_contracts_version(co
     assert read_headers(headers)["contract-version"] == b"1.4.2"
     _envelope, headers = dead_letter_message("raw.sensor.weather", record, refused, "edge", None, 1000)
     assert read_headers(headers)["contract-version"] == real.version.encode()
+
+
+@pytest.mark.parametrize("name", ["", "raw.sensor.air_quality.v1\0{}", "空气质量 µg/m³ 😀", "\x00" * 300, "a" * 64])
+@pytest.mark.parametrize("namespace", [EVENT_ID_NAMESPACE, uuid.NAMESPACE_URL, uuid.UUID(int=0),
+                                       uuid.UUID(int=(1 << 128) - 1)])
+def test_uuid5_hex_is_the_standard_librarys_uuid5(namespace: uuid.UUID, name: str) -> None:
+    """The event id's shortcut sets the same version and variant bits as uuid.uuid5: every event id stays as it was
+    (namespaces with all bits clear and all bits set, so a wrong mask shows)."""
+    assert uuid5_hex(namespace, name) == uuid.uuid5(namespace, name).hex
