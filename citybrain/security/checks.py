@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+import unicodedata
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
@@ -210,14 +211,22 @@ def _device_finding(kind: str, severity: str, device: str, rs: list[dict[str, An
 
 # -- personal data --------------------------------------------------------------------------
 
-MOBILE_RE = re.compile(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])")
-RESIDENT_ID_RE = re.compile(r"(?<![0-9])[1-9][0-9]{5}(?:19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx](?![0-9A-Za-z])")
+#: A mainland mobile number: 11 digits from 13-19, grouped 3-4-4 by spaces or hyphens or not at all, with an optional
+#: +86 / 0086 country prefix; a run of digits longer than 11 (an order number, a timestamp) is not one.
+MOBILE_RE = re.compile(r"(?<![0-9])(?:(?:\+|00)86[ -]?)?1[3-9][0-9][ -]?[0-9]{4}[ -]?[0-9]{4}(?![0-9])")
+#: A resident ID number (GB 11643): area, birth date, sequence and check digit, as one run or with a space or hyphen
+#: after the area, the year and the birth date; an 18-digit run inside letters (a ticket id) is an identifier.
+RESIDENT_ID_RE = re.compile(r"(?<![0-9A-Za-z])[1-9][0-9]{5}[ -]?(?:19|20)[0-9]{2}[ -]?(?:0[1-9]|1[0-2])"
+                            r"(?:0[1-9]|[12][0-9]|3[01])[ -]?[0-9]{3}[0-9Xx](?![0-9A-Za-z])")
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 # Hashes and UUIDs (reading IDs, pseudonyms, trace IDs): a run of 16 or more hex characters, at least one a letter.
 # About one MD5 in a thousand holds an 11-digit run that starts 1[3-9]; the number scans skip these identifiers.
 HEX_ID_RE = re.compile(r"(?<![0-9A-Za-z])(?=[0-9A-Fa-f-]*[A-Fa-f])[0-9A-Fa-f][0-9A-Fa-f-]{15,}(?![0-9A-Za-z])")
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 ID_CHECK = "10X98765432"
+#: What the scan finds: a kind per pattern, and the resident ID whose check digit is wrong, a typo or a made-up
+#: number beside a real one's shape (a lower-confidence finding, still personal data until shown otherwise).
+PERSONAL_DATA_KINDS = ("mobile_number", "resident_id", "probable_resident_id", "email")
 
 
 def resident_id_valid(text: str) -> bool:
@@ -227,12 +236,27 @@ def resident_id_valid(text: str) -> bool:
     return ID_CHECK[sum(int(d) * w for d, w in zip(text[:17], ID_WEIGHTS)) % 11] == text[17].upper()
 
 
+def normalise_for_scan(text: str) -> str:
+    """``text`` as the scan reads it: NFKC, so full-width digits, ``＋`` and ``＠`` are the ASCII ones a person
+    typing on a Chinese keyboard meant (separators inside numbers are left to the patterns)."""
+    return unicodedata.normalize("NFKC", text)
+
+
 def find_personal_data(text: str) -> list[tuple[str, str]]:
-    """(kind, masked sample) for every mobile number, valid resident ID or e-mail address in ``text``
-    (numbers inside a hash or UUID are part of an identifier, not a number)."""
+    """(kind, masked sample) for every mobile number, resident ID (``probable_resident_id`` when its check digit is
+    wrong) or e-mail address in ``text``, read after :func:`normalise_for_scan`; numbers inside a hash or UUID are
+    part of an identifier, not a number."""
+    text = normalise_for_scan(text)
     numbers = HEX_ID_RE.sub(" ", text)
-    found = [("mobile_number", m[:3] + "****" + m[-4:]) for m in MOBILE_RE.findall(numbers)]
-    found += [("resident_id", m[:6] + "********" + m[-4:]) for m in RESIDENT_ID_RE.findall(numbers) if resident_id_valid(m)]
+    found: list[tuple[str, str]] = []
+    for m in RESIDENT_ID_RE.findall(numbers):
+        digits = re.sub(r"[ -]", "", m)
+        found.append(("resident_id" if resident_id_valid(digits) else "probable_resident_id",
+                      digits[:6] + "********" + digits[-4:]))
+    numbers = RESIDENT_ID_RE.sub(" ", numbers)   # the digits of an ID are not also a phone number
+    for m in MOBILE_RE.findall(numbers):
+        digits = re.sub(r"[^0-9]", "", m)[-11:]
+        found.append(("mobile_number", digits[:3] + "****" + digits[-4:]))
     found += [("email", m[0] + "***@" + m.split("@", 1)[1]) for m in EMAIL_RE.findall(text)]
     return found
 
@@ -248,7 +272,7 @@ def personal_data_exposure(samples: Iterable[tuple[str, str, str]], first: datet
             hits[(where, kind)].append(masked)
             zones[where] = zone
     return [{"finding_id": f"SEC-personal_data_exposed:{where}:{kind}", "kind": "personal_data_exposed",
-             "severity": "critical" if kind == "resident_id" else "high", "subject": where,
+             "severity": {"resident_id": "critical", "probable_resident_id": "medium"}.get(kind, "high"), "subject": where,
              "summary": f"{len(found):,} {kind.replace('_', ' ')}(s) in {where} (zone {zones[where]}), where the "
                         "contracts allow no personal data",
              "evidence": {"data_kind": kind, "count": len(found), "zone": zones[where], "masked_samples": sorted(set(found))[:3]},

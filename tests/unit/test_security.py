@@ -98,10 +98,39 @@ def test_personal_data_patterns() -> None:
     valid = id_number("11010519491231002")
     wrong = valid[:17] + ("0" if valid[17] != "0" else "1")
     assert checks.resident_id_valid(valid) and not checks.resident_id_valid(wrong)
-    text = f"caller 13891197442, id {valid}, mail zhang.wei@example.cn; not {wrong}, not HL2026112207000008, 117.3031"
+    text = f"caller 13891197442, id {valid}, mail zhang.wei@example.cn; not HL2026112207000008, 117.3031"
     kinds = sorted(k for k, _ in checks.find_personal_data(text))
     assert kinds == ["email", "mobile_number", "resident_id"]
+    assert checks.find_personal_data(f"id {wrong}") == [("probable_resident_id", wrong[:6] + "********" + wrong[-4:])]
     assert all("13891197442" not in m and valid not in m for _, m in checks.find_personal_data(text))
+
+
+def test_personal_data_written_as_people_write_it_is_found_after_normalising() -> None:
+    """Regression: the scan matched only 11 plain ASCII digits, ASCII ``@`` and IDs in one run (issue 33)."""
+    valid = id_number("11010119900307777")
+    spaced = f"{valid[:6]} {valid[6:14]} {valid[14:]}"
+    for text, kind, masked in (
+            ("回电 138 0013 8000", "mobile_number", "138****8000"),
+            ("回电138-0013-8000。", "mobile_number", "138****8000"),
+            ("tel +8613800138000", "mobile_number", "138****8000"),
+            ("tel +86 138 0013 8000", "mobile_number", "138****8000"),
+            ("tel 0086-138-0013-8000", "mobile_number", "138****8000"),
+            ("电话１３８００１３８０００", "mobile_number", "138****8000"),
+            ("电话＋８６ １３８ ００１３ ８０００", "mobile_number", "138****8000"),
+            (f"身份证 {spaced}", "resident_id", valid[:6] + "********" + valid[-4:]),
+            (f"身份证{valid[:6]}-{valid[6:10]}-{valid[10:14]}-{valid[14:]}", "resident_id",
+             valid[:6] + "********" + valid[-4:]),
+            ("身份证 110101 19900307 7770", "probable_resident_id", "110101********7770"),
+            ("mail w＠example.cn", "email", "w***@example.cn"),
+            ("mail ｗ＠ｅｘａｍｐｌｅ．ｃｎ", "email", "w***@example.cn")):
+        assert checks.find_personal_data(text) == [(kind, masked)], text
+
+
+def test_numbers_that_only_contain_a_phones_digits_are_not_phones() -> None:
+    """An 11-digit run inside a longer run, a timestamp, an order number, a date: not personal data."""
+    for text in ("order 2013800138000123", "at 20261207093000", "ts 1765099800123", "on 2026-12-07 09:30:00",
+                 "seq 913800138000", "HL2026112207000008", "lon 117.30318001380013"):
+        assert checks.find_personal_data(text) == [], text
 
 
 def test_numbers_inside_hashes_and_uuids_are_identifiers_not_personal_data() -> None:
