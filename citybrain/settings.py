@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     gateway_rate_per_s: float = Field(default=500.0, gt=0)
     gateway_burst: int = Field(default=2000, ge=1)
     gateway_max_in_flight: int = Field(default=64, ge=1)
+    # Public reads (the Open311 request list and one request) each client address may make a second, and at once.
+    gateway_read_rate_per_s: float = Field(default=5.0, gt=0)
+    gateway_read_burst: int = Field(default=30, ge=1)
+    # The gateway and the operations view are served behind a proxy that terminates TLS: every answer then carries
+    # Strict-Transport-Security (served over TLS themselves, they send it anyway; over plain HTTP, never).
+    http_behind_tls_proxy: bool = False
 
     # Lake sinks: how often a sink compacts the hours it wrote and announces them (catalog.lake.compacted.v1),
     # which is how often new data can start the data_quality DAG on a live platform.

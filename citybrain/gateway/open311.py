@@ -305,14 +305,29 @@ def received_event(record: dict[str, Any]) -> dict[str, Any]:
             "note": f"received through the Open311 gateway from {record.get('partner', 'a partner')}"}
 
 
+#: The public grid: 0.005 degrees, about 550 m north-south and 430-480 m east-west at China's latitudes. Finer
+#: than a street's length, coarser than a building: the block a request is in, not the home of who sent it.
+GRID_DEG = 0.005
+
+
+def coarse_degrees(value: float) -> float:
+    """``value`` moved to the centre of its :data:`GRID_DEG` cell (the same for every point in the cell)."""
+    return round((math.floor(value / GRID_DEG) + 0.5) * GRID_DEG, 4)
+
+
 def public_view(state: Mapping[str, Any], index: AreaIndex | None, catalogue: Catalogue | None = None) -> dict[str, Any]:
     """What GET requests.json shows of a request: Open311 fields, no personal data.
 
     ``description`` and the exact ``address`` are personal data in the contract, so the
     address is coarsened to district and street from the position (the district alone in a
-    city without streets there) and the description is left out.
+    city without streets there) and the description is left out. The position itself is
+    shown as the centre of its :data:`GRID_DEG` cell, so lat/long cannot give back the door
+    the street-level address hides.
     """
     view = {k: state[k] for k in PUBLIC_FIELDS if k in state}
+    for k in ("lat", "long"):
+        if isinstance(view.get(k), (int, float)):
+            view[k] = coarse_degrees(view[k])
     view["status"] = state.get("status", "open")
     dept = state.get("dispatch_department")
     if dept and "agency_responsible" not in view and catalogue is not None and dept in catalogue.departments:

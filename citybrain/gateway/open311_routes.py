@@ -207,6 +207,10 @@ class Open311Routes:
         return open311_error(400, [EdgeError(400, problem.message, "(body)", problem.rule)])
 
     async def list_requests(self, request: web.Request) -> web.Response:
+        """Requests as the public may see them (:func:`public_view`), at most as often as a client may read."""
+        limited = self.pipeline.limit_reads(request)
+        if limited:
+            return limited
         q = request.query
         errors: list[EdgeError] = []
         times = {}
@@ -234,6 +238,9 @@ class Open311Routes:
         return web.json_response([public_view(r, book.index, catalogue) for r in found], dumps=readable_json)
 
     async def get_request(self, request: web.Request) -> web.Response:
+        limited = self.pipeline.limit_reads(request)
+        if limited:
+            return limited
         rid = request.match_info["rid"]
         book = self.pipeline.book
         state = book.get(rid)

@@ -14,6 +14,7 @@ The protocols' handlers: ``open311_routes``, ``ngsi_v2_routes``, ``ngsi_ld_route
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from typing import Any, Callable
@@ -23,6 +24,7 @@ from aiohttp import web
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import Rejection
 from citybrain.gateway.book import RequestBook
+from citybrain.gateway.hardening import ExpiringLru
 from citybrain.gateway.fiware import contract_for, ld_term, ld_to_key_values, to_key_values
 from citybrain.gateway.idempotency import IdempotencyKeys
 from citybrain.gateway.lint import LintWarning, lint, lint_ld
@@ -33,6 +35,8 @@ from citybrain.ingest.producer import ValidatedProducer
 from citybrain.ingest.readers import RawRecord
 from citybrain.ingest.strict_json import JsonRefused, dumps_escaped, dumps_record, find_problem, id_problem, read_document
 from citybrain.settings import Settings, api_keys
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LINT_HEADER", "EntityMapper", "RequestPipeline", "TokenBuckets", "ngsi_error", "ngsi_options",
            "open311_error", "read_json", "readable_json", "refusal"]
@@ -102,25 +106,43 @@ def ngsi_options(request: web.Request) -> set[str]:
     return set(filter(None, request.query.get("options", "").split(",")))
 
 
-class TokenBuckets:
-    """Per-client rate limits: ``rate`` records a second, bursts up to ``burst``."""
+#: Where a partner's key goes: a header, never the URL (proxies, access logs and browsers' histories keep URLs).
+KEY_HEADER = "X-Api-Key"
+#: Wrong keys one client address may send at once, and how fast it earns another try (one each 30 s).
+BAD_KEY_BURST, BAD_KEY_RATE = 10, 1 / 30
 
-    def __init__(self, rate: float, burst: int) -> None:
+
+class TokenBuckets:
+    """Per-client rate limits: ``rate`` tokens a second, bursts up to ``burst``; the ``max_clients`` most recently
+    seen clients are remembered (a forgotten client starts again with a full bucket), so made-up clients cannot
+    grow the table without bound."""
+
+    def __init__(self, rate: float, burst: int, max_clients: int = 10_000) -> None:
         self.rate, self.burst = rate, burst
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: ExpiringLru[str, tuple[float, float]] = ExpiringLru(max_clients, burst / rate)
+
+    def _tokens(self, client: str, now: float) -> float:
+        tokens, last = self._buckets.get(client) or (float(self.burst), now)
+        return min(float(self.burst), tokens + (now - last) * self.rate)
 
     def take(self, client: str, n: int = 1) -> float:
         """0 when ``n`` tokens were taken, -1 when ``n`` exceeds the burst, else the seconds to wait."""
         now = time.monotonic()
-        tokens, last = self._buckets.get(client, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        tokens = self._tokens(client, now)
         if n > self.burst:
             return -1.0
         if tokens >= n:
-            self._buckets[client] = (tokens - n, now)
+            self._buckets.put(client, (tokens - n, now))
             return 0.0
-        self._buckets[client] = (tokens, now)
+        self._buckets.put(client, (tokens, now))
         return (n - tokens) / self.rate
+
+    def wait(self, client: str) -> float:
+        """Seconds until ``client`` has a token again, without taking one (0: it has one now)."""
+        return max(0.0, (1 - self._tokens(client, time.monotonic())) / self.rate)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
 
 class RequestPipeline:
@@ -131,6 +153,10 @@ class RequestPipeline:
         self.contracts = {c.id: c for c in contracts.values()}
         self.keys = api_keys(settings)
         self.buckets = TokenBuckets(settings.gateway_rate_per_s, settings.gateway_burst)
+        #: Wrong API keys per client address, so keys cannot be guessed at speed.
+        self.bad_keys = TokenBuckets(BAD_KEY_RATE, BAD_KEY_BURST)
+        #: Public reads per client address (the Open311 request list and one request).
+        self.reads = TokenBuckets(settings.gateway_read_rate_per_s, settings.gateway_read_burst)
         self.in_flight = asyncio.Semaphore(settings.gateway_max_in_flight)
         self.producer: ValidatedProducer | None = None
         self.book = RequestBook(settings)
@@ -156,24 +182,54 @@ class RequestPipeline:
 
     def partner(self, request: web.Request, form: dict[str, Any] | None = None
                 ) -> tuple[str | None, web.Response | None]:
-        """(partner, None) when the caller may write, else (None, a 403 response)."""
+        """(partner, None) when the caller may write, else (None, the refusal): 400 for a key in the URL, 429 while
+        its address has sent too many wrong keys (before the key is even looked at), 403 for a missing or wrong key.
+
+        The key is read from the X-Api-Key header, or from an Open311 form or JSON body's ``api_key`` field."""
         if not self.keys:
             return "anonymous", None
-        key = request.headers.get("X-Api-Key") or request.query.get("api_key") or (form or {}).get("api_key")
+        if "api_key" in request.query:
+            self.counts["refused"] += 1
+            return None, refusal(request, 400, f"an API key in the URL is refused: URLs end up in logs and histories; "
+                                               f"send it in the {KEY_HEADER} header (and retire this key with the city "
+                                               "data office, it has been exposed)", "api_key", "key-in-url")
+        address = request.remote or "?"
+        wait = self.bad_keys.wait(address)
+        if wait > 0:
+            self.counts["refused"] += 1
+            return None, refusal(request, 429, f"client {address} sent more than {BAD_KEY_BURST} wrong API keys; "
+                                               f"retry after {wait:.0f} s with the key the city data office issued",
+                                 "api_key", "too-many-wrong-keys", headers={"Retry-After": str(max(1, round(wait + 0.5)))})
+        key = request.headers.get(KEY_HEADER) or (form or {}).get("api_key")
         partner = self.keys.get(str(key)) if key else None
         if partner is None:
             self.counts["refused"] += 1
+            if key:
+                self.bad_keys.take(address)
+                log.warning("gateway: wrong API key from %s", address)
             what = "no api_key was sent" if not key else "the api_key is not valid"
-            return None, refusal(request, 403, f"{what}; ask the city data office for a partner key and send it as "
-                                               "api_key (or the X-Api-Key header)", "api_key", "required")
+            return None, refusal(request, 403, f"{what}; ask the city data office for a partner key and send it in "
+                                               f"the {KEY_HEADER} header (or an Open311 body's api_key field)",
+                                 "api_key", "required")
         return partner, None
 
     def known_partner(self, request: web.Request) -> str | None:
-        """The partner whose key the request's header or query carries, without refusing or counting anything."""
+        """The partner whose key the request's header carries, without refusing or counting anything."""
         if not self.keys:
             return "anonymous"
-        key = request.headers.get("X-Api-Key") or request.query.get("api_key")
+        key = request.headers.get(KEY_HEADER)
         return self.keys.get(key) if key else None
+
+    def limit_reads(self, request: web.Request) -> web.Response | None:
+        """None when the caller's address may read now, else the 429 refusal (public reads carry no key)."""
+        address = request.remote or "?"
+        wait = self.reads.take(address)
+        if wait == 0:
+            return None
+        self.counts["refused"] += 1
+        return refusal(request, 429, f"client {address} reads more than {self.reads.rate:g} times a second "
+                                     f"(burst {self.reads.burst}, CITYBRAIN_GATEWAY_READ_RATE_PER_S); retry after "
+                                     f"{wait:.1f} s", headers={"Retry-After": str(max(1, round(wait + 0.5)))})
 
     def limit_partner(self, request: web.Request, partner: str | None, n: int) -> web.Response | None:
         """:meth:`limit` for a partner, or for the caller's address where requests carry no key."""

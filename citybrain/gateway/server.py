@@ -31,6 +31,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from citybrain.contracts.model import Contract
+from citybrain.gateway.hardening import API_CSP, TRACE_HEADER, security_headers
 from citybrain.gateway.ngsi_ld_routes import NgsiLdRoutes
 from citybrain.gateway.ngsi_v2_routes import NgsiV2Routes
 from citybrain.gateway.idempotency import HEADER as IDEMPOTENCY_HEADER, PARAM as IDEMPOTENCY_PARAM
@@ -43,9 +44,6 @@ from citybrain.settings import Settings
 __all__ = ["TRACE_HEADER", "build_app", "refusals", "run_gateway"]
 
 log = logging.getLogger(__name__)
-
-#: The trace id of an answer the gateway failed on, also in the log line that tells what failed.
-TRACE_HEADER = "X-CityBrain-Trace-Id"
 
 
 def refusals(pipeline: RequestPipeline) -> Middleware:
@@ -94,6 +92,7 @@ def refusals(pipeline: RequestPipeline) -> Middleware:
 def build_app(pipeline: RequestPipeline) -> web.Application:
     """The gateway's app: every protocol's routes over ``pipeline``, which connects on startup."""
     app = web.Application(client_max_size=pipeline.settings.gateway_max_body_bytes, middlewares=[refusals(pipeline)])
+    security_headers(app, lambda _request: API_CSP, pipeline.settings.http_behind_tls_proxy)
     app.router.add_get("/health", pipeline.health)
     for protocol in (Open311Routes(pipeline), NgsiV2Routes(pipeline), NgsiLdRoutes(pipeline)):
         app.router.add_routes(protocol.routes())

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -225,3 +226,73 @@ def test_token_buckets_refuse_over_the_burst_and_refill_at_the_rate() -> None:
     assert fast.take("a", 3) == 0.0
     time.sleep(0.01)
     assert fast.take("a", 3) == 0.0
+
+
+def test_token_buckets_remember_a_bounded_number_of_clients() -> None:
+    """Regression: made-up clients (addresses, keys) grew the limiter's table without bound (issue 33)."""
+    buckets = TokenBuckets(rate=1.0, burst=3, max_clients=100)
+    for n in range(10_000):
+        buckets.take(f"made-up-{n}")
+    assert len(buckets) == 100
+    assert buckets.take("made-up-9999", 3) > 0   # the most recent clients keep their state
+
+
+SECURITY_HEADERS = {"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+def test_every_answer_carries_the_security_headers_and_hsts_only_behind_tls(pipeline: RequestPipeline) -> None:
+    answers = [call(pipeline, "GET", "/open311/v2/nowhere.json"), call(pipeline, "DELETE", "/open311/v2/requests.json"),
+               call(pipeline, "POST", "/v2/entities?options=keyValues", entity())]
+    for status, headers, _ in answers:
+        assert {k: headers.get(k) for k in SECURITY_HEADERS} == SECURITY_HEADERS, status
+        assert headers["Content-Security-Policy"].startswith("default-src 'none'") and "frame-ancestors 'none'" in \
+            headers["Content-Security-Policy"]
+        assert "Strict-Transport-Security" not in headers   # plain HTTP: HSTS would mean nothing
+    pipeline.settings = pipeline.settings.model_copy(update={"http_behind_tls_proxy": True})
+    _, headers, _ = call(pipeline, "GET", "/open311/v2/nowhere.json")
+    assert headers["Strict-Transport-Security"].startswith("max-age=31536000")
+
+
+def test_an_api_key_in_the_url_is_refused_naming_the_header(pipeline: RequestPipeline) -> None:
+    status, _, body = call(pipeline, "POST", f"/v2/entities?options=keyValues&api_key={KEY}", entity())
+    assert status == 400 and "X-Api-Key header" in body["description"] and KEY not in body["description"]
+    status, _, body = call(pipeline, "POST", f"/open311/v2/requests.json?api_key={KEY}", b"service_code=x",
+                           "application/x-www-form-urlencoded")
+    assert status == 400 and body[0]["rule"] == "key-in-url" and body[0]["field"] == "api_key"
+    assert pipeline.producer.produced == []  # type: ignore[union-attr]
+
+
+def test_wrong_keys_are_rate_limited_per_address_before_any_key_is_checked(pipeline: RequestPipeline) -> None:
+    """Regression: wrong keys were never limited, so keys could be guessed at the gateway's full speed (issue 33)."""
+    from citybrain.gateway.pipeline import BAD_KEY_BURST
+
+    for n in range(BAD_KEY_BURST):
+        status, _, _ = call(pipeline, "POST", "/v2/entities?options=keyValues", entity(),
+                            headers={"X-Api-Key": f"guess-{n:04d}"})
+        assert status == 403
+    status, headers, body = call(pipeline, "POST", "/v2/entities?options=keyValues", entity(),
+                                 headers={"X-Api-Key": "guess-9999"})
+    assert status == 429 and int(headers["Retry-After"]) >= 1 and "wrong API keys" in body["description"]
+    status, _, _ = call(pipeline, "POST", "/v2/entities?options=keyValues", entity(), headers=AUTH)
+    assert status == 429   # a right key does not answer differently while the address is held back
+    pipeline.bad_keys = TokenBuckets(1.0, 1)   # another address, or later: a missing key costs no try
+    for _ in range(3):
+        assert call(pipeline, "POST", "/v2/entities?options=keyValues", entity())[0] == 403
+
+
+def test_the_public_request_list_shows_coarse_positions_and_is_rate_limited(pipeline: RequestPipeline) -> None:
+    """Regression: the list gave the exact lat/long beside the street-level address (issue 33)."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    pipeline.book.put({"service_request_id": "GW20261207A1", "status": "open", "service_code": "water.leak",
+                       "requested_datetime": now, "lat": 38.703217, "long": 117.451893})
+    pipeline.book.put({"service_request_id": "GW20261207A2", "status": "open", "service_code": "water.leak",
+                       "requested_datetime": now, "lat": 38.700001, "long": 117.454999})
+    status, _, body = call(pipeline, "GET", "/open311/v2/requests.json")
+    assert status == 200 and {(r["lat"], r["long"]) for r in body} == {(38.7025, 117.4525)}   # one cell, its centre
+    status, _, body = call(pipeline, "GET", "/open311/v2/requests/GW20261207A1.json")
+    assert (body[0]["lat"], body[0]["long"]) == (38.7025, 117.4525)
+    pipeline.reads = TokenBuckets(rate=0.01, burst=1)
+    assert call(pipeline, "GET", "/open311/v2/requests.json")[0] == 200
+    status, headers, body = call(pipeline, "GET", "/open311/v2/requests.json")
+    assert status == 429 and int(headers["Retry-After"]) >= 1 and "CITYBRAIN_GATEWAY_READ_RATE_PER_S" in body[0]["description"]
+    assert call(pipeline, "GET", "/open311/v2/requests/GW20261207A1.json")[0] == 429
