@@ -14,10 +14,11 @@ import json
 import logging
 import secrets
 import time
-from collections import defaultdict, deque
+from collections import deque
 from dataclasses import dataclass, field
 
 from citybrain.access import AccessModel, CredentialStore, topics_of
+from citybrain.gateway.hardening import ExpiringLru
 from citybrain.settings import ADMIN_USER, Settings, credentials_path
 from citybrain.times import now_iso
 
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 DATA_OFFICE = (ADMIN_USER, "dept-data_bureau")
 #: Failed logins per user and address allowed in WINDOW_S before further tries are refused.
 MAX_FAILURES, WINDOW_S = 5, 300.0
+#: Failed logins one address may make in WINDOW_S whatever user names it tries (made-up names each start afresh).
+MAX_ADDRESS_FAILURES = 50
+#: The most (user, address) and address failure records kept: the least recently failed are forgotten first.
+MAX_TRACKED = 10_000
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,14 @@ class Authenticator:
     topics: tuple[str, ...]
     session_s: float = 8 * 3600.0
     _sessions: dict[str, Session] = field(default_factory=dict)
-    _failures: dict[tuple[str, str], deque[float]] = field(default_factory=lambda: defaultdict(deque))
+    #: Recent failure times per (user, address) and per address, bounded and forgotten WINDOW_S after the last.
+    _failures: ExpiringLru[tuple[str, str], deque[float]] = field(
+        default_factory=lambda: ExpiringLru(MAX_TRACKED, WINDOW_S))
+    _address_failures: ExpiringLru[str, deque[float]] = field(
+        default_factory=lambda: ExpiringLru(MAX_TRACKED, WINDOW_S))
+    #: (user, address) pairs held back: a table of their own, so a flood of single failures cannot push one out.
+    _locked: ExpiringLru[tuple[str, str], deque[float]] = field(
+        default_factory=lambda: ExpiringLru(MAX_TRACKED, WINDOW_S))
     #: The view's own refused logins (who, from where, when, whether rate-limited), for the Security page.
     refused: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=500))
 
@@ -87,19 +99,28 @@ class Authenticator:
     def login(self, principal: str, password: str, address: str) -> str | None:
         """A new session token, or None for a wrong user or password; raises RateLimited."""
         now = time.monotonic()
-        tries = self._failures[(principal, address)]
-        while tries and now - tries[0] > WINDOW_S:
-            tries.popleft()
-        if len(tries) >= MAX_FAILURES:
-            self.refused.append({"principal": principal, "address": address, "at": now_iso(), "rate_limited": True})
-            raise RateLimited(WINDOW_S - (now - tries[0]))
+        key = (principal, address)
+        tries = _recent(self._locked.get(key) or self._failures.get(key), now)
+        from_address = _recent(self._address_failures.get(address), now)
+        for held, limit in ((tries, MAX_FAILURES), (from_address, MAX_ADDRESS_FAILURES)):
+            if len(held) >= limit:
+                self.refused.append({"principal": principal, "address": address, "at": now_iso(), "rate_limited": True})
+                raise RateLimited(WINDOW_S - (now - held[0]))
         known = self._password_of(principal) if (principal == ADMIN_USER or principal in self.model.departments) else None
         if known is None or not hmac.compare_digest(known.encode(), password.encode()):
             tries.append(now)
+            from_address.append(now)
+            if len(tries) >= MAX_FAILURES:
+                self._locked.put(key, tries)
+                self._failures.pop(key)
+            else:
+                self._failures.put(key, tries)
+            self._address_failures.put(address, from_address)
             self.refused.append({"principal": principal, "address": address, "at": now_iso(), "rate_limited": False})
             log.warning("ui login refused for %r from %s (%d recent failure(s))", principal, address, len(tries))
             return None
-        tries.clear()
+        self._failures.pop(key)
+        self._locked.pop(key)
         token = secrets.token_urlsafe(32)
         self._sessions[token] = Session(self.viewer(principal), now + self.session_s)
         log.info("ui login: %s from %s", principal, address)
@@ -117,3 +138,15 @@ class Authenticator:
 
     def logout(self, token: str | None) -> None:
         self._sessions.pop(token or "", None)
+
+    def tracked(self) -> int:
+        """How many failure records the limiter holds (each of its three tables bounded by MAX_TRACKED)."""
+        return len(self._failures) + len(self._address_failures) + len(self._locked)
+
+
+def _recent(times: deque[float] | None, now: float) -> deque[float]:
+    """``times`` without those older than WINDOW_S (a new deque when there were none)."""
+    times = times if times is not None else deque()
+    while times and now - times[0] > WINDOW_S:
+        times.popleft()
+    return times

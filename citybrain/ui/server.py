@@ -21,6 +21,8 @@ from aiohttp import web
 from citybrain.access.grants import AccessModel
 from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
+from citybrain.gateway.hardening import TRACE_HEADER, ExpiringLru, security_headers
+from citybrain.kafka.headers import new_trace_id
 from citybrain.lake import layout
 from citybrain.settings import ADMIN_USER, PROJECT_ROOT, Settings
 from citybrain.ui import views
@@ -34,6 +36,17 @@ STATIC = Path(__file__).parent / "static"
 #: ECharts as the setup pinned it from npm (infra/ui/package.json), served with its licence.
 ECHARTS = PROJECT_ROOT / "infra" / "ui" / "node_modules" / "echarts"
 COOKIE = "cb_session"
+#: The page: its own scripts, styles, ECharts and data only, never framed. ECharts writes style attributes into its
+#: tooltips (style-src-attr); the page itself has no inline script or style.
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+            "img-src 'self' data:; connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; "
+            "frame-ancestors 'none'")
+#: The quality data docs Great Expectations builds (inline scripts, styles and CDN assets): sandboxed, so they run
+#: in an origin of their own that cannot read the view's session or its API.
+DATA_DOCS_CSP = ("sandbox allow-scripts allow-popups; default-src 'self' https: data: 'unsafe-inline'; "
+                 "base-uri 'none'; frame-ancestors 'none'")
+#: Page answers cached at once (per viewer, page and argument), each for ui_cache_s.
+CACHE_ENTRIES = 512
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -48,7 +61,7 @@ class OperationsView:
         self.settings, self.contracts, self.model = settings, contracts, model
         self.lake = settings.lake
         self.auth = Authenticator(settings, model, tuple(c.topic for c in contracts.values()), session_s=settings.ui_session_minutes * 60)
-        self._cache: dict[tuple[str, str, str, int], tuple[float, Any]] = {}
+        self._cache: ExpiringLru[tuple[str, str, str, int], Any] = ExpiringLru(CACHE_ENTRIES, settings.ui_cache_s)
         self.warm_ms: int | None = None   # how long the start-up read of the lake took, once done
         self.live = LiveFeed(settings, [topics.CITY_EVENTS, topics.EARLY_WARNINGS] + sorted(
             c.topic for c in contracts.values() if c.topic.startswith("dispatch.")))
@@ -57,7 +70,8 @@ class OperationsView:
         if not (ECHARTS / "dist" / "echarts.min.js").exists():
             raise FileNotFoundError(f"Apache ECharts is not installed ({ECHARTS} is missing). Fix: `make setup` "
                                     "installs it from npm (infra/ui/package.json).")
-        app = web.Application(middlewares=[self._errors])
+        app = web.Application(middlewares=[self._errors, self._json_only])
+        security_headers(app, self._csp, self.settings.http_behind_tls_proxy)
         app.router.add_get("/", self._file(STATIC / "index.html"))
         app.router.add_get("/health", self.health)
         app.router.add_post("/api/login", self.login)
@@ -91,6 +105,10 @@ class OperationsView:
         await self.live.stop()
         await asyncio.gather(self._warm, return_exceptions=True)
 
+    @staticmethod
+    def _csp(request: web.Request) -> str:
+        return DATA_DOCS_CSP if request.path.startswith("/quality-docs/") else PAGE_CSP
+
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
@@ -99,12 +117,25 @@ class OperationsView:
             return _json({"error": "forbidden", "detail": str(exc)}, 403)
         except web.HTTPException:
             raise
-        except Exception as exc:   # a page must say what failed, not hang on a 500 without a body
-            log.exception("ui %s failed", request.path)
-            return _json({"error": type(exc).__name__, "detail": str(exc)}, 500)
+        except Exception:   # a page must say that it failed, not hang; what failed (paths, values) goes to the log only
+            trace = new_trace_id()
+            log.exception("ui %s %s failed (trace id %s)", request.method, request.path, trace)
+            response = _json({"error": "internal error", "detail": f"the view failed on this page (trace id {trace}); "
+                              "report the trace id to the data office", "trace_id": trace}, 500)
+            response.headers[TRACE_HEADER] = trace
+            return response
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+    @web.middleware
+    async def _json_only(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A call that changes state (POST under /api/) must be JSON: a form or text/plain body, which another site
+        can send without asking the browser (login CSRF), is refused with 415."""
+        if request.method == "POST" and request.path.startswith("/api/") and request.content_type != "application/json":
+            return _json({"error": "unsupported media type", "detail": f"{request.path} takes a JSON body "
+                          f"(Content-Type: application/json), not {request.content_type!r}"}, 415)
+        return await handler(request)
 
     # -- login ---------------------------------------------------------------------------
 
@@ -208,13 +239,13 @@ class OperationsView:
             arg = request.query.get("department", "")
             key = (name, viewer.principal, arg, len(self.live.recent) if name == "city" else 0)
             hit = self._cache.get(key)
-            if hit and time.monotonic() - hit[0] < self.settings.ui_cache_s:
-                return _json(hit[1])
+            if hit is not None:
+                return _json(hit)
             try:
                 value = await asyncio.to_thread(self._compute, name, viewer, arg or None)
             except FileNotFoundError:   # a sink compacted an hour's files while they were read: read again
                 value = await asyncio.to_thread(self._compute, name, viewer, arg or None)
-            self._cache[key] = (time.monotonic(), value)
+            self._cache.put(key, value)
             return _json(value)
         return handler
 

@@ -187,7 +187,7 @@ def test_every_api_route_keeps_a_department_to_its_remit(platform, contracts) ->
             assert hotline["stages"] == {} and hotline["orders"] == 2
             areas = await (await client.get("/api/areas")).json()
             assert {f["properties"]["label"] for f in areas["levels"]["street"]["features"]} == {"天宁街道"}
-            await client.post("/api/logout")
+            await client.post("/api/logout", json={})
             assert (await client.get("/api/city")).status == 401
 
     asyncio.run(scenario())
@@ -264,3 +264,145 @@ def test_the_page_learns_the_citys_zone_to_show_times_in_and_utc_until_a_city_is
             assert orders[0]["sla_deadline"] == "2025-11-22T02:00:00Z"       # the wire's UTC, for the page to convert
 
     asyncio.run(scenario())
+
+
+SECURITY_HEADERS = {"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+def test_every_answer_of_the_view_carries_the_security_headers_and_a_csp_the_page_keeps_to(platform) -> None:  # type: ignore[no-untyped-def]
+    """Regression: the view sent no CSP, X-Frame-Options or HSTS (issue 33). The page's CSP allows no inline script
+    or style, so the page must have none, and everything it loads must be its own."""
+    import re
+
+    from citybrain.ui.server import STATIC
+
+    settings, model, _store, contracts = platform
+    page = (STATIC / "index.html").read_text()
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page) and "<style" not in page and " style=" not in page
+    assert not re.search(r"\bon[a-z]+=", page)
+    for text in (page, (STATIC / "app.js").read_text(), (STATIC / "style.css").read_text()):
+        assert not re.search(r"(src|href|url)\s*[=(]\s*[\"']?(https?:)?//", text)   # nothing from another origin
+
+    async def scenario(settings: Any) -> dict[str, dict[str, str]]:
+        async with TestClient(TestServer(OperationsView(settings, contracts, model).app())) as client:
+            return {route: dict((await client.get(route)).headers) for route in
+                    ("/", "/static/app.js", "/vendor/echarts.min.js", "/api/me", "/quality-docs/index.html", "/nowhere")}
+
+    answers = asyncio.run(scenario(settings))
+    for route, headers in answers.items():
+        assert {k: headers.get(k) for k in SECURITY_HEADERS} == SECURITY_HEADERS, route
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"], route
+        assert "Strict-Transport-Security" not in headers, route
+    csp = answers["/"]["Content-Security-Policy"]
+    assert "script-src 'self';" in csp and "style-src 'self';" in csp and "unsafe-eval" not in csp
+    assert answers["/quality-docs/index.html"]["Content-Security-Policy"].startswith("sandbox allow-scripts")
+    behind_proxy = asyncio.run(scenario(settings.model_copy(update={"http_behind_tls_proxy": True})))
+    assert behind_proxy["/"]["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_login_and_logout_take_json_only(platform) -> None:  # type: ignore[no-untyped-def]
+    """Regression: /api/login took a text/plain body, which another site's form can send (login CSRF, issue 33)."""
+    settings, model, store, contracts = platform
+    right = json.dumps({"principal": "dept-police", "password": store.passwords["dept-police"]})
+
+    async def scenario() -> None:
+        async with TestClient(TestServer(OperationsView(settings, contracts, model).app())) as client:
+            for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+                r = await client.post("/api/login", data=right, headers={"Content-Type": ctype})
+                assert r.status == 415 and "application/json" in (await r.json())["detail"], ctype
+                assert "Set-Cookie" not in r.headers
+            assert (await client.post("/api/login", data=right, headers={"Content-Type": "application/json"})).status == 200
+            assert (await client.post("/api/logout", data="", headers={"Content-Type": "text/plain"})).status == 415
+            assert (await client.get("/api/me")).status == 200     # the refused logout logged nobody out
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_page_answers_a_trace_id_and_neither_the_error_nor_a_path(platform, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Regression: a 500 body named the exception and an absolute lake path (issue 33)."""
+    settings, model, store, contracts = platform
+    ui = OperationsView(settings, contracts, model)
+    secret = f"{settings.lake_dir}/silver/hotline/part-0.parquet"
+
+    def broken(*_args: Any) -> Any:
+        raise PermissionError(f"[Errno 13] Permission denied: '{secret}'")
+
+    ui._compute = broken   # type: ignore[method-assign]
+
+    async def scenario() -> tuple[int, dict[str, str], str]:
+        async with TestClient(TestServer(ui.app())) as client:
+            await client.post("/api/login", json={"principal": "dept-police", "password": store.passwords["dept-police"]})
+            r = await client.get("/api/hotline")
+            return r.status, dict(r.headers), await r.text()
+
+    with caplog.at_level(logging.ERROR, logger="citybrain.ui.server"):
+        status, headers, text = asyncio.run(scenario())
+    body = json.loads(text)
+    assert status == 500 and "PermissionError" not in text and secret not in text and "/" not in body["detail"].split("(")[0]
+    trace = headers["X-CityBrain-Trace-Id"]
+    assert body["trace_id"] == trace and trace in body["detail"]
+    assert trace in caplog.text and secret in caplog.text   # the log line says what failed, under the same id
+
+
+def test_made_up_user_names_keep_the_limiter_bounded_and_a_real_lockout_holds(platform, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Regression: each made-up user name added a limiter entry for good (3,000 names: 3,002 entries, issue 33)."""
+    from citybrain.ui import auth as auth_module
+
+    right = platform[2].passwords["dept-police"]
+    auth = _auth(platform)
+    for i in range(MAX_FAILURES):
+        auth.login("dept-police", f"guess-{i}", "10.0.0.9")
+    for n in range(10_000):   # one address: held back after MAX_ADDRESS_FAILURES, whatever the names
+        try:
+            auth.login(f"made-up-{n:05d}", "x", "203.0.113.7")
+        except RateLimited:
+            pass
+    assert auth.tracked() <= auth_module.MAX_ADDRESS_FAILURES + 3
+    with pytest.raises(RateLimited):
+        auth.login(f"made-up-{10_001}", "x", "203.0.113.7")
+    for n in range(10_000):   # spread over addresses: the table stays within its size
+        auth.login(f"made-up-{n:05d}", "x", f"198.51.{n // 100}.{n % 100}")
+    assert auth.tracked() <= 2 * auth_module.MAX_TRACKED + 1
+    with pytest.raises(RateLimited):
+        auth.login("dept-police", right, "10.0.0.9")   # the real user's lockout outlived the flood
+    monkeypatch.setattr(auth_module, "MAX_TRACKED", 100)
+    small = _auth(platform)
+    for n in range(10_000):
+        small.login(f"made-up-{n:05d}", "x", f"198.51.{n // 100}.{n % 100}")
+    assert small.tracked() == 200   # single failures and addresses, 100 of each kept; nobody held back
+
+
+def test_made_up_page_arguments_keep_the_page_cache_bounded(platform) -> None:  # type: ignore[no-untyped-def]
+    from aiohttp.test_utils import make_mocked_request
+
+    from citybrain.ui.server import CACHE_ENTRIES
+
+    settings, model, _store, contracts = platform
+    ui = OperationsView(settings, contracts, model)
+    police = ui.auth.viewer("dept-police")
+    ui.viewer = lambda _request: police   # type: ignore[method-assign]
+    ui._compute = lambda *_args: []   # type: ignore[method-assign]
+    handler = ui._page("orders")
+
+    async def scenario() -> None:
+        for n in range(3 * CACHE_ENTRIES):
+            await handler(make_mocked_request("GET", f"/api/orders?department=made-up-{n}"))
+
+    asyncio.run(scenario())
+    assert len(ui._cache) == CACHE_ENTRIES
+
+
+def test_an_expiring_lru_forgets_the_oldest_and_the_stale() -> None:
+    from citybrain.gateway.hardening import ExpiringLru
+
+    now = [0.0]
+    table: ExpiringLru[str, int] = ExpiringLru(2, ttl_s=10.0, clock=lambda: now[0])
+    table.put("a", 1)
+    table.put("b", 2)
+    assert table.get("a") == 1      # a is now the most recently used
+    table.put("c", 3)
+    assert table.get("b") is None and table.get("a") == 1 and len(table) == 2
+    now[0] = 10.0
+    assert table.get("a") is None and table.get("c") is None and len(table) == 0
+    with pytest.raises(ValueError, match="max_size 0"):
+        ExpiringLru(0, 1.0)

@@ -354,7 +354,7 @@ $("login-form").addEventListener("submit", async (ev) => {
   await start();
 });
 $("logout").addEventListener("click", async () => {
-  await fetch("/api/logout", { method: "POST" });
+  await fetch("/api/logout", { method: "POST", headers: { "Content-Type": "application/json" }, credentials: "same-origin", body: "{}" });
   if (live) live.close();
   areaData = null; showLogin();
 });
