@@ -17,6 +17,8 @@ batch is judged alone. A request it refuses as a whole (bad key, too large, too 
 writes nothing and says why; the caller keeps the data and may retry. A body that is not JSON
 is refused whole and, from a known partner, dead-lettered. Whatever still fails inside a
 handler is answered as a JSON 500 naming a trace id, which the log names with the error.
+Every answer carries the security headers of ``hardening.security_headers``; keys go in the
+X-Api-Key header only, and the public request reads are rate-limited per address.
 
 This module builds the app: each protocol's handlers (``open311_routes``, ``ngsi_v2_routes``,
 ``ngsi_ld_routes``) over one shared ``pipeline.RequestPipeline``, the body limit, and the

@@ -224,9 +224,6 @@ EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-
 HEX_ID_RE = re.compile(r"(?<![0-9A-Za-z])(?=[0-9A-Fa-f-]*[A-Fa-f])[0-9A-Fa-f][0-9A-Fa-f-]{15,}(?![0-9A-Za-z])")
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 ID_CHECK = "10X98765432"
-#: What the scan finds: a kind per pattern, and the resident ID whose check digit is wrong, a typo or a made-up
-#: number beside a real one's shape (a lower-confidence finding, still personal data until shown otherwise).
-PERSONAL_DATA_KINDS = ("mobile_number", "resident_id", "probable_resident_id", "email")
 
 
 def resident_id_valid(text: str) -> bool:
@@ -244,8 +241,8 @@ def normalise_for_scan(text: str) -> str:
 
 def find_personal_data(text: str) -> list[tuple[str, str]]:
     """(kind, masked sample) for every mobile number, resident ID (``probable_resident_id`` when its check digit is
-    wrong) or e-mail address in ``text``, read after :func:`normalise_for_scan`; numbers inside a hash or UUID are
-    part of an identifier, not a number."""
+    wrong: a typo or a made-up number in an ID's shape, a lower-confidence finding) or e-mail address in ``text``,
+    read after :func:`normalise_for_scan`; numbers inside a hash or UUID are part of an identifier, not a number."""
     text = normalise_for_scan(text)
     numbers = HEX_ID_RE.sub(" ", text)
     found: list[tuple[str, str]] = []
