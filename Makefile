@@ -13,6 +13,7 @@ demo: $(STAMP)
 ## The whole test suite against the real local broker and the real Airflow (set-up included).
 test: $(STAMP)
 	bash infra/browser.sh
+	bash infra/prometheus.sh
 	bash infra/postgres.sh
 	bash infra/s3.sh
 	$(CB) contracts check

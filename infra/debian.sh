@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shared by infra/browser.sh and infra/postgres.sh: install Debian packages, as root or through sudo.
+# Shared by infra/browser.sh, infra/postgres.sh and infra/prometheus.sh: install Debian packages, as root or through sudo.
 # debian_install "<what they are for>" package...
 debian_install() {
   local why="$1"; shift
