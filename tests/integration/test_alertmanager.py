@@ -18,8 +18,12 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
+from citybrain.contracts import topics
+from citybrain.contracts.model import load_contract
 from citybrain.devtools.browser import free_port
+from citybrain.notify.alertmanager import to_alertmanager
 from citybrain.settings import PROJECT_ROOT
+from citybrain.times import iso
 
 pytestmark = pytest.mark.integration
 
@@ -157,3 +161,14 @@ def test_alerts_reach_the_webhook_grouped_inhibited_and_resolved(alertmanager: s
     assert {note["groupLabels"]["alertname"] for note in while_down} == {"ServiceDown"}
     lagging = webhook.next("firing", {"alertname": "ConsumerLagGrowing", "service": "fusion"})
     assert lagging["alerts"][0]["labels"]["topic"] == "raw.hotline.ticket.v1"
+
+
+def test_a_platform_alert_record_reaches_the_webhook_as_its_own_group(alertmanager: str, webhook: Webhook) -> None:
+    """The bridge's mapping (citybrain.notify.alertmanager) gives alerts Alertmanager takes and routes."""
+    finding = load_contract(PROJECT_ROOT / "schemas" / f"{topics.SECURITY_FINDINGS}.yaml").examples[0]
+    finding = {**finding, "detected_at": iso(datetime.now(timezone.utc))}
+    post(alertmanager, [to_alertmanager(topics.SECURITY_FINDINGS, finding)])
+    note = webhook.next("firing", {"alertname": "SecurityFinding", "service": "security"})
+    (sent,) = note["alerts"]
+    assert sent["labels"]["alert_id"] == finding["finding_id"] and sent["labels"]["severity"] == "critical"
+    assert sent["annotations"]["summary"] == finding["summary"]
