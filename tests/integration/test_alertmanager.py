@@ -119,6 +119,7 @@ def post(base: str, alerts: list[dict[str, Any]]) -> None:
 
 
 def alert(name: str, service: str, starts: datetime, ends: datetime | None = None, **labels: str) -> dict[str, Any]:
+    """An alert as Prometheus posts it for a rule of rules.yml; with ``ends``, the alert resolved."""
     body: dict[str, Any] = {
         "labels": {"alertname": name, "service": service, "severity": "critical", **labels},
         "annotations": {"summary": f"{name} of {service}", "runbook": f"docs/how-to/operator/alerts.md#{name.lower()}"},
