@@ -176,6 +176,12 @@ class Settings(BaseSettings):
     gateway_idempotency_ttl_s: float = Field(default=24 * 3600.0, gt=0, le=7 * 24 * 3600)
     gateway_idempotency_keys: int = Field(default=10_000, ge=1, le=1_000_000)
 
+    # Prometheus /metrics of the services without an HTTP server of their own, bound to metrics_host: the fusion
+    # worker on this port, lake-bronze on +1, lake-silver on +2, the notifier on +3; 0 = off. The gateway and the
+    # operations view answer /metrics on their own port (docs/how-to/operator/metrics.md).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9750, ge=0, le=65532)
+
     @field_validator("lake_uri")
     @classmethod
     def _lake_scheme(cls, value: str) -> str:

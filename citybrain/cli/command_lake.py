@@ -15,6 +15,7 @@ lake_app = group("lake", "The lake: Parquet under var/lake, or on object storage
 
 
 def _lake_sink(layer: str, batch: int, max_wait_s: float, exit_when_idle: Optional[float]) -> None:
+    from citybrain import metrics
     from citybrain.contracts.model import load_platform
     from citybrain.lake.layout import ZONES
     from citybrain.streams.lake_sink import run_sink
@@ -24,6 +25,7 @@ def _lake_sink(layer: str, batch: int, max_wait_s: float, exit_when_idle: Option
     settings = current_settings()
     topics = [c.topic for c in load_platform(settings).values() if c.zone in ZONES[layer]]
     signal.signal(signal.SIGTERM, signal.default_int_handler)   # `citybrain down`: flush, then stop
+    metrics.serve(f"lake-{layer}", settings.metrics_host, settings.metrics_port)
     try:
         result = run_sink(settings, topics, settings.lake, batch, max_wait_s, exit_when_idle, layer,
                           compact_every_s=settings.lake_compact_every_s)

@@ -64,6 +64,7 @@ def run_cmd(path: Optional[Path] = FILE_OPTION,
     Only a record refused for good (a 4xx but 408, 429) or that cannot be read is dead-lettered."""
     import signal
 
+    from citybrain import metrics
     from citybrain.notify.notifier import Notifier
     from citybrain.notify.subscriptions import SubscriptionError, passwords_for
 
@@ -77,6 +78,7 @@ def run_cmd(path: Optional[Path] = FILE_OPTION,
     idle_exit_s = renamed(exit_when_idle, until_idle, "--until-idle", "--exit-when-idle")
     notifier = Notifier(settings, current_contracts(), subs, passwords, retry_base_s=retry_base,
                         pause_max_s=pause_max)
+    metrics.serve("notify", settings.metrics_host, settings.metrics_port)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

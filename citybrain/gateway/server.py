@@ -11,6 +11,7 @@ Routes:
   POST /ngsi-ld/v1/entities                    one NGSI-LD entity
   POST /ngsi-ld/v1/entityOperations/upsert     a batch of NGSI-LD entities, accepted record by record
   GET  /health                                 broker connection and request-book state
+  GET  /metrics                                Prometheus metrics (citybrain.metrics)
 
 Every record the gateway takes ends on its topic or in the dead-letter topic; each entity of a
 batch is judged alone. A request it refuses as a whole (bad key, too large, too many, too fast)
@@ -32,6 +33,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from citybrain import metrics
 from citybrain.contracts.model import Contract
 from citybrain.gateway.hardening import API_CSP, TRACE_HEADER, security_headers
 from citybrain.gateway.ngsi_ld_routes import NgsiLdRoutes
@@ -93,9 +95,11 @@ def refusals(pipeline: RequestPipeline) -> Middleware:
 
 def build_app(pipeline: RequestPipeline) -> web.Application:
     """The gateway's app: every protocol's routes over ``pipeline``, which connects on startup."""
-    app = web.Application(client_max_size=pipeline.settings.gateway_max_body_bytes, middlewares=[refusals(pipeline)])
+    app = web.Application(client_max_size=pipeline.settings.gateway_max_body_bytes,
+                          middlewares=[metrics.http_metrics("gateway"), refusals(pipeline)])
     security_headers(app, lambda _request: API_CSP, pipeline.settings.http_behind_tls_proxy)
     app.router.add_get("/health", pipeline.health)
+    metrics.metrics_route(app)
     for protocol in (Open311Routes(pipeline), NgsiV2Routes(pipeline), NgsiLdRoutes(pipeline)):
         app.router.add_routes(protocol.routes())
     app.on_startup.append(pipeline.start)

@@ -29,6 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
+from citybrain import metrics
 from citybrain.contracts.model import Contract, load_contract
 from citybrain.contracts.topics import INGEST_DEAD_LETTERS
 from citybrain.contracts.validate import Rejection, RecordValidator
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 LINT_HEADER = "lint-rules"
 #: The dead letters' topic, by the name the edge's users import it by.
 DLQ_TOPIC = INGEST_DEAD_LETTERS
+#: The topic label of dead letters for records that belong to no contract (what they were sent as is the sender's).
+NO_CONTRACT = "(no contract)"
 MAX_KEPT_REJECTIONS = 20
 
 
@@ -185,6 +188,15 @@ def _judge(check: RecordValidator, record: RawRecord, max_record_bytes: int) -> 
         return b"", "", Rejection("too-large", "(record)", f"record is {len(payload)} bytes as JSON, over the limit "
                                                            f"of {max_record_bytes} bytes (CITYBRAIN_MAX_RECORD_BYTES)")
     return payload, text, None
+
+
+def count_run(summary: ProduceSummary) -> None:
+    """One produce run into the platform's metrics: records judged for the topic, acknowledged on it, and refused
+    by rule. Both producers count here, once a run is acknowledged (or found not to be), so every edge counts alike."""
+    metrics.RECORDS_IN.labels(summary.topic).inc(summary.read)
+    metrics.RECORDS_OUT.labels(summary.topic).inc(summary.accepted)
+    for rule, n in summary.by_rule.items():
+        metrics.RECORDS_DEAD_LETTERED.labels(summary.topic, rule).inc(n)
 
 
 def problems_of(record: RawRecord, first: Rejection, check: RecordValidator | None) -> list[Rejection]:
@@ -383,6 +395,7 @@ class ValidatedProducer:
         for topic, summary in summaries.items():
             summary.elapsed_s = elapsed
             summary.accepted, summary.dead_lettered = acked[topic]["accepted"], acked[topic]["dead"]
+            count_run(summary)
         if progress:
             progress(read)
         unbalanced = [s for s in summaries.values() if not s.balanced]
@@ -423,6 +436,9 @@ class ValidatedProducer:
         futures = [self._send_dead_letter(target, record, rejection, trace_id) for record, rejection in records]
         self._producer.flush()
         failed = [f.exception for f in futures if f.failed()]
+        for (_record, rejection), future in zip(records, futures):
+            if not future.failed():
+                metrics.RECORDS_DEAD_LETTERED.labels(NO_CONTRACT, rejection.rule).inc()
         if failed:
             raise DeliveryError(f"{len(failed)} of {len(records)} dead letters were not acknowledged by the broker at "
                                 f"{self.settings.bootstrap} (first error: {failed[0]}). Fix: check the broker.")
@@ -549,6 +565,7 @@ class _BatchRun:
             if not isinstance(result, BaseException):
                 acked[topic_name] += count
         summary.accepted, summary.dead_lettered = acked[topic], acked[DLQ_TOPIC]
+        count_run(summary)
         summary.elapsed_s = time.perf_counter() - started
         if progress:
             progress(summary.read)

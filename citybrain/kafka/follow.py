@@ -12,17 +12,22 @@ report) and stops:
 - *stopped*: its ``stop`` event was set (by another thread, an event loop's signal handler), or a hook
   raised :class:`Stopped` (the records that hook was given are not committed).
 
+A follower given a ``name`` sets its consumer's lag per topic (``citybrain_consumer_lag``) at most every
+``LAG_EVERY_S``, from the partitions' end offsets and its positions.
+
 :class:`StatusFile` is where a running consumer says how it is doing, for `citybrain status`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
+from citybrain.metrics import CONSUMER_LAG
 from citybrain.settings import write_private
 from citybrain.times import now_iso
 
@@ -33,6 +38,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Ending", "Follower", "StatusFile", "Stopped", "commit"]
 
+log = logging.getLogger(__name__)
+
+#: How often a named follower asks the broker for its partitions' ends to set its lag.
+LAG_EVERY_S = 15.0
 #: Why :meth:`Follower.run` returned.
 Ending = Literal["drained", "interrupted", "stopped"]
 
@@ -61,14 +70,15 @@ class Follower:
                  on_records: Callable[[TopicPartition, list[ConsumerRecord]], None], *,
                  on_tick: Callable[[bool], None] | None = None, poll_ms: int = 500, max_records: int | None = None,
                  idle_s: float | None = None, exit_when_drained: bool = True, commit_records: bool = False,
-                 stop: threading.Event | None = None) -> None:
-        self.consumer, self.on_records, self.on_tick = consumer, on_records, on_tick
+                 stop: threading.Event | None = None, name: str | None = None) -> None:
+        self.consumer, self.on_records, self.on_tick, self.name = consumer, on_records, on_tick, name
         self.poll_ms, self.max_records = poll_ms, max_records
         self.idle_s, self.exit_when_drained, self.commit_records = idle_s, exit_when_drained, commit_records
         self.stop = stop if stop is not None else threading.Event()
         #: Whether the last comparison found every partition the consumer holds read to its end.
         self.drained = False
         self._idle_since: float | None = None
+        self._lag_at = float("-inf")
 
     def idle_for(self) -> float:
         """Seconds since polls began to find nothing (0 while records come in)."""
@@ -90,6 +100,8 @@ class Follower:
                     self.on_tick(bool(polled))
             except Stopped:
                 return "stopped"
+            if self.name is not None and time.monotonic() - self._lag_at >= LAG_EVERY_S:
+                self.report_lag()
             if polled:
                 self._idle_since, self.drained = None, False
                 continue
@@ -102,6 +114,26 @@ class Follower:
                 if not self.drained:
                     self._idle_since = None   # a slow fetch, not the end: count the quiet again
         return "stopped"
+
+    def report_lag(self) -> None:
+        """Set ``citybrain_consumer_lag`` for each topic the consumer holds: end offsets minus positions, summed. A
+        broker that does not answer leaves the last figures (logged): measuring never stops the consumer."""
+        from kafka.errors import KafkaError
+
+        self._lag_at = time.monotonic()
+        held = list(self.consumer.assignment() or ())
+        if not held:
+            return
+        try:
+            ends = self.consumer.end_offsets(held)
+        except KafkaError as exc:
+            log.warning("%s: lag not measured, the broker did not give the partitions' ends: %s", self.name, exc)
+            return
+        lag: dict[str, int] = {}
+        for tp in held:
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, ends.get(tp, 0) - (self.consumer.position(tp) or 0))
+        for topic, records in lag.items():
+            CONSUMER_LAG.labels(str(self.name), topic).set(records)
 
     def _at_ends(self) -> bool:
         """Whether every partition the consumer holds is read to its end (a group member holding none has not

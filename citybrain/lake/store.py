@@ -303,10 +303,16 @@ def read_metadata(path: LakePath) -> pq.FileMetaData:
         return pq.read_metadata(f)
 
 
-def write_table(table: pa.Table, path: LakePath, **options: Any) -> None:
-    """Write ``table`` as Parquet at ``path``, atomically (see the module's docstring)."""
+def write_table(table: pa.Table, path: LakePath, **options: Any) -> int:
+    """Write ``table`` as Parquet at ``path``, atomically (see the module's docstring); the file's size in bytes."""
     options.setdefault("compression", "zstd")
-    path._atomic(lambda sink: pq.write_table(table, sink, **options))
+    size = [0]
+
+    def write(sink: Any) -> None:
+        pq.write_table(table, sink, **options)
+        size[0] = sink.tell()
+    path._atomic(write)
+    return size[0]
 
 
 def upload_tree(local: Path, target: LakePath) -> int:

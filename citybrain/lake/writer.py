@@ -44,6 +44,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
 import pyarrow as pa
+from citybrain import metrics
 from citybrain.lake import layout, store
 from citybrain.lake.layout import Lake
 from citybrain.lake.lease import LEASE_TTL_S, SETTLE_S, Lease, hold
@@ -214,7 +215,9 @@ class LakeWriter:
             table = _table(group)
             if len(by_hour) > 1:
                 table = table.replace_schema_metadata({BATCH_ROWS: str(len(rows)).encode()})
-            store.write_table(table, directory / name)
+            size = store.write_table(table, directory / name)
+            metrics.SINK_FILES.labels(self.layer, topic).inc()
+            metrics.SINK_BYTES.labels(self.layer, topic).inc(size)
             written.append(directory / name)
             self.touched.add(directory)
         self._set_checkpoint(topic, partition, last + 1)
@@ -293,6 +296,7 @@ class LakeWriter:
         self._check_lease(topic)
         self._checkpoint_path(topic, partition).write_text(
             json.dumps({"next_offset": next_offset, "at": time.time()}))
+        metrics.SINK_CHECKPOINT_TIME.labels(self.layer, topic).set_to_current_time()
 
 
 @dataclass

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
 import aiohttp
 
+from citybrain import metrics
 from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import RecordValidator, Rejection
@@ -152,12 +153,15 @@ async def post(session: aiohttp.ClientSession, sub: Subscription, body: dict[str
 
 async def deliver(session: aiohttp.ClientSession, sub: Subscription, body: dict[str, Any], state: Delivery,
                   base_s: float = RETRY_BASE_S, tries: int = MAX_ATTEMPTS) -> Outcome:
-    """One notification sent until taken, refused for good, or ``tries`` failed (retried as the module says)."""
+    """One notification sent until taken, refused for good, or ``tries`` failed (retried as the module says); each
+    try counted in the platform's metrics."""
     status, error = 0, ""
     for attempt in range(1, tries + 1):
         status, error = await post(session, sub, body)
         if not error:
+            metrics.DELIVERIES.labels(sub.id).inc()
             return Outcome(True, attempt, status, "")
+        metrics.DELIVERY_FAILURES.labels(sub.id, metrics.status_class(status)).inc()
         if not retryable(status) or attempt == tries:
             break
         state.retries += 1
@@ -279,7 +283,7 @@ class Notifier:
         # idle_s=0: every poll that finds nothing says whether it is caught up (the status shows it). The feed
         # commits itself: never past the first record its endpoint did not take.
         follower = Follower(consumer, feed.on_records, on_tick=feed.on_tick, poll_ms=500, max_records=200, idle_s=0.0,
-                            exit_when_drained=False, stop=self._stop)
+                            exit_when_drained=False, stop=self._stop, name=f"notify:{sub.id}")
         self._followers[sub.id] = follower
         try:
             follower.run()

@@ -158,7 +158,7 @@ def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_
             consumer.seek(tp, offset)
         # Drained, or SIGINT / SIGTERM from `citybrain down` while polling: flush what was read, then stop.
         try:
-            Follower(consumer, take, on_tick=tick, poll_ms=500, idle_s=stop_when_idle_s).run()
+            Follower(consumer, take, on_tick=tick, poll_ms=500, idle_s=stop_when_idle_s, name=f"lake-{layer}").run()
         except OffsetOutOfRangeError:   # retention overtook the sink while it ran: keep what was read, then say so
             flush()
             done = {tp: writer.checkpoint(tp.topic, tp.partition) if writer.started(tp.topic, tp.partition)

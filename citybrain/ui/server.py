@@ -3,7 +3,8 @@
 Every ``/api/`` route but login needs a session, and each hands the viewer to ``citybrain.ui.views``,
 which cuts what it returns to the viewer's remit (``Forbidden`` becomes 403). A page's data is
 computed off the event loop and reused for ``ui_cache_s`` per viewer, so many screens on the same
-day cost one read of the lake.
+day cost one read of the lake. ``/metrics`` (unauthenticated, for Prometheus) counts requests by route
+template, logins by outcome and page times by page: nothing of who logged in or what they saw.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from citybrain import metrics
 from citybrain.access.grants import AccessModel
 from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
@@ -70,10 +72,11 @@ class OperationsView:
         if not (ECHARTS / "dist" / "echarts.min.js").exists():
             raise FileNotFoundError(f"Apache ECharts is not installed ({ECHARTS} is missing). Fix: `make setup` "
                                     "installs it from npm (infra/ui/package.json).")
-        app = web.Application(middlewares=[self._errors, self._json_only])
+        app = web.Application(middlewares=[metrics.http_metrics("ui"), self._errors, self._json_only])
         security_headers(app, self._csp, self.settings.http_behind_tls_proxy)
         app.router.add_get("/", self._file(STATIC / "index.html"))
         app.router.add_get("/health", self.health)
+        metrics.metrics_route(app)
         app.router.add_post("/api/login", self.login)
         app.router.add_post("/api/logout", self.logout)
         app.router.add_get("/api/me", self.me)
@@ -152,12 +155,15 @@ class OperationsView:
             body = await request.json()
             principal, password = str(body["principal"]), str(body["password"])
         except (ValueError, KeyError, TypeError):
+            metrics.UI_LOGINS.labels("bad-request").inc()
             return _json({"error": "bad request", "detail": "send JSON {\"principal\": ..., \"password\": ...}"}, 400)
         try:
             token = self.auth.login(principal, password, request.remote or "?")
         except RateLimited as exc:
+            metrics.UI_LOGINS.labels("rate-limited").inc()
             return web.json_response({"error": "rate limited", "detail": str(exc)}, status=429,
                                      headers={"Retry-After": str(int(exc.retry_after) + 1)})
+        metrics.UI_LOGINS.labels("refused" if token is None else "ok").inc()
         if token is None:
             return _json({"error": "login failed", "detail": "unknown principal or wrong password"}, 401)
         response = _json(self.auth.session(token).as_json())   # type: ignore[union-attr]
@@ -235,17 +241,20 @@ class OperationsView:
 
     def _page(self, name: str) -> Handler:
         async def handler(request: web.Request) -> web.Response:
+            started = time.perf_counter()
             viewer = self.viewer(request)
             arg = request.query.get("department", "")
             key = (name, viewer.principal, arg, len(self.live.recent) if name == "city" else 0)
             hit = self._cache.get(key)
             if hit is not None:
+                metrics.UI_PAGE_SECONDS.labels(name, "yes").observe(time.perf_counter() - started)
                 return _json(hit)
             try:
                 value = await asyncio.to_thread(self._compute, name, viewer, arg or None)
             except FileNotFoundError:   # a sink compacted an hour's files while they were read: read again
                 value = await asyncio.to_thread(self._compute, name, viewer, arg or None)
             self._cache.put(key, value)
+            metrics.UI_PAGE_SECONDS.labels(name, "no").observe(time.perf_counter() - started)
             return _json(value)
         return handler
 

@@ -23,6 +23,7 @@ from citybrain.gateway.server import build_app
 from citybrain.ingest.producer import DLQ_TOPIC, DeliveryError, ProduceSummary
 from citybrain.ingest.readers import RawRecord
 from citybrain.settings import load_settings
+from prometheus_client.parser import text_string_to_metric_families
 
 KEY = "unit-partner-key-0001"
 AUTH = {"X-Api-Key": KEY}
@@ -95,7 +96,7 @@ def test_every_protocol_route_is_on_the_app(pipeline: RequestPipeline) -> None:
     """The route table the split must keep: Open311, NGSI v2, NGSI-LD and /health, GETs answering HEAD too."""
     routes = {(r.method, r.resource.canonical) for r in build_app(pipeline).router.routes() if r.resource}
     assert routes == {
-        ("GET", "/health"), ("HEAD", "/health"),
+        ("GET", "/health"), ("HEAD", "/health"), ("GET", "/metrics"), ("HEAD", "/metrics"),
         ("GET", "/open311/v2/services.json"), ("HEAD", "/open311/v2/services.json"),
         ("GET", "/open311/v2/services/{code}.json"), ("HEAD", "/open311/v2/services/{code}.json"),
         ("POST", "/open311/v2/requests.json"), ("GET", "/open311/v2/requests.json"),
@@ -296,3 +297,48 @@ def test_the_public_request_list_shows_coarse_positions_and_is_rate_limited(pipe
     status, headers, body = call(pipeline, "GET", "/open311/v2/requests.json")
     assert status == 429 and int(headers["Retry-After"]) >= 1 and "CITYBRAIN_GATEWAY_READ_RATE_PER_S" in body[0]["description"]
     assert call(pipeline, "GET", "/open311/v2/requests/GW20261207A1.json")[0] == 429
+
+
+def scrape(pipeline: RequestPipeline, *paths: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """GET each of ``paths`` on the gateway's app, then GET /metrics: its samples, parsed as Prometheus does."""
+    async def go() -> str:
+        app = build_app(pipeline)
+        app.on_startup.remove(pipeline.start)
+        app.on_cleanup.remove(pipeline.stop)
+        async with TestClient(TestServer(app)) as client:
+            for path in paths:
+                await (await client.get(path)).read()
+            answer = await client.get("/metrics")
+            assert answer.status == 200 and answer.headers["Content-Type"].startswith("text/plain")
+            return await answer.text()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(asyncio.run(go())) for sample in family.samples}
+
+
+def requests_of(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[tuple[str, str, str], float]:
+    return {(dict(labels)["route"], dict(labels)["method"], dict(labels)["status"]): v
+            for (name, labels), v in samples.items()
+            if name == "citybrain_http_requests_total" and dict(labels)["service"] == "gateway"}
+
+
+def test_gateway_metrics_count_requests_by_route_template_and_status_class(pipeline: RequestPipeline) -> None:
+    pipeline.book.put({"service_request_id": "GW20261123B1", "status": "open", "service_code": "water.leak",
+                       "requested_datetime": "2026-11-23T08:00:00Z"})
+    before = requests_of(scrape(pipeline))
+    after = requests_of(scrape(pipeline, "/open311/v2/requests/GW20261123B1.json", "/open311/v2/requests/NOPE.json",
+                               "/health", "/no/such/path"))
+    moved = {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
+    assert moved == {("/open311/v2/requests/{rid}.json", "GET", "2xx"): 1, ("/open311/v2/requests/{rid}.json", "GET", "4xx"): 1,
+                     ("/health", "GET", "2xx"): 1, ("(unmatched)", "GET", "4xx"): 1,
+                     ("/metrics", "GET", "2xx"): 1}   # the scrape before this one
+
+
+def test_a_thousand_ticket_ids_and_paths_make_no_thousand_series(pipeline: RequestPipeline) -> None:
+    """Labels are route templates and status classes: distinct ids and made-up paths add to a few series only."""
+    first = scrape(pipeline, "/open311/v2/requests/GW2026999999.json", "/probe/first")
+    paths = [f"/open311/v2/requests/GW2026{n:06d}.json" for n in range(500)] + [f"/probe/{n}" for n in range(500)]
+    samples = scrape(pipeline, *paths)
+    assert len(samples) == len(first)   # the same series, counted on
+    assert requests_of(samples)[("(unmatched)", "GET", "4xx")] - requests_of(first)[("(unmatched)", "GET", "4xx")] == 500
+    text = repr(samples)
+    assert "GW2026000123" not in text and "/probe/" not in text

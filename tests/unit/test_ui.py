@@ -406,3 +406,39 @@ def test_an_expiring_lru_forgets_the_oldest_and_the_stale() -> None:
     assert table.get("a") is None and table.get("c") is None and len(table) == 0
     with pytest.raises(ValueError, match="max_size 0"):
         ExpiringLru(0, 1.0)
+
+
+def test_the_views_metrics_count_logins_and_page_times_and_name_no_one(platform) -> None:  # type: ignore[no-untyped-def]
+    """/metrics is unauthenticated (Prometheus scrapes it): logins by outcome, pages by name, never a principal."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    settings, model, store, contracts = platform
+    password = store.passwords["dept-police"]
+
+    async def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        answer = await client.get("/metrics")
+        assert answer.status == 200
+        text = await answer.text()
+        assert "dept-police" not in text and password not in text and "127.0.0.1" not in text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    async def scenario() -> None:
+        async with TestClient(TestServer(OperationsView(settings, contracts, model).app())) as client:
+            before = await scrape(client)
+            await client.post("/api/login", json={"principal": "dept-police", "password": "wrong"})
+            await client.post("/api/login", json={"principal": "dept-police", "password": password})
+            await client.get("/api/orders")
+            await client.get("/api/orders")   # the second from the cache
+            after = await scrape(client)
+
+        def moved(name: str, **labels: str) -> float:
+            key = (name, tuple(sorted(labels.items())))
+            return after.get(key, 0.0) - before.get(key, 0.0)
+        assert moved("citybrain_ui_logins_total", outcome="refused") == 1
+        assert moved("citybrain_ui_logins_total", outcome="ok") == 1
+        assert moved("citybrain_ui_page_seconds_count", page="orders", cached="no") == 1
+        assert moved("citybrain_ui_page_seconds_count", page="orders", cached="yes") == 1
+        assert moved("citybrain_http_requests_total", service="ui", route="/api/login", method="POST", status="4xx") == 1
+
+    asyncio.run(scenario())

@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 
+from citybrain import metrics
 from citybrain.kafka import clients
 from citybrain.settings import Settings, get_settings
 from citybrain.streams.batching import BatchApp
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the fusion worker's faust command line (``worker -l info --without-web``)."""
     tune_gc()
     settings = get_settings()
+    metrics.serve("fusion", settings.metrics_host, settings.metrics_port)
     if settings.streams_partitions:
         ensure_keyed_topics(settings)
     app = create_app(settings)
