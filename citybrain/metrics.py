@@ -14,7 +14,7 @@ and the outbound edge all count into it, so it must sit below all of them and im
 from __future__ import annotations
 
 import logging
-
+import time
 from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 #: The route label of a request no route matched (a 404 for any path a caller makes up).
 UNMATCHED = "(unmatched)"
+#: Methods counted by name; any other a caller sends is counted as ``OTHER``.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: The services without an HTTP server of their own, and their port's offset from ``CITYBRAIN_METRICS_PORT``.
 SERVICE_OFFSETS = {"fusion": 0, "lake-bronze": 1, "lake-silver": 2, "notify": 3}
 
@@ -115,9 +117,8 @@ def serve(service: str, host: str, base_port: int) -> int | None:
     return port
 
 
-
 def route_of(request: web.Request) -> str:
-    """The route template a request matched (``/open311/v2/requests/{id}.json``), never its path as sent."""
+    """The route template a request matched (``/open311/v2/requests/{rid}.json``), never its path as sent."""
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else UNMATCHED
 
@@ -125,8 +126,6 @@ def route_of(request: web.Request) -> str:
 def http_metrics(service: str) -> Middleware:
     """aiohttp middleware (put it first, outside the others): each request counted by route template, method and
     status class (``none`` when the caller went away first), and timed, as ``service``."""
-    import time
-
     from aiohttp import web
 
     @web.middleware
@@ -149,9 +148,6 @@ def http_metrics(service: str) -> Middleware:
             HTTP_REQUESTS.labels(service, route, method, status_class(status)).inc()
             HTTP_REQUEST_SECONDS.labels(service, route).observe(time.perf_counter() - started)
     return middleware
-
-
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def metrics_route(app: web.Application) -> None:

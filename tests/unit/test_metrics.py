@@ -251,3 +251,27 @@ def test_a_broker_that_gives_no_ends_leaves_the_lag_as_it_was_and_the_follower_r
     follower.report_lag()
     assert value("citybrain_consumer_lag", consumer="lake-silver", topic="raw.unit.lag.v2") == 5
     assert "lake-silver: lag not measured" in caplog.text
+
+
+def test_uncommon_methods_are_counted_as_other_not_by_name() -> None:
+    """The HTTP parser takes only the methods it knows (a made-up one is a 400 before any handler); of those, all
+    but the common seven share one label value."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application(middlewares=[metrics.http_metrics("unit")])
+    app.router.add_route("*", "/thing/{name}", ok)
+    uncommon = ["PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "REPORT", "PURGE"]
+    before = value("citybrain_http_requests_total", service="unit", route="/thing/{name}", method="OTHER", status="2xx")
+
+    async def go() -> None:
+        async with TestClient(TestServer(app)) as client:
+            for n, method in enumerate(uncommon):
+                await (await client.request(method, f"/thing/{n}")).read()
+    asyncio.run(go())
+    after = value("citybrain_http_requests_total", service="unit", route="/thing/{name}", method="OTHER", status="2xx")
+    assert after - before == len(uncommon)
+    assert "PROPFIND" not in metrics.exposition().decode()
