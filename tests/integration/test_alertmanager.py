@@ -132,16 +132,16 @@ def alert(name: str, service: str, starts: datetime, ends: datetime | None = Non
 
 def test_alerts_reach_the_webhook_grouped_inhibited_and_resolved(alertmanager: str, webhook: Webhook) -> None:
     started = datetime.now(timezone.utc) - timedelta(minutes=3)
-    down = alert("ServiceDown", "fusion", started, job="fusion", instance="127.0.0.1:9602")
+    down = alert("ServiceDown", "fusion", started, job="fusion", instance="127.0.0.1:9750")
     lag = alert("ConsumerLagGrowing", "fusion", started, topic="raw.hotline.ticket.v1")
     lag["labels"]["severity"] = "warning"
-    other = alert("ServiceDown", "gateway", started, job="gateway", instance="127.0.0.1:9601")
+    other = alert("ServiceDown", "gateway", started, job="gateway", instance="127.0.0.1:8311")
     post(alertmanager, [down, lag, other])
 
     fusion = webhook.next("firing", {"alertname": "ServiceDown", "service": "fusion"})
     assert fusion["receiver"] == "duty-officer"
     assert fusion["commonLabels"] == {"alertname": "ServiceDown", "service": "fusion", "severity": "critical",
-                                      "job": "fusion", "instance": "127.0.0.1:9602"}
+                                      "job": "fusion", "instance": "127.0.0.1:9750"}
     (sent,) = fusion["alerts"]
     assert sent["status"] == "firing" and sent["annotations"]["runbook"] == "docs/how-to/operator/alerts.md#servicedown"
     webhook.next("firing", {"alertname": "ServiceDown", "service": "gateway"})
@@ -154,7 +154,7 @@ def test_alerts_reach_the_webhook_grouped_inhibited_and_resolved(alertmanager: s
     # Prometheus sends a resolved alert with its end time: the duty officer hears that fusion is back.
     time.sleep(3)  # two group intervals in which the inhibited lag could have gone out
     while_down = list(webhook.log)
-    post(alertmanager, [alert("ServiceDown", "fusion", started, datetime.now(timezone.utc), job="fusion", instance="127.0.0.1:9602")])
+    post(alertmanager, [alert("ServiceDown", "fusion", started, datetime.now(timezone.utc), job="fusion", instance="127.0.0.1:9750")])
     resolved = webhook.next("resolved", {"alertname": "ServiceDown", "service": "fusion"})
     assert [a["status"] for a in resolved["alerts"]] == ["resolved"]
     assert resolved["alerts"][0]["labels"]["service"] == "fusion"
