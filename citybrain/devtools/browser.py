@@ -87,6 +87,9 @@ def login(b: Any, url: str, principal: str, password: str, lang: str = "zh") -> 
     page = b.new_context(viewport={"width": 1440, "height": 900}).new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    # What the view's Content-Security-Policy refused: the page as served must keep to its own policy.
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "Content Security Policy" in m.text
+            else None)
     page.add_init_script(f"localStorage.setItem('cb-lang', '{lang}')")
     page.goto(url + "/")
     page.fill("input[name=principal]", principal)
@@ -95,6 +98,20 @@ def login(b: Any, url: str, principal: str, password: str, lang: str = "zh") -> 
     page.click("#login-form button[type=submit]")
     page.wait_for_selector("body[data-rendered=city]", timeout=30_000)
     return page, errors, (time.perf_counter() - started) * 1000
+
+
+def wait_until(page: Any, expression: str, timeout_s: float) -> Any:
+    """Poll ``expression`` in the page until it is truthy; its value. Playwright's ``wait_for_function`` evaluates its
+    predicate with ``eval`` inside the page, which the view's CSP (no 'unsafe-eval') refuses, as it should;
+    ``evaluate`` goes through the browser's protocol and keeps the page's policy intact."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{expression!r} still false after {timeout_s:.0f} s")
+        page.wait_for_timeout(100)
 
 
 def open_page(page: Any, name: str) -> tuple[dict[str, int], float]:

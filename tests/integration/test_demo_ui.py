@@ -14,7 +14,7 @@ import pytest
 from citybrain.access.credentials import CredentialStore
 from citybrain.ingest.producer import ValidatedProducer
 from citybrain.settings import credentials_path
-from citybrain.devtools.browser import PAGES, browser, login, open_page, serve
+from citybrain.devtools.browser import PAGES, browser, login, open_page, serve, wait_until
 from tests.integration.conftest import TEST_ENV
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]   # the first test waits for the demo
@@ -68,7 +68,7 @@ def test_an_incident_appears_on_the_city_page_within_seconds(ui, chrome, setting
     url, out = ui
     admin = json.loads(credentials_path(settings.kafka_dir).read_text())
     page, errors, _ms = login(chrome, url, admin["admin_user"], admin["admin_password"])
-    page.wait_for_function("window.cb.live && window.cb.live.startsWith('live')", timeout=20_000)
+    wait_until(page, "window.cb.live && window.cb.live.startsWith('live')", 20)
     street = page.evaluate("fetch('/api/areas').then((r) => r.json()).then((a) => a.levels.street.features[0].properties)")
     tag = uuid.uuid4().hex[:8]
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -79,7 +79,7 @@ def test_an_incident_appears_on_the_city_page_within_seconds(ui, chrome, setting
     started = time.monotonic()
     with ValidatedProducer(settings, producer_id="test-ui") as producer:
         assert producer.produce_values(contract, [incident]).accepted == 1
-    page.wait_for_function(f"document.querySelector('#city-events').innerText.includes('{tag}')", timeout=15_000)
+    wait_until(page, f"document.querySelector('#city-events').innerText.includes('{tag}')", 15)
     seconds = time.monotonic() - started
     page.screenshot(path=str(out / "city-live.png"))
     assert not errors, errors
