@@ -9,6 +9,7 @@ back-references, flags, no anchors) is not judged, and a change to it counts as 
 
 from __future__ import annotations
 
+import re
 from re import _constants as sre_constants  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
@@ -160,3 +161,14 @@ def widens(old: str, new: str) -> bool | None:
                 seen.add(nxt)
                 todo.append(nxt)
     return True
+
+
+def regex_problem(name: str, pattern: Any) -> str | None:
+    """Why ``pattern``, declared as ``name``, is not a regular expression at all, or None."""
+    if not isinstance(pattern, str):
+        return f"{name} must be a regular expression (text), got {pattern!r}"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"{name} {pattern!r} is not a regular expression ({exc})"
+    return None

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Mapping
 
-from citybrain.contracts.patterns import widens
+from citybrain.contracts.patterns import regex_problem, widens
 from citybrain.contracts.validate import Rejection, excerpt
 
 __all__ = ["DECLARED_ONLY", "DEFAULTS", "DEVICE_URN", "FIELDS", "SAFE_CODE", "CodeSchemes", "pattern_problem"]
@@ -43,12 +43,9 @@ DEVICE_URN = "urn:ngsi-ld:Device:"
 def pattern_problem(kind: str, pattern: Any) -> str | None:
     """Why ``pattern`` cannot be the city's ``kind`` scheme (city, area, device), or None."""
     name = f"codes.{kind}"
-    if not isinstance(pattern, str):
-        return f"{name} must be a regular expression (text), got {pattern!r}"
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        return f"{name} {pattern!r} is not a regular expression ({exc})"
+    problem = regex_problem(name, pattern)
+    if problem is not None:
+        return problem
     safe = _inside_safe_codes(pattern)
     if safe is None:
         return (f"{name} {pattern!r} cannot be shown to stay inside the platform's codes {SAFE_CODE!r}: write it "

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from citybrain.contracts.patterns import regex_problem
 from citybrain.contracts.validate import Rejection, excerpt
 
 __all__ = ["DEFAULT_PATTERN", "FIELDS", "PostalCodes", "pattern_problem"]
@@ -24,13 +25,7 @@ FIELDS = ("zipcode",)
 
 def pattern_problem(pattern: Any) -> str | None:
     """Why ``pattern`` cannot be a city's postal-code pattern, or None."""
-    if not isinstance(pattern, str):
-        return f"postal_code_pattern must be a regular expression (text), got {pattern!r}"
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        return f"postal_code_pattern {pattern!r} is not a regular expression ({exc})"
-    return None
+    return regex_problem("postal_code_pattern", pattern)
 
 
 @dataclass(frozen=True)
