@@ -160,9 +160,6 @@ class Settings(BaseSettings):
     # open day windows); the ticket lifecycle is re-read further back, for tickets under SLA watch.
     streams_warmup_h: float = Field(default=26.0, ge=0, le=24 * 30)
     streams_warmup_tickets_h: float = Field(default=96.0, ge=0, le=24 * 30)
-    # After a restart, outputs the worker's group sent in this span before each output partition's newest record
-    # are not sent again (a crash between sending a batch's outputs and committing its offsets).
-    streams_resend_window_s: float = Field(default=300.0, ge=0, le=24 * 3600)
     # Fusion keyed by area: 0 = one worker reads the raw topics and fuses the whole city; N = the raw feeds are
     # repartitioned by district into N partitions of an internal topic, so up to N workers of one group share the
     # city (see citybrain.streams.fusion). Every worker of a group must use the same N.

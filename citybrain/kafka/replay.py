@@ -102,53 +102,6 @@ def last_record_times(consumer: Any, tps: dict[tuple[str, int], Any], before: di
     return last
 
 
-def sent_ids(settings: Settings, topics: Iterable[str], span_s: float, app_id: str) -> set[tuple[str, str]]:
-    """(topic, event id) of every record ``topics`` took in the last ``span_s`` before each partition's newest
-    record (by record timestamp) with the header ``app-id`` = ``app_id`` (sent by that group).
-
-    A worker restarted after a crash between sending a batch's outputs and committing its offsets reads these
-    to recognise the outputs it is about to send again (see ``citybrain.streams.fusion``)."""
-    from kafka import TopicPartition
-
-    consumer = clients.consumer(settings, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)
-    found: set[tuple[str, str]] = set()
-    want = app_id.encode()
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        ends = {(tp.topic, tp.partition): end for tp, end in consumer.end_offsets(tps).items() if end > 0}
-        if not ends:
-            return found
-        keyed = {key: TopicPartition(*key) for key in ends}
-        consumer.assign(list(keyed.values()))
-        newest = last_record_times(consumer, keyed, ends)
-        consumer.resume(*keyed.values())
-        starts = consumer.offsets_for_times({keyed[k]: max(0, ts - int(span_s * 1000)) for k, ts in newest.items()})
-        todo = {}
-        for ktp, at in starts.items():
-            key = (ktp.topic, ktp.partition)
-            consumer.seek(ktp, at.offset if at is not None else ends[key])
-            todo[key] = ends[key]
-        for key, ktp in keyed.items():
-            if key not in todo:
-                consumer.pause(ktp)
-        deadline = time.monotonic() + 120
-        while todo and time.monotonic() < deadline:
-            for ktp, records in consumer.poll(timeout_ms=1000, max_records=10_000).items():
-                key = (ktp.topic, ktp.partition)
-                for r in records:
-                    headers = dict(r.headers or ())
-                    if headers.get("app-id") == want and headers.get("event-id"):
-                        found.add((r.topic, headers["event-id"].decode()))
-                if key in todo and records and records[-1].offset >= todo[key] - 1:
-                    del todo[key]
-                    consumer.pause(ktp)
-        if todo:
-            log.warning("re-reading the recent outputs stopped before the end of %s", sorted(todo))
-    finally:
-        consumer.close()
-    return found
-
-
 def before_committed(settings: Settings, group_id: str, topics: Iterable[str], span_h: Callable[[str], float]) -> Backlog:
     """The records of ``topics`` from ``span_h(topic)`` hours of stream time before ``group_id``'s
     committed offsets up to them."""

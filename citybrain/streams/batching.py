@@ -11,7 +11,8 @@ itself (~17 µs), and capped the fusion worker at ~9,000 records/s with
 topics as one list of messages. The consumer keeps faust's group membership, flow control
 during rebalances, gap tracking for compacted topics and offset commits; each message is
 acknowledged only after the coroutine returned, so a committed offset never runs ahead of
-the work (at least once; the worker's outputs carry stable ids). On a rebalance, faust waits
+the work (the fusion worker commits the same offsets in its own transactions before that; see
+:mod:`citybrain.kafka.transactions`). The consumer reads ``read_committed``. On a rebalance, faust waits
 for the fetch a batch agent has in hand before it commits and gives partitions away
 (``wait_empty``), so their next owner starts after that work, not before it and does it a
 second time. Topics without a batch agent still go through faust's normal path.
@@ -33,20 +34,38 @@ import faust
 from faust.transport.drivers import aiokafka as kafka_driver
 from faust.types import Message
 
+from citybrain.kafka.clients import READ_COMMITTED
+
 BatchHandler = Callable[[list[Message]], Awaitable[None]]
 
 #: Yield to the event loop after this many records of one fetch, so timers and commits run.
 YIELD_EVERY = 1000
 
 
+class CommittedConsumerThread(kafka_driver.AIOKafkaConsumerThread):
+    """faust's aiokafka consumer thread, reading ``read_committed``: records of aborted transactions (a worker's batch
+    that did not commit) are never delivered. faust reads committed only under its own ``exactly_once``, which
+    brings its transaction manager along; the fusion worker commits its own transactions
+    (:mod:`citybrain.kafka.transactions`)."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._isolation_level = READ_COMMITTED   # read by AIOKafkaConsumer.start() when it builds its fetcher
+        return consumer
+
+
 class BatchConsumer(kafka_driver.Consumer):
-    """faust's aiokafka consumer with a drain loop that hands whole fetches to batch agents."""
+    """faust's aiokafka consumer, reading committed records only, with a drain loop that hands whole fetches to
+    batch agents."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: Clear while a fetch for batch agents is in hand: collected and not yet acknowledged.
         self.batches_idle = asyncio.Event()
         self.batches_idle.set()
+
+    def _new_consumer_thread(self) -> CommittedConsumerThread:
+        return CommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def wait_empty(self) -> None:
         """faust's wait before it commits on a rebalance or a stop, first for the fetch in hand."""

@@ -60,6 +60,12 @@ def city_calls_topic(app_id: str) -> str:
     return f"{app_id}-city-calls"
 
 
+def share_transactional_id(app_id: str, tp: TP) -> str:
+    """The transactional id of the producer that commits one share (a partition of the by-area topic or of the
+    ticket lifecycle): the same on whichever worker owns it, so its next owner fences the last."""
+    return f"{app_id}.share.{tp[0]}.{tp[1]}"
+
+
 def source_of(topic: str, partition: int, offset: int, headers: dict[str, bytes]) -> tuple[str, int, int]:
     """(raw topic, partition, offset) a record came from: its ``src-*`` headers on the by-area topic."""
     src = headers.get("src-topic")

@@ -8,8 +8,8 @@ the records through the pipeline with every output discarded: those outputs were
 before the restart. A duplicate that arrives after a restart is still recognised; a case
 opened before it is updated, not opened again.
 
-Outputs produced after the last commit and before a crash are produced again on restart
-with the same ids (at least once; consumers key on ``event_id``/``work_order_id``).
+Outputs of a batch whose transaction did not commit before a crash were aborted with it
+(:mod:`citybrain.kafka.transactions`): the restart produces them again, once.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The fusion worker's state survives a kill -9: duplicates sent after a restart are still recognised."""
+"""The fusion worker across a kill -9 and a zombie: duplicates sent after a restart are still recognised, and a
+worker fenced by a newer producer of its id commits nothing more."""
 
 from __future__ import annotations
 
@@ -101,56 +102,47 @@ def test_duplicates_after_a_kill_9_and_restart_are_still_dropped(broker, setting
     assert "state rebuilt from" in (tmp_path / "worker.log").read_text()
 
 
-def test_a_kill_between_sending_and_committing_sends_no_work_order_twice(broker, settings, contracts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """The worker is killed the moment its work orders are on the broker, before it commits the tickets' offsets
-    (checked: its group still lags); after the restart it processes those tickets again and recognises the orders
-    it sent already (``streams_resend_window_s``): each work order once."""
-    from kafka import TopicPartition
+def test_a_worker_fenced_by_a_newer_producer_of_its_id_stops_and_its_restart_sends_each_order_once(broker, settings, contracts, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A zombie: something else starts a transactional producer with the worker's id (as a second copy of the
+    worker would). The broker fences the worker: its next batch's transaction is refused, nothing of that batch is
+    seen by a ``read_committed`` reader, its offsets stay uncommitted, and the worker exits with a failure; the
+    restarted worker fences the intruder in turn and sends each of the batch's work orders once."""
+    import asyncio
 
-    from citybrain.kafka import clients
+    from citybrain.kafka.transactions import Transactions
 
     run = uuid.uuid4().hex[:8]
-    app_id = f"citybrain-fusion-resend-{run}"
+    app_id = f"citybrain-fusion-fenced-{run}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
     env.update({**TEST_ENV, "CITYBRAIN_STREAMS_APP_ID": app_id})
     start = (default_start() - timedelta(days=4)).isoformat()   # the reference data of the test above's day
     proc = cli("simulate", "--hours", "0.25", "--scale", "0.01", "--incidents", "none", "--start", start,
                "--out", str(tmp_path / "sim"))
     assert proc.returncode == 0, proc.stderr
-    water = "dispatch.water.work_order.v1"   # the lead department of waterlogging tickets
-    watch = clients.consumer(settings, enable_auto_commit=False)
-    tps = [TopicPartition(water, p) for p in sorted(watch.partitions_for_topic(water) or ())]
-    watch.assign(tps)
-    watch.seek_to_end(*tps)
-    for tp in tps:
-        watch.position(tp)
-    sent: list[dict] = []  # type: ignore[type-arg]
+    first, second = _tickets(f"{run}a", range(3)), _tickets(f"{run}b", range(3))
     worker = start_worker(settings, env=env, log=tmp_path / "worker.log")
     try:
         time.sleep(10)
         assert _joined(settings, worker, app_id, 120), f"worker did not read the existing topics (exit {worker.poll()})"
-        uncommitted = False
-        for attempt in range(4):   # a kill lands before the commit almost always; tried again if it did not
-            batch = _tickets(f"{run}{attempt}", range(3))
-            sent += batch
-            _produce(tmp_path, f"t{attempt}.jsonl", batch)
-            seen: set[str] = set()
-            deadline = time.monotonic() + 90
-            while len(seen) < 3 and time.monotonic() < deadline:
-                for records in watch.poll(timeout_ms=50).values():
-                    seen |= {o["source_id"] for r in records for o in [json.loads(r.value)]
-                             if o["source_id"].startswith(f"HLR{run}{attempt}")}
-            assert len(seen) == 3, f"no work orders for attempt {attempt} (worker exit {worker.poll()})"
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
-            uncommitted = group_lag(settings, app_id)[1] > 0
-            if uncommitted:
-                break
-            worker = start_worker(settings, env=env, log=tmp_path / "worker.log")
-            assert _joined(settings, worker, app_id, 120)
-        assert uncommitted, "every kill came after the commit: the case under test never happened"
+        _produce(tmp_path, "first.jsonl", first)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len({o.split("-")[1] for o in _orders(settings, contracts, f"{run}a")}) < 3:
+            time.sleep(2)
+        assert {o.split("-")[1] for o in _orders(settings, contracts, f"{run}a")} == {t["service_request_id"] for t in first}
+
+        async def intrude() -> None:
+            intruder = Transactions(settings, f"{app_id}.fusion", group_id=app_id)
+            await intruder.start()   # fences the running worker's producer
+            await intruder.stop()
+
+        asyncio.run(intrude())
+        _produce(tmp_path, "second.jsonl", second)
+        worker.wait(timeout=120)
+        assert worker.returncode not in (None, 0), "the fenced worker went on"
+        assert _orders(settings, contracts, f"{run}b") == []          # its refused batch is not seen
+        assert group_lag(settings, app_id)[1] > 0                      # nor are its offsets committed
+        assert "did not commit: ProducerFenced" in (tmp_path / "worker.log").read_text()
     finally:
-        watch.close()
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
@@ -161,10 +153,6 @@ def test_a_kill_between_sending_and_committing_sends_no_work_order_twice(broker,
         time.sleep(5)   # anything sent twice would be on the topic by now
     finally:
         stop_worker(worker)
-    orders = [o for o in _orders(settings, contracts, run)]
+    orders = _orders(settings, contracts, run)
     assert len(orders) == len(set(orders)), sorted(orders)   # no work order sent twice
-    assert {o.split("-")[1] for o in orders} == {t["service_request_id"] for t in sent}
-    log = (tmp_path / "worker.log").read_text()
-    suppressed = [int(line.split(" output ids")[0].rsplit("; ", 1)[1]) for line in log.splitlines()
-                  if "output ids of the last" in line]
-    assert suppressed and suppressed[-1] > 0, "the restart recognised none of the orders it had sent"
+    assert {o.split("-")[1] for o in orders} == {t["service_request_id"] for t in first + second}

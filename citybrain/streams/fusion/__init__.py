@@ -11,11 +11,13 @@ Stream time is the records' Kafka timestamp, which the simulator sets to simulat
 With ``CITYBRAIN_STREAMS_PARTITIONS`` = N > 0 the workers of a group share the city by district
 instead (:mod:`citybrain.streams.shares`).
 
-Outputs once by id across a crash: a worker killed after sending a batch's outputs and before
-committing its offsets processes that batch again after the restart, with the same results and
-ids. So on start it reads the ids its group sent in the last ``streams_resend_window_s`` of each
-output partition (header ``app-id``) and does not send those again; the set is dropped once that
-window has passed since the start.
+Outputs once across a crash: each batch's outputs, dead letters and input offsets commit in one
+Kafka transaction (:mod:`citybrain.kafka.transactions`), and everything in the platform reads
+``read_committed``, so a batch is seen whole or not at all. A worker killed halfway leaves an open
+transaction that the broker aborts when its restart (same transactional id) fences it; the
+restart rebuilds its state up to the committed offsets and does the batch again. Keyed by area,
+each owned partition commits through a producer of its own whose id moves with the partition, so
+the partition's next owner fences the last.
 
 Laid out as faust's "Projects and Directory Layout" lays out an app:
 

@@ -5,7 +5,7 @@ repartitioning and fusing agents with the task that hears the group's other work
 
 from __future__ import annotations
 
-import asyncio
+from functools import partial
 from typing import Any
 
 from faust.types import Message
@@ -22,17 +22,23 @@ QUIET_SWEEP_EVERY_S = 2.0
 
 
 def sweep_timer(app: BatchApp, loop: BatchLoop) -> None:
-    """Both modes: windows and SLAs also close when no records arrive (see ``FusionWorker.may_sweep``)."""
+    """Both modes: windows and SLAs also close when no records arrive (see ``FusionWorker.may_sweep``); keyed by
+    area, each share's in its own transaction."""
     worker = loop.worker
 
     @app.timer(interval=QUIET_SWEEP_EVERY_S)
     async def sweep_when_quiet() -> None:
-        if worker.may_sweep():
+        if not worker.may_sweep():
+            return
+        if isinstance(worker, KeyedFusionWorker):
+            for tp, transactions in list(loop.shares.items()):
+                await loop.send(worker.sweep_share(tp, force=True), transactions)
+        else:
             await loop.send(worker.sweep(force=True))
 
 
 def fusion_agent(app: BatchApp, loop: BatchLoop) -> None:
-    """The default worker: every fetch of the raw topics through its one pipeline."""
+    """The default worker: every fetch of the raw topics through its one pipeline, in one transaction."""
     worker = loop.worker
 
     @app.batch_agent(raw(app, *worker.inputs))
@@ -42,24 +48,29 @@ def fusion_agent(app: BatchApp, loop: BatchLoop) -> None:
 
 
 def keyed_agents(app: BatchApp, loop: BatchLoop, worker: KeyedFusionWorker) -> None:
-    """Keyed by area: raw records repartitioned by district, each owned partition fused by its own pipeline, the
-    other workers' calls heard, and the shares given up and kept across rebalances."""
+    """Keyed by area: raw records repartitioned by district, each owned partition fused by its own pipeline and
+    committed by its own transactional producer, the other workers' calls heard, and the shares given up and kept
+    across rebalances."""
 
     @app.batch_agent(raw(app, *worker.keyed_inputs))
     async def repartition(messages: list[Message]) -> None:
-        """Raw records to their district's partition of the by-area topic; returns once the broker has them."""
+        """Raw records to their district's partition of the by-area topic, with the raw offsets, in one
+        transaction of the worker's own producer."""
         async with loop.batch("repartitioned", messages):
-            await asyncio.gather(*[loop.publish(records, worker.by_area, partition)
-                                   for partition, records in worker.route(messages).items()])
+            await loop.publish(worker.route(messages), worker.by_area, messages, loop.transactions)
 
     @app.batch_agent(raw(app, worker.by_area, TICKET_EVENTS))
     async def fuse_shares(messages: list[Message]) -> None:
         async with loop.batch("fused", messages):
             gained = worker.shares.missing(messages)
             if gained:
-                await loop.in_thread(worker.gain, gained)
-            await loop.fuse(messages, worker.process_shares)
-            await loop.publish(worker.city_call_messages(), worker.city_topic, 0)
+                messages = await loop.take_over(gained, messages)
+            for tp, share_messages in worker.by_share(messages).items():
+                transactions = loop.shares.get(tp)
+                if transactions is None:   # lost during this batch: its new owner reads it from the committed offset
+                    continue
+                await loop.fuse(share_messages, partial(worker.process_share, tp), transactions)
+            await loop.publish_calls(worker.city_call_messages(), worker.city_topic)
 
     @app.task
     async def learn_city_calls() -> None:
@@ -81,5 +92,6 @@ def keyed_agents(app: BatchApp, loop: BatchLoop, worker: KeyedFusionWorker) -> N
 
     @app.on_partitions_assigned.connect
     async def drop_lost(app: Any, assigned: Any, **_: Any) -> None:   # noqa: ARG001 - the signal's sender
-        worker.shares.keep_only((tp.topic, tp.partition) for tp in assigned)
+        for tp in worker.shares.keep_only((tp.topic, tp.partition) for tp in assigned):
+            await loop.give_up(tp)
         worker.moving = False

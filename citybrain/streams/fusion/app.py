@@ -15,7 +15,7 @@ from citybrain.streams.batching import BatchApp
 from citybrain.streams.fusion.agents import fusion_agent, keyed_agents, sweep_timer
 from citybrain.streams.fusion.keyed import KeyedFusionWorker
 from citybrain.streams.fusion.loop import BatchLoop
-from citybrain.streams.fusion.topics import Outputs, ensure_keyed_topics
+from citybrain.streams.fusion.topics import ensure_keyed_topics
 from citybrain.streams.fusion.worker import FusionWorker
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,11 @@ def create_app(settings: Settings) -> BatchApp:
     ``streams_partitions`` > 0): its agents, a sweep timer, a freeze timer."""
     worker = KeyedFusionWorker(settings) if settings.streams_partitions else FusionWorker(settings)
     app = new_app(settings)
-    loop = BatchLoop(app, worker, Outputs.of(app, worker.outputs))
+    if isinstance(worker, KeyedFusionWorker):
+        transactional_id = f"{settings.streams_app_id}.repartition.{worker.member.decode()}"
+    else:   # one worker per group: a second one started fences the first
+        transactional_id = f"{settings.streams_app_id}.fusion"
+    loop = BatchLoop(app, worker, transactional_id)
     sweep_timer(app, loop)
     freeze_timer(app)
     if isinstance(worker, KeyedFusionWorker):

@@ -28,7 +28,7 @@ from citybrain.kafka.replay import Backlog
 from citybrain.settings import Settings
 from citybrain.streams.fusion.worker import Failed, FusionWorker, Produced
 from citybrain.contracts.topics import TICKET_EVENTS
-from citybrain.streams.shares import Repartitioner, Shares, by_area_topic, city_calls_topic, source_of
+from citybrain.streams.shares import TP, Repartitioner, Shares, by_area_topic, city_calls_topic, source_of
 
 log = logging.getLogger(__name__)
 
@@ -91,39 +91,42 @@ class KeyedFusionWorker(FusionWorker):
         return routed
 
     def gain(self, ends: dict[tuple[str, int], int]) -> None:
-        """State for partitions just gained, from their recent past; on a takeover, the ids the group sent lately
-        are not sent again (the previous owner may have sent outputs it did not commit)."""
+        """State for partitions just gained, from their recent past up to the offsets committed with the previous
+        owner's last transaction."""
         hours = self.settings.streams_warmup_h
         backlog = Backlog(self.settings, self.settings.streams_app_id, set(t for t, _p in ends),
                           lambda t: self.settings.streams_warmup_tickets_h if t == TICKET_EVENTS else hours, ends=ends)
         self.gaining = True   # no sweep of the shares while their state is fed in another thread
         try:
-            records = self.shares.gain(backlog)
+            self.shares.gain(backlog)
         finally:
             self.gaining = False
-        if records and self.settings.streams_resend_window_s > 0:
-            self.hold_back_resends()
-            log.warning("%d output ids of the last %.0f s are not sent again", len(self.sent_before),
-                        self.settings.streams_resend_window_s)
 
-    def process_shares(self, messages: list[Message]) -> tuple[list[Produced], list[Failed]]:
-        """Feed each record of the by-area topic and the ticket lifecycle to its partition's pipeline
-        (:meth:`gain` first for partitions without state)."""
+    def by_share(self, messages: list[Message]) -> dict[TP, list[Message]]:
+        """A fetch of the by-area topic and the ticket lifecycle split by partition: each share's records are fused,
+        sent and committed in that share's own transaction."""
+        split: dict[TP, list[Message]] = {}
+        for message in messages:
+            split.setdefault((message.topic, message.partition), []).append(message)
+        return split
+
+    def process_share(self, tp: TP, messages: list[Message]) -> tuple[list[Produced], list[Failed]]:
+        """Feed the records of one owned partition to its pipeline (:meth:`gain` first for partitions without state),
+        then sweep it: (outputs, records that failed and are to be dead-lettered)."""
         self.learn_heard()
+        share = self.shares.owned.get(tp)
+        if share is None:   # revoked during this batch: its new owner reads it from the committed offset
+            log.info("%s[%d] revoked during a batch; left to its new owner", *tp)
+            return [], []
         produced: list[Produced] = []
         failed = []
-        owned = self.shares.owned
+        pipeline = share.pipeline
         for message in messages:
             headers = read_headers(message.headers)
             topic, partition, offset = source_of(message.topic, message.partition, message.offset, headers)
             trace = headers.get("trace-id") or new_trace_id().encode()
-            share = owned.get((message.topic, message.partition))
-            if share is None:   # revoked during this batch: its new owner reads it from the committed offset
-                log.info("%s[%d] revoked during a batch; left to its new owner", message.topic, message.partition)
-                continue
             try:
                 at = datetime.fromtimestamp(message.timestamp, timezone.utc)
-                pipeline = share.pipeline
                 outputs = pipeline.feed_message(topic, headers, message.value, at, partition)
                 if topic in REFERENCE:
                     self.remember_reference(topic, orjson.loads(message.value))
@@ -133,7 +136,7 @@ class KeyedFusionWorker(FusionWorker):
                 log.exception("record %s@%d:%d failed; dead-lettered", topic, partition, offset)
                 failed.append((topic, RawRecord(f"{topic}@{partition}:{offset}", message.value or b""),
                                Rejection("processing-error", "(record)", f"{type(exc).__name__}: {exc}"), trace))
-        return produced + self.sweep(), failed
+        return produced + self._sweep(pipeline, share, False), failed
 
     def hear(self, records: list[Any]) -> None:
         """Records of the city-calls topic (from the worker's reading task): the other workers' calls, kept for
@@ -175,4 +178,9 @@ class KeyedFusionWorker(FusionWorker):
     def sweep(self, force: bool = False) -> list[Produced]:
         """SLA alerts, closed events and closed metric windows of each owned partition's pipeline, up to its low
         watermark."""
-        return [out for share in list(self.shares.owned.values()) for out in self._sweep(share.pipeline, share, force)]
+        return [out for tp in list(self.shares.owned) for out in self.sweep_share(tp, force)]
+
+    def sweep_share(self, tp: TP, force: bool = False) -> list[Produced]:
+        """What sweeping one owned partition's pipeline up to its low watermark closes (nothing if it is not owned)."""
+        share = self.shares.owned.get(tp)
+        return [] if share is None else self._sweep(share.pipeline, share, force)

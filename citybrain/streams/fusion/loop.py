@@ -1,7 +1,10 @@
 """The batch loop both of the fusion worker's modes share: what an agent does with a fetch around its own
-steps. The worker is started (reference data, warm-up) before the first batch; outputs are validated and sent
-with their headers, failed records dead-lettered, and the agent returns only once the broker has all of them,
-so faust acknowledges the fetch's offsets after its outputs are out; each batch is logged with what it counted
+steps. The worker's transactional producer is started (fencing any older worker of its id) and the worker
+started (reference data, warm-up) before the first batch; each fetch's outputs are validated, its failed
+records dead-lettered, and all of it committed in one Kafka transaction with the fetch's offsets
+(:mod:`citybrain.kafka.transactions`), so nothing of a batch is seen unless its offsets are committed, and the
+agent returns only then (faust acknowledges the same offsets after). A transaction that does not commit crashes
+the worker: its restart redoes the batch from the committed offsets. Each batch is logged with what it counted
 and measured into the platform's metrics (batch time, each record's end-to-end time, the lag of its partitions).
 """
 
@@ -21,7 +24,10 @@ from citybrain import metrics
 from citybrain.contracts.validate import Rejection
 from citybrain.ingest.readers import RawRecord
 from citybrain.streams.batching import BatchApp
-from citybrain.streams.fusion.topics import Outputs
+from citybrain.kafka.transactions import Out, TransactionLost, Transactions, offsets_after
+from citybrain.contracts.topics import INGEST_DEAD_LETTERS as DLQ_TOPIC
+from citybrain.streams.shares import TP, Routed, share_transactional_id
+from citybrain.kafka.topics import committed_offsets
 from citybrain.streams.fusion.worker import PRODUCER, Failed, FusionWorker, Produced
 
 log = logging.getLogger(__name__)
@@ -33,10 +39,13 @@ Process = Callable[[list[Message]], tuple[list[Produced], list[Failed]]]
 class BatchLoop:
     """One worker's batches on one faust app: started, sent, dead-lettered, published and logged."""
 
-    def __init__(self, app: BatchApp, worker: FusionWorker, outputs: Outputs) -> None:
+    def __init__(self, app: BatchApp, worker: FusionWorker, transactional_id: str) -> None:
         self.app = app
         self.worker = worker
-        self.outputs = outputs
+        #: The worker's own transactional producer (keyed by area, the repartitioning's; each share has its own).
+        self.transactions = Transactions(worker.settings, transactional_id, group_id=app.conf.id)
+        #: Keyed by area: the transactional producer of each share (owned partition) this worker holds.
+        self.shares: dict[TP, Transactions] = {}
         self.lag: dict[Any, tuple[str, int]] = {}   # partition -> (topic, records behind its end)
 
     @asynccontextmanager
@@ -51,6 +60,7 @@ class BatchLoop:
     async def ready(self) -> None:
         """Start the worker (in a thread: it reads the reference data and rebuilds its state) before its first batch."""
         if not self.worker.ready:
+            await self.transactions.start()   # fences an older worker of this id before the state is rebuilt
             await self.in_thread(self.worker.start)
             self.worker.ready = True
 
@@ -58,64 +68,107 @@ class BatchLoop:
         """Blocking work (reading topics, rebuilding state) off the event loop; returns once it is done."""
         await asyncio.get_running_loop().run_in_executor(None, work, *args)
 
-    async def fuse(self, messages: list[Message], process: Process) -> None:
-        """One fetch through ``process``; returns once the broker has its outputs and its dead letters."""
+    async def fuse(self, messages: list[Message], process: Process, transactions: Transactions | None = None) -> None:
+        """One fetch through ``process``; its outputs, its dead letters and its offsets committed in one transaction
+        (the worker's, or ``transactions``: a share's, keyed by area); returns once it is committed."""
         produced, failed = process(messages)
-        await self.send(produced)
-        await self.dead_letter(failed)
+        await self.commit(produced, failed, offsets_after(messages), transactions)
 
-    async def send(self, produced: list[Produced]) -> None:
-        """Validate and send; return once the broker has every record (the batch may then be acknowledged)."""
-        message_of, dead_letter_of = self.worker.message, self.worker.dead_letter
-        outputs, dead_letters = self.outputs.topics, self.outputs.dead_letters
-        pending = []
-        sent: Counter[str] = Counter()
-        refused: Counter[tuple[str, str]] = Counter()
-        for topic, record, trace in produced:
-            message = message_of(topic, record, trace)
-            if message is None:
-                continue
-            if isinstance(message, Rejection):
-                log.error("output for %s breaks its contract (%s on %s); dead-lettered", topic, message.rule, message.field)
-                key, value, headers = dead_letter_of(topic, RawRecord(PRODUCER, orjson.dumps(record), value=record),
-                                                     message, trace)
-                pending.append(await dead_letters.send(key=key, value=value, headers=headers))
-                refused[(topic, message.rule)] += 1
-                continue
-            key, value, headers = message
-            pending.append(await outputs[topic].send(key=key, value=value, headers=headers))
-            sent[topic] += 1
-        if pending:
-            await asyncio.gather(*pending)
+    async def send(self, produced: list[Produced], transactions: Transactions | None = None) -> None:
+        """Outputs without input (the sweep timer's) in one transaction of their own."""
+        await self.commit(produced, [], None, transactions)
+
+    async def commit(self, produced: list[Produced], failed: list[Failed], offsets: dict[tuple[str, int], int] | None,
+                     transactions: Transactions | None = None) -> None:
+        """Validate the outputs (one that breaks its contract is dead-lettered), dead-letter the records that failed,
+        and commit all of it with ``offsets`` in one transaction. A transaction that does not commit stops the worker
+        (:class:`~citybrain.kafka.transactions.TransactionLost`): its state holds the batch, its restart redoes it."""
+        records, sent, refused = self.records_of(produced, failed)
+        try:
+            await (transactions or self.transactions).commit(records, offsets)
+        except TransactionLost as exc:
+            await self.lost(exc)
+            raise
         for topic, n in sent.items():
             metrics.RECORDS_OUT.labels(topic).inc(n)
         for (topic, rule), n in refused.items():
             metrics.RECORDS_DEAD_LETTERED.labels(topic, rule).inc(n)
 
-    async def dead_letter(self, failed: list[Failed]) -> None:
-        """Records that failed to the dead-letter topic, with their reason; returns once the broker has them."""
-        if failed:
-            letters = [self.worker.dead_letter(*f) for f in failed]
-            dead_letters = self.outputs.dead_letters
-            await asyncio.gather(*[await dead_letters.send(key=k, value=v, headers=h) for k, v, h in letters])
-            for topic, _record, rejection, _trace in failed:
-                metrics.RECORDS_DEAD_LETTERED.labels(topic, rejection.rule).inc()
+    def records_of(self, produced: list[Produced], failed: list[Failed]
+                   ) -> tuple[list[Out], Counter[str], Counter[tuple[str, str]]]:
+        """(records to send, outputs per topic, dead letters per (topic, rule)) of a batch's outputs and failures."""
+        message_of, dead_letter_of = self.worker.message, self.worker.dead_letter
+        records: list[Out] = []
+        sent: Counter[str] = Counter()
+        refused: Counter[tuple[str, str]] = Counter()
+        for topic, record, trace in produced:
+            message = message_of(topic, record, trace)
+            if isinstance(message, Rejection):
+                log.error("output for %s breaks its contract (%s on %s); dead-lettered", topic, message.rule, message.field)
+                key, value, headers = dead_letter_of(topic, RawRecord(PRODUCER, orjson.dumps(record), value=record),
+                                                     message, trace)
+                records.append((DLQ_TOPIC, None, key, value, None, list(headers.items())))
+                refused[(topic, message.rule)] += 1
+                continue
+            key, value, headers = message
+            records.append((topic, None, key, value, None, list(headers.items())))
+            sent[topic] += 1
+        for topic, raw_record, rejection, trace in failed:
+            key, value, headers = dead_letter_of(topic, raw_record, rejection, trace)
+            records.append((DLQ_TOPIC, None, key, value, None, list(headers.items())))
+            refused[(topic, rejection.rule)] += 1
+        return records, sent, refused
 
-    async def publish(self, records: list[Any], topic: str, partition: int) -> None:
-        """(key, value, timestamp ms, headers) records to one partition in whole batches, through faust's aiokafka
-        producer (acks=all); returns once the broker has them."""
-        if not records:
-            return
-        producer = self.app.producer._ensure_producer()
-        pending = []
-        batch = producer.create_batch()
-        for key, value, ts, headers in records:
-            if batch.append(key=key, value=value, timestamp=ts, headers=headers) is None:
-                pending.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=ts, headers=headers)
-        pending.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*pending)
+    async def lost(self, exc: TransactionLost) -> None:
+        """A transaction that did not commit: logged, and the worker crashed (it exits with a failure; its supervisor
+        restarts it, and the restart rebuilds its state from the committed offsets)."""
+        log.critical("%s", exc)
+        await self.app.crash(exc)
+
+    async def publish(self, routed: dict[int, list[Routed]], topic: str, messages: list[Message],
+                      transactions: Transactions) -> None:
+        """Keyed by area: the repartitioned records (key, value, timestamp ms, headers) to their partitions of
+        ``topic``, with the offsets of the raw ``messages`` they came from, in one transaction."""
+        records: list[Out] = [(topic, partition, key, value, ts, headers)
+                              for partition, batch in routed.items() for key, value, ts, headers in batch]
+        try:
+            await transactions.commit(records, offsets_after(messages))
+        except TransactionLost as exc:
+            await self.lost(exc)
+            raise
+
+    async def publish_calls(self, records: list[Routed], topic: str) -> None:
+        """Keyed by area: the calls this worker's shares read, to the group's city-calls topic (one partition), in a
+        transaction of the worker's own producer (learnt by call id: a call told twice counts once)."""
+        if records:
+            await self.publish({0: records}, topic, [], self.transactions)
+
+    async def take_over(self, gained: dict[TP, int], messages: list[Message]) -> list[Message]:
+        """Keyed by area, partitions just gained: each share's transactional producer started first, which fences
+        the previous owner and aborts its open transaction; then the offsets committed now (the previous owner may
+        have committed after the group gave this worker the partition), the fetch's records before them skipped, and
+        each share's state rebuilt from its recent past up to there. Returns the fetch's records left to fuse."""
+        settings = self.worker.settings
+        for tp in gained:
+            transactions = Transactions(settings, share_transactional_id(settings.streams_app_id, tp),
+                                        group_id=self.app.conf.id)
+            await transactions.start()
+            self.shares[tp] = transactions
+        committed = await asyncio.get_running_loop().run_in_executor(
+            None, committed_offsets, settings, self.app.conf.id) or {}
+        ends = {tp: max(first, committed.get(tp, 0)) for tp, first in gained.items()}
+        ahead = {tp: end - gained[tp] for tp, end in ends.items() if end > gained[tp]}
+        if ahead:
+            log.warning("the previous owner committed after the hand-over: %s record(s) skipped as done",
+                        ", ".join(f"{t}[{p}]: {n}" for (t, p), n in sorted(ahead.items())))
+        await self.in_thread(self.worker.gain, ends)
+        return [m for m in messages if m.offset >= ends.get((m.topic, m.partition), 0)]
+
+    async def give_up(self, tp: TP) -> None:
+        """Keyed by area, a partition lost: its share's producer stopped (its next owner's fences it anyway)."""
+        transactions = self.shares.pop(tp, None)
+        if transactions is not None:
+            await transactions.stop()
 
     def measure(self, kind: str, messages: list[Message], started: float) -> None:
         """A finished batch into the metrics: its time; each record's time from its Kafka timestamp to now, when its

@@ -1,18 +1,16 @@
-"""The fusion worker's topics: faust topic objects over what it reads and writes (values as bytes: the worker
-decodes, validates and encodes records itself), and, keyed by area, the group's own topics, created before the
-worker starts."""
+"""The fusion worker's topics: faust topic objects over what it reads (values as bytes: the worker decodes,
+validates and encodes records itself; it writes through its transactional producers), and, keyed by area, the
+group's own topics, created before the worker starts."""
 
 from __future__ import annotations
 
 import logging
 from contextlib import suppress
-from dataclasses import dataclass
 
 import faust
 from faust.types import TopicT
 
 from citybrain.errors import InputError
-from citybrain.contracts.topics import INGEST_DEAD_LETTERS as DLQ_TOPIC
 from citybrain.kafka import clients
 from citybrain.settings import Settings
 from citybrain.streams.shares import by_area_topic, city_calls_topic
@@ -23,19 +21,6 @@ log = logging.getLogger(__name__)
 def raw(app: faust.App, *names: str) -> TopicT:
     """One faust topic object over ``names``, its values as they are on the wire."""
     return app.topic(*names, value_serializer="raw")
-
-
-@dataclass(frozen=True)
-class Outputs:
-    """Where the worker's records go: each output contract's topic, and the dead-letter topic."""
-
-    topics: dict[str, TopicT]
-    dead_letters: TopicT
-
-    @classmethod
-    def of(cls, app: faust.App, names: list[str]) -> Outputs:
-        """The topic objects of the output topics ``names`` and of the dead-letter topic, on ``app``."""
-        return cls({t: raw(app, t) for t in names}, raw(app, DLQ_TOPIC))
 
 
 def ensure_keyed_topics(settings: Settings) -> None:

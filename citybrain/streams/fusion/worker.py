@@ -1,5 +1,5 @@
 """The fusion worker's state and work, apart from faust: the pipeline, the contracts of what it reads and
-writes, what it has swept, and the output ids it must not send again after a restart.
+writes, and what it has swept.
 
 :class:`FusionWorker` is the default worker (one pipeline over the raw topics) and what the worker keyed by
 area (:class:`~citybrain.streams.fusion.keyed.KeyedFusionWorker`) shares with it: starting, sweeping, and
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import time
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
@@ -26,7 +25,6 @@ from citybrain.contracts.topics import INGEST_DEAD_LETTERS
 from citybrain.ingest.producer import dead_letter_message
 from citybrain.ingest.readers import RawRecord
 from citybrain.kafka.headers import event_id, new_trace_id, read_headers, standard_headers
-from citybrain.kafka.replay import sent_ids
 from citybrain.kafka.topics import read_values
 from citybrain.settings import Settings
 from citybrain.streams.warmup import warm_up
@@ -56,10 +54,6 @@ class FusionWorker:
         self.pipeline = Pipeline(self.contracts, protector_from_settings(settings), auto_sweep=False)
         self.ready = False
         self.swept: datetime | None = None
-        #: (topic, event id) sent before the start and not committed for sure: not sent again (see the package).
-        self.sent_before: set[tuple[str, str]] = set()
-        self.sent_before_until = 0.0
-        self.resends_suppressed = 0
 
     def reference(self, topic: str, value: dict[str, Any]) -> None:
         """One record of reference data (areas, devices, routing rules, the city) read on start."""
@@ -77,22 +71,12 @@ class FusionWorker:
         self.load_reference()
         warm = warm_up(self.settings, self.pipeline, self.settings.streams_app_id, self.inputs,
                        self.settings.streams_warmup_h, self.settings.streams_warmup_tickets_h)
-        if warm.records and self.settings.streams_resend_window_s > 0:   # a restart: the uncommitted may come again
-            self.hold_back_resends()
         gc.collect()
         gc.freeze()
         if warm.records:
-            log.warning("state rebuilt from %d records of %d partitions in %.1f s (stream time %s); %d output ids of "
-                        "the last %.0f s are not sent again", warm.records, warm.partitions, warm.seconds,
-                        warm.resumed_at, len(self.sent_before), self.settings.streams_resend_window_s)
+            log.warning("state rebuilt from %d records of %d partitions in %.1f s (stream time %s)", warm.records,
+                        warm.partitions, warm.seconds, warm.resumed_at)
         self.pipeline.counts.clear()
-
-    def hold_back_resends(self) -> None:
-        """The ids the group sent in the last ``streams_resend_window_s``: not sent again until that window has
-        passed from now (they may come out of work done again after offsets that were never committed)."""
-        self.sent_before = sent_ids(self.settings, self.outputs, self.settings.streams_resend_window_s,
-                                    self.settings.streams_app_id)
-        self.sent_before_until = time.monotonic() + self.settings.streams_resend_window_s
 
     def process(self, messages: list[Message]) -> tuple[list[Produced], list[Failed]]:
         """Feed one fetch through the pipeline: (outputs, records that failed and are to be dead-lettered)."""
@@ -135,21 +119,14 @@ class FusionWorker:
         return [(topic, record, b"streams.fusion.sweep") for topic, record in pipeline.sweep(watermark)]
 
     def message(self, topic: str, record: dict[str, Any], trace: bytes
-                ) -> tuple[bytes, bytes, dict[str, bytes]] | Rejection | None:
-        """(key, value, headers) of one output, why it breaks its contract, or None: sent before a restart."""
+                ) -> tuple[bytes, bytes, dict[str, bytes]] | Rejection:
+        """(key, value, headers) of one output, or why it breaks its contract."""
         rejection = self.validators[topic](record)
         if rejection is not None:
             return rejection
         contract = self.contracts[topic]
         payload = orjson.dumps(record)
         ident = event_id(contract, record, payload.decode())
-        if self.sent_before and time.monotonic() > self.sent_before_until:
-            log.info("restart window over: %d output(s) sent before the restart were not sent again",
-                     self.resends_suppressed)
-            self.sent_before = set()
-        if (topic, ident) in self.sent_before:
-            self.resends_suppressed += 1
-            return None
         headers = dict(standard_headers(contract, PRODUCER, ident, trace))
         headers["app-id"] = self.app_id
         return contract.key_of(record), payload, headers
