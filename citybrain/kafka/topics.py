@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
@@ -189,11 +190,50 @@ def committed_offsets(settings: Settings, group_id: str) -> dict[tuple[str, int]
     return {(tp.topic, tp.partition): max(0, o.offset) for tp, o in offsets.items()} or None
 
 
+#: Up to this many offsets behind its end, a partition's lag is counted record by record (see ``records_ahead``).
+EXACT_LAG_UP_TO = 1000
+
+
 def group_lag(settings: Settings, group_id: str) -> tuple[int, int]:
     """(records the consumer group has committed, records still ahead of it) over all its partitions;
-    (0, -1) while the group is not known yet."""
+    (0, -1) while the group is not known yet. A partition a little behind its end is read to count the records a
+    ``read_committed`` consumer would still get (see ``records_ahead``); further behind, the offsets are counted."""
     offsets = committed_offsets(settings, group_id)
     if offsets is None:
         return 0, -1
     end = end_offsets(settings, {t for t, _p in offsets})
-    return sum(offsets.values()), sum(end[tp] - offset for tp, offset in offsets.items())
+    behind = {tp: (offset, end[tp]) for tp, offset in offsets.items() if end.get(tp, 0) > offset}
+    near = {tp: span for tp, span in behind.items() if span[1] - span[0] <= EXACT_LAG_UP_TO}
+    ahead = records_ahead(settings, near) if near else {}
+    return sum(offsets.values()), sum(ahead.get(tp, stop - start) for tp, (start, stop) in behind.items())
+
+
+def records_ahead(settings: Settings, spans: dict[tuple[str, int], tuple[int, int]], timeout_s: float = 5.0
+                  ) -> dict[tuple[str, int], int]:
+    """Per partition, the records a ``read_committed`` consumer gets between two offsets (start, end). A topic
+    written in transactions holds a commit marker after each transaction and the records of aborted ones: offsets
+    a consumer never receives, so a group that read everything stays an offset or more behind the log's end."""
+    from kafka import TopicPartition
+
+    consumer = clients.consumer(settings, enable_auto_commit=False)
+    counted = {tp: 0 for tp in spans}
+    try:
+        tps = {tp: TopicPartition(*tp) for tp in spans}
+        consumer.assign(list(tps.values()))
+        for tp, (start, _stop) in spans.items():
+            consumer.seek(tps[tp], start)
+        todo = set(spans)
+        deadline = time.monotonic() + timeout_s
+        while todo and time.monotonic() < deadline:
+            for ktp, records in consumer.poll(timeout_ms=200).items():
+                key = (ktp.topic, ktp.partition)
+                counted[key] += sum(1 for r in records if r.offset < spans[key][1])
+            for key in list(todo):
+                if consumer.position(tps[key]) >= spans[key][1]:
+                    todo.discard(key)
+                    consumer.pause(tps[key])
+        for key in todo:   # not read to its end in time: counted by offsets
+            counted[key] = spans[key][1] - spans[key][0]
+    finally:
+        consumer.close()
+    return counted

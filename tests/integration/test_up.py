@@ -222,7 +222,7 @@ def test_the_platform_runs_live_under_up_with_the_real_airflow_scheduler(broker,
         _produce(tmp_path, "first.jsonl", first_batch)
         _wait("work orders of the first tickets", lambda: len(_orders(settings, contracts, run)) >= 3, 300)
         # Killed as soon as the orders are there, most likely before it committed the tickets' offsets: the
-        # restarted worker processes them again and must recognise the orders it sent (streams_resend_window_s).
+        # restarted worker processes them again and commits nothing it did not commit before (Kafka transactions).
         os.kill(pids["fusion"], signal.SIGKILL)
         _produce(tmp_path, "second.jsonl", second_batch)
 
