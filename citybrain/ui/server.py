@@ -19,8 +19,10 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from citybrain.access.grants import AccessModel
+from citybrain.access.trail import AuditTrail
 from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
+from citybrain.ingest.audit import service_trail
 from citybrain.lake import layout
 from citybrain.settings import ADMIN_USER, PROJECT_ROOT, Settings
 from citybrain.ui import views
@@ -34,6 +36,9 @@ STATIC = Path(__file__).parent / "static"
 #: ECharts as the setup pinned it from npm (infra/ui/package.json), served with its licence.
 ECHARTS = PROJECT_ROOT / "infra" / "ui" / "node_modules" / "echarts"
 COOKIE = "cb_session"
+#: The pages whose reads go on the audit trail: the ones holding tickets, orders, datasets and grants (the city
+#: overview and the area map, redrawn on every live event, hold none of them).
+AUDITED_PAGES = ("hotline", "orders", "data", "broker", "security")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -44,10 +49,12 @@ def _json(value: Any, status: int = 200) -> web.Response:
 class OperationsView:
     """One running operations view over one lake."""
 
-    def __init__(self, settings: Settings, contracts: dict[str, Contract], model: AccessModel) -> None:
+    def __init__(self, settings: Settings, contracts: dict[str, Contract], model: AccessModel,
+                 audit: AuditTrail | None = None) -> None:
         self.settings, self.contracts, self.model = settings, contracts, model
         self.lake = settings.lake
         self.auth = Authenticator(settings, model, tuple(c.topic for c in contracts.values()), session_s=settings.ui_session_minutes * 60)
+        self.audit = audit or service_trail(settings, "ui")   # logins, logouts and data pages read (audit.trail.event)
         self._cache: dict[tuple[str, str, str, int], tuple[float, Any]] = {}
         self.warm_ms: int | None = None   # how long the start-up read of the lake took, once done
         self.live = LiveFeed(settings, [topics.CITY_EVENTS, topics.EARLY_WARNINGS] + sorted(
@@ -96,6 +103,7 @@ class OperationsView:
         try:
             response = await handler(request)
         except views.Forbidden as exc:
+            await self._audit_refused(request)
             return _json({"error": "forbidden", "detail": str(exc)}, 403)
         except web.HTTPException:
             raise
@@ -105,6 +113,23 @@ class OperationsView:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+    # -- audit ---------------------------------------------------------------------------
+
+    async def _audit(self, action: str, actor: str, target: str, outcome: str = "ok", **details: Any) -> None:
+        """One record on the view's audit trail, written off the event loop (the send waits for the broker)."""
+        await asyncio.to_thread(self.audit.record, action, actor, target, outcome, **details)
+
+    async def _audit_read(self, page: str, principal: str, department: str, outcome: str = "ok") -> None:
+        """A read of one of the data pages (:data:`AUDITED_PAGES`), served or refused."""
+        if page in AUDITED_PAGES:
+            await self._audit("read", principal, f"{page} page", outcome, department=department or None)
+
+    async def _audit_refused(self, request: web.Request) -> None:
+        """A data page refused to its viewer (a department asking for another's remit)."""
+        viewer = self.auth.session(request.cookies.get(COOKIE))
+        await self._audit_read(request.path.removeprefix("/api/"), viewer.principal if viewer else "(no session)",
+                               request.query.get("department", ""), "denied")
 
     # -- login ---------------------------------------------------------------------------
 
@@ -125,8 +150,12 @@ class OperationsView:
         try:
             token = self.auth.login(principal, password, request.remote or "?")
         except RateLimited as exc:
+            await self._audit("login_failed", principal, "operations view", "denied", address=request.remote,
+                              rate_limited=True)
             return web.json_response({"error": "rate limited", "detail": str(exc)}, status=429,
                                      headers={"Retry-After": str(int(exc.retry_after) + 1)})
+        await self._audit("login_ok" if token else "login_failed", principal, "operations view", "ok" if token else "failed",
+                          address=request.remote)
         if token is None:
             return _json({"error": "login failed", "detail": "unknown principal or wrong password"}, 401)
         response = _json(self.auth.session(token).as_json())   # type: ignore[union-attr]
@@ -135,6 +164,9 @@ class OperationsView:
         return response
 
     async def logout(self, request: web.Request) -> web.Response:
+        viewer = self.auth.session(request.cookies.get(COOKIE))
+        await self._audit("logout", viewer.principal if viewer else "(no session)", "operations view",
+                          address=request.remote)
         self.auth.logout(request.cookies.get(COOKIE))
         response = _json({"logged_out": True})
         response.del_cookie(COOKIE, path="/")
@@ -209,12 +241,14 @@ class OperationsView:
             key = (name, viewer.principal, arg, len(self.live.recent) if name == "city" else 0)
             hit = self._cache.get(key)
             if hit and time.monotonic() - hit[0] < self.settings.ui_cache_s:
+                await self._audit_read(name, viewer.principal, arg)
                 return _json(hit[1])
             try:
                 value = await asyncio.to_thread(self._compute, name, viewer, arg or None)
             except FileNotFoundError:   # a sink compacted an hour's files while they were read: read again
                 value = await asyncio.to_thread(self._compute, name, viewer, arg or None)
             self._cache[key] = (time.monotonic(), value)
+            await self._audit_read(name, viewer.principal, arg)
             return _json(value)
         return handler
 
