@@ -172,3 +172,28 @@ def test_a_record_the_broker_does_not_take_is_logged_not_raised(tmp_path: Path, 
         record = audit.service_trail(settings, "ui").record("login_ok", "dept-water", "operations view")
     assert record["seq"] == 1
     assert "audit ui #1 (dept-water login_ok) did not reach audit.trail.event.v1" in caplog.text
+
+
+DENIED = ("[2026-11-23 10:05:0{i},001] INFO Principal = User:dept-transport is Denied operation = READ from host = /10.1.0.7 "
+          "on resource = Topic:LITERAL:raw.hotline.service_request.v1 for request = Fetch with resourceRefCount = 1 "
+          "based on rule DefaultDeny (kafka.authorizer.logger)")
+OTHER = "[2026-11-23 10:05:00,002] INFO [Broker id=1] Transitioning to leader (state.change.logger)"
+
+
+def test_the_brokers_denials_go_on_the_trail_once_each_and_after_a_restart_from_the_new_logs_start(tmp_path: Path) -> None:
+    from citybrain.security.audit_trail import record_denials
+
+    log, pos, records = tmp_path / "server.out", tmp_path / "audit" / "broker-logs.pos", []  # type: ignore[var-annotated]
+    trail = AuditTrail("broker", tmp_path / "audit", records.append)
+    log.write_text(f"{DENIED.format(i=0)}\n{OTHER}\n{DENIED.format(i=1)[:40]}")     # the last line is still being written
+    assert record_denials(trail, [log, tmp_path / "missing.out"], pos) == 1
+    with open(log, "a") as f:
+        f.write(f"{DENIED.format(i=1)[40:]}\n")
+    assert record_denials(trail, [log], pos) == 1                                   # the finished line, not the first again
+    assert record_denials(trail, [log], pos) == 0
+    log.write_text(f"{DENIED.format(i=2)}\n")                                       # the broker restarted: a new, shorter log
+    assert record_denials(trail, [log], pos) == 1
+    assert [(r["actor"], r["action"], r["target"], r["outcome"]) for r in records] == [
+        ("dept-transport", "authorizer_denial", "Topic:LITERAL:raw.hotline.service_request.v1", "denied")] * 3
+    assert [r["details"]["logged_at"] for r in records] == [f"2026-11-23T10:05:0{i}+00:00" for i in range(3)]
+    assert records[0]["details"]["host"] == "10.1.0.7" and verify(records, last_states(tmp_path / "audit")) == []
