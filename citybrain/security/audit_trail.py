@@ -35,12 +35,7 @@ def from_topic(settings: Settings) -> list[dict[str, Any]]:
 
 def from_lake(lake: Lake) -> list[dict[str, Any]]:
     """Every record of the lake's copy of the audit topic (silver), in partition and offset order."""
-    rows: dict[tuple[int, int], dict[str, Any]] = {}
-    files = layout.files(lake, "silver", contract_id(AUDIT_EVENTS))
-    for _f, table in reader.tables(files, ["partition", "offset", "value"]):
-        where = zip(table.column("partition").to_pylist(), table.column("offset").to_pylist())
-        rows.update(zip(where, reader.values(table)))
-    return [rows[k] for k in sorted(rows)]
+    return reader.topic_values(layout.files(lake, "silver", contract_id(AUDIT_EVENTS)))
 
 
 def from_file(path: Path) -> list[dict[str, Any]]:

@@ -197,3 +197,19 @@ def test_the_brokers_denials_go_on_the_trail_once_each_and_after_a_restart_from_
         ("dept-transport", "authorizer_denial", "Topic:LITERAL:raw.hotline.service_request.v1", "denied")] * 3
     assert [r["details"]["logged_at"] for r in records] == [f"2026-11-23T10:05:0{i}+00:00" for i in range(3)]
     assert records[0]["details"]["host"] == "10.1.0.7" and verify(records, last_states(tmp_path / "audit")) == []
+
+
+def test_the_security_page_shows_the_lakes_trail_and_names_a_broken_chain(tmp_path: Path) -> None:
+    from citybrain.contracts.topics import AUDIT_EVENTS
+    from citybrain.lake.writer import LakeWriter, Row
+    from citybrain.ui.views import audit_trail
+
+    records = _trail(tmp_path / "audit", 3)
+    clean = audit_trail(tmp_path / "empty-lake")
+    assert clean == {"records": 0, "trails": {}, "breaks": [], "recent": []}
+    records[1]["outcome"] = "failed"                                                 # changed in the lake's copy
+    rows = [Row(AUDIT_EVENTS, 0, o, 1_796_000_000_000, "ui", {}, json.dumps(r)) for o, r in enumerate(records)]
+    LakeWriter(tmp_path / "lake", "silver").write(AUDIT_EVENTS, 0, rows)
+    page = audit_trail(tmp_path / "lake")
+    assert page["records"] == 3 and page["trails"] == {"ui": 3} and [r["seq"] for r in page["recent"]] == [3, 2, 1]
+    assert len(page["breaks"]) == 1 and "record seq 2" in page["breaks"][0] and "was changed" in page["breaks"][0]
