@@ -104,19 +104,21 @@ class Break:
         return f"trail {self.trail!r}, {at} (record {self.position} of the input): {self.problem}"
 
 
-def verify(records: Iterable[dict[str, Any]], ends: dict[str, dict[str, Any]] | None = None) -> list[Break]:
+def verify(records: Iterable[dict[str, Any]], ends: dict[str, dict[str, Any]] | None = None,
+           head: bool = True) -> list[Break]:
     """The first break of each trail in ``records`` (in the order read), empty when every chain holds.
 
     A record whose hash does not match its content was changed; a seq that skips ahead means records were
     removed (or, when the skipped one comes later, reordered); a ``prev_hash`` that is not the previous
     record's hash means the chain was spliced. ``ends`` (from :func:`last_states`) names where each trail's
-    writer stopped: a trail that ends earlier lost its tail, one missing altogether lost everything."""
+    writer stopped: a trail that ends earlier lost its tail, one missing altogether lost everything. Without
+    ``head`` a trail may start after seq 1 (the topic's retention deleted its start), its first link taken as read."""
     by_trail: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
     for position, r in enumerate(records, 1):
         by_trail[str(r.get("trail", ""))].append((position, r))
     breaks = []
     for trail, chain in by_trail.items():
-        found = _first_break(trail, chain)
+        found = _first_break(trail, chain, head)
         if found is None and ends and trail in ends and chain[-1][1].get("seq", 0) < ends[trail]["seq"]:
             last = chain[-1][1]["seq"]
             found = Break(trail, chain[-1][0] + 1, None, f"the trail ends at seq {last} but its writer wrote up to seq "
@@ -130,17 +132,22 @@ def verify(records: Iterable[dict[str, Any]], ends: dict[str, dict[str, Any]] | 
     return breaks
 
 
-def _first_break(trail: str, chain: list[tuple[int, dict[str, Any]]]) -> Break | None:
+def _first_break(trail: str, chain: list[tuple[int, dict[str, Any]]], head: bool) -> Break | None:
     seqs = {r.get("seq") for _, r in chain}
+    first = chain[0][1]
     expected, prev = 1, genesis(trail)
+    if not head and isinstance(first.get("seq"), int):   # the start went with retention: take the first link as read
+        expected, prev = first["seq"], first.get("prev_hash")
     for position, r in chain:
         seq = r.get("seq")
         if r.get("hash") != record_hash(r):
             return Break(trail, position, seq, "its hash does not match its content: the record was changed")
         if seq != expected:
             if isinstance(seq, int) and seq > expected:
-                missing = f"seq {expected}" if seq == expected + 1 else f"seqs {expected}..{seq - 1}"
-                what = "comes later: records were reordered" if expected in seqs else "is missing: records were removed"
+                one = seq == expected + 1
+                missing = f"seq {expected}" if one else f"seqs {expected}..{seq - 1}"
+                what = (("comes" if one else "come") + " later: records were reordered" if expected in seqs
+                        else ("is" if one else "are") + " missing: records were removed")
                 return Break(trail, position, seq, f"expected seq {expected} here; {missing} {what}")
             return Break(trail, position, seq, f"expected seq {expected} here: the record is out of order or repeated")
         if r.get("prev_hash") != prev:

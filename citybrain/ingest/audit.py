@@ -9,6 +9,7 @@ happened, and the writer's chain has moved on, so the lost record shows as a gap
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ def kafka_sink(settings: Settings, trail: str) -> Sink:
 
     def send(record: dict[str, Any]) -> None:
         try:
+            if "producer" not in held and not _reachable(settings.bootstrap):
+                raise ConnectionError(f"no broker answers at {settings.bootstrap}")
             if "producer" not in held:
                 held["contract"] = resolve(load_all(settings.schemas_dir), contract_id(AUDIT_EVENTS))
                 held["producer"] = ValidatedProducer(settings, producer_id=f"audit-{trail}")
@@ -48,6 +51,19 @@ def kafka_sink(settings: Settings, trail: str) -> Sink:
                       trail, record["seq"], record["actor"], record["action"], AUDIT_EVENTS, exc)
 
     return send
+
+
+def _reachable(bootstrap: str, timeout_s: float = 1.0) -> bool:
+    """Whether a bootstrap server takes a connection: a command run with the broker down (`citybrain query` reads
+    only the lake) waits a second for it, not the producer's half a minute of bootstrap retries."""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def service_trail(settings: Settings, trail: str) -> AuditTrail:

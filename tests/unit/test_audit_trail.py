@@ -68,6 +68,16 @@ def test_two_swapped_records_are_named_as_reordered(tmp_path: Path) -> None:
     assert found.seq == 3 and "seq 2 comes later: records were reordered" in found.problem
 
 
+def test_a_trail_whose_start_retention_deleted_verifies_only_when_told_and_still_links(tmp_path: Path) -> None:
+    records = _trail(tmp_path)
+    [found] = verify(records[2:])
+    assert found.seq == 3 and "seqs 1..2 are missing: records were removed" in found.problem
+    assert verify(records[2:], head=False) == []
+    del records[3]
+    [found] = verify(records[2:], head=False)
+    assert found.seq == 5 and "seq 4 is missing" in found.problem
+
+
 def test_a_cut_tail_shows_against_the_writers_persisted_end(tmp_path: Path) -> None:
     records = _trail(tmp_path)
     assert verify(records[:3]) == []                       # without the writer's end, a prefix looks whole
@@ -167,11 +177,26 @@ def test_a_record_the_broker_does_not_take_is_logged_not_raised(tmp_path: Path, 
             raise TimeoutError("the broker did not answer in 15 s")
 
     monkeypatch.setattr(producer, "ValidatedProducer", Down)
+    monkeypatch.setattr(audit, "_reachable", lambda bootstrap: True)
     settings = load_settings({"CITYBRAIN_STATE_DIR": str(tmp_path / "var")})
     with caplog.at_level("ERROR"):
         record = audit.service_trail(settings, "ui").record("login_ok", "dept-water", "operations view")
     assert record["seq"] == 1
-    assert "audit ui #1 (dept-water login_ok) did not reach audit.trail.event.v1" in caplog.text
+    assert "audit ui #1 (dept-water login_ok) did not reach audit.trail.event.v1: the broker did not answer" in caplog.text
+
+
+def test_with_no_broker_listening_a_record_is_given_up_in_a_second_not_the_producers_retries(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from citybrain.ingest import audit
+    from citybrain.settings import load_settings
+
+    settings = load_settings({"CITYBRAIN_STATE_DIR": str(tmp_path / "var"), "CITYBRAIN_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+    started = time.monotonic()
+    with caplog.at_level("ERROR"):
+        audit.service_trail(settings, "cli").record("query", "someone", "scenario datasets")
+    assert time.monotonic() - started < 5
+    assert "did not reach audit.trail.event.v1: no broker answers at 127.0.0.1:1" in caplog.text
 
 
 DENIED = ("[2026-11-23 10:05:0{i},001] INFO Principal = User:dept-transport is Denied operation = READ from host = /10.1.0.7 "
