@@ -43,15 +43,15 @@ def _records(from_lake: bool, file: Optional[Path]) -> tuple[str, list[dict[str,
 def verify_cmd(from_lake: bool = FROM_LAKE, file: Optional[Path] = FROM_FILE,
                ends: bool = typer.Option(True, "--ends/--no-ends", help="Also check each trail reaches where its "
                                          "writer on this host stopped (leave out for an export older than the trail)."),
-               head: bool = typer.Option(True, "--head/--no-head", help="Require every trail to start at seq 1 (leave "
-                                         "out on the topic after its 180 days' retention: the lake keeps the start)."),
+               retained: bool = typer.Option(False, "--retained", help="Accept trails that start after seq 1, as the "
+                                             "topic's do after its 180 days' retention (the lake keeps the start)."),
                as_json: bool = json_option("The result as JSON.")) -> None:
     """Check every trail's hash chain: exit 1 naming the first changed, removed or reordered record, or a cut tail."""
     from citybrain.access.trail import last_states, verify
     from citybrain.ingest.audit import audit_dir
 
     source, records = _records(from_lake, file)
-    breaks = verify(records, last_states(audit_dir(current_settings())) if ends else None, head=head)
+    breaks = verify(records, last_states(audit_dir(current_settings())) if ends else None, head=not retained)
     trails = Counter(str(r.get("trail", "")) for r in records)
     if as_json:
         out.print_json(json.dumps({"source": source, "records": len(records), "trails": dict(trails),
