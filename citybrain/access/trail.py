@@ -33,6 +33,9 @@ ACTIONS = ("login_ok", "login_failed", "logout", "read", "export", "query", "gra
            "contract_import", "pack_import", "admin_command", "authorizer_denial")
 OUTCOMES = ("ok", "failed", "denied")
 TRAIL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+#: The contract's lengths for actor and target, and a cap on a detail's text: a made-up user name of any length
+#: is still recorded (cut), not dead-lettered into a gap.
+ACTOR_MAX, TARGET_MAX, DETAIL_MAX = 200, 500, 2000
 #: Where a record goes once sealed (the audit topic through the validated producer, or a list in tests).
 Sink = Callable[[dict[str, Any]], None]
 
@@ -70,10 +73,11 @@ class AuditTrail:
             fcntl.flock(lock, fcntl.LOCK_EX)
             start = {"seq": 0, "hash": genesis(self.trail)}
             last = json.loads(self.state.read_text()) if self.state.exists() else start
-            entry: dict[str, Any] = {"trail": self.trail, "seq": last["seq"] + 1, "at": now_iso(), "actor": actor,
-                                     "action": action, "target": target, "outcome": outcome,
-                                     "details": {k: v for k, v in details.items() if v is not None},
-                                     "prev_hash": last["hash"]}
+            entry: dict[str, Any] = {"trail": self.trail, "seq": last["seq"] + 1, "at": now_iso(),
+                                     "actor": actor[:ACTOR_MAX], "action": action, "target": target[:TARGET_MAX],
+                                     "outcome": outcome, "prev_hash": last["hash"],
+                                     "details": {k: v[:DETAIL_MAX] if isinstance(v, str) else v
+                                                 for k, v in details.items() if v is not None}}
             entry["hash"] = record_hash(entry)
             tmp = self.state.with_suffix(".tmp")
             tmp.write_text(json.dumps({"trail": self.trail, "seq": entry["seq"], "hash": entry["hash"]}))

@@ -37,6 +37,8 @@ def test_the_writers_records_pass_their_contract_and_a_made_up_action_does_not(t
     assert [valid(r) for r in _trail(tmp_path)] == [None] * 5
     forged = {**_trail(tmp_path / "other", 1)[0], "action": "became_admin"}
     assert valid(forged) is not None
+    long = AuditTrail("ui", tmp_path / "long", [].append).record("login_failed", "x" * 3000, "t" * 900, "failed", sql="s" * 9000)
+    assert valid(long) is None and len(long["actor"]) == 200 and len(long["details"]["sql"]) == 2000
 
 
 def test_a_changed_field_is_named_as_a_changed_record(tmp_path: Path) -> None:
