@@ -240,3 +240,28 @@ def test_the_security_page_shows_the_lakes_trail_and_names_a_broken_chain(tmp_pa
     page = audit_trail(tmp_path / "lake")
     assert page["records"] == 3 and page["trails"] == {"ui": 3} and [r["seq"] for r in page["recent"]] == [3, 2, 1]
     assert len(page["breaks"]) == 1 and "record seq 2" in page["breaks"][0] and "was changed" in page["breaks"][0]
+
+
+def test_a_record_its_contract_refuses_is_dead_lettered_and_logged_as_a_gap(tmp_path: Path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from citybrain.ingest import audit, producer
+    from citybrain.settings import load_settings
+
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    class Refusing:
+        def __init__(self, _settings: Any, producer_id: str) -> None:
+            self.producer_id = producer_id
+
+        def produce_values(self, contract: Any, values: list[dict[str, Any]], source: str) -> SimpleNamespace:
+            sent.extend((contract.topic, v) for v in values)
+            return SimpleNamespace(accepted=0, by_rule={"schema": 1})
+
+    monkeypatch.setattr(producer, "ValidatedProducer", Refusing)
+    monkeypatch.setattr(audit, "_reachable", lambda bootstrap: True)
+    settings = load_settings({"CITYBRAIN_STATE_DIR": str(tmp_path / "var")})
+    with caplog.at_level("ERROR"):
+        audit.service_trail(settings, "ui").record("logout", "dept-water", "operations view")
+    assert [(t, r["seq"]) for t, r in sent] == [("audit.trail.event.v1", 1)]
+    assert "audit ui #1 was dead-lettered ({'schema': 1})" in caplog.text
