@@ -169,7 +169,7 @@ def test_the_lakes_copy_reads_back_in_offset_order_and_verifies(tmp_path: Path) 
     assert read == records and verify(read, last_states(tmp_path / "audit")) == []
 
 
-def test_a_record_the_broker_does_not_take_is_logged_not_raised(tmp_path: Path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_a_record_the_broker_does_not_take_is_logged_not_raised(tmp_path: Path, monkeypatch, caplog, audit_topic_writer) -> None:  # type: ignore[no-untyped-def]
     """The action already happened: the view's login must not fail because the audit topic is away."""
     from citybrain.ingest import audit, producer
     from citybrain.settings import load_settings
@@ -187,7 +187,7 @@ def test_a_record_the_broker_does_not_take_is_logged_not_raised(tmp_path: Path, 
     assert "audit ui #1 (dept-water login_ok) did not reach audit.trail.event.v1: the broker did not answer" in caplog.text
 
 
-def test_with_no_broker_listening_a_record_is_given_up_in_a_second_not_the_producers_retries(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_with_no_broker_listening_a_record_is_given_up_in_a_second_not_the_producers_retries(tmp_path: Path, caplog, audit_topic_writer) -> None:  # type: ignore[no-untyped-def]
     import time
 
     from citybrain.ingest import audit
@@ -242,7 +242,7 @@ def test_the_security_page_shows_the_lakes_trail_and_names_a_broken_chain(tmp_pa
     assert len(page["breaks"]) == 1 and "record seq 2" in page["breaks"][0] and "was changed" in page["breaks"][0]
 
 
-def test_a_record_its_contract_refuses_is_dead_lettered_and_logged_as_a_gap(tmp_path: Path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_a_record_its_contract_refuses_is_dead_lettered_and_logged_as_a_gap(tmp_path: Path, monkeypatch, caplog, audit_topic_writer) -> None:  # type: ignore[no-untyped-def]
     from types import SimpleNamespace
 
     from citybrain.ingest import audit, producer

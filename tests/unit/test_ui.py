@@ -450,6 +450,14 @@ def test_the_views_metrics_count_logins_and_page_times_and_name_no_one(platform)
     asyncio.run(scenario())
 
 
+def test_a_unit_test_that_hands_the_view_no_trail_fails_before_reaching_a_broker(platform) -> None:  # type: ignore[no-untyped-def]
+    """The view's default trail sends to the audit topic; in the unit tests (tests/unit/conftest.py) asking for it
+    fails, so no test's records land on a broker that happens to listen here."""
+    settings, model, _store, contracts = platform
+    with pytest.raises(AssertionError, match="unit tests reach no broker"):
+        OperationsView(settings, contracts, model)
+
+
 def test_logins_logouts_and_data_pages_read_go_on_the_views_audit_trail(platform, contracts) -> None:  # type: ignore[no-untyped-def]
     """Each login (succeeded, failed, rate-limited), logout and data page read, from the page cache too, is one
     chained record; no password."""
