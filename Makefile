@@ -74,4 +74,4 @@ gateway: $(STAMP)
 ## Stop the broker and delete local state (broker data, demo feeds); keeps the jar cache.
 clean:
 	-$(CB) down
-	rm -rf var/kafka var/demo var/test var/sim var/lake var/streams var/airflow var/run
+	rm -rf var/kafka var/audit var/demo var/test var/sim var/lake var/streams var/airflow var/run

@@ -110,6 +110,20 @@ def current_settings() -> Settings:
         raise fail(str(exc), ExitCode.BAD_INPUT) from None
 
 
+def audit(action: str, target: str, outcome: str = "ok", actor: str | None = None, **details: Any) -> None:
+    """Put what a command did on the command line's audit trail (``audit.trail.event.v1``, trail ``cli``);
+    the actor is ``actor`` when a command names one, else the login name."""
+    import getpass
+
+    from citybrain.ingest.audit import service_trail
+
+    try:
+        who = actor or getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        who = "unknown"
+    service_trail(current_settings(), "cli").record(action, who, target, outcome, **details)
+
+
 def current_contracts() -> dict[str, Contract]:
     """Every contract the platform runs on (the schemas folder's and the imported city's own departments'), by
     topic; exit 2 on a broken one."""

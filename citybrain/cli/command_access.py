@@ -9,8 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from citybrain.cli.base import (ExitCode, current_contracts, current_settings, fail, fail_with, group, json_option,
-                                limit_option, old_option, out, renamed)
+from citybrain.cli.base import (ExitCode, audit, current_contracts, current_settings, fail, fail_with, group,
+                                json_option, limit_option, old_option, out, renamed)
 
 access_app = group("access", "Department access: principals, grants (infra/access.yaml), credentials, audit log.")
 
@@ -45,6 +45,9 @@ def apply_cmd(path: Optional[Path] = FILE_OPTION,
         result = apply(settings, model, dry_run=dry_run, actor=actor)
     except AccessError as exc:
         raise fail_with(exc) from None
+    if not dry_run and result.changes:
+        audit("grant_change", model.source.name, actor=actor, source_digest=model.digest, added=len(result.added),
+              removed=len(result.removed), users_created=result.users_created, users_deleted=result.users_deleted)
     if as_json:
         out.print_json(json.dumps({"added": result.added, "removed": result.removed, "users_created": result.users_created,
                                    "users_deleted": result.users_deleted, "unchanged": result.unchanged,
@@ -145,6 +148,7 @@ def rotate_cmd(department: str = typer.Argument(..., help="Department id or prin
         rotate(current_settings(), model, principal, actor=actor)
     except AccessError as exc:
         raise fail_with(exc) from None
+    audit("account_change", principal, actor=actor, change="password rotated")
     out.print(f"{principal}: new password issued; hand over `citybrain access client-config {department} --json`.",
               highlight=False)
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from citybrain.cli.base import ExitCode, current_settings, err, fail, fail_with, group, json_option, out
+from citybrain.cli.base import ExitCode, audit, current_settings, err, fail, fail_with, group, json_option, out
 
 broker_app = group("broker", "The embedded Apache Kafka broker (KRaft, 127.0.0.1).")
 
@@ -42,6 +42,8 @@ def broker_up(nodes: Optional[int] = typer.Option(
 @broker_app.command("down")
 def broker_down() -> None:
     """Stop the broker cleanly. Its data stays on disk."""
+    if _broker().status().running:   # recorded while the audit topic can still take it
+        audit("admin_command", "broker down")
     stopped = _broker().down()
     out.print("broker stopped" if stopped else "broker was not running")
 

@@ -7,7 +7,7 @@ import json
 import typer
 from rich.table import Table
 
-from citybrain.cli.base import ExitCode, app, current_settings, fail, json_option, limit_option, out
+from citybrain.cli.base import ExitCode, app, audit, current_settings, fail, json_option, limit_option, out
 
 
 @app.command("catalog")
@@ -52,6 +52,7 @@ def query_cmd(sql: str = typer.Argument(..., help="SQL (DuckDB); every dataset i
         raise fail(f"the query failed: {exc}".strip() + " Fix: check the SQL; `citybrain catalog` lists the datasets "
                     "(each is a view of the same name).", code=ExitCode.BAD_INPUT) from None
     rows = result.to_pylist()
+    audit("query", "scenario datasets", sql=sql, pins=pins or None, rows=len(rows))
     if as_json:
         out.print_json(json.dumps(rows, ensure_ascii=False, default=str))
         return

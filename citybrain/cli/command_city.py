@@ -10,8 +10,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from citybrain.cli.base import (ExitCode, current_contracts, current_settings, dev_app, err, fail, fail_with, group,
-                                json_option, moved, out)
+from citybrain.cli.base import (ExitCode, audit, current_contracts, current_settings, dev_app, err, fail, fail_with,
+                                group, json_option, moved, out)
 
 city_app = group("city", "The city: city packs (generate, check) and the simulated city 云州市 (Yunzhou).")
 dev_city_app = group("city", "Sample departmental export files from the simulated city.", parent=dev_app)
@@ -65,6 +65,7 @@ def city_export(directory: Path = typer.Argument(..., file_okay=False, help="Whe
     except InputError as exc:
         raise fail_with(exc) from None
     pack.write(directory)
+    audit("export", "reference topics", directory=directory.name)
     _pack, problems = check_pack(directory)
     out.print(f"{pack.summary()} written to {directory}" + (f"; it has {len(problems)} problem(s): `citybrain city "
               f"check {directory}`" if problems else "; it passes `city check`"), highlight=False)
@@ -202,6 +203,7 @@ def city_import(directory: Path = typer.Argument(..., exists=True, file_okay=Fal
     except (DeliveryError, LookupError, TimeoutError) as exc:
         code = ExitCode.FAILURE if isinstance(exc, LookupError) else ExitCode.SERVICE_UNAVAILABLE
         raise fail(f"{exc} The pack's version was not recorded; importing again publishes what is missing.", code) from None
+    audit("pack_import", str(result.version), directory=directory.name, published=sum(result.published.values()))
     if as_json:
         out.print_json(json.dumps(result.__dict__, default=str, ensure_ascii=False))
         return

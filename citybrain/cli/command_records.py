@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from citybrain.cli.base import (ExitCode, app, current_contracts, current_settings, err, fail, fail_with, json_option,
-                                limit_option, out, print_summary)
+from citybrain.cli.base import (ExitCode, app, audit, current_contracts, current_settings, err, fail, fail_with,
+                                json_option, limit_option, out, print_summary)
 
 if TYPE_CHECKING:  # pragma: no cover
     from citybrain.ingest.producer import ProduceSummary
@@ -77,6 +77,7 @@ def consume(
     except TimeoutError as exc:
         raise fail(str(exc), ExitCode.SERVICE_UNAVAILABLE) from None
     shown = records if limit == 0 else records[-limit:]
+    audit("read", topic, records=len(shown))
     for r in shown:
         headers = {k: v.decode(errors="replace") for k, v in (r.headers or [])}
         value = r.value.decode(errors="replace") if r.value is not None else None

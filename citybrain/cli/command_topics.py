@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from citybrain.cli.base import ExitCode, current_contracts, current_settings, fail, group, json_option, out
+from citybrain.cli.base import ExitCode, audit, current_contracts, current_settings, fail, group, json_option, out
 
 topics_app = group("topics", "Kafka topics made from the contracts.")
 
@@ -34,6 +34,10 @@ def topics_apply(
                    "Fix: `citybrain broker up`, or check CITYBRAIN_BOOTSTRAP_SERVERS.",
                    ExitCode.SERVICE_UNAVAILABLE) from None
     real = [c for c in changes if c.action not in ("unchanged", "warning")]
+    if not dry_run:
+        audit("admin_command", "topics apply", changed=len(real), contracts_published=published)
+        if published:
+            audit("contract_import", "catalog.contracts.registry", contracts=published)
     if as_json:
         out.print_json(json.dumps({"dry_run": dry_run, "catalog_published": published,
                                    "changes": [{"topic": c.topic, "action": c.action, "detail": c.detail}

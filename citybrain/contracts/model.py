@@ -33,7 +33,7 @@ from citybrain.errors import InputError
 if TYPE_CHECKING:
     from citybrain.settings import Settings
 
-ZONES = ("raw", "city", "dispatch", "metrics", "alert", "dlq", "catalog")
+ZONES = ("raw", "city", "dispatch", "metrics", "alert", "dlq", "catalog", "audit")
 COMPATIBILITY_MODES = ("backward", "forward", "full", "none")
 CLASSIFICATIONS = ("public", "internal", "sensitive")
 CLEANUP_POLICIES = ("delete", "compact")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
-    "AIR_QUALITY", "CITY_EVENTS", "CITY_METRICS", "CONTRACT_REGISTRY", "DATASET_RELEASES", "EARLY_WARNINGS",
+    "AIR_QUALITY", "AUDIT_EVENTS", "CITY_EVENTS", "CITY_METRICS", "CONTRACT_REGISTRY", "DATASET_RELEASES", "EARLY_WARNINGS",
     "ELDERLY_CARE", "INGEST_DEAD_LETTERS", "INSPECTIONS", "LAKE_COMPACTIONS", "NOISE_LEVEL", "NOTIFY_DEAD_LETTERS",
     "POLICE_INCIDENTS", "QUALITY_ALERTS", "REF_AREAS", "REF_CITY", "REF_DEPARTMENTS", "REF_DEVICES", "REF_GRIDS",
     "REF_POIS", "REF_ROAD_SEGMENTS", "REF_ROUTING_RULES", "REF_SERVICES", "SECURITY_FINDINGS",
@@ -57,6 +57,8 @@ SECURITY_FINDINGS = "alert.security.finding.v1"
 CONTRACT_REGISTRY = "catalog.contracts.registry.v1"
 DATASET_RELEASES = "catalog.datasets.release.v1"
 LAKE_COMPACTIONS = "catalog.lake.compacted.v1"
+#: The audit trails: who did what to which data, hash-chained per writing service (citybrain.access.trail).
+AUDIT_EVENTS = "audit.trail.event.v1"
 
 # -- dead letters ---------------------------------------------------------------------------------
 INGEST_DEAD_LETTERS = "dlq.ingest.rejected.v1"

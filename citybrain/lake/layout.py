@@ -35,7 +35,7 @@ from citybrain.lake.store import LakePath, LakeStorageError, as_lake
 Lake = Union[LakePath, Path, str]
 
 #: The layers the sinks write, and the topic zones each holds (gold is written by releases, not sinks).
-ZONES: dict[str, tuple[str, ...]] = {"bronze": ("raw",), "silver": ("city", "alert", "dispatch", "metrics")}
+ZONES: dict[str, tuple[str, ...]] = {"bronze": ("raw",), "silver": ("city", "alert", "dispatch", "metrics", "audit")}
 LAYERS = tuple(ZONES)
 HOUR_GLOB = "date=*/hour=*"
 PART_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})$")

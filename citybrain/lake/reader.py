@@ -101,6 +101,14 @@ def values(table: pa.Table) -> list[dict[str, Any]]:
     return [decode(raw) for raw in table.column("value").to_pylist()]
 
 
+def topic_values(files: Iterable[LakePath]) -> list[dict[str, Any]]:
+    """The decoded records of a topic's files, in partition and offset order (the order the topic held them)."""
+    rows: dict[tuple[int, int], dict[str, Any]] = {}
+    for _f, table in tables(files, ["partition", "offset", "value"]):
+        rows.update(zip(zip(table.column("partition").to_pylist(), table.column("offset").to_pylist()), values(table)))
+    return [rows[k] for k in sorted(rows)]
+
+
 def field_values(files: Iterable[LakePath], field: str) -> set[str]:
     """Every value ``field`` takes in the records of ``files`` (as text; absent values left out)."""
     found: set[str] = set()

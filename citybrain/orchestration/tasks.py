@@ -58,14 +58,18 @@ def data_quality(settings: Settings | None = None) -> dict[str, Any]:
 
 
 def security_monitoring(settings: Settings | None = None) -> dict[str, Any]:
+    from citybrain.ingest.audit import audit_dir, service_trail
+    from citybrain.security.audit_trail import broker_logs, record_denials
     from citybrain.security.monitor import run_security
 
     settings = settings or get_settings()
     findings: list[dict[str, Any]] = []
+    denials = record_denials(service_trail(settings, "broker"), broker_logs(settings),
+                             audit_dir(settings) / "broker-logs.pos")   # the authoriser's refusals, on the audit trail
     report = run_security(settings, settings.lake, send=findings.append, progress=log.info)
     sent = send_all(settings, SECURITY_ALERTS, findings, "airflow.security_monitoring")
     out = {"date": report["date"], "checks": report["checks"], "by_severity": report["by_severity"],
-           "findings_sent": sent, "kinds": sorted({f["kind"] for f in findings})}
+           "findings_sent": sent, "kinds": sorted({f["kind"] for f in findings}), "denials_audited": denials}
     log.info("security monitoring: %s", out)
     return keep(settings, "security_monitoring", out)
 

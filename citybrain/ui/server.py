@@ -4,7 +4,8 @@ Every ``/api/`` route but login needs a session, and each hands the viewer to ``
 which cuts what it returns to the viewer's remit (``Forbidden`` becomes 403). A page's data is
 computed off the event loop and reused for ``ui_cache_s`` per viewer, so many screens on the same
 day cost one read of the lake. ``/metrics`` (unauthenticated, for Prometheus) counts requests by route
-template, logins by outcome and page times by page: nothing of who logged in or what they saw.
+template, logins by outcome and page times by page: nothing of who logged in or what they saw. Who logged in,
+out, and read which data page goes on the view's audit trail instead (``audit.trail.event.v1``, trail ``ui``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from aiohttp import web
 
 from citybrain import metrics
 from citybrain.access.grants import AccessModel
+from citybrain.access.trail import AuditTrail
 from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
 from citybrain.gateway.hardening import TRACE_HEADER, ExpiringLru, security_headers
+from citybrain.ingest.audit import service_trail
 from citybrain.kafka.headers import new_trace_id
 from citybrain.lake import layout
 from citybrain.settings import ADMIN_USER, PROJECT_ROOT, Settings
@@ -49,6 +52,9 @@ DATA_DOCS_CSP = ("sandbox allow-scripts allow-popups; default-src 'self' https: 
                  "base-uri 'none'; frame-ancestors 'none'")
 #: Page answers cached at once (per viewer, page and argument), each for ui_cache_s.
 CACHE_ENTRIES = 512
+#: The pages whose reads go on the audit trail: the ones holding tickets, orders, datasets and grants (the city
+#: overview and the area map, redrawn on every live event, hold none of them).
+AUDITED_PAGES = ("hotline", "orders", "data", "broker", "security")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -57,12 +63,15 @@ def _json(value: Any, status: int = 200) -> web.Response:
 
 
 class OperationsView:
-    """One running operations view over one lake."""
+    """One running operations view over one lake; ``audit`` is its trail, by default the one sending to the audit
+    topic (a test hands in one that keeps its records in memory)."""
 
-    def __init__(self, settings: Settings, contracts: dict[str, Contract], model: AccessModel) -> None:
+    def __init__(self, settings: Settings, contracts: dict[str, Contract], model: AccessModel,
+                 audit: AuditTrail | None = None) -> None:
         self.settings, self.contracts, self.model = settings, contracts, model
         self.lake = settings.lake
         self.auth = Authenticator(settings, model, tuple(c.topic for c in contracts.values()), session_s=settings.ui_session_minutes * 60)
+        self.audit = audit or service_trail(settings, "ui")   # logins, logouts and data pages read (audit.trail.event)
         self._cache: ExpiringLru[tuple[str, str, str, int], Any] = ExpiringLru(CACHE_ENTRIES, settings.ui_cache_s)
         self.warm_ms: int | None = None   # how long the start-up read of the lake took, once done
         self.live = LiveFeed(settings, [topics.CITY_EVENTS, topics.EARLY_WARNINGS] + sorted(
@@ -117,6 +126,7 @@ class OperationsView:
         try:
             response = await handler(request)
         except views.Forbidden as exc:
+            await self._audit_refused(request)
             return _json({"error": "forbidden", "detail": str(exc)}, 403)
         except web.HTTPException:
             raise
@@ -140,6 +150,23 @@ class OperationsView:
                           f"(Content-Type: application/json), not {request.content_type!r}"}, 415)
         return await handler(request)
 
+    # -- audit ---------------------------------------------------------------------------
+
+    async def _audit(self, action: str, actor: str, target: str, outcome: str = "ok", **details: Any) -> None:
+        """One record on the view's audit trail, written off the event loop (the send waits for the broker)."""
+        await asyncio.to_thread(self.audit.record, action, actor, target, outcome, **details)
+
+    async def _audit_read(self, page: str, principal: str, department: str, outcome: str = "ok") -> None:
+        """A read of one of the data pages (:data:`AUDITED_PAGES`), served or refused."""
+        if page in AUDITED_PAGES:
+            await self._audit("read", principal, f"{page} page", outcome, department=department or None)
+
+    async def _audit_refused(self, request: web.Request) -> None:
+        """A data page refused to its viewer (a department asking for another's remit)."""
+        viewer = self.auth.session(request.cookies.get(COOKIE))
+        await self._audit_read(request.path.removeprefix("/api/"), viewer.principal if viewer else "(no session)",
+                               request.query.get("department", ""), "denied")
+
     # -- login ---------------------------------------------------------------------------
 
     def viewer(self, request: web.Request) -> Viewer:
@@ -161,9 +188,13 @@ class OperationsView:
             token = self.auth.login(principal, password, request.remote or "?")
         except RateLimited as exc:
             metrics.UI_LOGINS.labels("rate-limited").inc()
+            await self._audit("login_failed", principal, "operations view", "denied", address=request.remote,
+                              rate_limited=True)
             return web.json_response({"error": "rate limited", "detail": str(exc)}, status=429,
                                      headers={"Retry-After": str(int(exc.retry_after) + 1)})
         metrics.UI_LOGINS.labels("refused" if token is None else "ok").inc()
+        await self._audit("login_ok" if token else "login_failed", principal, "operations view", "ok" if token else "failed",
+                          address=request.remote)
         if token is None:
             return _json({"error": "login failed", "detail": "unknown principal or wrong password"}, 401)
         response = _json(self.auth.session(token).as_json())   # type: ignore[union-attr]
@@ -172,6 +203,9 @@ class OperationsView:
         return response
 
     async def logout(self, request: web.Request) -> web.Response:
+        viewer = self.auth.session(request.cookies.get(COOKIE))
+        await self._audit("logout", viewer.principal if viewer else "(no session)", "operations view",
+                          address=request.remote)
         self.auth.logout(request.cookies.get(COOKIE))
         response = _json({"logged_out": True})
         response.del_cookie(COOKIE, path="/")
@@ -248,6 +282,7 @@ class OperationsView:
             hit = self._cache.get(key)
             if hit is not None:
                 metrics.UI_PAGE_SECONDS.labels(name, "yes").observe(time.perf_counter() - started)
+                await self._audit_read(name, viewer.principal, arg)
                 return _json(hit)
             try:
                 value = await asyncio.to_thread(self._compute, name, viewer, arg or None)
@@ -255,6 +290,7 @@ class OperationsView:
                 value = await asyncio.to_thread(self._compute, name, viewer, arg or None)
             self._cache.put(key, value)
             metrics.UI_PAGE_SECONDS.labels(name, "no").observe(time.perf_counter() - started)
+            await self._audit_read(name, viewer.principal, arg)
             return _json(value)
         return handler
 

@@ -19,11 +19,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from citybrain.access.trail import verify
 from citybrain.contracts import topics
 from citybrain.lake import layout, store
 from citybrain.lake.layout import Lake
 from citybrain.lake.store import LakePath
-from citybrain.lake.reader import READ_ERRORS, latest_values, row_count, tables, values
+from citybrain.lake.reader import READ_ERRORS, latest_values, row_count, tables, topic_values, values
 from citybrain.times import iso, parse_time
 from citybrain.ui.auth import Viewer
 
@@ -393,7 +394,17 @@ def security(lake: Lake, viewer: Viewer, model: Any) -> dict[str, Any]:
               for g in model.grants if g.resource_type == "topic" and g.operation == "read"]
     return {"findings": findings[-500:], "by_kind": dict(Counter(f["kind"] for f in findings)),
             "by_day": {r["date"]: r.get("by_severity", {}) for r in reports}, "grants": grants,
-            "checks": reports[-1]["checks"] if reports else {}}
+            "checks": reports[-1]["checks"] if reports else {}, "audit": audit_trail(lake)}
+
+
+def audit_trail(lake: Lake, last: int = 200) -> dict[str, Any]:
+    """The lake's copy of the audit trails: the latest records, how many per trail, and each broken chain's first
+    bad record (``citybrain audit verify --from-lake`` says the same)."""
+    records = topic_values(layout.files(lake, "silver", topics.contract_id(topics.AUDIT_EVENTS)))
+    return {"records": len(records), "trails": dict(Counter(str(r.get("trail")) for r in records)),
+            "breaks": [str(b) for b in verify(records)],
+            "recent": [{k: r.get(k) for k in ("trail", "seq", "at", "actor", "action", "target", "outcome")}
+                       for r in records[-last:]][::-1]}
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

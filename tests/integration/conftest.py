@@ -16,6 +16,7 @@ import pytest
 
 from citybrain import access
 from citybrain.broker.local import LocalBroker
+from citybrain.ingest.audit import audit_dir
 from citybrain.settings import PROJECT_ROOT, Settings, load_settings
 from citybrain.kafka.topics import apply_topics
 
@@ -46,6 +47,8 @@ def broker(settings: Settings, contracts):  # type: ignore[no-untyped-def]
     # The test lake was written from the broker just reset: a lake ahead of its topics is refused by the sinks
     # (LakeAheadOfTopic), so a second `make test` on one checkout starts with an empty test lake too.
     shutil.rmtree(settings.lake_dir, ignore_errors=True)
+    # The audit writers' chain ends name records of the audit topic the reset deleted: the trails start again at seq 1.
+    shutil.rmtree(audit_dir(settings), ignore_errors=True)
     b.up()
     apply_topics(settings, contracts.values())
     access.apply(settings, access.load(access.ACCESS_FILE, contracts), actor="test-suite")

@@ -43,6 +43,30 @@ def test_demo_produces_every_feed_and_counts_add_up(demo, contracts) -> None:  #
     assert rows[0]["streets"] > 0
 
 
+@pytest.mark.timeout(600)
+def test_the_demos_audit_trail_verifies_and_a_tampered_copy_does_not(demo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 33, item 4: `citybrain audit verify` passes on the demo's trail and names a record changed in a copy."""
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr
+    asked = cli("query", "SELECT count(*) AS streets FROM flood_risk_by_street", "--json")   # on the trail `cli`
+    assert asked.returncode == 0, asked.stderr
+    checked = cli("audit", "verify", "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    result = json.loads(checked.stdout)
+    assert result["breaks"] == [] and result["trails"].get("cli", 0) >= 1, result
+    export = tmp_path / "trail.jsonl"
+    exported = cli("audit", "export", str(export))
+    assert exported.returncode == 0, exported.stderr
+    records = [json.loads(line) for line in export.read_text(encoding="utf-8").splitlines()]
+    query = next(i for i, r in enumerate(records) if r["action"] == "query"
+                 and "flood_risk_by_street" in r["details"].get("sql", ""))
+    assert cli("audit", "verify", "--file", str(export)).returncode == 0
+    records[query]["outcome"] = "failed"
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    refused = cli("audit", "verify", "--file", str(tampered))
+    assert refused.returncode == 1 and "was changed" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+
+
 #: A home address down to the flat (楼/单元/室), as the register and the hotline record it.
 HOME_ADDRESS_RE = re.compile(r"\d+号楼\d+单元\d+室")
 PERSONAL_KINDS = {"caller_phone": "phone", "phone": "phone", "caller_email": "email", "id_number": "id_number",

@@ -111,3 +111,15 @@ def test_a_department_sees_only_its_remit_in_the_browser(ui, chrome, settings) -
     other.click("#login-form button[type=submit]")
     other.wait_for_selector("#login-error:not(:empty)")
     assert "wrong password" in other.inner_text("#login-error")
+    # Each of these is on the view's audit trail (trail `ui`, sent before the view answered), and every chain holds.
+    from citybrain.access.trail import verify
+    from citybrain.security.audit_trail import from_topic
+
+    records = from_topic(settings)
+    seen = {(r["action"], r["actor"], r["target"], r["outcome"]) for r in records if r["trail"] == "ui"}
+    assert {("login_ok", "dept-police", "operations view", "ok"), ("read", "dept-police", "orders page", "ok"),
+            ("read", "dept-police", "orders page", "denied"), ("read", "dept-police", "data page", "denied"),
+            ("read", "dept-police", "security page", "denied"),
+            ("login_failed", "dept-police", "operations view", "failed")} <= seen, seen
+    assert verify(records) == []
+    assert password not in json.dumps(records, ensure_ascii=False)

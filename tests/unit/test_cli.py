@@ -33,7 +33,7 @@ NO_DATA = {
     "broker up": "action", "broker down": "action", "broker fetch": "action", "broker reset": "action",
     "down": "action", "access rotate": "action", "airflow clean-db": "action",
     "city export": "action: writes a pack", "deploy systemd": "action: writes unit files", "city generate": "action: writes a pack",
-    "consume": "prints JSON lines already", "logs": "prints the services' own log lines",
+    "audit export": "action: writes a file", "consume": "prints JSON lines already", "logs": "prints the services' own log lines",
 }
 
 #: One concept, one visible name: the spellings on the right may only live on as hidden aliases.

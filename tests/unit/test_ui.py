@@ -13,8 +13,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from citybrain import access
+from citybrain.access.trail import AuditTrail
 from citybrain.lake.writer import LakeWriter, Row
-from citybrain.settings import load_settings
+from citybrain.settings import Settings, load_settings
 from citybrain.ui import views
 from citybrain.ui.auth import MAX_FAILURES, Authenticator, RateLimited
 from citybrain.ui.server import OperationsView
@@ -26,6 +27,11 @@ SQUARE = {"type": "Polygon", "coordinates": [[[117.0, 38.0], [117.1, 38.0], [117
 def _write(lake: Path, layer: str, topic: str, records: list[dict[str, Any]]) -> None:
     rows = [Row(topic, 0, o, T0 + o * 1000, None, {}, json.dumps(v, ensure_ascii=False)) for o, v in enumerate(records)]
     LakeWriter(lake, layer).write(topic, 0, rows)
+
+
+def _trail(settings: Settings, records: list[dict[str, Any]] | None = None) -> AuditTrail:
+    """The view's audit trail into a list (the view's own sends to the audit topic, which a unit test has none of)."""
+    return AuditTrail("ui", settings.state_dir / "audit", (records if records is not None else []).append)
 
 
 def _order(dept: str, n: int, source: str = "ticket") -> dict[str, Any]:
@@ -165,7 +171,7 @@ def test_every_api_route_keeps_a_department_to_its_remit(platform, contracts) ->
     settings = settings.model_copy(update={"ui_cache_s": 0.0})
 
     async def scenario() -> None:
-        ui = OperationsView(settings, contracts, model)
+        ui = OperationsView(settings, contracts, model, _trail(settings))
         async with TestClient(TestServer(ui.app())) as client:
             for route in ("/api/me", "/api/areas", "/api/city", "/api/hotline", "/api/orders", "/api/data", "/api/broker",
                           "/api/security", "/api/live", "/quality-docs/index.html"):
@@ -222,7 +228,7 @@ def test_with_the_lake_on_object_storage_the_data_docs_are_served_from_its_copy(
     (tmp_path / "secret.txt").write_text("not for the view")
 
     async def scenario() -> None:
-        ui = OperationsView(settings, contracts, model)
+        ui = OperationsView(settings, contracts, model, _trail(settings))
         ui.lake = lake   # as CITYBRAIN_LAKE_URI=s3://... would give
         async with TestClient(TestServer(ui.app())) as client:
             await client.post("/api/login", json={"principal": "dept-data_bureau",
@@ -248,7 +254,7 @@ def test_the_page_learns_the_citys_zone_to_show_times_in_and_utc_until_a_city_is
         return await response.json()   # type: ignore[no-any-return]
 
     async def scenario() -> None:
-        async with TestClient(TestServer(OperationsView(settings, contracts, model).app())) as client:
+        async with TestClient(TestServer(OperationsView(settings, contracts, model, _trail(settings)).app())) as client:
             await client.post("/api/login", json={"principal": "dept-police", "password": store.passwords["dept-police"]})
             before = await me(client)
             assert before["principal"] == "dept-police" and before["city"]["timezone"] == "UTC"
@@ -284,7 +290,7 @@ def test_every_answer_of_the_view_carries_the_security_headers_and_a_csp_the_pag
         assert not re.search(r"(src|href|url)\s*[=(]\s*[\"']?(https?:)?//", text)   # nothing from another origin
 
     async def scenario(settings: Any) -> dict[str, dict[str, str]]:
-        async with TestClient(TestServer(OperationsView(settings, contracts, model).app())) as client:
+        async with TestClient(TestServer(OperationsView(settings, contracts, model, _trail(settings)).app())) as client:
             return {route: dict((await client.get(route)).headers) for route in
                     ("/", "/static/app.js", "/vendor/echarts.min.js", "/api/me", "/quality-docs/index.html", "/nowhere")}
 
@@ -306,7 +312,7 @@ def test_login_and_logout_take_json_only(platform) -> None:  # type: ignore[no-u
     right = json.dumps({"principal": "dept-police", "password": store.passwords["dept-police"]})
 
     async def scenario() -> None:
-        async with TestClient(TestServer(OperationsView(settings, contracts, model).app())) as client:
+        async with TestClient(TestServer(OperationsView(settings, contracts, model, _trail(settings)).app())) as client:
             for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
                 r = await client.post("/api/login", data=right, headers={"Content-Type": ctype})
                 assert r.status == 415 and "application/json" in (await r.json())["detail"], ctype
@@ -321,7 +327,7 @@ def test_login_and_logout_take_json_only(platform) -> None:  # type: ignore[no-u
 def test_a_failing_page_answers_a_trace_id_and_neither_the_error_nor_a_path(platform, caplog) -> None:  # type: ignore[no-untyped-def]
     """Regression: a 500 body named the exception and an absolute lake path (issue 33)."""
     settings, model, store, contracts = platform
-    ui = OperationsView(settings, contracts, model)
+    ui = OperationsView(settings, contracts, model, _trail(settings))
     secret = f"{settings.lake_dir}/silver/hotline/part-0.parquet"
 
     def broken(*_args: Any) -> Any:
@@ -378,7 +384,7 @@ def test_made_up_page_arguments_keep_the_page_cache_bounded(platform) -> None:  
     from citybrain.ui.server import CACHE_ENTRIES
 
     settings, model, _store, contracts = platform
-    ui = OperationsView(settings, contracts, model)
+    ui = OperationsView(settings, contracts, model, _trail(settings))
     police = ui.auth.viewer("dept-police")
     ui.viewer = lambda _request: police   # type: ignore[method-assign]
     ui._compute = lambda *_args: []   # type: ignore[method-assign]
@@ -424,7 +430,7 @@ def test_the_views_metrics_count_logins_and_page_times_and_name_no_one(platform)
                 for f in text_string_to_metric_families(text) for s in f.samples}
 
     async def scenario() -> None:
-        async with TestClient(TestServer(OperationsView(settings, contracts, model).app())) as client:
+        async with TestClient(TestServer(OperationsView(settings, contracts, model, _trail(settings)).app())) as client:
             before = await scrape(client)
             await client.post("/api/login", json={"principal": "dept-police", "password": "wrong"})
             await client.post("/api/login", json={"principal": "dept-police", "password": password})
@@ -442,3 +448,44 @@ def test_the_views_metrics_count_logins_and_page_times_and_name_no_one(platform)
         assert moved("citybrain_http_requests_total", service="ui", route="/api/login", method="POST", status="4xx") == 1
 
     asyncio.run(scenario())
+
+
+def test_a_unit_test_that_hands_the_view_no_trail_fails_before_reaching_a_broker(platform) -> None:  # type: ignore[no-untyped-def]
+    """The view's default trail sends to the audit topic; in the unit tests (tests/unit/conftest.py) asking for it
+    fails, so no test's records land on a broker that happens to listen here."""
+    settings, model, _store, contracts = platform
+    with pytest.raises(AssertionError, match="unit tests reach no broker"):
+        OperationsView(settings, contracts, model)
+
+
+def test_logins_logouts_and_data_pages_read_go_on_the_views_audit_trail(platform, contracts) -> None:  # type: ignore[no-untyped-def]
+    """Each login (succeeded, failed, rate-limited), logout and data page read, from the page cache too, is one
+    chained record; no password."""
+    from citybrain.access.trail import verify
+
+    settings, model, store, _contracts = platform
+    records: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        ui = OperationsView(settings, contracts, model, _trail(settings, records))
+        async with TestClient(TestServer(ui.app())) as client:
+            await client.post("/api/login", json={"principal": "dept-police", "password": "wrong"})
+            await client.post("/api/login", json={"principal": "dept-police", "password": store.passwords["dept-police"]})
+            await client.get("/api/orders")
+            await client.get("/api/orders")                    # the second from the page cache: read all the same
+            await client.get("/api/orders?department=water")   # another's remit: refused, and recorded so
+            await client.get("/api/city")          # the overview: not a data page
+            await client.post("/api/logout", json={})
+            for i in range(MAX_FAILURES + 1):
+                await client.post("/api/login", json={"principal": "dept-water", "password": f"guess-{i}"})
+
+    asyncio.run(scenario())
+    seen = [(r["action"], r["actor"], r["outcome"]) for r in records]
+    assert seen[:6] == [("login_failed", "dept-police", "failed"), ("login_ok", "dept-police", "ok"),
+                        ("read", "dept-police", "ok"), ("read", "dept-police", "ok"), ("read", "dept-police", "denied"),
+                        ("logout", "dept-police", "ok")]
+    assert records[4]["target"] == "orders page" and records[4]["details"] == {"department": "water"}
+    assert seen[6:] == [("login_failed", "dept-water", "failed")] * MAX_FAILURES + [("login_failed", "dept-water", "denied")]
+    assert records[2]["target"] == "orders page" and records[-1]["details"]["rate_limited"] is True
+    assert verify(records) == []
+    assert not any(p in json.dumps(records) for p in store.passwords.values())

@@ -9,7 +9,7 @@ const T = {
     login_hint: "使用平台账号登录：部门账号 dept-<部门>（citybrain access client-config <部门>），数据局或平台管理员可看全部。",
     level: "层级", layer: "感知图层", district: "区", street: "街道", area: "区域", community: "社区", events: "城市事件与工单",
     evidence: "证据", overdue: "超时工单", contracts: "数据契约与主题", releases: "场景数据集发布",
-    quarantine: "隔离区", findings: "安全发现", grants: "授权（谁能读什么）", footer: "CityBrain 城市大脑 运行视图",
+    quarantine: "隔离区", findings: "安全发现", grants: "授权（谁能读什么）", audit_trail: "审计记录（哈希链）", audit_ok: "条审计记录，哈希链完整", audit_broken: "审计链断裂：", footer: "CityBrain 城市大脑 运行视图",
     open_events: "未关闭事件", warnings: "预警", orders: "工单", devices: "设备", stages: "工单闭环各阶段",
     rates: "三率趋势（响应·解决·满意）", by_department: "各部门解决率", hotspots: "热点街道（诉求量）",
     response: "按时办结率", resolution: "解决率", satisfaction: "满意率", tickets: "工单数",
@@ -27,7 +27,7 @@ const T = {
     level: "Level", layer: "Sensor layer", district: "District", street: "Street", area: "Area", community: "Community",
     events: "City events and work orders", evidence: "Evidence", overdue: "Overdue work orders",
     contracts: "Contracts and topics", releases: "Scenario dataset releases", quarantine: "Quarantine",
-    findings: "Security findings", grants: "Grants (who reads what)", footer: "CityBrain operations view",
+    findings: "Security findings", grants: "Grants (who reads what)", audit_trail: "Audit trail (hash-chained)", audit_ok: "audit records in the lake, every chain holds", audit_broken: "Audit chain broken: ", footer: "CityBrain operations view",
     open_events: "open events", warnings: "warnings", orders: "work orders", devices: "devices",
     stages: "Tickets by stage of the closed loop", rates: "The three rates by day", by_department: "Resolution rate by department",
     hotspots: "Hotspot streets (tickets)", response: "handled on time", resolution: "resolution", satisfaction: "satisfaction",
@@ -297,6 +297,9 @@ async function renderSecurity() {
   table("security-logins", s.ui_refused_logins || [], [[(r) => local(r.at), `at (${zoneName()})`, (r) => r.at], ["principal", "principal"], ["address", "address"],
     [(r) => (r.rate_limited ? "429" : "401"), "status"]]);
   table("security-grants", s.grants, [["principal", "principal"], ["topic", "topic"], ["pattern", "pattern"], ["justification", "justification"]]);
+  $("security-audit").textContent = s.audit.breaks.length ? t("audit_broken") + s.audit.breaks.join("; ") : `${s.audit.records} ${t("audit_ok")}`;
+  table("security-audit-records", s.audit.recent, [[(r) => local(r.at), `at (${zoneName()})`, (r) => r.at], ["actor", "actor"], ["action", "action"],
+    ["target", "target"], ["outcome", "outcome"], [(r) => `${r.trail} #${r.seq}`, "trail"]]);
   fillReads();   // not awaited: the broker's answer follows the first screen
 }
 
