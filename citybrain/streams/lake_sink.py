@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from citybrain.contracts.topics import LAKE_COMPACTIONS, contract_id
 from citybrain.errors import CityBrainError
+from citybrain.kafka.headers import read_headers, trace_of
 from citybrain.lake import layout
 from citybrain.lake.layout import Lake
 from citybrain.lake.lease import LEASE_TTL_S, SETTLE_S
@@ -120,6 +121,10 @@ def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_
     def take(tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         for r in records:
             headers = {k: v.decode("utf-8", "replace") for k, v in (r.headers or [])}
+            if "trace-id" not in headers:   # a W3C-traced producer's record: the trace id of its traceparent
+                trace = trace_of(read_headers(r.headers))
+                if trace:
+                    headers["trace-id"] = trace.decode()
             pending[tp].append(Row(tp.topic, tp.partition, r.offset, r.timestamp,
                                    r.key.decode("utf-8", "replace") if r.key else None, headers,
                                    r.value.decode("utf-8", "replace")))
