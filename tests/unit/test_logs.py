@@ -114,3 +114,41 @@ def test_a_command_line_is_logged_as_the_service_it_runs(argv: list[str], servic
     from citybrain.cli.base import service_name
 
     assert service_name(argv) == service
+
+
+def test_the_supervisor_copies_a_services_output_and_errors_into_its_rotating_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from citybrain.platform import supervisor
+    from citybrain.settings import load_settings
+
+    settings = load_settings({"CITYBRAIN_STATE_DIR": str(tmp_path), "CITYBRAIN_LOG_MAX_BYTES": "400",
+                              "CITYBRAIN_LOG_BACKUPS": "20"})
+    monkeypatch.setattr(supervisor, "citybrain_exe", lambda: sys.executable)
+    talker = supervisor.Service("talker", ("-c", "import sys; [print(f'out {i:02d}', 'z' * 30) for i in range(20)]; "
+                                                 "print('a traceback on stderr', file=sys.stderr)"), lambda s: None,
+                                "a service that talks")
+    sup = supervisor.Supervisor(settings, (talker,))
+    sup.dir.mkdir(parents=True)
+    sup.start(talker)
+    sup.children["talker"].wait(timeout=30)
+    sup.copiers["talker"].join(timeout=10)
+    sup.logs["talker"].close()
+    run = tmp_path / "run"
+    files = sorted(run.glob("talker.log.*"), key=lambda p: -int(p.suffix[1:])) + [run / "talker.log"]
+    assert len(files) > 2 and all(p.stat().st_size <= 400 for p in files)
+    lines = [line for p in files for line in p.read_text().splitlines()]
+    assert lines[0].startswith("--- ") and "supervisor starts talker" in lines[0]
+    assert lines[1:] == [f"out {i:02d} " + "z" * 30 for i in range(20)] + ["a traceback on stderr"]
+
+
+def test_logs_follow_notices_a_log_moved_aside(tmp_path: Path) -> None:
+    from citybrain.cli.command_up import _rotated
+
+    path = tmp_path / "fusion.log"
+    path.write_text("old\n")
+    with path.open() as f:
+        assert not _rotated(path, f)
+        path.rename(tmp_path / "fusion.log.1")
+        assert not _rotated(path, f)   # not begun anew yet
+        path.write_text("new\n")
+        assert _rotated(path, f)
