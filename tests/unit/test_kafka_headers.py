@@ -119,3 +119,12 @@ def test_uuid5_hex_is_the_standard_librarys_uuid5(namespace: uuid.UUID, name: st
     """The event id's shortcut sets the same version and variant bits as uuid.uuid5: every event id stays as it was
     (namespaces with all bits clear and all bits set, so a wrong mask shows)."""
     assert uuid5_hex(namespace, name) == uuid.uuid5(namespace, name).hex
+
+
+def test_the_lake_keeps_the_trace_of_a_record_that_came_with_a_traceparent_only() -> None:
+    from citybrain.streams.lake_sink import row_headers
+
+    assert row_headers([("event-id", b"e1"), ("traceparent", W3C_EXAMPLE)])["trace-id"] == \
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert row_headers([("trace-id", b"sim-1"), ("traceparent", W3C_EXAMPLE)])["trace-id"] == "sim-1"
+    assert "trace-id" not in row_headers([("traceparent", b"00-garbage")]) and row_headers(None) == {}
