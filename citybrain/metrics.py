@@ -1,7 +1,7 @@
 """The platform's Prometheus metrics: every name, help text and label set, defined once.
 
 Every service exposes these on ``/metrics`` (the gateway and the operations view on their own HTTP
-port, the fusion worker, the lake sinks and the notifier on a port of their own from
+port, the fusion worker, the lake sinks, the notifier and the Alertmanager bridge on a port of their own from
 ``CITYBRAIN_METRICS_PORT``, see :func:`serve`). Names start with ``citybrain_``; labels take only
 values from a bounded set (a topic, a contract rule, a route template, a status class, a page, a
 subscription id from the deployment's file), never a ticket id, a path as sent, an address or a user
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from aiohttp.typedefs import Handler, Middleware
 
 __all__ = [
-    "CONSUMER_LAG", "CONTENT_TYPE", "DELIVERIES", "DELIVERY_FAILURES", "FUSION_BATCH_SECONDS",
+    "ALERTMANAGER_POSTS", "ALERTS_BRIDGED", "CONSUMER_LAG", "CONTENT_TYPE", "DELIVERIES", "DELIVERY_FAILURES", "FUSION_BATCH_SECONDS",
     "FUSION_END_TO_END_SECONDS", "HTTP_REQUESTS", "HTTP_REQUEST_SECONDS", "RECORDS_DEAD_LETTERED", "RECORDS_IN",
     "RECORDS_OUT", "SERVICE_OFFSETS", "SINK_BYTES", "SINK_CHECKPOINT_TIME", "SINK_FILES", "UI_LOGINS",
     "UI_PAGE_SECONDS", "UNMATCHED", "exposition", "http_metrics", "metrics_route", "route_of", "serve", "status_class",
@@ -40,7 +40,7 @@ UNMATCHED = "(unmatched)"
 #: Methods counted by name; any other a caller sends is counted as ``OTHER``.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: The services without an HTTP server of their own, and their port's offset from ``CITYBRAIN_METRICS_PORT``.
-SERVICE_OFFSETS = {"fusion": 0, "lake-bronze": 1, "lake-silver": 2, "notify": 3}
+SERVICE_OFFSETS = {"fusion": 0, "lake-bronze": 1, "lake-silver": 2, "notify": 3, "notify-alertmanager": 4}
 
 # -- records through the validated producers (citybrain.ingest.producer) and the fusion worker -------------------
 RECORDS_IN = Counter("citybrain_records_in", "Records judged against their contract before they are produced, by "
@@ -85,6 +85,13 @@ DELIVERIES = Counter("citybrain_notify_deliveries", "Notifications a department'
                      ["subscription"])
 DELIVERY_FAILURES = Counter("citybrain_notify_delivery_failures", "Tries of a department's endpoint that failed, by "
                             "subscription and status class (none: no answer).", ["subscription", "status"])
+
+# -- the alert topics' bridge to Alertmanager -----------------------------------------------------------------------
+ALERTS_BRIDGED = Counter("citybrain_alertmanager_alerts", "Records of the alert topics the bridge handled, by topic "
+                         "and outcome: sent (Alertmanager took it), expired (its alert had ended: not sent), "
+                         "dead-lettered.", ["topic", "outcome"])
+ALERTMANAGER_POSTS = Counter("citybrain_alertmanager_posts", "Posts of alert batches to Alertmanager, by status class "
+                             "(none: no answer).", ["status"])
 
 
 def status_class(status: int) -> str:

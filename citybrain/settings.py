@@ -174,10 +174,18 @@ class Settings(BaseSettings):
     gateway_idempotency_keys: int = Field(default=10_000, ge=1, le=1_000_000)
 
     # Prometheus /metrics of the services without an HTTP server of their own, bound to metrics_host: the fusion
-    # worker on this port, lake-bronze on +1, lake-silver on +2, the notifier on +3; 0 = off. The gateway and the
-    # operations view answer /metrics on their own port (docs/how-to/operator/metrics.md).
+    # worker on this port, lake-bronze on +1, lake-silver on +2, the notifier on +3, the Alertmanager bridge on +4;
+    # 0 = off. The gateway and the operations view answer /metrics on their own port
+    # (docs/how-to/operator/metrics.md).
     metrics_host: str = "127.0.0.1"
-    metrics_port: int = Field(default=9750, ge=0, le=65532)
+    metrics_port: int = Field(default=9750, ge=0, le=65531)
+
+    # Logs (docs/how-to/operator/logs.md): "json" writes each log record as one line of JSON (time, level, service,
+    # logger, message, trace_id) for a log collector; "text" plain lines for people. The supervisor moves a
+    # service's log under <state_dir>/run/ aside at log_max_bytes (0 = never) and keeps log_backups old ones.
+    log_format: Literal["text", "json"] = "text"
+    log_max_bytes: int = Field(default=50 * 1024 * 1024, ge=0)
+    log_backups: int = Field(default=5, ge=1, le=100)
 
     @field_validator("lake_uri")
     @classmethod

@@ -219,12 +219,35 @@ def renamed(value: Any, old_value: Optional[Any], old: str, new: str) -> Any:
     return old_value
 
 
+def service_name(argv: list[str]) -> str:
+    """The service a command line runs, as the supervisor and ``citybrain status`` name it (``notify run`` is
+    ``notify``), else ``citybrain`` and its command words: the ``service`` of its JSON log lines."""
+    from citybrain.platform.supervisor import SERVICES
+
+    words = tuple(a for a in argv if not a.startswith("-"))
+    for service in SERVICES:
+        if words[:len(service.args)] == service.args:
+            return service.name
+    return " ".join(("citybrain", *words[:2]))
+
+
+def configure_logging(level: int, force: bool = False) -> None:
+    """Log at ``level`` in the format ``CITYBRAIN_LOG_FORMAT`` asks for (plain text when the settings cannot be
+    read: the command reports that itself), as the service this command line runs."""
+    import sys
+
+    from citybrain.logs import configure
+
+    try:
+        fmt = get_settings().log_format
+    except SettingsError:
+        fmt = "text"
+    configure(service_name(sys.argv[1:]), level, fmt, force=force)
+
+
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress and details.")) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(logging.INFO if verbose else logging.WARNING)
     if not verbose:
         # kafka-python logs retried metadata and shutdown hiccups at ERROR; real failures raise.
         logging.getLogger("kafka").setLevel(logging.CRITICAL)

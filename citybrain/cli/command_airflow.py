@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from citybrain.cli.base import ExitCode, current_settings, dev_app, fail, fail_with, group, idle_option, moved, out
+from citybrain.cli.base import (ExitCode, configure_logging, current_settings, dev_app, fail, fail_with, group,
+                                idle_option, moved, out)
 
 airflow_app = group("airflow", "The live Airflow (run by `citybrain up`): its metadata database's clean-up.")
 dev_airflow_app = group("airflow", "The live Airflow's services, as `citybrain up` runs them: PostgreSQL, api-server, "
@@ -57,7 +58,7 @@ def airflow_events(exit_when_idle: Optional[float] = idle_option("Stop after thi
     from citybrain.orchestration.api import AirflowAPIError
     from citybrain.orchestration.bridge import run_bridge
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
+    configure_logging(logging.INFO, force=True)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         counts = run_bridge(current_settings(), stop_when_idle_s=exit_when_idle)

@@ -27,15 +27,19 @@ def deploy_systemd(
                                    help="CITYBRAIN_STATE_DIR: the only folder the services may write."),
     broker: bool = typer.Option(True, "--broker/--no-broker", help="A unit for the embedded broker; --no-broker when "
                                                                     "the city runs its own Kafka cluster."),
+    alertmanager_url: Optional[str] = typer.Option(None, "--alertmanager-url",
+                                                   help="Also a unit bridging the alert topics to this Alertmanager "
+                                                        "(citybrain notify alertmanager), e.g. http://127.0.0.1:9093."),
     check: bool = check_option(),
 ) -> None:
-    """Write a systemd unit per service `citybrain up` supervises, the broker's, and citybrain.target.
+    """Write a systemd unit per service `citybrain up` supervises, the broker's, the Alertmanager bridge's (with
+    --alertmanager-url), and citybrain.target.
 
     Exit 2 on a bad option (root, a relative path); with --check, 1 when a unit in --out differs."""
     from citybrain.platform.systemd import Deployment, UnitError, render, write
 
     deployment = Deployment(user=user, group=group_name or user, prefix=prefix, venv=venv, env_file=env_file,
-                            state_dir=state_dir, broker=broker)
+                            state_dir=state_dir, broker=broker, alertmanager_url=alertmanager_url)
     try:
         units = render(deployment)
     except UnitError as exc:

@@ -1,4 +1,5 @@
-"""`citybrain notify ...`: NGSI-LD notifications out to department systems (``infra/subscriptions.yaml``)."""
+"""`citybrain notify ...`: NGSI-LD notifications out to department systems (``infra/subscriptions.yaml``), and the
+platform's alert records out to Alertmanager."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from rich.table import Table
 from citybrain.cli.base import (ExitCode, current_contracts, current_settings, fail, fail_with, group, idle_option,
                                 json_option, old_option, out, renamed)
 
-notify_app = group("notify", "NGSI-LD notifications out: department systems sent their topics (infra/subscriptions.yaml).")
+notify_app = group("notify", "NGSI-LD notifications out: department systems sent their topics "
+                             "(infra/subscriptions.yaml); the alert topics to Alertmanager.")
 
 FILE_OPTION = typer.Option(None, "--file", exists=True, dir_okay=False,
                            help="The subscriptions file (default: infra/subscriptions.yaml).")
@@ -97,6 +99,53 @@ def run_cmd(path: Optional[Path] = FILE_OPTION,
         table.add_row(sub.id, str(st.delivered), str(st.retries), str(st.dead_lettered),
                       ", ".join(f"{k} {v}" for k, v in sorted(st.reasons.items())) or "-",
                       f"since {st.paused_since}, {st.waiting} waiting: {st.last_error}" if st.paused else "no")
+    out.print(table)
+
+
+@notify_app.command("alertmanager")
+def alertmanager_cmd(
+    url: str = typer.Option(..., "--url", help="Alertmanager's base address, e.g. http://127.0.0.1:9093 (alerts go "
+                                               "to its /api/v2/alerts)."),
+    exit_when_idle: Optional[float] = idle_option("Stop once the alert topics are read to their ends and quiet for "
+                                                  "this many seconds."),
+    retry_base: float = typer.Option(1.0, "--retry-base", min=0.01, help="First wait in seconds before a batch "
+                                                                         "Alertmanager did not take is sent again "
+                                                                         "(doubles)."),
+    retry_max: float = typer.Option(60.0, "--retry-max", min=0.01, help="Longest wait in seconds between tries."),
+    generator_url: Optional[str] = typer.Option(None, "--generator-url", help="The link each alert carries back to "
+                                                                              "the platform (its generatorURL), e.g. "
+                                                                              "the operations view's address."),
+) -> None:
+    """Send the platform's alert records (alert.* topics) to Alertmanager, one stream with Prometheus' alerts.
+
+    A batch is committed once Alertmanager took it (2xx); otherwise it is sent again after a backoff, never
+    dropped. A record that cannot be read, or an alert Alertmanager refuses as invalid, is dead-lettered."""
+    import signal
+    import threading
+
+    from citybrain import metrics
+    from citybrain.errors import InputError
+    from citybrain.notify import alert_bridge
+
+    settings = current_settings()
+    try:
+        alert_bridge.alerts_url(url)
+    except InputError as exc:
+        raise fail_with(exc) from None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _sig, _frame: stop.set())
+    metrics.serve(alert_bridge.SERVICE, settings.metrics_host, settings.metrics_port)
+    try:
+        state = alert_bridge.run(settings, current_contracts(), url, stop=stop, idle_exit_s=exit_when_idle,
+                                 retry_base_s=retry_base, retry_max_s=retry_max, generator_url=generator_url)
+    except Exception as exc:   # noqa: BLE001 - a clear line for the service's log, then exit 1
+        raise fail(f"the Alertmanager bridge stopped: {type(exc).__name__}: {exc}. Nothing Alertmanager did not "
+                   "take was committed: it is sent when the bridge runs again.") from None
+    table = Table("sent", "batches", "expired", "dead-lettered", "reasons", "retries", "failing")
+    table.add_row(str(state.sent), str(state.batches), str(state.expired), str(state.dead_lettered),
+                  ", ".join(f"{k} {v}" for k, v in sorted(state.reasons.items())) or "-", str(state.retries),
+                  f"since {state.failing_since}: {state.last_error}" if state.failing_since else "no")
     out.print(table)
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Optional
+from pathlib import Path
+from typing import Optional, TextIO
 
 import typer
 from rich.table import Table
 
-from citybrain.cli.base import (ExitCode, app, current_contracts, current_settings, err, fail, fail_with, json_option,
-                                limit_option, old_option, out, renamed)
+from citybrain.cli.base import (ExitCode, app, configure_logging, current_contracts, current_settings, err, fail,
+                                fail_with, json_option, limit_option, old_option, out, renamed)
 
 
 @app.command("up")
@@ -117,14 +118,31 @@ def logs(
         out.print("\n".join(text), highlight=False, markup=False)
     if follow and service:
         path = supervisor.run_dir(settings) / f"{service}.log"
-        with path.open(errors="replace") as f:
-            f.seek(0, 2)
+        f = path.open(errors="replace")
+        f.seek(0, 2)
+        try:
             while True:
                 line = f.readline()
                 if line:
                     out.print(line.rstrip("\n"), highlight=False, markup=False)
-                else:
-                    time.sleep(0.5)
+                    continue
+                if _rotated(path, f):   # moved aside at CITYBRAIN_LOG_MAX_BYTES: the new file from its start
+                    f.close()
+                    f = path.open(errors="replace")
+                    continue
+                time.sleep(0.5)
+        finally:
+            f.close()
+
+
+def _rotated(path: Path, f: TextIO) -> bool:
+    """Whether ``path`` is now another file than the one ``f`` reads (the log was moved aside and begun anew)."""
+    import os
+
+    try:
+        return path.stat().st_ino != os.fstat(f.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 @app.command("supervise", hidden=True)
@@ -133,7 +151,7 @@ def supervise(only: str = typer.Option("", help="Comma list of services (default
     """The supervisor's own loop (started by `citybrain up`)."""
     from citybrain.platform import supervisor
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
+    configure_logging(logging.INFO, force=True)
     names = [n for n in only.split(",") if n]
     unknown = [n for n in names if n not in supervisor.BY_NAME]
     if unknown:

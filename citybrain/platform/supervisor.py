@@ -1,8 +1,8 @@
 """`citybrain up`: the local platform's long-running services, supervised.
 
 One supervisor process (``citybrain supervise``, started in the background by ``citybrain up``)
-runs each service as a child in its own process group, with a log and a pid file under
-``<state_dir>/run/``, and writes their state to ``run/state.json``. A service that dies is
+runs each service as a child in its own process group, with a log (its output, moved aside by size:
+:class:`citybrain.logs.RotatingLog`) and a pid file under ``<state_dir>/run/``, and writes their state to ``run/state.json``. A service that dies is
 restarted after a backoff that doubles from 1 s to 60 s (reset once it has run for a minute);
 each restart is logged and counted. SIGTERM to the supervisor (``citybrain down``) stops the
 services tier by tier (``Service.stop_tier``: everything, then the Airflow api-server, then its
@@ -20,11 +20,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from citybrain.logs import RotatingLog
 from citybrain.settings import Settings, write_private
 from citybrain.times import now_iso, parse_time
 
@@ -116,16 +118,24 @@ class Supervisor:
         self.settings, self.services = settings, services
         self.dir = run_dir(settings)
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, RotatingLog] = {}
+        self.copiers: dict[str, threading.Thread] = {}   # each child's output into its log, until it ends
         self.state: dict[str, dict[str, Any]] = {s.name: {"restarts": 0, "pid": None} for s in services}
         self.stopping = False
 
     def start(self, service: Service) -> None:
-        log_path = self.dir / f"{service.name}.log"
-        with log_path.open("ab") as out:
-            out.write(f"--- {now_iso()} supervisor starts {service.name}: citybrain {' '.join(service.args)}\n".encode())
-            out.flush()
-            child = subprocess.Popen([citybrain_exe(), *service.args], stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        """Start a service, its output (stdout and stderr) copied line by line into its rotating log."""
+        out = self.logs.get(service.name)
+        if out is None:
+            out = self.logs[service.name] = RotatingLog(self.dir / f"{service.name}.log", self.settings.log_max_bytes,
+                                                        self.settings.log_backups)
+        out.write(f"--- {now_iso()} supervisor starts {service.name}: citybrain {' '.join(service.args)}")
+        child = subprocess.Popen([citybrain_exe(), *service.args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        assert child.stdout is not None
+        copier = threading.Thread(target=out.copy, args=(child.stdout,), name=f"log:{service.name}", daemon=True)
+        copier.start()
+        self.copiers[service.name] = copier
         self.children[service.name] = child
         (self.dir / f"{service.name}.pid").write_text(str(child.pid))
         self.state[service.name].update(pid=child.pid, started_at=now_iso(), started=time.monotonic(),
@@ -196,6 +206,10 @@ class Supervisor:
                 time.sleep(0.5)
         finally:
             self.stop()
+            for copier in self.copiers.values():   # what the services wrote last, then the files closed
+                copier.join(timeout=5)
+            for out in self.logs.values():
+                out.close()
             self.write_state()
             (self.dir / "supervisor.pid").unlink(missing_ok=True)
             log.info("supervisor stopped")

@@ -9,6 +9,9 @@ The lake sinks are one template (``citybrain-sink@.service``, instances ``bronze
 (``citybrain broker up`` forks the broker and returns once it serves requests); a city with its own
 Kafka cluster leaves it out (``broker=False``). Ordering repeats the supervisor's stop tiers: the
 Airflow services start after the api-server, which starts after PostgreSQL, so they stop before it.
+Given Alertmanager's address, a unit of its own runs the alert topics' bridge to it
+(``citybrain-notify-alertmanager.service``: ``citybrain notify alertmanager --url ...``); `citybrain up`
+does not run it, as a developer's checkout has no Alertmanager.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ BROKER_NOFILE = 100_000
 RESTART_SEC = 5
 #: `citybrain broker down` waits 60 s for a controlled shutdown before it kills the broker.
 BROKER_STOP_S = 90
+#: Alertmanager's address as an ExecStart= argument takes it: no spaces, quotes or backslashes (``%`` is escaped).
+_URL = re.compile(r"^https?://[^\s'\"\\]+$")
+#: The unit of the alert topics' bridge to Alertmanager (``citybrain notify alertmanager``), when asked for.
+ALERTMANAGER_UNIT = "citybrain-notify-alertmanager.service"
 #: A POSIX user name as systemd takes it (``User=``), and not a number.
 _USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,30}$")
 
@@ -47,6 +54,7 @@ class Deployment:
     env_file: Path = Path("/etc/citybrain/citybrain.env")
     state_dir: Path = Path("/var/lib/citybrain")   # the only folder the services write
     broker: bool = True                            # run the embedded broker (False: the city's own Kafka)
+    alertmanager_url: str | None = None            # bridge the alert topics to this Alertmanager (None: no bridge)
 
     @property
     def citybrain(self) -> Path:
@@ -63,6 +71,10 @@ class Deployment:
                            ("--state-dir", self.state_dir)):
             if path is not None and not path.is_absolute():
                 raise UnitError(f"{what} {str(path)!r}: systemd needs absolute paths. Fix: give the full path.")
+        url = self.alertmanager_url
+        if url is not None and (not _URL.match(url) or "?" in url or "#" in url):
+            raise UnitError(f"--alertmanager-url {url!r}: Alertmanager's base address, http:// or https:// with no "
+                            "spaces, quotes, query or fragment. Fix: e.g. --alertmanager-url http://127.0.0.1:9093.")
         named = _state_dir_in(self.env_file)
         if named is not None and named != self.state_dir:
             raise UnitError(f"{self.env_file} sets CITYBRAIN_STATE_DIR={named}, and the units may write only to "
@@ -138,7 +150,13 @@ def render(d: Deployment) -> dict[str, str]:
             "Type=forking", f"PIDFile={d.state_dir / 'kafka' / 'broker.pid'}",
             f"ExecStart={d.citybrain} broker up", f"ExecStop={d.citybrain} broker down",
             "TimeoutStartSec=300", f"LimitNOFILE={BROKER_NOFILE}"], d, stop_timeout_s=BROKER_STOP_S)
-    wanted = [unit_name(s) for s in SERVICES] + ([BROKER_UNIT] if d.broker else [])
+    if d.alertmanager_url is not None:   # systemd reads % as a specifier: %% is a percent sign
+        units[ALERTMANAGER_UNIT] = _unit("the alert topics to Alertmanager, one stream with Prometheus' alerts",
+                                         [BROKER_UNIT] if d.broker else [],
+                                         [f"ExecStart={d.citybrain} notify alertmanager --url "
+                                          f"{d.alertmanager_url.replace('%', '%%')}"], d)
+    wanted = [unit_name(s) for s in SERVICES] + ([BROKER_UNIT] if d.broker else []) + \
+        ([ALERTMANAGER_UNIT] if d.alertmanager_url is not None else [])
     units[TARGET] = "\n".join([
         "# Written by `citybrain deploy systemd`; write it again rather than edit it.",
         "[Unit]", "Description=CityBrain: every service of the platform on this host",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from citybrain.contracts.topics import LAKE_COMPACTIONS, contract_id
 from citybrain.errors import CityBrainError
+from citybrain.kafka.headers import read_headers, trace_of
 from citybrain.lake import layout
 from citybrain.lake.layout import Lake
 from citybrain.lake.lease import LEASE_TTL_S, SETTLE_S
@@ -75,6 +76,17 @@ def check_log_end(layer: str, resume: dict[TopicPartition, int], ends: dict[Topi
         f"CITYBRAIN_LAKE_URI at a new one) and start the sink again; the old lake stays queryable where it is.")
 
 
+def row_headers(headers: list[tuple[str, bytes]] | None) -> dict[str, str]:
+    """A record's headers as the lake keeps them (text), its ``trace-id`` taken from a valid ``traceparent`` when it
+    has none (a record of a producer traced by W3C tools alone)."""
+    text = {k: v.decode("utf-8", "replace") for k, v in (headers or [])}
+    if "trace-id" not in text:
+        trace = trace_of(read_headers(headers))
+        if trace:
+            text["trace-id"] = trace.decode()
+    return text
+
+
 def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_000, max_wait_s: float = 5.0,
              stop_when_idle_s: float | None = None, layer: str = "bronze", compact_every_s: float = 300.0,
              lease_ttl_s: float = LEASE_TTL_S, lease_settle_s: float = SETTLE_S) -> dict[str, Any]:
@@ -119,9 +131,8 @@ def run_sink(settings: Settings, topics: list[str], lake: Lake, batch: int = 20_
 
     def take(tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         for r in records:
-            headers = {k: v.decode("utf-8", "replace") for k, v in (r.headers or [])}
             pending[tp].append(Row(tp.topic, tp.partition, r.offset, r.timestamp,
-                                   r.key.decode("utf-8", "replace") if r.key else None, headers,
+                                   r.key.decode("utf-8", "replace") if r.key else None, row_headers(r.headers),
                                    r.value.decode("utf-8", "replace")))
 
     def tick(polled: bool) -> None:

@@ -29,6 +29,7 @@ from citybrain.settings import PROJECT_ROOT, get_settings
 NO_DATA = {
     "gateway": "server", "ui": "server", "streams fusion": "worker", "supervise": "the supervisor's own loop",
     "lake bronze": "sink service", "lake silver": "sink service", "notify run": "notifier service",
+    "notify alertmanager": "bridge service",
     "dev airflow service": "Airflow service", "dev airflow events": "bridge service",
     "broker up": "action", "broker down": "action", "broker fetch": "action", "broker reset": "action",
     "down": "action", "access rotate": "action", "airflow clean-db": "action",

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from citybrain.cli import app
 from citybrain.cli.base import ExitCode
 from citybrain.platform.supervisor import SERVICES
-from citybrain.platform.systemd import BROKER_UNIT, SINK_TEMPLATE, TARGET, Deployment, unit_name, write
+from citybrain.platform.systemd import (ALERTMANAGER_UNIT, BROKER_UNIT, SINK_TEMPLATE, TARGET, Deployment, unit_name,
+                                       write)
 from citybrain.settings import PROJECT_ROOT
 from tests.unit.test_docs import resolve
 
@@ -28,7 +29,7 @@ SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_systemd = pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze (Debian's systemd) is not installed")
 
 
-def deployment(tmp_path: Path, broker: bool = True) -> Deployment:
+def deployment(tmp_path: Path, broker: bool = True, alertmanager_url: str | None = None) -> Deployment:
     """A deployment in tmp_path whose venv has an executable stub `citybrain`."""
     bin_dir = tmp_path / "opt" / ".venv" / "streams" / "bin"
     bin_dir.mkdir(parents=True)
@@ -36,7 +37,7 @@ def deployment(tmp_path: Path, broker: bool = True) -> Deployment:
     (bin_dir / "citybrain").chmod(0o755)
     (tmp_path / "state").mkdir()
     return Deployment(prefix=tmp_path / "opt", env_file=tmp_path / "citybrain.env", state_dir=tmp_path / "state",
-                      broker=broker)
+                      broker=broker, alertmanager_url=alertmanager_url)
 
 
 def units_in(folder: Path) -> dict[str, configparser.ConfigParser]:
@@ -69,6 +70,31 @@ def test_the_units_pass_systemd_analyze_verify(tmp_path: Path, broker: bool) -> 
     run = verify(instances(out))
     ours = [line for line in (run.stdout + run.stderr).splitlines() if "citybrain" in line]
     assert run.returncode == 0 and not ours, run.stdout + run.stderr
+
+
+@needs_systemd
+def test_the_alertmanager_bridges_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    d = deployment(tmp_path, alertmanager_url="http://127.0.0.1:9093/am%20prefix")
+    out = tmp_path / "units"
+    write(d, out)
+    run = verify(instances(out))
+    ours = [line for line in (run.stdout + run.stderr).splitlines() if "citybrain" in line]
+    assert run.returncode == 0 and not ours, run.stdout + run.stderr
+
+
+def test_given_alertmanager_a_unit_runs_the_bridge_to_it_after_the_broker(tmp_path: Path) -> None:
+    d = deployment(tmp_path, alertmanager_url="http://127.0.0.1:9093/am%20prefix")
+    write(d, tmp_path / "units")
+    units = units_in(tmp_path / "units")
+    bridge = units[ALERTMANAGER_UNIT]
+    start = bridge["Service"]["ExecStart"]
+    # systemd reads %% as one percent sign: the command gets the address as given
+    assert start == f"{d.citybrain} notify alertmanager --url http://127.0.0.1:9093/am%%20prefix"
+    resolve(" ".join(["citybrain", *start.split()[1:]]).replace("%%", "%"))
+    assert BROKER_UNIT in bridge["Unit"]["After"] and ALERTMANAGER_UNIT in units[TARGET]["Unit"]["Wants"].split()
+    assert bridge["Service"]["User"] == "citybrain" and bridge["Service"]["ProtectSystem"] == "strict"
+    write(deployment(tmp_path / "without"), tmp_path / "without" / "units")
+    assert not (tmp_path / "without" / "units" / ALERTMANAGER_UNIT).exists()
 
 
 @needs_systemd
@@ -146,6 +172,8 @@ def test_airflow_services_stop_before_the_api_server_and_it_before_postgresql(tm
     (["--group", "root"], "never root"),
     (["--user", "0"], "plain name"),
     (["--prefix", "opt/citybrain"], "absolute paths"),
+    (["--alertmanager-url", "127.0.0.1:9093"], "Alertmanager's base address"),
+    (["--alertmanager-url", "http://am:9093 --retry-max 1"], "no spaces"),
 ])
 def test_a_bad_option_is_refused_with_the_fix(tmp_path: Path, args: list[str], complaint: str) -> None:
     result = CliRunner().invoke(app, ["deploy", "systemd", "--out", str(tmp_path / "units"), *args])
