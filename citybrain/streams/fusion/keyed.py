@@ -23,7 +23,7 @@ from citybrain.contracts.validate import Rejection
 from citybrain.fusion.fuse import CityCalls, HotspotDetector
 from citybrain.fusion.pipeline import REFERENCE, Pipeline
 from citybrain.ingest.readers import RawRecord
-from citybrain.kafka.headers import new_trace_id, read_headers
+from citybrain.kafka.headers import new_trace_id, read_headers, trace_of
 from citybrain.kafka.replay import Backlog
 from citybrain.settings import Settings
 from citybrain.streams.fusion.worker import Failed, FusionWorker, Produced
@@ -124,7 +124,7 @@ class KeyedFusionWorker(FusionWorker):
         for message in messages:
             headers = read_headers(message.headers)
             topic, partition, offset = source_of(message.topic, message.partition, message.offset, headers)
-            trace = headers.get("trace-id") or new_trace_id().encode()
+            trace = trace_of(headers) or new_trace_id().encode()
             try:
                 at = datetime.fromtimestamp(message.timestamp, timezone.utc)
                 outputs = pipeline.feed_message(topic, headers, message.value, at, partition)

@@ -24,7 +24,7 @@ from citybrain.fusion.pipeline import REFERENCE, Pipeline
 from citybrain.contracts.topics import INGEST_DEAD_LETTERS
 from citybrain.ingest.producer import dead_letter_message
 from citybrain.ingest.readers import RawRecord
-from citybrain.kafka.headers import event_id, new_trace_id, read_headers, standard_headers
+from citybrain.kafka.headers import event_id, new_trace_id, read_headers, standard_headers, trace_of
 from citybrain.kafka.topics import read_values
 from citybrain.settings import Settings
 from citybrain.streams.warmup import warm_up
@@ -86,7 +86,7 @@ class FusionWorker:
         for message in messages:
             topic, payload = message.topic, message.value
             headers = read_headers(message.headers)
-            trace = headers.get("trace-id") or new_trace_id().encode()
+            trace = trace_of(headers) or new_trace_id().encode()
             try:
                 at = datetime.fromtimestamp(message.timestamp, timezone.utc)
                 for out_topic, record in feed(topic, headers, payload, at, message.partition):
