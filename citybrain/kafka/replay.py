@@ -65,23 +65,20 @@ class Backlog:
             self.partitions = len(todo)
             while todo:
                 polled = consumer.poll(timeout_ms=2000, max_records=10_000)
-                for key in [k for k in todo if consumer.position(TopicPartition(*k)) >= todo[k]]:
-                    del todo[key]   # only markers or aborted records were left before the end
-                if not polled and todo:
-                    log.warning("re-read stopped early: no records before the committed offsets of %s", sorted(todo))
-                    return
                 batch: list[Any] = []
                 for ktp, records in polled.items():
                     key = (ktp.topic, ktp.partition)
                     end = todo.get(key)
-                    if end is None:
-                        continue
-                    batch += [r for r in records if r.offset < end]
-                    if consumer.position(ktp) >= end:   # past commit markers too, which no consumer receives
-                        del todo[key]
-                        consumer.pause(ktp)
+                    if end is not None:
+                        batch += [r for r in records if r.offset < end]
+                for key in [k for k in todo if consumer.position(tps[k]) >= todo[k]]:
+                    del todo[key]   # read to its end (past commit markers too, which no consumer receives)
+                    consumer.pause(tps[key])
                 if batch:
                     yield batch
+                elif not polled and todo:
+                    log.warning("re-read stopped early: no records before the committed offsets of %s", sorted(todo))
+                    return
         finally:
             consumer.close()
 
