@@ -65,41 +65,58 @@ class Backlog:
             self.partitions = len(todo)
             while todo:
                 polled = consumer.poll(timeout_ms=2000, max_records=10_000)
-                if not polled:
-                    log.warning("re-read stopped early: no records before the committed offsets of %s", sorted(todo))
-                    return
                 batch: list[Any] = []
                 for ktp, records in polled.items():
                     key = (ktp.topic, ktp.partition)
                     end = todo.get(key)
-                    if end is None:
-                        continue
-                    batch += [r for r in records if r.offset < end]
-                    if records and records[-1].offset >= end - 1:
-                        del todo[key]
-                        consumer.pause(ktp)
+                    if end is not None:
+                        batch += [r for r in records if r.offset < end]
+                for key in [k for k in todo if consumer.position(tps[k]) >= todo[k]]:
+                    del todo[key]   # read to its end (past commit markers too, which no consumer receives)
+                    consumer.pause(tps[key])
                 if batch:
                     yield batch
+                elif not polled and todo:
+                    log.warning("re-read stopped early: no records before the committed offsets of %s", sorted(todo))
+                    return
         finally:
             consumer.close()
 
 
 
+#: How far before an offset ``last_record_times`` starts looking for the record before it: commit markers and the
+#: records of aborted transactions sit between a transactional topic's records, and a consumer never receives them.
+LOOK_BACK = 64
+
+
 def last_record_times(consumer: Any, tps: dict[tuple[str, int], Any], before: dict[tuple[str, int], int]
                       ) -> dict[tuple[str, int], int]:
-    """The timestamp of each partition's record just before ``before`` (a committed offset: the stream time the
-    partition had reached; an end offset: its newest record). Leaves those partitions paused."""
+    """The timestamp of each partition's last record before ``before`` (a committed offset: the stream time the
+    partition had reached; an end offset: its newest record), looked for from ``LOOK_BACK`` offsets before it, then
+    further back while a window holds no record a ``read_committed`` consumer gets. Leaves those partitions paused."""
     last: dict[tuple[str, int], int] = {}
+    back = {tp: LOOK_BACK for tp in tps}
+    found: dict[tuple[str, int], int] = {}
     for tp, ktp in tps.items():
-        consumer.seek(ktp, before[tp] - 1)
+        consumer.seek(ktp, max(0, before[tp] - back[tp]))
     deadline = time.monotonic() + 60
     while len(last) < len(tps) and time.monotonic() < deadline:
-        for ktp, records in consumer.poll(timeout_ms=1000).items():
+        for ktp, records in consumer.poll(timeout_ms=500).items():
             key = (ktp.topic, ktp.partition)
-            if key not in last and records:
-                last[key] = records[0].timestamp
+            for r in records:
+                if r.offset < before[key]:
+                    found[key] = r.timestamp
+        for tp, ktp in tps.items():
+            if tp in last or consumer.position(ktp) < before[tp]:
+                continue
+            start = max(0, before[tp] - back[tp])
+            if tp in found or start == 0:   # the window's last record, or none at all before it
+                last[tp] = found.get(tp, -1)
                 consumer.pause(ktp)
-    return last
+            else:                           # only markers and aborted records in the window: look further back
+                back[tp] *= 8
+                consumer.seek(ktp, max(0, before[tp] - back[tp]))
+    return {tp: ts for tp, ts in last.items() if ts >= 0}
 
 
 def before_committed(settings: Settings, group_id: str, topics: Iterable[str], span_h: Callable[[str], float]) -> Backlog:

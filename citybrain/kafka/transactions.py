@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 #: (topic, partition or None for the key's, key, value, timestamp ms or None for now, headers) of one record.
 Out = tuple[str, "int | None", "bytes | None", bytes, "int | None", list[tuple[str, bytes]]]
 
-#: How long the broker lets a transaction stay open before it aborts it (and fences its producer).
-TRANSACTION_TIMEOUT_MS = 60_000
+#: How long the broker lets a transaction stay open before it aborts it (and fences its producer). A worker killed
+#: mid-transaction holds back every ``read_committed`` reader of the partitions it wrote (their last stable offset)
+#: until then, unless a producer of its id starts first: 15 s, the keyed group's session timeout (Kafka Streams uses
+#: 10 s). A batch is fused before its transaction begins, so a transaction only sends and commits.
+TRANSACTION_TIMEOUT_MS = 15_000
 
 
 class TransactionLost(RuntimeError):

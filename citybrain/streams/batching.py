@@ -9,10 +9,10 @@ itself (~17 µs), and capped the fusion worker at ~9,000 records/s with
 
 ``BatchApp.batch_agent(topic)`` registers a coroutine that receives every fetch of those
 topics as one list of messages. The consumer keeps faust's group membership, flow control
-during rebalances, gap tracking for compacted topics and offset commits; each message is
-acknowledged only after the coroutine returned, so a committed offset never runs ahead of
-the work (the fusion worker commits the same offsets in its own transactions before that; see
-:mod:`citybrain.kafka.transactions`). The consumer reads ``read_committed``. On a rebalance, faust waits
+during rebalances and gap tracking for compacted topics; each message is
+acknowledged only after the coroutine returned. Offsets are committed by the coroutine itself, in
+the transaction that carries the batch's outputs (:mod:`citybrain.kafka.transactions`); faust's
+own commits are not sent (``TransactionalConsumerThread``). The consumer reads ``read_committed``. On a rebalance, faust waits
 for the fetch a batch agent has in hand before it commits and gives partitions away
 (``wait_empty``), so their next owner starts after that work, not before it and does it a
 second time. Topics without a batch agent still go through faust's normal path.
@@ -42,21 +42,27 @@ BatchHandler = Callable[[list[Message]], Awaitable[None]]
 YIELD_EVERY = 1000
 
 
-class CommittedConsumerThread(kafka_driver.AIOKafkaConsumerThread):
-    """faust's aiokafka consumer thread, reading ``read_committed``: records of aborted transactions (a worker's batch
-    that did not commit) are never delivered. faust reads committed only under its own ``exactly_once``, which
-    brings its transaction manager along; the fusion worker commits its own transactions
-    (:mod:`citybrain.kafka.transactions`)."""
+class TransactionalConsumerThread(kafka_driver.AIOKafkaConsumerThread):
+    """faust's aiokafka consumer thread for a worker that commits its offsets in its own transactions
+    (:mod:`citybrain.kafka.transactions`): it reads ``read_committed`` (records of aborted transactions, a batch that
+    did not commit, are never delivered) and leaves the offsets to those transactions. faust reads committed only
+    under its own ``exactly_once``, which brings its transaction manager along."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._isolation_level = READ_COMMITTED   # read by AIOKafkaConsumer.start() when it builds its fetcher
         return consumer
 
+    async def _commit(self, offsets: Any) -> bool:
+        """Nothing sent: each batch's offsets were committed in its transaction, with its outputs. faust's own commit
+        (on its timer, after a number of acks, on a rebalance) would race those transactions on another connection
+        and could move a partition's offset back behind work already committed."""
+        return True
+
 
 class BatchConsumer(kafka_driver.Consumer):
-    """faust's aiokafka consumer, reading committed records only, with a drain loop that hands whole fetches to
-    batch agents."""
+    """faust's aiokafka consumer, reading committed records only and leaving offsets to the worker's transactions,
+    with a drain loop that hands whole fetches to batch agents."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -64,8 +70,8 @@ class BatchConsumer(kafka_driver.Consumer):
         self.batches_idle = asyncio.Event()
         self.batches_idle.set()
 
-    def _new_consumer_thread(self) -> CommittedConsumerThread:
-        return CommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+    def _new_consumer_thread(self) -> TransactionalConsumerThread:
+        return TransactionalConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def wait_empty(self) -> None:
         """faust's wait before it commits on a rebalance or a stop, first for the fetch in hand."""
