@@ -6,11 +6,16 @@ measurements is reported as stuck. Limits follow the national standards where on
 (GB 3096-2008 for noise, HJ 633-2012 for AQI, the China Meteorological Administration's 20 mm/h
 for short-duration heavy rain). Rain is evidence, not an event: a weather station's hourly
 precipitation is remembered per district and named in the flood anomalies of its district's gauges.
+Traffic has no limit of its own (an arterial at 55 km/h and a side street at 25 are both normal): a lane's
+speed is judged against the lane's own recent normal, and a collapse is an anomaly only when the vehicles
+stand over the detector and it holds for several readings (a rush hour slows a road over an hour or two, an
+accident or an obstruction stops it within minutes).
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -32,14 +37,24 @@ FLOOD_SITES = ("underpass", "street")
 HEAVY_RAIN_MM_H = 20.0        # 短时强降水: 20 mm or more in an hour (CMA)
 RAIN_MEMORY = timedelta(hours=3)   # rain this long before a gauge's reading still explains it
 RAIN_KEPT = 240                    # heavy-rain station hours remembered per district, the last received
+#: A traffic lane's normal: its median speed over the readings of the last TRAFFIC_NORMAL_WINDOW that were no
+#: collapse, judged once it has TRAFFIC_NORMAL_MIN of them; one reading per TRAFFIC_SPACING is kept, whatever
+#: the lane's interval, so a lane costs the same memory at one reading a minute as at one every five.
+TRAFFIC_NORMAL_WINDOW = timedelta(hours=3)
+TRAFFIC_SPACING = timedelta(minutes=5)
+TRAFFIC_NORMAL_MIN = 6
+COLLAPSE_SHARE = 0.3       # a collapse: the speed at most this share of the lane's normal,
+OCCUPANCY_HIGH = 0.6       # with a vehicle over the detector this share of the time (a queue, not an empty road),
+COLLAPSE_READINGS = 3      # readings in a row: a jam that holds, not a red light or a bus at its stop
 STUCK_FIELDS = {"air_quality": ("pm25", "pm10", "no2"), "noise": ("LAeq", "LAmax"),
                 "traffic_flow": ("intensity", "averageVehicleSpeed"), "water_level": ("currentLevel",)}
 
 
 @dataclass(frozen=True)
 class Anomaly:
-    family: str        # flood | noise | air | sensor_fault
-    kind: str          # water_high | noise_exceedance | aqi_exceedance | stuck_value
+    family: str        # flood | noise | air | traffic | sensor_fault
+    kind: str          # water_high | water_rising_in_rain | noise_exceedance | aqi_exceedance | speed_collapse
+                       # | stuck_value
     severity: int      # 1..4
     signal: Signal
     detail: str
@@ -63,6 +78,9 @@ class SensorWatch:
         self._over: dict[str, int] = {}
         self._same: dict[str, tuple[tuple[object, ...], int]] = {}
         self._stuck_reported: set[str] = set()
+        #: traffic lane -> [(observed at, km/h)] of its recent readings that were no collapse
+        self._speeds: dict[str, deque[tuple[datetime, float]]] = {}
+        self._collapsed: dict[str, int] = {}
         #: district -> [(observed at, mm in the hour, station)] of heavy rain, from weather stations
         self._rain: dict[str, deque[tuple[datetime, float, str]]] = {}
 
@@ -73,6 +91,10 @@ class SensorWatch:
             self._remember_rain(s)
             return []
         out: list[Anomaly] = []
+        if s.category == "traffic_flow":
+            collapse = self._speed_collapse(s)
+            if collapse:
+                out.append(collapse)
         over = self._over_limit(s)
         count = self._over.get(s.device_id, 0) + 1 if over else 0
         self._over[s.device_id] = count
@@ -110,6 +132,30 @@ class SensorWatch:
             if aqi > AQI_LIMIT:
                 return ("air", "aqi_exceedance", 2, f"air gauge {s.device_id} reads AQI {aqi}")
         return None
+
+    def _speed_collapse(self, s: Signal) -> Anomaly | None:
+        """The lane's speed collapsed against its own recent normal with the lane occupied, for the
+        COLLAPSE_READINGS-th reading in a row or more; a reading that is no collapse joins the normal."""
+        speed, occupancy = s.values.get("averageVehicleSpeed"), s.values.get("occupancy")
+        if not isinstance(speed, (int, float)) or not isinstance(occupancy, (int, float)):
+            return None
+        device = s.device_id or ""
+        kept = self._speeds.setdefault(device, deque(maxlen=TRAFFIC_NORMAL_WINDOW // TRAFFIC_SPACING))
+        recent = [v for at, v in kept if s.at - TRAFFIC_NORMAL_WINDOW <= at < s.at]
+        normal = statistics.median(recent) if len(recent) >= TRAFFIC_NORMAL_MIN else None
+        if normal is None or speed > COLLAPSE_SHARE * normal or occupancy < OCCUPANCY_HIGH:
+            if not kept or s.at >= kept[-1][0] + TRAFFIC_SPACING:
+                kept.append((s.at, float(speed)))
+            self._collapsed[device] = 0
+            return None
+        count = self._collapsed[device] = self._collapsed.get(device, 0) + 1
+        if count < COLLAPSE_READINGS:
+            return None
+        return Anomaly("traffic", "speed_collapse", 3, s,
+                       f"traffic gauge {s.device_id} reads {speed:.0f} km/h with the lane occupied {occupancy:.0%} of "
+                       f"the time, {count} readings in a row, where its normal over the last "
+                       f"{TRAFFIC_NORMAL_WINDOW.total_seconds() / 3600:.0f} h is {normal:.0f} km/h: traffic has "
+                       f"stopped ({speed / normal:.0%} of normal)")
 
     def _zone(self) -> tzinfo:
         """The city's time zone; UTC (said once) while no city record has told it."""

@@ -1,12 +1,14 @@
 """Fusion: evidence about the same place and time becomes one city event, and early warnings.
 
-Evidence is grouped by street and family (flood, noise, sensor fault). Waterlogging calls,
+Evidence is grouped by street and family (flood, noise, traffic, sensor fault). Waterlogging calls,
 an underpass gauge above its reference level and a police report of a waterlogged road in
 the same street within a few hours are one flood event with all three as evidence, not
-three rows. A case becomes an event once its evidence is strong enough, is updated when
-new kinds of evidence arrive, and closes when the street has been quiet for a while. Where
-the city has no streets (its pack stops at districts there), the district takes the street's
-place: its events and warnings name the district and no street.
+three rows; so are a lane whose traffic has stopped, 110 reports of an accident or an
+obstruction and hazard calls in one street, as a traffic event. A case becomes an event once
+its evidence is strong enough, is updated when new kinds of evidence arrive, and closes when
+the street has been quiet for a while. Where the city has no streets (its pack stops at
+districts there), the district takes the street's place: its events and warnings name the
+district and no street.
 
 Early warnings come before the complaints pile up (未诉先办): a sensor family turning
 anomalous in a street before its residents call, and a complaint category trending up in
@@ -15,6 +17,7 @@ one street against the rest of the city.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,16 +28,21 @@ from citybrain.fusion.detect import Anomaly
 from citybrain.fusion.signals import Signal
 from citybrain.times import iso
 
+log = logging.getLogger(__name__)
+
 #: Which ticket, police and inspection categories are evidence for which family.
 TICKET_FAMILY = {"waterlogging": "flood", "noise": "noise"}
-POLICE_FAMILY = {"waterlogged_road": "flood"}
+#: Calls that are everyday in any street (a hazard, a signal out) and evidence only for a case already open there.
+TICKET_JOINS = {"safety_hazard": "traffic", "traffic_signal": "traffic"}
+POLICE_FAMILY = {"waterlogged_road": "flood", "traffic_accident": "traffic", "road_obstruction": "traffic"}
 INSPECTION_FAMILY = {"waterlogging": "flood", "night_construction": "noise"}
 FAMILY_EVENT = {"flood": "flood", "noise": "noise_disturbance", "sensor_fault": "sensor_fault",
-                "air": "air_pollution_episode"}
+                "air": "air_pollution_episode", "traffic": "traffic_congestion"}
 FAMILY_WARNING_CATEGORY = {"flood": "waterlogging", "noise": "noise"}
 TITLES = {"flood": "道路积水/内涝", "noise_disturbance": "噪声扰民", "sensor_fault": "传感器故障",
-          "air_pollution_episode": "空气污染"}
+          "air_pollution_episode": "空气污染", "traffic_congestion": "交通拥堵"}
 QUIET = timedelta(hours=3)     # a case closes after this long without new evidence
+TRAFFIC_NEAR = timedelta(hours=1)   # a 110 report or a call this close to a lane stopping is about it
 
 
 @dataclass
@@ -53,9 +61,11 @@ class Case:
     tickets: list[str] = field(default_factory=list)
     records: list[str] = field(default_factory=list)
     details: list[str] = field(default_factory=list)
-    #: Event times: each device's first reading, and each call, for the early warning (see ``sensors_first``).
+    #: Event times: each device's first reading, and each call, for the early warning (see ``sensors_first``);
+    #: each record, which a traffic case needs near its lane's (see ``strong_enough``).
     device_first: dict[str, datetime] = field(default_factory=dict)
     ticket_times: list[datetime] = field(default_factory=list)
+    record_times: list[datetime] = field(default_factory=list)
     published_kinds: int = 0
     event_id: str | None = None
     warned: bool = False
@@ -88,6 +98,14 @@ class Case:
             # noise complaints looks just like that. Two gauges agreeing, or an inspector's finding, is.
             return (len(self.readings) >= 2 and (len(self.devices) >= 2 or bool(self.records))) \
                 or (len(self.tickets) >= 3 and bool(self.records))
+        if self.family == "traffic":
+            # A stopped lane alone may be a detector's fault or a lane closed for works, and a city has everyday
+            # accidents and obstructions by the hundred that stop nothing: a lane stopping within TRAFFIC_NEAR of a
+            # 110 report or of two calls in its street is an event. Reports hours apart (a busy street's everyday
+            # ones keep its case open all day) say nothing about this lane.
+            def near(t: datetime) -> bool:
+                return any(abs(t - stopped) <= TRAFFIC_NEAR for stopped in self.device_first.values())
+            return any(map(near, self.record_times)) or sum(map(near, self.ticket_times)) >= 2
         return len(self.readings) >= 3
 
 
@@ -108,6 +126,8 @@ class Fusion:
         self.route = route
         self.deadline = deadline or (lambda _rule, at, hours: at + timedelta(hours=hours))
         self.cases: dict[tuple[str, str], Case] = {}
+        #: area -> (first seen, last seen) of its latest flood event, which explains the traffic it stopped
+        self.flooded: dict[str, tuple[datetime, datetime]] = {}
         self.hotspots = HotspotDetector()
 
     def add(self, signal: Signal, anomalies: list[Anomaly], now: datetime) -> list[tuple[str, dict[str, Any]]]:
@@ -115,7 +135,7 @@ class Fusion:
         for a in anomalies:
             out += self._evidence(a.family, signal, "reading", a.detail, now)
         if signal.kind == "ticket" and signal.state == "received":
-            family = TICKET_FAMILY.get(signal.category)
+            family = TICKET_FAMILY.get(signal.category) or self._open_for(signal, TICKET_JOINS.get(signal.category))
             if family:
                 out += self._evidence(family, signal, "ticket", f"12345 call {signal.values['service_request_id']} "
                                                                 f"({signal.category})", now)
@@ -155,13 +175,15 @@ class Fusion:
         if ident in target:
             return out
         target.append(ident)
-        if kind == "ticket":
-            case.ticket_times.append(s.at)
+        if kind != "reading":
+            (case.ticket_times if kind == "ticket" else case.record_times).append(s.at)
+        # A stopped lane's every reading is an anomaly: its first one tells the story, its reports and calls the rest.
+        repeated = family == "traffic" and kind == "reading" and s.device_id in case.devices
         if s.device_id and s.device_id not in case.devices:
             case.devices.append(s.device_id)
         if kind == "reading" and s.device_id:
             case.device_first[s.device_id] = min(s.at, case.device_first.get(s.device_id, s.at))
-        if len(case.details) < 12:
+        if len(case.details) < 12 and not repeated:
             case.details.append(detail)
         warn_devices = 1 if family == "flood" else 2     # a level gauge is engineered for this; noise needs two
         if kind == "reading" and family in FAMILY_WARNING_CATEGORY and not case.warned \
@@ -169,9 +191,28 @@ class Fusion:
             case.warned = True
             out.append(("warning", self._sensor_warning(case, detail, now, warn_devices)))
         if case.strong_enough() and (case.event_id is None or case.kinds > case.published_kinds
-                                     or len(case.tickets) in (5, 10, 20, 50)):
+                                     or len(case.tickets) in (5, 10, 20, 50)) and not self._flood_explains(case):
             out.append(("event", self._event(case, now)))
         return out
+
+    def _open_for(self, s: Signal, family: str | None) -> str | None:
+        """``family`` when its case in the signal's street is open at the signal's time, which a call that only
+        joins a case (``TICKET_JOINS``) needs; else None."""
+        case = self.cases.get((s.area_code or "", family or ""))
+        return family if case is not None and case.first_seen - QUIET <= s.at <= case.last_seen + QUIET else None
+
+    def _flood_explains(self, case: Case) -> bool:
+        """A traffic case whose first stopped lane stopped within QUIET of a flood event's evidence in its street:
+        the water stopped the traffic, and the flood event is the one the departments that clear the road act on
+        (the simulated city's ``event.flood`` sends transport and police too); a second event would send them
+        twice to the same water, after the flood's close as well as before."""
+        flood = self.flooded.get(case.area_code) if case.family == "traffic" else None
+        stopped = min(case.device_first.values(), default=None)
+        if flood is None or stopped is None or not flood[0] - QUIET <= stopped <= flood[1] + QUIET:
+            return False
+        log.debug("traffic stopped in %s at %s is the flood's (%s .. %s): no traffic event", case.area_code,
+                  iso(stopped), iso(flood[0]), iso(flood[1]))
+        return True
 
     def _event(self, case: Case, now: datetime) -> dict[str, Any]:
         category = FAMILY_EVENT[case.family]
@@ -180,6 +221,8 @@ class Fusion:
         if case.event_id is None:
             case.event_id = f"CE-{case.area_code}-{category}-{case.first_seen:%Y%m%d%H%M}"
         case.published_kinds = case.kinds
+        if case.family == "flood":
+            self.flooded[case.area_code] = (case.first_seen, case.last_seen)
         department, sla_hours, priority = rule["department"], float(rule["sla_hours"]), rule["priority"]
         co = rule.get("co_departments") or ()
         confidence = {1: 0.6, 2: 0.85, 3: 0.95}[max(1, case.kinds)]
