@@ -27,6 +27,7 @@ from citybrain.lake.store import LakePath
 from citybrain.lake.reader import READ_ERRORS, latest_values, row_count, tables, topic_values, values
 from citybrain.times import iso, parse_time
 from citybrain.ui.auth import Viewer
+from citybrain.ui.kpis import pooled, pooled_by
 
 #: Sensor topic -> (device type in the registry, the measure the map shows, its unit).
 SENSORS = {
@@ -276,7 +277,8 @@ def _last_readings(files: list[LakePath], measure: str) -> dict[str, tuple[str, 
 
 def hotline(lake: Lake, viewer: Viewer) -> dict[str, Any]:
     """The Hotline page: tickets by stage of the closed loop, the three rates by department and district per
-    day (released respond_on_receipt_kpis), overdue work orders and hotspots by street."""
+    day (released respond_on_receipt_kpis) and pooled by day, department and district over their tickets
+    (:mod:`citybrain.ui.kpis`), overdue work orders and hotspots by street."""
     from citybrain.scenarios.catalog import query
 
     stages: dict[str, int] = {}
@@ -294,17 +296,19 @@ def hotline(lake: Lake, viewer: Viewer) -> dict[str, Any]:
                        if stage_of.get(rid) in ("received", "dispatched", "accepted")]
     releases = layout.release_manifests(lake)
     kpis = _memo("kpis", releases, lambda _fs: _rows(query, lake, """
-        SELECT department, district_code, CAST(day AS VARCHAR) AS day, tickets, response_min_median,
-               handled_on_time_rate, resolution_rate, satisfaction_rate, overdue, reopened
+        SELECT * REPLACE (CAST(day AS VARCHAR) AS day)
         FROM respond_on_receipt_kpis ORDER BY day, department, district_code"""))
     if not viewer.admin:
         kpis = [k for k in kpis if k.get("department") == viewer.department]
+    released = [k for k in kpis if "error" not in k]
+    rates = {"all": pooled(released), "day": pooled_by(released, "day"), "department": pooled_by(released, "department"),
+             "district": pooled_by([k for k in released if k.get("district_code") not in (None, "unknown")], "district_code")}
     hotspots = _memo("hotspots", releases, lambda _fs: _rows(query, lake, "SELECT * FROM hotline_hotspots ORDER BY 1")) \
         if viewer.admin else []
     orders = [] if viewer.admin else list(_latest_by(work_orders(lake, viewer), "work_order_id").values())
     newest = max((parse_time(o["received_at"]) for o in orders if o.get("received_at")), default=None)
     overdue += [_event_row(o) for o in orders if newest and o.get("sla_deadline") and parse_time(o["sla_deadline"]) < newest]
-    return {"stages": stages, "kpis": kpis, "hotspots": hotspots[:500], "orders": len(orders),
+    return {"stages": stages, "kpis": kpis, "rates": rates, "hotspots": hotspots[:500], "orders": len(orders),
             "overdue": overdue[:200], "overdue_total": len(overdue), "as_of": iso(newest) if newest else None}
 
 

@@ -489,3 +489,54 @@ def test_logins_logouts_and_data_pages_read_go_on_the_views_audit_trail(platform
     assert records[2]["target"] == "orders page" and records[-1]["details"]["rate_limited"] is True
     assert verify(records) == []
     assert not any(p in json.dumps(records) for p in store.passwords.values())
+
+
+def _kpi(department: str, district: str, tickets: int, on_time: float, resolved: float, satisfied: float | None,
+         followed_up: int) -> dict[str, Any]:
+    """One respond_on_receipt_kpis row of 2025-11-22, as the dataset's SQL writes it."""
+    return {"department": department, "district_code": district, "day": "2025-11-22", "tickets": tickets,
+            "response_min_median": 12.5, "handled_on_time_rate": on_time, "resolution_rate": resolved,
+            "satisfaction_rate": satisfied, "followed_up": followed_up, "overdue": 0, "reopened": 0}
+
+
+def test_the_three_rates_of_several_districts_are_shares_of_all_their_tickets_not_means_of_shares(platform) -> None:  # type: ignore[no-untyped-def]
+    """Regression (issue 35): the Hotline page averaged the districts' rates, so a district of 10 tickets weighed as
+    much as one of 1,000. Each rate is pooled over the tickets it rests on (satisfaction over the callers followed
+    up) and handed on with that number."""
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+
+    from citybrain.scenarios.datasets import DATASETS
+    from citybrain.scenarios.release import publish
+
+    lake = platform[0].lake_dir
+    rows = [_kpi("water", "990101", 1000, 0.95, 0.90, 0.80, 500),   # the big district
+            _kpi("water", "990102", 10, 0.10, 0.10, 0.00, 10),       # a small one, doing badly
+            _kpi("police", "990102", 30, 0.50, 0.60, None, 0)]      # nobody followed up yet
+    dataset = DATASETS["respond_on_receipt_kpis"]
+    publish(lake, dataset.name, pa.Table.from_pylist(rows), dataset.contract(), {"passed": True}, [],
+            now=datetime(2025, 11, 22, 3, tzinfo=timezone.utc))
+    auth = _auth(platform)
+    rates = views.hotline(lake, auth.viewer("dept-data_bureau"))["rates"]
+    assert rates["all"] == {"tickets": 1040, "handled_on_time_rate": round((950 + 1 + 15) / 1040, 4),
+                            "handled_on_time_rate_n": 1040, "resolution_rate": round((900 + 1 + 18) / 1040, 4),
+                            "resolution_rate_n": 1040, "satisfaction_rate": round(400 / 510, 4), "satisfaction_rate_n": 510}
+    by_district = {g["district_code"]: g for g in rates["district"]}
+    assert by_district["990101"]["resolution_rate"] == 0.9 and by_district["990101"]["tickets"] == 1000
+    assert by_district["990102"]["resolution_rate"] == round((1 + 18) / 40, 4)   # not (0.10 + 0.60) / 2
+    assert by_district["990102"]["satisfaction_rate"] == 0.0 and by_district["990102"]["satisfaction_rate_n"] == 10
+    assert [(g["day"], g["tickets"]) for g in rates["day"]] == [("2025-11-22", 1040)]
+    assert {g["department"]: g["tickets"] for g in rates["department"]} == {"police": 30, "water": 1010}
+    police = views.hotline(lake, auth.viewer("dept-police"))["rates"]      # a department: its own rows only
+    assert police["all"]["tickets"] == 30 and police["all"]["satisfaction_rate"] is None
+    assert police["all"]["satisfaction_rate_n"] == 0
+
+
+def test_a_release_without_follow_up_counts_weighs_its_satisfaction_by_its_tickets() -> None:
+    """respond_on_receipt_kpis released before 2026-12-07 has no followed_up: satisfaction is weighted by tickets."""
+    from citybrain.ui.kpis import pooled
+
+    old = [{"tickets": 300, "satisfaction_rate": 1.0}, {"tickets": 100, "satisfaction_rate": 0.0}]
+    assert pooled(old)["satisfaction_rate"] == 0.75 and pooled(old)["satisfaction_rate_n"] == 400
+    assert pooled([])["resolution_rate"] is None and pooled([])["tickets"] == 0

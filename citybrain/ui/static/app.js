@@ -18,6 +18,7 @@ const T = {
     received: "受理", dispatched: "派单", accepted: "签收", handled: "办理", closed: "办结", followed_up: "回访", reopened: "重办",
     as_of: "数据截至", actual_reads: "实际读取（消费组及其提交的主题）", refused_logins: "运行视图的失败登录", by_district: "各区三率", department: "部门", level_or_title: "层级/事项", where: "区域", overdue_min: "超时（分钟）", groups: "消费组与积压", loading: "读取中…", in_lake: "入湖记录", on_broker: "主题记录", dead_letters: "死信原因", lag: "积压", recent: "近24小时事件", failed_checks: "未通过的检查", data_docs: "质量数据文档（Great Expectations）",
     water_level: "水位", noise: "噪声", air_quality: "空气质量", traffic_flow: "交通流量", weather: "降水（气象站）",
+    n_tickets: "{n} 件", n_followed_up: "回访 {n} 件",
     zone: "时区", beijing_time: "北京时间", utc_hint: "线上数据为 UTC；悬停时间可见 UTC 原值",
   },
   en: {
@@ -39,6 +40,7 @@ const T = {
     overdue_min: "overdue (min)", groups: "Consumer groups and lag", loading: "loading…", in_lake: "in the lake", on_broker: "on the broker", dead_letters: "dead-letter reasons", lag: "lag",
     recent: "events in the last 24 h", failed_checks: "Failed checks", data_docs: "Quality data docs (Great Expectations)",
     water_level: "water level", noise: "noise", air_quality: "air quality", traffic_flow: "traffic flow", weather: "rain (weather stations)",
+    n_tickets: "{n} tickets", n_followed_up: "{n} followed up",
     zone: "Time zone", beijing_time: "China Standard Time", utc_hint: "UTC on the wire; hover a time for its UTC value",
   },
 };
@@ -206,23 +208,31 @@ function drawMap() {
 }
 
 // -- Hotline ---------------------------------------------------------------------------------
+const RATE_FIELDS = [["handled_on_time_rate", "response"], ["resolution_rate", "resolution"], ["satisfaction_rate", "satisfaction"]];
+const pct = (x) => (x == null ? "–" : `${(x * 100).toFixed(1)}%`);
+// What a rate rests on: the tickets, or for satisfaction the callers followed up.
+const restsOn = (f, n) => t(f === "satisfaction_rate" ? "n_followed_up" : "n_tickets").replace("{n}", n ?? 0);
+const rateItem = (g, f) => ({ value: g[f], n: g[`${f}_n`], f });
+function rateTip(params) {
+  const list = Array.isArray(params) ? params : [params];
+  return esc(list[0].name) + list.map((p) => `<br>${p.marker}${esc(p.seriesName)} ${pct(p.value)} (${esc(restsOn(p.data.f, p.data.n))})`).join("");
+}
+
 async function renderHotline() {
   const h = await api("/api/hotline");
   const stages = Object.keys(h.stages || {});
   chart("chart-stages").setOption({ title: { text: t("stages"), textStyle: { fontSize: 13 } }, tooltip: {},
     xAxis: { type: "category", data: stages.map(t) }, yAxis: { type: "value" },
     series: [{ type: "bar", data: stages.map((s) => h.stages[s]) }] }, true);
-  const kpis = (h.kpis || []).filter((k) => !k.error);
-  const days = [...new Set(kpis.map((k) => k.day))].sort();
-  const mean = (rows, f) => { const v = rows.map((r) => r[f]).filter((x) => x != null); return v.length ? +(v.reduce((a, b) => a + b, 0) / v.length).toFixed(3) : null; };
-  chart("chart-rates").setOption({ title: { text: t("rates"), textStyle: { fontSize: 13 } }, tooltip: { trigger: "axis" }, legend: { top: 20 },
+  // The three rates as the server pooled them over their tickets (citybrain/ui/kpis.py), never a mean of shares.
+  const rates = h.rates || { all: {}, day: [], department: [], district: [] };
+  const days = rates.day.map((g) => g.day);
+  chart("chart-rates").setOption({ title: { text: t("rates"), textStyle: { fontSize: 13 } }, tooltip: { trigger: "axis", formatter: rateTip }, legend: { top: 20 },
     xAxis: { type: "category", data: days }, yAxis: { type: "value", min: 0, max: 1 },
-    series: [["handled_on_time_rate", "response"], ["resolution_rate", "resolution"], ["satisfaction_rate", "satisfaction"]].map(([f, n]) => (
-      { type: "line", name: t(n), data: days.map((d) => mean(kpis.filter((k) => k.day === d), f)) })) }, true);
-  const depts = [...new Set(kpis.map((k) => k.department))].sort();
-  chart("chart-departments").setOption({ title: { text: t("by_department"), textStyle: { fontSize: 13 } }, tooltip: {}, grid: { containLabel: true },
-    xAxis: { type: "category", data: depts, axisLabel: { rotate: 30 } }, yAxis: { type: "value", min: 0, max: 1 },
-    series: [{ type: "bar", data: depts.map((d) => mean(kpis.filter((k) => k.department === d), "resolution_rate")) }] }, true);
+    series: RATE_FIELDS.map(([f, n]) => ({ type: "line", name: t(n), data: rates.day.map((g) => rateItem(g, f)) })) }, true);
+  chart("chart-departments").setOption({ title: { text: t("by_department"), textStyle: { fontSize: 13 } }, tooltip: { formatter: rateTip }, grid: { containLabel: true },
+    xAxis: { type: "category", data: rates.department.map((g) => g.department), axisLabel: { rotate: 30 } }, yAxis: { type: "value", min: 0, max: 1 },
+    series: [{ type: "bar", name: t("resolution"), data: rates.department.map((g) => rateItem(g, "resolution_rate")) }] }, true);
   const spots = {};
   for (const r of (h.hotspots || []).filter((r) => !r.error)) {
     const k = r.area_name || r.street_name || r.area_code || r.street_code; spots[k] = (spots[k] || 0) + (r.tickets || r.calls || 0);
@@ -231,16 +241,18 @@ async function renderHotline() {
   chart("chart-hotspots").setOption({ title: { text: t("hotspots"), textStyle: { fontSize: 13 } }, tooltip: {},
     xAxis: { type: "value" }, yAxis: { type: "category", data: top.map((x) => x[0]).reverse() },
     series: [{ type: "bar", data: top.map((x) => x[1]).reverse() }] }, true);
-  $("hotline-summary").textContent = `${t("tickets")} ${kpis.reduce((a, k) => a + (k.tickets || 0), 0)}` +
+  $("hotline-summary").textContent = `${t("tickets")} ${rates.all.tickets || 0}` +
+    RATE_FIELDS.map(([f, n]) => ` · ${t(n)} ${pct(rates.all[f])} (${restsOn(f, rates.all[`${f}_n`])})`).join("") +
     (cb.me.admin ? "" : ` · ${t("orders")} ${h.orders}`) + (h.as_of ? ` · ${t("as_of")} ${local(h.as_of)} ${zoneName()}` : "");
   $("hotline-summary").title = h.as_of || "";
   areaData = areaData || await api("/api/areas");
   const names = Object.fromEntries(((areaData.levels.district || {}).features || []).map((f) => [f.properties.name, cb.lang === "zh" ? f.properties.label : (f.properties.label_en || f.properties.label)]));
-  const districts = [...new Set(kpis.map((k) => k.district_code))].filter((d) => d && d !== "unknown").sort();
-  chart("chart-districts").setOption({ title: { text: t("by_district"), textStyle: { fontSize: 13 } }, tooltip: { trigger: "axis" }, legend: { top: 20 },
-    xAxis: { type: "category", data: districts.map((d) => names[d] || d), axisLabel: { interval: 0 } }, yAxis: { type: "value", min: 0, max: 1 },
-    series: [["handled_on_time_rate", "response"], ["resolution_rate", "resolution"], ["satisfaction_rate", "satisfaction"]].map(([f, n]) => (
-      { type: "bar", name: t(n), data: districts.map((d) => mean(kpis.filter((k) => k.district_code === d), f)) })) }, true);
+  chart("chart-districts").setOption({ title: { text: t("by_district"), textStyle: { fontSize: 13 } }, tooltip: { trigger: "axis", formatter: rateTip }, legend: { top: 20 },
+    xAxis: { type: "category", data: rates.district.map((g) => names[g.district_code] || g.district_code), axisLabel: { interval: 0 } }, yAxis: { type: "value", min: 0, max: 1 },
+    series: RATE_FIELDS.map(([f, n]) => ({ type: "bar", name: t(n), data: rates.district.map((g) => rateItem(g, f)) })) }, true);
+  const rateCols = RATE_FIELDS.map(([f, n]) => [(g) => `${pct(g[f])} (${restsOn(f, g[`${f}_n`])})`, t(n)]);
+  table("hotline-rates", rates.district, [[(g) => names[g.district_code] || g.district_code, t("district"), (g) => g.district_code],
+    ["tickets", t("tickets")], ...rateCols]);
   $("hotline-overdue-count").textContent = h.overdue_total ? `(${h.overdue_total})` : "";
   table("hotline-overdue", h.overdue || [], [["work_order_id", "ID"], ["department", t("department")], ["title", t("level_or_title")],
     ["street_name", t("where")], [(r) => local(r.sla_deadline), `SLA (${zoneName()})`, (r) => r.sla_deadline], ["overdue_min", t("overdue_min")]]);
