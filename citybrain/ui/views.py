@@ -115,7 +115,21 @@ def areas(lake: Lake) -> dict[str, Any]:
     active = {code: a for code, a in found.items() if a.get("status") != "withdrawn"}
     return {"city": the_city(lake),
             "levels": {level: {"type": "FeatureCollection", "features": feats} for level, feats in levels.items()},
-            "streets": area_streets(active)}
+            "streets": area_streets(active), "names": names(lake)}
+
+
+def names(lake: Lake) -> dict[str, dict[str, dict[str, Any]]]:
+    """What the page shows instead of codes: every area (district, street, community and grid) and department of
+    the city's reference data by its code, with its names, and an area's level and parent. Withdrawn ones too: an
+    older ticket still names them."""
+    areas = {code: {"name": a.get("name"), "name_en": a.get("name_en"), "level": a.get("level"),
+                    "parent": a.get("parent_code")}
+             for code, a in _register(lake, topics.REF_AREAS, "area_code").items()}
+    for code, g in _register(lake, topics.REF_GRIDS, "grid_code").items():
+        areas.setdefault(code, {"name": g.get("name"), "name_en": None, "level": "grid", "parent": g.get("community_code")})
+    departments = {d: {"name": r.get("name"), "name_en": r.get("name_en")}
+                   for d, r in _register(lake, topics.REF_DEPARTMENTS, "department_id").items()}
+    return {"areas": areas, "departments": departments}
 
 
 def area_streets(found: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
@@ -289,7 +303,7 @@ def hotline(lake: Lake, viewer: Viewer) -> dict[str, Any]:
         stages = {s: counts.get(s, 0) for s in STAGES}
         if viewer.may_read(topics.SLA_ALERTS):   # past their deadline and not handled since
             breached = _latest_by([a for a in _silver(lake, topics.SLA_ALERTS) if a.get("kind") == "breached"], "service_request_id")
-            overdue = [{"work_order_id": rid, "title": a.get("level") or "department", "street_name": a.get("area_code"),
+            overdue = [{"work_order_id": rid, "level": a.get("level") or "department", "area_code": a.get("area_code"),
                         "department": a.get("department"), "sla_deadline": a.get("sla_deadline"),
                         "overdue_min": a.get("overdue_min")}
                        for rid, a in sorted(breached.items(), key=lambda kv: str(kv[1].get("sla_deadline")))
@@ -307,7 +321,8 @@ def hotline(lake: Lake, viewer: Viewer) -> dict[str, Any]:
         if viewer.admin else []
     orders = [] if viewer.admin else list(_latest_by(work_orders(lake, viewer), "work_order_id").values())
     newest = max((parse_time(o["received_at"]) for o in orders if o.get("received_at")), default=None)
-    overdue += [_event_row(o) for o in orders if newest and o.get("sla_deadline") and parse_time(o["sla_deadline"]) < newest]
+    overdue += [_event_row(o) | {"area_code": _area(o) or None} for o in orders
+                if newest and o.get("sla_deadline") and parse_time(o["sla_deadline"]) < newest]
     return {"stages": stages, "kpis": kpis, "rates": rates, "hotspots": hotspots[:500], "orders": len(orders),
             "overdue": overdue[:200], "overdue_total": len(overdue), "as_of": iso(newest) if newest else None}
 

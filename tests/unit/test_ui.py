@@ -540,3 +540,53 @@ def test_a_release_without_follow_up_counts_weighs_its_satisfaction_by_its_ticke
     old = [{"tickets": 300, "satisfaction_rate": 1.0}, {"tickets": 100, "satisfaction_rate": 0.0}]
     assert pooled(old)["satisfaction_rate"] == 0.75 and pooled(old)["satisfaction_rate_n"] == 400
     assert pooled([])["resolution_rate"] is None and pooled([])["tickets"] == 0
+
+
+def test_the_page_gets_the_names_of_every_area_grid_and_department_of_any_code_scheme(platform) -> None:  # type: ignore[no-untyped-def]
+    """Regression (issue 35): departments showed as role ids (`civil_affairs`) and areas as codes. /api/areas hands
+    the page every area's and department's names by code from the reference data (Los Angeles' pack: codes that
+    do not nest by their digits; a grid from raw.ref.grid; a withdrawn department an older ticket still names)."""
+    from citybrain.city.pack_import import reference_records
+    from tests.unit.test_gateway_us311 import los_angeles
+
+    settings, model, store, contracts = platform
+    lake = settings.lake_dir
+    la = reference_records(los_angeles(), "2026-12-07T00:00:00Z")
+    for topic in ("raw.ref.admin_area.v1", "raw.ref.department.v1"):
+        _write(lake, "bronze", topic, [r for _where, r in la[topic]])
+    _write(lake, "bronze", "raw.ref.grid.v1", [
+        {"grid_code": "99010100100101", "name": "第1网格", "community_code": "990101001001", "geometry": SQUARE,
+         "updated_at": "2026-01-01T00:00:00Z"}])
+    _write(lake, "bronze", "raw.ref.department.v1", [
+        {"department_id": "civil_affairs", "name": "市民政局", "name_en": "Civil Affairs Bureau", "remit": ["elderly_care"],
+         "status": "withdrawn", "updated_at": "2026-01-01T00:00:00Z"}])
+    found = views.names(lake)
+    assert found["areas"]["LA-CD13"] == {"name": "Council District 13", "name_en": None, "level": "street",
+                                         "parent": "LA-BASIN"}
+    assert found["areas"]["990101001"]["name"] == "天宁街道"              # the fixture's own areas stay
+    assert found["areas"]["99010100100101"] == {"name": "第1网格", "name_en": None, "level": "grid",
+                                                "parent": "990101001001"}
+    assert found["departments"]["urban_management"]["name"] == "LA Sanitation and Environment"
+    assert found["departments"]["civil_affairs"] == {"name": "市民政局", "name_en": "Civil Affairs Bureau"}
+
+    async def scenario() -> dict[str, Any]:
+        async with TestClient(TestServer(OperationsView(settings, contracts, model, _trail(settings)).app())) as client:
+            await client.post("/api/login", json={"principal": "dept-police", "password": store.passwords["dept-police"]})
+            return await (await client.get("/api/areas")).json()   # type: ignore[no-any-return]
+
+    served = asyncio.run(scenario())["names"]      # public reference data: a department gets every name
+    assert served["departments"]["civil_affairs"]["name"] == "市民政局" and served["areas"]["LA-SFV"]["level"] == "district"
+
+
+def test_the_hotlines_overdue_rows_name_the_area_by_its_code_for_the_page_to_name(platform) -> None:  # type: ignore[no-untyped-def]
+    """A department's overdue orders carry their deepest area's code (street, else district), which the page
+    turns into its name; the code stays for the tooltip."""
+    lake = platform[0].lake_dir
+    more = [{**_order("police", 6), "street_code": None, "street_name": None, "district_code": "110101",
+             "sla_deadline": "2025-11-22T02:30:00Z"},     # a district's order, and one received after the deadlines
+            {**_order("police", 7), "received_at": "2025-11-22T03:00:00Z", "sla_deadline": "2025-11-22T05:00:00Z"}]
+    LakeWriter(lake, "silver").write("dispatch.police.work_order.v1", 1, [
+        Row("dispatch.police.work_order.v1", 1, o, T0, None, {}, json.dumps(v, ensure_ascii=False)) for o, v in enumerate(more)])
+    overdue = views.hotline(lake, _auth(platform).viewer("dept-police"))["overdue"]
+    assert {(r["work_order_id"], r["area_code"]) for r in overdue} == {
+        ("WO-HL1-police", "990101001"), ("WO-HL2-police", "990101001"), ("WO-HL6-police", "110101")}

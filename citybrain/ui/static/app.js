@@ -7,7 +7,7 @@ const T = {
     title: "城市大脑", city: "城市运行", hotline: "接诉即办", data: "数据底座", security: "安全态势",
     login: "登录", logout: "退出", principal: "账号", password: "密码",
     login_hint: "使用平台账号登录：部门账号 dept-<部门>（citybrain access client-config <部门>），数据局或平台管理员可看全部。",
-    level: "层级", layer: "感知图层", district: "区", street: "街道", area: "区域", community: "社区", events: "城市事件与工单",
+    level: "层级", layer: "感知图层", district: "区", street: "街道", area: "区域", community: "社区", grid: "网格", events: "城市事件与工单",
     evidence: "证据", overdue: "超时工单", contracts: "数据契约与主题", releases: "场景数据集发布",
     quarantine: "隔离区", findings: "安全发现", grants: "授权（谁能读什么）", audit_trail: "审计记录（哈希链）", audit_ok: "条审计记录，哈希链完整", audit_broken: "审计链断裂：", footer: "CityBrain 城市大脑 运行视图",
     open_events: "未关闭事件", warnings: "预警", orders: "工单", devices: "设备", stages: "工单闭环各阶段",
@@ -25,7 +25,7 @@ const T = {
     title: "CityBrain", city: "City", hotline: "Hotline 12345", data: "Data", security: "Security",
     login: "Log in", logout: "Log out", principal: "Principal", password: "Password",
     login_hint: "Log in with your platform credentials: a department as dept-<department> (citybrain access client-config <department>); the data office or the platform admin sees all.",
-    level: "Level", layer: "Sensor layer", district: "District", street: "Street", area: "Area", community: "Community",
+    level: "Level", layer: "Sensor layer", district: "District", street: "Street", area: "Area", community: "Community", grid: "Grid",
     events: "City events and work orders", evidence: "Evidence", overdue: "Overdue work orders",
     contracts: "Contracts and topics", releases: "Scenario dataset releases", quarantine: "Quarantine",
     findings: "Security findings", grants: "Grants (who reads what)", audit_trail: "Audit trail (hash-chained)", audit_ok: "audit records in the lake, every chain holds", audit_broken: "Audit chain broken: ", footer: "CityBrain operations view",
@@ -51,6 +51,14 @@ window.cb = cb;
 const t = (k) => T[cb.lang][k] || k;
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+// Names, not codes: the city's areas (districts, streets, communities, grids) and departments by code, from its
+// reference data (/api/areas: names), in the page's language; the code is the cell's tooltip.
+const refName = (entry) => (entry ? (cb.lang === "zh" ? entry.name : (entry.name_en || entry.name)) : null);
+const names = () => (areaData && areaData.names) || { areas: {}, departments: {} };
+const deptName = (id) => (id ? refName(names().departments[id]) || id : "");
+const areaName = (code, fallback) => (code ? refName(names().areas[code]) || fallback || code : fallback || "");
+const reference = async () => { areaData = areaData || await api("/api/areas"); return areaData; };
 
 // Times: UTC on the wire and in each time's tooltip; on screen the city's own clock, the zone of its raw.ref.city
 // record (/api/me), named in the header.
@@ -152,7 +160,7 @@ async function renderCity() {
   if (!areaData.levels.street) $("city-level").value = "district";   // a city whose pack stops at districts
   drawMap();
   const rows = cityData.events;
-  table("city-events", rows, [[(r) => r.area_name ?? r.area_code ?? "", t("area"), (r) => r.area_code ?? ""], ["title", t("events")], [(r) => r.severity ?? r.priority, "!"],
+  table("city-events", rows, [[(r) => areaName(r.area_code, r.area_name), t("area"), (r) => r.area_code ?? ""], ["title", t("events")], [(r) => r.severity ?? r.priority, "!"],
     [(r) => local(r.detected_at || r.received_at), zoneName(), (r) => r.detected_at || r.received_at]],
     (r) => { $("city-detail").textContent = JSON.stringify(r.evidence || r, null, 1) + (r.explanation ? "\n" + r.explanation : ""); });
   const counts = Object.values(cityData.by_area);
@@ -219,7 +227,7 @@ function rateTip(params) {
 }
 
 async function renderHotline() {
-  const h = await api("/api/hotline");
+  const [h] = await Promise.all([api("/api/hotline"), reference()]);
   const stages = Object.keys(h.stages || {});
   chart("chart-stages").setOption({ title: { text: t("stages"), textStyle: { fontSize: 13 } }, tooltip: {},
     xAxis: { type: "category", data: stages.map(t) }, yAxis: { type: "value" },
@@ -231,11 +239,11 @@ async function renderHotline() {
     xAxis: { type: "category", data: days }, yAxis: { type: "value", min: 0, max: 1 },
     series: RATE_FIELDS.map(([f, n]) => ({ type: "line", name: t(n), data: rates.day.map((g) => rateItem(g, f)) })) }, true);
   chart("chart-departments").setOption({ title: { text: t("by_department"), textStyle: { fontSize: 13 } }, tooltip: { formatter: rateTip }, grid: { containLabel: true },
-    xAxis: { type: "category", data: rates.department.map((g) => g.department), axisLabel: { rotate: 30 } }, yAxis: { type: "value", min: 0, max: 1 },
+    xAxis: { type: "category", data: rates.department.map((g) => deptName(g.department)), axisLabel: { rotate: 30 } }, yAxis: { type: "value", min: 0, max: 1 },
     series: [{ type: "bar", name: t("resolution"), data: rates.department.map((g) => rateItem(g, "resolution_rate")) }] }, true);
   const spots = {};
   for (const r of (h.hotspots || []).filter((r) => !r.error)) {
-    const k = r.area_name || r.street_name || r.area_code || r.street_code; spots[k] = (spots[k] || 0) + (r.tickets || r.calls || 0);
+    const k = areaName(r.area_code || r.street_code, r.area_name || r.street_name); spots[k] = (spots[k] || 0) + (r.tickets || r.calls || 0);
   }
   const top = Object.entries(spots).sort((a, b) => b[1] - a[1]).slice(0, 12);
   chart("chart-hotspots").setOption({ title: { text: t("hotspots"), textStyle: { fontSize: 13 } }, tooltip: {},
@@ -245,17 +253,16 @@ async function renderHotline() {
     RATE_FIELDS.map(([f, n]) => ` · ${t(n)} ${pct(rates.all[f])} (${restsOn(f, rates.all[`${f}_n`])})`).join("") +
     (cb.me.admin ? "" : ` · ${t("orders")} ${h.orders}`) + (h.as_of ? ` · ${t("as_of")} ${local(h.as_of)} ${zoneName()}` : "");
   $("hotline-summary").title = h.as_of || "";
-  areaData = areaData || await api("/api/areas");
-  const names = Object.fromEntries(((areaData.levels.district || {}).features || []).map((f) => [f.properties.name, cb.lang === "zh" ? f.properties.label : (f.properties.label_en || f.properties.label)]));
   chart("chart-districts").setOption({ title: { text: t("by_district"), textStyle: { fontSize: 13 } }, tooltip: { trigger: "axis", formatter: rateTip }, legend: { top: 20 },
-    xAxis: { type: "category", data: rates.district.map((g) => names[g.district_code] || g.district_code), axisLabel: { interval: 0 } }, yAxis: { type: "value", min: 0, max: 1 },
+    xAxis: { type: "category", data: rates.district.map((g) => areaName(g.district_code)), axisLabel: { interval: 0 } }, yAxis: { type: "value", min: 0, max: 1 },
     series: RATE_FIELDS.map(([f, n]) => ({ type: "bar", name: t(n), data: rates.district.map((g) => rateItem(g, f)) })) }, true);
   const rateCols = RATE_FIELDS.map(([f, n]) => [(g) => `${pct(g[f])} (${restsOn(f, g[`${f}_n`])})`, t(n)]);
-  table("hotline-rates", rates.district, [[(g) => names[g.district_code] || g.district_code, t("district"), (g) => g.district_code],
+  table("hotline-rates", rates.district, [[(g) => areaName(g.district_code), t("district"), (g) => g.district_code],
     ["tickets", t("tickets")], ...rateCols]);
   $("hotline-overdue-count").textContent = h.overdue_total ? `(${h.overdue_total})` : "";
-  table("hotline-overdue", h.overdue || [], [["work_order_id", "ID"], ["department", t("department")], ["title", t("level_or_title")],
-    ["street_name", t("where")], [(r) => local(r.sla_deadline), `SLA (${zoneName()})`, (r) => r.sla_deadline], ["overdue_min", t("overdue_min")]]);
+  table("hotline-overdue", h.overdue || [], [["work_order_id", "ID"], [(r) => deptName(r.department), t("department"), (r) => r.department || ""],
+    [(r) => (r.level ? t(r.level) : r.title), t("level_or_title")], [(r) => areaName(r.area_code, r.street_name), t("where"), (r) => r.area_code || ""],
+    [(r) => local(r.sla_deadline), `SLA (${zoneName()})`, (r) => r.sla_deadline], ["overdue_min", t("overdue_min")]]);
 }
 
 // -- Data ------------------------------------------------------------------------------------
