@@ -71,6 +71,14 @@ class Forbidden(PermissionError):
     """The viewer's principal may not read what was asked; the message says what and why."""
 
 
+class BadArgument(ValueError):
+    """A page's argument the view cannot take (answered 400); the message names it, the rule and the fix."""
+
+
+class NotFound(LookupError):
+    """Nothing the viewer may read has the id asked for (answered 404)."""
+
+
 def _records(files: list[LakePath]) -> list[dict[str, Any]]:
     return [v for _f, table in tables(files, ["value"]) for v in values(table)]
 

@@ -181,7 +181,7 @@ def test_every_api_route_keeps_a_department_to_its_remit(platform, contracts) ->
             ok = await client.post("/api/login", json={"principal": "dept-police", "password": store.passwords["dept-police"]})
             assert ok.status == 200 and "HttpOnly" in ok.headers["Set-Cookie"]
             assert store.passwords["dept-police"] not in await ok.text()
-            orders = await (await client.get("/api/orders")).json()
+            orders = (await (await client.get("/api/orders")).json())["orders"]
             assert orders and {o["department"] for o in orders} == {"police"}
             for route in ("/api/orders?department=water", "/api/data", "/api/broker", "/api/security",
                           "/quality-docs/index.html"):
@@ -266,7 +266,7 @@ def test_the_page_learns_the_citys_zone_to_show_times_in_and_utc_until_a_city_is
             city = (await me(client))["city"]
             assert city == {"name": "Los Angeles", "name_en": None, "timezone": "America/Los_Angeles"}
             assert (await (await client.get("/api/areas")).json())["city"] == city
-            orders = await (await client.get("/api/orders")).json()
+            orders = (await (await client.get("/api/orders")).json())["orders"]
             assert orders[0]["sla_deadline"] == "2025-11-22T02:00:00Z"       # the wire's UTC, for the page to convert
 
     asyncio.run(scenario())
