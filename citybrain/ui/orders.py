@@ -11,6 +11,7 @@ their topic, and the city events whose evidence names the ticket only with a gra
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from typing import Any, Mapping
 
@@ -32,6 +33,8 @@ DONE = frozenset({"handled", "closed", "followed_up"})
 #: The longest search text and ticket id taken.
 MAX_TEXT = 160
 FILTERS = ("area", "department", "status", "overdue", "q")
+#: A department id as raw.ref.department spells it (it names a lake folder, so nothing else is taken).
+DEPARTMENT = re.compile(r"[a-z][a-z0-9_]{1,40}")
 
 
 def _ticket_events(files: list[LakePath]) -> dict[str, list[dict[str, Any]]]:
@@ -67,6 +70,9 @@ def _checked(query: Mapping[str, str]) -> dict[str, str]:
     if got["status"] and got["status"] not in (*STAGES, *EVENT_STATES):
         raise BadArgument(f"status={got['status']!r} is not a state of a ticket or city event; use one of "
                           f"{', '.join((*STAGES, *EVENT_STATES))}")
+    if got["department"] and not DEPARTMENT.fullmatch(got["department"]):
+        raise BadArgument(f"department={got['department'][:40]!r} is not a department id (raw.ref.department: "
+                          "lower-case letters, digits and _); pick one from the list")
     if got["overdue"] not in ("", "0", "1", "true", "false"):
         raise BadArgument(f"overdue={got['overdue']!r}: use 1 (only overdue orders) or leave it out")
     return got

@@ -113,6 +113,8 @@ def test_the_data_office_filters_orders_by_area_department_status_and_overdue_an
     assert _ids(orders.order_list(lake, office, {"q": "graffiti"})) == ["WO-LA-0001-data_bureau"]
     with pytest.raises(BadArgument, match="not a state"):
         orders.order_list(lake, office, {"status": "lost"})
+    with pytest.raises(BadArgument, match="not a department id"):
+        orders.order_list(lake, office, {"department": "*"})          # a glob would have listed every department
     with pytest.raises(BadArgument, match="at most 160"):
         orders.order_list(lake, office, {"q": "水" * 161})
 
