@@ -90,6 +90,7 @@ RESPOND_ON_RECEIPT = Dataset(
         "handled_on_time_rate": "share handled by the SLA deadline",
         "resolution_rate": "share the caller confirmed as resolved",
         "satisfaction_rate": "share of followed-up callers satisfied or basically satisfied",
+        "followed_up": "tickets whose caller was followed up: the number satisfaction_rate rests on",
         "overdue": "tickets past their deadline without being handled, or handled late",
         "reopened": "tickets reopened at least once",
     },
@@ -106,6 +107,7 @@ SELECT t.department, coalesce(place.district_code, 'unknown') AS district_code,
        round(avg(CASE WHEN t.resolved THEN 1.0 ELSE 0.0 END), 4) AS resolution_rate,
        round(avg(CASE WHEN t.satisfaction IS NULL THEN NULL WHEN t.satisfaction = 'dissatisfied' THEN 0.0 ELSE 1.0 END), 4)
          AS satisfaction_rate,
+       count(t.satisfaction) AS followed_up,
        CAST(sum(CASE WHEN t.handled > t.deadline OR (t.handled IS NULL AND t.deadline < as_of.latest_event) THEN 1 ELSE 0 END)
          AS BIGINT) AS overdue,
        CAST(sum(CASE WHEN t.reopened > 0 THEN 1 ELSE 0 END) AS BIGINT) AS reopened

@@ -30,7 +30,7 @@ from citybrain.ingest.audit import service_trail
 from citybrain.kafka.headers import new_trace_id
 from citybrain.lake import layout
 from citybrain.settings import ADMIN_USER, PROJECT_ROOT, Settings
-from citybrain.ui import views
+from citybrain.ui import orders, views
 from citybrain.ui.auth import Authenticator, RateLimited, Viewer
 from citybrain.ui.broker_stats import broker_stats
 from citybrain.ui.live import LiveFeed
@@ -54,7 +54,7 @@ DATA_DOCS_CSP = ("sandbox allow-scripts allow-popups; default-src 'self' https: 
 CACHE_ENTRIES = 512
 #: The pages whose reads go on the audit trail: the ones holding tickets, orders, datasets and grants (the city
 #: overview and the area map, redrawn on every live event, hold none of them).
-AUDITED_PAGES = ("hotline", "orders", "data", "broker", "security")
+AUDITED_PAGES = ("hotline", "orders", "ticket", "data", "broker", "security")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -90,7 +90,7 @@ class OperationsView:
         app.router.add_post("/api/logout", self.logout)
         app.router.add_get("/api/me", self.me)
         app.router.add_get("/api/live", self.live_events)
-        for name in ("areas", "city", "hotline", "orders", "data", "broker", "security"):
+        for name in ("areas", "city", "hotline", "orders", "ticket", "data", "broker", "security"):
             app.router.add_get(f"/api/{name}", self._page(name))
         app.router.add_get("/quality-docs/{path:.*}", self.quality_docs)
         app.router.add_get("/favicon.ico", self._no_content)
@@ -128,6 +128,10 @@ class OperationsView:
         except views.Forbidden as exc:
             await self._audit_refused(request)
             return _json({"error": "forbidden", "detail": str(exc)}, 403)
+        except views.BadArgument as exc:
+            return _json({"error": "bad request", "detail": str(exc)}, 400)
+        except views.NotFound as exc:
+            return _json({"error": "not found", "detail": str(exc)}, 404)
         except web.HTTPException:
             raise
         except Exception:   # a page must say that it failed, not hang; what failed (paths, values) goes to the log only
@@ -156,16 +160,18 @@ class OperationsView:
         """One record on the view's audit trail, written off the event loop (the send waits for the broker)."""
         await asyncio.to_thread(self.audit.record, action, actor, target, outcome, **details)
 
-    async def _audit_read(self, page: str, principal: str, department: str, outcome: str = "ok") -> None:
-        """A read of one of the data pages (:data:`AUDITED_PAGES`), served or refused."""
+    async def _audit_read(self, page: str, principal: str, department: str, outcome: str = "ok", ticket: str = "") -> None:
+        """A read of one of the data pages (:data:`AUDITED_PAGES`), served or refused; a ticket's page names the
+        ticket read."""
         if page in AUDITED_PAGES:
-            await self._audit("read", principal, f"{page} page", outcome, department=department or None)
+            await self._audit("read", principal, f"{page} page", outcome, department=department or None,
+                              **({"ticket": ticket} if ticket else {}))
 
     async def _audit_refused(self, request: web.Request) -> None:
         """A data page refused to its viewer (a department asking for another's remit)."""
         viewer = self.auth.session(request.cookies.get(COOKIE))
         await self._audit_read(request.path.removeprefix("/api/"), viewer.principal if viewer else "(no session)",
-                               request.query.get("department", ""), "denied")
+                               request.query.get("department", ""), "denied", request.query.get("id", ""))
 
     # -- login ---------------------------------------------------------------------------
 
@@ -277,24 +283,27 @@ class OperationsView:
         async def handler(request: web.Request) -> web.Response:
             started = time.perf_counter()
             viewer = self.viewer(request)
-            arg = request.query.get("department", "")
+            query = dict(request.query)
+            department, ticket = query.get("department", ""), query.get("id", "")
+            arg = json.dumps(sorted(query.items()), ensure_ascii=False)
             key = (name, viewer.principal, arg, len(self.live.recent) if name == "city" else 0)
             hit = self._cache.get(key)
             if hit is not None:
                 metrics.UI_PAGE_SECONDS.labels(name, "yes").observe(time.perf_counter() - started)
-                await self._audit_read(name, viewer.principal, arg)
+                await self._audit_read(name, viewer.principal, department, ticket=ticket)
                 return _json(hit)
             try:
-                value = await asyncio.to_thread(self._compute, name, viewer, arg or None)
+                value = await asyncio.to_thread(self._compute, name, viewer, query)
             except FileNotFoundError:   # a sink compacted an hour's files while they were read: read again
-                value = await asyncio.to_thread(self._compute, name, viewer, arg or None)
+                value = await asyncio.to_thread(self._compute, name, viewer, query)
             self._cache.put(key, value)
             metrics.UI_PAGE_SECONDS.labels(name, "no").observe(time.perf_counter() - started)
-            await self._audit_read(name, viewer.principal, arg)
+            await self._audit_read(name, viewer.principal, department, ticket=ticket)
             return _json(value)
         return handler
 
-    def _compute(self, name: str, viewer: Viewer, department: str | None) -> Any:
+    def _compute(self, name: str, viewer: Viewer, query: dict[str, str]) -> Any:
+        """A page's data for ``viewer``; ``query``: the page's arguments (the orders' filters, a ticket's id)."""
         if name == "areas":
             return views.areas(self.lake)
         if name == "city":
@@ -302,8 +311,9 @@ class OperationsView:
         if name == "hotline":
             return views.hotline(self.lake, viewer)
         if name == "orders":
-            return [views._event_row(o) | {"department": o.get("department"), "source": o.get("source")}
-                    for o in views.work_orders(self.lake, viewer, department)][-2000:]
+            return orders.order_list(self.lake, viewer, query)
+        if name == "ticket":
+            return orders.ticket(self.lake, viewer, query.get("id", ""))
         if name == "data":
             return views.data(self.lake, viewer, self.contracts, self.settings.state_dir)
         if name == "broker":

@@ -27,6 +27,7 @@ from citybrain.lake.store import LakePath
 from citybrain.lake.reader import READ_ERRORS, latest_values, row_count, tables, topic_values, values
 from citybrain.times import iso, parse_time
 from citybrain.ui.auth import Viewer
+from citybrain.ui.kpis import pooled, pooled_by
 
 #: Sensor topic -> (device type in the registry, the measure the map shows, its unit).
 SENSORS = {
@@ -68,6 +69,14 @@ def _stat(f: LakePath) -> tuple[int, int]:
 
 class Forbidden(PermissionError):
     """The viewer's principal may not read what was asked; the message says what and why."""
+
+
+class BadArgument(ValueError):
+    """A page's argument the view cannot take (answered 400); the message names it, the rule and the fix."""
+
+
+class NotFound(LookupError):
+    """Nothing the viewer may read has the id asked for (answered 404)."""
 
 
 def _records(files: list[LakePath]) -> list[dict[str, Any]]:
@@ -114,7 +123,21 @@ def areas(lake: Lake) -> dict[str, Any]:
     active = {code: a for code, a in found.items() if a.get("status") != "withdrawn"}
     return {"city": the_city(lake),
             "levels": {level: {"type": "FeatureCollection", "features": feats} for level, feats in levels.items()},
-            "streets": area_streets(active)}
+            "streets": area_streets(active), "names": names(lake)}
+
+
+def names(lake: Lake) -> dict[str, dict[str, dict[str, Any]]]:
+    """What the page shows instead of codes: every area (district, street, community and grid) and department of
+    the city's reference data by its code, with its names, and an area's level and parent. Withdrawn ones too: an
+    older ticket still names them."""
+    areas = {code: {"name": a.get("name"), "name_en": a.get("name_en"), "level": a.get("level"),
+                    "parent": a.get("parent_code")}
+             for code, a in _register(lake, topics.REF_AREAS, "area_code").items()}
+    for code, g in _register(lake, topics.REF_GRIDS, "grid_code").items():
+        areas.setdefault(code, {"name": g.get("name"), "name_en": None, "level": "grid", "parent": g.get("community_code")})
+    departments = {d: {"name": r.get("name"), "name_en": r.get("name_en")}
+                   for d, r in _register(lake, topics.REF_DEPARTMENTS, "department_id").items()}
+    return {"areas": areas, "departments": departments}
 
 
 def area_streets(found: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
@@ -276,7 +299,8 @@ def _last_readings(files: list[LakePath], measure: str) -> dict[str, tuple[str, 
 
 def hotline(lake: Lake, viewer: Viewer) -> dict[str, Any]:
     """The Hotline page: tickets by stage of the closed loop, the three rates by department and district per
-    day (released respond_on_receipt_kpis), overdue work orders and hotspots by street."""
+    day (released respond_on_receipt_kpis) and pooled by day, department and district over their tickets
+    (:mod:`citybrain.ui.kpis`), overdue work orders and hotspots by street."""
     from citybrain.scenarios.catalog import query
 
     stages: dict[str, int] = {}
@@ -287,24 +311,27 @@ def hotline(lake: Lake, viewer: Viewer) -> dict[str, Any]:
         stages = {s: counts.get(s, 0) for s in STAGES}
         if viewer.may_read(topics.SLA_ALERTS):   # past their deadline and not handled since
             breached = _latest_by([a for a in _silver(lake, topics.SLA_ALERTS) if a.get("kind") == "breached"], "service_request_id")
-            overdue = [{"work_order_id": rid, "title": a.get("level") or "department", "street_name": a.get("area_code"),
+            overdue = [{"work_order_id": rid, "level": a.get("level") or "department", "area_code": a.get("area_code"),
                         "department": a.get("department"), "sla_deadline": a.get("sla_deadline"),
                         "overdue_min": a.get("overdue_min")}
                        for rid, a in sorted(breached.items(), key=lambda kv: str(kv[1].get("sla_deadline")))
                        if stage_of.get(rid) in ("received", "dispatched", "accepted")]
     releases = layout.release_manifests(lake)
     kpis = _memo("kpis", releases, lambda _fs: _rows(query, lake, """
-        SELECT department, district_code, CAST(day AS VARCHAR) AS day, tickets, response_min_median,
-               handled_on_time_rate, resolution_rate, satisfaction_rate, overdue, reopened
+        SELECT * REPLACE (CAST(day AS VARCHAR) AS day)
         FROM respond_on_receipt_kpis ORDER BY day, department, district_code"""))
     if not viewer.admin:
         kpis = [k for k in kpis if k.get("department") == viewer.department]
+    released = [k for k in kpis if "error" not in k]
+    rates = {"all": pooled(released), "day": pooled_by(released, "day"), "department": pooled_by(released, "department"),
+             "district": pooled_by([k for k in released if k.get("district_code") not in (None, "unknown")], "district_code")}
     hotspots = _memo("hotspots", releases, lambda _fs: _rows(query, lake, "SELECT * FROM hotline_hotspots ORDER BY 1")) \
         if viewer.admin else []
     orders = [] if viewer.admin else list(_latest_by(work_orders(lake, viewer), "work_order_id").values())
     newest = max((parse_time(o["received_at"]) for o in orders if o.get("received_at")), default=None)
-    overdue += [_event_row(o) for o in orders if newest and o.get("sla_deadline") and parse_time(o["sla_deadline"]) < newest]
-    return {"stages": stages, "kpis": kpis, "hotspots": hotspots[:500], "orders": len(orders),
+    overdue += [_event_row(o) | {"area_code": _area(o) or None} for o in orders
+                if newest and o.get("sla_deadline") and parse_time(o["sla_deadline"]) < newest]
+    return {"stages": stages, "kpis": kpis, "rates": rates, "hotspots": hotspots[:500], "orders": len(orders),
             "overdue": overdue[:200], "overdue_total": len(overdue), "as_of": iso(newest) if newest else None}
 
 

@@ -94,7 +94,7 @@ def test_a_department_sees_only_its_remit_in_the_browser(ui, chrome, settings) -
     assert "城市运行" in tabs and "接诉即办" in tabs and "数据底座" not in tabs and "安全态势" not in tabs
     page.screenshot(path=str(out / "city-police.png"))
     # The page's own routes, with the page's session: its orders only, the rest refused.
-    orders = page.evaluate("fetch('/api/orders').then((r) => r.json())")
+    orders = page.evaluate("fetch('/api/orders').then((r) => r.json()).then((o) => o.orders)")
     assert orders and {o["department"] for o in orders} == {"police"}
     for route in ("/api/orders?department=water", "/api/data", "/api/security"):
         assert page.evaluate(f"fetch('{route}').then((r) => r.status)") == 403, route
@@ -123,3 +123,42 @@ def test_a_department_sees_only_its_remit_in_the_browser(ui, chrome, settings) -
             ("login_failed", "dept-police", "operations view", "failed")} <= seen, seen
     assert verify(records) == []
     assert password not in json.dumps(records, ensure_ascii=False)
+
+
+def test_a_ticket_found_by_search_shows_its_whole_lifecycle_and_a_department_only_its_own(ui, chrome, settings) -> None:  # type: ignore[no-untyped-def]
+    """Issue 35, item 3: the Work orders page finds a ticket by its id and shows its lifecycle (received, dispatched with
+    its deadline, handled, followed up) on the city's clock, the UTC in each time's tooltip; departments and areas by
+    name, their codes on hover; the Hotline page's rates with the tickets they rest on; a department lists its own
+    orders only and is refused another's ticket."""
+    url, out = ui
+    admin = json.loads(credentials_path(settings.kafka_dir).read_text())
+    page, errors, _ms = login(chrome, url, admin["admin_user"], admin["admin_password"])
+    open_page(page, "hotline")
+    assert "件" in page.inner_text("#hotline-rates") and "件" in page.inner_text("#hotline-summary")
+    listed = page.evaluate("fetch('/api/orders?status=followed_up').then((r) => r.json())")
+    ticket = next(o for o in listed["orders"] if o["source"] == "ticket")
+    page.click("#tabs button[data-page=orders]")
+    page.wait_for_selector("body[data-rendered=orders]")
+    page.fill("#orders-q", ticket["source_id"])
+    page.click("#orders-form button[type=submit]")
+    wait_until(page, f"document.querySelector('#orders-list').innerText.includes('{ticket['work_order_id']}')", 15)
+    page.click("#orders-list tr[data-i='0']")
+    wait_until(page, f"document.body.dataset.ticket === '{ticket['source_id']}'", 15)
+    steps = page.eval_on_selector_all("#ticket ol.timeline li", "lis => lis.map((li) => li.className)")
+    assert {"step-received", "step-dispatched", "step-handled", "step-followed_up", "step-work_order"} <= set(steps), steps
+    shown, wire = page.eval_on_selector("#ticket li.step-received time", "el => [el.textContent, el.title]")
+    assert shown == (datetime.fromisoformat(wire.replace("Z", "+00:00")) + timedelta(hours=8)).strftime("%Y-%m-%d %H:%M")
+    department = page.eval_on_selector("#orders-list tr[data-i='0'] td:nth-child(3)", "td => [td.textContent, td.title]")
+    assert department[1] == ticket["department"] and department[0] != ticket["department"], department   # a name
+    page.screenshot(path=str(out / "orders.png"), full_page=True)
+    assert not errors, errors
+    password = CredentialStore(settings.access_dir).passwords["dept-police"]
+    police, errors, _ms = login(chrome, url, "dept-police", password)
+    police.click("#tabs button[data-page=orders]")
+    police.wait_for_selector("body[data-rendered=orders]")
+    codes = police.eval_on_selector_all("#orders-list td:nth-child(3)", "tds => tds.map((td) => td.title)")
+    assert codes and set(codes) == {"police"}, codes
+    if ticket["department"] != "police":
+        assert police.evaluate(f"fetch('/api/ticket?id={ticket['work_order_id']}').then((r) => r.status)") == 403
+    police.screenshot(path=str(out / "orders-police.png"), full_page=True)
+    assert not errors, errors

@@ -65,6 +65,7 @@ def test_respond_on_receipt_kpis_follow_each_ticket_through_its_lifecycle(lake: 
     assert row["response_min_median"] == 20.0                    # 20, 10 and 30 minutes
     assert row["handled_on_time_rate"] == 0.6667 and row["resolution_rate"] == 0.3333
     assert row["satisfaction_rate"] == 0.5                       # HL1 satisfied, HL3 not; HL2 never followed up
+    assert row["followed_up"] == 2                               # what the satisfaction rate rests on
     assert row["overdue"] == 1 and row["reopened"] == 1          # HL2: past its deadline, never handled
 
 

@@ -181,7 +181,7 @@ def test_every_api_route_keeps_a_department_to_its_remit(platform, contracts) ->
             ok = await client.post("/api/login", json={"principal": "dept-police", "password": store.passwords["dept-police"]})
             assert ok.status == 200 and "HttpOnly" in ok.headers["Set-Cookie"]
             assert store.passwords["dept-police"] not in await ok.text()
-            orders = await (await client.get("/api/orders")).json()
+            orders = (await (await client.get("/api/orders")).json())["orders"]
             assert orders and {o["department"] for o in orders} == {"police"}
             for route in ("/api/orders?department=water", "/api/data", "/api/broker", "/api/security",
                           "/quality-docs/index.html"):
@@ -266,7 +266,7 @@ def test_the_page_learns_the_citys_zone_to_show_times_in_and_utc_until_a_city_is
             city = (await me(client))["city"]
             assert city == {"name": "Los Angeles", "name_en": None, "timezone": "America/Los_Angeles"}
             assert (await (await client.get("/api/areas")).json())["city"] == city
-            orders = await (await client.get("/api/orders")).json()
+            orders = (await (await client.get("/api/orders")).json())["orders"]
             assert orders[0]["sla_deadline"] == "2025-11-22T02:00:00Z"       # the wire's UTC, for the page to convert
 
     asyncio.run(scenario())
@@ -489,3 +489,104 @@ def test_logins_logouts_and_data_pages_read_go_on_the_views_audit_trail(platform
     assert records[2]["target"] == "orders page" and records[-1]["details"]["rate_limited"] is True
     assert verify(records) == []
     assert not any(p in json.dumps(records) for p in store.passwords.values())
+
+
+def _kpi(department: str, district: str, tickets: int, on_time: float, resolved: float, satisfied: float | None,
+         followed_up: int) -> dict[str, Any]:
+    """One respond_on_receipt_kpis row of 2025-11-22, as the dataset's SQL writes it."""
+    return {"department": department, "district_code": district, "day": "2025-11-22", "tickets": tickets,
+            "response_min_median": 12.5, "handled_on_time_rate": on_time, "resolution_rate": resolved,
+            "satisfaction_rate": satisfied, "followed_up": followed_up, "overdue": 0, "reopened": 0}
+
+
+def test_the_three_rates_of_several_districts_are_shares_of_all_their_tickets_not_means_of_shares(platform) -> None:  # type: ignore[no-untyped-def]
+    """Regression (issue 35): the Hotline page averaged the districts' rates, so a district of 10 tickets weighed as
+    much as one of 1,000. Each rate is pooled over the tickets it rests on (satisfaction over the callers followed
+    up) and handed on with that number."""
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+
+    from citybrain.scenarios.datasets import DATASETS
+    from citybrain.scenarios.release import publish
+
+    lake = platform[0].lake_dir
+    rows = [_kpi("water", "990101", 1000, 0.95, 0.90, 0.80, 500),   # the big district
+            _kpi("water", "990102", 10, 0.10, 0.10, 0.00, 10),       # a small one, doing badly
+            _kpi("police", "990102", 30, 0.50, 0.60, None, 0)]      # nobody followed up yet
+    dataset = DATASETS["respond_on_receipt_kpis"]
+    publish(lake, dataset.name, pa.Table.from_pylist(rows), dataset.contract(), {"passed": True}, [],
+            now=datetime(2025, 11, 22, 3, tzinfo=timezone.utc))
+    auth = _auth(platform)
+    rates = views.hotline(lake, auth.viewer("dept-data_bureau"))["rates"]
+    assert rates["all"] == {"tickets": 1040, "handled_on_time_rate": round((950 + 1 + 15) / 1040, 4),
+                            "handled_on_time_rate_n": 1040, "resolution_rate": round((900 + 1 + 18) / 1040, 4),
+                            "resolution_rate_n": 1040, "satisfaction_rate": round(400 / 510, 4), "satisfaction_rate_n": 510}
+    by_district = {g["district_code"]: g for g in rates["district"]}
+    assert by_district["990101"]["resolution_rate"] == 0.9 and by_district["990101"]["tickets"] == 1000
+    assert by_district["990102"]["resolution_rate"] == round((1 + 18) / 40, 4)   # not (0.10 + 0.60) / 2
+    assert by_district["990102"]["satisfaction_rate"] == 0.0 and by_district["990102"]["satisfaction_rate_n"] == 10
+    assert [(g["day"], g["tickets"]) for g in rates["day"]] == [("2025-11-22", 1040)]
+    assert {g["department"]: g["tickets"] for g in rates["department"]} == {"police": 30, "water": 1010}
+    police = views.hotline(lake, auth.viewer("dept-police"))["rates"]      # a department: its own rows only
+    assert police["all"]["tickets"] == 30 and police["all"]["satisfaction_rate"] is None
+    assert police["all"]["satisfaction_rate_n"] == 0
+
+
+def test_a_release_without_follow_up_counts_weighs_its_satisfaction_by_its_tickets() -> None:
+    """respond_on_receipt_kpis released before 2026-12-07 has no followed_up: satisfaction is weighted by tickets."""
+    from citybrain.ui.kpis import pooled
+
+    old = [{"tickets": 300, "satisfaction_rate": 1.0}, {"tickets": 100, "satisfaction_rate": 0.0}]
+    assert pooled(old)["satisfaction_rate"] == 0.75 and pooled(old)["satisfaction_rate_n"] == 400
+    assert pooled([])["resolution_rate"] is None and pooled([])["tickets"] == 0
+
+
+def test_the_page_gets_the_names_of_every_area_grid_and_department_of_any_code_scheme(platform) -> None:  # type: ignore[no-untyped-def]
+    """Regression (issue 35): departments showed as role ids (`civil_affairs`) and areas as codes. /api/areas hands
+    the page every area's and department's names by code from the reference data (Los Angeles' pack: codes that
+    do not nest by their digits; a grid from raw.ref.grid; a withdrawn department an older ticket still names)."""
+    from citybrain.city.pack_import import reference_records
+    from tests.unit.test_gateway_us311 import los_angeles
+
+    settings, model, store, contracts = platform
+    lake = settings.lake_dir
+    la = reference_records(los_angeles(), "2026-12-07T00:00:00Z")
+    for topic in ("raw.ref.admin_area.v1", "raw.ref.department.v1"):
+        _write(lake, "bronze", topic, [r for _where, r in la[topic]])
+    _write(lake, "bronze", "raw.ref.grid.v1", [
+        {"grid_code": "99010100100101", "name": "第1网格", "community_code": "990101001001", "geometry": SQUARE,
+         "updated_at": "2026-01-01T00:00:00Z"}])
+    _write(lake, "bronze", "raw.ref.department.v1", [
+        {"department_id": "civil_affairs", "name": "市民政局", "name_en": "Civil Affairs Bureau", "remit": ["elderly_care"],
+         "status": "withdrawn", "updated_at": "2026-01-01T00:00:00Z"}])
+    found = views.names(lake)
+    assert found["areas"]["LA-CD13"] == {"name": "Council District 13", "name_en": None, "level": "street",
+                                         "parent": "LA-BASIN"}
+    assert found["areas"]["990101001"]["name"] == "天宁街道"              # the fixture's own areas stay
+    assert found["areas"]["99010100100101"] == {"name": "第1网格", "name_en": None, "level": "grid",
+                                                "parent": "990101001001"}
+    assert found["departments"]["urban_management"]["name"] == "LA Sanitation and Environment"
+    assert found["departments"]["civil_affairs"] == {"name": "市民政局", "name_en": "Civil Affairs Bureau"}
+
+    async def scenario() -> dict[str, Any]:
+        async with TestClient(TestServer(OperationsView(settings, contracts, model, _trail(settings)).app())) as client:
+            await client.post("/api/login", json={"principal": "dept-police", "password": store.passwords["dept-police"]})
+            return await (await client.get("/api/areas")).json()   # type: ignore[no-any-return]
+
+    served = asyncio.run(scenario())["names"]      # public reference data: a department gets every name
+    assert served["departments"]["civil_affairs"]["name"] == "市民政局" and served["areas"]["LA-SFV"]["level"] == "district"
+
+
+def test_the_hotlines_overdue_rows_name_the_area_by_its_code_for_the_page_to_name(platform) -> None:  # type: ignore[no-untyped-def]
+    """A department's overdue orders carry their deepest area's code (street, else district), which the page
+    turns into its name; the code stays for the tooltip."""
+    lake = platform[0].lake_dir
+    more = [{**_order("police", 6), "street_code": None, "street_name": None, "district_code": "110101",
+             "sla_deadline": "2025-11-22T02:30:00Z"},     # a district's order, and one received after the deadlines
+            {**_order("police", 7), "received_at": "2025-11-22T03:00:00Z", "sla_deadline": "2025-11-22T05:00:00Z"}]
+    LakeWriter(lake, "silver").write("dispatch.police.work_order.v1", 1, [
+        Row("dispatch.police.work_order.v1", 1, o, T0, None, {}, json.dumps(v, ensure_ascii=False)) for o, v in enumerate(more)])
+    overdue = views.hotline(lake, _auth(platform).viewer("dept-police"))["overdue"]
+    assert {(r["work_order_id"], r["area_code"]) for r in overdue} == {
+        ("WO-HL1-police", "990101001"), ("WO-HL2-police", "990101001"), ("WO-HL6-police", "110101")}

@@ -4,10 +4,10 @@
 
 const T = {
   zh: {
-    title: "城市大脑", city: "城市运行", hotline: "接诉即办", data: "数据底座", security: "安全态势",
+    title: "城市大脑", city: "城市运行", hotline: "接诉即办", orders: "工单跟踪", data: "数据底座", security: "安全态势",
     login: "登录", logout: "退出", principal: "账号", password: "密码",
     login_hint: "使用平台账号登录：部门账号 dept-<部门>（citybrain access client-config <部门>），数据局或平台管理员可看全部。",
-    level: "层级", layer: "感知图层", district: "区", street: "街道", area: "区域", community: "社区", events: "城市事件与工单",
+    level: "层级", layer: "感知图层", district: "区", street: "街道", area: "区域", community: "社区", grid: "网格", events: "城市事件与工单",
     evidence: "证据", overdue: "超时工单", contracts: "数据契约与主题", releases: "场景数据集发布",
     quarantine: "隔离区", findings: "安全发现", grants: "授权（谁能读什么）", audit_trail: "审计记录（哈希链）", audit_ok: "条审计记录，哈希链完整", audit_broken: "审计链断裂：", footer: "CityBrain 城市大脑 运行视图",
     open_events: "未关闭事件", warnings: "预警", orders: "工单", devices: "设备", stages: "工单闭环各阶段",
@@ -18,13 +18,20 @@ const T = {
     received: "受理", dispatched: "派单", accepted: "签收", handled: "办理", closed: "办结", followed_up: "回访", reopened: "重办",
     as_of: "数据截至", actual_reads: "实际读取（消费组及其提交的主题）", refused_logins: "运行视图的失败登录", by_district: "各区三率", department: "部门", level_or_title: "层级/事项", where: "区域", overdue_min: "超时（分钟）", groups: "消费组与积压", loading: "读取中…", in_lake: "入湖记录", on_broker: "主题记录", dead_letters: "死信原因", lag: "积压", recent: "近24小时事件", failed_checks: "未通过的检查", data_docs: "质量数据文档（Great Expectations）",
     water_level: "水位", noise: "噪声", air_quality: "空气质量", traffic_flow: "交通流量", weather: "降水（气象站）",
+    n_tickets: "{n} 件", n_followed_up: "回访 {n} 件",
+    work_orders: "工单", all: "全部", status: "状态", only_overdue: "仅超时", search: "查询", search_hint: "工单号、诉求号或内容",
+    ticket: "工单详情", timeline: "全流程", linked_events: "关联城市事件", deadline: "时限", received_at: "受理时间",
+    work_order: "派单至部门", escalated: "升级", about_to_breach: "即将超时", breached: "已超时", open: "未关闭", updated: "更新",
+    satisfied: "满意", basically_satisfied: "基本满意", dissatisfied: "不满意", resolved_yes: "已解决", resolved_no: "未解决",
+    shown_of: "显示 {n} / 共 {total} 件", no_lifecycle: "本账号无权读取热线工单流转记录（raw.hotline.ticket_event），仅显示本部门工单。",
+    pick_ticket: "点击工单查看全流程", by_escalation: "经属地升级", lead: "主办", support: "协办", matter: "事项",
     zone: "时区", beijing_time: "北京时间", utc_hint: "线上数据为 UTC；悬停时间可见 UTC 原值",
   },
   en: {
-    title: "CityBrain", city: "City", hotline: "Hotline 12345", data: "Data", security: "Security",
+    title: "CityBrain", city: "City", hotline: "Hotline 12345", orders: "Work orders", data: "Data", security: "Security",
     login: "Log in", logout: "Log out", principal: "Principal", password: "Password",
     login_hint: "Log in with your platform credentials: a department as dept-<department> (citybrain access client-config <department>); the data office or the platform admin sees all.",
-    level: "Level", layer: "Sensor layer", district: "District", street: "Street", area: "Area", community: "Community",
+    level: "Level", layer: "Sensor layer", district: "District", street: "Street", area: "Area", community: "Community", grid: "Grid",
     events: "City events and work orders", evidence: "Evidence", overdue: "Overdue work orders",
     contracts: "Contracts and topics", releases: "Scenario dataset releases", quarantine: "Quarantine",
     findings: "Security findings", grants: "Grants (who reads what)", audit_trail: "Audit trail (hash-chained)", audit_ok: "audit records in the lake, every chain holds", audit_broken: "Audit chain broken: ", footer: "CityBrain operations view",
@@ -39,16 +46,31 @@ const T = {
     overdue_min: "overdue (min)", groups: "Consumer groups and lag", loading: "loading…", in_lake: "in the lake", on_broker: "on the broker", dead_letters: "dead-letter reasons", lag: "lag",
     recent: "events in the last 24 h", failed_checks: "Failed checks", data_docs: "Quality data docs (Great Expectations)",
     water_level: "water level", noise: "noise", air_quality: "air quality", traffic_flow: "traffic flow", weather: "rain (weather stations)",
+    n_tickets: "{n} tickets", n_followed_up: "{n} followed up",
+    work_orders: "Work orders", all: "all", status: "status", only_overdue: "overdue only", search: "Search", search_hint: "order or ticket id, or text",
+    ticket: "Ticket", timeline: "Lifecycle", linked_events: "Linked city events", deadline: "deadline", received_at: "received",
+    work_order: "order to a department", escalated: "escalated", about_to_breach: "about to breach", breached: "breached", open: "open", updated: "updated",
+    satisfied: "satisfied", basically_satisfied: "basically satisfied", dissatisfied: "dissatisfied", resolved_yes: "resolved", resolved_no: "not resolved",
+    shown_of: "{n} shown of {total}", no_lifecycle: "This login may not read the hotline's ticket lifecycle (raw.hotline.ticket_event): your department's orders only.",
+    pick_ticket: "Click an order to follow it", by_escalation: "by escalation", lead: "lead", support: "support", matter: "matter",
     zone: "Time zone", beijing_time: "China Standard Time", utc_hint: "UTC on the wire; hover a time for its UTC value",
   },
 };
-const PAGES = ["city", "hotline", "data", "security"];
+const PAGES = ["city", "hotline", "orders", "data", "security"];
 const ADMIN_PAGES = ["data", "security"];
 const cb = { lang: localStorage.getItem("cb-lang") || "zh", charts: {}, me: null, page: null, loaded: {} };
 window.cb = cb;
 const t = (k) => T[cb.lang][k] || k;
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+// Names, not codes: the city's areas (districts, streets, communities, grids) and departments by code, from its
+// reference data (/api/areas: names), in the page's language; the code is the cell's tooltip.
+const refName = (entry) => (entry ? (cb.lang === "zh" ? entry.name : (entry.name_en || entry.name)) : null);
+const names = () => (areaData && areaData.names) || { areas: {}, departments: {} };
+const deptName = (id) => (id ? refName(names().departments[id]) || id : "");
+const areaName = (code, fallback) => (code ? refName(names().areas[code]) || fallback || code : fallback || "");
+const reference = async () => { areaData = areaData || await api("/api/areas"); return areaData; };
 
 // Times: UTC on the wire and in each time's tooltip; on screen the city's own clock, the zone of its raw.ref.city
 // record (/api/me), named in the header.
@@ -101,6 +123,7 @@ function translate() {
   $("zone").title = `${zone()} · ${t("utc_hint")}`;
   document.querySelectorAll("[data-t]").forEach((el) => { el.textContent = t(el.dataset.t); });
   document.querySelectorAll("#city-level option").forEach((o) => { o.textContent = t(o.value); });
+  $("orders-q").placeholder = t("search_hint");
   renderTabs();
 }
 
@@ -120,7 +143,7 @@ function showLogin() {
 async function show(page) {
   cb.page = page;
   document.body.dataset.rendered = "";
-  location.hash = page;
+  if (location.hash.slice(1).split("/")[0] !== page) location.hash = page;
   document.querySelectorAll(".page").forEach((p) => { p.hidden = p.id !== `page-${page}`; });
   renderTabs();
   const started = performance.now();
@@ -150,7 +173,7 @@ async function renderCity() {
   if (!areaData.levels.street) $("city-level").value = "district";   // a city whose pack stops at districts
   drawMap();
   const rows = cityData.events;
-  table("city-events", rows, [[(r) => r.area_name ?? r.area_code ?? "", t("area"), (r) => r.area_code ?? ""], ["title", t("events")], [(r) => r.severity ?? r.priority, "!"],
+  table("city-events", rows, [[(r) => areaName(r.area_code, r.area_name), t("area"), (r) => r.area_code ?? ""], ["title", t("events")], [(r) => r.severity ?? r.priority, "!"],
     [(r) => local(r.detected_at || r.received_at), zoneName(), (r) => r.detected_at || r.received_at]],
     (r) => { $("city-detail").textContent = JSON.stringify(r.evidence || r, null, 1) + (r.explanation ? "\n" + r.explanation : ""); });
   const counts = Object.values(cityData.by_area);
@@ -206,44 +229,141 @@ function drawMap() {
 }
 
 // -- Hotline ---------------------------------------------------------------------------------
+const RATE_FIELDS = [["handled_on_time_rate", "response"], ["resolution_rate", "resolution"], ["satisfaction_rate", "satisfaction"]];
+const pct = (x) => (x == null ? "–" : `${(x * 100).toFixed(1)}%`);
+// What a rate rests on: the tickets, or for satisfaction the callers followed up.
+const restsOn = (f, n) => t(f === "satisfaction_rate" ? "n_followed_up" : "n_tickets").replace("{n}", n ?? 0);
+const rateItem = (g, f) => ({ value: g[f], n: g[`${f}_n`], f });
+function rateTip(params) {
+  const list = Array.isArray(params) ? params : [params];
+  return esc(list[0].name) + list.map((p) => `<br>${p.marker}${esc(p.seriesName)} ${pct(p.value)} (${esc(restsOn(p.data.f, p.data.n))})`).join("");
+}
+
 async function renderHotline() {
-  const h = await api("/api/hotline");
+  const [h] = await Promise.all([api("/api/hotline"), reference()]);
   const stages = Object.keys(h.stages || {});
   chart("chart-stages").setOption({ title: { text: t("stages"), textStyle: { fontSize: 13 } }, tooltip: {},
     xAxis: { type: "category", data: stages.map(t) }, yAxis: { type: "value" },
     series: [{ type: "bar", data: stages.map((s) => h.stages[s]) }] }, true);
-  const kpis = (h.kpis || []).filter((k) => !k.error);
-  const days = [...new Set(kpis.map((k) => k.day))].sort();
-  const mean = (rows, f) => { const v = rows.map((r) => r[f]).filter((x) => x != null); return v.length ? +(v.reduce((a, b) => a + b, 0) / v.length).toFixed(3) : null; };
-  chart("chart-rates").setOption({ title: { text: t("rates"), textStyle: { fontSize: 13 } }, tooltip: { trigger: "axis" }, legend: { top: 20 },
+  // The three rates as the server pooled them over their tickets (citybrain/ui/kpis.py), never a mean of shares.
+  const rates = h.rates || { all: {}, day: [], department: [], district: [] };
+  const days = rates.day.map((g) => g.day);
+  chart("chart-rates").setOption({ title: { text: t("rates"), textStyle: { fontSize: 13 } }, tooltip: { trigger: "axis", formatter: rateTip }, legend: { top: 20 },
     xAxis: { type: "category", data: days }, yAxis: { type: "value", min: 0, max: 1 },
-    series: [["handled_on_time_rate", "response"], ["resolution_rate", "resolution"], ["satisfaction_rate", "satisfaction"]].map(([f, n]) => (
-      { type: "line", name: t(n), data: days.map((d) => mean(kpis.filter((k) => k.day === d), f)) })) }, true);
-  const depts = [...new Set(kpis.map((k) => k.department))].sort();
-  chart("chart-departments").setOption({ title: { text: t("by_department"), textStyle: { fontSize: 13 } }, tooltip: {}, grid: { containLabel: true },
-    xAxis: { type: "category", data: depts, axisLabel: { rotate: 30 } }, yAxis: { type: "value", min: 0, max: 1 },
-    series: [{ type: "bar", data: depts.map((d) => mean(kpis.filter((k) => k.department === d), "resolution_rate")) }] }, true);
+    series: RATE_FIELDS.map(([f, n]) => ({ type: "line", name: t(n), data: rates.day.map((g) => rateItem(g, f)) })) }, true);
+  chart("chart-departments").setOption({ title: { text: t("by_department"), textStyle: { fontSize: 13 } }, tooltip: { formatter: rateTip }, grid: { containLabel: true },
+    xAxis: { type: "category", data: rates.department.map((g) => deptName(g.department)), axisLabel: { rotate: 30 } }, yAxis: { type: "value", min: 0, max: 1 },
+    series: [{ type: "bar", name: t("resolution"), data: rates.department.map((g) => rateItem(g, "resolution_rate")) }] }, true);
   const spots = {};
   for (const r of (h.hotspots || []).filter((r) => !r.error)) {
-    const k = r.area_name || r.street_name || r.area_code || r.street_code; spots[k] = (spots[k] || 0) + (r.tickets || r.calls || 0);
+    const k = areaName(r.area_code || r.street_code, r.area_name || r.street_name); spots[k] = (spots[k] || 0) + (r.tickets || r.calls || 0);
   }
   const top = Object.entries(spots).sort((a, b) => b[1] - a[1]).slice(0, 12);
   chart("chart-hotspots").setOption({ title: { text: t("hotspots"), textStyle: { fontSize: 13 } }, tooltip: {},
     xAxis: { type: "value" }, yAxis: { type: "category", data: top.map((x) => x[0]).reverse() },
     series: [{ type: "bar", data: top.map((x) => x[1]).reverse() }] }, true);
-  $("hotline-summary").textContent = `${t("tickets")} ${kpis.reduce((a, k) => a + (k.tickets || 0), 0)}` +
+  $("hotline-summary").textContent = `${t("tickets")} ${rates.all.tickets || 0}` +
+    RATE_FIELDS.map(([f, n]) => ` · ${t(n)} ${pct(rates.all[f])} (${restsOn(f, rates.all[`${f}_n`])})`).join("") +
     (cb.me.admin ? "" : ` · ${t("orders")} ${h.orders}`) + (h.as_of ? ` · ${t("as_of")} ${local(h.as_of)} ${zoneName()}` : "");
   $("hotline-summary").title = h.as_of || "";
-  areaData = areaData || await api("/api/areas");
-  const names = Object.fromEntries(((areaData.levels.district || {}).features || []).map((f) => [f.properties.name, cb.lang === "zh" ? f.properties.label : (f.properties.label_en || f.properties.label)]));
-  const districts = [...new Set(kpis.map((k) => k.district_code))].filter((d) => d && d !== "unknown").sort();
-  chart("chart-districts").setOption({ title: { text: t("by_district"), textStyle: { fontSize: 13 } }, tooltip: { trigger: "axis" }, legend: { top: 20 },
-    xAxis: { type: "category", data: districts.map((d) => names[d] || d), axisLabel: { interval: 0 } }, yAxis: { type: "value", min: 0, max: 1 },
-    series: [["handled_on_time_rate", "response"], ["resolution_rate", "resolution"], ["satisfaction_rate", "satisfaction"]].map(([f, n]) => (
-      { type: "bar", name: t(n), data: districts.map((d) => mean(kpis.filter((k) => k.district_code === d), f)) })) }, true);
+  chart("chart-districts").setOption({ title: { text: t("by_district"), textStyle: { fontSize: 13 } }, tooltip: { trigger: "axis", formatter: rateTip }, legend: { top: 20 },
+    xAxis: { type: "category", data: rates.district.map((g) => areaName(g.district_code)), axisLabel: { interval: 0 } }, yAxis: { type: "value", min: 0, max: 1 },
+    series: RATE_FIELDS.map(([f, n]) => ({ type: "bar", name: t(n), data: rates.district.map((g) => rateItem(g, f)) })) }, true);
+  const rateCols = RATE_FIELDS.map(([f, n]) => [(g) => `${pct(g[f])} (${restsOn(f, g[`${f}_n`])})`, t(n)]);
+  table("hotline-rates", rates.district, [[(g) => areaName(g.district_code), t("district"), (g) => g.district_code],
+    ["tickets", t("tickets")], ...rateCols]);
   $("hotline-overdue-count").textContent = h.overdue_total ? `(${h.overdue_total})` : "";
-  table("hotline-overdue", h.overdue || [], [["work_order_id", "ID"], ["department", t("department")], ["title", t("level_or_title")],
-    ["street_name", t("where")], [(r) => local(r.sla_deadline), `SLA (${zoneName()})`, (r) => r.sla_deadline], ["overdue_min", t("overdue_min")]]);
+  table("hotline-overdue", h.overdue || [], [["work_order_id", "ID"], [(r) => deptName(r.department), t("department"), (r) => r.department || ""],
+    [(r) => (r.level ? t(r.level) : r.title), t("level_or_title")], [(r) => areaName(r.area_code, r.street_name), t("where"), (r) => r.area_code || ""],
+    [(r) => local(r.sla_deadline), `SLA (${zoneName()})`, (r) => r.sla_deadline], ["overdue_min", t("overdue_min")]],
+    (r) => { location.hash = `orders/${encodeURIComponent(r.work_order_id)}`; show("orders"); });
+}
+
+// -- Work orders -----------------------------------------------------------------------------
+// The viewer's orders (a department: its own), filtered on the server (/api/orders); a click opens the ticket's
+// lifecycle (/api/ticket), which the address keeps (#orders/<id>) so a ticket can be linked to.
+function fillSelect(id, values, label) {
+  const sel = $(id), keep = sel.value;
+  sel.innerHTML = "";
+  sel.add(new Option(t("all"), ""));
+  values.forEach(([value, text, title]) => { const o = new Option(text, value); if (title) o.title = title; sel.add(o); });
+  sel.value = [...sel.options].some((o) => o.value === keep) ? keep : "";
+  sel.title = label;
+}
+
+function areaOptions() {
+  // Districts, then each one's streets and communities below it, by the areas' parent links.
+  const areas = names().areas, below = {};
+  for (const [code, a] of Object.entries(areas)) if (a.level !== "grid") (below[a.parent || ""] = below[a.parent || ""] || []).push(code);
+  const out = [], seen = new Set();
+  const walk = (code, depth) => {
+    if (seen.has(code)) return;
+    seen.add(code);
+    out.push([code, `${"\u3000".repeat(depth)}${areaName(code)}`, code]);
+    (below[code] || []).sort().forEach((c) => walk(c, depth + 1));
+  };
+  Object.keys(areas).filter((c) => areas[c].level === "district").sort().forEach((c) => walk(c, 0));
+  return out;
+}
+
+async function renderOrders() {
+  await reference();
+  const q = new URLSearchParams();
+  for (const [k, id] of [["area", "orders-area"], ["department", "orders-department"], ["status", "orders-status"], ["q", "orders-q"]]) {
+    if ($(id).value) q.set(k, $(id).value.trim());
+  }
+  if ($("orders-overdue").checked) q.set("overdue", "1");
+  const o = await api(`/api/orders?${q}`);
+  fillSelect("orders-area", areaOptions(), t("area"));
+  fillSelect("orders-department", o.departments.map((d) => [d, deptName(d), d]), t("department"));
+  $("orders-department").hidden = !cb.me.admin;
+  fillSelect("orders-status", o.statuses.map((s) => [s, t(s), s]), t("status"));
+  $("orders-summary").textContent = t("shown_of").replace("{n}", o.orders.length).replace("{total}", o.total) +
+    (o.as_of ? ` · ${t("as_of")} ${local(o.as_of)} ${zoneName()}` : "") + (o.lifecycle ? "" : ` · ${t("no_lifecycle")}`);
+  table("orders-list", o.orders, [["work_order_id", "ID"], ["title", t("matter")], [(r) => deptName(r.department), t("department"), (r) => r.department],
+    [(r) => areaName(r.area_code, r.street_name), t("area"), (r) => r.area_code || ""], [(r) => (r.status ? t(r.status) : "–"), t("status")],
+    [(r) => local(r.received_at), `${t("received_at")} (${zoneName()})`, (r) => r.received_at],
+    [(r) => `${local(r.sla_deadline)}${r.overdue ? " ⚠" : ""}`, `${t("deadline")} (${zoneName()})`, (r) => r.sla_deadline]],
+    (r) => { location.hash = `orders/${encodeURIComponent(r.work_order_id)}`; openTicket(r.work_order_id); });
+  $("orders-list").querySelectorAll("tr[data-i]").forEach((tr) => tr.classList.toggle("late", o.orders[+tr.dataset.i].overdue));
+  const [, wanted] = location.hash.slice(1).split("/");
+  if (wanted) await openTicket(decodeURIComponent(wanted));
+  else $("ticket").textContent = t("pick_ticket");
+}
+
+function stepLine(s) {
+  const parts = [];
+  if (s.level && s.level !== "department") parts.push(`${t(s.level)} ${areaName(s.area_code)}`);
+  if (s.department) parts.push(deptName(s.department));
+  if (s.role) parts.push(t(s.role));
+  if (s.escalated) parts.push(t("by_escalation"));
+  if (s.deadline) parts.push(`${t("deadline")} ${local(s.deadline)}`);
+  if (s.overdue_min != null) parts.push(`${t("overdue_min")} ${s.overdue_min}`);
+  if (s.satisfaction) parts.push(t(s.satisfaction));
+  if (s.resolved != null) parts.push(t(s.resolved ? "resolved_yes" : "resolved_no"));
+  if (s.note) parts.push(s.note);
+  if (s.reason) parts.push(s.reason);
+  return parts.join(" · ");
+}
+
+async function openTicket(id) {
+  const box = $("ticket");
+  box.textContent = t("loading");
+  let k;
+  try { k = await api(`/api/ticket?id=${encodeURIComponent(id)}`); } catch (e) { box.textContent = String(e.message || e); return; }
+  cb.ticket = k;
+  const head = `<h3>${esc(t("ticket"))} ${esc(k.id)}</h3>` +
+    `<p class="summary">${esc(k.title)} · <span title="${esc(k.area_code || "")}">${esc(areaName(k.area_code))}</span>` +
+    (k.community_code && k.community_code !== k.area_code ? ` · <span title="${esc(k.community_code)}">${esc(areaName(k.community_code))}</span>` : "") +
+    ` · ${esc(k.status ? t(k.status) : "–")}${k.overdue ? ` · <span class="late">${esc(t("breached"))}</span>` : ""}</p>`;
+  const steps = k.timeline.map((s) => `<li class="step-${esc(s.step)}"><time title="${esc(s.at)}">${esc(local(s.at))}</time> ` +
+    `<b>${esc(t(s.step))}</b> ${esc(stepLine(s))}</li>`).join("");
+  const events = k.events.map((e) => `<li><time title="${esc(e.detected_at)}">${esc(local(e.detected_at))}</time> <b>${esc(e.title)}</b> ` +
+    `<span title="${esc(e.area_code || "")}">${esc(areaName(e.area_code, e.area_name))}</span> · ${esc(t(e.status))} · ${esc(e.event_id)}</li>`).join("");
+  box.innerHTML = head + `<h4>${esc(t("timeline"))} (${esc(zoneName())})</h4><ol class="timeline">${steps}</ol>` +
+    (k.lifecycle ? "" : `<p class="hint">${esc(t("no_lifecycle"))}</p>`) +
+    (events ? `<h4>${esc(t("linked_events"))}</h4><ul class="timeline">${events}</ul>` : "");
+  document.body.dataset.ticket = k.id;
 }
 
 // -- Data ------------------------------------------------------------------------------------
@@ -315,7 +435,7 @@ async function fillReads() {
 }
 
 const SEVERITY = { critical: "#d32f2f", high: "#f57c00", medium: "#fbc02d", low: "#90caf9" };
-const RENDER = { city: renderCity, hotline: renderHotline, data: renderData, security: renderSecurity };
+const RENDER = { city: renderCity, hotline: renderHotline, orders: renderOrders, data: renderData, security: renderSecurity };
 
 // -- Live: one EventSource per page; the server's one Kafka consumer feeds them all -----------
 let live = null, refresh = null;
@@ -340,7 +460,7 @@ async function start() {
   $("login").hidden = true; $("logout").hidden = false;
   $("who").textContent = cb.me.principal;
   translate();   // the header names the city's zone once it is known
-  const wanted = location.hash.slice(1);
+  const wanted = location.hash.slice(1).split("/")[0];   // a page, or orders/<ticket id>
   const allowed = PAGES.filter((p) => cb.me.admin || !ADMIN_PAGES.includes(p));
   await show(allowed.includes(wanted) ? wanted : "city");
   listen();
@@ -365,5 +485,9 @@ $("lang").addEventListener("click", () => { cb.lang = cb.lang === "zh" ? "en" : 
 $("city-level").value = "street";
 $("city-level").addEventListener("change", drawMap);
 $("city-sensor").addEventListener("change", drawMap);
+$("orders-form").addEventListener("submit", (ev) => { ev.preventDefault(); location.hash = "orders"; show("orders"); });
+["orders-area", "orders-department", "orders-status", "orders-overdue"].forEach((id) => $(id).addEventListener("change", () => {
+  location.hash = "orders"; show("orders");
+}));
 window.addEventListener("resize", () => Object.values(cb.charts).forEach((c) => c.resize()));
 start();
