@@ -4,7 +4,7 @@ AVENV := .venv/airflow
 STAMP := $(VENV)/.installed
 CB := $(VENV)/bin/citybrain
 
-.PHONY: demo test setup unit dags check broker-up broker-down simulate gateway ui up down status bench clean
+.PHONY: demo test setup constraints unit dags check broker-up broker-down simulate gateway ui up down status bench clean
 
 ## The platform's main job on the embedded default (set-up included).
 demo: $(STAMP)
@@ -23,8 +23,12 @@ test: $(STAMP)
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml infra/setup.sh infra/ui/package-lock.json
+$(STAMP): pyproject.toml infra/setup.sh
 	bash infra/setup.sh
+
+## infra/constraints/<env>.txt from what the set-up installed (docs/how-to/operator/install.md).
+constraints: $(STAMP)
+	bash infra/constraints.sh
 
 ## Unit tests only: no broker, a few seconds.
 unit: $(STAMP)

@@ -11,6 +11,7 @@ import json
 import os
 import ssl
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -23,8 +24,11 @@ if TYPE_CHECKING:
 
 ENV_PREFIX = "CITYBRAIN_"
 
-#: The repository root: schemas/, infra/ and var/ are found from here.
+#: The folder holding the package: in a checkout, the repository (its var/ is the local state); installed, the
+#: site-packages folder, which the platform never writes to or reads from.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: True when the package runs from a source checkout (developers, tests, ``make demo``), not from a wheel.
+IN_CHECKOUT = (PROJECT_ROOT / "pyproject.toml").is_file()
 #: The platform's principal on the embedded broker (a super user) and the SASL mechanism it uses.
 ADMIN_USER = "citybrain-admin"
 SASL_MECHANISM = "SCRAM-SHA-512"
@@ -43,6 +47,26 @@ def write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     tmp.replace(path)
+
+
+def packaged(*parts: str) -> Path:
+    """A file or folder shipped in the package (``citybrain/data``, see its README), e.g. ``packaged("schemas")``.
+
+    One lookup for a wheel and a checkout: in a checkout the package's data folder links to the repository's own
+    folders (``schemas/``, ``expectations/``, ``infra/...``), so the path is resolved to them."""
+    found = resources.files("citybrain").joinpath("data", *parts)
+    if not isinstance(found, Path):
+        raise FileNotFoundError(f"citybrain is installed as a zip archive ({found}); its package data ({'/'.join(parts)}) "
+                                "must be files. Fix: install the wheel with pip into a virtual environment.")
+    return found.resolve()
+
+
+def _default_state_dir() -> Path:
+    """``var/`` of the checkout; installed, the user's state folder (``$XDG_STATE_HOME/citybrain``), never
+    site-packages (a deployment sets CITYBRAIN_STATE_DIR, e.g. /var/lib/citybrain)."""
+    if IN_CHECKOUT:
+        return PROJECT_ROOT / "var"
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "citybrain"
 
 
 @lru_cache(maxsize=8)
@@ -68,14 +92,20 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
-    # Where the platform keeps local state (broker jars and log, lake). Git-ignored.
-    state_dir: Path = Field(default=PROJECT_ROOT / "var")
+    # Where the platform keeps local state (broker jars and log, lake, the imported city pack). Git-ignored.
+    # Installed from a wheel: $XDG_STATE_HOME/citybrain (~/.local/state/citybrain) unless set.
+    state_dir: Path = Field(default=_default_state_dir())
     # Downloaded broker jars; shared by every state dir (tests use their own state dir).
-    cache_dir: Path = Field(default=PROJECT_ROOT / "var" / "cache")
-    schemas_dir: Path = Field(default=PROJECT_ROOT / "schemas")
-    # Departmental export mappings (one YAML per feed) and the quality suites generated from the contracts.
-    feeds_dir: Path = Field(default=PROJECT_ROOT / "infra" / "feeds")
-    expectations_dir: Path = Field(default=PROJECT_ROOT / "expectations")
+    cache_dir: Path = Field(default=_default_state_dir() / "cache")
+    # The contracts; by default the ones shipped in the package (in a checkout, the repository's schemas/).
+    schemas_dir: Path = Field(default=packaged("schemas"))
+    # Departmental export mappings (one YAML per feed); by default the package's (in a checkout, infra/feeds/).
+    feeds_dir: Path = Field(default=packaged("feeds"))
+    # The quality suites generated from the contracts; by default the package's (in a checkout, expectations/).
+    expectations_dir: Path = Field(default=packaged("expectations"))
+    # The deployment's own access model (access.yaml) and subscriptions (subscriptions.yaml); a file not there,
+    # or no folder set, is the template shipped in the package (in a checkout, infra/'s).
+    config_dir: Path | None = None
 
     # Kafka connection. Empty bootstrap servers means "the embedded local broker".
     bootstrap_servers: str = ""
@@ -198,11 +228,28 @@ class Settings(BaseSettings):
                              "e.g. s3://city-lake/citybrain, or leave it unset for the local lake")
         return value
 
-    @field_validator("state_dir", "cache_dir", "schemas_dir", "feeds_dir", "expectations_dir")
+    @field_validator("state_dir", "cache_dir", "schemas_dir", "feeds_dir", "expectations_dir", "config_dir")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
+    def _absolute(cls, value: Path | None) -> Path | None:
         # The broker runs in its own working directory: relative paths would point elsewhere.
-        return value.expanduser().resolve()
+        return value.expanduser().resolve() if value is not None else None
+
+    # -- the deployment's own files, each named once -----------------------------------------
+
+    def config_file(self, name: str) -> Path:
+        """The deployment's ``<config_dir>/<name>`` when there is one, else the template shipped in the package."""
+        own = self.config_dir / name if self.config_dir is not None else None
+        return own if own is not None and own.is_file() else packaged(name)
+
+    @property
+    def access_file(self) -> Path:
+        """The access model: principals, departments and grants (``access.yaml``, see ``citybrain.access.grants``)."""
+        return self.config_file("access.yaml")
+
+    @property
+    def subscriptions_file(self) -> Path:
+        """Who gets which topic where (``subscriptions.yaml``, see ``citybrain.notify.subscriptions``)."""
+        return self.config_file("subscriptions.yaml")
 
     # -- the local state's folders, each named once ------------------------------------------
 

@@ -11,7 +11,6 @@ need() {
 need "$PYTHON" "install Python 3.11 (or set PYTHON=/path/to/python3.11)."
 need java "install Java 17 or newer (OpenJDK); the embedded Kafka broker runs on it."
 need mvn "install Apache Maven 3.8+; it fetches the Kafka broker's jars from Maven Central."
-need npm "install Node.js 18+ with npm; it fetches Apache ECharts for the operations view (citybrain ui)."
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
   || { echo "error: $PYTHON is $("$PYTHON" -V 2>&1), CityBrain needs Python 3.11. Fix: set PYTHON=python3.11." >&2; exit 2; }
 
@@ -31,7 +30,4 @@ venv_with "$VENV" streams,dev "stream workers, CLI, tests"
 
 # DAGs: Airflow 3 (needs croniter>=6.2.2) and Great Expectations, with the shared package.
 venv_with .venv/airflow airflow,dev "Airflow 3, Great Expectations 1.x"
-# The operations view's charts and maps: Apache ECharts, pinned in infra/ui/package-lock.json.
-echo "installing Apache ECharts into infra/ui/node_modules (the operations view)"
-npm ci --prefix infra/ui --no-audit --no-fund --loglevel=error >/dev/null
 touch "$VENV/.installed"

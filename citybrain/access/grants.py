@@ -22,14 +22,16 @@ import yaml
 from citybrain.contracts.topics import CONTRACT_REGISTRY, work_orders
 from citybrain.contracts.model import Contract, load_platform
 from citybrain.contracts.departments import DEPARTMENTS, city_departments
-from citybrain.settings import ADMIN_USER, PROJECT_ROOT, get_settings
+from citybrain.settings import ADMIN_USER, get_settings, packaged
 from citybrain.errors import InputError
 
 __all__ = ["ACCESS_FILE", "CATALOG_TOPIC", "CITY_ACCESS_FILE", "OPERATIONS", "PRINCIPAL_RE", "AccessError", "AccessModel",
            "Acl", "Grant", "acl_covers", "city_access_text", "department_grants", "department_principal", "load",
            "topics_of", "who_can"]
 
-ACCESS_FILE = PROJECT_ROOT / "infra" / "access.yaml"
+#: The access model shipped with the package (``infra/access.yaml`` in a checkout): the template of a deployment's
+#: own, which ``Settings.access_file`` names (``CITYBRAIN_CONFIG_DIR``).
+ACCESS_FILE = packaged("access.yaml")
 #: The city's access file in the state's city folder: what ``citybrain city import`` granted its own departments.
 CITY_ACCESS_FILE = "access.yaml"
 #: Granted to every principal: the contract catalogue, so a department can discover its topics' contracts.

@@ -31,14 +31,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from citybrain.settings import ADMIN_USER, PROJECT_ROOT, SASL_MECHANISM, Settings, credentials_path, write_private
+from citybrain.settings import ADMIN_USER, SASL_MECHANISM, Settings, credentials_path, packaged, write_private
 from citybrain.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
 #: The pinned Apache Kafka release; keep in step with infra/kafka/pom.xml.
 KAFKA_VERSION = "4.3.1"
-POM = PROJECT_ROOT / "infra" / "kafka" / "pom.xml"
+POM = packaged("kafka", "pom.xml")
 CONTROLLER_USER = "citybrain-controller"
 
 

@@ -37,10 +37,10 @@ from typing import Any
 from citybrain.city.catalogue import SERVICES, department_remits, routing_rules
 from citybrain.city.model import City
 from citybrain.contracts.departments import DEPARTMENTS
-from citybrain.settings import PROJECT_ROOT
+from citybrain.settings import packaged
 
 FORMAT = "citybrain.citypack/1"
-SCHEMAS = PROJECT_ROOT / "schemas" / "citypack"
+SCHEMAS = packaged("schemas", "citypack")
 #: file -> (its contract, how it is written)
 FILES: dict[str, tuple[str, str]] = {
     "manifest.json": ("manifest.schema.json", "json"), "areas.geojson": ("area.schema.json", "geojson"),

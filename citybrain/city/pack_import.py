@@ -152,7 +152,7 @@ def _make_departments(settings: Settings, pack: Pack) -> tuple[dict[str, str], s
     if not settings.embedded:
         return ({c.owner: c.topic for c in made.values()},
                 "principals and grants written; `citybrain access apply` puts them on the cluster")
-    model = access.load(access.ACCESS_FILE, load_platform(settings), settings.city_dir)
+    model = access.load(settings.access_file, load_platform(settings), settings.city_dir)
     applied = access.apply(settings, model, actor="citybrain-city-import")
     return {c.owner: c.topic for c in made.values()}, f"principals and grants applied ({applied.changes} changed)"
 

@@ -12,16 +12,16 @@ from rich.table import Table
 from citybrain.cli.base import (ExitCode, audit, current_contracts, current_settings, fail, fail_with, group,
                                 json_option, limit_option, old_option, out, renamed)
 
-access_app = group("access", "Department access: principals, grants (infra/access.yaml), credentials, audit log.")
+access_app = group("access", "Department access: principals, grants (access.yaml), credentials, audit log.")
 
-FILE_OPTION = typer.Option(None, "--file", help="The access file (default: infra/access.yaml).")
+FILE_OPTION = typer.Option(None, "--file", help="The access file (default: CITYBRAIN_CONFIG_DIR's access.yaml, else the template).")
 
 
 def _model(path: Optional[Path]):  # type: ignore[no-untyped-def]
-    from citybrain.access.grants import ACCESS_FILE, AccessError, load
+    from citybrain.access.grants import AccessError, load
 
     try:
-        return load(path or ACCESS_FILE, current_contracts())
+        return load(path or current_settings().access_file, current_contracts())
     except AccessError as exc:
         raise fail_with(exc) from None
 

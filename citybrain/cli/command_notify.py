@@ -15,20 +15,20 @@ from citybrain.cli.base import (ExitCode, current_contracts, current_settings, f
                                 json_option, old_option, out, renamed)
 
 notify_app = group("notify", "NGSI-LD notifications out: department systems sent their topics "
-                             "(infra/subscriptions.yaml); the alert topics to Alertmanager.")
+                             "(subscriptions.yaml); the alert topics to Alertmanager.")
 
 FILE_OPTION = typer.Option(None, "--file", exists=True, dir_okay=False,
-                           help="The subscriptions file (default: infra/subscriptions.yaml).")
+                           help="The subscriptions file (default: CITYBRAIN_CONFIG_DIR's subscriptions.yaml, else the template).")
 
 
 def _subscriptions(path: Optional[Path], code: ExitCode = ExitCode.BAD_INPUT):  # type: ignore[no-untyped-def]
     """The subscriptions, or exit with ``code`` naming what is wrong with them."""
-    from citybrain.access.grants import ACCESS_FILE, AccessError, load
-    from citybrain.notify.subscriptions import SUBSCRIPTIONS_FILE, SubscriptionError, load_subscriptions
+    from citybrain.access.grants import AccessError, load
+    from citybrain.notify.subscriptions import SubscriptionError, load_subscriptions
 
-    contracts = current_contracts()
+    settings, contracts = current_settings(), current_contracts()
     try:
-        return load_subscriptions(path or SUBSCRIPTIONS_FILE, contracts, load(ACCESS_FILE, contracts))
+        return load_subscriptions(path or settings.subscriptions_file, contracts, load(settings.access_file, contracts))
     except (AccessError, SubscriptionError) as exc:
         raise fail(str(exc), code) from None
 

@@ -27,7 +27,7 @@ def streams_fusion(log_level: str = typer.Option("warn", "--log-level", "-l", he
     if log_level not in ("crit", "error", "warn", "info", "debug"):
         raise fail(f"--log-level {log_level!r}: use crit, error, warn, info or debug.", ExitCode.BAD_INPUT)
     current_settings()
-    os.execv(sys.executable, [sys.executable, str(FUSION_WORKER), "worker", "-l", log_level, "--without-web"])
+    os.execv(sys.executable, [sys.executable, *FUSION_WORKER, "worker", "-l", log_level, "--without-web"])
 
 
 @dev_app.command("evaluate")

@@ -20,7 +20,7 @@ def ui(
 
     settings, contracts = current_settings(), current_contracts()
     try:
-        model = access.load(access.ACCESS_FILE, contracts)
+        model = access.load(settings.access_file, contracts)
     except access.AccessError as exc:
         raise fail_with(exc) from None
     host, port = host or settings.ui_host, port or settings.ui_port

@@ -218,7 +218,7 @@ def _department_access(settings: Settings, contracts: dict[str, Contract]) -> tu
     """Step 10: the police reads its work orders with its own credentials and is refused the rest."""
     from citybrain import access
 
-    cfg = access.client_config(settings, access.load(access.ACCESS_FILE, contracts), "police")
+    cfg = access.client_config(settings, access.load(settings.access_file, contracts), "police")
     ok, read = access.try_read(settings, cfg, work_orders("police"))
     refused = {t: access.try_read(settings, cfg, t, idle_s=1) for t in (work_orders("water"), SERVICE_REQUESTS)}
     text = (f"{cfg['principal']} read {read:,} work orders from {work_orders('police')} with its own credentials"

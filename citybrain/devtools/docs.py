@@ -207,7 +207,9 @@ def settings_page() -> str:
     lines = ["# Settings", "", GENERATED_NOTE, "",
              f"All settings are `{ENV_PREFIX}*` environment variables, read into one typed object "
              "(`citybrain/settings.py`). An unknown `CITYBRAIN_*` variable is refused with the valid names; "
-             "secrets are never printed. Paths default to folders of the repository.", ""]
+             "secrets are never printed. Paths default to folders of the repository; installed from a wheel, to the "
+             "package's own data and the state to `$XDG_STATE_HOME/citybrain` "
+             "([installing from a wheel](../how-to/operator/install.md)).", ""]
     block = None
     for name, info in Settings.model_fields.items():
         if headings.get(name, "") != block:

@@ -18,11 +18,13 @@ import yaml
 from citybrain.contracts.model import Contract
 from citybrain.errors import InputError
 from citybrain.notify.ngsi import ACCEPT, ENTITY_TYPES, FORMATS
-from citybrain.settings import PROJECT_ROOT, Settings
+from citybrain.settings import Settings, packaged
 
 __all__ = ["ID_RE", "SUBSCRIPTIONS_FILE", "Subscription", "SubscriptionError", "load_subscriptions", "passwords_for"]
 
-SUBSCRIPTIONS_FILE = PROJECT_ROOT / "infra" / "subscriptions.yaml"
+#: The subscriptions shipped with the package (``infra/subscriptions.yaml`` in a checkout): the template of a
+#: deployment's own, which ``Settings.subscriptions_file`` names (``CITYBRAIN_CONFIG_DIR``).
+SUBSCRIPTIONS_FILE = packaged("subscriptions.yaml")
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 
 

@@ -59,9 +59,9 @@ def _apply_access(settings: Settings, contracts: dict[str, Contract]) -> str:
     if not settings.embedded:
         return "left to `citybrain access apply` on an external cluster"
     try:
-        model = access.load(access.ACCESS_FILE, contracts)
+        model = access.load(settings.access_file, contracts)
         result = access.apply(settings, model, actor="citybrain-platform")
     except access.AccessError as exc:
         raise PlatformError(str(exc)) from exc
     return (f"{len(model.departments)} department principals, {len(access.declared_acl_set(model))} grants from "
-            f"{access.ACCESS_FILE.name} ({result.changes} changed)")
+            f"{settings.access_file.name} ({result.changes} changed)")

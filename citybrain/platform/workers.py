@@ -9,9 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from citybrain.settings import PROJECT_ROOT, Settings
+from citybrain.settings import Settings
 
-FUSION_WORKER = PROJECT_ROOT / "streams" / "fusion_worker.py"
+#: The fusion worker's command line after the interpreter: its module in the installed package.
+FUSION_WORKER = ["-m", "citybrain.streams.fusion"]
 
 
 def start_worker(settings: Settings, env: dict[str, str] | None = None, log: Path | None = None,
@@ -21,7 +22,7 @@ def start_worker(settings: Settings, env: dict[str, str] | None = None, log: Pat
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         out = open(log, "ab")  # noqa: SIM115 - the child keeps it
-    return subprocess.Popen([sys.executable, str(FUSION_WORKER), "worker", "-l", level, "--without-web"],
+    return subprocess.Popen([sys.executable, *FUSION_WORKER, "worker", "-l", level, "--without-web"],
                             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 

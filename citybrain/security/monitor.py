@@ -89,7 +89,7 @@ def device_registry(lake: Lake) -> dict[str, tuple[float, float]]:
 
 
 def declared_grants(path: Path) -> set[checks.Grant]:
-    """Grants declared in ``infra/access.yaml`` (empty when the file does not exist)."""
+    """Grants declared in the access file (``Settings.access_file``; empty when the file does not exist)."""
     if not path.exists():
         return set()
     from citybrain import access
@@ -150,7 +150,7 @@ def run_security(settings: Settings, lake: Lake, now: datetime | None = None,
                         "evidence": {"bootstrap": settings.bootstrap, "security_protocol": settings.client_auth()[0]},
                         "first_seen": iso(now), "last_seen": iso(now)}])
     else:
-        add("grants", checks.grant_drift(declared_grants(access_file or settings.schemas_dir.parent / "infra" / "access.yaml"),
+        add("grants", checks.grant_drift(declared_grants(access_file or settings.access_file),
                                          actual, now))
     detected = iso(now)
     for f in findings:

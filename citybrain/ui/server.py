@@ -29,7 +29,7 @@ from citybrain.gateway.hardening import TRACE_HEADER, ExpiringLru, security_head
 from citybrain.ingest.audit import service_trail
 from citybrain.kafka.headers import new_trace_id
 from citybrain.lake import layout
-from citybrain.settings import ADMIN_USER, PROJECT_ROOT, Settings
+from citybrain.settings import ADMIN_USER, Settings, packaged
 from citybrain.ui import orders, views
 from citybrain.ui.auth import Authenticator, RateLimited, Viewer
 from citybrain.ui.broker_stats import broker_stats
@@ -38,8 +38,8 @@ from citybrain.ui.live import LiveFeed
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-#: ECharts as the setup pinned it from npm (infra/ui/package.json), served with its licence.
-ECHARTS = PROJECT_ROOT / "infra" / "ui" / "node_modules" / "echarts"
+#: Apache ECharts, vendored in the package with its licence (citybrain/data/README.md says which release).
+ECHARTS = packaged("echarts")
 COOKIE = "cb_session"
 #: The page: its own scripts, styles, ECharts and data only, never framed. ECharts writes style attributes into its
 #: tooltips (style-src-attr); the page itself has no inline script or style.
@@ -78,9 +78,9 @@ class OperationsView:
             c.topic for c in contracts.values() if c.topic.startswith("dispatch.")))
 
     def app(self) -> web.Application:
-        if not (ECHARTS / "dist" / "echarts.min.js").exists():
-            raise FileNotFoundError(f"Apache ECharts is not installed ({ECHARTS} is missing). Fix: `make setup` "
-                                    "installs it from npm (infra/ui/package.json).")
+        if not (ECHARTS / "echarts.min.js").exists():
+            raise FileNotFoundError(f"Apache ECharts is missing from the package ({ECHARTS}). Fix: reinstall "
+                                    "citybrain from its wheel (it ships citybrain/data/echarts).")
         app = web.Application(middlewares=[metrics.http_metrics("ui"), self._errors, self._json_only])
         security_headers(app, self._csp, self.settings.http_behind_tls_proxy)
         app.router.add_get("/", self._file(STATIC / "index.html"))
@@ -97,7 +97,7 @@ class OperationsView:
         app.router.add_static("/static/", STATIC)
         app.on_startup.append(self._startup)
         app.on_cleanup.append(self._cleanup)
-        app.router.add_get("/vendor/echarts.min.js", self._file(ECHARTS / "dist" / "echarts.min.js"))
+        app.router.add_get("/vendor/echarts.min.js", self._file(ECHARTS / "echarts.min.js"))
         app.router.add_get("/vendor/ECHARTS-LICENSE", self._file(ECHARTS / "LICENSE"))
         return app
 

@@ -4,9 +4,6 @@
 # tests/unit/test_images.py parses this file and runs its install step in the setup's environment.
 FROM python:3.11-slim-bookworm
 
-# The operations view's ECharts comes from npm, as in infra/setup.sh.
-RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm && rm -rf /var/lib/apt/lists/*
-
 WORKDIR /opt/citybrain
 COPY pyproject.toml README.md ./
 COPY citybrain ./citybrain
@@ -14,7 +11,6 @@ COPY schemas ./schemas
 COPY expectations ./expectations
 COPY infra ./infra
 RUN python -m pip install --no-cache-dir ".[streams]"
-RUN npm ci --prefix infra/ui --no-audit --no-fund --loglevel=error
 
 ENV CITYBRAIN_STATE_DIR=/var/lib/citybrain \
     CITYBRAIN_SCHEMAS_DIR=/opt/citybrain/schemas \

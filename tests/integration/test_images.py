@@ -2,7 +2,7 @@
 
 No Docker engine runs here, so the images are not built: each Dockerfile is parsed, what it copies must exist,
 its pip install steps are run (``--dry-run``) in the set-up's own environment for that image and must resolve,
-its npm step is the set-up's, and the command it starts must be one the installed platform knows.
+and the command it starts must be one the installed platform knows.
 """
 
 from __future__ import annotations
@@ -66,10 +66,6 @@ def test_the_image_builds_from_the_setup(image: str) -> None:
         run = subprocess.run([str(python), *argv[1:], "--dry-run", "--quiet", "--disable-pip-version-check"],
                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, f"{path.name}: `{command}` does not resolve in the set-up:\n{run.stderr[-2000:]}"
-
-    setup = (PROJECT_ROOT / "infra" / "setup.sh").read_text()
-    for command in (a for w, a in steps if w == "RUN" and a.startswith("npm ")):
-        assert command.split(" --")[0] in setup, f"{path.name}: `{command}` is not what infra/setup.sh runs"
 
     entry = shlex.split(dict(steps)["ENTRYPOINT"].replace("[", "").replace("]", "").replace(",", " "))
     cmd = shlex.split(dict(steps)["CMD"].replace("[", "").replace("]", "").replace(",", " "))
