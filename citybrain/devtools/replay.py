@@ -31,6 +31,15 @@ def replay_detections(truth: dict[str, Any], contracts: Mapping[str, Contract], 
                       shards: int = 1) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(city events, early warnings) the pipeline raises over the simulation ``truth`` describes (split over
     ``shards`` pipelines by area key)."""
+    outputs = replay_outputs(truth, contracts, protector, shards)
+    return outputs.get(topics.CITY_EVENTS, []), outputs.get(topics.EARLY_WARNINGS, [])
+
+
+def replay_outputs(truth: dict[str, Any], contracts: Mapping[str, Contract], protector: Protector,
+                   shards: int = 1) -> dict[str, list[dict[str, Any]]]:
+    """Every output, by topic, the pipeline produces over the simulation ``truth`` describes (split over
+    ``shards`` pipelines by area key), swept every five minutes of stream time: what the stream publishes, once
+    each (the worker sweeps on a timer too, so windows still open when the day ends may close there as well)."""
     from citybrain.sim.engine import Simulation
     from citybrain.sim.model import INCIDENT_KINDS, SimConfig
 
@@ -44,8 +53,7 @@ def replay_detections(truth: dict[str, Any], contracts: Mapping[str, Contract], 
     city = CityCalls()
     pipelines = [Pipeline(contracts, protector, city_calls=city) for _ in range(max(1, shards))]
     keys = AreaKeys()
-    events: list[dict[str, Any]] = []
-    warnings: list[dict[str, Any]] = []
+    outputs: dict[str, list[dict[str, Any]]] = {}
     for t, batch in sim.ticks():
         for e in batch:
             if checks[e.contract](e.value):
@@ -58,8 +66,5 @@ def replay_detections(truth: dict[str, Any], contracts: Mapping[str, Contract], 
             else:
                 targets = [pipelines[share_of(keys.key(topic_in, e.value), len(pipelines))]]
             for topic, record in (out for p in targets for out in p.feed_message(topic_in, {}, payload, t)):
-                if topic == topics.CITY_EVENTS:
-                    events.append(record)
-                elif topic == topics.EARLY_WARNINGS:
-                    warnings.append(record)
-    return events, warnings
+                outputs.setdefault(topic, []).append(record)
+    return outputs

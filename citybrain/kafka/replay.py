@@ -21,6 +21,15 @@ from citybrain.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: A re-read that gets no record for this long before reaching its ends stops (a partition leader down, a broker
+#: unreachable), rather than rebuild state from part of the records: one empty poll is not the end (a node's
+#: failover takes seconds).
+STALL_S = 60.0
+
+
+class ReplayStalled(RuntimeError):
+    """The re-read of the records before the committed offsets stalled before it reached them."""
+
 
 @dataclass
 class Backlog:
@@ -63,8 +72,9 @@ class Backlog:
                 else:
                     consumer.pause(ktp)
             self.partitions = len(todo)
+            progress = time.monotonic()
             while todo:
-                polled = consumer.poll(timeout_ms=2000, max_records=10_000)
+                polled = consumer.poll(timeout_ms=1000, max_records=10_000)
                 batch: list[Any] = []
                 for ktp, records in polled.items():
                     key = (ktp.topic, ktp.partition)
@@ -74,11 +84,16 @@ class Backlog:
                 for key in [k for k in todo if consumer.position(tps[k]) >= todo[k]]:
                     del todo[key]   # read to its end (past commit markers too, which no consumer receives)
                     consumer.pause(tps[key])
+                if polled:
+                    progress = time.monotonic()
+                elif time.monotonic() - progress > STALL_S:
+                    raise ReplayStalled(
+                        f"the re-read of {sorted(todo)} got no record for {STALL_S:.0f} s before reaching the committed "
+                        "offsets: state rebuilt from part of them would reopen cases under new ids. The worker stops; "
+                        "its restart reads them again. If it recurs, check that the partitions' leaders are up "
+                        "(`citybrain status`).")
                 if batch:
                     yield batch
-                elif not polled and todo:
-                    log.warning("re-read stopped early: no records before the committed offsets of %s", sorted(todo))
-                    return
         finally:
             consumer.close()
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -171,3 +172,185 @@ def test_the_fusion_worker_carries_on_through_a_node_killed_mid_stream(cluster, 
     got = orders()
     assert len(got) == len(set(got)), sorted(got)          # no ticket dispatched twice
     assert {o.split("-")[1] for o in got} == {t["service_request_id"] for t in tickets}
+
+
+#: The chaos test: at least this many kills, one every few seconds, some restarted later than any timeout (the keyed
+#: group's 15 s session, the transactions' 15 s).
+CHAOS_KILLS = 20
+LATE_RESTART_S = 25.0
+SKEW = "+10m"   # worker B's clock (libfaketime; infra/faketime.sh installs it)
+
+
+def test_chaos_kills_workers_sinks_and_brokers_and_nothing_is_lost_or_doubled(cluster, contracts, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 32's chaos test, in the style of Kafka's ``transactions_test.py``: a simulated day streams into the
+    three-node cluster through two fusion workers keyed by area (one with its clock ten minutes ahead) and the
+    bronze lake sink, while a driver SIGKILLs a random worker, the sink or a broker node every few seconds and
+    brings it back, some later than any timeout. At the end every work order and city event the group published
+    is there once by id, every ticket has its work orders, every record on the raw topics is in the lake once,
+    and the day's detections are those of the one-pipeline replay of the same day. The counts go to
+    ``chaos.json`` beside the test's logs (the README reports the latest run)."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import uuid
+    from collections import Counter
+    from datetime import timedelta
+
+    import pyarrow.parquet as pq
+
+    from citybrain.access.privacy import protector_from_settings
+    from citybrain.devtools.replay import replay_outputs
+    from citybrain.contracts.topics import CITY_EVENTS, EARLY_WARNINGS
+    from citybrain.fusion.evaluate import evaluate, in_window
+    from citybrain.kafka.topics import group_lag
+    from citybrain.lake import layout
+    from citybrain.platform.workers import start_worker
+    from citybrain.sim.clock import default_start
+    from tests.integration.conftest import TEST_ENV
+
+    settings, broker = cluster
+    apply_topics(settings, contracts.values())
+    rng = random.Random(32)
+    run_app = uuid.uuid4().hex[:8]
+    app_id = f"citybrain-fusion-chaos-{run_app}"
+    lake = settings.state_dir / "lake"   # the sink's own, at the cluster's state folder
+    shutil.rmtree(lake, ignore_errors=True)
+    cluster_env = {"CITYBRAIN_STATE_DIR": str(settings.state_dir), "CITYBRAIN_BROKER_PORT": str(BASE),
+                   "CITYBRAIN_CONTROLLER_PORT": str(BASE + 1), "CITYBRAIN_BROKER_NODES": "3"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
+    env.update({**TEST_ENV, **cluster_env, "CITYBRAIN_STREAMS_APP_ID": app_id, "CITYBRAIN_STREAMS_PARTITIONS": "12",
+                "CITYBRAIN_METRICS_PORT": "0"})
+    faketime = Path(f"/usr/lib/{os.uname().machine}-linux-gnu/faketime/libfaketime.so.1")
+    assert faketime.exists(), "libfaketime is missing: `bash infra/faketime.sh` installs it (make test does)"
+    skewed = {**env, "LD_PRELOAD": str(faketime), "FAKETIME": SKEW, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    citybrain = str(Path(sys.executable).with_name("citybrain"))
+
+    def sink(log: Path) -> subprocess.Popen:  # type: ignore[type-arg]
+        return subprocess.Popen([citybrain, "lake", "bronze", "--max-wait-s", "1"], env=env, start_new_session=True,
+                                stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+    starters = {"worker-a": lambda: start_worker(settings, env=env, log=tmp_path / "worker-a.log", level="info"),
+                "worker-b": lambda: start_worker(settings, env=skewed, log=tmp_path / "worker-b.log", level="info"),
+                "sink": lambda: sink(tmp_path / "sink.log")}
+    procs = {name: start() for name, start in starters.items()}
+    kills: Counter[str] = Counter()
+    exits: Counter[str] = Counter()   # stopped on their own (a refused transaction, a lost broker): restarted
+    late = 0
+
+    def supervise() -> None:
+        """What systemd's Restart= does: a process that stopped on its own is started again."""
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                exits[name] += 1
+                procs[name] = starters[name]()
+    sim: dict = {}  # type: ignore[type-arg]
+    # A simulated day of its own on the cluster (the fusion test above simulates six days back), within the raw
+    # topics' retention (7 days): a day older is deleted by retention as it arrives. About 150 s.
+    start = (default_start() - timedelta(days=3)).isoformat()
+    simulate = threading.Thread(target=lambda: sim.update(proc=subprocess.run(
+        [citybrain, "simulate", "--hours", "24", "--scale", "0.05", "--seed", "7", "--start", start,
+         "--out", str(tmp_path / "sim"), "--json", "--incidents", "underpass_flood,night_construction_noise",
+         "--speed", "600"], env=env, capture_output=True, text=True, timeout=900)))
+    try:
+        time.sleep(15)   # both workers joined the group
+        simulate.start()
+        while sum(kills.values()) < CHAOS_KILLS or simulate.is_alive():
+            time.sleep(rng.uniform(2.0, 5.0))
+            supervise()
+            target = rng.choice(["worker-a", "worker-b", "sink", "node"])
+            wait_s = LATE_RESTART_S if rng.random() < 0.15 else rng.uniform(0.5, 4.0)
+            if target == "node":
+                index = rng.randint(1, 3)
+                broker.kill_node(index)
+                kills[f"node-{index}"] += 1
+                time.sleep(wait_s)
+                broker.up()
+            else:
+                os.killpg(procs[target].pid, signal.SIGKILL)
+                procs[target].wait()
+                kills[target] += 1
+                time.sleep(wait_s)
+                procs[target] = starters[target]()
+            late += wait_s >= LATE_RESTART_S
+            if sum(kills.values()) >= 3 * CHAOS_KILLS:
+                break   # the day took longer than the kills: enough
+        simulate.join(timeout=600)
+        assert sim["proc"].returncode == 0, sim["proc"].stderr
+        deadline = time.monotonic() + 420
+        while time.monotonic() < deadline and group_lag(settings, app_id)[1] != 0:
+            supervise()
+            time.sleep(3)
+        assert group_lag(settings, app_id)[1] == 0, "the group did not catch up after the chaos"
+        time.sleep(20)   # the last windows and quiet cases close on the sweep timers
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        broker.up()
+    # The sink once more, to the end of the topics, then the lake against the topics.
+    final = subprocess.run([citybrain, "lake", "bronze", "--exit-when-idle", "10"], env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert final.returncode == 0, final.stdout + final.stderr
+    run_id = json.loads(sim["proc"].stdout)["run_id"]
+    raw = [c for c in contracts.values() if c.zone == "raw"]
+    on_topics = {c.id: {(r.partition, r.offset) for r in read_topic(settings, c.topic, timeout_s=120)} for c in raw}
+    in_lake = {c.id: Counter((row["partition"], row["offset"]) for f in layout.files(lake, "bronze", c.id)
+                             for row in pq.read_table(f, columns=["partition", "offset"]).to_pylist()) for c in raw}
+    lost = {cid: len(on_topics[cid] - set(in_lake[cid])) for cid in on_topics}
+    lake_doubled = {cid: sum(n - 1 for n in rows.values() if n > 1) for cid, rows in in_lake.items()}
+
+    published: dict[str, Counter[str]] = {}
+    orders: set[str] = set()
+    ordered: set[str] = set()
+    events, warnings = [], []
+    for c in contracts.values():
+        if c.zone not in ("city", "alert", "dispatch"):
+            continue
+        for r in read_topic(settings, c.topic, timeout_s=120):
+            headers = dict(r.headers or [])
+            if headers.get("app-id") != app_id.encode():
+                continue
+            published.setdefault(c.topic, Counter())[headers["event-id"].decode()] += 1
+            value = json.loads(r.value)
+            if c.zone == "dispatch":
+                orders.add(value["work_order_id"])
+                ordered.add(value["source_id"])
+            elif c.topic == "city.event.incident.v1":
+                events.append(value)
+            elif c.topic == "alert.early_warning.risk.v1":
+                warnings.append(value)
+    doubled = {t: sum(n - 1 for n in ids.values() if n > 1) for t, ids in published.items()}
+    tickets = {json.loads(r.value)["service_request_id"] for r in read_topic(settings, "raw.hotline.service_request.v1")
+               if dict(r.headers or []).get("trace-id") == run_id.encode()}
+    truth = json.loads((tmp_path / "sim" / "ground_truth.json").read_text())
+    replay = replay_outputs(truth, contracts, protector_from_settings(settings))
+    expected_orders = {o["work_order_id"] for t, records in replay.items() if t.startswith("dispatch.") for o in records}
+    two = evaluate(truth, in_window(truth, events), in_window(truth, warnings))
+    one = evaluate(truth, replay.get(CITY_EVENTS, []), replay.get(EARLY_WARNINGS, []))
+    report = {"kills": dict(kills), "kills_total": sum(kills.values()), "late_restarts": late, "exits": dict(exits),
+              "raw_records": sum(len(s) for s in on_topics.values()), "lake_lost": sum(lost.values()),
+              "lake_doubled": sum(lake_doubled.values()), "outputs": sum(sum(c.values()) for c in published.values()),
+              "outputs_doubled": sum(doubled.values()),
+              "doubled_by_topic": {t: n for t, n in doubled.items() if n}, "tickets": len(tickets),
+              "work_orders": len(orders), "work_orders_expected": len(expected_orders),
+              "work_orders_missing": sorted(expected_orders - orders)[:10],
+              "work_orders_unexpected": sorted(orders - expected_orders)[:10],
+              "events": sorted(e["event_id"] for e in events), "events_expected": sorted(e["event_id"] for e in replay.get(CITY_EVENTS, [])), "recall": two["recall"], "precision": two["precision"],
+              "replay_recall": one["recall"], "replay_precision": one["precision"]}
+    (tmp_path / "chaos.json").write_text(json.dumps(report, indent=1))
+    print("chaos:", json.dumps(report))
+    assert report["kills_total"] >= CHAOS_KILLS and late >= 1, report
+    assert not any(lost.values()) and not any(lake_doubled.values()), (lost, lake_doubled)
+    assert not any(doubled.values()), {t: [i for i, n in ids.items() if n > 1][:5] for t, ids in published.items()}
+    assert tickets and ordered <= tickets | {e["event_id"] for e in events}
+    assert expected_orders and not expected_orders - orders, sorted(expected_orders - orders)[:10]   # none lost
+    assert not orders - expected_orders, sorted(orders - expected_orders)[:10]   # none the one pipeline did not make
+    detected = lambda score: sorted((i["incident_id"], i["output"], i["detected"]) for i in score["items"])  # noqa: E731
+    assert detected(two) == detected(one), (two, one)
+    assert two["recall"] == one["recall"] and two["precision"] == one["precision"], (two, one)

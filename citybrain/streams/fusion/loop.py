@@ -27,6 +27,7 @@ from citybrain.streams.batching import BatchApp
 from citybrain.kafka.transactions import Out, TransactionLost, Transactions, offsets_after
 from citybrain.contracts.topics import INGEST_DEAD_LETTERS as DLQ_TOPIC
 from citybrain.streams.shares import TP, Routed, share_transactional_id
+from citybrain.kafka.replay import ReplayStalled
 from citybrain.kafka.topics import committed_offsets
 from citybrain.streams.fusion.worker import PRODUCER, Failed, FusionWorker, Produced
 
@@ -61,7 +62,11 @@ class BatchLoop:
         """Start the worker (in a thread: it reads the reference data and rebuilds its state) before its first batch."""
         if not self.worker.ready:
             await self.transactions.start()   # fences an older worker of this id before the state is rebuilt
-            await self.in_thread(self.worker.start)
+            try:
+                await self.in_thread(self.worker.start)
+            except ReplayStalled as exc:
+                await self.lost(exc)
+                raise
             self.worker.ready = True
 
     async def in_thread(self, work: Callable[..., None], *args: Any) -> None:
@@ -119,9 +124,10 @@ class BatchLoop:
             refused[(topic, rejection.rule)] += 1
         return records, sent, refused
 
-    async def lost(self, exc: TransactionLost) -> None:
-        """A transaction that did not commit: logged, and the worker crashed (it exits with a failure; its supervisor
-        restarts it, and the restart rebuilds its state from the committed offsets)."""
+    async def lost(self, exc: TransactionLost | ReplayStalled) -> None:
+        """A transaction that did not commit, or state that could not be rebuilt whole: logged, and the worker
+        crashed (it exits with a failure; its supervisor restarts it, and the restart rebuilds its state from the
+        committed offsets)."""
         log.critical("%s", exc)
         await self.app.crash(exc)
 
@@ -161,7 +167,11 @@ class BatchLoop:
         if ahead:
             log.warning("the previous owner committed after the hand-over: %s record(s) skipped as done",
                         ", ".join(f"{t}[{p}]: {n}" for (t, p), n in sorted(ahead.items())))
-        await self.in_thread(self.worker.gain, ends)
+        try:
+            await self.in_thread(self.worker.gain, ends)
+        except ReplayStalled as exc:
+            await self.lost(exc)
+            raise
         return [m for m in messages if m.offset >= ends.get((m.topic, m.partition), 0)]
 
     async def give_up(self, tp: TP) -> None:
