@@ -16,7 +16,6 @@ test: $(STAMP)
 	bash infra/prometheus.sh
 	bash infra/postgres.sh
 	bash infra/s3.sh
-	bash infra/faketime.sh
 	$(CB) contracts check
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 	$(AVENV)/bin/pytest tests/airflow

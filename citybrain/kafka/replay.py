@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 #: unreachable), rather than rebuild state from part of the records: one empty poll is not the end (a node's
 #: failover takes seconds).
 STALL_S = 60.0
+#: A re-read quiet this long goes on with a new consumer (fresh metadata: a leader that moved).
+RECONNECT_S = 8.0
 
 
 class ReplayStalled(RuntimeError):
@@ -46,6 +48,9 @@ class Backlog:
     #: the first offset it was given).
     ends: dict[tuple[str, int], int] | None = None
 
+    def _consumer(self) -> Any:
+        return clients.consumer(self.settings, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)
+
     def __iter__(self) -> Iterator[list[Any]]:
         from kafka import TopicPartition
 
@@ -54,7 +59,7 @@ class Backlog:
                      if tp[0] in self.topics and o > 0 and self.span_h(tp[0]) > 0}
         if not committed:
             return
-        consumer = clients.consumer(self.settings, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)
+        consumer = self._consumer()
         try:
             tps = {tp: TopicPartition(*tp) for tp in committed}
             consumer.assign(list(tps.values()))
@@ -72,7 +77,7 @@ class Backlog:
                 else:
                     consumer.pause(ktp)
             self.partitions = len(todo)
-            progress = time.monotonic()
+            progress = quiet = time.monotonic()
             while todo:
                 polled = consumer.poll(timeout_ms=1000, max_records=10_000)
                 batch: list[Any] = []
@@ -84,14 +89,26 @@ class Backlog:
                 for key in [k for k in todo if consumer.position(tps[k]) >= todo[k]]:
                     del todo[key]   # read to its end (past commit markers too, which no consumer receives)
                     consumer.pause(tps[key])
+                now = time.monotonic()
                 if polled:
-                    progress = time.monotonic()
-                elif time.monotonic() - progress > STALL_S:
+                    progress = quiet = now
+                elif now - progress > STALL_S:
                     raise ReplayStalled(
                         f"the re-read of {sorted(todo)} got no record for {STALL_S:.0f} s before reaching the committed "
                         "offsets: state rebuilt from part of them would reopen cases under new ids. The worker stops; "
                         "its restart reads them again. If it recurs, check that the partitions' leaders are up "
                         "(`citybrain status`).")
+                elif todo and now - quiet > RECONNECT_S:
+                    # kafka-python's consumer can stay on a leader that is gone after a broker's failover: a new
+                    # consumer, with fresh metadata, goes on from where this one was.
+                    at = {key: consumer.position(tps[key]) for key in todo}
+                    log.warning("re-read of %s quiet for %.0f s: reconnecting", sorted(todo), now - quiet)
+                    consumer.close()
+                    consumer = self._consumer()
+                    consumer.assign([tps[key] for key in todo])
+                    for key, offset in at.items():
+                        consumer.seek(tps[key], offset)
+                    quiet = now
                 if batch:
                     yield batch
         finally:
@@ -131,6 +148,10 @@ def last_record_times(consumer: Any, tps: dict[tuple[str, int], Any], before: di
             else:                           # only markers and aborted records in the window: look further back
                 back[tp] *= 8
                 consumer.seek(ktp, max(0, before[tp] - back[tp]))
+    if len(last) < len(tps):
+        raise ReplayStalled(f"the record before the committed offset of {sorted(set(tps) - set(last))} was not read in "
+                            "60 s: the stream time to rebuild state from is unknown. The worker stops; its restart "
+                            "tries again. If it recurs, check that the partitions' leaders are up (`citybrain status`).")
     return {tp: ts for tp, ts in last.items() if ts >= 0}
 
 
