@@ -180,6 +180,8 @@ CHAOS_KILLS = 20
 LATE_RESTART_S = 25.0
 
 
+@pytest.mark.chaos
+@pytest.mark.timeout(1500)
 def test_chaos_kills_workers_sinks_and_brokers_and_nothing_is_lost_or_doubled(cluster, contracts, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Issue 32's chaos test, in the style of Kafka's ``transactions_test.py``: a simulated day streams into the
     three-node cluster through two fusion workers keyed by area and the bronze lake sink, while a driver SIGKILLs a random worker, the sink or a broker node every few seconds and
