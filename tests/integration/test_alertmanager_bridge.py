@@ -24,7 +24,7 @@ from citybrain.devtools.browser import free_port
 from citybrain.ingest.producer import ValidatedProducer
 from citybrain.ingest.readers import RawRecord
 from citybrain.kafka import clients
-from citybrain.kafka.topics import read_topic
+from citybrain.kafka.topics import committed_offsets, read_topic
 from citybrain.notify.alert_bridge import GROUP
 from citybrain.times import iso
 from tests.integration.conftest import TEST_ENV, cli
@@ -55,12 +55,7 @@ def _held(base: str, alert_id: str) -> list[dict[str, Any]]:
 
 def _committed(settings) -> dict[int, int]:  # type: ignore[no-untyped-def]
     """The bridge group's committed offsets on the SLA topic, by partition."""
-    admin = clients.admin(settings)
-    try:
-        offsets = admin.list_consumer_group_offsets(GROUP)
-    finally:
-        admin.close()
-    return {tp.partition: o.offset for tp, o in offsets.items() if tp.topic == topics.SLA_ALERTS}
+    return {p: o for (t, p), o in (committed_offsets(settings, GROUP) or {}).items() if t == topics.SLA_ALERTS}
 
 
 @pytest.mark.timeout(300)

@@ -9,7 +9,8 @@ from pathlib import Path
 from citybrain.settings import PROJECT_ROOT
 
 #: metrics.py: every room from the edge to the notifier counts into it, so it sits below them all (it imports no room).
-FOUNDATION = {"__init__.py", "settings.py", "errors.py", "times.py", "geo.py", "metrics.py"}
+#: logs.py: every service's log format and rotation, set up before any room runs (it imports only the settings).
+FOUNDATION = {"__init__.py", "settings.py", "errors.py", "times.py", "geo.py", "metrics.py", "logs.py"}
 
 
 def _lint_imports(config: Path) -> subprocess.CompletedProcess[str]:

@@ -195,31 +195,34 @@ def test_a_taken_metrics_port_is_logged_and_the_service_runs_on(caplog: pytest.L
 def test_the_fusion_loop_counts_its_outputs_and_what_it_dead_lettered_by_rule() -> None:
     topic, broken = "city.unit.event.v1", "city.unit.warning.v1"
 
-    async def acknowledged() -> None:
-        return None
+    class Transactions:
+        """What the loop commits: the records and offsets of each transaction."""
 
-    class Topic:
-        async def send(self, **_kwargs: Any) -> asyncio.Future[None]:
-            return asyncio.ensure_future(acknowledged())
+        def __init__(self) -> None:
+            self.commits: list[tuple[list[Any], Any]] = []
+
+        async def commit(self, records: list[Any], offsets: Any = None) -> int:
+            self.commits.append((records, offsets))
+            return len(records)
 
     worker = SimpleNamespace(
         message=lambda t, _record, _trace: Rejection("required", "title", "missing") if t == broken else (b"k", b"v", {}),
         dead_letter=lambda *_args: (b"k", b"v", {}))
-    outputs = SimpleNamespace(topics={topic: Topic()}, dead_letters=Topic())
-    loop = BatchLoop(SimpleNamespace(), worker, outputs)   # type: ignore[arg-type]
+    transactions = Transactions()
+    loop = BatchLoop(SimpleNamespace(), worker, transactions)   # type: ignore[arg-type]
     before = (value("citybrain_records_out_total", topic=topic),
               value("citybrain_records_dead_lettered_total", topic=broken, rule="required"),
               value("citybrain_records_dead_lettered_total", topic="raw.unit.v1", rule="processing-error"))
     failed = [("raw.unit.v1", RawRecord("unit", b"{}", value={}), Rejection("processing-error", "(record)", "x"), b"t")]
-
-    async def batch() -> None:
-        await loop.send([(topic, {}, b"t"), (topic, {}, b"t"), (broken, {}, b"t")])
-        await loop.dead_letter(failed)   # type: ignore[arg-type]
-    asyncio.run(batch())
+    asyncio.run(loop.commit([(topic, {}, b"t"), (topic, {}, b"t"), (broken, {}, b"t")], failed,  # type: ignore[arg-type]
+                            {("raw.unit.v1", 0): 8}))
     after = (value("citybrain_records_out_total", topic=topic),
              value("citybrain_records_dead_lettered_total", topic=broken, rule="required"),
              value("citybrain_records_dead_lettered_total", topic="raw.unit.v1", rule="processing-error"))
     assert [a - b for a, b in zip(after, before)] == [2, 1, 1]
+    ((records, offsets),) = transactions.commits   # one transaction: outputs, dead letters and offsets together
+    assert [r[0] for r in records] == [topic, topic, "dlq.ingest.rejected.v1", "dlq.ingest.rejected.v1"]
+    assert offsets == {("raw.unit.v1", 0): 8}
 
 
 def test_dead_letters_of_records_no_contract_takes_are_counted_under_no_contract() -> None:

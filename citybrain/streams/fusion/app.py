@@ -10,6 +10,7 @@ import time
 
 from citybrain import metrics
 from citybrain.kafka import clients
+from citybrain.kafka.transactions import Transactions
 from citybrain.settings import Settings, get_settings
 from citybrain.streams.batching import BatchApp
 from citybrain.streams.fusion.agents import fusion_agent, keyed_agents, sweep_timer
@@ -89,7 +90,7 @@ def create_app(settings: Settings) -> BatchApp:
         transactional_id = f"{settings.streams_app_id}.repartition.{worker.member.decode()}"
     else:   # one worker per group: a second one started fences the first
         transactional_id = f"{settings.streams_app_id}.fusion"
-    loop = BatchLoop(app, worker, transactional_id)
+    loop = BatchLoop(app, worker, Transactions(settings, transactional_id, group_id=app.conf.id))
     sweep_timer(app, loop)
     freeze_timer(app)
     if isinstance(worker, KeyedFusionWorker):

@@ -40,11 +40,11 @@ Process = Callable[[list[Message]], tuple[list[Produced], list[Failed]]]
 class BatchLoop:
     """One worker's batches on one faust app: started, sent, dead-lettered, published and logged."""
 
-    def __init__(self, app: BatchApp, worker: FusionWorker, transactional_id: str) -> None:
+    def __init__(self, app: BatchApp, worker: FusionWorker, transactions: Transactions) -> None:
         self.app = app
         self.worker = worker
         #: The worker's own transactional producer (keyed by area, the repartitioning's; each share has its own).
-        self.transactions = Transactions(worker.settings, transactional_id, group_id=app.conf.id)
+        self.transactions = transactions
         #: Keyed by area: the transactional producer of each share (owned partition) this worker holds.
         self.shares: dict[TP, Transactions] = {}
         self.lag: dict[Any, tuple[str, int]] = {}   # partition -> (topic, records behind its end)
