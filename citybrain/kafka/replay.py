@@ -159,3 +159,50 @@ def before_committed(settings: Settings, group_id: str, topics: Iterable[str], s
     """The records of ``topics`` from ``span_h(topic)`` hours of stream time before ``group_id``'s
     committed offsets up to them."""
     return Backlog(settings, group_id, set(topics), span_h)
+
+
+def sent_ids(settings: Settings, topics: Iterable[str], span_s: float, app_id: str) -> set[tuple[str, str]]:
+    """(topic, event id) of every record ``topics`` took in the last ``span_s`` before each partition's newest
+    record (by record timestamp) with the header ``app-id`` = ``app_id`` (sent by that group).
+
+    Keyed by area, a worker that gained partitions reads these: its state is rebuilt from the inputs, not from what
+    the last owner's sweeps sent, so a sweep would send those again (see ``KeyedFusionWorker.gain``)."""
+    from kafka import TopicPartition
+
+    consumer = clients.consumer(settings, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)
+    found: set[tuple[str, str]] = set()
+    want = app_id.encode()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        ends = {(tp.topic, tp.partition): end for tp, end in consumer.end_offsets(tps).items() if end > 0}
+        if not ends:
+            return found
+        keyed = {key: TopicPartition(*key) for key in ends}
+        consumer.assign(list(keyed.values()))
+        newest = last_record_times(consumer, keyed, ends)
+        consumer.resume(*keyed.values())
+        starts = consumer.offsets_for_times({keyed[k]: max(0, ts - int(span_s * 1000)) for k, ts in newest.items()})
+        todo = {}
+        for ktp, at in starts.items():
+            key = (ktp.topic, ktp.partition)
+            consumer.seek(ktp, at.offset if at is not None else ends[key])
+            todo[key] = ends[key]
+        for key, ktp in keyed.items():
+            if key not in todo:
+                consumer.pause(ktp)
+        deadline = time.monotonic() + 120
+        while todo and time.monotonic() < deadline:
+            for ktp, records in consumer.poll(timeout_ms=1000, max_records=10_000).items():
+                key = (ktp.topic, ktp.partition)
+                for r in records:
+                    headers = dict(r.headers or ())
+                    if headers.get("app-id") == want and headers.get("event-id"):
+                        found.add((r.topic, headers["event-id"].decode()))
+            for key in [k for k in todo if consumer.position(keyed[k]) >= todo[k]]:
+                del todo[key]   # past commit markers too
+                consumer.pause(keyed[key])
+        if todo:
+            log.warning("re-reading the recent outputs stopped before the end of %s", sorted(todo))
+    finally:
+        consumer.close()
+    return found

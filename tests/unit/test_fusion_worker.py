@@ -4,6 +4,8 @@ area (``KeyedFusionWorker``), a fetch fused by its district's partition; and eac
 
 from __future__ import annotations
 
+import time
+
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -160,6 +162,15 @@ def test_keyed_by_area_a_fetch_is_fused_by_its_districts_partition_and_not_swept
     produced, failed = worker.process_share((worker.by_area, partition), by_area)
     assert failed == [] and EVENT_TOPIC in {t for t, _r, _trace in produced}
     assert worker.process_share((worker.by_area, partition + 1), by_area) == ([], [])   # not owned: left to its owner
+    # After a takeover, what the group sent shortly before is not sent again, until the window passes.
+    out_topic, out_record, out_trace = next(p for p in produced if p[0] == EVENT_TOPIC)
+    sent = worker.message(out_topic, out_record, out_trace)
+    assert not isinstance(sent, Rejection) and sent is not None
+    worker.sent_before = {(out_topic, sent[2]["event-id"].decode())}
+    worker.sent_before_until = time.monotonic() + 60
+    assert worker.message(out_topic, out_record, out_trace) is None and worker.resends_suppressed == 1
+    worker.sent_before_until = time.monotonic() - 1
+    assert worker.message(out_topic, out_record, out_trace) is not None and worker.sent_before == set()
     worker.ready = True
     assert worker.may_sweep()
     worker.moving = True                                # partitions given up, not yet assigned again
