@@ -17,12 +17,14 @@ Kafka transaction (:mod:`citybrain.kafka.transactions`), and everything in the p
 transaction that the broker aborts when its restart (same transactional id) fences it; the
 restart rebuilds its state up to the committed offsets and does the batch again. Keyed by area,
 each owned partition commits through a producer of its own whose id moves with the partition, so
-the partition's next owner fences the last.
+the partition's next owner fences the last; for 300 s after a takeover it does not send again what
+the group sent in the 300 s before (``keyed.TAKEOVER_RESEND_WINDOW_S``: a share's state is rebuilt
+from its inputs, not from what its last owner's sweeps sent).
 
 Laid out as faust's "Projects and Directory Layout" lays out an app:
 
 - :mod:`~citybrain.streams.fusion.app`: the faust app from the settings, the garbage collector's
-  tuning, ``create_app(settings)`` and ``main()`` (what ``streams/fusion_worker.py`` and
+  tuning, ``create_app(settings)`` and ``main()`` (what ``python -m citybrain.streams.fusion`` and
   ``citybrain streams fusion`` run);
 - :mod:`~citybrain.streams.fusion.topics`: the topic objects, and the keyed group's own topics;
 - :mod:`~citybrain.streams.fusion.worker`: :class:`FusionWorker`, the state and work apart from
