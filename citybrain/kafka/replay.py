@@ -63,7 +63,7 @@ class Backlog:
         try:
             tps = {tp: TopicPartition(*tp) for tp in committed}
             consumer.assign(list(tps.values()))
-            last = last_record_times(consumer, tps, committed)
+            last = last_record_times(self.settings, consumer, tps, committed)
             consumer.resume(*tps.values())
             starts = consumer.offsets_for_times(
                 {tps[tp]: max(0, ts - int(self.span_h(tp[0]) * 3_600_000)) for tp, ts in last.items()})
@@ -95,9 +95,10 @@ class Backlog:
                 elif now - progress > STALL_S:
                     raise ReplayStalled(
                         f"the re-read of {sorted(todo)} got no record for {STALL_S:.0f} s before reaching the committed "
-                        "offsets: state rebuilt from part of them would reopen cases under new ids. The worker stops; "
-                        "its restart reads them again. If it recurs, check that the partitions' leaders are up "
-                        "(`citybrain status`).")
+                        f"offsets ({_where(self.settings, consumer, {k: tps[k] for k in todo}, todo)}): state rebuilt "
+                        "from part of them would reopen cases under new ids. The worker stops; its restart reads them "
+                        "again. If it recurs, check that the partitions' leaders are up (`citybrain status`); a last "
+                        "stable offset below the end is a transaction left open (`kafka-transactions.sh find-hanging`).")
                 elif todo and now - quiet > RECONNECT_S:
                     # kafka-python's consumer can stay on a leader that is gone after a broker's failover: a new
                     # consumer, with fresh metadata, goes on from where this one was.
@@ -116,13 +117,29 @@ class Backlog:
 
 
 
+def _where(settings: Settings, consumer: Any, tps: dict[tuple[str, int], Any], ends: dict[tuple[str, int], int]) -> str:
+    """Each stalled partition's position, the offset it must reach, its last stable offset (the end a read_committed
+    reader sees) and its high watermark: what tells a transaction left open from a fetch that does not move."""
+    try:
+        stable = consumer.end_offsets(list(tps.values()))
+        other = clients.consumer(settings, isolation_level="read_uncommitted", enable_auto_commit=False)
+        try:
+            high = other.end_offsets(list(tps.values()))
+        finally:
+            other.close()
+        return "; ".join(f"{k[0]}[{k[1]}] at {consumer.position(tp)}, to reach {ends[k]}, last stable offset "
+                         f"{stable.get(tp)}, high watermark {high.get(tp)}" for k, tp in sorted(tps.items()))
+    except Exception as exc:   # noqa: BLE001 - the diagnosis must not hide the stall it describes
+        return f"offsets not read: {exc!r}"
+
+
 #: How far before an offset ``last_record_times`` starts looking for the record before it: commit markers and the
 #: records of aborted transactions sit between a transactional topic's records, and a consumer never receives them.
 LOOK_BACK = 64
 
 
-def last_record_times(consumer: Any, tps: dict[tuple[str, int], Any], before: dict[tuple[str, int], int]
-                      ) -> dict[tuple[str, int], int]:
+def last_record_times(settings: Settings, consumer: Any, tps: dict[tuple[str, int], Any],
+                      before: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
     """The timestamp of each partition's last record before ``before`` (a committed offset: the stream time the
     partition had reached; an end offset: its newest record), looked for from ``LOOK_BACK`` offsets before it, then
     further back while a window holds no record a ``read_committed`` consumer gets. Leaves those partitions paused."""
@@ -149,8 +166,9 @@ def last_record_times(consumer: Any, tps: dict[tuple[str, int], Any], before: di
                 back[tp] *= 8
                 consumer.seek(ktp, max(0, before[tp] - back[tp]))
     if len(last) < len(tps):
-        raise ReplayStalled(f"the record before the committed offset of {sorted(set(tps) - set(last))} was not read in "
-                            "60 s: the stream time to rebuild state from is unknown. The worker stops; its restart "
+        stalled = {k: tps[k] for k in tps if k not in last}
+        raise ReplayStalled(f"the record before the committed offset of {sorted(stalled)} was not read in 60 s "
+                            f"({_where(settings, consumer, stalled, before)}): the stream time to rebuild state from is unknown. The worker stops; its restart "
                             "tries again. If it recurs, check that the partitions' leaders are up (`citybrain status`).")
     return {tp: ts for tp, ts in last.items() if ts >= 0}
 
@@ -179,7 +197,7 @@ def sent_ids(settings: Settings, topics: Iterable[str], span_s: float, app_id: s
             return found
         keyed = {key: TopicPartition(*key) for key in ends}
         consumer.assign(list(keyed.values()))
-        newest = last_record_times(consumer, keyed, ends)
+        newest = last_record_times(settings, consumer, keyed, ends)
         consumer.resume(*keyed.values())
         starts = consumer.offsets_for_times({keyed[k]: max(0, ts - int(span_s * 1000)) for k, ts in newest.items()})
         todo = {}
