@@ -169,6 +169,21 @@ def _print_bench(result: dict, rate: float, path: Path) -> None:  # type: ignore
     table.add_row(f"keyed by area ({scale['partitions']} partitions): one worker / two workers",
                   f"{scale['one']['per_s']:,} / {scale['two']['per_s']:,} records/s (x{scale['scaling']:.2f})",
                   "two > one")
+    cpu = result["cpu"]
+    runs = cpu["runs"]
+
+    def us(value: float | None, spec: str = ",.1f") -> str:
+        return "not measured" if value is None else format(value, spec)
+
+    table.add_row("CPU-µs per record: plain consumer / default / keyed one / keyed two (each)",
+                  f"{us(runs['plain']['us_per_record'])} / {us(runs['default']['us_per_record'])} / "
+                  f"{us(runs['keyed_one']['us_per_record'])} / {us(runs['keyed_two']['us_per_record'])} "
+                  f"({', '.join(us(e) for e in runs['keyed_two']['each_us_per_record'])})",
+                  cpu.get("not_measured") or "-")
+    table.add_row("keyed scaling by CPU per record, two / one (records/s two / one)",
+                  f"{us(cpu['scaling_cpu'], '.2f')} ({us(cpu['scaling_wall'], '.2f')})", f"<= {cpu['targets']['scaling_cpu']}")
+    table.add_row("keyed / default, records per CPU second", us(cpu["keyed_per_cpu_s"], ".2f"),
+                  f">= {cpu['targets']['keyed_per_cpu_s']}")
     table.add_row(f"latency p50/p95/p99 at {rate:,.0f}/s", f"{result['p50_ms']} / {result['p95_ms']} / {result['p99_ms']} ms",
                   f"p99 <= {targets['p99_ms']} ms")
     table.add_row("worker peak RSS", f"{result['worker_rss_mb']} MB", f"<= {targets['worker_rss_mb']} MB")

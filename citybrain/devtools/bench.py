@@ -18,6 +18,11 @@ Five measurements on the local broker, written to ``var/bench/latest.json``:
 
 ``worker_rss_mb`` is the default worker's peak resident memory (VmHWM) over the run.
 
+``cpu``: over each run of 1.-3., the CPU seconds each process used (the plain consumer's thread, each
+worker, the embedded broker) and so the CPU-microseconds per record, the keyed workers' scaling by CPU
+and keyed fusion's records per CPU second over the default worker's (``devtools/bench_cpu.py``): on 2
+shared cores, wall-clock records per second cannot show scaling.
+
 Then the edges (``edges``):
 
 6. ``loader``: one station's four-year hourly air-quality export (35,064 rows, ``NA`` cells, CO in
@@ -42,6 +47,8 @@ from typing import Any, Callable
 
 from citybrain.contracts.model import Contract
 from citybrain.contracts.topics import SERVICE_REQUESTS
+from citybrain.devtools.bench_cpu import (attribute, cpu_figures, owners, proc_missing, process_cpu_s, processes_cpu_s,
+                                          thread_cpu_s, used)
 from citybrain.streams.shares import by_area_topic, city_calls_topic
 from citybrain.settings import Settings
 from citybrain.times import now_iso
@@ -69,7 +76,9 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def _raw_consume(settings: Settings, topics: list[str]) -> tuple[int, float]:
+async def _raw_consume(settings: Settings, topics: list[str], broker: list[int]) -> dict[str, Any]:
+    """The plain consumer's run: records, seconds, the CPU seconds of the thread it runs on (the event loop's, this
+    one) and the broker's over the same window."""
     from aiokafka import TopicPartition
 
     from citybrain.kafka import clients
@@ -90,12 +99,14 @@ async def _raw_consume(settings: Settings, topics: list[str]) -> tuple[int, floa
         end = await consumer.end_offsets(tps)
         total = sum(end.values())
         count, started = 0, time.perf_counter()
+        cpu, broker_cpu = thread_cpu_s(), processes_cpu_s(broker)
         while count < total:
             batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             if not batches:
                 break
             count += sum(len(b) for b in batches.values())
-        return count, time.perf_counter() - started
+        return {"records": count, "seconds": time.perf_counter() - started, "cpu_s": [used(cpu, thread_cpu_s())],
+                "handled": [count], "broker_cpu_s": used(broker_cpu, processes_cpu_s(broker))}
     finally:
         await consumer.stop()
 
@@ -149,8 +160,8 @@ def _with_live_pages(settings: Settings, cfg: BenchConfig, load: Callable[[], No
     return pages.summary()
 
 
-def _assigned(settings: Settings, group_id: str) -> int:
-    """Members of the consumer group once it has assigned its partitions (0 while it forms or rebalances)."""
+def _stable_group(settings: Settings, group_id: str) -> dict[str, Any]:
+    """The consumer group's description once it has assigned its partitions ({} while it forms or rebalances)."""
     from kafka.errors import KafkaError
 
     from citybrain.kafka import clients
@@ -159,38 +170,68 @@ def _assigned(settings: Settings, group_id: str) -> int:
     try:
         group = admin.describe_groups([group_id]).get(group_id) or {}
     except KafkaError:
-        return 0
+        return {}
     finally:
         admin.close()
     state = group.get("group_state") or group.get("state")
-    return len(group.get("members") or ()) if state == "Stable" else 0
+    return group if state == "Stable" and group.get("members") else {}
 
 
-def _throughput(settings: Settings, group_id: str, workers: list[Any], counted: set[str], backlog: int
-                ) -> dict[str, Any]:
+def _broker_pids(settings: Settings) -> list[int]:
+    """The embedded broker's processes, one per node (from the pid files `citybrain broker up` writes); none for an
+    existing cluster, whose CPU is not this machine's to read."""
+    if not settings.embedded:
+        return []
+    from citybrain.broker.local import LocalBroker
+
+    broker = LocalBroker(settings)
+    return [pid for node in broker.nodes if (pid := broker.node_pid(node)) is not None]
+
+
+def _throughput(settings: Settings, group_id: str, workers: list[Any], counted: set[str], backlog: int,
+                broker: list[int], client_ids: list[str] | None = None) -> dict[str, Any]:
     """Backlog records per second of a fresh group: from the first time it has its partitions assigned until it
-    has committed every record of ``counted`` and has nothing left to read on any topic (its own included)."""
+    has committed every record of ``counted`` and has nothing left to read on any topic (its own included).
+
+    Over the same window, each worker's CPU seconds and the broker's (``broker``: its pids); with ``client_ids`` (the
+    workers' Kafka client ids, in order), the offsets each worker committed, from the group's assignment at each
+    look (see :mod:`citybrain.devtools.bench_cpu`)."""
     from citybrain.kafka.topics import committed_offsets, end_offsets
 
     started: float | None = None
     rss, done = 0.0, 0
+    cpu: list[float | None] = []
+    broker_cpu: float | None = None
+    owned: dict[tuple[str, int], str] = {}
+    handled: dict[str, int] = {}
+    before: dict[tuple[str, int], int] = {}
     deadline = time.monotonic() + 1800
     while time.monotonic() < deadline and all(w.poll() is None for w in workers):
         time.sleep(0.5)
         rss = max([rss, *(_peak_rss_mb(w.pid) for w in workers)])
         if started is None:
-            if _assigned(settings, group_id):
+            group = _stable_group(settings, group_id)
+            if group:
                 started = time.perf_counter()
+                cpu, broker_cpu = [process_cpu_s(w.pid) for w in workers], processes_cpu_s(broker)
+                owned = owners(group)
             continue
         offsets = committed_offsets(settings, group_id)
         if offsets is None:
             continue
+        if client_ids:
+            owned = owners(_stable_group(settings, group_id)) or owned   # the last known owners while it rebalances
+            attribute(handled, owned, before, offsets)
+            before = offsets
         end = end_offsets(settings, {t for t, _p in offsets})
         done = sum(o for (t, _p), o in offsets.items() if t in counted)
         if done >= backlog * 0.99 and all(end[tp] == o for tp, o in offsets.items()):
             seconds = time.perf_counter() - started
+            cpu_s = [used(s, process_cpu_s(w.pid)) for s, w in zip(cpu, workers)]
             return {"per_s": round(done / seconds), "seconds": round(seconds, 1), "records": done,
-                    "workers": len(workers), "rss_mb": round(rss)}
+                    "workers": len(workers), "rss_mb": round(rss), "cpu_s": cpu_s,
+                    "handled": [handled.get(c, 0) for c in client_ids] if client_ids else [done],
+                    "broker_cpu_s": used(broker_cpu, processes_cpu_s(broker))}
     exits = [w.poll() for w in workers]
     raise RuntimeError(f"{len(workers)} fusion worker(s) of group {group_id} did not get through the backlog "
                        f"({done:,} of {backlog:,} committed, exits {exits}); run `citybrain streams fusion -l info` "
@@ -214,7 +255,7 @@ def _drop_topic(settings: Settings, topic: str) -> None:
         admin.close()
 
 
-def _scale_out(settings: Settings, cfg: BenchConfig, raw_topics: list[str], backlog: int,
+def _scale_out(settings: Settings, cfg: BenchConfig, raw_topics: list[str], backlog: int, broker: list[int],
                say: Callable[[str], None]) -> dict[str, Any]:
     """Fusion keyed by area on the backlog: one worker, then two of one group (each run a fresh group)."""
     runs = {}
@@ -222,9 +263,12 @@ def _scale_out(settings: Settings, cfg: BenchConfig, raw_topics: list[str], back
         app_id = f"citybrain-bench-keyed{n}-{uuid.uuid4().hex[:8]}"
         say(f"   {n} keyed worker(s), {cfg.partitions} by-area partitions (group {app_id})")
         env = {**os.environ, "CITYBRAIN_STREAMS_APP_ID": app_id, "CITYBRAIN_STREAMS_PARTITIONS": str(cfg.partitions)}
-        workers = [start_worker(settings, env=env, level="error") for _ in range(n)]
+        # A Kafka client id of its own per worker (faust reads BROKER_CLIENT_ID), to tell the group's members apart.
+        client_ids = [f"{app_id}-worker{i}" for i in range(1, n + 1)]
+        workers = [start_worker(settings, env={**env, "BROKER_CLIENT_ID": c}, level="error") for c in client_ids]
         try:
-            runs[n] = _throughput(settings, app_id, workers, set(raw_topics), backlog)
+            runs[n] = _throughput(settings, app_id, workers, set(raw_topics), backlog, broker,
+                                  client_ids if n > 1 else None)
         finally:
             for w in workers:
                 stop_worker(w)
@@ -265,17 +309,19 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
                                                              seed=_unused_seed(settings, start))), Pacing())
 
     say("2/8 plain aiokafka consumer over the raw topics")
-    consumed, consume_s = asyncio.run(_raw_consume(settings, raw_topics))
+    broker = _broker_pids(settings)
+    plain = asyncio.run(_raw_consume(settings, raw_topics, broker))
+    consumed, consume_s = plain["records"], plain["seconds"]
 
     say(f"3/8 fusion keyed by area on the backlog of {consumed:,} records: one worker, then two")
-    scale_out = _scale_out(settings, cfg, raw_topics, consumed, say)
+    scale_out = _scale_out(settings, cfg, raw_topics, consumed, broker, say)
 
     app_id = f"citybrain-bench-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "CITYBRAIN_STREAMS_APP_ID": app_id, "CITYBRAIN_STREAMS_PARTITIONS": "0"}
     say(f"4/8 the default fusion worker (one, unkeyed) on the same backlog (group {app_id})")
     worker = start_worker(settings, env=env, level="error")
     try:
-        default = _throughput(settings, app_id, [worker], set(raw_topics), consumed)
+        default = _throughput(settings, app_id, [worker], set(raw_topics), consumed, broker)
         say(f"   {default['per_s']:,} records/s ({default['seconds']} s)")
         rss = default["rss_mb"]
 
@@ -323,6 +369,8 @@ def run_bench(settings: Settings, contracts: dict[str, Contract], cfg: BenchConf
         "p50_ms": round(q[49]), "p95_ms": round(q[94]), "p99_ms": round(q[98]),
         "worker_rss_mb": round(rss), "latency_samples": len(latencies), "steady_rate_per_s": cfg.rate,
         "backlog_records": consumed, "cpu_count": os.cpu_count(), "broker": _broker(settings), **edges,
+        "raw_consume": {**plain, "seconds": round(consume_s, 2)}, "default_run": default,
+        "cpu": {**cpu_figures(plain, default, scale_out["one"], scale_out["two"]), "not_measured": proc_missing()},
         "targets": {"events_per_s": 20000, "p99_ms": 250, "worker_rss_mb": 600, "loader_rows_per_s": 20000,
                     "pack_check_s": 10},
     }

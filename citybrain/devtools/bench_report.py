@@ -68,12 +68,54 @@ def record(settings: Settings, result: dict[str, Any]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _margin(value: float, target: float, at_most: bool) -> str:
-    """Met or not, and by how much (as a share of the target)."""
+def _margin(value: float, target: float, at_most: bool, ratio: bool = False) -> str:
+    """Met or not, and by how much (as a share of the target; a ratio missed by its share, a figure by its units)."""
     share = (target - value) / target if at_most else (value - target) / target
     if share >= 0:
         return f"met, {share:.0%} margin"
-    return f"**not met** ({-share:.0%} short)" if not at_most else f"**missed** ({value - target:,.0f} over)"
+    if not at_most:
+        return f"**not met** ({-share:.0%} short)"
+    return f"**missed** ({-share:.0%} over)" if ratio else f"**missed** ({value - target:,.0f} over)"
+
+
+def _us(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:,.1f} µs"
+
+
+def _cpu_lines(cpu: dict[str, Any]) -> list[str]:
+    """The rows of the CPU each run used per record (see ``devtools/bench_cpu.py``), with the two targets."""
+    runs, t = cpu["runs"], cpu["targets"]
+    each = runs["keyed_two"]["each_us_per_record"]
+    lines = [
+        f"| CPU per record (user + system from /proc), plain aiokafka consumer (its thread) | "
+        f"{cpu.get('not_measured') or _us(runs['plain']['us_per_record'])} | – | |",
+        f"| CPU per record, the default worker | {_us(runs['default']['us_per_record'])} | – | |",
+        f"| CPU per record, keyed by area, one worker | {_us(runs['keyed_one']['us_per_record'])} | – | |",
+        f"| CPU per record, keyed by area, two workers (each worker) | {_us(runs['keyed_two']['us_per_record'])}"
+        + (f" ({', '.join(_us(e) for e in each)})" if any(e is not None for e in each) else "") + " | – | |",
+    ]
+    wall = f"{cpu['scaling_wall']:.2f}" if cpu.get("scaling_wall") is not None else "?"
+    if cpu["scaling_cpu"] is None:
+        lines.append(f"| keyed scaling by CPU: two workers' CPU per record / one's (records/s two / one) | "
+                     f"not measured ({wall}) | ≤ {t['scaling_cpu']:.2f} | |")
+    else:
+        lines.append(f"| keyed scaling by CPU: two workers' CPU per record / one's (records/s two / one) | "
+                     f"{cpu['scaling_cpu']:.2f} ({wall}) | ≤ {t['scaling_cpu']:.2f} | "
+                     f"{_margin(cpu['scaling_cpu'], t['scaling_cpu'], at_most=True, ratio=True)} |")
+    if cpu["keyed_per_cpu_s"] is None:
+        lines.append(f"| keyed by area, one worker / the default worker, records per CPU second | not measured | "
+                     f"≥ {t['keyed_per_cpu_s']:.2f} | |")
+    else:
+        lines.append(f"| keyed by area, one worker / the default worker, records per CPU second | "
+                     f"{cpu['keyed_per_cpu_s']:.2f} | ≥ {t['keyed_per_cpu_s']:.2f} | "
+                     f"{_margin(cpu['keyed_per_cpu_s'], t['keyed_per_cpu_s'], at_most=False)} |")
+    names = {"plain": "plain consumer", "default": "default worker", "keyed_one": "one keyed worker",
+             "keyed_two": "two keyed workers"}
+    broker = [f"{name} " + ("not measured" if cpu["broker_cpu_s"].get(key) is None else
+                            f"{cpu['broker_cpu_s'][key]:,.1f} s ({_us(runs[key]['broker_us_per_record'])})")
+              for key, name in names.items()]
+    lines.append(f"| the broker's CPU over each run (per record) | {'; '.join(broker)} | – | |")
+    return lines
 
 
 def block(history: list[dict[str, Any]]) -> str:
@@ -104,6 +146,8 @@ def block(history: list[dict[str, Any]]) -> str:
             f"| two workers / one worker | {scale['scaling']:.2f} | > 1.00 | "
             f"{_margin(scale['scaling'], 1.0, at_most=False)} |",
         ]
+    if r.get("cpu"):
+        lines += _cpu_lines(r["cpu"])
     lines += [
         f"| latency produce → work order at {r['steady_rate_per_s']:,.0f} records/s, p50 / p95 / p99 "
         f"({r['latency_samples']:,} tickets) | {r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} ms | "
@@ -140,6 +184,8 @@ def block(history: list[dict[str, Any]]) -> str:
                   "; ".join(f"{h['measured_at'][:16]}Z `{h['commit']}`: {h['events_per_s']:,}/s, "
                             f"{h['events_per_s'] / max(1, h['raw_consume_per_s']):.2f}, {h['p99_ms']} ms"
                             + (f", two keyed workers / one {h['scale_out']['scaling']:.2f}" if h.get("scale_out") else "")
+                            + (f", by CPU per record {h['cpu']['scaling_cpu']:.2f}"
+                               if (h.get("cpu") or {}).get("scaling_cpu") is not None else "")
                             for h in same)
                   + "."]
     lines.append(END)

@@ -68,3 +68,50 @@ def test_make_bench_writes_the_docs_benchmarks_page_which_holds_the_block() -> N
     text = BENCHMARKS.read_text(encoding="utf-8")
     assert text.count(START) == 1 and text.count(END) == 1 and text.index(START) < text.index(END)
     assert START not in (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def cpu_run(records: int, seconds: float, cpu: list[float | None], handled: list[int] | None = None,
+            broker: float | None = 6.0) -> dict:  # type: ignore[type-arg]
+    return {"records": records, "seconds": seconds, "cpu_s": cpu, "handled": handled or [records],
+            "broker_cpu_s": broker}
+
+
+def test_the_cpu_per_record_of_each_run_is_quoted_with_the_scaling_by_cpu_and_its_targets() -> None:
+    from citybrain.devtools.bench_cpu import cpu_figures
+
+    def cpu(two_cpu: list[float | None]) -> dict:  # type: ignore[type-arg]
+        return {**cpu_figures(cpu_run(1_000_000, 5.0, [2.0]), cpu_run(1_000_000, 40.0, [30.0]),
+                              cpu_run(1_000_000, 80.0, [50.0]),
+                              cpu_run(1_000_000, 50.0, two_cpu, handled=[600, 400])),
+                "not_measured": None}
+
+    scale = {"partitions": 12, "one": {"per_s": 12_500}, "two": {"per_s": 20_000}, "scaling": 1.6}
+    text = block([run("2026-12-06T10:00:00Z", 26_000, 180, scale_out=scale, cpu=cpu([26.0, 25.0])),
+                  run("2026-12-07T10:00:00Z", 26_000, 180, scale_out=scale, cpu=cpu([36.0, 30.0]))])
+    assert "| CPU per record (user + system from /proc), plain aiokafka consumer (its thread) | 2.0 µs | – | |" in text
+    assert "| CPU per record, the default worker | 30.0 µs | – | |" in text
+    assert "| CPU per record, keyed by area, one worker | 50.0 µs | – | |" in text
+    assert "| CPU per record, keyed by area, two workers (each worker) | 66.0 µs (60.0 µs, 75.0 µs) | – | |" in text
+    assert ("| keyed scaling by CPU: two workers' CPU per record / one's (records/s two / one) | 1.32 (1.60) | ≤ 1.15 | "
+            "**missed** (15% over) |") in text
+    assert ("| keyed by area, one worker / the default worker, records per CPU second | 0.60 | ≥ 0.80 | "
+            "**not met** (25% short) |") in text
+    assert "plain consumer 6.0 s (6.0 µs); default worker 6.0 s (6.0 µs)" in text
+    assert "two keyed workers / one 1.60, by CPU per record 1.02" in text      # the run before: 51 µs over 50 µs
+    assert "| two workers / one worker | 1.60 | > 1.00 | met, 60% margin |" in text   # the wall-clock row stays
+
+
+def test_a_machine_without_proc_shows_the_cpu_rows_as_not_measured() -> None:
+    from citybrain.devtools.bench_cpu import NOT_LINUX, cpu_figures
+
+    figures = cpu_figures(cpu_run(1000, 1.0, [None], broker=None), cpu_run(1000, 1.0, [None], broker=None),
+                          cpu_run(1000, 2.0, [None], broker=None), cpu_run(1000, 1.0, [None, None], broker=None))
+    scale = {"partitions": 12, "one": {"per_s": 500}, "two": {"per_s": 1000}, "scaling": 2.0}
+    text = block([run("2026-12-07T10:00:00Z", 26_000, 180, scale_out=scale,
+                      cpu={**figures, "not_measured": NOT_LINUX})])
+    assert f"plain aiokafka consumer (its thread) | {NOT_LINUX} |" in text
+    assert "| CPU per record, keyed by area, two workers (each worker) | not measured | – | |" in text
+    assert "| keyed scaling by CPU: two workers' CPU per record / one's (records/s two / one) | not measured (2.00) |" in text
+    assert "records per CPU second | not measured | ≥ 0.80 | |" in text
+    assert "plain consumer not measured; default worker not measured" in text
+    assert "met" not in text.split("| CPU per record (")[1].split("| latency")[0]
