@@ -138,3 +138,17 @@ def test_a_baseline_learns_its_weeks_and_keeps_the_priors_weight() -> None:
     assert prior_only.expected == pytest.approx(0.5) and prior_only.weeks == 0
     learnt = baseline(0.5, 100, 4, 40)              # ten a week, four weeks: (2 x 0.5 + 40) / 6
     assert learnt.expected == pytest.approx(41 / 6) and learnt.spread > math.sqrt(learnt.expected)
+
+
+def test_the_summary_is_written_in_the_first_language_of_the_city_being_served() -> None:
+    from citybrain.access.privacy import Protector
+    from citybrain.fusion.pipeline import Pipeline
+
+    pipeline = Pipeline(load_all(PROJECT_ROOT / "schemas"), Protector.ephemeral())
+    assert pipeline.fusion.hotspots.language == "zh"                 # a city whose pack names no language
+    city = {"city_code": "US-CA-LA", "name": "Los Angeles", "jurisdiction_id": "lacity.org",
+            "timezone": "America/Los_Angeles", "languages": ["en", "es"], "pack_version": "1", "updated_at": "x"}
+    pipeline.reference("raw.ref.city.v1", city)
+    assert pipeline.fusion.hotspots.language == "en"
+    pipeline.reference("raw.ref.city.v1", {**city, "languages": None})
+    assert pipeline.fusion.hotspots.language == "zh"
