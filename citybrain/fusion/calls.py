@@ -73,9 +73,15 @@ def negative_binomial_tail(count: int, mean: float, shape: float) -> float:
     p = shape / (shape + mean)                       # success probability in the (shape, p) form
     log_p, log_q = math.log(p), math.log1p(-p)
     base = math.lgamma(shape)
+
+    def pmf(k: int) -> float:
+        return math.exp(math.lgamma(k + shape) - base - math.lgamma(k + 1) + shape * log_p + k * log_q)
+
+    if count <= mean:                                # a large tail: one minus the few terms below it
+        return max(0.0, 1.0 - sum(pmf(k) for k in range(count)))
     total, k = 0.0, count
     while True:
-        term = math.exp(math.lgamma(k + shape) - base - math.lgamma(k + 1) + shape * log_p + k * log_q)
+        term = pmf(k)
         total += term
         if term < 1e-16 * max(total, 1e-300) or k > count + 10_000:
             return min(1.0, total)

@@ -53,6 +53,7 @@ def test_the_negative_binomial_tail_is_the_poisson_tail_when_the_mean_is_certain
     assert negative_binomial_tail(6, 2.0, 1e7) == pytest.approx(poisson, rel=1e-4)
     assert negative_binomial_tail(6, 2.0, 1.0) > 5 * poisson          # an uncertain mean: a heavier tail
     assert negative_binomial_tail(0, 2.0, 1.0) == 1.0
+    assert negative_binomial_tail(2, 5.0, 1e7) == pytest.approx(1 - 6 * math.exp(-5.0), rel=1e-4)   # below the mean
 
 
 def test_a_burst_well_above_its_baseline_is_warned_before_the_sixth_call_in_the_citys_language() -> None:
