@@ -194,6 +194,10 @@ class Settings(BaseSettings):
     # repartitioned by district into N partitions of an internal topic, so up to N workers of one group share the
     # city (see citybrain.streams.fusion). Every worker of a group must use the same N.
     streams_partitions: int = Field(default=0, ge=0, le=1024)
+    # The city's false-alarm rate for call-driven early warnings: the chance, per call, that a street calling at
+    # its usual rate for that hour of the week is warned of (docs/explanation/fusion.md#calls-judged-against-what-is-usual).
+    # Lower: fewer false alarms, later warnings.
+    call_false_alarm_rate: float = Field(default=2e-4, gt=0, lt=0.1)
 
     # How deep JSON the edges (gateway, file loader) read: an entity or record nesting deeper is refused with
     # rule json-depth (GeoJSON multipolygons nest about 7 levels inside an entity).

@@ -11,8 +11,8 @@ districts there), the district takes the street's place: its events and warnings
 district and no street.
 
 Early warnings come before the complaints pile up (未诉先办): a sensor family turning
-anomalous in a street before its residents call, and a complaint category trending up in
-one street against the rest of the city.
+anomalous in a street before its residents call, and a complaint category rising in one street
+above what is usual there at that hour of the week (:mod:`citybrain.fusion.calls`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
+from citybrain.fusion.calls import (CUSUM_RATIO, DEFAULT_FALSE_ALARM_RATE, MIN_EXPECTED_PER_H, WINDOWS, Baseline,
+                                    CallHistory, Cusum, baseline, one_in, say_burst, say_trend,
+                                    threshold)
 from citybrain.fusion.detect import Anomaly
 from citybrain.fusion.signals import Signal
 from citybrain.times import iso
@@ -119,16 +122,18 @@ class Fusion:
     """Holds open cases; ``add`` returns the city events and early warnings it causes."""
 
     def __init__(self, route: Callable[[str], Mapping[str, Any]],
-                 deadline: Callable[[Mapping[str, Any], datetime, float], datetime] | None = None) -> None:
+                 deadline: Callable[[Mapping[str, Any], datetime, float], datetime] | None = None,
+                 call_false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE) -> None:
         """``route(category)``: the routing rule of a city-event category (department, co-departments, SLA
         hours, priority), asked at every publication so a changed rule takes effect at once. ``deadline(rule, at,
-        hours)``: when the SLA runs out on the rule's clock (default: the calendar)."""
+        hours)``: when the SLA runs out on the rule's clock (default: the calendar). ``call_false_alarm_rate``: the
+        city's, for the call-driven warnings (:class:`HotspotDetector`)."""
         self.route = route
         self.deadline = deadline or (lambda _rule, at, hours: at + timedelta(hours=hours))
         self.cases: dict[tuple[str, str], Case] = {}
         #: area -> (first seen, last seen) of its latest flood event, which explains the traffic it stopped
         self.flooded: dict[str, tuple[datetime, datetime]] = {}
-        self.hotspots = HotspotDetector()
+        self.hotspots = HotspotDetector(call_false_alarm_rate)
 
     def add(self, signal: Signal, anomalies: list[Anomaly], now: datetime) -> list[tuple[str, dict[str, Any]]]:
         out: list[tuple[str, dict[str, Any]]] = []
@@ -307,21 +312,32 @@ def forget(calls: dict[str, datetime], horizon: datetime) -> None:
 
 
 class HotspotDetector:
-    """A complaint category trending up in one street, judged against the rest of the city now
-    (集中性、趋势性风险): the street's calls in the last three hours against its population's share
-    of the city's calls of that category in the same hours. Where the city has no streets, a district
-    is judged the same way, with its share of the districts' population."""
+    """A complaint category rising in one street above what is usual there at this hour of the week
+    (集中性、趋势性风险): a burst judged against the street's baseline by the negative-binomial tail, a sustained
+    rise by a CUSUM, both at the city's false-alarm rate (:mod:`citybrain.fusion.calls`). The baseline's prior is
+    the street's population share of the rest of the city's calls of that category now; where the city has no
+    streets, a district is judged the same way, with its share of the districts' population."""
 
-    WINDOW = timedelta(hours=3)
+    WINDOW = max(WINDOWS)
     LATE = timedelta(hours=1)                  # how far behind the newest call a call may still arrive
     IGNORED = frozenset({"consultation"})      # questions are not risks
+    QUIET = timedelta(hours=12)                # one warning per street and category in this long
 
-    def __init__(self, min_count: int = 6) -> None:
-        self.min_count = min_count
+    def __init__(self, false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE, language: str = "zh") -> None:
+        """``false_alarm_rate``: the chance per call that a street at its usual rate is warned of (the city's
+        setting, ``CITYBRAIN_CALL_FALSE_ALARM_RATE``); ``language``: the city's (its ``raw.ref.city`` record's
+        first), in which each warning's ``summary`` is written."""
+        if not 0 < false_alarm_rate < 1:
+            raise ValueError(f"false_alarm_rate {false_alarm_rate!r} is not a probability: give a chance per call "
+                             "between 0 and 1 exclusive (default 2e-4)")
+        self.false_alarm_rate = false_alarm_rate
+        self.language = language
         self.population: dict[str, int] = {}            # street -> residents
         self.district_population: dict[str, int] = {}   # district -> residents, for a city without streets there
         self.recent: dict[tuple[str, str], deque[datetime]] = {}
         self.city = CityCalls()
+        self.history = CallHistory()
+        self.trends: dict[tuple[str, str], Cusum] = {}
         self.warned: dict[tuple[str, str], datetime] = {}
 
     def add(self, s: Signal, now: datetime) -> dict[str, Any] | None:
@@ -331,10 +347,11 @@ class HotspotDetector:
         key = (area, s.category)
         times = self.recent.setdefault(key, deque())
         times.append(s.at)
+        self.history.add(area, s.category, s.at)
         city = self.city.add(s.category, str(s.values.get("service_request_id") or s.event_id), s.at)
         # Calls arrive out of order (feeds behind one another; in keyed mode the partitions sharing ``city``
         # are at different stream times; a backlog holding an earlier day after a later one): each call is
-        # judged on the window that ends with it, and forgets only what is older than a call up to LATE behind
+        # judged on the windows that end with it, and forgets only what is older than a call up to LATE behind
         # it still needs. Never pruned against the newest call seen, which dropped an earlier day's calls as
         # they came.
         horizon = s.at - self.WINDOW - self.LATE
@@ -343,30 +360,85 @@ class HotspotDetector:
             times.clear()
             times.extend(kept)
         forget(city, horizon)
-        since = s.at - self.WINDOW
-        street_calls = [t for t in times if since <= t <= s.at]
-        city_calls = sum(1 for t in city.values() if since <= t <= s.at)
         population = self.population if s.street_code else self.district_population
         total = sum(population.values())
         # Without populations on the reference topic, every street seen so far counts the same.
         share = population.get(area, 0) / total if total else 1 / len({k[0] for k in self.recent})
-        others = city_calls - len(street_calls)
-        expected = max(0.2, others * share / max(1e-9, 1 - share))   # what the rest of the city implies
-        threshold = max(self.min_count, expected + 4 * math.sqrt(expected) + 3)
-        half = s.at - self.WINDOW / 2
-        later = sum(1 for t in street_calls if t >= half)
-        if len(street_calls) < threshold or later <= len(street_calls) - later:       # many, and still rising
-            return None
+        judged = [self._window(s, key, window, times, city, share) for window in WINDOWS]
+        observed, usual, window, chance = min(judged, key=lambda j: j[3])
+        per_hour = judged[0][1].expected / (WINDOWS[0].total_seconds() / 3600)   # usual at this hour
+        trend = self.trends.setdefault(key, Cusum())
+        score = trend.add(s.at, per_hour, threshold(self.false_alarm_rate))
         last = self.warned.get(key)
-        if last and abs(s.at - last) < timedelta(hours=12):
+        if last and abs(s.at - last) < self.QUIET:
+            return None
+        if chance < self.false_alarm_rate / len(WINDOWS):
+            warning = self._burst(s, observed, usual, window, chance, times, now)
+        elif score >= threshold(self.false_alarm_rate):
+            warning = self._trend(s, trend, per_hour, now)
+        else:
             return None
         self.warned[key] = s.at
+        return warning
+
+    def _window(self, s: Signal, key: tuple[str, str], window: timedelta, times: deque[datetime],
+                city: dict[str, datetime], share: float) -> tuple[int, Baseline, timedelta, float]:
+        """(calls in the street in ``window`` up to this one, its baseline, the window, the chance of the calls
+        before this one at the usual rate)."""
+        since = s.at - window
+        observed = sum(1 for t in times if since <= t <= s.at)
+        others = sum(1 for t in city.values() if since <= t <= s.at) - observed
+        hours = window.total_seconds() / 3600
+        prior = max(MIN_EXPECTED_PER_H * hours, others * share / max(1e-9, 1 - share))
+        usual = baseline(prior, others, *self.history.weeks_before(key[0], key[1], s.at, window))
+        return observed, usual, window, usual.chance_of_at_least(observed - 1)
+
+    def _head(self, s: Signal, observed_at: datetime, now: datetime) -> dict[str, Any]:
+        area = s.area_code or ""
+        return {"warning_id": f"EW-{area}-{s.category}-{s.at:%Y%m%d%H%M}", "kind": "trending_hotspot",
+                "category": s.category, "district_code": s.district_code, **_street(s.street_code, s.street_name),
+                "observed_at": iso(observed_at), "detected_at": iso(now), "severity": 2}
+
+    def _burst(self, s: Signal, observed: int, usual: Baseline, window: timedelta, chance: float,
+               times: deque[datetime], now: datetime) -> dict[str, Any]:
+        place = s.area_name or s.area_code or ""
         return {
-            "warning_id": f"EW-{area}-{s.category}-{s.at:%Y%m%d%H%M}", "kind": "trending_hotspot",
-            "category": s.category, "district_code": s.district_code, **_street(s.street_code, s.street_name),
-            "observed_at": iso(min(street_calls)), "detected_at": iso(now), "severity": 2,
-            "explanation": f"{len(street_calls)} {s.category} calls from {s.area_name or area} in the last 3 h "
-                           f"({later} in the last 90 min), where the rest of the city's calls imply about "
-                           f"{expected:.1f} for a {'street' if s.street_code else 'district'} of its population: a "
-                           "concentrated and rising complaint risk (集中性、趋势性风险).",
+            **self._head(s, min(t for t in times if s.at - window <= t <= s.at), now),
+            "explanation": f"{say_burst('en', place, s.category, observed, usual, window)} The chance of so many at "
+                           f"the usual rate is {one_in(chance)}, below the city's false-alarm rate of "
+                           f"{one_in(self.false_alarm_rate)} calls: a concentrated and rising complaint risk "
+                           "(集中性、趋势性风险).",
+            "summary": say_burst(self.language, place, _what(s, self.language), observed, usual, window),
+            "summary_language": self.language,
+            "baseline": {"method": "burst", "observed": observed, "expected": round(usual.expected, 2),
+                         "spread": round(usual.spread, 2), "window_minutes": int(window.total_seconds() // 60),
+                         "weeks_of_history": usual.weeks, "chance": float(f"{chance:.3g}"),
+                         "false_alarm_rate": self.false_alarm_rate},
         }
+
+    def _trend(self, s: Signal, trend: Cusum, per_hour: float, now: datetime) -> dict[str, Any]:
+        place = s.area_name or s.area_code or ""
+        end = trend.last or s.at          # the trend's newest call (this one may be late)
+        since = min(trend.since or end, end)
+        hours = (end - since).total_seconds() / 3600
+        return {
+            **self._head(s, min(trend.evident or since, end), now),
+            "explanation": f"{say_trend('en', place, s.category, trend.calls, since, end, per_hour)} A CUSUM for "
+                           f"{CUSUM_RATIO:g} times the usual rate reached {trend.score:.1f}, over its alarm level "
+                           f"{threshold(self.false_alarm_rate):.1f} (the city's false-alarm rate of "
+                           f"{one_in(self.false_alarm_rate)} calls): a trending complaint risk (趋势性风险).",
+            "summary": say_trend(self.language, place, _what(s, self.language), trend.calls, since, end, per_hour),
+            "summary_language": self.language,
+            "baseline": {"method": "cusum", "observed": trend.calls, "expected": round(per_hour * hours, 2),
+                         "spread": round(math.sqrt(per_hour * hours), 2),
+                         "window_minutes": int((end - since).total_seconds() // 60),
+                         "weeks_of_history": self.history.weeks_before(s.area_code or "", s.category, s.at,
+                                                                       WINDOWS[-1])[0],
+                         "false_alarm_rate": self.false_alarm_rate},
+        }
+
+
+def _what(s: Signal, language: str) -> str:
+    """The calls' category as the summary names it: the service's own name in Chinese, else the category."""
+    name = s.values.get("service_name")
+    return str(name) if language.split("-")[0] == "zh" and name else s.category.replace("_", " ")

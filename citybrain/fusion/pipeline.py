@@ -21,9 +21,11 @@ try:   # the stream workers' environment has orjson (several times faster); the 
 except ImportError:   # pragma: no cover - depends on the environment
     from json import loads as _loads
 
+from citybrain.city.pack import languages
 from citybrain.city.working_time import WorkingHoursError, WorkingTime
 from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
+from citybrain.fusion.calls import DEFAULT_FALSE_ALARM_RATE
 from citybrain.fusion.detect import SensorWatch
 from citybrain.fusion.dispatch import Dispatcher, SlaTracker
 from citybrain.fusion.fuse import CityCalls, Fusion
@@ -64,13 +66,15 @@ class Pipeline:
     a worker reading partitions at different speeds calls ``sweep`` with ``clock.watermark()`` instead."""
 
     def __init__(self, contracts: Mapping[str, Contract], protector: Protector, auto_sweep: bool = True,
-                 city_calls: CityCalls | None = None) -> None:
+                 city_calls: CityCalls | None = None,
+                 call_false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE) -> None:
         """``contracts`` by topic: their event-id rules and the hotline's personal-data rules; ``protector``
         pseudonymises callers in work orders. There is no default key: a replay that should match the
         stream passes the platform's (``protector_from_settings``), a test ``Protector.ephemeral()``.
         ``city_calls``: the city's recent calls by category, shared by the pipelines of one worker that each
         fuse a share of the city (and learnt from the group's other workers), so the trending-hotspot detector
-        judges a street against the whole city."""
+        judges a street against the whole city. ``call_false_alarm_rate``: the chance per call that a street
+        at its usual rate is warned of (the city's setting, ``Settings.call_false_alarm_rate``)."""
         self.contracts = contracts
         self.auto_sweep = auto_sweep
         #: Event streams move stream time; compacted registers (reference data, the care register) do not.
@@ -79,7 +83,8 @@ class Pipeline:
         self.enricher = Enricher()
         self.watch = SensorWatch()
         self.dispatcher = Dispatcher(protector=protector, hotline=contracts[topics.SERVICE_REQUESTS])
-        self.fusion = Fusion(route=self.dispatcher.event_rule, deadline=self.dispatcher.sla_deadline)
+        self.fusion = Fusion(route=self.dispatcher.event_rule, deadline=self.dispatcher.sla_deadline,
+                             call_false_alarm_rate=call_false_alarm_rate)
         if city_calls is not None:
             self.fusion.hotspots.city = city_calls
         self.sla = SlaTracker()
@@ -108,6 +113,7 @@ class Pipeline:
             self.dispatcher.update_rule(value)
         elif topic == topics.REF_CITY:
             self._city_zone(value)
+            self.fusion.hotspots.language = languages(value)[0]
 
     def _city_zone(self, city: dict[str, Any]) -> None:
         """The time zone of the city being served (its latest record's), in which the sensor watch tells day

@@ -82,6 +82,7 @@ class Enricher:
                                       parse_time(value["requested_datetime"]), value.get("long"), value.get("lat"),
                                       values={"service_request_id": value["service_request_id"],
                                               "service_code": value["service_code"],
+                                              "service_name": value.get("service_name"),
                                               "priority": value.get("priority", "normal")},
                                       state=value.get("lifecycle_state")))
         if topic == topics.POLICE_INCIDENTS:

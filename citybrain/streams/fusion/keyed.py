@@ -70,7 +70,7 @@ class KeyedFusionWorker(FusionWorker):
     def new_share_pipeline(self) -> Pipeline:
         """The pipeline of a partition just gained: this worker's city-calls baseline and all the reference data."""
         pipeline = Pipeline(self.contracts, self.pipeline.dispatcher.protector, auto_sweep=False,
-                            city_calls=self.city_calls)
+                            city_calls=self.city_calls, call_false_alarm_rate=self.settings.call_false_alarm_rate)
         for (topic, _key), value in self.references.items():
             pipeline.reference(topic, value)
         return pipeline

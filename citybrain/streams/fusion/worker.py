@@ -51,7 +51,8 @@ class FusionWorker:
         self.inputs = [t for t, c in self.contracts.items() if c.zone == "raw"]
         self.outputs = [t for t, c in self.contracts.items() if c.zone in ("city", "alert", "dispatch", "metrics")]
         self.validators = {t: RecordValidator(self.contracts[t]) for t in self.outputs}
-        self.pipeline = Pipeline(self.contracts, protector_from_settings(settings), auto_sweep=False)
+        self.pipeline = Pipeline(self.contracts, protector_from_settings(settings), auto_sweep=False,
+                                 call_false_alarm_rate=settings.call_false_alarm_rate)
         self.ready = False
         self.swept: datetime | None = None
 
