@@ -164,8 +164,8 @@ class Authenticator:
                 self.refused.append({"principal": name, "address": address, "at": now_iso(), "rate_limited": True})
                 raise RateLimited(WINDOW_S - (now - held[0]))
         account = self.accounts.get(name) if name != ADMIN_USER else None   # the super user is never a person
-        why = self._refusal(account, password, code)
-        if why:
+        why, viewer = self._refusal(account, password, code)
+        if viewer is None or account is None:
             tries.append(now)
             from_address.append(now)
             if len(tries) >= MAX_FAILURES:
@@ -177,12 +177,6 @@ class Authenticator:
             self.refused.append({"principal": name, "address": address, "at": now_iso(), "rate_limited": False})
             log.warning("ui login refused for %r from %s: %s (%d recent failure(s))", name, address, why, len(tries))
             return None
-        assert account is not None
-        viewer = self._account_viewer(account)
-        if viewer is None:
-            log.warning("ui login refused for %r from %s: department %r has no principal in the access model",
-                        name, address, account.department)
-            return None
         self._failures.pop(key)
         self._locked.pop(key)
         token = secrets.token_urlsafe(32)
@@ -191,17 +185,20 @@ class Authenticator:
         log.info("ui login: %s (%s, %s) from %s", account.name, account.role, account.department, address)
         return token
 
-    def _refusal(self, account: Account | None, password: str, code: str) -> str:
-        """Why the login is refused ('' when it is not): the password first (an unknown name costs the same time),
-        then the code, which must not have been used before."""
+    def _refusal(self, account: Account | None, password: str, code: str) -> tuple[str, Viewer | None]:
+        """(why the login is refused, None) or ('', the person's viewer): the password first (an unknown name costs
+        the same time), the department's place in the access model, then the code, which must not have been used."""
         if not verify_password(account.password_hash if account else self._decoy_hash(), password) or account is None:
-            return "unknown account or wrong password"
+            return "unknown account or wrong password", None
+        viewer = self._account_viewer(account)
+        if viewer is None:
+            return f"department {account.department!r} has no principal in the access model", None
         step = matching_step(account.totp_secret, code, self.clock())
         if step is None:
-            return "wrong or expired one-time code"
+            return "wrong or expired one-time code", None
         if not self.sessions.use_step(account.name, step):
-            return "one-time code used already"
-        return ""
+            return "one-time code used already", None
+        return "", viewer
 
     def session(self, token: str | None) -> Viewer | None:
         """The viewer of a live session; one expired, or whose account or grants changed since login, is ended."""

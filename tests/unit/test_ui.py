@@ -233,9 +233,13 @@ def test_a_session_ends_when_its_departments_grants_change_the_data_offices_incl
     assert auth.session(police) is not None      # the police's did not
     office = auth.login("office.data", people.passwords["office.data"], people.code("office.data"), "127.0.0.1")
     assert "dispatch.police.work_order.v1" in auth.session(office).topics   # type: ignore[union-attr]
+    good = path.read_text()
+    path.write_text(good + "  dept-broken: [\n")   # a file that no longer loads: the last good model stays, as on the broker
+    assert auth.session(police) is not None and auth.session(office) is not None
     block = "  dept-police:\n    department: police\n    grants:\n      - {read: dispatch.police.work_order.v1}\n"
-    path.write_text(path.read_text().replace(block, ""))   # the department's principal gone from the access model
+    path.write_text(good.replace(block, ""))   # the department's principal gone from the access model
     assert auth.session(police) is None
+    assert auth.login("duty.police", people.passwords["duty.police"], people.code("duty.police"), "127.0.0.1") is None
 
 
 def test_sessions_expire(platform) -> None:  # type: ignore[no-untyped-def]
@@ -339,6 +343,9 @@ def test_every_api_route_keeps_a_department_to_its_remit(platform, contracts) ->
                 assert (await client.get(route)).status == 401, route
             bad = await client.post("/api/login", json=store.body("duty.police", "wrong"))
             assert bad.status == 401
+            no_code = await client.post("/api/login", json={"principal": "duty.police",
+                                                             "password": store.passwords["duty.police"]})
+            assert no_code.status == 400 and "code" in (await no_code.json())["detail"]
             ok = await client.post("/api/login", json=store.body("duty.police"))
             assert ok.status == 200 and "HttpOnly" in ok.headers["Set-Cookie"]
             assert store.passwords["duty.police"] not in await ok.text()
