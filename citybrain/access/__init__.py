@@ -8,6 +8,8 @@ use, so the stream workers' ``citybrain.access.privacy`` does not pull in the br
   grants (``load``, ``who_can``, the templates ``department_grants``, ...);
 - :mod:`~citybrain.access.acls`: the ACLs the broker should hold and holds, ``apply`` and ``rotate``;
 - :mod:`~citybrain.access.credentials`: departments' passwords and client settings;
+- :mod:`~citybrain.access.accounts`: the people who log in to the operations view (scrypt-hashed passwords) and
+  :mod:`~citybrain.access.totp`, their one-time codes;
 - :mod:`~citybrain.access.probe`: reading a topic as a department would;
 - :mod:`~citybrain.access.audit`: the log of every change to a grant or credential.
 """
@@ -25,6 +27,7 @@ _MODULE_OF = {
     **dict.fromkeys(("ApplyResult", "apply", "broker_acl_set", "broker_acl_set_if_up", "declared_acl_set", "rotate",
                      "topic_access"), "acls"),
     **dict.fromkeys(("CredentialStore", "client_config"), "credentials"),
+    **dict.fromkeys(("Account", "AccountError", "AccountStore"), "accounts"),
     **dict.fromkeys(("try_read",), "probe"),
     **dict.fromkeys(("AuditLog", "audit_path", "read_audit"), "audit"),
 }

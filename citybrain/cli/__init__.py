@@ -11,14 +11,15 @@ from __future__ import annotations
 from citybrain.cli import (command_broker, command_contracts, command_topics, command_records,  # isort: skip
                            command_demo, command_city, command_simulate, command_gateway, command_streams,
                            command_lake, command_catalog, command_dags, command_airflow, command_quality,
-                           command_access, command_audit, command_ui, command_up, command_notify, command_deploy)
+                           command_access, command_accounts, command_audit, command_ui, command_up, command_notify,
+                           command_deploy)
 from citybrain.cli.base import app
 
 #: Every command module, registered on :data:`app` by being imported.
 COMMAND_MODULES = (command_broker, command_contracts, command_topics, command_records, command_demo, command_city,
                    command_simulate, command_gateway, command_streams, command_lake, command_catalog, command_dags,
-                   command_airflow, command_quality, command_access, command_audit, command_ui, command_up,
-                   command_notify, command_deploy)
+                   command_airflow, command_quality, command_access, command_accounts, command_audit, command_ui,
+                   command_up, command_notify, command_deploy)
 
 __all__ = ["COMMAND_MODULES", "app"]
 

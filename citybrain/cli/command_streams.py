@@ -101,18 +101,17 @@ def _from_topics(settings: Settings, truth: dict) -> tuple[list, list]:  # type:
 def _ui_first_screens(settings: Settings) -> dict:  # type: ignore[type-arg]
     """Each page's first screen for the data office on the lake of the last demo, or why it was not measured."""
     from citybrain.lake import layout, store
-    from citybrain.settings import credentials_path
+    from citybrain.devtools.accounts import demo_account
     from citybrain.devtools.browser import first_screens
 
     files = [f for layer in layout.LAYERS for f in layout.files(settings.lake, layer)]
     if not files or not layout.gold_dir(settings.lake).exists():
         lake = str(settings.lake).replace(str(PROJECT_ROOT) + "/", "")   # the docs name no machine's paths
         return {"skipped": f"no lake with releases under {lake}: run `make demo` first"}
-    admin = json.loads(credentials_path(settings.kafka_dir).read_text())
     env = {k: v for k, v in os.environ.items() if k.startswith("CITYBRAIN_")}
     try:
-        pages = first_screens(env, settings.bench_dir / "ui.log", admin["admin_user"], admin["admin_password"])
-    except (FileNotFoundError, RuntimeError) as exc:
+        pages = first_screens(env, settings.bench_dir / "ui.log", demo_account(settings))
+    except (FileNotFoundError, LookupError, RuntimeError) as exc:
         return {"skipped": str(exc)}
     return {"pages": pages, "lake_records": sum(store.read_metadata(f).num_rows for f in files), "target_ms": 1000}
 

@@ -14,7 +14,7 @@ def ui(
     host: Optional[str] = typer.Option(None, help="Interface to listen on (default CITYBRAIN_UI_HOST, 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, help="Port (default CITYBRAIN_UI_PORT, 8320)."),
 ) -> None:
-    """Serve the operations view on the lake and releases until interrupted; log in with platform credentials."""
+    """Serve the operations view on the lake and releases until interrupted; people log in with password and code."""
     from citybrain import access
     from citybrain.ui.server import run_ui
 
@@ -27,8 +27,8 @@ def ui(
     if not settings.lake.exists():
         err.print(f"note: the lake {settings.lake} is empty so far: the pages fill once `make demo` (or the "
                   "lake sinks) wrote it.", highlight=False)
-    err.print(f"CityBrain operations view on http://{host}:{port}/  (log in as dept-<department> with the password "
-              "`citybrain access client-config <department>` prints, or as the data office)", highlight=False)
+    err.print(f"CityBrain operations view on http://{host}:{port}/  (people log in with their own account: password "
+              "and the code of their authenticator app; `citybrain accounts add` opens one)", highlight=False)
     try:
         run_ui(settings, contracts, model, host, port)
     except FileNotFoundError as exc:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from citybrain.cli.base import (ExitCode, app, configure_logging, current_contracts, current_settings, err, fail,
                                 fail_with, json_option, limit_option, old_option, out, renamed)
+from citybrain.settings import Settings
 
 
 @app.command("up")
@@ -49,6 +50,7 @@ def up(
         except PlatformError as exc:
             raise fail_with(exc) from None
         err.print(ready.broker, highlight=False)
+        _first_accounts(settings)
         try:
             pid = supervisor.launch(settings, services)
         except RuntimeError as exc:
@@ -58,6 +60,24 @@ def up(
         err.print("waiting for the services to answer (the live Airflow takes a minute on first start) ...",
                   highlight=False)
     _report(_rows_when_answering(settings, 180.0 if airflow and not running else 20.0), as_json)
+
+
+def _first_accounts(settings: Settings) -> None:
+    """A platform without operations-view accounts gets the demo's (the data office's and a duty officer per
+    department), so the view can be logged in to; once any account exists, `citybrain accounts` manages them."""
+    from citybrain import access
+    from citybrain.access.accounts import AccountStore
+    from citybrain.devtools.accounts import OFFICE, ensure_demo_accounts
+
+    if AccountStore(settings.access_dir).accounts():
+        return
+    try:
+        departments = access.load(settings.access_file, current_contracts()).departments.values()
+    except access.AccessError as exc:
+        raise fail_with(exc) from None
+    path, opened = ensure_demo_accounts(settings, departments)
+    err.print(f"operations view: {opened} first account(s) opened ({OFFICE} for the data office, duty.<department> "
+              f"for each department); passwords and one-time code secrets in {path}", highlight=False)
 
 
 @app.command("down")

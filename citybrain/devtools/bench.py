@@ -147,14 +147,13 @@ def _steady_load(settings: Settings, contracts: dict[str, Contract], cfg: BenchC
 
 def _with_live_pages(settings: Settings, cfg: BenchConfig, load: Callable[[], None]) -> dict[str, Any]:
     """Run ``load`` with ``cfg.live_pages`` operations-view pages on the live feed; what they received."""
-    from citybrain.settings import credentials_path
+    from citybrain.devtools.accounts import demo_account
     from citybrain.devtools.browser import serve
     from citybrain.devtools.load import LiveClients
 
-    admin = json.loads(credentials_path(settings.kafka_dir).read_text())
     env = {k: v for k, v in os.environ.items() if k.startswith("CITYBRAIN_")}
     with serve(env, settings.bench_dir / "ui-live.log") as url, \
-            LiveClients(url, admin["admin_user"], admin["admin_password"], cfg.live_pages) as pages:
+            LiveClients(url, demo_account(settings), cfg.live_pages) as pages:
         load()
         time.sleep(2)
     return pages.summary()

@@ -200,6 +200,7 @@ def run_demo(settings: Settings, contracts: dict[str, Contract], records_per_fee
     access_ok, access_text = _department_access(settings, contracts)
     ok &= access_ok
     console.print(f"[bold]10. access[/] {access_text}", highlight=False)
+    console.print(f"           operations view: {_view_accounts(settings, contracts)}", highlight=False)
     incidents = Table("incident", "where", "window (UTC)", title="injected incidents (ground truth for detection)")
     for i in report.ground_truth["incidents"]:
         where = i.get("street_name") and f"{i['district_name']}{i['street_name']}" or i.get("producer") or \
@@ -226,6 +227,16 @@ def _department_access(settings: Settings, contracts: dict[str, Contract]) -> tu
     text += "; refused on " + ", ".join(f"{t} ({why if not allowed else '[red]ALLOWED[/]'})"
                                         for t, (allowed, why) in refused.items())
     return ok and not any(allowed for allowed, _ in refused.values()), text
+
+
+def _view_accounts(settings: Settings, contracts: dict[str, Contract]) -> str:
+    """Step 10 too: the people who log in to the operations view, the data office's and a duty officer per department."""
+    from citybrain import access
+    from citybrain.devtools.accounts import OFFICE, ensure_demo_accounts
+
+    path, opened = ensure_demo_accounts(settings, access.load(settings.access_file, contracts).departments.values())
+    return (f"log in as {OFFICE} (the data office) or duty.<department>, with the password and the one-time code "
+            f"secret in {path.name} of the access folder ({opened} account(s) opened; `citybrain accounts list`)")
 
 
 def _run_dags(settings: Settings, console: Console) -> bool:

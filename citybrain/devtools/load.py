@@ -11,12 +11,14 @@ import asyncio
 import threading
 from typing import Any
 
+from citybrain.devtools.accounts import DemoAccount
+
 
 class LiveClients:
     """``count`` live connections to the view at ``url`` while the ``with`` block runs."""
 
-    def __init__(self, url: str, principal: str, password: str, count: int = 50) -> None:
-        self.url, self.principal, self.password, self.count = url, principal, password, count
+    def __init__(self, url: str, account: DemoAccount, count: int = 50) -> None:
+        self.url, self.account, self.count = url, account, count
         self.received = [0] * count
         self.errors: list[str] = []
         self._stop: asyncio.Event | None = None
@@ -51,7 +53,9 @@ class LiveClients:
         # unsafe: the view is on 127.0.0.1, and aiohttp keeps no cookie for an IP address otherwise
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
                                          cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
-            login = await session.post(f"{self.url}/api/login", json={"principal": self.principal, "password": self.password})
+            code = await asyncio.to_thread(self.account.code)
+            login = await session.post(f"{self.url}/api/login", json={"principal": self.account.name,
+                                                                      "password": self.account.password, "code": code})
             if login.status != 200:
                 self.errors.append(f"login: HTTP {login.status}")
                 self._ready.set()

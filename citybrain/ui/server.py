@@ -21,7 +21,8 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from citybrain import metrics
-from citybrain.access.grants import AccessModel
+from citybrain.access.accounts import DATA_OFFICE, DATA_OFFICE_DEPARTMENT
+from citybrain.access.grants import AccessModel, load
 from citybrain.access.trail import AuditTrail
 from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
@@ -29,7 +30,7 @@ from citybrain.gateway.hardening import TRACE_HEADER, ExpiringLru, security_head
 from citybrain.ingest.audit import service_trail
 from citybrain.kafka.headers import new_trace_id
 from citybrain.lake import layout
-from citybrain.settings import ADMIN_USER, Settings, packaged
+from citybrain.settings import Settings, packaged
 from citybrain.ui import orders, views
 from citybrain.ui.auth import Authenticator, RateLimited, Viewer
 from citybrain.ui.broker_stats import broker_stats
@@ -55,6 +56,8 @@ CACHE_ENTRIES = 512
 #: The pages whose reads go on the audit trail: the ones holding tickets, orders, datasets and grants (the city
 #: overview and the area map, redrawn on every live event, hold none of them).
 AUDITED_PAGES = ("hotline", "orders", "ticket", "data", "broker", "security")
+#: How often an open live stream checks that its session still lives (and still has the remit it started with).
+LIVE_RECHECK_S = 15.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -70,7 +73,9 @@ class OperationsView:
                  audit: AuditTrail | None = None) -> None:
         self.settings, self.contracts, self.model = settings, contracts, model
         self.lake = settings.lake
-        self.auth = Authenticator(settings, model, tuple(c.topic for c in contracts.values()), session_s=settings.ui_session_minutes * 60)
+        self.auth = Authenticator(settings, model, tuple(c.topic for c in contracts.values()),
+                                  session_s=settings.ui_session_minutes * 60,
+                                  reload=lambda: load(model.source, contracts, settings.city_dir))
         self.audit = audit or service_trail(settings, "ui")   # logins, logouts and data pages read (audit.trail.event)
         self._cache: ExpiringLru[tuple[str, str, str, int], Any] = ExpiringLru(CACHE_ENTRIES, settings.ui_cache_s)
         self.warm_ms: int | None = None   # how long the start-up read of the lake took, once done
@@ -108,7 +113,9 @@ class OperationsView:
     async def _warm_up(self) -> None:
         started = time.perf_counter()
         try:
-            await asyncio.to_thread(views.warm, self.lake, self.auth.viewer(ADMIN_USER))
+            office = self.auth.viewer_of(DATA_OFFICE_DEPARTMENT, DATA_OFFICE)
+            if office is not None:
+                await asyncio.to_thread(views.warm, self.lake, office)
         except Exception as exc:   # the pages compute what they need themselves then
             log.warning("ui warm-up read of the lake failed: %s: %s", type(exc).__name__, exc)
         self.warm_ms = round((time.perf_counter() - started) * 1000)
@@ -179,19 +186,21 @@ class OperationsView:
         found = self.auth.session(request.cookies.get(COOKIE))
         if found is None:
             raise web.HTTPUnauthorized(text=json.dumps({"error": "login required", "detail": "log in with your "
-                                       "platform credentials (`citybrain access client-config <department>`)"}),
+                                       "account: name, password and the code of your authenticator app "
+                                       "(`citybrain accounts add` makes one)"}),
                                        content_type="application/json")
         return found
 
     async def login(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
-            principal, password = str(body["principal"]), str(body["password"])
+            principal, password, code = str(body["principal"]), str(body["password"]), str(body["code"])
         except (ValueError, KeyError, TypeError):
             metrics.UI_LOGINS.labels("bad-request").inc()
-            return _json({"error": "bad request", "detail": "send JSON {\"principal\": ..., \"password\": ...}"}, 400)
+            return _json({"error": "bad request", "detail": "send JSON {\"principal\": <account>, \"password\": ..., "
+                          "\"code\": <the 6 digits of your authenticator app>}"}, 400)
         try:
-            token = self.auth.login(principal, password, request.remote or "?")
+            token = await asyncio.to_thread(self.auth.login, principal, password, code, request.remote or "?")
         except RateLimited as exc:
             metrics.UI_LOGINS.labels("rate-limited").inc()
             await self._audit("login_failed", principal, "operations view", "denied", address=request.remote,
@@ -202,10 +211,12 @@ class OperationsView:
         await self._audit("login_ok" if token else "login_failed", principal, "operations view", "ok" if token else "failed",
                           address=request.remote)
         if token is None:
-            return _json({"error": "login failed", "detail": "unknown principal or wrong password"}, 401)
+            return _json({"error": "login failed", "detail": "unknown account, wrong password or wrong one-time code "
+                          "(each code is good once)"}, 401)
         response = _json(self.auth.session(token).as_json())   # type: ignore[union-attr]
+        # Secure whenever the page is served over HTTPS (behind the city's TLS proxy), so no cookie goes out in clear.
         response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/",
-                            max_age=int(self.settings.ui_session_minutes * 60))
+                            secure=self.settings.http_behind_tls_proxy, max_age=int(self.settings.ui_session_minutes * 60))
         return response
 
     async def logout(self, request: web.Request) -> web.Response:
@@ -218,14 +229,20 @@ class OperationsView:
         return response
 
     async def live_events(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events: each new record of the live feed the viewer may read, as it arrives."""
+        """Server-sent events: each new record of the live feed the viewer may read, as it arrives, while the session
+        lives (checked every LIVE_RECHECK_S: a password or grant change ends the stream too)."""
         viewer = self.viewer(request)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
         await response.prepare(request)
         queue = self.live.subscribe(viewer)
+        checked = time.monotonic()
         try:
             await response.write(f"event: hello\ndata: {json.dumps({'status': self.live.status})}\n\n".encode())
             while True:
+                if time.monotonic() - checked > LIVE_RECHECK_S:
+                    if self.auth.session(request.cookies.get(COOKIE)) != viewer:
+                        break
+                    checked = time.monotonic()
                 try:
                     item = await asyncio.wait_for(queue.get(), timeout=15)
                 except asyncio.TimeoutError:
@@ -320,7 +337,7 @@ class OperationsView:
             if not viewer.admin:
                 raise views.Forbidden(f"{viewer.principal}: the broker's figures are the data office's.")
             return broker_stats(self.settings, [c.topic for c in self.contracts.values()])
-        return views.security(self.lake, viewer, self.model) | {"ui_refused_logins": list(self.auth.refused)[-100:]}
+        return views.security(self.lake, viewer, self.auth.current_model()) | {"ui_refused_logins": list(self.auth.refused)[-100:]}
 
 
 def run_ui(settings: Settings, contracts: dict[str, Contract], model: AccessModel, host: str, port: int) -> None:

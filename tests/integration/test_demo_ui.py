@@ -11,10 +11,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from citybrain.access.credentials import CredentialStore
+from citybrain.access.totp import hotp, secret_bytes, totp
+from citybrain.devtools.accounts import demo_account
 from citybrain.ingest.producer import ValidatedProducer
 from citybrain.settings import credentials_path
 from citybrain.devtools.browser import PAGES, browser, login, open_page, serve, wait_until
+from citybrain.ui.sessions import SessionStore, sessions_path
 from tests.integration.conftest import TEST_ENV
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]   # the first test waits for the demo
@@ -37,8 +39,7 @@ def chrome():  # type: ignore[no-untyped-def]
 
 def test_the_data_office_sees_all_four_pages_with_the_demos_data(ui, chrome, settings) -> None:  # type: ignore[no-untyped-def]
     url, out = ui
-    admin = json.loads(credentials_path(settings.kafka_dir).read_text())
-    page, errors, _ms = login(chrome, url, admin["admin_user"], admin["admin_password"])
+    page, errors, _ms = login(chrome, url, demo_account(settings))
     timings = {}
     for name in PAGES:
         drawn, timings[name] = open_page(page, name)
@@ -66,8 +67,7 @@ def test_the_data_office_sees_all_four_pages_with_the_demos_data(ui, chrome, set
 def test_an_incident_appears_on_the_city_page_within_seconds(ui, chrome, settings, contracts) -> None:  # type: ignore[no-untyped-def]
     """Produced to the broker while the page is open: the view's live feed (one consumer) brings it in."""
     url, out = ui
-    admin = json.loads(credentials_path(settings.kafka_dir).read_text())
-    page, errors, _ms = login(chrome, url, admin["admin_user"], admin["admin_password"])
+    page, errors, _ms = login(chrome, url, demo_account(settings))
     wait_until(page, "window.cb.live && window.cb.live.startsWith('live')", 20)
     street = page.evaluate("fetch('/api/areas').then((r) => r.json()).then((a) => a.levels.street.features[0].properties)")
     tag = uuid.uuid4().hex[:8]
@@ -86,10 +86,28 @@ def test_an_incident_appears_on_the_city_page_within_seconds(ui, chrome, setting
     (out / "live.json").write_text(json.dumps({"incident_on_page_s": round(seconds, 2)}))
 
 
+def _refused(chrome, url: str, name: str, password: str, code: str) -> None:  # type: ignore[no-untyped-def]
+    """A login typed into a fresh page is refused on the page, and leaves the page without a session."""
+    other = chrome.new_context().new_page()
+    other.goto(url + "/")
+    other.fill("input[name=principal]", name)
+    other.fill("input[name=password]", password)
+    other.fill("input[name=code]", code)
+    other.click("#login-form button[type=submit]")
+    other.wait_for_selector("#login-error:not(:empty)")
+    assert "wrong password or wrong one-time code" in other.inner_text("#login-error"), name
+    assert other.evaluate("fetch('/api/me').then((r) => r.status)") == 401, name
+    other.context.close()
+
+
 def test_a_department_sees_only_its_remit_in_the_browser(ui, chrome, settings) -> None:  # type: ignore[no-untyped-def]
     url, out = ui
-    password = CredentialStore(settings.access_dir).passwords["dept-police"]
-    page, errors, _ms = login(chrome, url, "dept-police", password)
+    police = demo_account(settings, "police")
+    page, errors, _ms = login(chrome, url, police)
+    # The code the page just logged in with is good once: the right password with it again is refused.
+    used = SessionStore(sessions_path(settings.access_dir)).last_step(police.name)
+    assert used is not None
+    _refused(chrome, url, police.name, police.password, hotp(secret_bytes(police.totp_secret), used))
     tabs = page.inner_text("#tabs")
     assert "城市运行" in tabs and "接诉即办" in tabs and "数据底座" not in tabs and "安全态势" not in tabs
     page.screenshot(path=str(out / "city-police.png"))
@@ -103,26 +121,24 @@ def test_a_department_sees_only_its_remit_in_the_browser(ui, chrome, settings) -
     open_page(page, "hotline")
     page.screenshot(path=str(out / "hotline-police.png"), full_page=True)
     assert not errors, errors
-    # A wrong password is refused on the page itself.
-    other = chrome.new_context().new_page()
-    other.goto(url + "/")
-    other.fill("input[name=principal]", "dept-police")
-    other.fill("input[name=password]", "not-the-password")
-    other.click("#login-form button[type=submit]")
-    other.wait_for_selector("#login-error:not(:empty)")
-    assert "wrong password" in other.inner_text("#login-error")
+    # The broker's super user, with the broker's own password, is refused on the page itself, as is a wrong password.
+    super_user = json.loads(credentials_path(settings.kafka_dir).read_text())
+    _refused(chrome, url, super_user["admin_user"], super_user["admin_password"], "000000")
+    _refused(chrome, url, police.name, "not-the-password", totp(secret_bytes(police.totp_secret), time.time()))
     # Each of these is on the view's audit trail (trail `ui`, sent before the view answered), and every chain holds.
     from citybrain.access.trail import verify
     from citybrain.security.audit_trail import from_topic
 
     records = from_topic(settings)
     seen = {(r["action"], r["actor"], r["target"], r["outcome"]) for r in records if r["trail"] == "ui"}
-    assert {("login_ok", "dept-police", "operations view", "ok"), ("read", "dept-police", "orders page", "ok"),
-            ("read", "dept-police", "orders page", "denied"), ("read", "dept-police", "data page", "denied"),
-            ("read", "dept-police", "security page", "denied"),
-            ("login_failed", "dept-police", "operations view", "failed")} <= seen, seen
+    who = police.name
+    assert {("login_ok", who, "operations view", "ok"), ("read", who, "orders page", "ok"),
+            ("read", who, "orders page", "denied"), ("read", who, "data page", "denied"),
+            ("read", who, "security page", "denied"), ("login_failed", who, "operations view", "failed"),
+            ("login_failed", super_user["admin_user"], "operations view", "failed")} <= seen, seen
     assert verify(records) == []
-    assert password not in json.dumps(records, ensure_ascii=False)
+    written = json.dumps(records, ensure_ascii=False)
+    assert police.password not in written and super_user["admin_password"] not in written
 
 
 def test_a_ticket_found_by_search_shows_its_whole_lifecycle_and_a_department_only_its_own(ui, chrome, settings) -> None:  # type: ignore[no-untyped-def]
@@ -131,8 +147,7 @@ def test_a_ticket_found_by_search_shows_its_whole_lifecycle_and_a_department_onl
     name, their codes on hover; the Hotline page's rates with the tickets they rest on; a department lists its own
     orders only and is refused another's ticket."""
     url, out = ui
-    admin = json.loads(credentials_path(settings.kafka_dir).read_text())
-    page, errors, _ms = login(chrome, url, admin["admin_user"], admin["admin_password"])
+    page, errors, _ms = login(chrome, url, demo_account(settings))
     open_page(page, "hotline")
     assert "件" in page.inner_text("#hotline-rates") and "件" in page.inner_text("#hotline-summary")
     listed = page.evaluate("fetch('/api/orders?status=followed_up').then((r) => r.json())")
@@ -152,8 +167,7 @@ def test_a_ticket_found_by_search_shows_its_whole_lifecycle_and_a_department_onl
     assert department[1] == ticket["department"] and department[0] != ticket["department"], department   # a name
     page.screenshot(path=str(out / "orders.png"), full_page=True)
     assert not errors, errors
-    password = CredentialStore(settings.access_dir).passwords["dept-police"]
-    police, errors, _ms = login(chrome, url, "dept-police", password)
+    police, errors, _ms = login(chrome, url, demo_account(settings, "police"))
     police.click("#tabs button[data-page=orders]")
     police.wait_for_selector("body[data-rendered=orders]")
     codes = police.eval_on_selector_all("#orders-list td:nth-child(3)", "tds => tds.map((td) => td.title)")

@@ -33,6 +33,7 @@ NO_DATA = {
     "dev airflow service": "Airflow service", "dev airflow events": "bridge service",
     "broker up": "action", "broker down": "action", "broker fetch": "action", "broker reset": "action",
     "down": "action", "access rotate": "action", "airflow clean-db": "action",
+    "accounts set": "action", "accounts remove": "action",
     "city export": "action: writes a pack", "deploy systemd": "action: writes unit files", "city generate": "action: writes a pack",
     "audit export": "action: writes a file", "consume": "prints JSON lines already", "logs": "prints the services' own log lines",
 }

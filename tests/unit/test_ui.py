@@ -6,19 +6,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from citybrain import access
+from citybrain.access import accounts as accounts_module
+from citybrain.access.accounts import DATA_OFFICE, DEPARTMENT, AccountError, AccountStore
+from citybrain.access.totp import STEP_S, WINDOW, hotp, secret_bytes, totp
 from citybrain.access.trail import AuditTrail
 from citybrain.lake.writer import LakeWriter, Row
-from citybrain.settings import Settings, load_settings
+from citybrain.settings import ADMIN_USER, Settings, credentials_path, load_settings
 from citybrain.ui import views
 from citybrain.ui.auth import MAX_FAILURES, Authenticator, RateLimited
 from citybrain.ui.server import OperationsView
+from citybrain.ui.sessions import SessionStore, sessions_path
 
 T0 = 1_763_769_600_000   # 2025-11-22T00:00:00Z
 SQUARE = {"type": "Polygon", "coordinates": [[[117.0, 38.0], [117.1, 38.0], [117.1, 38.1], [117.0, 38.1], [117.0, 38.0]]]}
@@ -55,51 +61,210 @@ def platform(tmp_path: Path, contracts):  # type: ignore[no-untyped-def]
         {"area_code": "990101", "name": "云中区", "level": "district", "geometry": SQUARE, "updated_at": "2025-11-01T00:00:00Z"},
         {"area_code": "990101001", "name": "天宁街道", "level": "street", "parent_code": "990101", "geometry": SQUARE,
          "updated_at": "2025-11-01T00:00:00Z"}])
-    store = access.CredentialStore(settings.access_dir)
-    for principal in ("dept-police", "dept-water", "dept-data_bureau"):
-        store.password(principal)
     model = access.load(access.ACCESS_FILE, contracts)
-    return settings, model, store, contracts
+    return settings, model, _people(settings, model), contracts
 
 
-def _auth(platform, session_s: float = 3600.0) -> Authenticator:  # type: ignore[no-untyped-def]
-    settings, model, _store, contracts = platform
-    return Authenticator(settings, model, tuple(c.topic for c in contracts.values()), session_s=session_s)
+@dataclass
+class People:
+    """The test's operations-view accounts (name -> password and code secret) and a careful client's codes."""
+
+    access_dir: Path
+    passwords: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    def code(self, name: str) -> str:
+        """A code the view has not taken yet: the earliest step of the window after the last one used."""
+        used = SessionStore(sessions_path(self.access_dir)).last_step(name)
+        step = int(time.time() // STEP_S) - WINDOW
+        return hotp(secret_bytes(self.secrets[name]), step if used is None else max(step, used + 1))
+
+    def body(self, name: str, password: str | None = None) -> dict[str, str]:
+        """The JSON of a login as ``name``: the right password (or ``password``) and a fresh code."""
+        return {"principal": name, "password": self.passwords[name] if password is None else password,
+                "code": self.code(name)}
 
 
-def test_a_department_logs_in_with_its_platform_password_and_only_that(platform) -> None:  # type: ignore[no-untyped-def]
-    _settings, _model, store, _contracts = platform
+def _people(settings: Settings, model: access.AccessModel) -> People:
+    """A duty officer of the police and of water, and a data-office person; scrypt's cost kept low for speed (its
+    real parameters are test_accounts.py's)."""
+    people, store = People(settings.access_dir), AccountStore(settings.access_dir)
+    for name, role, department in (("duty.police", DEPARTMENT, "police"), ("duty.water", DEPARTMENT, "water"),
+                                   ("office.data", DATA_OFFICE, "data_bureau")):
+        people.passwords[name] = f"{name}-password-{len(name)}"
+        people.secrets[name] = store.add(name, role, department, people.passwords[name],
+                                         model.departments.values()).totp_secret
+    return people
+
+
+@pytest.fixture(autouse=True)
+def _cheap_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(accounts_module, "SCRYPT_N", 2 ** 4)
+
+
+def _auth(platform, session_s: float = 3600.0, clock: Callable[[], float] = time.time) -> Authenticator:  # type: ignore[no-untyped-def]
+    settings, model, _people, contracts = platform
+    return Authenticator(settings, model, tuple(c.topic for c in contracts.values()), session_s=session_s, clock=clock)
+
+
+def _code(people: People, name: str, at: float) -> str:
+    return totp(secret_bytes(people.secrets[name]), at)
+
+
+def test_a_person_logs_in_with_their_password_and_code_and_sees_their_departments_remit(platform) -> None:  # type: ignore[no-untyped-def]
+    people = platform[2]
     auth = _auth(platform)
-    assert auth.login("dept-police", "not-it", "127.0.0.1") is None
-    assert auth.login("nobody", store.passwords["dept-police"], "127.0.0.1") is None
-    assert auth.login("dept-water", store.passwords["dept-police"], "127.0.0.1") is None   # another's password
-    token = auth.login("dept-police", store.passwords["dept-police"], "127.0.0.1")
+    now = time.time()
+    assert auth.login("duty.police", "not-it", _code(people, "duty.police", now), "127.0.0.1") is None
+    assert auth.login("nobody", people.passwords["duty.police"], "123456", "127.0.0.1") is None
+    assert auth.login("duty.water", people.passwords["duty.police"], _code(people, "duty.water", now), "127.0.0.1") is None
+    token = auth.login("duty.police", people.passwords["duty.police"], _code(people, "duty.police", now), "127.0.0.1")
     viewer = auth.session(token)
-    assert viewer is not None and viewer.department == "police" and not viewer.admin
+    assert viewer is not None and viewer.principal == "duty.police" and viewer.department == "police"
+    assert not viewer.admin and viewer.role == DEPARTMENT
     assert viewer.may_read("dispatch.police.work_order.v1") and not viewer.may_read("dispatch.water.work_order.v1")
     assert not viewer.may_read("city.event.incident.v1")
     assert auth.session("forged-token") is None
     auth.logout(token)
     assert auth.session(token) is None
+    office = auth.session(auth.login("office.data", people.passwords["office.data"], _code(people, "office.data", now),
+                                     "127.0.0.1"))
+    assert office is not None and office.admin and office.topics == auth.viewer_of("data_bureau").topics   # type: ignore[union-attr]
+
+
+def test_a_wrong_expired_or_reused_code_is_refused_with_the_right_password(platform) -> None:  # type: ignore[no-untyped-def]
+    people, now = platform[2], [1_796_000_000.0]
+    auth = _auth(platform, clock=lambda: now[0])
+    right = people.passwords["duty.police"]
+    code = _code(people, "duty.police", now[0])
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    refused = [wrong, "", _code(people, "duty.police", now[0] - 2 * STEP_S),       # expired
+               _code(people, "duty.police", now[0] + 2 * STEP_S),                   # not yet
+               _code(people, "duty.water", now[0])]                                  # another's secret
+    for i, bad in enumerate(refused):   # each from an address of its own: the rate limit is another test's
+        assert auth.login("duty.police", right, bad, f"10.0.0.{i}") is None, bad
+    assert auth.login("duty.police", right, code, "127.0.0.1")
+    assert auth.login("duty.police", right, code, "127.0.0.2") is None                     # used once already
+    assert auth.login("duty.police", right, _code(people, "duty.police", now[0] - STEP_S), "127.0.0.3") is None  # earlier
+    now[0] += STEP_S
+    assert auth.login("duty.police", right, _code(people, "duty.police", now[0]), "127.0.0.1")   # the next step's: good
+    assert auth.login("duty.police", right, _code(people, "duty.police", now[0] + STEP_S), "127.0.0.4")  # a step ahead
+    assert [r["principal"] for r in auth.refused] == ["duty.police"] * 7
+
+
+def test_the_super_user_and_a_departments_shared_principal_cannot_log_in(platform) -> None:  # type: ignore[no-untyped-def]
+    """Regression: the view took the broker super user's password and the departments' shared ones (issue 33)."""
+    settings, model, people, _contracts = platform
+    store, auth, now = AccountStore(settings.access_dir), _auth(platform), time.time()
+    shared = access.CredentialStore(settings.access_dir).password("dept-police")   # the department's broker password
+    assert auth.login("dept-police", shared, "000000", "127.0.0.1") is None
+    (settings.kafka_dir / "config").mkdir(parents=True)
+    credentials_path(settings.kafka_dir).write_text(json.dumps({"admin_user": ADMIN_USER, "admin_password": "root-pw"}))
+    assert auth.login(ADMIN_USER, "root-pw", "000000", "127.0.0.1") is None
+    with pytest.raises(AccountError, match="people log in as themselves"):
+        store.add(ADMIN_USER, DATA_OFFICE, "data_bureau", "a-long-enough-password", model.departments.values())
+    # Written into the account file by hand, with a known password and secret: still refused.
+    forged = json.loads(store.path.read_text())
+    forged[ADMIN_USER] = {**forged["office.data"], "name": ADMIN_USER}
+    store.path.write_text(json.dumps(forged))
+    assert auth.login(ADMIN_USER, people.passwords["office.data"], _code(people, "office.data", now), "127.0.0.1") is None
+
+
+def test_a_session_survives_a_restart_of_the_view_and_keeps_no_token_on_disk(platform) -> None:  # type: ignore[no-untyped-def]
+    settings, _model, people, _contracts = platform
+    token = _auth(platform).login("duty.police", people.passwords["duty.police"], people.code("duty.police"), "127.0.0.1")
+    assert token is not None
+    again = _auth(platform)   # a new process: the session store is read from disk
+    viewer = again.session(token)
+    assert viewer is not None and viewer.principal == "duty.police"
+    assert token.encode() not in sessions_path(settings.access_dir).read_bytes()
+    assert oct(sessions_path(settings.access_dir).stat().st_mode & 0o777) == "0o600"
+    again.logout(token)
+    assert _auth(platform).session(token) is None
+
+
+def test_a_session_ends_when_the_password_code_secret_role_or_account_changes(platform) -> None:  # type: ignore[no-untyped-def]
+    """Regression: sessions outlived a password rotation (issue 33)."""
+    settings, model, people, _contracts = platform
+    now = [1_796_000_000.0]
+    store, auth, departments = AccountStore(settings.access_dir), _auth(platform, clock=lambda: now[0]), model.departments.values()
+
+    def logged_in() -> str:
+        now[0] += STEP_S   # each login a step of its own: a code is good once
+        token = auth.login("duty.police", people.passwords["duty.police"], _code(people, "duty.police", now[0]), "127.0.0.1")
+        assert token is not None and auth.session(token) is not None
+        return token
+
+    token = logged_in()
+    store.set_password("duty.police", "a-brand-new-password")
+    assert auth.session(token) is None and auth.sessions.get(token) is None   # ended, not merely refused
+    people.passwords["duty.police"] = "a-brand-new-password"
+    token = logged_in()
+    people.secrets["duty.police"] = store.reset_totp("duty.police").totp_secret
+    assert auth.session(token) is None
+    token = logged_in()
+    store.set_role("duty.police", DEPARTMENT, "water", departments)
+    assert auth.session(token) is None
+    token = logged_in()
+    assert auth.session(token).department == "water"   # type: ignore[union-attr]
+    store.set_role("duty.police", DATA_OFFICE, "data_bureau", departments)
+    assert auth.session(token) is None
+    token = logged_in()
+    store.remove("duty.police")
+    assert auth.session(token) is None
+
+
+def test_a_session_ends_when_its_departments_grants_change_the_data_offices_included(platform, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Regression: the view read the access model once at start and each session froze its topics (issue 33)."""
+    settings, _model, people, contracts = platform
+    path = tmp_path / "config" / "access.yaml"
+    path.parent.mkdir()
+    path.write_text(access.ACCESS_FILE.read_text())
+    auth = Authenticator(settings, access.load(path, contracts, settings.city_dir), tuple(c.topic for c in contracts.values()),
+                         reload=lambda: access.load(path, contracts, settings.city_dir))
+    police = auth.login("duty.police", people.passwords["duty.police"], people.code("duty.police"), "127.0.0.1")
+    office = auth.login("office.data", people.passwords["office.data"], people.code("office.data"), "127.0.0.1")
+    before = auth.session(office)
+    assert before is not None and "dispatch.police.work_order.v1" not in before.topics
+    grant = "      - {read: dispatch.data_bureau.work_order.v1}\n"
+    assert grant in path.read_text()
+    path.write_text(path.read_text().replace(grant, grant + "      - {read: dispatch.police.work_order.v1}\n"))
+    assert auth.session(office) is None          # the data office's grants changed: its person logs in again
+    assert auth.session(police) is not None      # the police's did not
+    office = auth.login("office.data", people.passwords["office.data"], people.code("office.data"), "127.0.0.1")
+    assert "dispatch.police.work_order.v1" in auth.session(office).topics   # type: ignore[union-attr]
+    good = path.read_text()
+    path.write_text(good + "  dept-broken: [\n")   # a file that no longer loads: the last good model stays, as on the broker
+    assert auth.session(police) is not None and auth.session(office) is not None
+    block = "  dept-police:\n    department: police\n    grants:\n      - {read: dispatch.police.work_order.v1}\n"
+    path.write_text(good.replace(block, ""))   # the department's principal gone from the access model
+    assert auth.session(police) is None
+    assert auth.login("duty.police", people.passwords["duty.police"], people.code("duty.police"), "127.0.0.1") is None
 
 
 def test_sessions_expire(platform) -> None:  # type: ignore[no-untyped-def]
-    auth = _auth(platform, session_s=0.0)
-    token = auth.login("dept-police", platform[2].passwords["dept-police"], "127.0.0.1")
-    assert token is not None and auth.session(token) is None
+    people, now = platform[2], [1_796_000_000.0]
+    auth = _auth(platform, session_s=600.0, clock=lambda: now[0])
+    token = auth.login("duty.police", people.passwords["duty.police"], _code(people, "duty.police", now[0]), "127.0.0.1")
+    now[0] += 599
+    assert auth.session(token) is not None
+    now[0] += 2
+    assert auth.session(token) is None and auth.sessions.get(token or "") is None
 
 
-def test_failed_logins_are_rate_limited_and_passwords_never_logged(platform, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_failed_logins_are_rate_limited_and_passwords_and_codes_never_logged(platform, caplog) -> None:  # type: ignore[no-untyped-def]
+    people = platform[2]
     auth = _auth(platform)
-    right = platform[2].passwords["dept-police"]
+    right = people.passwords["duty.police"]
     with caplog.at_level(logging.DEBUG):
         for i in range(MAX_FAILURES):
-            assert auth.login("dept-police", f"guess-{i}", "10.0.0.9") is None
+            assert auth.login("duty.police", f"guess-{i}", "000000", "10.0.0.9") is None
+        code = people.code("duty.police")
         with pytest.raises(RateLimited):
-            auth.login("dept-police", right, "10.0.0.9")       # even the right password waits
-        assert auth.login("dept-police", right, "127.0.0.1")    # the limit is per user and address
+            auth.login("duty.police", right, code, "10.0.0.9")       # even the right password waits
+        assert auth.login("duty.police", right, code, "127.0.0.1")    # the limit is per user and address
     logged = caplog.text
-    assert "guess-" not in logged and right not in logged and "dept-police" in logged
+    assert "guess-" not in logged and right not in logged and code not in logged and "duty.police" in logged
     # The Security page lists the refusals: who, from where, whether rate-limited; never a password.
     assert [r["rate_limited"] for r in auth.refused] == [False] * MAX_FAILURES + [True]
     assert "guess-" not in str(list(auth.refused)) and right not in str(list(auth.refused))
@@ -107,7 +272,7 @@ def test_failed_logins_are_rate_limited_and_passwords_never_logged(platform, cap
 
 def test_a_department_sees_its_own_orders_and_the_events_routed_to_it_only(platform) -> None:  # type: ignore[no-untyped-def]
     auth = _auth(platform)
-    police, water = auth.viewer("dept-police"), auth.viewer("dept-water")
+    police, water = auth.viewer_of("police"), auth.viewer_of("water")
     lake = platform[0].lake_dir
     assert {o["department"] for o in views.work_orders(lake, police)} == {"police"}
     with pytest.raises(views.Forbidden, match="only its own work orders"):
@@ -117,7 +282,7 @@ def test_a_department_sees_its_own_orders_and_the_events_routed_to_it_only(platf
     for page in (lambda v: views.data(lake, v, {}), lambda v: views.security(lake, v, platform[1])):
         with pytest.raises(views.Forbidden):
             page(police)
-    office = auth.viewer("dept-data_bureau")
+    office = auth.viewer_of("data_bureau", DATA_OFFICE)
     assert office.admin
     assert {o["department"] for o in views.work_orders(lake, office)} == {"police", "water"}
     assert [e["event_id"] for e in views.city(lake, office)["events"]] == ["CE-flood-1"]
@@ -139,10 +304,10 @@ def test_the_city_page_counts_a_district_only_citys_events_warnings_and_orders_i
     _write(lake, "silver", "dispatch.housing.work_order.v1",
            [{**_order("housing", 5), "street_code": None, "street_name": None, "district_code": "110101"}])
     auth = _auth(platform)
-    office = views.city(lake, auth.viewer("dept-data_bureau"))
+    office = views.city(lake, auth.viewer_of("data_bureau", DATA_OFFICE))
     assert office["by_area"]["110101"] == {"events": 1, "recent": 1, "warnings": 1}
     assert office["by_area"]["990101001"] == {"events": 1, "recent": 1}          # a street stays a street
-    housing = views.city(lake, auth.viewer("dept-housing"))
+    housing = views.city(lake, auth.viewer_of("housing"))
     assert housing["by_area"] == {"110101": {"orders": 1}}
 
 
@@ -159,7 +324,7 @@ def test_the_city_pages_events_name_their_deepest_area_a_street_else_a_district(
         {"event_id": "CE-990101001-noise-1", "category": "noise", "title": "噪声扰民", "status": "open",
          "district_code": "990101", "street_code": "990101001", "street_name": "天宁街道（街道）",
          "detected_at": "2025-11-22T01:40:00Z", "department": "environment"}])
-    events = views.city(lake, _auth(platform).viewer("dept-data_bureau"))["events"]
+    events = views.city(lake, _auth(platform).viewer_of("data_bureau", DATA_OFFICE))["events"]
     assert {e["event_id"]: (e["area_code"], e["area_name"]) for e in events} == {
         "CE-990101001-noise-1": ("990101001", "天宁街道（街道）"),     # the event's own street name
         "CE-110101-flood-1": ("110101", "东城区"),
@@ -176,11 +341,14 @@ def test_every_api_route_keeps_a_department_to_its_remit(platform, contracts) ->
             for route in ("/api/me", "/api/areas", "/api/city", "/api/hotline", "/api/orders", "/api/data", "/api/broker",
                           "/api/security", "/api/live", "/quality-docs/index.html"):
                 assert (await client.get(route)).status == 401, route
-            bad = await client.post("/api/login", json={"principal": "dept-police", "password": "wrong"})
+            bad = await client.post("/api/login", json=store.body("duty.police", "wrong"))
             assert bad.status == 401
-            ok = await client.post("/api/login", json={"principal": "dept-police", "password": store.passwords["dept-police"]})
+            no_code = await client.post("/api/login", json={"principal": "duty.police",
+                                                             "password": store.passwords["duty.police"]})
+            assert no_code.status == 400 and "code" in (await no_code.json())["detail"]
+            ok = await client.post("/api/login", json=store.body("duty.police"))
             assert ok.status == 200 and "HttpOnly" in ok.headers["Set-Cookie"]
-            assert store.passwords["dept-police"] not in await ok.text()
+            assert store.passwords["duty.police"] not in await ok.text()
             orders = (await (await client.get("/api/orders")).json())["orders"]
             assert orders and {o["department"] for o in orders} == {"police"}
             for route in ("/api/orders?department=water", "/api/data", "/api/broker", "/api/security",
@@ -206,15 +374,48 @@ def test_the_live_feed_gives_each_page_only_what_its_viewer_may_read(platform) -
     feed = LiveFeed(platform[0], ["city.event.incident.v1", "dispatch.police.work_order.v1", "dispatch.water.work_order.v1"])
 
     async def scenario() -> None:
-        police, office = feed.subscribe(auth.viewer("dept-police")), feed.subscribe(auth.viewer("dept-data_bureau"))
+        police, office = feed.subscribe(auth.viewer_of("police")), feed.subscribe(auth.viewer_of("data_bureau", DATA_OFFICE))
         feed.publish("city.event.incident.v1", {"event_id": "CE-1"})
         feed.publish("dispatch.water.work_order.v1", _order("water", 9))
         feed.publish("dispatch.police.work_order.v1", _order("police", 8))
         assert [police.get_nowait()[1]["work_order_id"] for _ in range(police.qsize())] == ["WO-HL8-police"]
         assert office.qsize() == 3
-        assert [t for t, _v in feed.seen_by(auth.viewer("dept-police"))] == ["dispatch.police.work_order.v1"]
+        assert [t for t, _v in feed.seen_by(auth.viewer_of("police"))] == ["dispatch.police.work_order.v1"]
 
     asyncio.run(scenario())
+
+
+def test_an_open_live_stream_ends_when_its_session_does(platform, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A page left open keeps no feed once its person's password (or grants) changed: the stream ends."""
+    from citybrain.ui import server
+
+    settings, model, people, contracts = platform
+    monkeypatch.setattr(server, "LIVE_RECHECK_S", 0.0)
+
+    async def events(stream: Any, until: str) -> list[str]:
+        lines = []
+        while True:
+            line = (await asyncio.wait_for(stream.content.readline(), 10)).decode()
+            if not line:       # the server ended the stream
+                return lines + ["(end)"]
+            lines.append(line.strip())
+            if line.startswith(until):
+                return lines
+
+    async def scenario() -> list[str]:
+        ui = OperationsView(settings, contracts, model, _trail(settings))
+        async with TestClient(TestServer(ui.app())) as client:
+            await client.post("/api/login", json=people.body("duty.police"))
+            stream = await client.get("/api/live")
+            assert stream.status == 200 and "event: hello" in await events(stream, "event: hello")
+            ui.live.publish("dispatch.police.work_order.v1", _order("police", 8))
+            assert "event: record" in await events(stream, "event: record")
+            AccountStore(settings.access_dir).set_password("duty.police", "a-brand-new-password")
+            ui.live.publish("dispatch.police.work_order.v1", _order("police", 9))
+            return await events(stream, "never")
+
+    after = asyncio.run(scenario())
+    assert after[-1] == "(end)" and sum(line.startswith("event: record") for line in after) <= 1, after
 
 
 def test_with_the_lake_on_object_storage_the_data_docs_are_served_from_its_copy(platform, contracts, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -231,8 +432,7 @@ def test_with_the_lake_on_object_storage_the_data_docs_are_served_from_its_copy(
         ui = OperationsView(settings, contracts, model, _trail(settings))
         ui.lake = lake   # as CITYBRAIN_LAKE_URI=s3://... would give
         async with TestClient(TestServer(ui.app())) as client:
-            await client.post("/api/login", json={"principal": "dept-data_bureau",
-                                                  "password": store.passwords["dept-data_bureau"]})
+            await client.post("/api/login", json=store.body("office.data"))
             page = await client.get("/quality-docs/index.html")
             assert page.status == 200 and page.content_type == "text/html" and "质量报告" in await page.text()
             for bad in ("/quality-docs/missing.html", "/quality-docs/../../secret.txt", "/quality-docs/%2E%2E/%2E%2E/secret.txt"):
@@ -255,9 +455,9 @@ def test_the_page_learns_the_citys_zone_to_show_times_in_and_utc_until_a_city_is
 
     async def scenario() -> None:
         async with TestClient(TestServer(OperationsView(settings, contracts, model, _trail(settings)).app())) as client:
-            await client.post("/api/login", json={"principal": "dept-police", "password": store.passwords["dept-police"]})
+            await client.post("/api/login", json=store.body("duty.police"))
             before = await me(client)
-            assert before["principal"] == "dept-police" and before["city"]["timezone"] == "UTC"
+            assert before["principal"] == "duty.police" and before["city"]["timezone"] == "UTC"
             _write(settings.lake_dir, "bronze", "raw.ref.city.v1", [
                 {"city_code": "9901", "name": "云州市", "jurisdiction_id": "yunzhou.gov.cn", "timezone": "Asia/Shanghai",
                  "pack_version": "1.0.0", "updated_at": "2025-11-01T00:00:00Z"},
@@ -309,7 +509,7 @@ def test_every_answer_of_the_view_carries_the_security_headers_and_a_csp_the_pag
 def test_login_and_logout_take_json_only(platform) -> None:  # type: ignore[no-untyped-def]
     """Regression: /api/login took a text/plain body, which another site's form can send (login CSRF, issue 33)."""
     settings, model, store, contracts = platform
-    right = json.dumps({"principal": "dept-police", "password": store.passwords["dept-police"]})
+    right = json.dumps(store.body("duty.police"))
 
     async def scenario() -> None:
         async with TestClient(TestServer(OperationsView(settings, contracts, model, _trail(settings)).app())) as client:
@@ -337,7 +537,7 @@ def test_a_failing_page_answers_a_trace_id_and_neither_the_error_nor_a_path(plat
 
     async def scenario() -> tuple[int, dict[str, str], str]:
         async with TestClient(TestServer(ui.app())) as client:
-            await client.post("/api/login", json={"principal": "dept-police", "password": store.passwords["dept-police"]})
+            await client.post("/api/login", json=store.body("duty.police"))
             r = await client.get("/api/hotline")
             return r.status, dict(r.headers), await r.text()
 
@@ -354,27 +554,27 @@ def test_made_up_user_names_keep_the_limiter_bounded_and_a_real_lockout_holds(pl
     """Regression: each made-up user name added a limiter entry for good (3,000 names: 3,002 entries, issue 33)."""
     from citybrain.ui import auth as auth_module
 
-    right = platform[2].passwords["dept-police"]
+    right = platform[2].passwords["duty.police"]
     auth = _auth(platform)
     for i in range(MAX_FAILURES):
-        auth.login("dept-police", f"guess-{i}", "10.0.0.9")
+        auth.login("duty.police", f"guess-{i}", "000000", "10.0.0.9")
     for n in range(10_000):   # one address: held back after MAX_ADDRESS_FAILURES, whatever the names
         try:
-            auth.login(f"made-up-{n:05d}", "x", "203.0.113.7")
+            auth.login(f"made-up-{n:05d}", "x", "000000", "203.0.113.7")
         except RateLimited:
             pass
     assert auth.tracked() <= auth_module.MAX_ADDRESS_FAILURES + 3
     with pytest.raises(RateLimited):
-        auth.login(f"made-up-{10_001}", "x", "203.0.113.7")
+        auth.login(f"made-up-{10_001}", "x", "000000", "203.0.113.7")
     for n in range(10_000):   # spread over addresses: the table stays within its size
-        auth.login(f"made-up-{n:05d}", "x", f"198.51.{n // 100}.{n % 100}")
+        auth.login(f"made-up-{n:05d}", "x", "000000", f"198.51.{n // 100}.{n % 100}")
     assert auth.tracked() <= 2 * auth_module.MAX_TRACKED + 1
     with pytest.raises(RateLimited):
-        auth.login("dept-police", right, "10.0.0.9")   # the real user's lockout outlived the flood
+        auth.login("duty.police", right, platform[2].code("duty.police"), "10.0.0.9")   # the lockout outlived the flood
     monkeypatch.setattr(auth_module, "MAX_TRACKED", 100)
     small = _auth(platform)
     for n in range(10_000):
-        small.login(f"made-up-{n:05d}", "x", f"198.51.{n // 100}.{n % 100}")
+        small.login(f"made-up-{n:05d}", "x", "000000", f"198.51.{n // 100}.{n % 100}")
     assert small.tracked() == 200   # single failures and addresses, 100 of each kept; nobody held back
 
 
@@ -385,7 +585,7 @@ def test_made_up_page_arguments_keep_the_page_cache_bounded(platform) -> None:  
 
     settings, model, _store, contracts = platform
     ui = OperationsView(settings, contracts, model, _trail(settings))
-    police = ui.auth.viewer("dept-police")
+    police = ui.auth.viewer_of("police")
     ui.viewer = lambda _request: police   # type: ignore[method-assign]
     ui._compute = lambda *_args: []   # type: ignore[method-assign]
     handler = ui._page("orders")
@@ -419,21 +619,21 @@ def test_the_views_metrics_count_logins_and_page_times_and_name_no_one(platform)
     from prometheus_client.parser import text_string_to_metric_families
 
     settings, model, store, contracts = platform
-    password = store.passwords["dept-police"]
+    password = store.passwords["duty.police"]
 
     async def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         answer = await client.get("/metrics")
         assert answer.status == 200
         text = await answer.text()
-        assert "dept-police" not in text and password not in text and "127.0.0.1" not in text
+        assert "duty.police" not in text and password not in text and "127.0.0.1" not in text
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
                 for f in text_string_to_metric_families(text) for s in f.samples}
 
     async def scenario() -> None:
         async with TestClient(TestServer(OperationsView(settings, contracts, model, _trail(settings)).app())) as client:
             before = await scrape(client)
-            await client.post("/api/login", json={"principal": "dept-police", "password": "wrong"})
-            await client.post("/api/login", json={"principal": "dept-police", "password": password})
+            await client.post("/api/login", json=store.body("duty.police", "wrong"))
+            await client.post("/api/login", json=store.body("duty.police"))
             await client.get("/api/orders")
             await client.get("/api/orders")   # the second from the cache
             after = await scrape(client)
@@ -469,23 +669,23 @@ def test_logins_logouts_and_data_pages_read_go_on_the_views_audit_trail(platform
     async def scenario() -> None:
         ui = OperationsView(settings, contracts, model, _trail(settings, records))
         async with TestClient(TestServer(ui.app())) as client:
-            await client.post("/api/login", json={"principal": "dept-police", "password": "wrong"})
-            await client.post("/api/login", json={"principal": "dept-police", "password": store.passwords["dept-police"]})
+            await client.post("/api/login", json=store.body("duty.police", "wrong"))
+            await client.post("/api/login", json=store.body("duty.police"))
             await client.get("/api/orders")
             await client.get("/api/orders")                    # the second from the page cache: read all the same
             await client.get("/api/orders?department=water")   # another's remit: refused, and recorded so
             await client.get("/api/city")          # the overview: not a data page
             await client.post("/api/logout", json={})
             for i in range(MAX_FAILURES + 1):
-                await client.post("/api/login", json={"principal": "dept-water", "password": f"guess-{i}"})
+                await client.post("/api/login", json=store.body("duty.water", f"guess-{i}"))
 
     asyncio.run(scenario())
     seen = [(r["action"], r["actor"], r["outcome"]) for r in records]
-    assert seen[:6] == [("login_failed", "dept-police", "failed"), ("login_ok", "dept-police", "ok"),
-                        ("read", "dept-police", "ok"), ("read", "dept-police", "ok"), ("read", "dept-police", "denied"),
-                        ("logout", "dept-police", "ok")]
+    assert seen[:6] == [("login_failed", "duty.police", "failed"), ("login_ok", "duty.police", "ok"),
+                        ("read", "duty.police", "ok"), ("read", "duty.police", "ok"), ("read", "duty.police", "denied"),
+                        ("logout", "duty.police", "ok")]
     assert records[4]["target"] == "orders page" and records[4]["details"] == {"department": "water"}
-    assert seen[6:] == [("login_failed", "dept-water", "failed")] * MAX_FAILURES + [("login_failed", "dept-water", "denied")]
+    assert seen[6:] == [("login_failed", "duty.water", "failed")] * MAX_FAILURES + [("login_failed", "duty.water", "denied")]
     assert records[2]["target"] == "orders page" and records[-1]["details"]["rate_limited"] is True
     assert verify(records) == []
     assert not any(p in json.dumps(records) for p in store.passwords.values())
@@ -518,7 +718,7 @@ def test_the_three_rates_of_several_districts_are_shares_of_all_their_tickets_no
     publish(lake, dataset.name, pa.Table.from_pylist(rows), dataset.contract(), {"passed": True}, [],
             now=datetime(2025, 11, 22, 3, tzinfo=timezone.utc))
     auth = _auth(platform)
-    rates = views.hotline(lake, auth.viewer("dept-data_bureau"))["rates"]
+    rates = views.hotline(lake, auth.viewer_of("data_bureau", DATA_OFFICE))["rates"]
     assert rates["all"] == {"tickets": 1040, "handled_on_time_rate": round((950 + 1 + 15) / 1040, 4),
                             "handled_on_time_rate_n": 1040, "resolution_rate": round((900 + 1 + 18) / 1040, 4),
                             "resolution_rate_n": 1040, "satisfaction_rate": round(400 / 510, 4), "satisfaction_rate_n": 510}
@@ -528,7 +728,7 @@ def test_the_three_rates_of_several_districts_are_shares_of_all_their_tickets_no
     assert by_district["990102"]["satisfaction_rate"] == 0.0 and by_district["990102"]["satisfaction_rate_n"] == 10
     assert [(g["day"], g["tickets"]) for g in rates["day"]] == [("2025-11-22", 1040)]
     assert {g["department"]: g["tickets"] for g in rates["department"]} == {"police": 30, "water": 1010}
-    police = views.hotline(lake, auth.viewer("dept-police"))["rates"]      # a department: its own rows only
+    police = views.hotline(lake, auth.viewer_of("police"))["rates"]      # a department: its own rows only
     assert police["all"]["tickets"] == 30 and police["all"]["satisfaction_rate"] is None
     assert police["all"]["satisfaction_rate_n"] == 0
 
@@ -571,7 +771,7 @@ def test_the_page_gets_the_names_of_every_area_grid_and_department_of_any_code_s
 
     async def scenario() -> dict[str, Any]:
         async with TestClient(TestServer(OperationsView(settings, contracts, model, _trail(settings)).app())) as client:
-            await client.post("/api/login", json={"principal": "dept-police", "password": store.passwords["dept-police"]})
+            await client.post("/api/login", json=store.body("duty.police"))
             return await (await client.get("/api/areas")).json()   # type: ignore[no-any-return]
 
     served = asyncio.run(scenario())["names"]      # public reference data: a department gets every name
@@ -587,6 +787,6 @@ def test_the_hotlines_overdue_rows_name_the_area_by_its_code_for_the_page_to_nam
             {**_order("police", 7), "received_at": "2025-11-22T03:00:00Z", "sla_deadline": "2025-11-22T05:00:00Z"}]
     LakeWriter(lake, "silver").write("dispatch.police.work_order.v1", 1, [
         Row("dispatch.police.work_order.v1", 1, o, T0, None, {}, json.dumps(v, ensure_ascii=False)) for o, v in enumerate(more)])
-    overdue = views.hotline(lake, _auth(platform).viewer("dept-police"))["overdue"]
+    overdue = views.hotline(lake, _auth(platform).viewer_of("police"))["overdue"]
     assert {(r["work_order_id"], r["area_code"]) for r in overdue} == {
         ("WO-HL1-police", "990101001"), ("WO-HL2-police", "990101001"), ("WO-HL6-police", "110101")}

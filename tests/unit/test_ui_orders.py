@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from citybrain.access.accounts import DATA_OFFICE
 from citybrain.lake.writer import LakeWriter, Row
 from citybrain.ui import orders
 from citybrain.ui.server import OperationsView
 from citybrain.ui.views import BadArgument, Forbidden, NotFound
-from tests.unit.test_ui import T0, _auth, _order, _trail, _write, platform  # noqa: F401 (the fixture)
+from tests.unit.test_ui import T0, _auth, _cheap_scrypt, _order, _trail, _write, platform  # noqa: F401 (the fixtures)
 
 TICKET = "HL20251122000101"
 
@@ -88,7 +89,7 @@ def _ids(found: dict[str, Any]) -> list[str]:
 
 def test_the_data_office_filters_orders_by_area_department_status_and_overdue_and_searches_them(
         platform, lake: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    office = _auth(platform).viewer("dept-data_bureau")
+    office = _auth(platform).viewer_of("data_bureau", DATA_OFFICE)
     every = orders.order_list(lake, office, {})
     assert every["total"] == 6 and every["lifecycle"] is True
     assert _ids(every)[0] == "WO-LA-0001-data_bureau"                      # the newest received first
@@ -121,7 +122,7 @@ def test_the_data_office_filters_orders_by_area_department_status_and_overdue_an
 
 def test_a_tickets_timeline_holds_each_levels_deadline_its_handling_follow_up_and_linked_event(
         platform, lake: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    office = _auth(platform).viewer("dept-data_bureau")
+    office = _auth(platform).viewer_of("data_bureau", DATA_OFFICE)
     found = orders.ticket(lake, office, TICKET)
     assert orders.ticket(lake, office, f"WO-{TICKET}-water") == found     # by its order's id too
     assert (found["id"], found["status"], found["overdue"], found["community_code"]) == (
@@ -153,7 +154,7 @@ def test_a_department_follows_its_own_orders_only_and_sees_no_more_of_a_ticket_t
     (infra/access.yaml): its ticket page holds its own order, no lifecycle, no linked event; another's ticket is
     refused the same as an unknown one, so a department learns nothing of what it does not hold."""
     auth = _auth(platform)
-    water, police = auth.viewer("dept-water"), auth.viewer("dept-police")
+    water, police = auth.viewer_of("water"), auth.viewer_of("police")
     listed = orders.order_list(lake, water, {})
     assert {o["department"] for o in listed["orders"]} == {"water"} and listed["lifecycle"] is False
     assert {o["status"] for o in listed["orders"]} == {None}
@@ -176,7 +177,7 @@ def test_the_work_order_routes_answer_400_403_404_and_go_on_the_audit_trail_nami
     async def scenario() -> None:
         async with TestClient(TestServer(OperationsView(settings, contracts, model, _trail(settings, records)).app())) as client:
             assert (await client.get(f"/api/ticket?id={TICKET}")).status == 401
-            await client.post("/api/login", json={"principal": "dept-water", "password": store.passwords["dept-water"]})
+            await client.post("/api/login", json=store.body("duty.water"))
             listed = await (await client.get("/api/orders?q=水管&overdue=0")).json()
             assert [o["work_order_id"] for o in listed["orders"]] == [f"WO-{TICKET}-water"]
             assert (await client.get("/api/orders?status=lost")).status == 400
@@ -185,17 +186,16 @@ def test_the_work_order_routes_answer_400_403_404_and_go_on_the_audit_trail_nami
             assert page.status == 200 and (await page.json())["id"] == TICKET
             assert (await client.get("/api/ticket?id=WO-HL1-police")).status == 403
             await client.post("/api/logout", json={})
-            await client.post("/api/login", json={"principal": "dept-data_bureau",
-                                                  "password": store.passwords["dept-data_bureau"]})
+            await client.post("/api/login", json=store.body("office.data"))
             assert (await client.get("/api/ticket?id=HL-nobody")).status == 404
             water = await (await client.get("/api/orders?department=water&status=followed_up")).json()
             assert [o["work_order_id"] for o in water["orders"]] == [f"WO-{TICKET}-water"]
 
     asyncio.run(scenario())
     reads = [(r["actor"], r["target"], r["outcome"], r["details"].get("ticket")) for r in records if r["action"] == "read"]
-    assert ("dept-water", "ticket page", "ok", TICKET) in reads
-    assert ("dept-water", "ticket page", "denied", "WO-HL1-police") in reads
-    assert ("dept-water", "orders page", "denied", None) in reads
+    assert ("duty.water", "ticket page", "ok", TICKET) in reads
+    assert ("duty.water", "ticket page", "denied", "WO-HL1-police") in reads
+    assert ("duty.water", "orders page", "denied", None) in reads
 
 
 def test_the_pages_script_finds_every_element_it_names_and_every_word_in_both_languages() -> None:

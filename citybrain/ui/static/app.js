@@ -5,8 +5,8 @@
 const T = {
   zh: {
     title: "城市大脑", city: "城市运行", hotline: "接诉即办", orders: "工单跟踪", data: "数据底座", security: "安全态势",
-    login: "登录", logout: "退出", principal: "账号", password: "密码",
-    login_hint: "使用平台账号登录：部门账号 dept-<部门>（citybrain access client-config <部门>），数据局或平台管理员可看全部。",
+    login: "登录", logout: "退出", principal: "账号", password: "密码", code: "动态验证码",
+    login_hint: "使用本人账号登录：密码加身份验证器应用（TOTP）的六位动态码。账号由数据局开通（citybrain accounts add）；每人只看本部门的授权范围，数据局可看全部。",
     level: "层级", layer: "感知图层", district: "区", street: "街道", area: "区域", community: "社区", grid: "网格", events: "城市事件与工单",
     evidence: "证据", overdue: "超时工单", contracts: "数据契约与主题", releases: "场景数据集发布",
     quarantine: "隔离区", findings: "安全发现", grants: "授权（谁能读什么）", audit_trail: "审计记录（哈希链）", audit_ok: "条审计记录，哈希链完整", audit_broken: "审计链断裂：", footer: "CityBrain 城市大脑 运行视图",
@@ -29,8 +29,8 @@ const T = {
   },
   en: {
     title: "CityBrain", city: "City", hotline: "Hotline 12345", orders: "Work orders", data: "Data", security: "Security",
-    login: "Log in", logout: "Log out", principal: "Principal", password: "Password",
-    login_hint: "Log in with your platform credentials: a department as dept-<department> (citybrain access client-config <department>); the data office or the platform admin sees all.",
+    login: "Log in", logout: "Log out", principal: "Account", password: "Password", code: "One-time code",
+    login_hint: "Log in with your own account: your password and the 6-digit code of your authenticator app (TOTP). The data office opens accounts (citybrain accounts add); each person sees their department's remit, the data office all.",
     level: "Level", layer: "Sensor layer", district: "District", street: "Street", area: "Area", community: "Community", grid: "Grid",
     events: "City events and work orders", evidence: "Evidence", overdue: "Overdue work orders",
     contracts: "Contracts and topics", releases: "Scenario dataset releases", quarantine: "Quarantine",
@@ -471,7 +471,7 @@ $("login-form").addEventListener("submit", async (ev) => {
   const f = new FormData(ev.target);
   $("login-error").textContent = "";
   const r = await fetch("/api/login", { method: "POST", headers: { "Content-Type": "application/json" }, credentials: "same-origin",
-    body: JSON.stringify({ principal: f.get("principal"), password: f.get("password") }) });
+    body: JSON.stringify({ principal: f.get("principal"), password: f.get("password"), code: f.get("code") }) });
   if (!r.ok) { const b = await r.json().catch(() => ({})); $("login-error").textContent = b.detail || b.error || r.statusText; return; }
   ev.target.reset();
   await start();
