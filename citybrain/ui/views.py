@@ -111,7 +111,8 @@ def the_city(lake: Lake) -> dict[str, Any]:
 
 
 def areas(lake: Lake) -> dict[str, Any]:
-    """The city's active areas as one GeoJSON FeatureCollection per level (district, street, community)."""
+    """The city's active areas as one GeoJSON FeatureCollection per level (district, street, community, and grid from
+    the grids' own register, ``raw.ref.grid``)."""
     found = _register(lake, topics.REF_AREAS, "area_code")
     levels: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for code, a in sorted(found.items()):
@@ -120,6 +121,12 @@ def areas(lake: Lake) -> dict[str, Any]:
         levels[a["level"]].append({"type": "Feature", "geometry": a["geometry"], "properties": {
             "name": code, "label": a.get("name"), "label_en": a.get("name_en"), "parent": a.get("parent_code"),
             "population": a.get("population")}})
+    for code, g in sorted(_register(lake, topics.REF_GRIDS, "grid_code").items()):   # grids: a register of their own
+        if g.get("status") == "withdrawn" or not g.get("geometry"):
+            continue
+        levels["grid"].append({"type": "Feature", "geometry": g["geometry"], "properties": {
+            "name": code, "label": g.get("name"), "label_en": None, "parent": g.get("community_code"),
+            "population": g.get("population")}})
     active = {code: a for code, a in found.items() if a.get("status") != "withdrawn"}
     return {"city": the_city(lake),
             "levels": {level: {"type": "FeatureCollection", "features": feats} for level, feats in levels.items()},
@@ -191,13 +198,7 @@ def city(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] 
     by_area: dict[str, Counter[str]] = defaultdict(Counter)
     orders = ([] if viewer.admin else work_orders(lake, viewer)) + \
         [v for t, v in live if t == topics.work_orders(viewer.department)]
-    if viewer.may_read(topics.CITY_EVENTS):
-        latest = _latest_by(_silver(lake, topics.CITY_EVENTS) + [v for t, v in live if t == topics.CITY_EVENTS],
-                            "event_id")
-        events = sorted(latest.values(), key=lambda e: str(e.get("detected_at")), reverse=True)
-    else:   # a department sees the city events routed to it, through its own work orders
-        mine = [o for o in orders if o.get("source") == "city_event"]
-        events = sorted(_latest_by(mine, "source_id").values(), key=lambda o: str(o.get("received_at")), reverse=True)
+    events = visible_events(lake, viewer, orders, live)
     newest = max((w for w in map(_when, events) if w), default=None)
     for e in events:
         area, when = _area(e), _when(e)
@@ -205,18 +206,40 @@ def city(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] 
             by_area[area]["events"] += 1
         if newest and when and newest - when <= RECENT:
             by_area[area]["recent"] += 1
-    if viewer.may_read(topics.EARLY_WARNINGS):
-        warnings = _silver(lake, topics.EARLY_WARNINGS) + [v for t, v in live if t == topics.EARLY_WARNINGS]
-        for w in _latest_by(warnings, "warning_id").values():
-            by_area[_area(w)]["warnings"] += 1
+    for w in visible_warnings(lake, viewer, live):
+        by_area[_area(w)]["warnings"] += 1
     if not viewer.admin:
         for o in _latest_by(orders, "work_order_id").values():
             if o.get("source") == "ticket":
                 by_area[_area(o)]["orders"] += 1
-    faulty = {d for e in events if e.get("category") == "sensor_fault" and e.get("status") != "closed"
-              for d in (e.get("evidence") or {}).get("devices", [])}
     return {"by_area": {k: dict(v) for k, v in by_area.items() if k},
-            "events": [_with_area(_event_row(e), lake) for e in events[:100]], "devices": sensors(lake, viewer, faulty)}
+            "events": [_with_area(_event_row(e), lake) for e in events[:100]], "devices": sensors(lake, viewer, faulty(events))}
+
+
+def visible_events(lake: Lake, viewer: Viewer, orders: list[dict[str, Any]],
+                   live: Sequence[tuple[str, dict[str, Any]]] = ()) -> list[dict[str, Any]]:
+    """The city events the viewer may see, newest first, in their latest state: every one with a grant on the city
+    events; else the ones routed to it, through its own work orders (``orders``)."""
+    if viewer.may_read(topics.CITY_EVENTS):
+        latest = _latest_by(_silver(lake, topics.CITY_EVENTS) + [v for t, v in live if t == topics.CITY_EVENTS],
+                            "event_id")
+        return sorted(latest.values(), key=lambda e: str(e.get("detected_at")), reverse=True)
+    mine = [o for o in orders if o.get("source") == "city_event"]
+    return sorted(_latest_by(mine, "source_id").values(), key=lambda o: str(o.get("received_at")), reverse=True)
+
+
+def visible_warnings(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] = ()) -> list[dict[str, Any]]:
+    """The early warnings in their latest state, for a viewer granted their topic (none for the others)."""
+    if not viewer.may_read(topics.EARLY_WARNINGS):
+        return []
+    warnings = _silver(lake, topics.EARLY_WARNINGS) + [v for t, v in live if t == topics.EARLY_WARNINGS]
+    return list(_latest_by(warnings, "warning_id").values())
+
+
+def faulty(events: list[dict[str, Any]]) -> set[str]:
+    """The devices an open sensor-fault event names."""
+    return {d for e in events if e.get("category") == "sensor_fault" and e.get("status") != "closed"
+            for d in (e.get("evidence") or {}).get("devices", [])}
 
 
 def _area(record: dict[str, Any]) -> str:
