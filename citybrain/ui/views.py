@@ -323,7 +323,8 @@ def _last_readings(files: list[LakePath], measure: str) -> dict[str, tuple[str, 
 def hotline(lake: Lake, viewer: Viewer) -> dict[str, Any]:
     """The Hotline page: tickets by stage of the closed loop, the three rates by department and district per
     day (released respond_on_receipt_kpis) and pooled by day, department and district over their tickets
-    (:mod:`citybrain.ui.kpis`), overdue work orders and hotspots by street."""
+    (:mod:`citybrain.ui.kpis`), the 考核 rankings of districts, streets and departments (released
+    hotline_rankings; a department: its own row), overdue work orders and hotspots by street."""
     from citybrain.scenarios.catalog import query
 
     stages: dict[str, int] = {}
@@ -350,11 +351,16 @@ def hotline(lake: Lake, viewer: Viewer) -> dict[str, Any]:
              "district": pooled_by([k for k in released if k.get("district_code") not in (None, "unknown")], "district_code")}
     hotspots = _memo("hotspots", releases, lambda _fs: _rows(query, lake, "SELECT * FROM hotline_hotspots ORDER BY 1")) \
         if viewer.admin else []
+    rankings = _memo("rankings", releases, lambda _fs: _rows(query, lake, """
+        SELECT * FROM hotline_rankings ORDER BY scope, rank, unit"""))
+    if not viewer.admin:   # a department: its own place among the departments
+        rankings = [r for r in rankings if r.get("scope") == "department" and r.get("unit") == viewer.department]
     orders = [] if viewer.admin else list(_latest_by(work_orders(lake, viewer), "work_order_id").values())
     newest = max((parse_time(o["received_at"]) for o in orders if o.get("received_at")), default=None)
     overdue += [_event_row(o) | {"area_code": _area(o) or None} for o in orders
                 if newest and o.get("sla_deadline") and parse_time(o["sla_deadline"]) < newest]
-    return {"stages": stages, "kpis": kpis, "rates": rates, "hotspots": hotspots[:500], "orders": len(orders),
+    return {"stages": stages, "kpis": kpis, "rates": rates, "hotspots": hotspots[:500], "rankings": rankings,
+            "orders": len(orders),
             "overdue": overdue[:200], "overdue_total": len(overdue), "as_of": iso(newest) if newest else None}
 
 

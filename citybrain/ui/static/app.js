@@ -26,6 +26,7 @@ const T = {
     shown_of: "显示 {n} / 共 {total} 件", no_lifecycle: "本账号无权读取热线工单流转记录（raw.hotline.ticket_event），仅显示本部门工单。",
     pick_ticket: "点击工单查看全流程", by_escalation: "经属地升级", lead: "主办", support: "协办", matter: "事项",
     zone: "时区", beijing_time: "北京时间", utc_hint: "线上数据为 UTC；悬停时间可见 UTC 原值",
+    rankings: "考核排名", rank: "名次", score: "得分", weights: "权重",
     tickets_today: "今日受理", whole_city: "全市", drill_hint: "点击区域逐级下钻", outside_remit: "本部门在此区域无工单，不可下钻",
   },
   en: {
@@ -55,6 +56,7 @@ const T = {
     shown_of: "{n} shown of {total}", no_lifecycle: "This login may not read the hotline's ticket lifecycle (raw.hotline.ticket_event): your department's orders only.",
     pick_ticket: "Click an order to follow it", by_escalation: "by escalation", lead: "lead", support: "support", matter: "matter",
     zone: "Time zone", beijing_time: "China Standard Time", utc_hint: "UTC on the wire; hover a time for its UTC value",
+    rankings: "Assessment rankings (考核)", rank: "rank", score: "score", weights: "weights",
     tickets_today: "tickets today", whole_city: "Whole city", drill_hint: "click an area to drill down", outside_remit: "your department holds no work order here",
   },
 };
@@ -125,6 +127,7 @@ function translate() {
   $("zone").title = `${zone()} · ${t("utc_hint")}`;
   document.querySelectorAll("[data-t]").forEach((el) => { el.textContent = t(el.dataset.t); });
   $("orders-q").placeholder = t("search_hint");
+  document.querySelectorAll("#hotline-ranking-scope option").forEach((o) => { o.textContent = t(o.value); });
   renderTabs();
 }
 
@@ -296,11 +299,29 @@ async function renderHotline() {
   const rateCols = RATE_FIELDS.map(([f, n]) => [(g) => `${pct(g[f])} (${restsOn(f, g[`${f}_n`])})`, t(n)]);
   table("hotline-rates", rates.district, [[(g) => areaName(g.district_code), t("district"), (g) => g.district_code],
     ["tickets", t("tickets")], ...rateCols]);
+  cb.hotline = h;
+  drawRankings();
   $("hotline-overdue-count").textContent = h.overdue_total ? `(${h.overdue_total})` : "";
   table("hotline-overdue", h.overdue || [], [["work_order_id", "ID"], [(r) => deptName(r.department), t("department"), (r) => r.department || ""],
     [(r) => (r.level ? t(r.level) : r.title), t("level_or_title")], [(r) => areaName(r.area_code, r.street_name), t("where"), (r) => r.area_code || ""],
     [(r) => local(r.sla_deadline), `SLA (${zoneName()})`, (r) => r.sla_deadline], ["overdue_min", t("overdue_min")]],
     (r) => { location.hash = `orders/${encodeURIComponent(r.work_order_id)}`; show("orders"); });
+}
+
+// 考核: the released hotline_rankings, by district, street or department (a department: its own place among the
+// departments), each rate with what it rests on and the weights the city pack declares.
+function drawRankings() {
+  const ranked = ((cb.hotline && cb.hotline.rankings) || []).filter((r) => !r.error);
+  const sel = $("hotline-ranking-scope");
+  const scopes = [...new Set(ranked.map((r) => r.scope))];
+  if (scopes.length && !scopes.includes(sel.value)) sel.value = scopes[0];
+  const unit = (r) => (r.scope === "department" ? deptName(r.unit) : areaName(r.unit));
+  const w = ranked[0];
+  $("hotline-weights").textContent = w ? `${t("weights")}${cb.lang === "zh" ? "：" : ": "}` +
+    RATE_FIELDS.map(([, n]) => `${t(n)} ${w[`weight_${n}`]}`).join(" · ") : "";
+  table("hotline-rankings", ranked.filter((r) => r.scope === sel.value), [["rank", t("rank")], [unit, t(sel.value), (r) => r.unit],
+    ["score", t("score")], ["tickets", t("tickets")],
+    ...RATE_FIELDS.map(([f, n]) => [(r) => `${pct(r[f])} (${restsOn(f, f === "satisfaction_rate" ? r.followed_up : r.tickets)})`, t(n)])]);
 }
 
 // -- Work orders -----------------------------------------------------------------------------
@@ -508,6 +529,7 @@ $("logout").addEventListener("click", async () => {
 });
 $("lang").addEventListener("click", () => { cb.lang = cb.lang === "zh" ? "en" : "zh"; localStorage.setItem("cb-lang", cb.lang); translate(); if (cb.page && cb.me) show(cb.page); });
 $("city-sensor").addEventListener("change", drawMap);
+$("hotline-ranking-scope").addEventListener("change", drawRankings);
 $("orders-form").addEventListener("submit", (ev) => { ev.preventDefault(); location.hash = "orders"; show("orders"); });
 ["orders-area", "orders-department", "orders-status", "orders-overdue"].forEach((id) => $(id).addEventListener("change", () => {
   location.hash = "orders"; show("orders");
