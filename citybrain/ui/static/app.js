@@ -231,7 +231,7 @@ function drawMap() {
   const colour = { ok: "#4caf50", silent: "#ffb300", fault: "#e53935" };
   chart("chart-map").setOption({
     tooltip: { formatter: (p) => p.seriesType === "scatter" ? `${esc(p.data.id)}<br>${esc(p.data.v ?? "–")} ${esc(p.data.unit)}<br>${esc(t(p.data.health))}`
-      : `${esc(placeName(p.data.area))} <small>${esc(p.name)}</small><br>${esc(t("open_events"))} ${p.data.area.kpis.open_events} · ` +
+      : !p.data ? esc(p.name) : `${esc(placeName(p.data.area))} <small>${esc(p.name)}</small><br>${esc(t("open_events"))} ${p.data.area.kpis.open_events} · ` +
         `${esc(t("warnings"))} ${p.data.area.kpis.warnings} · ${esc(t("overdue"))} ${p.data.area.kpis.overdue}` +
         (p.data.area.in_remit === false ? `<br>${esc(t("outside_remit"))}` : "") },
     visualMap: { min: 0, max: Math.max(1, ...data.map((d) => d.value)), left: 10, bottom: 10, calculable: true,
