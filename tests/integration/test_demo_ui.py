@@ -102,6 +102,9 @@ def test_a_department_sees_only_its_remit_in_the_browser(ui, chrome, settings) -
     assert all(e.get("department") in (None, "police") for e in city["events"])
     open_page(page, "hotline")
     page.screenshot(path=str(out / "hotline-police.png"), full_page=True)
+    # 考核 rankings (issue 35 item 5): a department gets its own place among the departments only.
+    hotline = page.evaluate("fetch('/api/hotline').then((r) => r.json())")
+    assert {(r["scope"], r["unit"]) for r in hotline["rankings"]} <= {("department", "police")}, hotline["rankings"]
     assert not errors, errors
     # A wrong password is refused on the page itself.
     other = chrome.new_context().new_page()
@@ -135,6 +138,9 @@ def test_a_ticket_found_by_search_shows_its_whole_lifecycle_and_a_department_onl
     page, errors, _ms = login(chrome, url, admin["admin_user"], admin["admin_password"])
     open_page(page, "hotline")
     assert "件" in page.inner_text("#hotline-rates") and "件" in page.inner_text("#hotline-summary")
+    # 考核 rankings (issue 35 item 5): the demo's hotline_rankings release, by district, each rate with its tickets.
+    assert page.eval_on_selector_all("#hotline-rankings tr[data-i]", "trs => trs.length") > 0
+    assert "件" in page.inner_text("#hotline-rankings") and page.input_value("#hotline-ranking-scope") == "district"
     listed = page.evaluate("fetch('/api/orders?status=followed_up').then((r) => r.json())")
     ticket = next(o for o in listed["orders"] if o["source"] == "ticket")
     page.click("#tabs button[data-page=orders]")

@@ -44,8 +44,9 @@ def _order_at(dept: str, rid: str, **extra: Any) -> dict[str, Any]:
 def lake(platform) -> Path:  # type: ignore[no-untyped-def]  # noqa: F811
     """Beside the fixture's 990101 city: LA's areas and a grid in Echo Park; ticket LA1 (water) held by the grid's
     office, handled on time and followed up satisfied; LA2 (water) in Echo Park, dispatched and overdue; LA3 (police)
-    in the Valley; an open city event and a water gauge in the grid, a warning in LA-CD13; an event placed in the
-    misleadingly coded community 990102001001 by its position."""
+    in the Valley; an open city event and a water gauge in the grid, a warning in LA-CD13, an event naming LA-CD13
+    whose position lies in the Valley; an event placed in the misleadingly coded community 990102001001 by its
+    position."""
     lake = platform[0].lake_dir
     _write_beside(lake, "bronze", "raw.ref.admin_area.v1", [
         {"area_code": c, "name": n, "level": lv, "parent_code": p, "geometry": g, "updated_at": AT,
@@ -75,6 +76,9 @@ def lake(platform) -> Path:  # type: ignore[no-untyped-def]  # noqa: F811
         {"event_id": "CE-LA-1", "category": "flood", "title": "Echo Park flooding", "status": "open", "severity": 2,
          "street_code": "LA-CD13", "district_code": "LA-BASIN", "lat": 34.075, "long": -118.255,
          "detected_at": "2025-11-22T03:10:00Z", "department": "water", "evidence": {}},
+        {"event_id": "CE-LA-2", "category": "noise", "title": "Echo Park noise, positioned in the Valley",
+         "status": "open", "severity": 1, "street_code": "LA-CD13", "district_code": "LA-BASIN", "lat": 34.3,
+         "long": -118.5, "detected_at": "2025-11-22T03:05:00Z", "department": "environment", "evidence": {}},
         {"event_id": "CE-990101001-noise-1", "category": "noise", "title": "错位社区噪声", "status": "open", "severity": 1,
          "street_code": "990101001", "district_code": "990101", "lat": 38.02, "long": 117.02,
          "detected_at": "2025-11-22T03:20:00Z", "department": "environment", "evidence": {}}])
@@ -103,7 +107,10 @@ def test_an_area_rolls_up_by_its_parent_links_down_to_the_grid_whatever_its_code
     assert top["path"] == [{"code": "", "name": None, "name_en": None, "level": "city"}]
     basin = drill.area(lake, office, "LA-BASIN")
     assert [c["code"] for c in basin["children"]] == ["LA-CD13"]
-    assert _kpis(basin) == (1, 1, 2, 1)   # the grid's event, LA-CD13's warning, LA1 and LA2 today, LA2 overdue
+    assert _kpis(basin) == (2, 1, 2, 1)   # two events, LA-CD13's warning, LA1 and LA2 today, LA2 overdue
+    # An event stays in the street it names when its position says another: a position is trusted only inside it.
+    assert drill.area(lake, office, "LA-VALLEY")["area"]["kpis"]["open_events"] == 0
+    assert [e["event_id"] for e in drill.area(lake, office, "LA-CD13")["events"]] == ["CE-LA-1", "CE-LA-2"]
     rates = basin["area"]["kpis"]["rates"]
     assert (rates["tickets"], rates["handled_on_time_rate"], rates["handled_on_time_rate_n"]) == (2, 0.5, 2)
     assert (rates["satisfaction_rate"], rates["satisfaction_rate_n"]) == (1.0, 1)    # only LA1 was followed up
