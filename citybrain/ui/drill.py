@@ -35,7 +35,7 @@ from citybrain.ui.orders import _rows
 from citybrain.ui.views import (BadArgument, Forbidden, NotFound, _area, _event_row, _latest_by, _memo, _register,
                                 _with_area, faulty, sensors, the_city, visible_events, visible_warnings, work_orders)
 
-__all__ = ["CITY", "TICKET_PLACES", "area", "figures"]
+__all__ = ["CITY", "TICKET_PLACES", "area", "figures", "hierarchy", "way_up"]
 
 #: The code of the whole city: the top of every area's way up, the district's parent.
 CITY = ""
@@ -73,17 +73,25 @@ WHERE t.dispatched IS NOT NULL AND t.department IS NOT NULL
 """)
 
 
-def _areas(lake: Lake) -> dict[str, dict[str, Any]]:
-    """Every area of the city by code (districts, streets, communities, grids), withdrawn ones marked."""
+def hierarchy(areas: Mapping[str, Mapping[str, Any]], grids: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every area of the city by code, from its ``raw.ref.admin_area`` and ``raw.ref.grid`` records: name, level,
+    geometry, withdrawn or not, and ``parent``, the area one level up; :data:`CITY` for a district, whose
+    ``parent_code`` names the city itself (its code, padded), and for an area whose parent is no area of the city."""
     out = {code: {"code": code, "name": a.get("name"), "name_en": a.get("name_en"), "level": a.get("level"),
-                  "parent": a.get("parent_code") or CITY, "geometry": a.get("geometry"),
-                  "withdrawn": a.get("status") == "withdrawn"}
-           for code, a in _register(lake, topics.REF_AREAS, "area_code").items()}
-    for code, g in _register(lake, topics.REF_GRIDS, "grid_code").items():
+                  "parent": a.get("parent_code"), "geometry": a.get("geometry"),
+                  "withdrawn": a.get("status") == "withdrawn"} for code, a in areas.items()}
+    for code, g in grids.items():
         out.setdefault(code, {"code": code, "name": g.get("name"), "name_en": None, "level": "grid",
-                              "parent": g.get("community_code") or CITY, "geometry": g.get("geometry"),
+                              "parent": g.get("community_code"), "geometry": g.get("geometry"),
                               "withdrawn": g.get("status") == "withdrawn"})
+    for a in out.values():
+        if a["level"] == "district" or a["parent"] not in out:
+            a["parent"] = CITY
     return out
+
+
+def _areas(lake: Lake) -> dict[str, dict[str, Any]]:
+    return hierarchy(_register(lake, topics.REF_AREAS, "area_code"), _register(lake, topics.REF_GRIDS, "grid_code"))
 
 
 def _index(lake: Lake, areas: Mapping[str, Mapping[str, Any]]) -> AreaIndex:
@@ -95,8 +103,9 @@ def _index(lake: Lake, areas: Mapping[str, Mapping[str, Any]]) -> AreaIndex:
         for a in areas.values() if a["geometry"] and not a["withdrawn"]))
 
 
-def _way_up(code: str, areas: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The area and every area above it by their parent links, nearest first, ending with the city."""
+def way_up(code: str, areas: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The area and every area above it by their parent links (:func:`hierarchy`), nearest first, ending with the
+    city; a code the city does not know is on its own way up, then the city."""
     way: list[str] = []
     while code and code not in way:
         way.append(code)
@@ -112,7 +121,7 @@ def _place(record: Mapping[str, Any], areas: Mapping[str, Mapping[str, Any]], in
     if lat is not None and lon is not None:
         found = index.resolve(float(lon), float(lat))
         deepest = found and (found.grid or found.community or found.street or found.district)
-        if deepest and (not named or named in _way_up(deepest.code, areas)):
+        if deepest and (not named or named in way_up(deepest.code, areas)):
             return deepest.code
     return named
 
@@ -157,19 +166,19 @@ def figures(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]
     today: dict[str, set[str]] = defaultdict(set)
     overdue: dict[str, set[str]] = defaultdict(set)
     for o in orders:
-        way = _way_up(_place(o, areas, index), areas)
+        way = way_up(_place(o, areas, index), areas)
         remit.update(way)
         for code in way:
             if o.get("source") == "ticket" and last_day and _local_day(o.get("received_at"), zone) == last_day:
                 today[code].add(str(o.get("source_id")))
             if (rows.get(o["work_order_id"]) or {}).get("overdue"):
                 overdue[code].add(str(o["work_order_id"]))
-    events = [(e, _way_up(_place(e, areas, index), areas)) for e in visible_events(lake, viewer, orders, live)]
+    events = [(e, way_up(_place(e, areas, index), areas)) for e in visible_events(lake, viewer, orders, live)]
     for e, way in events:
         for code in way:
             counts[code]["open_events"] += e.get("status") != "closed"
     for w in visible_warnings(lake, viewer, live):
-        for code in _way_up(_place(w, areas, index), areas):
+        for code in way_up(_place(w, areas, index), areas):
             counts[code]["warnings"] += 1
     for code, found in today.items():
         counts[code]["tickets_today"] = len(found)
@@ -178,11 +187,11 @@ def figures(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]
     tickets: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for t in _tickets(lake):
         if viewer.admin or t.get("department") == viewer.department:
-            for code in _way_up(str(t.get("area_code") or ""), areas):
+            for code in way_up(str(t.get("area_code") or ""), areas):
                 tickets[code].append(t)
     for code in set(counts) | set(tickets):
         counts[code]["rates"] = ticket_rates(tickets.get(code, ()))
-    devices = [d | {"way": _way_up(_place(d, areas, index), areas)}
+    devices = [d | {"way": way_up(_place(d, areas, index), areas)}
                for d in sensors(lake, viewer, faulty([e for e, _way in events]))]
     return dict(counts), remit, events, devices
 
@@ -216,7 +225,7 @@ def area(lake: Lake, viewer: Viewer, code: str, live: Sequence[tuple[str, dict[s
     return {"area": here | {"parent": areas[code]["parent"] if code else None},
             "path": [{k: v for k, v in _card(c, areas, {}).items() if k != "kpis"} | (
                      {"name": city["name"], "name_en": city["name_en"]} if not c else {})
-                     for c in reversed(_way_up(code, areas))],
+                     for c in reversed(way_up(code, areas))],
             "children": [_card(c, areas, counts) | {"in_remit": viewer.admin or c in remit} for c in children],
             "events": [_with_area(_event_row(e), lake) for e, way in events if code in way][:MAX_EVENTS],
             "devices": [{k: v for k, v in d.items() if k != "way"} for d in devices if code in d["way"]]}

@@ -17,7 +17,7 @@ import threading
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 from citybrain.access.trail import verify
 from citybrain.contracts import topics
@@ -127,10 +127,9 @@ def areas(lake: Lake) -> dict[str, Any]:
         levels["grid"].append({"type": "Feature", "geometry": g["geometry"], "properties": {
             "name": code, "label": g.get("name"), "label_en": None, "parent": g.get("community_code"),
             "population": g.get("population")}})
-    active = {code: a for code, a in found.items() if a.get("status") != "withdrawn"}
     return {"city": the_city(lake),
             "levels": {level: {"type": "FeatureCollection", "features": feats} for level, feats in levels.items()},
-            "streets": area_streets(active), "names": names(lake)}
+            "names": names(lake)}
 
 
 def names(lake: Lake) -> dict[str, dict[str, dict[str, Any]]]:
@@ -145,35 +144,6 @@ def names(lake: Lake) -> dict[str, dict[str, dict[str, Any]]]:
     departments = {d: {"name": r.get("name"), "name_en": r.get("name_en")}
                    for d, r in _register(lake, topics.REF_DEPARTMENTS, "department_id").items()}
     return {"areas": areas, "departments": departments}
-
-
-def area_streets(found: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Per area (``raw.ref.admin_area`` records by code), the streets the City page rolls its counts up from: a
-    street itself, an area below a street the street above it, an area above streets the streets below it.
-
-    Found by the areas' parent links, never by a code's digits: a city's codes need not nest (LA-CD04 is not
-    inside LA-BASIN by its spelling)."""
-    def street_above(code: str) -> str | None:
-        seen: set[str] = set()
-        while code in found and code not in seen:
-            seen.add(code)
-            if found[code].get("level") == "street":
-                return code
-            code = str(found[code].get("parent_code") or "")
-        return None
-
-    out: dict[str, list[str]] = defaultdict(list)
-    for code in sorted(found):
-        street = street_above(code)
-        if street is not None:
-            out[code].append(street)
-    for street in sorted({s[0] for s in out.values()}):
-        seen, parent = {street}, str(found[street].get("parent_code") or "")
-        while parent in found and parent not in seen:      # the district (and any level) above the street
-            seen.add(parent)
-            out[parent].append(street)
-            parent = str(found[parent].get("parent_code") or "")
-    return dict(out)
 
 
 def work_orders(lake: Lake, viewer: Viewer, department: str | None = None) -> list[dict[str, Any]]:

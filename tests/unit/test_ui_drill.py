@@ -23,14 +23,15 @@ def _box(west: float, south: float, east: float, north: float) -> dict[str, Any]
 
 AT = "2026-12-07T00:00:00Z"
 #: A Los Angeles-style city whose codes say nothing of their nesting (LA-CD13 is not inside LA-BASIN by its spelling).
-LA = [("LA-BASIN", "Central Basin", "district", None, _box(-118.4, 34.0, -118.2, 34.2)),
+#: A district's parent is the city's code, as `city import` writes it (990101 above has none, as older lakes have).
+LA = [("LA-BASIN", "Central Basin", "district", "US-CA-LA", _box(-118.4, 34.0, -118.2, 34.2)),
       ("LA-CD13", "Council District 13", "street", "LA-BASIN", _box(-118.3, 34.0, -118.2, 34.1)),
       ("LA-NC-ECHO", "Echo Park", "community", "LA-CD13", _box(-118.26, 34.06, -118.24, 34.08)),
-      ("LA-VALLEY", "Valley", "district", None, _box(-118.6, 34.2, -118.4, 34.4)),
+      ("LA-VALLEY", "Valley", "district", "US-CA-LA", _box(-118.6, 34.2, -118.4, 34.4)),
       ("LA-CD04", "Council District 4", "street", "LA-VALLEY", _box(-118.6, 34.2, -118.4, 34.4)),
       # Six digits, then three and three: by its digits in district 990102, by its parent link in street 990101001.
       ("990102001001", "错位社区", "community", "990101001", _box(117.0, 38.0, 117.05, 38.05)),
-      ("990102", "云东区", "district", None, _box(117.2, 38.0, 117.3, 38.1))]
+      ("990102", "云东区", "district", "990100", _box(117.2, 38.0, 117.3, 38.1))]
 GRID = "LA-G-7"
 
 
