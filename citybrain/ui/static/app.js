@@ -170,7 +170,15 @@ let cityData = null, areaData = null, featureOf = null;
 cb.area = "";
 
 async function renderCity() {
-  const [, here] = await Promise.all([reference(), api(`/api/area?code=${encodeURIComponent(cb.area)}`)]);
+  let here;
+  try {
+    [, here] = await Promise.all([reference(), api(`/api/area?code=${encodeURIComponent(cb.area)}`)]);
+  } catch (e) {   // a link to an area gone, or outside the viewer's remit: the whole city, saying why
+    if (!cb.area) throw e;
+    cb.area = ""; location.hash = "city";
+    here = await api("/api/area?code=");
+    $("city-detail").textContent = String(e.message || e);
+  }
   cityData = cb.areaPage = here;
   if (!featureOf) {
     featureOf = {};
