@@ -5,8 +5,9 @@ A pack is a folder:
 ```
 manifest.json       format, the pack's version, the city (code, name), jurisdiction id, time zone, and
                     optionally geometry: the coordinates' system (WGS84, GCJ-02, BD-09) and tolerance,
-                    the city's postal-code pattern, its code schemes (codes: city, area, device) and its
-                    languages (defaults: China's six digits and codes, zh)
+                    the city's postal-code pattern, its code schemes (codes: city, area, device), its
+                    languages (defaults: China's six digits and codes, zh) and how its 考核 weighs the
+                    hotline's three rates (assessment.weights; default 0.3, 0.4, 0.3)
 areas.geojson       GeoJSON (RFC 7946) FeatureCollection: districts (区) -> streets/towns (街道/镇)
                     -> communities/villages (社区/村) -> optional grids (网格), as deep as the city
                     goes, each with code, name, level, parent and population (grids: their grid

@@ -59,6 +59,8 @@ FORGONE = {
 #: Schemes of another city, for the fixes: Los Angeles's city, council districts and sanitation devices.
 CODE_EXAMPLES = {"city": "^US-[A-Z]{2}-[A-Z]{2,4}$", "area": "^LA-[A-Z0-9]{2,8}$", "device": "^LASAN-[A-Z]{2}-[0-9]{3}$"}
 PLURAL = {"district": "districts", "street": "streets", "community": "communities", "grid": "grids"}
+#: How far the 考核 weights of the three rates (manifest assessment.weights) may add up from 1: rounding, no more.
+WEIGHTS_SUM_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -238,6 +240,12 @@ def _manifest_rules(manifest: dict[str, Any]) -> list[Problem]:
     if "working_hours" in manifest:
         problems += [Problem("manifest.json", "", "working-hours", f"{field}: {message}", fix[:1].upper() + fix[1:])
                      for field, message, fix in working_hours_problems(manifest["working_hours"])]
+    weights = (manifest.get("assessment") or {}).get("weights") or {}
+    if weights and abs(sum(float(w) for w in weights.values()) - 1) > WEIGHTS_SUM_TOLERANCE:
+        problems.append(Problem("manifest.json", "", "assessment-weights",
+                                f"assessment.weights {weights} add up to {sum(weights.values()):g}, not 1.",
+                                "give the three rates weights that add up to 1 (e.g. response 0.3, resolution 0.4, "
+                                "satisfaction 0.3), or leave assessment out for those."))
     for kind, pattern in (manifest.get("codes") or {}).items():
         problem = code_pattern_problem(kind, pattern)
         if problem is not None:

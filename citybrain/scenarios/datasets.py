@@ -37,12 +37,15 @@ class Dataset:
 
 
 #: ``utc``: an RFC 3339 UTC time from the JSON as a naive UTC timestamp; ``local``: a naive UTC timestamp
-#: as the city's wall-clock time ({timezone}: the time zone of the city on ``raw.ref.city``).
+#: as the city's wall-clock time ({timezone}: the time zone of the city on ``raw.ref.city``); ``weight``: the
+#: weight the city's 考核 gives a rate ('response', 'resolution', 'satisfaction': :func:`assessment_weights`).
 MACROS = """
 CREATE OR REPLACE MACRO utc(x) AS CAST(replace(x, 'Z', '') AS TIMESTAMP);
 CREATE OR REPLACE MACRO local(x) AS timezone('{timezone}', x AT TIME ZONE 'UTC');
 CREATE OR REPLACE MACRO local_day(x) AS CAST(local(x) AS DATE);
 CREATE OR REPLACE MACRO j(v, f) AS json_extract_string(v, '$.' || f);
+CREATE OR REPLACE MACRO weight(rate) AS CASE rate WHEN 'response' THEN {response} WHEN 'resolution' THEN {resolution}
+  WHEN 'satisfaction' THEN {satisfaction} END;
 """
 
 #: Each ticket's closed loop from its lifecycle events: ``ev`` (the events), ``as_of`` (the newest event) and
@@ -436,7 +439,9 @@ COMMUNITY_ASSESSMENT = Dataset(
                 "tickets' lifecycle events: the response rate (accepted by the department before the SLA "
                 "deadline), the resolution rate (confirmed resolved) and the satisfaction rate (of the followed-up "
                 "callers, satisfied or basically satisfied), each with the number of tickets behind it. score = "
-                "100 x (0.3 x response + 0.4 x resolution + 0.3 x satisfaction), ranked in the city and in the street.",
+                "100 x (the weighted rates: the weights the city pack declares, assessment.weights on raw.ref.city, "
+                "by default 0.3 x response + 0.4 x resolution + 0.3 x satisfaction), ranked in the city and in the "
+                "street.",
     owner="hotline_12345",
     inputs={"ticket_events": "bronze/raw.hotline.ticket_event", "work_orders": "silver/dispatch.*.work_order",
             "admin_areas": "bronze/raw.ref.admin_area"},
@@ -470,7 +475,8 @@ r AS (
          CASE WHEN followed_up > 0 THEN round(satisfied / followed_up, 4) END AS satisfaction_rate
   FROM c),
 s AS (
-  SELECT r.*, round(100 * (0.3 * response_rate + 0.4 * resolution_rate + 0.3 * coalesce(satisfaction_rate, 0)), 1) AS score
+  SELECT r.*, round(100 * (weight('response') * response_rate + weight('resolution') * resolution_rate
+                           + weight('satisfaction') * coalesce(satisfaction_rate, 0)), 1) AS score
   FROM r)
 SELECT s.community_code, com.name AS community_name, com.parent_code AS street_code, st.name AS street_name,
        st.parent_code AS district_code, s.tickets, s.responded, s.response_rate, s.resolved, s.resolution_rate,
@@ -481,8 +487,72 @@ FROM s JOIN areas com ON com.area_code = s.community_code LEFT JOIN areas st ON 
 ORDER BY rank_in_city, community_code
 """)
 
+#: The units a 考核 ranks, by the column of ``k`` (below) naming each ticket's.
+RANKED = {"district": "district_code", "street": "street_code", "department": "department"}
+
+HOTLINE_RANKINGS = Dataset(
+    name="hotline_rankings",
+    title="考核 rankings: districts, streets and departments by the hotline's three rates",
+    description="The assessment (考核) of the 12345 hotline's closed loop: per district and street (of the ticket's "
+                "position, from the fused lead work order) and per department (the one dispatched to), the three "
+                "rates of respond_on_receipt_kpis over all its tickets (handled on time and resolved over the "
+                "tickets, satisfied over the callers followed up), each with the number it rests on, and a score: "
+                "100 x the rates weighted as the city pack declares (assessment.weights on raw.ref.city; by "
+                "default response 0.3, resolution 0.4, satisfaction 0.3); a unit whose callers were not followed "
+                "up yet is scored on the other two rates, their weights scaled to add up to 1. Ranked within each "
+                "scope, 1 the best.",
+    owner="hotline_12345",
+    inputs={"ticket_events": "bronze/raw.hotline.ticket_event", "work_orders": "silver/dispatch.*.work_order"},
+    key=("scope", "unit"),
+    fields={
+        "scope": "district, street or department", "unit": "the district's or street's code, or the department id",
+        "tickets": "tickets dispatched in the unit: the number the handled-on-time and resolution rates rest on",
+        "handled_on_time_rate": "响应率: share handled by the SLA deadline",
+        "resolution_rate": "解决率: share the caller confirmed as resolved",
+        "satisfaction_rate": "满意率: share of followed-up callers satisfied or basically satisfied (null: none yet)",
+        "followed_up": "tickets whose caller was followed up: the number satisfaction_rate rests on",
+        "score": "0 ... 100: the rates weighted as the city declares",
+        "rank": "1 = the best score of its scope",
+        "weight_response": "the weight the score gave 响应率", "weight_resolution": "the weight it gave 解决率",
+        "weight_satisfaction": "the weight it gave 满意率",
+    },
+    sql="""
+WITH """ + TICKET_STATES + """,
+place AS (
+  SELECT j(value, 'source_id') AS rid, any_value(j(value, 'district_code')) AS district_code,
+         any_value(j(value, 'street_code')) AS street_code
+  FROM {work_orders} WHERE j(value, 'source') = 'ticket' AND j(value, 'role') = 'lead' GROUP BY 1),
+k AS (
+  SELECT t.rid, t.department, place.district_code, place.street_code,
+         CASE WHEN t.handled IS NOT NULL AND t.handled <= t.deadline THEN 1.0 ELSE 0.0 END AS on_time,
+         CASE WHEN t.resolved THEN 1.0 ELSE 0.0 END AS resolved,
+         CASE WHEN t.satisfaction IS NULL THEN NULL WHEN t.satisfaction = 'dissatisfied' THEN 0.0 ELSE 1.0 END AS satisfied
+  FROM t LEFT JOIN place USING (rid) WHERE t.dispatched IS NOT NULL AND t.department IS NOT NULL),
+u AS (""" + "\n  UNION ALL ".join(
+        f"SELECT '{scope}' AS scope, {column} AS unit, on_time, resolved, satisfied FROM k WHERE {column} IS NOT NULL"
+        for scope, column in RANKED.items()) + """),
+r AS (
+  SELECT scope, unit, count(*) AS tickets, round(avg(on_time), 4) AS handled_on_time_rate,
+         round(avg(resolved), 4) AS resolution_rate, round(avg(satisfied), 4) AS satisfaction_rate,
+         count(satisfied) AS followed_up
+  FROM u GROUP BY 1, 2),
+s AS (
+  SELECT r.*, round(100 * (weight('response') * handled_on_time_rate + weight('resolution') * resolution_rate
+                           + coalesce(weight('satisfaction') * satisfaction_rate, 0))
+                    / nullif(weight('response') + weight('resolution')
+                             + CASE WHEN satisfaction_rate IS NULL THEN 0 ELSE weight('satisfaction') END, 0), 1) AS score
+  FROM r)
+SELECT scope, unit, tickets, handled_on_time_rate, resolution_rate, satisfaction_rate, followed_up, score,
+       rank() OVER (PARTITION BY scope ORDER BY score DESC NULLS LAST) AS rank,
+       weight('response') AS weight_response, weight('resolution') AS weight_resolution,
+       weight('satisfaction') AS weight_satisfaction
+FROM s
+ORDER BY scope, rank, unit
+""")
+
 DATASETS: dict[str, Dataset] = {d.name: d for d in (RESPOND_ON_RECEIPT, TRAFFIC_CONGESTION, HOTLINE_HOTSPOTS, ENV_EXCEEDANCES,
-                                                    FLOOD_RISK, ELDERLY_CARE, DISTRICT_SAFETY, COMMUNITY_ASSESSMENT)}
+                                                    FLOOD_RISK, ELDERLY_CARE, DISTRICT_SAFETY, COMMUNITY_ASSESSMENT,
+                                                    HOTLINE_RANKINGS)}
 
 
 def input_files(lake: Lake, pattern: str) -> list[LakePath]:
@@ -504,18 +574,34 @@ class NoInputError(LookupError):
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 
 
+#: How a 考核 weighs the three rates when the city pack declares nothing (manifest assessment.weights): the
+#: community assessment's weights from before a city could declare them.
+DEFAULT_WEIGHTS = {"response": 0.3, "resolution": 0.4, "satisfaction": 0.3}
+
+
+def _city(lake: Lake) -> dict[str, Any]:
+    """The latest ``raw.ref.city`` record the lake holds (as imported from the city pack), {} before one."""
+    from citybrain.lake import layout
+    from citybrain.lake.reader import latest_values
+
+    cities = latest_values(layout.files(lake, "bronze", layout.contract_of(REF_CITY)), "city_code")
+    return max(cities.values(), key=lambda c: str(c.get("updated_at", "")), default={})
+
+
 def city_timezone(lake: Lake) -> str:
     """The IANA time zone of the city the lake holds (its latest ``raw.ref.city`` record, as imported
     from its city pack), else DEFAULT_TIMEZONE."""
     import re
 
-    from citybrain.lake import layout
-    from citybrain.lake.reader import latest_values
-
-    cities = latest_values(layout.files(lake, "bronze", layout.contract_of(REF_CITY)), "city_code")
-    latest = max(cities.values(), key=lambda c: str(c.get("updated_at", "")), default=None)
-    zone = str((latest or {}).get("timezone") or DEFAULT_TIMEZONE)
+    zone = str(_city(lake).get("timezone") or DEFAULT_TIMEZONE)
     return zone if re.fullmatch(r"[A-Za-z0-9_+/-]{1,60}", zone) else DEFAULT_TIMEZONE   # it goes into SQL
+
+
+def assessment_weights(lake: Lake) -> dict[str, float]:
+    """The weights the city's 考核 gives the three rates (``assessment.weights`` of its latest ``raw.ref.city``
+    record, since 1.4.0), else DEFAULT_WEIGHTS."""
+    declared = (_city(lake).get("assessment") or {}).get("weights") or {}
+    return {rate: float(declared.get(rate, default)) for rate, default in DEFAULT_WEIGHTS.items()}   # into SQL
 
 
 def build(lake: Lake, dataset: Dataset, allowed: set[LakePath] | None = None) -> tuple[pa.Table, list[LakePath]]:
@@ -551,7 +637,7 @@ def build(lake: Lake, dataset: Dataset, allowed: set[LakePath] | None = None) ->
     try:
         for name in sources:
             store.register(con, sources[name], files_of[name])
-        con.execute(MACROS.format(timezone=city_timezone(lake)))
+        con.execute(MACROS.format(timezone=city_timezone(lake), **assessment_weights(lake)))
         return con.sql(dataset.sql.format(**sources)).to_arrow_table(), used
     finally:
         con.close()

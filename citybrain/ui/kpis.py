@@ -44,3 +44,14 @@ def pooled_by(rows: Iterable[Mapping[str, Any]], key: str) -> list[dict[str, Any
     for row in rows:
         groups[str(row.get(key))].append(row)
     return [{key: value, **pooled(group)} for value, group in sorted(groups.items())]
+
+
+def ticket_rates(tickets: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """:func:`pooled` over single tickets, each in the shape of ``respond_on_receipt_kpis``' closed loop (``on_time``:
+    handled by its deadline, ``resolved``, ``satisfaction``: the follow-up call's answer or None), so an area's rates
+    are counted as the dataset counts a district's."""
+    return pooled({"tickets": 1, "handled_on_time_rate": 1.0 if t.get("on_time") else 0.0,
+                   "resolution_rate": 1.0 if t.get("resolved") else 0.0,
+                   "satisfaction_rate": None if t.get("satisfaction") is None
+                   else 0.0 if t["satisfaction"] == "dissatisfied" else 1.0,
+                   "followed_up": 0 if t.get("satisfaction") is None else 1} for t in tickets)

@@ -31,7 +31,7 @@ from citybrain.ingest.audit import service_trail
 from citybrain.kafka.headers import new_trace_id
 from citybrain.lake import layout
 from citybrain.settings import Settings, packaged
-from citybrain.ui import orders, views
+from citybrain.ui import drill, orders, views
 from citybrain.ui.auth import Authenticator, RateLimited, Viewer
 from citybrain.ui.broker_stats import broker_stats
 from citybrain.ui.live import LiveFeed
@@ -54,8 +54,9 @@ DATA_DOCS_CSP = ("sandbox allow-scripts allow-popups; default-src 'self' https: 
 #: Page answers cached at once (per viewer, page and argument), each for ui_cache_s.
 CACHE_ENTRIES = 512
 #: The pages whose reads go on the audit trail: the ones holding tickets, orders, datasets and grants (the city
-#: overview and the area map, redrawn on every live event, hold none of them).
-AUDITED_PAGES = ("hotline", "orders", "ticket", "data", "broker", "security")
+#: overview and the area map, redrawn on every live event, hold none of them); an area drilled into (its tickets'
+#: figures) is, the whole city's drill-down page (the overview again) is not.
+AUDITED_PAGES = ("hotline", "orders", "ticket", "area", "data", "broker", "security")
 #: How often an open live stream checks that its session still lives (and still has the remit it started with).
 LIVE_RECHECK_S = 15.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -95,7 +96,7 @@ class OperationsView:
         app.router.add_post("/api/logout", self.logout)
         app.router.add_get("/api/me", self.me)
         app.router.add_get("/api/live", self.live_events)
-        for name in ("areas", "city", "hotline", "orders", "ticket", "data", "broker", "security"):
+        for name in ("areas", "city", "area", "hotline", "orders", "ticket", "data", "broker", "security"):
             app.router.add_get(f"/api/{name}", self._page(name))
         app.router.add_get("/quality-docs/{path:.*}", self.quality_docs)
         app.router.add_get("/favicon.ico", self._no_content)
@@ -116,6 +117,7 @@ class OperationsView:
             office = self.auth.viewer_of(DATA_OFFICE_DEPARTMENT, DATA_OFFICE)
             if office is not None:
                 await asyncio.to_thread(views.warm, self.lake, office)
+                await asyncio.to_thread(drill.area, self.lake, office, drill.CITY)   # the City page's first screen
         except Exception as exc:   # the pages compute what they need themselves then
             log.warning("ui warm-up read of the lake failed: %s: %s", type(exc).__name__, exc)
         self.warm_ms = round((time.perf_counter() - started) * 1000)
@@ -167,18 +169,20 @@ class OperationsView:
         """One record on the view's audit trail, written off the event loop (the send waits for the broker)."""
         await asyncio.to_thread(self.audit.record, action, actor, target, outcome, **details)
 
-    async def _audit_read(self, page: str, principal: str, department: str, outcome: str = "ok", ticket: str = "") -> None:
+    async def _audit_read(self, page: str, principal: str, department: str, outcome: str = "ok", ticket: str = "",
+                          area: str = "") -> None:
         """A read of one of the data pages (:data:`AUDITED_PAGES`), served or refused; a ticket's page names the
-        ticket read."""
-        if page in AUDITED_PAGES:
+        ticket read, an area's the area (the whole city's drill-down page, the overview, is not recorded)."""
+        if page in AUDITED_PAGES and (page != "area" or area):
             await self._audit("read", principal, f"{page} page", outcome, department=department or None,
-                              **({"ticket": ticket} if ticket else {}))
+                              **({"ticket": ticket} if ticket else {}), **({"area": area} if area else {}))
 
     async def _audit_refused(self, request: web.Request) -> None:
         """A data page refused to its viewer (a department asking for another's remit)."""
         viewer = self.auth.session(request.cookies.get(COOKIE))
         await self._audit_read(request.path.removeprefix("/api/"), viewer.principal if viewer else "(no session)",
-                               request.query.get("department", ""), "denied", request.query.get("id", ""))
+                               request.query.get("department", ""), "denied", request.query.get("id", ""),
+                               request.query.get("code", "")[:64])
 
     # -- login ---------------------------------------------------------------------------
 
@@ -301,13 +305,13 @@ class OperationsView:
             started = time.perf_counter()
             viewer = self.viewer(request)
             query = dict(request.query)
-            department, ticket = query.get("department", ""), query.get("id", "")
+            department, ticket, area = query.get("department", ""), query.get("id", ""), query.get("code", "")[:64]
             arg = json.dumps(sorted(query.items()), ensure_ascii=False)
-            key = (name, viewer.principal, arg, len(self.live.recent) if name == "city" else 0)
+            key = (name, viewer.principal, arg, len(self.live.recent) if name in ("city", "area") else 0)
             hit = self._cache.get(key)
             if hit is not None:
                 metrics.UI_PAGE_SECONDS.labels(name, "yes").observe(time.perf_counter() - started)
-                await self._audit_read(name, viewer.principal, department, ticket=ticket)
+                await self._audit_read(name, viewer.principal, department, ticket=ticket, area=area)
                 return _json(hit)
             try:
                 value = await asyncio.to_thread(self._compute, name, viewer, query)
@@ -315,16 +319,19 @@ class OperationsView:
                 value = await asyncio.to_thread(self._compute, name, viewer, query)
             self._cache.put(key, value)
             metrics.UI_PAGE_SECONDS.labels(name, "no").observe(time.perf_counter() - started)
-            await self._audit_read(name, viewer.principal, department, ticket=ticket)
+            await self._audit_read(name, viewer.principal, department, ticket=ticket, area=area)
             return _json(value)
         return handler
 
     def _compute(self, name: str, viewer: Viewer, query: dict[str, str]) -> Any:
-        """A page's data for ``viewer``; ``query``: the page's arguments (the orders' filters, a ticket's id)."""
+        """A page's data for ``viewer``; ``query``: the page's arguments (the orders' filters, a ticket's id, an
+        area's code)."""
         if name == "areas":
             return views.areas(self.lake)
         if name == "city":
             return views.city(self.lake, viewer, self.live.seen_by(viewer))
+        if name == "area":
+            return drill.area(self.lake, viewer, query.get("code", ""), self.live.seen_by(viewer))
         if name == "hotline":
             return views.hotline(self.lake, viewer)
         if name == "orders":

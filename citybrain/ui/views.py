@@ -17,7 +17,7 @@ import threading
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 from citybrain.access.trail import verify
 from citybrain.contracts import topics
@@ -111,7 +111,8 @@ def the_city(lake: Lake) -> dict[str, Any]:
 
 
 def areas(lake: Lake) -> dict[str, Any]:
-    """The city's active areas as one GeoJSON FeatureCollection per level (district, street, community)."""
+    """The city's active areas as one GeoJSON FeatureCollection per level (district, street, community, and grid from
+    the grids' own register, ``raw.ref.grid``)."""
     found = _register(lake, topics.REF_AREAS, "area_code")
     levels: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for code, a in sorted(found.items()):
@@ -120,10 +121,15 @@ def areas(lake: Lake) -> dict[str, Any]:
         levels[a["level"]].append({"type": "Feature", "geometry": a["geometry"], "properties": {
             "name": code, "label": a.get("name"), "label_en": a.get("name_en"), "parent": a.get("parent_code"),
             "population": a.get("population")}})
-    active = {code: a for code, a in found.items() if a.get("status") != "withdrawn"}
+    for code, g in sorted(_register(lake, topics.REF_GRIDS, "grid_code").items()):   # grids: a register of their own
+        if g.get("status") == "withdrawn" or not g.get("geometry"):
+            continue
+        levels["grid"].append({"type": "Feature", "geometry": g["geometry"], "properties": {
+            "name": code, "label": g.get("name"), "label_en": None, "parent": g.get("community_code"),
+            "population": g.get("population")}})
     return {"city": the_city(lake),
             "levels": {level: {"type": "FeatureCollection", "features": feats} for level, feats in levels.items()},
-            "streets": area_streets(active), "names": names(lake)}
+            "names": names(lake)}
 
 
 def names(lake: Lake) -> dict[str, dict[str, dict[str, Any]]]:
@@ -138,35 +144,6 @@ def names(lake: Lake) -> dict[str, dict[str, dict[str, Any]]]:
     departments = {d: {"name": r.get("name"), "name_en": r.get("name_en")}
                    for d, r in _register(lake, topics.REF_DEPARTMENTS, "department_id").items()}
     return {"areas": areas, "departments": departments}
-
-
-def area_streets(found: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Per area (``raw.ref.admin_area`` records by code), the streets the City page rolls its counts up from: a
-    street itself, an area below a street the street above it, an area above streets the streets below it.
-
-    Found by the areas' parent links, never by a code's digits: a city's codes need not nest (LA-CD04 is not
-    inside LA-BASIN by its spelling)."""
-    def street_above(code: str) -> str | None:
-        seen: set[str] = set()
-        while code in found and code not in seen:
-            seen.add(code)
-            if found[code].get("level") == "street":
-                return code
-            code = str(found[code].get("parent_code") or "")
-        return None
-
-    out: dict[str, list[str]] = defaultdict(list)
-    for code in sorted(found):
-        street = street_above(code)
-        if street is not None:
-            out[code].append(street)
-    for street in sorted({s[0] for s in out.values()}):
-        seen, parent = {street}, str(found[street].get("parent_code") or "")
-        while parent in found and parent not in seen:      # the district (and any level) above the street
-            seen.add(parent)
-            out[parent].append(street)
-            parent = str(found[parent].get("parent_code") or "")
-    return dict(out)
 
 
 def work_orders(lake: Lake, viewer: Viewer, department: str | None = None) -> list[dict[str, Any]]:
@@ -191,13 +168,7 @@ def city(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] 
     by_area: dict[str, Counter[str]] = defaultdict(Counter)
     orders = ([] if viewer.admin else work_orders(lake, viewer)) + \
         [v for t, v in live if t == topics.work_orders(viewer.department)]
-    if viewer.may_read(topics.CITY_EVENTS):
-        latest = _latest_by(_silver(lake, topics.CITY_EVENTS) + [v for t, v in live if t == topics.CITY_EVENTS],
-                            "event_id")
-        events = sorted(latest.values(), key=lambda e: str(e.get("detected_at")), reverse=True)
-    else:   # a department sees the city events routed to it, through its own work orders
-        mine = [o for o in orders if o.get("source") == "city_event"]
-        events = sorted(_latest_by(mine, "source_id").values(), key=lambda o: str(o.get("received_at")), reverse=True)
+    events = visible_events(lake, viewer, orders, live)
     newest = max((w for w in map(_when, events) if w), default=None)
     for e in events:
         area, when = _area(e), _when(e)
@@ -205,18 +176,40 @@ def city(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] 
             by_area[area]["events"] += 1
         if newest and when and newest - when <= RECENT:
             by_area[area]["recent"] += 1
-    if viewer.may_read(topics.EARLY_WARNINGS):
-        warnings = _silver(lake, topics.EARLY_WARNINGS) + [v for t, v in live if t == topics.EARLY_WARNINGS]
-        for w in _latest_by(warnings, "warning_id").values():
-            by_area[_area(w)]["warnings"] += 1
+    for w in visible_warnings(lake, viewer, live):
+        by_area[_area(w)]["warnings"] += 1
     if not viewer.admin:
         for o in _latest_by(orders, "work_order_id").values():
             if o.get("source") == "ticket":
                 by_area[_area(o)]["orders"] += 1
-    faulty = {d for e in events if e.get("category") == "sensor_fault" and e.get("status") != "closed"
-              for d in (e.get("evidence") or {}).get("devices", [])}
     return {"by_area": {k: dict(v) for k, v in by_area.items() if k},
-            "events": [_with_area(_event_row(e), lake) for e in events[:100]], "devices": sensors(lake, viewer, faulty)}
+            "events": [_with_area(_event_row(e), lake) for e in events[:100]], "devices": sensors(lake, viewer, faulty(events))}
+
+
+def visible_events(lake: Lake, viewer: Viewer, orders: list[dict[str, Any]],
+                   live: Sequence[tuple[str, dict[str, Any]]] = ()) -> list[dict[str, Any]]:
+    """The city events the viewer may see, newest first, in their latest state: every one with a grant on the city
+    events; else the ones routed to it, through its own work orders (``orders``)."""
+    if viewer.may_read(topics.CITY_EVENTS):
+        latest = _latest_by(_silver(lake, topics.CITY_EVENTS) + [v for t, v in live if t == topics.CITY_EVENTS],
+                            "event_id")
+        return sorted(latest.values(), key=lambda e: str(e.get("detected_at")), reverse=True)
+    mine = [o for o in orders if o.get("source") == "city_event"]
+    return sorted(_latest_by(mine, "source_id").values(), key=lambda o: str(o.get("received_at")), reverse=True)
+
+
+def visible_warnings(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] = ()) -> list[dict[str, Any]]:
+    """The early warnings in their latest state, for a viewer granted their topic (none for the others)."""
+    if not viewer.may_read(topics.EARLY_WARNINGS):
+        return []
+    warnings = _silver(lake, topics.EARLY_WARNINGS) + [v for t, v in live if t == topics.EARLY_WARNINGS]
+    return list(_latest_by(warnings, "warning_id").values())
+
+
+def faulty(events: list[dict[str, Any]]) -> set[str]:
+    """The devices an open sensor-fault event names."""
+    return {d for e in events if e.get("category") == "sensor_fault" and e.get("status") != "closed"
+            for d in (e.get("evidence") or {}).get("devices", [])}
 
 
 def _area(record: dict[str, Any]) -> str:
@@ -300,7 +293,8 @@ def _last_readings(files: list[LakePath], measure: str) -> dict[str, tuple[str, 
 def hotline(lake: Lake, viewer: Viewer) -> dict[str, Any]:
     """The Hotline page: tickets by stage of the closed loop, the three rates by department and district per
     day (released respond_on_receipt_kpis) and pooled by day, department and district over their tickets
-    (:mod:`citybrain.ui.kpis`), overdue work orders and hotspots by street."""
+    (:mod:`citybrain.ui.kpis`), the 考核 rankings of districts, streets and departments (released
+    hotline_rankings; a department: its own row), overdue work orders and hotspots by street."""
     from citybrain.scenarios.catalog import query
 
     stages: dict[str, int] = {}
@@ -327,11 +321,16 @@ def hotline(lake: Lake, viewer: Viewer) -> dict[str, Any]:
              "district": pooled_by([k for k in released if k.get("district_code") not in (None, "unknown")], "district_code")}
     hotspots = _memo("hotspots", releases, lambda _fs: _rows(query, lake, "SELECT * FROM hotline_hotspots ORDER BY 1")) \
         if viewer.admin else []
+    rankings = _memo("rankings", releases, lambda _fs: _rows(query, lake, """
+        SELECT * FROM hotline_rankings ORDER BY scope, rank, unit"""))
+    if not viewer.admin:   # a department: its own place among the departments
+        rankings = [r for r in rankings if r.get("scope") == "department" and r.get("unit") == viewer.department]
     orders = [] if viewer.admin else list(_latest_by(work_orders(lake, viewer), "work_order_id").values())
     newest = max((parse_time(o["received_at"]) for o in orders if o.get("received_at")), default=None)
     overdue += [_event_row(o) | {"area_code": _area(o) or None} for o in orders
                 if newest and o.get("sla_deadline") and parse_time(o["sla_deadline"]) < newest]
-    return {"stages": stages, "kpis": kpis, "rates": rates, "hotspots": hotspots[:500], "orders": len(orders),
+    return {"stages": stages, "kpis": kpis, "rates": rates, "hotspots": hotspots[:500], "rankings": rankings,
+            "orders": len(orders),
             "overdue": overdue[:200], "overdue_total": len(overdue), "as_of": iso(newest) if newest else None}
 
 

@@ -120,6 +120,9 @@ def test_a_department_sees_only_its_remit_in_the_browser(ui, chrome, settings) -
     assert all(e.get("department") in (None, "police") for e in city["events"])
     open_page(page, "hotline")
     page.screenshot(path=str(out / "hotline-police.png"), full_page=True)
+    # 考核 rankings (issue 35 item 5): a department gets its own place among the departments only.
+    hotline = page.evaluate("fetch('/api/hotline').then((r) => r.json())")
+    assert {(r["scope"], r["unit"]) for r in hotline["rankings"]} <= {("department", "police")}, hotline["rankings"]
     assert not errors, errors
     # The broker's super user, with the broker's own password, is refused on the page itself, as is a wrong password.
     super_user = json.loads(credentials_path(settings.kafka_dir).read_text())
@@ -150,6 +153,9 @@ def test_a_ticket_found_by_search_shows_its_whole_lifecycle_and_a_department_onl
     page, errors, _ms = login(chrome, url, demo_account(settings))
     open_page(page, "hotline")
     assert "件" in page.inner_text("#hotline-rates") and "件" in page.inner_text("#hotline-summary")
+    # 考核 rankings (issue 35 item 5): the demo's hotline_rankings release, by district, each rate with its tickets.
+    assert page.eval_on_selector_all("#hotline-rankings tr[data-i]", "trs => trs.length") > 0
+    assert "件" in page.inner_text("#hotline-rankings") and page.input_value("#hotline-ranking-scope") == "district"
     listed = page.evaluate("fetch('/api/orders?status=followed_up').then((r) => r.json())")
     ticket = next(o for o in listed["orders"] if o["source"] == "ticket")
     page.click("#tabs button[data-page=orders]")
@@ -175,4 +181,63 @@ def test_a_ticket_found_by_search_shows_its_whole_lifecycle_and_a_department_onl
     if ticket["department"] != "police":
         assert police.evaluate(f"fetch('/api/ticket?id={ticket['work_order_id']}').then((r) => r.status)") == 403
     police.screenshot(path=str(out / "orders-police.png"), full_page=True)
+    assert not errors, errors
+
+
+def _click_area(page, code: str, feature: dict) -> None:  # type: ignore[no-untyped-def]
+    """Click the area ``code`` on the City page's map, at a point inside its polygon, and wait for its page."""
+    from shapely.geometry import shape
+
+    inside = shape(feature["geometry"]).representative_point()
+    x, y = page.evaluate(f"window.cb.charts['chart-map'].convertToPixel({{geoIndex: 0}}, [{inside.x}, {inside.y}])")
+    box = page.locator("#chart-map").bounding_box()
+    page.mouse.click(box["x"] + x, box["y"] + y)
+    wait_until(page, f"document.body.dataset.rendered === 'city' && document.body.dataset.area === {json.dumps(code)}", 20)
+    page.wait_for_timeout(400)   # ECharts draws the new area's map in
+
+
+def test_a_click_on_a_district_drills_down_to_a_grid_with_the_areas_cards_and_back_up(ui, chrome, settings) -> None:  # type: ignore[no-untyped-def]
+    """Issue 35, item 2: district → street → community → grid by clicks on the map, each with its own cards (open
+    events, warnings, tickets today, overdue, the three rates with what they rest on), breadcrumbs from the city down,
+    events and sensors cut to the area; the breadcrumbs lead back up; a department is refused an area where it
+    holds no order."""
+    from shapely.geometry import Point, shape
+
+    url, out = ui
+    admin = json.loads(credentials_path(settings.kafka_dir).read_text())
+    page, errors, _ms = login(chrome, url, admin["admin_user"], admin["admin_password"])
+    areas = page.evaluate("fetch('/api/areas').then((r) => r.json())")
+    features = {f["properties"]["name"]: f for fc in areas["levels"].values() for f in fc["features"]}
+    grid = areas["levels"]["grid"]["features"][0]["properties"]["name"]            # the demo's pack has grids
+    way = [grid]
+    while features[way[-1]]["properties"]["parent"] in features:
+        way.append(features[way[-1]]["properties"]["parent"])
+    district, street, community, _grid = way[::-1]
+    assert [features[c]["properties"].get("parent") for c in (street, community, grid)] == [district, street, community]
+    page.select_option("#city-sensor", "")   # no device dots over the areas while clicking them
+    for depth, code in enumerate((district, street, community, grid), 1):
+        _click_area(page, code, features[code])
+        here = page.evaluate("window.cb.areaPage")
+        assert [a["code"] for a in here["path"]] == ["", *way[::-1][:depth]], here["path"]
+        assert page.eval_on_selector_all("#city-crumbs button", "bs => bs.length") == depth
+        cards = page.eval_on_selector_all("#city-kpis .card", "cs => cs.map((c) => c.innerText)")
+        assert len(cards) == 7 and all("件" in c for c in cards[4:]), cards            # each rate with its tickets
+        if code == street:
+            assert {e["area_code"] for e in here["events"]} <= {street}, here["events"]
+    assert page.evaluate("window.cb.areaPage.children") == []
+    polygon = shape(features[grid]["geometry"])
+    assert all(polygon.buffer(1e-6).contains(Point(d["long"], d["lat"])) for d in here["devices"]), here["devices"]
+    page.select_option("#city-sensor", index=1)
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(out / "city-drill-grid.png"))
+    page.click("#city-crumbs button[data-code='']")
+    wait_until(page, "document.body.dataset.rendered === 'city' && document.body.dataset.area === ''", 20)
+    assert len(page.evaluate("window.cb.areaPage.children")) == len(areas["levels"]["district"]["features"])
+    assert not errors, errors
+    password = CredentialStore(settings.access_dir).passwords["dept-police"]
+    police, errors, _ms = login(chrome, url, "dept-police", password)
+    children = police.evaluate("window.cb.areaPage.children")
+    for child in children:
+        status = police.evaluate(f"fetch('/api/area?code={child['code']}').then((r) => r.status)")
+        assert status == (200 if child["in_remit"] else 403), (child, status)
     assert not errors, errors

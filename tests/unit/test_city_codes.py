@@ -20,7 +20,7 @@ from citybrain.ingest.codes import DEFAULTS, SAFE_CODE, CodeSchemes, pattern_pro
 from citybrain.ingest.feeds import load_feed, read_feed
 from citybrain.settings import PROJECT_ROOT, load_settings
 from citybrain.sim.city import build_city
-from citybrain.ui.views import area_streets
+from citybrain.ui.drill import CITY, hierarchy, way_up
 from tests.unit.test_gateway_server import KeepingProducer
 from tests.unit.test_gateway_us311 import los_angeles, served
 
@@ -140,19 +140,21 @@ def test_the_loader_refuses_device_ids_and_area_codes_outside_the_citys_scheme(
 
 
 def test_the_operations_view_rolls_areas_up_by_their_parents_not_their_digits() -> None:
+    """The drill-down's way up from an area (citybrain/ui/drill.py): by parent links, whatever the codes spell; a
+    district's parent_code, the city's own code as `city import` writes it, is the city."""
     records = reference_records(los_angeles(), "2026-12-07T00:00:00Z")["raw.ref.admin_area.v1"]
     found: dict[str, dict[str, Any]] = {r["area_code"]: r for _w, r in records}
     found["LA-NC-ECHO"] = {"area_code": "LA-NC-ECHO", "level": "community", "parent_code": "LA-CD13"}
-    streets = area_streets(found)
-    assert streets["LA-BASIN"] == ["LA-CD11", "LA-CD13"] and streets["LA-SFV"] == ["LA-CD03", "LA-CD06"]
-    assert streets["LA-CD13"] == ["LA-CD13"] and streets["LA-NC-ECHO"] == ["LA-CD13"]
-    assert "US-CA-LA" not in streets                                          # the city above its districts
-    chinese = {"990101": {"level": "district", "parent_code": "990100"},
-               "990101001": {"level": "street", "parent_code": "990101"},
-               "990101001001": {"level": "community", "parent_code": "990101001"},
-               "990102": {"level": "district", "parent_code": "990100"}}
-    assert area_streets(chinese) == {"990101": ["990101001"], "990101001": ["990101001"],
-                                     "990101001001": ["990101001"]}
+    grids = {"LA-G-7": {"grid_code": "LA-G-7", "community_code": "LA-NC-ECHO"}}
+    areas = hierarchy(found, grids)
+    assert way_up("LA-G-7", areas) == ["LA-G-7", "LA-NC-ECHO", "LA-CD13", "LA-BASIN", CITY]
+    assert way_up("LA-CD03", areas) == ["LA-CD03", "LA-SFV", CITY]
+    assert sorted(c for c, a in areas.items() if a["parent"] == CITY) == ["LA-BASIN", "LA-SFV"]
+    chinese = hierarchy({"990101": {"level": "district", "parent_code": "990100"},
+                         "990101001": {"level": "street", "parent_code": "990101"},
+                         "990102001001": {"level": "community", "parent_code": "990101001"},
+                         "990102": {"level": "district", "parent_code": "990100"}}, {})
+    assert way_up("990102001001", chinese) == ["990102001001", "990101001", "990101", CITY]   # not under 990102
 
 
 def test_the_loader_takes_the_schemes_the_city_last_imported_declared(tmp_path: Path) -> None:

@@ -167,6 +167,12 @@ BREAKS: dict[str, tuple[Callable[[Pack], None], tuple[str, str, str]]] = {
     "a postal-code pattern that is no regular expression": (lambda p: p.manifest.update(postal_code_pattern="^[0-9{5}$"),
                                                             ("manifest.json", "", "postal-code-pattern")),
     "a language that is no BCP 47 tag": (lambda p: p.manifest.update(languages=["English"]), ("manifest.json", "", "pattern")),
+    "考核 weights that do not add up to 1": (
+        lambda p: p.manifest.update(assessment={"weights": {"response": 0.3, "resolution": 0.4, "satisfaction": 0.4}}),
+        ("manifest.json", "", "assessment-weights")),
+    "a 考核 weight above 1": (
+        lambda p: p.manifest.update(assessment={"weights": {"response": 1.5, "resolution": -0.5, "satisfaction": 0}}),
+        ("manifest.json", "", "maximum")),
 }
 
 
@@ -275,3 +281,17 @@ def test_a_packs_postal_codes_and_languages_reach_the_city_record_and_export_bac
     assert pack_of_records(lambda topic: [r for _w, r in records[topic]]).manifest == pack.manifest
     plain = reference_records(small_city(), "2026-12-01T00:00:00Z")["raw.ref.city.v1"][0][1]
     assert not {"postal_code_pattern", "languages"} & set(plain)
+
+
+def test_a_packs_assessment_weights_reach_the_city_record_and_export_back(tmp_path: Path, contracts) -> None:  # type: ignore[no-untyped-def]
+    """Declared: on raw.ref.city (1.4.0) and back in the exported manifest, weights adding up to 1 in floating point
+    taken; left out: no assessment on the record (the datasets weigh 0.3, 0.4, 0.3)."""
+    from citybrain.city.pack_export import pack_of_records
+
+    pack = small_city()
+    pack.manifest.update(assessment={"weights": {"response": 0.1, "resolution": 0.45, "satisfaction": 0.45}})
+    assert _rules(tmp_path, pack) == [] and contract_problems(pack, contracts) == []
+    records = reference_records(pack, "2026-12-07T00:00:00Z")
+    assert records["raw.ref.city.v1"][0][1]["assessment"] == pack.manifest["assessment"]
+    assert pack_of_records(lambda topic: [r for _w, r in records[topic]]).manifest == pack.manifest
+    assert "assessment" not in reference_records(small_city(), "2026-12-07T00:00:00Z")["raw.ref.city.v1"][0][1]

@@ -106,6 +106,75 @@ def test_community_assessment_ranks_communities_by_their_three_rates(lake: Path)
         ("钟楼社区", 1, 1, 1, 1, 1, 1, 1), ("文庙社区", 2, 2, 0, 1, 0, 2, 2)]
     assert rows[0]["score"] == 100.0 and rows[1]["score"] == 30.0 and rows[1]["satisfaction_rate"] == 0.0
     assert {r["street_name"] for r in rows} == {"天宁街道"} and {r["district_code"] for r in rows} == {"990101"}
+    _city_weighing(lake, {"response": 1.0, "resolution": 0.0, "satisfaction": 0.0})   # the city's own 考核
+    assert [r["score"] for r in build(lake, DATASETS["community_assessment"])[0].to_pylist()] == [100.0, 100.0]
+
+
+def _city_weighing(lake: Path, weights: dict[str, float] | None) -> None:
+    _write(lake, "bronze", "raw.ref.city.v1", [{"city_code": "9901", "name": "云州市", "jurisdiction_id": "yunzhou.gov.cn",
+                                               "timezone": "Asia/Shanghai", "pack_version": "1",
+                                               "updated_at": "2026-12-07T00:00:00Z",
+                                               **({"assessment": {"weights": weights}} if weights else {})}])
+
+
+def test_hotline_rankings_pool_the_three_rates_per_district_street_and_department_weighted_as_the_city_declares(
+        tmp_path: Path) -> None:
+    """考核: HL1 (on time, resolved, satisfied) in street 990101001; HL2 (late, not followed up) and HL3 (on time,
+    unresolved, dissatisfied) in 990101002, HL3 dispatched to the police. Each rate over all the unit's tickets, with
+    what it rests on. A lake of its own: the fixture's tickets would count in the district and the department."""
+    lake = tmp_path
+    orders = [{"work_order_id": f"WO-{rid}-{dept}", "department": dept, "role": "lead", "source": "ticket",
+               "source_id": rid, "district_code": "990101", "street_code": street}
+              for rid, dept, street in (("HL1", "water", "990101001"), ("HL2", "water", "990101002"),
+                                        ("HL3", "police", "990101002"))]
+    _write(lake, "silver", "dispatch.water.work_order.v1", orders)
+    _write(lake, "bronze", "raw.hotline.ticket_event.v1", [
+        *_ticket("HL1", ("received", "2025-11-22T01:00:00Z", {}),
+                 ("dispatched", "2025-11-22T01:05:00Z", {"department": "water", "sla_deadline": "2025-11-22T05:05:00Z"}),
+                 ("handled", "2025-11-22T03:00:00Z", {"department": "water", "resolved": True}),
+                 ("followed_up", "2025-11-22T04:00:00Z", {"satisfaction": "satisfied", "resolved": True})),
+        *_ticket("HL2", ("received", "2025-11-22T02:00:00Z", {}),
+                 ("dispatched", "2025-11-22T02:05:00Z", {"department": "water", "sla_deadline": "2025-11-22T03:05:00Z"}),
+                 ("handled", "2025-11-22T04:00:00Z", {"department": "water", "resolved": True})),
+        *_ticket("HL3", ("received", "2025-11-22T02:30:00Z", {}),
+                 ("dispatched", "2025-11-22T02:35:00Z", {"department": "police", "sla_deadline": "2025-11-22T06:35:00Z"}),
+                 ("handled", "2025-11-22T04:00:00Z", {"department": "police", "resolved": False}),
+                 ("followed_up", "2025-11-22T05:00:00Z", {"satisfaction": "dissatisfied", "resolved": False}))])
+
+    def ranked() -> dict[tuple[str, str], tuple[object, ...]]:
+        return {(r["scope"], r["unit"]): (r["tickets"], r["handled_on_time_rate"], r["resolution_rate"],
+                                          r["satisfaction_rate"], r["followed_up"], r["score"], r["rank"])
+                for r in build(lake, DATASETS["hotline_rankings"])[0].to_pylist()}
+
+    rows = ranked()   # the default weights: 0.3, 0.4, 0.3
+    assert rows[("district", "990101")] == (3, 0.6667, 0.6667, 0.5, 2, 61.7, 1)
+    assert rows[("street", "990101001")] == (1, 1.0, 1.0, 1.0, 1, 100.0, 1)
+    # 990101002: HL2 late and resolved, HL3 on time and unresolved, one dissatisfied follow-up (HL2 not called).
+    assert rows[("street", "990101002")] == (2, 0.5, 0.5, 0.0, 1, 35.0, 2)
+    assert rows[("department", "water")] == (2, 0.5, 1.0, 1.0, 1, 85.0, 1)
+    assert rows[("department", "police")] == (1, 1.0, 0.0, 0.0, 1, 30.0, 2)
+    _city_weighing(lake, {"response": 0.5, "resolution": 0.5, "satisfaction": 0.0})
+    rows = ranked()
+    assert rows[("department", "police")][5:] == (50.0, 2) and rows[("department", "water")][5:] == (75.0, 1)
+    assert rows[("street", "990101002")][5] == 50.0
+    # Each row says which weights its score used.
+    assert {r["weight_satisfaction"] for r in build(lake, DATASETS["hotline_rankings"])[0].to_pylist()} == {0.0}
+
+
+def test_a_unit_nobody_was_followed_up_for_is_scored_on_its_other_two_rates(tmp_path: Path) -> None:
+    """Scaled to add up to 1, the other two weights: neither a zero satisfaction (a penalty for a call not yet
+    made) nor a score out of 70."""
+    lake = tmp_path
+    orders = [{"work_order_id": "WO-HL2-water", "department": "water", "role": "lead", "source": "ticket",
+               "source_id": "HL2", "district_code": "990101", "street_code": "990101002"}]
+    _write(lake, "silver", "dispatch.water.work_order.v1", orders)
+    _write(lake, "bronze", "raw.hotline.ticket_event.v1", _ticket(
+        "HL2", ("received", "2025-11-22T02:00:00Z", {}),
+        ("dispatched", "2025-11-22T02:05:00Z", {"department": "water", "sla_deadline": "2025-11-22T03:05:00Z"}),
+        ("handled", "2025-11-22T03:00:00Z", {"department": "water", "resolved": True})))
+    rows = build(lake, DATASETS["hotline_rankings"])[0].to_pylist()
+    assert {(r["scope"], r["satisfaction_rate"], r["followed_up"], r["score"]) for r in rows} == {
+        ("district", None, 0, 100.0), ("street", None, 0, 100.0), ("department", None, 0, 100.0)}
 
 
 def test_congestion_index_compares_speed_with_free_flow(lake: Path) -> None:

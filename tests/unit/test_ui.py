@@ -733,6 +733,33 @@ def test_the_three_rates_of_several_districts_are_shares_of_all_their_tickets_no
     assert police["all"]["satisfaction_rate_n"] == 0
 
 
+def test_the_hotline_page_ranks_as_the_release_does_and_a_department_sees_its_own_place_only(platform) -> None:  # type: ignore[no-untyped-def]
+    """考核 rankings (issue 35 item 5): the page draws the released hotline_rankings, the dataset the 考核 publishes,
+    so the two never differ; a department gets its own row among the departments, not the others' nor the areas'."""
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+
+    from citybrain.scenarios.datasets import DATASETS
+    from citybrain.scenarios.release import publish
+
+    lake = platform[0].lake_dir
+    weights = {"weight_response": 0.3, "weight_resolution": 0.4, "weight_satisfaction": 0.3}
+    rows = [{"scope": scope, "unit": unit, "tickets": n, "handled_on_time_rate": 1.0, "resolution_rate": 1.0,
+             "satisfaction_rate": None, "followed_up": 0, "score": score, "rank": rank, **weights}
+            for scope, unit, n, score, rank in (("department", "water", 12, 90.0, 1), ("department", "police", 3, 40.0, 2),
+                                                ("district", "990101", 15, 80.0, 1), ("street", "990101001", 15, 80.0, 1))]
+    dataset = DATASETS["hotline_rankings"]
+    publish(lake, dataset.name, pa.Table.from_pylist(rows), dataset.contract(), {"passed": True}, [],
+            now=datetime(2025, 11, 22, 3, tzinfo=timezone.utc))
+    auth = _auth(platform)
+    office = views.hotline(lake, auth.viewer("dept-data_bureau"))["rankings"]
+    assert [(r["scope"], r["unit"], r["rank"]) for r in office] == [
+        ("department", "water", 1), ("department", "police", 2), ("district", "990101", 1), ("street", "990101001", 1)]
+    police = views.hotline(lake, auth.viewer("dept-police"))["rankings"]
+    assert [(r["unit"], r["rank"], r["tickets"]) for r in police] == [("police", 2, 3)]
+
+
 def test_a_release_without_follow_up_counts_weighs_its_satisfaction_by_its_tickets() -> None:
     """respond_on_receipt_kpis released before 2026-12-07 has no followed_up: satisfaction is weighted by tickets."""
     from citybrain.ui.kpis import pooled

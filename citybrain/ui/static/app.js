@@ -7,16 +7,16 @@ const T = {
     title: "城市大脑", city: "城市运行", hotline: "接诉即办", orders: "工单跟踪", data: "数据底座", security: "安全态势",
     login: "登录", logout: "退出", principal: "账号", password: "密码", code: "动态验证码",
     login_hint: "使用本人账号登录：密码加身份验证器应用（TOTP）的六位动态码。账号由数据局开通（citybrain accounts add）；每人只看本部门的授权范围，数据局可看全部。",
-    level: "层级", layer: "感知图层", district: "区", street: "街道", area: "区域", community: "社区", grid: "网格", events: "城市事件与工单",
+    layer: "感知图层", district: "区", street: "街道", area: "区域", community: "社区", grid: "网格", events: "城市事件与工单",
     evidence: "证据", overdue: "超时工单", contracts: "数据契约与主题", releases: "场景数据集发布",
     quarantine: "隔离区", findings: "安全发现", grants: "授权（谁能读什么）", audit_trail: "审计记录（哈希链）", audit_ok: "条审计记录，哈希链完整", audit_broken: "审计链断裂：", footer: "CityBrain 城市大脑 运行视图",
-    open_events: "未关闭事件", warnings: "预警", orders: "工单", devices: "设备", stages: "工单闭环各阶段",
+    open_events: "未关闭事件", warnings: "预警", orders: "工单", stages: "工单闭环各阶段",
     rates: "三率趋势（响应·解决·满意）", by_department: "各部门解决率", hotspots: "热点街道（诉求量）",
     response: "按时办结率", resolution: "解决率", satisfaction: "满意率", tickets: "工单数",
     throughput: "各主题入湖记录（每小时）", quality: "质量检查（分区）", by_kind: "安全发现（按类型）", by_day: "每日安全发现（按严重度）",
     passed: "通过", failed: "未通过", none: "暂无数据", ok: "正常", silent: "静默", fault: "故障",
     received: "受理", dispatched: "派单", accepted: "签收", handled: "办理", closed: "办结", followed_up: "回访", reopened: "重办",
-    as_of: "数据截至", actual_reads: "实际读取（消费组及其提交的主题）", refused_logins: "运行视图的失败登录", by_district: "各区三率", department: "部门", level_or_title: "层级/事项", where: "区域", overdue_min: "超时（分钟）", groups: "消费组与积压", loading: "读取中…", in_lake: "入湖记录", on_broker: "主题记录", dead_letters: "死信原因", lag: "积压", recent: "近24小时事件", failed_checks: "未通过的检查", data_docs: "质量数据文档（Great Expectations）",
+    as_of: "数据截至", actual_reads: "实际读取（消费组及其提交的主题）", refused_logins: "运行视图的失败登录", by_district: "各区三率", department: "部门", level_or_title: "层级/事项", where: "区域", overdue_min: "超时（分钟）", groups: "消费组与积压", loading: "读取中…", in_lake: "入湖记录", on_broker: "主题记录", dead_letters: "死信原因", lag: "积压", failed_checks: "未通过的检查", data_docs: "质量数据文档（Great Expectations）",
     water_level: "水位", noise: "噪声", air_quality: "空气质量", traffic_flow: "交通流量", weather: "降水（气象站）",
     n_tickets: "{n} 件", n_followed_up: "回访 {n} 件",
     work_orders: "工单", all: "全部", status: "状态", only_overdue: "仅超时", search: "查询", search_hint: "工单号、诉求号或内容",
@@ -26,16 +26,18 @@ const T = {
     shown_of: "显示 {n} / 共 {total} 件", no_lifecycle: "本账号无权读取热线工单流转记录（raw.hotline.ticket_event），仅显示本部门工单。",
     pick_ticket: "点击工单查看全流程", by_escalation: "经属地升级", lead: "主办", support: "协办", matter: "事项",
     zone: "时区", beijing_time: "北京时间", utc_hint: "线上数据为 UTC；悬停时间可见 UTC 原值",
+    rankings: "考核排名", rank: "名次", score: "得分", weights: "权重",
+    tickets_today: "今日受理", whole_city: "全市", drill_hint: "点击区域逐级下钻", outside_remit: "本部门在此区域无工单，不可下钻",
   },
   en: {
     title: "CityBrain", city: "City", hotline: "Hotline 12345", orders: "Work orders", data: "Data", security: "Security",
     login: "Log in", logout: "Log out", principal: "Account", password: "Password", code: "One-time code",
     login_hint: "Log in with your own account: your password and the 6-digit code of your authenticator app (TOTP). The data office opens accounts (citybrain accounts add); each person sees their department's remit, the data office all.",
-    level: "Level", layer: "Sensor layer", district: "District", street: "Street", area: "Area", community: "Community", grid: "Grid",
+    layer: "Sensor layer", district: "District", street: "Street", area: "Area", community: "Community", grid: "Grid",
     events: "City events and work orders", evidence: "Evidence", overdue: "Overdue work orders",
     contracts: "Contracts and topics", releases: "Scenario dataset releases", quarantine: "Quarantine",
     findings: "Security findings", grants: "Grants (who reads what)", audit_trail: "Audit trail (hash-chained)", audit_ok: "audit records in the lake, every chain holds", audit_broken: "Audit chain broken: ", footer: "CityBrain operations view",
-    open_events: "open events", warnings: "warnings", orders: "work orders", devices: "devices",
+    open_events: "open events", warnings: "warnings", orders: "work orders",
     stages: "Tickets by stage of the closed loop", rates: "The three rates by day", by_department: "Resolution rate by department",
     hotspots: "Hotspot streets (tickets)", response: "handled on time", resolution: "resolution", satisfaction: "satisfaction",
     tickets: "tickets", throughput: "Records into the lake per hour", quality: "Quality checks (partitions)",
@@ -44,7 +46,7 @@ const T = {
     handled: "handled", closed: "closed", followed_up: "followed up", reopened: "reopened", as_of: "data as of",
     refused_logins: "Refused logins to this view", actual_reads: "Actual reads (consumer groups and the topics they committed)", by_district: "The three rates by district", department: "department", level_or_title: "level / matter", where: "where",
     overdue_min: "overdue (min)", groups: "Consumer groups and lag", loading: "loading…", in_lake: "in the lake", on_broker: "on the broker", dead_letters: "dead-letter reasons", lag: "lag",
-    recent: "events in the last 24 h", failed_checks: "Failed checks", data_docs: "Quality data docs (Great Expectations)",
+    failed_checks: "Failed checks", data_docs: "Quality data docs (Great Expectations)",
     water_level: "water level", noise: "noise", air_quality: "air quality", traffic_flow: "traffic flow", weather: "rain (weather stations)",
     n_tickets: "{n} tickets", n_followed_up: "{n} followed up",
     work_orders: "Work orders", all: "all", status: "status", only_overdue: "overdue only", search: "Search", search_hint: "order or ticket id, or text",
@@ -54,6 +56,8 @@ const T = {
     shown_of: "{n} shown of {total}", no_lifecycle: "This login may not read the hotline's ticket lifecycle (raw.hotline.ticket_event): your department's orders only.",
     pick_ticket: "Click an order to follow it", by_escalation: "by escalation", lead: "lead", support: "support", matter: "matter",
     zone: "Time zone", beijing_time: "China Standard Time", utc_hint: "UTC on the wire; hover a time for its UTC value",
+    rankings: "Assessment rankings (考核)", rank: "rank", score: "score", weights: "weights",
+    tickets_today: "tickets today", whole_city: "Whole city", drill_hint: "click an area to drill down", outside_remit: "your department holds no work order here",
   },
 };
 const PAGES = ["city", "hotline", "orders", "data", "security"];
@@ -122,8 +126,8 @@ function translate() {
   $("zone").textContent = cb.me ? `${t("zone")}${cb.lang === "zh" ? "：" : ": "}${zoneName()}` : "";
   $("zone").title = `${zone()} · ${t("utc_hint")}`;
   document.querySelectorAll("[data-t]").forEach((el) => { el.textContent = t(el.dataset.t); });
-  document.querySelectorAll("#city-level option").forEach((o) => { o.textContent = t(o.value); });
   $("orders-q").placeholder = t("search_hint");
+  document.querySelectorAll("#hotline-ranking-scope option").forEach((o) => { o.textContent = t(o.value); });
   renderTabs();
 }
 
@@ -158,60 +162,90 @@ async function show(page) {
   document.body.dataset.rendered = page;
 }
 
-// -- City ------------------------------------------------------------------------------------
-let cityData = null, areaData = null;
+// -- City: drill-down district → street → community → grid ---------------------------------
+// The map draws the children of the area drilled into (the whole city: its districts), coloured by their figures;
+// a click on one drills into it (/api/area?code=: its figures, its way up, its children, its events and devices,
+// cut to the viewer's remit), the breadcrumbs lead back up. The address keeps the area (#city/<code>).
+let cityData = null, areaData = null, featureOf = null;
+cb.area = "";
 
 async function renderCity() {
-  [areaData, cityData] = await Promise.all([areaData || api("/api/areas"), api("/api/city")]);
-  for (const [level, fc] of Object.entries(areaData.levels)) echarts.registerMap(`cb-${level}`, fc);
-  const sensors = [...new Set(cityData.devices.map((d) => d.type))];
-  const sel = $("city-sensor");
-  if (sel.options.length === 1) {
-    sensors.forEach((s) => sel.add(new Option(t(s), s)));
-    if (sensors.length) sel.value = sensors.includes("water_level") ? "water_level" : sensors[0];
+  let here;
+  try {
+    [, here] = await Promise.all([reference(), api(`/api/area?code=${encodeURIComponent(cb.area)}`)]);
+  } catch (e) {   // a link to an area gone, or outside the viewer's remit: the whole city, saying why
+    if (!cb.area) throw e;
+    cb.area = ""; location.hash = "city";
+    here = await api("/api/area?code=");
+    $("city-detail").textContent = String(e.message || e);
   }
-  if (!areaData.levels.street) $("city-level").value = "district";   // a city whose pack stops at districts
+  cityData = cb.areaPage = here;
+  if (!featureOf) {
+    featureOf = {};
+    for (const fc of Object.values(areaData.levels)) for (const f of fc.features) featureOf[f.properties.name] = f;
+  }
+  const sel = $("city-sensor");
+  const sensors = [...new Set(cityData.devices.map((d) => d.type))].filter((s) => ![...sel.options].some((o) => o.value === s));
+  sensors.forEach((s) => sel.add(new Option(t(s), s)));
+  if (sensors.length && !sel.value) sel.value = [...sel.options].some((o) => o.value === "water_level") ? "water_level" : sel.options[1].value;
+  crumbs();
+  cards(cityData.area.kpis);
   drawMap();
-  const rows = cityData.events;
-  table("city-events", rows, [[(r) => areaName(r.area_code, r.area_name), t("area"), (r) => r.area_code ?? ""], ["title", t("events")], [(r) => r.severity ?? r.priority, "!"],
+  table("city-events", cityData.events, [[(r) => areaName(r.area_code, r.area_name), t("area"), (r) => r.area_code ?? ""], ["title", t("events")], [(r) => r.severity ?? r.priority, "!"],
     [(r) => local(r.detected_at || r.received_at), zoneName(), (r) => r.detected_at || r.received_at]],
     (r) => { $("city-detail").textContent = JSON.stringify(r.evidence || r, null, 1) + (r.explanation ? "\n" + r.explanation : ""); });
-  const counts = Object.values(cityData.by_area);
-  const sum = (k) => counts.reduce((a, c) => a + (c[k] || 0), 0);
-  $("city-summary").textContent = `${t("open_events")} ${sum("events")} · ${t("recent")} ${sum("recent")} · ${t("warnings")} ${sum("warnings")}` +
-    (cb.me.admin ? "" : ` · ${t("orders")} ${sum("orders")}`) + ` · ${t("devices")} ${cityData.devices.length}`;
+  document.body.dataset.area = cb.area;
 }
 
-// The streets an area's counts roll up from (areaData.streets: found by parent links, not code digits); an area
-// with no street above or below it (a district of a city without streets) counts for itself.
-function unitsOf(code) {
-  const streets = (areaData.streets || {})[code] || [];
-  return streets.length ? streets : [code];
+// An area's name in the page's language: the whole city by the city's own name.
+const placeName = (a) => (a.code ? refName(a) || a.code : refName(a) || t("whole_city"));
+
+function crumbs() {
+  const path = cityData.path;
+  $("city-crumbs").innerHTML = path.map((a, i) => (i === path.length - 1
+    ? `<b title="${esc(a.code)}">${esc(placeName(a))}</b>`
+    : `<button type="button" data-code="${esc(a.code)}" title="${esc(a.code)}">${esc(placeName(a))}</button>`)).join(" › ") +
+    ` <span class="hint">${esc(cityData.area.code ? t(cityData.area.level) : "")}${cityData.children.length ? ` · ${t("drill_hint")}` : ""}</span>`;
+  $("city-crumbs").querySelectorAll("button[data-code]").forEach((b) => b.addEventListener("click", () => drill(b.dataset.code)));
+}
+
+// The area's cards: open events, warnings, tickets today, overdue, and the three rates with what each rests on.
+function cards(k) {
+  const items = [[t("open_events"), k.open_events], [t("warnings"), k.warnings], [t("tickets_today"), k.tickets_today],
+    [t("overdue"), k.overdue], ...RATE_FIELDS.map(([f, n]) => [t(n), pct(k.rates[f]), restsOn(f, k.rates[`${f}_n`])])];
+  $("city-kpis").innerHTML = items.map(([label, value, note]) =>
+    `<div class="card"><b>${esc(value)}</b><span>${esc(label)}</span>${note ? `<small>${esc(note)}</small>` : ""}</div>`).join("");
+}
+
+function drill(code) {
+  cb.area = code;
+  location.hash = code ? `city/${encodeURIComponent(code)}` : "city";
+  $("city-detail").textContent = "";
+  return show("city");
 }
 
 function drawMap() {
-  const level = $("city-level").value || "street";
-  const fc = areaData.levels[level] || { features: [] };
-  const labels = Object.fromEntries(fc.features.map((f) => [f.properties.name, cb.lang === "zh" ? f.properties.label : (f.properties.label_en || f.properties.label)]));
-  // Per street its score; an area's is its streets' (areaData.streets: found by parent links, not code digits).
-  const score = {};
-  for (const [area, c] of Object.entries(cityData.by_area)) {   // a street, or a district without streets
-    score[area] = (c.events || 0) * 3 + (c.recent || 0) + (c.warnings || 0) * 2 + (c.orders || 0);
-  }
-  const data = fc.features.map((f) => {
-    const code = f.properties.name;
-    return { name: code, value: unitsOf(code).reduce((a, s) => a + (score[s] || 0), 0) };
-  });
+  const children = cityData.children;
+  // The children of the area; an area with none (a grid) is drawn itself.
+  const shown = (children.length ? children : [cityData.area]).filter((a) => featureOf[a.code]);
+  const mapName = `cb-area-${cityData.area.code || "city"}`;
+  if (!echarts.getMap(mapName)) echarts.registerMap(mapName, { type: "FeatureCollection", features: shown.map((a) => featureOf[a.code]) });
+  const score = (k) => k.open_events * 3 + k.warnings * 2 + k.overdue + k.tickets_today;
+  const data = shown.map((a) => ({ name: a.code, value: score(a.kpis), area: a }));
+  // An area outside a department's orders is greyed: it cannot be drilled into (the server refuses it).
+  const regions = shown.filter((a) => a.in_remit === false).map((a) => ({ name: a.code, itemStyle: { areaColor: "#2a2f36" } }));
   const kind = $("city-sensor").value;
   const devices = cityData.devices.filter((d) => d.type === kind && d.lat != null);
   const colour = { ok: "#4caf50", silent: "#ffb300", fault: "#e53935" };
   chart("chart-map").setOption({
-    tooltip: { formatter: (p) => p.seriesType === "scatter" ? `${p.data.id}<br>${p.data.v ?? "–"} ${p.data.unit}<br>${t(p.data.health)}`
-      : `${esc(labels[p.name] || p.name)}<br>${p.value || 0}` },
+    tooltip: { formatter: (p) => p.seriesType === "scatter" ? `${esc(p.data.id)}<br>${esc(p.data.v ?? "–")} ${esc(p.data.unit)}<br>${esc(t(p.data.health))}`
+      : !p.data ? esc(p.name) : `${esc(placeName(p.data.area))} <small>${esc(p.name)}</small><br>${esc(t("open_events"))} ${p.data.area.kpis.open_events} · ` +
+        `${esc(t("warnings"))} ${p.data.area.kpis.warnings} · ${esc(t("overdue"))} ${p.data.area.kpis.overdue}` +
+        (p.data.area.in_remit === false ? `<br>${esc(t("outside_remit"))}` : "") },
     visualMap: { min: 0, max: Math.max(1, ...data.map((d) => d.value)), left: 10, bottom: 10, calculable: true,
       inRange: { color: ["#16324f", "#f9a825", "#d32f2f"] }, seriesIndex: 0, textStyle: { color: "#dfe8f3" } },
-    geo: { map: `cb-${level}`, roam: true, label: { show: level === "district", formatter: (p) => labels[p.name] || p.name, color: "#fff" },
-      itemStyle: { borderColor: "#3d6a99" } },
+    geo: { map: mapName, roam: true, label: { show: shown.length <= 40, formatter: (p) => placeName((data.find((d) => d.name === p.name) || { area: { code: p.name } }).area), color: "#fff" },
+      itemStyle: { borderColor: "#3d6a99" }, regions },
     series: [
       { type: "map", geoIndex: 0, data },
       { type: "scatter", coordinateSystem: "geo", symbolSize: 6,
@@ -222,9 +256,10 @@ function drawMap() {
   chart("chart-map").off("click");
   chart("chart-map").on("click", (p) => {
     if (p.seriesType === "scatter") { $("city-detail").textContent = JSON.stringify(p.data, null, 1); return; }
-    const units = new Set(unitsOf(p.name));
-    const here = cityData.events.filter((e) => units.has(String(e.street_code || e.district_code || "")));
-    $("city-detail").textContent = `${labels[p.name] || p.name}\n` + here.map((e) => `${e.title} ${JSON.stringify(e.evidence || {})}`).join("\n");
+    const child = children.find((a) => a.code === p.name);
+    if (!child) return;   // the area itself, with nothing below it
+    if (child.in_remit === false) { $("city-detail").textContent = `${placeName(child)}: ${t("outside_remit")}`; return; }
+    drill(child.code);
   });
 }
 
@@ -272,11 +307,29 @@ async function renderHotline() {
   const rateCols = RATE_FIELDS.map(([f, n]) => [(g) => `${pct(g[f])} (${restsOn(f, g[`${f}_n`])})`, t(n)]);
   table("hotline-rates", rates.district, [[(g) => areaName(g.district_code), t("district"), (g) => g.district_code],
     ["tickets", t("tickets")], ...rateCols]);
+  cb.hotline = h;
+  drawRankings();
   $("hotline-overdue-count").textContent = h.overdue_total ? `(${h.overdue_total})` : "";
   table("hotline-overdue", h.overdue || [], [["work_order_id", "ID"], [(r) => deptName(r.department), t("department"), (r) => r.department || ""],
     [(r) => (r.level ? t(r.level) : r.title), t("level_or_title")], [(r) => areaName(r.area_code, r.street_name), t("where"), (r) => r.area_code || ""],
     [(r) => local(r.sla_deadline), `SLA (${zoneName()})`, (r) => r.sla_deadline], ["overdue_min", t("overdue_min")]],
     (r) => { location.hash = `orders/${encodeURIComponent(r.work_order_id)}`; show("orders"); });
+}
+
+// 考核: the released hotline_rankings, by district, street or department (a department: its own place among the
+// departments), each rate with what it rests on and the weights the city pack declares.
+function drawRankings() {
+  const ranked = ((cb.hotline && cb.hotline.rankings) || []).filter((r) => !r.error);
+  const sel = $("hotline-ranking-scope");
+  const scopes = [...new Set(ranked.map((r) => r.scope))];
+  if (scopes.length && !scopes.includes(sel.value)) sel.value = scopes[0];
+  const unit = (r) => (r.scope === "department" ? deptName(r.unit) : areaName(r.unit));
+  const w = ranked[0];
+  $("hotline-weights").textContent = w ? `${t("weights")}${cb.lang === "zh" ? "：" : ": "}` +
+    RATE_FIELDS.map(([, n]) => `${t(n)} ${w[`weight_${n}`]}`).join(" · ") : "";
+  table("hotline-rankings", ranked.filter((r) => r.scope === sel.value), [["rank", t("rank")], [unit, t(sel.value), (r) => r.unit],
+    ["score", t("score")], ["tickets", t("tickets")],
+    ...RATE_FIELDS.map(([f, n]) => [(r) => `${pct(r[f])} (${restsOn(f, f === "satisfaction_rate" ? r.followed_up : r.tickets)})`, t(n)])]);
 }
 
 // -- Work orders -----------------------------------------------------------------------------
@@ -460,7 +513,8 @@ async function start() {
   $("login").hidden = true; $("logout").hidden = false;
   $("who").textContent = cb.me.principal;
   translate();   // the header names the city's zone once it is known
-  const wanted = location.hash.slice(1).split("/")[0];   // a page, or orders/<ticket id>
+  const [wanted, arg] = location.hash.slice(1).split("/");   // a page, orders/<ticket id> or city/<area code>
+  if (wanted === "city" && arg) cb.area = decodeURIComponent(arg);
   const allowed = PAGES.filter((p) => cb.me.admin || !ADMIN_PAGES.includes(p));
   await show(allowed.includes(wanted) ? wanted : "city");
   listen();
@@ -479,12 +533,11 @@ $("login-form").addEventListener("submit", async (ev) => {
 $("logout").addEventListener("click", async () => {
   await fetch("/api/logout", { method: "POST", headers: { "Content-Type": "application/json" }, credentials: "same-origin", body: "{}" });
   if (live) live.close();
-  areaData = null; showLogin();
+  areaData = null; featureOf = null; cb.area = ""; showLogin();
 });
 $("lang").addEventListener("click", () => { cb.lang = cb.lang === "zh" ? "en" : "zh"; localStorage.setItem("cb-lang", cb.lang); translate(); if (cb.page && cb.me) show(cb.page); });
-$("city-level").value = "street";
-$("city-level").addEventListener("change", drawMap);
 $("city-sensor").addEventListener("change", drawMap);
+$("hotline-ranking-scope").addEventListener("change", drawRankings);
 $("orders-form").addEventListener("submit", (ev) => { ev.preventDefault(); location.hash = "orders"; show("orders"); });
 ["orders-area", "orders-department", "orders-status", "orders-overdue"].forEach((id) => $(id).addEventListener("change", () => {
   location.hash = "orders"; show("orders");
