@@ -204,8 +204,7 @@ def test_a_click_on_a_district_drills_down_to_a_grid_with_the_areas_cards_and_ba
     from shapely.geometry import Point, shape
 
     url, out = ui
-    admin = json.loads(credentials_path(settings.kafka_dir).read_text())
-    page, errors, _ms = login(chrome, url, admin["admin_user"], admin["admin_password"])
+    page, errors, _ms = login(chrome, url, demo_account(settings))
     areas = page.evaluate("fetch('/api/areas').then((r) => r.json())")
     features = {f["properties"]["name"]: f for fc in areas["levels"].values() for f in fc["features"]}
     grid = areas["levels"]["grid"]["features"][0]["properties"]["name"]            # the demo's pack has grids
@@ -234,8 +233,7 @@ def test_a_click_on_a_district_drills_down_to_a_grid_with_the_areas_cards_and_ba
     wait_until(page, "document.body.dataset.rendered === 'city' && document.body.dataset.area === ''", 20)
     assert len(page.evaluate("window.cb.areaPage.children")) == len(areas["levels"]["district"]["features"])
     assert not errors, errors
-    password = CredentialStore(settings.access_dir).passwords["dept-police"]
-    police, errors, _ms = login(chrome, url, "dept-police", password)
+    police, errors, _ms = login(chrome, url, demo_account(settings, "police"))
     children = police.evaluate("window.cb.areaPage.children")
     for child in children:
         status = police.evaluate(f"fetch('/api/area?code={child['code']}').then((r) => r.status)")

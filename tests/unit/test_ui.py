@@ -753,10 +753,10 @@ def test_the_hotline_page_ranks_as_the_release_does_and_a_department_sees_its_ow
     publish(lake, dataset.name, pa.Table.from_pylist(rows), dataset.contract(), {"passed": True}, [],
             now=datetime(2025, 11, 22, 3, tzinfo=timezone.utc))
     auth = _auth(platform)
-    office = views.hotline(lake, auth.viewer("dept-data_bureau"))["rankings"]
+    office = views.hotline(lake, auth.viewer_of("data_bureau", DATA_OFFICE))["rankings"]
     assert [(r["scope"], r["unit"], r["rank"]) for r in office] == [
         ("department", "water", 1), ("department", "police", 2), ("district", "990101", 1), ("street", "990101001", 1)]
-    police = views.hotline(lake, auth.viewer("dept-police"))["rankings"]
+    police = views.hotline(lake, auth.viewer_of("police"))["rankings"]
     assert [(r["unit"], r["rank"], r["tickets"]) for r in police] == [("police", 2, 3)]
 
 

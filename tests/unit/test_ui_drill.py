@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from citybrain.access.accounts import DATA_OFFICE
 from citybrain.ui import drill, views
 from citybrain.ui.server import OperationsView
 from tests.unit.test_ui import _auth, _order, _trail, _write, platform  # noqa: F401 (the fixture)
@@ -102,7 +103,7 @@ def _kpis(found: dict[str, Any]) -> tuple[int, int, int, int]:
 
 def test_an_area_rolls_up_by_its_parent_links_down_to_the_grid_whatever_its_codes_spell(
         platform, lake: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    office = _auth(platform).viewer("dept-data_bureau")
+    office = _auth(platform).viewer_of("data_bureau", DATA_OFFICE)
     top = drill.area(lake, office, "")
     assert [c["code"] for c in top["children"]] == ["990101", "990102", "LA-BASIN", "LA-VALLEY"]
     assert top["path"] == [{"code": "", "name": None, "name_en": None, "level": "city"}]
@@ -138,7 +139,7 @@ def test_an_area_rolls_up_by_its_parent_links_down_to_the_grid_whatever_its_code
 def test_a_department_drills_into_the_areas_of_its_own_orders_only_and_counts_its_own_tickets(
         platform, lake: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     auth = _auth(platform)
-    police, water = auth.viewer("dept-police"), auth.viewer("dept-water")
+    police, water = auth.viewer_of("police"), auth.viewer_of("water")
     top = drill.area(lake, police, "")
     assert {c["code"]: c["in_remit"] for c in top["children"]} == {
         "990101": True, "990102": False, "LA-BASIN": False, "LA-VALLEY": True}
@@ -163,7 +164,7 @@ def test_the_area_route_refuses_another_remit_with_403_and_audits_each_area_read
     async def scenario() -> None:
         async with TestClient(TestServer(OperationsView(settings, contracts, model, _trail(settings, records)).app())) as client:
             assert (await client.get("/api/area?code=LA-VALLEY")).status == 401
-            await client.post("/api/login", json={"principal": "dept-police", "password": store.passwords["dept-police"]})
+            await client.post("/api/login", json=store.body("duty.police"))
             assert (await client.get("/api/area")).status == 200
             valley = await client.get("/api/area?code=LA-VALLEY")
             assert valley.status == 200 and (await valley.json())["area"]["kpis"]["tickets_today"] == 1
@@ -173,4 +174,4 @@ def test_the_area_route_refuses_another_remit_with_403_and_audits_each_area_read
 
     asyncio.run(scenario())
     reads = [(r["actor"], r["target"], r["outcome"], r["details"].get("area")) for r in records if r["action"] == "read"]
-    assert reads == [("dept-police", "area page", "ok", "LA-VALLEY"), ("dept-police", "area page", "denied", "LA-BASIN")]
+    assert reads == [("duty.police", "area page", "ok", "LA-VALLEY"), ("duty.police", "area page", "denied", "LA-BASIN")]
