@@ -42,6 +42,9 @@ class CredentialStore:
 def client_config(settings: Settings, model: AccessModel, department: str) -> dict[str, Any]:
     """What a department's Kafka client needs to connect as its own principal."""
     principal = model.principal_of(department)
+    if principal not in model.departments:
+        raise AccessError(f"{principal} is the platform's {model.holder(principal)}, which reads its password from the "
+                          "credential store itself; client settings are handed to departments. Fix: name a department.")
     store = CredentialStore(settings.access_dir)
     if principal not in store.passwords:
         raise AccessError(f"{principal} has no credential yet. Fix: `citybrain access apply` creates it.")
