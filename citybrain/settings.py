@@ -355,9 +355,10 @@ class Settings(BaseSettings):
                 "access folder), so the service cannot log in to the broker. Fix: declare it under `services:` in "
                 "access.yaml and run `citybrain access apply` (`citybrain up` does on the embedded broker).") from None
 
-    def as_service(self, principal: str | None) -> Settings:
-        """The same platform, logged in as a platform service's own principal (None: as configured)."""
-        return self if principal is None or self.sasl_username else self.model_copy(update={"principal": principal})
+    def as_service(self, principal: str) -> Settings:
+        """The same platform, logged in as a platform service's own principal instead of the login configured (the
+        embedded broker's super user, or the SASL login an external cluster's environment file gives)."""
+        return self.model_copy(update={"principal": principal, "sasl_username": None, "sasl_password": None})
 
     def as_principal(self, username: str, password: str) -> Settings:
         """The same platform, logged in as another principal (a department's own credentials)."""

@@ -149,6 +149,12 @@ def test_a_service_logs_in_as_its_principal_with_the_stored_password(tmp_path: P
         == (GATEWAY, password)
     # A department's own credentials, when given, win (the notifier reads each subscription as its department).
     assert gateway.as_principal("dept-water", "w").client_auth()[2:] == ("dept-water", "w")
+    # On a city's own cluster the environment file's login is the administrator's: a service leaves it for its own.
+    cluster = load_settings({"CITYBRAIN_STATE_DIR": str(tmp_path / "var"), "CITYBRAIN_BOOTSTRAP_SERVERS": "kafka:9093",
+                             "CITYBRAIN_SECURITY_PROTOCOL": "SASL_SSL", "CITYBRAIN_SASL_MECHANISM": "SCRAM-SHA-512",
+                             "CITYBRAIN_SASL_USERNAME": "city-admin", "CITYBRAIN_SASL_PASSWORD": "admin-secret"})
+    assert cluster.client_auth()[2] == "city-admin"
+    assert cluster.as_service(GATEWAY).client_auth() == ("SASL_SSL", "SCRAM-SHA-512", GATEWAY, password)
     with pytest.raises(SettingsError, match="CITYBRAIN_PRINCIPAL='citybrain-admin' is not a platform service's"):
         load_settings({"CITYBRAIN_PRINCIPAL": ADMIN_USER})           # never the super user by this road
 
