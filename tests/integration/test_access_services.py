@@ -48,7 +48,8 @@ def _read(settings: Settings, topic: str, group_id: str | None = None) -> tuple[
 
 
 def _write(settings: Settings, topic: str) -> str:
-    """Send one record to ``topic`` as ``settings``' principal: "ok" or the refusal's name."""
+    """Try to send a record to a topic ``settings``' principal may not write: the refusal's name (the broker
+    refuses before any record is stored; "ok" would mean it took it)."""
     from kafka.errors import KafkaError
 
     producer = clients.producer(settings, acks="all", max_block_ms=10_000)
@@ -61,18 +62,11 @@ def _write(settings: Settings, topic: str) -> str:
         producer.close(timeout=5)
 
 
-@pytest.fixture(scope="module")
-def records(broker, settings, contracts):  # type: ignore[no-untyped-def]
-    """A record on each topic the tests read, written by the platform's administrator."""
-    with ValidatedProducer(settings) as producer:
-        for topic in (topics.SERVICE_REQUESTS, topics.TICKET_EVENTS, topics.ELDERLY_CARE, topics.WEATHER,
-                      "dispatch.police.work_order.v1", topics.EARLY_WARNINGS):
-            assert producer.produce_values(contracts[topic], sample_records(contracts[topic], 1)).accepted == 1
-
-
-def test_the_gateway_writes_its_feeds_and_reads_its_requests_but_no_other_raw_topic(records, settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_gateway_writes_its_feeds_and_reads_its_requests_but_no_other_raw_topic(broker, settings, contracts) -> None:  # type: ignore[no-untyped-def]
     gateway = settings.as_service(GATEWAY)
-    assert _write(gateway, topics.WEATHER) == "ok"
+    with ValidatedProducer(gateway, "citybrain-gateway") as producer:   # as the gateway sends a sensor entity
+        weather = contracts[topics.WEATHER]
+        assert producer.produce_values(weather, sample_records(weather, 1)).accepted == 1
     assert _read(gateway, topics.SERVICE_REQUESTS)[0]
     for topic in (topics.TICKET_EVENTS, topics.ELDERLY_CARE, "dispatch.police.work_order.v1"):
         assert _read(gateway, topic) == (False, "TopicAuthorizationFailed"), topic
@@ -81,7 +75,7 @@ def test_the_gateway_writes_its_feeds_and_reads_its_requests_but_no_other_raw_to
 
 
 @pytest.mark.parametrize("layer", sorted(LAKE))
-def test_a_lake_sink_reads_its_layer_only_and_writes_only_its_announcements(records, settings, layer: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_lake_sink_reads_its_layer_only_and_writes_only_its_announcements(broker, settings, layer: str) -> None:  # type: ignore[no-untyped-def]
     sink = settings.as_service(LAKE[layer])
     mine, other = ((topics.ELDERLY_CARE, "dispatch.police.work_order.v1") if layer == "bronze"
                    else ("dispatch.police.work_order.v1", topics.ELDERLY_CARE))
@@ -91,13 +85,13 @@ def test_a_lake_sink_reads_its_layer_only_and_writes_only_its_announcements(reco
     assert _write(sink, topics.CITY_EVENTS) == "TopicAuthorizationFailedError"
 
 
-def test_the_notifier_reads_nothing_as_itself(records, settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_notifier_reads_nothing_as_itself(broker, settings) -> None:  # type: ignore[no-untyped-def]
     notify = settings.as_service(NOTIFY)
     assert _read(notify, topics.EARLY_WARNINGS) == (False, "TopicAuthorizationFailed")
     assert _write(notify, topics.EARLY_WARNINGS) == "TopicAuthorizationFailedError"
 
 
-def test_the_bridge_reads_the_alerts_in_its_own_group_only(records, settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_bridge_reads_the_alerts_in_its_own_group_only(broker, settings) -> None:  # type: ignore[no-untyped-def]
     bridge = settings.as_service(BRIDGE)
     assert _read(bridge, topics.EARLY_WARNINGS, BRIDGE_GROUP)[0]
     assert _read(bridge, topics.EARLY_WARNINGS, OTHER_GROUP) == (False, "GroupAuthorizationFailed")
@@ -117,14 +111,15 @@ def test_no_service_administers_the_broker(broker, settings, principal: str) -> 
     try:
         with pytest.raises(KafkaError) as created:
             admin.create_topics([NewTopic(f"city.probe-{secrets.token_hex(4)}.v1", 1, 1)], validate_only=True)
-        assert "Authorization" in type(created.value).__name__ or "AUTHORIZATION" in str(created.value)
+        assert "AuthorizationFailed" in type(created.value).__name__, repr(created.value)
     finally:
         admin.close()
-    with pytest.raises(KafkaError, match="Authorization|AUTHORIZATION"):
+    with pytest.raises(KafkaError) as described:     # DescribeAcls needs DESCRIBE on the cluster
         broker_acl_set(service)
+    assert type(described.value).__name__ == "ClusterAuthorizationFailedError", repr(described.value)
 
 
-def test_the_lake_sink_command_runs_as_its_principal_with_what_it_is_granted(records, settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_lake_sink_command_runs_as_its_principal_with_what_it_is_granted(broker, settings) -> None:  # type: ignore[no-untyped-def]
     """`citybrain lake bronze` connects as svc-lake-bronze and its grants are enough to drain the raw topics and
     announce the compaction; without its credential it stops, naming the fix, rather than fall back to the
     super user."""
