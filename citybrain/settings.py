@@ -33,6 +33,9 @@ IN_CHECKOUT = (PROJECT_ROOT / "pyproject.toml").is_file()
 #: The platform's principal on the embedded broker (a super user) and the SASL mechanism it uses.
 ADMIN_USER = "citybrain-admin"
 SASL_MECHANISM = "SCRAM-SHA-512"
+#: The credential store in the access folder: the departments' and the platform services' broker passwords
+#: (``citybrain.access.credentials``), owner-only.
+CREDENTIAL_STORE = "credentials.json"
 
 
 def credentials_path(kafka_dir: Path) -> Path:
@@ -346,7 +349,7 @@ class Settings(BaseSettings):
     def service_password(self, principal: str) -> str:
         """A platform service's broker password, from the owner-only credential store ``citybrain access apply``
         fills (``<access_dir>/credentials.json``)."""
-        path = self.access_dir / "credentials.json"
+        path = self.access_dir / CREDENTIAL_STORE
         try:
             return str(json.loads(path.read_text())[principal])
         except (OSError, ValueError, KeyError):
