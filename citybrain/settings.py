@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import ssl
 from functools import lru_cache
 from importlib import resources
@@ -32,6 +33,9 @@ IN_CHECKOUT = (PROJECT_ROOT / "pyproject.toml").is_file()
 #: The platform's principal on the embedded broker (a super user) and the SASL mechanism it uses.
 ADMIN_USER = "citybrain-admin"
 SASL_MECHANISM = "SCRAM-SHA-512"
+#: The credential store in the access folder: the departments' and the platform services' broker passwords
+#: (``citybrain.access.credentials``), owner-only.
+CREDENTIAL_STORE = "credentials.json"
 
 
 def credentials_path(kafka_dir: Path) -> Path:
@@ -113,6 +117,11 @@ class Settings(BaseSettings):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    # The platform service's own principal (svc-gateway, ...: infra/access.yaml `services:`), whose password is read
+    # from the credential store `citybrain access apply` keeps (<state_dir>/access/credentials.json), never from a
+    # command line; the supervisor and the systemd units set it per service. Unset: the broker's super user on the
+    # embedded broker (administration: topics, grants, `citybrain broker`), else sasl_username/sasl_password.
+    principal: str | None = None
     # The CA that signed an existing cluster's broker certificates (SSL, SASL_SSL); default: the system's CAs.
     ssl_cafile: Path | None = None
     # Replication factor for topics the platform creates (1 on the embedded broker).
@@ -221,6 +230,15 @@ class Settings(BaseSettings):
     log_max_bytes: int = Field(default=50 * 1024 * 1024, ge=0)
     log_backups: int = Field(default=5, ge=1, le=100)
 
+    @field_validator("principal")
+    @classmethod
+    def _service_principal(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"svc-[a-z0-9_.-]{1,57}", value):
+            raise ValueError(f"CITYBRAIN_PRINCIPAL={value!r} is not a platform service's principal (svc-<service>, "
+                             "declared under `services:` in access.yaml). Fix: name one, or unset it: the broker's "
+                             "super user is not chosen this way")
+        return value
+
     @field_validator("lake_uri")
     @classmethod
     def _lake_scheme(cls, value: str) -> str:
@@ -311,11 +329,15 @@ class Settings(BaseSettings):
     def client_auth(self) -> tuple[str, str | None, str | None, str | None]:
         """(security protocol, SASL mechanism, username, password) the platform's clients use.
 
-        On the embedded broker that is SASL SCRAM-SHA-512 as the admin principal, whose password
-        the broker wrote when it was formatted; CITYBRAIN_SASL_USERNAME/PASSWORD connect as
-        someone else (a department, say). On an external cluster: the settings as given.
+        CITYBRAIN_SASL_USERNAME/PASSWORD connect as someone else (a department, say); else a service's
+        ``principal`` with its SCRAM-SHA-512 password from the credential store. Otherwise, on the embedded
+        broker, the admin principal, whose password the broker wrote when it was formatted; on an external
+        cluster, the settings as given.
         """
         password = self.sasl_password.get_secret_value() if self.sasl_password else None
+        if self.principal and not self.sasl_username:
+            protocol = "SASL_PLAINTEXT" if self.embedded else self.security_protocol
+            return protocol, SASL_MECHANISM, self.principal, self.service_password(self.principal)
         if not self.embedded:
             return self.security_protocol, self.sasl_mechanism, self.sasl_username, password
         if self.sasl_username:
@@ -327,6 +349,23 @@ class Settings(BaseSettings):
                 "Fix: `citybrain broker up` creates them with the broker's storage.")
         creds = json.loads(path.read_text())
         return "SASL_PLAINTEXT", SASL_MECHANISM, creds["admin_user"], creds["admin_password"]
+
+    def service_password(self, principal: str) -> str:
+        """A platform service's broker password, from the owner-only credential store ``citybrain access apply``
+        fills (``<access_dir>/credentials.json``)."""
+        path = self.access_dir / CREDENTIAL_STORE
+        try:
+            return str(json.loads(path.read_text())[principal])
+        except (OSError, ValueError, KeyError):
+            raise SettingsError(
+                f"CITYBRAIN_PRINCIPAL={principal} has no password in the credential store ({path.name} of the "
+                "access folder), so the service cannot log in to the broker. Fix: declare it under `services:` in "
+                "access.yaml and run `citybrain access apply` (`citybrain up` does on the embedded broker).") from None
+
+    def as_service(self, principal: str) -> Settings:
+        """The same platform, logged in as a platform service's own principal instead of the login configured (the
+        embedded broker's super user, or the SASL login an external cluster's environment file gives)."""
+        return self.model_copy(update={"principal": principal, "sasl_username": None, "sasl_password": None})
 
     def as_principal(self, username: str, password: str) -> Settings:
         """The same platform, logged in as another principal (a department's own credentials)."""

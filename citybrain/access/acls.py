@@ -3,8 +3,8 @@
 ``declared_acl_set`` turns the access model into the ACLs the broker should hold (the security
 DAG compares them with ``broker_acl_set``); ``topic_access`` says who can read and write a topic,
 drift included; ``apply`` reconciles the broker with the model (SCRAM-SHA-512 credentials for
-every principal, ACLs added and removed) and ``rotate`` replaces one principal's password, each
-change appended to the audit log.
+every principal, the departments' and the platform services', ACLs added and removed) and
+``rotate`` replaces one principal's password, each change appended to the audit log.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def topic_access(model: AccessModel, topic: str, actual: set[Acl] | None) -> lis
     """Who can read and write ``topic``: each declared grant (and whether the broker has it; None when the
     broker was not asked), then what the broker allows beyond the file, which is access too (the
     security DAG calls it drift)."""
-    rows = [{"principal": g.principal, "department": model.departments[g.principal], "operation": op,
+    rows = [{"principal": g.principal, "department": model.holder(g.principal), "operation": op,
              "grant": g.name + ("*" if g.pattern == "prefixed" else ""), "justification": g.justification,
              "on_broker": None if actual is None else g.acl() in actual}
             for op in ("read", "write") for g in who_can(model, topic, op)]
@@ -116,8 +116,8 @@ def apply(settings: Settings, model: AccessModel, dry_run: bool = False, actor: 
         added, removed = sorted(declared - actual), sorted(actual - declared)
         existing = set(admin.describe_user_scram_credentials())
         managed = set(store.passwords)
-        create = sorted(p for p in model.departments if p not in existing or p not in managed)
-        delete = sorted(p for p in managed & existing if p not in model.departments)
+        create = sorted(p for p in model.principals() if p not in existing or p not in managed)
+        delete = sorted(p for p in managed & existing if p not in model.principals())
         result = ApplyResult(added, removed, create, delete, len(declared & actual), dry_run)
         if dry_run:
             return result

@@ -1,5 +1,6 @@
-"""Departments' credentials: passwords generated once and kept owner-only in
-``<state_dir>/access/credentials.json``, and the client settings a department needs to connect."""
+"""Departments' and platform services' credentials: passwords generated once and kept owner-only in
+``<state_dir>/access/credentials.json``, and the client settings a department needs to connect (a service reads
+its own password from there through its settings, ``Settings.service_password``)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from citybrain.access.grants import AccessError, AccessModel
-from citybrain.settings import SASL_MECHANISM, Settings, write_private
+from citybrain.settings import CREDENTIAL_STORE, SASL_MECHANISM, Settings, write_private
 
 __all__ = ["CredentialStore", "client_config"]
 
 
 class CredentialStore:
-    """Department passwords, generated once; the file is readable by its owner only."""
+    """Department and service passwords, generated once; the file is readable by its owner only."""
 
     def __init__(self, access_dir: Path) -> None:
-        self.path = access_dir / "credentials.json"
+        self.path = access_dir / CREDENTIAL_STORE
         self.passwords: dict[str, str] = json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def password(self, principal: str) -> str:
@@ -42,6 +43,9 @@ class CredentialStore:
 def client_config(settings: Settings, model: AccessModel, department: str) -> dict[str, Any]:
     """What a department's Kafka client needs to connect as its own principal."""
     principal = model.principal_of(department)
+    if principal not in model.departments:
+        raise AccessError(f"{principal} is the platform's {model.holder(principal)}, which reads its password from the "
+                          "credential store itself; client settings are handed to departments. Fix: name a department.")
     store = CredentialStore(settings.access_dir)
     if principal not in store.passwords:
         raise AccessError(f"{principal} has no credential yet. Fix: `citybrain access apply` creates it.")

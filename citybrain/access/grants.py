@@ -1,5 +1,9 @@
 """The access model: principals, their departments and grants, from ``infra/access.yaml``.
 
+Two kinds of principal: a department's (``principals:``, with the contract catalogue and its own consumer groups
+added) and a platform service's (``services:``, e.g. ``svc-gateway``: exactly the grants listed, nothing added),
+which the service connects as when its settings name it (``CITYBRAIN_PRINCIPAL``).
+
 ``load`` reads the file and checks it against the contracts and the city's departments, every
 broken rule at once, with the city's own file (``<state>/city/access.yaml``): the principals and
 grants ``citybrain city import`` made from this module's templates for the departments a city pack
@@ -25,9 +29,9 @@ from citybrain.contracts.departments import DEPARTMENTS, city_departments
 from citybrain.settings import ADMIN_USER, get_settings, packaged
 from citybrain.errors import InputError
 
-__all__ = ["ACCESS_FILE", "CATALOG_TOPIC", "CITY_ACCESS_FILE", "OPERATIONS", "PRINCIPAL_RE", "AccessError", "AccessModel",
-           "Acl", "Grant", "acl_covers", "city_access_text", "department_grants", "department_principal", "load",
-           "topics_of", "who_can"]
+__all__ = ["ACCESS_FILE", "CATALOG_TOPIC", "CITY_ACCESS_FILE", "GUARDED_WRITE_ZONES", "OPERATIONS", "PRINCIPAL_RE",
+           "SERVICE_PREFIX", "AccessError", "AccessModel", "Acl", "Grant", "acl_covers", "city_access_text",
+           "department_grants", "department_principal", "load", "topics_of", "who_can"]
 
 #: The access model shipped with the package (``infra/access.yaml`` in a checkout): the template of a deployment's
 #: own, which ``Settings.access_file`` names (``CITYBRAIN_CONFIG_DIR``).
@@ -37,6 +41,13 @@ CITY_ACCESS_FILE = "access.yaml"
 #: Granted to every principal: the contract catalogue, so a department can discover its topics' contracts.
 CATALOG_TOPIC = CONTRACT_REGISTRY
 OPERATIONS = ("read", "write")
+#: A service's grant may also name a consumer group it reads as (``group: NAME``).
+GROUP_KEY = "group"
+#: Writing to these zones puts records where the edge's checks are trusted (raw) or where failures are kept (dlq):
+#: a write grant on them needs a ``justification``.
+GUARDED_WRITE_ZONES = ("raw.", "dlq.")
+#: How every platform service's principal starts (``svc-gateway``), so no department's can be taken for one.
+SERVICE_PREFIX = "svc-"
 PRINCIPAL_RE = re.compile(r"^[a-z][a-z0-9_.-]{2,60}$")
 
 #: One ACL as the broker shows it: (principal, resource type, resource name, pattern type, operation).
@@ -74,15 +85,25 @@ class AccessModel:
     digest: str
     departments: dict[str, str]                       # principal -> department
     grants: list[Grant] = field(default_factory=list)
+    services: dict[str, str] = field(default_factory=dict)   # principal -> platform service (gateway, lake-bronze, ...)
+
+    def principals(self) -> list[str]:
+        """Every principal the broker should know: the departments' and the services'."""
+        return sorted({*self.departments, *self.services})
+
+    def holder(self, principal: str) -> str:
+        """Who a principal stands for: its department, or ``service <name>``."""
+        return self.departments.get(principal) or f"service {self.services[principal]}"
 
     def principal_of(self, department_or_principal: str) -> str:
-        if department_or_principal in self.departments:
+        """The principal named, or the department's (a platform service's is named by its principal)."""
+        if department_or_principal in self.departments or department_or_principal in self.services:
             return department_or_principal
         for principal, dept in self.departments.items():
             if dept == department_or_principal:
                 return principal
         raise AccessError(f"{department_or_principal!r} is neither a principal nor a department in {self.source.name}. "
-                          f"Known: {', '.join(sorted(self.departments))}. Fix: use one of them, or declare it.")
+                          f"Known: {', '.join(self.principals())}. Fix: use one of them, or declare it.")
 
 
 def load(path: Path = ACCESS_FILE, contracts: dict[str, Contract] | None = None,
@@ -101,6 +122,7 @@ def load(path: Path = ACCESS_FILE, contracts: dict[str, Contract] | None = None,
     errors: list[str] = []
     model = AccessModel(source=path, digest=hashlib.sha256("\0".join(texts).encode()).hexdigest()[:16], departments={})
     _principals(model, path, texts[0], DEPARTMENTS, contracts, errors)
+    _services(model, path, texts[0], contracts, errors)
     if len(texts) > 1:
         _principals(model, city, texts[1], city_departments(city_dir), contracts, errors)
     if errors:
@@ -148,6 +170,40 @@ def _principals(model: AccessModel, path: Path, text: str, departments: Mapping[
             errors += _grant(model, name, f"{where}.grants[{i}]", g or {}, topics)
 
 
+def _services(model: AccessModel, path: Path, text: str, topics: dict[str, Contract], errors: list[str]) -> None:
+    """The platform services' principals (``services:``) into ``model``: each exactly the grants it lists, no
+    catalogue or consumer group added; every broken rule into ``errors``."""
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        return      # reported once by _principals
+    services = doc.get("services") or {}
+    if not isinstance(services, dict):
+        errors.append(f"{path.name} `services`: must map principal names to their service and grants. Fix: see the "
+                      "file's header.")
+        return
+    for name, spec in services.items():
+        where = f"services.{name}"
+        spec = spec or {}
+        if not PRINCIPAL_RE.match(str(name)) or name == ADMIN_USER or not str(name).startswith(SERVICE_PREFIX):
+            errors.append(f"{where}: a service's principal is {SERVICE_PREFIX}<service>, 3-61 lower-case letters, "
+                          f"digits and `._-`, and not the platform's {ADMIN_USER}. Fix: rename it, e.g. "
+                          f"{SERVICE_PREFIX}gateway.")
+            continue
+        if name in model.departments or name in model.services:
+            errors.append(f"{where} in {path.name}: the principal is already declared. Fix: declare each principal "
+                          "once.")
+            continue
+        service = spec.get("service")
+        if not isinstance(service, str) or not service.strip():
+            errors.append(f"{where}.service: names the platform service that connects as {name}. Fix: e.g. "
+                          "`service: gateway`.")
+            continue
+        model.services[name] = service
+        for i, g in enumerate(spec.get("grants") or []):
+            errors += _grant(model, name, f"{where}.grants[{i}]", g or {}, topics, groups=True)
+
+
 # -- the city's own departments: their principal and grants from templates ------------------------
 
 
@@ -177,25 +233,45 @@ CITY_ACCESS_HEADER = """\
 """
 
 
-def _grant(model: AccessModel, principal: str, where: str, g: dict[str, Any], topics: dict[str, Contract]) -> list[str]:
-    ops = [op for op in OPERATIONS if op in g]
-    unknown = set(g) - {*OPERATIONS, "pattern", "justification"}
+def _grant(model: AccessModel, principal: str, where: str, g: dict[str, Any], topics: dict[str, Contract],
+           groups: bool = False) -> list[str]:
+    """One grant of ``principal`` into ``model``, or what is wrong with it; ``groups``: a service's, which may name
+    a consumer group (``group: NAME``)."""
+    kinds = (*OPERATIONS, GROUP_KEY) if groups else OPERATIONS
+    ops = [op for op in kinds if op in g]
+    unknown = set(g) - {*kinds, "pattern", "justification"}
     if len(ops) != 1 or unknown:
-        return [f"{where}: a grant is one of `read: TOPIC` or `write: TOPIC`, with optional `pattern` and "
+        return [f"{where}: a grant is one of {' or '.join(f'`{k}: NAME`' for k in kinds)}, with optional `pattern` and "
                 f"`justification`{'; unknown key(s) ' + ', '.join(sorted(unknown)) if unknown else ''}. Fix: e.g. "
                 "`{read: dispatch.police.work_order.v1}`."]
-    op, name, pattern = ops[0], str(g[ops[0]]), str(g.get("pattern", "literal"))
+    op, name, pattern = ops[0], str(g[ops[0]] or ""), str(g.get("pattern", "literal"))
+    justified = bool(str(g.get("justification") or "").strip())
     if pattern not in ("literal", "prefixed"):
         return [f"{where}.pattern: {pattern!r} is not literal or prefixed. Fix: use one of them."]
+    if pattern == "prefixed" and (not name or not name.endswith(".")):
+        return [f"{where}: the prefix {name!r} is not whole name segments ending in `.`; an empty or partial prefix "
+                "grants names nobody has reviewed (an empty one: every topic). Fix: name the topics, or a prefix "
+                "such as `alert.`."]
+    if op == GROUP_KEY:
+        if not name:
+            return [f"{where}: a consumer group needs a name. Fix: the group_id the service reads as."]
+        model.grants.append(Grant(principal, "group", name, pattern, "read", g.get("justification")))
+        return []
     matched = [t for t in topics if (t == name if pattern == "literal" else t.startswith(name))]
     if not matched:
         return [f"{where}: no contract topic {'is' if pattern == 'literal' else 'starts with'} {name!r}. Fix: use a "
                 "topic from `citybrain contracts list`."]
     personal = sorted(t for t in matched if topics[t].personal_fields())
-    if op == "read" and personal and not str(g.get("justification", "")).strip():
+    if op == "read" and personal and not justified:
         return [f"{where}: {', '.join(personal)} hold(s) personal data ({', '.join(topics[personal[0]].personal_fields())}); "
                 "reading it needs a `justification` the data-security officer has approved. Fix: add one, or grant "
                 "the curated topic instead."]
+    guarded = sorted(t for t in matched if t.startswith(GUARDED_WRITE_ZONES))
+    if op == "write" and guarded and not justified:
+        return [f"{where}: writing {', '.join(guarded[:3])}{' ...' if len(guarded) > 3 else ''} puts records in the "
+                "raw zone, which the platform trusts as checked by the edge, or in the dead letters, which record "
+                "its failures; it needs a `justification` saying which checks the writer makes. Fix: add one, or "
+                "deliver through the edge (gateway, file loader)."]
     model.grants.append(Grant(principal, "topic", name, pattern, op, g.get("justification")))
     return []
 

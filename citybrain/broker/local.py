@@ -7,12 +7,14 @@ once and kept under ``<state_dir>/kafka``, so stopping and starting keeps every 
 
 It is secured like a production cluster: clients authenticate with SASL SCRAM-SHA-512 and
 Kafka's standard ACL authoriser (``StandardAuthorizer``) allows only what is granted. The
-platform runs as the super user ``citybrain-admin``, whose SCRAM credential is written into
-the storage when it is formatted; departments get their principals and grants from
-``citybrain access apply``. The controller listener authenticates the broker with SASL
-PLAIN (KRaft cannot use SCRAM there: SCRAM credentials live in the metadata it serves).
+platform administers it (topics, grants) as the super user ``citybrain-admin``, whose SCRAM
+credential is written into the storage when it is formatted; departments and the platform's
+services (``svc-gateway``, ...) get their principals and grants from ``citybrain access apply``.
+The controller listener authenticates the broker with SASL PLAIN (KRaft cannot use SCRAM
+there: SCRAM credentials live in the metadata it serves).
 Passwords are generated on first start and kept, readable by the owner only, in
-``<state_dir>/kafka/config/credentials.json``.
+``<state_dir>/kafka/config/credentials.json``; none is ever put on a command line (formatting reads the
+admin's from an owner-only argument file).
 """
 
 from __future__ import annotations
@@ -285,11 +287,15 @@ class LocalBroker:
         creds = self._credentials()
         log.info("formatting KRaft storage in %s (cluster id %s)", node.data_dir, cluster_id)
         scram = f"{SASL_MECHANISM}=[name={creds['admin_user']},password={creds['admin_password']}]"
-        proc = subprocess.run(
-            self._java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
-                           "--add-scram", scram, node=node),
-            capture_output=True, text=True,
-        )
+        # The tool's arguments, the admin's password among them, go in an owner-only argument file that the java
+        # launcher expands (`java @file`), never on the command line, which every user of the machine sees in `ps`.
+        args_file = node.config_dir / "format.args"
+        write_private(args_file, "\n".join(["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", f'"{props}"',
+                                            "--add-scram", scram, ""]))
+        try:
+            proc = subprocess.run(self._java_cmd(f"@{args_file}", node=node), capture_output=True, text=True)
+        finally:
+            args_file.unlink(missing_ok=True)
         if proc.returncode != 0:
             raise BrokerError(f"Formatting KRaft storage failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
 

@@ -69,7 +69,8 @@ def apply_cmd(path: Optional[Path] = FILE_OPTION,
 
 @access_app.command("show")
 def show_cmd(topic: Optional[str] = typer.Option(None, help="Who can read (and write) this topic?"),
-             department: Optional[str] = typer.Option(None, help="What can this department (or principal) read and write?"),
+             department: Optional[str] = typer.Option(None, help="What can this department (or principal, a service's "
+                                                                 "too) read and write?"),
              path: Optional[Path] = FILE_OPTION,
              as_json: bool = json_option()) -> None:
     """Who can read a topic, or what a department can read; without options, every principal's grants."""
@@ -95,24 +96,25 @@ def show_cmd(topic: Optional[str] = typer.Option(None, help="Who can read (and w
             table.add_row(r["principal"], r["department"], r["operation"], r["grant"],
                           {None: "?", True: "yes", False: "[red]no[/]"}[r["on_broker"]], r["justification"] or "")
         out.print(table)
-        out.print(f"{len({r['principal'] for r in rows})} department principal(s); the platform's citybrain-admin "
+        out.print(f"{len({r['principal'] for r in rows})} principal(s); the platform's citybrain-admin "
                   "(super user) can use every topic." + ("" if actual is not None else
                                                           " The broker did not answer: declared grants only."),
                   highlight=False)
         return
     try:
-        principals = [model.principal_of(department)] if department else sorted(model.departments)
+        principals = [model.principal_of(department)] if department else model.principals()
     except AccessError as exc:
         raise fail_with(exc) from None
     result = {p: {op: sorted(topics_of(model, p, contracts, op)) for op in ("read", "write")} for p in principals}
     if as_json:
-        out.print_json(json.dumps({p: {"department": model.departments[p], **v} for p, v in result.items()}))
+        out.print_json(json.dumps({p: {"department": model.holder(p), **v} for p, v in result.items()}))
         return
-    table = Table(title="what each department can read and write" if not department else f"what {principals[0]} can use")
+    table = Table(title="what each department and service can read and write" if not department
+                  else f"what {principals[0]} can use")
     for col in ("principal", "department", "reads", "writes"):
         table.add_column(col)
     for p, v in result.items():
-        table.add_row(p, model.departments[p], "\n".join(v["read"]), "\n".join(v["write"]) or "-")
+        table.add_row(p, model.holder(p), "\n".join(v["read"]), "\n".join(v["write"]) or "-")
     out.print(table)
 
 

@@ -17,7 +17,7 @@ def gateway(
     """Serve the Open311 GeoReport v2 and FIWARE NGSI v2 (keyValues) edge until interrupted.
 
     Exit 4 when the platform (the broker, its topics) cannot be brought up."""
-    from citybrain.gateway.server import run_gateway
+    from citybrain.gateway.server import PRINCIPAL, run_gateway
     from citybrain.platform.readiness import PlatformError, ensure_ready
     from citybrain.settings import SettingsError, api_keys
 
@@ -35,7 +35,7 @@ def gateway(
     err.print(f"CityBrain gateway on http://{host}:{port}  (Open311: /open311/v2/, FIWARE NGSI v2: /v2/; "
               f"{'API keys for ' + str(len(keys)) + ' partner(s)' if keys else 'no API key required: local use only'})",
               highlight=False)
-    try:
-        run_gateway(settings, contracts, host, port)
+    try:   # the broker made ready as its administrator, the gateway itself runs as its own principal
+        run_gateway(settings.as_service(PRINCIPAL), contracts, host, port)
     except OSError as exc:
         raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Fix: choose another --port.") from None

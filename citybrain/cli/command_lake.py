@@ -18,11 +18,11 @@ def _lake_sink(layer: str, batch: int, max_wait_s: float, exit_when_idle: Option
     from citybrain import metrics
     from citybrain.contracts.model import load_platform
     from citybrain.lake.layout import ZONES
-    from citybrain.streams.lake_sink import run_sink
+    from citybrain.streams.lake_sink import PRINCIPALS, run_sink
 
     from kafka.errors import KafkaError
 
-    settings = current_settings()
+    settings = current_settings().as_service(PRINCIPALS[layer])
     topics = [c.topic for c in load_platform(settings).values() if c.zone in ZONES[layer]]
     signal.signal(signal.SIGTERM, signal.default_int_handler)   # `citybrain down`: flush, then stop
     metrics.serve(f"lake-{layer}", settings.metrics_host, settings.metrics_port)

@@ -67,7 +67,7 @@ def run_cmd(path: Optional[Path] = FILE_OPTION,
     import signal
 
     from citybrain import metrics
-    from citybrain.notify.notifier import Notifier
+    from citybrain.notify.notifier import PRINCIPAL, Notifier
     from citybrain.notify.subscriptions import SubscriptionError, passwords_for
 
     settings, subs = current_settings(), _subscriptions(path)
@@ -78,7 +78,7 @@ def run_cmd(path: Optional[Path] = FILE_OPTION,
     if not subs:
         out.print("no subscriptions in the file: nothing to send", highlight=False)
     idle_exit_s = renamed(exit_when_idle, until_idle, "--until-idle", "--exit-when-idle")
-    notifier = Notifier(settings, current_contracts(), subs, passwords, retry_base_s=retry_base,
+    notifier = Notifier(settings.as_service(PRINCIPAL), current_contracts(), subs, passwords, retry_base_s=retry_base,
                         pause_max_s=pause_max)
     metrics.serve("notify", settings.metrics_host, settings.metrics_port)
 
@@ -137,8 +137,9 @@ def alertmanager_cmd(
         signal.signal(sig, lambda _sig, _frame: stop.set())
     metrics.serve(alert_bridge.SERVICE, settings.metrics_host, settings.metrics_port)
     try:
-        state = alert_bridge.run(settings, current_contracts(), url, stop=stop, idle_exit_s=exit_when_idle,
-                                 retry_base_s=retry_base, retry_max_s=retry_max, generator_url=generator_url)
+        state = alert_bridge.run(settings.as_service(alert_bridge.PRINCIPAL), current_contracts(), url, stop=stop,
+                                 idle_exit_s=exit_when_idle, retry_base_s=retry_base, retry_max_s=retry_max,
+                                 generator_url=generator_url)
     except Exception as exc:   # noqa: BLE001 - a clear line for the service's log, then exit 1
         raise fail(f"the Alertmanager bridge stopped: {type(exc).__name__}: {exc}. Nothing Alertmanager did not "
                    "take was committed: it is sent when the bridge runs again.") from None

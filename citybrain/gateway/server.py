@@ -45,9 +45,13 @@ from citybrain.ingest.producer import DeliveryError
 from citybrain.kafka.headers import new_trace_id
 from citybrain.settings import Settings
 
-__all__ = ["TRACE_HEADER", "build_app", "refusals", "run_gateway"]
+__all__ = ["PRINCIPAL", "TRACE_HEADER", "build_app", "refusals", "run_gateway"]
 
 log = logging.getLogger(__name__)
+
+#: The broker principal the gateway connects as (infra/access.yaml `services:`): it writes the raw topics it takes
+#: feeds for and their dead letters, and reads the requests and reference data it answers from, nothing else.
+PRINCIPAL = "svc-gateway"
 
 
 def refusals(pipeline: RequestPipeline) -> Middleware:

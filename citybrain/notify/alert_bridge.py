@@ -51,7 +51,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from kafka.consumer.fetcher import ConsumerRecord
     from kafka.structs import TopicPartition
 
-__all__ = ["GROUP", "SERVICE", "AlertBridge", "BridgeState", "alerts_url", "post_alerts", "run", "status_path"]
+__all__ = ["GROUP", "PRINCIPAL", "SERVICE", "AlertBridge", "BridgeState", "alerts_url", "post_alerts", "run",
+           "status_path"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ log = logging.getLogger(__name__)
 GROUP = "citybrain.notify.alertmanager"
 #: The bridge as ``citybrain status``, its metrics port and its systemd unit name it.
 SERVICE = "notify-alertmanager"
+#: The broker principal the bridge connects as (infra/access.yaml `services:`): the bridged alert topics, its
+#: consumer group and its dead letters.
+PRINCIPAL = "svc-bridge"
 #: The subscription id its dead letters carry.
 SUBSCRIPTION_ID = "alertmanager"
 DLQ_TOPIC = topics.NOTIFY_DEAD_LETTERS

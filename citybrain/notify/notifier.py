@@ -62,6 +62,9 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 DLQ_TOPIC = topics.NOTIFY_DEAD_LETTERS
+#: The broker principal the notifier connects as for its dead letters (infra/access.yaml `services:`); it reads
+#: each subscription as the subscribed department's own principal.
+PRINCIPAL = "svc-notify"
 #: Tries of one notification before its subscription pauses.
 MAX_ATTEMPTS = 5
 #: The first wait between two tries; each wait doubles the one before.

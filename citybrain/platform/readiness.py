@@ -63,5 +63,6 @@ def _apply_access(settings: Settings, contracts: dict[str, Contract]) -> str:
         result = access.apply(settings, model, actor="citybrain-platform")
     except access.AccessError as exc:
         raise PlatformError(str(exc)) from exc
-    return (f"{len(model.departments)} department principals, {len(access.declared_acl_set(model))} grants from "
+    return (f"{len(model.departments)} department principals, {len(model.services)} service principals, "
+            f"{len(access.declared_acl_set(model))} grants from "
             f"{settings.access_file.name} ({result.changes} changed)")

@@ -35,6 +35,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+#: The broker principal each layer's sink connects as (infra/access.yaml `services:`): bronze reads the raw zone,
+#: silver the curated topics; each writes its compaction announcements.
+PRINCIPALS = {"bronze": "svc-lake-bronze", "silver": "svc-lake-silver"}
+
 
 class RecordsLostToRetention(CityBrainError):
     """A partition's next offset is below its log start: the broker deleted records the lake never got."""

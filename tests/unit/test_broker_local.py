@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def test_kraft_cluster_ids_never_start_with_a_dash() -> None:
     """Regression: an id starting with '-' made `kafka-storage format -t <id>` fail (1 in 64 fresh set-ups)."""
@@ -67,3 +69,34 @@ def test_missing_java_gives_a_clear_error(tmp_path, monkeypatch) -> None:  # typ
                                        "CITYBRAIN_BROKER_PORT": "19392", "CITYBRAIN_CONTROLLER_PORT": "19393"}))
     with pytest.raises(BrokerError, match="`java` was not found on PATH.*Java 17"):
         fresh.up()
+
+
+def test_formatting_never_puts_the_admin_password_on_a_command_line(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue 33: `ps` showed the super user's password while the storage was formatted. The tool's arguments now
+    reach java in an owner-only argument file (`java @file`), deleted once the tool ran."""
+    import stat
+    import subprocess
+
+    from citybrain.broker import local
+    from citybrain.settings import load_settings
+
+    broker = local.LocalBroker(load_settings({"CITYBRAIN_STATE_DIR": str(tmp_path)}))
+    props = broker._write_config()
+    password = broker._credentials()["admin_password"]
+    seen: dict[str, object] = {}
+
+    def run(cmd: list[str], **_kw: object) -> subprocess.CompletedProcess[str]:
+        args_file = Path(cmd[-1].removeprefix("@"))
+        seen.update(cmd=cmd, mode=stat.S_IMODE(args_file.stat().st_mode), args=args_file.read_text().split("\n"))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(local, "_require_tool", lambda *_a: "java")
+    monkeypatch.setattr(local.subprocess, "run", run)
+    broker._format_storage(props)
+    cmd = seen["cmd"]
+    assert isinstance(cmd, list) and not [a for a in cmd if password in a]
+    assert cmd[-1].startswith("@") and seen["mode"] == 0o600
+    args = seen["args"]
+    assert isinstance(args, list) and args[:2] == ["kafka.tools.StorageTool", "format"]
+    assert f"SCRAM-SHA-512=[name=citybrain-admin,password={password}]" in args and f'"{props}"' in args
+    assert not Path(cmd[-1][1:]).exists()

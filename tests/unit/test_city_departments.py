@@ -91,7 +91,8 @@ def test_import_writes_the_contract_principal_and_grants_where_contracts_and_acc
     model = access.load(access.ACCESS_FILE, platform, settings.city_dir)
     assert model.principal_of("parks") == "dept-parks"
     assert set(access.topics_of(model, "dept-parks", platform)) == {PARKS_TOPIC, "catalog.contracts.registry.v1"}
-    assert {g.principal for g in access.who_can(model, PARKS_TOPIC)} == {"dept-parks"}
+    # Among departments, only its own; the silver lake sink copies every dispatch topic (its `dispatch.` prefix).
+    assert {g.principal for g in access.who_can(model, PARKS_TOPIC)} == {"dept-parks", "svc-lake-silver"}
     roles_only = access.declared_acl_set(access.load(access.ACCESS_FILE, contracts, tmp_path / "no-city"))
     assert access.declared_acl_set(model) - roles_only == {
         ("User:dept-parks", "TOPIC", PARKS_TOPIC, "LITERAL", "READ"),
