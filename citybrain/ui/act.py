@@ -28,15 +28,15 @@ from citybrain.lake.layout import Lake
 from citybrain.times import iso
 from citybrain.ui.auth import Viewer
 from citybrain.ui.orders import _rows
-from citybrain.ui.views import BadArgument, Forbidden, NotFound, _latest_by, _register, _silver, names
+from citybrain.ui.views import AREA_OFFICES, BadArgument, Forbidden, NotFound, _latest_by, _register, _silver, names
 
 __all__ = ["ACTIONS", "HOTLINE", "Problem", "action", "may", "record"]
 
 #: The actions, their topics and the targets each takes.
 ACTIONS: dict[str, tuple[str, tuple[str, ...]]] = {"urge": (topics.URGES, ("work_order",)),
                                                    "whistle": (topics.WHISTLES, ("ticket", "city_event"))}
-#: The principal's department the city's area offices (street, community, grid) work in.
-HOTLINE = "hotline_12345"
+#: The department the city's area offices (street, community, grid) work in: its login whistles for them.
+HOTLINE = AREA_OFFICES
 #: How long a reason may be, and how short (a word or two says nothing to the department summoned).
 REASON = (4, 500)
 #: The most departments one action summons.
@@ -123,9 +123,7 @@ def _target(lake: Lake, viewer: Viewer, kind: str, target_type: str, target_id: 
             raise NotFound(f"no city event has id {target_id!r}; open it from the City page's events")
         return {"title": found.get("title") or found.get("category") or target_id, "ticket_id": None,
                 "district_code": found.get("district_code"), "street_code": found.get("street_code")}
-    rows = _rows(lake, viewer)[0] if viewer.admin else []
-    if viewer.may_read(topics.TERRITORIAL_WORK_ORDERS) and target_type == "ticket":
-        rows += [{**o, "source": "ticket"} for o in _silver(lake, topics.TERRITORIAL_WORK_ORDERS)]
+    rows = _rows(lake, viewer)[0]   # the street office's: the orders of the tickets the areas hold
     key = "work_order_id" if target_type == "work_order" else "source_id"
     hit = next((r for r in rows if r.get(key) == target_id and (target_type == "work_order" or r.get("source") == "ticket")),
                None)

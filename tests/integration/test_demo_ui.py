@@ -282,16 +282,29 @@ def test_a_whistle_raised_reaches_the_summoned_departments_view_and_a_department
                            "'application/x-www-form-urlencoded'}, body: 'target_id=x'}).then((r) => r.status)")
     assert form == 415
     assert not errors, errors
-    # A street office (the hotline's login) whistles on a ticket the city's areas hold (属地).
-    held = next((o for o in listed["orders"] if o["work_order_id"].rsplit("-", 1)[-1] in ("grid", "community", "street")),
-                None)
-    assert held is not None, "the demo's hotline escalates through the city's areas: it should hold territorial orders"
+    # A street office (the hotline's login) follows the orders the city's areas hold (属地) and whistles on one of
+    # their tickets from its page; it has no urge button. The police, summoned, see it on their open page (live).
     hotline, errors, _ms = login(chrome, url, "dept-hotline_12345",
                                  CredentialStore(settings.access_dir).passwords["dept-hotline_12345"])
-    body = json.dumps({"target_type": "ticket", "target_id": held["source_id"], "departments": [summoned],
-                       "reason": "街道吹哨：需要公安报到"})
-    answer = hotline.evaluate(f"fetch('/api/whistle', {{method: 'POST', headers: {{'Content-Type': 'application/json'}}, "
-                              f"body: {json.dumps(body)}}}).then(async (r) => [r.status, await r.json()])")
-    assert answer[0] == 201, answer
-    assert answer[1]["issuer_department"] == "hotline_12345"
+    hotline.click("#tabs button[data-page=orders]")
+    hotline.wait_for_selector("body[data-rendered=orders]")
+    held = hotline.evaluate("fetch('/api/orders').then((r) => r.json())")
+    assert held["orders"], "the demo's hotline escalates through the city's areas: they should hold orders"
+    street = next(o for o in held["orders"] if o["source"] == "ticket")
+    hotline.fill("#orders-q", street["source_id"])
+    hotline.click("#orders-form button[type=submit]")
+    wait_until(hotline, f"document.querySelector('#orders-list').innerText.includes('{street['work_order_id']}')", 15)
+    hotline.click("#orders-list tr[data-i='0']")
+    wait_until(hotline, f"document.body.dataset.ticket === '{street['source_id']}'", 15)
+    assert hotline.eval_on_selector_all("#ticket button.act[data-kind=urge]", "bs => bs.length") == 0
+    hotline.click("#ticket button.act[data-kind=whistle]")
+    hotline.wait_for_selector("#act-dialog[open]")
+    hotline.check(f"#act-departments input[value={summoned}]")
+    hotline.fill("#act-reason", "街道吹哨：需要公安报到")
+    hotline.click("#act-send")
+    raised = wait_until(hotline, "document.body.dataset.action", 15)
+    assert hotline.evaluate("cb.lastAction.issuer_department") == "hotline_12345"
+    hotline.screenshot(path=str(out / "whistle-street.png"), full_page=True)
+    wait_until(police, f"cb.actions.actions.some((a) => a.action_id === '{raised}')", 15)
+    assert "街道吹哨" in police.inner_text("#actions-list")
     assert not errors, errors

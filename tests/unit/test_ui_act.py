@@ -148,8 +148,12 @@ def test_urge_and_whistle_through_the_view_reach_the_topics_the_summoned_departm
                                 reason="超期未签收，请立即处理", complexity="complex")
             assert urged.status == 201
             await client.post("/api/logout", json={})
-            # a street office whistles on a ticket its area holds, not on one it does not, nor on a city event
+            # a street office follows the orders the areas hold, whistles on such a ticket, not on one it does not
+            # hold, nor on a city event, and never urges
             await _login(client, store, "dept-hotline_12345")
+            held = await (await client.get("/api/orders")).json()
+            assert [o["work_order_id"] for o in held["orders"]] == ["WO-HL-street-1-street"]
+            assert (await client.get("/api/ticket?id=HL-street-1")).status == 200
             assert (await _post(client, "urge", target_id=f"WO-{TICKET}-water", departments=["water"],
                                 reason="超期未签收")).status == 403
             outside = await _post(client, "whistle", target_type="ticket", target_id=TICKET, departments=["police"],
