@@ -15,6 +15,7 @@ remit is refused as if the viewer had asked for its page.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import datetime
 from typing import Any, Mapping
@@ -30,7 +31,9 @@ from citybrain.ui.auth import Viewer
 from citybrain.ui.orders import _rows
 from citybrain.ui.views import AREA_OFFICES, BadArgument, Forbidden, NotFound, _latest_by, _register, _silver, names
 
-__all__ = ["ACTIONS", "HOTLINE", "Problem", "action", "may", "record"]
+__all__ = ["ACTIONS", "HOTLINE", "Problem", "action", "city_clock", "may", "record"]
+
+log = logging.getLogger(__name__)
 
 #: The actions, their topics and the targets each takes.
 ACTIONS: dict[str, tuple[str, tuple[str, ...]]] = {"urge": (topics.URGES, ("work_order",)),
@@ -147,11 +150,16 @@ def city_clock(lake: Lake) -> tuple[Reporting, WorkingTime]:
         zone = ZoneInfo("UTC")
     try:
         working = WorkingTime.from_block(city["working_hours"], zone) if city.get("working_hours") else office_hours(zone)
-    except WorkingHoursError:
+    except WorkingHoursError as e:
+        log.error("city %s's working hours cannot be counted in (%s); reports fall due by Monday-to-Friday office "
+                  "hours. Fix: correct the pack's manifest (`citybrain city check`) and import it again",
+                  city.get("city_code"), e)
         working = office_hours(zone)
     try:
         return Reporting.from_city(city), working
-    except ReportingError:
+    except ReportingError as e:
+        log.error("city %s's reporting deadlines cannot be used (%s); the defaults apply (1 h, 24 h, 3 or 5 working "
+                  "days). Fix: correct the pack's manifest and import it again", city.get("city_code"), e)
         return Reporting(), working
 
 

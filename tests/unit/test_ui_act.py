@@ -209,3 +209,17 @@ def test_an_action_the_broker_did_not_take_says_so_and_is_audited_failed(
 
     asyncio.run(scenario())
     assert [(r["action"], r["outcome"]) for r in records if r["action"] == "urge"] == [("urge", "failed")]
+
+
+def test_a_city_record_whose_deadlines_cannot_be_used_falls_back_to_the_defaults_and_says_so(
+        platform, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A record from before the pack's checks (sign_hours 0, a working day without a closing time): the view still
+    acts, on the defaults and office hours, and the log names the fix."""
+    lake = platform[0].lake_dir
+    _write(lake, "bronze", "raw.ref.city.v1", [
+        {"city_code": "9901", "name": "云中市", "jurisdiction_id": "yunzhong.example", "timezone": "Asia/Shanghai",
+         "pack_version": "2026.12.1", "updated_at": "2026-12-01T00:00:00Z",
+         "working_hours": {"days": ["mon"], "start": "09:00"}, "reporting": {"sign_hours": 0}}])
+    reporting, working = act.city_clock(lake)
+    assert reporting == Reporting() and working == office_hours(SHANGHAI)
+    assert "working hours cannot be counted" in caplog.text and "reporting deadlines cannot be used" in caplog.text
