@@ -206,7 +206,8 @@ async function renderCity() {
       cb.cityEvent = r.event_id ? r : null;
       $("city-whistle").hidden = !(r.event_id && may("whistle"));
     });
-  $("city-whistle").hidden = true;
+  // a live redraw keeps the button while the event picked is still listed
+  $("city-whistle").hidden = !(cb.cityEvent && may("whistle") && cityData.events.some((e) => e.event_id === cb.cityEvent.event_id));
   document.body.dataset.area = cb.area;
 }
 
