@@ -44,7 +44,7 @@ def pack_of_records(read: Callable[[str], list[dict[str, Any]]]) -> Pack:
                                          **({"name_en": city["name_en"]} if city.get("name_en") else {})},
                                 "jurisdiction_id": city["jurisdiction_id"], "timezone": city["timezone"]}
     manifest.update({k: city[k] for k in ("description", "postal_code_pattern", "codes", "languages", "working_hours",
-                                                "assessment")
+                                                "assessment", "reporting")
                      if city.get(k)})
     city_parent = str(city["city_code"]).ljust(6, "0")
     areas = []

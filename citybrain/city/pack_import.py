@@ -71,7 +71,7 @@ def reference_records(pack: Pack, as_of: str) -> dict[str, list[tuple[str, dict[
     city.update({k: v for k, v in (("name_en", m["city"].get("name_en")), ("description", m.get("description")),
                                    ("postal_code_pattern", m.get("postal_code_pattern")), ("codes", m.get("codes")),
                                    ("languages", m.get("languages")), ("working_hours", m.get("working_hours")),
-                                   ("assessment", m.get("assessment"))) if v})
+                                   ("assessment", m.get("assessment")), ("reporting", m.get("reporting"))) if v})
     city_code = str(m["city"]["code"]).ljust(6, "0")
     areas, grids, streets = [], [], []
     for i, f in enumerate(pack.areas, 1):

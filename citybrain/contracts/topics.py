@@ -16,8 +16,8 @@ __all__ = [
     "ELDERLY_CARE", "INGEST_DEAD_LETTERS", "INSPECTIONS", "LAKE_COMPACTIONS", "NOISE_LEVEL", "NOTIFY_DEAD_LETTERS",
     "POLICE_INCIDENTS", "QUALITY_ALERTS", "REF_AREAS", "REF_CITY", "REF_DEPARTMENTS", "REF_DEVICES", "REF_GRIDS",
     "REF_POIS", "REF_ROAD_SEGMENTS", "REF_ROUTING_RULES", "REF_SERVICES", "SECURITY_FINDINGS",
-    "SERVICE_REQUESTS", "SLA_ALERTS", "TERRITORIAL_WORK_ORDERS", "TICKET_EVENTS", "TRAFFIC_FLOW", "WATER_LEVEL",
-    "WEATHER", "contract_id", "missing", "names", "work_orders",
+    "SERVICE_REQUESTS", "SLA_ALERTS", "TERRITORIAL_WORK_ORDERS", "TICKET_EVENTS", "TRAFFIC_FLOW", "URGES", "WATER_LEVEL",
+    "WEATHER", "WHISTLES", "contract_id", "missing", "names", "work_orders",
 ]
 
 # -- raw: the edge's feeds (restricted zone) ------------------------------------------------------
@@ -50,6 +50,10 @@ SLA_ALERTS = "alert.sla.ticket.v1"
 CITY_METRICS = "metrics.city.aggregate.v1"
 #: The orders of the city's area offices (grid, community, street, district) for tickets they hold.
 TERRITORIAL_WORK_ORDERS = "dispatch.territorial.work_order.v1"
+
+# -- what the operations view's users raise: 督办 and 吹哨, summoning departments with reporting deadlines ----
+URGES = "dispatch.command.urge.v1"
+WHISTLES = "dispatch.command.whistle.v1"
 
 # -- what the DAGs and the platform announce ------------------------------------------------------
 QUALITY_ALERTS = "alert.data_quality.failure.v1"

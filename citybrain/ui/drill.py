@@ -33,7 +33,8 @@ from citybrain.ui.auth import Viewer
 from citybrain.ui.kpis import ticket_rates
 from citybrain.ui.orders import _rows
 from citybrain.ui.views import (BadArgument, Forbidden, NotFound, _area, _event_row, _latest_by, _memo, _register,
-                                _with_area, faulty, sensors, the_city, visible_events, visible_warnings, work_orders)
+                                _with_area, faulty, orders_topic, sensors, the_city, visible_events, visible_warnings,
+                                work_orders)
 
 __all__ = ["CITY", "TICKET_PLACES", "area", "figures", "hierarchy", "way_up"]
 
@@ -157,8 +158,8 @@ def figures(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]
     areas = _areas(lake)
     index = _index(lake, areas)
     counts: dict[str, dict[str, Any]] = defaultdict(lambda: dict.fromkeys(COUNTS, 0))
-    orders = list(_latest_by(work_orders(lake, viewer) + [v for t, v in live if t == topics.work_orders(
-        viewer.department)], "work_order_id").values())
+    orders = list(_latest_by(work_orders(lake, viewer) + [v for t, v in live if t == orders_topic(
+        viewer.department or "")], "work_order_id").values())
     rows = {r["work_order_id"]: r for r in _rows(lake, viewer)[0]}
     zone = _zone(lake)
     last_day = max((d for d in (_local_day(o.get("received_at"), zone) for o in orders) if d), default=None)

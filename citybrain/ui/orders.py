@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from typing import Any, Mapping
+from datetime import datetime, timezone
+from typing import Any, Mapping, Sequence
 
 from citybrain.contracts import topics
 from citybrain.lake import layout
@@ -150,6 +151,14 @@ def ticket(lake: Lake, viewer: Viewer, ident: str) -> dict[str, Any]:
                 timeline.append({"at": a.get("detected_at"), "step": a.get("kind"), "level": a.get("level"),
                                  "area_code": a.get("area_code"), "department": a.get("department"),
                                  "deadline": a.get("sla_deadline"), "overdue_min": a.get("overdue_min")})
+    for topic in ACTION_TOPICS:   # the urges and whistles raised on it
+        if viewer.may_read(topic):
+            timeline += [{"at": a.get("issued_at"), "step": a.get("kind"), "level": "department",
+                          "department": ", ".join(a.get("departments") or []), "deadline": a.get("report_deadline"),
+                          "action_id": a.get("action_id"), "reason": a.get("reason")}
+                         for a in _latest_by(_silver(lake, topic), "action_id").values()
+                         if source_id in (a.get("ticket_id"), a.get("target_id"))
+                         or a.get("target_id") in {r["work_order_id"] for r in mine}]
     # The orders after the steps that made them: an escalation and the order it gave carry the same time.
     timeline += [{"at": r.get("assigned_at") or r.get("received_at"), "step": "work_order", "level": "department",
                   "department": r["department"], "deadline": r.get("sla_deadline"), "work_order_id": r["work_order_id"],
@@ -166,3 +175,27 @@ def ticket(lake: Lake, viewer: Viewer, ident: str) -> dict[str, Any]:
             "community_code": first.get("community_code"), "received_at": first.get("received_at"),
             "status": hit["status"], "overdue": any(r["overdue"] for r in mine), "as_of": as_of, "orders": mine,
             "timeline": timeline, "events": events, "lifecycle": viewer.may_read(topics.TICKET_EVENTS)}
+
+
+#: The topics of the actions raised from the view (督办, 吹哨).
+ACTION_TOPICS = (topics.URGES, topics.WHISTLES)
+
+
+def actions(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] = ()) -> dict[str, Any]:
+    """The urges and whistles the viewer follows, newest first: a department those that summon it, the hotline
+    (the street offices) those it raised too, the data office all; each with the step now due (sign, contact,
+    report) and whether it is past, judged against the wall clock (an action is live, not replayed)."""
+    found: dict[str, dict[str, Any]] = {}
+    for topic in ACTION_TOPICS:
+        if viewer.may_read(topic):
+            for r in _silver(lake, topic) + [v for t, v in live if t == topic]:
+                found[str(r.get("action_id"))] = r
+    mine = [r for r in found.values() if viewer.admin or viewer.department in (r.get("departments") or [])
+            or r.get("issuer_department") == viewer.department]
+    now = datetime.now(timezone.utc)
+    rows = []
+    for r in sorted(mine, key=lambda r: str(r.get("issued_at")), reverse=True)[:MAX_LISTED]:
+        due = [(s, parse_time(r[f"{s}_deadline"])) for s in ("sign", "contact", "report") if r.get(f"{s}_deadline")]
+        passed = [s for s, at in due if at < now]
+        rows.append({**r, "overdue": passed[-1] if passed else None})
+    return {"actions": rows, "total": len(mine)}

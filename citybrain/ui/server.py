@@ -1,4 +1,5 @@
-"""The operations view's web server (aiohttp): the page, its login and the JSON routes the page reads.
+"""The operations view's web server (aiohttp): the page, its login, the JSON routes the page reads, and the two
+it acts by, ``POST /api/urge`` and ``/api/whistle`` (督办, 吹哨: :mod:`citybrain.ui.act`).
 
 Every ``/api/`` route but login needs a session, and each hands the viewer to ``citybrain.ui.views``,
 which cuts what it returns to the viewer's remit (``Forbidden`` becomes 403). A page's data is
@@ -16,6 +17,7 @@ import logging
 import mimetypes
 import time
 from pathlib import Path, PurePosixPath
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -31,7 +33,7 @@ from citybrain.ingest.audit import service_trail
 from citybrain.kafka.headers import new_trace_id
 from citybrain.lake import layout
 from citybrain.settings import Settings, packaged
-from citybrain.ui import drill, orders, views
+from citybrain.ui import act, drill, orders, views
 from citybrain.ui.auth import Authenticator, RateLimited, Viewer
 from citybrain.ui.broker_stats import broker_stats
 from citybrain.ui.live import LiveFeed
@@ -56,9 +58,11 @@ CACHE_ENTRIES = 512
 #: The pages whose reads go on the audit trail: the ones holding tickets, orders, datasets and grants (the city
 #: overview and the area map, redrawn on every live event, hold none of them); an area drilled into (its tickets'
 #: figures) is, the whole city's drill-down page (the overview again) is not.
-AUDITED_PAGES = ("hotline", "orders", "ticket", "area", "data", "broker", "security")
+AUDITED_PAGES = ("hotline", "orders", "ticket", "area", "data", "broker", "security", "actions")
 #: How often an open live stream checks that its session still lives (and still has the remit it started with).
 LIVE_RECHECK_S = 15.0
+#: Sends an action's record to its contract topic (a test hands in one that keeps them in memory).
+Send = Callable[[str, dict[str, Any]], None]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -71,13 +75,15 @@ class OperationsView:
     topic (a test hands in one that keeps its records in memory)."""
 
     def __init__(self, settings: Settings, contracts: dict[str, Contract], model: AccessModel,
-                 audit: AuditTrail | None = None) -> None:
+                 audit: AuditTrail | None = None, send: Send | None = None) -> None:
         self.settings, self.contracts, self.model = settings, contracts, model
         self.lake = settings.lake
         self.auth = Authenticator(settings, model, tuple(c.topic for c in contracts.values()),
                                   session_s=settings.ui_session_minutes * 60,
                                   reload=lambda: load(model.source, contracts, settings.city_dir))
         self.audit = audit or service_trail(settings, "ui")   # logins, logouts and data pages read (audit.trail.event)
+        self.send = send or self._produce   # urges and whistles to their topics (dispatch.command.*)
+        self._producer: Any = None
         self._cache: ExpiringLru[tuple[str, str, str, int], Any] = ExpiringLru(CACHE_ENTRIES, settings.ui_cache_s)
         self.warm_ms: int | None = None   # how long the start-up read of the lake took, once done
         self.live = LiveFeed(settings, [topics.CITY_EVENTS, topics.EARLY_WARNINGS] + sorted(
@@ -96,7 +102,9 @@ class OperationsView:
         app.router.add_post("/api/logout", self.logout)
         app.router.add_get("/api/me", self.me)
         app.router.add_get("/api/live", self.live_events)
-        for name in ("areas", "city", "area", "hotline", "orders", "ticket", "data", "broker", "security"):
+        for kind in act.ACTIONS:
+            app.router.add_post(f"/api/{kind}", self._act(kind))
+        for name in ("areas", "city", "area", "hotline", "orders", "ticket", "actions", "data", "broker", "security"):
             app.router.add_get(f"/api/{name}", self._page(name))
         app.router.add_get("/quality-docs/{path:.*}", self.quality_docs)
         app.router.add_get("/favicon.ico", self._no_content)
@@ -183,6 +191,52 @@ class OperationsView:
         await self._audit_read(request.path.removeprefix("/api/"), viewer.principal if viewer else "(no session)",
                                request.query.get("department", ""), "denied", request.query.get("id", ""),
                                request.query.get("code", "")[:64])
+
+    # -- acting: 督办 and 吹哨 -------------------------------------------------------------------
+
+    def _produce(self, topic: str, value: dict[str, Any]) -> None:
+        """Send one action under its contract, as the view's principal (the platform's, as its audit trail is
+        sent); raises ConnectionError when the broker did not take it."""
+        from citybrain.ingest.producer import ValidatedProducer
+
+        if self._producer is None:
+            self._producer = ValidatedProducer(self.settings, producer_id="ui-actions")
+        summary = self._producer.produce_values(self.contracts[topic], [value], source="ui")
+        if summary.accepted != 1:
+            raise ConnectionError(f"{topic} did not take action {value['action_id']} ({summary.by_rule})")
+
+    def _act(self, kind: str) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            viewer = self.viewer(request)
+            try:
+                body = await request.json()
+            except ValueError:
+                body = None
+            try:
+                topic, record = await asyncio.to_thread(act.action, self.lake, viewer, kind, body,
+                                                        datetime.now(timezone.utc))
+            except act.Problem as exc:
+                await self._audit(kind, viewer.principal, "operations view", "failed", department=viewer.department,
+                                  field=exc.field)
+                return _json({"error": "bad request", "detail": str(exc), "problems": [exc.as_json()]}, 400)
+            except (views.Forbidden, views.NotFound) as exc:
+                await self._audit(kind, viewer.principal, str((body or {}).get("target_id", ""))[:160]
+                                  if isinstance(body, dict) else "operations view",
+                                  "denied" if isinstance(exc, views.Forbidden) else "failed",
+                                  department=viewer.department)
+                raise
+            try:
+                await asyncio.to_thread(self.send, topic, record)
+            except Exception as exc:   # the broker did not take it: nothing was summoned, so say so
+                log.error("ui %s %s not sent to %s: %s: %s", kind, record["action_id"], topic, type(exc).__name__, exc)
+                await self._audit(kind, viewer.principal, record["target_id"], "failed", action_id=record["action_id"])
+                return _json({"error": "not sent", "detail": f"the broker did not take the {kind} ({type(exc).__name__});"
+                              " nothing was summoned. Try again; if it persists, tell the data office."}, 503)
+            self.live.publish(topic, record)   # the pages show it at once, before the feed brings it back
+            await self._audit(kind, viewer.principal, record["target_id"], "ok", department=viewer.department,
+                              action_id=record["action_id"], departments=record["departments"], reason=record["reason"])
+            return _json(record, 201)
+        return handler
 
     # -- login ---------------------------------------------------------------------------
 
@@ -307,7 +361,7 @@ class OperationsView:
             query = dict(request.query)
             department, ticket, area = query.get("department", ""), query.get("id", ""), query.get("code", "")[:64]
             arg = json.dumps(sorted(query.items()), ensure_ascii=False)
-            key = (name, viewer.principal, arg, len(self.live.recent) if name in ("city", "area") else 0)
+            key = (name, viewer.principal, arg, len(self.live.recent) if name in ("city", "area", "actions") else 0)
             hit = self._cache.get(key)
             if hit is not None:
                 metrics.UI_PAGE_SECONDS.labels(name, "yes").observe(time.perf_counter() - started)
@@ -338,6 +392,8 @@ class OperationsView:
             return orders.order_list(self.lake, viewer, query)
         if name == "ticket":
             return orders.ticket(self.lake, viewer, query.get("id", ""))
+        if name == "actions":
+            return orders.actions(self.lake, viewer, self.live.seen_by(viewer))
         if name == "data":
             return views.data(self.lake, viewer, self.contracts, self.settings.state_dir)
         if name == "broker":

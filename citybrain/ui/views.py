@@ -146,6 +146,16 @@ def names(lake: Lake) -> dict[str, dict[str, dict[str, Any]]]:
     return {"areas": areas, "departments": departments}
 
 
+#: The department whose orders are the city's area offices': the grid, community and street offices work their
+#: tickets in the hotline's system (its grant on dispatch.territorial.work_order), so that is what it follows.
+AREA_OFFICES = "hotline_12345"
+
+
+def orders_topic(department: str) -> str:
+    """The topic of the orders a department follows: its own dispatch topic, the area offices' for the hotline."""
+    return topics.TERRITORIAL_WORK_ORDERS if department == AREA_OFFICES else topics.work_orders(department)
+
+
 def work_orders(lake: Lake, viewer: Viewer, department: str | None = None) -> list[dict[str, Any]]:
     """The viewer's own work orders (the data office: every department's, or ``department``'s)."""
     if department and not viewer.admin and department != viewer.department:
@@ -154,9 +164,10 @@ def work_orders(lake: Lake, viewer: Viewer, department: str | None = None) -> li
     want = department or (None if viewer.admin else viewer.department)
     if want is None and not viewer.admin:
         return []
-    pattern = layout.contract_of(topics.work_orders(want or "*"))
-    if want and not viewer.may_read(topics.work_orders(want)):
-        raise Forbidden(f"{viewer.principal} is not granted read on {topics.work_orders(want)}.")
+    topic = orders_topic(want) if want else topics.work_orders("*")
+    pattern = layout.contract_of(topic)
+    if want and not viewer.may_read(topic):
+        raise Forbidden(f"{viewer.principal} is not granted read on {topic}.")
     return _memo(f"silver:{pattern}", layout.files(lake, "silver", pattern), _records)
 
 
@@ -167,7 +178,7 @@ def city(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] 
     viewer may read; they replace the lake's older states."""
     by_area: dict[str, Counter[str]] = defaultdict(Counter)
     orders = ([] if viewer.admin else work_orders(lake, viewer)) + \
-        [v for t, v in live if t == topics.work_orders(viewer.department)]
+        [v for t, v in live if t == orders_topic(viewer.department or "")]
     events = visible_events(lake, viewer, orders, live)
     newest = max((w for w in map(_when, events) if w), default=None)
     for e in events:

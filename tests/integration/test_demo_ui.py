@@ -239,3 +239,83 @@ def test_a_click_on_a_district_drills_down_to_a_grid_with_the_areas_cards_and_ba
         status = police.evaluate(f"fetch('/api/area?code={child['code']}').then((r) => r.status)")
         assert status == (200 if child["in_remit"] else 403), (child, status)
     assert not errors, errors
+
+
+def test_a_whistle_raised_reaches_the_summoned_departments_view_and_a_department_cannot_urge(
+        ui, chrome, settings) -> None:  # type: ignore[no-untyped-def]
+    """Issue 35, item 4: the data office blows the whistle from a ticket's page (the dialog, its departments by
+    name), the record carries the city's deadlines (sign within 1 h, report at a working day's close), and the
+    department summoned sees it on its Work orders page; a street office (the hotline's login) whistles on a ticket
+    its area holds through the same JSON route; a department is refused an urge (403), and a form post (CSRF) 415."""
+    url, out = ui
+    office = demo_account(settings)
+    page, errors, _ms = login(chrome, url, office)
+    listed = page.evaluate("fetch('/api/orders').then((r) => r.json())")
+    ticket = next(o for o in listed["orders"] if o["source"] == "ticket" and o["department"] != "police")
+    summoned = "police"
+    page.click("#tabs button[data-page=orders]")
+    page.wait_for_selector("body[data-rendered=orders]")
+    page.fill("#orders-q", ticket["source_id"])
+    page.click("#orders-form button[type=submit]")
+    wait_until(page, f"document.querySelector('#orders-list').innerText.includes('{ticket['work_order_id']}')", 15)
+    page.click("#orders-list tr[data-i='0']")
+    wait_until(page, f"document.body.dataset.ticket === '{ticket['source_id']}'", 15)
+    page.click("#ticket button.act[data-kind=whistle]")
+    page.wait_for_selector("#act-dialog[open]")
+    assert page.eval_on_selector(f"#act-departments input[value={summoned}]", "i => i.parentElement.title") == summoned
+    page.check(f"#act-departments input[value={summoned}]")
+    page.fill("#act-reason", "浏览器测试：需要公安到场协同处置")
+    page.screenshot(path=str(out / "whistle-dialog.png"))
+    page.click("#act-send")
+    action = wait_until(page, "document.body.dataset.action", 15)
+    record = page.evaluate("cb.lastAction")
+    assert record["action_id"] == action and record["departments"] == [summoned]
+    assert record["issued_by"] == office.name and record["target_id"] == ticket["source_id"]
+    issued = datetime.fromisoformat(record["issued_at"].replace("Z", "+00:00"))
+    assert datetime.fromisoformat(record["sign_deadline"].replace("Z", "+00:00")) - issued == timedelta(hours=1)
+    report = datetime.fromisoformat(record["report_deadline"].replace("Z", "+00:00")).astimezone(timezone(timedelta(hours=8)))
+    assert report.weekday() < 5 and timedelta(days=3) <= report - issued <= timedelta(days=8), report
+    wait_until(page, f"document.querySelector('#actions-list').innerText.includes({json.dumps(record['title'][:10])})", 15)
+    page.screenshot(path=str(out / "whistle-raised.png"), full_page=True)
+    assert not errors, errors
+    # The department summoned sees it on its Work orders page, deadlines on the city's clock.
+    police, errors, _ms = login(chrome, url, demo_account(settings, "police"))
+    police.click("#tabs button[data-page=orders]")
+    police.wait_for_selector("body[data-rendered=orders]")
+    wait_until(police, f"(cb.actions || {{actions: []}}).actions.some((a) => a.action_id === '{action}')", 15)
+    assert "浏览器测试" in police.inner_text("#actions-list")
+    police.screenshot(path=str(out / "whistle-police.png"), full_page=True)
+    # A department may not urge, and no other site can post a form to the view.
+    body = json.dumps({"target_id": ticket["work_order_id"], "departments": [summoned], "reason": "部门不能督办"})
+    status = police.evaluate(f"fetch('/api/urge', {{method: 'POST', headers: {{'Content-Type': 'application/json'}}, "
+                             f"body: {json.dumps(body)}}}).then((r) => r.status)")
+    assert status == 403
+    form = police.evaluate("fetch('/api/whistle', {method: 'POST', headers: {'Content-Type': "
+                           "'application/x-www-form-urlencoded'}, body: 'target_id=x'}).then((r) => r.status)")
+    assert form == 415
+    assert not errors, errors
+    # A street office (the hotline's login) follows the orders the city's areas hold (属地) and whistles on one of
+    # their tickets from its page; it has no urge button. The police, summoned, see it on their open page (live).
+    hotline, errors, _ms = login(chrome, url, demo_account(settings, "hotline_12345"))
+    hotline.click("#tabs button[data-page=orders]")
+    hotline.wait_for_selector("body[data-rendered=orders]")
+    held = hotline.evaluate("fetch('/api/orders').then((r) => r.json())")
+    assert held["orders"], "the demo's hotline escalates through the city's areas: they should hold orders"
+    street = next(o for o in held["orders"] if o["source"] == "ticket")
+    hotline.fill("#orders-q", street["source_id"])
+    hotline.click("#orders-form button[type=submit]")
+    wait_until(hotline, f"document.querySelector('#orders-list').innerText.includes('{street['work_order_id']}')", 15)
+    hotline.click("#orders-list tr[data-i='0']")
+    wait_until(hotline, f"document.body.dataset.ticket === '{street['source_id']}'", 15)
+    assert hotline.eval_on_selector_all("#ticket button.act[data-kind=urge]", "bs => bs.length") == 0
+    hotline.click("#ticket button.act[data-kind=whistle]")
+    hotline.wait_for_selector("#act-dialog[open]")
+    hotline.check(f"#act-departments input[value={summoned}]")
+    hotline.fill("#act-reason", "街道吹哨：需要公安报到")
+    hotline.click("#act-send")
+    raised = wait_until(hotline, "document.body.dataset.action", 15)
+    assert hotline.evaluate("cb.lastAction.issuer_department") == "hotline_12345"
+    hotline.screenshot(path=str(out / "whistle-street.png"), full_page=True)
+    wait_until(police, f"cb.actions.actions.some((a) => a.action_id === '{raised}')", 15)
+    assert "街道吹哨" in police.inner_text("#actions-list")
+    assert not errors, errors

@@ -173,6 +173,10 @@ BREAKS: dict[str, tuple[Callable[[Pack], None], tuple[str, str, str]]] = {
     "a 考核 weight above 1": (
         lambda p: p.manifest.update(assessment={"weights": {"response": 1.5, "resolution": -0.5, "satisfaction": 0}}),
         ("manifest.json", "", "maximum")),
+    "a summoned department given no time to sign": (lambda p: p.manifest.update(reporting={"sign_hours": 0}),
+                                                     ("manifest.json", "", "exclusiveMinimum")),
+    "a report due in half a working day": (
+        lambda p: p.manifest.update(reporting={"report_working_days": {"simple": 0.5}}), ("manifest.json", "", "type")),
 }
 
 
@@ -295,3 +299,21 @@ def test_a_packs_assessment_weights_reach_the_city_record_and_export_back(tmp_pa
     assert records["raw.ref.city.v1"][0][1]["assessment"] == pack.manifest["assessment"]
     assert pack_of_records(lambda topic: [r for _w, r in records[topic]]).manifest == pack.manifest
     assert "assessment" not in reference_records(small_city(), "2026-12-07T00:00:00Z")["raw.ref.city.v1"][0][1]
+
+
+def test_a_packs_reporting_deadlines_reach_the_city_record_and_export_back(tmp_path: Path, contracts) -> None:  # type: ignore[no-untyped-def]
+    """Declared: on raw.ref.city (1.5.0), as the view's urges and whistles count them, and back in the exported
+    manifest; left out: none on the record, and the view counts 1 h, 24 h, 3 or 5 working days."""
+    from citybrain.city.pack_export import pack_of_records
+    from citybrain.city.reporting import Reporting
+
+    pack = small_city()
+    pack.manifest.update(reporting={"sign_hours": 0.5, "contact_hours": 12, "report_working_days": {"simple": 2}})
+    assert _rules(tmp_path, pack) == [] and contract_problems(pack, contracts) == []
+    records = reference_records(pack, "2026-12-07T00:00:00Z")
+    city = records["raw.ref.city.v1"][0][1]
+    assert city["reporting"] == pack.manifest["reporting"]
+    assert Reporting.from_city(city) == Reporting(0.5, 12.0, (("simple", 2), ("complex", 5)))
+    assert pack_of_records(lambda topic: [r for _w, r in records[topic]]).manifest == pack.manifest
+    plain = reference_records(small_city(), "2026-12-07T00:00:00Z")["raw.ref.city.v1"][0][1]
+    assert "reporting" not in plain and Reporting.from_city(plain) == Reporting()

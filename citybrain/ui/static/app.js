@@ -28,6 +28,10 @@ const T = {
     zone: "时区", beijing_time: "北京时间", utc_hint: "线上数据为 UTC；悬停时间可见 UTC 原值",
     rankings: "考核排名", rank: "名次", score: "得分", weights: "权重",
     tickets_today: "今日受理", whole_city: "全市", drill_hint: "点击区域逐级下钻", outside_remit: "本部门在此区域无工单，不可下钻",
+    urge: "督办", whistle: "吹哨", actions: "督办与吹哨", summon: "召集部门（报到）", act_reason: "事由（勿写市民个人信息）",
+    complexity: "复杂程度", simple: "一般（3个工作日反馈）", complex: "复杂（5个工作日反馈）", send: "发出", cancel: "取消",
+    sign_deadline: "签收时限", contact_deadline: "联系时限", report_deadline: "反馈时限", issued_by: "发起人", departments: "部门",
+    reason: "事由",
   },
   en: {
     title: "CityBrain", city: "City", hotline: "Hotline 12345", orders: "Work orders", data: "Data", security: "Security",
@@ -58,6 +62,10 @@ const T = {
     zone: "Time zone", beijing_time: "China Standard Time", utc_hint: "UTC on the wire; hover a time for its UTC value",
     rankings: "Assessment rankings (考核)", rank: "rank", score: "score", weights: "weights",
     tickets_today: "tickets today", whole_city: "Whole city", drill_hint: "click an area to drill down", outside_remit: "your department holds no work order here",
+    urge: "Urge (督办)", whistle: "Whistle (吹哨)", actions: "Urges and whistles", summon: "Departments summoned", act_reason: "Why (no caller's personal data)",
+    complexity: "Complexity", simple: "simple (report in 3 working days)", complex: "complex (5 working days)", send: "Send", cancel: "Cancel",
+    sign_deadline: "sign by", contact_deadline: "contact by", report_deadline: "report by", issued_by: "raised by", departments: "departments",
+    reason: "why",
   },
 };
 const PAGES = ["city", "hotline", "orders", "data", "security"];
@@ -193,7 +201,13 @@ async function renderCity() {
   drawMap();
   table("city-events", cityData.events, [[(r) => areaName(r.area_code, r.area_name), t("area"), (r) => r.area_code ?? ""], ["title", t("events")], [(r) => r.severity ?? r.priority, "!"],
     [(r) => local(r.detected_at || r.received_at), zoneName(), (r) => r.detected_at || r.received_at]],
-    (r) => { $("city-detail").textContent = JSON.stringify(r.evidence || r, null, 1) + (r.explanation ? "\n" + r.explanation : ""); });
+    (r) => {
+      $("city-detail").textContent = JSON.stringify(r.evidence || r, null, 1) + (r.explanation ? "\n" + r.explanation : "");
+      cb.cityEvent = r.event_id ? r : null;
+      $("city-whistle").hidden = !(r.event_id && may("whistle"));
+    });
+  // a live redraw keeps the button while the event picked is still listed
+  $("city-whistle").hidden = !(cb.cityEvent && may("whistle") && cityData.events.some((e) => e.event_id === cb.cityEvent.event_id));
   document.body.dataset.area = cb.area;
 }
 
@@ -382,6 +396,7 @@ async function renderOrders() {
   const [, wanted] = location.hash.slice(1).split("/");
   if (wanted) await openTicket(decodeURIComponent(wanted));
   else $("ticket").textContent = t("pick_ticket");
+  await renderActions();
 }
 
 function stepLine(s) {
@@ -413,10 +428,56 @@ async function openTicket(id) {
     `<b>${esc(t(s.step))}</b> ${esc(stepLine(s))}</li>`).join("");
   const events = k.events.map((e) => `<li><time title="${esc(e.detected_at)}">${esc(local(e.detected_at))}</time> <b>${esc(e.title)}</b> ` +
     `<span title="${esc(e.area_code || "")}">${esc(areaName(e.area_code, e.area_name))}</span> · ${esc(t(e.status))} · ${esc(e.event_id)}</li>`).join("");
-  box.innerHTML = head + `<h4>${esc(t("timeline"))} (${esc(zoneName())})</h4><ol class="timeline">${steps}</ol>` +
+  const source = k.source === "city_event" ? "city_event" : "ticket";
+  const buttons = (may("whistle") ? `<button type="button" class="act" data-kind="whistle" data-type="${source}" data-id="${esc(k.id)}">${esc(t("whistle"))}</button> ` : "") +
+    (may("urge") ? k.timeline.filter((s) => s.work_order_id).map((s) => `<button type="button" class="act" data-kind="urge" data-type="work_order" ` +
+      `data-id="${esc(s.work_order_id)}" title="${esc(s.work_order_id)}">${esc(t("urge"))} ${esc(deptName(s.department))}</button>`).join(" ") : "");
+  box.innerHTML = head + (buttons ? `<p class="acts">${buttons}</p>` : "") + `<h4>${esc(t("timeline"))} (${esc(zoneName())})</h4><ol class="timeline">${steps}</ol>` +
     (k.lifecycle ? "" : `<p class="hint">${esc(t("no_lifecycle"))}</p>`) +
     (events ? `<h4>${esc(t("linked_events"))}</h4><ul class="timeline">${events}</ul>` : "");
+  box.querySelectorAll("button.act").forEach((b) => b.addEventListener("click", () => openAct(b.dataset.kind, b.dataset.type, b.dataset.id, k.title)));
   document.body.dataset.ticket = k.id;
+}
+
+// -- Acting: 督办 (urge) on a work order, 吹哨 (whistle) on a ticket or city event ----------------
+// The server decides who may (citybrain/ui/act.py); the buttons only show where it would agree: the data office
+// urges and whistles, a street office (the hotline's login) whistles, a department does neither.
+const may = (kind) => !!cb.me && (cb.me.admin || (kind === "whistle" && cb.me.department === "hotline_12345"));
+
+function openAct(kind, type, id, title) {
+  cb.act = { kind, target_type: type, target_id: id };
+  $("act-title").textContent = t(kind);
+  $("act-target").textContent = `${title || ""} · ${id}`;
+  $("act-error").textContent = "";
+  const depts = Object.keys(names().departments).filter((d) => d !== "hotline_12345").sort();
+  $("act-departments").innerHTML = depts.map((d) => `<label title="${esc(d)}"><input type="checkbox" name="departments" value="${esc(d)}"> ${esc(deptName(d))}</label>`).join("");
+  $("act-dialog").showModal();
+}
+
+async function sendAct() {
+  const departments = [...$("act-departments").querySelectorAll("input:checked")].map((i) => i.value);
+  const body = { target_type: cb.act.target_type, target_id: cb.act.target_id, departments,
+    reason: $("act-reason").value, complexity: $("act-complexity").value };
+  const r = await fetch(`/api/${cb.act.kind}`, { method: "POST", headers: { "Content-Type": "application/json" }, credentials: "same-origin",
+    body: JSON.stringify(body) });
+  const b = await r.json().catch(() => ({}));
+  if (!r.ok) { $("act-error").textContent = b.detail || b.error || r.statusText; return; }
+  cb.lastAction = b;
+  $("act-dialog").close();
+  $("act-form").reset();
+  document.body.dataset.action = b.action_id;
+  if (cb.page === "orders") await renderActions();
+}
+
+// The urges and whistles the viewer follows (a department: those summoning it), each step's deadline, the step past.
+async function renderActions() {
+  const a = await api("/api/actions");
+  cb.actions = a;
+  table("actions-list", a.actions, [[(r) => t(r.kind), ""], ["title", t("matter")], [(r) => r.departments.map(deptName).join("、"), t("departments"), (r) => r.departments.join(", ")],
+    ["reason", t("reason")], ["issued_by", t("issued_by")],
+    ...["sign", "contact", "report"].map((s) => [(r) => `${local(r[`${s}_deadline`])}${r.overdue === s ? " ⚠" : ""}`, `${t(`${s}_deadline`)} (${zoneName()})`, (r) => r[`${s}_deadline`]])],
+    (r) => { if (r.ticket_id || r.target_type !== "city_event") { location.hash = `orders/${encodeURIComponent(r.ticket_id || r.target_id)}`; openTicket(r.ticket_id || r.target_id); } });
+  $("actions-list").querySelectorAll("tr[data-i]").forEach((tr) => tr.classList.toggle("late", !!a.actions[+tr.dataset.i].overdue));
 }
 
 // -- Data ------------------------------------------------------------------------------------
@@ -500,6 +561,7 @@ function listen() {
     const { topic, record } = JSON.parse(ev.data);
     cb.liveCount = (cb.liveCount || 0) + 1;
     cb.lastLive = { topic, record };
+    if (topic.startsWith("dispatch.command.") && cb.page === "orders") { renderActions(); return; }
     if (cb.page !== "city") return;
     clearTimeout(refresh);   // a burst of records redraws once
     refresh = setTimeout(() => renderCity().then(() => { document.body.dataset.live = String(cb.liveCount); }), 500);
@@ -537,6 +599,9 @@ $("logout").addEventListener("click", async () => {
 });
 $("lang").addEventListener("click", () => { cb.lang = cb.lang === "zh" ? "en" : "zh"; localStorage.setItem("cb-lang", cb.lang); translate(); if (cb.page && cb.me) show(cb.page); });
 $("city-sensor").addEventListener("change", drawMap);
+$("city-whistle").addEventListener("click", () => { if (cb.cityEvent) openAct("whistle", "city_event", cb.cityEvent.event_id, cb.cityEvent.title); });
+$("act-form").addEventListener("submit", (ev) => { ev.preventDefault(); sendAct(); });
+$("act-cancel").addEventListener("click", () => $("act-dialog").close());
 $("hotline-ranking-scope").addEventListener("change", drawRankings);
 $("orders-form").addEventListener("submit", (ev) => { ev.preventDefault(); location.hash = "orders"; show("orders"); });
 ["orders-area", "orders-department", "orders-status", "orders-overdue"].forEach((id) => $(id).addEventListener("change", () => {
