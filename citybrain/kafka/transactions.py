@@ -93,9 +93,7 @@ class Transactions:
             started = time.perf_counter()
             try:
                 await producer.begin_transaction()
-                send = producer.send
-                pending = [await send(topic, value=value, key=key, partition=partition, timestamp_ms=ts, headers=headers)
-                           for topic, partition, key, value, ts, headers in batch]
+                pending = await send_all(producer, batch)
                 if pending:
                     await asyncio.gather(*pending)
                 if offsets:
@@ -125,6 +123,32 @@ class Transactions:
             await producer.abort_transaction()
         except Exception as exc:   # noqa: BLE001 - fenced or disconnected: the broker aborts it on its own
             log.info("abort of %s's transaction refused (%s): the broker aborts it", self.transactional_id, exc)
+
+
+async def send_all(producer: Any, records: list[Out]) -> list[Any]:
+    """Send ``records`` in the producer's open transaction; returns the futures of their acknowledgements.
+
+    A record for a partition of its own choosing (the repartitioned records: one per raw record of the city) is
+    appended to a record batch of that partition (aiokafka's ``create_batch``, sent with ``send_batch`` when full
+    and at the end), not sent alone: ``send`` costs an await and a future per record, which a batch pays once. The
+    records, their order in each partition and the batches' size and linger are those ``send`` makes. A record
+    without a partition goes through ``send``, whose partitioner picks it by key."""
+    pending: list[Any] = []
+    batches: dict[tuple[str, int], Any] = {}
+    for topic, partition, key, value, ts, headers in records:
+        if partition is None:
+            pending.append(await producer.send(topic, value=value, key=key, timestamp_ms=ts, headers=headers))
+            continue
+        builder = batches.get((topic, partition))
+        if builder is None:
+            builder = batches[(topic, partition)] = producer.create_batch()
+        if builder.append(timestamp=ts, key=key, value=value, headers=headers) is None:   # full: it closed itself
+            pending.append(await producer.send_batch(builder, topic, partition=partition))
+            builder = batches[(topic, partition)] = producer.create_batch()
+            builder.append(timestamp=ts, key=key, value=value, headers=headers)   # an empty batch takes any record
+    for (topic, partition), builder in batches.items():
+        pending.append(await producer.send_batch(builder, topic, partition=partition))
+    return pending
 
 
 def offsets_after(messages: Iterable[Any]) -> dict[tuple[str, int], int]:

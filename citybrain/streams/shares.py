@@ -88,31 +88,62 @@ class Repartitioner:
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions
         self.keys = AreaKeys()
+        #: The ``src-topic`` and ``src-partition`` headers of each raw partition, made once: every record of it
+        #: carries the same two.
+        self._sources: dict[TP, tuple[tuple[str, bytes], tuple[str, bytes]]] = {}
+        #: (partition, key bytes) of each district key seen (the city's districts: a few dozen).
+        self._targets: dict[str, tuple[int, bytes]] = {}
 
     def reference(self, topic: str, value: dict[str, Any]) -> None:
         self.keys.reference(topic, value)
 
-    def route(self, topic: str, partition: int, offset: int, timestamp_ms: int, headers: Iterable[tuple[str, bytes]],
-              payload: bytes) -> tuple[list[int], Routed]:
-        """(partitions, record) of one raw record: every partition for reference data, else its district's.
-        A record that cannot be read goes to the first partition, whose pipeline dead-letters it."""
-        value: Any = None
-        try:
-            value = _loads(payload)
-        except ValueError:
-            pass
-        out_headers = [*(headers or ()), ("src-topic", topic.encode()), ("src-partition", str(partition).encode()),
-                       ("src-offset", str(offset).encode())]
-        if topic in REFERENCE and isinstance(value, dict):
-            self.keys.reference(topic, value)
-            return list(range(self.partitions)), (None, payload, timestamp_ms, out_headers)
-        key = None
-        if isinstance(value, dict):
+    def route(self, messages: Iterable[Any]) -> dict[int, list[Routed]]:
+        """The records of one fetch of raw records (topic, partition, offset, Kafka timestamp in seconds, headers,
+        value) by partition of the by-area topic: every partition for reference data, else its district's. A record
+        that cannot be read goes to the first partition, whose pipeline dead-letters it.
+
+        Each record moves as it came (its value's bytes, its headers) with its Kafka timestamp and where it came
+        from (``src-topic``, ``src-partition``, ``src-offset`` headers after its own). This runs once per raw record
+        of the city, so it is written for that: the value is decoded only for its key and never encoded again, the
+        source headers of a partition and the target of a district are made once, and one fetch is routed in one
+        call."""
+        routed: dict[int, list[Routed]] = {}
+        sources, targets, keys, n = self._sources, self._targets, self.keys, self.partitions
+        every = range(n)
+        for m in messages:
+            topic, partition, payload = m.topic, m.partition, m.value or b""
+            source = sources.get((topic, partition))
+            if source is None:
+                source = sources[(topic, partition)] = (("src-topic", topic.encode()),
+                                                        ("src-partition", b"%d" % partition))
+            headers = [*(m.headers or ()), *source, ("src-offset", b"%d" % m.offset)]
+            timestamp_ms = int(m.timestamp * 1000)
             try:
-                key = self.keys.key(topic, value)
+                value = _loads(payload)
+            except ValueError:
+                value = None
+            if not isinstance(value, dict):
+                routed.setdefault(partition_of(None, n), []).append((None, payload, timestamp_ms, headers))
+                continue
+            if topic in REFERENCE:
+                keys.reference(topic, value)
+                record: Routed = (None, payload, timestamp_ms, headers)
+                for p in every:
+                    routed.setdefault(p, []).append(record)
+                continue
+            try:
+                key = keys.key(topic, value)
             except Exception:   # noqa: BLE001 - the pipeline dead-letters what it cannot read
                 key = None
-        return [partition_of(key, self.partitions)], (key.encode() if key else None, payload, timestamp_ms, out_headers)
+            if key:
+                target = targets.get(key)
+                if target is None:
+                    target = targets[key] = (partition_of(key, n), key.encode())
+                p, key_bytes = target
+            else:
+                p, key_bytes = partition_of(key, n), None
+            routed.setdefault(p, []).append((key_bytes, payload, timestamp_ms, headers))
+        return routed
 
 
 @dataclass

@@ -6,18 +6,31 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
 
 from citybrain.sim.city import build_city
 from citybrain.sim.reference import reference_records
 from citybrain.contracts.model import load_all
-from citybrain.fusion.keys import partition_of
-from citybrain.fusion.pipeline import Pipeline
+from citybrain.devtools.bench_keyed import simulated_messages
+from citybrain.fusion.keys import AreaKeys, partition_of
+from citybrain.fusion.pipeline import REFERENCE, Pipeline
 from citybrain.kafka.replay import Backlog
 from citybrain.access.privacy import Protector
 from citybrain.settings import PROJECT_ROOT
-from citybrain.streams.shares import Repartitioner, Shares, source_of
+from citybrain.streams.shares import Repartitioner, Routed, Shares, source_of
 
 CITY = build_city(7)
+
+
+def _raw(topic: str, partition: int, offset: int, at: float, value: object,
+         headers: list[tuple[str, bytes]] | None = None) -> SimpleNamespace:
+    """A raw record as the repartitioning agent is handed it (Kafka timestamp in seconds)."""
+    payload = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return SimpleNamespace(topic=topic, partition=partition, offset=offset, timestamp=at, headers=headers or [],
+                           value=payload)
 
 
 def _repartitioner(partitions: int = 12) -> Repartitioner:
@@ -39,19 +52,19 @@ def test_a_reading_goes_to_its_devices_district_with_where_it_came_from() -> Non
     r = _repartitioner()
     gauge = CITY.devices[0]
     reading = {"id": "x", "refDevice": gauge.device_id, "dateObserved": "2026-11-22T01:00:00Z"}
-    partitions, (key, value, ts, headers) = r.route("raw.sensor.water_level.v1", 4, 17, 1_000, [("event-id", b"e1")],
-                                                    json.dumps(reading).encode())
+    ((partition, [(key, value, ts, headers)]),) = r.route([_raw("raw.sensor.water_level.v1", 4, 17, 1.0, reading,
+                                                                 [("event-id", b"e1")])]).items()
     district = r.keys.key("raw.sensor.water_level.v1", reading)
-    assert district and partitions == [partition_of(district, 12)] and key == district.encode()
-    assert ts == 1_000 and source_of("by-area", partitions[0], 99, dict(headers)) == ("raw.sensor.water_level.v1", 4, 17)
+    assert district and partition == partition_of(district, 12) and key == district.encode()
+    assert ts == 1_000 and source_of("by-area", partition, 99, dict(headers)) == ("raw.sensor.water_level.v1", 4, 17)
     assert dict(headers)["event-id"] == b"e1"
 
 
 def test_reference_data_goes_to_every_partition_and_unreadable_records_to_the_first() -> None:
     r = _repartitioner(5)
     area = reference_records(CITY, "2026-11-22T00:00:00Z")["raw.ref.admin_area"][0]
-    assert r.route("raw.ref.admin_area.v1", 0, 0, 0, [], json.dumps(area).encode())[0] == [0, 1, 2, 3, 4]
-    assert r.route("raw.sensor.noise_level.v1", 0, 0, 0, [], b"{not json")[0] == [0]
+    assert list(r.route([_raw("raw.ref.admin_area.v1", 0, 0, 0.0, area)])) == [0, 1, 2, 3, 4]
+    assert list(r.route([_raw("raw.sensor.noise_level.v1", 0, 0, 0.0, b"{not json")])) == [0]
 
 
 def test_a_share_is_created_when_gained_and_dropped_when_lost() -> None:
@@ -69,3 +82,59 @@ def test_a_share_is_created_when_gained_and_dropped_when_lost() -> None:
     assert set(shares.owned) == {("t", 0), ("t", 3)} and len(made) == 2
     assert shares.missing([M("t", 0, 7)]) == {}
     assert shares.keep_only([("t", 3)]) == [("t", 0)] and set(shares.owned) == {("t", 3)}
+
+
+def _route_before(keys: AreaKeys, partitions: int, topic: str, partition: int, offset: int, timestamp_ms: int,
+                  headers: Any, payload: bytes) -> tuple[list[int], Routed]:
+    """The repartitioner's routing of one record as it was before it was made cheaper (2026-12-07), kept verbatim
+    as the golden reference: the by-area records must not change by a byte."""
+    value: Any = None
+    try:
+        value = orjson.loads(payload)
+    except ValueError:
+        pass
+    out_headers = [*(headers or ()), ("src-topic", topic.encode()), ("src-partition", str(partition).encode()),
+                   ("src-offset", str(offset).encode())]
+    if topic in REFERENCE and isinstance(value, dict):
+        keys.reference(topic, value)
+        return list(range(partitions)), (None, payload, timestamp_ms, out_headers)
+    key = None
+    if isinstance(value, dict):
+        try:
+            key = keys.key(topic, value)
+        except Exception:   # noqa: BLE001 - as it was
+            key = None
+    return [partition_of(key, partitions)], (key.encode() if key else None, payload, timestamp_ms, out_headers)
+
+
+def test_the_by_area_records_are_byte_for_byte_those_routed_before() -> None:
+    """A simulated hour of the city (reference data, readings, tickets and their lifecycle, police reports,
+    inspections; with the simulator's faults) and records built to take every other branch (not JSON, not an
+    object, reference data that is not an object, a ticket event of an unknown ticket, a place outside the city,
+    a key whose lookup raises) routed fetch by fetch: keys, values, timestamps, headers, partitions and their
+    order the same as the routing before."""
+    messages = simulated_messages(hours=1, scale=0.1)
+    assert {m.topic for m in messages} >= {"raw.ref.admin_area.v1", "raw.ref.device.v1", "raw.sensor.water_level.v1",
+                                           "raw.hotline.service_request.v1", "raw.hotline.ticket_event.v1"}
+    at = messages[-1].timestamp
+    odd = [_raw("raw.sensor.noise_level.v1", 1, 10**12, at, b"{not json"),
+           _raw("raw.sensor.noise_level.v1", 2, 0, at, b"[1, 2]", [("event-id", b"e")]),
+           _raw("raw.ref.admin_area.v1", 0, 3, at, b'"an area"'),
+           _raw("raw.hotline.ticket_event.v1", 0, 4, at, {"service_request_id": "not-seen"}),
+           _raw("raw.police.incident_110.v1", 0, 5, at, {"incident_id": "x", "lat": 0.0, "long": 0.0}),
+           _raw("raw.sensor.water_level.v1", 0, 6, at, {"refDevice": ["not", "a", "string"]}),
+           _raw("raw.sensor.water_level.v1", 0, 7, at, b"")]
+    messages[len(messages) // 2:len(messages) // 2] = odd
+    for partitions in (1, 4, 12):
+        now, before = Repartitioner(partitions), AreaKeys()
+        for i in range(0, len(messages), 300):
+            fetch = messages[i:i + 300]
+            expected: dict[int, list[Routed]] = {}
+            for m in fetch:
+                targets, record = _route_before(before, partitions, m.topic, m.partition, m.offset,
+                                                int(m.timestamp * 1000), m.headers, m.value or b"")
+                for p in targets:
+                    expected.setdefault(p, []).append(record)
+            routed = now.route(fetch)
+            assert list(routed) == list(expected)
+            assert routed == expected, f"fetch at {i} of {partitions} partition(s) routed differently"

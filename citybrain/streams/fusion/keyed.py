@@ -28,7 +28,7 @@ from citybrain.kafka.replay import Backlog, sent_ids
 from citybrain.settings import Settings
 from citybrain.streams.fusion.worker import Failed, FusionWorker, Produced
 from citybrain.contracts.topics import TICKET_EVENTS
-from citybrain.streams.shares import TP, Repartitioner, Shares, by_area_topic, city_calls_topic, source_of
+from citybrain.streams.shares import TP, Repartitioner, Routed, Shares, by_area_topic, city_calls_topic, source_of
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +90,9 @@ class KeyedFusionWorker(FusionWorker):
         gc.collect()
         gc.freeze()
 
-    def route(self, messages: list[Message]) -> dict[int, list[Any]]:
+    def route(self, messages: list[Message]) -> dict[int, list[Routed]]:
         """The by-area partition of each raw record (reference records to every partition)."""
-        routed: dict[int, list[Any]] = {}
-        for m in messages:
-            partitions, record = self.repartitioner.route(m.topic, m.partition, m.offset, int(m.timestamp * 1000),
-                                                          m.headers, m.value or b"")
-            for p in partitions:
-                routed.setdefault(p, []).append(record)
-        return routed
+        return self.repartitioner.route(messages)
 
     def gain(self, ends: dict[tuple[str, int], int]) -> None:
         """State for partitions just gained, from their recent past up to the offsets committed with the previous
