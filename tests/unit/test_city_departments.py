@@ -99,6 +99,8 @@ def test_import_writes_the_contract_principal_and_grants_where_contracts_and_acc
     assert access.declared_acl_set(model) - roles_only == {
         ("User:dept-parks", "TOPIC", PARKS_TOPIC, "LITERAL", "READ"),
         ("User:dept-parks", "TOPIC", "catalog.contracts.registry.v1", "LITERAL", "READ"),
+        ("User:dept-parks", "TOPIC", "dispatch.command.urge.v1", "LITERAL", "READ"),
+        ("User:dept-parks", "TOPIC", "dispatch.command.whistle.v1", "LITERAL", "READ"),
         ("User:dept-parks", "GROUP", "dept-parks.", "PREFIXED", "READ")}
     assert roles_only < access.declared_acl_set(model)        # the roles' ACLs stay as they are
 
