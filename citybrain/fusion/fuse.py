@@ -156,11 +156,12 @@ class Fusion:
             call = (self.hotspots.unusual(signal), self.hotspots.held(signal))
             detail = f"12345 call {signal.values['service_request_id']} ({signal.category})"
             own = TICKET_FAMILY.get(signal.category)
+            joined = self._open_for(signal, TICKET_JOINS.get(signal.category))
+            if joined and joined != own:     # first: a water-supply event this call opens explains the flooded road;
+                # the joined case's own calls, not these, say whether it has held
+                out += self._evidence(joined, signal, "ticket", detail, now, (call[0], None))
             if own:
                 out += self._evidence(own, signal, "ticket", detail, now, call)
-            joined = self._open_for(signal, TICKET_JOINS.get(signal.category))
-            if joined and joined != own:     # the joined case's own calls, not these, say whether it has held
-                out += self._evidence(joined, signal, "ticket", detail, now, (call[0], None))
             if warning:
                 out.append(("warning", warning))
         elif signal.kind == "police" and signal.state in ("reported", "dispatched"):
@@ -221,7 +222,8 @@ class Fusion:
             case.warned = True
             out.append(("warning", self._sensor_warning(case, detail, now, warn_devices)))
         if case.strong_enough() and (case.event_id is None or case.kinds > case.published_kinds
-                                     or len(case.tickets) in (5, 10, 20, 50)) and not self._flood_explains(case):
+                                     or len(case.tickets) in (5, 10, 20, 50)) and not self._flood_explains(case) \
+                and not self._main_explains(case):
             out.append(("event", self._event(case, now)))
         return out
 
@@ -242,6 +244,18 @@ class Fusion:
             return False
         log.debug("traffic stopped in %s at %s is the flood's (%s .. %s): no traffic event", case.area_code,
                   iso(stopped), iso(flood[0]), iso(flood[1]))
+        return True
+
+    def _main_explains(self, case: Case) -> bool:
+        """A flood case without a gauge (calls and reports of a flooded road alone) in a street with a water-supply
+        event: the burst main flooded the road, and its event is the one the water department acts on; a flood
+        event would send it again, with transport, emergency and police, to the same water."""
+        if case.family != "flood" or case.readings or case.event_id is not None:   # a published one stays
+            return False
+        water = self.cases.get((case.area_code, "water_supply"))
+        if water is None or water.event_id is None:
+            return False
+        log.debug("flooded road in %s is the burst main's (%s): no flood event", case.area_code, water.event_id)
         return True
 
     def _event(self, case: Case, now: datetime) -> dict[str, Any]:
