@@ -85,6 +85,15 @@ def test_one_symptom_however_many_callers_is_a_warning_and_no_water_supply_event
     assert _events(out) == []
 
 
+def test_a_street_calling_leaks_and_no_water_at_the_citys_usual_rate_all_day_opens_no_event() -> None:
+    """Both symptoms every day in every street: the street under test calls each at the rate of the others (one leak
+    and one no-water call every two hours or so, at the same times), and no water-supply event opens."""
+    usual = [_call(HOT, MONDAY_6PM - timedelta(hours=6) + timedelta(minutes=k * 130), 5000 + 2 * k + j, c)
+             for k in range(11) for j, c in enumerate(("water_leak", "water_outage"))]
+    out = _fuse(BACKGROUND + usual)
+    assert [r for _s, kind, r in out if kind == "event"] == []
+
+
 NOISE_BACKGROUND = _background(MONDAY_6PM - timedelta(hours=6), 22, 2, 0)
 
 
