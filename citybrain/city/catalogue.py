@@ -123,6 +123,7 @@ EVENT_ROUTES: dict[str, tuple[str, float, str, tuple[str, ...]]] = {
     "noise_disturbance": ("urban_management", 24, "normal", ("environment",)),
     "air_pollution_episode": ("environment", 12, "urgent", ("health",)),
     "traffic_congestion": ("transport", 2, "urgent", ("police",)),
+    "water_supply": ("water", 2, "urgent", ("transport",)),
     "complaint_hotspot": ("hotline_12345", 48, "normal", ()),
     "sensor_fault": ("data_bureau", 72, "normal", ()),
     "security_incident": ("data_bureau", 4, "urgent", ()),

@@ -59,8 +59,10 @@ def evaluate_command(
         from citybrain.devtools.replay import replay_detections
         from citybrain.access.privacy import protector_from_settings
 
-        events, warnings = replay_detections(truth, current_contracts(), protector_from_settings(settings), shards)
-        source = "replay of the simulation in-process" + (f", split by district over {shards} pipelines" if shards > 1 else "")
+        events, warnings = replay_detections(truth, current_contracts(), protector_from_settings(settings), shards,
+                                             settings.call_false_alarm_rate)
+        source = "replay of the simulation in-process" + (f", split by district over {shards} pipelines" if shards > 1 else "") \
+            + f", calls judged at the false-alarm rate {settings.call_false_alarm_rate:g} (CITYBRAIN_CALL_FALSE_ALARM_RATE)"
     else:
         events, warnings = _from_topics(settings, truth)
         source = f"{EVENT_TOPIC} and {WARNING_TOPIC} on the broker"

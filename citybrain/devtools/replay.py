@@ -20,6 +20,7 @@ from typing import Any, Mapping
 from citybrain.contracts import topics
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import RecordValidator
+from citybrain.fusion.calls import DEFAULT_FALSE_ALARM_RATE
 from citybrain.fusion.fuse import CityCalls
 from citybrain.fusion.keys import AreaKeys, share_of
 from citybrain.fusion.pipeline import REFERENCE, Pipeline
@@ -28,17 +29,20 @@ from citybrain.times import parse_time
 
 
 def replay_detections(truth: dict[str, Any], contracts: Mapping[str, Contract], protector: Protector,
-                      shards: int = 1) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                      shards: int = 1, call_false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(city events, early warnings) the pipeline raises over the simulation ``truth`` describes (split over
-    ``shards`` pipelines by area key)."""
-    outputs = replay_outputs(truth, contracts, protector, shards)
+    ``shards`` pipelines by area key), judging calls at ``call_false_alarm_rate`` (the city's setting, as the
+    worker does)."""
+    outputs = replay_outputs(truth, contracts, protector, shards, call_false_alarm_rate)
     return outputs.get(topics.CITY_EVENTS, []), outputs.get(topics.EARLY_WARNINGS, [])
 
 
 def replay_outputs(truth: dict[str, Any], contracts: Mapping[str, Contract], protector: Protector,
-                   shards: int = 1) -> dict[str, list[dict[str, Any]]]:
+                   shards: int = 1, call_false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
+                   ) -> dict[str, list[dict[str, Any]]]:
     """Every output, by topic, the pipeline produces over the simulation ``truth`` describes (split over
-    ``shards`` pipelines by area key), swept every five minutes of stream time: what the stream publishes, once
+    ``shards`` pipelines by area key, calls judged at ``call_false_alarm_rate``), swept every five minutes of stream time: what the stream publishes, once
     each (the worker sweeps on a timer too, so windows still open when the day ends may close there as well)."""
     from citybrain.sim.engine import Simulation
     from citybrain.sim.model import INCIDENT_KINDS, SimConfig
@@ -51,7 +55,8 @@ def replay_outputs(truth: dict[str, Any], contracts: Mapping[str, Contract], pro
                                hours=(end - start).total_seconds() / 3600, interval_min=truth["interval_min"],
                                scale=truth["scale"], incidents=kinds))
     city = CityCalls()
-    pipelines = [Pipeline(contracts, protector, city_calls=city) for _ in range(max(1, shards))]
+    pipelines = [Pipeline(contracts, protector, city_calls=city, call_false_alarm_rate=call_false_alarm_rate)
+                 for _ in range(max(1, shards))]
     keys = AreaKeys()
     outputs: dict[str, list[dict[str, Any]]] = {}
     for t, batch in sim.ticks():

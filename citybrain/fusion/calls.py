@@ -21,6 +21,14 @@ the week, and the excess is judged with a test of the surveillance literature ra
   below zero; a warning when it reaches ln(1 / false-alarm rate) (Wald's bound: a street at its usual
   rate climbs from zero that far with at most that chance). It catches a rate a few times the usual one
   held for hours that no single window shows.
+- **Held.** A warning is a call judged beyond chance; a city event from calls alone (a street's noise
+  complaints with no gauge or inspector there yet) needs the excess *held*: at a call judged beyond chance,
+  each of the last ``PIECES`` pieces of ``PIECE`` (three of 80 minutes: four hours) holds more calls than
+  usual, each piece's chance at the usual rate below the square root of the false-alarm rate (any two
+  together below the rate itself). A burst no longer than a piece lies in two pieces at most, whatever its
+  size, so the third must show an excess of its own: a short burst opens no event; a rise held for four
+  hours, or a burst that goes on, does. Two symptoms of one hazard (a burst main's leak and no-water calls)
+  corroborate each other the same way: each *unusual*, a window's chance below the square root of the rate.
 
 Everything is in event time: the same calls give the same warnings, whatever the wall clock.
 """
@@ -42,6 +50,8 @@ PRIOR_WEEKS = 2.0            # the prior weighs as much as this many weeks of hi
 STREET_SPREAD = 0.5          # how far a street's calls stray from its population share of the city's (relative)
 MIN_EXPECTED_PER_H = 0.2 / 3   # the least a street is expected to call in an hour, whatever the city's calls say
 CUSUM_RATIO = 3.0            # the trend the CUSUM looks for: three times the usual rate, sustained
+PIECE = timedelta(minutes=80)   # an excess held in PIECES of these in a row opens an event from calls alone
+PIECES = 3
 BUCKET = timedelta(minutes=15)
 WEEK = timedelta(days=7)
 _EPOCH = datetime(2000, 1, 3)   # a Monday; buckets are counted from it (UTC)
@@ -203,6 +213,14 @@ def say_burst(language: str, place: str, what: str, observed: int, usual: Baseli
              if usual.weeks else "usual for a street of its population from the rest of the city's calls now")
     hours = f"{_hours(window):g} hour{'s' if _hours(window) != 1 else ''}"
     return f"{observed} {what} calls in {place} in the last {hours}, where {range_} are {basis}."
+
+
+def say_held(place: str, what: str, pieces: list[tuple[int, Baseline]], at: datetime, level: float) -> str:
+    """The held excess as an event's explanation says it (English, as the events' explanations are)."""
+    minutes = int(PIECE.total_seconds() // 60)
+    counts = ", ".join(f"{n} ({_number(u.expected)} ± {_number(u.spread)} usual)" for n, u in pieces)
+    return (f"{what} calls in {place} in each {minutes} minutes of the {_hours(PIECES * PIECE):g} hours to "
+            f"{at:%H:%M} UTC: {counts}: an excess held, each piece's chance at the usual rate below {one_in(level)}")
 
 
 def say_trend(language: str, place: str, what: str, calls: int, since: datetime, now: datetime,

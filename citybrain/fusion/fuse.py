@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
-from citybrain.fusion.calls import (CUSUM_RATIO, DEFAULT_FALSE_ALARM_RATE, MIN_EXPECTED_PER_H, WINDOWS, Baseline,
-                                    CallHistory, Cusum, baseline, one_in, say_burst, say_trend,
-                                    threshold)
+from citybrain.fusion.calls import (CUSUM_RATIO, DEFAULT_FALSE_ALARM_RATE, MIN_EXPECTED_PER_H, PIECE, PIECES,
+                                    WINDOWS, Baseline, CallHistory, Cusum, baseline, one_in, say_burst, say_held,
+                                    say_trend, threshold)
 from citybrain.fusion.detect import Anomaly
 from citybrain.fusion.signals import Signal
 from citybrain.times import iso
@@ -34,16 +34,17 @@ from citybrain.times import iso
 log = logging.getLogger(__name__)
 
 #: Which ticket, police and inspection categories are evidence for which family.
-TICKET_FAMILY = {"waterlogging": "flood", "noise": "noise"}
-#: Calls that are everyday in any street (a hazard, a signal out) and evidence only for a case already open there.
-TICKET_JOINS = {"safety_hazard": "traffic", "traffic_signal": "traffic"}
+TICKET_FAMILY = {"waterlogging": "flood", "noise": "noise", "water_leak": "water_supply", "water_outage": "water_supply"}
+#: Calls that are evidence for a case already open in their street as well: everyday ones (a hazard, a signal out)
+#: for a traffic case, a flooded road for a water-supply case (a burst main floods the road it runs under).
+TICKET_JOINS = {"safety_hazard": "traffic", "traffic_signal": "traffic", "waterlogging": "water_supply"}
 POLICE_FAMILY = {"waterlogged_road": "flood", "traffic_accident": "traffic", "road_obstruction": "traffic"}
 INSPECTION_FAMILY = {"waterlogging": "flood", "night_construction": "noise"}
 FAMILY_EVENT = {"flood": "flood", "noise": "noise_disturbance", "sensor_fault": "sensor_fault",
-                "air": "air_pollution_episode", "traffic": "traffic_congestion"}
+                "air": "air_pollution_episode", "traffic": "traffic_congestion", "water_supply": "water_supply"}
 FAMILY_WARNING_CATEGORY = {"flood": "waterlogging", "noise": "noise"}
 TITLES = {"flood": "道路积水/内涝", "noise_disturbance": "噪声扰民", "sensor_fault": "传感器故障",
-          "air_pollution_episode": "空气污染", "traffic_congestion": "交通拥堵"}
+          "air_pollution_episode": "空气污染", "traffic_congestion": "交通拥堵", "water_supply": "供水管网异常"}
 QUIET = timedelta(hours=3)     # a case closes after this long without new evidence
 TRAFFIC_NEAR = timedelta(hours=1)   # a 110 report or a call this close to a lane stopping is about it
 
@@ -72,6 +73,10 @@ class Case:
     published_kinds: int = 0
     event_id: str | None = None
     warned: bool = False
+    #: The call categories of the case unusual in its street (:meth:`HotspotDetector.unusual`), and why its own
+    #: calls' excess has held (:meth:`HotspotDetector.held`): what calls alone open an event with.
+    unusual: set[str] = field(default_factory=set)
+    held: str | None = None
 
     @property
     def kinds(self) -> int:
@@ -92,6 +97,13 @@ class Case:
         return calls is not None and calls < 2
 
     def strong_enough(self) -> bool:
+        if self.held:        # calls alone, their excess held for hours (citybrain.fusion.calls)
+            return True
+        if self.family == "water_supply":
+            # A main that bursts cuts the supply and floods the road: two of its symptoms unusual in the street at
+            # once, each at the square root of the false-alarm rate, so the two together at the rate. One symptom (a
+            # building's leak reported by all its neighbours) stays a warning, as any burst.
+            return len(self.unusual) >= 2
         if self.family == "sensor_fault":
             return bool(self.readings)
         if self.family == "flood":
@@ -140,11 +152,16 @@ class Fusion:
         for a in anomalies:
             out += self._evidence(a.family, signal, "reading", a.detail, now)
         if signal.kind == "ticket" and signal.state == "received":
-            family = TICKET_FAMILY.get(signal.category) or self._open_for(signal, TICKET_JOINS.get(signal.category))
-            if family:
-                out += self._evidence(family, signal, "ticket", f"12345 call {signal.values['service_request_id']} "
-                                                                f"({signal.category})", now)
-            warning = self.hotspots.add(signal, now)
+            warning = self.hotspots.add(signal, now)      # first: its judgement is evidence for the cases below
+            call = (self.hotspots.unusual(signal), self.hotspots.held(signal))
+            detail = f"12345 call {signal.values['service_request_id']} ({signal.category})"
+            own = TICKET_FAMILY.get(signal.category)
+            joined = self._open_for(signal, TICKET_JOINS.get(signal.category))
+            if joined and joined != own:     # first: a water-supply event this call opens explains the flooded road;
+                # the joined case's own calls, not these, say whether it has held
+                out += self._evidence(joined, signal, "ticket", detail, now, (call[0], None))
+            if own:
+                out += self._evidence(own, signal, "ticket", detail, now, call)
             if warning:
                 out.append(("warning", warning))
         elif signal.kind == "police" and signal.state in ("reported", "dispatched"):
@@ -157,7 +174,10 @@ class Fusion:
                 out += self._evidence(family, signal, "record", f"inspection {signal.values['inspection_id']}", now)
         return out
 
-    def _evidence(self, family: str, s: Signal, kind: str, detail: str, now: datetime) -> list[tuple[str, dict[str, Any]]]:
+    def _evidence(self, family: str, s: Signal, kind: str, detail: str, now: datetime,
+                  call: tuple[bool, str | None] = (False, None)) -> list[tuple[str, dict[str, Any]]]:
+        """``call``, for a ticket: whether its category is unusual in its street (:meth:`HotspotDetector.unusual`),
+        and why its excess has held there (None: it has not)."""
         if not s.area_code:
             return []
         key = (s.area_code, family if family != "sensor_fault" else f"sensor_fault:{s.device_id}")
@@ -182,6 +202,12 @@ class Fusion:
         target.append(ident)
         if kind != "reading":
             (case.ticket_times if kind == "ticket" else case.record_times).append(s.at)
+        unusual, held = call
+        if unusual:
+            case.unusual.add(s.category)
+        if held and not case.held:
+            case.held = held
+            case.details.append(held)
         # A stopped lane's every reading is an anomaly: its first one tells the story, its reports and calls the rest.
         repeated = family == "traffic" and kind == "reading" and s.device_id in case.devices
         if s.device_id and s.device_id not in case.devices:
@@ -196,7 +222,8 @@ class Fusion:
             case.warned = True
             out.append(("warning", self._sensor_warning(case, detail, now, warn_devices)))
         if case.strong_enough() and (case.event_id is None or case.kinds > case.published_kinds
-                                     or len(case.tickets) in (5, 10, 20, 50)) and not self._flood_explains(case):
+                                     or len(case.tickets) in (5, 10, 20, 50)) and not self._flood_explains(case) \
+                and not self._main_explains(case):
             out.append(("event", self._event(case, now)))
         return out
 
@@ -217,6 +244,18 @@ class Fusion:
             return False
         log.debug("traffic stopped in %s at %s is the flood's (%s .. %s): no traffic event", case.area_code,
                   iso(stopped), iso(flood[0]), iso(flood[1]))
+        return True
+
+    def _main_explains(self, case: Case) -> bool:
+        """A flood case without a gauge (calls and reports of a flooded road alone) in a street with a water-supply
+        event: the burst main flooded the road, and its event is the one the water department acts on; a flood
+        event would send it again, with transport, emergency and police, to the same water."""
+        if case.family != "flood" or case.readings or case.event_id is not None:   # a published one stays
+            return False
+        water = self.cases.get((case.area_code, "water_supply"))
+        if water is None or water.event_id is None:
+            return False
+        log.debug("flooded road in %s is the burst main's (%s): no flood event", case.area_code, water.event_id)
         return True
 
     def _event(self, case: Case, now: datetime) -> dict[str, Any]:
@@ -318,7 +357,7 @@ class HotspotDetector:
     the street's population share of the rest of the city's calls of that category now; where the city has no
     streets, a district is judged the same way, with its share of the districts' population."""
 
-    WINDOW = max(WINDOWS)
+    WINDOW = max(*WINDOWS, PIECES * PIECE)     # the longest look back: the pieces of a held excess
     LATE = timedelta(hours=1)                  # how far behind the newest call a call may still arrive
     IGNORED = frozenset({"consultation"})      # questions are not risks
     QUIET = timedelta(hours=12)                # one warning per street and category in this long
@@ -339,6 +378,11 @@ class HotspotDetector:
         self.history = CallHistory()
         self.trends: dict[tuple[str, str], Cusum] = {}
         self.warned: dict[tuple[str, str], datetime] = {}
+        #: (area, category) -> the latest call judged beyond chance (a burst or the CUSUM over its alarm level),
+        #: warned or not (one warning per ``QUIET``), and the latest call whose windows' chance at the usual rate is
+        #: below the square root of the false-alarm rate: what fusion's cases read (:meth:`held`, :meth:`unusual`)
+        self.alarm: dict[tuple[str, str], datetime] = {}
+        self.unusual_at: dict[tuple[str, str], datetime] = {}
 
     def add(self, s: Signal, now: datetime) -> dict[str, Any] | None:
         area = s.area_code
@@ -360,38 +404,74 @@ class HotspotDetector:
             times.clear()
             times.extend(kept)
         forget(city, horizon)
-        population = self.population if s.street_code else self.district_population
-        total = sum(population.values())
-        # Without populations on the reference topic, every street seen so far counts the same.
-        share = population.get(area, 0) / total if total else 1 / len({k[0] for k in self.recent})
-        judged = [self._window(s, key, window, times, city, share) for window in WINDOWS]
+        share = self._share(s)
+        judged = [self._window(s, key, s.at, window, times, city, share) for window in WINDOWS]
         observed, usual, window, chance = min(judged, key=lambda j: j[3])
         per_hour = judged[0][1].expected / (WINDOWS[0].total_seconds() / 3600)   # usual at this hour
         trend = self.trends.setdefault(key, Cusum())
         score = trend.add(s.at, per_hour, threshold(self.false_alarm_rate))
+        burst, rising = chance < self.false_alarm_rate / len(WINDOWS), score >= threshold(self.false_alarm_rate)
+        if burst or rising:
+            self.alarm[key] = s.at
+        if chance < math.sqrt(self.false_alarm_rate) / len(WINDOWS):
+            self.unusual_at[key] = s.at
         last = self.warned.get(key)
         if last and abs(s.at - last) < self.QUIET:
             return None
-        if chance < self.false_alarm_rate / len(WINDOWS):
+        if burst:
             warning = self._burst(s, observed, usual, window, chance, times, now)
-        elif score >= threshold(self.false_alarm_rate):
+        elif rising:
             warning = self._trend(s, trend, per_hour, now)
         else:
             return None
         self.warned[key] = s.at
         return warning
 
-    def _window(self, s: Signal, key: tuple[str, str], window: timedelta, times: deque[datetime],
+    def _share(self, s: Signal) -> float:
+        """The street's share of the city's residents (a district's of the districts', where the city has no
+        streets); without populations on the reference topic, every street seen so far counts the same."""
+        population = self.population if s.street_code else self.district_population
+        total = sum(population.values())
+        return population.get(s.area_code or "", 0) / total if total else 1 / len({k[0] for k in self.recent})
+
+    def _window(self, s: Signal, key: tuple[str, str], end: datetime, window: timedelta, times: deque[datetime],
                 city: dict[str, datetime], share: float) -> tuple[int, Baseline, timedelta, float]:
-        """(calls in the street in ``window`` up to this one, its baseline, the window, the chance of the calls
-        before this one at the usual rate)."""
-        since = s.at - window
-        observed = sum(1 for t in times if since <= t <= s.at)
-        others = sum(1 for t in city.values() if since <= t <= s.at) - observed
+        """(calls in the street in the ``window`` to ``end``, its baseline, the window, the chance at the usual
+        rate of those calls other than ``s``: the call being judged is not counted against itself)."""
+        since = end - window
+        observed = sum(1 for t in times if since <= t <= end)
+        others = sum(1 for t in city.values() if since <= t <= end) - observed
         hours = window.total_seconds() / 3600
         prior = max(MIN_EXPECTED_PER_H * hours, others * share / max(1e-9, 1 - share))
-        usual = baseline(prior, others, *self.history.weeks_before(key[0], key[1], s.at, window))
-        return observed, usual, window, usual.chance_of_at_least(observed - 1)
+        usual = baseline(prior, others, *self.history.weeks_before(key[0], key[1], end, window))
+        return observed, usual, window, usual.chance_of_at_least(observed - (since <= s.at <= end))
+
+    def alarmed(self, s: Signal) -> bool:
+        """Whether the call ``s`` (after :meth:`add`) was judged beyond chance in its street, warned or not."""
+        return self.alarm.get((s.area_code or "", s.category)) == s.at
+
+    def unusual(self, s: Signal) -> bool:
+        """Whether the call ``s`` (after :meth:`add`) came in a window whose chance at the usual rate is below the
+        square root of the false-alarm rate: not enough for a warning, enough to corroborate another symptom."""
+        return self.unusual_at.get((s.area_code or "", s.category)) == s.at
+
+    def held(self, s: Signal) -> str | None:
+        """Why the excess of ``s``'s category in its street has held (:mod:`citybrain.fusion.calls`: at a call
+        judged beyond chance, each of the last ``PIECES`` pieces of ``PIECE`` beyond chance at the square root of
+        the city's false-alarm rate), else None. Call after :meth:`add`."""
+        key = (s.area_code or "", s.category)
+        if not self.alarmed(s):
+            return None
+        times, city, share = self.recent[key], self.city.by_category.get(s.category, {}), self._share(s)
+        level = math.sqrt(self.false_alarm_rate)
+        pieces = []
+        for k in reversed(range(PIECES)):       # the piece k pieces before this call's; an earlier piece ends just
+            end = s.at - k * PIECE - (timedelta(microseconds=1) if k else timedelta(0))   # before the next begins
+            observed, usual, _window, chance = self._window(s, key, end, PIECE, times, city, share)
+            if chance >= level:
+                return None
+            pieces.append((observed, usual))
+        return say_held(s.area_name or s.area_code or "", s.category.replace("_", " "), pieces, s.at, level)
 
     def _head(self, s: Signal, observed_at: datetime, now: datetime) -> dict[str, Any]:
         area = s.area_code or ""
