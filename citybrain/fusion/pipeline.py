@@ -67,18 +67,21 @@ class Pipeline:
 
     def __init__(self, contracts: Mapping[str, Contract], protector: Protector, auto_sweep: bool = True,
                  city_calls: CityCalls | None = None,
-                 call_false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE) -> None:
+                 call_false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE, quiet_after: timedelta | None = None) -> None:
         """``contracts`` by topic: their event-id rules and the hotline's personal-data rules; ``protector``
         pseudonymises callers in work orders. There is no default key: a replay that should match the
         stream passes the platform's (``protector_from_settings``), a test ``Protector.ephemeral()``.
         ``city_calls``: the city's recent calls by category, shared by the pipelines of one worker that each
         fuse a share of the city (and learnt from the group's other workers), so the trending-hotspot detector
         judges a street against the whole city. ``call_false_alarm_rate``: the chance per call that a street
-        at its usual rate is warned of (the city's setting, ``Settings.call_false_alarm_rate``)."""
+        at its usual rate is warned of (the city's setting, ``Settings.call_false_alarm_rate``).
+        ``quiet_after``: judge an input partition quiet by stream time rather than by the wall clock
+        (:class:`~citybrain.fusion.watermark.Clock`), for a pipeline whose sweeps must be reproduced from its records."""
         self.contracts = contracts
         self.auto_sweep = auto_sweep
         #: Event streams move stream time; compacted registers (reference data, the care register) do not.
-        self.clock = Clock({t for t, c in contracts.items() if c.zone == "raw" and c.cleanup_policy == "delete"})
+        self.clock = Clock({t for t, c in contracts.items() if c.zone == "raw" and c.cleanup_policy == "delete"},
+                           quiet_after=quiet_after)
         self.areas: dict[str, dict[str, Any]] = {}
         self.enricher = Enricher()
         self.watch = SensorWatch()

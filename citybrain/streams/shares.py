@@ -13,9 +13,14 @@ Two stages run in every fusion worker of one consumer group (``CITYBRAIN_STREAMS
 2. **Fuse**: one :class:`~citybrain.fusion.pipeline.Pipeline` per partition this worker owns (of the by-area
    topic and of the ticket lifecycle). A partition gained in a rebalance is warmed up from its own recent past
    (the records before the first offset it was given; outputs discarded) before its first record; a partition
-   lost is dropped with its state. Every correlation fusion makes stays in one district, so each share detects
-   what the whole city's pipeline detects there. The trending-hotspot detector's city-wide baseline
-   (:class:`~citybrain.fusion.fuse.CityCalls`) is shared by the shares of one worker, and across workers through
+   lost is dropped with its state. A share's outputs are a function of its partition's records alone: it sweeps
+   (SLA alerts, quiet cases closed, metric windows closed) whenever its records carry its stream time across a
+   point of a fixed grid (:data:`SWEEP_EVERY`), never on a wall-clock timer, and its stream time does not depend
+   on the wall clock either (:data:`QUIET_AFTER`). The warm-up feeds the same records the same way
+   (:meth:`Share.feed`), so a share taken over reaches the state its last owner had, sweeps included, and goes on
+   with the same outputs and ids, none of them sent again. Every correlation fusion makes stays in one district,
+   so each share detects what the whole city's pipeline detects there. The trending-hotspot detector's city-wide
+   baseline (:class:`~citybrain.fusion.fuse.CityCalls`) is shared by the shares of one worker, and across workers through
    the group's small aggregate topic ``<app id>-city-calls``: each worker publishes the calls its shares read
    (category, call id, time) and learns every other worker's, keyed by call so nothing counts twice.
 
@@ -28,8 +33,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Mapping
 
 from citybrain.contracts.model import Contract
 from citybrain.fusion.keys import AreaKeys, partition_of
@@ -44,7 +49,16 @@ except ImportError:   # pragma: no cover - the stream workers' environment has o
 
 log = logging.getLogger(__name__)
 
+#: A share sweeps when its stream time enters a new span of this length (a grid of stream time, the same for the live
+#: owner and for a warm-up, whatever the batches).
+SWEEP_EVERY = timedelta(seconds=30)
+#: A source partition whose latest record in a share is this far behind the share's newest record stops holding the
+#: share's stream time back (a feed with nothing for this district lately): judged by stream time, so a warm-up
+#: reaches the watermarks the live owner reached.
+QUIET_AFTER = timedelta(hours=1)
+
 TP = tuple[str, int]
+Output = tuple[str, dict[str, Any]]
 #: (key, value, timestamp ms, headers) of one record for the by-area topic.
 Routed = tuple[bytes | None, bytes, int, list[tuple[str, bytes]]]
 
@@ -148,10 +162,35 @@ class Repartitioner:
 
 @dataclass
 class Share:
-    """The fusion state of one partition a worker owns."""
+    """The fusion state of one partition a worker owns: its pipeline (made with ``quiet_after=QUIET_AFTER``) and
+    the stream time it last swept at."""
 
     pipeline: Pipeline
     swept: datetime | None = None
+
+    def feed(self, topic: str, headers: Mapping[str, bytes], payload: bytes, at: datetime, partition: int
+             ) -> tuple[list[Output], list[Output]]:
+        """One record of the share's partition (``topic``, ``partition``: where it came from): (what it caused, what
+        the sweep it made due closed). Raises as ``Pipeline.feed_message`` does; the next record sweeps then."""
+        outputs = self.pipeline.feed_message(topic, headers, payload, at, partition)
+        return outputs, self.sweep_due(at)
+
+    def sweep_due(self, at: datetime) -> list[Output]:
+        """Sweep up to the watermark when it entered a new span of ``SWEEP_EVERY`` since the last sweep, asked after
+        a record of time ``at``. A record in a span already swept is not asked about: a watermark it moves stays at
+        or below its time, but where a partition's time went back (then the next record in a later span sweeps);
+        either way the sweeps follow from the records alone."""
+        if self.swept is not None and _span(at) <= _span(self.swept):
+            return []
+        watermark = self.pipeline.clock.watermark()
+        if watermark is None or (self.swept is not None and _span(watermark) <= _span(self.swept)):
+            return []
+        self.swept = watermark
+        return self.pipeline.sweep(watermark)
+
+
+def _span(at: datetime) -> int:
+    return int(at.timestamp() // SWEEP_EVERY.total_seconds())
 
 
 class Shares:
@@ -172,8 +211,9 @@ class Shares:
         return found
 
     def gain(self, backlog: Backlog) -> int:
-        """Create the pipelines of ``backlog.ends`` and feed each its partition's recent past (outputs
-        discarded): the state the previous owner had at that offset. Returns the records re-read."""
+        """Create the pipelines of ``backlog.ends`` and feed each its partition's recent past as the live owner fed
+        it, sweeps included (:meth:`Share.feed`; outputs discarded, the previous owner sent them): the state the
+        previous owner had at that offset. Returns the records re-read."""
         assert backlog.ends is not None
         started = time.perf_counter()
         for tp in backlog.ends:
@@ -187,19 +227,14 @@ class Shares:
                 headers = read_headers(r.headers)
                 topic, partition, offset = source_of(r.topic, r.partition, r.offset, headers)
                 try:
-                    share.pipeline.feed_message(topic, headers, r.value,
-                                                datetime.fromtimestamp(r.timestamp / 1000, timezone.utc), partition)
+                    share.feed(topic, headers, r.value, datetime.fromtimestamp(r.timestamp / 1000, timezone.utc),
+                               partition)
                 except Exception:   # noqa: BLE001 - the live pass dead-lettered it; the warm-up only skips it
                     log.debug("warm-up skipped %s@%d:%d", topic, partition, offset)
                 records += 1
         for tp in backlog.ends:
-            if tp not in self.owned:
-                continue
-            pipeline = self.owned[tp].pipeline
-            watermark = pipeline.clock.watermark()
-            if watermark is not None:
-                pipeline.sweep(watermark)
-            pipeline.counts.clear()
+            if tp in self.owned:
+                self.owned[tp].pipeline.counts.clear()
         log.warning("gained %s: state rebuilt from %d records in %.1f s", named(backlog.ends), records,
                     time.perf_counter() - started)
         return records

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any
 
@@ -138,3 +139,51 @@ def test_the_by_area_records_are_byte_for_byte_those_routed_before() -> None:
             routed = now.route(fetch)
             assert list(routed) == list(expected)
             assert routed == expected, f"fetch at {i} of {partitions} partition(s) routed differently"
+def test_a_shares_stream_time_and_sweeps_follow_its_records_not_the_wall_clock() -> None:
+    """Keyed by area a takeover's warm-up must reach the watermarks and sweep at the stream times the live owner
+    did: a source partition is quiet once it is ``QUIET_AFTER`` behind the newest record (not after seconds of wall
+    clock), and a share sweeps when its watermark enters a new ``SWEEP_EVERY`` span, however the records are batched."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from citybrain.fusion.watermark import Clock
+    from citybrain.streams.shares import QUIET_AFTER, SWEEP_EVERY, Share
+
+    t0 = datetime(2026, 12, 4, 6, tzinfo=timezone.utc)
+    clock = Clock({"raw.a"}, idle_s=0.0, quiet_after=QUIET_AFTER)   # idle_s=0: every partition idle by the wall
+    clock.saw("raw.a", 0, t0)
+    clock.saw("raw.a", 1, t0 + QUIET_AFTER / 2)
+    assert clock.watermark() == t0                          # the partition behind holds time back ...
+    clock.saw("raw.a", 1, t0 + QUIET_AFTER * 2)
+    assert clock.watermark() == t0 + QUIET_AFTER * 2        # ... until it is QUIET_AFTER behind the newest
+    swept: list[datetime] = []
+    pipeline = SimpleNamespace(clock=clock, sweep=lambda now: swept.append(now) or [("t", {"at": now})])
+    share = Share(pipeline)   # type: ignore[arg-type]
+    assert share.sweep_due(t0 + QUIET_AFTER * 2) == [("t", {"at": t0 + QUIET_AFTER * 2})]
+    for seconds in (1, 10, SWEEP_EVERY.total_seconds() - 1):   # within the span: nothing to sweep again
+        at = (t0 + QUIET_AFTER * 2).replace(second=0) + timedelta(seconds=seconds)
+        clock.saw("raw.a", 1, at)
+        assert share.sweep_due(at) == []
+    clock.saw("raw.a", 1, t0 + QUIET_AFTER * 2 + SWEEP_EVERY)
+    assert share.sweep_due(t0 + QUIET_AFTER * 2 + SWEEP_EVERY)
+    assert swept == [t0 + QUIET_AFTER * 2, t0 + QUIET_AFTER * 2 + SWEEP_EVERY]
+
+
+def test_a_shares_watermark_kept_between_records_is_the_one_computed_afresh() -> None:
+    """The watermark by stream time is kept from record to record (a share asks after each); partitions moving back
+    and forth, the newest falling back, partitions leaving and joining the hour behind the newest: it stays the
+    minimum over the partitions within ``quiet_after`` of the newest."""
+    import random
+    from datetime import timedelta
+
+    from citybrain.fusion.watermark import Clock
+
+    t0 = datetime(2026, 12, 4, tzinfo=timezone.utc)
+    for seed in range(300):
+        rnd = random.Random(seed)
+        clock = Clock({"raw.a"}, quiet_after=timedelta(hours=1))
+        for i in range(200):
+            clock.saw("raw.a", rnd.randrange(6), t0 + timedelta(minutes=rnd.randrange(240) + i // (1 + seed % 4)))
+            if rnd.random() < 0.7:
+                times = [t for t, _wall in clock.latest.values()]
+                assert clock.watermark() == min(t for t in times if t >= max(times) - timedelta(hours=1)), (seed, i)

@@ -17,9 +17,9 @@ Kafka transaction (:mod:`citybrain.kafka.transactions`), and everything in the p
 transaction that the broker aborts when its restart (same transactional id) fences it; the
 restart rebuilds its state up to the committed offsets and does the batch again. Keyed by area,
 each owned partition commits through a producer of its own whose id moves with the partition, so
-the partition's next owner fences the last; for 300 s after a takeover it does not send again what
-the group sent in the 300 s before (``keyed.TAKEOVER_RESEND_WINDOW_S``: a share's state is rebuilt
-from its inputs, not from what its last owner's sweeps sent).
+the partition's next owner fences the last; a share sweeps as its records move its stream time, so
+the next owner's warm-up rebuilds what the last owner's sweeps sent too and sends none of it again
+(:class:`~citybrain.streams.shares.Share`).
 
 Laid out as faust's "Projects and Directory Layout" lays out an app:
 
@@ -31,7 +31,7 @@ Laid out as faust's "Projects and Directory Layout" lays out an app:
   faust (the default mode, and what the keyed mode shares);
   :mod:`~citybrain.streams.fusion.keyed`: :class:`KeyedFusionWorker`, keyed by area;
 - :mod:`~citybrain.streams.fusion.loop`: the batch loop both modes' agents share;
-- :mod:`~citybrain.streams.fusion.agents`: one agent per mode, and the sweep timer.
+- :mod:`~citybrain.streams.fusion.agents`: one agent per mode, and the default mode's sweep timer.
 
 Nothing happens at import time.
 """

@@ -1,5 +1,5 @@
 """The fusion worker's agents, each a few lines over the shared :class:`~citybrain.streams.fusion.loop.BatchLoop`:
-the sweep timer both modes run, the default worker's one agent over the raw topics, and keyed by area the
+the default worker's sweep timer and its one agent over the raw topics, and keyed by area the
 repartitioning and fusing agents with the task that hears the group's other workers and the rebalance signals.
 """
 
@@ -22,18 +22,14 @@ QUIET_SWEEP_EVERY_S = 2.0
 
 
 def sweep_timer(app: BatchApp, loop: BatchLoop) -> None:
-    """Both modes: windows and SLAs also close when no records arrive (see ``FusionWorker.may_sweep``); keyed by
-    area, each share's in its own transaction."""
+    """The default worker: windows and SLAs also close when no records arrive (see ``FusionWorker.may_sweep``).
+    Keyed by area there is no timer: a share sweeps as its records move its stream time, which its next owner's
+    warm-up reproduces (:class:`~citybrain.streams.shares.Share`); a sweep on the wall clock would not be."""
     worker = loop.worker
 
     @app.timer(interval=QUIET_SWEEP_EVERY_S)
     async def sweep_when_quiet() -> None:
-        if not worker.may_sweep():
-            return
-        if isinstance(worker, KeyedFusionWorker):
-            for tp, transactions in list(loop.shares.items()):
-                await loop.send(worker.sweep_share(tp, force=True), transactions)
-        else:
+        if worker.may_sweep():
             await loop.send(worker.sweep(force=True))
 
 
@@ -86,12 +82,7 @@ def keyed_agents(app: BatchApp, loop: BatchLoop, worker: KeyedFusionWorker) -> N
         finally:
             await consumer.stop()
 
-    @app.on_partitions_revoked.connect
-    async def moving(app: Any, revoked: Any, **_: Any) -> None:   # noqa: ARG001 - the signal's sender
-        worker.moving = True
-
     @app.on_partitions_assigned.connect
     async def drop_lost(app: Any, assigned: Any, **_: Any) -> None:   # noqa: ARG001 - the signal's sender
         for tp in worker.shares.keep_only((tp.topic, tp.partition) for tp in assigned):
             await loop.give_up(tp)
-        worker.moving = False

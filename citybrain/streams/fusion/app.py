@@ -83,7 +83,7 @@ def freeze_timer(app: BatchApp) -> None:
 
 def create_app(settings: Settings) -> BatchApp:
     """The faust app of the fusion worker around one worker of the settings' mode (keyed by area when
-    ``streams_partitions`` > 0): its agents, a sweep timer, a freeze timer."""
+    ``streams_partitions`` > 0): its agents, a freeze timer, and in the default mode a sweep timer."""
     worker = KeyedFusionWorker(settings) if settings.streams_partitions else FusionWorker(settings)
     app = new_app(settings)
     if isinstance(worker, KeyedFusionWorker):
@@ -91,7 +91,8 @@ def create_app(settings: Settings) -> BatchApp:
     else:   # one worker per group: a second one started fences the first
         transactional_id = f"{settings.streams_app_id}.fusion"
     loop = BatchLoop(app, worker, Transactions(settings, transactional_id, group_id=app.conf.id))
-    sweep_timer(app, loop)
+    if not isinstance(worker, KeyedFusionWorker):
+        sweep_timer(app, loop)
     freeze_timer(app)
     if isinstance(worker, KeyedFusionWorker):
         keyed_agents(app, loop, worker)

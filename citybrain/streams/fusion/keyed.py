@@ -24,19 +24,14 @@ from citybrain.fusion.fuse import CityCalls, HotspotDetector
 from citybrain.fusion.pipeline import REFERENCE, Pipeline
 from citybrain.ingest.readers import RawRecord
 from citybrain.kafka.headers import new_trace_id, read_headers, trace_of
-from citybrain.kafka.replay import Backlog, sent_ids
+from citybrain.kafka.replay import Backlog
 from citybrain.settings import Settings
-from citybrain.streams.fusion.worker import Failed, FusionWorker, Produced
+from citybrain.streams.fusion.worker import SWEEP_TRACE, Failed, FusionWorker, Produced
 from citybrain.contracts.topics import TICKET_EVENTS
-from citybrain.streams.shares import TP, Repartitioner, Routed, Shares, by_area_topic, city_calls_topic, source_of
+from citybrain.streams.shares import (QUIET_AFTER, TP, Repartitioner, Routed, Shares, by_area_topic, city_calls_topic,
+                                      source_of)
 
 log = logging.getLogger(__name__)
-
-#: Keyed by area, a share's state is rebuilt from its inputs, not from what its last owner's sweeps sent (closed
-#: cases, SLA alerts, closed windows), so its first sweeps would send those again: the outputs the group sent in
-#: this span before a takeover are not sent again for as long. Issue 32 keeps the lasting fix open (sweeps that a
-#: rebuild reproduces, or ids derived from the inputs).
-TAKEOVER_RESEND_WINDOW_S = 300.0
 
 
 class KeyedFusionWorker(FusionWorker):
@@ -59,18 +54,13 @@ class KeyedFusionWorker(FusionWorker):
         self.learnt = 0
         self.references: dict[tuple[str, bytes], dict[str, Any]] = {}
         self.shares = Shares(self.contracts, self.new_share_pipeline)
-        self.gaining = False
-        #: Between giving partitions up in a rebalance and being assigned again.
-        self.moving = False
-        #: (topic, event id) the group sent shortly before a takeover: not sent again (see :meth:`gain`).
-        self.sent_before: set[tuple[str, str]] = set()
-        self.sent_before_until = 0.0
-        self.resends_suppressed = 0
 
     def new_share_pipeline(self) -> Pipeline:
-        """The pipeline of a partition just gained: this worker's city-calls baseline and all the reference data."""
+        """The pipeline of a partition just gained: this worker's city-calls baseline, all the reference data, and
+        stream time judged by the records alone (``QUIET_AFTER``), so that its warm-up reproduces its sweeps."""
         pipeline = Pipeline(self.contracts, self.pipeline.dispatcher.protector, auto_sweep=False,
-                            city_calls=self.city_calls, call_false_alarm_rate=self.settings.call_false_alarm_rate)
+                            city_calls=self.city_calls, call_false_alarm_rate=self.settings.call_false_alarm_rate,
+                            quiet_after=QUIET_AFTER)
         for (topic, _key), value in self.references.items():
             pipeline.reference(topic, value)
         return pipeline
@@ -96,36 +86,12 @@ class KeyedFusionWorker(FusionWorker):
 
     def gain(self, ends: dict[tuple[str, int], int]) -> None:
         """State for partitions just gained, from their recent past up to the offsets committed with the previous
-        owner's last transaction."""
+        owner's last transaction: what the previous owner had there, what its sweeps sent included, so nothing it
+        sent is sent again."""
         hours = self.settings.streams_warmup_h
         backlog = Backlog(self.settings, self.settings.streams_app_id, set(t for t, _p in ends),
                           lambda t: self.settings.streams_warmup_tickets_h if t == TICKET_EVENTS else hours, ends=ends)
-        self.gaining = True   # no sweep of the shares while their state is fed in another thread
-        try:
-            records = self.shares.gain(backlog)
-        finally:
-            self.gaining = False
-        if records:
-            self.sent_before = sent_ids(self.settings, self.outputs, TAKEOVER_RESEND_WINDOW_S,
-                                        self.settings.streams_app_id)
-            self.sent_before_until = time.monotonic() + TAKEOVER_RESEND_WINDOW_S
-            log.warning("%d output ids the group sent in the last %.0f s are not sent again", len(self.sent_before),
-                        TAKEOVER_RESEND_WINDOW_S)
-
-    def message(self, topic: str, record: dict[str, Any], trace: bytes
-                ) -> tuple[bytes, bytes, dict[str, bytes]] | Rejection | None:
-        """As the default worker's, or None: an output the group sent shortly before a takeover (see :meth:`gain`)."""
-        message = super().message(topic, record, trace)
-        if not self.sent_before or isinstance(message, Rejection):
-            return message
-        if time.monotonic() > self.sent_before_until:
-            log.info("takeover window over: %d output(s) sent before it were not sent again", self.resends_suppressed)
-            self.sent_before = set()
-            return message
-        if (topic, message[2]["event-id"].decode()) in self.sent_before:
-            self.resends_suppressed += 1
-            return None
-        return message
+        self.shares.gain(backlog)
 
     def by_share(self, messages: list[Message]) -> dict[TP, list[Message]]:
         """A fetch of the by-area topic and the ticket lifecycle split by partition: each share's records are fused,
@@ -136,8 +102,8 @@ class KeyedFusionWorker(FusionWorker):
         return split
 
     def process_share(self, tp: TP, messages: list[Message]) -> tuple[list[Produced], list[Failed]]:
-        """Feed the records of one owned partition to its pipeline (:meth:`gain` first for partitions without state),
-        then sweep it: (outputs, records that failed and are to be dead-lettered)."""
+        """Feed the records of one owned partition to its share (:meth:`gain` first for partitions without state),
+        which sweeps as they move its stream time: (outputs, records that failed and are to be dead-lettered)."""
         self.learn_heard()
         share = self.shares.owned.get(tp)
         if share is None:   # revoked during this batch: its new owner reads it from the committed offset
@@ -145,23 +111,22 @@ class KeyedFusionWorker(FusionWorker):
             return [], []
         produced: list[Produced] = []
         failed = []
-        pipeline = share.pipeline
         for message in messages:
             headers = read_headers(message.headers)
             topic, partition, offset = source_of(message.topic, message.partition, message.offset, headers)
             trace = trace_of(headers) or new_trace_id().encode()
             try:
                 at = datetime.fromtimestamp(message.timestamp, timezone.utc)
-                outputs = pipeline.feed_message(topic, headers, message.value, at, partition)
+                outputs, swept = share.feed(topic, headers, message.value, at, partition)
                 if topic in REFERENCE:
                     self.remember_reference(topic, orjson.loads(message.value))
-                for out_topic, record in outputs:
-                    produced.append((out_topic, record, trace))
+                produced += [(out_topic, record, trace) for out_topic, record in outputs]
+                produced += [(out_topic, record, SWEEP_TRACE) for out_topic, record in swept]
             except Exception as exc:   # noqa: BLE001 - one record must not stop the city's stream: it is dead-lettered
                 log.exception("record %s@%d:%d failed; dead-lettered", topic, partition, offset)
                 failed.append((topic, RawRecord(f"{topic}@{partition}:{offset}", message.value or b""),
                                Rejection("processing-error", "(record)", f"{type(exc).__name__}: {exc}"), trace))
-        return produced + self._sweep(pipeline, share, False), failed
+        return produced, failed
 
     def hear(self, records: list[Any]) -> None:
         """Records of the city-calls topic (from the worker's reading task): the other workers' calls, kept for
@@ -194,18 +159,3 @@ class KeyedFusionWorker(FusionWorker):
             total.update(share.pipeline.counts)
             share.pipeline.counts.clear()
         return total
-
-    def may_sweep(self) -> bool:
-        """Not while gained partitions are rebuilt, nor during a rebalance: a share this worker is giving away is
-        swept by its next owner, which knows what was sent before it took over."""
-        return self.ready and not self.gaining and not self.moving
-
-    def sweep(self, force: bool = False) -> list[Produced]:
-        """SLA alerts, closed events and closed metric windows of each owned partition's pipeline, up to its low
-        watermark."""
-        return [out for tp in list(self.shares.owned) for out in self.sweep_share(tp, force)]
-
-    def sweep_share(self, tp: TP, force: bool = False) -> list[Produced]:
-        """What sweeping one owned partition's pipeline up to its low watermark closes (nothing if it is not owned)."""
-        share = self.shares.owned.get(tp)
-        return [] if share is None else self._sweep(share.pipeline, share, force)

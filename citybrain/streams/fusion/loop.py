@@ -108,8 +108,6 @@ class BatchLoop:
         refused: Counter[tuple[str, str]] = Counter()
         for topic, record, trace in produced:
             message = message_of(topic, record, trace)
-            if message is None:   # keyed by area: sent by the group shortly before a takeover
-                continue
             if isinstance(message, Rejection):
                 log.error("output for %s breaks its contract (%s on %s); dead-lettered", topic, message.rule, message.field)
                 key, value, headers = dead_letter_of(topic, RawRecord(PRODUCER, orjson.dumps(record), value=record),

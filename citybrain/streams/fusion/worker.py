@@ -36,6 +36,8 @@ PRODUCER = "streams.fusion"
 SWEEP_EVERY_S = 30.0
 
 Produced = tuple[str, dict[str, Any], bytes]   # (topic, record, trace id)
+#: The trace id of what a sweep closes (caused by stream time passing, not by one record).
+SWEEP_TRACE = b"streams.fusion.sweep"
 #: A record that failed, to be dead-lettered: (topic, record, why, trace id).
 Failed = tuple[str, RawRecord, Rejection, bytes]
 
@@ -117,7 +119,7 @@ class FusionWorker:
                                  and (watermark - state.swept).total_seconds() < SWEEP_EVERY_S):
             return []
         state.swept = watermark
-        return [(topic, record, b"streams.fusion.sweep") for topic, record in pipeline.sweep(watermark)]
+        return [(topic, record, SWEEP_TRACE) for topic, record in pipeline.sweep(watermark)]
 
     def message(self, topic: str, record: dict[str, Any], trace: bytes
                 ) -> tuple[bytes, bytes, dict[str, bytes]] | Rejection:
