@@ -67,11 +67,13 @@ def _by_area(worker: KeyedFusionWorker) -> tuple[TP, list[SimpleNamespace]]:
     by_area: dict[int, list[SimpleNamespace]] = {}
     for _ref, _turn, topic, partition, offset in fetches:
         ts, payload = raw[(topic, partition)][offset]
-        targets, (_key, value, ts, headers) = worker.repartitioner.route(topic, partition, offset, ts, [], payload)
-        for p in targets:
-            records = by_area.setdefault(p, [])
-            records.append(SimpleNamespace(topic=worker.by_area, partition=p, offset=len(records), value=value,
-                                           headers=headers, timestamp=ts / 1000))
+        raw_record = SimpleNamespace(topic=topic, partition=partition, offset=offset, timestamp=ts / 1000, headers=[],
+                                     value=payload)
+        for p, routed in worker.repartitioner.route([raw_record]).items():
+            for _key, value, at_ms, headers in routed:
+                records = by_area.setdefault(p, [])
+                records.append(SimpleNamespace(topic=worker.by_area, partition=p, offset=len(records), value=value,
+                                               headers=headers, timestamp=at_ms / 1000))
     busiest = max(by_area, key=lambda p: len(by_area[p]))
     return (worker.by_area, busiest), by_area[busiest]
 
