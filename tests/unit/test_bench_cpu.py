@@ -169,7 +169,7 @@ class FakeWorker:
 def test_a_timed_run_reads_each_workers_cpu_at_its_start_and_end_and_what_each_committed(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The benchmark's own loop, the broker's answers made up: the window opens at the first stable group and
-    closes when everything is committed; offsets count for the worker that owned them when they were committed."""
+    closes when everything is committed and nothing is left to read; offsets count for the worker that owned them when they were committed."""
     from citybrain.devtools import bench
     from citybrain.kafka import topics
 
@@ -178,20 +178,24 @@ def test_a_timed_run_reads_each_workers_cpu_at_its_start_and_end_and_what_each_c
             {"topic": "raw.a", "partitions": partitions}]}}
 
     groups = iter([{"members": [member("g-worker1", [0, 1])]},                                   # the window opens
-                   {"members": [member("g-worker1", [0]), member("g-worker2", [1])]}, {}])    # {}: rebalancing
-    commits = iter([{("raw.a", 0): 500, ("raw.a", 1): 300}, {("raw.a", 0): 600, ("raw.a", 1): 400}])
+                   {"members": [member("g-worker1", [0]), member("g-worker2", [1])]}, {}, {}])    # {}: rebalancing
+    commits = iter([{("raw.a", 0): 500, ("raw.a", 1): 300}, {("raw.a", 0): 600, ("raw.a", 1): 400},
+                    {("raw.a", 0): 600, ("raw.a", 1): 400}])
+    # All committed, then still 2 records ahead on the group's own topic, then none (commit markers are no records).
+    lag = iter([(1000, 2), (1000, 0)])
     cpu = {1: iter([10.0, 15.0]), 2: iter([20.0, 24.5])}
     broker = iter([100.0, 103.0])
     monkeypatch.setattr(bench.time, "sleep", lambda _s: None)
     monkeypatch.setattr(bench, "_stable_group", lambda _settings, _group: next(groups))
     monkeypatch.setattr(topics, "committed_offsets", lambda _settings, _group: next(commits))
-    monkeypatch.setattr(topics, "end_offsets", lambda _settings, _topics: {("raw.a", 0): 600, ("raw.a", 1): 400})
+    monkeypatch.setattr(topics, "group_lag", lambda _settings, _group: next(lag))
     monkeypatch.setattr(bench, "process_cpu_s", lambda pid: next(cpu[pid]))
     monkeypatch.setattr(bench, "processes_cpu_s", lambda pids: next(broker) if pids == [77] else None)
 
     result = bench._throughput(None, "g", [FakeWorker(1), FakeWorker(2)], {"raw.a"}, 1000,  # type: ignore[arg-type]
                                [77], ["g-worker1", "g-worker2"])
     assert result["records"] == 1000 and result["workers"] == 2
+    assert next(lag, None) is None   # it waited for the last record, not for the offsets to meet the end
     assert result["cpu_s"] == [5.0, 4.5] and result["broker_cpu_s"] == 3.0
     # Partition 1's first 300 count for worker 2, its owner at that look; the last look, mid-rebalance, keeps the
     # owners known before it.
