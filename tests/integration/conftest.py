@@ -17,7 +17,7 @@ import pytest
 from citybrain import access
 from citybrain.broker.local import LocalBroker
 from citybrain.ingest.audit import audit_dir
-from citybrain.settings import PROJECT_ROOT, Settings, load_settings
+from citybrain.settings import CREDENTIAL_STORE, PROJECT_ROOT, Settings, load_settings
 from citybrain.kafka.topics import apply_topics
 
 TEST_ENV = {
@@ -55,6 +55,15 @@ def broker(settings: Settings, contracts):  # type: ignore[no-untyped-def]
     yield b
     b.down()
     shutil.rmtree(b.home, ignore_errors=True)
+
+
+def service_logins(settings: Settings, state: Path) -> None:
+    """A state folder of its own (a second sink, a lake elsewhere) given the platform services' broker passwords:
+    a service logs in as its own principal (``svc-*``) from the credential store of its state's access folder,
+    whatever SASL login the environment names."""
+    access = state / "access"
+    access.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(settings.access_dir / CREDENTIAL_STORE, access / CREDENTIAL_STORE)
 
 
 def cli(*args: str, env_extra: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:

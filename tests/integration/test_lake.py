@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from citybrain.kafka.topics import end_offsets
-from tests.integration.conftest import TEST_ENV, cli
+from tests.integration.conftest import TEST_ENV, cli, service_logins
 
 pytestmark = pytest.mark.integration
 
@@ -32,8 +32,10 @@ def test_bronze_sink_writes_every_record_once_across_a_kill_9(broker, settings, 
     proc = cli("simulate", "--hours", "2", "--scale", "0.3", "--seed", "31", "--incidents", "none", "--json")
     assert proc.returncode == 0, proc.stderr
     lake_state = tmp_path / "state"
+    service_logins(settings, lake_state)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
-    # Its own state folder, so it logs in to the test broker with the admin credentials given explicitly.
+    # Its own state folder, so it is given the broker's address and the services' passwords (the sink logs in as
+    # svc-lake-bronze); the admin login in the environment is the other commands' (`lake compact` reads no topic).
     _protocol, _mechanism, user, password = settings.client_auth()
     env.update({**TEST_ENV, "CITYBRAIN_STATE_DIR": str(lake_state), "CITYBRAIN_SASL_USERNAME": user,
                 "CITYBRAIN_SASL_PASSWORD": password})

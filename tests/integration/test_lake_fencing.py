@@ -20,7 +20,7 @@ from citybrain.kafka.topics import read_topic
 from citybrain.lake import layout
 from citybrain.lake.lease import LeaseHeld
 from citybrain.streams.lake_sink import run_sink
-from tests.integration.conftest import cli
+from tests.integration.conftest import cli, service_logins
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +53,7 @@ def test_a_second_sink_on_a_topic_is_refused_and_the_lake_holds_each_offset_once
     with pytest.raises(LeaseHeld, match=f"pid {os.getpid()}"):
         run_sink(settings, [NOISE_LEVEL], lake, stop_when_idle_s=1.0)
     _protocol, _mechanism, user, password = settings.client_auth()
+    service_logins(settings, state)   # the second sink logs in as svc-lake-bronze from its own state folder
     second = cli("lake", "bronze", "--exit-when-idle", "1", env_extra={   # its own state folder: credentials given
         "CITYBRAIN_STATE_DIR": str(state), "CITYBRAIN_SASL_USERNAME": user, "CITYBRAIN_SASL_PASSWORD": password})
     assert second.returncode == 1, second.stdout + second.stderr
