@@ -77,15 +77,23 @@ class Baseline:
 
 
 def negative_binomial_tail(count: int, mean: float, shape: float) -> float:
-    """P(N >= count) for N negative binomial with this mean and shape (variance mean + mean^2 / shape)."""
-    if count <= 0:
+    """P(N >= count) for N negative binomial with this mean and shape (variance mean + mean^2 / shape); Poisson
+    for an infinite shape (a mean known exactly). With no mean to judge against (nothing usual known yet: the
+    city's first calls, no history) no count is beyond chance: 1.0."""
+    if count <= 0 or not mean > 0:
         return 1.0
-    p = shape / (shape + mean)                       # success probability in the (shape, p) form
-    log_p, log_q = math.log(p), math.log1p(-p)
-    base = math.lgamma(shape)
+    p = shape / (shape + mean) if math.isfinite(shape) and shape > 0 else 1.0   # success probability, (shape, p) form
+    if p < 1.0:                                      # else as good as Poisson (a spread far below the mean's)
+        log_p, log_q = math.log(p), math.log1p(-p)
+        base = math.lgamma(shape)
 
-    def pmf(k: int) -> float:
-        return math.exp(math.lgamma(k + shape) - base - math.lgamma(k + 1) + shape * log_p + k * log_q)
+        def pmf(k: int) -> float:
+            return math.exp(math.lgamma(k + shape) - base - math.lgamma(k + 1) + shape * log_p + k * log_q)
+    else:
+        log_mean = math.log(mean)
+
+        def pmf(k: int) -> float:
+            return math.exp(k * log_mean - mean - math.lgamma(k + 1))
 
     if count <= mean:                                # a large tail: one minus the few terms below it
         return max(0.0, 1.0 - sum(pmf(k) for k in range(count)))
@@ -148,9 +156,9 @@ def baseline(prior: float, city_calls: int, weeks: int, calls: int) -> Baseline:
     (Poisson) and as streets stray from their population share (``STREET_SPREAD``), the history as its count."""
     w_prior, w_history = PRIOR_WEEKS / (PRIOR_WEEKS + weeks), weeks / (PRIOR_WEEKS + weeks)
     mean = w_prior * prior + (w_history * calls / weeks if weeks else 0.0)
-    variance = (w_prior * prior) ** 2 * (1 / (city_calls + 1) + STREET_SPREAD ** 2) \
+    variance = (w_prior * prior) ** 2 * (1 / (max(city_calls, 0) + 1) + STREET_SPREAD ** 2) \
         + (w_history ** 2 * max(calls, 1) / weeks ** 2 if weeks else 0.0)
-    shape = mean ** 2 / variance                # Gamma over the mean: the negative binomial's shape
+    shape = mean ** 2 / variance if variance > 0 else math.inf   # Gamma over the mean: the negative binomial's shape
     return Baseline(expected=mean, spread=math.sqrt(mean + variance), shape=shape, weeks=weeks)
 
 

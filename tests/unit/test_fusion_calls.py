@@ -153,3 +153,18 @@ def test_the_summary_is_written_in_the_first_language_of_the_city_being_served()
     assert pipeline.fusion.hotspots.language == "en"
     pipeline.reference("raw.ref.city.v1", {**city, "languages": None})
     assert pipeline.fusion.hotspots.language == "zh"
+
+
+def test_a_baseline_with_nothing_to_rest_on_or_a_certain_mean_judges_without_raising() -> None:
+    """Regression (make test, 2026-12-07): a street judged against one call fewer than its own (the rest of the city's
+    count -1) divided by zero, and a spread far below the mean made the negative binomial's p exactly 1 (log of
+    zero: math domain error); the worker dead-lettered those tickets as processing errors."""
+    assert baseline(0.5, -1, 0, 0).chance_of_at_least(3) == pytest.approx(baseline(0.5, 0, 0, 0).chance_of_at_least(3))
+    poisson = 1 - math.exp(-0.5) * (1 + 0.5 + 0.5 ** 2 / 2)
+    assert negative_binomial_tail(3, 0.5, 1e300) == pytest.approx(poisson)
+    assert negative_binomial_tail(3, 0.5, math.inf) == pytest.approx(poisson)
+    assert negative_binomial_tail(3, 0.0, 0.0) == 1.0               # nothing usual known yet: nothing beyond chance
+    detector = _detector()
+    detector.population = {}                                       # a city without populations, its first calls
+    calls = [_call(HOT, MONDAY_6PM + timedelta(minutes=k), k) for k in range(12)]
+    _run(detector, calls + [_call(STREETS[0], MONDAY_6PM - timedelta(hours=k), 100 + k) for k in range(3)])
