@@ -50,7 +50,7 @@ def test_the_second_city_runs_the_whole_demo_path_and_counts_add_up(linjiang) ->
     assert "city pack 临江市 2026.12.2" in run.stdout and "counts add up" in run.stdout
     assert "临江市 (6 streets, 67 devices) simulated" in run.stdout
     airflow = run.stdout[run.stdout.find("11. airflow"):]
-    assert "published 7 scenario datasets" in airflow, airflow    # of 8: no civil affairs, no elderly-care register
+    assert "published 8 scenario datasets" in airflow, airflow    # of 9: no civil affairs, no elderly-care register
     assert "not published: elderly_care_demand" in airflow, airflow
 
 
@@ -78,7 +78,7 @@ def test_its_outputs_name_its_own_areas_departments_and_services(linjiang) -> No
     assert truth["city"]["name"] == "临江市" and {i["street_code"] for i in truth["incidents"] if i.get("street_code")} <= streets
     # The releases: district and street names are the pack's.
     gold = {p.parent.parent.name: pq.read_table(p).to_pylist() for p in layout.release_data(lake)}
-    assert len(gold) == 7
+    assert len(gold) == 8   # the nine datasets but elderly care (no civil affairs feed)
     safety = gold["district_safety_index"]
     assert {r["district_name"] for r in safety} == {"西城区", "中心区", "东港区"}
     assert {r["street_name"] for r in gold["flood_risk_by_street"]} <= set(areas.values())
