@@ -95,20 +95,18 @@ def _cpu_lines(cpu: dict[str, Any]) -> list[str]:
         + (f" ({', '.join(_us(e) for e in each)})" if any(e is not None for e in each) else "") + " | – | |",
     ]
     wall = f"{cpu['scaling_wall']:.2f}" if cpu.get("scaling_wall") is not None else "?"
-    if cpu["scaling_cpu"] is None:
-        lines.append(f"| keyed scaling by CPU: two workers' CPU per record / one's (records/s two / one) | "
-                     f"not measured ({wall}) | ≤ {t['scaling_cpu']:.2f} | |")
-    else:
-        lines.append(f"| keyed scaling by CPU: two workers' CPU per record / one's (records/s two / one) | "
-                     f"{cpu['scaling_cpu']:.2f} ({wall}) | ≤ {t['scaling_cpu']:.2f} | "
-                     f"{_margin(cpu['scaling_cpu'], t['scaling_cpu'], at_most=True, ratio=True)} |")
-    if cpu["keyed_per_cpu_s"] is None:
-        lines.append(f"| keyed by area, one worker / the default worker, records per CPU second | not measured | "
-                     f"≥ {t['keyed_per_cpu_s']:.2f} | |")
-    else:
-        lines.append(f"| keyed by area, one worker / the default worker, records per CPU second | "
-                     f"{cpu['keyed_per_cpu_s']:.2f} | ≥ {t['keyed_per_cpu_s']:.2f} | "
-                     f"{_margin(cpu['keyed_per_cpu_s'], t['keyed_per_cpu_s'], at_most=False)} |")
+
+    def ratio_row(label: str, key: str, sign: str, beside: str = "", **margin: bool) -> str:
+        """A ratio against its target: 'not measured' (with what stands beside it) where /proc was not there."""
+        value, target = cpu[key], t[key]
+        if value is None:
+            return f"| {label} | not measured{beside} | {sign} {target:.2f} | |"
+        return f"| {label} | {value:.2f}{beside} | {sign} {target:.2f} | {_margin(value, target, **margin)} |"
+
+    lines.append(ratio_row("keyed scaling by CPU: two workers' CPU per record / one's (records/s two / one)",
+                           "scaling_cpu", "≤", f" ({wall})", at_most=True, ratio=True))
+    lines.append(ratio_row("keyed by area, one worker / the default worker, records per CPU second",
+                           "keyed_per_cpu_s", "≥", at_most=False))
     names = {"plain": "plain consumer", "default": "default worker", "keyed_one": "one keyed worker",
              "keyed_two": "two keyed workers"}
     broker = [f"{name} " + ("not measured" if cpu["broker_cpu_s"].get(key) is None else
