@@ -74,6 +74,12 @@ def work_orders(department: str) -> str:
     return f"dispatch.{department}.work_order.v1"
 
 
+def is_work_orders(topic: str) -> bool:
+    """Whether ``topic`` is a department's (or the area offices') dispatch topic, not another ``dispatch.``
+    topic such as the urges and whistles raised in the operations view."""
+    return topic.startswith("dispatch.") and topic.endswith(".work_order.v1")
+
+
 def contract_id(topic: str) -> str:
     """The contract id of a topic: the topic without its major version (``raw.sensor.weather``)."""
     return topic.rsplit(".v", 1)[0]

@@ -24,8 +24,9 @@ CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 ACCEPT = ("application/ld+json", "application/json")
 FORMATS = ("normalized", "concise")
 NOTIFICATION_NS = uuid.UUID("2b1f6c0e-6f3a-5d7c-8e9a-1b2c3d4e5f60")
-#: The NGSI-LD entity type of each notifiable topic family.
-ENTITY_TYPES = {"dispatch.": "WorkOrder", "city.event.incident.": "CityEvent", "alert.early_warning.": "EarlyWarning",
+#: The NGSI-LD entity type of each notifiable topic family; the first prefix that matches wins (an urge
+#: raised in the operations view is not a work order).
+ENTITY_TYPES = {"dispatch.command.urge.": "Urge", "dispatch.command.whistle.": "Whistle", "dispatch.": "WorkOrder", "city.event.incident.": "CityEvent", "alert.early_warning.": "EarlyWarning",
                 "alert.sla.": "SlaAlert"}
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from citybrain.contracts import topics
 from citybrain.broker.local import BrokerError, LocalBroker
 from citybrain.ingest.producer import ValidatedProducer
 from citybrain.kafka import clients
@@ -139,7 +140,7 @@ def test_the_fusion_worker_carries_on_through_a_node_killed_mid_stream(cluster, 
     contract = contracts["raw.hotline.service_request.v1"]
 
     def orders() -> list[str]:
-        return [o["work_order_id"] for c in contracts.values() if c.zone == "dispatch"
+        return [o["work_order_id"] for c in contracts.values() if topics.is_work_orders(c.topic)
                 for r in read_topic(settings, c.topic) for o in [json.loads(r.value)]
                 if o["source_id"].startswith(f"HLC{run}")]
 
@@ -337,7 +338,7 @@ def test_chaos_kills_workers_sinks_and_brokers_and_nothing_is_lost_or_doubled(cl
                 continue
             published.setdefault(c.topic, Counter())[headers["event-id"].decode()] += 1
             value = json.loads(r.value)
-            if c.zone == "dispatch":
+            if topics.is_work_orders(c.topic):
                 orders.add(value["work_order_id"])
                 ordered.add(value["source_id"])
             elif c.topic == "city.event.incident.v1":

@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from citybrain.contracts import topics
 from citybrain.security.checks import EMAIL_RE, find_personal_data
 from citybrain.kafka.topics import read_topic
 from tests.integration.conftest import cli
@@ -142,7 +143,7 @@ def test_no_raw_personal_data_leaves_the_restricted_zone_in_a_full_day(demo, set
             leaks += [(where, f"{kind}: {masked}") for kind, masked in find_personal_data(v)]
     assert not leaks, leaks[:10]
     # Pseudonyms, not numbers: the same caller links across tickets in the work orders.
-    refs = [o["caller_ref"] for c in contracts.values() if c.zone == "dispatch"
+    refs = [o["caller_ref"] for c in contracts.values() if topics.is_work_orders(c.topic)
             for r in read_topic(settings, c.topic, timeout_s=60) for o in [json.loads(r.value)]
             if o.get("source") == "ticket" and o.get("caller_ref")]
     assert refs and all(ref.startswith("psn_") for ref in refs)

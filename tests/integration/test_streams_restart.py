@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from citybrain.contracts import topics
 from citybrain.sim.city import build_city
 from citybrain.sim.clock import default_start
 from citybrain.kafka.topics import group_lag, read_topic
@@ -40,7 +41,7 @@ def _produce(tmp_path: Path, name: str, records: list[dict]) -> None:  # type: i
 
 def _orders(settings, contracts, run: str) -> list[str]:  # type: ignore[no-untyped-def]
     """Work-order ids for this run's tickets, one entry per message on the dispatch topics."""
-    return [order["work_order_id"] for c in contracts.values() if c.zone == "dispatch"
+    return [order["work_order_id"] for c in contracts.values() if topics.is_work_orders(c.topic)
             for r in read_topic(settings, c.topic)
             for order in [json.loads(r.value)] if order["source_id"].startswith(f"HLR{run}")]
 

@@ -83,6 +83,12 @@ def test_a_record_becomes_a_normalized_or_concise_ngsi_ld_entity_in_a_notificati
                                           sub.topic, event, "CE-1")
 
 
+def test_an_urge_or_a_whistle_is_its_own_entity_type_not_a_work_order() -> None:
+    assert entity_of("dispatch.command.urge.v1", {}, "U-1", "concise")["type"] == "Urge"
+    assert entity_of("dispatch.command.whistle.v1", {}, "W-1", "concise")["type"] == "Whistle"
+    assert entity_of("dispatch.water.work_order.v1", {}, "WO-1", "concise")["type"] == "WorkOrder"
+
+
 def _serve(statuses: list[int]):  # type: ignore[no-untyped-def]
     """An endpoint answering ``statuses`` in turn (then 204), and the list of what it was sent."""
     seen: list[Any] = []
