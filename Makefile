@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml infra/setup.sh
 constraints: $(STAMP)
 	bash infra/constraints.sh
 
-## Issue 32's chaos test on a three-node cluster (about 6 min; not in `make test`: its one run inside it failed, see docs/explanation/exactly-once.md).
+## Issue 32's chaos test on a three-node cluster alone (about 6 min; `make test` runs it too, see docs/explanation/exactly-once.md).
 chaos: $(STAMP)
 	$(VENV)/bin/pytest -m chaos tests/integration/test_cluster.py
 

@@ -17,7 +17,7 @@ import threading
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 from citybrain.access.trail import verify
 from citybrain.contracts import topics
@@ -51,9 +51,10 @@ _MEMO: dict[tuple[Any, ...], Any] = {}
 _MEMO_LOCK = threading.RLock()
 
 
-def _memo(what: str, files: list[LakePath], compute: Callable[[list[LakePath]], Any]) -> Any:
-    """``compute(files)``, or its last result if no file was added, removed or rewritten since."""
-    key = (what, tuple((str(f), *_stat(f)) for f in files))
+def _memo(what: str, files: list[LakePath], compute: Callable[[list[LakePath]], Any], also: Hashable = None) -> Any:
+    """``compute(files)``, or its last result if no file was added, removed or rewritten since (and ``also``, what
+    else the result rests on, is equal)."""
+    key = (what, tuple((str(f), *_stat(f)) for f in files), also)
     with _MEMO_LOCK:   # pages are computed in threads; one computes, the others wait for its result
         if key not in _MEMO:
             for old in [k for k in _MEMO if k[0] == what]:   # one result per input: the lake's newest

@@ -175,3 +175,26 @@ def test_the_area_route_refuses_another_remit_with_403_and_audits_each_area_read
     asyncio.run(scenario())
     reads = [(r["actor"], r["target"], r["outcome"], r["details"].get("area")) for r in records if r["action"] == "read"]
     assert reads == [("duty.police", "area page", "ok", "LA-VALLEY"), ("duty.police", "area page", "denied", "LA-BASIN")]
+
+
+def test_figures_are_reused_per_remit_until_the_lake_or_the_live_records_change(
+        platform, lake: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    auth = _auth(platform)
+    office, police = auth.viewer_of("data_bureau", DATA_OFFICE), auth.viewer_of("police")
+    computed: list[str | None] = []
+    real = drill._figures
+    monkeypatch.setattr(drill, "_figures", lambda lk, v, live: computed.append(v.department) or real(lk, v, live))
+    first = drill.area(lake, office, "")
+    assert drill.area(lake, office, "LA-BASIN") and drill.area(lake, office, "") == first
+    assert computed == ["data_bureau"]                                # one pass for the data office's three reads
+    drill.area(lake, police, "")
+    assert computed == ["data_bureau", "police"]                      # another remit: its own pass
+    event = {"event_id": "CE-LA-9", "category": "flood", "title": "new", "status": "open", "severity": 2,
+             "street_code": "LA-CD04", "district_code": "LA-VALLEY", "lat": 34.3, "long": -118.5,
+             "detected_at": "2025-11-22T04:40:00Z", "department": "water", "evidence": {}}
+    live = drill.area(lake, office, "LA-VALLEY", [("city.event.incident.v1", event)])
+    assert live["area"]["kpis"]["open_events"] == 1 and len(computed) == 3   # a live record: computed again
+    _write(lake, "silver", "alert.early_warning.risk.v1", [
+        {"warning_id": "EW-LA-2", "kind": "trending_hotspot", "category": "noise", "street_code": "LA-CD04",
+         "district_code": "LA-VALLEY", "detected_at": "2025-11-22T04:45:00Z"}])
+    assert drill.area(lake, office, "LA-VALLEY")["area"]["kpis"]["warnings"] == 1 and len(computed) == 4   # a new file
