@@ -370,6 +370,7 @@ def test_chaos_kills_workers_sinks_and_brokers_and_nothing_is_lost_or_doubled(cl
               "city_events_expected": len({e["event_id"] for e in replay.get(CITY_EVENTS, [])}),
               "city_events_other_id": sorted({e["event_id"] for e in events}
                                              - {e["event_id"] for e in replay.get(CITY_EVENTS, [])}),
+              "city_events_other": _other_events(events, replay.get(CITY_EVENTS, [])),
               "recall": two["recall"], "precision": two["precision"],
               "replay_recall": one["recall"], "replay_precision": one["precision"]}
     (tmp_path / "chaos.json").write_text(json.dumps(report, indent=1))
@@ -387,3 +388,22 @@ def test_chaos_kills_workers_sinks_and_brokers_and_nothing_is_lost_or_doubled(cl
     detected = lambda score: sorted((i["incident_id"], i["output"], i["detected"]) for i in score["items"])  # noqa: E731
     assert detected(two) == detected(one), (two, one)
     assert two["recall"] == one["recall"] and two["precision"] == one["precision"], (two, one)
+
+
+def _other_events(events: list[dict], replayed: list[dict]) -> list[dict]:  # type: ignore[type-arg]
+    """The city events the group sent under ids the one-pipeline replay did not, each beside the replay's events of
+    the same category and street: their first-seen times and the kinds of evidence each rests on (calls, gauges,
+    reports), what tells a takeover's lost state from a call baseline learnt across workers."""
+    def brief(e: dict) -> dict:  # type: ignore[type-arg]
+        evidence = e.get("evidence") or {}
+        return {"event_id": e["event_id"], "status": e.get("status"), "detected_at": e.get("detected_at"),
+                "evidence": {k: len(v) if isinstance(v, (list, dict)) else v for k, v in evidence.items()}}
+    ids = {e["event_id"] for e in replayed}
+    out = []
+    for e in events:
+        if e["event_id"] in ids or any(o["group"]["event_id"] == e["event_id"] for o in out):
+            continue
+        same = [r for r in replayed if (r.get("category"), r.get("street_code")) == (e.get("category"), e.get("street_code"))]
+        out.append({"group": brief(e), "category": e.get("category"), "street_code": e.get("street_code"),
+                    "replay": [brief(r) for r in same][:6]})
+    return out[:10]
