@@ -246,7 +246,8 @@ def test_a_whistle_raised_reaches_the_summoned_departments_view_and_a_department
     """Issue 35, item 4: the data office blows the whistle from a ticket's page (the dialog, its departments by
     name), the record carries the city's deadlines (sign within 1 h, report at a working day's close), and the
     department summoned sees it on its Work orders page; a street office (the hotline's login) whistles on a ticket
-    its area holds through the same JSON route; a department is refused an urge (403), and a form post (CSRF) 415."""
+    its area holds through the same JSON route; a department is refused an urge (403), and a form post (CSRF) 415.
+    The department summoned signs for it from its row (部门报到) and the data office sees the answer."""
     url, out = ui
     office = demo_account(settings)
     page, errors, _ms = login(chrome, url, office)
@@ -285,6 +286,18 @@ def test_a_whistle_raised_reaches_the_summoned_departments_view_and_a_department
     wait_until(police, f"(cb.actions || {{actions: []}}).actions.some((a) => a.action_id === '{action}')", 15)
     assert "浏览器测试" in police.inner_text("#actions-list")
     police.screenshot(path=str(out / "whistle-police.png"), full_page=True)
+    # The police answer it (部门报到): sign from the row's button; the row then offers contact, and the data office's
+    # list shows the answer, on time.
+    police.click(f"#actions-list button.reply[data-action='{action}'][data-step=sign]")
+    police.wait_for_selector("#reply-dialog[open]")
+    police.fill("#reply-note", "已签收，派员前往")
+    police.click("#reply-send")
+    replied = wait_until(police, "document.body.dataset.reply", 15)
+    police.wait_for_selector(f"#actions-list button.reply[data-action='{action}'][data-step=contact]", timeout=15_000)
+    police.screenshot(path=str(out / "reply-police.png"), full_page=True)
+    answers = page.evaluate("fetch('/api/actions').then((r) => r.json())")["actions"]
+    signed = next(a for a in answers if a["action_id"] == action)["replies"]["police"]["sign"]
+    assert (signed["reply_id"], signed["on_time"], signed["replied_by"]) == (replied, True, "duty.police"), signed
     # A department may not urge, and no other site can post a form to the view.
     body = json.dumps({"target_id": ticket["work_order_id"], "departments": [summoned], "reason": "部门不能督办"})
     status = police.evaluate(f"fetch('/api/urge', {{method: 'POST', headers: {{'Content-Type': 'application/json'}}, "
