@@ -34,6 +34,8 @@ const T = {
     reason: "事由",
     replies: "部门报到", reply: "报到", reply_sign: "签收", reply_contact: "已联系", reply_report: "反馈",
     reply_note: "说明（反馈必填，勿写市民个人信息）", late_reply: "逾期", on_time_reply: "按时",
+    screen: "大屏", screen_hint: "指挥中心大屏：1920×1080 全屏，轮播各页并实时刷新（浏览器按 F11 或以 --kiosk 打开）",
+    screen_exit: "退出大屏",
   },
   en: {
     title: "CityBrain", city: "City", hotline: "Hotline 12345", orders: "Work orders", data: "Data", security: "Security",
@@ -71,6 +73,8 @@ const T = {
     replies: "Departments' replies (报到)", reply: "Reply", reply_sign: "Sign (签收)", reply_contact: "Contacted (联系)",
     reply_report: "Report (反馈)", reply_note: "Note (required for a report; no caller's personal data)",
     late_reply: "late", on_time_reply: "on time",
+    screen: "Big screen", screen_hint: "The command centre's wall: 1920×1080 full screen, cycling the pages and live (F11, or the browser in --kiosk mode)",
+    screen_exit: "Leave the big screen",
   },
 };
 const PAGES = ["city", "hotline", "orders", "data", "security"];
@@ -136,6 +140,8 @@ function translate() {
   $("title").textContent = t("title");
   $("lang").textContent = cb.lang === "zh" ? "English" : "中文";
   $("logout").textContent = t("logout");
+  $("screen").textContent = t("screen"); $("screen").title = t("screen_hint"); $("screen").hidden = !cb.me || screen.on;
+  $("screen-exit").textContent = t("screen_exit"); $("screen-exit").hidden = !screen.on;
   $("zone").textContent = cb.me ? `${t("zone")}${cb.lang === "zh" ? "：" : ": "}${zoneName()}` : "";
   $("zone").title = `${zone()} · ${t("utc_hint")}`;
   document.querySelectorAll("[data-t]").forEach((el) => { el.textContent = t(el.dataset.t); });
@@ -154,6 +160,7 @@ function showLogin() {
   cb.me = null;
   document.querySelectorAll(".page").forEach((p) => { p.hidden = true; });
   $("login").hidden = false; $("logout").hidden = true; $("who").textContent = ""; $("zone").textContent = "";
+  $("screen").hidden = true;
   renderTabs();
 }
 
@@ -617,6 +624,35 @@ function listen() {
   live.onerror = () => { if (!cb.me) live.close(); };
 }
 
+// -- The big screen (大屏): ?screen=1[&every=<seconds>] for the command centre's wall ----------------------------
+// The pages the viewer may see, one after another every `every` seconds (30 by default, 5 at least), each drawn
+// afresh from the server as it comes round and redrawn by the live feed while shown; the header keeps the city's
+// name, its clock and the live feed's state; acting (buttons, forms, dialogs) is left to the desks.
+const SCREEN_PAGES = ["city", "hotline", "orders", "data"];
+const screenParams = new URLSearchParams(location.search);
+const screen = { on: screenParams.get("screen") === "1", every: Math.max(5, Number(screenParams.get("every")) || 30), timer: null, cycles: 0 };
+
+function startScreen() {
+  document.body.classList.add("screen");
+  document.body.dataset.screen = "1";
+  const pages = SCREEN_PAGES.filter((p) => cb.me.admin || !ADMIN_PAGES.includes(p));
+  const tick = () => {
+    const now = new Date();
+    $("screen-clock").textContent = `${local(now.toISOString())}:${String(now.getSeconds()).padStart(2, "0")} ${zoneName()}`;
+    $("screen-live").textContent = cb.live || "";
+  };
+  tick();
+  setInterval(tick, 1000);
+  clearInterval(screen.timer);
+  screen.timer = setInterval(async () => {
+    if (!cb.me) return;
+    const next = pages[(pages.indexOf(cb.page) + 1) % pages.length];
+    await show(next);
+    screen.cycles += 1;
+    document.body.dataset.screenCycles = String(screen.cycles);
+  }, screen.every * 1000);
+}
+
 async function start() {
   translate();
   try { cb.me = await api("/api/me"); } catch (e) { return; }
@@ -628,6 +664,7 @@ async function start() {
   const allowed = PAGES.filter((p) => cb.me.admin || !ADMIN_PAGES.includes(p));
   await show(allowed.includes(wanted) ? wanted : "city");
   listen();
+  if (screen.on) startScreen();
 }
 
 $("login-form").addEventListener("submit", async (ev) => {
@@ -647,6 +684,8 @@ $("logout").addEventListener("click", async () => {
 });
 $("lang").addEventListener("click", () => { cb.lang = cb.lang === "zh" ? "en" : "zh"; localStorage.setItem("cb-lang", cb.lang); translate(); if (cb.page && cb.me) show(cb.page); });
 $("city-sensor").addEventListener("change", drawMap);
+$("screen").addEventListener("click", () => { location.href = `${location.pathname}?screen=1#city`; });
+$("screen-exit").addEventListener("click", () => { location.href = `${location.pathname}#${cb.page || "city"}`; });
 $("city-whistle").addEventListener("click", () => { if (cb.cityEvent) openAct("whistle", "city_event", cb.cityEvent.event_id, cb.cityEvent.title); });
 $("act-form").addEventListener("submit", (ev) => { ev.preventDefault(); sendAct(); });
 $("act-cancel").addEventListener("click", () => $("act-dialog").close());
