@@ -207,6 +207,32 @@ def replies(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]
     return out
 
 
+def action_counts(lake: Lake, viewer: Viewer, now: datetime) -> dict[str, dict[str, Any]]:
+    """Per department summoned (a department: itself only), what the 考核 counts of the urges and whistles: how
+    many actions summoned it (``summoned``; ``urged``: of them urges on its orders), the steps it owed by ``now``
+    (``due``: answered, or past their deadline unanswered), those answered by their deadline (``on_time``) and
+    their share (``on_time_rate``; null while nothing was due)."""
+    out: dict[str, dict[str, Any]] = {}
+    answered = replies(lake, viewer)
+    for action in raised_actions(lake, viewer).values():
+        got = answered.get(str(action.get("action_id")), {})
+        for department in action.get("departments") or []:
+            if not viewer.admin and department != viewer.department:
+                continue
+            c = out.setdefault(department, {"summoned": 0, "urged": 0, "due": 0, "on_time": 0})
+            c["summoned"] += 1
+            c["urged"] += action.get("kind") == "urge"
+            for step in REPLY_STEPS:
+                reply = got.get(department, {}).get(step)
+                deadline = action.get(f"{step}_deadline")
+                if reply is not None or (deadline and parse_time(deadline) < now):
+                    c["due"] += 1
+                    c["on_time"] += bool(reply and reply.get("on_time"))
+    for c in out.values():
+        c["on_time_rate"] = round(c["on_time"] / c["due"], 4) if c["due"] else None
+    return out
+
+
 def late_steps(action: Mapping[str, Any], answered: Mapping[str, Mapping[str, Any]], now: datetime) -> dict[str, list[str]]:
     """Step -> the departments late on it: each summoned department's next step unanswered (签收, then 联系, then
     反馈), when that step's deadline has passed."""

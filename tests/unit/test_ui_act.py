@@ -307,3 +307,31 @@ def test_a_step_is_late_for_each_department_that_owes_it_past_its_deadline() -> 
     assert late_steps(action, answered, datetime(2026, 12, 4, 9, 0, tzinfo=timezone.utc)) == {"sign": ["police"]}
     assert late_steps(action, answered, datetime(2026, 12, 6, tzinfo=timezone.utc)) == {"sign": ["police"],
                                                                                         "contact": ["water"]}
+
+
+def test_the_hotline_page_counts_each_departments_summons_and_its_answers_on_time(
+        platform, city: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """An urge on water's order and a whistle for water and the police, all deadlines past: water answered the urge's
+    sign in time and the whistle's sign late, the police nothing; each department's steps due and on time."""
+    from citybrain.ui.auth import Viewer
+    from citybrain.ui.orders import action_counts
+
+    due = {"sign_deadline": "2026-12-04T08:00:00Z", "contact_deadline": "2026-12-05T07:00:00Z",
+           "report_deadline": "2026-12-09T09:30:00Z"}
+    _write(city, "silver", "dispatch.command.urge.v1", [
+        {"action_id": "URGE-20261204070000-aaaaaaaa", "kind": "urge", "departments": ["water"], **due}])
+    _write(city, "silver", "dispatch.command.whistle.v1", [
+        {"action_id": "WHISTLE-20261204070000-bbbbbbbb", "kind": "whistle", "departments": ["water", "police"], **due}])
+    _write(city, "silver", "dispatch.command.reply.v1", [
+        {"action_id": "URGE-20261204070000-aaaaaaaa", "department": "water", "step": "sign", "on_time": True},
+        {"action_id": "WHISTLE-20261204070000-bbbbbbbb", "department": "water", "step": "sign", "on_time": False}])
+    office = Viewer("office.data", "data_bureau", True, frozenset())
+    counts = action_counts(city, office, datetime(2026, 12, 10, tzinfo=timezone.utc))
+    assert counts == {"water": {"summoned": 2, "urged": 1, "due": 6, "on_time": 1, "on_time_rate": round(1 / 6, 4)},
+                      "police": {"summoned": 1, "urged": 0, "due": 3, "on_time": 0, "on_time_rate": 0.0}}
+    early = action_counts(city, office, datetime(2026, 12, 4, 7, 30, tzinfo=timezone.utc))
+    assert early["water"]["due"] == 2 and early["police"] == {"summoned": 1, "urged": 0, "due": 0, "on_time": 0,
+                                                              "on_time_rate": None}   # only what was answered is due
+    police = Viewer("duty.police", "police", False, frozenset({"dispatch.command.urge.v1", "dispatch.command.whistle.v1",
+                                                               "dispatch.command.reply.v1"}))
+    assert list(action_counts(city, police, datetime(2026, 12, 10, tzinfo=timezone.utc))) == ["police"]

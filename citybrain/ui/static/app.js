@@ -35,7 +35,7 @@ const T = {
     replies: "部门报到", reply: "报到", reply_sign: "签收", reply_contact: "已联系", reply_report: "反馈",
     reply_note: "说明（反馈必填，勿写市民个人信息）", late_reply: "逾期", on_time_reply: "按时",
     screen: "大屏", screen_hint: "指挥中心大屏：1920×1080 全屏，轮播各页并实时刷新（浏览器按 F11 或以 --kiosk 打开）",
-    screen_exit: "退出大屏",
+    screen_exit: "退出大屏", summoned: "被督办/吹哨", reply_rate: "按时报到率", n_steps: "{n} 个应答步骤",
   },
   en: {
     title: "CityBrain", city: "City", hotline: "Hotline 12345", orders: "Work orders", data: "Data", security: "Security",
@@ -74,7 +74,8 @@ const T = {
     reply_report: "Report (反馈)", reply_note: "Note (required for a report; no caller's personal data)",
     late_reply: "late", on_time_reply: "on time",
     screen: "Big screen", screen_hint: "The command centre's wall: 1920×1080 full screen, cycling the pages and live (F11, or the browser in --kiosk mode)",
-    screen_exit: "Leave the big screen",
+    screen_exit: "Leave the big screen", summoned: "summoned (urged/whistled)", reply_rate: "answered on time",
+    n_steps: "{n} steps due",
   },
 };
 const PAGES = ["city", "hotline", "orders", "data", "security"];
@@ -353,9 +354,14 @@ function drawRankings() {
   const w = ranked[0];
   $("hotline-weights").textContent = w ? `${t("weights")}${cb.lang === "zh" ? "：" : ": "}` +
     RATE_FIELDS.map(([, n]) => `${t(n)} ${w[`weight_${n}`]}`).join(" · ") : "";
+  // A department's row also counts the urges and whistles that summoned it and its answers on time (部门报到).
+  const acted = (r) => ((cb.hotline && cb.hotline.actions) || {})[r.unit] || { summoned: 0, urged: 0, due: 0, on_time_rate: null };
+  const actionCols = sel.value === "department" ? [[(r) => `${acted(r).summoned} (${t("urge")} ${acted(r).urged})`, t("summoned")],
+    [(r) => `${pct(acted(r).on_time_rate)} (${t("n_steps").replace("{n}", acted(r).due)})`, t("reply_rate")]] : [];
   table("hotline-rankings", ranked.filter((r) => r.scope === sel.value), [["rank", t("rank")], [unit, t(sel.value), (r) => r.unit],
     ["score", t("score")], ["tickets", t("tickets")],
-    ...RATE_FIELDS.map(([f, n]) => [(r) => `${pct(r[f])} (${restsOn(f, f === "satisfaction_rate" ? r.followed_up : r.tickets)})`, t(n)])]);
+    ...RATE_FIELDS.map(([f, n]) => [(r) => `${pct(r[f])} (${restsOn(f, f === "satisfaction_rate" ? r.followed_up : r.tickets)})`, t(n)]),
+    ...actionCols]);
 }
 
 // -- Work orders -----------------------------------------------------------------------------
