@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from citybrain.contracts.topics import CONTRACT_REGISTRY, URGES, WHISTLES, work_orders
+from citybrain.contracts.topics import CONTRACT_REGISTRY, REPLIES, URGES, WHISTLES, work_orders
 from citybrain.contracts.model import Contract, load_platform
 from citybrain.contracts.departments import DEPARTMENTS, city_departments
 from citybrain.settings import ADMIN_USER, get_settings, packaged
@@ -214,10 +214,10 @@ def department_principal(department: str) -> str:
 
 def department_grants(department: str) -> list[dict[str, str]]:
     """The grants of a city's own department, as the built-in roles without feeds of their own have them: its work
-    orders, which carry the tickets and the fused city events in its remit (lead or support), and the urges and
-    whistles of the operations view, which may summon it. The contract catalogue and its own consumer groups come
-    with every principal."""
-    return [{"read": work_orders(department)}, {"read": URGES}, {"read": WHISTLES}]
+    orders, which carry the tickets and the fused city events in its remit (lead or support), the urges and
+    whistles of the operations view, which may summon it, and the departments' replies to them. The contract
+    catalogue and its own consumer groups come with every principal."""
+    return [{"read": work_orders(department)}, {"read": URGES}, {"read": WHISTLES}, {"read": REPLIES}]
 
 
 def city_access_text(departments: Iterable[str]) -> str:

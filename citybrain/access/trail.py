@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 #: What an audit record can say happened.
 ACTIONS = ("login_ok", "login_failed", "logout", "read", "export", "query", "grant_change", "account_change",
-           "contract_import", "pack_import", "admin_command", "authorizer_denial", "urge", "whistle")
+           "contract_import", "pack_import", "admin_command", "authorizer_denial", "urge", "whistle", "reply")
 OUTCOMES = ("ok", "failed", "denied")
 TRAIL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 #: The contract's lengths for actor and target, and a cap on a detail's text: a made-up user name of any length

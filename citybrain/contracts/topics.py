@@ -54,6 +54,8 @@ TERRITORIAL_WORK_ORDERS = "dispatch.territorial.work_order.v1"
 # -- what the operations view's users raise: 督办 and 吹哨, summoning departments with reporting deadlines ----
 URGES = "dispatch.command.urge.v1"
 WHISTLES = "dispatch.command.whistle.v1"
+#: A summoned department's answers to them (报到): sign, contact, report.
+REPLIES = "dispatch.command.reply.v1"
 
 # -- what the DAGs and the platform announce ------------------------------------------------------
 QUALITY_ALERTS = "alert.data_quality.failure.v1"

@@ -7,7 +7,8 @@ reporting deadlines (:mod:`citybrain.city.reporting`) and returns the record its
 - the data office, which runs the command centre (``admin`` viewers), may urge and whistle on anything;
 - a street office may whistle (街乡吹哨): the city's area offices work their tickets in the hotline's system,
   so the hotline's principal whistles on the tickets the areas hold (``dispatch.territorial.work_order``);
-- a department neither urges nor whistles: it is the one summoned (部门报到).
+- a department neither urges nor whistles: it is the one summoned (部门报到), and answers each action that names
+  it step by step (:func:`reply`: 签收, 联系, 反馈, on ``dispatch.command.reply``).
 
 Beyond that, an action reaches only what its issuer may read: a ticket or city event outside the viewer's
 remit is refused as if the viewer had asked for its page.
@@ -16,9 +17,10 @@ remit is refused as if the viewer had asked for its page.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from citybrain.city.reporting import COMPLEXITIES, Reporting, ReportingError, office_hours
@@ -26,12 +28,12 @@ from citybrain.city.working_time import WorkingHoursError, WorkingTime
 from citybrain.contracts import topics
 from citybrain.contracts.departments import DEPARTMENT_ID_RE
 from citybrain.lake.layout import Lake
-from citybrain.times import iso
+from citybrain.times import iso, parse_time
 from citybrain.ui.auth import Viewer
-from citybrain.ui.orders import _rows
+from citybrain.ui.orders import REPLY_STEPS, _rows, raised_actions, replies
 from citybrain.ui.views import AREA_OFFICES, BadArgument, Forbidden, NotFound, _latest_by, _register, _silver, names
 
-__all__ = ["ACTIONS", "HOTLINE", "Problem", "action", "city_clock", "may", "record"]
+__all__ = ["ACTIONS", "HOTLINE", "Problem", "action", "city_clock", "may", "record", "reply"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,10 @@ REASON = (4, 500)
 #: The most departments one action summons.
 MAX_DEPARTMENTS = 20
 FIELDS = ("target_type", "target_id", "departments", "reason", "complexity")
+REPLY_FIELDS = ("action_id", "step", "note")
+#: How long a reply's note may be; a report's must say something (as an action's reason must).
+NOTE = (4, 500)
+ACTION_ID = re.compile(r"(URGE|WHISTLE)-[0-9]{14}-[a-f0-9]{8}")
 
 
 class Problem(BadArgument):
@@ -192,3 +198,66 @@ def action(lake: Lake, viewer: Viewer, kind: str, body: Any, at: datetime) -> tu
     target = _target(lake, viewer, kind, checked["target_type"], checked["target_id"])
     reporting, working = city_clock(lake)
     return ACTIONS[kind][0], record(kind, viewer, checked, target, at, reporting, working)
+
+
+def _checked_reply(body: Any) -> dict[str, Any]:
+    """A reply's fields, each checked; the first problem is raised naming its field, rule and fix."""
+    if not isinstance(body, Mapping):
+        raise Problem("(body)", f"must be a JSON object, not {type(body).__name__}.",
+                      f"send {{{', '.join(repr(f) for f in REPLY_FIELDS)}}}.")
+    unknown = sorted(set(body) - set(REPLY_FIELDS))
+    if unknown:
+        raise Problem(unknown[0], "is not a field of a reply.", f"send only {', '.join(REPLY_FIELDS)}.")
+    action_id = body.get("action_id")
+    if not isinstance(action_id, str) or not ACTION_ID.fullmatch(action_id.strip()):
+        raise Problem("action_id", f"{str(action_id)[:40]!r} is not the id of an urge or a whistle "
+                      "(URGE- or WHISTLE-, 14 digits, 8 hex digits).", "answer from the action's row on the Work orders page.")
+    step = body.get("step")
+    if step not in REPLY_STEPS:
+        raise Problem("step", f"{str(step)[:20]!r} is not one of {list(REPLY_STEPS)}.",
+                      "send sign (签收), contact (联系) or report (反馈).")
+    note = body.get("note")
+    if note is not None and not isinstance(note, str):
+        raise Problem("note", f"must be text, not {type(note).__name__}.", "send the note as a string, or leave it out.")
+    note = (note or "").strip() or None
+    if note is not None and len(note) > NOTE[1]:
+        raise Problem("note", f"is {len(note)} characters; at most {NOTE[1]}.", "say what was done in fewer words.")
+    if step == "report" and (note is None or len(note) < NOTE[0]):
+        raise Problem("note", f"a report (反馈) says what the department did, in {NOTE[0]} to {NOTE[1]} characters.",
+                      "write what was done and what is left, without the caller's personal data.")
+    return {"action_id": action_id.strip(), "step": step, "note": note}
+
+
+def reply(lake: Lake, viewer: Viewer, body: Any, at: datetime,
+          live: Sequence[tuple[str, dict[str, Any]]] = ()) -> tuple[str, dict[str, Any]]:
+    """The (topic, record) of a department's answer to an urge or a whistle that summons it (部门报到): each step
+    once and in order (签收, 联系, 反馈), a report with its note. Refused (Forbidden) to the data office and the
+    street offices, which follow the answers rather than give them, and to a department the action does not name;
+    (NotFound) for an action nobody raised; (Problem) for a field it cannot take or a step out of turn."""
+    if viewer.admin or not viewer.department or viewer.department == HOTLINE:
+        raise Forbidden(f"{viewer.principal}: the departments an urge or a whistle summons answer it (部门报到); "
+                        "the command centre and the street offices follow their answers on the Work orders page.")
+    checked = _checked_reply(body)
+    found = raised_actions(lake, viewer, live).get(checked["action_id"])
+    if found is None:
+        raise NotFound(f"no urge or whistle {checked['action_id']!r} summons {viewer.department}; answer one listed "
+                       "on your Work orders page")
+    if viewer.department not in (found.get("departments") or []):
+        raise Forbidden(f"{viewer.principal}: {checked['action_id']} summons {', '.join(found.get('departments') or [])}, "
+                        f"not {viewer.department}; a department answers the actions that name it.")
+    done = replies(lake, viewer, live).get(checked["action_id"], {}).get(viewer.department, {})
+    step = checked["step"]
+    if step in done:
+        raise Problem("step", f"{viewer.department} answered {step} on {checked['action_id']} at "
+                      f"{done[step].get('replied_at')}; each step is answered once.",
+                      f"answer the next step ({next((s for s in REPLY_STEPS if s not in done), 'none: all answered')}).")
+    before = next((s for s in REPLY_STEPS[:REPLY_STEPS.index(step)] if s not in done), None)
+    if before:
+        raise Problem("step", f"{step} comes after {before}, which {viewer.department} has not answered.",
+                      f"answer {before} first.")
+    deadline = found.get(f"{step}_deadline")
+    return topics.REPLIES, {
+        "reply_id": f"REPLY-{at.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(4)}", "action_id": checked["action_id"],
+        "kind": found.get("kind"), "department": viewer.department, "step": step, "note": checked["note"],
+        "replied_by": viewer.principal, "replied_at": iso(at), "deadline": deadline,
+        "on_time": bool(deadline) and at <= parse_time(str(deadline))}

@@ -34,6 +34,8 @@ class LiveFeed:
         self.recent: deque[tuple[str, dict[str, Any]]] = deque(maxlen=KEEP)
         self.pages: dict[asyncio.Queue[tuple[str, dict[str, Any]] | None], Viewer] = {}
         self.status = "starting"
+        #: Records published since start: what a page's cache key changes with (``recent`` stops growing at KEEP).
+        self.published = 0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -60,6 +62,7 @@ class LiveFeed:
 
     def publish(self, topic: str, value: dict[str, Any]) -> None:
         self.recent.append((topic, value))
+        self.published += 1
         for q, viewer in list(self.pages.items()):
             if not viewer.may_read(topic):
                 continue

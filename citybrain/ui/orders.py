@@ -16,6 +16,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
+from citybrain.city.reporting import STAGES as REPLY_STEPS
 from citybrain.contracts import topics
 from citybrain.lake import layout
 from citybrain.lake.layout import Lake
@@ -151,14 +152,18 @@ def ticket(lake: Lake, viewer: Viewer, ident: str) -> dict[str, Any]:
                 timeline.append({"at": a.get("detected_at"), "step": a.get("kind"), "level": a.get("level"),
                                  "area_code": a.get("area_code"), "department": a.get("department"),
                                  "deadline": a.get("sla_deadline"), "overdue_min": a.get("overdue_min")})
-    for topic in ACTION_TOPICS:   # the urges and whistles raised on it
-        if viewer.may_read(topic):
-            timeline += [{"at": a.get("issued_at"), "step": a.get("kind"), "level": "department",
-                          "department": ", ".join(a.get("departments") or []), "deadline": a.get("report_deadline"),
-                          "action_id": a.get("action_id"), "reason": a.get("reason")}
-                         for a in _latest_by(_silver(lake, topic), "action_id").values()
-                         if source_id in (a.get("ticket_id"), a.get("target_id"))
-                         or a.get("target_id") in {r["work_order_id"] for r in mine}]
+    raised = [a for topic in ACTION_TOPICS if viewer.may_read(topic)   # the urges and whistles raised on it
+              for a in _latest_by(_silver(lake, topic), "action_id").values()
+              if source_id in (a.get("ticket_id"), a.get("target_id")) or a.get("target_id") in {r["work_order_id"] for r in mine}]
+    timeline += [{"at": a.get("issued_at"), "step": a.get("kind"), "level": "department",
+                  "department": ", ".join(a.get("departments") or []), "deadline": a.get("report_deadline"),
+                  "action_id": a.get("action_id"), "reason": a.get("reason")} for a in raised]
+    answered = replies(lake, viewer)   # and the departments' replies to them (报到)
+    timeline += [{"at": r.get("replied_at"), "step": f"reply_{step}", "level": "department", "department": department,
+                  "deadline": r.get("deadline"), "action_id": a.get("action_id"), "on_time": r.get("on_time"),
+                  "note": r.get("note")}
+                 for a in raised for department, steps in answered.get(str(a.get("action_id")), {}).items()
+                 for step, r in steps.items()]
     # The orders after the steps that made them: an escalation and the order it gave carry the same time.
     timeline += [{"at": r.get("assigned_at") or r.get("received_at"), "step": "work_order", "level": "department",
                   "department": r["department"], "deadline": r.get("sla_deadline"), "work_order_id": r["work_order_id"],
@@ -181,21 +186,81 @@ def ticket(lake: Lake, viewer: Viewer, ident: str) -> dict[str, Any]:
 ACTION_TOPICS = (topics.URGES, topics.WHISTLES)
 
 
-def actions(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] = ()) -> dict[str, Any]:
-    """The urges and whistles the viewer follows, newest first: a department those that summon it, the hotline
-    (the street offices) those it raised too, the data office all; each with the step now due (sign, contact,
-    report) and whether it is past, judged against the wall clock (an action is live, not replayed)."""
+def raised_actions(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] = ()) -> dict[str, dict[str, Any]]:
+    """Every urge and whistle the viewer may read, by action id (the lake's and the live feed's)."""
     found: dict[str, dict[str, Any]] = {}
     for topic in ACTION_TOPICS:
         if viewer.may_read(topic):
             for r in _silver(lake, topic) + [v for t, v in live if t == topic]:
                 found[str(r.get("action_id"))] = r
+    return found
+
+
+def replies(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] = ()) -> dict[
+        str, dict[str, dict[str, dict[str, Any]]]]:
+    """The departments' replies (``dispatch.command.reply``) the viewer may read: action id -> department -> step ->
+    its first reply (a step is answered once; a repeat sent by a double click is not a second answer)."""
+    out: dict[str, dict[str, dict[str, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
+    if viewer.may_read(topics.REPLIES):
+        for r in _silver(lake, topics.REPLIES) + [v for t, v in live if t == topics.REPLIES]:
+            out[str(r.get("action_id"))][str(r.get("department"))].setdefault(str(r.get("step")), r)
+    return out
+
+
+def action_counts(lake: Lake, viewer: Viewer, now: datetime) -> dict[str, dict[str, Any]]:
+    """Per department summoned (a department: itself only), what the 考核 counts of the urges and whistles: how
+    many actions summoned it (``summoned``; ``urged``: of them urges on its orders), the steps it owed by ``now``
+    (``due``: answered, or past their deadline unanswered), those answered by their deadline (``on_time``) and
+    their share (``on_time_rate``; null while nothing was due)."""
+    out: dict[str, dict[str, Any]] = {}
+    answered = replies(lake, viewer)
+    for action in raised_actions(lake, viewer).values():
+        got = answered.get(str(action.get("action_id")), {})
+        for department in action.get("departments") or []:
+            if not viewer.admin and department != viewer.department:
+                continue
+            c = out.setdefault(department, {"summoned": 0, "urged": 0, "due": 0, "on_time": 0})
+            c["summoned"] += 1
+            c["urged"] += action.get("kind") == "urge"
+            for step in REPLY_STEPS:
+                reply = got.get(department, {}).get(step)
+                deadline = action.get(f"{step}_deadline")
+                if reply is not None or (deadline and parse_time(deadline) < now):
+                    c["due"] += 1
+                    c["on_time"] += bool(reply and reply.get("on_time"))
+    for c in out.values():
+        c["on_time_rate"] = round(c["on_time"] / c["due"], 4) if c["due"] else None
+    return out
+
+
+def late_steps(action: Mapping[str, Any], answered: Mapping[str, Mapping[str, Any]], now: datetime) -> dict[str, list[str]]:
+    """Step -> the departments late on it: each summoned department's next step unanswered (签收, then 联系, then
+    反馈), when that step's deadline has passed."""
+    late: dict[str, list[str]] = {}
+    for department in action.get("departments") or []:
+        step = next((s for s in REPLY_STEPS if s not in answered.get(department, {})), None)
+        if step and action.get(f"{step}_deadline") and parse_time(action[f"{step}_deadline"]) < now:
+            late.setdefault(step, []).append(department)
+    return late
+
+
+def actions(lake: Lake, viewer: Viewer, live: Sequence[tuple[str, dict[str, Any]]] = ()) -> dict[str, Any]:
+    """The urges and whistles the viewer follows, newest first: a department those that summon it, the hotline
+    (the street offices) those it raised too, the data office all; each with every summoned department's replies
+    (``replies``: department -> step -> its reply), the departments late on each step (``late``: the step each
+    owes next, past its deadline, judged against the wall clock: an action is live, not replayed), ``overdue``
+    the first step anyone is late on, and ``next``, the step the viewer's department owes (none if not summoned)."""
+    found = raised_actions(lake, viewer, live)
     mine = [r for r in found.values() if viewer.admin or viewer.department in (r.get("departments") or [])
             or r.get("issuer_department") == viewer.department]
+    answered = replies(lake, viewer, live)
     now = datetime.now(timezone.utc)
     rows = []
     for r in sorted(mine, key=lambda r: str(r.get("issued_at")), reverse=True)[:MAX_LISTED]:
-        due = [(s, parse_time(r[f"{s}_deadline"])) for s in ("sign", "contact", "report") if r.get(f"{s}_deadline")]
-        passed = [s for s, at in due if at < now]
-        rows.append({**r, "overdue": passed[-1] if passed else None})
+        got = answered.get(str(r.get("action_id")), {})
+        late = late_steps(r, got, now)
+        owed = (next((s for s in REPLY_STEPS if s not in got.get(viewer.department or "", {})), None)
+                if viewer.department in (r.get("departments") or []) else None)
+        rows.append({**r, "replies": {d: dict(steps) for d, steps in got.items()}, "late": late,
+                     "overdue": next((s for s in REPLY_STEPS if s in late), None), "next": owed})
     return {"actions": rows, "total": len(mine)}

@@ -102,7 +102,7 @@ class OperationsView:
         app.router.add_post("/api/logout", self.logout)
         app.router.add_get("/api/me", self.me)
         app.router.add_get("/api/live", self.live_events)
-        for kind in act.ACTIONS:
+        for kind in (*act.ACTIONS, "reply"):
             app.router.add_post(f"/api/{kind}", self._act(kind))
         for name in ("areas", "city", "area", "hotline", "orders", "ticket", "actions", "data", "broker", "security"):
             app.router.add_get(f"/api/{name}", self._page(name))
@@ -212,29 +212,42 @@ class OperationsView:
                 body = await request.json()
             except ValueError:
                 body = None
+            now = datetime.now(timezone.utc)
             try:
-                topic, record = await asyncio.to_thread(act.action, self.lake, viewer, kind, body,
-                                                        datetime.now(timezone.utc))
+                if kind == "reply":   # a summoned department's answer (部门报到)
+                    topic, record = await asyncio.to_thread(act.reply, self.lake, viewer, body, now,
+                                                            self.live.seen_by(viewer))
+                else:
+                    topic, record = await asyncio.to_thread(act.action, self.lake, viewer, kind, body, now)
             except act.Problem as exc:
                 await self._audit(kind, viewer.principal, "operations view", "failed", department=viewer.department,
                                   field=exc.field)
                 return _json({"error": "bad request", "detail": str(exc), "problems": [exc.as_json()]}, 400)
             except (views.Forbidden, views.NotFound) as exc:
-                await self._audit(kind, viewer.principal, str((body or {}).get("target_id", ""))[:160]
+                await self._audit(kind, viewer.principal, str(body.get("action_id" if kind == "reply" else "target_id",
+                                                                         ""))[:160]
                                   if isinstance(body, dict) else "operations view",
                                   "denied" if isinstance(exc, views.Forbidden) else "failed",
                                   department=viewer.department)
                 raise
+            target = record.get("target_id") or record["action_id"]
             try:
                 await asyncio.to_thread(self.send, topic, record)
-            except Exception as exc:   # the broker did not take it: nothing was summoned, so say so
-                log.error("ui %s %s not sent to %s: %s: %s", kind, record["action_id"], topic, type(exc).__name__, exc)
-                await self._audit(kind, viewer.principal, record["target_id"], "failed", action_id=record["action_id"])
+            except Exception as exc:   # the broker did not take it: nothing was summoned (or answered), so say so
+                log.error("ui %s %s not sent to %s: %s: %s", kind, record.get("reply_id") or record["action_id"], topic,
+                          type(exc).__name__, exc)
+                await self._audit(kind, viewer.principal, target, "failed", action_id=record["action_id"])
                 return _json({"error": "not sent", "detail": f"the broker did not take the {kind} ({type(exc).__name__});"
-                              " nothing was summoned. Try again; if it persists, tell the data office."}, 503)
+                              f" nothing was {'answered' if kind == 'reply' else 'summoned'}. Try again; if it "
+                              "persists, tell the data office."}, 503)
             self.live.publish(topic, record)   # the pages show it at once, before the feed brings it back
-            await self._audit(kind, viewer.principal, record["target_id"], "ok", department=viewer.department,
-                              action_id=record["action_id"], departments=record["departments"], reason=record["reason"])
+            if kind == "reply":
+                await self._audit(kind, viewer.principal, target, "ok", department=viewer.department,
+                                  reply_id=record["reply_id"], step=record["step"], on_time=record["on_time"])
+            else:
+                await self._audit(kind, viewer.principal, target, "ok", department=viewer.department,
+                                  action_id=record["action_id"], departments=record["departments"],
+                                  reason=record["reason"])
             return _json(record, 201)
         return handler
 
@@ -361,7 +374,7 @@ class OperationsView:
             query = dict(request.query)
             department, ticket, area = query.get("department", ""), query.get("id", ""), query.get("code", "")[:64]
             arg = json.dumps(sorted(query.items()), ensure_ascii=False)
-            key = (name, viewer.principal, arg, len(self.live.recent) if name in ("city", "area", "actions") else 0)
+            key = (name, viewer.principal, arg, self.live.published if name in ("city", "area", "actions") else 0)
             hit = self._cache.get(key)
             if hit is not None:
                 metrics.UI_PAGE_SECONDS.labels(name, "yes").observe(time.perf_counter() - started)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Hashable, Sequence
 
@@ -306,7 +306,8 @@ def hotline(lake: Lake, viewer: Viewer) -> dict[str, Any]:
     """The Hotline page: tickets by stage of the closed loop, the three rates by department and district per
     day (released respond_on_receipt_kpis) and pooled by day, department and district over their tickets
     (:mod:`citybrain.ui.kpis`), the 考核 rankings of districts, streets and departments (released
-    hotline_rankings; a department: its own row), overdue work orders and hotspots by street."""
+    hotline_rankings; a department: its own row), overdue work orders and hotspots by street, and per department
+    the urges and whistles that summoned it with the share of its answers on time (``actions``)."""
     from citybrain.scenarios.catalog import query
 
     stages: dict[str, int] = {}
@@ -341,8 +342,10 @@ def hotline(lake: Lake, viewer: Viewer) -> dict[str, Any]:
     newest = max((parse_time(o["received_at"]) for o in orders if o.get("received_at")), default=None)
     overdue += [_event_row(o) | {"area_code": _area(o) or None} for o in orders
                 if newest and o.get("sla_deadline") and parse_time(o["sla_deadline"]) < newest]
+    from citybrain.ui.orders import action_counts   # orders reads this module's helpers
+
     return {"stages": stages, "kpis": kpis, "rates": rates, "hotspots": hotspots[:500], "rankings": rankings,
-            "orders": len(orders),
+            "orders": len(orders), "actions": action_counts(lake, viewer, datetime.now(timezone.utc)),
             "overdue": overdue[:200], "overdue_total": len(overdue), "as_of": iso(newest) if newest else None}
 
 

@@ -119,8 +119,9 @@ def test_show_answers_who_can_read_a_topic_and_what_a_department_can_read(broker
     assert who["broker_checked"] and all(g["on_broker"] for g in who["grants"])
     assert "caller_phone" in who["personal_fields"]
     what = json.loads(cli("access", "show", "--department", "police", "--json").stdout)
-    assert what["dept-police"]["read"] == ["catalog.contracts.registry.v1", "dispatch.command.urge.v1",
-                                           "dispatch.command.whistle.v1", "dispatch.police.work_order.v1"]
+    assert what["dept-police"]["read"] == ["catalog.contracts.registry.v1", "dispatch.command.reply.v1",
+                                           "dispatch.command.urge.v1", "dispatch.command.whistle.v1",
+                                           "dispatch.police.work_order.v1"]
     assert what["dept-police"]["write"] == []      # feeds arrive through the edge, which checks contracts
 
 

@@ -5,6 +5,7 @@ remit, screenshots saved as test artefacts (``var/test/ui/``)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -246,7 +247,8 @@ def test_a_whistle_raised_reaches_the_summoned_departments_view_and_a_department
     """Issue 35, item 4: the data office blows the whistle from a ticket's page (the dialog, its departments by
     name), the record carries the city's deadlines (sign within 1 h, report at a working day's close), and the
     department summoned sees it on its Work orders page; a street office (the hotline's login) whistles on a ticket
-    its area holds through the same JSON route; a department is refused an urge (403), and a form post (CSRF) 415."""
+    its area holds through the same JSON route; a department is refused an urge (403), and a form post (CSRF) 415.
+    The department summoned signs for it from its row (部门报到) and the data office sees the answer."""
     url, out = ui
     office = demo_account(settings)
     page, errors, _ms = login(chrome, url, office)
@@ -285,6 +287,18 @@ def test_a_whistle_raised_reaches_the_summoned_departments_view_and_a_department
     wait_until(police, f"(cb.actions || {{actions: []}}).actions.some((a) => a.action_id === '{action}')", 15)
     assert "浏览器测试" in police.inner_text("#actions-list")
     police.screenshot(path=str(out / "whistle-police.png"), full_page=True)
+    # The police answer it (部门报到): sign from the row's button; the row then offers contact, and the data office's
+    # list shows the answer, on time.
+    police.click(f"#actions-list button.reply[data-action='{action}'][data-step=sign]")
+    police.wait_for_selector("#reply-dialog[open]")
+    police.fill("#reply-note", "已签收，派员前往")
+    police.click("#reply-send")
+    replied = wait_until(police, "document.body.dataset.reply", 15)
+    police.wait_for_selector(f"#actions-list button.reply[data-action='{action}'][data-step=contact]", timeout=15_000)
+    police.screenshot(path=str(out / "reply-police.png"), full_page=True)
+    answers = page.evaluate("fetch('/api/actions').then((r) => r.json())")["actions"]
+    signed = next(a for a in answers if a["action_id"] == action)["replies"]["police"]["sign"]
+    assert (signed["reply_id"], signed["on_time"], signed["replied_by"]) == (replied, True, "duty.police"), signed
     # A department may not urge, and no other site can post a form to the view.
     body = json.dumps({"target_id": ticket["work_order_id"], "departments": [summoned], "reason": "部门不能督办"})
     status = police.evaluate(f"fetch('/api/urge', {{method: 'POST', headers: {{'Content-Type': 'application/json'}}, "
@@ -318,4 +332,40 @@ def test_a_whistle_raised_reaches_the_summoned_departments_view_and_a_department
     hotline.screenshot(path=str(out / "whistle-street.png"), full_page=True)
     wait_until(police, f"cb.actions.actions.some((a) => a.action_id === '{raised}')", 15)
     assert "街道吹哨" in police.inner_text("#actions-list")
+    assert not errors, errors
+
+
+def test_the_big_screen_cycles_the_pages_at_1920_by_1080_and_keeps_the_citys_clock(ui, chrome, settings) -> None:  # type: ignore[no-untyped-def]
+    """Issue 35, item 6: the command centre's wall (?screen=1) at 1920×1080: no tabs, buttons or forms, the city's
+    clock ticking in the header, and the pages the data office may see shown one after another (every 5 s here),
+    each drawn afresh; a department's screen cycles its own pages only."""
+    url, out = ui
+    page, errors, _ms = login(chrome, url, demo_account(settings))
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    page.click("#screen")
+    page.wait_for_selector("body.screen[data-rendered=city]", timeout=30_000)
+    page.goto(url + "/?screen=1&every=5#city")
+    page.wait_for_selector("body.screen[data-rendered=city]", timeout=30_000)
+    assert not page.is_visible("#tabs button") and not page.is_visible("#logout") and page.is_visible("#screen-exit")
+    first = page.inner_text("#screen-clock")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d .+", first), first
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(out / "screen-city.png"))
+    seen = ["city"]
+    for _ in range(3):   # hotline, orders, data
+        wait_until(page, f"document.body.dataset.rendered && document.body.dataset.rendered !== '{seen[-1]}'", 20)
+        seen.append(page.evaluate("document.body.dataset.rendered"))
+        page.wait_for_timeout(400)
+        page.screenshot(path=str(out / f"screen-{seen[-1]}.png"))
+    assert seen == ["city", "hotline", "orders", "data"], seen
+    assert page.inner_text("#screen-clock") != first   # the clock ticks
+    assert not errors, errors
+    police, errors, _ms = login(chrome, url, demo_account(settings, "police"))
+    police.goto(url + "/?screen=1&every=5#city")
+    police.wait_for_selector("body.screen[data-rendered=city]", timeout=30_000)
+    shown = ["city"]
+    for _ in range(3):   # hotline, orders, city again: the data page is the data office's
+        wait_until(police, f"document.body.dataset.rendered && document.body.dataset.rendered !== '{shown[-1]}'", 20)
+        shown.append(police.evaluate("document.body.dataset.rendered"))
+    assert shown == ["city", "hotline", "orders", "city"], shown
     assert not errors, errors

@@ -54,7 +54,7 @@ def test_a_department_beyond_the_roles_passes_the_check_and_the_plan_names_its_t
     assert creation_plan(pack) == [Creation(
         "parks", "园林绿化局", "Parks and Greening Bureau", PARKS_TOPIC, "dept-parks",
         (f"read {PARKS_TOPIC}", "read dispatch.command.urge.v1", "read dispatch.command.whistle.v1",
-         "read catalog.contracts.registry.v1", "read group dept-parks.*"))]
+         "read dispatch.command.reply.v1", "read catalog.contracts.registry.v1", "read group dept-parks.*"))]
 
 
 def test_the_simulated_city_declares_no_department_beyond_the_roles_and_import_writes_nothing_for_it(
@@ -92,7 +92,8 @@ def test_import_writes_the_contract_principal_and_grants_where_contracts_and_acc
     model = access.load(access.ACCESS_FILE, platform, settings.city_dir)
     assert model.principal_of("parks") == "dept-parks"
     assert set(access.topics_of(model, "dept-parks", platform)) == {
-        PARKS_TOPIC, "catalog.contracts.registry.v1", "dispatch.command.urge.v1", "dispatch.command.whistle.v1"}
+        PARKS_TOPIC, "catalog.contracts.registry.v1", "dispatch.command.urge.v1", "dispatch.command.whistle.v1",
+        "dispatch.command.reply.v1"}
     # Among departments, only its own; the silver lake sink copies every dispatch topic (its `dispatch.` prefix).
     assert {g.principal for g in access.who_can(model, PARKS_TOPIC)} == {"dept-parks", "svc-lake-silver"}
     roles_only = access.declared_acl_set(access.load(access.ACCESS_FILE, contracts, tmp_path / "no-city"))
@@ -100,6 +101,7 @@ def test_import_writes_the_contract_principal_and_grants_where_contracts_and_acc
         ("User:dept-parks", "TOPIC", PARKS_TOPIC, "LITERAL", "READ"),
         ("User:dept-parks", "TOPIC", "catalog.contracts.registry.v1", "LITERAL", "READ"),
         ("User:dept-parks", "TOPIC", "dispatch.command.urge.v1", "LITERAL", "READ"),
+        ("User:dept-parks", "TOPIC", "dispatch.command.reply.v1", "LITERAL", "READ"),
         ("User:dept-parks", "TOPIC", "dispatch.command.whistle.v1", "LITERAL", "READ"),
         ("User:dept-parks", "GROUP", "dept-parks.", "PREFIXED", "READ")}
     assert roles_only < access.declared_acl_set(model)        # the roles' ACLs stay as they are
@@ -192,6 +194,6 @@ def test_city_check_shows_what_import_would_create_as_a_table_and_as_json(cli: C
         "department": "parks", "name": "园林绿化局", "name_en": "Parks and Greening Bureau", "topic": PARKS_TOPIC,
         "principal": "dept-parks",
         "grants": [f"read {PARKS_TOPIC}", "read dispatch.command.urge.v1", "read dispatch.command.whistle.v1",
-                   "read catalog.contracts.registry.v1", "read group dept-parks.*"]}]
+                   "read dispatch.command.reply.v1", "read catalog.contracts.registry.v1", "read group dept-parks.*"]}]
     table = cli.invoke(app, ["city", "check", str(tmp_path / "pack")])
     assert table.exit_code == 0 and "import creates" in table.stdout and "dept-parks" in table.stdout

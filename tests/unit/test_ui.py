@@ -237,7 +237,8 @@ def test_a_session_ends_when_its_departments_grants_change_the_data_offices_incl
     path.write_text(good + "  dept-broken: [\n")   # a file that no longer loads: the last good model stays, as on the broker
     assert auth.session(police) is not None and auth.session(office) is not None
     block = ("  dept-police:\n    department: police\n    grants:\n      - {read: dispatch.command.urge.v1}\n"
-             "      - {read: dispatch.command.whistle.v1}\n      - {read: dispatch.police.work_order.v1}\n")
+             "      - {read: dispatch.command.whistle.v1}\n      - {read: dispatch.command.reply.v1}\n"
+             "      - {read: dispatch.police.work_order.v1}\n")
     assert block in good
     path.write_text(good.replace(block, ""))   # the department's principal gone from the access model
     assert auth.session(police) is None

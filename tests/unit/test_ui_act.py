@@ -240,3 +240,98 @@ def test_a_city_record_whose_deadlines_cannot_be_used_falls_back_to_the_defaults
     reporting, working = act.city_clock(lake)
     assert reporting == Reporting() and working == office_hours(SHANGHAI)
     assert "working hours cannot be counted" in caplog.text and "reporting deadlines cannot be used" in caplog.text
+
+
+def test_a_summoned_department_answers_step_by_step_once_each_and_the_command_centre_sees_it(
+        platform, city: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """部门报到: the water bureau, urged, signs, makes contact and reports (with its note), in order and once each; the
+    police, not summoned, and the data office, which follows the answers, may not answer; every reply the view sends
+    is one its contract takes, and each is on the audit trail."""
+    settings, model, store, contracts = platform
+    settings = settings.model_copy(update={"ui_cache_s": 0.0})
+    sent: list[tuple[str, dict[str, Any]]] = []
+    records: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        ui = OperationsView(settings, contracts, model, _trail(settings, records), send=lambda t, r: sent.append((t, r)))
+        async with TestClient(TestServer(ui.app())) as client:
+            await _login(client, store, "dept-data_bureau")
+            urged = await (await _post(client, "urge", target_id=f"WO-{TICKET}-water", departments=["water"],
+                                       reason="超期未签收，请立即处理")).json()
+            assert (await _post(client, "reply", action_id=urged["action_id"], step="sign")).status == 403
+            await client.post("/api/logout", json={})
+            await _login(client, store, "dept-police")
+            refused = await _post(client, "reply", action_id=urged["action_id"], step="sign")
+            assert refused.status == 403 and "summons water, not police" in (await refused.json())["detail"]
+            await client.post("/api/logout", json={})
+            await _login(client, store, "dept-water")
+            row = (await (await client.get("/api/actions")).json())["actions"][0]
+            assert (row["action_id"], row["next"], row["replies"], row["late"]) == (urged["action_id"], "sign", {}, {})
+            early = await _post(client, "reply", action_id=urged["action_id"], step="contact")
+            assert early.status == 400 and (await early.json())["problems"][0]["fix"] == "answer sign first."
+            assert (await _post(client, "reply", action_id="URGE-20261204070000-00000000", step="sign")).status == 404
+            assert (await _post(client, "reply", action_id=urged["action_id"], step="sign")).status == 201
+            again = await _post(client, "reply", action_id=urged["action_id"], step="sign")
+            assert again.status == 400 and "answered sign" in (await again.json())["detail"]
+            assert (await _post(client, "reply", action_id=urged["action_id"], step="contact", note="已电话联系街道")).status == 201
+            bare = await _post(client, "reply", action_id=urged["action_id"], step="report")
+            assert bare.status == 400 and (await bare.json())["problems"][0]["field"] == "note"
+            assert (await _post(client, "reply", action_id=urged["action_id"], step="report",
+                                note="已派员维修，管道修复")).status == 201
+            row = (await (await client.get("/api/actions")).json())["actions"][0]
+            assert row["next"] is None and sorted(row["replies"]["water"]) == ["contact", "report", "sign"]
+            await client.post("/api/logout", json={})
+            await _login(client, store, "dept-data_bureau")
+            row = (await (await client.get("/api/actions")).json())["actions"][0]
+            assert row["next"] is None and row["overdue"] is None and row["replies"]["water"]["report"]["note"] == "已派员维修，管道修复"
+
+    asyncio.run(scenario())
+    replies = [r for t, r in sent if t == "dispatch.command.reply.v1"]
+    assert [(r["step"], r["department"], r["on_time"]) for r in replies] == [
+        ("sign", "water", True), ("contact", "water", True), ("report", "water", True)]
+    for record in replies:
+        assert RecordValidator(contracts["dispatch.command.reply.v1"])(record) is None, record
+    audited = [(r["actor"], r["outcome"]) for r in records if r["action"] == "reply"]
+    assert audited.count(("duty.water", "ok")) == 3 and ("duty.police", "denied") in audited
+    assert ("office.data", "denied") in audited and ("duty.water", "failed") in audited
+
+
+def test_a_step_is_late_for_each_department_that_owes_it_past_its_deadline() -> None:
+    """Water signed in time and owes contact, whose deadline has passed; the police never signed."""
+    action = {"departments": ["water", "police"], "sign_deadline": "2026-12-04T08:00:00Z",
+              "contact_deadline": "2026-12-05T07:00:00Z", "report_deadline": "2026-12-09T09:30:00Z"}
+    answered = {"water": {"sign": {"replied_at": "2026-12-04T07:30:00Z", "on_time": True}}}
+    from citybrain.ui.orders import late_steps
+
+    assert late_steps(action, answered, datetime(2026, 12, 4, 7, 45, tzinfo=timezone.utc)) == {}
+    assert late_steps(action, answered, datetime(2026, 12, 4, 9, 0, tzinfo=timezone.utc)) == {"sign": ["police"]}
+    assert late_steps(action, answered, datetime(2026, 12, 6, tzinfo=timezone.utc)) == {"sign": ["police"],
+                                                                                        "contact": ["water"]}
+
+
+def test_the_hotline_page_counts_each_departments_summons_and_its_answers_on_time(
+        platform, city: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """An urge on water's order and a whistle for water and the police, all deadlines past: water answered the urge's
+    sign in time and the whistle's sign late, the police nothing; each department's steps due and on time."""
+    from citybrain.ui.auth import Viewer
+    from citybrain.ui.orders import action_counts
+
+    due = {"sign_deadline": "2026-12-04T08:00:00Z", "contact_deadline": "2026-12-05T07:00:00Z",
+           "report_deadline": "2026-12-09T09:30:00Z"}
+    _write(city, "silver", "dispatch.command.urge.v1", [
+        {"action_id": "URGE-20261204070000-aaaaaaaa", "kind": "urge", "departments": ["water"], **due}])
+    _write(city, "silver", "dispatch.command.whistle.v1", [
+        {"action_id": "WHISTLE-20261204070000-bbbbbbbb", "kind": "whistle", "departments": ["water", "police"], **due}])
+    _write(city, "silver", "dispatch.command.reply.v1", [
+        {"action_id": "URGE-20261204070000-aaaaaaaa", "department": "water", "step": "sign", "on_time": True},
+        {"action_id": "WHISTLE-20261204070000-bbbbbbbb", "department": "water", "step": "sign", "on_time": False}])
+    office = Viewer("office.data", "data_bureau", True, frozenset())
+    counts = action_counts(city, office, datetime(2026, 12, 10, tzinfo=timezone.utc))
+    assert counts == {"water": {"summoned": 2, "urged": 1, "due": 6, "on_time": 1, "on_time_rate": round(1 / 6, 4)},
+                      "police": {"summoned": 1, "urged": 0, "due": 3, "on_time": 0, "on_time_rate": 0.0}}
+    early = action_counts(city, office, datetime(2026, 12, 4, 7, 30, tzinfo=timezone.utc))
+    assert early["water"]["due"] == 2 and early["police"] == {"summoned": 1, "urged": 0, "due": 0, "on_time": 0,
+                                                              "on_time_rate": None}   # only what was answered is due
+    police = Viewer("duty.police", "police", False, frozenset({"dispatch.command.urge.v1", "dispatch.command.whistle.v1",
+                                                               "dispatch.command.reply.v1"}))
+    assert list(action_counts(city, police, datetime(2026, 12, 10, tzinfo=timezone.utc))) == ["police"]

@@ -32,6 +32,10 @@ const T = {
     complexity: "复杂程度", simple: "一般（3个工作日反馈）", complex: "复杂（5个工作日反馈）", send: "发出", cancel: "取消",
     sign_deadline: "签收时限", contact_deadline: "联系时限", report_deadline: "反馈时限", issued_by: "发起人", departments: "部门",
     reason: "事由",
+    replies: "部门报到", reply: "报到", reply_sign: "签收", reply_contact: "已联系", reply_report: "反馈",
+    reply_note: "说明（反馈必填，勿写市民个人信息）", late_reply: "逾期", on_time_reply: "按时",
+    screen: "大屏", screen_hint: "指挥中心大屏：1920×1080 全屏，轮播各页并实时刷新（浏览器按 F11 或以 --kiosk 打开）",
+    screen_exit: "退出大屏", summoned: "被督办/吹哨", reply_rate: "按时报到率", n_steps: "{n} 个应答步骤",
   },
   en: {
     title: "CityBrain", city: "City", hotline: "Hotline 12345", orders: "Work orders", data: "Data", security: "Security",
@@ -66,6 +70,12 @@ const T = {
     complexity: "Complexity", simple: "simple (report in 3 working days)", complex: "complex (5 working days)", send: "Send", cancel: "Cancel",
     sign_deadline: "sign by", contact_deadline: "contact by", report_deadline: "report by", issued_by: "raised by", departments: "departments",
     reason: "why",
+    replies: "Departments' replies (报到)", reply: "Reply", reply_sign: "Sign (签收)", reply_contact: "Contacted (联系)",
+    reply_report: "Report (反馈)", reply_note: "Note (required for a report; no caller's personal data)",
+    late_reply: "late", on_time_reply: "on time",
+    screen: "Big screen", screen_hint: "The command centre's wall: 1920×1080 full screen, cycling the pages and live (F11, or the browser in --kiosk mode)",
+    screen_exit: "Leave the big screen", summoned: "summoned (urged/whistled)", reply_rate: "answered on time",
+    n_steps: "{n} steps due",
   },
 };
 const PAGES = ["city", "hotline", "orders", "data", "security"];
@@ -131,6 +141,8 @@ function translate() {
   $("title").textContent = t("title");
   $("lang").textContent = cb.lang === "zh" ? "English" : "中文";
   $("logout").textContent = t("logout");
+  $("screen").textContent = t("screen"); $("screen").title = t("screen_hint"); $("screen").hidden = !cb.me || screen.on;
+  $("screen-exit").textContent = t("screen_exit"); $("screen-exit").hidden = !screen.on;
   $("zone").textContent = cb.me ? `${t("zone")}${cb.lang === "zh" ? "：" : ": "}${zoneName()}` : "";
   $("zone").title = `${zone()} · ${t("utc_hint")}`;
   document.querySelectorAll("[data-t]").forEach((el) => { el.textContent = t(el.dataset.t); });
@@ -149,6 +161,7 @@ function showLogin() {
   cb.me = null;
   document.querySelectorAll(".page").forEach((p) => { p.hidden = true; });
   $("login").hidden = false; $("logout").hidden = true; $("who").textContent = ""; $("zone").textContent = "";
+  $("screen").hidden = true;
   renderTabs();
 }
 
@@ -341,9 +354,14 @@ function drawRankings() {
   const w = ranked[0];
   $("hotline-weights").textContent = w ? `${t("weights")}${cb.lang === "zh" ? "：" : ": "}` +
     RATE_FIELDS.map(([, n]) => `${t(n)} ${w[`weight_${n}`]}`).join(" · ") : "";
+  // A department's row also counts the urges and whistles that summoned it and its answers on time (部门报到).
+  const acted = (r) => ((cb.hotline && cb.hotline.actions) || {})[r.unit] || { summoned: 0, urged: 0, due: 0, on_time_rate: null };
+  const actionCols = sel.value === "department" ? [[(r) => `${acted(r).summoned} (${t("urge")} ${acted(r).urged})`, t("summoned")],
+    [(r) => `${pct(acted(r).on_time_rate)} (${t("n_steps").replace("{n}", acted(r).due)})`, t("reply_rate")]] : [];
   table("hotline-rankings", ranked.filter((r) => r.scope === sel.value), [["rank", t("rank")], [unit, t(sel.value), (r) => r.unit],
     ["score", t("score")], ["tickets", t("tickets")],
-    ...RATE_FIELDS.map(([f, n]) => [(r) => `${pct(r[f])} (${restsOn(f, f === "satisfaction_rate" ? r.followed_up : r.tickets)})`, t(n)])]);
+    ...RATE_FIELDS.map(([f, n]) => [(r) => `${pct(r[f])} (${restsOn(f, f === "satisfaction_rate" ? r.followed_up : r.tickets)})`, t(n)]),
+    ...actionCols]);
 }
 
 // -- Work orders -----------------------------------------------------------------------------
@@ -407,6 +425,7 @@ function stepLine(s) {
   if (s.escalated) parts.push(t("by_escalation"));
   if (s.deadline) parts.push(`${t("deadline")} ${local(s.deadline)}`);
   if (s.overdue_min != null) parts.push(`${t("overdue_min")} ${s.overdue_min}`);
+  if (s.on_time != null) parts.push(t(s.on_time ? "on_time_reply" : "late_reply"));
   if (s.satisfaction) parts.push(t(s.satisfaction));
   if (s.resolved != null) parts.push(t(s.resolved ? "resolved_yes" : "resolved_no"));
   if (s.note) parts.push(s.note);
@@ -469,15 +488,57 @@ async function sendAct() {
   if (cb.page === "orders") await renderActions();
 }
 
-// The urges and whistles the viewer follows (a department: those summoning it), each step's deadline, the step past.
+// The urges and whistles the viewer follows (a department: those summoning it), each step's deadline with ⚠ where a
+// department is late on it, each department's replies (✓ on time, ⚠ late, ✗ owed and past its deadline, – owed), and
+// for a department summoned the button of the step it owes next (部门报到: 签收, 联系, 反馈, in order).
+const REPLY_STEPS = ["sign", "contact", "report"];
+const replyMarks = (r, d) => REPLY_STEPS.map((s) => {
+  const x = ((r.replies || {})[d] || {})[s];
+  return `${t(`reply_${s}`)}${x ? (x.on_time ? "✓" : "⚠") : (((r.late || {})[s] || []).includes(d) ? "✗" : "–")}`;
+}).join(" ");
+
 async function renderActions() {
   const a = await api("/api/actions");
   cb.actions = a;
   table("actions-list", a.actions, [[(r) => t(r.kind), ""], ["title", t("matter")], [(r) => r.departments.map(deptName).join("、"), t("departments"), (r) => r.departments.join(", ")],
     ["reason", t("reason")], ["issued_by", t("issued_by")],
-    ...["sign", "contact", "report"].map((s) => [(r) => `${local(r[`${s}_deadline`])}${r.overdue === s ? " ⚠" : ""}`, `${t(`${s}_deadline`)} (${zoneName()})`, (r) => r[`${s}_deadline`]])],
+    ...REPLY_STEPS.map((s) => [(r) => `${local(r[`${s}_deadline`])}${(r.late || {})[s] ? " ⚠" : ""}`, `${t(`${s}_deadline`)} (${zoneName()})`,
+      (r) => `${r[`${s}_deadline`]}${(r.late || {})[s] ? ` · ${t("late_reply")}: ${r.late[s].map(deptName).join("、")}` : ""}`]),
+    [(r) => r.departments.map((d) => `${deptName(d)} ${replyMarks(r, d)}`).join("；"), t("replies")]],
     (r) => { if (r.ticket_id || r.target_type !== "city_event") { location.hash = `orders/${encodeURIComponent(r.ticket_id || r.target_id)}`; openTicket(r.ticket_id || r.target_id); } });
-  $("actions-list").querySelectorAll("tr[data-i]").forEach((tr) => tr.classList.toggle("late", !!a.actions[+tr.dataset.i].overdue));
+  $("actions-list").querySelectorAll("tr[data-i]").forEach((tr) => {
+    const r = a.actions[+tr.dataset.i];
+    tr.classList.toggle("late", !!r.overdue);
+    if (!r.next) return;
+    const td = document.createElement("td");
+    const b = document.createElement("button");
+    b.type = "button"; b.className = "reply"; b.dataset.step = r.next; b.dataset.action = r.action_id;
+    b.textContent = `${t("reply")}：${t(`reply_${r.next}`)}`;
+    b.addEventListener("click", (ev) => { ev.stopPropagation(); openReply(r); });
+    td.appendChild(b);
+    tr.appendChild(td);
+  });
+}
+
+function openReply(r) {
+  cb.reply = { action_id: r.action_id, step: r.next };
+  $("reply-title").textContent = `${t("reply")}：${t(`reply_${r.next}`)}`;
+  $("reply-target").textContent = `${t(r.kind)} · ${r.title || ""} · ${r.action_id}`;
+  $("reply-error").textContent = "";
+  $("reply-note").required = r.next === "report";
+  $("reply-dialog").showModal();
+}
+
+async function sendReply() {
+  const body = { action_id: cb.reply.action_id, step: cb.reply.step, note: $("reply-note").value || null };
+  const r = await fetch("/api/reply", { method: "POST", headers: { "Content-Type": "application/json" }, credentials: "same-origin",
+    body: JSON.stringify(body) });
+  const b = await r.json().catch(() => ({}));
+  if (!r.ok) { $("reply-error").textContent = b.detail || b.error || r.statusText; return; }
+  $("reply-dialog").close();
+  $("reply-form").reset();
+  document.body.dataset.reply = b.reply_id;
+  if (cb.page === "orders") await renderActions();
 }
 
 // -- Data ------------------------------------------------------------------------------------
@@ -569,6 +630,35 @@ function listen() {
   live.onerror = () => { if (!cb.me) live.close(); };
 }
 
+// -- The big screen (大屏): ?screen=1[&every=<seconds>] for the command centre's wall ----------------------------
+// The pages the viewer may see, one after another every `every` seconds (30 by default, 5 at least), each drawn
+// afresh from the server as it comes round and redrawn by the live feed while shown; the header keeps the city's
+// name, its clock and the live feed's state; acting (buttons, forms, dialogs) is left to the desks.
+const SCREEN_PAGES = ["city", "hotline", "orders", "data"];
+const screenParams = new URLSearchParams(location.search);
+const screen = { on: screenParams.get("screen") === "1", every: Math.max(5, Number(screenParams.get("every")) || 30), timer: null, cycles: 0 };
+
+function startScreen() {
+  document.body.classList.add("screen");
+  document.body.dataset.screen = "1";
+  const pages = SCREEN_PAGES.filter((p) => cb.me.admin || !ADMIN_PAGES.includes(p));
+  const tick = () => {
+    const now = new Date();
+    $("screen-clock").textContent = `${local(now.toISOString())}:${String(now.getSeconds()).padStart(2, "0")} ${zoneName()}`;
+    $("screen-live").textContent = cb.live || "";
+  };
+  tick();
+  setInterval(tick, 1000);
+  clearInterval(screen.timer);
+  screen.timer = setInterval(async () => {
+    if (!cb.me) return;
+    const next = pages[(pages.indexOf(cb.page) + 1) % pages.length];
+    await show(next);
+    screen.cycles += 1;
+    document.body.dataset.screenCycles = String(screen.cycles);
+  }, screen.every * 1000);
+}
+
 async function start() {
   translate();
   try { cb.me = await api("/api/me"); } catch (e) { return; }
@@ -580,6 +670,7 @@ async function start() {
   const allowed = PAGES.filter((p) => cb.me.admin || !ADMIN_PAGES.includes(p));
   await show(allowed.includes(wanted) ? wanted : "city");
   listen();
+  if (screen.on) startScreen();
 }
 
 $("login-form").addEventListener("submit", async (ev) => {
@@ -599,9 +690,13 @@ $("logout").addEventListener("click", async () => {
 });
 $("lang").addEventListener("click", () => { cb.lang = cb.lang === "zh" ? "en" : "zh"; localStorage.setItem("cb-lang", cb.lang); translate(); if (cb.page && cb.me) show(cb.page); });
 $("city-sensor").addEventListener("change", drawMap);
+$("screen").addEventListener("click", () => { location.href = `${location.pathname}?screen=1#city`; });
+$("screen-exit").addEventListener("click", () => { location.href = `${location.pathname}#${cb.page || "city"}`; });
 $("city-whistle").addEventListener("click", () => { if (cb.cityEvent) openAct("whistle", "city_event", cb.cityEvent.event_id, cb.cityEvent.title); });
 $("act-form").addEventListener("submit", (ev) => { ev.preventDefault(); sendAct(); });
 $("act-cancel").addEventListener("click", () => $("act-dialog").close());
+$("reply-form").addEventListener("submit", (ev) => { ev.preventDefault(); sendReply(); });
+$("reply-cancel").addEventListener("click", () => $("reply-dialog").close());
 $("hotline-ranking-scope").addEventListener("change", drawRankings);
 $("orders-form").addEventListener("submit", (ev) => { ev.preventDefault(); location.hash = "orders"; show("orders"); });
 ["orders-area", "orders-department", "orders-status", "orders-overdue"].forEach((id) => $(id).addEventListener("change", () => {
