@@ -1,6 +1,6 @@
 """Fusion: evidence about the same place and time becomes one city event, and early warnings.
 
-Evidence is grouped by street and family (flood, noise, traffic, sensor fault). Waterlogging calls,
+Evidence is grouped by street and family (flood, noise, air, traffic, sensor fault). Waterlogging calls,
 an underpass gauge above its reference level and a police report of a waterlogged road in
 the same street within a few hours are one flood event with all three as evidence, not
 three rows; so are a lane whose traffic has stopped, 110 reports of an accident or an
@@ -11,7 +11,8 @@ districts there), the district takes the street's place: its events and warnings
 district and no street.
 
 Early warnings come before the complaints pile up (未诉先办): a sensor family turning
-anomalous in a street before its residents call, and a complaint category rising in one street
+anomalous in a street before its residents call (an air gauge at its first hour over the limit, standing
+out from the city's: :mod:`citybrain.fusion.air`), and a complaint category rising in one street
 above what is usual there at that hour of the week (:mod:`citybrain.fusion.calls`).
 """
 
@@ -27,6 +28,7 @@ from typing import Any, Callable, Mapping
 from citybrain.fusion.calls import (CUSUM_RATIO, DEFAULT_FALSE_ALARM_RATE, MIN_EXPECTED_PER_H, PIECE, PIECES,
                                     WINDOWS, Baseline, CallHistory, Cusum, baseline, one_in, say_burst, say_held,
                                     say_trend, threshold)
+from citybrain.fusion.air import say_over_limit
 from citybrain.fusion.detect import Anomaly
 from citybrain.fusion.signals import Signal
 from citybrain.times import iso
@@ -42,7 +44,10 @@ POLICE_FAMILY = {"waterlogged_road": "flood", "traffic_accident": "traffic", "ro
 INSPECTION_FAMILY = {"waterlogging": "flood", "night_construction": "noise"}
 FAMILY_EVENT = {"flood": "flood", "noise": "noise_disturbance", "sensor_fault": "sensor_fault",
                 "air": "air_pollution_episode", "traffic": "traffic_congestion", "water_supply": "water_supply"}
-FAMILY_WARNING_CATEGORY = {"flood": "waterlogging", "noise": "noise"}
+FAMILY_WARNING_CATEGORY = {"flood": "waterlogging", "noise": "noise", "air": "air_pollution"}
+#: How many gauges of a family warn once their readings are confirmed anomalies (two in a row): a level gauge is
+#: engineered for this; noise needs two. Air warns earlier, at a gauge's first hour (``Anomaly.provisional``).
+WARN_DEVICES = {"flood": 1, "noise": 2}
 TITLES = {"flood": "道路积水/内涝", "noise_disturbance": "噪声扰民", "sensor_fault": "传感器故障",
           "air_pollution_episode": "空气污染", "traffic_congestion": "交通拥堵", "water_supply": "供水管网异常"}
 QUIET = timedelta(hours=3)     # a case closes after this long without new evidence
@@ -150,7 +155,10 @@ class Fusion:
     def add(self, signal: Signal, anomalies: list[Anomaly], now: datetime) -> list[tuple[str, dict[str, Any]]]:
         out: list[tuple[str, dict[str, Any]]] = []
         for a in anomalies:
-            out += self._evidence(a.family, signal, "reading", a.detail, now)
+            if a.provisional:        # judged on a later reading (the hour's median): ``a.signal`` is its own
+                out += self._early_sign(a, now)
+            else:
+                out += self._evidence(a.family, signal, "reading", a.detail, now)
         if signal.kind == "ticket" and signal.state == "received":
             warning = self.hotspots.add(signal, now)      # first: its judgement is evidence for the cases below
             call = (self.hotspots.unusual(signal), self.hotspots.held(signal))
@@ -178,22 +186,10 @@ class Fusion:
                   call: tuple[bool, str | None] = (False, None)) -> list[tuple[str, dict[str, Any]]]:
         """``call``, for a ticket: whether its category is unusual in its street (:meth:`HotspotDetector.unusual`),
         and why its excess has held there (None: it has not)."""
-        if not s.area_code:
-            return []
-        key = (s.area_code, family if family != "sensor_fault" else f"sensor_fault:{s.device_id}")
-        case = self.cases.get(key)
         out: list[tuple[str, dict[str, Any]]] = []
-        # Evidence hours away (either way: a backlog read topic by topic is not in time order) opens a new case.
-        if case is not None and not (case.first_seen - QUIET <= s.at <= case.last_seen + QUIET):
-            if case.event_id:
-                closed = self._event(case, now)
-                closed["status"] = "closed"
-                out.append(("event", closed))
-            case = None
+        case = self._case(family, s, now, out)
         if case is None:
-            case = self.cases[key] = Case(s.area_code, family, s.at, s.at, s.district_code, s.street_code, s.area_name,
-                                          s.lon, s.lat)
-        case.first_seen, case.last_seen = min(case.first_seen, s.at), max(case.last_seen, s.at)
+            return out
         ident = (s.values.get("service_request_id") or s.values.get("incident_id") or s.values.get("inspection_id")
                  or s.event_id)
         target = {"reading": case.readings, "ticket": case.tickets, "record": case.records}[kind]
@@ -216,15 +212,52 @@ class Fusion:
             case.device_first[s.device_id] = min(s.at, case.device_first.get(s.device_id, s.at))
         if len(case.details) < 12 and not repeated:
             case.details.append(detail)
-        warn_devices = 1 if family == "flood" else 2     # a level gauge is engineered for this; noise needs two
-        if kind == "reading" and family in FAMILY_WARNING_CATEGORY and not case.warned \
-                and case.sensors_first(warn_devices):
+        warn_devices = WARN_DEVICES.get(family, 0)
+        if kind == "reading" and warn_devices and not case.warned and case.sensors_first(warn_devices):
             case.warned = True
             out.append(("warning", self._sensor_warning(case, detail, now, warn_devices)))
         if case.strong_enough() and (case.event_id is None or case.kinds > case.published_kinds
                                      or len(case.tickets) in (5, 10, 20, 50)) and not self._flood_explains(case) \
                 and not self._main_explains(case):
             out.append(("event", self._event(case, now)))
+        return out
+
+    def _case(self, family: str, s: Signal, now: datetime, out: list[tuple[str, dict[str, Any]]]) -> Case | None:
+        """The case of ``family`` in the signal's street (else district) open at the signal's time, opened if there
+        is none and stretched to the signal's time; None for a signal with no place. A case whose time the signal
+        is hours away from (either way: a backlog read topic by topic is not in time order) closes (its closing
+        event into ``out``) and a new one opens."""
+        if not s.area_code:
+            return None
+        key = (s.area_code, family if family != "sensor_fault" else f"sensor_fault:{s.device_id}")
+        case = self.cases.get(key)
+        if case is not None and not (case.first_seen - QUIET <= s.at <= case.last_seen + QUIET):
+            if case.event_id:
+                closed = self._event(case, now)
+                closed["status"] = "closed"
+                out.append(("event", closed))
+            case = None
+        if case is None:
+            case = self.cases[key] = Case(s.area_code, family, s.at, s.at, s.district_code, s.street_code, s.area_name,
+                                          s.lon, s.lat)
+        case.first_seen, case.last_seen = min(case.first_seen, s.at), max(case.last_seen, s.at)
+        return case
+
+    def _early_sign(self, a: Anomaly, now: datetime) -> list[tuple[str, dict[str, Any]]]:
+        """An early sign (an air gauge's first hour over the limit) in its street's case: it dates the case and
+        warns when it came before the residents' second call, but is no evidence yet (the city event waits for
+        the confirmed anomalies, see ``Case.strong_enough``)."""
+        s = a.signal
+        out: list[tuple[str, dict[str, Any]]] = []
+        case = self._case(a.family, s, now, out)
+        if case is None or s.device_id is None:
+            return out
+        case.device_first[s.device_id] = min(s.at, case.device_first.get(s.device_id, s.at))
+        if len(case.details) < 12:
+            case.details.append(a.detail)
+        if not case.warned and case.sensors_first(1):
+            case.warned = True
+            out.append(("warning", self._sensor_warning(case, a.detail, now, 1, a)))
         return out
 
     def _open_for(self, s: Signal, family: str | None) -> str | None:
@@ -285,15 +318,23 @@ class Fusion:
             "explanation": "; ".join(case.details),
         }
 
-    def _sensor_warning(self, case: Case, detail: str, now: datetime, devices: int) -> dict[str, Any]:
+    def _sensor_warning(self, case: Case, detail: str, now: datetime, devices: int,
+                        sign: Anomaly | None = None) -> dict[str, Any]:
+        """The warning that sensors in the case's street show its family before residents call; an early ``sign``
+        (an air gauge's first hour) is said in the city's language as well (``summary``)."""
         category = FAMILY_WARNING_CATEGORY[case.family]
+        place = case.area_name or case.area_code
+        said = {} if sign is None else {
+            "summary": say_over_limit(self.hotspots.language, place, sign.signal.device_id or "", sign.facts),
+            "summary_language": self.hotspots.language}
         return {
             "warning_id": f"EW-{case.area_code}-{category}-{case.first_seen:%Y%m%d%H%M}",
             "kind": "sensor_precedes_complaints", "category": category, "district_code": case.district_code,
             **_street(case.street_code, case.area_name), "observed_at": iso(case.first_seen),
             "detected_at": iso(now), "severity": 3 if case.family == "flood" else 2,
-            "explanation": f"{detail}. Sensors in {case.area_name or case.area_code} show {category} before residents "
+            "explanation": f"{detail}. Sensors in {place} show {category.replace('_', ' ')} before residents "
                            f"call (only {case.calls_before_sensors(devices)} call(s) by then): act before the complaints arrive (未诉先办).",
+            **said,
         }
 
     def close_quiet(self, now: datetime) -> list[tuple[str, dict[str, Any]]]:

@@ -1,0 +1,25 @@
+"""Air pollution as a duty officer reads it: the gauge's first hour over the limit, in the city's language.
+
+The detector (:mod:`citybrain.fusion.detect`) finds a gauge's first hour over the AQI limit that stands out from
+the city's other gauges; fusion (:mod:`citybrain.fusion.fuse`) warns of it before residents call. This module says
+it: one sentence naming the gauge, its reading and the limit (HJ 633-2012), in Chinese for a city whose first
+language is Chinese, else in English, as the call-driven warnings' summaries are (:mod:`citybrain.fusion.calls`).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+__all__ = ["say_over_limit"]
+
+
+def say_over_limit(language: str, place: str, gauge: str, facts: Mapping[str, float]) -> str:
+    """The gauge's hour over the limit (``facts``: aqi, limit and, where known, the city's median that hour)."""
+    aqi, limit, median = facts["aqi"], facts["limit"], facts.get("median")
+    if language.split("-")[0] == "zh":
+        than = f"，为全市同一小时中位数{median:.0f}的{aqi / median:.1f}倍" if median else ""
+        return (f"{place}空气质量监测点{gauge}小时AQI为{aqi:.0f}，超过{limit:.0f}（HJ 633-2012中度污染及以上）{than}："
+                "居民投诉前请排查污染源。")
+    than = f", {aqi / median:.1f} times the city's median of {median:.0f} that hour" if median else ""
+    return (f"Air gauge {gauge} in {place} reads an hourly AQI of {aqi:.0f}, over the limit of {limit:.0f} "
+            f"(HJ 633-2012: moderately polluted or worse){than}: look for the source before residents complain.")

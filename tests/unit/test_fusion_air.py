@@ -1,0 +1,105 @@
+"""Air pollution in fusion (issue 37, item 2): a gauge's first hour over the AQI limit warns before residents call,
+when it stands out from the city's gauges that hour; a regional haze warns no street; the city event still waits
+for the second hour."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from citybrain.access.privacy import Protector
+from citybrain.contracts.model import Contract
+from citybrain.contracts.validate import RecordValidator
+from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC, Pipeline
+from citybrain.kafka.headers import EVENT_ID_NAMESPACE
+from citybrain.sim.city import build_city
+from citybrain.sim.reference import reference_records
+from citybrain.times import iso
+
+CITY = build_city(7)
+AIR = [d for d in CITY.devices if d.device_type == "air_quality"]
+#: The plume's first gauge, and the city's others (their background, a clean day's AQI 60-80).
+GAUGE = AIR[0]
+OTHERS = [d for d in AIR if d.street_code != GAUGE.street_code][:20]
+#: A Thursday afternoon in the city (Asia/Shanghai).
+T0 = datetime(2026, 12, 3, 6, 0, tzinfo=timezone.utc)
+Record = tuple[datetime, str, dict[str, Any]]
+Outputs = list[tuple[str, dict[str, Any]]]
+
+
+def _pipeline(contracts: dict[str, Contract]) -> Pipeline:
+    p = Pipeline(contracts, Protector.ephemeral())
+    for contract, records in reference_records(CITY, "2026-12-01T00:00:00Z").items():
+        for r in records:
+            p.feed(f"{contract}.v1", r, "ref")
+    return p
+
+
+def _air(at: datetime, device: Any, aqi: int) -> Record:
+    """An AirQualityObserved of an hourly station, as the city's gateways send it."""
+    pm25 = round(aqi * 0.6, 1)
+    level = "moderately_polluted" if aqi > 150 else "good"
+    return (at, "raw.sensor.air_quality.v1", {
+        "id": f"urn:ngsi-ld:AirQualityObserved:{device.device_id}:{iso(at)}", "type": "AirQualityObserved",
+        "dateObserved": iso(at), "location": {"type": "Point", "coordinates": [device.lon, device.lat]},
+        "refDevice": device.device_id, "pm25": pm25, "pm10": round(pm25 * 1.6, 1), "airQualityIndex": aqi,
+        "airQualityLevel": level, "temperature": 12.0, "relativeHumidity": 0.5})
+
+
+def _hour(at: datetime, plume: dict[Any, int], background: int = 70) -> list[Record]:
+    """One hour's readings: the plume's gauges first (before the city's median is known), then the others."""
+    return [_air(at, d, aqi) for d, aqi in plume.items()] + \
+        [_air(at, d, background + k % 7) for k, d in enumerate(OTHERS)]
+
+
+def _feed(p: Pipeline, contracts: dict[str, Contract], records: list[Record]) -> Outputs:
+    """Feed ``records`` in the order given (stable by time), each checked against its contract first."""
+    out: Outputs = []
+    for at, topic, value in sorted(records, key=lambda r: r[0]):
+        assert RecordValidator(contracts[topic])(value) is None, value
+        out += p.feed(topic, value, uuid.uuid5(EVENT_ID_NAMESPACE, json.dumps(value)).hex, at)
+    return out
+
+
+def test_an_air_gauges_first_hour_over_the_limit_warns_at_once_naming_gauge_reading_and_limit(
+        contracts: dict[str, Contract]) -> None:
+    """Issue 37: the gauges led the first call by 72 minutes and the platform said nothing; a station's first hourly
+    AQI over 150 is now a warning at that reading's time, said in the city's language; the event waits for more."""
+    p = _pipeline(contracts)
+    out = _feed(p, contracts, _hour(T0, {GAUGE: 70}) + _hour(T0 + timedelta(hours=1), {GAUGE: 182}))
+    warnings = [r for t, r in out if t == WARNING_TOPIC]
+    assert [(w["kind"], w["category"], w["street_code"], w["observed_at"]) for w in warnings] == \
+        [("sensor_precedes_complaints", "air_pollution", GAUGE.street_code, "2026-12-03T07:00:00Z")]
+    w = warnings[0]
+    assert w["detected_at"] == "2026-12-03T07:00:00Z" and w["summary_language"] == "zh"
+    assert GAUGE.device_id in w["summary"] and "182" in w["summary"] and "150" in w["summary"]
+    assert w["summary"].startswith(CITY.street(GAUGE.street_code).name)
+    assert f"air gauge {GAUGE.device_id} reads an hourly AQI of 182, over the limit of 150" in w["explanation"]
+    assert "2.5 times the median of the city's gauges that hour (72)" in w["explanation"]
+    assert RecordValidator(next(c for c in contracts.values() if c.topic == WARNING_TOPIC))(w) is None
+    assert not [r for t, r in out if t == EVENT_TOPIC]          # one hour warns; it sends nobody out
+
+
+def test_a_regional_haze_over_the_limit_everywhere_warns_no_street(contracts: dict[str, Contract]) -> None:
+    """The simulated city's hazy evenings put dozens of gauges over 150 together, each at its site's usual share of
+    the city's level: a regional episode for the city's heavy-pollution plan, not a street's early warning."""
+    p = _pipeline(contracts)
+    out = _feed(p, contracts, _hour(T0, {GAUGE: 150}, background=140) +
+                _hour(T0 + timedelta(hours=1), {GAUGE: 205}, background=150))
+    assert not [r for t, r in out if t == WARNING_TOPIC]
+
+
+def test_a_city_with_few_gauges_judges_their_first_hour_on_the_limit_alone(contracts: dict[str, Contract]) -> None:
+    """Under twelve gauges an hour, no median tells a plume from a haze: the gauge over 150 warns once the next hour
+    begins (its peers are in), dated by its own reading."""
+    p = _pipeline(contracts)
+    few = {GAUGE: 170, **{d: 70 for d in OTHERS[:3]}}
+    out = _feed(p, contracts, [_air(T0, d, aqi) for d, aqi in few.items()])
+    assert not [r for t, r in out if t == WARNING_TOPIC]
+    out = _feed(p, contracts, [_air(T0 + timedelta(hours=1), OTHERS[0], 70)])
+    warnings = [r for t, r in out if t == WARNING_TOPIC]
+    assert [w["observed_at"] for w in warnings] == ["2026-12-03T06:00:00Z"]
+    assert "times the median" not in warnings[0]["explanation"]
+
