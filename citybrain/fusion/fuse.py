@@ -4,7 +4,8 @@ Evidence is grouped by street and family (flood, noise, air, traffic, sensor fau
 an underpass gauge above its reference level and a police report of a waterlogged road in
 the same street within a few hours are one flood event with all three as evidence, not
 three rows; so are a lane whose traffic has stopped, 110 reports of an accident or an
-obstruction and hazard calls in one street, as a traffic event. A case becomes an event once
+obstruction and hazard calls in one street, as a traffic event, and an air gauge over the AQI limit
+with the street's air-pollution calls, as an air-pollution episode. A case becomes an event once
 its evidence is strong enough, is updated when new kinds of evidence arrive, and closes when
 the street has been quiet for a while. Where the city has no streets (its pack stops at
 districts there), the district takes the street's place: its events and warnings name the
@@ -36,7 +37,8 @@ from citybrain.times import iso
 log = logging.getLogger(__name__)
 
 #: Which ticket, police and inspection categories are evidence for which family.
-TICKET_FAMILY = {"waterlogging": "flood", "noise": "noise", "water_leak": "water_supply", "water_outage": "water_supply"}
+TICKET_FAMILY = {"waterlogging": "flood", "noise": "noise", "water_leak": "water_supply", "water_outage": "water_supply",
+                 "air_pollution": "air"}
 #: Calls that are evidence for a case already open in their street as well: everyday ones (a hazard, a signal out)
 #: for a traffic case, a flooded road for a water-supply case (a burst main floods the road it runs under).
 TICKET_JOINS = {"safety_hazard": "traffic", "traffic_signal": "traffic", "waterlogging": "water_supply"}
@@ -118,6 +120,11 @@ class Case:
             # noise complaints looks just like that. Two gauges agreeing, or an inspector's finding, is.
             return (len(self.readings) >= 2 and (len(self.devices) >= 2 or bool(self.records))) \
                 or (len(self.tickets) >= 3 and bool(self.records))
+        if self.family == "air":
+            # Three confirmed hours over the limit (each a gauge's hour after another over it), or one and the
+            # street's residents calling about the air twice: a station's hour may be a fault, the people breathing
+            # it are not.
+            return len(self.readings) >= 3 or (bool(self.readings) and len(self.tickets) >= 2)
         if self.family == "traffic":
             # A stopped lane alone may be a detector's fault or a lane closed for works, and a city has everyday
             # accidents and obstructions by the hundred that stop nothing: a lane stopping within TRAFFIC_NEAR of a

@@ -103,3 +103,43 @@ def test_a_city_with_few_gauges_judges_their_first_hour_on_the_limit_alone(contr
     assert [w["observed_at"] for w in warnings] == ["2026-12-03T06:00:00Z"]
     assert "times the median" not in warnings[0]["explanation"]
 
+
+def _call(at: datetime, n: int, device: Any = GAUGE) -> Record:
+    """A 12345 air-pollution call from beside ``device``."""
+    return (at, "raw.hotline.service_request.v1", {
+        "service_request_id": f"HL{at:%Y%m%d}{n:08d}", "status": "open", "service_code": "environment.air",
+        "service_name": "空气污染异味", "description": "附近工厂排放刺鼻气味，烟很大。", "requested_datetime": iso(at),
+        "updated_datetime": iso(at), "channel": "phone", "category": "air_pollution", "lifecycle_state": "received",
+        "lat": round(device.lat - 0.0004, 6), "long": round(device.lon + 0.0003, 6)})
+
+
+def test_the_streets_air_pollution_calls_are_the_air_events_evidence(contracts: dict[str, Contract]) -> None:
+    """Issue 37: none of the plume's complaint calls were attached to its events. A gauge's second hour over the
+    limit with two calls of the street is the air-pollution episode, the calls in its evidence, sent to environment."""
+    p = _pipeline(contracts)
+    records = _hour(T0, {GAUGE: 70}) + _hour(T0 + timedelta(hours=1), {GAUGE: 182}) + \
+        _hour(T0 + timedelta(hours=2), {GAUGE: 190}) + \
+        [_call(T0 + timedelta(hours=1, minutes=m), m) for m in (25, 48)]
+    out = _feed(p, contracts, records)
+    warnings = [r for t, r in out if t == WARNING_TOPIC]
+    assert [(w["kind"], w["observed_at"]) for w in warnings] == [("sensor_precedes_complaints", "2026-12-03T07:00:00Z")]
+    events = [r for t, r in out if t == EVENT_TOPIC]
+    assert [(e["event_id"], e["status"], e["detected_at"]) for e in events] == \
+        [(f"CE-{GAUGE.street_code}-air_pollution_episode-202612030700", "open", "2026-12-03T08:00:00Z")]
+    e = events[0]
+    assert e["evidence"]["tickets"] == ["HL2026120300000025", "HL2026120300000048"]
+    assert e["evidence"]["devices"] == [GAUGE.device_id] and len(e["evidence"]["readings"]) == 1
+    assert (e["department"], e["first_seen"], e["confidence"]) == ("environment", "2026-12-03T07:00:00Z", 0.85)
+    assert "12345 call HL2026120300000025 (air_pollution)" in e["explanation"]
+
+
+def test_residents_calling_before_the_gauge_get_no_sensor_first_warning(contracts: dict[str, Contract]) -> None:
+    """Two air-pollution calls before the gauge's first hour over the limit: the complaints came first, and a
+    warning that the sensors did would be false; the calls and the gauge are still one case."""
+    p = _pipeline(contracts)
+    records = _hour(T0, {GAUGE: 70}) + [_call(T0 + timedelta(minutes=m), m) for m in (20, 40)] + \
+        _hour(T0 + timedelta(hours=1), {GAUGE: 182}) + _hour(T0 + timedelta(hours=2), {GAUGE: 190})
+    out = _feed(p, contracts, records)
+    assert not [r for t, r in out if t == WARNING_TOPIC and r["kind"] == "sensor_precedes_complaints"]
+    events = [r for t, r in out if t == EVENT_TOPIC]
+    assert [e["evidence"]["tickets"] for e in events] == [["HL2026120300000020", "HL2026120300000040"]]
