@@ -172,6 +172,7 @@ class Pipeline:
             return []
         if self._areas_dirty:
             self.enricher.index = AreaIndex.from_records(self.areas.values())
+            self.fusion.neighbours = self.enricher.index.neighbours
             self._areas_dirty = False
         out: list[tuple[str, dict[str, Any]]] = []
         if topic == topics.TICKET_EVENTS:

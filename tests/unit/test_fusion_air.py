@@ -13,6 +13,7 @@ from citybrain.access.privacy import Protector
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import RecordValidator
 from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC, Pipeline
+from citybrain.geo import AreaIndex
 from citybrain.kafka.headers import EVENT_ID_NAMESPACE
 from citybrain.sim.city import build_city
 from citybrain.sim.reference import reference_records
@@ -49,9 +50,10 @@ def _air(at: datetime, device: Any, aqi: int) -> Record:
 
 
 def _hour(at: datetime, plume: dict[Any, int], background: int = 70) -> list[Record]:
-    """One hour's readings: the plume's gauges first (before the city's median is known), then the others."""
+    """One hour's readings: the plume's gauges first (before the city's median is known), then the others (no two
+    hours in a row alike, or they would be stuck)."""
     return [_air(at, d, aqi) for d, aqi in plume.items()] + \
-        [_air(at, d, background + k % 7) for k, d in enumerate(OTHERS)]
+        [_air(at, d, background + (k + at.hour) % 7) for k, d in enumerate(OTHERS) if d not in plume]
 
 
 def _feed(p: Pipeline, contracts: dict[str, Contract], records: list[Record]) -> Outputs:
@@ -121,8 +123,8 @@ def test_the_streets_air_pollution_calls_are_the_air_events_evidence(contracts: 
         _hour(T0 + timedelta(hours=2), {GAUGE: 190}) + \
         [_call(T0 + timedelta(hours=1, minutes=m), m) for m in (25, 48)]
     out = _feed(p, contracts, records)
-    warnings = [r for t, r in out if t == WARNING_TOPIC]
-    assert [(w["kind"], w["observed_at"]) for w in warnings] == [("sensor_precedes_complaints", "2026-12-03T07:00:00Z")]
+    warnings = [r for t, r in out if t == WARNING_TOPIC and r["kind"] == "sensor_precedes_complaints"]
+    assert [w["observed_at"] for w in warnings] == ["2026-12-03T07:00:00Z"]
     events = [r for t, r in out if t == EVENT_TOPIC]
     assert [(e["event_id"], e["status"], e["detected_at"]) for e in events] == \
         [(f"CE-{GAUGE.street_code}-air_pollution_episode-202612030700", "open", "2026-12-03T08:00:00Z")]
@@ -143,3 +145,60 @@ def test_residents_calling_before_the_gauge_get_no_sensor_first_warning(contract
     assert not [r for t, r in out if t == WARNING_TOPIC and r["kind"] == "sensor_precedes_complaints"]
     events = [r for t, r in out if t == EVENT_TOPIC]
     assert [e["evidence"]["tickets"] for e in events] == [["HL2026120300000020", "HL2026120300000040"]]
+
+
+#: Three neighbouring streets in a row, A (the first gauge's), B next to it and C next to B but not to A, and a gauge
+#: in each: the plume of issue 37, moving over them in six hours.
+_INDEX = AreaIndex.from_records(reference_records(CITY, "x")["raw.ref.admin_area"])
+_NEXT = {s.code: {a.code for a in _INDEX.neighbours(s.code)} for s in CITY.streets}
+A = GAUGE.street_code
+B, C = next((b, c) for b in sorted(_NEXT[A]) for c in sorted(_NEXT[b]) if c != A and c not in _NEXT[A])
+GA, GB, GC = GAUGE, *(next(d for d in AIR if d.street_code == x) for x in (B, C))
+
+
+def test_a_plume_over_three_neighbouring_streets_is_one_event_growing_and_warns_the_streets_in_its_path(
+        contracts: dict[str, Contract]) -> None:
+    """Issue 37: a plume moving over three neighbouring streets in six hours became three unrelated events. It is one
+    event now, its footprint the streets in its evidence, each street warned as the plume moves: A's gauge first,
+    then its neighbours (B among them) told the plume may reach them, naming the street it comes from."""
+    p = _pipeline(contracts)
+    hours = [{}, {GA: 180}, {GA: 190}, {GA: 185, GB: 175}, {GA: 160, GB: 182, GC: 170}, {GB: 165, GC: 178},
+             {GC: 172}]
+    records = [r for k, plume in enumerate(hours) for r in _hour(T0 + timedelta(hours=k), plume)] + \
+        [_call(T0 + timedelta(hours=1, minutes=m), m) for m in (30, 50)] + \
+        [_call(T0 + timedelta(hours=4, minutes=20), 420, GC)]
+    out = _feed(p, contracts, records)
+    out += p.sweep(T0 + timedelta(hours=12))
+    validate = {c.topic: RecordValidator(c) for c in contracts.values()}
+    assert all(validate[t](r) is None for t, r in out if t in (EVENT_TOPIC, WARNING_TOPIC)), out
+    events = [r for t, r in out if t == EVENT_TOPIC]
+    assert {e["event_id"] for e in events} == {f"CE-{A}-air_pollution_episode-202612030700"}
+    assert [e["evidence"]["streets"] for e in events] == [[A], [A, B], [A, B, C], [A, B, C]]
+    assert [e["status"] for e in events] == ["open", "updated", "updated", "closed"]
+    last = events[-1]
+    assert last["evidence"]["devices"] == [GA.device_id, GB.device_id, GC.device_id]
+    assert last["evidence"]["tickets"] == ["HL2026120300000030", "HL2026120300000050", "HL2026120300000420"]
+    assert last["title"].startswith(f"{CITY.street(A).name}等3个街道")
+    warnings = [r for t, r in out if t == WARNING_TOPIC]
+    first = [w for w in warnings if w["kind"] == "sensor_precedes_complaints"]
+    assert [(w["street_code"], w["observed_at"]) for w in first] == [(A, "2026-12-03T07:00:00Z")]
+    spreading = {w["street_code"]: w for w in warnings if w["kind"] == "air_spreading"}
+    assert set(spreading) == (_NEXT[A] | _NEXT[B] | _NEXT[C]) - {A}    # B and C warned before the plume came
+    assert spreading[B]["spreading_from"] == {"event_id": events[0]["event_id"], "area_code": A,
+                                              "area_name": CITY.street(A).name}
+    assert spreading[B]["detected_at"] == "2026-12-03T08:00:00Z"          # when the event opened
+    assert spreading[C]["spreading_from"]["area_code"] == B and spreading[C]["detected_at"] == "2026-12-03T09:00:00Z"
+    assert spreading[C]["summary"].startswith(f"相邻的{CITY.street(B).name}正发生空气污染事件")
+
+
+def test_a_haze_over_neighbouring_streets_joins_no_case(contracts: dict[str, Contract]) -> None:
+    """Neighbouring streets over the limit with the whole city (no gauge standing out) stay their own cases: a
+    regional haze chained street to street would be one city-wide event from gauges that each said nothing."""
+    p = _pipeline(contracts)
+    hours = [{GA: 150, GB: 150}, {GA: 205, GB: 200}, {GA: 210, GB: 208}, {GA: 206, GB: 204}, {GA: 207, GB: 203}]
+    out = _feed(p, contracts, [r for k, plume in enumerate(hours)
+                               for r in _hour(T0 + timedelta(hours=k), plume, background=150)])
+    events = [r for t, r in out if t == EVENT_TOPIC and r["category"] == "air_pollution_episode"]
+    assert {A, B} <= {e["street_code"] for e in events}
+    assert all(e["evidence"]["streets"] == [e["street_code"]] for e in events)
+    assert not [r for t, r in out if t == WARNING_TOPIC and r["kind"] == "sensor_precedes_complaints"]
