@@ -33,6 +33,14 @@ def haversine_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
     return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(a))
 
 
+def bearing_deg(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
+    """Initial great-circle bearing from the first point to the second, degrees clockwise from north [0, 360)."""
+    p1, p2, dl = math.radians(lat1), math.radians(lat2), math.radians(lon2 - lon1)
+    x = math.sin(dl) * math.cos(p2)
+    y = math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl)
+    return math.degrees(math.atan2(x, y)) % 360
+
+
 def point_in_ring(lon: float, lat: float, ring: Ring) -> bool:
     """Ray casting; points exactly on an edge may fall either side (the index breaks ties)."""
     inside = False
@@ -160,6 +168,14 @@ class AreaIndex:
         out = self._neighbours[code] = sorted((areas[i][0] for i in near if areas[i][0].code != code),
                                               key=lambda a: a.code)
         return out
+
+    def centre(self, code: str) -> tuple[float, float] | None:
+        """(lon, lat) of the area's centroid, None for an area the index does not hold."""
+        polygon = self._polygons.get(code)
+        if polygon is None:
+            return None
+        point = polygon.centroid
+        return point.x, point.y
 
     def street_at(self, lon: float, lat: float) -> Area | None:
         """The street containing the point, or None (outside the city, or where the city has no streets)."""

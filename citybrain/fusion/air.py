@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from typing import Mapping
 
-__all__ = ["say_over_limit", "say_spreading"]
+from citybrain.geo import bearing_deg
+
+__all__ = ["CALM_M_S", "DOWNWIND_HALF_ANGLE", "downwind", "say_over_limit", "say_spreading", "say_wind"]
+
+#: Below this wind speed (m/s; Beaufort's light air) a plume spreads every way; above, it drifts downwind.
+CALM_M_S = 1.5
+#: A neighbour is downwind when the bearing to it from the polluted street lies within this of where the wind blows
+#: to: three of the sixteen compass points either side (a wind's direction is an hour's mean; a plume fans out).
+DOWNWIND_HALF_ANGLE = 67.5
 
 
 def say_over_limit(language: str, place: str, gauge: str, facts: Mapping[str, float]) -> str:
@@ -26,9 +34,38 @@ def say_over_limit(language: str, place: str, gauge: str, facts: Mapping[str, fl
             f"(HJ 633-2012: moderately polluted or worse){than}: look for the source before residents complain.")
 
 
-def say_spreading(language: str, place: str, source: str, event_id: str) -> str:
-    """The warning to ``place``, next to the air event ``event_id``'s street ``source``."""
+def downwind(source: tuple[float, float] | None, target: tuple[float, float] | None,
+             wind: tuple[float, float, str] | None) -> bool:
+    """Whether a plume over the area centred at ``source`` (lon, lat) may drift to the one centred at ``target``
+    with ``wind`` (degrees it blows from, m/s, station): yes in a calm, without a wind measured or without the
+    areas' centres (every neighbour is in its path), else when ``target`` lies downwind."""
+    if wind is None or wind[1] < CALM_M_S or source is None or target is None:
+        return True
+    towards = (wind[0] + 180) % 360
+    off = abs((bearing_deg(*source, *target) - towards + 180) % 360 - 180)
+    return off <= DOWNWIND_HALF_ANGLE
+
+
+def say_wind(language: str, wind: tuple[float, float, str] | None) -> str:
+    """The wind a spreading warning was judged with, as a clause of its summary ('' without one)."""
+    if wind is None:
+        return ""
+    direction, speed, station = wind
     if language.split("-")[0] == "zh":
-        return f"相邻的{source}正发生空气污染事件（{event_id}，AQI超过150），可能扩散至{place}：请关注本街道监测点和居民来电。"
-    return (f"Air pollution in {source} next door (event {event_id}, AQI over 150) may spread to {place}: watch its "
-            "gauges and its residents' calls.")
+        return f"（气象站{station}：风向{direction:.0f}°，风速{speed:.1f}米/秒）" if speed >= CALM_M_S else \
+            f"（气象站{station}：静风{speed:.1f}米/秒）"
+    return (f" (weather station {station}: wind from {direction:.0f}° at {speed:.1f} m/s)" if speed >= CALM_M_S else
+            f" (weather station {station}: calm, {speed:.1f} m/s)")
+
+
+def say_spreading(language: str, place: str, source: str, event_id: str, wind: tuple[float, float, str] | None,
+                  ) -> str:
+    """The warning to ``place``, next to (and, with a wind, downwind of) the air event ``event_id``'s ``source``."""
+    said = say_wind(language, wind)
+    if language.split("-")[0] == "zh":
+        where = "下风向的" if wind is not None and wind[1] >= CALM_M_S else ""
+        return (f"相邻的{source}正发生空气污染事件（{event_id}，AQI超过150），可能扩散至{where}{place}{said}："
+                "请关注本街道监测点和居民来电。")
+    where = " downwind" if wind is not None and wind[1] >= CALM_M_S else ""
+    return (f"Air pollution in {source} next door (event {event_id}, AQI over 150) may spread to {place}{where}{said}: "
+            "watch its gauges and its residents' calls.")

@@ -51,6 +51,7 @@ FLOOD_SITES = ("underpass", "street")
 HEAVY_RAIN_MM_H = 20.0        # 短时强降水: 20 mm or more in an hour (CMA)
 RAIN_MEMORY = timedelta(hours=3)   # rain this long before a gauge's reading still explains it
 RAIN_KEPT = 240                    # heavy-rain station hours remembered per district, the last received
+WIND_MEMORY = timedelta(hours=2)   # a station's wind this long before a moment (or an hour after) still says it
 #: A traffic lane's normal: its median speed over the readings of the last TRAFFIC_NORMAL_WINDOW that were no
 #: collapse, judged once it has TRAFFIC_NORMAL_MIN of them; one reading per TRAFFIC_SPACING is kept, whatever
 #: the lane's interval, so a lane costs the same memory at one reading a minute as at one every five.
@@ -102,6 +103,8 @@ class SensorWatch:
         self._collapsed: dict[str, int] = {}
         #: district -> [(observed at, mm in the hour, station)] of heavy rain, from weather stations
         self._rain: dict[str, deque[tuple[datetime, float, str]]] = {}
+        #: district -> (observed at, degrees the wind blows from, m/s, station) of its station's latest reading
+        self._wind: dict[str, tuple[datetime, float, float, str]] = {}
         #: hour -> the AQIs the city's gauges read in it; hour -> first hours over the limit waiting for its median
         self._air_hours: dict[datetime, list[float]] = {}
         self._air_waiting: dict[datetime, list[Signal]] = {}
@@ -111,6 +114,7 @@ class SensorWatch:
             return []
         if s.category == "weather":
             self._remember_rain(s)
+            self._remember_wind(s)
             return []
         out: list[Anomaly] = []
         if s.category == "traffic_flow":
@@ -242,6 +246,23 @@ class SensorWatch:
         # Only heavy rain is evidence: the last RAIN_KEPT station hours of it received per district, not pruned by
         # the newest hour seen, so a day read after a later one (a backlog, a replay) keeps its own rain.
         self._rain.setdefault(s.district_code, deque(maxlen=RAIN_KEPT)).append((s.at, float(mm), s.device_id or ""))
+
+    def _remember_wind(self, s: Signal) -> None:
+        direction, speed = s.values.get("windDirection"), s.values.get("windSpeed")
+        if not s.district_code or not isinstance(direction, (int, float)) or not isinstance(speed, (int, float)):
+            return
+        known = self._wind.get(s.district_code)
+        if known is None or s.at >= known[0]:
+            self._wind[s.district_code] = (s.at, float(direction), float(speed), s.device_id or "")
+
+    def wind(self, district: str | None, at: datetime) -> tuple[float, float, str] | None:
+        """(degrees the wind blows from, m/s, station) that ``district``'s weather station last measured, when
+        that was within WIND_MEMORY before ``at`` (or up to an hour after); None where the city has no such
+        station or it has not reported: the way a plume drifts."""
+        known = self._wind.get(district or "")
+        if known is None or not at - WIND_MEMORY <= known[0] <= at + timedelta(hours=1):
+            return None
+        return known[1], known[2], known[3]
 
     def heavy_rain(self, district: str | None, at: datetime) -> tuple[datetime, float, str] | None:
         """The heaviest hour of rain (≥ HEAVY_RAIN_MM_H) a station of ``district`` measured in the

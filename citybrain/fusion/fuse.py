@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 from citybrain.fusion.calls import (CUSUM_RATIO, DEFAULT_FALSE_ALARM_RATE, MIN_EXPECTED_PER_H, PIECE, PIECES,
                                     WINDOWS, Baseline, CallHistory, Cusum, baseline, one_in, say_burst, say_held,
                                     say_trend, threshold)
-from citybrain.fusion.air import say_over_limit, say_spreading
+from citybrain.fusion.air import downwind, say_over_limit, say_spreading, say_wind
 from citybrain.fusion.detect import AQI_LIMIT, Anomaly
 from citybrain.fusion.signals import Signal
 from citybrain.geo import Area
@@ -42,8 +42,8 @@ from citybrain.times import iso
 log = logging.getLogger(__name__)
 
 #: Which ticket, police and inspection categories are evidence for which family.
-TICKET_FAMILY = {"waterlogging": "flood", "noise": "noise", "water_leak": "water_supply", "water_outage": "water_supply",
-                 "air_pollution": "air"}
+TICKET_FAMILY = {"waterlogging": "flood", "noise": "noise", "water_leak": "water_supply",
+                 "water_outage": "water_supply", "air_pollution": "air"}
 #: Calls that are evidence for a case already open in their street as well: everyday ones (a hazard, a signal out)
 #: for a traffic case, a flooded road for a water-supply case (a burst main floods the road it runs under).
 TICKET_JOINS = {"safety_hazard": "traffic", "traffic_signal": "traffic", "waterlogging": "water_supply"}
@@ -190,6 +190,11 @@ class Fusion:
         #: area code -> the areas sharing a border with it (the city's areas' geometry: the pipeline sets
         #: :meth:`citybrain.geo.AreaIndex.neighbours` once the areas are known), the way an air case spreads
         self.neighbours: Callable[[str], list[Area]] = lambda _code: []
+        #: area code -> (lon, lat) of its centre (:meth:`citybrain.geo.AreaIndex.centre`), and district -> the wind
+        #: its weather station measured at a time (:meth:`citybrain.fusion.detect.SensorWatch.wind`), the pipeline's:
+        #: the way a plume drifts (without them, to every neighbour)
+        self.centre: Callable[[str], tuple[float, float] | None] = lambda _code: None
+        self.wind: Callable[[str | None, datetime], tuple[float, float, str] | None] = lambda _district, _at: None
 
     def add(self, signal: Signal, anomalies: list[Anomaly], now: datetime) -> list[tuple[str, dict[str, Any]]]:
         out: list[tuple[str, dict[str, Any]]] = []
@@ -263,17 +268,21 @@ class Fusion:
         return out
 
     def _publish(self, case: Case, now: datetime) -> list[tuple[str, dict[str, Any]]]:
-        """The case's event, and for an air event a warning to each street next to its footprint not yet warned."""
+        """The case's event, and for an air event a warning to each street next to its footprint, downwind where
+        its district's weather station says where the wind blows, not yet warned (one upwind now may be downwind
+        when the wind turns)."""
         event = self._event(case, now)
         out: list[tuple[str, dict[str, Any]]] = [("event", event)]
         if case.family != "air":
             return out
+        wind = self.wind(case.district_code, case.last_seen)
         for code, name in list(case.streets.items()):
             for area in self.neighbours(code):
-                if area.code in case.streets or area.code in case.spread_warned:
+                if area.code in case.streets or area.code in case.spread_warned \
+                        or not downwind(self.centre(code), self.centre(area.code), wind):
                     continue
                 case.spread_warned.add(area.code)
-                out.append(("warning", self._spreading_warning(case, event, code, name, area, now)))
+                out.append(("warning", self._spreading_warning(case, event, code, name, area, now, wind)))
         return out
 
     def _case(self, family: str, s: Signal, now: datetime, out: list[tuple[str, dict[str, Any]]]) -> Case | None:
@@ -440,9 +449,9 @@ class Fusion:
         }
 
     def _spreading_warning(self, case: Case, event: dict[str, Any], code: str, name: str | None, area: Area,
-                           now: datetime) -> dict[str, Any]:
-        """The warning to the street (else district) ``area`` next to the air event's footprint street ``code``:
-        the pollution may reach it next."""
+                           now: datetime, wind: tuple[float, float, str] | None) -> dict[str, Any]:
+        """The warning to the street (else district) ``area`` next to the air event's footprint street ``code``
+        (downwind of it with ``wind``): the pollution may reach it next."""
         street = area.level == "street"
         district = area.parent_code if street else area.code
         place, source = area.name, name or code
@@ -453,11 +462,13 @@ class Fusion:
             "observed_at": iso(case.last_seen), "detected_at": iso(now), "severity": 2,
             "explanation": f"Air pollution episode {event['event_id']} over {len(case.streets)} street(s) "
                            f"({', '.join(n or c for c, n in case.streets.items())}), its gauges over the AQI limit of "
-                           f"{AQI_LIMIT}, is next to {place} in {source}: the pollution may reach {place}. Watch its gauges "
-                           "and its residents' calls, and look for the source (未诉先办).",
-            "summary": say_spreading(self.hotspots.language, place, source, event["event_id"]),
+                           f"{AQI_LIMIT}, is next to {place} in {source}{say_wind('en', wind)}: the pollution may reach "
+                           f"{place}. Watch its gauges and its residents' calls, and look for the source (未诉先办).",
+            "summary": say_spreading(self.hotspots.language, place, source, event["event_id"], wind),
             "summary_language": self.hotspots.language,
-            "spreading_from": {"event_id": event["event_id"], "area_code": code, "area_name": source},
+            "spreading_from": {"event_id": event["event_id"], "area_code": code, "area_name": source,
+                               **({"wind": {"from_deg": wind[0], "speed_m_s": wind[1], "station": wind[2]}}
+                                  if wind else {})},
         }
 
     def close_quiet(self, now: datetime) -> list[tuple[str, dict[str, Any]]]:

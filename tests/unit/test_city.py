@@ -9,7 +9,7 @@ from citybrain.city.catalogue import SERVICES, department_remits, routing_rules
 from citybrain.sim.reference import reference_records
 from citybrain.contracts.validate import RecordValidator
 from citybrain.contracts.departments import DEPARTMENTS
-from citybrain.geo import Area, AreaIndex, point_in_geometry
+from citybrain.geo import Area, AreaIndex, bearing_deg, point_in_geometry
 
 CITY = build_city(7)
 
@@ -95,6 +95,8 @@ def test_neighbours_share_a_border_or_a_sliver_of_one_and_not_a_district() -> No
     assert [a.code for a in index.neighbours("12")] == ["11", "13"]
     assert [a.code for a in index.neighbours("13")] == ["12"]
     assert index.neighbours("14") == [] and index.neighbours("1") == [] and index.neighbours("99") == []
+    assert tuple(round(x, 6) for x in index.centre("12") or ()) == (0.015, 0.005) and index.centre("99") is None
+    assert [round(bearing_deg(0, 0, *to)) for to in ((0, 1), (1, 0), (0, -1), (-1, 0))] == [0, 90, 180, 270]
 
 
 def test_the_city_places_a_point_as_deep_as_its_areas_go_as_the_simulator_does() -> None:

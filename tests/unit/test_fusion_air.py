@@ -13,7 +13,7 @@ from citybrain.access.privacy import Protector
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import RecordValidator
 from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC, Pipeline
-from citybrain.geo import AreaIndex
+from citybrain.geo import AreaIndex, bearing_deg
 from citybrain.kafka.headers import EVENT_ID_NAMESPACE
 from citybrain.sim.city import build_city
 from citybrain.sim.reference import reference_records
@@ -202,3 +202,40 @@ def test_a_haze_over_neighbouring_streets_joins_no_case(contracts: dict[str, Con
     assert {A, B} <= {e["street_code"] for e in events}
     assert all(e["evidence"]["streets"] == [e["street_code"]] for e in events)
     assert not [r for t, r in out if t == WARNING_TOPIC and r["kind"] == "sensor_precedes_complaints"]
+
+
+def test_with_a_wind_measured_only_the_streets_downwind_are_warned(contracts: dict[str, Contract]) -> None:
+    """Issue 37: downwind streets were never warned. With the district's weather station measuring a wind blowing
+    from A towards B, B is warned when A's event opens and A's neighbours upwind are not (they may be later, if the
+    wind turns); the warning names the wind. In a calm, every neighbour is in the plume's path."""
+    centre = {code: _INDEX.centre(code) for code in _NEXT[A] | {A}}
+    def bearing(code: str) -> float:
+        return bearing_deg(*centre[A], *centre[code])  # type: ignore[misc]
+    towards_b = bearing(B)
+    upwind = {n for n in _NEXT[A] if abs((bearing(n) - towards_b + 180) % 360 - 180) > 90}
+    assert upwind, "the test needs a neighbour of A upwind of it"
+    station = next(d for d in CITY.devices_of("weather") if CITY.street(d.street_code).district_code ==
+                   CITY.street(A).district_code)
+
+    def weather(at: datetime, speed: float) -> Record:
+        return (at, "raw.sensor.weather.v1", {
+            "id": f"urn:ngsi-ld:WeatherObserved:{station.device_id}:{iso(at)}", "type": "WeatherObserved",
+            "dateObserved": iso(at), "location": {"type": "Point", "coordinates": [station.lon, station.lat]},
+            "refDevice": station.device_id, "precipitation": 0.0, "temperature": 12.0, "relativeHumidity": 0.5,
+            "windSpeed": speed, "windDirection": round((towards_b + 180) % 360)})
+
+    def opened(speed: float) -> dict[str, dict[str, Any]]:
+        p = _pipeline(contracts)
+        plume: list[dict[Any, int]] = [{}, {GA: 180}, {GA: 190}]
+        records = [r for k, aqi in enumerate(plume) for r in _hour(T0 + timedelta(hours=k), aqi)]
+        records += [weather(T0 + timedelta(hours=k), speed) for k in range(3)] + \
+            [_call(T0 + timedelta(hours=1, minutes=m), m) for m in (30, 50)]
+        out = _feed(p, contracts, records)
+        return {r["street_code"]: r for t, r in out if t == WARNING_TOPIC and r["kind"] == "air_spreading"}
+
+    windy = opened(3.2)
+    assert B in windy and not upwind & set(windy)
+    assert windy[B]["spreading_from"]["wind"] == {"from_deg": round((towards_b + 180) % 360), "speed_m_s": 3.2,
+                                                  "station": station.device_id}
+    assert "下风向" in windy[B]["summary"] and "风速3.2米/秒" in windy[B]["summary"]
+    assert set(opened(0.8)) == _NEXT[A]          # calm: every neighbour
