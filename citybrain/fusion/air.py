@@ -23,13 +23,16 @@ DOWNWIND_HALF_ANGLE = 67.5
 
 
 def say_over_limit(language: str, place: str, gauge: str, facts: Mapping[str, float]) -> str:
-    """The gauge's hour over the limit (``facts``: aqi, limit and, where known, the city's median that hour)."""
-    aqi, limit, median = facts["aqi"], facts["limit"], facts.get("median")
+    """The gauge's hour over the limit (``facts``: aqi, limit and, where known, the city's median that hour and the
+    gauge's usual share of it)."""
+    aqi, limit, median, usual = facts["aqi"], facts["limit"], facts.get("median"), facts.get("usual")
     if language.split("-")[0] == "zh":
         than = f"，为全市同一小时中位数{median:.0f}的{aqi / median:.1f}倍" if median else ""
+        than += f"（平时约{usual:.1f}倍）" if median and usual else ""
         return (f"{place}空气质量监测点{gauge}小时AQI为{aqi:.0f}，超过{limit:.0f}（HJ 633-2012中度污染及以上）{than}："
                 "居民投诉前请排查污染源。")
     than = f", {aqi / median:.1f} times the city's median of {median:.0f} that hour" if median else ""
+    than += f" (usually {usual:.1f} times)" if median and usual else ""
     return (f"Air gauge {gauge} in {place} reads an hourly AQI of {aqi:.0f}, over the limit of {limit:.0f} "
             f"(HJ 633-2012: moderately polluted or worse){than}: look for the source before residents complain.")
 

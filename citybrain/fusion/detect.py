@@ -35,15 +35,22 @@ NOISE_DEFAULT = (60, 50)
 NIGHT_FROM_H, NIGHT_UNTIL_H = 22, 6
 NOISE_MARGIN_DB = 10          # an exceedance worth acting on, not a marginal one
 AQI_LIMIT = 150               # above: moderately polluted or worse
-#: A gauge's first hour over the AQI limit warns when it also reads this many times the median of the city's gauges
-#: that hour: a local source (a plume, a fire, a stack) in its street, which the street can act on. The whole city
-#: over the limit together is a regional episode, for the city's heavy-pollution plan (重污染天气应急预案), not one
-#: street's warning: on the simulated city's hazy evenings its dirtiest gauges over the limit read up to 1.7 times
-#: the median (their sites, not a source), and a street warning for each would be dozens of false alarms at once.
+#: A gauge's first hour over the AQI limit warns when it stands out from the city's gauges that hour: a local source
+#: (a plume, a fire, a stack) in its street, which the street can act on. The whole city over the limit together is a
+#: regional episode, for the city's heavy-pollution plan (重污染天气应急预案), not one street's warning: on the simulated
+#: city's hazy evenings up to 53 gauges at once are over 150, a street warning for each dozens of false alarms.
+#: Standing out: its share of the city's median that hour (its AQI over the median) at least AQI_LOCAL_EXCESS times
+#: its usual share (the median of its shares over the hours before, at least AQI_SHARE_HOURS of them: a gauge by an
+#: arterial reads above the city every hour, and that is its site, not a source); without that history, at least
+#: AQI_LOCAL_RATIO times the median (the dirtiest simulated gauges over the limit read up to 1.7 times it).
+AQI_LOCAL_EXCESS = 1.5
+AQI_SHARE_HOURS = 3
 AQI_LOCAL_RATIO = 2.0
-#: The hour's median is known once this many gauges have read in it (in a stream, seconds after the hour's first
-#: reading); a gauge over the limit waits for them, or for the next hour to begin. An hour with fewer (a city with a
-#: handful of gauges) cannot tell a plume from a haze: its gauges are judged on the limit alone.
+#: The hour's median is known once half the gauges of the hour before, and at least AQI_PEERS, have read in it (in
+#: a stream, seconds after the hour's first reading: stations report on the hour); a gauge over the limit waits for
+#: them, or for the next hour to begin. Half, not a few: gauges arrive in their gateways' order, a plume's streets'
+#: together, and the first dozen may be the plume itself. An hour with fewer than AQI_PEERS (a city with a handful
+#: of gauges) cannot tell a plume from a haze: its gauges are judged on the limit alone.
 AQI_PEERS = 12
 AIR_HOURS_KEPT = timedelta(hours=6)   # hours of the city's AQI readings remembered for the medians
 STUCK_READINGS = {"air_quality": 4, "noise": 8, "traffic_flow": 8, "water_level": 8}
@@ -105,9 +112,11 @@ class SensorWatch:
         self._rain: dict[str, deque[tuple[datetime, float, str]]] = {}
         #: district -> (observed at, degrees the wind blows from, m/s, station) of its station's latest reading
         self._wind: dict[str, tuple[datetime, float, float, str]] = {}
-        #: hour -> the AQIs the city's gauges read in it; hour -> first hours over the limit waiting for its median
+        #: hour -> the AQIs the city's gauges read in it; hour -> first hours over the limit waiting for its median;
+        #: gauge -> its hours' AQIs, for its usual share of the city's
         self._air_hours: dict[datetime, list[float]] = {}
         self._air_waiting: dict[datetime, list[Signal]] = {}
+        self._air_gauge: dict[str, deque[tuple[datetime, float]]] = {}
 
     def check(self, s: Signal) -> list[Anomaly]:
         if s.kind != "reading" or s.device_id is None or {"unregistered_device", "position_mismatch"} & set(s.flags):
@@ -174,38 +183,54 @@ class SensorWatch:
             return []
         hour = s.at.replace(minute=0, second=0, microsecond=0)
         self._air_hours.setdefault(hour, []).append(float(aqi))
+        own = self._air_gauge.setdefault(s.device_id or "", deque(maxlen=int(AIR_HOURS_KEPT / timedelta(hours=1))))
+        own.append((hour, float(aqi)))
         if first:
             self._air_waiting.setdefault(hour, []).append(s)
         latest = max(self._air_hours)
         out: list[Anomaly] = []
         for h in sorted(self._air_waiting):
             peers = self._air_hours.get(h, [])
-            if len(peers) < AQI_PEERS and h >= latest:
+            if h >= latest and len(peers) < max(AQI_PEERS, len(self._air_hours.get(h - timedelta(hours=1), [])) // 2):
                 continue         # the hour's other gauges are still reporting
             median = statistics.median(peers) if len(peers) >= AQI_PEERS else None
             for waiting in self._air_waiting.pop(h):
-                anomaly = self._local_exceedance(waiting, median)
+                anomaly = self._local_exceedance(waiting, median, self._usual_share(waiting.device_id or "", h))
                 if anomaly:
                     out.append(anomaly)
         for h in [h for h in self._air_hours if h < latest - AIR_HOURS_KEPT]:
             del self._air_hours[h]
         return out
 
+    def _usual_share(self, device: str, hour: datetime) -> float | None:
+        """The gauge's usual share of the city's median: the median of its AQI over the city's median in its hours
+        before ``hour`` whose median is known; None with fewer than AQI_SHARE_HOURS of them."""
+        shares = []
+        for h, aqi in self._air_gauge.get(device, ()):
+            peers = self._air_hours.get(h, [])
+            if h < hour and len(peers) >= AQI_PEERS and statistics.median(peers) > 0:
+                shares.append(aqi / statistics.median(peers))
+        return statistics.median(shares) if len(shares) >= AQI_SHARE_HOURS else None
+
     @staticmethod
-    def _local_exceedance(s: Signal, median: float | None) -> Anomaly | None:
+    def _local_exceedance(s: Signal, median: float | None, usual: float | None) -> Anomaly | None:
         """The first hour over the limit of the gauge that read ``s``, when it stands out from the city's
-        ``median`` that hour (None: not known, the limit alone judges)."""
+        ``median`` that hour against its ``usual`` share of it (None: not known; without a median the limit alone
+        judges)."""
         aqi = float(s.values["airQualityIndex"])
-        if median is not None and aqi < AQI_LOCAL_RATIO * median:
-            log.debug("air gauge %s reads AQI %.0f at %s with the city's median at %.0f: a regional episode, not a "
-                      "local source", s.device_id, aqi, s.at, median)
+        need = None if median is None else median * (AQI_LOCAL_EXCESS * usual if usual else AQI_LOCAL_RATIO)
+        if need is not None and aqi < need:
+            log.debug("air gauge %s reads AQI %.0f at %s with the city's median at %.0f (usually %s times it): a "
+                      "regional episode, not a local source", s.device_id, aqi, s.at, median, usual)
             return None
         than = (f", {aqi / median:.1f} times the median of the city's gauges that hour ({median:.0f})"
                 if median else "")
+        than += f", where it usually reads {usual:.1f} times it" if median and usual else ""
         return Anomaly("air", "aqi_over_limit", 2, s,
                        f"air gauge {s.device_id} reads an hourly AQI of {aqi:.0f}, over the limit of {AQI_LIMIT} "
                        f"(HJ 633-2012: moderately polluted or worse){than}", provisional=True,
-                       facts={"aqi": aqi, "limit": AQI_LIMIT, **({"median": median} if median else {})})
+                       facts={"aqi": aqi, "limit": AQI_LIMIT, **({"median": median} if median else {}),
+                              **({"usual": usual} if median and usual else {})})
 
     def _speed_collapse(self, s: Signal) -> Anomaly | None:
         """The lane's speed collapsed against its own recent normal with the lane occupied, for the

@@ -93,6 +93,36 @@ def test_a_regional_haze_over_the_limit_everywhere_warns_no_street(contracts: di
     assert not [r for t, r in out if t == WARNING_TOPIC]
 
 
+def test_a_gauge_is_judged_against_its_own_usual_share_of_the_city(contracts: dict[str, Contract]) -> None:
+    """A gauge by an arterial reads above the city every hour: at 160, 2.2 times the city's median, it is at its
+    usual share (1.6 times) and its site, not a source, warns no one; a clean site's gauge (0.7 times) at 160 is
+    1.7 times the median, less than a gauge without history needs, and warns: 2.5 times its usual."""
+    def warned(usual: int, background: int) -> list[dict[str, Any]]:
+        p = _pipeline(contracts)
+        hours = [{GAUGE: usual}] * 3 + [{GAUGE: 160}]
+        out = _feed(p, contracts, [r for k, plume in enumerate(hours)
+                                   for r in _hour(T0 + timedelta(hours=k), plume, background=background)])
+        return [r for t, r in out if t == WARNING_TOPIC]
+    assert warned(115, 70) == []
+    clean = warned(65, 90)
+    assert [w["observed_at"] for w in clean] == ["2026-12-03T09:00:00Z"]
+    assert "1.7 times the median of the city's gauges that hour (94), where it usually reads 0.7 times it" in \
+        clean[0]["explanation"] and "（平时约0.7倍）" in clean[0]["summary"]
+
+
+def test_a_plume_arriving_first_in_its_hour_is_judged_against_the_whole_city(contracts: dict[str, Contract]) -> None:
+    """Gauges arrive in their gateways' order, a plume's streets' together: the first dozen of the hour may all be
+    the plume, whose median is the plume's. The hour is judged once half the city's gauges have reported."""
+    p = _pipeline(contracts)
+    plume = [GAUGE, *[d for d in AIR if d.street_code != GAUGE.street_code][:9]]
+    city = [d for d in AIR if d not in plume][:40]
+    out = _feed(p, contracts, [_air(T0, d, 70 + k % 7) for k, d in enumerate(plume + city)] +
+                [_air(T0 + timedelta(hours=1), d, 185) for d in plume] +
+                [_air(T0 + timedelta(hours=1), d, 71 + k % 7) for k, d in enumerate(city)])
+    warned = {w["street_code"] for t, w in out if t == WARNING_TOPIC and w["kind"] == "sensor_precedes_complaints"}
+    assert GAUGE.street_code in warned
+
+
 def test_a_city_with_few_gauges_judges_their_first_hour_on_the_limit_alone(contracts: dict[str, Contract]) -> None:
     """Under twelve gauges an hour, no median tells a plume from a haze: the gauge over 150 warns once the next hour
     begins (its peers are in), dated by its own reading."""
