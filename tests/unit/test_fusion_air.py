@@ -269,3 +269,19 @@ def test_with_a_wind_measured_only_the_streets_downwind_are_warned(contracts: di
                                                   "station": station.device_id}
     assert "下风向" in windy[B]["summary"] and "风速3.2米/秒" in windy[B]["summary"]
     assert set(opened(0.8)) == _NEXT[A]          # calm: every neighbour
+
+
+def test_a_street_whose_residents_called_first_brings_its_calls_into_the_event_it_joins(
+        contracts: dict[str, Contract]) -> None:
+    """B's residents call about the air before B's gauge passes the limit (B's own case, not yet an event); when
+    the gauge stands out next to A's event, B's case is part of A's: one event, B's call among its evidence."""
+    p = _pipeline(contracts)
+    hours = [{}, {GA: 180}, {GA: 190}, {GA: 185, GB: 175}, {GA: 170, GB: 180}]
+    records = [r for k, plume in enumerate(hours) for r in _hour(T0 + timedelta(hours=k), plume)] + \
+        [_call(T0 + timedelta(hours=1, minutes=m), m) for m in (30, 50)] + \
+        [_call(T0 + timedelta(hours=2, minutes=30), 230, GB)]
+    out = _feed(p, contracts, records)
+    events = [r for t, r in out if t == EVENT_TOPIC and r["category"] == "air_pollution_episode"]
+    assert {e["event_id"] for e in events} == {f"CE-{A}-air_pollution_episode-202612030700"}
+    assert events[-1]["evidence"]["streets"] == [A, B]
+    assert events[-1]["evidence"]["tickets"] == ["HL2026120300000030", "HL2026120300000050", "HL2026120300000230"]
