@@ -83,7 +83,7 @@ class Anomaly:
     #: An early sign, not yet evidence (an air gauge's first hour over the limit, ``aqi_over_limit``): enough for an
     #: early warning; the city event waits for its confirmation (the next reading over the limit, ``aqi_exceedance``).
     provisional: bool = False
-    #: The numbers the detail says, for a warning to say them in the city's language (aqi, limit, median, ratio).
+    #: The numbers the detail says, for a warning to say them in the city's language (aqi, limit, median, usual).
     facts: dict[str, float] = field(default_factory=dict)
 
 
@@ -172,7 +172,7 @@ class SensorWatch:
 
     def _air_first_hours(self, s: Signal, first: bool) -> list[Anomaly]:
         """Air gauges' first hours over the AQI limit that stand out from the city's gauges that hour, judged once
-        the hour's median is known (AQI_PEERS readings, or the next hour begun): ``s`` is one more reading of
+        the hour's median is known (see AQI_PEERS, or the next hour begun): ``s`` is one more reading of
         it, ``first`` whether it is its gauge's first over the limit. One hour is enough to warn: a station's hourly
         AQI is the mean of the hour's concentrations (HJ 633-2012), so a reading over the limit is an hour of
         exceedance already, where a minute's noise reading over its limit may be a lorry passing. It is not enough
