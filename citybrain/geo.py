@@ -33,6 +33,14 @@ def haversine_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
     return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(a))
 
 
+def bearing_deg(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
+    """Initial great-circle bearing from the first point to the second, degrees clockwise from north [0, 360)."""
+    p1, p2, dl = math.radians(lat1), math.radians(lat2), math.radians(lon2 - lon1)
+    x = math.sin(dl) * math.cos(p2)
+    y = math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl)
+    return math.degrees(math.atan2(x, y)) % 360
+
+
 def point_in_ring(lon: float, lat: float, ring: Ring) -> bool:
     """Ray casting; points exactly on an edge may fall either side (the index breaks ties)."""
     inside = False
@@ -84,6 +92,9 @@ LEVELS = ("district", "street", "community", "grid")
 ANCHORS = ("street", "district")
 #: Points whose place an index remembers; past this it starts over.
 RESOLVED_MAX = 200_000
+#: Areas this close (degrees, about 10 m) are neighbours: a real city's boundaries, digitised department by department,
+#: leave slivers between areas that share a street in the city (the pack check's gaps tolerance is of that order).
+NEIGHBOUR_GAP_DEG = 1e-4
 
 
 class Place(NamedTuple):
@@ -110,6 +121,8 @@ class AreaIndex:
     def __init__(self, areas: Iterable[Area]) -> None:
         self.areas = {a.code: a for a in areas}
         self._resolved: dict[tuple[float, float], Place | None] = {}
+        self._polygons: dict[str, Any] = {}
+        self._neighbours: dict[str, list[Area]] = {}
         #: level -> its areas with their polygons; area code -> its children with theirs
         by_level: dict[str, list[tuple[Area, Any]]] = {}
         self._children: dict[str, list[tuple[Area, Any]]] = {}
@@ -123,6 +136,7 @@ class AreaIndex:
                             "(%s); fix its coordinates in the city pack", area.code, area.name, exc)
                 continue
             shapely.prepare(polygon)
+            self._polygons[area.code] = polygon
             by_level.setdefault(area.level, []).append((area, polygon))
             if area.parent_code:
                 self._children.setdefault(area.parent_code, []).append((area, polygon))
@@ -137,6 +151,31 @@ class AreaIndex:
         areas, tree = found
         return _first([areas[i][0] for i in sorted(tree.query(Point(lon, lat)))
                        if intersects_xy(areas[i][1], lon, lat)], lon, lat)
+
+    def neighbours(self, code: str) -> list[Area]:
+        """The areas of ``code``'s level that share a border with it (or a corner; within NEIGHBOUR_GAP_DEG), by
+        code; none for an area the index does not hold. Worked out once per area: the way a street's trouble
+        (a plume, a flood) may spread."""
+        known = self._neighbours.get(code)
+        if known is not None:
+            return known
+        area, polygon = self.areas.get(code), self._polygons.get(code)
+        found = self._levels.get(area.level) if area is not None else None
+        if area is None or polygon is None or found is None:
+            return []
+        areas, tree = found
+        near = tree.query(polygon, predicate="dwithin", distance=NEIGHBOUR_GAP_DEG)
+        out = self._neighbours[code] = sorted((areas[i][0] for i in near if areas[i][0].code != code),
+                                              key=lambda a: a.code)
+        return out
+
+    def centre(self, code: str) -> tuple[float, float] | None:
+        """(lon, lat) of the area's centroid, None for an area the index does not hold."""
+        polygon = self._polygons.get(code)
+        if polygon is None:
+            return None
+        point = polygon.centroid
+        return point.x, point.y
 
     def street_at(self, lon: float, lat: float) -> Area | None:
         """The street containing the point, or None (outside the city, or where the city has no streets)."""

@@ -1,17 +1,23 @@
 """Fusion: evidence about the same place and time becomes one city event, and early warnings.
 
-Evidence is grouped by street and family (flood, noise, traffic, sensor fault). Waterlogging calls,
+Evidence is grouped by street and family (flood, noise, air, traffic, sensor fault). Waterlogging calls,
 an underpass gauge above its reference level and a police report of a waterlogged road in
 the same street within a few hours are one flood event with all three as evidence, not
 three rows; so are a lane whose traffic has stopped, 110 reports of an accident or an
-obstruction and hazard calls in one street, as a traffic event. A case becomes an event once
+obstruction and hazard calls in one street, as a traffic event, and an air gauge over the AQI limit
+with the street's air-pollution calls, as an air-pollution episode. A case becomes an event once
 its evidence is strong enough, is updated when new kinds of evidence arrive, and closes when
 the street has been quiet for a while. Where the city has no streets (its pack stops at
 districts there), the district takes the street's place: its events and warnings name the
 district and no street.
 
+Air spreads: a street's gauge standing out at its first hour over the limit, next to a street whose air case
+began the same way and is open, joins that case (one incident, one event id, its footprint the streets in its
+evidence), and the streets next to an air event are warned that it may reach them (``air_spreading``).
+
 Early warnings come before the complaints pile up (未诉先办): a sensor family turning
-anomalous in a street before its residents call, and a complaint category rising in one street
+anomalous in a street before its residents call (an air gauge at its first hour over the limit, standing
+out from the city's: :mod:`citybrain.fusion.air`), and a complaint category rising in one street
 above what is usual there at that hour of the week (:mod:`citybrain.fusion.calls`).
 """
 
@@ -27,14 +33,17 @@ from typing import Any, Callable, Mapping
 from citybrain.fusion.calls import (CUSUM_RATIO, DEFAULT_FALSE_ALARM_RATE, MIN_EXPECTED_PER_H, PIECE, PIECES,
                                     WINDOWS, Baseline, CallHistory, Cusum, baseline, one_in, say_burst, say_held,
                                     say_trend, threshold)
-from citybrain.fusion.detect import Anomaly
+from citybrain.fusion.air import downwind, say_over_limit, say_spreading, say_wind
+from citybrain.fusion.detect import AQI_LIMIT, Anomaly
 from citybrain.fusion.signals import Signal
+from citybrain.geo import Area
 from citybrain.times import iso
 
 log = logging.getLogger(__name__)
 
 #: Which ticket, police and inspection categories are evidence for which family.
-TICKET_FAMILY = {"waterlogging": "flood", "noise": "noise", "water_leak": "water_supply", "water_outage": "water_supply"}
+TICKET_FAMILY = {"waterlogging": "flood", "noise": "noise", "water_leak": "water_supply",
+                 "water_outage": "water_supply", "air_pollution": "air"}
 #: Calls that are evidence for a case already open in their street as well: everyday ones (a hazard, a signal out)
 #: for a traffic case, a flooded road for a water-supply case (a burst main floods the road it runs under).
 TICKET_JOINS = {"safety_hazard": "traffic", "traffic_signal": "traffic", "waterlogging": "water_supply"}
@@ -42,7 +51,10 @@ POLICE_FAMILY = {"waterlogged_road": "flood", "traffic_accident": "traffic", "ro
 INSPECTION_FAMILY = {"waterlogging": "flood", "night_construction": "noise"}
 FAMILY_EVENT = {"flood": "flood", "noise": "noise_disturbance", "sensor_fault": "sensor_fault",
                 "air": "air_pollution_episode", "traffic": "traffic_congestion", "water_supply": "water_supply"}
-FAMILY_WARNING_CATEGORY = {"flood": "waterlogging", "noise": "noise"}
+FAMILY_WARNING_CATEGORY = {"flood": "waterlogging", "noise": "noise", "air": "air_pollution"}
+#: How many gauges of a family warn once their readings are confirmed anomalies (two in a row): a level gauge is
+#: engineered for this; noise needs two. Air warns earlier, at a gauge's first hour (``Anomaly.provisional``).
+WARN_DEVICES = {"flood": 1, "noise": 2}
 TITLES = {"flood": "道路积水/内涝", "noise_disturbance": "噪声扰民", "sensor_fault": "传感器故障",
           "air_pollution_episode": "空气污染", "traffic_congestion": "交通拥堵", "water_supply": "供水管网异常"}
 QUIET = timedelta(hours=3)     # a case closes after this long without new evidence
@@ -77,6 +89,14 @@ class Case:
     #: calls' excess has held (:meth:`HotspotDetector.held`): what calls alone open an event with.
     unusual: set[str] = field(default_factory=set)
     held: str | None = None
+    #: An air case's footprint: the streets (else districts) it has spread over, code -> name, its own first; whether
+    #: it began with a local exceedance (a gauge standing out, ``Anomaly.provisional``), which a neighbour's joins;
+    #: the streets of the footprint warned of, and the streets next to it warned that it may spread to them.
+    streets: dict[str, str | None] = field(default_factory=dict)
+    published_streets: int = 0
+    local: bool = False
+    warned_streets: set[str] = field(default_factory=set)
+    spread_warned: set[str] = field(default_factory=set)
 
     @property
     def kinds(self) -> int:
@@ -113,6 +133,11 @@ class Case:
             # noise complaints looks just like that. Two gauges agreeing, or an inspector's finding, is.
             return (len(self.readings) >= 2 and (len(self.devices) >= 2 or bool(self.records))) \
                 or (len(self.tickets) >= 3 and bool(self.records))
+        if self.family == "air":
+            # Three confirmed hours over the limit (each a gauge's hour after another over it), or one and the
+            # street's residents calling about the air twice: a station's hour may be a fault, the people breathing
+            # it are not.
+            return len(self.readings) >= 3 or (bool(self.readings) and len(self.tickets) >= 2)
         if self.family == "traffic":
             # A stopped lane alone may be a detector's fault or a lane closed for works, and a city has everyday
             # accidents and obstructions by the hundred that stop nothing: a lane stopping within TRAFFIC_NEAR of a
@@ -122,6 +147,22 @@ class Case:
                 return any(abs(t - stopped) <= TRAFFIC_NEAR for stopped in self.device_first.values())
             return any(map(near, self.record_times)) or sum(map(near, self.ticket_times)) >= 2
         return len(self.readings) >= 3
+
+
+def _merge(case: Case, into: Case) -> None:
+    """A street's air case, not yet published, into the neighbour's it turned out to be part of."""
+    into.first_seen, into.last_seen = min(into.first_seen, case.first_seen), max(into.last_seen, case.last_seen)
+    for mine, theirs in ((case.readings, into.readings), (case.devices, into.devices), (case.tickets, into.tickets),
+                         (case.records, into.records)):
+        theirs += [x for x in mine if x not in theirs]
+    into.details += case.details[:max(0, 12 - len(into.details))]
+    into.ticket_times += case.ticket_times
+    into.record_times += case.record_times
+    for device, at in case.device_first.items():
+        into.device_first[device] = min(at, into.device_first.get(device, at))
+    into.unusual |= case.unusual
+    into.held = into.held or case.held
+    into.warned_streets |= case.warned_streets
 
 
 def _street(code: str | None, name: str | None) -> dict[str, Any]:
@@ -146,11 +187,22 @@ class Fusion:
         #: area -> (first seen, last seen) of its latest flood event, which explains the traffic it stopped
         self.flooded: dict[str, tuple[datetime, datetime]] = {}
         self.hotspots = HotspotDetector(call_false_alarm_rate)
+        #: area code -> the areas sharing a border with it (the city's areas' geometry: the pipeline sets
+        #: :meth:`citybrain.geo.AreaIndex.neighbours` once the areas are known), the way an air case spreads
+        self.neighbours: Callable[[str], list[Area]] = lambda _code: []
+        #: area code -> (lon, lat) of its centre (:meth:`citybrain.geo.AreaIndex.centre`), and district -> the wind
+        #: its weather station measured at a time (:meth:`citybrain.fusion.detect.SensorWatch.wind`), the pipeline's:
+        #: the way a plume drifts (without them, to every neighbour)
+        self.centre: Callable[[str], tuple[float, float] | None] = lambda _code: None
+        self.wind: Callable[[str | None, datetime], tuple[float, float, str] | None] = lambda _district, _at: None
 
     def add(self, signal: Signal, anomalies: list[Anomaly], now: datetime) -> list[tuple[str, dict[str, Any]]]:
         out: list[tuple[str, dict[str, Any]]] = []
         for a in anomalies:
-            out += self._evidence(a.family, signal, "reading", a.detail, now)
+            if a.provisional:        # judged on a later reading (the hour's median): ``a.signal`` is its own
+                out += self._early_sign(a, now)
+            else:
+                out += self._evidence(a.family, signal, "reading", a.detail, now)
         if signal.kind == "ticket" and signal.state == "received":
             warning = self.hotspots.add(signal, now)      # first: its judgement is evidence for the cases below
             call = (self.hotspots.unusual(signal), self.hotspots.held(signal))
@@ -178,22 +230,10 @@ class Fusion:
                   call: tuple[bool, str | None] = (False, None)) -> list[tuple[str, dict[str, Any]]]:
         """``call``, for a ticket: whether its category is unusual in its street (:meth:`HotspotDetector.unusual`),
         and why its excess has held there (None: it has not)."""
-        if not s.area_code:
-            return []
-        key = (s.area_code, family if family != "sensor_fault" else f"sensor_fault:{s.device_id}")
-        case = self.cases.get(key)
         out: list[tuple[str, dict[str, Any]]] = []
-        # Evidence hours away (either way: a backlog read topic by topic is not in time order) opens a new case.
-        if case is not None and not (case.first_seen - QUIET <= s.at <= case.last_seen + QUIET):
-            if case.event_id:
-                closed = self._event(case, now)
-                closed["status"] = "closed"
-                out.append(("event", closed))
-            case = None
+        case = self._case(family, s, now, out)
         if case is None:
-            case = self.cases[key] = Case(s.area_code, family, s.at, s.at, s.district_code, s.street_code, s.area_name,
-                                          s.lon, s.lat)
-        case.first_seen, case.last_seen = min(case.first_seen, s.at), max(case.last_seen, s.at)
+            return out
         ident = (s.values.get("service_request_id") or s.values.get("incident_id") or s.values.get("inspection_id")
                  or s.event_id)
         target = {"reading": case.readings, "ticket": case.tickets, "record": case.records}[kind]
@@ -216,16 +256,111 @@ class Fusion:
             case.device_first[s.device_id] = min(s.at, case.device_first.get(s.device_id, s.at))
         if len(case.details) < 12 and not repeated:
             case.details.append(detail)
-        warn_devices = 1 if family == "flood" else 2     # a level gauge is engineered for this; noise needs two
-        if kind == "reading" and family in FAMILY_WARNING_CATEGORY and not case.warned \
-                and case.sensors_first(warn_devices):
+        warn_devices = WARN_DEVICES.get(family, 0)
+        if kind == "reading" and warn_devices and not case.warned and case.sensors_first(warn_devices):
             case.warned = True
             out.append(("warning", self._sensor_warning(case, detail, now, warn_devices)))
         if case.strong_enough() and (case.event_id is None or case.kinds > case.published_kinds
-                                     or len(case.tickets) in (5, 10, 20, 50)) and not self._flood_explains(case) \
-                and not self._main_explains(case):
-            out.append(("event", self._event(case, now)))
+                                     or len(case.tickets) in (5, 10, 20, 50)
+                                     or len(case.streets) > case.published_streets) \
+                and not self._flood_explains(case) and not self._main_explains(case):
+            out += self._publish(case, now)
         return out
+
+    def _publish(self, case: Case, now: datetime) -> list[tuple[str, dict[str, Any]]]:
+        """The case's event, and for an air event a warning to each street next to its footprint, downwind where
+        its district's weather station says where the wind blows, not yet warned (one upwind now may be downwind
+        when the wind turns)."""
+        event = self._event(case, now)
+        out: list[tuple[str, dict[str, Any]]] = [("event", event)]
+        if case.family != "air":
+            return out
+        wind = self.wind(case.district_code, case.last_seen)
+        for code, name in list(case.streets.items()):
+            for area in self.neighbours(code):
+                if area.code in case.streets or area.code in case.spread_warned \
+                        or not downwind(self.centre(code), self.centre(area.code), wind):
+                    continue
+                case.spread_warned.add(area.code)
+                out.append(("warning", self._spreading_warning(case, event, code, name, area, now, wind)))
+        return out
+
+    def _case(self, family: str, s: Signal, now: datetime, out: list[tuple[str, dict[str, Any]]]) -> Case | None:
+        """The case of ``family`` in the signal's street (else district) open at the signal's time, opened if there
+        is none and stretched to the signal's time; None for a signal with no place. A case whose time the signal
+        is hours away from (either way: a backlog read topic by topic is not in time order) closes (its closing
+        event into ``out``) and a new one opens."""
+        if not s.area_code:
+            return None
+        key = (s.area_code, family if family != "sensor_fault" else f"sensor_fault:{s.device_id}")
+        case = self.cases.get(key)
+        if case is not None and not (case.first_seen - QUIET <= s.at <= case.last_seen + QUIET):
+            if case.event_id:
+                closed = self._event(case, now)
+                closed["status"] = "closed"
+                out.append(("event", closed))
+            self._forget(case)
+            case = None
+        if case is None:
+            case = self.cases[key] = Case(s.area_code, family, s.at, s.at, s.district_code, s.street_code, s.area_name,
+                                          s.lon, s.lat, streets={s.area_code: s.area_name})
+        case.first_seen, case.last_seen = min(case.first_seen, s.at), max(case.last_seen, s.at)
+        return case
+
+    def _forget(self, case: Case) -> None:
+        """Drop a closed case under every street of its footprint."""
+        for key in [k for k, c in self.cases.items() if c is case] if len(case.streets) > 1 else ():
+            del self.cases[key]
+
+    def _early_sign(self, a: Anomaly, now: datetime) -> list[tuple[str, dict[str, Any]]]:
+        """An early sign (an air gauge's first hour over the limit, standing out from the city's) in its street's
+        case, or in a neighbour's it has spread from: it dates the case and warns when it came before the
+        residents' second call, but is no evidence yet (the city event waits for the confirmed anomalies, see
+        ``Case.strong_enough``). A street joining a published event's footprint updates the event."""
+        s = a.signal
+        out: list[tuple[str, dict[str, Any]]] = []
+        joined = self._spread(a.family, s)
+        case = self._case(a.family, s, now, out)
+        if case is None or s.device_id is None:
+            return out
+        case.local = True
+        case.device_first[s.device_id] = min(s.at, case.device_first.get(s.device_id, s.at))
+        if len(case.details) < 12:
+            case.details.append(a.detail)
+        area = s.area_code or ""
+        if area not in case.warned_streets and area not in case.spread_warned and case.sensors_first(1):
+            case.warned = True
+            case.warned_streets.add(area)
+            out.append(("warning", self._sensor_warning(case, a.detail, now, 1, a)))
+        if joined and case.event_id and case.strong_enough():
+            out += self._publish(case, now)
+        return out
+
+    def _spread(self, family: str, s: Signal) -> bool:
+        """Whether the signal's street joined the open, locally begun case of its family in a neighbouring street
+        (its own case, if it has one not yet published, merged into it): a plume drifting over the next street is
+        the same incident, not a new one. A regional haze (no gauge standing out) joins nothing."""
+        area = s.area_code
+        if not area:
+            return False
+        own = self.cases.get((area, family))
+        if own is not None and (own.event_id or len(own.streets) > 1):
+            return False        # a street's own event stays its own; a stale one closes first (``_case``)
+        for neighbour in self.neighbours(area):
+            case = self.cases.get((neighbour.code, family))
+            if case is None or case is own or not case.local or not self._open_at(case, s.at):
+                continue
+            if own is not None and self._open_at(own, s.at):
+                _merge(own, case)
+            self.cases[(area, family)] = case
+            case.streets[area] = s.area_name
+            log.debug("%s case %s spreads to %s", family, case.event_id or case.area_code, area)
+            return True
+        return False
+
+    @staticmethod
+    def _open_at(case: Case, at: datetime) -> bool:
+        return case.first_seen - QUIET <= at <= case.last_seen + QUIET
 
     def _open_for(self, s: Signal, family: str | None) -> str | None:
         """``family`` when its case in the signal's street is open at the signal's time, which a call that only
@@ -264,16 +399,19 @@ class Fusion:
         status = "open" if case.event_id is None else "updated"
         if case.event_id is None:
             case.event_id = f"CE-{case.area_code}-{category}-{case.first_seen:%Y%m%d%H%M}"
-        case.published_kinds = case.kinds
+        case.published_kinds, case.published_streets = case.kinds, len(case.streets)
         if case.family == "flood":
             self.flooded[case.area_code] = (case.first_seen, case.last_seen)
         department, sla_hours, priority = rule["department"], float(rule["sla_hours"]), rule["priority"]
         co = rule.get("co_departments") or ()
         confidence = {1: 0.6, 2: 0.85, 3: 0.95}[max(1, case.kinds)]
         severity = min(4, 1 + case.kinds + (1 if len(case.tickets) >= 10 else 0))
+        spread = f"等{len(case.streets)}个{'街道' if case.street_code else '区县'}" if len(case.streets) > 1 else ""
+        # An air case's footprint, the streets it has spread over (contract city.event.incident 1.4.0).
+        streets = {"streets": list(case.streets)[:50]} if case.family == "air" else {}
         return {
             "event_id": case.event_id, "category": category,
-            "title": f"{case.area_name or case.area_code}{TITLES[category]}",
+            "title": f"{case.area_name or case.area_code}{spread}{TITLES[category]}",
             "status": status, "severity": severity, "confidence": confidence, "priority": priority,
             "district_code": case.district_code, **_street(case.street_code, case.area_name),
             "lat": round(case.lat, 3) if case.lat is not None else None,
@@ -281,27 +419,67 @@ class Fusion:
             "detected_at": iso(now), "department": department, "co_departments": list(co),
             "sla_deadline": iso(self.deadline(rule, now, sla_hours)),
             "evidence": {"readings": case.readings[:50], "devices": case.devices[:20], "tickets": case.tickets[:50],
-                         "records": case.records[:20]},
+                         "records": case.records[:20], **streets},
             "explanation": "; ".join(case.details),
         }
 
-    def _sensor_warning(self, case: Case, detail: str, now: datetime, devices: int) -> dict[str, Any]:
+    def _sensor_warning(self, case: Case, detail: str, now: datetime, devices: int,
+                        sign: Anomaly | None = None) -> dict[str, Any]:
+        """The warning that sensors in the case's street show its family before residents call; an early ``sign``
+        (an air gauge's first hour) names its own street (the case may have spread to it) and is said in the
+        city's language as well (``summary``)."""
         category = FAMILY_WARNING_CATEGORY[case.family]
+        area, district, street, name, first = \
+            case.area_code, case.district_code, case.street_code, case.area_name, case.first_seen
+        said: dict[str, Any] = {}
+        if sign is not None:
+            s = sign.signal
+            area, district, street, name, first = s.area_code or area, s.district_code, s.street_code, s.area_name, s.at
+            said = {"summary": say_over_limit(self.hotspots.language, name or area, s.device_id or "", sign.facts),
+                    "summary_language": self.hotspots.language}
+        place = name or area
         return {
-            "warning_id": f"EW-{case.area_code}-{category}-{case.first_seen:%Y%m%d%H%M}",
-            "kind": "sensor_precedes_complaints", "category": category, "district_code": case.district_code,
-            **_street(case.street_code, case.area_name), "observed_at": iso(case.first_seen),
+            "warning_id": f"EW-{area}-{category}-{first:%Y%m%d%H%M}",
+            "kind": "sensor_precedes_complaints", "category": category, "district_code": district,
+            **_street(street, name), "observed_at": iso(first),
             "detected_at": iso(now), "severity": 3 if case.family == "flood" else 2,
-            "explanation": f"{detail}. Sensors in {case.area_name or case.area_code} show {category} before residents "
+            "explanation": f"{detail}. Sensors in {place} show {category.replace('_', ' ')} before residents "
                            f"call (only {case.calls_before_sensors(devices)} call(s) by then): act before the complaints arrive (未诉先办).",
+            **said,
+        }
+
+    def _spreading_warning(self, case: Case, event: dict[str, Any], code: str, name: str | None, area: Area,
+                           now: datetime, wind: tuple[float, float, str] | None) -> dict[str, Any]:
+        """The warning to the street (else district) ``area`` next to the air event's footprint street ``code``
+        (downwind of it with ``wind``): the pollution may reach it next."""
+        street = area.level == "street"
+        district = area.parent_code if street else area.code
+        place, source = area.name, name or code
+        return {
+            "warning_id": f"EW-{area.code}-air_spreading-{case.first_seen:%Y%m%d%H%M}",
+            "kind": "air_spreading", "category": FAMILY_WARNING_CATEGORY["air"], "district_code": district,
+            **_street(area.code if street else None, area.name if street else None),
+            "observed_at": iso(case.last_seen), "detected_at": iso(now), "severity": 2,
+            "explanation": f"Air pollution episode {event['event_id']} over {len(case.streets)} street(s) "
+                           f"({', '.join(n or c for c, n in case.streets.items())}), its gauges over the AQI limit of "
+                           f"{AQI_LIMIT}, is next to {place} in {source}{say_wind('en', wind)}: the pollution may reach "
+                           f"{place}. Watch its gauges and its residents' calls, and look for the source (未诉先办).",
+            "summary": say_spreading(self.hotspots.language, place, source, event["event_id"], wind),
+            "summary_language": self.hotspots.language,
+            "spreading_from": {"event_id": event["event_id"], "area_code": code, "area_name": source,
+                               **({"wind": {"from_deg": wind[0], "speed_m_s": wind[1], "station": wind[2]}}
+                                  if wind else {})},
         }
 
     def close_quiet(self, now: datetime) -> list[tuple[str, dict[str, Any]]]:
-        """Close published cases that have been quiet for ``QUIET``; forget unpublished ones."""
+        """Close published cases that have been quiet for ``QUIET``; forget unpublished ones. A case spread over
+        several streets closes once."""
         out = []
+        closed: set[int] = set()
         for key, case in list(self.cases.items()):
             if now - case.last_seen > QUIET:
-                if case.event_id:
+                if case.event_id and id(case) not in closed:
+                    closed.add(id(case))
                     event = self._event(case, now)
                     event["status"] = "closed"
                     out.append(("event", event))

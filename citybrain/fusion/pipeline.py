@@ -88,6 +88,7 @@ class Pipeline:
         self.dispatcher = Dispatcher(protector=protector, hotline=contracts[topics.SERVICE_REQUESTS])
         self.fusion = Fusion(route=self.dispatcher.event_rule, deadline=self.dispatcher.sla_deadline,
                              call_false_alarm_rate=call_false_alarm_rate)
+        self.fusion.wind = self.watch.wind
         if city_calls is not None:
             self.fusion.hotspots.city = city_calls
         self.sla = SlaTracker()
@@ -172,6 +173,7 @@ class Pipeline:
             return []
         if self._areas_dirty:
             self.enricher.index = AreaIndex.from_records(self.areas.values())
+            self.fusion.neighbours, self.fusion.centre = self.enricher.index.neighbours, self.enricher.index.centre
             self._areas_dirty = False
         out: list[tuple[str, dict[str, Any]]] = []
         if topic == topics.TICKET_EVENTS:

@@ -9,7 +9,7 @@ from citybrain.city.catalogue import SERVICES, department_remits, routing_rules
 from citybrain.sim.reference import reference_records
 from citybrain.contracts.validate import RecordValidator
 from citybrain.contracts.departments import DEPARTMENTS
-from citybrain.geo import Area, AreaIndex, point_in_geometry
+from citybrain.geo import Area, AreaIndex, bearing_deg, point_in_geometry
 
 CITY = build_city(7)
 
@@ -80,6 +80,23 @@ def test_area_index_respects_holes_and_says_none_outside() -> None:
     assert index.street_at(5, 5) is None
     assert index.resolve(5, 5) == (index.areas["100000"], None, None, None)   # the street's hole: its district only
     assert index.street_at(11, 5) is None and index.resolve(11, 5) is None
+
+
+def test_neighbours_share_a_border_or_a_sliver_of_one_and_not_a_district() -> None:
+    """The way a plume spreads (fusion's air cases): streets touching, or a few metres apart as boundaries digitised
+    department by department are, are neighbours; a street two away is not, nor an area of another level."""
+    def box(x0: float, x1: float) -> dict:  # type: ignore[type-arg]
+        return {"type": "Polygon", "coordinates": [[[x0, 0], [x1, 0], [x1, 0.01], [x0, 0.01], [x0, 0]]]}
+    index = AreaIndex([Area("1", "d", "district", None, box(0, 0.04)), Area("11", "a", "street", "1", box(0, 0.01)),
+                       Area("12", "b", "street", "1", box(0.01, 0.02)),
+                       Area("13", "c", "street", "1", box(0.02005, 0.03)),      # 5 m of sliver between b and c
+                       Area("14", "e", "street", "1", box(0.0302, 0.04))])      # 20 m from c: not its neighbour
+    assert [a.code for a in index.neighbours("11")] == ["12"]
+    assert [a.code for a in index.neighbours("12")] == ["11", "13"]
+    assert [a.code for a in index.neighbours("13")] == ["12"]
+    assert index.neighbours("14") == [] and index.neighbours("1") == [] and index.neighbours("99") == []
+    assert tuple(round(x, 6) for x in index.centre("12") or ()) == (0.015, 0.005) and index.centre("99") is None
+    assert [round(bearing_deg(0, 0, *to)) for to in ((0, 1), (1, 0), (0, -1), (-1, 0))] == [0, 90, 180, 270]
 
 
 def test_the_city_places_a_point_as_deep_as_its_areas_go_as_the_simulator_does() -> None:
