@@ -15,9 +15,9 @@ __all__ = [
     "AIR_QUALITY", "AUDIT_EVENTS", "CITY_EVENTS", "CITY_METRICS", "CONTRACT_REGISTRY", "DATASET_RELEASES", "EARLY_WARNINGS",
     "ELDERLY_CARE", "INGEST_DEAD_LETTERS", "INSPECTIONS", "LAKE_COMPACTIONS", "NOISE_LEVEL", "NOTIFY_DEAD_LETTERS",
     "POLICE_INCIDENTS", "QUALITY_ALERTS", "REF_AREAS", "REF_CITY", "REF_DEPARTMENTS", "REF_DEVICES", "REF_GRIDS",
-    "REF_POIS", "REF_ROAD_SEGMENTS", "REF_ROUTING_RULES", "REF_SERVICES", "SECURITY_FINDINGS",
+    "REF_POIS", "REF_ROAD_SEGMENTS", "REF_ROUTING_RULES", "REF_SERVICES", "REPLIES", "SECURITY_FINDINGS",
     "SERVICE_REQUESTS", "SLA_ALERTS", "TERRITORIAL_WORK_ORDERS", "TICKET_EVENTS", "TRAFFIC_FLOW", "URGES", "WATER_LEVEL",
-    "WEATHER", "WHISTLES", "contract_id", "missing", "names", "work_orders",
+    "WEATHER", "WHISTLES", "contract_id", "is_work_orders", "missing", "names", "work_orders",
 ]
 
 # -- raw: the edge's feeds (restricted zone) ------------------------------------------------------
