@@ -70,14 +70,19 @@ def may(viewer: Viewer, kind: str) -> bool:
     return viewer.admin or (kind == "whistle" and viewer.department == HOTLINE)
 
 
-def _checked(kind: str, body: Any) -> dict[str, Any]:
-    """The action's fields, each checked; the first problem is raised naming its field, rule and fix."""
+def _object_of(body: Any, fields: tuple[str, ...], what: str) -> None:
+    """Refuse a body that is not a JSON object of ``fields`` only (``what`` it is, for the message)."""
     if not isinstance(body, Mapping):
         raise Problem("(body)", f"must be a JSON object, not {type(body).__name__}.",
-                      f"send {{{', '.join(repr(f) for f in FIELDS)}}}.")
-    unknown = sorted(set(body) - set(FIELDS))
+                      f"send {{{', '.join(repr(f) for f in fields)}}}.")
+    unknown = sorted(set(body) - set(fields))
     if unknown:
-        raise Problem(unknown[0], "is not a field of an action.", f"send only {', '.join(FIELDS)}.")
+        raise Problem(unknown[0], f"is not a field of {what}.", f"send only {', '.join(fields)}.")
+
+
+def _checked(kind: str, body: Any) -> dict[str, Any]:
+    """The action's fields, each checked; the first problem is raised naming its field, rule and fix."""
+    _object_of(body, FIELDS, "an action")
     targets = ACTIONS[kind][1]
     target_type = body.get("target_type", targets[0] if len(targets) == 1 else None)
     if target_type not in targets:
@@ -202,12 +207,7 @@ def action(lake: Lake, viewer: Viewer, kind: str, body: Any, at: datetime) -> tu
 
 def _checked_reply(body: Any) -> dict[str, Any]:
     """A reply's fields, each checked; the first problem is raised naming its field, rule and fix."""
-    if not isinstance(body, Mapping):
-        raise Problem("(body)", f"must be a JSON object, not {type(body).__name__}.",
-                      f"send {{{', '.join(repr(f) for f in REPLY_FIELDS)}}}.")
-    unknown = sorted(set(body) - set(REPLY_FIELDS))
-    if unknown:
-        raise Problem(unknown[0], "is not a field of a reply.", f"send only {', '.join(REPLY_FIELDS)}.")
+    _object_of(body, REPLY_FIELDS, "a reply")
     action_id = body.get("action_id")
     if not isinstance(action_id, str) or not ACTION_ID.fullmatch(action_id.strip()):
         raise Problem("action_id", f"{str(action_id)[:40]!r} is not the id of an urge or a whistle "

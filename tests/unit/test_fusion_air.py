@@ -4,20 +4,17 @@ for the second hour."""
 
 from __future__ import annotations
 
-import json
-import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from citybrain.access.privacy import Protector
 from citybrain.contracts.model import Contract
 from citybrain.contracts.validate import RecordValidator
-from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC, Pipeline
+from citybrain.fusion.pipeline import EVENT_TOPIC, WARNING_TOPIC
 from citybrain.geo import AreaIndex, bearing_deg
-from citybrain.kafka.headers import EVENT_ID_NAMESPACE
 from citybrain.sim.city import build_city
 from citybrain.sim.reference import reference_records
 from citybrain.times import iso
+from tests.unit.test_fusion_traffic import Outputs, Record, _feed, _pipeline
 
 CITY = build_city(7)
 AIR = [d for d in CITY.devices if d.device_type == "air_quality"]
@@ -26,16 +23,6 @@ GAUGE = AIR[0]
 OTHERS = [d for d in AIR if d.street_code != GAUGE.street_code][:20]
 #: A Thursday afternoon in the city (Asia/Shanghai).
 T0 = datetime(2026, 12, 3, 6, 0, tzinfo=timezone.utc)
-Record = tuple[datetime, str, dict[str, Any]]
-Outputs = list[tuple[str, dict[str, Any]]]
-
-
-def _pipeline(contracts: dict[str, Contract]) -> Pipeline:
-    p = Pipeline(contracts, Protector.ephemeral())
-    for contract, records in reference_records(CITY, "2026-12-01T00:00:00Z").items():
-        for r in records:
-            p.feed(f"{contract}.v1", r, "ref")
-    return p
 
 
 def _air(at: datetime, device: Any, aqi: int) -> Record:
@@ -54,15 +41,6 @@ def _hour(at: datetime, plume: dict[Any, int], background: int = 70) -> list[Rec
     hours in a row alike, or they would be stuck)."""
     return [_air(at, d, aqi) for d, aqi in plume.items()] + \
         [_air(at, d, background + (k + at.hour) % 7) for k, d in enumerate(OTHERS) if d not in plume]
-
-
-def _feed(p: Pipeline, contracts: dict[str, Contract], records: list[Record]) -> Outputs:
-    """Feed ``records`` in the order given (stable by time), each checked against its contract first."""
-    out: Outputs = []
-    for at, topic, value in sorted(records, key=lambda r: r[0]):
-        assert RecordValidator(contracts[topic])(value) is None, value
-        out += p.feed(topic, value, uuid.uuid5(EVENT_ID_NAMESPACE, json.dumps(value)).hex, at)
-    return out
 
 
 def test_an_air_gauges_first_hour_over_the_limit_warns_at_once_naming_gauge_reading_and_limit(
